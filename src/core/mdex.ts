@@ -1,0 +1,240 @@
+/**
+ * The index (the C tool's "mdex"): everything a share can send, keyed by hash.
+ *
+ * Walking a file or directory records, for each regular file, its chunks (keyed
+ * by leaf hash), its tree object parts (keyed by the part hashes) and an alias
+ * (BLAKE3 of the share path); for directories and symlinks their objects and
+ * aliases. A share maps a joined group back to an object by the 14-byte prefix
+ * the group address carries.
+ */
+import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { LcsyncError, fromSystemError } from './errors.js';
+import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
+import { toHex, type Hash } from './hash.js';
+import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from './meta.js';
+import { encodeNetTree, splitParts } from './nettree.js';
+import { MerkleTree, chunkLength, CHUNK_SIZE } from './tree.js';
+import { GROUP_PREFIX_BYTES } from './address.js';
+
+/** One file, directory or symlink found by the walk. */
+export interface IndexRecord {
+  type: EntryType;
+  /** Path relative to the parent of the shared item; starts with the item's basename. */
+  sharePath: string;
+  /** Absolute path on this host. */
+  localPath: string;
+  meta: FileMeta;
+  /** File length; for dirs and links the length of their object. */
+  size: number;
+  /** Entry hash (for files: the hash of tree part 0). */
+  hash: Hash;
+  /** Files only. */
+  tree?: MerkleTree;
+  /** Symlinks only: the target. */
+  target?: string;
+  /** Files only: hashes of tree parts 0..n-1. */
+  partHashes?: Hash[];
+}
+
+/** Something the share can send on a group. */
+export type IndexObject =
+  /** Chunk bytes live in a file; read (and re-verified) at send time. */
+  | { kind: 'chunk'; hash: Hash; localPath: string; offset: number; length: number; record: IndexRecord }
+  /** A file tree part, a directory or a symlink object, held in memory; sent with OTI. */
+  | { kind: 'tree'; hash: Hash; bytes: Buffer; record: IndexRecord };
+
+export interface ShareRoot {
+  /** The path as given, resolved. */
+  localPath: string;
+  /** Basename of the shared item: what `lcsync sync NAME` asks for. */
+  shareName: string;
+  type: EntryType;
+  hash: Hash;
+}
+
+export interface IndexOptions {
+  /** Called for skipped special files and other non-fatal findings. */
+  onWarning?: (message: string) => void;
+  /** Called with each record as it is indexed. */
+  onRecord?: (record: IndexRecord) => void;
+  /** Called with bytes hashed so far, for progress. */
+  onBytes?: (n: number) => void;
+  /** Reuse a previous tree for a file when its identity is unchanged (see cache.ts). */
+  treeCache?: TreeCache;
+}
+
+export interface TreeCache {
+  get(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }): MerkleTree | undefined;
+  set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }, tree: MerkleTree): void;
+}
+
+export class ShareIndex {
+  readonly roots: ShareRoot[] = [];
+  readonly records: IndexRecord[] = [];
+  private readonly objects = new Map<string, IndexObject>();
+  private readonly aliases = new Map<string, string>();
+  private readonly prefixes = new Map<string, string>();
+
+  /** Walk `paths` and index everything below them. */
+  static async build(paths: readonly string[], opts: IndexOptions = {}): Promise<ShareIndex> {
+    const idx = new ShareIndex();
+    for (const p of paths) await idx.add(p, opts);
+    return idx;
+  }
+
+  async add(given: string, opts: IndexOptions = {}): Promise<ShareRoot> {
+    let abs: string;
+    try {
+      abs = await realpath(given);
+    } catch (e) {
+      throw fromSystemError(e, given);
+    }
+    const shareName = path.basename(abs) || '/';
+    const rec = await this.walk(abs, shareName, 0, opts);
+    if (!rec) throw new LcsyncError('USAGE', `${given}: not a regular file, directory or symlink`);
+    const root: ShareRoot = { localPath: abs, shareName, type: rec.type, hash: rec.hash };
+    this.roots.push(root);
+    return root;
+  }
+
+  get objectCount(): number {
+    return this.objects.size;
+  }
+
+  /** Look an object up by full hash, following an alias. */
+  get(h: Hash): IndexObject | undefined {
+    const key = toHex(h);
+    return this.objects.get(this.aliases.get(key) ?? key);
+  }
+
+  /** Look an object up by the 14 hash bytes that a group address carries. */
+  getByPrefix(prefix: Uint8Array): IndexObject | undefined {
+    const full = this.prefixes.get(toHex(prefix.subarray(0, GROUP_PREFIX_BYTES)));
+    if (full === undefined) return undefined;
+    return this.objects.get(this.aliases.get(full) ?? full);
+  }
+
+  /** Every hash the index answers to (objects and aliases). */
+  *hashes(): Iterable<Hash> {
+    for (const k of this.prefixes.values()) yield Buffer.from(k, 'hex');
+  }
+
+  private putObject(o: IndexObject): void {
+    const key = toHex(o.hash);
+    // Identical chunks anywhere in the share are one object; the last one indexed wins, as in the C mdex.
+    this.objects.set(key, o);
+    this.prefixes.set(key.slice(0, GROUP_PREFIX_BYTES * 2), key);
+  }
+
+  private putAlias(alias: Hash, target: Hash): void {
+    const a = toHex(alias);
+    const t = toHex(target);
+    if (a === t) return;
+    this.aliases.set(a, t);
+    this.prefixes.set(a.slice(0, GROUP_PREFIX_BYTES * 2), a);
+  }
+
+  private async walk(abs: string, sharePath: string, depth: number, opts: IndexOptions): Promise<IndexRecord | undefined> {
+    let st;
+    try {
+      st = await lstat(abs, { bigint: true });
+    } catch (e) {
+      throw fromSystemError(e, abs);
+    }
+    const meta = metaFromStats(st);
+    const type = typeOfMode(meta.mode);
+    if (!type) {
+      opts.onWarning?.(`skipping special file ${abs}`);
+      return undefined;
+    }
+    let rec: IndexRecord;
+    if (type === 'file') rec = await this.indexFile(abs, sharePath, meta, st, opts);
+    else if (type === 'symlink') rec = await this.indexSymlink(abs, sharePath, meta);
+    else rec = await this.indexDir(abs, sharePath, meta, depth, opts);
+    this.records.push(rec);
+    opts.onRecord?.(rec);
+    return rec;
+  }
+
+  private async indexFile(
+    abs: string,
+    sharePath: string,
+    meta: FileMeta,
+    st: { size: bigint; mtimeNs: bigint; ino: bigint; dev: bigint },
+    opts: IndexOptions,
+  ): Promise<IndexRecord> {
+    const size = Number(st.size);
+    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
+    let tree = opts.treeCache?.get(abs, id);
+    if (!tree) {
+      let fh;
+      try {
+        fh = await open(abs, 'r');
+      } catch (e) {
+        throw fromSystemError(e, `cannot read ${abs}`);
+      }
+      try {
+        tree = await MerkleTree.fromHandle(fh, size, opts.onBytes);
+      } catch (e) {
+        throw fromSystemError(e, `cannot read ${abs}`);
+      } finally {
+        await fh.close();
+      }
+      opts.treeCache?.set(abs, id, tree);
+    } else {
+      opts.onBytes?.(size);
+    }
+    const root = size === 0 ? undefined : tree.root;
+    const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
+    const parts = splitParts(obj);
+    const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));
+    const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes };
+    parts.forEach((bytes, z) => this.putObject({ kind: 'tree', hash: partHashes[z]!, bytes, record: rec }));
+    if (size > 0) {
+      for (let i = 0; i < tree.chunks; i++) {
+        this.putObject({ kind: 'chunk', hash: tree.leaf(i), localPath: abs, offset: i * CHUNK_SIZE, length: chunkLength(size, i), record: rec });
+      }
+    }
+    this.putAlias(aliasHash(sharePath), rec.hash);
+    return rec;
+  }
+
+  private async indexSymlink(abs: string, sharePath: string, meta: FileMeta): Promise<IndexRecord> {
+    let target: Buffer;
+    try {
+      target = await readlink(abs, { encoding: 'buffer' });
+    } catch (e) {
+      throw fromSystemError(e, `cannot read link ${abs}`);
+    }
+    const hash = symlinkEntryHash(sharePath, meta);
+    const bytes = encodeNetTree({ type: 'symlink', size: 0, meta, name: sharePath, payload: target });
+    const rec: IndexRecord = { type: 'symlink', sharePath, localPath: abs, meta, size: bytes.length, hash, target: target.toString('utf8') };
+    this.putObject({ kind: 'tree', hash, bytes, record: rec });
+    this.putAlias(aliasHash(sharePath), hash);
+    return rec;
+  }
+
+  private async indexDir(abs: string, sharePath: string, meta: FileMeta, depth: number, opts: IndexOptions): Promise<IndexRecord> {
+    let names: string[];
+    try {
+      names = await readdir(abs);
+    } catch (e) {
+      throw fromSystemError(e, `cannot read directory ${abs}`);
+    }
+    // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
+    names.sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+    const children: Hash[] = [];
+    for (let i = names.length - 1; i >= 0; i--) {
+      const name = names[i]!;
+      const child = await this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts);
+      if (child) children.push(child.hash);
+    }
+    const hash = dirEntryHash(depth === 0 ? undefined : { basename: path.basename(abs), meta }, children);
+    const bytes = encodeNetTree({ type: 'dir', size: 0, meta, name: sharePath, payload: Buffer.concat(children) });
+    const rec: IndexRecord = { type: 'dir', sharePath, localPath: abs, meta, size: bytes.length, hash };
+    this.putObject({ kind: 'tree', hash, bytes, record: rec });
+    this.putAlias(aliasHash(sharePath), hash);
+    return rec;
+  }
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    disableConsoleIntercept: true,
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Network-namespace tests create their own labs with unique prefixes, but two
+    // CPU-heavy transfers at once on a 2-core machine only make timings noisy.
+    fileParallelism: false,
+    reporters: ['default'],
+  },
+});
