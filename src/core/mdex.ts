@@ -7,7 +7,7 @@
  * aliases. A share maps a joined group back to an object by the 14-byte prefix
  * the group address carries.
  */
-import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
@@ -62,6 +62,13 @@ export interface IndexOptions {
   onBytes?: (n: number) => void;
   /** Reuse a previous tree for a file when its identity is unchanged (see cache.ts). */
   treeCache?: TreeCache;
+  /** Hashes large files on worker threads (see hashpool.ts); files below its threshold stay on this thread. */
+  leafHasher?: LeafHasher;
+}
+
+export interface LeafHasher {
+  readonly threshold: number;
+  treeFromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree>;
 }
 
 export interface TreeCache {
@@ -83,14 +90,19 @@ export class ShareIndex {
     return idx;
   }
 
-  async add(given: string, opts: IndexOptions = {}): Promise<ShareRoot> {
+  /**
+   * Index `given`. `sharePath` overrides the share path of the top entry (by
+   * default its basename): a receiver indexes its destination under the
+   * sender's share path so that entry hashes compare.
+   */
+  async add(given: string, opts: IndexOptions & { sharePath?: string } = {}): Promise<ShareRoot> {
     let abs: string;
     try {
       abs = await realpath(given);
     } catch (e) {
       throw fromSystemError(e, given);
     }
-    const shareName = path.basename(abs) || '/';
+    const shareName = opts.sharePath ?? (path.basename(abs) || '/');
     const rec = await this.walk(abs, shareName, 0, opts);
     if (!rec) throw new LcsyncError('USAGE', `${given}: not a regular file, directory or symlink`);
     const root: ShareRoot = { localPath: abs, shareName, type: rec.type, hash: rec.hash };
@@ -175,8 +187,14 @@ export class ShareIndex {
         throw fromSystemError(e, `cannot read ${abs}`);
       }
       try {
-        tree = await MerkleTree.fromHandle(fh, size, opts.onBytes);
+        const pool = opts.leafHasher;
+        tree =
+          pool && size >= pool.threshold
+            ? await pool.treeFromHandle(fh, size, opts.onBytes)
+            : await MerkleTree.fromHandle(fh, size, opts.onBytes);
       } catch (e) {
+        // Tree errors (a file that shrank) do not know the path; name it here.
+        if (e instanceof LcsyncError) throw new LcsyncError(e.code, `cannot read ${abs}: ${e.message}`, { cause: e });
         throw fromSystemError(e, `cannot read ${abs}`);
       } finally {
         await fh.close();

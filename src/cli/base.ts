@@ -1,0 +1,75 @@
+/**
+ * What every command shares: the output flags, the logger they configure, and
+ * the one place where errors become a one-line message and an exit status.
+ * Commands stay thin: parse flags, call core, render.
+ */
+import { Command, Flags, Errors } from '@oclif/core';
+import { ExitCode, LcsyncError } from '../core/errors.js';
+import { Logger } from './logger.js';
+
+export abstract class LcsyncCommand extends Command {
+  static override baseFlags = {
+    json: Flags.boolean({ description: 'Print one JSON document on stdout; nothing else goes to stdout.', default: false }),
+    quiet: Flags.boolean({ char: 'q', description: 'Print errors only.', default: false }),
+    verbose: Flags.boolean({ char: 'v', description: 'Print a line per file and more detail.', default: false }),
+    'log-format': Flags.option({ options: ['text', 'json'] as const, description: 'Format of log lines on stderr.', default: 'text' })(),
+  };
+
+  protected log_!: Logger;
+  protected jsonOutput = false;
+
+  /** Set up the logger from the parsed base flags; commands call this after this.parse(). */
+  protected setupOutput(flags: { json: boolean; quiet: boolean; verbose: boolean; 'log-format': string }): Logger {
+    this.jsonOutput = flags.json;
+    this.log_ = new Logger({
+      level: flags.quiet ? 'error' : flags.verbose ? 'verbose' : 'info',
+      format: flags['log-format'] === 'json' ? 'json' : 'text',
+    });
+    return this.log_;
+  }
+
+  /** Print the result document on stdout. */
+  protected printJson(doc: unknown): void {
+    process.stdout.write(JSON.stringify(doc, jsonReplacer, 2) + '\n');
+  }
+
+  override async catch(err: Error & { oclif?: { exit?: number }; code?: string }): Promise<void> {
+    if (err instanceof Errors.ExitError) throw err;
+    let code: number;
+    let message: string;
+    let kind: string;
+    if (err instanceof LcsyncError) {
+      code = err.exitCode;
+      message = err.message;
+      kind = err.code;
+    } else if (err.oclif?.exit !== undefined || err.name === 'CLIError' || /Parse|Flag|Arg/.test(err.constructor?.name ?? '')) {
+      // oclif's own parse errors: unknown flags, missing arguments, bad option values.
+      code = ExitCode.usage;
+      message = firstLine(err.message) + ` (see 'lcsync ${this.id ?? ''} --help')`;
+      kind = 'USAGE';
+    } else {
+      code = ExitCode.internal;
+      message = `internal error: ${firstLine(err.message)}`;
+      kind = 'INTERNAL';
+      if (process.env.LCSYNC_DEBUG) process.stderr.write(`${err.stack}\n`);
+    }
+    if (this.jsonOutput) this.printJson({ ok: false, error: { code: kind, exitCode: code, message } });
+    if (this.log_) this.log_.error(message);
+    else process.stderr.write(`lcsync: ${message}\n`);
+    this.exit(code);
+  }
+}
+
+function firstLine(s: string): string {
+  const line = s.split('\n').find((l) => l.trim() !== '') ?? s;
+  return line.replace(/^\s*(Error:\s*)?/, '').trim();
+}
+
+/** JSON.stringify helper: bigints as strings, Buffers as hex. */
+export function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (value && typeof value === 'object' && (value as { type?: string }).type === 'Buffer' && Array.isArray((value as { data?: unknown }).data)) {
+    return Buffer.from((value as { data: number[] }).data).toString('hex');
+  }
+  return value;
+}

@@ -1,0 +1,16 @@
+/** Interface selection shared by share and sync: -i names, validated, or every multicast-capable one. */
+import { LcsyncError } from '../core/errors.js';
+
+export async function chooseInterfaces(given: string[] | undefined): Promise<string[]> {
+  const { multicastInterfaces, validateInterfaces } = await import('../core/channel.js');
+  if (given && given.length > 0) {
+    const names = given.flatMap((g) => g.split(',')).filter((n) => n !== '');
+    validateInterfaces(names);
+    return [...new Set(names)];
+  }
+  const all = multicastInterfaces();
+  if (all.length === 0) {
+    throw new LcsyncError('USAGE', 'no multicast-capable interface with an IPv6 address is up; name one with -i');
+  }
+  return all;
+}

@@ -1,0 +1,88 @@
+import { Args, Flags } from '@oclif/core';
+import { LcsyncCommand } from '../cli/base.js';
+import { chooseInterfaces } from '../cli/interfaces.js';
+import { Progress } from '../cli/progress.js';
+
+export default class SyncCommand extends LcsyncCommand {
+  static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
+
+SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.`;
+
+  static override examples = [
+    '<%= config.bin %> sync -a music/ /srv/music',
+    '<%= config.bin %> sync -i eth1 --timeout 30 e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1 /srv/mirror',
+    '<%= config.bin %> sync -n -v -a music/ /srv/music   # dry run: list what would change',
+  ];
+
+  static override args = {
+    source: Args.string({ description: 'root hash (64 hex digits) or share name', required: true }),
+    dest: Args.string({ description: 'destination file or directory', required: true }),
+  };
+
+  static override flags = {
+    interface: Flags.string({ char: 'i', description: 'Interface to receive on (repeat or comma-separate). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true }),
+    archive: Flags.boolean({ char: 'a', description: 'Archive mode: same as -rpogt.', default: false }),
+    recursive: Flags.boolean({ char: 'r', description: 'Recurse into directories.', default: false }),
+    perms: Flags.boolean({ char: 'p', description: 'Set permissions from the source.', default: false }),
+    owner: Flags.boolean({ char: 'o', description: 'Set owner from the source (needs root).', default: false }),
+    group: Flags.boolean({ char: 'g', description: 'Set group from the source.', default: false }),
+    times: Flags.boolean({ char: 't', description: 'Set modification and access times from the source (nanoseconds).', default: false }),
+    timeout: Flags.integer({ description: 'Give up with exit status 3 when no sender answers for this many seconds (default: wait forever).', min: 1 }),
+    'dry-run': Flags.boolean({ char: 'n', description: 'Fetch only metadata and list what would change; write nothing.', default: false }),
+    inplace: Flags.boolean({ description: 'Write changed chunks straight into the destination file instead of a temporary copy renamed over it (not atomic).', default: false }),
+    parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 16, min: 1, max: 256 }),
+  };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(SyncCommand);
+    const log = this.setupOutput(flags);
+    const ifnames = await chooseInterfaces(flags.interface);
+    const { syncRemote } = await import('../core/sync.js');
+    const a = flags.archive;
+    const progress = new Progress({ enabled: process.stderr.isTTY && !flags.json && !flags.quiet && flags['log-format'] === 'text' });
+    const ctl = new AbortController();
+    const onSignal = () => ctl.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    await progress.start(`waiting for ${args.source}`);
+    try {
+      const summary = await syncRemote(args.source, args.dest, {
+        ifnames,
+        flags: {
+          recursive: a || flags.recursive,
+          perms: a || flags.perms,
+          owner: a || flags.owner,
+          group: a || flags.group,
+          times: a || flags.times,
+        },
+        timeoutSec: flags.timeout,
+        dryRun: flags['dry-run'],
+        inplace: flags.inplace,
+        parallel: flags.parallel,
+        signal: ctl.signal,
+        onProgress: (p) => progress.update(p),
+        onItem: (it) => {
+          if (it.type === 'file' || it.change !== 'unchanged') {
+            const detail = it.type === 'file' && it.change !== 'unchanged' ? ` (${it.chunksFetched ?? 0} chunks fetched, ${it.chunksReused ?? 0} reused)` : '';
+            progress.pause(() => log.verbose(`${flags['dry-run'] ? 'would be ' : ''}${it.change} ${it.type} ${it.path}${detail}`, { event: 'item', ...it }));
+          }
+        },
+      });
+      progress.stop();
+      if (this.jsonOutput) this.printJson({ ok: true, ...summary });
+      else {
+        const mb = (n: number) => (n / 1e6).toFixed(2);
+        log.info(
+          `${summary.dryRun ? 'dry run: ' : ''}${summary.dest}: ${summary.files.created} created, ${summary.files.updated} updated, ${summary.files.metadata} metadata only, ${summary.files.unchanged} unchanged`,
+        );
+        log.info(
+          `received ${mb(summary.bytesReceived)} MB, wrote ${mb(summary.bytesWritten)} MB, ${summary.chunksFetched} chunks fetched, ${summary.chunksReused} reused, ${summary.seconds.toFixed(2)} s, ${mb(summary.rate)} MB/s`,
+        );
+      }
+    } finally {
+      progress.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}

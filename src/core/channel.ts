@@ -1,0 +1,382 @@
+/**
+ * Multicast I/O over node:dgram: a receiver that joins groups on chosen interfaces and a
+ * paced sender. This module knows sockets and interfaces, nothing about packets.
+ *
+ * Facts it is built on (research/feasibility.md section 3):
+ * - dgram wants an interface as '::%ifname'; a bare name is EINVAL, and an unknown name is
+ *   silently accepted (scope id 0, the kernel picks a route), so names are checked first.
+ * - setMulticastTTL sets the IPv6 hop limit (0..255).
+ * - A veth gives no back-pressure, so the sender paces itself and bounds its sends in flight.
+ * - Linux delivers a group's datagrams to every socket bound to the port on a host where any
+ *   socket joined it (IPV6_MULTICAST_ALL defaults to on and dgram cannot clear it), so
+ *   callers demultiplex by content (the OID), never by socket.
+ */
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { LcsyncError, fromSystemError } from './errors.js';
+import { LCSYNC_PORT, parseIPv6 } from './address.js';
+import type { Pacer } from './pacer.js';
+
+const IFF_UP = 0x1;
+const IFF_LOOPBACK = 0x8;
+const IFF_MULTICAST = 0x1000;
+/** What the receiver asks for; the kernel caps it at rmem_max (and doubles it). */
+const DEFAULT_RECV_BUFFER = 8 << 20;
+const DEFAULT_MAX_IN_FLIGHT = 64;
+const DEFAULT_HOP_LIMIT = 255;
+/** IPv6 (40) + UDP (8) header bytes: the pacer charges for what goes on the wire. */
+const HEADER_BYTES = 48;
+
+function isIPv6(family: string | number): boolean {
+  // Node 18.0-18.3 reported the family as a number.
+  return family === 'IPv6' || family === 6;
+}
+
+/** Interface flags from sysfs, or undefined when they cannot be read. */
+function sysFlags(ifname: string): number | undefined {
+  if (!/^[^/\0]+$/.test(ifname) || ifname === '.' || ifname === '..') return undefined;
+  try {
+    const text = readFileSync(`/sys/class/net/${ifname}/flags`, 'utf8').trim();
+    const v = Number.parseInt(text, 16);
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The interfaces a share or sync uses when none are named: those with an IPv6 address that
+ * are not loopback and, where sysfs tells, are up and multicast-capable. Sorted by name.
+ */
+export function multicastInterfaces(): string[] {
+  const out: string[] = [];
+  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
+    if (!addrs || !addrs.some((a) => isIPv6(a.family))) continue;
+    if (addrs.some((a) => a.internal)) continue;
+    const flags = sysFlags(name);
+    if (flags !== undefined) {
+      if (flags & IFF_LOOPBACK) continue;
+      if ((flags & (IFF_UP | IFF_MULTICAST)) !== (IFF_UP | IFF_MULTICAST)) continue;
+    }
+    out.push(name);
+  }
+  return out.sort();
+}
+
+/** Throw a USAGE error naming the first interface this host does not have. */
+export function validateInterfaces(names: string[]): void {
+  if (names.length === 0) throw new LcsyncError('USAGE', 'no network interface to use (name one with --interface)');
+  const known = Object.keys(os.networkInterfaces()).sort();
+  for (const name of names) {
+    if (!known.includes(name)) {
+      const list = known.length > 0 ? known.join(', ') : 'none';
+      throw new LcsyncError('USAGE', `unknown interface "${name}" (available: ${list})`);
+    }
+  }
+}
+
+/** Check that `group` is an IPv6 multicast address (no zone); return it unchanged. */
+function checkGroup(group: string): string {
+  let bytes: Buffer;
+  try {
+    if (group.includes('%')) throw new Error('zone');
+    bytes = parseIPv6(group);
+  } catch {
+    throw new LcsyncError('USAGE', `not an IPv6 multicast group: ${group}`);
+  }
+  if (bytes[0] !== 0xff) throw new LcsyncError('USAGE', `not an IPv6 multicast group: ${group}`);
+  return group;
+}
+
+function checkPort(port: number): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new LcsyncError('USAGE', `invalid UDP port ${port}`);
+  return port;
+}
+
+/** Bind `sock` and wait until it listens or fails. */
+function bindSocket(sock: dgram.Socket, port: number, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      sock.off('listening', onListening);
+      try {
+        sock.close();
+      } catch {
+        // Not running: nothing to close.
+      }
+      reject(fromSystemError(err, what));
+    };
+    const onListening = () => {
+      sock.off('error', onError);
+      resolve();
+    };
+    sock.once('error', onError);
+    sock.once('listening', onListening);
+    sock.bind(port, '::');
+  });
+}
+
+function closeSocket(sock: dgram.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      sock.close(() => resolve());
+    } catch {
+      resolve(); // Already closed.
+    }
+  });
+}
+
+export interface ReceiverOptions {
+  ifnames: string[];
+  /** Default 4242. */
+  port?: number;
+  /** Default 8 MiB; the kernel caps it at twice net.core.rmem_max. */
+  recvBufferBytes?: number;
+}
+
+export class MulticastReceiver {
+  readonly ifnames: readonly string[];
+  readonly port: number;
+  readonly stats = { datagrams: 0, bytes: 0, errors: 0 };
+  private readonly groups = new Set<string>();
+  private readonly listeners: ((buf: Buffer) => void)[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly sock: dgram.Socket,
+    ifnames: string[],
+    port: number,
+  ) {
+    this.ifnames = [...ifnames];
+    this.port = port;
+    sock.on('message', (buf: Buffer) => {
+      this.stats.datagrams++;
+      this.stats.bytes += buf.length;
+      for (const cb of this.listeners) cb(buf);
+    });
+    // A receiving socket reports no per-datagram errors; count anything else rather than crash.
+    sock.on('error', () => {
+      this.stats.errors++;
+    });
+  }
+
+  /** Bind [::]:port with SO_REUSEADDR, so several receivers on one host can share the port. */
+  static async open(opts: ReceiverOptions): Promise<MulticastReceiver> {
+    validateInterfaces(opts.ifnames);
+    const port = checkPort(opts.port ?? LCSYNC_PORT);
+    const recvBufferSize = opts.recvBufferBytes ?? DEFAULT_RECV_BUFFER;
+    if (!Number.isInteger(recvBufferSize) || recvBufferSize <= 0) {
+      throw new LcsyncError('USAGE', `invalid receive buffer size ${recvBufferSize}`);
+    }
+    const sock = dgram.createSocket({ type: 'udp6', reuseAddr: true, recvBufferSize });
+    await bindSocket(sock, port, `bind [::]:${port}`);
+    return new MulticastReceiver(sock, opts.ifnames, port);
+  }
+
+  get joined(): ReadonlySet<string> {
+    return this.groups;
+  }
+
+  /** Kernel receive buffer actually granted. */
+  get recvBufferBytes(): number {
+    return this.sock.getRecvBufferSize();
+  }
+
+  /** Join `group` on every interface; a second join of the same group does nothing. */
+  join(group: string): void {
+    this.ensureOpen();
+    checkGroup(group);
+    if (this.groups.has(group)) return;
+    const done: string[] = [];
+    try {
+      for (const ifname of this.ifnames) {
+        this.sock.addMembership(group, `::%${ifname}`);
+        done.push(ifname);
+      }
+    } catch (err) {
+      // All or nothing: a group joined on some interfaces only would confuse leave().
+      for (const ifname of done) this.drop(group, ifname);
+      throw fromSystemError(err, `join ${group}`);
+    }
+    this.groups.add(group);
+  }
+
+  /** Leave `group` on every interface; leaving a group not joined does nothing. */
+  leave(group: string): void {
+    this.ensureOpen();
+    if (!this.groups.delete(group)) return;
+    for (const ifname of this.ifnames) this.drop(group, ifname);
+  }
+
+  /**
+   * Leave and join again: the kernel sends a fresh leave and join report, which is how a
+   * stalled transfer asks a C sender (which sends only on a new report) to send again.
+   */
+  rejoin(group: string): void {
+    this.leave(group);
+    this.join(group);
+  }
+
+  onDatagram(cb: (buf: Buffer) => void): void {
+    this.listeners.push(cb);
+  }
+
+  /** Leave every group and close the socket. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    for (const g of [...this.groups]) this.leave(g);
+    this.closed = true;
+    await closeSocket(this.sock);
+  }
+
+  private drop(group: string, ifname: string): void {
+    try {
+      this.sock.dropMembership(group, `::%${ifname}`);
+    } catch {
+      // The interface may have gone away; the kernel dropped the membership with it.
+    }
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new LcsyncError('INTERNAL', 'multicast receiver is closed');
+  }
+}
+
+export interface SenderOptions {
+  ifname: string;
+  /** Deliver to receivers on this host too (IPV6_MULTICAST_LOOP). Default false. */
+  loopback?: boolean;
+  /** Destination port; default 4242. */
+  port?: number;
+  /** Shared rate limit; none means unpaced. Each datagram is charged its size plus 48 header bytes. */
+  pacer?: Pacer;
+  /** Sends handed to libuv but not yet completed; default 64. */
+  maxInFlight?: number;
+  /** IPv6 hop limit, 1..255; default 255 like the C tool. */
+  hopLimit?: number;
+}
+
+export class MulticastSender {
+  readonly ifname: string;
+  readonly port: number;
+  readonly stats = { datagrams: 0, bytes: 0, errors: 0 };
+  private readonly pacer: Pacer | undefined;
+  private readonly maxInFlight: number;
+  private inFlight = 0;
+  private readonly slotWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private drained: (() => void) | undefined;
+  private readonly checked = new Set<string>();
+  private closed = false;
+
+  private constructor(
+    private readonly sock: dgram.Socket,
+    opts: SenderOptions,
+    port: number,
+    maxInFlight: number,
+  ) {
+    this.ifname = opts.ifname;
+    this.port = port;
+    this.pacer = opts.pacer;
+    this.maxInFlight = maxInFlight;
+    sock.on('error', () => {
+      this.stats.errors++;
+    });
+  }
+
+  static async open(opts: SenderOptions): Promise<MulticastSender> {
+    validateInterfaces([opts.ifname]);
+    const port = checkPort(opts.port ?? LCSYNC_PORT);
+    const hopLimit = opts.hopLimit ?? DEFAULT_HOP_LIMIT;
+    if (!Number.isInteger(hopLimit) || hopLimit < 1 || hopLimit > 255) {
+      throw new LcsyncError('USAGE', `invalid hop limit ${hopLimit} (1..255)`);
+    }
+    const maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
+      throw new LcsyncError('USAGE', `invalid number of sends in flight ${maxInFlight}`);
+    }
+    // The default send buffer is kept on purpose: a real NIC's qdisc can then push back.
+    const sock = dgram.createSocket({ type: 'udp6' });
+    await bindSocket(sock, 0, 'bind sender socket');
+    try {
+      sock.setMulticastInterface(`::%${opts.ifname}`);
+      sock.setMulticastLoopback(opts.loopback === true);
+      sock.setMulticastTTL(hopLimit);
+    } catch (err) {
+      await closeSocket(sock);
+      throw fromSystemError(err, `multicast on ${opts.ifname}`);
+    }
+    return new MulticastSender(sock, opts, port, maxInFlight);
+  }
+
+  /**
+   * Send one datagram to `group`. Resolves once the kernel has taken it (or refused it: errors
+   * such as ENOBUFS are counted in stats.errors, not thrown); waits for the pacer and for a
+   * free in-flight slot first. Rejects only when the sender is closed.
+   */
+  async send(group: string, payload: Buffer): Promise<void> {
+    this.ensureOpen();
+    if (!this.checked.has(group)) {
+      checkGroup(group);
+      // Parsing every datagram's group would cost more than the send; remember a bounded set.
+      if (this.checked.size >= 4096) this.checked.clear();
+      this.checked.add(group);
+    }
+    const wait = this.pacer?.take(payload.length + HEADER_BYTES);
+    if (wait) {
+      await wait;
+      this.ensureOpen();
+    }
+    if (this.inFlight >= this.maxInFlight || this.slotWaiters.length > 0) {
+      // The slot is handed over by releaseSlot(), so a newcomer cannot overtake a waiter.
+      await new Promise<void>((resolve, reject) => this.slotWaiters.push({ resolve, reject }));
+      if (this.closed) {
+        this.releaseSlot();
+        this.ensureOpen();
+      }
+    } else {
+      this.inFlight++;
+    }
+    await new Promise<void>((resolve) => {
+      const done = (err: Error | null) => {
+        if (err) this.stats.errors++;
+        else {
+          this.stats.datagrams++;
+          this.stats.bytes += payload.length;
+        }
+        this.releaseSlot();
+        resolve();
+      };
+      try {
+        this.sock.send(payload, this.port, group, done);
+      } catch (err) {
+        done(err as Error);
+      }
+    });
+  }
+
+  private releaseSlot(): void {
+    const next = this.slotWaiters.shift();
+    if (next) return next.resolve();
+    this.inFlight--;
+    if (this.inFlight === 0) this.drained?.();
+  }
+
+  /** Sends currently handed to the kernel and not yet completed. */
+  get pending(): number {
+    return this.inFlight;
+  }
+
+  /** Let the sends in flight complete, then close. Sends still waiting reject. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const closedErr = new LcsyncError('INTERRUPTED', 'multicast sender is closed');
+    for (const w of this.slotWaiters.splice(0)) w.reject(closedErr);
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    await closeSocket(this.sock);
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new LcsyncError('INTERRUPTED', 'multicast sender is closed');
+  }
+}

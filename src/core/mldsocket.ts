@@ -1,0 +1,484 @@
+/**
+ * The live MLD listener of a share: which multicast groups have listeners on which interface
+ * (PROTOCOL.md section 5). Wire parsing lives in mld.ts; this file owns the sockets, the timers and the
+ * querier role.
+ *
+ * How it sees reports (one raw ICMPv6 socket per interface, npm raw-socket, needs CAP_NET_RAW):
+ *  - SO_BINDTODEVICE ties the socket to its interface, so every message's interface is known; an ICMPv6 filter
+ *    passes only types 130/131/132/143.
+ *  - It joins ff02::16 (where MLDv2 reports go) and ff02::2 (where MLDv1 dones go): without a membership the
+ *    host stack drops them before any socket sees them.
+ *  - MLDv1 reports (only sent where an MLDv1 querier forced hosts into v1 mode) go to the group address itself.
+ *    Joining every group a share could serve is not practical, so the first socket also registers as the
+ *    namespace's multicast-routing socket (MRT6_INIT, as pim6sd or mrd6 do). That makes the kernel deliver every
+ *    MLD message carrying a router alert, whatever group it is sent to. Nothing is routed: no multicast
+ *    interfaces are added. Only one such socket may exist per network namespace; if another program holds it
+ *    (EADDRINUSE) or the kernel lacks IPv6 multicast routing, MLDv1 reports stay invisible (logged), while MLDv2
+ *    and MLDv1 dones still work.
+ *  - Messages arrive without the IPv6 header, so the sender is the address raw-socket reports.
+ *
+ * Listener state per (interface, group) follows RFC 3810 section 7 in its any-source form:
+ *  - a join or refresh (IS_EX, TO_EX, ALLOW, v1 report) emits 'join' (every time: the share dedups, and a
+ *    refresh is a cue to restart a stalled stream) and sets the listener timer to listenerTimeoutSec;
+ *  - a leave (TO_IN/IS_IN with no sources, BLOCK, v1 done) starts a check: as querier we send the
+ *    address-specific query twice (now and after half of lastListenerQueryMs, both with max response
+ *    lastListenerQueryMs/2), and if no report for the group comes within lastListenerQueryMs (+ 200 ms margin) the
+ *    group is gone: 'leave'. When not querier we cannot ask, so the deadline is two of a standard querier's last
+ *    listener intervals (2 x lastListenerQueryMs + 500 ms); a listener that remains re-reports on the other
+ *    querier's query, or re-joins when its stream stalls;
+ *  - a listener timer that expires (nobody answered the general queries) emits 'leave' too.
+ *
+ * Querier (opts.querier): a general query at start and every queryIntervalSec; RFC 3810 election: a query from a
+ * lower link-local address makes us stop until that querier has been silent for the Other Querier Present
+ * Interval (robustness x QI + QRI/2), then we resume with a general query at once.
+ *
+ * Queries are sent to ff02::1 with hop limit 1 and a router alert, from our link-local address. Address-specific
+ * queries also go to ff02::1 rather than to the group (RFC 3810 section 5.1.15 says the group): the kernel picks
+ * the source address by destination scope, and for an ff1e:: destination it would pick a global or ULA address
+ * when the interface has one, and hosts ignore queries from non-link-local sources. raw-socket cannot bind a
+ * source or use IPV6_PKTINFO, and hosts (and snooping bridges) read the group from the query body, not from the
+ * destination.
+ */
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { LcsyncError } from './errors.js';
+import { formatIPv6, parseIPv6 } from './address.js';
+import { decodeMld, encodeQuery, listenerEvents, MLD_QUERY, MLDV1_DONE, MLDV1_REPORT, MLDV2_REPORT } from './mld.js';
+
+export interface MldEvent {
+  kind: 'join' | 'leave';
+  group: Buffer;
+  ifname: string;
+  /** For a join, the reporting host; for a leave, the host whose leave started the check, or the last reporter. */
+  from: string;
+  /** join: true when the group already had a listener on this interface. */
+  refresh?: boolean;
+  /** leave: 'left' = leave message then silence; 'expired' = listener timer ran out. */
+  reason?: 'left' | 'expired';
+}
+
+export interface MldListenerInfo {
+  group: string;
+  ifname: string;
+  expiresInSec: number;
+  lastReporter: string;
+}
+
+export interface MldWatcherOptions {
+  ifnames: string[];
+  /** Act as MLD querier (with RFC 3810 election). Operators turn this off where routers query. */
+  querier: boolean;
+  /** Count the host's own reports (a receiver on the same host as the share). */
+  loopback?: boolean;
+  /** Query Interval (RFC 3810 QI), default 125 s. */
+  queryIntervalSec?: number;
+  /** Max response delay in general queries, default min(10 s, QI/2). */
+  queryResponseMs?: number;
+  /** Multicast Address Listening Interval, default robustness x QI + QRI. */
+  listenerTimeoutSec?: number;
+  /** Last Listener Query Interval, default 1000 ms. */
+  lastListenerQueryMs?: number;
+  /** Robustness variable, default 2. */
+  robustness?: number;
+  logger?: { verbose(msg: string): void };
+}
+
+// Socket constants (Linux).
+const SOL_SOCKET = 1;
+const SO_BINDTODEVICE = 25;
+const IPPROTO_IPV6 = 41;
+const IPPROTO_ICMPV6 = 58;
+const ICMP6_FILTER = 1;
+const IPV6_MULTICAST_IF = 17;
+const IPV6_MULTICAST_HOPS = 18;
+const IPV6_ADD_MEMBERSHIP = 20;
+const IPV6_HOPOPTS = 54;
+const MRT6_INIT = 200;
+/** Hop-by-hop header: next header (kernel fills), length 0 (8 bytes), router alert (5, len 2, value 0 = MLD), PadN. */
+const ROUTER_ALERT_HOPOPTS = Buffer.from([0, 0, 5, 2, 0, 0, 1, 0]);
+const ALL_NODES = 'ff02::1';
+
+/** The parts of npm raw-socket 1.8.1 used here (it ships no types). */
+interface RawSocket {
+  on(event: 'message', cb: (buf: Buffer, source: string) => void): this;
+  on(event: 'error', cb: (err: Error) => void): this;
+  on(event: 'close', cb: () => void): this;
+  setOption(level: number, option: number, value: Buffer | number, length?: number): void;
+  send(buf: Buffer, offset: number, length: number, address: string, after: (err: Error | null, bytes: number) => void): this;
+  close(): this;
+}
+interface RawModule {
+  createSocket(opts: { addressFamily: number; protocol: number; bufferSize?: number }): RawSocket;
+  AddressFamily: { IPv6: number };
+  Protocol: { ICMPv6: number };
+}
+
+function loadRaw(): RawModule {
+  try {
+    return createRequire(import.meta.url)('raw-socket') as RawModule;
+  } catch (err) {
+    throw new LcsyncError('INTERNAL', `cannot load the raw-socket module needed to watch MLD: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+interface Listener {
+  group: Buffer;
+  expiresAt: number;
+  lastReporter: string;
+  /** Set while a leave is being checked: when the group is declared gone if no report arrives. */
+  checkDeadline?: number;
+  checkFrom?: string;
+  /** Repeats of the address-specific query still to send (times). */
+  queryAt: number[];
+}
+
+interface Iface {
+  ifname: string;
+  ifindex: number;
+  socket: RawSocket;
+  closed: boolean;
+  /** Our own IPv6 addresses on this interface (normalised text), for ignoring our own messages. */
+  own: Set<string>;
+  linkLocal?: Buffer;
+  ownRefreshedAt: number;
+  listeners: Map<string, Listener>;
+  nextGeneralAt: number;
+  /** Another querier that won the election, and until when we consider it present. */
+  otherQuerier?: { addr: string; until: number };
+}
+
+const TICK_MS = 100;
+const OWN_REFRESH_MS = 5000;
+
+export class MldWatcher extends EventEmitter {
+  private readonly ifaces: Iface[] = [];
+  private readonly timer: NodeJS.Timeout;
+  private readonly log: (msg: string) => void;
+  private readonly qiMs: number;
+  private readonly qriMs: number;
+  private readonly maliMs: number;
+  private readonly llqiMs: number;
+  private readonly rv: number;
+  private closed = false;
+
+  private constructor(private readonly opts: MldWatcherOptions) {
+    super();
+    const qi = opts.queryIntervalSec ?? 125;
+    if (!(qi > 0)) throw new LcsyncError('USAGE', 'MLD query interval must be positive');
+    this.rv = Math.min(7, Math.max(1, Math.floor(opts.robustness ?? 2)));
+    this.qiMs = qi * 1000;
+    this.qriMs = Math.max(100, Math.min(opts.queryResponseMs ?? 10_000, this.qiMs / 2));
+    this.maliMs = opts.listenerTimeoutSec !== undefined ? opts.listenerTimeoutSec * 1000 : this.rv * this.qiMs + this.qriMs;
+    this.llqiMs = Math.max(100, opts.lastListenerQueryMs ?? 1000);
+    this.log = (m) => opts.logger?.verbose(`mld: ${m}`);
+    this.timer = setInterval(() => this.tick(Date.now()), TICK_MS);
+  }
+
+  /** Open one raw ICMPv6 socket per interface. Throws LcsyncError PERMISSION without CAP_NET_RAW. */
+  static async open(opts: MldWatcherOptions): Promise<MldWatcher> {
+    if (opts.ifnames.length === 0) throw new LcsyncError('USAGE', 'MLD watcher needs at least one interface');
+    const raw = loadRaw();
+    const w = new MldWatcher(opts);
+    try {
+      let mrouteHeld = false;
+      for (const ifname of opts.ifnames) {
+        const iface = w.openIface(raw, ifname);
+        w.ifaces.push(iface);
+        if (!mrouteHeld) mrouteHeld = w.tryMroute(iface);
+      }
+      if (!mrouteHeld) w.log('MLDv1 reports (sent only under an MLDv1 querier) will not be seen');
+    } catch (err) {
+      await w.close();
+      throw err;
+    }
+    w.tick(Date.now());
+    return w;
+  }
+
+  private openIface(raw: RawModule, ifname: string): Iface {
+    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(ifname)) throw new LcsyncError('USAGE', `not an interface name: ${ifname}`);
+    const ifindex = interfaceIndex(ifname);
+    let socket: RawSocket;
+    try {
+      socket = raw.createSocket({ addressFamily: raw.AddressFamily.IPv6, protocol: raw.Protocol.ICMPv6, bufferSize: 65536 });
+    } catch (err) {
+      throw socketError(err, ifname);
+    }
+    const iface: Iface = {
+      ifname,
+      ifindex,
+      socket,
+      closed: false,
+      own: new Set(),
+      ownRefreshedAt: 0,
+      listeners: new Map(),
+      nextGeneralAt: 0,
+    };
+    // raw-socket closes the socket after emitting 'error'; an unhandled 'error' would crash the process.
+    socket.on('error', (err) => {
+      this.log(`socket on ${ifname} failed: ${err.message}`);
+      iface.closed = true;
+    });
+    socket.on('close', () => {
+      iface.closed = true;
+    });
+    socket.on('message', (buf, source) => this.onMessage(iface, buf, source, Date.now()));
+    try {
+      const dev = Buffer.from(`${ifname}\0`);
+      socket.setOption(SOL_SOCKET, SO_BINDTODEVICE, dev, dev.length);
+      socket.setOption(IPPROTO_ICMPV6, ICMP6_FILTER, icmp6Filter([MLD_QUERY, MLDV1_REPORT, MLDV1_DONE, MLDV2_REPORT]), 32);
+      for (const g of ['ff02::16', 'ff02::2']) socket.setOption(IPPROTO_IPV6, IPV6_ADD_MEMBERSHIP, mreq(g, ifindex), 20);
+      socket.setOption(IPPROTO_IPV6, IPV6_MULTICAST_IF, ifindex);
+      socket.setOption(IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 1);
+      socket.setOption(IPPROTO_IPV6, IPV6_HOPOPTS, ROUTER_ALERT_HOPOPTS, ROUTER_ALERT_HOPOPTS.length);
+    } catch (err) {
+      socket.close();
+      throw socketError(err, ifname);
+    }
+    this.refreshOwn(iface, Date.now());
+    this.log(`watching MLD on ${ifname} (index ${ifindex})`);
+    return iface;
+  }
+
+  private tryMroute(iface: Iface): boolean {
+    try {
+      iface.socket.setOption(IPPROTO_IPV6, MRT6_INIT, 1);
+      return true;
+    } catch (err) {
+      this.log(`cannot register for MLDv1 reports on ${iface.ifname} (MRT6_INIT: ${(err as Error).message})`);
+      return false;
+    }
+  }
+
+  /** Groups with listeners now, optionally on one interface only. (Not `listeners()`: EventEmitter has that name.) */
+  activeGroups(ifname?: string): MldListenerInfo[] {
+    const now = Date.now();
+    const out: MldListenerInfo[] = [];
+    for (const iface of this.ifaces) {
+      if (ifname !== undefined && iface.ifname !== ifname) continue;
+      for (const l of iface.listeners.values()) {
+        const until = Math.min(l.expiresAt, l.checkDeadline ?? Infinity);
+        out.push({
+          group: formatIPv6(l.group),
+          ifname: iface.ifname,
+          expiresInSec: Math.max(0, (until - now) / 1000),
+          lastReporter: l.lastReporter,
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Whether we act as querier on an interface, and the querier that outranks us if any. */
+  querierState(ifname: string): { querier: boolean; otherQuerier?: string } | undefined {
+    const iface = this.ifaces.find((i) => i.ifname === ifname);
+    if (!iface) return undefined;
+    return { querier: this.isQuerier(iface), otherQuerier: iface.otherQuerier?.addr };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const iface of this.ifaces) {
+      if (!iface.closed) {
+        iface.closed = true;
+        try {
+          iface.socket.close();
+        } catch {
+          // Closing is best effort; the descriptor goes with the process anyway.
+        }
+      }
+      iface.listeners.clear();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  private isQuerier(iface: Iface): boolean {
+    return this.opts.querier && iface.otherQuerier === undefined && iface.linkLocal !== undefined && !iface.closed;
+  }
+
+  private refreshOwn(iface: Iface, now: number): void {
+    iface.ownRefreshedAt = now;
+    const own = new Set<string>();
+    let ll: Buffer | undefined;
+    for (const a of networkInterfaces()[iface.ifname] ?? []) {
+      if (a.family !== 'IPv6') continue;
+      const b = tryParse(a.address.replace(/%.*$/, ''));
+      if (!b) continue;
+      own.add(formatIPv6(b));
+      if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80 && (!ll || Buffer.compare(b, ll) < 0)) ll = b;
+    }
+    iface.own = own;
+    if (ll && !(iface.linkLocal && ll.equals(iface.linkLocal))) this.log(`${iface.ifname}: our link-local address is ${formatIPv6(ll)}`);
+    iface.linkLocal = ll;
+  }
+
+  private tick(now: number): void {
+    if (this.closed) return;
+    for (const iface of this.ifaces) {
+      if (iface.closed) continue;
+      if (!iface.linkLocal || now - iface.ownRefreshedAt >= OWN_REFRESH_MS) this.refreshOwn(iface, now);
+      if (this.opts.querier) {
+        if (iface.otherQuerier && now >= iface.otherQuerier.until) {
+          this.log(`${iface.ifname}: querier ${iface.otherQuerier.addr} went quiet, querying again`);
+          iface.otherQuerier = undefined;
+          iface.nextGeneralAt = now;
+        }
+        if (this.isQuerier(iface) && now >= iface.nextGeneralAt) {
+          iface.nextGeneralAt = now + this.qiMs;
+          this.sendQuery(iface, undefined, this.qriMs);
+        }
+      }
+      for (const [key, l] of iface.listeners) {
+        while (l.queryAt.length > 0 && l.queryAt[0]! <= now) {
+          l.queryAt.shift();
+          if (this.isQuerier(iface)) this.sendQuery(iface, l.group, this.llqiMs / 2);
+        }
+        if (l.checkDeadline !== undefined && now >= l.checkDeadline) {
+          iface.listeners.delete(key);
+          this.emitEvent({ kind: 'leave', group: l.group, ifname: iface.ifname, from: l.checkFrom ?? l.lastReporter, reason: 'left' });
+        } else if (now >= l.expiresAt) {
+          iface.listeners.delete(key);
+          this.emitEvent({ kind: 'leave', group: l.group, ifname: iface.ifname, from: l.lastReporter, reason: 'expired' });
+        }
+      }
+    }
+  }
+
+  private onMessage(iface: Iface, buf: Buffer, source: string, now: number): void {
+    if (this.closed || iface.closed) return;
+    const msg = decodeMld(buf);
+    const src = tryParse(source);
+    if (!msg || !src) return;
+    const from = formatIPv6(src);
+    if (!iface.own.has(from) && src[0] === 0xfe && now - iface.ownRefreshedAt > 1000) this.refreshOwn(iface, now);
+    const self = iface.own.has(from);
+
+    if (msg.type === 'query') {
+      // RFC 3810 section 5.1.14: queries must come from a link-local address; our own loop back to us.
+      if (self || !(src[0] === 0xfe && (src[1]! & 0xc0) === 0x80)) return;
+      const outranks = !iface.linkLocal || Buffer.compare(src, iface.linkLocal) < 0;
+      if (outranks) {
+        const qrv = msg.qrv !== undefined && msg.qrv > 0 ? msg.qrv : this.rv;
+        const qiMs = msg.qqicSec !== undefined && msg.qqicSec > 0 ? msg.qqicSec * 1000 : this.qiMs;
+        const until = now + qrv * qiMs + msg.maxRespMs / 2;
+        if (this.opts.querier && this.isQuerier(iface)) this.log(`${iface.ifname}: ${from} is a better querier, stopping our queries`);
+        iface.otherQuerier = { addr: from, until };
+      }
+      // RFC 3810 section 7.6.2: a non-querier lowers a group's timer when the querier asks about that group.
+      const l = iface.listeners.get(msg.group.toString('hex'));
+      if (l && !this.isQuerier(iface) && !msg.sFlag && msg.group.some((x) => x !== 0)) {
+        const qrv = msg.qrv !== undefined && msg.qrv > 0 ? msg.qrv : this.rv;
+        const deadline = now + qrv * msg.maxRespMs + 200;
+        if (l.checkDeadline === undefined || deadline < l.checkDeadline) {
+          l.checkDeadline = deadline;
+          l.checkFrom ??= from;
+        }
+      }
+      return;
+    }
+
+    if (self && !this.opts.loopback) return;
+    for (const ev of listenerEvents(msg)) {
+      const key = ev.group.toString('hex');
+      let l = iface.listeners.get(key);
+      if (ev.kind === 'join') {
+        const refresh = l !== undefined;
+        if (!l) {
+          l = { group: ev.group, expiresAt: 0, lastReporter: from, queryAt: [] };
+          iface.listeners.set(key, l);
+        }
+        l.expiresAt = now + this.maliMs;
+        l.lastReporter = from;
+        l.checkDeadline = undefined;
+        l.checkFrom = undefined;
+        l.queryAt = [];
+        this.emitEvent({ kind: 'join', group: ev.group, ifname: iface.ifname, from, refresh });
+      } else {
+        if (!l) continue; // a leave for a group nobody was known to hear changes nothing
+        if (l.checkDeadline !== undefined) continue; // already being checked
+        l.checkFrom = from;
+        if (this.isQuerier(iface)) {
+          this.sendQuery(iface, l.group, this.llqiMs / 2);
+          l.queryAt = [now + this.llqiMs / 2];
+          l.checkDeadline = now + this.llqiMs + 200;
+        } else {
+          l.checkDeadline = now + 2 * this.llqiMs + 500;
+        }
+        this.log(`${iface.ifname}: ${from} left ${formatIPv6(l.group)}, checking for other listeners`);
+      }
+    }
+  }
+
+  private sendQuery(iface: Iface, group: Buffer | undefined, maxRespMs: number): void {
+    const q = encodeQuery({ group, maxRespMs, qrv: this.rv, qqicSec: this.qiMs / 1000 });
+    const what = group ? `query for ${formatIPv6(group)}` : 'general query';
+    try {
+      iface.socket.send(q, 0, q.length, ALL_NODES, (err) => {
+        if (err) this.log(`${iface.ifname}: sending ${what} failed: ${err.message}`);
+      });
+      this.log(`${iface.ifname}: sent ${what}`);
+    } catch (err) {
+      this.log(`${iface.ifname}: sending ${what} failed: ${(err as Error).message}`);
+    }
+  }
+
+  private emitEvent(ev: MldEvent): void {
+    this.emit(ev.kind, ev);
+  }
+}
+
+function interfaceIndex(ifname: string): number {
+  try {
+    const n = Number.parseInt(readFileSync(`/sys/class/net/${ifname}/ifindex`, 'utf8').trim(), 10);
+    if (Number.isInteger(n) && n > 0) return n;
+  } catch {
+    // /sys may show another namespace's view (a process moved with setns); fall back to getifaddrs.
+  }
+  const entry = (networkInterfaces()[ifname] ?? []).find((a) => a.family === 'IPv6' && a.scopeid);
+  if (entry?.scopeid) return entry.scopeid;
+  throw new LcsyncError('USAGE', `no network interface ${ifname} with IPv6`);
+}
+
+function mreq(group: string, ifindex: number): Buffer {
+  const b = Buffer.alloc(20);
+  parseIPv6(group).copy(b, 0);
+  b.writeInt32LE(ifindex, 16); // struct ipv6_mreq: in6_addr, then an int in host order (little-endian here)
+  return b;
+}
+
+/** struct icmp6_filter: 256 bits, a set bit blocks that type (Linux semantics), words in host order. */
+function icmp6Filter(pass: number[]): Buffer {
+  const words = new Uint32Array(8).fill(0xffffffff);
+  for (const t of pass) words[t >> 5]! &= ~(1 << (t & 31)) >>> 0;
+  return Buffer.from(words.buffer);
+}
+
+function tryParse(s: string): Buffer | undefined {
+  try {
+    const b = parseIPv6(s);
+    return b.length === 16 ? b : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function socketError(err: unknown, ifname: string): LcsyncError {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/operation not permitted|permission denied|EPERM|EACCES/i.test(msg)) {
+    return new LcsyncError(
+      'PERMISSION',
+      'lcsync share needs CAP_NET_RAW to watch MLD: run it as root, grant the capability to a dedicated node binary ' +
+        '(`setcap cap_net_raw+ep`) or with AmbientCapabilities=CAP_NET_RAW under systemd, or use push mode',
+      { cause: err },
+    );
+  }
+  if (/no such device/i.test(msg)) return new LcsyncError('USAGE', `no network interface ${ifname}`, { cause: err });
+  return new LcsyncError('IO', `cannot watch MLD on ${ifname}: ${msg}`, { cause: err });
+}

@@ -1,0 +1,279 @@
+/**
+ * Receiving objects: join an object's group, feed its datagrams to a RaptorQ
+ * decoder, verify what comes out, leave. Node's dgram cannot tell which group a
+ * datagram came on, so everything is demultiplexed by OID:
+ *  - chunks: the OID is the leaf hash we asked for, and the length is known;
+ *  - tree, directory and symlink objects: the OID is not known in advance, so
+ *    each OID seen on an OTI datagram gets a decoder, and a decoded object
+ *    (BLAKE3 = OID) is offered to the pending requests, each of which checks that
+ *    the object really is the one its hash names.
+ * Nothing here trusts a datagram: the packet decoder validates every field, and
+ * every object is verified before anyone sees it.
+ */
+import { LcsyncError } from './errors.js';
+import { hash, toHex, type Hash } from './hash.js';
+import { groupAddress } from './address.js';
+import { decodeDatagram } from './packet.js';
+import { ObjectDecoder } from './fec.js';
+import type { MulticastReceiver } from './channel.js';
+
+export interface ReceiveStats {
+  datagrams: number;
+  bytes: number;
+  /** Datagrams that failed validation or belonged to no request. */
+  ignored: number;
+  objects: number;
+  /** Decoded objects that failed verification (spoofed or corrupted). */
+  rejected: number;
+  rejoins: number;
+}
+
+export interface ReceiverOptions {
+  /** Re-join a group that has delivered nothing new for this long (a C sender only sends on a new report). */
+  stallMs?: number;
+  /** Give up on a request that has seen no datagram at all for this long. */
+  idleTimeoutMs?: number;
+}
+
+/** Most tree-object decoders alive at once: bounds memory under a flood of bogus OIDs. */
+const MAX_TREE_DECODERS = 64;
+/** OIDs remembered as finished or useless so their leftover datagrams are dropped cheaply. */
+const MAX_DONE = 4096;
+
+interface Waiter {
+  group: string;
+  lastProgress: number;
+  started: number;
+  resolve(obj: Buffer): void;
+  reject(err: Error): void;
+}
+
+interface ChunkWaiter extends Waiter {
+  leaf: Hash;
+  length: number;
+  decoder?: ObjectDecoder;
+}
+
+interface TreeWaiter extends Waiter {
+  key: Hash;
+  accept(obj: Buffer): boolean;
+}
+
+export class ObjectReceiver {
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, rejected: 0, rejoins: 0 };
+  private readonly chunks = new Map<string, ChunkWaiter>();
+  private readonly trees = new Set<TreeWaiter>();
+  private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
+  private readonly done = new Set<string>();
+  private readonly groupUsers = new Map<string, number>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly stallMs: number;
+  private readonly idleTimeoutMs: number;
+  private closed = false;
+
+  constructor(
+    private readonly rx: MulticastReceiver,
+    opts: ReceiverOptions = {},
+  ) {
+    this.stallMs = opts.stallMs ?? 1500;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
+    rx.onDatagram((buf) => this.onDatagram(buf));
+    this.timer = setInterval(() => this.tick(), Math.min(250, this.stallMs / 2));
+    this.timer.unref();
+  }
+
+  /** Fetch a chunk: resolves with bytes whose BLAKE3 is `leaf`. */
+  fetchChunk(leaf: Hash, length: number): Promise<Buffer> {
+    const key = toHex(leaf);
+    const existing = this.chunks.get(key);
+    if (existing) return new Promise((resolve, reject) => chainWaiter(existing, resolve, reject));
+    this.done.delete(key);
+    return new Promise((resolve, reject) => {
+      const now = Date.now();
+      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, lastProgress: now, started: now, resolve, reject };
+      this.chunks.set(key, w);
+      this.join(w.group);
+    });
+  }
+
+  /**
+   * Fetch the tree/dir/link object named by `key`: resolves with the first
+   * verified object that `accept` confirms is the one `key` names.
+   */
+  fetchTree(key: Hash, accept: (obj: Buffer) => boolean): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const now = Date.now();
+      const w: TreeWaiter = { group: groupAddress(key), key, accept, lastProgress: now, started: now, resolve, reject };
+      this.trees.add(w);
+      this.join(w.group);
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    const err = new LcsyncError('INTERRUPTED', 'receiver closed');
+    for (const w of this.chunks.values()) this.finishChunk(w, err);
+    for (const w of [...this.trees]) this.finishTree(w, err);
+    for (const d of this.treeDecoders.values()) d.dec.free();
+    this.treeDecoders.clear();
+  }
+
+  private join(group: string): void {
+    const n = this.groupUsers.get(group) ?? 0;
+    this.groupUsers.set(group, n + 1);
+    if (n === 0) this.rx.join(group);
+  }
+
+  private leave(group: string): void {
+    const n = (this.groupUsers.get(group) ?? 1) - 1;
+    if (n > 0) {
+      this.groupUsers.set(group, n);
+      return;
+    }
+    this.groupUsers.delete(group);
+    if (!this.closed) this.rx.leave(group);
+  }
+
+  private markDone(oid: string): void {
+    if (this.done.size >= MAX_DONE) {
+      const first = this.done.values().next().value;
+      if (first !== undefined) this.done.delete(first);
+    }
+    this.done.add(oid);
+  }
+
+  private onDatagram(buf: Buffer): void {
+    this.stats.datagrams++;
+    this.stats.bytes += buf.length;
+    const d = decodeDatagram(buf);
+    if (!d) {
+      this.stats.ignored++;
+      return;
+    }
+    const oid = toHex(d.oid);
+    if (this.done.has(oid)) {
+      this.stats.ignored++;
+      return;
+    }
+    if (d.transferLength === undefined) this.onChunkDatagram(oid, d.esi, d.symbol);
+    else this.onTreeDatagram(oid, d.transferLength, d.esi, d.symbol);
+  }
+
+  private onChunkDatagram(oid: string, esi: number, symbol: Buffer): void {
+    const w = this.chunks.get(oid);
+    if (!w) {
+      this.stats.ignored++;
+      return;
+    }
+    w.decoder ??= new ObjectDecoder(w.length);
+    const before = w.decoder.received;
+    const obj = w.decoder.add(esi, symbol);
+    if (w.decoder.received > before) w.lastProgress = Date.now();
+    if (!obj) return;
+    if (hash(obj).equals(w.leaf)) {
+      this.stats.objects++;
+      this.markDone(oid);
+      this.finishChunk(w, undefined, obj);
+    } else {
+      // Wrong bytes under the right OID: a spoofer or a corrupted symbol. Start over with fresh symbols.
+      this.stats.rejected++;
+      w.decoder.free();
+      w.decoder = undefined;
+    }
+  }
+
+  private onTreeDatagram(oid: string, length: number, esi: number, symbol: Buffer): void {
+    if (this.trees.size === 0) {
+      this.stats.ignored++;
+      return;
+    }
+    let entry = this.treeDecoders.get(oid);
+    if (!entry) {
+      if (this.treeDecoders.size >= MAX_TREE_DECODERS) {
+        const [oldest, od] = this.treeDecoders.entries().next().value as [string, { dec: ObjectDecoder }];
+        od.dec.free();
+        this.treeDecoders.delete(oldest);
+      }
+      entry = { dec: new ObjectDecoder(length), length };
+      this.treeDecoders.set(oid, entry);
+    } else if (entry.length !== length) {
+      // The same OID cannot have two lengths; whoever sent this is lying.
+      this.stats.ignored++;
+      return;
+    }
+    const now = Date.now();
+    for (const w of this.trees) w.lastProgress = Math.max(w.lastProgress, now - this.stallMs / 2);
+    const obj = entry.dec.add(esi, symbol);
+    if (!obj) return;
+    entry.dec.free();
+    this.treeDecoders.delete(oid);
+    this.markDone(oid);
+    if (toHex(hash(obj)) !== oid) {
+      this.stats.rejected++;
+      return;
+    }
+    for (const w of this.trees) {
+      let ok = false;
+      try {
+        ok = w.accept(obj);
+      } catch {
+        ok = false;
+      }
+      if (ok) {
+        this.stats.objects++;
+        this.finishTree(w, undefined, obj);
+        return;
+      }
+    }
+    this.stats.rejected++;
+  }
+
+  private finishChunk(w: ChunkWaiter, err?: Error, obj?: Buffer): void {
+    this.chunks.delete(toHex(w.leaf));
+    w.decoder?.free();
+    w.decoder = undefined;
+    this.leave(w.group);
+    if (err) w.reject(err);
+    else w.resolve(obj!);
+  }
+
+  private finishTree(w: TreeWaiter, err?: Error, obj?: Buffer): void {
+    this.trees.delete(w);
+    this.leave(w.group);
+    if (err) w.reject(err);
+    else w.resolve(obj!);
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    const check = (w: Waiter, fail: (e: Error) => void) => {
+      if (now - w.lastProgress > this.idleTimeoutMs) {
+        fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s`));
+        return;
+      }
+      if (now - w.lastProgress > this.stallMs && now - w.started > this.stallMs) {
+        // Leave and join again: fresh MLD reports make any sender (ours or the C one) send again.
+        w.started = now;
+        this.stats.rejoins++;
+        this.rx.rejoin(w.group);
+      }
+    };
+    for (const w of [...this.chunks.values()]) check(w, (e) => this.finishChunk(w, e));
+    for (const w of [...this.trees]) check(w, (e) => this.finishTree(w, e));
+  }
+}
+
+function chainWaiter(w: Waiter, resolve: (b: Buffer) => void, reject: (e: Error) => void): void {
+  const r = w.resolve;
+  const j = w.reject;
+  w.resolve = (b) => {
+    r(b);
+    resolve(b);
+  };
+  w.reject = (e) => {
+    j(e);
+    reject(e);
+  };
+}

@@ -1,0 +1,551 @@
+/**
+ * The sync client (PROTOCOL.md section 6): resolve the source, fetch and verify
+ * its object, then for a file fetch only the chunks the local copy lacks and
+ * write them atomically; for a directory recurse into the children whose entry
+ * hashes the local copy lacks. Every object is verified against the hash that
+ * named it before anything touches the destination.
+ */
+import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { LcsyncError, fromSystemError } from './errors.js';
+import { parseHex, toHex, type Hash } from './hash.js';
+import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
+import { DEFAULT_LIMITS, decodeNetTree, decodeNetTreeHead, dirChildren, partCount, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
+import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from './tree.js';
+import { ShareIndex } from './mdex.js';
+import { ObjectReceiver } from './receiver.js';
+import { MulticastReceiver } from './channel.js';
+import { OutputFile, removeStaleTemps } from './writer.js';
+import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';
+import type { FileMeta } from './meta.js';
+import { HASH_SIZE } from './hash.js';
+
+export interface SyncFlags extends MetaFlags {
+  recursive: boolean;
+}
+
+export interface SyncOptions {
+  ifnames: string[];
+  flags: SyncFlags;
+  /** Fail with TIMEOUT when a request sees no datagram for this long. */
+  timeoutSec?: number;
+  dryRun?: boolean;
+  inplace?: boolean;
+  /** Chunk groups joined at once. */
+  parallel?: number;
+  limits?: DecodeLimits;
+  stallMs?: number;
+  onItem?: (item: SyncItem) => void;
+  onProgress?: (p: SyncProgress) => void;
+  signal?: AbortSignal;
+}
+
+export type Change = 'created' | 'updated' | 'unchanged' | 'metadata';
+
+export interface SyncItem {
+  path: string;
+  type: 'file' | 'dir' | 'symlink';
+  change: Change;
+  /** Files: chunks fetched from the network and reused from the local copy. */
+  chunksFetched?: number;
+  chunksReused?: number;
+}
+
+export interface SyncProgress {
+  bytesReceived: number;
+  chunksFetched: number;
+  chunksWanted: number;
+}
+
+export interface SyncSummary {
+  source: string;
+  dest: string;
+  rootHash: string;
+  type: 'file' | 'dir' | 'symlink';
+  dryRun: boolean;
+  /** UDP payload bytes received and accepted into decoders or ignored. */
+  bytesReceived: number;
+  datagrams: number;
+  /** Chunk bytes written into outputs. */
+  bytesWritten: number;
+  chunksFetched: number;
+  chunksReused: number;
+  objectsRejected: number;
+  rejoins: number;
+  files: Record<Change, number>;
+  seconds: number;
+  /** Bytes written per second. */
+  rate: number;
+}
+
+/** What the user asked for: a hash, or a share name with rsync's trailing-slash meaning. */
+export interface SourceSpec {
+  hash: Hash;
+  /** Share name when asked by name (one trailing slash removed). */
+  name?: string;
+  /** True when the contents of a directory go straight into DEST. */
+  contents: boolean;
+}
+
+export function parseSource(source: string): SourceSpec {
+  const h = parseHex(source);
+  if (h) return { hash: h, contents: true };
+  if (source === '' || source === '/') throw new LcsyncError('USAGE', `invalid source "${source}"`);
+  const contents = source.endsWith('/');
+  const name = contents ? source.slice(0, -1) : source;
+  if (name.startsWith('/') || name.split('/').some((s) => s === '' || s === '.' || s === '..')) {
+    throw new LcsyncError('USAGE', `invalid share name "${source}": use the name the share printed, like "music" or "music/a.ogg"`);
+  }
+  return { hash: aliasHash(name), name, contents };
+}
+
+/** Check that a decoded object (or first part) is the one `key` names; `alias` names it by share path. */
+export function objectMatches(obj: Buffer, key: Hash, alias: string | undefined, limits: DecodeLimits): boolean {
+  const head = decodeNetTreeHead(obj, limits);
+  if (alias !== undefined) return head.name === alias && aliasHash(head.name).equals(key);
+  if (head.type === 'file') {
+    if (head.size === 0) return obj.length === head.objectLength && fileEntryHash(head.name, undefined, 0, head.meta).equals(key);
+    if (obj.length < head.payloadOffset + HASH_SIZE) return false;
+    const root = obj.subarray(head.payloadOffset, head.payloadOffset + HASH_SIZE);
+    return fileEntryHash(head.name, root, 0, head.meta).equals(key);
+  }
+  if (obj.length !== head.objectLength) return false;
+  if (head.type === 'symlink') return symlinkEntryHash(head.name, head.meta).equals(key);
+  const children = dirChildren(obj.subarray(head.payloadOffset));
+  return (
+    dirEntryHash({ basename: path.posix.basename(head.name), meta: head.meta }, children).equals(key) ||
+    dirEntryHash(undefined, children).equals(key)
+  );
+}
+
+/** A share path segment that is safe to create: no traversal, no separators, no NUL. */
+function safeSegment(seg: string): boolean {
+  return seg !== '' && seg !== '.' && seg !== '..' && !seg.includes('/') && !seg.includes('\0') && Buffer.byteLength(seg) <= 255;
+}
+
+class Limiter {
+  private active = 0;
+  private readonly queue: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.queue.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.queue.shift()?.();
+    }
+  }
+}
+
+interface FetchedEntry {
+  head: NetTreeHead;
+  /** Whole object: file header + name + all tree nodes; dir children; link target. */
+  obj: Buffer;
+  tree?: MerkleTree;
+}
+
+export class SyncSession {
+  private readonly rx: ObjectReceiver;
+  private readonly limits: DecodeLimits;
+  private readonly chunkLimit: Limiter;
+  private readonly treeLimit: Limiter;
+  private readonly times: TimeStamp[] = [];
+  private readonly started = Date.now();
+  readonly summary: Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate'> = {
+    dryRun: false,
+    bytesReceived: 0,
+    datagrams: 0,
+    bytesWritten: 0,
+    chunksFetched: 0,
+    chunksReused: 0,
+    objectsRejected: 0,
+    rejoins: 0,
+    files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
+  };
+  private chunksWanted = 0;
+
+  private constructor(
+    private readonly channel: MulticastReceiver,
+    private readonly opts: SyncOptions,
+  ) {
+    this.limits = opts.limits ?? DEFAULT_LIMITS;
+    this.rx = new ObjectReceiver(channel, {
+      stallMs: opts.stallMs,
+      idleTimeoutMs: opts.timeoutSec ? opts.timeoutSec * 1000 : undefined,
+    });
+    this.chunkLimit = new Limiter(opts.parallel ?? 16);
+    this.treeLimit = new Limiter(16);
+    this.summary.dryRun = !!opts.dryRun;
+  }
+
+  static async open(opts: SyncOptions): Promise<SyncSession> {
+    const channel = await MulticastReceiver.open({ ifnames: opts.ifnames });
+    return new SyncSession(channel, opts);
+  }
+
+  async close(): Promise<void> {
+    this.rx.close();
+    await this.channel.close();
+  }
+
+  private checkAbort(): void {
+    if (this.opts.signal?.aborted) throw new LcsyncError('INTERRUPTED', 'interrupted');
+  }
+
+  private progress(): void {
+    this.opts.onProgress?.({ bytesReceived: this.rx.stats.bytes, chunksFetched: this.summary.chunksFetched, chunksWanted: this.chunksWanted });
+  }
+
+  /** Fetch and verify the object `key` names, with all its tree parts. */
+  async fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry> {
+    this.checkAbort();
+    const first = await this.treeLimit.run(() => this.rx.fetchTree(key, (o) => objectMatches(o, key, alias, this.limits)));
+    const head = decodeNetTreeHead(first, this.limits);
+    if (head.type !== 'file') return { head, obj: first };
+    if (head.size === 0) return { head, obj: first, tree: MerkleTree.blank(0) };
+    const root = first.subarray(head.payloadOffset, head.payloadOffset + HASH_SIZE);
+    const n = partCount(head.objectLength);
+    if (first.length !== Math.min(TREE_PART_SIZE, head.objectLength)) {
+      throw new LcsyncError('INTEGRITY', `tree part 0 of ${head.name} has ${first.length} bytes, expected ${Math.min(TREE_PART_SIZE, head.objectLength)}`);
+    }
+    const parts: Buffer[] = [first];
+    const rest = await Promise.all(
+      Array.from({ length: n - 1 }, (_, i) => {
+        const z = i + 1;
+        const want = Math.min(TREE_PART_SIZE, head.objectLength - z * TREE_PART_SIZE);
+        const partKey = fileEntryHash(head.name, root, z, head.meta);
+        return this.treeLimit.run(() => this.rx.fetchTree(partKey, (o) => o.length === want));
+      }),
+    );
+    parts.push(...rest);
+    const obj = Buffer.concat(parts);
+    const nt = decodeNetTree(obj, this.limits);
+    const tree = MerkleTree.fromNodes(nt.size, nt.payload);
+    if (!tree.root.equals(root) || !tree.verify()) {
+      throw new LcsyncError('INTEGRITY', `tree of ${head.name} does not verify`);
+    }
+    return { head, obj, tree };
+  }
+
+  /** Fetch chunk i of `tree` into `buf` at its offset (memory sync). */
+  async fetchChunkInto(tree: MerkleTree, i: number, buf: Buffer): Promise<void> {
+    await this.chunkLimit.run(async () => {
+      this.checkAbort();
+      const bytes = await this.rx.fetchChunk(tree.leaf(i), chunkLength(tree.size, i));
+      bytes.copy(buf, i * CHUNK_SIZE);
+      this.summary.chunksFetched++;
+    });
+  }
+
+  private item(it: SyncItem): void {
+    if (it.type === 'file') this.summary.files[it.change]++;
+    this.opts.onItem?.(it);
+  }
+
+  /** Sync a verified file entry into `dest`. */
+  async syncFile(entry: FetchedEntry, dest: string): Promise<void> {
+    const tree = entry.tree!;
+    const size = entry.head.size;
+    let localTree: MerkleTree | undefined;
+    let existed = false;
+    try {
+      const st = await lstat(dest);
+      if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a file`);
+      if (st.isFile()) {
+        existed = true;
+        localTree = await MerkleTree.fromFile(dest, st.size);
+      } else existed = true; // a symlink or special file: replaced, never written through
+    } catch (e) {
+      if (e instanceof LcsyncError) throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+    }
+    const needed = tree.diff(localTree);
+    const sameContent = localTree !== undefined && needed.length === 0 && localTree.size === size;
+    const reuse = new Map<number, number>();
+    if (localTree && !this.opts.inplace) {
+      const have = leafIndex(localTree);
+      for (const i of needed) {
+        const j = have.get(tree.leaf(i).toString('hex'));
+        if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i)) reuse.set(i, j);
+      }
+    }
+    const fetch = needed.filter((i) => !reuse.has(i));
+    if (this.opts.dryRun) {
+      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: fetch.length, chunksReused: reuse.size });
+      return;
+    }
+    if (sameContent) {
+      const changedMeta = await this.finishMeta(dest, entry.head.meta, false);
+      this.item({ path: dest, type: 'file', change: changedMeta ? 'metadata' : 'unchanged', chunksFetched: 0, chunksReused: 0 });
+      return;
+    }
+    if (existed && !localTree) {
+      // Replace a symlink or special file by unlinking it first: never write through a link.
+      await unlink(dest).catch((e) => Promise.reject(fromSystemError(e, dest)));
+    }
+    this.chunksWanted += fetch.length;
+    // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
+    await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
+    const out = await OutputFile.open(dest, size, { inplace: this.opts.inplace });
+    try {
+      if (reuse.size > 0) {
+        // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
+        const old = await open(dest, 'r');
+        try {
+          for (const [i, j] of reuse) {
+            const buf = Buffer.alloc(chunkLength(size, i));
+            await old.read(buf, 0, buf.length, j * CHUNK_SIZE);
+            await out.write(i * CHUNK_SIZE, buf);
+            this.summary.chunksReused++;
+          }
+        } finally {
+          await old.close();
+        }
+      }
+      await Promise.all(
+        fetch.map((i) =>
+          this.chunkLimit.run(async () => {
+            this.checkAbort();
+            const bytes = await this.rx.fetchChunk(tree.leaf(i), chunkLength(size, i));
+            await out.write(i * CHUNK_SIZE, bytes);
+            this.summary.chunksFetched++;
+            this.summary.bytesWritten += bytes.length;
+            this.progress();
+          }),
+        ),
+      );
+      this.checkAbort();
+      await out.commit();
+    } catch (e) {
+      await out.abort();
+      throw e;
+    }
+    await this.finishMeta(dest, entry.head.meta, false, !existed);
+    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetch.length, chunksReused: reuse.size });
+  }
+
+  /** Apply the archive flags; returns whether anything differed. New files without -p get mode & ~umask, as rsync does. */
+  private async finishMeta(p: string, meta: FileMeta, isLink: boolean, created = false): Promise<boolean> {
+    const f = this.opts.flags;
+    const st = await lstat(p, { bigint: true });
+    let changed = false;
+    if (f.perms && !isLink && Number(st.mode & 0o7777n) !== (meta.mode & 0o7777)) changed = true;
+    if (f.owner && Number(st.uid) !== meta.uid) changed = true;
+    if (f.group && Number(st.gid) !== meta.gid) changed = true;
+    if (f.times && (st.mtimeNs / 1_000_000_000n !== meta.mtimeSec || st.mtimeNs % 1_000_000_000n !== meta.mtimeNsec)) changed = true;
+    await applyOwnership(p, meta, f, isLink);
+    if (created && !f.perms && !isLink) {
+      await chmod(p, meta.mode & 0o777 & ~process.umask());
+    }
+    if (f.times) this.times.push({ path: p, meta });
+    return changed;
+  }
+
+  async syncSymlink(entry: FetchedEntry, dest: string): Promise<void> {
+    const target = entry.obj.subarray(entry.head.payloadOffset).toString('utf8');
+    let existing: string | undefined;
+    let exists = false;
+    try {
+      const st = await lstat(dest);
+      exists = true;
+      if (st.isSymbolicLink()) existing = await readlink(dest);
+      else if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a symlink`);
+    } catch (e) {
+      if (e instanceof LcsyncError) throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+    }
+    const change: Change = existing === target ? 'unchanged' : exists ? 'updated' : 'created';
+    if (!this.opts.dryRun && change !== 'unchanged') {
+      // Make the link under a temporary name and rename it over: atomic, never follows the old link.
+      const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.lcsync-${process.pid}-link.tmp`);
+      await rm(tmp, { force: true });
+      try {
+        await symlink(target, tmp);
+        await rename(tmp, dest);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw fromSystemError(e, dest);
+      }
+    }
+    if (!this.opts.dryRun) await this.finishMeta(dest, entry.head.meta, true);
+    this.opts.onItem?.({ path: dest, type: 'symlink', change });
+  }
+
+  /**
+   * Sync a directory entry into `dest` (which becomes that directory). With
+   * `recursive`, children whose entry hashes the local copy already has are skipped.
+   */
+  async syncDir(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+    let exists = false;
+    try {
+      const st = await lstat(dest);
+      if (st.isSymbolicLink()) throw new LcsyncError('IO', `${dest}: is a symlink where a directory is expected; refusing to write through it`);
+      if (!st.isDirectory()) throw new LcsyncError('IO', `${dest}: exists and is not a directory`);
+      exists = true;
+    } catch (e) {
+      if (e instanceof LcsyncError) throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+    }
+    if (!exists && !this.opts.dryRun) {
+      try {
+        await mkdir(dest, { mode: 0o755 });
+      } catch (e) {
+        throw fromSystemError(e, `cannot create directory ${dest}`);
+      }
+    }
+    this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : 'created' });
+    if (this.opts.flags.recursive) {
+      const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
+      await Promise.all(
+        children.map(async (h) => {
+          const child = await this.fetchEntry(h);
+          const rel = child.head.name.startsWith(entry.head.name + '/') ? child.head.name.slice(entry.head.name.length + 1) : '';
+          if (!safeSegment(rel)) {
+            throw new LcsyncError('INTEGRITY', `refusing unsafe name "${child.head.name}" inside ${entry.head.name}`);
+          }
+          await this.syncEntry(child, path.join(dest, rel), localHashes);
+        }),
+      );
+    }
+    if (!this.opts.dryRun) await this.finishMeta(dest, entry.head.meta, false);
+  }
+
+  async syncEntry(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+    this.checkAbort();
+    if (entry.head.type === 'file') return this.syncFile(entry, dest);
+    if (entry.head.type === 'symlink') return this.syncSymlink(entry, dest);
+    return this.syncDir(entry, dest, localHashes);
+  }
+
+  /** Apply collected times, deepest paths first is not needed: all writes are done by now. */
+  async finish(): Promise<void> {
+    if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
+  }
+
+  stats(): { bytesReceived: number; datagrams: number; objectsRejected: number; rejoins: number; seconds: number } {
+    return {
+      bytesReceived: this.rx.stats.bytes,
+      datagrams: this.rx.stats.datagrams,
+      objectsRejected: this.rx.stats.rejected,
+      rejoins: this.rx.stats.rejoins,
+      seconds: (Date.now() - this.started) / 1000,
+    };
+  }
+}
+
+/** Sync SOURCE (hash or share name) into DEST: the library form of `lcsync sync` (the C lc_syncfile). */
+export async function syncRemote(source: string, dest: string, opts: SyncOptions): Promise<SyncSummary> {
+  const spec = parseSource(source);
+  const session = await SyncSession.open(opts);
+  try {
+    const top = await session.fetchEntry(spec.hash, spec.name);
+    const baseName = path.posix.basename(top.head.name);
+    if (!safeSegment(baseName)) throw new LcsyncError('INTEGRITY', `refusing unsafe name "${top.head.name}"`);
+    let target: string;
+    if (top.head.type === 'dir') {
+      if (!opts.flags.recursive) {
+        // Like rsync without -r: say so rather than silently doing nothing useful.
+        throw new LcsyncError('USAGE', `${source} is a directory: use -r or -a to sync its contents`);
+      }
+      target = spec.contents ? dest : path.join(dest, baseName);
+    } else {
+      const st = await lstat(dest).catch(() => undefined);
+      target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
+    }
+    await checkParent(target);
+    let localHashes = new Set<string>();
+    if (top.head.type === 'dir') {
+      const st = await lstat(target).catch(() => undefined);
+      if (st?.isDirectory()) {
+        const local = new ShareIndex();
+        await local.add(target, { sharePath: top.head.name });
+        localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+      }
+    }
+    await session.syncEntry(top, target, localHashes);
+    await session.finish();
+    const s = session.stats();
+    return {
+      source,
+      dest: target,
+      rootHash: toHex(spec.name === undefined ? spec.hash : rootHashOf(top)),
+      type: top.head.type,
+      ...session.summary,
+      bytesReceived: s.bytesReceived,
+      datagrams: s.datagrams,
+      objectsRejected: s.objectsRejected,
+      rejoins: s.rejoins,
+      seconds: s.seconds,
+      rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
+    };
+  } finally {
+    await session.close();
+  }
+}
+
+/** The entry hash of a fetched object: what `lcsync index` prints for the same item. */
+function rootHashOf(e: FetchedEntry): Hash {
+  const { head, obj } = e;
+  if (head.type === 'file') return fileEntryHash(head.name, head.size === 0 ? undefined : e.tree!.root, 0, head.meta);
+  if (head.type === 'symlink') return symlinkEntryHash(head.name, head.meta);
+  const children = dirChildren(obj.subarray(head.payloadOffset));
+  // A share's top directory is hashed without its name and stat (depth 0).
+  return head.name.includes('/') ? dirEntryHash({ basename: path.posix.basename(head.name), meta: head.meta }, children) : dirEntryHash(undefined, children);
+}
+
+async function checkParent(target: string): Promise<void> {
+  const parent = path.dirname(path.resolve(target));
+  try {
+    const st = await lstat(parent);
+    if (!st.isDirectory()) throw new LcsyncError('IO', `${parent}: not a directory`);
+  } catch (e) {
+    if (e instanceof LcsyncError) throw e;
+    throw fromSystemError(e, `destination directory ${parent}`);
+  }
+}
+
+
+export interface BufferSyncResult {
+  /** The remote file's bytes: `local` itself when it already had the right length, else a new buffer. */
+  data: Buffer;
+  chunksFetched: number;
+  chunksReused: number;
+  bytesReceived: number;
+  seconds: number;
+}
+
+/**
+ * Sync a memory buffer to the file that `source` names (the C lc_sync): only
+ * chunks that differ from `local` are fetched.
+ */
+export async function syncBuffer(source: string, local: Buffer, opts: Omit<SyncOptions, 'flags'> & { flags?: SyncFlags }): Promise<BufferSyncResult> {
+  const spec = parseSource(source);
+  const session = await SyncSession.open({ ...opts, flags: opts.flags ?? { recursive: false, perms: false, owner: false, group: false, times: false } });
+  try {
+    const entry = await session.fetchEntry(spec.hash, spec.name);
+    if (entry.head.type !== 'file') throw new LcsyncError('USAGE', `${source} is a ${entry.head.type}, not a file`);
+    const tree = entry.tree!;
+    const size = entry.head.size;
+    const localTree = MerkleTree.fromBuffer(local);
+    const needed = tree.diff(localTree);
+    const data = local.length === size ? local : Buffer.alloc(size);
+    if (data !== local) local.copy(data, 0, 0, Math.min(size, local.length));
+    const have = leafIndex(localTree);
+    let reused = 0;
+    const fetch: number[] = [];
+    for (const i of needed) {
+      const j = have.get(tree.leaf(i).toString('hex'));
+      if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i) && data !== local) {
+        local.copy(data, i * CHUNK_SIZE, j * CHUNK_SIZE, j * CHUNK_SIZE + chunkLength(size, i));
+        reused++;
+      } else fetch.push(i);
+    }
+    await Promise.all(fetch.map((i) => session.fetchChunkInto(tree, i, data)));
+    const s = session.stats();
+    return { data, chunksFetched: fetch.length, chunksReused: reused, bytesReceived: s.bytesReceived, seconds: s.seconds };
+  } finally {
+    await session.close();
+  }
+}

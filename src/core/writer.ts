@@ -1,0 +1,272 @@
+/**
+ * The output writer (PROTOCOL.md section 6 step 5): a file is never left half-written.
+ *
+ * Atomic mode (the default) writes into a temporary copy next to the destination, named
+ * `.<basename>.lcsync-<pid>-<random>.tmp`, seeded with the destination's current content (a
+ * reflink where the file system can), and renames it over the destination once complete and
+ * synced. In-place mode writes the destination itself.
+ *
+ * Positional writes, not mmap (PROTOCOL.md section 8): positions are JS numbers, exact up to
+ * 2^53, so files above 4 GiB work.
+ */
+import { constants as fsc } from 'node:fs';
+import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { LcsyncError, fromSystemError } from './errors.js';
+
+export interface OutputOptions {
+  /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
+  inplace?: boolean;
+}
+
+const TEMP_MODE = 0o600;
+/** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
+const MAX_BASE_BYTES = 200;
+/** A temp this fresh may belong to a run that is just starting, whatever its pid says. */
+const STALE_AFTER_MS = 5_000;
+/** A temp untouched this long is stale even if its pid is alive (the pid was reused). */
+const ABANDONED_AFTER_MS = 24 * 3600_000;
+const TEMP_RE = /^\.(.*)\.lcsync-(\d+)-([0-9a-f]+)\.tmp$/;
+
+/** The basename as it appears in temp names: cut to MAX_BASE_BYTES of UTF-8. */
+function tempBase(base: string): string {
+  let b = base;
+  while (Buffer.byteLength(b) > MAX_BASE_BYTES) b = b.slice(0, -1);
+  return b;
+}
+
+function tempPathFor(dest: string): string {
+  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
+  return path.join(path.dirname(dest), name);
+}
+
+function checkRange(offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(offset + length)) {
+    throw new LcsyncError('INTERNAL', `output: invalid position ${offset} (+${length})`);
+  }
+}
+
+async function unlinkQuietly(p: string): Promise<void> {
+  try {
+    await unlink(p);
+  } catch {
+    // Already gone; nothing else can be done about a temp we cannot remove.
+  }
+}
+
+/** fsync a directory so a rename or create in it survives a crash. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch (err) {
+    // Some file systems refuse fsync on directories; the rename itself has happened.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'ENOTSUP') throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+export class OutputFile {
+  private fh: FileHandle | undefined;
+  private done = false;
+
+  private constructor(
+    /** The file being written: the temporary copy, or dest itself in place. */
+    readonly path: string,
+    readonly dest: string,
+    readonly size: number,
+    readonly inplace: boolean,
+    fh: FileHandle,
+    /** Mode and owner the finished file gets: those of the file it replaces, else the umask default. */
+    private readonly finalMode: number,
+    private readonly owner: { uid: number; gid: number } | undefined,
+  ) {
+    this.fh = fh;
+  }
+
+  static async open(dest: string, size: number, opts: OutputOptions = {}): Promise<OutputFile> {
+    checkRange(size, 0);
+    const old = await stat(dest).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw fromSystemError(err, dest);
+    });
+    if (old && !old.isFile()) throw new LcsyncError('IO', `${dest}: not a regular file`);
+
+    if (opts.inplace) {
+      let fh: FileHandle;
+      try {
+        // O_RDWR|O_CREAT without O_APPEND: positional writes must land where they are aimed.
+        fh = await open(dest, fsc.O_RDWR | fsc.O_CREAT, 0o666);
+      } catch (err) {
+        throw fromSystemError(err, dest);
+      }
+      // Truncation waits for commit, so chunks past the new end can still be read and reused.
+      return new OutputFile(dest, dest, size, true, fh, -1, undefined);
+    }
+
+    const tmp = tempPathFor(dest);
+    let fh: FileHandle | undefined;
+    try {
+      let finalMode: number;
+      if (old) {
+        await copyFile(dest, tmp, fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE);
+        await chmod(tmp, TEMP_MODE);
+        fh = await open(tmp, 'r+');
+        finalMode = old.mode & 0o7777;
+      } else {
+        // Created 0666 so the umask shows in its mode: that is the mode a new file should get.
+        fh = await open(tmp, 'wx+', 0o666);
+        finalMode = (await fh.stat()).mode & 0o777;
+        await fh.chmod(TEMP_MODE);
+      }
+      await fh.truncate(size);
+      const owner = old ? { uid: old.uid, gid: old.gid } : undefined;
+      return new OutputFile(tmp, dest, size, false, fh, finalMode, owner);
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      await unlinkQuietly(tmp);
+      throw fromSystemError(err, dest);
+    }
+  }
+
+  /** Write all of `data` at `offset`. On failure the output is aborted before the error is thrown. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const fh = this.handle();
+    try {
+      checkRange(offset, data.length);
+      if (offset + data.length > this.size) {
+        throw new LcsyncError('INTERNAL', `output: write at ${offset} (+${data.length}) past the end (${this.size})`);
+      }
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+        if (bytesWritten <= 0) throw new LcsyncError('IO', `${this.dest}: write made no progress`);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      await this.abort();
+      throw fromSystemError(err, this.dest);
+    }
+  }
+
+  /** Read what the output holds at `offset` (the old content where nothing was written yet). */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const fh = this.handle();
+    checkRange(offset, length);
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    try {
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.dest);
+    }
+    return got === length ? buf : buf.subarray(0, got);
+  }
+
+  /** Make the output the destination: sync the data, rename over dest, sync the directory. */
+  async commit(): Promise<void> {
+    const fh = this.handle();
+    try {
+      if (this.inplace) {
+        await fh.truncate(this.size);
+      } else {
+        if (this.owner) {
+          // Keep the replaced file's owner where we may (root); otherwise it stays ours, as with rsync.
+          await fh.chown(this.owner.uid, this.owner.gid).catch(() => undefined);
+        }
+        // After chown, which clears set-id bits.
+        await fh.chmod(this.finalMode);
+      }
+      await fh.sync();
+      this.fh = undefined;
+      await fh.close();
+      if (!this.inplace) await rename(this.path, this.dest);
+      this.done = true;
+    } catch (err) {
+      this.fh = undefined;
+      await fh.close().catch(() => undefined);
+      if (!this.inplace) await unlinkQuietly(this.path);
+      this.done = true;
+      throw fromSystemError(err, this.dest);
+    }
+    try {
+      await syncDir(path.dirname(this.dest));
+    } catch (err) {
+      throw fromSystemError(err, path.dirname(this.dest));
+    }
+  }
+
+  /** Close and, in atomic mode, remove the temporary copy; dest is untouched. Safe to call twice. */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => undefined);
+    if (!this.inplace) await unlinkQuietly(this.path);
+  }
+
+  private handle(): FileHandle {
+    if (!this.fh || this.done) throw new LcsyncError('INTERNAL', `output ${this.dest} is already closed`);
+    return this.fh;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given):
+ * those whose owning pid is dead and that are older than a few seconds, and any untouched for a
+ * day (the pid was reused). Returns how many were removed.
+ */
+export async function removeStaleTemps(dir: string, basename?: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw fromSystemError(err, dir);
+  }
+  const want = basename === undefined ? undefined : tempBase(basename);
+  let removed = 0;
+  for (const name of names) {
+    const m = TEMP_RE.exec(name);
+    if (!m) continue;
+    if (want !== undefined && m[1] !== want) continue;
+    const pid = Number(m[2]);
+    const full = path.join(dir, name);
+    let age: number;
+    try {
+      const st = await lstat(full);
+      if (!st.isFile()) continue;
+      age = Date.now() - st.mtimeMs;
+    } catch {
+      continue; // Removed meanwhile.
+    }
+    const stale = (age > STALE_AFTER_MS && !(Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid))) || age > ABANDONED_AFTER_MS;
+    if (!stale) continue;
+    try {
+      await unlink(full);
+      removed++;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, full);
+    }
+  }
+  return removed;
+}

@@ -1,0 +1,40 @@
+/**
+ * lcsync as a library. The functions succeed the C API of Librecast:
+ *   lc_share / lc_unshare  -> share() / unshare()
+ *   lc_syncfile            -> syncFile()
+ *   lc_sync                -> syncBuffer()
+ * and index() builds what `lcsync index` prints.
+ */
+import { ShareIndex, type IndexOptions } from './core/mdex.js';
+import { Share, type ShareOptions } from './core/share.js';
+import { syncBuffer, syncRemote, type SyncOptions, type SyncSummary } from './core/sync.js';
+
+export { ShareIndex, Share, syncBuffer };
+export type { IndexOptions, ShareOptions, SyncOptions, SyncSummary };
+export { LcsyncError, ExitCode } from './core/errors.js';
+export { MerkleTree, CHUNK_SIZE } from './core/tree.js';
+export { hash, toHex, parseHex } from './core/hash.js';
+export { groupAddress } from './core/address.js';
+
+/** Index files and directories (what `lcsync index` and `lcsync share` do first). */
+export function index(paths: string[], opts?: IndexOptions): Promise<ShareIndex> {
+  return ShareIndex.build(paths, opts);
+}
+
+/** Serve `paths` (or a prepared index) until unshare() (the C lc_share). */
+export async function share(what: string[] | ShareIndex, opts: ShareOptions): Promise<Share> {
+  const idx = what instanceof ShareIndex ? what : await ShareIndex.build(what);
+  return Share.start(idx, opts);
+}
+
+/** Stop serving (the C lc_unshare); resolves with the share's final statistics. */
+export async function unshare(s: Share): Promise<ReturnType<Share['status']>> {
+  const st = s.status();
+  await s.stop();
+  return st;
+}
+
+/** Sync a file or directory by hash or share name into `dest` (the C lc_syncfile). */
+export function syncFile(source: string, dest: string, opts: SyncOptions): Promise<SyncSummary> {
+  return syncRemote(source, dest, opts);
+}

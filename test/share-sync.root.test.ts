@@ -1,0 +1,185 @@
+/**
+ * End to end over a lab network (needs root): lcsync share on host 0, lcsync
+ * sync on the others, through a bridge in its own namespace. Nothing is sent in
+ * the machine's own namespace.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createLab, skipReason, type Lab } from './lab.js';
+import { cli, runSync, sha256, startShare, treeListing, vectors } from './e2e.js';
+
+const why = skipReason(['nft']);
+if (why) console.log(`skipping share/sync end-to-end tests: ${why}`);
+
+describe.skipIf(why)('share and sync over multicast (needs root)', () => {
+  let lab: Lab;
+  let work: string;
+  let bigFile: string;
+
+  beforeAll(async () => {
+    lab = await createLab({ hosts: 4, snooping: true });
+    work = mkdtempSync(path.join(tmpdir(), 'lcsync-e2e-'));
+    mkdirSync(path.join(work, 'data'));
+    bigFile = path.join(work, 'data', 'big.bin');
+    writeFileSync(bigFile, randomBytes(16 * 1024 * 1024));
+  }, 60_000);
+
+  afterAll(async () => {
+    await lab?.teardown();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('syncs a 16 MiB file byte-identical, then fetches one chunk after an 8-byte change and none when identical', async () => {
+    const share = await startShare(lab, 0, [bigFile]);
+    try {
+      const dest = path.join(work, 'out1.bin');
+      const r = await runSync(lab, 1, [share.roots[0]!.hash, dest]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(dest)).toBe(sha256(bigFile));
+      expect(r.summary!.chunksFetched).toBe(512);
+      // Identical: nothing fetched.
+      const again = await runSync(lab, 1, [share.roots[0]!.hash, dest]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.summary!.chunksFetched).toBe(0);
+    } finally {
+      await share.stop();
+    }
+    // Change 8 bytes in the middle and serve again.
+    const fd = openSync(bigFile, 'r+');
+    writeSync(fd, Buffer.from('8 bytes!'), 0, 8, 8 * 1024 * 1024 + 100);
+    closeSync(fd);
+    const share2 = await startShare(lab, 0, [bigFile]);
+    try {
+      const dest = path.join(work, 'out1.bin');
+      const r = await runSync(lab, 1, [share2.roots[0]!.hash, dest]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.summary!.chunksFetched).toBe(1);
+      expect(sha256(dest)).toBe(sha256(bigFile));
+    } finally {
+      await share2.stop();
+    }
+  }, 180_000);
+
+  it('syncs share.tar with metadata (-a) to the same root hash, by name with and without a trailing slash, and a subdirectory', async () => {
+    const src = path.join(work, 'tar');
+    mkdirSync(src);
+    execFileSync('tar', ['--numeric-owner', '-xpf', path.join(vectors, 'share.tar'), '-C', src]);
+    const share = await startShare(lab, 0, [path.join(src, 'share')]);
+    try {
+      expect(share.roots[0]!.hash).toBe('e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1');
+      // By name without a trailing slash: DEST/share.
+      const d1 = path.join(work, 'tar-d1');
+      mkdirSync(d1);
+      const r1 = await runSync(lab, 1, ['-a', 'share', d1]);
+      expect(r1.code, r1.stderr).toBe(0);
+      expect(treeListing(path.join(d1, 'share'), { times: true, owners: true })).toEqual(treeListing(path.join(src, 'share'), { times: true, owners: true }));
+      const idx = execFileSync(process.execPath, [cli, 'index', path.join(d1, 'share')], { encoding: 'utf8' });
+      expect(idx.split(/\s+/)[0]).toBe(share.roots[0]!.hash);
+      // Trailing slash: the contents go straight into DEST.
+      const d2 = path.join(work, 'tar-d2');
+      const r2 = await runSync(lab, 2, ['-a', 'share/', d2]);
+      expect(r2.code, r2.stderr).toBe(0);
+      expect(treeListing(d2, { times: true })).toEqual(treeListing(path.join(src, 'share'), { times: true }));
+      // A subdirectory of the share, and a single file inside it.
+      const d3 = path.join(work, 'tar-d3');
+      mkdirSync(d3);
+      const r3 = await runSync(lab, 1, ['-a', 'share/sub', d3]);
+      expect(r3.code, r3.stderr).toBe(0);
+      expect(treeListing(path.join(d3, 'sub'), { times: true })).toEqual(treeListing(path.join(src, 'share', 'sub'), { times: true }));
+      expect(readFileSync(path.join(d3, 'sub', 'empty')).length).toBe(0);
+      const r4 = await runSync(lab, 1, ['share/sub/deeper/note.txt', path.join(work, 'note.txt')]);
+      expect(r4.code, r4.stderr).toBe(0);
+      expect(sha256(path.join(work, 'note.txt'))).toBe(sha256(path.join(src, 'share', 'sub', 'deeper', 'note.txt')));
+      // The symlink came across as a symlink.
+      expect(treeListing(d2).find((l) => l.startsWith('link '))).toMatch(/-> a\.bin$/);
+    } finally {
+      await share.stop();
+    }
+  }, 180_000);
+
+  it('completes with 10% random loss on the receiver link', async () => {
+    const src = path.join(work, 'lossy.bin');
+    writeFileSync(src, randomBytes(4 * 1024 * 1024 + 777));
+    const share = await startShare(lab, 0, [src]);
+    await lab.setLoss(3, 10);
+    try {
+      const dest = path.join(work, 'lossy-out.bin');
+      const r = await runSync(lab, 3, [share.roots[0]!.hash, dest]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(dest)).toBe(sha256(src));
+    } finally {
+      await lab.setLoss(3, 0);
+      await share.stop();
+    }
+  }, 180_000);
+
+  it('serves three receivers at once with less than 1.5x the data on the wire', async () => {
+    const src = path.join(work, 'three.bin');
+    writeFileSync(src, randomBytes(8 * 1024 * 1024));
+    const share = await startShare(lab, 0, [src]);
+    try {
+      const before = await lab.counters(0);
+      const runs = await Promise.all([1, 2, 3].map((h) => runSync(lab, h, [share.roots[0]!.hash, path.join(work, `three-${h}.bin`)])));
+      const after = await lab.counters(0);
+      for (const [i, r] of runs.entries()) {
+        expect(r.code, r.stderr).toBe(0);
+        expect(sha256(path.join(work, `three-${i + 1}.bin`))).toBe(sha256(src));
+      }
+      const sent = after.tx_bytes - before.tx_bytes;
+      console.log(`three receivers: sender put ${sent} bytes on the wire for ${8 * 1024 * 1024} bytes of data (${(sent / (8 * 1024 * 1024)).toFixed(2)}x)`);
+      expect(sent).toBeLessThan(1.5 * 8 * 1024 * 1024);
+    } finally {
+      await share.stop();
+    }
+  }, 180_000);
+
+  it('is silent with no listener, sends when a receiver joins, and stops soon after it leaves', async () => {
+    const src = path.join(work, 'quiet.bin');
+    writeFileSync(src, randomBytes(2 * 1024 * 1024));
+    const share = await startShare(lab, 0, [src]);
+    try {
+      const udp = async () => Number((await lab.exec(0, ['sh', '-c', "awk '/^Udp6OutDatagrams/ {print $2}' /proc/net/snmp6"])).stdout.trim());
+      const t0 = await udp();
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(await udp()).toBe(t0);
+      const r = await runSync(lab, 1, [share.roots[0]!.hash, path.join(work, 'quiet-out.bin')]);
+      expect(r.code, r.stderr).toBe(0);
+      const t1 = await udp();
+      expect(t1 - t0).toBeGreaterThan(2000);
+      await new Promise((r) => setTimeout(r, 4000));
+      const t2 = await udp();
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(await udp()).toBe(t2);
+    } finally {
+      await share.stop();
+    }
+  }, 120_000);
+
+  it('leaves the old file intact when the receiver is killed mid-transfer, and a rerun completes', async () => {
+    const src = path.join(work, 'kill.bin');
+    writeFileSync(src, randomBytes(16 * 1024 * 1024));
+    const dest = path.join(work, 'kill-out.bin');
+    const old = randomBytes(1000);
+    writeFileSync(dest, old);
+    const share = await startShare(lab, 0, [src], ['--bwlimit', '40M']);
+    try {
+      const p = lab.spawn(1, [process.execPath, cli, 'sync', '-i', 'e0', share.roots[0]!.hash, dest]);
+      await new Promise((r) => setTimeout(r, 1500));
+      p.kill('SIGKILL');
+      await new Promise((r) => p.once('exit', r));
+      expect(readFileSync(dest).equals(old)).toBe(true);
+      const r = await runSync(lab, 1, [share.roots[0]!.hash, dest]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(dest)).toBe(sha256(src));
+      expect(readdirSync(work).filter((n) => n.includes('.lcsync-'))).toEqual([]);
+      expect(existsSync(dest)).toBe(true);
+    } finally {
+      await share.stop();
+    }
+  }, 180_000);
+});
+

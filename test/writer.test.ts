@@ -1,0 +1,334 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { OutputFile, removeStaleTemps } from '../src/core/writer.js';
+import { LcsyncError } from '../src/core/errors.js';
+
+const GiB = 2 ** 30;
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'lcsync-writer-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function fresh(name: string): Promise<string> {
+  const d = path.join(dir, name);
+  await mkdir(d);
+  return d;
+}
+
+const tempsIn = async (d: string) => (await readdir(d)).filter((n) => n.includes('.lcsync-'));
+
+async function caught(p: Promise<unknown>): Promise<LcsyncError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(LcsyncError);
+    return err as LcsyncError;
+  }
+  throw new Error('expected an error');
+}
+
+describe('OutputFile, atomic mode', () => {
+  it('writes into a 0600 temp next to dest and renames it over dest on commit', async () => {
+    const d = await fresh('commit');
+    const dest = path.join(d, 'data.bin');
+    const old = randomBytes(100_000);
+    await writeFile(dest, old);
+    await chmod(dest, 0o640);
+
+    const out = await OutputFile.open(dest, 100_000);
+    expect(out.dest).toBe(dest);
+    expect(path.dirname(out.path)).toBe(d);
+    expect(path.basename(out.path)).toMatch(new RegExp(`^\\.data\\.bin\\.lcsync-${process.pid}-[0-9a-f]+\\.tmp$`));
+    expect((await stat(out.path)).mode & 0o777).toBe(0o600);
+    // Seeded with the old content: unwritten regions read back as the old bytes.
+    expect((await out.read(5000, 1000)).equals(old.subarray(5000, 6000))).toBe(true);
+
+    const patch = randomBytes(32768);
+    await out.write(32768, patch);
+    expect((await out.read(32768, 32768)).equals(patch)).toBe(true);
+    // dest is untouched until commit.
+    expect((await readFile(dest)).equals(old)).toBe(true);
+
+    await out.commit();
+    const want = Buffer.from(old);
+    patch.copy(want, 32768);
+    expect((await readFile(dest)).equals(want)).toBe(true);
+    expect((await stat(dest)).mode & 0o777).toBe(0o640); // the replaced file's mode
+    expect(await tempsIn(d)).toEqual([]);
+    await expect(out.write(0, Buffer.alloc(1))).rejects.toThrow(/already closed/);
+  });
+
+  it('creates dest when missing, with the umask default mode', async () => {
+    const d = await fresh('create');
+    const dest = path.join(d, 'new.bin');
+    const out = await OutputFile.open(dest, 10);
+    await out.write(0, Buffer.from('0123456789'));
+    await out.commit();
+    expect(await readFile(dest, 'utf8')).toBe('0123456789');
+    const umask = process.umask();
+    expect((await stat(dest)).mode & 0o777).toBe(0o666 & ~umask);
+    expect(await tempsIn(d)).toEqual([]);
+  });
+
+  it('abort leaves the old file byte-identical and removes the temp', async () => {
+    const d = await fresh('abort');
+    const dest = path.join(d, 'keep.bin');
+    const old = randomBytes(70_000);
+    await writeFile(dest, old);
+    const out = await OutputFile.open(dest, 200_000);
+    await out.write(0, randomBytes(200_000));
+    expect(await tempsIn(d)).toHaveLength(1);
+    await out.abort();
+    await out.abort(); // twice is fine
+    expect((await readFile(dest)).equals(old)).toBe(true);
+    expect(await tempsIn(d)).toEqual([]);
+    expect(await readdir(d)).toEqual(['keep.bin']);
+  });
+
+  it('shrinks dest to the new size', async () => {
+    const d = await fresh('shrink');
+    const dest = path.join(d, 'f');
+    const old = randomBytes(100_000);
+    await writeFile(dest, old);
+    const out = await OutputFile.open(dest, 40_000);
+    await out.commit();
+    expect((await readFile(dest)).equals(old.subarray(0, 40_000))).toBe(true);
+  });
+
+  it('grows dest, zero-filling the gap', async () => {
+    const d = await fresh('grow');
+    const dest = path.join(d, 'f');
+    const old = randomBytes(1000);
+    await writeFile(dest, old);
+    const out = await OutputFile.open(dest, 70_000);
+    const tail = randomBytes(1000);
+    await out.write(69_000, tail);
+    await out.commit();
+    const got = await readFile(dest);
+    expect(got.length).toBe(70_000);
+    expect(got.subarray(0, 1000).equals(old)).toBe(true);
+    expect(got.subarray(1000, 69_000).equals(Buffer.alloc(68_000))).toBe(true);
+    expect(got.subarray(69_000).equals(tail)).toBe(true);
+  });
+
+  it('writes above 4 GiB land at the right offset (sparse 5 GiB file)', async () => {
+    const d = await fresh('big');
+    const dest = path.join(d, 'big.bin');
+    const size = 5 * GiB + 1000;
+    const out = await OutputFile.open(dest, size);
+    const high = randomBytes(500);
+    const across = randomBytes(64); // straddles 4 GiB, where 32-bit offsets wrap
+    await out.write(5 * GiB + 123, high);
+    await out.write(4 * GiB - 32, across);
+    expect((await out.read(5 * GiB + 123, 500)).equals(high)).toBe(true);
+    await out.commit();
+    expect((await stat(dest)).size).toBe(size);
+    const fd = openSync(dest, 'r');
+    try {
+      const at = (pos: number, len: number) => {
+        const b = Buffer.alloc(len);
+        expect(readSync(fd, b, 0, len, pos)).toBe(len);
+        return b;
+      };
+      expect(at(5 * GiB + 123, 500).equals(high)).toBe(true);
+      expect(at(4 * GiB - 32, 64).equals(across)).toBe(true);
+      // Nothing landed at the wrapped positions.
+      expect(at(GiB + 123, 500).equals(Buffer.alloc(500))).toBe(true);
+      expect(at(0, 64).equals(Buffer.alloc(64))).toBe(true);
+      expect(at(4 * GiB + 32, 64).equals(Buffer.alloc(64))).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('a write past the end fails, removes the temp and leaves dest alone', async () => {
+    const d = await fresh('pastend');
+    const dest = path.join(d, 'f');
+    await writeFile(dest, 'old');
+    const out = await OutputFile.open(dest, 100);
+    const err = await caught(out.write(90, Buffer.alloc(20)));
+    expect(err.code).toBe('INTERNAL');
+    expect(await tempsIn(d)).toEqual([]);
+    expect(await readFile(dest, 'utf8')).toBe('old');
+    await expect(out.commit()).rejects.toThrow(/already closed/);
+  });
+
+  it('maps open errors and leaves no temp behind', async () => {
+    const d = await fresh('openerr');
+    const missing = await caught(OutputFile.open(path.join(d, 'no', 'such', 'f'), 10));
+    expect(missing.code).toBe('NOT_FOUND');
+    await mkdir(path.join(d, 'adir'));
+    const isDir = await caught(OutputFile.open(path.join(d, 'adir'), 10));
+    expect(isDir.code).toBe('IO');
+    expect(isDir.message).toMatch(/not a regular file/);
+    expect(await tempsIn(d)).toEqual([]);
+  });
+});
+
+describe('OutputFile, in-place mode', () => {
+  it('writes dest itself and truncates at commit', async () => {
+    const d = await fresh('inplace');
+    const dest = path.join(d, 'f');
+    const old = randomBytes(100_000);
+    await writeFile(dest, old);
+    const out = await OutputFile.open(dest, 50_000, { inplace: true });
+    expect(out.path).toBe(dest);
+    expect(await readdir(d)).toEqual(['f']);
+    // Past the new end the old bytes are still readable until commit (chunks can be reused).
+    expect((await out.read(60_000, 100)).equals(old.subarray(60_000, 60_100))).toBe(true);
+    const patch = randomBytes(1000);
+    await out.write(10_000, patch);
+    // In place: visible in dest at once.
+    expect((await readFile(dest)).subarray(10_000, 11_000).equals(patch)).toBe(true);
+    await out.commit();
+    const want = Buffer.from(old.subarray(0, 50_000));
+    patch.copy(want, 10_000);
+    expect((await readFile(dest)).equals(want)).toBe(true);
+  });
+
+  it('creates a missing dest and grows it', async () => {
+    const d = await fresh('inplace-new');
+    const dest = path.join(d, 'f');
+    const out = await OutputFile.open(dest, 5000, { inplace: true });
+    await out.write(4000, Buffer.alloc(1000, 7));
+    await out.commit();
+    const got = await readFile(dest);
+    expect(got.length).toBe(5000);
+    expect(got.subarray(4000).equals(Buffer.alloc(1000, 7))).toBe(true);
+    expect(got.subarray(0, 4000).equals(Buffer.alloc(4000))).toBe(true);
+  });
+});
+
+describe('removeStaleTemps', () => {
+  function deadPid(): number {
+    const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const pid = Number(r.stdout);
+    expect(pid).toBeGreaterThan(0);
+    return pid;
+  }
+
+  it('removes temps of dead runs and keeps those of live ones', async () => {
+    const d = await fresh('stale');
+    const dead = deadPid();
+    const old = new Date(Date.now() - 60_000);
+    const ancient = new Date(Date.now() - 3 * 24 * 3600_000);
+    const files: Record<string, Date | undefined> = {
+      [`.f.lcsync-${dead}-aa11.tmp`]: old, // dead pid, old: removed
+      [`.g.lcsync-${dead}-bb22.tmp`]: old, // dead pid, old, other basename
+      [`.f.lcsync-${dead}-cc33.tmp`]: undefined, // dead pid but just created: kept (a run starting up)
+      [`.f.lcsync-${process.pid}-dd44.tmp`]: old, // our own pid: alive, kept
+      [`.f.lcsync-1-ee55.tmp`]: old, // pid 1 is alive: kept
+      [`.f.lcsync-1-ff66.tmp`]: ancient, // untouched for days: the pid was reused, removed
+      ['f']: old,
+      ['.f.lcsync-notapid.tmp']: old, // not our pattern
+      ['.f.lcsync-12-zz.tmp']: old, // not our pattern
+    };
+    for (const [name, mtime] of Object.entries(files)) {
+      await writeFile(path.join(d, name), 'x');
+      if (mtime) await utimes(path.join(d, name), mtime, mtime);
+    }
+    expect(await removeStaleTemps(d, 'f')).toBe(2);
+    expect((await readdir(d)).sort()).toEqual(
+      [
+        `.g.lcsync-${dead}-bb22.tmp`,
+        `.f.lcsync-${dead}-cc33.tmp`,
+        `.f.lcsync-${process.pid}-dd44.tmp`,
+        '.f.lcsync-1-ee55.tmp',
+        'f',
+        '.f.lcsync-notapid.tmp',
+        '.f.lcsync-12-zz.tmp',
+      ].sort(),
+    );
+    // Without a basename every stale temp in the directory goes.
+    expect(await removeStaleTemps(d)).toBe(1);
+    expect(await readdir(d)).not.toContain(`.g.lcsync-${dead}-bb22.tmp`);
+    expect(await removeStaleTemps(path.join(d, 'missing'))).toBe(0);
+  });
+
+  it('finds the temp an interrupted OutputFile leaves', async () => {
+    const d = await fresh('interrupted');
+    const dest = path.join(d, 'f');
+    const out = await OutputFile.open(dest, 10);
+    // Not stale: it is ours and fresh.
+    expect(await removeStaleTemps(d, 'f')).toBe(0);
+    expect(await tempsIn(d)).toHaveLength(1);
+    await out.abort();
+  });
+});
+
+const notRoot = typeof process.getuid !== 'function' || process.getuid() !== 0;
+const noUnshare = !notRoot && spawnSync('unshare', ['-m', 'true'], { timeout: 5000 }).status !== 0;
+const enospcSkip = notRoot ? 'needs root to mount a tmpfs' : noUnshare ? 'unshare -m does not work here' : undefined;
+if (enospcSkip) console.log(`skipping the ENOSPC test: ${enospcSkip}`);
+
+describe.skipIf(enospcSkip)('OutputFile on a full disk (needs root: tmpfs in a private mount namespace)', () => {
+  it('reports IO "no space left on device", keeps the old file and leaves no temp', async () => {
+    const build = spawnSync('npx', ['tsc', '-p', '.', '--outDir', path.join(dir, 'dist')], {
+      cwd: repo,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    const writerJs = path.join(dir, 'dist', 'core', 'writer.js');
+    expect(build.error, build.stderr).toBeUndefined();
+    await stat(writerJs); // emitted even if an unrelated file has type errors
+    const mnt = await fresh('mnt');
+    // The child mounts a 1 MiB tmpfs that only its own mount namespace sees, so nothing leaks
+    // even if it is killed. Case "write": ENOSPC on write; case "open": ENOSPC seeding the temp.
+    const script = `
+      import { OutputFile } from ${JSON.stringify('file://' + writerJs)};
+      import { createHash, randomBytes } from 'node:crypto';
+      import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+      const dir = process.argv[1];
+      const dest = dir + '/f';
+      const sha = () => createHash('sha256').update(readFileSync(dest)).digest('hex');
+      const result = {};
+      async function attempt(name, oldSize, act) {
+        writeFileSync(dest, randomBytes(oldSize));
+        const before = sha();
+        let err;
+        try { await act(); } catch (e) { err = e; }
+        result[name] = { code: err?.code, name: err?.name, message: err?.message,
+          intact: sha() === before, files: readdirSync(dir) };
+      }
+      await attempt('write', 200 * 1024, async () => {
+        const out = await OutputFile.open(dest, 4 << 20);
+        for (let off = 0; off < 4 << 20; off += 1 << 18) await out.write(off, randomBytes(1 << 18));
+        await out.commit();
+      });
+      await attempt('open', 700 * 1024, async () => {
+        const out = await OutputFile.open(dest, 700 * 1024);
+        await out.commit();
+      });
+      process.stdout.write(JSON.stringify(result));
+    `;
+    const r = spawnSync(
+      'unshare',
+      ['-m', '--propagation', 'private', 'sh', '-c',
+        'mount -t tmpfs -o size=1m lcsynctest "$1" && exec node --input-type=module -e "$2" "$1"', 'sh', mnt, script],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as Record<string, { code?: string; name?: string; message?: string; intact: boolean; files: string[] }>;
+    for (const name of ['write', 'open']) {
+      const c = result[name]!;
+      expect(c.name, name).toBe('LcsyncError');
+      expect(c.code, name).toBe('IO');
+      expect(c.message, name).toMatch(/no space left on device/);
+      expect(c.intact, name).toBe(true);
+      expect(c.files, name).toEqual(['f']);
+    }
+    // The mount never reached this namespace.
+    expect(await readdir(mnt)).toEqual([]);
+  });
+});
