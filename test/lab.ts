@@ -252,11 +252,6 @@ export async function createLab(opts: LabOptions): Promise<Lab> {
     const snoop = opts.snooping ? '1' : '0';
     await must(['ip', '-n', switchNs, 'link', 'set', 'lo', 'up']);
     await must(['ip', '-n', switchNs, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'mcast_snooping', snoop]);
-    if (opts.querier) {
-      // The bridge queries from its own link-local address, so br0 keeps IPv6 (DAD off to have it at once).
-      const version = opts.querier === 'v1' ? '1' : '2';
-      await must(['ip', '-n', switchNs, 'link', 'set', 'br0', 'type', 'bridge', 'mcast_querier', '1', 'mcast_mld_version', version]);
-    }
     await must(inNs(switchNs, ['sysctl', '-qw', 'net.ipv6.conf.br0.accept_dad=0']));
     // Switch ports are plain wires: no IPv6 of their own, so they send no MLD or router solicitations.
     await must(inNs(switchNs, ['sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1']));
@@ -283,6 +278,14 @@ export async function createLab(opts: LabOptions): Promise<Lab> {
       hosts.push({ ns, ifname: 'e0', index: i, port, linkLocal: '' });
     }
     for (const h of hosts) h.linkLocal = await waitLinkLocal(h.ns, 'e0');
+    if (opts.querier) {
+      // The bridge queries from br0's link-local address (kept, DAD off). Turned on last, with ports and address
+      // in place, so that its first query goes out now: one attempted earlier fails for want of a source address
+      // and the next startup query would come only 31 s later.
+      await waitLinkLocal(switchNs, 'br0');
+      const version = opts.querier === 'v1' ? '1' : '2';
+      await must(['ip', '-n', switchNs, 'link', 'set', 'br0', 'type', 'bridge', 'mcast_mld_version', version, 'mcast_querier', '1']);
+    }
   } catch (err) {
     await teardown();
     throw err;

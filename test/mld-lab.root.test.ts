@@ -1,9 +1,15 @@
 /**
  * Network lab self-test and live MLD tests (needs root: network namespaces, raw ICMPv6 sockets).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { createLab, skipReason, type Lab } from './lab.js';
+
+const WATCH = fileURLToPath(new URL('./fixtures/mld-watch.mjs', import.meta.url));
+const JOIN = fileURLToPath(new URL('./fixtures/mld-join.mjs', import.meta.url));
+const DIST = fileURLToPath(new URL('../dist/core/mldsocket.js', import.meta.url));
 
 const why = skipReason();
 if (why) console.log(`skipping mld-lab.root tests: ${why}`);
@@ -26,6 +32,22 @@ function listNamespaces(): string[] {
   const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
   return r.stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter(Boolean);
 }
+
+describe('lab helper without root', () => {
+  it('gives a skip reason instead of failing', async () => {
+    vi.resetModules();
+    const spy = vi.spyOn(process, 'getuid').mockReturnValue(1000);
+    try {
+      const fresh = await import('./lab.js');
+      expect(fresh.isRoot).toBe(false);
+      expect(fresh.skipReason()).toMatch(/needs root/);
+      await expect(fresh.createLab({ hosts: 1 })).rejects.toThrow(/needs root/);
+    } finally {
+      spy.mockRestore();
+      vi.resetModules();
+    }
+  });
+});
 
 describe.skipIf(why)('lab helper (needs root)', () => {
   let lab: Lab | undefined;
@@ -116,3 +138,238 @@ describe.skipIf(why)('lab helper (needs root)', () => {
     expect(gone).toBe(true);
   });
 });
+
+// ---------------------------------------------------------------------------------------------------------
+// Live MLD: MldWatcher (built dist/, through test/fixtures/mld-watch.mjs) in host 0, listeners in host 1.
+
+interface Line {
+  t: number;
+  event?: 'join' | 'part' | 'leave';
+  group?: string;
+  from?: string;
+  refresh?: boolean;
+  reason?: 'left' | 'expired';
+  ready?: boolean;
+  error?: string;
+  message?: string;
+  log?: string;
+}
+
+/** Collects the JSON lines a fixture prints, and waits (bounded) for one that matches. */
+class Lines {
+  readonly all: Line[] = [];
+  private buf = '';
+  private waiters: (() => void)[] = [];
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (d: Buffer) => {
+      this.buf += d.toString();
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        if (line.startsWith('{')) this.all.push(JSON.parse(line) as Line);
+        else this.all.push({ t: Date.now(), message: line });
+        for (const w of this.waiters.splice(0)) w();
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => this.all.push({ t: Date.now(), message: `stderr: ${d.toString()}` }));
+  }
+  async waitFor(pred: (l: Line) => boolean, timeoutMs: number, what: string): Promise<Line> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.all.find(pred);
+      if (hit) return hit;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; saw:\n${this.dump()}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(left, 200));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+  dump(): string {
+    return this.all.map((l) => JSON.stringify(l)).join('\n');
+  }
+}
+
+const GROUP = 'ff1e:0:0:0:0:0:abcd:1';
+const GROUP_TEXT = 'ff1e::abcd:1';
+
+function startWatcher(lab: Lab, host: number, opts: Record<string, unknown>, maxSec = 40): Lines {
+  return new Lines(lab.spawn(host, ['node', WATCH, JSON.stringify({ ifnames: ['e0'], ...opts }), String(maxSec)]));
+}
+function startJoiner(lab: Lab, host: number, group: string, holdMs: number): Lines {
+  return new Lines(lab.spawn(host, ['node', JOIN, group, String(holdMs)]));
+}
+
+const fast = { querier: true, queryIntervalSec: 2, queryResponseMs: 1000, listenerTimeoutSec: 3.5 };
+const distMissing = !existsSync(DIST);
+if (!why && distMissing) console.log('skipping live MLD tests: dist/ not built (run `npx tsc -p .` or `npm test`)');
+
+for (const snooping of [false, true]) {
+  describe.skipIf(why || distMissing)(`MldWatcher on a bridge with snooping ${snooping ? 'on' : 'off'} (needs root)`, () => {
+    let lab: Lab | undefined;
+    beforeAll(async () => {
+      lab = await createLab({ hosts: 3, snooping });
+    });
+    afterAll(async () => {
+      await lab?.teardown();
+    });
+
+    it('sees a join, keeps the listener through general queries, and a leave soon after the drop', async () => {
+      const w = startWatcher(lab!, 0, fast);
+      await w.waitFor((l) => l.ready === true, 5000, 'watcher ready');
+      expect(w.all.find((l) => l.ready)).toMatchObject({ querier: { querier: true } });
+      // Held 6 s: longer than the listener timeout (3.5 s), so only answers to our general queries keep it alive.
+      const j = startJoiner(lab!, 1, GROUP, 6000);
+      const join = await w.waitFor((l) => l.event === 'join' && l.group === GROUP_TEXT, 5000, 'join');
+      expect(join.from).toBe(lab!.hosts[1]!.linkLocal);
+      const left = await j.waitFor((l) => l.message === 'left', 9000, 'joiner left');
+      // Refreshes came (answers to general queries), and no leave while the host was joined.
+      expect(w.all.some((l) => l.event === 'join' && l.group === GROUP_TEXT && l.refresh === true && l.t > join.t + 1000)).toBe(true);
+      expect(w.all.filter((l) => l.event === 'leave' && l.t < left.t)).toEqual([]);
+      const leave = await w.waitFor((l) => l.event === 'leave' && l.group === GROUP_TEXT, 4000, 'leave');
+      expect(leave.reason).toBe('left');
+      expect(leave.t - left.t).toBeLessThan(2500); // leave record + 1 s address-specific query check
+      expect(w.all.some((l) => l.log?.includes(`query for ${GROUP_TEXT}`))).toBe(true);
+      w.child.kill('SIGTERM');
+    });
+
+    it('keeps the group while another host still listens after one leaves', async () => {
+      const w = startWatcher(lab!, 0, fast);
+      await w.waitFor((l) => l.ready === true, 5000, 'watcher ready');
+      const stays = startJoiner(lab!, 1, GROUP, 5000);
+      const goes = startJoiner(lab!, 2, GROUP, 800);
+      await w.waitFor((l) => l.event === 'join' && l.from === lab!.hosts[2]!.linkLocal, 5000, 'join of host 2');
+      await w.waitFor((l) => l.event === 'join' && l.from === lab!.hosts[1]!.linkLocal, 5000, 'join of host 1');
+      const left = await goes.waitFor((l) => l.message === 'left', 5000, 'host 2 left');
+      const part = await w.waitFor((l) => l.event === 'part' && l.group === GROUP_TEXT, 3000, 'part');
+      expect(part.from).toBe(lab!.hosts[2]!.linkLocal);
+      // Host 1 answers the address-specific query: a refresh from it after the part, and no leave.
+      await w.waitFor((l) => l.event === 'join' && l.from === lab!.hosts[1]!.linkLocal && l.t >= part.t, 2000, 'answer');
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(w.all.filter((l) => l.event === 'leave' && l.t > left.t - 1000)).toEqual([]);
+      await stays.waitFor((l) => l.message === 'left', 6000, 'host 1 left');
+      await w.waitFor((l) => l.event === 'leave' && l.group === GROUP_TEXT, 4000, 'leave after the last one');
+      w.child.kill('SIGTERM');
+    });
+
+    it('declares a host that vanished without leaving gone once general queries go unanswered', async () => {
+      const w = startWatcher(lab!, 0, fast);
+      await w.waitFor((l) => l.ready === true, 5000, 'watcher ready');
+      const j = startJoiner(lab!, 1, GROUP, -1);
+      await w.waitFor((l) => l.event === 'join' && l.group === GROUP_TEXT, 5000, 'join');
+      // Cut host 1 off (its leave reports are lost, as when a machine loses power), then kill it.
+      await lab!.setLoss(1, 100, 'from');
+      const cut = Date.now();
+      j.child.kill('SIGKILL');
+      try {
+        const leave = await w.waitFor((l) => l.event === 'leave' && l.group === GROUP_TEXT, 8000, 'expiry');
+        expect(leave.reason).toBe('expired');
+        expect(leave.t - cut).toBeLessThan(3500 + 500);
+      } finally {
+        await lab!.setLoss(1, 0);
+        w.child.kill('SIGTERM');
+      }
+    });
+  });
+}
+
+describe.skipIf(why || distMissing)('MldWatcher querier election, loopback, MLDv1 and permissions (needs root)', () => {
+  let lab: Lab | undefined;
+  afterAll(async () => {
+    await lab?.teardown();
+  });
+
+  it('lets the lower link-local address be the querier', async () => {
+    lab = await createLab({ hosts: 2, snooping: true });
+    const a = startWatcher(lab, 0, fast);
+    const b = startWatcher(lab, 1, fast);
+    await a.waitFor((l) => l.ready === true, 5000, 'a ready');
+    await b.waitFor((l) => l.ready === true, 5000, 'b ready');
+    const [lo, hi] = Buffer.compare(parseLL(lab.hosts[0]!.linkLocal), parseLL(lab.hosts[1]!.linkLocal)) < 0 ? [a, b] : [b, a];
+    const loAddr = lo === a ? lab.hosts[0]!.linkLocal : lab.hosts[1]!.linkLocal;
+    await hi.waitFor((l) => l.log?.includes(`querier ${loAddr} present (lower`) === true, 5000, 'higher address yields');
+    // Once yielded, the higher one sends no general query for the rest of a query interval and more.
+    const yieldedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(hi.all.filter((l) => l.log?.includes('sent general query') && l.t > yieldedAt)).toEqual([]);
+    expect(lo.all.filter((l) => l.log?.includes('sent general query') && l.t > yieldedAt).length).toBeGreaterThanOrEqual(1);
+    expect(lo.all.some((l) => l.log?.includes('present (lower'))).toBe(false);
+    // The winner goes away: the other takes over after the other-querier-present interval (2 x 2 s + 0.5 s).
+    lo.child.kill('SIGKILL');
+    const gone = Date.now();
+    const resumed = await hi.waitFor((l) => l.log?.includes('went quiet, querying again') === true, 8000, 'takeover');
+    expect(resumed.t - gone).toBeLessThan(5000 + 500);
+    await hi.waitFor((l) => l.log?.includes('sent general query') === true && l.t >= resumed.t, 1000, 'query after takeover');
+    a.child.kill('SIGTERM');
+    b.child.kill('SIGTERM');
+  });
+
+  it('counts the own host only with loopback', async () => {
+    const plain = startWatcher(lab!, 0, { querier: false });
+    const loop = startWatcher(lab!, 1, { querier: false, loopback: true });
+    await plain.waitFor((l) => l.ready === true, 5000, 'ready');
+    await loop.waitFor((l) => l.ready === true, 5000, 'ready');
+    const j = startJoiner(lab!, 1, GROUP, 1000);
+    await loop.waitFor((l) => l.event === 'join' && l.group === GROUP_TEXT, 5000, 'own join with loopback');
+    // host 0 sees host 1's report (another host), while host 1 without loopback would not; the loop one sees
+    // its own host's leave and, not being querier, declares the group gone after 2 x 1 s + 0.5 s.
+    await plain.waitFor((l) => l.event === 'join' && l.group === GROUP_TEXT, 5000, 'remote join');
+    await j.waitFor((l) => l.message === 'left', 5000, 'left');
+    await loop.waitFor((l) => l.event === 'leave' && l.group === GROUP_TEXT, 5000, 'own leave with loopback');
+    const noLoop = startWatcher(lab!, 1, { querier: false });
+    await noLoop.waitFor((l) => l.ready === true, 5000, 'ready');
+    const j2 = startJoiner(lab!, 1, 'ff1e::abcd:2', 1000);
+    await plain.waitFor((l) => l.event === 'join' && l.group === 'ff1e::abcd:2', 5000, 'remote join 2');
+    await j2.waitFor((l) => l.message === 'left', 5000, 'left 2');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(noLoop.all.filter((l) => l.event)).toEqual([]);
+    for (const w of [plain, loop, noLoop]) w.child.kill('SIGTERM');
+  });
+
+  it('sees MLDv1 reports (sent to the group itself) and dones', async () => {
+    await lab?.teardown();
+    lab = await createLab({ hosts: 2, snooping: false });
+    // Host 1 speaks MLDv1 as it would under an MLDv1 querier: reports to the group address, dones to ff02::2.
+    const f = await lab.exec(1, ['sysctl', '-qw', 'net.ipv6.conf.e0.force_mld_version=1']);
+    expect(f.code, f.stderr).toBe(0);
+    const w = startWatcher(lab, 0, { querier: false });
+    await w.waitFor((l) => l.ready === true, 5000, 'ready');
+    expect(w.all.some((l) => l.log?.includes('will not be seen'))).toBe(false);
+    const j = startJoiner(lab, 1, GROUP, 1500);
+    const join = await w.waitFor((l) => l.event === 'join' && l.group === GROUP_TEXT, 5000, 'v1 join');
+    expect(join.from).toBe(lab.hosts[1]!.linkLocal);
+    expect(w.all.some((l) => l.log?.includes(`MLDv1 report for ${GROUP_TEXT}`))).toBe(true);
+    const left = await j.waitFor((l) => l.message === 'left', 5000, 'left');
+    const leave = await w.waitFor((l) => l.event === 'leave' && l.group === GROUP_TEXT, 6000, 'v1 leave');
+    expect(w.all.some((l) => l.log?.includes(`MLDv1 done for ${GROUP_TEXT}`))).toBe(true);
+    expect(leave.reason).toBe('left');
+    expect(leave.t - left.t).toBeLessThan(3500); // not querier: 2 x 1 s + 0.5 s after the done
+    w.child.kill('SIGTERM');
+  });
+
+  it('fails with a PERMISSION error naming the remedies without CAP_NET_RAW', async () => {
+    const r = await lab!.exec(0, ['setpriv', '--bounding-set', '-net_raw', '--inh-caps', '-net_raw', '--', 'node', WATCH,
+      JSON.stringify({ ifnames: ['e0'], querier: true }), '5'], { timeoutMs: 15_000 });
+    expect(r.code).toBe(2);
+    const line = JSON.parse(r.stdout.split('\n').find((l) => l.includes('"error"'))!) as Line;
+    expect(line.error).toBe('PERMISSION');
+    expect(line.message).toMatch(/CAP_NET_RAW/);
+    expect(line.message).toMatch(/root/);
+    expect(line.message).toMatch(/setcap/);
+    expect(line.message).toMatch(/AmbientCapabilities/);
+  });
+});
+
+function parseLL(s: string): Buffer {
+  // Small local parse to compare link-local addresses without importing src/ (the lab only sees strings).
+  const [head, tail = ''] = s.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const words = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  return Buffer.from(words.map((w) => w.padStart(4, '0')).join(''), 'hex');
+}

@@ -226,7 +226,7 @@ describe('removeStaleTemps', () => {
     const files: Record<string, Date | undefined> = {
       [`.f.lcsync-${dead}-aa11.tmp`]: old, // dead pid, old: removed
       [`.g.lcsync-${dead}-bb22.tmp`]: old, // dead pid, old, other basename
-      [`.f.lcsync-${dead}-cc33.tmp`]: undefined, // dead pid but just created: kept (a run starting up)
+      [`.f.lcsync-${dead}-cc33.tmp`]: undefined, // dead pid, just created: removed (its run is gone; a live run's pid is in the name)
       [`.f.lcsync-${process.pid}-dd44.tmp`]: old, // our own pid: alive, kept
       [`.f.lcsync-1-ee55.tmp`]: old, // pid 1 is alive: kept
       [`.f.lcsync-1-ff66.tmp`]: ancient, // untouched for days: the pid was reused, removed
@@ -238,11 +238,10 @@ describe('removeStaleTemps', () => {
       await writeFile(path.join(d, name), 'x');
       if (mtime) await utimes(path.join(d, name), mtime, mtime);
     }
-    expect(await removeStaleTemps(d, 'f')).toBe(2);
+    expect(await removeStaleTemps(d, 'f')).toBe(3);
     expect((await readdir(d)).sort()).toEqual(
       [
         `.g.lcsync-${dead}-bb22.tmp`,
-        `.f.lcsync-${dead}-cc33.tmp`,
         `.f.lcsync-${process.pid}-dd44.tmp`,
         '.f.lcsync-1-ee55.tmp',
         'f',

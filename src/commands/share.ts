@@ -19,7 +19,7 @@ Indexes each PATH, prints its root hash and share name, then serves until SIGINT
   };
 
   static override flags = {
-    interface: Flags.string({ char: 'i', description: 'Interface to serve on (repeat or comma-separate for several). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true }),
+    interface: Flags.string({ char: 'i', description: 'Interface to serve on (repeat or comma-separate for several). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true, multipleNonGreedy: true }),
     loopback: Flags.boolean({ description: 'Also deliver to receivers on this host (multicast loopback).', default: false }),
     bwlimit: Flags.string({ description: 'Total send rate in bits per second, with K, M, G suffixes (x1000); 0 means unlimited.', default: '200M' }),
     querier: Flags.boolean({ description: 'Act as MLD querier when no better querier is on the link (--no-querier: rely on the routers\' queries and our own timers).', default: true, allowNo: true }),

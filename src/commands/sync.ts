@@ -20,7 +20,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
   };
 
   static override flags = {
-    interface: Flags.string({ char: 'i', description: 'Interface to receive on (repeat or comma-separate). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true }),
+    interface: Flags.string({ char: 'i', description: 'Interface to receive on (repeat or comma-separate). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true, multipleNonGreedy: true }),
     archive: Flags.boolean({ char: 'a', description: 'Archive mode: same as -rpogt.', default: false }),
     recursive: Flags.boolean({ char: 'r', description: 'Recurse into directories.', default: false }),
     perms: Flags.boolean({ char: 'p', description: 'Set permissions from the source.', default: false }),

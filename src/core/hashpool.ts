@@ -145,8 +145,6 @@ export class HashPool implements LeafHasher {
 
   private spawn(): Slot {
     const worker = new Worker(workerScript(), { workerData: { [WORKER_TAG]: true } });
-    // An idle pool must not keep the process alive; a busy one must (see submit).
-    worker.unref();
     const slot: Slot = { worker, pending: new Map() };
     worker.on('message', (r: Reply) => {
       const p = slot.pending.get(r.id);
@@ -171,6 +169,9 @@ export class HashPool implements LeafHasher {
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
+    // An idle pool must not keep the process alive; a busy one must (see submit).
+    // After the listeners: adding a 'message' listener refs the worker again.
+    worker.unref();
     return slot;
   }
 

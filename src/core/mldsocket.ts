@@ -3,6 +3,9 @@
  * (PROTOCOL.md section 5). Wire parsing lives in mld.ts; this file owns the sockets, the timers and the
  * querier role.
  *
+ * API: `MldWatcher.open(opts)` -> watcher emitting 'join' / 'part' / 'leave' (MldEvent); `activeGroups(ifname?)`
+ * lists the groups with listeners (not `listeners()`, which EventEmitter owns); `querierState(ifname)`; `close()`.
+ *
  * How it sees reports (one raw ICMPv6 socket per interface, npm raw-socket, needs CAP_NET_RAW):
  *  - SO_BINDTODEVICE ties the socket to its interface, so every message's interface is known; an ICMPv6 filter
  *    passes only types 130/131/132/143.
@@ -47,11 +50,18 @@ import { LcsyncError } from './errors.js';
 import { formatIPv6, parseIPv6 } from './address.js';
 import { decodeMld, encodeQuery, listenerEvents, MLD_QUERY, MLDV1_DONE, MLDV1_REPORT, MLDV2_REPORT } from './mld.js';
 
+/**
+ * Events, each emitted under its kind ('join', 'part', 'leave'):
+ *  - join: a report for the group (new listener or refresh);
+ *  - part: a listener left and the watcher is checking whether any other remains (a sender may pause); a 'join'
+ *    (someone answered) or a 'leave' (nobody did) follows;
+ *  - leave: no listener left on that interface.
+ */
 export interface MldEvent {
-  kind: 'join' | 'leave';
+  kind: 'join' | 'part' | 'leave';
   group: Buffer;
   ifname: string;
-  /** For a join, the reporting host; for a leave, the host whose leave started the check, or the last reporter. */
+  /** join: the reporting host; part/leave: the host whose leave started the check, or the last reporter. */
   from: string;
   /** join: true when the group already had a listener on this interface. */
   refresh?: boolean;
@@ -152,6 +162,8 @@ interface Iface {
 }
 
 const TICK_MS = 100;
+/** Any host on the link can report any group: bound the state one interface may hold. */
+const MAX_GROUPS_PER_IFACE = 65536;
 const OWN_REFRESH_MS = 5000;
 
 export class MldWatcher extends EventEmitter {
@@ -363,12 +375,16 @@ export class MldWatcher extends EventEmitter {
     if (msg.type === 'query') {
       // RFC 3810 section 5.1.14: queries must come from a link-local address; our own loop back to us.
       if (self || !(src[0] === 0xfe && (src[1]! & 0xc0) === 0x80)) return;
-      const outranks = !iface.linkLocal || Buffer.compare(src, iface.linkLocal) < 0;
+      // For a non-querier any querier is "the querier"; a querier yields only to a lower address (RFC 3810 7.6.1).
+      const outranks = !this.opts.querier || !iface.linkLocal || Buffer.compare(src, iface.linkLocal) < 0;
       if (outranks) {
         const qrv = msg.qrv !== undefined && msg.qrv > 0 ? msg.qrv : this.rv;
         const qiMs = msg.qqicSec !== undefined && msg.qqicSec > 0 ? msg.qqicSec * 1000 : this.qiMs;
         const until = now + qrv * qiMs + msg.maxRespMs / 2;
-        if (this.opts.querier && this.isQuerier(iface)) this.log(`${iface.ifname}: ${from} is a better querier, stopping our queries`);
+        if (iface.otherQuerier?.addr !== from) {
+          this.log(`${iface.ifname}: MLDv${msg.version} querier ${from} present` +
+            (this.opts.querier ? ' (lower address than ours: we stop querying)' : ''));
+        }
         iface.otherQuerier = { addr: from, until };
       }
       // RFC 3810 section 7.6.2: a non-querier lowers a group's timer when the querier asks about that group.
@@ -377,20 +393,29 @@ export class MldWatcher extends EventEmitter {
         const qrv = msg.qrv !== undefined && msg.qrv > 0 ? msg.qrv : this.rv;
         const deadline = now + qrv * msg.maxRespMs + 200;
         if (l.checkDeadline === undefined || deadline < l.checkDeadline) {
+          const started = l.checkDeadline === undefined;
           l.checkDeadline = deadline;
           l.checkFrom ??= from;
+          if (started) this.emitEvent({ kind: 'part', group: l.group, ifname: iface.ifname, from: l.checkFrom });
         }
       }
       return;
     }
 
     if (self && !this.opts.loopback) return;
+    if (msg.type === 'v1report' || msg.type === 'v1done') {
+      this.log(`${iface.ifname}: MLDv1 ${msg.type === 'v1report' ? 'report' : 'done'} for ${formatIPv6(msg.group)} from ${from}`);
+    }
     for (const ev of listenerEvents(msg)) {
       const key = ev.group.toString('hex');
       let l = iface.listeners.get(key);
       if (ev.kind === 'join') {
         const refresh = l !== undefined;
         if (!l) {
+          if (iface.listeners.size >= MAX_GROUPS_PER_IFACE) {
+            this.log(`${iface.ifname}: ${MAX_GROUPS_PER_IFACE} groups tracked already, ignoring ${formatIPv6(ev.group)}`);
+            continue;
+          }
           l = { group: ev.group, expiresAt: 0, lastReporter: from, queryAt: [] };
           iface.listeners.set(key, l);
         }
@@ -412,6 +437,7 @@ export class MldWatcher extends EventEmitter {
           l.checkDeadline = now + 2 * this.llqiMs + 500;
         }
         this.log(`${iface.ifname}: ${from} left ${formatIPv6(l.group)}, checking for other listeners`);
+        this.emitEvent({ kind: 'part', group: l.group, ifname: iface.ifname, from });
       }
     }
   }

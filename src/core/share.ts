@@ -70,6 +70,8 @@ class SendStream {
   readonly startedAt = Date.now();
   datagrams = 0;
   bytes = 0;
+  /** A listener left and we are asking whether anyone else still listens: hold off until we know. */
+  paused = false;
   private nextSource = 0;
   private encoder?: ObjectEncoder;
 
@@ -144,6 +146,7 @@ export class Share extends EventEmitter {
     }
     watcher.on('join', (e: MldEvent) => void share.onJoin(e));
     watcher.on('leave', (e: MldEvent) => share.onLeave(e));
+    watcher.on('part', (e: MldEvent) => share.onPart(e));
     share.pump = share.run();
     return share;
   }
@@ -160,7 +163,16 @@ export class Share extends EventEmitter {
     if (!obj) return;
     const group = formatIPv6(e.group);
     const key = `${group}%${e.ifname}`;
-    if (this.streams.has(key) || this.starting.has(key) || !this.senders.has(e.ifname)) return;
+    const existing = this.streams.get(key);
+    if (existing) {
+      // A report while paused: someone still listens after a leave, so carry on.
+      if (existing.paused) {
+        existing.paused = false;
+        this.wake?.();
+      }
+      return;
+    }
+    if (this.starting.has(key) || !this.senders.has(e.ifname)) return;
     this.starting.add(key);
     try {
       const data = await loadObject(obj);
@@ -185,6 +197,16 @@ export class Share extends EventEmitter {
     }
   }
 
+  /**
+   * A listener sent a leave; MLD is now asking whether others remain. Sending
+   * on meanwhile would mostly feed nobody, so the stream pauses until a report
+   * answers (join) or the check ends (leave).
+   */
+  private onPart(e: MldEvent): void {
+    const s = this.streams.get(`${formatIPv6(e.group)}%${e.ifname}`);
+    if (s) s.paused = true;
+  }
+
   private onLeave(e: MldEvent): void {
     const key = `${formatIPv6(e.group)}%${e.ifname}`;
     this.starting.delete(key);
@@ -203,10 +225,21 @@ export class Share extends EventEmitter {
         this.wake = undefined;
         continue;
       }
-      this.cursor = this.cursor % this.order.length;
-      const key = this.order[this.cursor++]!;
-      const s = this.streams.get(key);
-      if (!s) continue;
+      let s: SendStream | undefined;
+      for (let tries = 0; tries < this.order.length && !s; tries++) {
+        this.cursor = this.cursor % this.order.length;
+        const candidate = this.streams.get(this.order[this.cursor++]!);
+        if (candidate && !candidate.paused) s = candidate;
+      }
+      if (!s) {
+        // Every stream is paused: wait for a report, a leave or a new join.
+        await new Promise<void>((r) => {
+          this.wake = r;
+          setTimeout(r, 250).unref();
+        });
+        this.wake = undefined;
+        continue;
+      }
       const dgram = s.next();
       try {
         await this.senders.get(s.ifname)!.send(s.group, dgram);
@@ -235,7 +268,7 @@ export class Share extends EventEmitter {
       interfaces: this.opts.ifnames,
       roots: this.index.roots.map((r) => ({ path: r.localPath, shareName: r.shareName, type: r.type, hash: toHex(r.hash) })),
       objects: this.index.objectCount,
-      listeners: this.watcher.listeners().map((l) => ({ group: l.group, ifname: l.ifname })),
+      listeners: this.watcher.activeGroups().map((l) => ({ group: l.group, ifname: l.ifname })),
       streams: [...this.streams.values()].map((s) => ({
         group: s.group,
         ifname: s.ifname,

@@ -23,8 +23,6 @@ export interface OutputOptions {
 const TEMP_MODE = 0o600;
 /** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
 const MAX_BASE_BYTES = 200;
-/** A temp this fresh may belong to a run that is just starting, whatever its pid says. */
-const STALE_AFTER_MS = 5_000;
 /** A temp untouched this long is stale even if its pid is alive (the pid was reused). */
 const ABANDONED_AFTER_MS = 24 * 3600_000;
 const TEMP_RE = /^\.(.*)\.lcsync-(\d+)-([0-9a-f]+)\.tmp$/;
@@ -259,7 +257,7 @@ export async function removeStaleTemps(dir: string, basename?: string): Promise<
     } catch {
       continue; // Removed meanwhile.
     }
-    const stale = (age > STALE_AFTER_MS && !(Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid))) || age > ABANDONED_AFTER_MS;
+    const stale = (pid !== process.pid && !(Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid))) || age > ABANDONED_AFTER_MS;
     if (!stale) continue;
     try {
       await unlink(full);
