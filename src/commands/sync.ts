@@ -30,7 +30,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
     timeout: Flags.integer({ description: 'Give up with exit status 3 when no sender answers for this many seconds (default: wait forever).', min: 1 }),
     'dry-run': Flags.boolean({ char: 'n', description: 'Fetch only metadata and list what would change; write nothing.', default: false }),
     inplace: Flags.boolean({ description: 'Write changed chunks straight into the destination file instead of a temporary copy renamed over it (not atomic).', default: false }),
-    parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 16, min: 1, max: 256 }),
+    parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
   };
 
   async run(): Promise<void> {

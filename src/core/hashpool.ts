@@ -4,10 +4,13 @@
  * The wasm BLAKE3 runs on one core at about a third of native single-thread
  * speed, so a large file is cut into RANGE-byte ranges that workers read by
  * positional reads on the caller's open descriptor (descriptors are shared by
- * all threads of a process) and hash into 32 KiB leaves. Only the leaf hashes
- * cross threads (32 bytes per 32 KiB), never file data, and each worker holds
- * one RANGE buffer, so memory stays bounded whatever the file size. Parents are
- * then computed on the calling thread by MerkleTree.seal().
+ * all threads of a process). A range is an aligned block of up to 128 leaves,
+ * so a worker also computes the parents of its subtree; only those nodes cross
+ * threads (64 bytes per 32 KiB), never file data, and each worker holds one
+ * RANGE buffer, so memory stays bounded whatever the file size. The calling
+ * thread fills in the levels above the subtrees. This relies on the heap
+ * layout of tree.ts (PROTOCOL.md section 2): level k of a tree with `base`
+ * leaves is the run of base>>k nodes starting at node (base>>k) - 1.
  *
  * This file is both the pool (main thread) and the worker body: a worker is
  * started on the compiled dist/core/hashpool.js with a tag in workerData, and
@@ -19,11 +22,14 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { LcsyncError } from './errors.js';
-import { hash } from './hash.js';
+import { hash, hashPair } from './hash.js';
+import type { LeafHasher } from './mdex.js';
 import { CHUNK_SIZE, MerkleTree } from './tree.js';
 
-/** Bytes one worker reads and hashes per job: 128 chunks, big enough that messages cost nothing. */
-export const RANGE_SIZE = 128 * CHUNK_SIZE;
+/** Leaves per job: a power of two, so each job is one whole subtree. */
+const RANGE_LEAVES = 128;
+/** Bytes one worker reads and hashes per job (4 MiB): big enough that messages cost nothing. */
+export const RANGE_SIZE = RANGE_LEAVES * CHUNK_SIZE;
 /**
  * Files smaller than this stay on the calling thread: starting the workers
  * (about 50 ms for two, wasm included) only pays off from a few tens of MiB.
@@ -39,19 +45,15 @@ interface Job {
   fd: number;
   offset: number;
   length: number;
+  /** Leaf slots of the job's subtree (a power of two); slots past `length` are zero padding. */
+  slots: number;
 }
 
 type Reply =
-  | { id: number; leaves: Uint8Array }
+  /** The subtree's nodes level by level: `slots` leaves first, its root last. */
+  | { id: number; nodes: Uint8Array }
   | { id: number; short: number }
   | { id: number; error: { code?: string; message: string } };
-
-/** What ShareIndex needs from a pool (see IndexOptions.leafHasher). */
-export interface LeafHasher {
-  /** Files of at least this many bytes are hashed by the pool. */
-  readonly threshold: number;
-  treeFromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree>;
-}
 
 interface Slot {
   worker: Worker;
@@ -65,6 +67,7 @@ export interface HashPoolOptions {
   threshold?: number;
 }
 
+/** Worker threads that hash large files; pass one to ShareIndex.build as `leafHasher`. */
 export class HashPool implements LeafHasher {
   readonly size: number;
   readonly threshold: number;
@@ -86,6 +89,8 @@ export class HashPool implements LeafHasher {
     const tree = MerkleTree.blank(size);
     if (size === 0) return tree;
     this.start();
+    // Small trees are one subtree of `base` leaves; large ones are base/RANGE_LEAVES subtrees.
+    const slots = Math.min(tree.base, RANGE_LEAVES);
     const fd = fh.fd;
     const window = this.slots.length * JOBS_PER_WORKER;
     await new Promise<void>((resolve, reject) => {
@@ -103,14 +108,11 @@ export class HashPool implements LeafHasher {
           const length = Math.min(RANGE_SIZE, size - offset);
           next += length;
           inFlight++;
-          this.submit(fd, offset, length).then(
-            (leaves) => {
+          this.submit(fd, offset, length, slots).then(
+            (nodes) => {
               inFlight--;
               if (!failure) {
-                const first = offset / CHUNK_SIZE;
-                for (let i = 0; i * HASH_SIZE < leaves.length; i++) {
-                  tree.setLeaf(first + i, leaves.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE));
-                }
+                placeSubtree(tree, offset / RANGE_SIZE, slots, nodes);
                 onBytes?.(length);
               }
               launch();
@@ -126,8 +128,14 @@ export class HashPool implements LeafHasher {
       };
       launch();
     });
-    tree.seal();
+    sealAbove(tree, Math.ceil(size / RANGE_SIZE), slots);
     return tree;
+  }
+
+  /** Start the workers now (they take tens of ms to load), so that the first file does not wait. */
+  warm(): this {
+    this.start();
+    return this;
   }
 
   /** Stop the workers. Jobs still running fail. */
@@ -151,7 +159,7 @@ export class HashPool implements LeafHasher {
       if (!p) return;
       slot.pending.delete(r.id);
       if (slot.pending.size === 0) worker.unref();
-      if ('leaves' in r) p.resolve(r.leaves);
+      if ('nodes' in r) p.resolve(r.nodes);
       else if ('short' in r) {
         // The file shrank under us: the tree must describe `size` bytes, so this is an error.
         p.reject(new LcsyncError('IO', `file changed while hashing (range at ${p.job.offset} ended after ${r.short} of ${p.job.length} bytes)`));
@@ -175,16 +183,48 @@ export class HashPool implements LeafHasher {
     return slot;
   }
 
-  private submit(fd: number, offset: number, length: number): Promise<Uint8Array> {
+  private submit(fd: number, offset: number, length: number, slots: number): Promise<Uint8Array> {
     this.start();
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
-    const job: Job = { id: this.nextId++, fd, offset, length };
+    const job: Job = { id: this.nextId++, fd, offset, length, slots };
     return new Promise((resolve, reject) => {
       if (slot.pending.size === 0) slot.worker.ref();
       slot.pending.set(job.id, { resolve, reject, job });
       slot.worker.postMessage(job);
     });
+  }
+}
+
+/** Copy subtree `s` (nodes level by level, leaves first) to its heap positions. */
+function placeSubtree(tree: MerkleTree, s: number, slots: number, nodes: Uint8Array): void {
+  let src = 0;
+  for (let width = slots; width >= 1; width >>= 1) {
+    const levelWidth = (tree.base / slots) * width;
+    tree.nodes.set(nodes.subarray(src, src + width * HASH_SIZE), (levelWidth - 1 + s * width) * HASH_SIZE);
+    src += width * HASH_SIZE;
+  }
+}
+
+/**
+ * Fill the subtrees past the end of the data (all padding: parents of zeros
+ * are hashes, not zeros) and every node above the subtree roots.
+ */
+function sealAbove(tree: MerkleTree, filled: number, slots: number): void {
+  const subtrees = tree.base / slots;
+  if (filled < subtrees) {
+    // One padding subtree's levels: zero leaves, then hashes of hashes of zeros.
+    let z: Buffer = Buffer.alloc(HASH_SIZE);
+    for (let width = slots >> 1; width >= 1; width >>= 1) {
+      z = hashPair(z, z);
+      const levelWidth = subtrees * width;
+      for (let s = filled; s < subtrees; s++) {
+        for (let i = 0; i < width; i++) tree.nodes.set(z, (levelWidth - 1 + s * width + i) * HASH_SIZE);
+      }
+    }
+  }
+  for (let n = subtrees - 2; n >= 0; n--) {
+    tree.nodes.set(hashPair(tree.node(2 * n + 1), tree.node(2 * n + 2)), n * HASH_SIZE);
   }
 }
 
@@ -207,7 +247,8 @@ function serve(port: MessagePort): void {
   const buf = Buffer.allocUnsafe(RANGE_SIZE);
   port.on('message', (job: Job) => {
     try {
-      if (!(job.length > 0 && job.length <= RANGE_SIZE && job.offset % CHUNK_SIZE === 0)) {
+      const leaves = Math.ceil(job.length / CHUNK_SIZE);
+      if (!(job.length > 0 && leaves <= job.slots && job.slots <= RANGE_LEAVES && job.offset % CHUNK_SIZE === 0)) {
         throw new Error(`bad hash job at ${job.offset} of ${job.length} bytes`);
       }
       let got = 0;
@@ -220,12 +261,22 @@ function serve(port: MessagePort): void {
         port.postMessage({ id: job.id, short: got } satisfies Reply);
         return;
       }
-      const count = Math.ceil(job.length / CHUNK_SIZE);
-      const leaves = new Uint8Array(count * HASH_SIZE);
-      for (let i = 0; i < count; i++) {
-        leaves.set(hash(buf.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, job.length))), i * HASH_SIZE);
+      // Level by level from the leaves up; padding leaves stay zero.
+      const nodes = new Uint8Array((2 * job.slots - 1) * HASH_SIZE);
+      for (let i = 0; i < leaves; i++) {
+        nodes.set(hash(buf.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, job.length))), i * HASH_SIZE);
       }
-      port.postMessage({ id: job.id, leaves } satisfies Reply, [leaves.buffer]);
+      let below = 0;
+      let at = job.slots * HASH_SIZE;
+      for (let width = job.slots >> 1; width >= 1; width >>= 1) {
+        for (let i = 0; i < width; i++) {
+          const l = below + 2 * i * HASH_SIZE;
+          nodes.set(hashPair(nodes.subarray(l, l + HASH_SIZE), nodes.subarray(l + HASH_SIZE, l + 2 * HASH_SIZE)), at + i * HASH_SIZE);
+        }
+        below = at;
+        at += width * HASH_SIZE;
+      }
+      port.postMessage({ id: job.id, nodes } satisfies Reply, [nodes.buffer]);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       port.postMessage({ id: job.id, error: { code: err.code, message: err.message } } satisfies Reply);

@@ -66,7 +66,9 @@ export interface IndexOptions {
   leafHasher?: LeafHasher;
 }
 
+/** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
 export interface LeafHasher {
+  /** Files of at least this many bytes go to treeFromHandle. */
   readonly threshold: number;
   treeFromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree>;
 }

@@ -29,19 +29,27 @@ export interface ReceiveStats {
 }
 
 export interface ReceiverOptions {
-  /** Re-join a group that has delivered nothing new for this long (a C sender only sends on a new report). */
+  /** Re-join a group whose symbols stopped coming this long before the object completed: a round ran out. */
   stallMs?: number;
+  /** Re-join a group that sent nothing at all this long after joining (a lost join, or a busy sender). */
+  firstSymbolMs?: number;
   /** Give up on a request that has seen no datagram at all for this long. */
   idleTimeoutMs?: number;
 }
 
 /** Most tree-object decoders alive at once: bounds memory under a flood of bogus OIDs. */
 const MAX_TREE_DECODERS = 64;
+/** Verified tree objects kept for requests not made yet. */
+const MAX_UNCLAIMED = 64;
 /** OIDs remembered as finished or useless so their leftover datagrams are dropped cheaply. */
 const MAX_DONE = 4096;
 
 interface Waiter {
   group: string;
+  /** Whether anything arrived since the last (re)join. */
+  progressed: boolean;
+  /** When a symbol last arrived; rejoins do not reset it (it drives the timeout). */
+  lastHeard: number;
   lastProgress: number;
   started: number;
   resolve(obj: Buffer): void;
@@ -65,9 +73,11 @@ export class ObjectReceiver {
   private readonly trees = new Set<TreeWaiter>();
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
   private readonly done = new Set<string>();
+  private readonly unclaimed = new Map<string, Buffer>();
   private readonly groupUsers = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
   private readonly stallMs: number;
+  private readonly firstSymbolMs: number;
   private readonly idleTimeoutMs: number;
   private closed = false;
 
@@ -75,10 +85,11 @@ export class ObjectReceiver {
     private readonly rx: MulticastReceiver,
     opts: ReceiverOptions = {},
   ) {
-    this.stallMs = opts.stallMs ?? 1500;
+    this.stallMs = opts.stallMs ?? 250;
+    this.firstSymbolMs = opts.firstSymbolMs ?? 3000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
     rx.onDatagram((buf) => this.onDatagram(buf));
-    this.timer = setInterval(() => this.tick(), Math.min(250, this.stallMs / 2));
+    this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
     this.timer.unref();
   }
 
@@ -90,7 +101,7 @@ export class ObjectReceiver {
     this.done.delete(key);
     return new Promise((resolve, reject) => {
       const now = Date.now();
-      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, lastProgress: now, started: now, resolve, reject };
+      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
       this.chunks.set(key, w);
       this.join(w.group);
     });
@@ -101,9 +112,16 @@ export class ObjectReceiver {
    * verified object that `accept` confirms is the one `key` names.
    */
   fetchTree(key: Hash, accept: (obj: Buffer) => boolean): Promise<Buffer> {
+    for (const [oid, obj] of this.unclaimed) {
+      if (tryAccept({ accept }, obj)) {
+        this.unclaimed.delete(oid);
+        this.stats.objects++;
+        return Promise.resolve(obj);
+      }
+    }
     return new Promise((resolve, reject) => {
       const now = Date.now();
-      const w: TreeWaiter = { group: groupAddress(key), key, accept, lastProgress: now, started: now, resolve, reject };
+      const w: TreeWaiter = { group: groupAddress(key), key, accept, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
       this.trees.add(w);
       this.join(w.group);
     });
@@ -170,7 +188,10 @@ export class ObjectReceiver {
     w.decoder ??= new ObjectDecoder(w.length);
     const before = w.decoder.received;
     const obj = w.decoder.add(esi, symbol);
-    if (w.decoder.received > before) w.lastProgress = Date.now();
+    if (w.decoder.received > before) {
+      w.lastProgress = w.lastHeard = Date.now();
+      w.progressed = true;
+    }
     if (!obj) return;
     if (hash(obj).equals(w.leaf)) {
       this.stats.objects++;
@@ -204,7 +225,11 @@ export class ObjectReceiver {
       return;
     }
     const now = Date.now();
-    for (const w of this.trees) w.lastProgress = Math.max(w.lastProgress, now - this.stallMs / 2);
+    // Which tree request a datagram serves is only known once its object decodes: count it for all.
+    for (const w of this.trees) {
+      w.lastProgress = w.lastHeard = now;
+      w.progressed = true;
+    }
     const obj = entry.dec.add(esi, symbol);
     if (!obj) return;
     entry.dec.free();
@@ -215,19 +240,16 @@ export class ObjectReceiver {
       return;
     }
     for (const w of this.trees) {
-      let ok = false;
-      try {
-        ok = w.accept(obj);
-      } catch {
-        ok = false;
-      }
-      if (ok) {
+      if (tryAccept(w, obj)) {
         this.stats.objects++;
         this.finishTree(w, undefined, obj);
         return;
       }
     }
-    this.stats.rejected++;
+    // Verified but wanted by nobody yet: another process on this host may have joined a group
+    // we are about to ask for. Keep a few such objects for requests still to come.
+    if (this.unclaimed.size >= MAX_UNCLAIMED) this.unclaimed.delete(this.unclaimed.keys().next().value!);
+    this.unclaimed.set(oid, obj);
   }
 
   private finishChunk(w: ChunkWaiter, err?: Error, obj?: Buffer): void {
@@ -249,19 +271,34 @@ export class ObjectReceiver {
   private tick(): void {
     const now = Date.now();
     const check = (w: Waiter, fail: (e: Error) => void) => {
-      if (now - w.lastProgress > this.idleTimeoutMs) {
+      if (now - w.lastHeard > this.idleTimeoutMs) {
         fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s`));
         return;
       }
-      if (now - w.lastProgress > this.stallMs && now - w.started > this.stallMs) {
-        // Leave and join again: fresh MLD reports make any sender (ours or the C one) send again.
+      // Symbols came and then stopped (a round ran out before we had enough), or nothing came at
+      // all for long (a lost join, or a sender that only answers fresh reports): ask again.
+      const stalled = w.progressed ? now - w.lastProgress > this.stallMs : now - w.started > this.firstSymbolMs;
+      if (stalled) {
+        // Not done within stallMs of joining: leave and join again. The fresh MLD reports make a
+        // sender send a new round (ours after its round ran out, the C one on every report).
         w.started = now;
+        w.lastProgress = now;
+        w.progressed = false;
         this.stats.rejoins++;
         this.rx.rejoin(w.group);
       }
     };
     for (const w of [...this.chunks.values()]) check(w, (e) => this.finishChunk(w, e));
     for (const w of [...this.trees]) check(w, (e) => this.finishTree(w, e));
+  }
+}
+
+function tryAccept(w: { accept(obj: Buffer): boolean }, obj: Buffer): boolean {
+  try {
+    return w.accept(obj);
+  } catch {
+    // A malformed object is simply not the one asked for.
+    return false;
   }
 }
 

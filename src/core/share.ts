@@ -2,9 +2,11 @@
  * The share (PROTOCOL.md section 5): index + MLD events -> send streams.
  *
  * A join for a group that names an object starts one stream per (group,
- * interface): the K source symbols, then fresh repair symbols, until MLD says
- * nobody listens any more. Streams share the send rate round-robin, so one big
- * transfer cannot starve a small one. With no listener the wire stays silent.
+ * interface). Each new listener is granted a round at full speed (the K source
+ * symbols first, then repair symbols with fresh ESIs, enough for a lossy link),
+ * after which the stream trickles until MLD says nobody listens any more. The
+ * most recently granted round is served first, and every listened stream gets
+ * at least its trickle, so nothing starves. With no listener the wire is silent.
  *
  * Chunk bytes are read from the shared file when a stream starts and checked
  * against the leaf hash first: a file that changed after indexing is never sent
@@ -66,14 +68,40 @@ export interface ShareStatus {
   rateAvg: number;
 }
 
+/** Datagrams a stream sends at full speed for each new listener: what a receiver needs plus a loss margin. */
+export function roundSize(K: number, KP: number): number {
+  // A C receiver needs K'+5 distinct symbols once any source symbol is lost; 10% + 3 covers our
+  // receivers at a few percent loss. A bigger round costs every receiver on every chunk (the kernel
+  // delays leave reports by tens of milliseconds, so rounds usually run out before the leave
+  // arrives); a receiver that lost more asks again and gets another round.
+  return Math.max(KP + 5, Math.ceil(K * 1.1) + 3);
+}
+
+/** After its round a stream keeps trickling at this interval, so no listener is ever left without symbols. */
+const TRICKLE_MS = 100;
+/**
+ * Streams served side by side at the front of the order. Interleaving them means
+ * each advances slowly enough that a receiver's leave (which the kernel may
+ * delay by tens of milliseconds) stops a stream soon after its last useful symbol.
+ */
+const ACTIVE_WINDOW = 32;
+/** Let I/O (MLD reports above all) in at least this often while sending. */
+const YIELD_EVERY = 16;
+
 class SendStream {
   readonly startedAt = Date.now();
   datagrams = 0;
   bytes = 0;
   /** A listener left and we are asking whether anyone else still listens: hold off until we know. */
   paused = false;
+  /** Datagrams still to send at full speed; then one every TRICKLE_MS. */
+  budget: number;
+  nextTrickleAt = 0;
+  /** Hosts whose join this stream is serving. */
+  readonly reporters = new Set<string>();
+  readonly round: number;
   private nextSource = 0;
-  private encoder?: ObjectEncoder;
+  private readonly encoder: ObjectEncoder;
 
   constructor(
     readonly key: string,
@@ -82,11 +110,31 @@ class SendStream {
     readonly object: IndexObject,
     private readonly data: Buffer,
     private readonly oid: Buffer,
-  ) {}
+  ) {
+    this.encoder = new ObjectEncoder(this.data);
+    this.round = roundSize(this.encoder.K, this.encoder.KP);
+    this.budget = this.round;
+  }
+
+  /**
+   * A join report from `from`. A new listener, or one asking again after the
+   * round ran out (it lost too much), gets a fresh round; a repeated report
+   * while the round is still going (the kernel sends each change twice) does not.
+   */
+  joined(from: string): void {
+    if (!this.reporters.has(from) || this.budget === 0) this.budget = Math.max(this.budget, this.round);
+    this.reporters.add(from);
+  }
+
+  /** Whether the stream may send now; trickling streams are due once per TRICKLE_MS. */
+  due(now: number): boolean {
+    return !this.paused && (this.budget > 0 || now >= this.nextTrickleAt);
+  }
 
   /** The next datagram: source symbols in order first, then repair symbols with fresh ESIs. */
-  next(): Buffer {
-    this.encoder ??= new ObjectEncoder(this.data);
+  next(now: number): Buffer {
+    if (this.budget > 0) this.budget--;
+    else this.nextTrickleAt = now + TRICKLE_MS;
     const withOti = this.object.kind === 'tree' ? this.data.length : undefined;
     if (this.nextSource < this.encoder.K) {
       const esi = this.nextSource++;
@@ -97,8 +145,7 @@ class SendStream {
   }
 
   free(): void {
-    this.encoder?.free();
-    this.encoder = undefined;
+    this.encoder.free();
   }
 }
 
@@ -106,8 +153,18 @@ export class Share extends EventEmitter {
   private readonly streams = new Map<string, SendStream>();
   private readonly starting = new Set<string>();
   private readonly senders = new Map<string, MulticastSender>();
-  private order: string[] = [];
+  /**
+   * Streams in the order receivers walk the share: metadata first, then chunks
+   * by file and offset, and the first one with a round left is served. This is
+   * what lets receivers that started at different times converge: the one
+   * behind gets its (earlier) chunks at full speed while the one ahead waits,
+   * trickled, until the laggard reaches the streams the leader is still on and
+   * both are served by the same datagrams. Within one receiver its oldest
+   * request comes first, so nothing it waits for starves.
+   */
+  private order: SendStream[] = [];
   private cursor = 0;
+  private readonly rank = new Map<object, number>();
   private wake?: () => void;
   private stopped = false;
   private pump?: Promise<void>;
@@ -165,11 +222,10 @@ export class Share extends EventEmitter {
     const key = `${group}%${e.ifname}`;
     const existing = this.streams.get(key);
     if (existing) {
-      // A report while paused: someone still listens after a leave, so carry on.
-      if (existing.paused) {
-        existing.paused = false;
-        this.wake?.();
-      }
+      // A report while paused means someone still listens after a leave: carry on.
+      existing.paused = false;
+      existing.joined(e.from);
+      this.wake?.();
       return;
     }
     if (this.starting.has(key) || !this.senders.has(e.ifname)) return;
@@ -185,8 +241,9 @@ export class Share extends EventEmitter {
       if (this.stopped || !this.starting.has(key)) return;
       const oid = obj.kind === 'chunk' ? obj.hash : hash(data);
       const s = new SendStream(key, group, e.ifname, obj, data, oid);
+      s.joined(e.from);
       this.streams.set(key, s);
-      this.order.push(key);
+      this.insertByPosition(s);
       this.streamsStarted++;
       this.log('verbose', `sending ${obj.kind} ${obj.record.sharePath} on ${group}%${e.ifname}`);
       this.wake?.();
@@ -204,7 +261,10 @@ export class Share extends EventEmitter {
    */
   private onPart(e: MldEvent): void {
     const s = this.streams.get(`${formatIPv6(e.group)}%${e.ifname}`);
-    if (s) s.paused = true;
+    if (!s) return;
+    s.reporters.delete(e.from);
+    // Others whose joins we saw still listen: no reason to wait for the query's answer.
+    if (s.reporters.size === 0) s.paused = true;
   }
 
   private onLeave(e: MldEvent): void {
@@ -213,34 +273,66 @@ export class Share extends EventEmitter {
     const s = this.streams.get(key);
     if (!s) return;
     this.streams.delete(key);
-    this.order = this.order.filter((k) => k !== key);
+    this.order = this.order.filter((x) => x !== s);
     s.free();
     this.log('verbose', `stopped ${s.object.kind} ${s.object.record.sharePath} on ${key} after ${s.datagrams} datagrams`);
   }
 
+  /** Where a stream's object sits in a receiver's walk: trees before chunks, chunks by file and offset. */
+  private position(s: SendStream): number {
+    if (this.rank.size === 0) this.index.records.forEach((r, i) => this.rank.set(r, i));
+    const o = s.object;
+    if (o.kind === 'tree') return -1;
+    return (this.rank.get(o.record) ?? 0) * 2 ** 32 + o.offset / 32768;
+  }
+
+  private insertByPosition(s: SendStream): void {
+    const p = this.position(s);
+    let lo = 0;
+    let hi = this.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.position(this.order[mid]!) <= p) lo = mid + 1;
+      else hi = mid;
+    }
+    this.order.splice(lo, 0, s);
+  }
+
+  /** The next stream to serve: round-robin over the first ACTIVE_WINDOW with a round left, else one due a trickle. */
+  private pick(now: number): SendStream | undefined {
+    const front: SendStream[] = [];
+    for (const x of this.order) {
+      if (!x.paused && x.budget > 0) {
+        front.push(x);
+        if (front.length === ACTIVE_WINDOW) break;
+      }
+    }
+    if (front.length > 0) return front[this.cursor++ % front.length];
+    return this.order.find((x) => x.due(now));
+  }
+
   private async run(): Promise<void> {
+    let sinceYield = 0;
     while (!this.stopped) {
-      if (this.order.length === 0) {
-        await new Promise<void>((r) => (this.wake = r));
-        this.wake = undefined;
-        continue;
-      }
-      let s: SendStream | undefined;
-      for (let tries = 0; tries < this.order.length && !s; tries++) {
-        this.cursor = this.cursor % this.order.length;
-        const candidate = this.streams.get(this.order[this.cursor++]!);
-        if (candidate && !candidate.paused) s = candidate;
-      }
+      const now = Date.now();
+      const s = this.pick(now);
       if (!s) {
-        // Every stream is paused: wait for a report, a leave or a new join.
+        // Nothing due: every stream is paused or trickling (or there are none). Sleep until
+        // the next trickle, a report, a leave or a new join.
+        let wait = this.order.length === 0 ? 60_000 : TRICKLE_MS;
+        for (const st of this.streams.values()) if (!st.paused) wait = Math.min(wait, Math.max(1, st.nextTrickleAt - now));
         await new Promise<void>((r) => {
-          this.wake = r;
-          setTimeout(r, 250).unref();
+          const t = setTimeout(r, wait);
+          this.wake = () => {
+            clearTimeout(t);
+            r();
+          };
         });
         this.wake = undefined;
+        sinceYield = 0;
         continue;
       }
-      const dgram = s.next();
+      const dgram = s.next(now);
       try {
         await this.senders.get(s.ifname)!.send(s.group, dgram);
       } catch (err) {
@@ -251,6 +343,12 @@ export class Share extends EventEmitter {
       s.bytes += dgram.length;
       this.datagrams++;
       this.bytes += dgram.length;
+      // Sends complete through callbacks that never give the event loop a turn at I/O;
+      // without this, MLD reports would wait until the pacer sleeps.
+      if (++sinceYield >= YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise<void>((r) => setImmediate(r));
+      }
     }
   }
 

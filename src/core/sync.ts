@@ -8,7 +8,7 @@
 import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
-import { parseHex, toHex, type Hash } from './hash.js';
+import { hashPair, parseHex, toHex, type Hash } from './hash.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
 import { DEFAULT_LIMITS, decodeNetTree, decodeNetTreeHead, dirChildren, partCount, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from './tree.js';
@@ -118,6 +118,27 @@ export function objectMatches(obj: Buffer, key: Hash, alias: string | undefined,
   );
 }
 
+/**
+ * Whether `part`, appended to the object bytes known so far, keeps the tree
+ * consistent: every sibling pair that ends inside the new bytes hashes to its
+ * parent (in heap order a parent always comes before its children, so it is
+ * known). The pair that straddles into the next part is checked with that part,
+ * and the whole tree is verified once complete.
+ */
+export function partAgrees(prefix: Buffer, part: Buffer, payloadOffset: number): boolean {
+  const all = Buffer.concat([prefix, part]);
+  const node = (i: number) => all.subarray(payloadOffset + i * HASH_SIZE, payloadOffset + (i + 1) * HASH_SIZE);
+  const firstNew = Math.floor(Math.max(0, prefix.length - payloadOffset) / HASH_SIZE);
+  const complete = Math.floor((all.length - payloadOffset) / HASH_SIZE);
+  let checked = 0;
+  // Left children are odd; start with the pair that holds the first new node.
+  for (let c = firstNew % 2 === 1 ? firstNew : Math.max(1, firstNew - 1); c + 1 < complete; c += 2) {
+    if (!hashPair(node(c), node(c + 1)).equals(node((c - 1) / 2))) return false;
+    checked++;
+  }
+  return checked > 0 || complete - firstNew < 2;
+}
+
 /** A share path segment that is safe to create: no traversal, no separators, no NUL. */
 function safeSegment(seg: string): boolean {
   return seg !== '' && seg !== '.' && seg !== '..' && !seg.includes('/') && !seg.includes('\0') && Buffer.byteLength(seg) <= 255;
@@ -175,7 +196,7 @@ export class SyncSession {
       stallMs: opts.stallMs,
       idleTimeoutMs: opts.timeoutSec ? opts.timeoutSec * 1000 : undefined,
     });
-    this.chunkLimit = new Limiter(opts.parallel ?? 16);
+    this.chunkLimit = new Limiter(opts.parallel ?? 128);
     this.treeLimit = new Limiter(16);
     this.summary.dryRun = !!opts.dryRun;
   }
@@ -210,16 +231,21 @@ export class SyncSession {
     if (first.length !== Math.min(TREE_PART_SIZE, head.objectLength)) {
       throw new LcsyncError('INTEGRITY', `tree part 0 of ${head.name} has ${first.length} bytes, expected ${Math.min(TREE_PART_SIZE, head.objectLength)}`);
     }
+    // Parts come one after another: a part is accepted only if its node hashes
+    // agree with the parents already known, which tells apart parts of equal
+    // length (ours, another file's, or a spoofer's) before anything trusts them.
     const parts: Buffer[] = [first];
-    const rest = await Promise.all(
-      Array.from({ length: n - 1 }, (_, i) => {
-        const z = i + 1;
-        const want = Math.min(TREE_PART_SIZE, head.objectLength - z * TREE_PART_SIZE);
-        const partKey = fileEntryHash(head.name, root, z, head.meta);
-        return this.treeLimit.run(() => this.rx.fetchTree(partKey, (o) => o.length === want));
-      }),
-    );
-    parts.push(...rest);
+    let known = first;
+    for (let z = 1; z < n; z++) {
+      const want = Math.min(TREE_PART_SIZE, head.objectLength - z * TREE_PART_SIZE);
+      const partKey = fileEntryHash(head.name, root, z, head.meta);
+      const prefix = known;
+      const part = await this.treeLimit.run(() =>
+        this.rx.fetchTree(partKey, (o) => o.length === want && partAgrees(prefix, o, head.payloadOffset)),
+      );
+      parts.push(part);
+      known = Buffer.concat([known, part]);
+    }
     const obj = Buffer.concat(parts);
     const nt = decodeNetTree(obj, this.limits);
     const tree = MerkleTree.fromNodes(nt.size, nt.payload);

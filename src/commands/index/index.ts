@@ -1,5 +1,7 @@
+import { stat } from 'node:fs/promises';
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../../cli/base.js';
+import { LcsyncError } from '../../core/errors.js';
 
 export default class IndexCommand extends LcsyncCommand {
   static override description = `Hash a file or directory the way a share will, without serving it.
@@ -21,18 +23,25 @@ Prints the entry hash of PATH and its share name: for a directory this is the ro
   };
 
   static override flags = {
-    hex: Flags.boolean({ description: 'Print tree nodes (file) or the root hash (directory) as the C lcsync --hex does.', default: false, exclusive: ['json'] }),
+    hex: Flags.boolean({ description: 'Print tree nodes (file) or the root hash (directory) as the C lcsync --hex does.', default: false }),
     recursive: Flags.boolean({ char: 'r', description: 'Accepted for compatibility; directories are always indexed recursively.', default: false }),
   };
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(IndexCommand);
+    // Checked here rather than with oclif's `exclusive`, whose message is several lines long.
+    if (flags.hex && flags.json) throw new LcsyncError('USAGE', '--hex and --json cannot be used together');
     const log = this.setupOutput(flags);
     // Core modules load lazily: start-up time matters when this runs from cron.
-    const { ShareIndex } = await import('../../core/mdex.js');
     const { HashPool } = await import('../../core/hashpool.js');
-    const { toHex } = await import('../../core/hash.js');
     const pool = new HashPool();
+    // Workers take tens of ms to start: start them while the rest loads when a
+    // large file is likely (a big file, or a directory). A missing path is
+    // reported by the index below.
+    const st = await stat(args.path).catch(() => undefined);
+    if (st && (st.isDirectory() || (st.isFile() && st.size >= pool.threshold))) pool.warm();
+    const { ShareIndex } = await import('../../core/mdex.js');
+    const { toHex } = await import('../../core/hash.js');
     let index;
     try {
       index = await ShareIndex.build([args.path], {
