@@ -68,13 +68,20 @@ export interface ShareStatus {
   rateAvg: number;
 }
 
-/** Datagrams a stream sends at full speed for each new listener: what a receiver needs plus a loss margin. */
-export function roundSize(K: number, KP: number): number {
-  // A C receiver needs K'+5 distinct symbols once any source symbol is lost; 10% + 3 covers our
-  // receivers at a few percent loss. A bigger round costs every receiver on every chunk (the kernel
-  // delays leave reports by tens of milliseconds, so rounds usually run out before the leave
-  // arrives); a receiver that lost more asks again and gets another round.
-  return Math.max(KP + 5, Math.ceil(K * 1.1) + 3);
+/**
+ * Datagrams a stream sends at full speed for a new listener: K plus a small
+ * margin. A bigger round costs every receiver on every chunk, because the
+ * kernel delays leave reports by tens of milliseconds and rounds mostly run out
+ * before the leave arrives; a receiver that lost more asks again (re-joins) and
+ * gets a repair round (below), and the trickle serves listeners that never ask.
+ */
+export function roundSize(K: number): number {
+  return K + Math.ceil(K / 20) + 1;
+}
+
+/** Datagrams granted when a listener asks again after a round: it is missing a few symbols, not all. */
+export function repairRoundSize(K: number): number {
+  return Math.max(4, Math.ceil(K / 8));
 }
 
 /** After its round a stream keeps trickling at this interval, so no listener is ever left without symbols. */
@@ -85,6 +92,12 @@ const TRICKLE_MS = 100;
  * delay by tens of milliseconds) stops a stream soon after its last useful symbol.
  */
 const ACTIVE_WINDOW = 32;
+/**
+ * A stream pauses this long after its source symbols. On a clean link every
+ * listener has what it needs by then and leaves, so no repair symbol is ever
+ * made or sent; a listener that lost some gets the rest of the round after it.
+ */
+const GRACE_MS = 50;
 /** Let I/O (MLD reports above all) in at least this often while sending. */
 const YIELD_EVERY = 16;
 
@@ -97,9 +110,12 @@ class SendStream {
   /** Datagrams still to send at full speed; then one every TRICKLE_MS. */
   budget: number;
   nextTrickleAt = 0;
+  /** After the source symbols the stream holds for GRACE_MS: leaves arrive then, and on a clean link nothing more is needed. */
+  holdUntil = 0;
   /** Hosts whose join this stream is serving. */
   readonly reporters = new Set<string>();
   readonly round: number;
+  readonly repairRound: number;
   private nextSource = 0;
   private readonly encoder: ObjectEncoder;
 
@@ -112,23 +128,37 @@ class SendStream {
     private readonly oid: Buffer,
   ) {
     this.encoder = new ObjectEncoder(this.data);
-    this.round = roundSize(this.encoder.K, this.encoder.KP);
+    this.round = roundSize(this.encoder.K);
+    this.repairRound = repairRoundSize(this.encoder.K);
     this.budget = this.round;
   }
 
   /**
-   * A join report from `from`. A new listener, or one asking again after the
-   * round ran out (it lost too much), gets a fresh round; a repeated report
-   * while the round is still going (the kernel sends each change twice) does not.
+   * A join report from `from`. A new listener gets a full round (it has seen
+   * nothing yet); one asking again after the round ran out (it lost some) gets a
+   * repair round; a repeated report while a round is still going (the kernel
+   * sends each change twice) changes nothing.
    */
   joined(from: string): void {
-    if (!this.reporters.has(from) || this.budget === 0) this.budget = Math.max(this.budget, this.round);
+    if (!this.reporters.has(from)) this.budget = Math.max(this.budget, this.round);
+    else if (this.budget === 0) this.budget = this.repairRound;
     this.reporters.add(from);
   }
 
-  /** Whether the stream may send now; trickling streams are due once per TRICKLE_MS. */
-  due(now: number): boolean {
-    return !this.paused && (this.budget > 0 || now >= this.nextTrickleAt);
+  /** Whether the stream has a round to send now. */
+  ready(now: number): boolean {
+    return !this.paused && this.budget > 0 && now >= this.holdUntil;
+  }
+
+  /** Whether the stream's round is over and it is due a trickle datagram. */
+  trickleDue(now: number): boolean {
+    return !this.paused && this.budget === 0 && now >= this.nextTrickleAt;
+  }
+
+  /** When this stream next wants to send, if it is waiting. */
+  wakeAt(): number {
+    if (this.paused) return Infinity;
+    return this.budget > 0 ? this.holdUntil : this.nextTrickleAt;
   }
 
   /** The next datagram: source symbols in order first, then repair symbols with fresh ESIs. */
@@ -138,6 +168,7 @@ class SendStream {
     const withOti = this.object.kind === 'tree' ? this.data.length : undefined;
     if (this.nextSource < this.encoder.K) {
       const esi = this.nextSource++;
+      if (this.nextSource === this.encoder.K && this.budget > 0) this.holdUntil = now + GRACE_MS;
       return encodeDatagram({ oid: this.oid, transferLength: withOti, esi, symbol: this.encoder.sourceSymbol(esi) });
     }
     const r = this.encoder.nextRepair();
@@ -164,6 +195,7 @@ export class Share extends EventEmitter {
    */
   private order: SendStream[] = [];
   private cursor = 0;
+  private nextTrickleScan = 0;
   private readonly rank = new Map<object, number>();
   private wake?: () => void;
   private stopped = false;
@@ -175,11 +207,33 @@ export class Share extends EventEmitter {
   private readonly rateWindow: { t: number; bytes: number }[] = [];
 
   private constructor(
-    readonly index: ShareIndex,
+    private index_: ShareIndex,
     private readonly opts: ShareOptions,
     private readonly watcher: MldWatcher,
   ) {
     super();
+  }
+
+  get index(): ShareIndex {
+    return this.index_;
+  }
+
+  /**
+   * Serve a new index from now on (after a re-index). Streams whose object is
+   * not in the new index stop at once, so nothing is sent under a stale hash.
+   */
+  setIndex(index: ShareIndex): void {
+    this.index_ = index;
+    this.rank.clear();
+    for (const s of [...this.streams.values()]) {
+      const now = index.get(s.object.hash);
+      if (!now || now.kind !== s.object.kind) {
+        this.streams.delete(s.key);
+        this.order = this.order.filter((x) => x !== s);
+        s.free();
+        this.log('verbose', `dropped stale ${s.object.kind} ${s.object.record.sharePath} on ${s.key}`);
+      }
+    }
   }
 
   /** Start serving `index` (the C lc_share). */
@@ -298,17 +352,26 @@ export class Share extends EventEmitter {
     this.order.splice(lo, 0, s);
   }
 
-  /** The next stream to serve: round-robin over the first ACTIVE_WINDOW with a round left, else one due a trickle. */
+  /**
+   * The next stream to serve: now and then one whose round ran out and is due a
+   * trickle (so listeners that never ask again, like the C client, still get
+   * symbols), otherwise round-robin over the first ACTIVE_WINDOW with a round left.
+   */
   private pick(now: number): SendStream | undefined {
+    if (now >= this.nextTrickleScan) {
+      this.nextTrickleScan = now + TRICKLE_MS / 4;
+      const t = this.order.find((x) => x.trickleDue(now));
+      if (t) return t;
+    }
     const front: SendStream[] = [];
     for (const x of this.order) {
-      if (!x.paused && x.budget > 0) {
+      if (x.ready(now)) {
         front.push(x);
         if (front.length === ACTIVE_WINDOW) break;
       }
     }
     if (front.length > 0) return front[this.cursor++ % front.length];
-    return this.order.find((x) => x.due(now));
+    return this.order.find((x) => x.trickleDue(now));
   }
 
   private async run(): Promise<void> {
@@ -320,7 +383,7 @@ export class Share extends EventEmitter {
         // Nothing due: every stream is paused or trickling (or there are none). Sleep until
         // the next trickle, a report, a leave or a new join.
         let wait = this.order.length === 0 ? 60_000 : TRICKLE_MS;
-        for (const st of this.streams.values()) if (!st.paused) wait = Math.min(wait, Math.max(1, st.nextTrickleAt - now));
+        for (const st of this.streams.values()) wait = Math.min(wait, Math.max(1, st.wakeAt() - now));
         await new Promise<void>((r) => {
           const t = setTimeout(r, wait);
           this.wake = () => {

@@ -1,0 +1,418 @@
+#!/usr/bin/env node
+/**
+ * Transfer benchmark: lcsync share/sync beside uftp/uftpd, on the same lab network in the same run.
+ *
+ *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
+ *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf]
+ *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
+ *
+ * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
+ * (Debian `uftp`). Every run gets a fresh lab (bench/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
+ * snooping in its own namespace, `tbf rate 1gbit` on both ends of every link (--no-tbf: none), and random loss
+ * on every receiver's switch port in both directions (the sender's port has none, so receivers lose packets
+ * independently). Both tools are capped at the same rate (--rate, Mbit/s; default 200, which is our
+ * --bwlimit default): `lcsync share --bwlimit <rate>M`, `uftp -R <rate*1000>` (Kbit/s); uftp keeps its other
+ * defaults (no congestion control, 1300-byte blocks, init GRTT 0.5 s).
+ *
+ * Measured per run:
+ *   wall     ours: from starting the syncs (all at once) until the last exits; uftp: the sender's run time
+ *            (it exits when every receiver has confirmed the file). Both include start-up: node and the
+ *            MLD joins for ours, the announce/registration phase for uftp.
+ *   wire     tx_bytes of host 0's e0 (read in its namespace) from just before the transfer until it stops
+ *            growing after the last receiver is done (at most 5 s later), so a sender's tail counts.
+ *   RSS      peak RSS: /usr/bin/time %M for processes that exit by themselves (lcsync sync, uftp), VmHWM read
+ *            just before SIGTERM for the servers that do not (lcsync share, uftpd).
+ *   ok       every received file has the sha256 of the source.
+ * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
+ */
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLab, killGroup, peakRssKiB } from './lab.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = path.join(REPO, 'bin', 'run.js');
+const TIME = '/usr/bin/time';
+const MiB = 2 ** 20;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------------------
+// Options
+
+function fail(msg, code = 2) {
+  console.error(`transfer-bench: ${msg}`);
+  process.exit(code);
+}
+
+function optionValue(name) {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return undefined;
+  const v = process.argv[i + 1];
+  if (v === undefined || v.startsWith('--')) fail(`--${name} wants a value`);
+  return v;
+}
+
+function parseSize(s) {
+  const m = /^(\d+)([KMG]?)$/i.exec(s);
+  if (!m) fail(`bad size ${s} (examples: 64M, 1G, 1048576)`);
+  const mult = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[m[2].toUpperCase()];
+  const v = Number(m[1]) * mult;
+  if (v < 1 || v > 8 * 2 ** 30) fail('--size must be 1 byte .. 8 GiB');
+  return v;
+}
+
+function intList(name, def, min, max) {
+  const v = optionValue(name);
+  if (v === undefined) return def;
+  const xs = v.split(',').map(Number);
+  if (xs.some((x) => !Number.isInteger(x) || x < min || x > max)) fail(`--${name} wants integers ${min}..${max}, comma-separated`);
+  return xs;
+}
+
+const known = new Set(['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--no-tbf', '--rss-1g', '--help']);
+for (const [i, a] of process.argv.slice(2).entries()) {
+  const prev = process.argv[i + 1];
+  if (a.startsWith('--') && !known.has(a)) fail(`unknown option ${a}`);
+  if (!a.startsWith('--') && !(prev && ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate'].includes(prev))) fail(`unexpected argument ${a}`);
+}
+if (process.argv.includes('--help')) {
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(2, 8).map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
+  process.exit(0);
+}
+
+const RSS_1G = process.argv.includes('--rss-1g');
+const SIZE = RSS_1G ? 2 ** 30 : parseSize(optionValue('size') ?? '64M');
+const REPS = intList('reps', [1], 1, 20)[0];
+const RECEIVERS = RSS_1G ? [1] : intList('receivers', [1, 3], 1, 20);
+const LOSSES = RSS_1G ? [0] : intList('loss', [0, 5], 0, 50);
+const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
+const TBF = !process.argv.includes('--no-tbf');
+const TOOLS = RSS_1G ? ['ours'] : (optionValue('tools') ?? 'ours,uftp').split(',');
+if (TOOLS.some((t) => t !== 'ours' && t !== 'uftp') || TOOLS.length === 0) fail('--tools wants ours, uftp or ours,uftp');
+const RSS_TARGET = 200e6; // bytes: "the receiver's peak RSS stays under 200 MB for a 1 GiB file"
+
+// A transfer that should take s seconds at the rate gets 4x that plus a minute before we give up on it.
+const RUN_TIMEOUT_MS = Math.round(((SIZE * 8) / (RATE * 1e6)) * 4000 + 60_000);
+
+// ---------------------------------------------------------------------------------------------------------
+// Preconditions
+
+if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
+for (const [bin, args, pkg] of [['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
+  ...(TOOLS.includes('uftp') ? [['uftp', ['-h'], 'uftp'], ['uftpd', ['-h'], 'uftp']] : [])]) {
+  const r = spawnSync(bin, args, { stdio: 'ignore', timeout: 5000 });
+  if (r.error) fail(`\`${bin}\` not found (Debian: apt-get install ${pkg})`, 3);
+}
+if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
+
+// ---------------------------------------------------------------------------------------------------------
+// Work area and clean-up
+
+const work = mkdtempSync(path.join('/var/tmp', 'lcsync-transfer-bench-'));
+let currentLab;
+let cleaning = false;
+async function cleanup() {
+  if (cleaning) return;
+  cleaning = true;
+  await currentLab?.teardown();
+  rmSync(work, { recursive: true, force: true });
+}
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    process.stderr.write(`\ntransfer-bench: ${sig}, cleaning up\n`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+function makeFile(file, size) {
+  const fd = openSync(file, 'w');
+  const block = Buffer.allocUnsafe(16 * MiB);
+  try {
+    for (let off = 0; off < size; off += block.length) {
+      const n = Math.min(block.length, size - off);
+      randomFillSync(block, 0, n);
+      writeSync(fd, block, 0, n);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function sha256(file) {
+  return new Promise((resolve) => {
+    if (!existsSync(file)) return resolve('(missing)');
+    const h = createHash('sha256');
+    createReadStream(file)
+      .on('data', (d) => h.update(d))
+      .on('error', (e) => resolve(`(${e.code ?? e.message})`))
+      .on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+/** Peak RSS in KiB from a `/usr/bin/time -f %M -o FILE` report (the last line; earlier lines note exit status). */
+function timeRss(file) {
+  try {
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const v = Number(lines[lines.length - 1]);
+    return Number.isInteger(v) && v > 0 ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sender bytes: wait until tx_bytes of host 0 stops growing (< 16 KiB per 250 ms), at most 5 s. */
+async function settledTx(lab) {
+  let last = await lab.txBytes(0);
+  for (let i = 0; i < 20; i++) {
+    await sleep(250);
+    const now = await lab.txBytes(0);
+    if (now - last < 16 * 1024) return now;
+    last = now;
+  }
+  return last;
+}
+
+const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
+
+// ---------------------------------------------------------------------------------------------------------
+// One run of each tool on a fresh lab
+
+async function withLab(receivers, loss, fn) {
+  const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth: TBF ? '1gbit' : undefined });
+  currentLab = lab;
+  try {
+    for (let h = 1; h <= receivers; h++) if (loss > 0) await lab.setLoss(h, loss);
+    return await fn(lab);
+  } finally {
+    await lab.teardown();
+    currentLab = undefined;
+  }
+}
+
+async function runOurs(src, srcHash, receivers, loss, tag) {
+  return withLab(receivers, loss, async (lab) => {
+    const dir = path.join(work, tag);
+    mkdirSync(dir);
+    const errors = [];
+    const share = lab.spawn(0, [process.execPath, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
+    let shareOut = '';
+    let shareErr = '';
+    share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
+    try {
+      // The share prints "<hash>  <name>" once it has indexed and is serving.
+      const hash = await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`share printed no root within 120 s: ${tail(shareErr)}`)), 120_000);
+        share.stdout.on('data', (d) => {
+          shareOut += d;
+          const m = /^([0-9a-f]{64})\s+\S/m.exec(shareOut);
+          if (m) {
+            clearTimeout(t);
+            resolve(m[1]);
+          }
+        });
+        share.on('exit', (code) => {
+          clearTimeout(t);
+          reject(new Error(`share exited with ${code}: ${tail(shareErr)}`));
+        });
+      });
+      // Let its MLD watcher join ff02::16 before receivers start (as test/e2e.ts does).
+      await sleep(300);
+      const tx0 = await lab.txBytes(0);
+      const t0 = performance.now();
+      let tLast = t0;
+      const syncs = await Promise.all(
+        Array.from({ length: receivers }, async (_, i) => {
+          const h = i + 1;
+          const dest = path.join(dir, `r${h}.bin`);
+          const rssFile = path.join(dir, `r${h}.rss`);
+          const r = await lab.exec(h, [TIME, '-f', '%M', '-o', rssFile, process.execPath, CLI, 'sync', '--json', '-i', 'e0',
+            '--timeout', '60', hash, dest], { timeoutMs: RUN_TIMEOUT_MS });
+          tLast = Math.max(tLast, performance.now());
+          return { h, dest, r, rss: timeRss(rssFile) };
+        }),
+      );
+      const wall = (tLast - t0) / 1000;
+      const tx1 = await settledTx(lab);
+      const shareRss = share.pid !== undefined ? peakRssKiB(share.pid) : undefined;
+      let ok = 0;
+      for (const s of syncs) {
+        const got = await sha256(s.dest);
+        if (s.r.code === 0 && got === srcHash) ok++;
+        else errors.push(`receiver ${s.h}: exit ${s.r.code}, sha256 ${got === srcHash ? 'ok' : `mismatch (${got.slice(0, 16)})`}; stderr: ${tail(s.r.stderr) || '(empty)'}; stdout: ${tail(s.r.stdout, 600) || '(empty)'}`);
+        rmSync(s.dest, { force: true });
+      }
+      if (share.exitCode !== null) errors.push(`share exited early with ${share.exitCode}: ${tail(shareErr)}`);
+      return {
+        ok, wall, wire: tx1 - tx0,
+        rssRx: Math.max(...syncs.map((s) => s.rss ?? NaN)), rssTx: shareRss ?? NaN,
+        errors,
+      };
+    } finally {
+      if (share.exitCode === null) {
+        killGroup(share, 'SIGTERM');
+        await Promise.race([new Promise((r) => share.once('exit', r)), sleep(3000)]);
+      }
+    }
+  });
+}
+
+async function runUftp(src, srcHash, receivers, loss, tag) {
+  return withLab(receivers, loss, async (lab) => {
+    const dir = path.join(work, tag);
+    mkdirSync(dir);
+    const errors = [];
+    // uftp cannot resolve an interface name for IPv6 here ("Invalid name/address e0"), so -I takes each host's
+    // ULA address. Group addresses: site-local scope; the private one gets a random last group (x).
+    const pub = 'ff15::1:2';
+    const priv = 'ff15::2:x';
+    const daemons = [];
+    for (let h = 1; h <= receivers; h++) {
+      const dest = path.join(dir, `u${h}`);
+      mkdirSync(dest);
+      const d = lab.spawn(h, ['uftpd', '-d', '-q', '-M', pub, '-I', lab.hosts[h].ula, '-D', dest, '-U', `0x${(h + 1).toString(16).padStart(8, '0')}`]);
+      const entry = { h, d, dest, log: '' };
+      d.stderr.on('data', (x) => (entry.log = (entry.log + x).slice(-20_000)));
+      d.stdout.on('data', (x) => (entry.log = (entry.log + x).slice(-20_000)));
+      daemons.push(entry);
+    }
+    try {
+      // uftpd prints its key fingerprint once it is set up; then it is listening.
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && !daemons.every((e) => /Loaded .* key/.test(e.log) || e.d.exitCode !== null)) await sleep(50);
+      for (const e of daemons) if (e.d.exitCode !== null) throw new Error(`uftpd on host ${e.h} exited with ${e.d.exitCode}: ${tail(e.log)}`);
+      await sleep(200);
+      const log = path.join(dir, 'uftp.log');
+      const rssFile = path.join(dir, 'uftp.rss');
+      const tx0 = await lab.txBytes(0);
+      const t0 = performance.now();
+      const r = await lab.exec(0, [TIME, '-f', '%M', '-o', rssFile, 'uftp', '-M', pub, '-P', priv, '-I', lab.hosts[0].ula,
+        '-R', String(RATE * 1000), '-U', '0x00000001', '-S', '@LOG', '-L', log, src], { timeoutMs: RUN_TIMEOUT_MS });
+      const wall = (performance.now() - t0) / 1000;
+      const tx1 = await settledTx(lab);
+      const rssRx = daemons.map((e) => (e.d.pid !== undefined ? peakRssKiB(e.d.pid) : undefined) ?? NaN);
+      const uftpLog = existsSync(log) ? readFileSync(log, 'utf8') : '';
+      if (r.code !== 0) errors.push(`uftp exit ${r.code}: ${tail(r.stderr + r.stdout)}; log: ${tail(uftpLog)}`);
+      let ok = 0;
+      for (const e of daemons) {
+        const f = path.join(e.dest, path.basename(src));
+        // uftp exits once every receiver sent COMPLETE, after uftpd closed the file; allow a moment anyway.
+        let got = await sha256(f);
+        for (let i = 0; i < 10 && got !== srcHash && r.code === 0; i++) {
+          await sleep(200);
+          got = await sha256(f);
+        }
+        if (got === srcHash) ok++;
+        else errors.push(`uftpd on host ${e.h}: sha256 ${got.slice(0, 16)}; log: ${tail(e.log)}`);
+        rmSync(f, { force: true });
+      }
+      return { ok, wall, wire: tx1 - tx0, rssRx: Math.max(...rssRx), rssTx: timeRss(rssFile) ?? NaN, errors };
+    } finally {
+      for (const e of daemons) killGroup(e.d, 'SIGTERM');
+      const end = Date.now() + 3000;
+      while (Date.now() < end && daemons.some((e) => e.d.exitCode === null && e.d.signalCode === null)) await sleep(50);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Report
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+};
+const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+const mib = (kib) => kib / 1024;
+
+function summarize(runs, receivers) {
+  const okRuns = runs.filter((r) => r.ok === receivers);
+  const use = okRuns.length ? okRuns : runs;
+  const wall = median(use.map((r) => r.wall));
+  return {
+    okRuns: okRuns.length,
+    reps: runs.length,
+    wall,
+    goodput: (SIZE * receivers * 8) / wall / 1e6,
+    wire: median(use.map((r) => r.wire)) / SIZE,
+    rssRx: median(use.map((r) => r.rssRx)),
+    rssTx: median(use.map((r) => r.rssTx)),
+  };
+}
+
+function printScenario(receivers, loss, res) {
+  console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${RATE} Mbit/s cap, ${TBF ? 'tbf 1gbit links' : 'no tbf'}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
+  console.log(`${'tool'.padEnd(6)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)}`);
+  for (const [tool, s] of Object.entries(res)) {
+    console.log(`${tool.padEnd(6)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)}`);
+  }
+  const o = res.ours;
+  const u = res.uftp;
+  if (o && u) {
+    console.log(`ours/uftp: wall ${fmt(o.wall / u.wall)}x, wire ${fmt(o.wire / u.wire)}x, RSS receiver ${fmt(o.rssRx / u.rssRx)}x, RSS sender ${fmt(o.rssTx / u.rssTx)}x`);
+  }
+  if (o && receivers === 3 && loss === 5) {
+    const allOk = o.okRuns === o.reps;
+    const wallOk = u ? o.wall <= 2 * u.wall : undefined;
+    const wireOk = o.wire <= 1.5;
+    const verdict = (b) => (b === undefined ? 'n/a (uftp not run)' : b && allOk ? 'PASS' : 'FAIL');
+    console.log(`target (3 receivers, 5% loss): wall <= 2x uftp: ${verdict(wallOk)}${u ? ` (${fmt(o.wall / u.wall)}x)` : ''}; ` +
+      `wire <= 1.5x file: ${verdict(wireOk)} (${fmt(o.wire, 3)}x)${allOk ? '' : `; only ${o.okRuns}/${o.reps} runs complete`}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+try {
+  const src = path.join(work, 'data.bin');
+  process.stderr.write(`writing ${SIZE / MiB} MiB of random data to ${src} ...\n`);
+  makeFile(src, SIZE);
+  const srcHash = await sha256(src);
+  const cpu = os.cpus();
+  console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s for both ` +
+    `(lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
+  console.log(`loss: random, per receiver port, both directions; ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
+  const failures = [];
+  for (const receivers of RECEIVERS) {
+    for (const loss of LOSSES) {
+      const runs = Object.fromEntries(TOOLS.map((t) => [t, []]));
+      for (let rep = 0; rep < REPS; rep++) {
+        // Alternate the order so that neither tool always runs on a warmer machine.
+        const order = rep % 2 === 0 ? TOOLS : [...TOOLS].reverse();
+        for (const tool of order) {
+          const tag = `${tool}-${receivers}r-${loss}l-${rep}`;
+          process.stderr.write(`${tag} ... `);
+          let r;
+          try {
+            r = await (tool === 'ours' ? runOurs : runUftp)(path.join(work, 'data.bin'), srcHash, receivers, loss, tag);
+          } catch (err) {
+            r = { ok: 0, wall: NaN, wire: NaN, rssRx: NaN, rssTx: NaN, errors: [String(err?.message ?? err)] };
+          }
+          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB\n`);
+          for (const e of r.errors) {
+            process.stderr.write(`  ${e}\n`);
+            failures.push(`${tag}: ${e}`);
+          }
+          runs[tool].push(r);
+          rmSync(path.join(work, tag), { recursive: true, force: true });
+        }
+      }
+      const res = Object.fromEntries(Object.entries(runs).map(([t, rs]) => [t, summarize(rs, receivers)]));
+      printScenario(receivers, loss, res);
+      if (RSS_1G) {
+        const rx = res.ours.rssRx * 1024;
+        console.log(`target: receiver peak RSS < 200 MB for a 1 GiB file: ${Number.isFinite(rx) && rx < RSS_TARGET && res.ours.okRuns === res.ours.reps ? 'PASS' : 'FAIL'} ` +
+          `(${fmt(rx / 1e6, 1)} MB = ${fmt(mib(res.ours.rssRx), 1)} MiB)`);
+      }
+    }
+  }
+  if (failures.length) {
+    console.log(`\nfailures (${failures.length}):`);
+    for (const f of failures) console.log(`- ${f}`);
+  }
+  console.log(`\nload average at the end: ${os.loadavg()[0].toFixed(2)}`);
+} finally {
+  await cleanup();
+}

@@ -1,0 +1,142 @@
+import { Flags } from '@oclif/core';
+import { LcsyncCommand, jsonReplacer } from '../cli/base.js';
+import type { ShareAnswer } from '../core/ipc.js';
+
+export default class StatusCommand extends LcsyncCommand {
+  static override description = `Show the lcsync shares running on this host.
+
+Asks every share through its status socket in the run directory and prints, for each: pid, uptime, shared paths with their root hashes, number of objects, interfaces, groups with listeners now, active send streams, bytes and datagrams sent, current and average send rate, and re-index count. A share that does not answer within a second is listed as unresponsive; sockets left behind by shares that died are removed. No share running is not an error: the command says so and exits 0.
+
+The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, else $XDG_RUNTIME_DIR/lcsync, else /tmp/lcsync-UID. A share only shows up for a status run that looks in the same directory, and (its socket being owner-only) by the same user or root.`;
+
+  static override examples = [
+    '<%= config.bin %> status',
+    '<%= config.bin %> status --json',
+    '<%= config.bin %> status --watch --interval 1 -v',
+  ];
+
+  static override flags = {
+    rundir: Flags.string({ description: 'Directory of the share sockets (see above).' }),
+    watch: Flags.boolean({ char: 'w', description: 'Refresh until interrupted (Ctrl-C); with --json, one JSON document per line per refresh.', default: false }),
+    interval: Flags.integer({ description: 'Seconds between refreshes with --watch.', default: 2, min: 1, max: 3600 }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(StatusCommand);
+    const log = this.setupOutput(flags);
+    const { queryAll, resolveRunDir } = await import('../core/ipc.js');
+    const { dir } = resolveRunDir(flags.rundir);
+    const once = async (): Promise<string> => {
+      const answers = await queryAll(dir, 1000);
+      for (const a of answers) if (a.error === 'stale') log.verbose(`removed stale socket ${a.path}`);
+      const doc = statusDocument(dir, answers);
+      if (this.jsonOutput) return JSON.stringify(doc, jsonReplacer, flags.watch ? undefined : 2) + '\n';
+      return renderHuman(dir, answers, flags.verbose);
+    };
+    if (!flags.watch) {
+      process.stdout.write(await once());
+      return;
+    }
+    let stop = false;
+    let wake: (() => void) | undefined;
+    const onSignal = () => {
+      stop = true;
+      wake?.();
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      while (!stop) {
+        const out = await once();
+        // Clear the screen between refreshes on a terminal; append when piped, so a log keeps every refresh.
+        if (process.stdout.isTTY && !this.jsonOutput) process.stdout.write('\x1b[H\x1b[2J');
+        process.stdout.write(out);
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, flags.interval * 1000);
+          wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}
+
+/** The --json document: live shares with their status, and the sockets that did not answer. */
+export function statusDocument(dir: string, answers: ShareAnswer[]): Record<string, unknown> {
+  return {
+    ok: true,
+    rundir: dir,
+    shares: answers.filter((a) => a.status).map((a) => ({ socket: a.path, ...a.status })),
+    unresponsive: answers.filter((a) => a.error === 'unresponsive' || a.error === 'error').map((a) => ({ pid: a.pid, socket: a.path, reason: a.detail ?? 'no answer within 1 s' })),
+    staleRemoved: answers.filter((a) => a.error === 'stale').map((a) => ({ pid: a.pid, socket: a.path })),
+  };
+}
+
+/** What a person reads: a block per share. */
+export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolean): string {
+  const live = answers.filter((a) => a.status);
+  const lines: string[] = [];
+  if (live.length === 0 && !answers.some((a) => a.error === 'unresponsive' || a.error === 'error')) {
+    lines.push(`no lcsync share is running (looked in ${dir})`);
+  }
+  for (const a of answers) {
+    if (a.error === 'unresponsive') lines.push(`pid ${a.pid}: unresponsive (no answer within 1 s on ${a.path})`);
+    else if (a.error === 'error') lines.push(`pid ${a.pid}: bad answer on ${a.path}: ${a.detail ?? 'unknown'}`);
+    else if (a.error === 'stale') lines.push(`pid ${a.pid}: not running; removed its stale socket ${a.path}`);
+    if (!a.status) continue;
+    const s = a.status as Partial<{
+      pid: number;
+      uptimeSec: number;
+      roots: { path: string; shareName: string; type: string; hash: string }[];
+      objects: number;
+      interfaces: string[];
+      listeners: { group: string; ifname: string }[];
+      streams: { group: string; ifname: string; kind: string; name: string; datagrams: number }[];
+      streamsStarted: number;
+      datagrams: number;
+      bytes: number;
+      rateNow: number;
+      rateAvg: number;
+      follow: { reindexes: number; last?: { at: number; reason: string } };
+    }>;
+    lines.push(`pid ${s.pid ?? a.pid}  up ${duration(s.uptimeSec ?? 0)}`);
+    for (const r of s.roots ?? []) lines.push(`  ${r.hash}  ${r.shareName}  (${r.type}, ${r.path})`);
+    lines.push(`  objects ${s.objects ?? 0}, interfaces ${(s.interfaces ?? []).join(', ') || '-'}`);
+    lines.push(`  groups with listeners ${s.listeners?.length ?? 0}, send streams ${s.streams?.length ?? 0} active (${s.streamsStarted ?? 0} started)`);
+    lines.push(`  sent ${bytes(s.bytes ?? 0)} in ${s.datagrams ?? 0} datagrams; rate ${bytes(s.rateNow ?? 0)}/s now, ${bytes(s.rateAvg ?? 0)}/s average`);
+    if (s.follow) {
+      const last = s.follow.last ? `, last ${duration((Date.now() - s.follow.last.at) / 1000)} ago (${s.follow.last.reason})` : '';
+      lines.push(`  re-indexed ${s.follow.reindexes} times${last}`);
+    }
+    if (verbose) {
+      for (const l of s.listeners ?? []) lines.push(`    listener ${l.group}%${l.ifname}`);
+      for (const st of s.streams ?? []) lines.push(`    stream ${st.kind} ${st.name} on ${st.group}%${st.ifname}: ${st.datagrams} datagrams`);
+    }
+  }
+  return lines.map((l) => l + '\n').join('');
+}
+
+function duration(sec: number): string {
+  const s = Math.floor(sec);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, '0')}h`;
+}
+
+/** Decimal units, as the rest of lcsync prints rates (MB = 10^6 bytes). */
+function bytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${u === 0 ? Math.round(v) : v.toFixed(2)} ${units[u]}`;
+}
