@@ -106,7 +106,7 @@ describe('signature object', () => {
 
   it('rejects a tampered object or signature as invalid', () => {
     // every covered byte: header, root, timestamp, name, and the signature itself
-    for (const pos of [6 + 2, 8, 39, 40, 47, 50, 55, obj.length - 64, obj.length - 1]) {
+    for (const pos of [8, 39, 41, 47, 50, 55, obj.length - 64, obj.length - 1]) {
       const bad = Buffer.from(obj);
       bad[pos]! ^= 0x01;
       expectIntegrity(() => verifySignedRoot(bad, { root: ROOT, trusted: ALICE }), 'root signature is invalid (forged or corrupted)');
@@ -297,12 +297,12 @@ describe('lcsync keygen (built CLI)', () => {
     expect(r.stderr).toContain('lcsync-key');
     const again = await lcsync(['keygen'], cwd);
     expect(again.status).toBe(2);
-    expect(again.stderr.trimEnd()).toBe('lcsync: lcsync-key already exists (use --force to overwrite)');
+    expect(again.stderr.trimEnd()).toBe('lcsync: ./lcsync-key already exists (use --force to overwrite)');
     expect(readFileSync(path.join(cwd, 'lcsync-key.pub'), 'utf8')).toBe(line);
     const forced = await lcsync(['keygen', '--force', '--json'], cwd);
     expect(forced.status, forced.stderr).toBe(0);
     const doc = JSON.parse(forced.stdout);
-    expect(doc).toMatchObject({ ok: true, privateKey: 'lcsync-key', publicKey: 'lcsync-key.pub' });
+    expect(doc).toMatchObject({ ok: true, privateKey: './lcsync-key', publicKey: './lcsync-key.pub' });
     expect(`${doc.public}\n`).toBe(readFileSync(path.join(cwd, 'lcsync-key.pub'), 'utf8'));
     expect(doc.public).not.toBe(line.trim());
   });

@@ -45,7 +45,7 @@ export abstract class LcsyncCommand extends Command {
     } else if (err.oclif?.exit !== undefined || err.name === 'CLIError' || /Parse|Flag|Arg/.test(err.constructor?.name ?? '')) {
       // oclif's own parse errors: unknown flags, missing arguments, bad option values.
       code = ExitCode.usage;
-      message = firstLine(err.message) + ` (see 'lcsync ${this.id ?? ''} --help')`;
+      message = `${oneLine(err.message)} (see 'lcsync ${this.id ?? ''} --help')`;
       kind = 'USAGE';
     } else {
       code = ExitCode.internal;
@@ -58,6 +58,18 @@ export abstract class LcsyncCommand extends Command {
     else process.stderr.write(`lcsync: ${message}\n`);
     this.exit(code);
   }
+}
+
+/** oclif's parse errors span several lines (a title, the arguments, a hint): fold them into one. */
+function oneLine(s: string): string {
+  return s
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^See more help/i.test(l))
+    .join(' ')
+    .replace(/\s*Note: .*$/, '')
+    .replace(/^(Error:\s*)/, '')
+    .replace(/\s+/g, ' ');
 }
 
 function firstLine(s: string): string {
