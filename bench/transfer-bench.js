@@ -3,7 +3,7 @@
  * Transfer benchmark: lcsync share/sync beside uftp/uftpd, on the same lab network in the same run.
  *
  *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
- *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf]
+ *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-grtt 0.1:0.01:0.5|default]
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
@@ -11,8 +11,10 @@
  * snooping in its own namespace, `tbf rate 1gbit` on both ends of every link (--no-tbf: none), and random loss
  * on every receiver's switch port in both directions (the sender's port has none, so receivers lose packets
  * independently). Both tools are capped at the same rate (--rate, Mbit/s; default 200, which is our
- * --bwlimit default): `lcsync share --bwlimit <rate>M`, `uftp -R <rate*1000>` (Kbit/s); uftp keeps its other
- * defaults (no congestion control, 1300-byte blocks, init GRTT 0.5 s).
+ * --bwlimit default): `lcsync share --bwlimit <rate>M`, `uftp -R <rate*1000>` (Kbit/s). uftp runs as a closed
+ * group (-H with the receivers' IDs, so it starts as soon as all have registered) with GRTT bounds fitted to a
+ * LAN (-r 0.1:0.01:0.5, see UFTP_GRTT below), otherwise with its defaults (no congestion control, 1300-byte
+ * blocks, no encryption); ours runs with its defaults.
  *
  * Measured per run:
  *   wall     ours: from starting the syncs (all at once) until the last exits; uftp: the sender's run time
@@ -72,14 +74,15 @@ function intList(name, def, min, max) {
   return xs;
 }
 
-const known = new Set(['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--no-tbf', '--rss-1g', '--help']);
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--uftp-grtt'];
+const known = new Set([...VALUED, '--no-tbf', '--rss-1g', '--help']);
 for (const [i, a] of process.argv.slice(2).entries()) {
   const prev = process.argv[i + 1];
   if (a.startsWith('--') && !known.has(a)) fail(`unknown option ${a}`);
-  if (!a.startsWith('--') && !(prev && ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate'].includes(prev))) fail(`unexpected argument ${a}`);
+  if (!a.startsWith('--') && !(prev && VALUED.includes(prev))) fail(`unexpected argument ${a}`);
 }
 if (process.argv.includes('--help')) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(2, 8).map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(2, 7).map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
   process.exit(0);
 }
 
@@ -90,6 +93,12 @@ const RECEIVERS = RSS_1G ? [1] : intList('receivers', [1, 3], 1, 20);
 const LOSSES = RSS_1G ? [0] : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
+// uftp's GRTT bounds (-r init:min:max). Its default, 0.5:0.01:15, lets one lost REGISTER (retried after 1 s) inflate
+// the GRTT for the whole session, and every NAK round then waits seconds: 3.4 s or 48 s for the same 64 MiB at 5%
+// loss. Bounds fitted to a LAN keep it at its best; --uftp-grtt default runs it without -r.
+const UFTP_GRTT_ARG = optionValue('uftp-grtt') ?? '0.1:0.01:0.5';
+if (UFTP_GRTT_ARG !== 'default' && !/^[\d.]+(:[\d.]+:[\d.]+)?$/.test(UFTP_GRTT_ARG)) fail('--uftp-grtt wants init[:min:max] or default');
+const UFTP_GRTT = UFTP_GRTT_ARG === 'default' ? [] : ['-r', UFTP_GRTT_ARG];
 const TOOLS = RSS_1G ? ['ours'] : (optionValue('tools') ?? 'ours,uftp').split(',');
 if (TOOLS.some((t) => t !== 'ours' && t !== 'uftp') || TOOLS.length === 0) fail('--tools wants ours, uftp or ours,uftp');
 const RSS_TARGET = 200e6; // bytes: "the receiver's peak RSS stays under 200 MB for a 1 GiB file"
@@ -272,8 +281,9 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
     for (let h = 1; h <= receivers; h++) {
       const dest = path.join(dir, `u${h}`);
       mkdirSync(dest);
-      const d = lab.spawn(h, ['uftpd', '-d', '-q', '-M', pub, '-I', lab.hosts[h].ula, '-D', dest, '-U', `0x${(h + 1).toString(16).padStart(8, '0')}`]);
-      const entry = { h, d, dest, log: '' };
+      const uid = `0x${(h + 1).toString(16).padStart(8, '0')}`;
+      const d = lab.spawn(h, ['uftpd', '-d', '-q', '-M', pub, '-I', lab.hosts[h].ula, '-D', dest, '-U', uid]);
+      const entry = { h, d, dest, uid, log: '' };
       d.stderr.on('data', (x) => (entry.log = (entry.log + x).slice(-20_000)));
       d.stdout.on('data', (x) => (entry.log = (entry.log + x).slice(-20_000)));
       daemons.push(entry);
@@ -289,7 +299,8 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
       const tx0 = await lab.txBytes(0);
       const t0 = performance.now();
       const r = await lab.exec(0, [TIME, '-f', '%M', '-o', rssFile, 'uftp', '-M', pub, '-P', priv, '-I', lab.hosts[0].ula,
-        '-R', String(RATE * 1000), '-U', '0x00000001', '-S', '@LOG', '-L', log, src], { timeoutMs: RUN_TIMEOUT_MS });
+        '-R', String(RATE * 1000), '-U', '0x00000001', '-H', daemons.map((e) => e.uid).join(','), ...UFTP_GRTT,
+        '-S', '@LOG', '-L', log, src], { timeoutMs: RUN_TIMEOUT_MS });
       const wall = (performance.now() - t0) / 1000;
       const tx1 = await settledTx(lab);
       const rssRx = daemons.map((e) => (e.d.pid !== undefined ? peakRssKiB(e.d.pid) : undefined) ?? NaN);
@@ -372,7 +383,7 @@ try {
   const srcHash = await sha256(src);
   const cpu = os.cpus();
   console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s for both ` +
-    `(lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
+    `(lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_GRTT.length ? ` with -r ${UFTP_GRTT_ARG}` : ''}, ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
   console.log(`loss: random, per receiver port, both directions; ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
   const failures = [];
   for (const receivers of RECEIVERS) {

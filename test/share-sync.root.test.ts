@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
-import { cli, runSync, sha256, startShare, treeListing, vectors } from './e2e.js';
+import { cli, repo, runSync, sha256, startShare, treeListing, vectors } from './e2e.js';
 
 const why = skipReason(['nft']);
 if (why) console.log(`skipping share/sync end-to-end tests: ${why}`);
@@ -100,6 +100,53 @@ describe.skipIf(why)('share and sync over multicast (needs root)', () => {
       await share.stop();
     }
   }, 180_000);
+
+  it('--dry-run lists what would change and touches nothing', async () => {
+    const src = path.join(work, 'dry');
+    mkdirSync(path.join(src, 'sub'), { recursive: true });
+    writeFileSync(path.join(src, 'a.bin'), randomBytes(100_000));
+    writeFileSync(path.join(src, 'sub', 'b.txt'), 'hello\n');
+    const share = await startShare(lab, 0, [src]);
+    try {
+      const dest = path.join(work, 'dry-out');
+      mkdirSync(dest);
+      writeFileSync(path.join(dest, 'a.bin'), randomBytes(100_000));
+      const before = sha256(path.join(dest, 'a.bin'));
+      const r = await runSync(lab, 1, ['-a', '-n', '-v', 'dry/', dest]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.summary!.dryRun).toBe(true);
+      expect(r.summary!.files.updated).toBe(1);
+      expect(r.summary!.files.created).toBe(1);
+      expect(r.summary!.bytesWritten).toBe(0);
+      expect(r.stderr).toMatch(/would be updated file .*a\.bin \(4 chunks fetched/);
+      expect(sha256(path.join(dest, 'a.bin'))).toBe(before);
+      expect(readdirSync(dest)).toEqual(['a.bin']);
+    } finally {
+      await share.stop();
+    }
+  }, 120_000);
+
+  it('works as a library: syncBuffer (lc_sync) reuses matching chunks, syncFile (lc_syncfile) writes the file', async () => {
+    const src = path.join(work, 'lib.bin');
+    const data = randomBytes(300_000);
+    writeFileSync(src, data);
+    const old = Buffer.from(data);
+    old.fill(7, 100_000, 100_010);
+    writeFileSync(path.join(work, 'lib-old.bin'), old);
+    const share = await startShare(lab, 0, [src]);
+    try {
+      const r = await lab.exec(1, [process.execPath, path.join(repo, 'test', 'fixtures', 'e2e-lib-sync.mjs'), 'e0', share.roots[0]!.hash, path.join(work, 'lib-old.bin'), path.join(work, 'lib-out.bin')], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.memLength).toBe(300_000);
+      expect(out.memFetched).toBe(1);
+      expect(out.memSha).toBe(sha256(src));
+      expect(out.fileFetched).toBe(10);
+      expect(sha256(path.join(work, 'lib-out.bin'))).toBe(sha256(src));
+    } finally {
+      await share.stop();
+    }
+  }, 120_000);
 
   it('completes with 10% random loss on the receiver link', async () => {
     const src = path.join(work, 'lossy.bin');
