@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
+import { chooseCipher, keyFlags } from '../cli/keys.js';
 
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
@@ -30,6 +31,8 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
     timeout: Flags.integer({ description: 'Give up with exit status 3 when no sender answers for this many seconds (default: wait forever).', min: 1 }),
     'dry-run': Flags.boolean({ char: 'n', description: 'Fetch only metadata and list what would change; write nothing.', default: false }),
     inplace: Flags.boolean({ description: 'Write changed chunks straight into the destination file instead of a temporary copy renamed over it (not atomic).', default: false }),
+    ...keyFlags,
+    trust: Flags.string({ description: 'Refuse a root that is not signed by this public key (a file written by `lcsync keygen`, or the `lcsync-ed25519 ...` line itself); the share must run with --sign.' }),
     parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
   };
 
@@ -37,6 +40,12 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
     const { args, flags } = await this.parse(SyncCommand);
     const log = this.setupOutput(flags);
     const ifnames = await chooseInterfaces(flags.interface);
+    const cipher = await chooseCipher(flags, log);
+    let trust: Uint8Array | undefined;
+    if (flags.trust) {
+      const sig = await import('../core/signature.js');
+      trust = flags.trust.startsWith('lcsync-ed25519 ') ? sig.parsePublicKey(flags.trust, '--trust') : await sig.loadPublicKey(flags.trust);
+    }
     const { syncRemote } = await import('../core/sync.js');
     const a = flags.archive;
     const progress = new Progress({ enabled: process.stderr.isTTY && !flags.json && !flags.quiet && flags['log-format'] === 'text' });
@@ -56,6 +65,8 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
           times: a || flags.times,
         },
         timeoutSec: flags.timeout,
+        cipher,
+        trust,
         dryRun: flags['dry-run'],
         inplace: flags.inplace,
         parallel: flags.parallel,

@@ -223,3 +223,20 @@ export function readPasswordFromTty(
     input.resume();
   });
 }
+
+/**
+ * Object encryption as the C tool does it (secretbox before RaptorQ), as the
+ * share and the receiver use it. They take it as a parameter and import only
+ * this type, so plaintext runs never load libsodium.
+ */
+export interface ObjectCipher {
+  /** Bytes added to every object (tag and nonce). */
+  overhead: number;
+  seal(plain: Uint8Array): Buffer;
+  /** Throws LcsyncError('INTEGRITY', 'cannot decrypt: wrong key or password') on a wrong key. */
+  open(sealed: Uint8Array): Buffer;
+}
+
+export function objectCipher(key: SymKey): ObjectCipher {
+  return { overhead: SEAL_OVERHEAD, seal: (p) => sealObject(p, key), open: (c) => openObject(c, key) };
+}

@@ -134,6 +134,23 @@ export class ShareIndex {
     for (const k of this.prefixes.values()) yield Buffer.from(k, 'hex');
   }
 
+  /**
+   * Serve extra bytes under `key` (with OTI, like tree objects), such as a root
+   * signature. They are not part of any directory, so no entry hash covers them.
+   */
+  publish(key: Hash, bytes: Buffer, label: string): void {
+    const root = this.roots[0];
+    const record: IndexRecord = {
+      type: root?.type ?? 'file',
+      sharePath: label,
+      localPath: root?.localPath ?? '',
+      meta: { mode: 0, uid: 0, gid: 0, mtimeSec: 0n, mtimeNsec: 0n, atimeSec: 0n, atimeNsec: 0n },
+      size: bytes.length,
+      hash: key,
+    };
+    this.putObject({ kind: 'tree', hash: key, bytes, record });
+  }
+
   private putObject(o: IndexObject): void {
     const key = toHex(o.hash);
     // Identical chunks anywhere in the share are one object; the last one indexed wins, as in the C mdex.

@@ -16,6 +16,7 @@ import { groupAddress } from './address.js';
 import { decodeDatagram } from './packet.js';
 import { ObjectDecoder } from './fec.js';
 import type { MulticastReceiver } from './channel.js';
+import type { ObjectCipher } from './crypto.js';
 
 export interface ReceiveStats {
   datagrams: number;
@@ -29,6 +30,7 @@ export interface ReceiveStats {
 }
 
 export interface ReceiverOptions {
+  cipher?: ObjectCipher;
   /** Re-join a group whose symbols stopped coming this long before the object completed: a round ran out. */
   stallMs?: number;
   /** Re-join a group that sent nothing at all this long after joining (a lost join, or a busy sender). */
@@ -64,6 +66,8 @@ interface ChunkWaiter extends Waiter {
 
 interface TreeWaiter extends Waiter {
   key: Hash;
+  /** Give up at this time whatever arrives (used for optional objects such as signatures). */
+  deadline?: number;
   accept(obj: Buffer): boolean;
 }
 
@@ -78,6 +82,7 @@ export class ObjectReceiver {
   private readonly timer: NodeJS.Timeout;
   private readonly stallMs: number;
   private readonly firstSymbolMs: number;
+  private readonly cipher?: ObjectCipher;
   private readonly idleTimeoutMs: number;
   private closed = false;
 
@@ -85,6 +90,7 @@ export class ObjectReceiver {
     private readonly rx: MulticastReceiver,
     opts: ReceiverOptions = {},
   ) {
+    this.cipher = opts.cipher;
     this.stallMs = opts.stallMs ?? 250;
     this.firstSymbolMs = opts.firstSymbolMs ?? 3000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
@@ -111,7 +117,7 @@ export class ObjectReceiver {
    * Fetch the tree/dir/link object named by `key`: resolves with the first
    * verified object that `accept` confirms is the one `key` names.
    */
-  fetchTree(key: Hash, accept: (obj: Buffer) => boolean): Promise<Buffer> {
+  fetchTree(key: Hash, accept: (obj: Buffer) => boolean, opts: { deadlineMs?: number } = {}): Promise<Buffer> {
     for (const [oid, obj] of this.unclaimed) {
       if (tryAccept({ accept }, obj)) {
         this.unclaimed.delete(oid);
@@ -122,6 +128,7 @@ export class ObjectReceiver {
     return new Promise((resolve, reject) => {
       const now = Date.now();
       const w: TreeWaiter = { group: groupAddress(key), key, accept, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
+      if (opts.deadlineMs !== undefined) w.deadline = now + opts.deadlineMs;
       this.trees.add(w);
       this.join(w.group);
     });
@@ -185,14 +192,23 @@ export class ObjectReceiver {
       this.stats.ignored++;
       return;
     }
-    w.decoder ??= new ObjectDecoder(w.length);
+    w.decoder ??= new ObjectDecoder(w.length + (this.cipher?.overhead ?? 0));
     const before = w.decoder.received;
-    const obj = w.decoder.add(esi, symbol);
+    const coded = w.decoder.add(esi, symbol);
     if (w.decoder.received > before) {
       w.lastProgress = w.lastHeard = Date.now();
       w.progressed = true;
     }
-    if (!obj) return;
+    if (!coded) return;
+    let obj: Buffer;
+    try {
+      obj = this.cipher ? this.cipher.open(coded) : coded;
+    } catch (err) {
+      // Everything from this share fails the same way: stop at once with the reason.
+      this.stats.rejected++;
+      this.finishChunk(w, err as Error);
+      return;
+    }
     if (hash(obj).equals(w.leaf)) {
       this.stats.objects++;
       this.markDone(oid);
@@ -230,12 +246,21 @@ export class ObjectReceiver {
       w.lastProgress = w.lastHeard = now;
       w.progressed = true;
     }
-    const obj = entry.dec.add(esi, symbol);
-    if (!obj) return;
+    const coded = entry.dec.add(esi, symbol);
+    if (!coded) return;
     entry.dec.free();
     this.treeDecoders.delete(oid);
     this.markDone(oid);
+    let obj: Buffer;
+    try {
+      obj = this.cipher ? this.cipher.open(coded) : coded;
+    } catch (err) {
+      this.stats.rejected++;
+      for (const w of [...this.trees]) this.finishTree(w, err as Error);
+      return;
+    }
     if (toHex(hash(obj)) !== oid) {
+      // With no key, an encrypted share's objects end here: say so if nothing else ever arrives.
       this.stats.rejected++;
       return;
     }
@@ -272,7 +297,8 @@ export class ObjectReceiver {
     const now = Date.now();
     const check = (w: Waiter, fail: (e: Error) => void) => {
       if (now - w.lastHeard > this.idleTimeoutMs) {
-        fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s`));
+        const hint = this.stats.rejected > 0 && !this.cipher ? ' (objects arrived but did not verify: is the share encrypted? give --keyfile or LCSYNC_PASSWORD)' : '';
+        fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s${hint}`));
         return;
       }
       // Symbols came and then stopped (a round ran out before we had enough), or nothing came at
@@ -289,7 +315,13 @@ export class ObjectReceiver {
       }
     };
     for (const w of [...this.chunks.values()]) check(w, (e) => this.finishChunk(w, e));
-    for (const w of [...this.trees]) check(w, (e) => this.finishTree(w, e));
+    for (const w of [...this.trees]) {
+      if (w.deadline !== undefined && now > w.deadline) {
+        this.finishTree(w, new LcsyncError('TIMEOUT', `nothing arrived on ${w.group} in time`));
+        continue;
+      }
+      check(w, (e) => this.finishTree(w, e));
+    }
   }
 }
 

@@ -22,6 +22,7 @@ import { encodeDatagram } from './packet.js';
 import { MulticastSender } from './channel.js';
 import { Pacer } from './pacer.js';
 import { MldWatcher, type MldEvent } from './mldsocket.js';
+import type { ObjectCipher } from './crypto.js';
 
 export interface ShareLogger {
   info(msg: string): void;
@@ -39,6 +40,8 @@ export interface ShareOptions {
   querier?: boolean;
   queryIntervalSec?: number;
   logger?: ShareLogger;
+  /** Encrypt every object as the C tool does (secretbox before RaptorQ). */
+  cipher?: ObjectCipher;
 }
 
 export interface StreamStatus {
@@ -293,8 +296,10 @@ export class Share extends EventEmitter {
       }
       // The join may have been answered by a leave while we read the file.
       if (this.stopped || !this.starting.has(key)) return;
+      // The OID names the plaintext; what is coded (and so F) is the sealed object when encrypting.
       const oid = obj.kind === 'chunk' ? obj.hash : hash(data);
-      const s = new SendStream(key, group, e.ifname, obj, data, oid);
+      const coded = this.opts.cipher ? this.opts.cipher.seal(data) : data;
+      const s = new SendStream(key, group, e.ifname, obj, coded, oid);
       s.joined(e.from);
       this.streams.set(key, s);
       this.insertByPosition(s);

@@ -18,6 +18,7 @@ import { MulticastReceiver } from './channel.js';
 import { OutputFile, removeStaleTemps } from './writer.js';
 import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';
 import type { FileMeta } from './meta.js';
+import type { ObjectCipher } from './crypto.js';
 import { HASH_SIZE } from './hash.js';
 
 export interface SyncFlags extends MetaFlags {
@@ -35,6 +36,12 @@ export interface SyncOptions {
   parallel?: number;
   limits?: DecodeLimits;
   stallMs?: number;
+  /** Decrypt objects (the share's key). */
+  cipher?: ObjectCipher;
+  /** Refuse a root that is not signed by this raw Ed25519 public key. */
+  trust?: Uint8Array;
+  /** How long to wait for the root's signature object (default: timeoutSec, else 10 s). */
+  signatureWaitSec?: number;
   onItem?: (item: SyncItem) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
@@ -193,6 +200,7 @@ export class SyncSession {
   ) {
     this.limits = opts.limits ?? DEFAULT_LIMITS;
     this.rx = new ObjectReceiver(channel, {
+      cipher: opts.cipher,
       stallMs: opts.stallMs,
       idleTimeoutMs: opts.timeoutSec ? opts.timeoutSec * 1000 : undefined,
     });
@@ -263,6 +271,37 @@ export class SyncSession {
       bytes.copy(buf, i * CHUNK_SIZE);
       this.summary.chunksFetched++;
     });
+  }
+
+  /**
+   * Fetch the signature object published next to `root` and check it against
+   * the trusted key, before anything is written. A share that publishes none
+   * (within the wait) is refused too.
+   */
+  async checkSignature(root: Hash, name: string, trusted: Uint8Array): Promise<void> {
+    const { signatureKey, decodeSignature, verifySignedRoot } = await import('./signature.js');
+    const waitSec = this.opts.signatureWaitSec ?? this.opts.timeoutSec ?? 10;
+    const key = signatureKey(root);
+    let sig: Buffer;
+    try {
+      sig = await this.rx.fetchTree(
+        key,
+        (o) => {
+          try {
+            return decodeSignature(o).root.equals(root);
+          } catch {
+            return false;
+          }
+        },
+        { deadlineMs: waitSec * 1000 },
+      );
+    } catch (e) {
+      if (e instanceof LcsyncError && e.code === 'TIMEOUT') {
+        throw new LcsyncError('INTEGRITY', `root ${toHex(root)} is not signed: no signature arrived within ${waitSec} s (the share needs --sign)`);
+      }
+      throw e;
+    }
+    verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
   }
 
   private item(it: SyncItem): void {
@@ -467,6 +506,13 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   const session = await SyncSession.open(opts);
   try {
     const top = await session.fetchEntry(spec.hash, spec.name);
+    const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top);
+    if (opts.trust) {
+      if (spec.name?.includes('/')) {
+        throw new LcsyncError('USAGE', `--trust checks a share's root: sync "${spec.name.split('/')[0]}" or its root hash, not a path inside it`);
+      }
+      await session.checkSignature(rootHash, top.head.name, opts.trust);
+    }
     const baseName = path.posix.basename(top.head.name);
     if (!safeSegment(baseName)) throw new LcsyncError('INTEGRITY', `refusing unsafe name "${top.head.name}"`);
     let target: string;
@@ -496,7 +542,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
     return {
       source,
       dest: target,
-      rootHash: toHex(spec.name === undefined ? spec.hash : rootHashOf(top)),
+      rootHash: toHex(rootHash),
       type: top.head.type,
       ...session.summary,
       bytesReceived: s.bytesReceived,
