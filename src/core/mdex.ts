@@ -84,6 +84,8 @@ export class ShareIndex {
   private readonly objects = new Map<string, IndexObject>();
   private readonly aliases = new Map<string, string>();
   private readonly prefixes = new Map<string, string>();
+  /** Files being read at once while indexing. */
+  private readonly fileSlots = new Slots(8);
 
   /** Walk `paths` and index everything below them. */
   static async build(paths: readonly string[], opts: IndexOptions = {}): Promise<ShareIndex> {
@@ -195,6 +197,21 @@ export class ShareIndex {
     st: { size: bigint; mtimeNs: bigint; ino: bigint; dev: bigint },
     opts: IndexOptions,
   ): Promise<IndexRecord> {
+    await this.fileSlots.acquire();
+    try {
+      return await this.indexFileNow(abs, sharePath, meta, st, opts);
+    } finally {
+      this.fileSlots.release();
+    }
+  }
+
+  private async indexFileNow(
+    abs: string,
+    sharePath: string,
+    meta: FileMeta,
+    st: { size: bigint; mtimeNs: bigint; ino: bigint; dev: bigint },
+    opts: IndexOptions,
+  ): Promise<IndexRecord> {
     const size = Number(st.size);
     const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
     let tree = opts.treeCache?.get(abs, id);
@@ -261,10 +278,14 @@ export class ShareIndex {
     }
     // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
     names.sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+    // Children are indexed concurrently (small files are all latency: open, read, close),
+    // with file reads bounded by fileSlots; the hash list keeps the descending order.
+    const found = await Promise.all(
+      names.map((name) => this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts)),
+    );
     const children: Hash[] = [];
-    for (let i = names.length - 1; i >= 0; i--) {
-      const name = names[i]!;
-      const child = await this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts);
+    for (let i = found.length - 1; i >= 0; i--) {
+      const child = found[i];
       if (child) children.push(child.hash);
     }
     const hash = dirEntryHash(depth === 0 ? undefined : { basename: path.basename(abs), meta }, children);
@@ -273,5 +294,26 @@ export class ShareIndex {
     this.putObject({ kind: 'tree', hash, bytes, record: rec });
     this.putAlias(aliasHash(sharePath), hash);
     return rec;
+  }
+}
+
+/** A counting semaphore. */
+class Slots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.free = n;
+  }
+  async acquire(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
+    await new Promise<void>((r) => this.waiting.push(r));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
   }
 }
