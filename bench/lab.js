@@ -13,6 +13,7 @@
  *     txBytes(host)                tx_bytes of the host's e0, read inside its namespace
  *     teardown()                   SIGTERM, then SIGKILL, every spawned process group; delete every namespace
  *   peakRssKiB(pid) -> number | undefined   VmHWM of a live process, in KiB
+ *   cpuSeconds(pid) -> number | undefined   user + system CPU time of a live process so far
  *   killGroup(child, signal)      signal the process group a spawned child leads
  *
  * Processes are spawned detached (a process group of their own), so a wrapper such as /usr/bin/time and the
@@ -48,6 +49,24 @@ export function peakRssKiB(pid) {
   try {
     const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let clkTck;
+/** CPU time (user + system) a live process has used so far, in seconds, or undefined once it is gone. */
+export function cpuSeconds(pid) {
+  if (clkTck === undefined) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8', timeout: 5000 });
+    clkTck = Number(r.stdout?.trim()) || 100;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after "pid (comm) ": state is field 3, utime 14 and stime 15 (comm may contain spaces).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(f[11]) + Number(f[12]);
+    return Number.isFinite(ticks) ? ticks / clkTck : undefined;
   } catch {
     return undefined;
   }

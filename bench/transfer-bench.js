@@ -24,6 +24,10 @@
  *            growing after the last receiver is done (at most 5 s later), so a sender's tail counts.
  *   RSS      peak RSS: /usr/bin/time %M for processes that exit by themselves (lcsync sync, uftp), VmHWM read
  *            just before SIGTERM for the servers that do not (lcsync share, uftpd).
+ *   sync s   ours only: the slowest receiver's own "seconds" from `lcsync sync --json` (wall minus node start-up).
+ *   CPU      user + system seconds: the busiest receiver, the sender, and all of them together (/usr/bin/time, or /proc/PID/stat for
+ *            the servers; a share's includes its indexing, uftpd's only this transfer). Every namespace shares
+ *            the machine's cores, so a CPU-heavy receiver slows the others down.
  *   ok       every received file has the sha256 of the source.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
@@ -33,7 +37,7 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLab, killGroup, peakRssKiB } from './lab.js';
+import { cpuSeconds, createLab, killGroup, peakRssKiB } from './lab.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'bin', 'run.js');
@@ -161,14 +165,17 @@ function sha256(file) {
   });
 }
 
-/** Peak RSS in KiB from a `/usr/bin/time -f %M -o FILE` report (the last line; earlier lines note exit status). */
-function timeRss(file) {
+/** Wrap a command so that /usr/bin/time writes "<user s> <system s> <peak RSS KiB>" to `file`. */
+const timed = (file, argv) => [TIME, '-f', '%U %S %M', '-o', file, ...argv];
+
+/** { rss (KiB), cpu (s) } from a `timed` report: its last line (earlier lines note a non-zero exit). */
+function timeReport(file) {
   try {
     const lines = readFileSync(file, 'utf8').trim().split('\n');
-    const v = Number(lines[lines.length - 1]);
-    return Number.isInteger(v) && v > 0 ? v : undefined;
+    const [u, sys, m] = lines[lines.length - 1].split(' ').map(Number);
+    return { rss: Number.isInteger(m) && m > 0 ? m : NaN, cpu: u + sys };
   } catch {
-    return undefined;
+    return { rss: NaN, cpu: NaN };
   }
 }
 
@@ -237,15 +244,22 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
           const h = i + 1;
           const dest = path.join(dir, `r${h}.bin`);
           const rssFile = path.join(dir, `r${h}.rss`);
-          const r = await lab.exec(h, [TIME, '-f', '%M', '-o', rssFile, process.execPath, CLI, 'sync', '--json', '-i', 'e0',
-            '--timeout', '60', hash, dest], { timeoutMs: RUN_TIMEOUT_MS });
+          const r = await lab.exec(h, timed(rssFile, [process.execPath, CLI, 'sync', '--json', '-i', 'e0',
+            '--timeout', '60', hash, dest]), { timeoutMs: RUN_TIMEOUT_MS });
           tLast = Math.max(tLast, performance.now());
-          return { h, dest, r, rss: timeRss(rssFile) };
+          let seconds = NaN;
+          try {
+            seconds = Number(JSON.parse(r.stdout).seconds);
+          } catch {
+            // No summary: the run failed, and its stderr is reported below.
+          }
+          return { h, dest, r, ...timeReport(rssFile), seconds };
         }),
       );
       const wall = (tLast - t0) / 1000;
       const tx1 = await settledTx(lab);
       const shareRss = share.pid !== undefined ? peakRssKiB(share.pid) : undefined;
+      const shareCpu = share.pid !== undefined ? cpuSeconds(share.pid) : undefined;
       let ok = 0;
       for (const s of syncs) {
         const got = await sha256(s.dest);
@@ -255,8 +269,10 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
       }
       if (share.exitCode !== null) errors.push(`share exited early with ${share.exitCode}: ${tail(shareErr)}`);
       return {
-        ok, wall, wire: tx1 - tx0,
-        rssRx: Math.max(...syncs.map((s) => s.rss ?? NaN)), rssTx: shareRss ?? NaN,
+        ok, wall, wire: tx1 - tx0, inner: Math.max(...syncs.map((s) => s.seconds)),
+        rssRx: Math.max(...syncs.map((s) => s.rss)), rssTx: shareRss ?? NaN,
+        cpuRx: Math.max(...syncs.map((s) => s.cpu)), cpuTx: shareCpu ?? NaN,
+        cpuAll: syncs.reduce((a, s) => a + s.cpu, 0) + (shareCpu ?? NaN),
         errors,
       };
     } finally {
@@ -298,12 +314,14 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
       const rssFile = path.join(dir, 'uftp.rss');
       const tx0 = await lab.txBytes(0);
       const t0 = performance.now();
-      const r = await lab.exec(0, [TIME, '-f', '%M', '-o', rssFile, 'uftp', '-M', pub, '-P', priv, '-I', lab.hosts[0].ula,
+      const cpu0 = daemons.map((e) => (e.d.pid !== undefined ? cpuSeconds(e.d.pid) : undefined) ?? NaN);
+      const r = await lab.exec(0, timed(rssFile, ['uftp', '-M', pub, '-P', priv, '-I', lab.hosts[0].ula,
         '-R', String(RATE * 1000), '-U', '0x00000001', '-H', daemons.map((e) => e.uid).join(','), ...UFTP_GRTT,
-        '-S', '@LOG', '-L', log, src], { timeoutMs: RUN_TIMEOUT_MS });
+        '-S', '@LOG', '-L', log, src]), { timeoutMs: RUN_TIMEOUT_MS });
       const wall = (performance.now() - t0) / 1000;
       const tx1 = await settledTx(lab);
       const rssRx = daemons.map((e) => (e.d.pid !== undefined ? peakRssKiB(e.d.pid) : undefined) ?? NaN);
+      const cpuRx = daemons.map((e, i) => ((e.d.pid !== undefined ? cpuSeconds(e.d.pid) : undefined) ?? NaN) - cpu0[i]);
       const uftpLog = existsSync(log) ? readFileSync(log, 'utf8') : '';
       if (r.code !== 0) errors.push(`uftp exit ${r.code}: ${tail(r.stderr + r.stdout)}; log: ${tail(uftpLog)}`);
       let ok = 0;
@@ -319,7 +337,9 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
         else errors.push(`uftpd on host ${e.h}: sha256 ${got.slice(0, 16)}; log: ${tail(e.log)}`);
         rmSync(f, { force: true });
       }
-      return { ok, wall, wire: tx1 - tx0, rssRx: Math.max(...rssRx), rssTx: timeRss(rssFile) ?? NaN, errors };
+      const sender = timeReport(rssFile);
+      return { ok, wall, wire: tx1 - tx0, inner: NaN, rssRx: Math.max(...rssRx), rssTx: sender.rss, cpuRx: Math.max(...cpuRx), cpuTx: sender.cpu,
+        cpuAll: cpuRx.reduce((a, c) => a + c, 0) + sender.cpu, errors };
     } finally {
       for (const e of daemons) killGroup(e.d, 'SIGTERM');
       const end = Date.now() + 3000;
@@ -346,18 +366,22 @@ function summarize(runs, receivers) {
     okRuns: okRuns.length,
     reps: runs.length,
     wall,
+    inner: median(use.map((r) => r.inner)),
     goodput: (SIZE * receivers * 8) / wall / 1e6,
     wire: median(use.map((r) => r.wire)) / SIZE,
     rssRx: median(use.map((r) => r.rssRx)),
     rssTx: median(use.map((r) => r.rssTx)),
+    cpuRx: median(use.map((r) => r.cpuRx)),
+    cpuTx: median(use.map((r) => r.cpuTx)),
+    cpuAll: median(use.map((r) => r.cpuAll)),
   };
 }
 
 function printScenario(receivers, loss, res) {
   console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${RATE} Mbit/s cap, ${TBF ? 'tbf 1gbit links' : 'no tbf'}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
-  console.log(`${'tool'.padEnd(6)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)}`);
+  console.log(`${'tool'.padEnd(6)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)}`);
   for (const [tool, s] of Object.entries(res)) {
-    console.log(`${tool.padEnd(6)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)}`);
+    console.log(`${tool.padEnd(6)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.inner).padStart(6)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)} ${fmt(s.cpuRx).padStart(8)} ${fmt(s.cpuTx).padStart(8)} ${fmt(s.cpuAll).padStart(9)}`);
   }
   const o = res.ours;
   const u = res.uftp;
@@ -382,9 +406,11 @@ try {
   makeFile(src, SIZE);
   const srcHash = await sha256(src);
   const cpu = os.cpus();
-  console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s for both ` +
-    `(lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_GRTT.length ? ` with -r ${UFTP_GRTT_ARG}` : ''}, ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
-  console.log(`loss: random, per receiver port, both directions; ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
+  const uftpNote = TOOLS.includes('uftp')
+    ? `for both (lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_GRTT.length ? ` with -r ${UFTP_GRTT_ARG}` : ''}`
+    : `(lcsync share --bwlimit ${RATE}M)`;
+  console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s ${uftpNote}, ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
+  console.log(`loss: random, per receiver port, both directions; all hosts share ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
   const failures = [];
   for (const receivers of RECEIVERS) {
     for (const loss of LOSSES) {
@@ -399,9 +425,9 @@ try {
           try {
             r = await (tool === 'ours' ? runOurs : runUftp)(path.join(work, 'data.bin'), srcHash, receivers, loss, tag);
           } catch (err) {
-            r = { ok: 0, wall: NaN, wire: NaN, rssRx: NaN, rssTx: NaN, errors: [String(err?.message ?? err)] };
+            r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, errors: [String(err?.message ?? err)] };
           }
-          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB\n`);
+          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB, CPU rx ${fmt(r.cpuRx)} s, tx ${fmt(r.cpuTx)} s\n`);
           for (const e of r.errors) {
             process.stderr.write(`  ${e}\n`);
             failures.push(`${tag}: ${e}`);
@@ -414,8 +440,9 @@ try {
       printScenario(receivers, loss, res);
       if (RSS_1G) {
         const rx = res.ours.rssRx * 1024;
-        console.log(`target: receiver peak RSS < 200 MB for a 1 GiB file: ${Number.isFinite(rx) && rx < RSS_TARGET && res.ours.okRuns === res.ours.reps ? 'PASS' : 'FAIL'} ` +
-          `(${fmt(rx / 1e6, 1)} MB = ${fmt(mib(res.ours.rssRx), 1)} MiB)`);
+        const pass = Number.isFinite(rx) && rx < RSS_TARGET && res.ours.okRuns === res.ours.reps;
+        console.log(`target: receiver peak RSS < 200 MB (200x10^6 bytes) for a 1 GiB file: ${pass ? 'PASS' : 'FAIL'} ` +
+          `(${fmt(rx / 1e6, 1)} MB = ${fmt(mib(res.ours.rssRx), 1)} MiB${res.ours.okRuns === res.ours.reps ? '' : '; transfer incomplete'})`);
       }
     }
   }

@@ -35,7 +35,7 @@ function entryFiles(dir: string): string[] {
 }
 
 describe('TreeStore', () => {
-  it('misses, then hits in memory and from disk in a new process-like store, with an identical tree', () => {
+  it('misses, then hits in memory and from disk in a new process-like store, with an identical tree', async () => {
     const f = path.join(work, 'a.bin');
     const data = randomBytes(100_000);
     const id = oldFile(f, data);
@@ -44,6 +44,7 @@ describe('TreeStore', () => {
     const s1 = new TreeStore({ dir: cdir });
     expect(s1.get(f, id)).toBeUndefined();
     s1.set(f, id, tree);
+    await s1.flush();
     expect(s1.get(f, id)?.equals(tree)).toBe(true);
     expect(s1.stats).toMatchObject({ hits: 1, misses: 1, writes: 1 });
     const s2 = new TreeStore({ dir: cdir });
@@ -55,12 +56,13 @@ describe('TreeStore', () => {
     expect(statSync(entryFiles(cdir)[0]!).mode & 0o777).toBe(0o600);
   });
 
-  it('misses when size, mtime, inode or device differ', () => {
+  it('misses when size, mtime, inode or device differ', async () => {
     const f = path.join(work, 'b.bin');
     const data = randomBytes(40_000);
     const id = oldFile(f, data);
     const s = new TreeStore({ dir: path.join(work, 'cache') });
     s.set(f, id, MerkleTree.fromBuffer(data));
+    await s.flush();
     expect(s.get(f, id)).toBeDefined();
     expect(s.get(f, { ...id, size: id.size + 1 })).toBeUndefined();
     expect(s.get(f, { ...id, mtimeNs: id.mtimeNs + 1n })).toBeUndefined();
@@ -72,7 +74,7 @@ describe('TreeStore', () => {
     expect(s2.get(path.join(work, 'other'), id)).toBeUndefined();
   });
 
-  it('does not cache a file modified within the racy window, or one that changed while it was hashed', () => {
+  it('does not cache a file modified within the racy window, or one that changed while it was hashed', async () => {
     const fresh = path.join(work, 'fresh.bin');
     writeFileSync(fresh, randomBytes(1000));
     const s = new TreeStore({ dir: path.join(work, 'cache') });
@@ -84,16 +86,19 @@ describe('TreeStore', () => {
     const tree = MerkleTree.fromBuffer(readFileSync(moved));
     oldFile(moved, randomBytes(1001));
     s.set(moved, id, tree);
+    await s.flush();
     expect(s.get(moved, id)).toBeUndefined();
     expect(entryFiles(path.join(work, 'cache'))).toEqual([]);
   });
 
-  it('ignores and deletes corrupt or truncated entries', () => {
+  it('ignores and deletes corrupt or truncated entries', async () => {
     const f = path.join(work, 'c.bin');
     const data = randomBytes(200_000);
     const id = oldFile(f, data);
     const cdir = path.join(work, 'cache');
-    new TreeStore({ dir: cdir }).set(f, id, MerkleTree.fromBuffer(data));
+    const w = new TreeStore({ dir: cdir });
+    w.set(f, id, MerkleTree.fromBuffer(data));
+    await w.flush();
     const [entry] = entryFiles(cdir);
     const good = readFileSync(entry!);
     // One flipped bit in the last node (a leaf): the parents no longer match.
@@ -130,7 +135,7 @@ describe('TreeStore', () => {
     expect(decodeEntry(magic)).toBeUndefined();
   });
 
-  it('forget() and sweep() drop entries', () => {
+  it('forget() and sweep() drop entries', async () => {
     const cdir = path.join(work, 'cache');
     const s = new TreeStore({ dir: cdir });
     const a = path.join(work, 'a');
@@ -139,6 +144,8 @@ describe('TreeStore', () => {
     const idb = oldFile(b, randomBytes(100));
     s.set(a, ida, MerkleTree.fromBuffer(readFileSync(a)));
     s.set(b, idb, MerkleTree.fromBuffer(readFileSync(b)));
+    await s.flush();
+    expect(entryFiles(cdir).length).toBe(2);
     s.forget(a);
     expect(s.get(a, ida)).toBeUndefined();
     expect(entryFiles(cdir).length).toBe(1);
@@ -163,6 +170,7 @@ describe('TreeStore', () => {
       s.set(f, id, MerkleTree.fromBuffer(readFileSync(f)));
       files.push(f);
     }
+    await s.flush();
     // Make the entries' ages distinct and known: f0 oldest.
     const entries = files.map((f) => ({ f, e: entryFiles(cdir).find((p) => decodeEntry(readFileSync(p))!.path === f)! }));
     entries.forEach(({ e }, i) => utimesSync(e, new Date(1e12 + i * 1000), new Date(1e12 + i * 1000)));
@@ -181,7 +189,9 @@ describe('TreeStore', () => {
     const cdir = path.join(work, 'cache');
     const cold = new TreeStore({ dir: cdir });
     const i1 = await ShareIndex.build([src], { treeCache: cold });
-    expect(cold.stats).toMatchObject({ hits: 0, misses: 20, writes: 20 });
+    expect(cold.stats).toMatchObject({ hits: 0, misses: 20, writes: 0 });
+    await cold.flush();
+    expect(cold.stats.writes).toBe(20);
     const warm = new TreeStore({ dir: cdir });
     const i2 = await ShareIndex.build([src], { treeCache: warm });
     expect(warm.stats).toMatchObject({ hits: 20, misses: 0 });

@@ -52,6 +52,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     // The pool stays up while sharing: re-indexing a changed big file uses it again.
     const pool = new HashPool();
     let rehashed = 0;
+    let flushing: Promise<void> = Promise.resolve();
     const build = async (verbose: boolean) => {
       const misses = store.stats.misses;
       const index = await ShareIndex.build(paths, {
@@ -62,6 +63,8 @@ The share follows its files: when they change, appear or vanish (file-system eve
       });
       store.sweep();
       rehashed = store.stats.misses - misses;
+      // Entries reach the disk in the background: serving starts without waiting for them.
+      flushing = flushing.then(() => store.flush()).catch(() => undefined);
       return index;
     };
     let index;
@@ -71,7 +74,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
       await pool.close();
       throw e;
     }
-    void store.prune().catch(() => undefined);
+    flushing = flushing.then(() => store.prune()).then(() => undefined, () => undefined);
     const roots = rootLines(index);
     if (this.jsonOutput) this.printJson({ ok: true, roots, interfaces: ifnames, objects: index.objectCount });
     else for (const r of roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
@@ -131,6 +134,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     const st = share.status();
     await share.stop();
     await pool.close();
+    await flushing;
     log.info(`stopped: sent ${st.datagrams} datagrams, ${st.bytes} bytes in ${st.uptimeSec.toFixed(1)} s`);
   }
 }

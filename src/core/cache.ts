@@ -4,7 +4,8 @@
  *
  * An entry is keyed by the file's path and stands for one identity of it:
  * size, mtime (ns), inode and device. Any change to these is a miss. Entries
- * live in memory and, unless disabled, on disk: one file per path under
+ * live in memory and, unless disabled, on disk (flush() writes them once an
+ * index is built, so creating files does not slow indexing): one file per path under
  * `<dir>/trees-v1/<2 hex>/<hash of the path>`, written to a temporary name and
  * renamed, so a crash leaves either the old entry or the new one. Every entry
  * read from disk is checked (header, identity, node count, every parent hash)
@@ -17,8 +18,8 @@
  * matches its bytes. So a tree is cached only if the file's identity after
  * hashing is still what it was before, and its mtime is at least RACY_MS old.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { mkdirSync, readFileSync, statSync, unlinkSync, utimesSync } from 'node:fs';
+import { mkdir, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fromSystemError } from './errors.js';
@@ -41,6 +42,8 @@ export const CACHE_SUBDIR = 'trees-v1';
 /** Default on-disk budget: the trees of about 128 GiB of files (a tree is 1/512 of its file). */
 export const DEFAULT_MAX_BYTES = 256 * 2 ** 20;
 const RACY_MS = 2000;
+/** Entries written at once by flush(). */
+const FLUSH_BATCH = 16;
 
 export interface TreeStoreOptions {
   /** The cache directory (entries go into its trees-v1/); undefined keeps trees in memory only. */
@@ -82,6 +85,8 @@ export class TreeStore implements TreeCache {
   /** trees-v1 directory, or undefined for memory only. */
   readonly treesDir: string | undefined;
   private readonly mem = new Map<string, MemEntry>();
+  private readonly pending = new Map<string, { id: FileIdentity; tree: MerkleTree }>();
+  private readonly shards = new Set<string>();
   private gen = 0;
   private readonly maxBytes: number;
   private readonly racyMs: number;
@@ -124,12 +129,24 @@ export class TreeStore implements TreeCache {
       return;
     }
     this.mem.set(localPath, { id, tree, gen: this.gen });
-    this.writeDisk(localPath, id, tree);
+    // Written by flush(), off the indexing path: creating a file per entry costs far more than a lookup.
+    if (this.treesDir && !this.diskFailed) this.pending.set(localPath, { id, tree });
+  }
+
+  /** Write the entries set() since the last flush to disk, a few at a time. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0 && !this.diskFailed) {
+      const batch = [...this.pending].slice(0, FLUSH_BATCH);
+      for (const [p] of batch) this.pending.delete(p);
+      await Promise.all(batch.map(([p, e]) => this.writeDisk(p, e.id, e.tree)));
+    }
+    this.pending.clear();
   }
 
   /** Drop what is known about `localPath` (its file served bytes that no longer match its tree). */
   forget(localPath: string): void {
     this.mem.delete(localPath);
+    this.pending.delete(localPath);
     const f = this.entryFile(localPath);
     if (f) tryUnlink(f);
   }
@@ -232,25 +249,23 @@ export class TreeStore implements TreeCache {
     return tree;
   }
 
-  private writeDisk(localPath: string, id: FileIdentity, tree: MerkleTree): void {
+  private async writeDisk(localPath: string, id: FileIdentity, tree: MerkleTree): Promise<void> {
     const f = this.entryFile(localPath);
     if (!f || this.diskFailed) return;
     const tmp = `${f}.tmp${process.pid}`;
     try {
-      mkdirSync(path.dirname(f), { recursive: true, mode: 0o700 });
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        const data = encodeEntry(localPath, id, tree);
-        let off = 0;
-        while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-        // No fsync per entry: a torn entry after a power cut fails its checks and is a miss.
-      } finally {
-        closeSync(fd);
+      const shard = path.dirname(f);
+      if (!this.shards.has(shard)) {
+        await mkdir(shard, { recursive: true, mode: 0o700 });
+        this.shards.add(shard);
       }
-      renameSync(tmp, f);
+      // No fsync: a torn entry after a power cut fails its checks and is a miss.
+      await writeFile(tmp, encodeEntry(localPath, id, tree), { mode: 0o600 });
+      await rename(tmp, f);
       this.stats.writes++;
     } catch (e) {
-      tryUnlink(tmp);
+      await unlink(tmp).catch(() => undefined);
+      if (this.diskFailed) return;
       // A full or read-only disk: keep working from memory, say so once.
       this.diskFailed = true;
       this.opts.onWarning?.(`tree cache disabled: cannot write ${f}: ${(e as Error).message}`);

@@ -1,0 +1,193 @@
+/**
+ * Every exit status of src/core/errors.ts ExitCode, each from a real run of
+ * bin/run.js (build first: npm run build). The ones that need a network (3 by
+ * timeout, 4, 5, 6, 130 and 1) run in lab namespaces and need root; they are
+ * skipped with the reason printed otherwise.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ExitCode } from '../src/core/errors.js';
+import { createLab, skipReason, type Lab } from './lab.js';
+import { cli, repo, sha256, startShare } from './e2e.js';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function lcsync(args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+let work: string;
+beforeAll(() => {
+  work = mkdtempSync(path.join(tmpdir(), 'lcsync-exit-'));
+  // Readable by `nobody` for the permission case.
+  chmodSync(work, 0o755);
+});
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('exit codes without a network', () => {
+  it('0: index of a file', async () => {
+    const f = path.join(work, 'ok.bin');
+    writeFileSync(f, randomBytes(1000));
+    const r = await lcsync(['index', f]);
+    expect(r.code, r.stderr).toBe(ExitCode.ok);
+    expect(r.stdout).toMatch(/^[0-9a-f]{64} {2}ok\.bin\n$/);
+  });
+
+  it('2: unknown flag, missing argument, bad option value, with one line on stderr and a JSON error with --json', async () => {
+    for (const args of [['index', '--bogus', work], ['sync', 'onlyone'], ['share', '--log-format', 'xml', work], ['status', '--interval', '0']]) {
+      const r = await lcsync(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(ExitCode.usage);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+    // A usage error found after parsing: with --json the error is the one document on stdout.
+    // (-i names an interface that does not exist, so nothing touches the network.)
+    const j = await lcsync(['sync', '--json', '-i', 'nosuchif0', 'abc', path.join(work, 'never')]);
+    expect(j.code, j.stderr).toBe(ExitCode.usage);
+    expect(JSON.parse(j.stdout)).toMatchObject({ ok: false, error: { code: 'USAGE', exitCode: 2 } });
+  });
+
+  it('3: index of a missing path', async () => {
+    const r = await lcsync(['index', path.join(work, 'missing')]);
+    expect(r.code, r.stderr).toBe(ExitCode.notFound);
+    expect(r.stderr).toMatch(/no such file or directory/);
+  });
+
+  it('3: index of a path below a regular file (ENOTDIR is "not found" for a source)', async () => {
+    const f = path.join(work, 'plain');
+    writeFileSync(f, 'x');
+    const r = await lcsync(['index', path.join(f, 'below')]);
+    expect(r.code, r.stderr).toBe(ExitCode.notFound);
+  });
+});
+
+const why = skipReason();
+if (why) console.log(`skipping exit codes that need a lab network (3 by timeout, 4, 5, 6, 130, 1): ${why}`);
+
+describe.skipIf(why)('exit codes over a lab network (needs root)', () => {
+  let lab: Lab;
+  const syncArgs = ['sync', '--json', '-i', 'e0'];
+
+  beforeAll(async () => {
+    lab = await createLab({ hosts: 2 });
+  }, 60_000);
+  afterAll(async () => {
+    await lab?.teardown();
+  });
+
+  it('3: sync with --timeout 2 of a hash nobody serves', async () => {
+    const dest = path.join(work, 't3');
+    const t0 = Date.now();
+    const r = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '2', randomBytes(32).toString('hex'), dest], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(ExitCode.notFound);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'TIMEOUT', exitCode: 3 } });
+    expect(existsSync(dest)).toBe(false);
+  }, 60_000);
+
+  it('4: sync from a sender whose tree does not verify', async () => {
+    const sender = lab.spawn(0, [process.execPath, path.join(repo, 'test', 'fixtures', 'ops-bad-sender.mjs'), 'e0']);
+    try {
+      const key = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        const t = setTimeout(() => reject(new Error('bad sender did not start')), 20_000);
+        sender.stdout!.on('data', (d) => {
+          out += d;
+          const m = /^([0-9a-f]{64})\n/.exec(out);
+          if (m) {
+            clearTimeout(t);
+            resolve(m[1]!);
+          }
+        });
+      });
+      const dest = path.join(work, 't4.bin');
+      const r = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '10', key, dest], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(ExitCode.integrity);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'INTEGRITY' } });
+      expect(r.stderr).toMatch(/does not verify/);
+      expect(existsSync(dest)).toBe(false);
+    } finally {
+      sender.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('5: share run as nobody without CAP_NET_RAW', async () => {
+    const f = path.join(work, 'p5.bin');
+    writeFileSync(f, randomBytes(1000));
+    chmodSync(f, 0o644);
+    const r = await lab.exec(0, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all',
+      process.execPath, cli, 'share', '-i', 'e0', '--no-cache', '--rundir', path.join(work, 'run5'), f], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(ExitCode.permission);
+    expect(r.stderr).toMatch(/CAP_NET_RAW/);
+  }, 60_000);
+
+  it('6: sync into a read-only file system, and into a destination below a regular file', async () => {
+    const src = path.join(work, 's6.bin');
+    writeFileSync(src, randomBytes(100_000));
+    const share = await startShare(lab, 0, [src], ['--rundir', path.join(work, 'run6'), '--no-cache']);
+    try {
+      const ro = path.join(work, 'ro');
+      mkdirSync(ro);
+      // A private mount namespace: the read-only bind mount exists only for this one sync.
+      const script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"';
+      const r = await lab.exec(1, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, 'sh', ro,
+        process.execPath, cli, ...syncArgs, '--timeout', '10', share.roots[0]!.hash, path.join(ro, 'out.bin')], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(ExitCode.io);
+      expect(r.stderr).toMatch(/read-only file system/);
+      expect(readdirSync(ro)).toEqual([]);
+      const plain = path.join(work, 'plain6');
+      writeFileSync(plain, 'x');
+      const r2 = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '10', share.roots[0]!.hash, path.join(plain, 'out.bin')], { timeoutMs: 60_000 });
+      expect(r2.code, r2.stderr).toBe(ExitCode.io);
+      // And with a writable destination the same run succeeds (the share was fine all along).
+      const good = path.join(work, 'good6.bin');
+      const ok = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '10', share.roots[0]!.hash, good], { timeoutMs: 60_000 });
+      expect(ok.code, ok.stderr).toBe(ExitCode.ok);
+      expect(sha256(good)).toBe(sha256(src));
+    } finally {
+      await share.stop();
+    }
+  }, 120_000);
+
+  it('130: sync interrupted by SIGINT while waiting for a sender, leaving nothing behind', async () => {
+    const destDir = path.join(work, 'int');
+    mkdirSync(destDir);
+    const child = lab.spawn(1, [process.execPath, cli, ...syncArgs, randomBytes(32).toString('hex'), path.join(destDir, 'out.bin')]);
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    const code = await new Promise<number | null>((resolve) => {
+      // Long enough to be waiting on the network (past start-up), then interrupt.
+      setTimeout(() => child.kill('SIGINT'), 2000);
+      const hard = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.once('exit', (c) => {
+        clearTimeout(hard);
+        resolve(c);
+      });
+    });
+    expect(code).toBe(ExitCode.interrupted);
+    expect(JSON.parse(out)).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', exitCode: 130 } });
+    expect(readdirSync(destDir)).toEqual([]);
+  }, 60_000);
+
+  it('1: internal error, when a dependency cannot load (node --no-addons: the raw-socket addon for MLD)', async () => {
+    const f = path.join(work, 'i1.bin');
+    writeFileSync(f, 'x');
+    const r = await lab.exec(0, [process.execPath, '--no-addons', cli, 'share', '-i', 'e0', '--no-cache', '--rundir', path.join(work, 'run1'), f], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(ExitCode.internal);
+    expect(r.stderr).toMatch(/cannot load the raw-socket module/);
+  }, 60_000);
+});
