@@ -5,7 +5,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Lab } from './lab.js';
@@ -23,7 +24,11 @@ export interface RunningShare {
 
 /** Start `lcsync share --json` on a lab host and wait for its root document. */
 export async function startShare(lab: Lab, host: number, paths: string[], extra: string[] = []): Promise<RunningShare> {
-  const proc = lab.spawn(host, [process.execPath, cli, 'share', '--json', '-i', 'e0', '--query-interval', '2', ...extra, ...paths]);
+  // No on-disk cache and a private run directory: tests leave nothing in /var/cache or /run.
+  const rundir = mkdtempSync(path.join(tmpdir(), 'lcsync-run-'));
+  const defaults = [...(extra.includes('--no-cache') || extra.includes('--cache') ? [] : ['--no-cache']), ...(extra.includes('--rundir') ? [] : ['--rundir', rundir])];
+  const proc = lab.spawn(host, [process.execPath, cli, 'share', '--json', '-i', 'e0', '--query-interval', '2', ...defaults, ...extra, ...paths]);
+  proc.once('exit', () => rmSync(rundir, { recursive: true, force: true }));
   let out = '';
   let err = '';
   proc.stderr?.on('data', (d) => (err += d));
@@ -52,7 +57,7 @@ export async function startShare(lab: Lab, host: number, paths: string[], extra:
     stderr: () => err,
     stop: () =>
       new Promise((resolve) => {
-        if (proc.exitCode !== null) return resolve(proc.exitCode);
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode);
         const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
         proc.once('exit', (code) => {
           clearTimeout(t);

@@ -35,6 +35,8 @@ export abstract class LcsyncCommand extends Command {
 
   override async catch(err: Error & { oclif?: { exit?: number }; code?: string }): Promise<void> {
     if (err instanceof Errors.ExitError) throw err;
+    // A parse error comes before setupOutput(): --json still gets its document.
+    if (this.argv.includes('--json')) this.jsonOutput = true;
     let code: number;
     let message: string;
     let kind: string;

@@ -138,7 +138,7 @@ export class ObjectReceiver {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    const err = new LcsyncError('INTERRUPTED', 'receiver closed');
+    const err = new LcsyncError('INTERRUPTED', 'interrupted');
     for (const w of this.chunks.values()) this.finishChunk(w, err);
     for (const w of [...this.trees]) this.finishTree(w, err);
     for (const d of this.treeDecoders.values()) d.dec.free();

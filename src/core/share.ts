@@ -208,6 +208,7 @@ export class Share extends EventEmitter {
   private bytes = 0;
   private streamsStarted = 0;
   private readonly rateWindow: { t: number; bytes: number }[] = [];
+  private sampler?: NodeJS.Timeout;
 
   private constructor(
     private index_: ShareIndex,
@@ -262,6 +263,8 @@ export class Share extends EventEmitter {
     watcher.on('leave', (e: MldEvent) => share.onLeave(e));
     watcher.on('part', (e: MldEvent) => share.onPart(e));
     share.pump = share.run();
+    share.sampler = setInterval(() => share.sampleRate(), 1000);
+    share.sampler.unref();
     return share;
   }
 
@@ -307,7 +310,9 @@ export class Share extends EventEmitter {
       this.log('verbose', `sending ${obj.kind} ${obj.record.sharePath} on ${group}%${e.ifname}`);
       this.wake?.();
     } catch (err) {
+      // Vanished or unreadable: as stale as changed, so whoever follows the files re-indexes now.
       this.log('warn', `cannot read ${obj.record.localPath}: ${(err as Error).message}`);
+      this.emit('stale', obj);
     } finally {
       this.starting.delete(key);
     }
@@ -420,10 +425,16 @@ export class Share extends EventEmitter {
     }
   }
 
-  status(): ShareStatus {
+  /** Keep a few seconds of byte counts so that status() can give a current rate at any time. */
+  private sampleRate(): void {
     const now = Date.now();
     this.rateWindow.push({ t: now, bytes: this.bytes });
     while (this.rateWindow.length > 2 && now - this.rateWindow[0]!.t > 5000) this.rateWindow.shift();
+  }
+
+  status(): ShareStatus {
+    this.sampleRate();
+    const now = Date.now();
     const first = this.rateWindow[0]!;
     const dt = (now - first.t) / 1000;
     const uptime = (now - this.startedAt) / 1000;
@@ -456,6 +467,7 @@ export class Share extends EventEmitter {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    clearInterval(this.sampler);
     this.wake?.();
     await this.pump?.catch(() => undefined);
     for (const s of this.streams.values()) s.free();

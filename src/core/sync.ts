@@ -205,6 +205,8 @@ export class SyncSession {
       idleTimeoutMs: opts.timeoutSec ? opts.timeoutSec * 1000 : undefined,
     });
     this.chunkLimit = new Limiter(opts.parallel ?? 128);
+    // An abort must also end waits for objects that may never come (no sender yet).
+    opts.signal?.addEventListener('abort', () => this.rx.close(), { once: true });
     this.treeLimit = new Limiter(16);
     this.summary.dryRun = !!opts.dryRun;
   }
