@@ -193,6 +193,19 @@ async function settledTx(lab) {
 
 const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
 
+/** The last `n` lines of a uftp/uftpd log, runs of the same message (timestamps aside) folded into one. */
+function condense(log, n = 12) {
+  const out = [];
+  for (const line of log.split('\n')) {
+    if (!line.trim() || /Sending (ANNOUNCE|section)|NAKs for section/.test(line)) continue;
+    const msg = line.replace(/^[\d/:. -]+:\s*/, '');
+    const last = out[out.length - 1];
+    if (last && last.msg === msg) last.count++;
+    else out.push({ line, msg, count: 1 });
+  }
+  return out.slice(-n).map((o) => (o.count > 1 ? `${o.line} (x${o.count})` : o.line)).join('\n  | ');
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // One run of each tool on a fresh lab
 
@@ -323,7 +336,7 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
       const rssRx = daemons.map((e) => (e.d.pid !== undefined ? peakRssKiB(e.d.pid) : undefined) ?? NaN);
       const cpuRx = daemons.map((e, i) => ((e.d.pid !== undefined ? cpuSeconds(e.d.pid) : undefined) ?? NaN) - cpu0[i]);
       const uftpLog = existsSync(log) ? readFileSync(log, 'utf8') : '';
-      if (r.code !== 0) errors.push(`uftp exit ${r.code}: ${tail(r.stderr + r.stdout)}; log: ${tail(uftpLog)}`);
+      if (r.code !== 0) errors.push(`uftp exit ${r.code}: ${tail(r.stderr + r.stdout)}; log:\n  | ${condense(uftpLog)}`);
       let ok = 0;
       for (const e of daemons) {
         const f = path.join(e.dest, path.basename(src));
@@ -334,7 +347,7 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
           got = await sha256(f);
         }
         if (got === srcHash) ok++;
-        else errors.push(`uftpd on host ${e.h}: sha256 ${got.slice(0, 16)}; log: ${tail(e.log)}`);
+        else errors.push(`uftpd on host ${e.h} (${e.uid}): sha256 ${got.slice(0, 16)}; uftpd log:\n  | ${condense(e.log)}\n  uftp log:\n  | ${condense(uftpLog)}`);
         rmSync(f, { force: true });
       }
       const sender = timeReport(rssFile);

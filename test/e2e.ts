@@ -77,7 +77,8 @@ export interface SyncRun {
 
 /** Run `lcsync sync --json` on a lab host. */
 export async function runSync(lab: Lab, host: number, args: string[], timeoutMs = 120_000): Promise<SyncRun> {
-  const r = await lab.exec(host, [process.execPath, cli, 'sync', '--json', '-i', 'e0', '--timeout', '20', ...args], { timeoutMs });
+  const timeout = args.includes('--timeout') ? [] : ['--timeout', '20'];
+  const r = await lab.exec(host, [process.execPath, cli, 'sync', '--json', '-i', 'e0', ...timeout, ...args], { timeoutMs });
   let summary: Record<string, any> | undefined;
   try {
     summary = JSON.parse(r.stdout);

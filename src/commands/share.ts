@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
+import { chooseCipher, keyFlags } from '../cli/keys.js';
 
 export default class ShareCommand extends LcsyncCommand {
   static override description = `Serve files and directories to lcsync receivers over IPv6 multicast.
@@ -31,6 +32,8 @@ The share follows its files: when they change, appear or vanish (file-system eve
     rescan: Flags.integer({ description: 'Seconds between full rescans for changes the file-system events miss (network file systems); 0 turns rescans off. SIGHUP always re-indexes at once.', default: 60, min: 0, max: 86400 }),
     cache: Flags.string({ description: 'Directory of the tree cache, which lets a restarted share skip re-hashing unchanged files. Default: /var/cache/lcsync as root, else $XDG_CACHE_HOME/lcsync or ~/.cache/lcsync.' }),
     'no-cache': Flags.boolean({ description: 'Neither read nor write the on-disk tree cache.', default: false }),
+    ...keyFlags,
+    sign: Flags.string({ description: 'Publish, next to each root, a signature made with this private key (from `lcsync keygen`), so that `lcsync sync --trust PUBKEY` can check who published the root.' }),
     rundir: Flags.string({ description: 'Directory of the status socket that `lcsync status` reads. Default: $LCSYNC_RUNDIR, else /run/lcsync as root, else $XDG_RUNTIME_DIR/lcsync, else /tmp/lcsync-UID.' }),
   };
 
@@ -48,6 +51,18 @@ The share follows its files: when they change, appear or vanish (file-system eve
     const { Follower, rootLines } = await import('../core/follow.js');
     const { resolveRunDir, serveStatus } = await import('../core/ipc.js');
 
+    const cipher = await chooseCipher(flags, log);
+    let sign: ((index: InstanceType<typeof ShareIndex>) => void) | undefined;
+    if (flags.sign) {
+      const sig = await import('../core/signature.js');
+      const privateKey = await sig.loadPrivateKey(flags.sign);
+      sign = (index) => {
+        for (const r of index.roots) {
+          const bytes = sig.encodeSignature({ root: r.hash, name: r.shareName, timestamp: Date.now(), privateKey });
+          index.publish(sig.signatureKey(r.hash), bytes, `${r.shareName} (signature)`);
+        }
+      };
+    }
     const store = openStore(TreeStore, flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()), log);
     // The pool stays up while sharing: re-indexing a changed big file uses it again.
     const pool = new HashPool();
@@ -61,6 +76,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         treeCache: store,
         leafHasher: pool,
       });
+      sign?.(index);
       store.sweep();
       rehashed = store.stats.misses - misses;
       // Entries reach the disk in the background: serving starts without waiting for them.
@@ -88,6 +104,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         querier: flags.querier,
         queryIntervalSec: flags['query-interval'],
         logger: log,
+        cipher,
       });
     } catch (e) {
       await pool.close();
