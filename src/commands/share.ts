@@ -40,129 +40,52 @@ The share follows its files: when they change, appear or vanish (file-system eve
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(ShareCommand);
     const log = this.setupOutput(flags);
-    const paths = argv as string[];
     const { parseRate } = await import('../core/pacer.js');
     const rateBps = parseRate(flags.bwlimit);
     const ifnames = await chooseInterfaces(flags.interface);
-    const { ShareIndex } = await import('../core/mdex.js');
-    const { Share } = await import('../core/share.js');
-    const { HashPool } = await import('../core/hashpool.js');
-    const { TreeStore, defaultCacheDir } = await import('../core/cache.js');
-    const { Follower, rootLines } = await import('../core/follow.js');
-    const { resolveRunDir, serveStatus } = await import('../core/ipc.js');
-
     const cipher = await chooseCipher(flags, log);
-    let sign: ((index: InstanceType<typeof ShareIndex>) => void) | undefined;
-    if (flags.sign) {
-      const sig = await import('../core/signature.js');
-      const privateKey = await sig.loadPrivateKey(flags.sign);
-      sign = (index) => {
-        for (const r of index.roots) {
-          const bytes = sig.encodeSignature({ root: r.hash, name: r.shareName, timestamp: Date.now(), privateKey });
-          index.publish(sig.signatureKey(r.hash), bytes, `${r.shareName} (signature)`);
-        }
-      };
-    }
-    const store = openStore(TreeStore, flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()), log);
-    // The pool stays up while sharing: re-indexing a changed big file uses it again.
-    const pool = new HashPool();
-    let rehashed = 0;
-    let flushing: Promise<void> = Promise.resolve();
-    const build = async (verbose: boolean) => {
-      const misses = store.stats.misses;
-      const index = await ShareIndex.build(paths, {
-        onWarning: (m) => log.warn(m),
-        onRecord: verbose ? (r) => log.verbose(`indexed ${r.sharePath}`) : undefined,
-        treeCache: store,
-        leafHasher: pool,
-      });
-      sign?.(index);
-      store.sweep();
-      rehashed = store.stats.misses - misses;
-      // Entries reach the disk in the background: serving starts without waiting for them.
-      flushing = flushing.then(() => store.flush()).catch(() => undefined);
-      return index;
-    };
-    let index;
-    try {
-      index = await build(true);
-    } catch (e) {
-      await pool.close();
-      throw e;
-    }
-    flushing = flushing.then(() => store.prune()).then(() => undefined, () => undefined);
-    const roots = rootLines(index);
-    if (this.jsonOutput) this.printJson({ ok: true, roots, interfaces: ifnames, objects: index.objectCount });
-    else for (const r of roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
-    log.verbose(`hashed ${rehashed} files, ${store.stats.hits} from the tree cache${store.treesDir ? ` (${store.treesDir})` : ''}`);
-    let share;
-    try {
-      share = await Share.start(index, {
+    const signKey = flags.sign ? await (await import('../core/signature.js')).loadPrivateKey(flags.sign) : undefined;
+    const { ShareService } = await import('../core/service.js');
+    const { defaultCacheDir } = await import('../core/cache.js');
+    const { resolveRunDir } = await import('../core/ipc.js');
+    const service = await ShareService.start(
+      {
+        paths: argv as string[],
         ifnames,
         loopback: flags.loopback,
         rateBps,
         querier: flags.querier,
         queryIntervalSec: flags['query-interval'],
-        logger: log,
         cipher,
-      });
-    } catch (e) {
-      await pool.close();
-      throw e;
-    }
-    const follower = await Follower.start(share, {
-      paths,
-      build: () => build(false),
-      events: flags.follow,
-      rescanSec: flags.rescan,
-      forget: (p) => store.forget(p),
-      onWarning: (m) => log.warn(m),
-      onVerbose: (m) => log.verbose(m),
-      onReindex: (ev) => {
-        log.verbose(`re-indexed (${ev.reason}) in ${ev.seconds.toFixed(2)} s: ${rehashed} files hashed, ${ev.objects} objects${ev.changed ? '' : ', nothing changed'}`);
+        signKey,
+        cacheDir: flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()),
+        follow: flags.follow,
+        rescanSec: flags.rescan,
+        runDir: resolveRunDir(flags.rundir).dir,
+        logger: log,
+      },
+      (ev) => {
         if (!ev.changed) return;
-        if (this.jsonOutput) process.stdout.write(JSON.stringify({ event: 'reindex', ...ev, rehashed }) + '\n');
+        if (this.jsonOutput) process.stdout.write(JSON.stringify({ event: 'reindex', ...ev }) + '\n');
         else {
           for (const r of ev.roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
-          log.info(`serving a new index (${ev.reason}): ${rehashed} files re-hashed, ${ev.objects} objects`);
+          log.info(`serving a new index (${ev.reason}): ${ev.rehashed} files re-hashed, ${ev.objects} objects`);
         }
       },
-    });
-    const rundir = resolveRunDir(flags.rundir);
-    const ipc = await serveStatus(rundir.dir, () => ({
-      ...share.status(),
-      follow: { events: flags.follow, rescanSec: flags.rescan, reindexes: follower.reindexes, last: follower.last },
-      cache: { dir: store.treesDir ?? null, ...store.stats },
-    })).catch((e: Error) => {
-      log.warn(`no status socket, \`lcsync status\` will not list this share: ${e.message}`);
-      return undefined;
-    });
-    const onHup = () => follower.trigger('signal', 0);
+    );
+    const roots = service.roots;
+    if (this.jsonOutput) this.printJson({ ok: true, roots, interfaces: ifnames, objects: service.share.index.objectCount });
+    else for (const r of roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
+    const onHup = () => service.reindex();
     process.on('SIGHUP', onHup);
-    log.info(`sharing ${index.records.length} entries (${index.objectCount} objects) on ${ifnames.join(', ')}; stop with Ctrl-C`);
+    log.info(`sharing ${service.share.index.records.length} entries (${service.share.index.objectCount} objects) on ${ifnames.join(', ')}; stop with Ctrl-C`);
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGINT', () => resolve('SIGINT'));
       process.once('SIGTERM', () => resolve('SIGTERM'));
     });
     log.verbose(`${signal}: stopping`);
     process.off('SIGHUP', onHup);
-    await follower.close();
-    await ipc?.close();
-    const st = share.status();
-    await share.stop();
-    await pool.close();
-    await flushing;
+    const st = await service.stop();
     log.info(`stopped: sent ${st.datagrams} datagrams, ${st.bytes} bytes in ${st.uptimeSec.toFixed(1)} s`);
-  }
-}
-
-/** The tree cache at `dir`, or in memory only when disabled or unusable (a share must not fail for want of a cache). */
-function openStore<T>(Store: new (o: { dir?: string; onWarning?: (m: string) => void }) => T, dir: string | undefined, log: { warn(m: string): void }): T {
-  if (dir === undefined) return new Store({});
-  try {
-    return new Store({ dir, onWarning: (m) => log.warn(m) });
-  } catch (e) {
-    log.warn(`${(e as Error).message}; hashing every file at start`);
-    return new Store({});
   }
 }
