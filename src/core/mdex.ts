@@ -16,6 +16,7 @@ import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from './meta
 import { encodeNetTree, splitParts } from './nettree.js';
 import { MerkleTree, chunkLength, CHUNK_SIZE } from './tree.js';
 import { GROUP_PREFIX_BYTES } from './address.js';
+import { Limiter } from './limit.js';
 
 /** One file, directory or symlink found by the walk. */
 export interface IndexRecord {
@@ -85,7 +86,7 @@ export class ShareIndex {
   private readonly aliases = new Map<string, string>();
   private readonly prefixes = new Map<string, string>();
   /** Files being read at once while indexing. */
-  private readonly fileSlots = new Slots(8);
+  private readonly fileSlots = new Limiter(8);
 
   /** Walk `paths` and index everything below them. */
   static async build(paths: readonly string[], opts: IndexOptions = {}): Promise<ShareIndex> {
@@ -182,7 +183,7 @@ export class ShareIndex {
       return undefined;
     }
     let rec: IndexRecord;
-    if (type === 'file') rec = await this.indexFile(abs, sharePath, meta, st, opts);
+    if (type === 'file') rec = await this.fileSlots.run(() => this.indexFile(abs, sharePath, meta, st, opts));
     else if (type === 'symlink') rec = await this.indexSymlink(abs, sharePath, meta);
     else rec = await this.indexDir(abs, sharePath, meta, depth, opts);
     this.records.push(rec);
@@ -191,21 +192,6 @@ export class ShareIndex {
   }
 
   private async indexFile(
-    abs: string,
-    sharePath: string,
-    meta: FileMeta,
-    st: { size: bigint; mtimeNs: bigint; ino: bigint; dev: bigint },
-    opts: IndexOptions,
-  ): Promise<IndexRecord> {
-    await this.fileSlots.acquire();
-    try {
-      return await this.indexFileNow(abs, sharePath, meta, st, opts);
-    } finally {
-      this.fileSlots.release();
-    }
-  }
-
-  private async indexFileNow(
     abs: string,
     sharePath: string,
     meta: FileMeta,
@@ -297,23 +283,3 @@ export class ShareIndex {
   }
 }
 
-/** A counting semaphore. */
-class Slots {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-  constructor(n: number) {
-    this.free = n;
-  }
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((r) => this.waiting.push(r));
-  }
-  release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
-  }
-}

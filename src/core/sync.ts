@@ -14,6 +14,7 @@ import { DEFAULT_LIMITS, decodeNetTree, decodeNetTreeHead, dirChildren, partCoun
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from './tree.js';
 import { ShareIndex } from './mdex.js';
 import { ObjectReceiver } from './receiver.js';
+import { Limiter } from './limit.js';
 import { MulticastReceiver } from './channel.js';
 import { OutputFile, removeStaleTemps } from './writer.js';
 import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';
@@ -149,22 +150,6 @@ export function partAgrees(prefix: Buffer, part: Buffer, payloadOffset: number):
 /** A share path segment that is safe to create: no traversal, no separators, no NUL. */
 function safeSegment(seg: string): boolean {
   return seg !== '' && seg !== '.' && seg !== '..' && !seg.includes('/') && !seg.includes('\0') && Buffer.byteLength(seg) <= 255;
-}
-
-class Limiter {
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.queue.shift()?.();
-    }
-  }
 }
 
 interface FetchedEntry {
