@@ -218,13 +218,14 @@ describe('special and unreadable files', () => {
     expect((err as Error).message).toContain(p);
   });
 
-  it('an unreadable file is a one-line PERMISSION error naming the path (CLI run as nobody)', (ctx) => {
+  it('an unreadable file is a one-line PERMISSION error naming the path (CLI run without CAP_DAC_OVERRIDE)', (ctx) => {
     const setpriv = spawnSync('setpriv', ['--version']);
     if (!isRoot || setpriv.status !== 0 || !existsSync(path.join(REPO, 'dist', 'commands', 'index', 'index.js'))) {
-      console.log('skipped: needs root, setpriv and a build (npm run build) to run the CLI as nobody');
+      console.log('skipped: needs root, setpriv and a build (npm run build) to run the CLI without read overrides');
       ctx.skip();
     }
-    // root reads any file, so drop to nobody, for whom mode 000 really is unreadable.
+    // root reads any file; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH mode 000 really is
+    // unreadable, while the checkout (owned by root) stays readable wherever it was cloned.
     const dir = path.join(tmp, 'locked');
     mkdirSync(dir);
     chmodSync(tmp, 0o755);
@@ -235,7 +236,7 @@ describe('special and unreadable files', () => {
     chmodSync(secret, 0o000);
     const r = spawnSync(
       'setpriv',
-      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.join(REPO, 'bin', 'run.js'), 'index', dir],
+      ['--bounding-set', '-dac_override,-dac_read_search', '--inh-caps', '-dac_override,-dac_read_search', '--', process.execPath, path.join(REPO, 'bin', 'run.js'), 'index', dir],
       // HOME: oclif looks for plugins under $HOME, and nobody may not read /root.
       { encoding: 'utf8', timeout: 30_000, env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir, XDG_CACHE_HOME: dir } },
     );
