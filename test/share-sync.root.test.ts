@@ -148,6 +148,28 @@ describe.skipIf(why)('share and sync over multicast (needs root)', () => {
     }
   }, 120_000);
 
+  it('push mode serves without CAP_NET_RAW (no MLD), in rounds whether anyone listens or not', async () => {
+    const src = path.join(work, 'push.bin');
+    writeFileSync(src, randomBytes(1_000_000));
+    const rundir = mkdtempSync(path.join(tmpdir(), 'lcsync-run-'));
+    // Root without CAP_NET_RAW in its bounding set, as an unprivileged user would run it.
+    const proc = lab.spawn(0, ['setpriv', '--bounding-set', '-net_raw', '--inh-caps', '-net_raw', '--', process.execPath, cli, 'share', '--push', '--push-interval', '2', '-i', 'e0', '--no-cache', '--rundir', rundir, src]);
+    let out = '';
+    proc.stdout!.on('data', (d) => (out += d));
+    try {
+      for (let i = 0; i < 100 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 100));
+      const hash = out.split(/\s+/)[0]!;
+      expect(hash).toMatch(/^[0-9a-f]{64}$/);
+      const r = await runSync(lab, 1, [hash, path.join(work, 'push-out.bin')]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(path.join(work, 'push-out.bin'))).toBe(sha256(src));
+    } finally {
+      proc.kill('SIGTERM');
+      await new Promise((r) => proc.once('exit', r));
+      rmSync(rundir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('completes with 10% random loss on the receiver link', async () => {
     const src = path.join(work, 'lossy.bin');
     writeFileSync(src, randomBytes(4 * 1024 * 1024 + 777));

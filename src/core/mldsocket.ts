@@ -501,7 +501,7 @@ function socketError(err: unknown, ifname: string): LcsyncError {
     return new LcsyncError(
       'PERMISSION',
       'lcsync share needs CAP_NET_RAW to watch MLD: run it as root, grant the capability to a dedicated node binary ' +
-        '(`setcap cap_net_raw+ep`) or with AmbientCapabilities=CAP_NET_RAW under systemd, or use push mode',
+        '(`setcap cap_net_raw+ep`) or with AmbientCapabilities=CAP_NET_RAW under systemd, or use --push (no MLD: every object in a loop)',
       { cause: err },
     );
   }

@@ -41,8 +41,16 @@ export interface ReceiverOptions {
 
 /** Most tree-object decoders alive at once: bounds memory under a flood of bogus OIDs. */
 const MAX_TREE_DECODERS = 64;
-/** Verified tree objects kept for requests not made yet. */
-const MAX_UNCLAIMED = 64;
+/**
+ * Most bytes the tree-object decoders may claim together. Any datagram with an OTI opens a
+ * decoder whose length the sender chose (up to MAX_OBJECT, 10 MiB), so without this a flood of
+ * 64 bogus OIDs would make us hold 640 MiB. The oldest decoders give way first.
+ */
+const MAX_TREE_DECODER_BYTES = 32 * 2 ** 20;
+/** Verified tree objects kept for requests not made yet, and answers kept for requests made again. */
+const MAX_KEPT = 64;
+/** Most bytes either of those two stores may hold. */
+const MAX_KEPT_BYTES = 8 * 2 ** 20;
 /** OIDs remembered as finished or useless so their leftover datagrams are dropped cheaply. */
 const MAX_DONE = 4096;
 
@@ -76,8 +84,16 @@ export class ObjectReceiver {
   private readonly chunks = new Map<string, ChunkWaiter>();
   private readonly trees = new Set<TreeWaiter>();
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
+  private treeDecoderBytes = 0;
   private readonly done = new Set<string>();
-  private readonly unclaimed = new Map<string, Buffer>();
+  /** Verified tree objects wanted by nobody yet, by OID, oldest first. */
+  private readonly unclaimed = new BoundedStore();
+  /**
+   * Objects already handed out, by the key they answered. A later request for the same key (two
+   * directories with equal entry hashes, fetched one after the other) finds it here: its OID is
+   * done by then and its datagrams are dropped.
+   */
+  private readonly answered = new BoundedStore();
   private readonly groupUsers = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
   private readonly stallMs: number;
@@ -118,9 +134,15 @@ export class ObjectReceiver {
    * verified object that `accept` confirms is the one `key` names.
    */
   fetchTree(key: Hash, accept: (obj: Buffer) => boolean, opts: { deadlineMs?: number } = {}): Promise<Buffer> {
-    for (const [oid, obj] of this.unclaimed) {
+    const again = this.answered.get(toHex(key));
+    if (again && tryAccept({ accept }, again)) {
+      this.stats.objects++;
+      return Promise.resolve(again);
+    }
+    for (const [oid, obj] of this.unclaimed.entries()) {
       if (tryAccept({ accept }, obj)) {
         this.unclaimed.delete(oid);
+        this.answered.set(toHex(key), obj);
         this.stats.objects++;
         return Promise.resolve(obj);
       }
@@ -143,6 +165,9 @@ export class ObjectReceiver {
     for (const w of [...this.trees]) this.finishTree(w, err);
     for (const d of this.treeDecoders.values()) d.dec.free();
     this.treeDecoders.clear();
+    this.treeDecoderBytes = 0;
+    this.unclaimed.clear();
+    this.answered.clear();
   }
 
   private join(group: string): void {
@@ -228,13 +253,12 @@ export class ObjectReceiver {
     }
     let entry = this.treeDecoders.get(oid);
     if (!entry) {
-      if (this.treeDecoders.size >= MAX_TREE_DECODERS) {
-        const [oldest, od] = this.treeDecoders.entries().next().value as [string, { dec: ObjectDecoder }];
-        od.dec.free();
-        this.treeDecoders.delete(oldest);
+      while (this.treeDecoders.size > 0 && (this.treeDecoders.size >= MAX_TREE_DECODERS || this.treeDecoderBytes + length > MAX_TREE_DECODER_BYTES)) {
+        this.dropTreeDecoder(this.treeDecoders.keys().next().value!);
       }
       entry = { dec: new ObjectDecoder(length), length };
       this.treeDecoders.set(oid, entry);
+      this.treeDecoderBytes += length;
     } else if (entry.length !== length) {
       // The same OID cannot have two lengths; whoever sent this is lying.
       this.stats.ignored++;
@@ -248,8 +272,7 @@ export class ObjectReceiver {
     }
     const coded = entry.dec.add(esi, symbol);
     if (!coded) return;
-    entry.dec.free();
-    this.treeDecoders.delete(oid);
+    this.dropTreeDecoder(oid);
     this.markDone(oid);
     let obj: Buffer;
     try {
@@ -264,17 +287,28 @@ export class ObjectReceiver {
       this.stats.rejected++;
       return;
     }
-    for (const w of this.trees) {
+    // Every request it answers gets it: two requests may name the same object (equal entry
+    // hashes), and its OID is done now, so a waiter passed over here would never see it again.
+    let wanted = false;
+    for (const w of [...this.trees]) {
       if (tryAccept(w, obj)) {
+        wanted = true;
         this.stats.objects++;
+        this.answered.set(toHex(w.key), obj);
         this.finishTree(w, undefined, obj);
-        return;
       }
     }
     // Verified but wanted by nobody yet: another process on this host may have joined a group
     // we are about to ask for. Keep a few such objects for requests still to come.
-    if (this.unclaimed.size >= MAX_UNCLAIMED) this.unclaimed.delete(this.unclaimed.keys().next().value!);
-    this.unclaimed.set(oid, obj);
+    if (!wanted) this.unclaimed.set(oid, obj);
+  }
+
+  private dropTreeDecoder(oid: string): void {
+    const d = this.treeDecoders.get(oid);
+    if (!d) return;
+    d.dec.free();
+    this.treeDecoders.delete(oid);
+    this.treeDecoderBytes -= d.length;
   }
 
   private finishChunk(w: ChunkWaiter, err?: Error, obj?: Buffer): void {
@@ -322,6 +356,43 @@ export class ObjectReceiver {
       }
       check(w, (e) => this.finishTree(w, e));
     }
+  }
+}
+
+/** A few verified objects by key, oldest first, bounded in count and bytes. */
+class BoundedStore {
+  private readonly map = new Map<string, Buffer>();
+  private bytes = 0;
+
+  get(key: string): Buffer | undefined {
+    return this.map.get(key);
+  }
+
+  entries(): [string, Buffer][] {
+    return [...this.map.entries()];
+  }
+
+  set(key: string, obj: Buffer): void {
+    this.delete(key);
+    // One object may not push out all the others.
+    if (obj.length > MAX_KEPT_BYTES / 4) return;
+    while (this.map.size > 0 && (this.map.size >= MAX_KEPT || this.bytes + obj.length > MAX_KEPT_BYTES)) {
+      this.delete(this.map.keys().next().value!);
+    }
+    this.map.set(key, obj);
+    this.bytes += obj.length;
+  }
+
+  delete(key: string): void {
+    const o = this.map.get(key);
+    if (!o) return;
+    this.map.delete(key);
+    this.bytes -= o.length;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.bytes = 0;
   }
 }
 

@@ -22,6 +22,7 @@ import { encodeDatagram } from './packet.js';
 import { MulticastSender } from './channel.js';
 import { Pacer } from './pacer.js';
 import { MldWatcher, type MldEvent } from './mldsocket.js';
+import { PushSource, type ListenerSource } from './push.js';
 import type { ObjectCipher } from './crypto.js';
 
 export interface ShareLogger {
@@ -42,6 +43,9 @@ export interface ShareOptions {
   logger?: ShareLogger;
   /** Encrypt every object as the C tool does (secretbox before RaptorQ). */
   cipher?: ObjectCipher;
+  /** No MLD: send every object a round every pushPeriodSec (see push.ts). */
+  push?: boolean;
+  pushPeriodSec?: number;
 }
 
 export interface StreamStatus {
@@ -129,6 +133,8 @@ class SendStream {
     readonly object: IndexObject,
     private readonly data: Buffer,
     private readonly oid: Buffer,
+    /** Push mode has no listeners to serve between rounds. */
+    private readonly trickle: boolean,
   ) {
     this.encoder = new ObjectEncoder(this.data);
     this.round = roundSize(this.encoder.K);
@@ -167,7 +173,7 @@ class SendStream {
   /** The next datagram: source symbols in order first, then repair symbols with fresh ESIs. */
   next(now: number): Buffer {
     if (this.budget > 0) this.budget--;
-    else this.nextTrickleAt = now + TRICKLE_MS;
+    else this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
     const withOti = this.object.kind === 'tree' ? this.data.length : undefined;
     if (this.nextSource < this.encoder.K) {
       const esi = this.nextSource++;
@@ -213,7 +219,7 @@ export class Share extends EventEmitter {
   private constructor(
     private index_: ShareIndex,
     private readonly opts: ShareOptions,
-    private readonly watcher: MldWatcher,
+    private readonly watcher: ListenerSource,
   ) {
     super();
   }
@@ -243,14 +249,17 @@ export class Share extends EventEmitter {
   /** Start serving `index` (the C lc_share). */
   static async start(index: ShareIndex, opts: ShareOptions): Promise<Share> {
     const pacer = new Pacer({ bitsPerSecond: opts.rateBps ?? 0 });
-    const watcher = await MldWatcher.open({
-      ifnames: opts.ifnames,
-      querier: opts.querier ?? true,
-      queryIntervalSec: opts.queryIntervalSec,
-      loopback: opts.loopback,
-      logger: opts.logger,
-    } as Parameters<typeof MldWatcher.open>[0]);
-    const share = new Share(index, opts, watcher);
+    let share: Share;
+    const watcher: ListenerSource = opts.push
+      ? new PushSource(opts.ifnames, () => share.index.hashes(), opts.pushPeriodSec ?? 10)
+      : await MldWatcher.open({
+          ifnames: opts.ifnames,
+          querier: opts.querier ?? true,
+          queryIntervalSec: opts.queryIntervalSec,
+          loopback: opts.loopback,
+          logger: opts.logger,
+        });
+    share = new Share(index, opts, watcher);
     try {
       for (const ifname of opts.ifnames) {
         share.senders.set(ifname, await MulticastSender.open({ ifname, loopback: opts.loopback, pacer }));
@@ -302,7 +311,7 @@ export class Share extends EventEmitter {
       // The OID names the plaintext; what is coded (and so F) is the sealed object when encrypting.
       const oid = obj.kind === 'chunk' ? obj.hash : hash(data);
       const coded = this.opts.cipher ? this.opts.cipher.seal(data) : data;
-      const s = new SendStream(key, group, e.ifname, obj, coded, oid);
+      const s = new SendStream(key, group, e.ifname, obj, coded, oid, !this.opts.push);
       s.joined(e.from);
       this.streams.set(key, s);
       this.insertByPosition(s);

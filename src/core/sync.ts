@@ -147,9 +147,50 @@ export function partAgrees(prefix: Buffer, part: Buffer, payloadOffset: number):
   return checked > 0 || complete - firstNew < 2;
 }
 
-/** A share path segment that is safe to create: no traversal, no separators, no NUL. */
-function safeSegment(seg: string): boolean {
-  return seg !== '' && seg !== '.' && seg !== '..' && !seg.includes('/') && !seg.includes('\0') && Buffer.byteLength(seg) <= 255;
+/** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
+const MAX_SEGMENT_BYTES = 255;
+
+/** Why `seg` (one segment of a share path from the network) must not be created, or undefined when it is safe. */
+function segmentProblem(seg: string): string | undefined {
+  if (seg === '') return 'empty path segment';
+  if (seg === '.' || seg === '..') return `"${seg}" segment`;
+  if (seg.includes('\0')) return 'NUL byte';
+  if (Buffer.byteLength(seg) > MAX_SEGMENT_BYTES) return `segment of ${Buffer.byteLength(seg)} bytes, longer than ${MAX_SEGMENT_BYTES}`;
+  return undefined;
+}
+
+/** Why a whole share path is malformed, or undefined. */
+function pathProblem(name: string): string | undefined {
+  if (name.startsWith('/')) return 'absolute path';
+  for (const seg of name.split('/')) {
+    const p = segmentProblem(seg);
+    if (p) return p;
+  }
+  return undefined;
+}
+
+/**
+ * The name under which the child object `child` of directory object `parent`
+ * goes into the parent's destination, or an INTEGRITY error saying why it may
+ * not. A file or symlink must be named `<parent>/<one segment>`: its entry hash
+ * covers that path, so a mismatch is a lie. A directory's entry hash covers
+ * only its basename, so a share that has two equal directories (same basename,
+ * stat and contents) under different parents serves one object named after
+ * either; only its depth and basename count.
+ */
+export function childName(parent: NetTreeHead, child: NetTreeHead): string {
+  const refuse = (why: string) =>
+    new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(child.name)} in directory ${JSON.stringify(parent.name)}: ${why}`);
+  const problem = pathProblem(child.name);
+  if (problem) throw refuse(problem);
+  const base = path.posix.basename(child.name);
+  if (child.type === 'dir') {
+    if (child.name.split('/').length !== parent.name.split('/').length + 1) throw refuse('not a direct child');
+    return base;
+  }
+  if (!child.name.startsWith(parent.name + '/')) throw refuse('not inside that directory');
+  if (child.name.slice(parent.name.length + 1) !== base) throw refuse('not a direct child');
+  return base;
 }
 
 interface FetchedEntry {
@@ -450,13 +491,17 @@ export class SyncSession {
     this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : 'created' });
     if (this.opts.flags.recursive) {
       const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
+      // Two children under one name would race each other for it (a symlink and a directory
+      // made one after the other): the second is refused.
+      const taken = new Set<string>();
       await Promise.all(
         children.map(async (h) => {
           const child = await this.fetchEntry(h);
-          const rel = child.head.name.startsWith(entry.head.name + '/') ? child.head.name.slice(entry.head.name.length + 1) : '';
-          if (!safeSegment(rel)) {
-            throw new LcsyncError('INTEGRITY', `refusing unsafe name "${child.head.name}" inside ${entry.head.name}`);
+          const rel = childName(entry.head, child.head);
+          if (taken.has(rel)) {
+            throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
           }
+          taken.add(rel);
           await this.syncEntry(child, path.join(dest, rel), localHashes);
         }),
       );
@@ -501,7 +546,8 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       await session.checkSignature(rootHash, top.head.name, opts.trust);
     }
     const baseName = path.posix.basename(top.head.name);
-    if (!safeSegment(baseName)) throw new LcsyncError('INTEGRITY', `refusing unsafe name "${top.head.name}"`);
+    const problem = segmentProblem(baseName);
+    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
     let target: string;
     if (top.head.type === 'dir') {
       if (!opts.flags.recursive) {
