@@ -3,7 +3,7 @@
  * Transfer benchmark: lcsync share/sync beside uftp/uftpd, on the same lab network in the same run.
  *
  *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
- *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-grtt 0.5:0.01:0.5|default]
+ *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults]
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
@@ -12,9 +12,9 @@
  * on every receiver's switch port in both directions (the sender's port has none, so receivers lose packets
  * independently). Both tools are capped at the same rate (--rate, Mbit/s; default 200, which is our
  * --bwlimit default): `lcsync share --bwlimit <rate>M`, `uftp -R <rate*1000>` (Kbit/s). uftp runs as a closed
- * group (-H with the receivers' IDs, so it starts as soon as all have registered) with GRTT bounds fitted to a
- * LAN (-r 0.5:0.01:0.5, see UFTP_GRTT below), otherwise with its defaults (no congestion control, 1300-byte
- * blocks, no encryption); ours runs with its defaults.
+ * group (-H with the receivers' IDs, so it starts as soon as all have registered), tuned for a LAN
+ * (-r 0.1:0.01:0.2 -s 50, see UFTP_TUNING below; --uftp-defaults: without), otherwise with its defaults (no
+ * congestion control, 1300-byte blocks, no encryption); ours runs with its defaults.
  *
  * Measured per run:
  *   wall     ours: from starting the syncs (all at once) until the last exits; uftp: the sender's run time
@@ -78,8 +78,8 @@ function intList(name, def, min, max) {
   return xs;
 }
 
-const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--uftp-grtt'];
-const known = new Set([...VALUED, '--no-tbf', '--rss-1g', '--help']);
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate'];
+const known = new Set([...VALUED, '--no-tbf', '--uftp-defaults', '--rss-1g', '--help']);
 for (const [i, a] of process.argv.slice(2).entries()) {
   const prev = process.argv[i + 1];
   if (a.startsWith('--') && !known.has(a)) fail(`unknown option ${a}`);
@@ -97,14 +97,13 @@ const RECEIVERS = RSS_1G ? [1] : intList('receivers', [1, 3], 1, 20);
 const LOSSES = RSS_1G ? [0] : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
-// uftp's GRTT bounds (-r init:min:max). With its default, 0.5:0.01:15, one lost REGISTER (retried after about 1 s)
-// inflates the GRTT for the whole session and every NAK round then waits seconds: 3.4 s or 48 s for the same
-// 64 MiB to 3 receivers at 5% loss. A small initial GRTT (0.1) instead ends the announce phase before that retry,
-// and uftp goes on without the receiver (half of 3-receiver runs at 5% loss). Capping only the maximum at 0.5 s
-// avoided both in 18 of 18 trial runs; --uftp-grtt default runs uftp without -r.
-const UFTP_GRTT_ARG = optionValue('uftp-grtt') ?? '0.5:0.01:0.5';
-if (UFTP_GRTT_ARG !== 'default' && !/^[\d.]+(:[\d.]+:[\d.]+)?$/.test(UFTP_GRTT_ARG)) fail('--uftp-grtt wants init[:min:max] or default');
-const UFTP_GRTT = UFTP_GRTT_ARG === 'default' ? [] : ['-r', UFTP_GRTT_ARG];
+// uftp tuned for a LAN. Its GRTT (-r init:min:max, default 0.5:0.01:15) sets how long each NAK round waits, and one
+// lost REGISTER (the receiver retries after about 1 s) inflates it for the whole session: with the defaults the
+// same 64 MiB to 3 receivers at 5% loss took 3.4 s or 48 s; with the maximum capped at 0.5 s, 3.5 s or 22 s. A
+// small initial GRTT alone ends the announce phase before that retry and uftp goes on without the receiver (half
+// of such runs); a longer announce phase (-s 50, the maximum robustness) lets the retry in. With -r 0.1:0.01:0.2
+// -s 50, 8 of 8 trial runs completed on every receiver, 7 in about 3.5 s. --uftp-defaults runs uftp without them.
+const UFTP_TUNING = process.argv.includes('--uftp-defaults') ? [] : ['-r', '0.1:0.01:0.2', '-s', '50'];
 const TOOLS = RSS_1G ? ['ours'] : (optionValue('tools') ?? 'ours,uftp').split(',');
 if (TOOLS.some((t) => t !== 'ours' && t !== 'uftp') || TOOLS.length === 0) fail('--tools wants ours, uftp or ours,uftp');
 const RSS_TARGET = 200e6; // bytes: "the receiver's peak RSS stays under 200 MB for a 1 GiB file"
@@ -331,7 +330,7 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
       const t0 = performance.now();
       const cpu0 = daemons.map((e) => (e.d.pid !== undefined ? cpuSeconds(e.d.pid) : undefined) ?? NaN);
       const r = await lab.exec(0, timed(rssFile, ['uftp', '-M', pub, '-P', priv, '-I', lab.hosts[0].ula,
-        '-R', String(RATE * 1000), '-U', '0x00000001', '-H', daemons.map((e) => e.uid).join(','), ...UFTP_GRTT,
+        '-R', String(RATE * 1000), '-U', '0x00000001', '-H', daemons.map((e) => e.uid).join(','), ...UFTP_TUNING,
         '-S', '@LOG', '-L', log, src]), { timeoutMs: RUN_TIMEOUT_MS });
       const wall = (performance.now() - t0) / 1000;
       const tx1 = await settledTx(lab);
@@ -422,7 +421,7 @@ try {
   const srcHash = await sha256(src);
   const cpu = os.cpus();
   const uftpNote = TOOLS.includes('uftp')
-    ? `for both (lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_GRTT.length ? ` with -r ${UFTP_GRTT_ARG}` : ''}`
+    ? `for both (lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_TUNING.length ? ` ${UFTP_TUNING.join(' ')}` : ''}`
     : `(lcsync share --bwlimit ${RATE}M)`;
   console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s ${uftpNote}, ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
   console.log(`loss: random, per receiver port, both directions; all hosts share ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
