@@ -11,15 +11,52 @@ export class Limiter {
     this.free = max;
   }
 
-  async run<T>(fn: () => Promise<T>): Promise<T> {
+  private async acquire(): Promise<void> {
     if (this.free > 0) this.free--;
     else await new Promise<void>((r) => this.waiting.push(r));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    await this.acquire();
     try {
       return await fn();
     } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.free++;
+      this.release();
     }
+  }
+
+  /**
+   * Run `fn` for every item, as many at once as the limit allows, starting each
+   * only when a slot is free: a million items cost a million tasks in turn, not
+   * a million pending promises. The first failure stops new starts; it is
+   * thrown once the running tasks have ended.
+   */
+  async each<T>(items: Iterable<T>, fn: (item: T) => Promise<void>): Promise<void> {
+    const running = new Set<Promise<void>>();
+    let failure: { error: unknown } | undefined;
+    for (const item of items) {
+      await this.acquire();
+      if (failure) {
+        this.release();
+        break;
+      }
+      const task: Promise<void> = fn(item)
+        .catch((error: unknown) => {
+          failure ??= { error };
+        })
+        .finally(() => {
+          running.delete(task);
+          this.release();
+        });
+      running.add(task);
+    }
+    await Promise.all(running);
+    if (failure) throw failure.error;
   }
 }

@@ -291,9 +291,9 @@ export class SyncSession {
     return { head, obj, tree };
   }
 
-  /** Fetch chunk i of `tree` into `buf` at its offset (memory sync). */
-  async fetchChunkInto(tree: MerkleTree, i: number, buf: Buffer): Promise<void> {
-    await this.chunkLimit.run(async () => {
+  /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync). */
+  async fetchChunksInto(tree: MerkleTree, indices: readonly number[], buf: Buffer): Promise<void> {
+    await this.chunkLimit.each(indices, async (i) => {
       this.checkAbort();
       const bytes = await this.rx.fetchChunk(tree.leaf(i), chunkLength(tree.size, i));
       bytes.copy(buf, i * CHUNK_SIZE);
@@ -366,7 +366,7 @@ export class SyncSession {
     }
     const fetch = needed.filter((i) => !reuse.has(i));
     if (this.opts.dryRun) {
-      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: fetch.length, chunksReused: reuse.size });
+      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
       return;
     }
     if (sameContent) {
@@ -397,18 +397,25 @@ export class SyncSession {
           await old.close();
         }
       }
-      await Promise.all(
-        fetch.map((i) =>
-          this.chunkLimit.run(async () => {
-            this.checkAbort();
-            const bytes = await this.rx.fetchChunk(tree.leaf(i), chunkLength(size, i));
-            await out.write(i * CHUNK_SIZE, bytes);
-            this.summary.chunksFetched++;
-            this.summary.bytesWritten += bytes.length;
-            this.progress();
-          }),
-        ),
-      );
+      // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
+      const places = new Map<string, number[]>();
+      for (const i of fetch) {
+        const k = tree.leaf(i).toString('hex');
+        const list = places.get(k);
+        if (list) list.push(i);
+        else places.set(k, [i]);
+      }
+      await this.chunkLimit.each(places.values(), async (at) => {
+        this.checkAbort();
+        const bytes = await this.rx.fetchChunk(tree.leaf(at[0]!), chunkLength(size, at[0]!));
+        for (const i of at) {
+          await out.write(i * CHUNK_SIZE, bytes);
+          this.summary.bytesWritten += bytes.length;
+        }
+        this.summary.chunksFetched++;
+        this.summary.chunksReused += at.length - 1;
+        this.progress();
+      });
       this.checkAbort();
       await out.commit();
     } catch (e) {
@@ -416,7 +423,7 @@ export class SyncSession {
       throw e;
     }
     await this.finishMeta(dest, entry.head.meta, false, !existed);
-    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetch.length, chunksReused: reuse.size });
+    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
   }
 
   /** Apply the archive flags; returns whether anything differed. New files without -p get mode & ~umask, as rsync does. */
@@ -590,6 +597,11 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   }
 }
 
+/** How many distinct chunks the indices name (identical chunks travel once). */
+function uniqueLeaves(tree: MerkleTree, indices: readonly number[]): number {
+  return new Set(indices.map((i) => tree.leaf(i).toString('hex'))).size;
+}
+
 /** The entry hash of a fetched object: what `lcsync index` prints for the same item. */
 function rootHashOf(e: FetchedEntry): Hash {
   const { head, obj } = e;
@@ -647,7 +659,7 @@ export async function syncBuffer(source: string, local: Buffer, opts: Omit<SyncO
         reused++;
       } else fetch.push(i);
     }
-    await Promise.all(fetch.map((i) => session.fetchChunkInto(tree, i, data)));
+    await session.fetchChunksInto(tree, fetch, data);
     const s = session.stats();
     return { data, chunksFetched: fetch.length, chunksReused: reused, bytesReceived: s.bytesReceived, seconds: s.seconds };
   } finally {
