@@ -23,7 +23,12 @@
  * Listener state per (interface, group) follows RFC 3810 section 7 in its any-source form:
  *  - a join or refresh (IS_EX, TO_EX, ALLOW, v1 report) emits 'join' (every time: the share dedups, and a
  *    refresh is a cue to restart a stalled stream) and sets the listener timer to listenerTimeoutSec;
- *  - a leave (TO_IN/IS_IN with no sources, BLOCK, v1 done) starts a check: as querier we send the
+ *  - explicit tracking (default): MLDv2 hosts never suppress each other's reports, so each group keeps the set
+ *    of hosts that reported it. A leave from one of several emits 'part' and nothing else; a leave from the last
+ *    one emits 'part' and 'leave' at once, with no query (fast leave: a stream stops within one report, and no
+ *    query traffic per leave). Hosts that have not reported for a listener interval drop out of the set.
+ *  - where an MLDv1 report was seen for a group (v1 hosts do suppress), or with explicitTracking off,
+ *    a leave (TO_IN/IS_IN with no sources, BLOCK, v1 done) starts a check: as querier we send the
  *    address-specific query twice (now and after half of lastListenerQueryMs, both with max response
  *    lastListenerQueryMs/2), and if no report for the group comes within lastListenerQueryMs (+ 200 ms margin) the
  *    group is gone: 'leave'. When not querier we cannot ask, so the deadline is two of a standard querier's last
@@ -92,6 +97,12 @@ export interface MldWatcherOptions {
   lastListenerQueryMs?: number;
   /** Robustness variable, default 2. */
   robustness?: number;
+  /**
+   * Track listening hosts from MLDv2 reports and drop a group as soon as its
+   * last one leaves, without an address-specific query (default on; groups
+   * where an MLDv1 report was seen are always checked by query).
+   */
+  explicitTracking?: boolean;
   logger?: { verbose(msg: string): void };
 }
 
@@ -139,6 +150,14 @@ interface Listener {
   group: Buffer;
   expiresAt: number;
   lastReporter: string;
+  /**
+   * Explicit tracking: every host whose MLDv2 report says it listens, with the
+   * time of its last report. MLDv2 has no report suppression, so when the last
+   * of them leaves nobody is left, and the group can go at once, without a query.
+   */
+  hosts: Map<string, number>;
+  /** An MLDv1 report was seen: v1 hosts suppress each other's reports, so leaves are checked by query. */
+  v1: boolean;
   /** Set while a leave is being checked: when the group is declared gone if no report arrives. */
   checkDeadline?: number;
   checkFrom?: string;
@@ -416,17 +435,35 @@ export class MldWatcher extends EventEmitter {
             this.log(`${iface.ifname}: ${MAX_GROUPS_PER_IFACE} groups tracked already, ignoring ${formatIPv6(ev.group)}`);
             continue;
           }
-          l = { group: ev.group, expiresAt: 0, lastReporter: from, queryAt: [] };
+          l = { group: ev.group, expiresAt: 0, lastReporter: from, queryAt: [], hosts: new Map(), v1: false };
           iface.listeners.set(key, l);
         }
         l.expiresAt = now + this.maliMs;
         l.lastReporter = from;
+        l.hosts.set(from, now);
+        if (msg.type === 'v1report') l.v1 = true;
         l.checkDeadline = undefined;
         l.checkFrom = undefined;
         l.queryAt = [];
         this.emitEvent({ kind: 'join', group: ev.group, ifname: iface.ifname, from, refresh });
       } else {
         if (!l) continue; // a leave for a group nobody was known to hear changes nothing
+        l.hosts.delete(from);
+        if (!l.v1 && this.opts.explicitTracking !== false) {
+          // Hosts silent for a whole listener interval are gone (crashed without leaving).
+          for (const [h, t] of l.hosts) if (now - t > this.maliMs) l.hosts.delete(h);
+          if (l.hosts.size > 0) {
+            // Others are known to listen: nothing to ask.
+            this.emitEvent({ kind: 'part', group: l.group, ifname: iface.ifname, from });
+            continue;
+          }
+          // The last known listener left: gone now, no query round.
+          iface.listeners.delete(key);
+          this.log(`${iface.ifname}: ${from} left ${formatIPv6(l.group)}, the last listener`);
+          this.emitEvent({ kind: 'part', group: l.group, ifname: iface.ifname, from });
+          this.emitEvent({ kind: 'leave', group: l.group, ifname: iface.ifname, from, reason: 'left' });
+          continue;
+        }
         if (l.checkDeadline !== undefined) continue; // already being checked
         l.checkFrom = from;
         if (this.isQuerier(iface)) {

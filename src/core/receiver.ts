@@ -83,6 +83,7 @@ export class ObjectReceiver {
   readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, rejected: 0, rejoins: 0 };
   private readonly chunks = new Map<string, ChunkWaiter>();
   private readonly trees = new Set<TreeWaiter>();
+  /** Decoders of tree objects by `OID/length`, oldest first. */
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
   private treeDecoderBytes = 0;
   private readonly done = new Set<string>();
@@ -100,6 +101,11 @@ export class ObjectReceiver {
   private readonly firstSymbolMs: number;
   private readonly cipher?: ObjectCipher;
   private readonly idleTimeoutMs: number;
+  /**
+   * When any request last made progress. A request times out only when the whole transfer has
+   * been idle that long: a paced sender busy with other groups is still answering.
+   */
+  private lastHeardAny = Date.now();
   private closed = false;
 
   constructor(
@@ -221,7 +227,7 @@ export class ObjectReceiver {
     const before = w.decoder.received;
     const coded = w.decoder.add(esi, symbol);
     if (w.decoder.received > before) {
-      w.lastProgress = w.lastHeard = Date.now();
+      w.lastProgress = w.lastHeard = this.lastHeardAny = Date.now();
       w.progressed = true;
     }
     if (!coded) return;
@@ -251,20 +257,21 @@ export class ObjectReceiver {
       this.stats.ignored++;
       return;
     }
-    let entry = this.treeDecoders.get(oid);
+    // One OID cannot have two lengths, but which sender lies is unknown until an object decodes:
+    // each (OID, length) gets its own decoder, so one datagram with a false length cannot shut
+    // out the genuine object.
+    const slot = `${oid}/${length}`;
+    let entry = this.treeDecoders.get(slot);
     if (!entry) {
       while (this.treeDecoders.size > 0 && (this.treeDecoders.size >= MAX_TREE_DECODERS || this.treeDecoderBytes + length > MAX_TREE_DECODER_BYTES)) {
         this.dropTreeDecoder(this.treeDecoders.keys().next().value!);
       }
       entry = { dec: new ObjectDecoder(length), length };
-      this.treeDecoders.set(oid, entry);
+      this.treeDecoders.set(slot, entry);
       this.treeDecoderBytes += length;
-    } else if (entry.length !== length) {
-      // The same OID cannot have two lengths; whoever sent this is lying.
-      this.stats.ignored++;
-      return;
     }
     const now = Date.now();
+    this.lastHeardAny = now;
     // Which tree request a datagram serves is only known once its object decodes: count it for all.
     for (const w of this.trees) {
       w.lastProgress = w.lastHeard = now;
@@ -272,8 +279,7 @@ export class ObjectReceiver {
     }
     const coded = entry.dec.add(esi, symbol);
     if (!coded) return;
-    this.dropTreeDecoder(oid);
-    this.markDone(oid);
+    this.dropTreeDecoder(slot);
     let obj: Buffer;
     try {
       obj = this.cipher ? this.cipher.open(coded) : coded;
@@ -283,10 +289,13 @@ export class ObjectReceiver {
       return;
     }
     if (toHex(hash(obj)) !== oid) {
-      // With no key, an encrypted share's objects end here: say so if nothing else ever arrives.
+      // A forged symbol was among those decoded (or, with no key, an encrypted share's object).
+      // The OID is not done: its next datagrams start a fresh decoder, so a spoofer cannot make
+      // the genuine object unreachable by getting a few bad symbols in first.
       this.stats.rejected++;
       return;
     }
+    this.markDone(oid);
     // Every request it answers gets it: two requests may name the same object (equal entry
     // hashes), and its OID is done now, so a waiter passed over here would never see it again.
     let wanted = false;
@@ -303,11 +312,11 @@ export class ObjectReceiver {
     if (!wanted) this.unclaimed.set(oid, obj);
   }
 
-  private dropTreeDecoder(oid: string): void {
-    const d = this.treeDecoders.get(oid);
+  private dropTreeDecoder(slot: string): void {
+    const d = this.treeDecoders.get(slot);
     if (!d) return;
     d.dec.free();
-    this.treeDecoders.delete(oid);
+    this.treeDecoders.delete(slot);
     this.treeDecoderBytes -= d.length;
   }
 
@@ -330,7 +339,7 @@ export class ObjectReceiver {
   private tick(): void {
     const now = Date.now();
     const check = (w: Waiter, fail: (e: Error) => void) => {
-      if (now - w.lastHeard > this.idleTimeoutMs) {
+      if (now - Math.max(w.lastHeard, this.lastHeardAny) > this.idleTimeoutMs) {
         const hint = this.stats.rejected > 0 && !this.cipher ? ' (objects arrived but did not verify: is the share encrypted? give --keyfile or LCSYNC_PASSWORD)' : '';
         fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s${hint}`));
         return;

@@ -100,11 +100,14 @@ const TRICKLE_MS = 100;
  */
 const ACTIVE_WINDOW = 32;
 /**
- * A stream pauses this long after its source symbols. On a clean link every
- * listener has what it needs by then and leaves, so no repair symbol is ever
- * made or sent; a listener that lost some gets the rest of the round after it.
+ * A stream holds after its source symbols for about as long as leaves take to
+ * arrive (measured: the kernel delays reports, and busy receivers answer late),
+ * within these bounds. On a clean link every listener has what it needs by then
+ * and leaves, so no repair symbol is made or sent; one that lost some gets the
+ * rest of the round after the hold.
  */
-const GRACE_MS = 50;
+const GRACE_MIN_MS = 30;
+const GRACE_MAX_MS = 300;
 /** Let I/O (MLD reports above all) in at least this often while sending. */
 const YIELD_EVERY = 16;
 
@@ -119,11 +122,16 @@ class SendStream {
   nextTrickleAt = 0;
   /** After the source symbols the stream holds for GRACE_MS: leaves arrive then, and on a clean link nothing more is needed. */
   holdUntil = 0;
+  /** When the last owed source symbol went out (for measuring how long leaves take to arrive). */
+  sourceDoneAt = 0;
   /** Hosts whose join this stream is serving. */
   readonly reporters = new Set<string>();
   readonly round: number;
   readonly repairRound: number;
-  private nextSource = 0;
+  /** Next source symbol, cycling: a listener that joins late gets the ones it missed after the rest. */
+  private sourceCursor = 0;
+  /** Source symbols still owed to the newest listener; repair symbols come only after them. */
+  private sourceOwed: number;
   private readonly encoder: ObjectEncoder;
 
   constructor(
@@ -135,22 +143,28 @@ class SendStream {
     private readonly oid: Buffer,
     /** Push mode has no listeners to serve between rounds. */
     private readonly trickle: boolean,
+    /** How long to hold after the source symbols (see Share.grace). */
+    private readonly grace: () => number,
   ) {
     this.encoder = new ObjectEncoder(this.data);
     this.round = roundSize(this.encoder.K);
     this.repairRound = repairRoundSize(this.encoder.K);
     this.budget = this.round;
+    this.sourceOwed = this.encoder.K;
   }
 
   /**
    * A join report from `from`. A new listener gets a full round (it has seen
-   * nothing yet); one asking again after the round ran out (it lost some) gets a
-   * repair round; a repeated report while a round is still going (the kernel
-   * sends each change twice) changes nothing.
+   * nothing yet): the K source symbols from where the cycle stands, so those
+   * already listening lose nothing, then the margin; one asking again after the
+   * round ran out (it lost some) gets a repair round; a repeated report while a
+   * round is still going (the kernel sends each change twice) changes nothing.
    */
   joined(from: string): void {
-    if (!this.reporters.has(from)) this.budget = Math.max(this.budget, this.round);
-    else if (this.budget === 0) this.budget = this.repairRound;
+    if (!this.reporters.has(from)) {
+      this.budget = Math.max(this.budget, this.round);
+      this.sourceOwed = this.encoder.K;
+    } else if (this.budget === 0) this.budget = this.repairRound;
     this.reporters.add(from);
   }
 
@@ -170,14 +184,28 @@ class SendStream {
     return this.budget > 0 ? this.holdUntil : this.nextTrickleAt;
   }
 
-  /** The next datagram: source symbols in order first, then repair symbols with fresh ESIs. */
+  /**
+   * The next datagram: source symbols (cycling) while a listener is owed them,
+   * then repair symbols with fresh ESIs. Source symbols need no RaptorQ work at
+   * all, so on a clean link no encoder is ever built, however late listeners join.
+   */
   next(now: number): Buffer {
+    let trickling = false;
     if (this.budget > 0) this.budget--;
-    else this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
+    else {
+      this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
+      trickling = true;
+    }
     const withOti = this.object.kind === 'tree' ? this.data.length : undefined;
-    if (this.nextSource < this.encoder.K) {
-      const esi = this.nextSource++;
-      if (this.nextSource === this.encoder.K && this.budget > 0) this.holdUntil = now + GRACE_MS;
+    // A trickle goes round the source symbols: it costs no RaptorQ work, and a listener that
+    // never asks again (the C client) still gets every symbol it lacks within K trickles.
+    if (this.sourceOwed > 0 || trickling) {
+      const esi = this.sourceCursor;
+      this.sourceCursor = (this.sourceCursor + 1) % this.encoder.K;
+      if (!trickling && --this.sourceOwed === 0) {
+        this.sourceDoneAt = now;
+        if (this.budget > 0) this.holdUntil = now + this.grace();
+      }
       return encodeDatagram({ oid: this.oid, transferLength: withOti, esi, symbol: this.encoder.sourceSymbol(esi) });
     }
     const r = this.encoder.nextRepair();
@@ -205,6 +233,8 @@ export class Share extends EventEmitter {
   private order: SendStream[] = [];
   private cursor = 0;
   private nextTrickleScan = 0;
+  /** Smoothed time from a stream's last source symbol to its listener's leave. */
+  private leaveLatencyMs = 50;
   private readonly rank = new Map<object, number>();
   private wake?: () => void;
   private stopped = false;
@@ -311,7 +341,7 @@ export class Share extends EventEmitter {
       // The OID names the plaintext; what is coded (and so F) is the sealed object when encrypting.
       const oid = obj.kind === 'chunk' ? obj.hash : hash(data);
       const coded = this.opts.cipher ? this.opts.cipher.seal(data) : data;
-      const s = new SendStream(key, group, e.ifname, obj, coded, oid, !this.opts.push);
+      const s = new SendStream(key, group, e.ifname, obj, coded, oid, !this.opts.push, () => this.graceMs);
       s.joined(e.from);
       this.streams.set(key, s);
       this.insertByPosition(s);
@@ -332,9 +362,18 @@ export class Share extends EventEmitter {
    * on meanwhile would mostly feed nobody, so the stream pauses until a report
    * answers (join) or the check ends (leave).
    */
+  /** The hold after the source symbols: 1.5 times the measured leave latency, bounded. */
+  get graceMs(): number {
+    return Math.min(GRACE_MAX_MS, Math.max(GRACE_MIN_MS, 1.5 * this.leaveLatencyMs));
+  }
+
   private onPart(e: MldEvent): void {
     const s = this.streams.get(`${formatIPv6(e.group)}%${e.ifname}`);
     if (!s) return;
+    if (s.sourceDoneAt > 0 && s.reporters.size === 1) {
+      const sample = Date.now() - s.sourceDoneAt;
+      if (sample < 2000) this.leaveLatencyMs += (sample - this.leaveLatencyMs) / 16;
+    }
     s.reporters.delete(e.from);
     // Others whose joins we saw still listen: no reason to wait for the query's answer.
     if (s.reporters.size === 0) s.paused = true;
