@@ -240,8 +240,8 @@ for (const snooping of [false, true]) {
       w.child.kill('SIGTERM');
     });
 
-    it('keeps the group while another host still listens after one leaves', async () => {
-      const w = startWatcher(lab!, 0, fast);
+    it('without explicit tracking, asks with an address-specific query and keeps the group while another host still listens', async () => {
+      const w = startWatcher(lab!, 0, { ...fast, explicitTracking: false });
       await w.waitFor((l) => l.ready === true, 5000, 'watcher ready');
       const stays = startJoiner(lab!, 1, GROUP, 5000);
       const goes = startJoiner(lab!, 2, GROUP, 800);
@@ -254,6 +254,7 @@ for (const snooping of [false, true]) {
       await w.waitFor((l) => l.event === 'join' && l.from === lab!.hosts[1]!.linkLocal && l.t >= part.t, 2000, 'answer');
       await new Promise((r) => setTimeout(r, 1500));
       expect(w.all.filter((l) => l.event === 'leave' && l.t > left.t - 1000)).toEqual([]);
+      expect(w.all.some((l) => l.log?.includes(`query for ${GROUP_TEXT}`))).toBe(true);
       await stays.waitFor((l) => l.message === 'left', 6000, 'host 1 left');
       await w.waitFor((l) => l.event === 'leave' && l.group === GROUP_TEXT, 4000, 'leave after the last one');
       w.child.kill('SIGTERM');
