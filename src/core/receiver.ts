@@ -113,7 +113,7 @@ export class ObjectReceiver {
     opts: ReceiverOptions = {},
   ) {
     this.cipher = opts.cipher;
-    this.stallMs = opts.stallMs ?? 250;
+    this.stallMs = opts.stallMs ?? 400;
     this.firstSymbolMs = opts.firstSymbolMs ?? 3000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
     rx.onDatagram((buf) => this.onDatagram(buf));

@@ -107,7 +107,11 @@ const ACTIVE_WINDOW = 32;
  * rest of the round after the hold.
  */
 const GRACE_MIN_MS = 30;
-const GRACE_MAX_MS = 300;
+const GRACE_MAX_MS = 150;
+/** A stream whose listeners all left lingers (silent) this long in case one re-joins for more. */
+const LINGER_MS = 500;
+/** A join this soon after the same host left is a re-ask. */
+const REJOIN_MS = 2000;
 /** Let I/O (MLD reports above all) in at least this often while sending. */
 const YIELD_EVERY = 16;
 
@@ -122,10 +126,15 @@ class SendStream {
   nextTrickleAt = 0;
   /** After the source symbols the stream holds for GRACE_MS: leaves arrive then, and on a clean link nothing more is needed. */
   holdUntil = 0;
-  /** When the last owed source symbol went out (for measuring how long leaves take to arrive). */
+  /** When the last owed source symbol went out, and datagrams sent since (for measuring how long leaves take). */
   sourceDoneAt = 0;
+  sentSinceSourceDone = 0;
   /** Hosts whose join this stream is serving. */
   readonly reporters = new Set<string>();
+  /** Hosts that left, and when: one that joins again soon is asking for more, not starting over. */
+  readonly departed = new Map<string, number>();
+  /** After the last listener left: when the stream is dropped unless someone joins again. */
+  lingerUntil = 0;
   readonly round: number;
   readonly repairRound: number;
   /** Next source symbol, cycling: a listener that joins late gets the ones it missed after the rest. */
@@ -160,8 +169,13 @@ class SendStream {
    * round ran out (it lost some) gets a repair round; a repeated report while a
    * round is still going (the kernel sends each change twice) changes nothing.
    */
-  joined(from: string): void {
-    if (!this.reporters.has(from)) {
+  joined(from: string, now: number): void {
+    const left = this.departed.get(from);
+    if (left !== undefined && now - left < REJOIN_MS) {
+      // Left and joined again: a receiver asking for more after losing some.
+      this.departed.delete(from);
+      this.budget = Math.max(this.budget, this.repairRound);
+    } else if (!this.reporters.has(from)) {
       this.budget = Math.max(this.budget, this.round);
       this.sourceOwed = this.encoder.K;
     } else if (this.budget === 0) this.budget = this.repairRound;
@@ -202,12 +216,15 @@ class SendStream {
     if (this.sourceOwed > 0 || trickling) {
       const esi = this.sourceCursor;
       this.sourceCursor = (this.sourceCursor + 1) % this.encoder.K;
+      this.sentSinceSourceDone++;
       if (!trickling && --this.sourceOwed === 0) {
         this.sourceDoneAt = now;
+        this.sentSinceSourceDone = 0;
         if (this.budget > 0) this.holdUntil = now + this.grace();
       }
       return encodeDatagram({ oid: this.oid, transferLength: withOti, esi, symbol: this.encoder.sourceSymbol(esi) });
     }
+    this.sentSinceSourceDone++;
     const r = this.encoder.nextRepair();
     return encodeDatagram({ oid: this.oid, transferLength: withOti, esi: r.esi, symbol: r.symbol });
   }
@@ -233,6 +250,7 @@ export class Share extends EventEmitter {
   private order: SendStream[] = [];
   private cursor = 0;
   private nextTrickleScan = 0;
+  private readonly lingering = new Set<SendStream>();
   /** Smoothed time from a stream's last source symbol to its listener's leave. */
   private leaveLatencyMs = 50;
   private readonly rank = new Map<object, number>();
@@ -245,6 +263,7 @@ export class Share extends EventEmitter {
   private streamsStarted = 0;
   private readonly rateWindow: { t: number; bytes: number }[] = [];
   private sampler?: NodeJS.Timeout;
+  private sweeper?: NodeJS.Timeout;
 
   private constructor(
     private index_: ShareIndex,
@@ -303,6 +322,8 @@ export class Share extends EventEmitter {
     watcher.on('part', (e: MldEvent) => share.onPart(e));
     share.pump = share.run();
     share.sampler = setInterval(() => share.sampleRate(), 1000);
+    share.sweeper = setInterval(() => share.sweepLingering(), LINGER_MS / 5);
+    share.sweeper.unref();
     share.sampler.unref();
     return share;
   }
@@ -323,7 +344,7 @@ export class Share extends EventEmitter {
     if (existing) {
       // A report while paused means someone still listens after a leave: carry on.
       existing.paused = false;
-      existing.joined(e.from);
+      existing.joined(e.from, Date.now());
       this.wake?.();
       return;
     }
@@ -342,7 +363,7 @@ export class Share extends EventEmitter {
       const oid = obj.kind === 'chunk' ? obj.hash : hash(data);
       const coded = this.opts.cipher ? this.opts.cipher.seal(data) : data;
       const s = new SendStream(key, group, e.ifname, obj, coded, oid, !this.opts.push, () => this.graceMs);
-      s.joined(e.from);
+      s.joined(e.from, Date.now());
       this.streams.set(key, s);
       this.insertByPosition(s);
       this.streamsStarted++;
@@ -370,11 +391,14 @@ export class Share extends EventEmitter {
   private onPart(e: MldEvent): void {
     const s = this.streams.get(`${formatIPv6(e.group)}%${e.ifname}`);
     if (!s) return;
-    if (s.sourceDoneAt > 0 && s.reporters.size === 1) {
+    // Only a leave during the hold measures the latency: one after repair symbols went out says
+    // the listener needed them, not that leaves are slow.
+    if (s.sourceDoneAt > 0 && s.sentSinceSourceDone === 0 && s.reporters.size === 1) {
       const sample = Date.now() - s.sourceDoneAt;
-      if (sample < 2000) this.leaveLatencyMs += (sample - this.leaveLatencyMs) / 16;
+      this.leaveLatencyMs += (Math.min(sample, GRACE_MAX_MS) - this.leaveLatencyMs) / 16;
     }
     s.reporters.delete(e.from);
+    s.departed.set(e.from, Date.now());
     // Others whose joins we saw still listen: no reason to wait for the query's answer.
     if (s.reporters.size === 0) s.paused = true;
   }
@@ -384,10 +408,33 @@ export class Share extends EventEmitter {
     this.starting.delete(key);
     const s = this.streams.get(key);
     if (!s) return;
-    this.streams.delete(key);
+    // Nobody listens: silent at once. The stream itself lingers a moment, because a receiver that
+    // re-joins to ask for more (leave, then join) should get a repair round, not the whole object.
+    s.paused = true;
+    s.lingerUntil = Date.now() + LINGER_MS;
+    this.lingering.add(s);
+  }
+
+  /** Drop streams whose listeners left and did not come back. */
+  private sweepLingering(): void {
+    const now = Date.now();
+    for (const s of this.lingering) {
+      if (s.reporters.size > 0 || !s.paused) {
+        this.lingering.delete(s);
+        continue;
+      }
+      if (now < s.lingerUntil) continue;
+      this.lingering.delete(s);
+      this.drop(s);
+    }
+  }
+
+  private drop(s: SendStream): void {
+    if (this.streams.get(s.key) !== s) return;
+    this.streams.delete(s.key);
     this.order = this.order.filter((x) => x !== s);
     s.free();
-    this.log('verbose', `stopped ${s.object.kind} ${s.object.record.sharePath} on ${key} after ${s.datagrams} datagrams`);
+    this.log('verbose', `stopped ${s.object.kind} ${s.object.record.sharePath} on ${s.key} after ${s.datagrams} datagrams`);
   }
 
   /** Where a stream's object sits in a receiver's walk: trees before chunks, chunks by file and offset. */
@@ -516,6 +563,7 @@ export class Share extends EventEmitter {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.sampler);
+    clearInterval(this.sweeper);
     this.wake?.();
     await this.pump?.catch(() => undefined);
     for (const s of this.streams.values()) s.free();
