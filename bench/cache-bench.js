@@ -23,25 +23,13 @@ import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { DIST, REPO, option } from './common.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DIST = path.join(REPO, 'dist', 'core');
 
-function option(name, def) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return def;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) {
-    console.error(`cache-bench: --${name} wants a positive integer`);
-    process.exit(2);
-  }
-  return v;
-}
 
-const FILES = option('files', 2000);
-const SIZE = option('size-mib', 512) * 2 ** 20;
-const RUNS = option('runs', 3);
+const FILES = option('cache-bench', 'files', 2000);
+const SIZE = option('cache-bench', 'size-mib', 512) * 2 ** 20;
+const RUNS = option('cache-bench', 'runs', 3);
 
 let mdex, cache, hashpool, hash;
 try {

@@ -13,28 +13,16 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { DIST, REPO, median, option, writeRandomFile } from './common.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DIST = path.join(REPO, 'dist', 'core');
 
-function option(name, def) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return def;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) {
-    console.error(`index-bench: --${name} wants a positive integer`);
-    process.exit(2);
-  }
-  return v;
-}
 
-const SIZE = option('size-mib', 1024) * 2 ** 20;
-const FILES = option('files', 10000);
-const RUNS = option('runs', 3);
+const SIZE = option('index-bench', 'size-mib', 1024) * 2 ** 20;
+const FILES = option('index-bench', 'files', 10000);
+const RUNS = option('index-bench', 'runs', 3);
 
 const b3sum = spawnSync('b3sum', ['--version'], { encoding: 'utf8' });
 if (b3sum.status !== 0) {
@@ -61,10 +49,6 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 async function time(fn) {
   const runs = [];
@@ -81,19 +65,6 @@ function sh(cmd, args) {
   if (r.status !== 0) throw new Error(`${cmd} failed (${r.status}): ${r.stderr}`);
 }
 
-function makeBigFile(file) {
-  const fd = openSync(file, 'w');
-  const block = Buffer.allocUnsafe(1 << 20);
-  try {
-    for (let off = 0; off < SIZE; off += block.length) {
-      const n = Math.min(block.length, SIZE - off);
-      randomFillSync(block, 0, n);
-      writeSync(fd, block, 0, n);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** FILES files of 1-16 KiB in directories of 100, returns their total size and paths. */
 function makeSmallTree(dir) {
@@ -125,7 +96,7 @@ try {
   const big = path.join(work, 'big.bin');
   const small = path.join(work, 'small');
   process.stderr.write(`generating ${SIZE / 2 ** 20} MiB file and ${FILES} small files in ${work} ...\n`);
-  makeBigFile(big);
+  writeRandomFile(big, SIZE);
   const { total: smallBytes, files } = makeSmallTree(small);
   const listFile = path.join(work, 'list');
   writeFileSync(listFile, files.join('\0'));
