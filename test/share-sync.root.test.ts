@@ -170,6 +170,28 @@ describe.skipIf(why)('share and sync over multicast (needs root)', () => {
     }
   }, 120_000);
 
+  it('shows a spinner and progress on a terminal, and none on a terminal without a width', async () => {
+    const src = path.join(work, 'tty.bin');
+    writeFileSync(src, randomBytes(4 * 1024 * 1024));
+    const share = await startShare(lab, 0, [src]);
+    try {
+      for (const [cols, dest] of [[100, 'tty-out.bin'], [0, 'tty0-out.bin']] as const) {
+        const typescript = path.join(work, `typescript-${cols}`);
+        const cmd = `stty cols ${cols} rows 40; exec ${process.execPath} ${cli} sync -i e0 --timeout 20 ${share.roots[0]!.hash} ${path.join(work, dest)}`;
+        const r = await lab.exec(1, ['script', '-qec', cmd, typescript], { timeoutMs: 60_000 });
+        expect(r.code, r.stderr).toBe(0);
+        expect(sha256(path.join(work, dest))).toBe(sha256(src));
+        const screen = readFileSync(typescript, 'utf8');
+        expect(screen.length).toBeLessThan(200_000);
+        expect(screen).toMatch(/received [\d.]+ MB, wrote/);
+        if (cols > 0) expect(screen).toMatch(/chunks \d+\/\d+|waiting for/);
+        else expect(screen).not.toMatch(/chunks \d+\/\d+/);
+      }
+    } finally {
+      await share.stop();
+    }
+  }, 120_000);
+
   it('completes with 10% random loss on the receiver link', async () => {
     const src = path.join(work, 'lossy.bin');
     writeFileSync(src, randomBytes(4 * 1024 * 1024 + 777));

@@ -17,6 +17,15 @@ export class Progress {
 
   constructor(private readonly opts: { enabled: boolean }) {}
 
+  /**
+   * Progress only on a terminal that has a width, never with --json, -q or JSON
+   * logs. (A pseudo-terminal of 0 columns, as `script` makes, would have ora
+   * clear an endless number of lines.)
+   */
+  static wanted(flags: { json: boolean; quiet: boolean; 'log-format': string }): boolean {
+    return process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0 && !flags.json && !flags.quiet && flags['log-format'] === 'text';
+  }
+
   async start(text: string): Promise<void> {
     if (!this.opts.enabled) return;
     const { default: ora } = await import('ora');

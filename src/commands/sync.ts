@@ -48,7 +48,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
     }
     const { syncRemote } = await import('../core/sync.js');
     const a = flags.archive;
-    const progress = new Progress({ enabled: process.stderr.isTTY && !flags.json && !flags.quiet && flags['log-format'] === 'text' });
+    const progress = new Progress({ enabled: Progress.wanted(flags) });
     const ctl = new AbortController();
     const onSignal = () => ctl.abort();
     process.once('SIGINT', onSignal);
