@@ -8,9 +8,9 @@
  * a regular file (exitcodes.test.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
@@ -227,8 +227,8 @@ describe.skipIf(why)('crashes and local faults (needs root)', () => {
     // The share runs as nobody with only CAP_NET_RAW, so that a file made unreadable really is
     // (root reads anything); without following, so that no re-index hides what the share does.
     const rundir = path.join(work, 'served-run');
-    mkdirSync(rundir);
-    chmodSync(rundir, 0o777);
+    mkdirSync(rundir, { mode: 0o700 });
+    chownSync(rundir, 65534, 65534);
     const proc = lab.spawn(0, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+net_raw', '--ambient-caps=+net_raw',
       process.execPath, cli, 'share', '--json', '-i', 'e0', '--query-interval', '2', '--no-cache', '--rundir', rundir, '--no-follow', '--rescan', '0', src]);
     let out = '';
@@ -242,6 +242,15 @@ describe.skipIf(why)('crashes and local faults (needs root)', () => {
       // Served as indexed.
       const first = await runSync(lab, 1, ['-a', '--timeout', '10', 'served/', path.join(work, 'served-out')]);
       expect(first.code, first.stderr).toBe(0);
+      // Streams of that sync run on (with the bytes they read and checked when they started) until MLD
+      // says nobody listens; wait for them to end, so that whatever is sent below was read afterwards.
+      let streams = -1;
+      for (let i = 0; i < 60 && streams !== 0; i++) {
+        await sleep(250);
+        const st = spawnSync(process.execPath, [cli, 'status', '--json', '--rundir', rundir], { encoding: 'utf8', timeout: 10_000 });
+        streams = (JSON.parse(st.stdout) as { shares: { streams: unknown[] }[] }).shares[0]?.streams.length ?? -1;
+      }
+      expect(streams).toBe(0);
 
       // Change in place, same size and mtime (what a rescan by size and mtime would miss); truncate; delete; lock.
       const modPath = path.join(src, 'mod.bin');

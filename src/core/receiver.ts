@@ -87,6 +87,12 @@ export class ObjectReceiver {
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
   private treeDecoderBytes = 0;
   private readonly done = new Set<string>();
+  /**
+   * Tree OIDs whose last decode did not verify. Their datagrams are still decoded (the genuine
+   * object may come next) but no longer count as a sender answering: with no key, an encrypted
+   * share's objects never verify, and the request must time out with a hint, not wait for ever.
+   */
+  private readonly failed = new Set<string>();
   /** Verified tree objects wanted by nobody yet, by OID, oldest first. */
   private readonly unclaimed = new BoundedStore();
   /**
@@ -174,6 +180,7 @@ export class ObjectReceiver {
     this.treeDecoderBytes = 0;
     this.unclaimed.clear();
     this.answered.clear();
+    this.failed.clear();
   }
 
   private join(group: string): void {
@@ -271,11 +278,13 @@ export class ObjectReceiver {
       this.treeDecoderBytes += length;
     }
     const now = Date.now();
-    this.lastHeardAny = now;
-    // Which tree request a datagram serves is only known once its object decodes: count it for all.
-    for (const w of this.trees) {
-      w.lastProgress = w.lastHeard = now;
-      w.progressed = true;
+    if (!this.failed.has(oid)) {
+      this.lastHeardAny = now;
+      // Which tree request a datagram serves is only known once its object decodes: count it for all.
+      for (const w of this.trees) {
+        w.lastProgress = w.lastHeard = now;
+        w.progressed = true;
+      }
     }
     const coded = entry.dec.add(esi, symbol);
     if (!coded) return;
@@ -293,8 +302,11 @@ export class ObjectReceiver {
       // The OID is not done: its next datagrams start a fresh decoder, so a spoofer cannot make
       // the genuine object unreachable by getting a few bad symbols in first.
       this.stats.rejected++;
+      if (this.failed.size >= MAX_DONE) this.failed.delete(this.failed.values().next().value!);
+      this.failed.add(oid);
       return;
     }
+    this.failed.delete(oid);
     this.markDone(oid);
     // Every request it answers gets it: two requests may name the same object (equal entry
     // hashes), and its OID is done now, so a waiter passed over here would never see it again.

@@ -134,17 +134,76 @@ export function objectMatches(obj: Buffer, key: Hash, alias: string | undefined,
  * and the whole tree is verified once complete.
  */
 export function partAgrees(prefix: Buffer, part: Buffer, payloadOffset: number): boolean {
-  const all = Buffer.concat([prefix, part]);
-  const node = (i: number) => all.subarray(payloadOffset + i * HASH_SIZE, payloadOffset + (i + 1) * HASH_SIZE);
-  const firstNew = Math.floor(Math.max(0, prefix.length - payloadOffset) / HASH_SIZE);
-  const complete = Math.floor((all.length - payloadOffset) / HASH_SIZE);
-  let checked = 0;
-  // Left children are odd; start with the pair that holds the first new node.
-  for (let c = firstNew % 2 === 1 ? firstNew : Math.max(1, firstNew - 1); c + 1 < complete; c += 2) {
-    if (!hashPair(node(c), node(c + 1)).equals(node((c - 1) / 2))) return false;
-    checked++;
+  return partAgreesWith(new Joined([prefix]), part, payloadOffset);
+}
+
+/** partAgrees over parts kept apart: joining them for every new part would copy a big tree quadratically. */
+function partAgreesWith(known: Joined, part: Buffer, payloadOffset: number): boolean {
+  const firstNew = Math.floor(Math.max(0, known.length - payloadOffset) / HASH_SIZE);
+  known.push(part);
+  try {
+    const node = (i: number) => known.slice(payloadOffset + i * HASH_SIZE, HASH_SIZE);
+    const complete = Math.floor(Math.max(0, known.length - payloadOffset) / HASH_SIZE);
+    let checked = 0;
+    // Left children are odd; start with the pair that holds the first new node.
+    for (let c = firstNew % 2 === 1 ? firstNew : Math.max(1, firstNew - 1); c + 1 < complete; c += 2) {
+      if (!hashPair(node(c), node(c + 1)).equals(node((c - 1) / 2))) return false;
+      checked++;
+    }
+    return checked > 0 || complete - firstNew < 2;
+  } finally {
+    known.pop();
   }
-  return checked > 0 || complete - firstNew < 2;
+}
+
+/** Buffers read as one, without joining them. */
+class Joined {
+  private readonly bufs: Buffer[] = [];
+  private readonly starts: number[] = [];
+  private total = 0;
+
+  constructor(bufs: readonly Buffer[] = []) {
+    for (const b of bufs) this.push(b);
+  }
+
+  get length(): number {
+    return this.total;
+  }
+
+  push(b: Buffer): void {
+    this.bufs.push(b);
+    this.starts.push(this.total);
+    this.total += b.length;
+  }
+
+  pop(): void {
+    const b = this.bufs.pop();
+    this.starts.pop();
+    if (b) this.total -= b.length;
+  }
+
+  /** Bytes [off, off + len), cut short at the end; a copy only when they span two buffers. */
+  slice(off: number, len: number): Buffer {
+    const end = Math.min(this.total, off + len);
+    if (off >= end) return Buffer.alloc(0);
+    // The last buffer whose start is <= off.
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid]! <= off) lo = mid;
+      else hi = mid - 1;
+    }
+    const pieces: Buffer[] = [];
+    for (let i = lo, at = off; at < end; i++) {
+      const b = this.bufs[i]!;
+      const from = at - this.starts[i]!;
+      const take = Math.min(b.length - from, end - at);
+      pieces.push(b.subarray(from, from + take));
+      at += take;
+    }
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  }
 }
 
 /** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
@@ -271,16 +330,15 @@ export class SyncSession {
     // agree with the parents already known, which tells apart parts of equal
     // length (ours, another file's, or a spoofer's) before anything trusts them.
     const parts: Buffer[] = [first];
-    let known = first;
+    const known = new Joined(parts);
     for (let z = 1; z < n; z++) {
       const want = Math.min(TREE_PART_SIZE, head.objectLength - z * TREE_PART_SIZE);
       const partKey = fileEntryHash(head.name, root, z, head.meta);
-      const prefix = known;
       const part = await this.treeLimit.run(() =>
-        this.rx.fetchTree(partKey, (o) => o.length === want && partAgrees(prefix, o, head.payloadOffset)),
+        this.rx.fetchTree(partKey, (o) => o.length === want && partAgreesWith(known, o, head.payloadOffset)),
       );
       parts.push(part);
-      known = Buffer.concat([known, part]);
+      known.push(part);
     }
     const obj = Buffer.concat(parts);
     const nt = decodeNetTree(obj, this.limits);
