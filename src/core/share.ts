@@ -251,6 +251,8 @@ export class Share extends EventEmitter {
   private cursor = 0;
   private nextTrickleScan = 0;
   private readonly lingering = new Set<SendStream>();
+  /** Files already reported as changed or unreadable under the current index. */
+  private readonly warnedStale = new Set<string>();
   /** Smoothed time from a stream's last source symbol to its listener's leave. */
   private leaveLatencyMs = 50;
   private readonly rank = new Map<object, number>();
@@ -283,6 +285,7 @@ export class Share extends EventEmitter {
    */
   setIndex(index: ShareIndex): void {
     this.index_ = index;
+    this.warnedStale.clear();
     this.rank.clear();
     for (const s of [...this.streams.values()]) {
       const now = index.get(s.object.hash);
@@ -353,7 +356,11 @@ export class Share extends EventEmitter {
     try {
       const data = await loadObject(obj);
       if (!data) {
-        this.log('warn', `${obj.record.localPath} changed since it was indexed; not sending its old chunk ${toHex(obj.hash).slice(0, 16)}`);
+        // One line per file per index: every join of each of its chunks ends here until a re-index.
+        if (!this.warnedStale.has(obj.record.localPath)) {
+          this.warnedStale.add(obj.record.localPath);
+          this.log('warn', `${obj.record.localPath} changed since it was indexed; not sending its old chunks`);
+        }
         this.emit('stale', obj);
         return;
       }
@@ -371,7 +378,10 @@ export class Share extends EventEmitter {
       this.wake?.();
     } catch (err) {
       // Vanished or unreadable: as stale as changed, so whoever follows the files re-indexes now.
-      this.log('warn', `cannot read ${obj.record.localPath}: ${(err as Error).message}`);
+      if (!this.warnedStale.has(obj.record.localPath)) {
+        this.warnedStale.add(obj.record.localPath);
+        this.log('warn', `cannot read ${obj.record.localPath}: ${(err as Error).message}`);
+      }
       this.emit('stale', obj);
     } finally {
       this.starting.delete(key);
