@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
@@ -224,12 +224,12 @@ describe.skipIf(why)('crashes and local faults (needs root)', () => {
       chmodSync(path.join(src, `${n}.bin`), 0o644);
     }
     const trees = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await MerkleTree.fromFile(path.join(src, `${n}.bin`), 256 * 1024)] as const)));
-    // The share runs as nobody with only CAP_NET_RAW, so that a file made unreadable really is
-    // (root reads anything); without following, so that no re-index hides what the share does.
+    // The share runs as root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so that a file made
+    // unreadable really is (and the checkout stays readable wherever CI cloned it); without
+    // following, so that no re-index hides what the share does.
     const rundir = path.join(work, 'served-run');
     mkdirSync(rundir, { mode: 0o700 });
-    chownSync(rundir, 65534, 65534);
-    const proc = lab.spawn(0, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+net_raw', '--ambient-caps=+net_raw',
+    const proc = lab.spawn(0, ['setpriv', '--bounding-set', '-dac_override,-dac_read_search', '--inh-caps', '-dac_override,-dac_read_search', '--',
       process.execPath, cli, 'share', '--json', '-i', 'e0', '--query-interval', '2', '--no-cache', '--rundir', rundir, '--no-follow', '--rescan', '0', src]);
     let out = '';
     let err = '';
