@@ -31,13 +31,14 @@
  *   ok       every received file has the sha256 of the source.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
-import { createHash, randomFillSync } from 'node:crypto';
-import { createReadStream, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, createLab, killGroup, peakRssKiB } from './lab.js';
+import { writeRandomFile } from './common.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'bin', 'run.js');
@@ -141,19 +142,6 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 
-function makeFile(file, size) {
-  const fd = openSync(file, 'w');
-  const block = Buffer.allocUnsafe(16 * MiB);
-  try {
-    for (let off = 0; off < size; off += block.length) {
-      const n = Math.min(block.length, size - off);
-      randomFillSync(block, 0, n);
-      writeSync(fd, block, 0, n);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function sha256(file) {
   return new Promise((resolve) => {
@@ -417,7 +405,7 @@ function printScenario(receivers, loss, res) {
 try {
   const src = path.join(work, 'data.bin');
   process.stderr.write(`writing ${SIZE / MiB} MiB of random data to ${src} ...\n`);
-  makeFile(src, SIZE);
+  writeRandomFile(src, SIZE);
   const srcHash = await sha256(src);
   const cpu = os.cpus();
   const uftpNote = TOOLS.includes('uftp')
