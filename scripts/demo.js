@@ -45,6 +45,25 @@ function cleanup() {
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 
+/** Start `lcsync share` on host A; `firstLine` resolves with its `<root hash>  <name>` line. */
+function startShare(dir) {
+  const proc = spawn('ip', ['netns', 'exec', nsA, process.execPath, cli, 'share', '-i', 'e0', '--no-cache', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(proc);
+  const firstLine = new Promise((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error('share did not print its root hash within 30 s')), 30000);
+    proc.stdout.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\n')) {
+        clearTimeout(t);
+        resolve(buf.split('\n')[0]);
+      }
+    });
+    proc.on('exit', (code) => reject(new Error(`share exited with ${code}`)));
+  });
+  return { proc, firstLine };
+}
+
 function fileHash(p) {
   return createHash('sha256').update(readFileSync(p)).digest('hex');
 }
@@ -84,20 +103,8 @@ try {
   mkdirSync(dest);
 
   console.log(`== host A: lcsync share ${src}`);
-  const share = spawn('ip', ['netns', 'exec', nsA, process.execPath, cli, 'share', '-i', 'e0', src], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(share);
-  const firstLine = await new Promise((resolve, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error('share did not print its root hash within 30 s')), 30000);
-    share.stdout.on('data', (d) => {
-      buf += d;
-      if (buf.includes('\n')) {
-        clearTimeout(t);
-        resolve(buf.split('\n')[0]);
-      }
-    });
-    share.on('exit', (code) => reject(new Error(`share exited with ${code}`)));
-  });
+  let share = startShare(src);
+  const firstLine = await share.firstLine;
   console.log(`   ${firstLine}`);
   const [rootHash] = firstLine.split(/\s+/);
 
@@ -118,26 +125,15 @@ try {
   const fd = readFileSync(path.join(src, 'big.bin'));
   fd.write('CHANGED!', 4 * 1024 * 1024);
   writeFileSync(path.join(src, 'big.bin'), fd);
-  share.kill('SIGTERM');
-  await new Promise((r) => share.on('exit', r));
-  const share2 = spawn('ip', ['netns', 'exec', nsA, process.execPath, cli, 'share', '-i', 'e0', src], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(share2);
-  const line2 = await new Promise((resolve, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error('share did not restart')), 30000);
-    share2.stdout.on('data', (d) => {
-      buf += d;
-      if (buf.includes('\n')) {
-        clearTimeout(t);
-        resolve(buf.split('\n')[0]);
-      }
-    });
-  });
+  share.proc.kill('SIGTERM');
+  await new Promise((r) => share.proc.on('exit', r));
+  share = startShare(src);
+  const line2 = await share.firstLine;
   const hash2 = line2.split(/\s+/)[0];
   const sync2 = spawnSync('ip', ['netns', 'exec', nsB, process.execPath, cli, 'sync', '-a', '-i', 'e0', '--timeout', '20', hash2, dest], { stdio: 'inherit', timeout: 120000 });
   if (sync2.status !== 0) throw new Error(`second sync exited with ${sync2.status}`);
-  share2.kill('SIGTERM');
-  await new Promise((r) => share2.on('exit', r));
+  share.proc.kill('SIGTERM');
+  await new Promise((r) => share.proc.on('exit', r));
   console.log('== demo passed; removing the lab');
 } catch (e) {
   console.error(`demo failed: ${e.message}`);

@@ -21,8 +21,6 @@ export interface MetaFlags {
   times: boolean;
 }
 
-export const NO_META: MetaFlags = { perms: false, owner: false, group: false, times: false };
-
 /** Owner, group and permissions now; times are collected for applyTimes, after children are written. */
 export async function applyOwnership(localPath: string, meta: FileMeta, flags: MetaFlags, isLink: boolean): Promise<void> {
   try {
