@@ -11,6 +11,7 @@
  *     exec(host | 'switch', argv, { timeoutMs = 30000, input }) -> { code, stdout, stderr }  (code -1: timeout)
  *     spawn(host, argv) -> ChildProcess   own process group; killed by PID on teardown
  *     txBytes(host)                tx_bytes of the host's e0, read inside its namespace
+ *     udpRcvbufErrors(host)        datagrams dropped on a full socket receive buffer (Udp6RcvbufErrors)
  *     teardown()                   SIGTERM, then SIGKILL, every spawned process group; delete every namespace
  *   peakRssKiB(pid) -> number | undefined   VmHWM of a live process, in KiB
  *   cpuSeconds(pid) -> number | undefined   user + system CPU time of a live process so far
@@ -250,6 +251,13 @@ export async function createLab({ hosts: n, snooping = true, bandwidth = '1gbit'
       const v = Number(out.trim());
       if (!Number.isSafeInteger(v)) throw new Error(`lab: bad tx_bytes ${JSON.stringify(out)}`);
       return v;
+    },
+    /** UDP datagrams the host's kernel dropped because a socket's receive buffer was full (/proc/net/snmp6). */
+    async udpRcvbufErrors(host) {
+      const out = await must(inNs(nsOf(host), ['cat', '/proc/net/snmp6']));
+      const m = /^Udp6RcvbufErrors\s+(\d+)/m.exec(out);
+      if (!m) throw new Error('lab: no Udp6RcvbufErrors in /proc/net/snmp6');
+      return Number(m[1]);
     },
     teardown,
   };

@@ -3,7 +3,7 @@
  * Transfer benchmark: lcsync share/sync beside uftp/uftpd, on the same lab network in the same run.
  *
  *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
- *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults]
+ *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults] [--cpu-prof DIR]
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
@@ -79,7 +79,7 @@ function intList(name, def, min, max) {
   return xs;
 }
 
-const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate'];
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof'];
 const known = new Set([...VALUED, '--no-tbf', '--uftp-defaults', '--rss-1g', '--help']);
 for (const [i, a] of process.argv.slice(2).entries()) {
   const prev = process.argv[i + 1];
@@ -98,6 +98,9 @@ const RECEIVERS = RSS_1G ? [1] : intList('receivers', [1, 3], 1, 20);
 const LOSSES = RSS_1G ? [0] : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
+// --cpu-prof DIR: our share and syncs write V8 CPU profiles there (node --cpu-prof), to see where the time goes.
+const CPU_PROF = optionValue('cpu-prof');
+const NODE = CPU_PROF ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [process.execPath];
 // uftp tuned for a LAN. Its GRTT (-r init:min:max, default 0.5:0.01:15) sets how long each NAK round waits, and one
 // lost REGISTER (the receiver retries after about 1 s) inflates it for the whole session: with the defaults the
 // same 64 MiB to 3 receivers at 5% loss took 3.4 s or 48 s; with the maximum capped at 0.5 s, 3.5 s or 22 s. A
@@ -210,12 +213,19 @@ async function withLab(receivers, loss, fn) {
   }
 }
 
+/** Datagrams the receivers' kernels dropped on full socket buffers (a receiver that cannot keep up), summed. */
+async function rcvbufDrops(lab, receivers) {
+  let n = 0;
+  for (let h = 1; h <= receivers; h++) n += await lab.udpRcvbufErrors(h);
+  return n;
+}
+
 async function runOurs(src, srcHash, receivers, loss, tag) {
   return withLab(receivers, loss, async (lab) => {
     const dir = path.join(work, tag);
     mkdirSync(dir);
     const errors = [];
-    const share = lab.spawn(0, [process.execPath, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
+    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
     let shareOut = '';
     let shareErr = '';
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
@@ -238,6 +248,7 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
       });
       // Let its MLD watcher join ff02::16 before receivers start (as test/e2e.ts does).
       await sleep(300);
+      const drops0 = await rcvbufDrops(lab, receivers);
       const tx0 = await lab.txBytes(0);
       const t0 = performance.now();
       let tLast = t0;
@@ -246,7 +257,7 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
           const h = i + 1;
           const dest = path.join(dir, `r${h}.bin`);
           const rssFile = path.join(dir, `r${h}.rss`);
-          const r = await lab.exec(h, timed(rssFile, [process.execPath, CLI, 'sync', '--json', '-i', 'e0',
+          const r = await lab.exec(h, timed(rssFile, [...NODE, CLI, 'sync', '--json', '-i', 'e0',
             '--timeout', '60', hash, dest]), { timeoutMs: RUN_TIMEOUT_MS });
           tLast = Math.max(tLast, performance.now());
           let seconds = NaN;
@@ -275,6 +286,7 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
         rssRx: Math.max(...syncs.map((s) => s.rss)), rssTx: shareRss ?? NaN,
         cpuRx: Math.max(...syncs.map((s) => s.cpu)), cpuTx: shareCpu ?? NaN,
         cpuAll: syncs.reduce((a, s) => a + s.cpu, 0) + (shareCpu ?? NaN),
+        drops: (await rcvbufDrops(lab, receivers)) - drops0,
         errors,
       };
     } finally {
@@ -314,6 +326,7 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
       await sleep(200);
       const log = path.join(dir, 'uftp.log');
       const rssFile = path.join(dir, 'uftp.rss');
+      const drops0 = await rcvbufDrops(lab, receivers);
       const tx0 = await lab.txBytes(0);
       const t0 = performance.now();
       const cpu0 = daemons.map((e) => (e.d.pid !== undefined ? cpuSeconds(e.d.pid) : undefined) ?? NaN);
@@ -341,7 +354,7 @@ async function runUftp(src, srcHash, receivers, loss, tag) {
       }
       const sender = timeReport(rssFile);
       return { ok, wall, wire: tx1 - tx0, inner: NaN, rssRx: Math.max(...rssRx), rssTx: sender.rss, cpuRx: Math.max(...cpuRx), cpuTx: sender.cpu,
-        cpuAll: cpuRx.reduce((a, c) => a + c, 0) + sender.cpu, errors };
+        cpuAll: cpuRx.reduce((a, c) => a + c, 0) + sender.cpu, drops: (await rcvbufDrops(lab, receivers)) - drops0, errors };
     } finally {
       for (const e of daemons) killGroup(e.d, 'SIGTERM');
       const end = Date.now() + 3000;
@@ -376,14 +389,15 @@ function summarize(runs, receivers) {
     cpuRx: median(use.map((r) => r.cpuRx)),
     cpuTx: median(use.map((r) => r.cpuTx)),
     cpuAll: median(use.map((r) => r.cpuAll)),
+    drops: median(use.map((r) => r.drops)),
   };
 }
 
 function printScenario(receivers, loss, res) {
   console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${RATE} Mbit/s cap, ${TBF ? 'tbf 1gbit links' : 'no tbf'}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
-  console.log(`${'tool'.padEnd(6)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)}`);
+  console.log(`${'tool'.padEnd(6)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)} ${'rx drops'.padStart(8)}`);
   for (const [tool, s] of Object.entries(res)) {
-    console.log(`${tool.padEnd(6)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.inner).padStart(6)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)} ${fmt(s.cpuRx).padStart(8)} ${fmt(s.cpuTx).padStart(8)} ${fmt(s.cpuAll).padStart(9)}`);
+    console.log(`${tool.padEnd(6)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.inner).padStart(6)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)} ${fmt(s.cpuRx).padStart(8)} ${fmt(s.cpuTx).padStart(8)} ${fmt(s.cpuAll).padStart(9)} ${fmt(s.drops, 0).padStart(8)}`);
   }
   const o = res.ours;
   const u = res.uftp;
@@ -427,9 +441,9 @@ try {
           try {
             r = await (tool === 'ours' ? runOurs : runUftp)(path.join(work, 'data.bin'), srcHash, receivers, loss, tag);
           } catch (err) {
-            r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, errors: [String(err?.message ?? err)] };
+            r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, drops: NaN, errors: [String(err?.message ?? err)] };
           }
-          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB, CPU rx ${fmt(r.cpuRx)} s, tx ${fmt(r.cpuTx)} s\n`);
+          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB, CPU rx ${fmt(r.cpuRx)} s, tx ${fmt(r.cpuTx)} s, rx drops ${fmt(r.drops, 0)}\n`);
           for (const e of r.errors) {
             process.stderr.write(`  ${e}\n`);
             failures.push(`${tag}: ${e}`);

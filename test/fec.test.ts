@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Decoder, Encoder } from 'raptorq/raptorq.js';
 import { ObjectDecoder, ObjectEncoder } from '../src/core/fec.js';
 import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/kprime.js';
+import { FAST_MAX_K_PRIME } from '../src/core/rfc6330.js';
 import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/packet.js';
 
 const LCRQ = '/work/shared/vectors/lcrq';
@@ -270,9 +271,29 @@ describe('ObjectEncoder', () => {
     }
   });
 
+  it('never uses wasm for objects of up to FAST_MAX_K_PRIME symbols (every chunk)', () => {
+    const encNew = vi.spyOn(Encoder, 'with_defaults');
+    const decNew = vi.spyOn(Decoder, 'with_defaults');
+    const data = Buffer.alloc(32768);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 131 + 7) & 0xff;
+    const enc = new ObjectEncoder(data);
+    expect(enc.KP).toBeLessThanOrEqual(FAST_MAX_K_PRIME);
+    const dec = new ObjectDecoder(data.length);
+    for (let esi = 3; esi < enc.K; esi++) expect(dec.add(esi, enc.sourceSymbol(esi))).toBeUndefined();
+    let out: Buffer | undefined;
+    for (let i = 0; i < 6 && !out; i++) {
+      const r = enc.nextRepair();
+      out = dec.add(r.esi, r.symbol);
+    }
+    expect(out?.equals(data)).toBe(true);
+    expect(encNew).not.toHaveBeenCalled();
+    expect(decNew).not.toHaveBeenCalled();
+    enc.free();
+  });
+
   it('creates no wasm encoder until a repair symbol is asked for', () => {
     const spy = vi.spyOn(Encoder, 'with_defaults');
-    const enc = new ObjectEncoder(Buffer.alloc(5000, 3));
+    const enc = new ObjectEncoder(Buffer.alloc(100000, 3)); // K' = 101: above the small-block code
     for (let i = 0; i < enc.K; i++) enc.sourceSymbol(i);
     expect(spy).not.toHaveBeenCalled();
     enc.nextRepair();
@@ -285,7 +306,7 @@ describe('ObjectEncoder', () => {
     const decFree = vi.spyOn(Decoder.prototype, 'free');
     const encNew = vi.spyOn(Encoder, 'with_defaults');
     const decNew = vi.spyOn(Decoder, 'with_defaults');
-    const data = Buffer.alloc(20000, 9);
+    const data = Buffer.alloc(100000, 9); // K' = 101: the wasm codec
     const enc = new ObjectEncoder(data);
     for (let i = 0; i < enc.maxRepairPool; i++) enc.nextRepair(); // several pool generations
     const dec = new ObjectDecoder(data.length);

@@ -12,6 +12,11 @@
  *    hand; and a malformed packet makes the Rust code panic and breaks that
  *    decoder for good, so only checked ESIs and 1024-byte symbols reach it.
  *
+ * Objects of up to FAST_MAX_K_PRIME symbols (every chunk) do not use wasm at
+ * all: rfc6330.ts computes their repair symbols and decodes them from a
+ * system solved once per K', several times cheaper than the wasm codec, which
+ * re-solves it for every object. Larger objects (big directories) use wasm.
+ *
  * Neither codec can tell wrong input from right: with wrong ids, or a forged
  * symbol under a valid header, both return wrong bytes without an error. The
  * caller MUST check every object this module returns against its OID (BLAKE3)
@@ -21,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { initSync, Encoder, Decoder } from 'raptorq/raptorq.js';
 import { kPrime } from './kprime.js';
+import { FAST_MAX_K_PRIME, SmallBlockCode } from './rfc6330.js';
 import { MAX_ESI, MAX_OBJECT, SYMBOL_SIZE, sourceSymbols } from './packet.js';
 import { LcsyncError } from './errors.js';
 
@@ -41,6 +47,8 @@ const MIN_REPAIR_POOL = 64;
  */
 const MAX_POOL_FACTOR = 8;
 const MAX_POOL_SYMBOLS = 8192;
+/** Repair symbols a small-object decoder keeps beyond K (see ObjectDecoder.addRepair). */
+const MAX_EXTRA_REPAIRS = 32;
 
 function checkLength(length: number): void {
   if (!Number.isInteger(length) || length < 1 || length > MAX_OBJECT) {
@@ -63,6 +71,10 @@ export class ObjectEncoder {
   /** The most distinct repair symbols nextRepair() goes through before it repeats. */
   readonly maxRepairPool: number;
   private readonly data: Uint8Array;
+  /** The small-block code for K' <= FAST_MAX_K_PRIME (no wasm, no pool). */
+  private readonly code: SmallBlockCode | undefined;
+  /** The last source symbol zero-padded, when it is short (small-block code only). */
+  private paddedLast: Buffer | undefined;
   /** Repair symbols for wire ESIs K, K+1, ... (views into the packets wasm returned). */
   private pool: Buffer[] = [];
   private next = 0;
@@ -75,9 +87,10 @@ export class ObjectEncoder {
     this.K = sourceSymbols(data.length);
     this.KP = kPrime(this.K);
     this.maxRepairPool = Math.max(MIN_REPAIR_POOL, 2 * this.KP, Math.min(MAX_POOL_FACTOR * this.KP, MAX_POOL_SYMBOLS));
+    this.code = this.KP <= FAST_MAX_K_PRIME ? SmallBlockCode.of(this.KP) : undefined;
   }
 
-  /** Repair symbols generated so far (0 until the first nextRepair()). */
+  /** Repair symbols wasm has generated so far (0 until the first nextRepair(), always 0 for small objects). */
   get repairPoolSize(): number {
     return this.pool.length;
   }
@@ -110,6 +123,14 @@ export class ObjectEncoder {
    */
   nextRepair(): { esi: number; symbol: Buffer } {
     this.checkLive();
+    if (this.code) {
+      const i = this.next;
+      this.next = (this.next + 1) % this.maxRepairPool;
+      const symbol = Buffer.alloc(SYMBOL_SIZE);
+      // Wire ESI K + i is internal symbol K' + i (see the top of this file).
+      this.code.encode(this.KP + i, this.K, (j) => this.paddedSource(j), symbol);
+      return { esi: this.K + i, symbol };
+    }
     if (this.next === this.pool.length) {
       if (this.pool.length < this.maxRepairPool) {
         const want = this.pool.length === 0 ? Math.max(MIN_REPAIR_POOL, 2 * this.KP) : 2 * this.pool.length;
@@ -126,6 +147,13 @@ export class ObjectEncoder {
   free(): void {
     this.freed = true;
     this.pool = [];
+    this.paddedLast = undefined;
+  }
+
+  /** sourceSymbol() without the copy of a short last symbol on every call. */
+  private paddedSource(esi: number): Buffer {
+    if (esi === this.K - 1 && this.length % SYMBOL_SIZE !== 0) return (this.paddedLast ??= this.sourceSymbol(esi));
+    return this.sourceSymbol(esi);
   }
 
   /** The first n repair symbols. */
@@ -183,6 +211,9 @@ export class ObjectDecoder {
   private readonly haveSource: Uint8Array;
   private sourceCount = 0;
   private readonly repairSeen = new Set<number>();
+  /** The small-block code for K' <= FAST_MAX_K_PRIME, and the repair symbols kept for it by internal id. */
+  private readonly code: SmallBlockCode | undefined;
+  private readonly repairs = new Map<number, Buffer>();
   private wasm: Decoder | undefined;
   /** One packet buffer, reused: wasm copies it into its own memory on every call. */
   private readonly packet = Buffer.alloc(PACKET_LEN);
@@ -194,6 +225,7 @@ export class ObjectDecoder {
     this.K = sourceSymbols(length);
     this.KP = kPrime(this.K);
     this.haveSource = new Uint8Array(this.K);
+    this.code = this.KP <= FAST_MAX_K_PRIME ? SmallBlockCode.of(this.KP) : undefined;
   }
 
   /** Distinct symbols accepted so far. */
@@ -227,6 +259,7 @@ export class ObjectDecoder {
     this.finished = true;
     this.source = undefined;
     this.repairSeen.clear();
+    this.repairs.clear();
     this.dropWasm();
   }
 
@@ -242,6 +275,7 @@ export class ObjectDecoder {
       this.finish();
       return out;
     }
+    if (this.code) return this.repairs.size > 0 ? this.solve() : undefined;
     return this.wasm ? this.feed(esi, symbol) : undefined;
   }
 
@@ -249,6 +283,14 @@ export class ObjectDecoder {
     const id = esi + (this.KP - this.K);
     if (id > MAX_ESI) return undefined;
     if (this.repairSeen.has(esi)) return undefined;
+    if (this.code) {
+      // Enough to replace every source symbol twice over; more can only come from a
+      // sender gone wrong, and must not grow without bound.
+      if (this.repairs.size >= this.K + MAX_EXTRA_REPAIRS) return undefined;
+      this.repairSeen.add(esi);
+      this.repairs.set(id, Buffer.from(symbol));
+      return this.solve();
+    }
     this.repairSeen.add(esi);
     if (!this.wasm) {
       this.wasm = Decoder.with_defaults(BigInt(this.length), SYMBOL_SIZE);
@@ -261,6 +303,18 @@ export class ObjectDecoder {
       }
     }
     return this.feed(id, symbol);
+  }
+
+  /** Small-block code: the object, once the repair symbols held determine the missing source symbols. */
+  private solve(): Buffer | undefined {
+    const code = this.code!;
+    if (this.sourceCount + this.repairs.size < this.K) return undefined;
+    const src = (this.source ??= Buffer.alloc(this.K * SYMBOL_SIZE));
+    const slot = (j: number) => src.subarray(j * SYMBOL_SIZE, (j + 1) * SYMBOL_SIZE);
+    if (!code.decode(this.K, (j) => this.haveSource[j] === 1, slot, this.repairs, slot)) return undefined;
+    const out = src.subarray(0, this.length);
+    this.finish();
+    return out;
   }
 
   /** Hand one packet (npm id numbering) to wasm; return the object if that completed it. */
@@ -291,6 +345,7 @@ export class ObjectDecoder {
   private finish(): void {
     this.finished = true;
     this.source = undefined;
+    this.repairs.clear();
     this.dropWasm();
   }
 
