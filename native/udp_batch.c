@@ -16,8 +16,29 @@
  *   close(fd)
  *   ifindex(name) -> index, 0 when this network namespace has no such interface
  *
- * Only fds that this addon opened (in this JS environment) are accepted by sendBatch and close,
- * so a stale or wrong number can never write to or close a file Node owns.
+ * Receive side (the same cost, per received datagram, in node:dgram: a 64 KiB libuv buffer, a new
+ * ArrayBuffer, a Buffer and a JS callback each, and the GC of all of them):
+ *   recvOpen(port, rcvbuf, onBatch) -> fd    non-blocking [::]:port, SO_REUSEADDR (receivers on one
+ *       host share the port, like node:dgram's reuseAddr), SO_RCVBUF = rcvbuf (the kernel caps it).
+ *       While open, a libuv poll handle watches the fd and keeps the event loop alive, as a bound
+ *       dgram socket does. When readable, up to RECV_CALLS recvmmsg calls of up to RECV_SLOTS
+ *       datagrams each; after each call
+ *         onBatch(buf, lengths, count, errors)
+ *       buf (a fresh Buffer, never reused, so listeners may keep views into it) holds the `count`
+ *       datagrams back to back, lengths (Uint32Array) their sizes; `errors` counts what was lost
+ *       since the last call: datagrams longer than RECV_SLOT_BYTES (MSG_TRUNC: cut, so dropped,
+ *       never delivered) and failed recvmmsg calls. An exception thrown by onBatch becomes an
+ *       uncaught exception (napi_fatal_exception), as one thrown by a dgram 'message' listener
+ *       does; the rest of that wakeup's datagrams stay in the kernel for the next one.
+ *   recvBufferSize(fd) -> bytes              SO_RCVBUF as granted (Linux reports twice the request)
+ *   recvJoin(fd, group, ifindex), recvLeave(fd, group, ifindex)   IPV6_JOIN_GROUP / IPV6_LEAVE_GROUP;
+ *       group: 16 bytes of an IPv6 multicast address; system errors thrown like sendBatch's.
+ *   recvClose(fd)                            stops the poll handle and closes the socket; the
+ *       handle's memory is freed in its libuv close callback. The fd is no longer known after it.
+ *
+ * Only fds that this addon opened (in this JS environment) are accepted by sendBatch and close
+ * (send sockets) or by the recv* functions (receive sockets), so a stale or wrong number can never
+ * write to, read from or close a file Node owns.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -33,6 +54,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <uv.h>
 
 /* sendmmsg takes at most UIO_MAXIEV (1024) messages; 64 keeps the stack arrays small. */
 #define CHUNK 64
@@ -42,10 +64,38 @@
 #define MAX_BATCH 65536
 #define MAX_OPEN 1024
 
+/* Receive: datagrams per recvmmsg call, bytes per datagram (lcsync's are at most 1072; a longer
+ * one is cut and counted as an error), recvmmsg calls per wakeup (then the loop turns again). */
+#define RECV_SLOTS 64
+#define RECV_SLOT_BYTES 2048
+#define RECV_CALLS 16
+
+typedef struct receiver receiver_t;
+
 typedef struct {
   int fds[MAX_OPEN];
   int count;
+  /* Open receivers, for lookup by fd only: teardown frees them through their own cleanup hooks. */
+  receiver_t *rx[MAX_OPEN];
+  int rx_count;
 } instance_t;
+
+struct receiver {
+  uv_poll_t poll; /* poll.data points back here */
+  napi_env env;
+  napi_ref on_batch;
+  napi_async_context ctx;
+  napi_async_cleanup_hook_handle hook;
+  int fd;
+  bool closing;
+  /* Losses not yet reported to onBatch. */
+  uint32_t errors;
+  struct mmsghdr msgs[RECV_SLOTS];
+  struct iovec iov[RECV_SLOTS];
+  /* The kernel writes here; each batch is then copied, packed, into a fresh Buffer of its own size,
+   * so a listener that keeps one datagram keeps only the bytes of its batch, not 64 slots. */
+  uint8_t scratch[RECV_SLOTS * RECV_SLOT_BYTES];
+};
 
 /* Throw and return NULL from the calling N-API function. */
 #define THROW_TYPE(env, msg) \
@@ -328,6 +378,298 @@ static napi_value js_ifindex(napi_env env, napi_callback_info info) {
   return result;
 }
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* Receive                                                                                      */
+
+static int find_rx(instance_t *in, int fd) {
+  for (int i = 0; in != NULL && i < in->rx_count; i++)
+    if (in->rx[i]->fd == fd) return i;
+  return -1;
+}
+
+static void rx_free(uv_handle_t *h) {
+  free(h->data);
+}
+
+/* Environment teardown with the receiver still open (worker exit, process exit): close it without
+ * JS, and tell Node when the handle is gone so that the loop can be closed. */
+static void rx_teardown_closed(uv_handle_t *h) {
+  receiver_t *r = h->data;
+  napi_remove_async_cleanup_hook(r->hook);
+  free(r);
+}
+
+static void rx_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
+  receiver_t *r = arg;
+  (void)hook;
+  r->closing = true;
+  uv_poll_stop(&r->poll);
+  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
+  uv_close((uv_handle_t *)&r->poll, rx_teardown_closed);
+  close(r->fd);
+}
+
+/* Hand one batch (maybe empty, when only errors are to be reported) to onBatch. Returns false when
+ * the wakeup must end: the callback threw or JS cannot run. */
+static bool rx_deliver(receiver_t *r, unsigned int count) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  napi_value fn, recv, argv[4], ab, result;
+  void *data = NULL, *lens = NULL;
+  size_t total = 0;
+  bool ok = false;
+  for (unsigned int i = 0; i < count; i++) total += r->msgs[i].msg_len;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  if (napi_get_reference_value(env, r->on_batch, &fn) != napi_ok || fn == NULL) goto out;
+  if (napi_create_buffer(env, total, &data, &argv[0]) != napi_ok) goto out;
+  if (napi_create_arraybuffer(env, (size_t)count * 4, &lens, &ab) != napi_ok) goto out;
+  if (napi_create_typedarray(env, napi_uint32_array, count, ab, 0, &argv[1]) != napi_ok) goto out;
+  {
+    uint8_t *dst = data;
+    uint32_t *l = lens;
+    for (unsigned int i = 0; i < count; i++) {
+      uint32_t n = r->msgs[i].msg_len;
+      memcpy(dst, r->scratch + (size_t)i * RECV_SLOT_BYTES, n);
+      dst += n;
+      l[i] = n;
+    }
+  }
+  if (napi_create_uint32(env, count, &argv[2]) != napi_ok) goto out;
+  if (napi_create_uint32(env, r->errors, &argv[3]) != napi_ok) goto out;
+  r->errors = 0;
+  /* napi_make_callback wants an object as `this`. */
+  if (napi_get_global(env, &recv) != napi_ok) goto out;
+  napi_status st = napi_make_callback(env, r->ctx, recv, fn, 4, argv, &result);
+  if (st == napi_ok) {
+    ok = true;
+  } else {
+    bool pending = false;
+    napi_value exc;
+    /* No JS frame is below us to rethrow into: report it like any uncaught exception. */
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &exc) == napi_ok) {
+      napi_fatal_exception(env, exc);
+    }
+  }
+out:
+  napi_close_handle_scope(env, scope);
+  return ok;
+}
+
+static void rx_on_readable(uv_poll_t *h, int status, int events) {
+  receiver_t *r = h->data;
+  if (r->closing) return;
+  if (status < 0) {
+    /* The fd cannot be polled (it never happens to an open UDP socket): stop rather than spin. */
+    uv_poll_stop(h);
+    r->errors++;
+    rx_deliver(r, 0);
+    return;
+  }
+  if (!(events & UV_READABLE)) return;
+  for (int call = 0; call < RECV_CALLS && !r->closing; call++) {
+    int n = recvmmsg(r->fd, r->msgs, RECV_SLOTS, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        r->errors++;
+        rx_deliver(r, 0);
+      }
+      return;
+    }
+    /* Pack the datagrams that arrived whole to the front of msgs/scratch; count the cut ones. */
+    unsigned int kept = 0;
+    for (int i = 0; i < n; i++) {
+      if (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        r->errors++;
+        continue;
+      }
+      if (kept != (unsigned int)i) {
+        memmove(r->scratch + (size_t)kept * RECV_SLOT_BYTES, r->scratch + (size_t)i * RECV_SLOT_BYTES, r->msgs[i].msg_len);
+        r->msgs[kept].msg_len = r->msgs[i].msg_len;
+      }
+      kept++;
+    }
+    if ((kept > 0 || r->errors > 0) && !rx_deliver(r, kept)) return;
+    /* Fewer than asked: the queue is empty now; the poll handle says when more comes. */
+    if (n < RECV_SLOTS) return;
+  }
+}
+
+static napi_value js_recv_open(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], result, name;
+  int64_t port, rcvbuf;
+  napi_valuetype t;
+  uv_loop_t *loop = NULL;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 3) THROW_TYPE(env, "recvOpen(port, rcvbuf, onBatch) takes 3 arguments");
+  if (!get_int(env, argv[0], "port", 1, 65535, &port)) return NULL;
+  if (!get_int(env, argv[1], "rcvbuf", 1, INT32_MAX, &rcvbuf)) return NULL;
+  if (napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function) THROW_TYPE(env, "onBatch must be a function");
+  instance_t *in = instance(env);
+  if (in == NULL) THROW_RANGE(env, "udp_batch: no instance data");
+  if (in->rx_count >= MAX_OPEN) THROW_RANGE(env, "udp_batch: too many receivers open");
+  CHECK(env, napi_get_uv_event_loop(env, &loop));
+
+  receiver_t *r = calloc(1, sizeof *r);
+  if (r == NULL) return throw_errno(env, ENOMEM, "malloc");
+  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int e = errno;
+    free(r);
+    return throw_errno(env, e, "socket");
+  }
+  int one = 1, size = (int)rcvbuf;
+  struct sockaddr_in6 any;
+  memset(&any, 0, sizeof any);
+  any.sin6_family = AF_INET6;
+  any.sin6_addr = in6addr_any;
+  any.sin6_port = htons((uint16_t)port);
+  const char *step = "setsockopt SO_REUSEADDR";
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) goto fail;
+  step = "setsockopt SO_RCVBUF";
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) goto fail;
+  step = "bind";
+  if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
+
+  r->env = env;
+  r->fd = fd;
+  for (int i = 0; i < RECV_SLOTS; i++) {
+    r->iov[i].iov_base = r->scratch + (size_t)i * RECV_SLOT_BYTES;
+    r->iov[i].iov_len = RECV_SLOT_BYTES;
+    r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
+    r->msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  int uerr = uv_poll_init(loop, &r->poll, fd);
+  if (uerr != 0) {
+    close(fd);
+    free(r);
+    return throw_errno(env, -uerr, "uv_poll_init");
+  }
+  r->poll.data = r;
+  /* From here on the handle is initialized: undo with uv_close, whose callback frees r. */
+  if (napi_create_reference(env, argv[2], 1, &r->on_batch) != napi_ok ||
+      napi_create_string_utf8(env, "lcsync:udp_batch.recv", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &r->ctx) != napi_ok) {
+    if (r->on_batch) napi_delete_reference(env, r->on_batch);
+    uv_close((uv_handle_t *)&r->poll, rx_free);
+    close(fd);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, NULL, "udp_batch: cannot set up the receive callback");
+    return NULL;
+  }
+  uerr = uv_poll_start(&r->poll, UV_READABLE, rx_on_readable);
+  if (uerr == 0 && napi_add_async_cleanup_hook(env, rx_teardown, r, &r->hook) != napi_ok) uerr = UV_ENOMEM;
+  if (uerr != 0) {
+    napi_async_destroy(env, r->ctx);
+    napi_delete_reference(env, r->on_batch);
+    uv_poll_stop(&r->poll);
+    uv_close((uv_handle_t *)&r->poll, rx_free);
+    close(fd);
+    return throw_errno(env, -uerr, "uv_poll_start");
+  }
+  in->rx[in->rx_count++] = r;
+  CHECK(env, napi_create_int32(env, fd, &result));
+  return result;
+fail: {
+  int e = errno;
+  close(fd);
+  free(r);
+  return throw_errno(env, e, step);
+}
+}
+
+/* The receiver named by argv[0]; NULL after throwing. */
+static receiver_t *get_rx(napi_env env, napi_value v, int *index) {
+  int64_t fd;
+  if (!get_int(env, v, "fd", 0, INT32_MAX, &fd)) return NULL;
+  instance_t *in = instance(env);
+  int i = find_rx(in, (int)fd);
+  if (i < 0) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fd is not a receiver opened by udp_batch.recvOpen");
+    return NULL;
+  }
+  if (index) *index = i;
+  return in->rx[i];
+}
+
+static napi_value js_recv_buffer_size(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 1) THROW_TYPE(env, "recvBufferSize(fd) takes 1 argument");
+  receiver_t *r = get_rx(env, argv[0], NULL);
+  if (r == NULL) return NULL;
+  int size = 0;
+  socklen_t len = sizeof size;
+  if (getsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &size, &len) != 0) return throw_errno(env, errno, "getsockopt SO_RCVBUF");
+  CHECK(env, napi_create_int32(env, size, &result));
+  return result;
+}
+
+static napi_value membership(napi_env env, napi_callback_info info, int opt, const char *what) {
+  size_t argc = 3;
+  napi_value argv[3];
+  uint8_t *group;
+  size_t glen;
+  int64_t ifindex;
+  char msg[96];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 3) {
+    snprintf(msg, sizeof msg, "%s(fd, group, ifindex) takes 3 arguments", what);
+    THROW_TYPE(env, msg);
+  }
+  receiver_t *r = get_rx(env, argv[0], NULL);
+  if (r == NULL) return NULL;
+  if (!get_bytes(env, argv[1], "group", &group, &glen)) return NULL;
+  if (glen != 16) THROW_RANGE(env, "group must be 16 bytes");
+  if (group[0] != 0xff) THROW_RANGE(env, "group is not an IPv6 multicast address");
+  if (!get_int(env, argv[2], "ifindex", 1, INT32_MAX, &ifindex)) return NULL;
+  struct ipv6_mreq mreq;
+  memset(&mreq, 0, sizeof mreq);
+  memcpy(&mreq.ipv6mr_multiaddr, group, 16);
+  mreq.ipv6mr_interface = (unsigned int)ifindex;
+  if (setsockopt(r->fd, IPPROTO_IPV6, opt, &mreq, sizeof mreq) != 0) {
+    snprintf(msg, sizeof msg, "setsockopt %s", opt == IPV6_JOIN_GROUP ? "IPV6_JOIN_GROUP" : "IPV6_LEAVE_GROUP");
+    return throw_errno(env, errno, msg);
+  }
+  return NULL;
+}
+
+static napi_value js_recv_join(napi_env env, napi_callback_info info) {
+  return membership(env, info, IPV6_JOIN_GROUP, "recvJoin");
+}
+
+static napi_value js_recv_leave(napi_env env, napi_callback_info info) {
+  return membership(env, info, IPV6_LEAVE_GROUP, "recvLeave");
+}
+
+static napi_value js_recv_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int i;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 1) THROW_TYPE(env, "recvClose(fd) takes 1 argument");
+  receiver_t *r = get_rx(env, argv[0], &i);
+  if (r == NULL) return NULL;
+  instance_t *in = instance(env);
+  in->rx[i] = in->rx[--in->rx_count];
+  /* May run inside onBatch: rx_on_readable sees `closing` and stops; r lives until rx_free. */
+  r->closing = true;
+  napi_remove_async_cleanup_hook(r->hook);
+  napi_async_destroy(env, r->ctx);
+  napi_delete_reference(env, r->on_batch);
+  r->on_batch = NULL;
+  uv_poll_stop(&r->poll);
+  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
+  uv_close((uv_handle_t *)&r->poll, rx_free);
+  close(r->fd);
+  return NULL;
+}
+
 static void free_instance(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -352,6 +694,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sendBatch", NULL, js_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ifindex", NULL, js_ifindex, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvOpen", NULL, js_recv_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvBufferSize", NULL, js_recv_buffer_size, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvJoin", NULL, js_recv_join, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvLeave", NULL, js_recv_leave, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvClose", NULL, js_recv_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

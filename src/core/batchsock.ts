@@ -7,6 +7,11 @@
  * with the machine's compiler) and may be missing: batchSendAvailable() says whether it loaded,
  * and callers fall back to node:dgram. LCSYNC_NO_SENDMMSG=1 forces the fallback, so both paths
  * can be tested and measured.
+ *
+ * The addon also receives: node:dgram costs a 64 KiB buffer, an ArrayBuffer, a Buffer and a JS
+ * callback per received datagram (and the GC of them all). BatchReceiver takes up to 64 datagrams
+ * per recvmmsg(2) call and hands them to JS in one callback. batchRecvAvailable() says whether it
+ * can be used; LCSYNC_NO_RECVMMSG=1 forces the node:dgram receiver.
  */
 import { createRequire } from 'node:module';
 
@@ -18,13 +23,34 @@ interface UdpBatch {
   ifindex(name: string): number;
 }
 
+/** The receive half of the addon; an older build may lack it (then batchRecvAvailable() is false). */
+interface UdpBatchRecv {
+  recvOpen(port: number, rcvbuf: number, onBatch: BatchHandler): number;
+  recvBufferSize(fd: number): number;
+  recvJoin(fd: number, group: Uint8Array, ifindex: number): void;
+  recvLeave(fd: number, group: Uint8Array, ifindex: number): void;
+  recvClose(fd: number): void;
+}
+
+/**
+ * One recvmmsg call's worth: `buf` holds `count` datagrams back to back, `lengths[i]` the size of
+ * the i-th; `errors` counts datagrams lost since the previous call (longer than
+ * MAX_BATCH_RECV_PAYLOAD, so cut by the kernel and dropped, or a failed receive call). `buf` is
+ * fresh for every call: views into it stay valid.
+ */
+export type BatchHandler = (buf: Buffer, lengths: Uint32Array, count: number, errors: number) => void;
+
 /** Relative to this module: src/core/ when run from source, dist/core/ when built. */
 const ADDON_PATH = '../../build/Release/udp_batch.node';
 /** The largest payload the addon (and node:dgram over IPv6) sends. */
 export const MAX_BATCH_PAYLOAD = 65507;
+/** The largest datagram BatchReceiver delivers (the addon's slot size); longer ones count as errors. */
+export const MAX_BATCH_RECV_PAYLOAD = 2048;
 
 let addon: UdpBatch | undefined;
+let recvAddon: (UdpBatch & UdpBatchRecv) | undefined;
 let loadError: string | undefined;
+let recvLoadError: string | undefined;
 let tried = false;
 
 function load(): UdpBatch | undefined {
@@ -37,6 +63,13 @@ function load(): UdpBatch | undefined {
         throw new Error('it lacks open/sendBatch/close/ifindex');
       }
       addon = mod as UdpBatch;
+      const rx = mod as Partial<UdpBatchRecv>;
+      if (typeof rx.recvOpen === 'function' && typeof rx.recvBufferSize === 'function' && typeof rx.recvJoin === 'function' &&
+        typeof rx.recvLeave === 'function' && typeof rx.recvClose === 'function') {
+        recvAddon = mod as UdpBatch & UdpBatchRecv;
+      } else {
+        recvLoadError = `${ADDON_PATH} lacks recvOpen/recvBufferSize/recvJoin/recvLeave/recvClose (rebuild it)`;
+      }
     } catch (err) {
       loadError = `cannot load ${ADDON_PATH}: ${(err as Error).message.split('\n')[0]}`;
     }
@@ -117,5 +150,110 @@ export class BatchSocket {
     const fd = this.fd;
     this.fd = -1;
     this.native.close(fd);
+  }
+}
+
+function recvDisabled(): boolean {
+  return process.env.LCSYNC_NO_RECVMMSG === '1';
+}
+
+/** Whether batched receives are possible now (the addon loaded and LCSYNC_NO_RECVMMSG is not 1). */
+export function batchRecvAvailable(): boolean {
+  if (recvDisabled()) return false;
+  load();
+  return recvAddon !== undefined;
+}
+
+/** Why batched receives are not available, or undefined when they are. */
+export function batchRecvUnavailableReason(): string | undefined {
+  if (recvDisabled()) return 'LCSYNC_NO_RECVMMSG=1';
+  load();
+  return recvAddon ? undefined : (loadError ?? recvLoadError);
+}
+
+export interface BatchReceiverOptions {
+  /** UDP port to bind on [::], 1..65535 (shared with other sockets: SO_REUSEADDR). */
+  port: number;
+  /** SO_RCVBUF to ask for, in bytes (the kernel caps it at net.core.rmem_max and doubles it). */
+  recvBufferBytes: number;
+  /** Called on the event loop once per recvmmsg call; see BatchHandler. An exception it throws is uncaught. */
+  onBatch: BatchHandler;
+}
+
+function systemError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * A non-blocking UDP socket bound to [::]:port that receives datagrams in batches (recvmmsg).
+ * While open it keeps the event loop alive, as a bound dgram socket does.
+ */
+export class BatchReceiver {
+  private fd: number;
+
+  private constructor(
+    private readonly native: UdpBatch & UdpBatchRecv,
+    fd: number,
+  ) {
+    this.fd = fd;
+  }
+
+  /**
+   * Bind and start receiving. Throws when batching is unavailable (check batchRecvAvailable()
+   * first), TypeError/RangeError for bad options, or the system error of socket/setsockopt/bind
+   * (an Error with `code`, `errno` and `syscall`).
+   */
+  static open(opts: BatchReceiverOptions): BatchReceiver {
+    const native = batchRecvAvailable() ? recvAddon : undefined;
+    if (!native) throw new Error(`batched receives unavailable: ${batchRecvUnavailableReason()}`);
+    if (typeof opts?.onBatch !== 'function') throw new TypeError('onBatch must be a function');
+    if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) {
+      throw new RangeError(`port must be an integer in 1..65535, not ${String(opts.port)}`);
+    }
+    if (!Number.isInteger(opts.recvBufferBytes) || opts.recvBufferBytes < 1 || opts.recvBufferBytes > 0x7fffffff) {
+      throw new RangeError(`recvBufferBytes must be an integer in 1..2147483647, not ${String(opts.recvBufferBytes)}`);
+    }
+    return new BatchReceiver(native, native.recvOpen(opts.port, opts.recvBufferBytes, opts.onBatch));
+  }
+
+  /** The index of interface `name` in this network namespace, 0 when there is none. */
+  static ifindex(name: string): number {
+    const native = load();
+    if (!native) throw new Error(`udp_batch addon unavailable: ${loadError}`);
+    return native.ifindex(name);
+  }
+
+  get closed(): boolean {
+    return this.fd < 0;
+  }
+
+  /** Kernel receive buffer actually granted (SO_RCVBUF as getsockopt reports it). */
+  get recvBufferBytes(): number {
+    this.ensureOpen();
+    return this.native.recvBufferSize(this.fd);
+  }
+
+  /** Join the group (16 bytes, ff00::/8) on interface `ifindex`; system errors throw with `code`. */
+  join(group: Uint8Array, ifindex: number): void {
+    this.ensureOpen();
+    this.native.recvJoin(this.fd, group, ifindex);
+  }
+
+  /** Leave the group on interface `ifindex` (EADDRNOTAVAIL when it was not joined there). */
+  leave(group: Uint8Array, ifindex: number): void {
+    this.ensureOpen();
+    this.native.recvLeave(this.fd, group, ifindex);
+  }
+
+  /** Stop receiving and close the socket; no onBatch call follows. Safe to call twice, also from onBatch. */
+  close(): void {
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    this.native.recvClose(fd);
+  }
+
+  private ensureOpen(): void {
+    if (this.fd < 0) throw systemError('batch receiver is closed', 'EBADF');
   }
 }

@@ -23,6 +23,7 @@
  * the wasm codec above that.
  */
 import { RAND_TABLES, SYSTEMATIC_TABLE } from './rfc6330-tables.js';
+import { combine, initSymbolMath } from './symbolmath.js';
 
 /** Largest K' this module is used for (chunks have K <= 32, so K' <= 32). */
 export const FAST_MAX_K_PRIME = 64;
@@ -47,6 +48,8 @@ const MUL = new Uint8Array(256 * 256);
 for (let c = 1; c < 256; c++) {
   for (let x = 1; x < 256; x++) MUL[c * 256 + x] = OCT_EXP[OCT_LOG[c]! + OCT_LOG[x]!]!;
 }
+
+initSymbolMath((c, x) => MUL[c * 256 + x]!);
 
 export function gfMul(a: number, b: number): number {
   return MUL[a * 256 + b]!;
@@ -341,8 +344,7 @@ export class SmallBlockCode {
    */
   encode(isi: number, K: number, source: (j: number) => Uint8Array, out: Uint8Array): void {
     out.fill(0);
-    const w = this.weights(isi);
-    for (let j = 0; j < K; j++) mulAdd(out, source(j), w[j]!);
+    combine(out, K, source, this.weights(isi), mulAdd);
   }
 
   /**
@@ -395,19 +397,15 @@ export class SmallBlockCode {
       let v = y.get(r);
       if (!v) {
         v = new Uint8Array(repairs.get(isis[r]!)!);
-        const w = ws[r]!;
-        for (let j = 0; j < K; j++) if (have(j)) mulAdd(v, source(j), w[j]!);
+        const known = ws[r]!.slice(0, K);
+        for (const j of missing) known[j] = 0;
+        combine(v, K, source, known, mulAdd);
         y.set(r, v);
       }
       return v;
     };
     const results = missing.map(() => new Uint8Array(size));
-    for (let t = 0; t < m; t++) {
-      for (let r = 0; r < n; r++) {
-        const f = M[t * width + m + r]!;
-        if (f !== 0) mulAdd(results[t]!, residual(r), f);
-      }
-    }
+    for (let t = 0; t < m; t++) combine(results[t]!, n, residual, M.subarray(t * width + m, (t + 1) * width), mulAdd);
     for (let t = 0; t < m; t++) target(missing[t]!).set(results[t]!);
     return true;
   }

@@ -92,7 +92,7 @@ export function repairRoundSize(K: number): number {
 }
 
 /** After its round a stream keeps trickling at this interval, so no listener is ever left without symbols. */
-const TRICKLE_MS = 100;
+const TRICKLE_MS = 60;
 /**
  * Streams served side by side at the front of the order. Interleaving them means
  * each advances slowly enough that a receiver's leave (which the kernel may
@@ -238,13 +238,13 @@ class SendStream {
       trickling = true;
     }
     const withOti = this.object.kind === 'tree' ? this.data.length : undefined;
-    // A trickle goes round the source symbols: it costs no RaptorQ work, and a listener that
-    // never asks again (the C client) still gets every symbol it lacks within K trickles.
-    if (this.sourceOwed > 0 || trickling) {
+    // A trickle is a fresh repair symbol: whatever a listener still lacks, each one is worth a lost
+    // symbol to it (a cycled source symbol would only help the listener that lost that one).
+    if (this.sourceOwed > 0 && !trickling) {
       const esi = this.sourceCursor;
       this.sourceCursor = (this.sourceCursor + 1) % this.encoder.K;
       this.sentSinceSourceDone++;
-      if (!trickling && --this.sourceOwed === 0) {
+      if (--this.sourceOwed === 0) {
         this.sourceDoneAt = now;
         this.sentSinceSourceDone = 0;
         if (this.budget > 0) this.holdUntil = now + this.grace();
