@@ -121,12 +121,13 @@ export class ObjectEncoder {
    * touch wasm), with max(64, 2K') symbols, and regenerated at twice the size
    * whenever it runs out, up to maxRepairPool.
    */
-  nextRepair(): { esi: number; symbol: Buffer } {
+  nextRepair(into?: Buffer): { esi: number; symbol: Buffer } {
     this.checkLive();
     if (this.code) {
       const i = this.next;
       this.next = (this.next + 1) % this.maxRepairPool;
-      const symbol = Buffer.alloc(SYMBOL_SIZE);
+      // Small objects compute the symbol here, so a caller that copies it at once can lend a buffer.
+      const symbol = into && into.length === SYMBOL_SIZE ? into : Buffer.alloc(SYMBOL_SIZE);
       // Wire ESI K + i is internal symbol K' + i (see the top of this file).
       this.code.encode(this.KP + i, this.K, (j) => this.paddedSource(j), symbol);
       return { esi: this.K + i, symbol };

@@ -50,8 +50,12 @@ export interface Datagram {
   symbol: Buffer;
 }
 
-/** Build one datagram. Throws RangeError on arguments that cannot be put on the wire. */
-export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; esi: number; symbol: Uint8Array }): Buffer {
+/**
+ * Build one datagram, in a new buffer or at the start of `into` (a sender encodes a whole batch
+ * into one buffer instead of allocating one per datagram). Returns the datagram's bytes. Throws
+ * RangeError on arguments that cannot be put on the wire, or when `into` is too short.
+ */
+export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; esi: number; symbol: Uint8Array }, into?: Buffer): Buffer {
   if (d.oid.length !== OID_LEN) throw new RangeError(`OID must be ${OID_LEN} bytes, got ${d.oid.length}`);
   if (d.symbol.length !== SYMBOL_SIZE) throw new RangeError(`symbol must be ${SYMBOL_SIZE} bytes, got ${d.symbol.length}`);
   if (!Number.isInteger(d.esi) || d.esi < 0 || d.esi > MAX_ESI) throw new RangeError(`ESI ${d.esi} is not a 24-bit number`);
@@ -60,7 +64,9 @@ export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; es
   if (withOti && (!Number.isInteger(F) || F < 1 || F > MAX_OBJECT)) {
     throw new RangeError(`transfer length ${F} is outside 1..${MAX_OBJECT}`);
   }
-  const b = Buffer.allocUnsafe(withOti ? DATAGRAM_OTI_LEN : DATAGRAM_LEN);
+  const len = withOti ? DATAGRAM_OTI_LEN : DATAGRAM_LEN;
+  if (into && into.length < len) throw new RangeError(`datagram needs ${len} bytes, buffer has ${into.length}`);
+  const b = into ? into.subarray(0, len) : Buffer.allocUnsafe(len);
   b.set(d.oid, 0);
   let off = OID_LEN;
   if (withOti) {

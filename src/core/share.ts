@@ -18,7 +18,7 @@ import { formatIPv6, prefixOfGroup } from './address.js';
 import { hash, toHex } from './hash.js';
 import type { IndexObject, ShareIndex } from './mdex.js';
 import { ObjectEncoder } from './fec.js';
-import { encodeDatagram } from './packet.js';
+import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram } from './packet.js';
 import { MulticastSender } from './channel.js';
 import { Pacer } from './pacer.js';
 import { MldWatcher, type MldEvent } from './mldsocket.js';
@@ -121,15 +121,25 @@ const YIELD_EVERY = 16;
  */
 const BATCH_MAX = 32;
 /**
- * A chunk stream started by one receiver waits up to this long for the others
- * that are working through the same share but have not reached that chunk yet,
- * so that one round serves them all. Without it a receiver a little ahead gets
- * each chunk alone and the one behind asks for it again later: in the 3-receiver
- * benchmark a sixth of the chunks went out two or three times.
+ * A chunk stream started by one receiver waits for the others that are working
+ * through the same share but have not reached that chunk yet, so that one round
+ * serves them all: as long as each of them keeps moving (its furthest join
+ * advanced within GATHER_IDLE_MS), and at most GATHER_MAX_MS. Without it a
+ * receiver a little ahead gets each chunk alone and the one behind asks for it
+ * again later: in the 3-receiver benchmark a sixth of the chunks went out two or
+ * three times, and with a fixed 300 ms wait still an eighth in one run in five.
+ * Only receivers in the same file (or still reading the index) are waited for.
+ * The one behind is not held back meanwhile (its chunks are not waiting for
+ * anyone), so it catches up at full rate and then all move together.
  */
-const GATHER_MS = 300;
-/** A receiver whose last join was longer ago than this is not waited for (it finished, or gave up). */
+const GATHER_MAX_MS = 2000;
+const GATHER_IDLE_MS = 300;
+/** How often held streams are checked for receivers that stopped moving. */
+const GATHER_CHECK_MS = 50;
 const FRONTIER_TTL_MS = 1000;
+
+/** Where small objects' repair symbols are computed before they are copied into their datagram. */
+const repairScratch = Buffer.alloc(SYMBOL_SIZE);
 
 class SendStream {
   readonly startedAt = Date.now();
@@ -230,7 +240,7 @@ class SendStream {
    * then repair symbols with fresh ESIs. Source symbols need no RaptorQ work at
    * all, so on a clean link no encoder is ever built, however late listeners join.
    */
-  next(now: number): Buffer {
+  next(now: number, into?: Buffer): Buffer {
     let trickling = false;
     if (this.budget > 0) this.budget--;
     else {
@@ -249,11 +259,11 @@ class SendStream {
         this.sentSinceSourceDone = 0;
         if (this.budget > 0) this.holdUntil = now + this.grace();
       }
-      return encodeDatagram({ oid: this.oid, transferLength: withOti, esi, symbol: this.encoder.sourceSymbol(esi) });
+      return encodeDatagram({ oid: this.oid, transferLength: withOti, esi, symbol: this.encoder.sourceSymbol(esi) }, into);
     }
     this.sentSinceSourceDone++;
-    const r = this.encoder.nextRepair();
-    return encodeDatagram({ oid: this.oid, transferLength: withOti, esi: r.esi, symbol: r.symbol });
+    const r = this.encoder.nextRepair(repairScratch);
+    return encodeDatagram({ oid: this.oid, transferLength: withOti, esi: r.esi, symbol: r.symbol }, into);
   }
 
   free(): void {
@@ -285,7 +295,8 @@ export class Share extends EventEmitter {
   private leaveLatencyMs = 50;
   private readonly rank = new Map<object, number>();
   /** Per interface, per receiver: the furthest chunk position it has joined lately, and when. */
-  private readonly frontiers = new Map<string, Map<string, { pos: number; at: number }>>();
+  private readonly frontiers = new Map<string, Map<string, { pos: number; at: number; movedAt: number }>>();
+  private gatherCheck?: NodeJS.Timeout;
   private wake?: () => void;
   private stopped = false;
   private pump?: Promise<void>;
@@ -294,6 +305,8 @@ export class Share extends EventEmitter {
   private bytes = 0;
   private streamsStarted = 0;
   private readonly rateWindow: { t: number; bytes: number }[] = [];
+  /** Where run() encodes each batch of datagrams. */
+  private batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
   private sampler?: NodeJS.Timeout;
   private sweeper?: NodeJS.Timeout;
 
@@ -507,8 +520,9 @@ export class Share extends EventEmitter {
     let hosts = this.frontiers.get(ifname);
     if (!hosts) this.frontiers.set(ifname, (hosts = new Map()));
     const f = hosts.get(host);
-    const at = f && now - f.at < FRONTIER_TTL_MS ? Math.max(f.pos, pos) : pos;
-    hosts.set(host, { pos: at, at: now });
+    const fresh = f !== undefined && now - f.at < FRONTIER_TTL_MS;
+    const at = fresh ? Math.max(f.pos, pos) : pos;
+    hosts.set(host, { pos: at, at: now, movedAt: fresh && at === f.pos ? f.movedAt : now });
     for (const s of this.order) {
       if (!s.waitingFor?.has(host) || s.ifname !== ifname || this.position(s) > at) continue;
       s.waitingFor.delete(host);
@@ -522,14 +536,41 @@ export class Share extends EventEmitter {
   /** Hold a new chunk stream's first round for the active receivers that have not reached it yet. */
   private gather(s: SendStream, starter: string, now: number): void {
     const pos = this.position(s);
+    const file = Math.floor(pos / 2 ** 32);
     const behind = new Set<string>();
     for (const [host, f] of this.frontiers.get(s.ifname) ?? []) {
       if (now - f.at >= FRONTIER_TTL_MS) this.frontiers.get(s.ifname)!.delete(host);
-      else if (host !== starter && f.pos < pos && !s.reporters.has(host)) behind.add(host);
+      // Only a receiver in the same file, or still reading the index, is expected here soon: one
+      // working on another file may be syncing another part of the share and never come.
+      else if (host !== starter && f.pos < pos && (f.pos < 0 || Math.floor(f.pos / 2 ** 32) === file) && !s.reporters.has(host)) behind.add(host);
     }
     if (behind.size === 0) return;
     s.waitingFor = behind;
-    s.gatherUntil = now + GATHER_MS;
+    s.gatherUntil = now + GATHER_MAX_MS;
+    this.gatherCheck ??= setInterval(() => this.checkGathering(), GATHER_CHECK_MS).unref();
+  }
+
+  /** Stop waiting for receivers that stopped moving; stop the check when nothing waits. */
+  private checkGathering(): void {
+    const now = Date.now();
+    let holding = false;
+    for (const s of this.order) {
+      const w = s.waitingFor;
+      if (!w) continue;
+      const hosts = this.frontiers.get(s.ifname);
+      for (const host of w) {
+        const f = hosts?.get(host);
+        if (!f || now - f.movedAt >= GATHER_IDLE_MS) w.delete(host);
+      }
+      if (w.size === 0 || now >= s.gatherUntil) {
+        s.waitingFor = undefined;
+        this.wake?.();
+      } else holding = true;
+    }
+    if (!holding) {
+      clearInterval(this.gatherCheck);
+      this.gatherCheck = undefined;
+    }
   }
 
   private insertByPosition(s: SendStream): void {
@@ -600,8 +641,12 @@ export class Share extends EventEmitter {
       const ifname = s.ifname;
       const items: { group: string; payload: Buffer }[] = [];
       const from: SendStream[] = [];
+      // Every batch is encoded into the same buffer: the sender is done with the previous batch
+      // when sendBatch() resolves (a failed one gets a fresh buffer, see below). A new buffer per
+      // datagram made the garbage collector's work one of the share's larger costs.
+      const space = this.batchSpace;
       for (;;) {
-        items.push({ group: s.group, payload: s.next(now) });
+        items.push({ group: s.group, payload: s.next(now, space.subarray(items.length * DATAGRAM_OTI_LEN)) });
         from.push(s);
         if (items.length >= BATCH_MAX) break;
         now = Date.now();
@@ -616,6 +661,8 @@ export class Share extends EventEmitter {
       try {
         await this.senders.get(ifname)!.sendBatch(items);
       } catch (err) {
+        // Some of this batch may still be in flight through dgram: leave it its buffer.
+        this.batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
         if (this.stopped) break;
         this.log('warn', `send on ${ifname} failed: ${(err as Error).message}`);
       }
@@ -680,6 +727,7 @@ export class Share extends EventEmitter {
     this.stopped = true;
     clearInterval(this.sampler);
     clearInterval(this.sweeper);
+    clearInterval(this.gatherCheck);
     this.wake?.();
     await this.pump?.catch(() => undefined);
     for (const s of this.streams.values()) s.free();
