@@ -12,14 +12,14 @@
  * datagram after the close, does not crash, and no longer keeps its process alive.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
+import { expectBuilt, repo } from './e2e.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADDON = path.join(repo, 'build/Release/udp_batch.node');
 const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
 const PACER = pathToFileURL(path.join(repo, 'dist/core/pacer.js')).href;
@@ -168,12 +168,7 @@ describe.skipIf(why)('batched multicast receives between namespaces (needs root)
   let lab: Lab | undefined;
 
   beforeAll(async () => {
-    const build = spawnSync('npx', ['tsc', '-p', '.'], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
-    expect(build.error).toBeUndefined();
-    for (const m of ['channel', 'batchsock']) {
-      const js = statSync(path.join(repo, `dist/core/${m}.js`));
-      expect(js.mtimeMs).toBeGreaterThanOrEqual(statSync(path.join(repo, `src/core/${m}.ts`)).mtimeMs);
-    }
+    expectBuilt(['channel', 'batchsock', 'pacer']);
     lab = await createLab({ hosts: 2 });
   });
   afterAll(async () => {

@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -112,4 +112,19 @@ export function treeListing(dir: string, opts: { times?: boolean; owners?: boole
 
 export function sha256(p: string): string {
   return createHash('sha256').update(readFileSync(p)).digest('hex');
+}
+
+/**
+ * Tests that run dist/ modules inside lab hosts need them built from the current sources: `npm test`
+ * builds first. Fails with how to fix it rather than rebuilding, which would rewrite dist/ under
+ * test files running in parallel.
+ */
+export function expectBuilt(modules: string[]): void {
+  for (const m of modules) {
+    const js = path.join(repo, `dist/core/${m}.js`);
+    const ts = path.join(repo, `src/core/${m}.ts`);
+    if (!existsSync(js) || statSync(js).mtimeMs < statSync(ts).mtimeMs) {
+      throw new Error(`dist/core/${m}.js is missing or older than its source: run npm run build`);
+    }
+  }
 }

@@ -11,6 +11,7 @@ import { ObjectDecoder, ObjectEncoder } from '../src/core/fec.js';
 import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/kprime.js';
 import { FAST_MAX_K_PRIME } from '../src/core/rfc6330.js';
 import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/packet.js';
+import { rng } from './rng.js';
 
 const LCRQ = '/work/shared/vectors/lcrq';
 const PKT = 4 + SYMBOL_SIZE;
@@ -60,17 +61,6 @@ const vectors: Vector[] = readdirSync(LCRQ)
     };
   });
 
-/** Deterministic PRNG (mulberry32) so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffle<T>(xs: T[], rand: () => number): T[] {
   const a = xs.slice();

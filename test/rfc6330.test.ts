@@ -9,19 +9,10 @@ import '../src/core/fec.js'; // initialises the wasm module
 import { K_PRIME_TABLE, kPrime } from '../src/core/kprime.js';
 import { RAND_TABLES, SYSTEMATIC_TABLE } from '../src/core/rfc6330-tables.js';
 import { FAST_MAX_K_PRIME, SmallBlockCode, blockParameters, degree, gfInv, gfMul, mulAdd, rand } from '../src/core/rfc6330.js';
+import { rng } from './rng.js';
 
 const T = 1024;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomData(n: number, seed: number): Uint8Array {
   const r = rng(seed);
