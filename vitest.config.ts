@@ -9,6 +9,7 @@ export default defineConfig({
     // Network-namespace tests create their own labs with unique prefixes, but two
     // CPU-heavy transfers at once on a 2-core machine only make timings noisy.
     fileParallelism: false,
-    reporters: ['default'],
+    // The last line of a run counts the skipped tests and says why they were skipped (test/skip.ts).
+    reporters: ['default', './test/skip-reporter.ts'],
   },
 });

@@ -86,7 +86,8 @@ const fileTree = MerkleTree.fromBuffer(randomBytes(200 * 32768));
 const fileObj = encodeNetTree({ type: 'file', size: fileTree.size, meta, name: 'share/a/file.bin', payload: fileTree.nodes });
 const dirObj = encodeNetTree({ type: 'dir', size: 0, meta: { ...meta, mode: 0o40755 }, name: 'share/a', payload: randomBytes(5 * 32) });
 const linkObj = encodeNetTree({ type: 'symlink', size: 0, meta: { ...meta, mode: 0o120777 }, name: 'share/l', payload: Buffer.from('../target') });
-const mldSeeds = readFileSync('/work/shared/vectors/captures/mld.jsonl', 'utf8')
+// Real MLD messages of a C lcsync sync (test/vectors/captures/mld.jsonl), found relative to this script.
+const mldSeeds = readFileSync(new URL('../test/vectors/captures/mld.jsonl', import.meta.url), 'utf8')
   .split('\n')
   .filter((l) => l.trim() !== '')
   .map((l) => Buffer.from(JSON.parse(l).icmp6, 'hex'));

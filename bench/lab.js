@@ -1,5 +1,5 @@
 /**
- * Network lab for benchmarks: hosts on a switch, built from Linux network namespaces (see /work/shared/LAB.md).
+ * Network lab for benchmarks: hosts on a switch, built from Linux network namespaces.
  * Plain JavaScript so that bench scripts run with `node` alone; same recipe as test/lab.ts.
  *
  * Nothing is created in the root namespace, so nothing a benchmark sends can reach the machine's real uplink.

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { expectBuilt, repo } from './e2e.js';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const ADDON = path.join(repo, 'build/Release/udp_batch.node');
 const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
@@ -116,9 +117,8 @@ clearTimeout(hard);
 `;
 
 const why = skipReason();
-if (why) console.log(`skipping batched-receive network tests: ${why}`);
-const built = existsSync(ADDON);
-if (!why && !built) console.log(`batched-receive network tests: ${ADDON} is not built, so only the node:dgram path runs`);
+/** The addon's mode runs when it is built, and (failing when it is not) whenever CI_REQUIRE_ADDON=1. */
+const addonWhy: SkipReason = existsSync(ADDON) || process.env.CI_REQUIRE_ADDON === '1' ? undefined : 'the udp_batch addon is not built (npm ci builds it; CI_REQUIRE_ADDON=1 requires it)';
 
 /** A receiver process in a lab host, talked to line by line. */
 class Rx {
@@ -164,7 +164,7 @@ class Rx {
   }
 }
 
-describe.skipIf(why)('batched multicast receives between namespaces (needs root)', () => {
+describeUnless(why, 'batched multicast receives between namespaces (needs root)', () => {
   let lab: Lab | undefined;
 
   beforeAll(async () => {
@@ -186,8 +186,8 @@ describe.skipIf(why)('batched multicast receives between namespaces (needs root)
   const rxPackets = async () => (await lab!.counters(1)).rx_packets;
 
   const modes = [
-    { name: 'recvmmsg addon', noRecvmmsg: false, run: built || process.env.CI_REQUIRE_ADDON === '1' },
-    { name: 'node:dgram fallback', noRecvmmsg: true, run: true },
+    { name: 'recvmmsg addon', noRecvmmsg: false, why: addonWhy },
+    { name: 'node:dgram fallback', noRecvmmsg: true, why: undefined },
   ];
   const startRx = (mode: (typeof modes)[number], script: string): Rx => {
     const env = { ...process.env };
@@ -202,7 +202,7 @@ describe.skipIf(why)('batched multicast receives between namespaces (needs root)
   };
 
   for (const mode of modes) {
-    it.runIf(mode.run)(`${mode.name}: 500 datagrams arrive byte-identical and in order; none after leave`, async () => {
+    itUnless(mode.why, `${mode.name}: 500 datagrams arrive byte-identical and in order; none after leave`, async () => {
       const rx = startRx(mode, RECEIVER);
       try {
         const ready = JSON.parse((await rx.line(/^ready /)).slice(6)) as { batching: boolean };
@@ -231,7 +231,7 @@ describe.skipIf(why)('batched multicast receives between namespaces (needs root)
   }
 
   for (const mode of modes) {
-    it.runIf(mode.run)(`${mode.name}: two groups at once, one never joined, then one left`, async () => {
+    itUnless(mode.why, `${mode.name}: two groups at once, one never joined, then one left`, async () => {
       const rx = startRx(mode, RECEIVER);
       try {
         await rx.line(/^ready /);
@@ -257,7 +257,7 @@ describe.skipIf(why)('batched multicast receives between namespaces (needs root)
   }
 
   for (const mode of modes) {
-    it.runIf(mode.run)(`${mode.name}: closing from a listener while datagrams keep coming: no crash, the process exits`, async () => {
+    itUnless(mode.why, `${mode.name}: closing from a listener while datagrams keep coming: no crash, the process exits`, async () => {
       const rx = startRx(mode, CLOSER);
       try {
         await rx.line(/^ready$/);

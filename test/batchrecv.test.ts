@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { BatchReceiver, batchRecvAvailable, batchRecvUnavailableReason, batchSendAvailable } from '../src/core/batchsock.js';
 import { MulticastReceiver } from '../src/core/channel.js';
 import { LcsyncError } from '../src/core/errors.js';
+import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADDON = path.join(repo, 'build/Release/udp_batch.node');
@@ -28,12 +29,13 @@ afterEach(() => {
   }
 });
 
-if (!built) console.log(`skipping recvmmsg addon tests: ${ADDON} is not built (npm ci builds it)`);
+/** The addon's own tests run when it is built, and (failing when it is not) whenever CI_REQUIRE_ADDON=1. */
+const addonWhy: SkipReason = built || required ? undefined : 'the udp_batch addon is not built (npm ci builds it; CI_REQUIRE_ADDON=1 requires it)';
 
 const noop = (): void => undefined;
 
 describe('which receive path is taken', () => {
-  it.runIf(required)('CI_REQUIRE_ADDON=1: the receive half of the addon loads', () => {
+  itUnless(addonWhy, 'the receive half of the addon loads (CI_REQUIRE_ADDON=1 requires it)', () => {
     delete process.env.LCSYNC_NO_RECVMMSG;
     expect(batchRecvUnavailableReason()).toBeUndefined();
     expect(batchRecvAvailable()).toBe(true);
@@ -97,7 +99,7 @@ describe('which receive path is taken', () => {
   }
 });
 
-describe.runIf(built)('recvmmsg addon argument checks (nothing is joined or sent)', () => {
+describeUnless(addonWhy, 'recvmmsg addon argument checks (nothing is joined or sent)', () => {
   interface Raw {
     open(...a: unknown[]): number;
     close(...a: unknown[]): void;

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { expectBuilt, repo } from './e2e.js';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const ADDON = path.join(repo, 'build/Release/udp_batch.node');
 const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
@@ -81,13 +82,10 @@ clearTimeout(hard);
 `;
 
 const why = skipReason();
-if (why) console.log(`skipping batched-send network tests: ${why}`);
-const built = existsSync(ADDON);
-if (!why && !built) {
-  console.log(`batched-send network tests: ${ADDON} is not built, so only the node:dgram fallback runs`);
-}
+/** The addon's mode runs when it is built, and (failing when it is not) whenever CI_REQUIRE_ADDON=1. */
+const addonWhy: SkipReason = existsSync(ADDON) || process.env.CI_REQUIRE_ADDON === '1' ? undefined : 'the udp_batch addon is not built (npm ci builds it; CI_REQUIRE_ADDON=1 requires it)';
 
-describe.skipIf(why)('batched multicast sends between namespaces (needs root)', () => {
+describeUnless(why, 'batched multicast sends between namespaces (needs root)', () => {
   let lab: Lab | undefined;
 
   beforeAll(async () => {
@@ -105,11 +103,11 @@ describe.skipIf(why)('batched multicast sends between namespaces (needs root)', 
   };
 
   const modes = [
-    { name: 'sendmmsg addon', env: undefined, batching: true, run: built || process.env.CI_REQUIRE_ADDON === '1' },
-    { name: 'node:dgram fallback', env: '1', batching: false, run: true },
+    { name: 'sendmmsg addon', env: undefined, batching: true, why: addonWhy },
+    { name: 'node:dgram fallback', env: '1', batching: false, why: undefined },
   ];
   for (const mode of modes) {
-    it.runIf(mode.run)(`${mode.name}: ${N} datagrams arrive byte-identical, the interface sent them all`, async () => {
+    itUnless(mode.why, `${mode.name}: ${N} datagrams arrive byte-identical, the interface sent them all`, async () => {
       const env = { ...process.env };
       if (mode.env) env.LCSYNC_NO_SENDMMSG = mode.env;
       else delete env.LCSYNC_NO_SENDMMSG;
@@ -155,7 +153,7 @@ describe.skipIf(why)('batched multicast sends between namespaces (needs root)', 
   }
 
   for (const mode of modes) {
-    it.runIf(mode.run)(`${mode.name}: on a downed interface every datagram counts as an error, none throws`, async () => {
+    itUnless(mode.why, `${mode.name}: on a downed interface every datagram counts as an error, none throws`, async () => {
       const env = { ...process.env };
       if (mode.env) env.LCSYNC_NO_SENDMMSG = mode.env;
       else delete env.LCSYNC_NO_SENDMMSG;

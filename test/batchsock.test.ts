@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { BatchSocket, batchSendAvailable, batchSendUnavailableReason } from '../src/core/batchsock.js';
 import { MulticastSender } from '../src/core/channel.js';
 import { LcsyncError } from '../src/core/errors.js';
+import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ADDON = path.join(repo, 'build/Release/udp_batch.node');
@@ -23,12 +24,11 @@ afterEach(() => {
   else process.env.LCSYNC_NO_SENDMMSG = saved;
 });
 
-if (!built) {
-  console.log(`skipping addon tests: ${ADDON} is not built (npm ci builds it)${required ? ', and CI_REQUIRE_ADDON=1 requires it' : ''}`);
-}
+/** The addon's own tests run when it is built, and (failing when it is not) whenever CI_REQUIRE_ADDON=1. */
+const addonWhy: SkipReason = built || required ? undefined : 'the udp_batch addon is not built (npm ci builds it; CI_REQUIRE_ADDON=1 requires it)';
 
 describe('the addon is there when it was built', () => {
-  it.runIf(required)('CI_REQUIRE_ADDON=1: the addon is built and loads', () => {
+  itUnless(addonWhy, 'the addon is built and loads (CI_REQUIRE_ADDON=1 requires it)', () => {
     delete process.env.LCSYNC_NO_SENDMMSG;
     expect(existsSync(ADDON), `${ADDON} is missing`).toBe(true);
     expect(batchSendUnavailableReason()).toBeUndefined();
@@ -54,7 +54,7 @@ describe('the addon is there when it was built', () => {
   });
 });
 
-describe.runIf(built)('addon argument checks (nothing is sent)', () => {
+describeUnless(addonWhy, 'addon argument checks (nothing is sent)', () => {
   interface Raw {
     open(...a: unknown[]): number;
     sendBatch(...a: unknown[]): number;

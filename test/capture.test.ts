@@ -6,7 +6,7 @@
  * objects must also equal what our own index of the extracted tarball serves.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,10 +19,11 @@ import { ShareIndex } from '../src/core/mdex.js';
 import { decodeNetTree, dirChildren, type NetTree } from '../src/core/nettree.js';
 import { decodeDatagram, type Datagram } from '../src/core/packet.js';
 import { MerkleTree, chunkLength } from '../src/core/tree.js';
+import { isRoot } from './lab.js';
+import { describeUnless } from './skip.js';
+import { once, readVectorJsonl, vectorPath } from './vectors.js';
 
-const CAPTURE = '/work/shared/vectors/captures/lcshare-udp.jsonl';
-const SHARE_TAR = '/work/shared/vectors/share.tar';
-/** From vectors/README.md: what `lcsync --hex share` of the C tool prints for the extracted tarball. */
+/** From test/vectors/README.md: what `lcsync --hex share` of the C tool prints for the extracted tarball. */
 const SHARE_HASH = 'e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1';
 /** atime seconds and nanoseconds in the net_tree header. */
 const ATIME_START = 24;
@@ -42,22 +43,26 @@ interface DecodedObject {
   tree?: NetTree;
 }
 
-const lines = readFileSync(CAPTURE, 'utf8').split('\n').filter((l) => l.trim() !== '');
-const captured: Captured[] = lines.map((l) => {
-  const j = JSON.parse(l) as { dst: string; dport: number; payload: string };
-  expect(j.dport).toBe(4242);
-  const d = decodeDatagram(Buffer.from(j.payload, 'hex'));
-  if (!d) throw new Error(`capture line does not decode: ${l.slice(0, 120)}`);
-  return { dst: j.dst, d };
-});
+/** The captured datagrams, decoded (read on first use, by the tests that need them). */
+const captured = once((): Captured[] =>
+  readVectorJsonl<{ dst: string; dport: number; payload: string }>('captures', 'lcshare-udp.jsonl').map((j) => {
+    expect(j.dport).toBe(4242);
+    const d = decodeDatagram(Buffer.from(j.payload, 'hex'));
+    if (!d) throw new Error(`capture line does not decode: ${j.payload.slice(0, 120)}`);
+    return { dst: j.dst, d };
+  }),
+);
 
 /** OID hex -> its datagrams, in capture order. */
-const byOid = new Map<string, Captured[]>();
-for (const c of captured) {
-  const k = toHex(c.d.oid);
-  if (!byOid.has(k)) byOid.set(k, []);
-  byOid.get(k)!.push(c);
-}
+const byOid = once((): Map<string, Captured[]> => {
+  const m = new Map<string, Captured[]>();
+  for (const c of captured()) {
+    const k = toHex(c.d.oid);
+    if (!m.has(k)) m.set(k, []);
+    m.get(k)!.push(c);
+  }
+  return m;
+});
 
 function decodeObject(pkts: Captured[], length: number): Buffer | undefined {
   const dec = new ObjectDecoder(length);
@@ -73,9 +78,9 @@ function decodeObject(pkts: Captured[], length: number): Buffer | undefined {
 }
 
 /** Tree objects carry their length in the OTI; chunk lengths come from the file trees. */
-function decodeAll(): Map<string, DecodedObject> {
+const decodeAll = once((): Map<string, DecodedObject> => {
   const objects = new Map<string, DecodedObject>();
-  for (const [oid, pkts] of byOid) {
+  for (const [oid, pkts] of byOid()) {
     const F = pkts[0]!.d.transferLength;
     if (F === undefined) continue;
     // Every datagram of one object must agree on its length.
@@ -92,7 +97,7 @@ function decodeAll(): Map<string, DecodedObject> {
     expect(t.verify(), `tree of ${o.tree.name}`).toBe(true);
     for (let i = 0; i < t.chunks; i++) chunkLen.set(toHex(t.leaf(i)), chunkLength(t.size, i));
   }
-  for (const [oid, pkts] of byOid) {
+  for (const [oid, pkts] of byOid()) {
     if (pkts[0]!.d.transferLength !== undefined) continue;
     for (const p of pkts) expect(p.d.transferLength).toBeUndefined();
     const len = chunkLen.get(oid);
@@ -102,7 +107,7 @@ function decodeAll(): Map<string, DecodedObject> {
     objects.set(oid, { oid, kind: 'chunk', bytes: bytes!, groups: new Set(pkts.map((p) => p.dst)) });
   }
   return objects;
-}
+});
 
 /** Entry hash of a tree object, computed from the object alone. */
 function entryHashOf(t: NetTree): Buffer {
@@ -121,21 +126,21 @@ function entryHashOf(t: NetTree): Buffer {
 }
 
 describe('the C lcshare capture', () => {
-  const objects = decodeAll();
+  const objects = (): Map<string, DecodedObject> => decodeAll();
 
   it('is made of valid datagrams only', () => {
-    expect(captured.length).toBe(346);
-    expect(byOid.size).toBe(objects.size);
+    expect(captured().length).toBe(346);
+    expect(byOid().size).toBe(objects().size);
   });
 
   it('decodes every object to bytes whose BLAKE3 is its OID', () => {
-    for (const o of objects.values()) expect(toHex(hash(o.bytes)), `${o.kind} ${o.tree?.name ?? ''}`).toBe(o.oid);
+    for (const o of objects().values()) expect(toHex(hash(o.bytes)), `${o.kind} ${o.tree?.name ?? ''}`).toBe(o.oid);
   });
 
   it('decodes every object again with source symbols lost, from the C sender\'s random repair ESIs', () => {
     let repairOnly = 0;
-    for (const o of objects.values()) {
-      const pkts = byOid.get(o.oid)!;
+    for (const o of objects().values()) {
+      const pkts = byOid().get(o.oid)!;
       const K = new ObjectDecoder(o.bytes.length).K;
       const repair = pkts.filter((p) => p.d.esi >= K);
       // Lose as many leading source symbols as the repair symbols can stand in for, keeping one spare.
@@ -151,8 +156,8 @@ describe('the C lcshare capture', () => {
   });
 
   it('holds the tree objects of the whole share', () => {
-    const names = [...objects.values()].filter((o) => o.kind === 'tree').map((o) => `${o.tree!.name} (${o.tree!.type})`);
-    console.log(`capture: ${objects.size} objects; tree objects: ${names.sort().join(', ')}`);
+    const names = [...objects().values()].filter((o) => o.kind === 'tree').map((o) => `${o.tree!.name} (${o.tree!.type})`);
+    console.log(`capture: ${objects().size} objects; tree objects: ${names.sort().join(', ')}`);
     expect(names.sort()).toEqual(
       [
         'share (dir)',
@@ -165,18 +170,18 @@ describe('the C lcshare capture', () => {
         'share/sub/deeper/note.txt (file)',
       ].sort(),
     );
-    const byName = new Map([...objects.values()].filter((o) => o.tree).map((o) => [o.tree!.name, o.tree!]));
+    const byName = new Map([...objects().values()].filter((o) => o.tree).map((o) => [o.tree!.name, o.tree!]));
     expect(byName.get('share/link')!.payload.toString()).toBe('a.bin');
     expect(byName.get('share/a.bin')!.size).toBe(1000);
     expect(byName.get('share/sub/c.bin')!.size).toBe(100000);
     expect(byName.get('share/sub/empty')!.size).toBe(0);
     expect(byName.get('share/sub/deeper/note.txt')!.size).toBe(13);
     // Chunks: one for a.bin, four for c.bin, one for note.txt.
-    expect([...objects.values()].filter((o) => o.kind === 'chunk').length).toBe(6);
+    expect([...objects().values()].filter((o) => o.kind === 'chunk').length).toBe(6);
   });
 
   it('holds the share directory whose hash the C tool prints, linked to the rest by entry hashes', () => {
-    const trees = new Map([...objects.values()].filter((o) => o.tree).map((o) => [o.tree!.name, o.tree!]));
+    const trees = new Map([...objects().values()].filter((o) => o.tree).map((o) => [o.tree!.name, o.tree!]));
     const share = trees.get('share')!;
     expect(toHex(entryHashOf(share))).toBe(SHARE_HASH);
     // Every directory lists exactly the entry hashes of the objects named below it.
@@ -187,7 +192,7 @@ describe('the C lcshare capture', () => {
   });
 
   it('sends every datagram on the group of its key: leaf hash, entry hash or alias', () => {
-    for (const o of objects.values()) {
+    for (const o of objects().values()) {
       expect(o.groups.size, `${o.oid} arrived on one group`).toBe(1);
       const [group] = [...o.groups];
       if (o.kind === 'chunk') {
@@ -200,17 +205,16 @@ describe('the C lcshare capture', () => {
   });
 });
 
-const notRoot = typeof process.getuid === 'function' && process.getuid() === 0 ? undefined : 'not root: tar cannot restore owners, so the index would differ';
-if (notRoot) console.log(`skipping capture vs index comparison: ${notRoot}`);
+const notRoot = isRoot ? undefined : 'needs root: tar restores owners only for root, so the index would differ';
 
-describe.skipIf(notRoot)('the capture against our index of share.tar (needs root)', () => {
+describeUnless(notRoot, 'the capture against our index of share.tar (needs root)', () => {
   let dir: string;
   let index: ShareIndex;
-  const objects = decodeAll();
+  const objects = (): Map<string, DecodedObject> => decodeAll();
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'lcsync-capture-'));
-    execFileSync('tar', ['--numeric-owner', '-xpf', SHARE_TAR, '-C', dir]);
+    execFileSync('tar', ['--numeric-owner', '-xpf', vectorPath('share.tar'), '-C', dir]);
     index = await ShareIndex.build([path.join(dir, 'share')]);
   });
 
@@ -223,7 +227,7 @@ describe.skipIf(notRoot)('the capture against our index of share.tar (needs root
   });
 
   it('serves, on each captured group, exactly the captured object', async () => {
-    for (const o of objects.values()) {
+    for (const o of objects().values()) {
       for (const group of o.groups) {
         const prefix = prefixOfGroup(parseIPv6(group));
         expect(prefix, group).toBeDefined();

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { MulticastReceiver, MulticastSender, multicastInterfaces, validateInterfaces } from '../src/core/channel.js';
 import { LcsyncError } from '../src/core/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RECV = path.join(repo, 'test/fixtures/chan-recv.mjs');
@@ -94,7 +95,6 @@ describe('interfaces', () => {
 // ---------------------------------------------------------------------------------------------------------
 
 const why = skipReason();
-if (why) console.log(`skipping channel network tests: ${why}`);
 
 interface RecvResult {
   unique: number;
@@ -143,7 +143,7 @@ class Rx {
   }
 }
 
-describe.skipIf(why)('multicast between namespaces (needs root)', () => {
+describeUnless(why, 'multicast between namespaces (needs root)', () => {
   let lab: Lab | undefined;
 
   beforeAll(async () => {

@@ -3,17 +3,18 @@
  * in a child process, checked on stdout, stderr and exit status.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShareIndex } from '../src/core/mdex.js';
 import { toHex } from '../src/core/hash.js';
+import { isRoot } from './lab.js';
+import { itUnless } from './skip.js';
+import { readVector, vectorDir, vectorFileSizes, vectorPath } from './vectors.js';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const RUN = path.join(REPO, 'bin', 'run.js');
-const VECTORS = '/work/shared/vectors';
-const isRoot = process.getuid?.() === 0;
 
 interface Result {
   status: number | null;
@@ -56,30 +57,27 @@ beforeAll(() => {
 });
 
 describe('lcsync index --hex', () => {
-  const files = readdirSync(path.join(VECTORS, 'files')).filter((f) => existsSync(path.join(VECTORS, 'trees', `${f}.tree`)));
+  const files = vectorFileSizes.filter((n) => n > 0).map((n) => `f${n}.bin`);
   it('covers every vector with a tree dump', () => expect(files.length).toBeGreaterThanOrEqual(8));
 
   it.each(files)('%s: stdout equals vectors/trees byte for byte', async (f) => {
-    const r = await lcsync(['index', '--hex', path.join(VECTORS, 'files', f)]);
+    const want = readVector('trees', `${f}.tree`);
+    const r = await lcsync(['index', '--hex', vectorPath('files', f)]);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    expect(r.stdout.equals(readFileSync(path.join(VECTORS, 'trees', `${f}.tree`)))).toBe(true);
+    expect(r.stdout.equals(want)).toBe(true);
   });
 
   it('an empty file prints the one-node zero tree (the C tool refuses)', async () => {
-    const r = await lcsync(['index', '--hex', path.join(VECTORS, 'files', 'f0.bin')]);
+    const r = await lcsync(['index', '--hex', vectorPath('files', 'f0.bin')]);
     expect(r.status).toBe(0);
     expect(r.stdout.toString()).toBe(`00000000: ${'0'.repeat(64)}\n`);
   });
 
-  it('share.tar: a directory prints its root hash, -r accepted (needs root)', async (ctx) => {
-    if (!isRoot) {
-      console.log('skipped: share.tar hashes need root to restore owners with tar -p (not root)');
-      ctx.skip();
-    }
+  itUnless(isRoot ? undefined : 'needs root: tar restores owners only for root, so the hashes would differ', 'share.tar: a directory prints its root hash, -r accepted (needs root)', async () => {
     const dir = path.join(tmp, 'tar');
     mkdirSync(dir);
-    expect(spawnSync('tar', ['--numeric-owner', '-xpf', path.join(VECTORS, 'share.tar'), '-C', dir]).status).toBe(0);
+    expect(spawnSync('tar', ['--numeric-owner', '-xpf', vectorPath('share.tar'), '-C', dir]).status).toBe(0);
     const top = await lcsync(['index', '--hex', path.join(dir, 'share') + '/']);
     expect(top.status).toBe(0);
     expect(top.stdout.toString()).toBe('e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1\n');
@@ -166,7 +164,7 @@ describe('lcsync index errors', () => {
   });
 
   it('an unknown flag exits 2 with one line', async () => {
-    const r = await lcsync(['index', '--frobnicate', VECTORS]);
+    const r = await lcsync(['index', '--frobnicate', vectorDir]);
     expect(r.status).toBe(2);
     expectOneLineError(r, /frobnicate/);
   });
@@ -178,7 +176,7 @@ describe('lcsync index errors', () => {
   });
 
   it('--hex with --json exits 2', async () => {
-    const r = await lcsync(['index', '--hex', '--json', VECTORS]);
+    const r = await lcsync(['index', '--hex', '--json', vectorDir]);
     expect(r.status).toBe(2);
     expectOneLineError(r, /--hex|--json/);
   });

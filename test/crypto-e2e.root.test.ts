@@ -10,13 +10,13 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { cli, repo, runSync, sha256, startShare } from './e2e.js';
 import { ExitCode } from '../src/core/errors.js';
 
 const why = skipReason(['nft']);
-if (why) console.log(`skipping encryption/signature end-to-end tests: ${why}`);
 
-describe.skipIf(why)('encrypted and signed shares (needs root)', () => {
+describeUnless(why, 'encrypted and signed shares (needs root)', () => {
   let lab: Lab;
   let work: string;
   let src: string;

@@ -4,7 +4,7 @@
  * with the key file; sealing and password derivation must match libsodium.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -23,12 +23,12 @@ import { ObjectDecoder, ObjectEncoder } from '../src/core/fec.js';
 import { hash, toHex } from '../src/core/hash.js';
 import { decodeNetTree } from '../src/core/nettree.js';
 import { decodeDatagram, type Datagram } from '../src/core/packet.js';
+import { once, readVector, readVectorJsonl, readVectorText, vectorPath } from './vectors.js';
 
-const VECTORS = '/work/shared/vectors';
-const ENC = path.join(VECTORS, 'captures', 'encrypted');
-const KEYFILE = path.join(ENC, 'keyfile');
-const keyBytes = readFileSync(KEYFILE);
-const KEY = new Uint8Array(keyBytes.subarray(0, 32));
+/** The 128-byte key file of the encrypted capture (read on first use). */
+const keyBytes = once(() => readVector('captures', 'encrypted', 'keyfile'));
+/** Its first 32 bytes, the secretbox key; a fresh copy each call. */
+const KEY = (): Uint8Array => new Uint8Array(keyBytes().subarray(0, 32));
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'lcsync-crypto-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -47,26 +47,25 @@ async function expectLcsyncError(fn: () => unknown, code: string, message: strin
   else expect((caught as LcsyncError).message).toMatch(message);
 }
 
-function treeNodes(file: string): Buffer {
-  const lines = readFileSync(file, 'utf8').trim().split('\n');
+function treeNodes(...vector: string[]): Buffer {
+  const lines = readVectorText(...vector).trim().split('\n');
   return Buffer.concat(lines.map((l) => Buffer.from(l.split(': ')[1]!, 'hex')));
 }
 
 describe('encrypted capture of the C lcshare (vectors/captures/encrypted)', () => {
-  const datagrams: Datagram[] = readFileSync(path.join(ENC, 'tree-object.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => {
-      const d = decodeDatagram(Buffer.from(JSON.parse(l).payload as string, 'hex'));
+  const datagrams = once((): Datagram[] =>
+    readVectorJsonl<{ payload: string }>('captures', 'encrypted', 'tree-object.jsonl').map((j) => {
+      const d = decodeDatagram(Buffer.from(j.payload, 'hex'));
       if (!d) throw new Error('capture holds a datagram our decoder refuses');
       return d;
-    });
+    }),
+  );
 
   it('has 20 well-formed datagrams of one object with F = 329 (289 + 40)', () => {
-    expect(datagrams).toHaveLength(20);
-    for (const d of datagrams) {
+    expect(datagrams()).toHaveLength(20);
+    for (const d of datagrams()) {
       expect(d.transferLength).toBe(329);
-      expect(d.oid.equals(datagrams[0]!.oid)).toBe(true);
+      expect(d.oid.equals(datagrams()[0]!.oid)).toBe(true);
     }
   });
 
@@ -83,45 +82,45 @@ describe('encrypted capture of the C lcshare (vectors/captures/encrypted)', () =
     throw new Error('object did not decode');
   }
 
-  const sealed = decodeFrom(datagrams);
+  const sealed = once(() => decodeFrom(datagrams()));
 
   it('decodes the same sealed object from repair symbols only', () => {
-    const repair = datagrams.filter((d) => d.esi >= 1);
+    const repair = datagrams().filter((d) => d.esi >= 1);
     expect(repair.length).toBeGreaterThan(10);
-    expect(decodeFrom(repair).equals(sealed)).toBe(true);
+    expect(decodeFrom(repair).equals(sealed())).toBe(true);
     // and from the last few repair symbols alone
-    expect(decodeFrom(repair.slice(-3)).equals(sealed)).toBe(true);
+    expect(decodeFrom(repair.slice(-3)).equals(sealed())).toBe(true);
   });
 
   it('opens with the first 32 bytes of the key file into the net_tree of enc/f.bin', async () => {
-    const key = await loadKeyfile(KEYFILE);
-    expect(Buffer.from(key).equals(keyBytes.subarray(0, 32))).toBe(true);
-    const plain = openObject(sealed, key);
+    const key = await loadKeyfile(vectorPath('captures', 'encrypted', 'keyfile'));
+    expect(Buffer.from(key).equals(keyBytes().subarray(0, 32))).toBe(true);
+    const plain = openObject(sealed(), key);
     expect(plain.length).toBe(329 - SEAL_OVERHEAD);
     // The OID is BLAKE3 of the plaintext, not of what travelled.
-    expect(toHex(hash(plain))).toBe(toHex(datagrams[0]!.oid));
-    expect(toHex(hash(sealed))).not.toBe(toHex(datagrams[0]!.oid));
+    expect(toHex(hash(plain))).toBe(toHex(datagrams()[0]!.oid));
+    expect(toHex(hash(sealed()))).not.toBe(toHex(datagrams()[0]!.oid));
     const t = decodeNetTree(plain);
     expect(t.type).toBe('file');
     expect(t.name).toBe('enc/f.bin');
     expect(t.size).toBe(100000);
-    expect(t.payload.equals(treeNodes(path.join(VECTORS, 'trees', 'f100000.bin.tree')))).toBe(true);
+    expect(t.payload.equals(treeNodes('trees', 'f100000.bin.tree'))).toBe(true);
   });
 
   it('refuses a wrong key, a flipped bit, and a truncated box with the one INTEGRITY error', async () => {
     const msg = 'cannot decrypt: wrong key or password';
-    const other = new Uint8Array(KEY);
+    const other = KEY();
     other[31]! ^= 1;
-    await expectLcsyncError(() => openObject(sealed, other), 'INTEGRITY', msg);
-    await expectLcsyncError(() => openObject(sealed, new Uint8Array(keyBytes.subarray(32, 64))), 'INTEGRITY', msg);
+    await expectLcsyncError(() => openObject(sealed(), other), 'INTEGRITY', msg);
+    await expectLcsyncError(() => openObject(sealed(), new Uint8Array(keyBytes().subarray(32, 64))), 'INTEGRITY', msg);
     for (const pos of [0, 100, 288, 289, 304, 305, 328]) {
-      const bad = Buffer.from(sealed);
+      const bad = Buffer.from(sealed());
       bad[pos]! ^= 0x80; // ciphertext, tag (289..304) and nonce (305..328) are all covered
-      await expectLcsyncError(() => openObject(bad, KEY), 'INTEGRITY', msg);
+      await expectLcsyncError(() => openObject(bad, KEY()), 'INTEGRITY', msg);
     }
-    await expectLcsyncError(() => openObject(sealed.subarray(0, 39), KEY), 'INTEGRITY', msg);
-    await expectLcsyncError(() => openObject(sealed.subarray(1), KEY), 'INTEGRITY', msg);
-    await expectLcsyncError(() => openObject(new Uint8Array(0), KEY), 'INTEGRITY', msg);
+    await expectLcsyncError(() => openObject(sealed().subarray(0, 39), KEY()), 'INTEGRITY', msg);
+    await expectLcsyncError(() => openObject(sealed().subarray(1), KEY()), 'INTEGRITY', msg);
+    await expectLcsyncError(() => openObject(new Uint8Array(0), KEY()), 'INTEGRITY', msg);
   });
 });
 
@@ -129,13 +128,13 @@ describe('sealObject / openObject', () => {
   it('round-trips, adds 40 bytes, and uses a fresh nonce each time', () => {
     for (const n of [0, 1, 1000, 4096]) {
       const plain = randomBytes(n);
-      const a = sealObject(plain, KEY);
-      const b = sealObject(plain, KEY);
+      const a = sealObject(plain, KEY());
+      const b = sealObject(plain, KEY());
       expect(a.length).toBe(n + SEAL_OVERHEAD);
       expect(a.equals(b)).toBe(false);
       expect(a.subarray(-24).equals(b.subarray(-24))).toBe(false);
-      expect(openObject(a, KEY).equals(plain)).toBe(true);
-      expect(openObject(b, KEY).equals(plain)).toBe(true);
+      expect(openObject(a, KEY()).equals(plain)).toBe(true);
+      expect(openObject(b, KEY()).equals(plain)).toBe(true);
     }
   });
 
@@ -146,7 +145,7 @@ describe('sealObject / openObject', () => {
 
   it('a sealed full chunk is 32808 bytes, K = 33, K\' = 36, and decodes from repair symbols only', () => {
     const chunk = randomBytes(32768);
-    const sealed = sealObject(chunk, KEY);
+    const sealed = sealObject(chunk, KEY());
     expect(sealed.length).toBe(32808);
     const enc = new ObjectEncoder(sealed);
     const dec = new ObjectDecoder(sealed.length);
@@ -164,7 +163,7 @@ describe('sealObject / openObject', () => {
       expect(out, 'repair symbols did not decode').toBeDefined();
       expect(fed).toBeGreaterThanOrEqual(33);
       expect(out!.equals(sealed)).toBe(true);
-      expect(openObject(out!, KEY).equals(chunk)).toBe(true);
+      expect(openObject(out!, KEY()).equals(chunk)).toBe(true);
     } finally {
       enc.free();
       dec.free();

@@ -13,8 +13,6 @@ import type { Lab } from './lab.js';
 
 export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const cli = path.join(repo, 'bin', 'run.js');
-/** The golden data, where every other test reads it (wherever the repository is cloned). */
-export const vectors = '/work/shared/vectors';
 
 export interface RunningShare {
   proc: ChildProcess;

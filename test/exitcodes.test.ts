@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ExitCode } from '../src/core/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { cli, repo, sha256, startShare } from './e2e.js';
 
 interface Run {
@@ -76,9 +77,8 @@ describe('exit codes without a network', () => {
 });
 
 const why = skipReason();
-if (why) console.log(`skipping exit codes that need a lab network (3 by timeout, 4, 5, 6, 130, 1): ${why}`);
 
-describe.skipIf(why)('exit codes over a lab network (needs root)', () => {
+describeUnless(why, 'exit codes over a lab network (needs root)', () => {
   let lab: Lab;
   const syncArgs = ['sync', '--json', '-i', 'e0'];
 

@@ -14,13 +14,13 @@ import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, op
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { cli, repo, runSync, sha256, startShare, treeListing } from './e2e.js';
 import { ExitCode } from '../src/core/errors.js';
 import { MerkleTree, chunkLength } from '../src/core/tree.js';
 import { toHex } from '../src/core/hash.js';
 
 const why = skipReason(['nft']);
-if (why) console.log(`skipping crash and fault tests: ${why}`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
@@ -45,7 +45,7 @@ function completeFiles(src: string, dest: string): string[] {
   return readdirSync(src).filter((n) => existsSync(path.join(dest, n)) && sha256(path.join(dest, n)) === sha256(path.join(src, n)));
 }
 
-describe.skipIf(why)('crashes and local faults (needs root)', () => {
+describeUnless(why, 'crashes and local faults (needs root)', () => {
   let lab: Lab;
   let work: string;
   /** 8 files of 1 MiB: 256 chunks. */

@@ -3,17 +3,17 @@
  * decoding C-made symbols in every mix, producing byte-identical symbols, and
  * the K' table.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Decoder, Encoder } from 'raptorq/raptorq.js';
 import { ObjectDecoder, ObjectEncoder } from '../src/core/fec.js';
 import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/kprime.js';
 import { FAST_MAX_K_PRIME } from '../src/core/rfc6330.js';
 import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/packet.js';
 import { rng } from './rng.js';
+import { lcrqSizes, readVector, readVectorText, vectorDir } from './vectors.js';
 
-const LCRQ = '/work/shared/vectors/lcrq';
 const PKT = 4 + SYMBOL_SIZE;
 
 interface Packet {
@@ -31,8 +31,8 @@ interface Vector {
   rep: Packet[];
 }
 
-function packets(file: string): Packet[] {
-  const b = readFileSync(file);
+function packets(...vector: string[]): Packet[] {
+  const b = readVector(...vector);
   expect(b.length % PKT).toBe(0);
   const out: Packet[] = [];
   for (let off = 0; off < b.length; off += PKT) {
@@ -43,23 +43,31 @@ function packets(file: string): Packet[] {
   return out;
 }
 
-const vectors: Vector[] = readdirSync(LCRQ)
-  .filter((d) => /^F\d+$/.test(d))
-  .sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)))
-  .map((name) => {
-    const dir = path.join(LCRQ, name);
-    const meta = JSON.parse(readFileSync(path.join(dir, 'meta.json'), 'utf8')) as { F: number; K: number; KP: number; T: number };
+const loaded = new Map<number, Vector>();
+
+/** The LCRQ vector of an F-byte object, read on first use (by the tests that need it). */
+function lcrqVector(size: number): Vector {
+  let v = loaded.get(size);
+  if (!v) {
+    const name = `F${size}`;
+    const meta = JSON.parse(readVectorText('lcrq', name, 'meta.json')) as { F: number; K: number; KP: number; T: number };
     expect(meta.T).toBe(SYMBOL_SIZE);
-    return {
+    expect(meta.F).toBe(size);
+    v = {
       name,
       F: meta.F,
       K: meta.K,
       KP: meta.KP,
-      data: readFileSync(path.join(dir, 'data.bin')),
-      src: packets(path.join(dir, 'src.bin')),
-      rep: packets(path.join(dir, 'rep.bin')),
+      data: readVector('lcrq', name, 'data.bin'),
+      src: packets('lcrq', name, 'src.bin'),
+      rep: packets('lcrq', name, 'rep.bin'),
     };
-  });
+    loaded.set(size, v);
+  }
+  return v;
+}
+
+const vectors = (): Vector[] => lcrqSizes.map(lcrqVector);
 
 
 function shuffle<T>(xs: T[], rand: () => number): T[] {
@@ -86,9 +94,10 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
-it('has the vectors this test expects', () => {
-  expect(vectors.map((v) => v.name)).toEqual(expect.arrayContaining(['F1', 'F1000', 'F100000', 'F32767', 'F32768', 'F32808']));
-  for (const v of vectors) {
+it('has the vectors this test expects, and these are all of them', () => {
+  expect(readdirSync(path.join(vectorDir, 'lcrq')).sort()).toEqual(lcrqSizes.map((n) => `F${n}`).sort());
+  expect(vectors().map((v) => v.name)).toEqual(expect.arrayContaining(['F1', 'F1000', 'F100000', 'F32767', 'F32768', 'F32808']));
+  for (const v of vectors()) {
     expect(v.data.length).toBe(v.F);
     expect(v.src.length).toBe(v.K);
     expect(v.rep.slice(0, 13).map((p) => p.esi)).toEqual([
@@ -102,7 +111,7 @@ it('has the vectors this test expects', () => {
 
 describe('kPrime', () => {
   it('matches meta.json of every LCRQ vector', () => {
-    for (const v of vectors) expect(kPrime(v.K), v.name).toBe(v.KP);
+    for (const v of vectors()) expect(kPrime(v.K), v.name).toBe(v.KP);
   });
 
   it('gives the values the C tool uses', () => {
@@ -137,7 +146,12 @@ describe('kPrime', () => {
   });
 });
 
-describe.each(vectors)('LCRQ vector $name (F=$F, K=$K, K\'=$KP)', (v) => {
+describe.each(lcrqSizes)('LCRQ vector F%i', (size) => {
+  let v: Vector;
+  beforeAll(() => {
+    v = lcrqVector(size);
+  });
+
   it('decodes from all source symbols without wasm', () => {
     const spy = vi.spyOn(Decoder, 'with_defaults');
     const dec = new ObjectDecoder(v.F);

@@ -13,12 +13,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { cli, runSync, sha256, startShare } from './e2e.js';
 import { ShareIndex } from '../src/core/mdex.js';
 import { toHex } from '../src/core/hash.js';
 
 const why = skipReason();
-if (why) console.log(`skipping follow lab tests: ${why}`);
 
 interface ReindexLine {
   event: string;
@@ -77,7 +77,7 @@ async function rootOf(dir: string): Promise<string> {
   return toHex((await ShareIndex.build([dir])).roots[0]!.hash);
 }
 
-describe.skipIf(why)('shares follow their files (needs root)', () => {
+describeUnless(why, 'shares follow their files (needs root)', () => {
   let lab: Lab;
   let work: string;
 

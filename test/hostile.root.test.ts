@@ -12,10 +12,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { repo, runSync, sha256, startShare, treeListing } from './e2e.js';
 
 const why = skipReason(['nft']);
-if (why) console.log(`skipping hostile-sender tests: ${why}`);
 
 /** Wait for a line on a fixture's stdout that `match` accepts; returns it. */
 function waitLine(p: ChildProcess, match: (l: string) => boolean, ms = 20_000): Promise<string> {
@@ -39,7 +39,7 @@ function waitLine(p: ChildProcess, match: (l: string) => boolean, ms = 20_000): 
   });
 }
 
-describe.skipIf(why)('hostile senders (needs root)', () => {
+describeUnless(why, 'hostile senders (needs root)', () => {
   let lab: Lab;
   let work: string;
 

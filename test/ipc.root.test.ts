@@ -10,10 +10,10 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { cli, startShare } from './e2e.js';
 
 const why = skipReason();
-if (why) console.log(`skipping status IPC lab tests: ${why}`);
 
 function status(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -23,7 +23,7 @@ function status(args: string[]): Promise<{ code: number; stdout: string; stderr:
   });
 }
 
-describe.skipIf(why)('lcsync status with running shares (needs root)', () => {
+describeUnless(why, 'lcsync status with running shares (needs root)', () => {
   let lab: Lab;
   let work: string;
 

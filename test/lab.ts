@@ -1,12 +1,12 @@
 /**
- * Network test lab: hosts on a switch, built from Linux network namespaces (see /work/shared/LAB.md).
+ * Network test lab: hosts on a switch, built from Linux network namespaces.
  *
  * Nothing is created in the root namespace, so nothing a test sends can reach the machine's real uplink.
  *
  *   import { createLab, skipReason } from './lab.js';
+ *   import { describeUnless } from './skip.js';
  *   const why = skipReason();
- *   if (why) console.log(`skipping <suite>: ${why}`);
- *   describe.skipIf(why)('thing (needs root)', () => {
+ *   describeUnless(why, 'thing (needs root)', () => {   // skipped with its reason printed and counted
  *     let lab: Lab;
  *     beforeAll(async () => { lab = await createLab({ hosts: 2, snooping: true }); });
  *     afterAll(async () => { await lab?.teardown(); });

@@ -4,7 +4,8 @@
  * finish byte-identical (contents, modes, times, links) within a bounded time.
  * Prints a table of seconds and bytes the sender put on the wire per scenario.
  *
- * How the network misbehaves (no netem on this kernel, see /work/shared/LAB.md):
+ * How the network misbehaves (without netem: kernels built without sch_netem, like the one these tests were
+ * written on, refuse `tc qdisc ... netem`):
  *  - random loss: Lab.setLoss (nftables `numgen random` drop in the bridge), both directions, so
  *    MLD reports are lost too;
  *  - bursty loss: a shell loop in the switch adds a drop rule for the receiver's port for 50 ms of
@@ -26,10 +27,10 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
 import { repo, runSync, startShare, treeListing, type RunningShare } from './e2e.js';
 
 const why = skipReason(['nft', 'tc']);
-if (why) console.log(`skipping lossy-network tests: ${why}`);
 
 /** Bound on every sync here: 4 MiB and a few small files at 30% loss take well under this. */
 const SYNC_BOUND_S = 90;
@@ -42,7 +43,7 @@ interface Figure {
   note: string;
 }
 
-describe.skipIf(why)('sync over lossy and disordered links (needs root)', () => {
+describeUnless(why, 'sync over lossy and disordered links (needs root)', () => {
   let lab: Lab;
   let work: string;
   let src: string;

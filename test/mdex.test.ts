@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,33 +11,29 @@ import { HashPool } from '../src/core/hashpool.js';
 import { ShareIndex, type IndexObject } from '../src/core/mdex.js';
 import { decodeNetTree } from '../src/core/nettree.js';
 import { CHUNK_SIZE } from '../src/core/tree.js';
+import { isRoot } from './lab.js';
+import { describeUnless, itUnless } from './skip.js';
+import { readVectorJsonl, vectorPath } from './vectors.js';
 
-const VECTORS = '/work/shared/vectors';
 const ROOT_HASH = 'e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1';
 const SUB_HASH = '60a5ad2e141430561b2e9e66c3dca52e0e5daa786adc255836a671cde7d1cef4';
-const isRoot = process.getuid?.() === 0;
 const REPO = path.resolve(import.meta.dirname, '..');
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'lcsync-mdex-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-describe('share.tar (needs root to restore owners)', () => {
+describeUnless(isRoot ? undefined : 'needs root: tar restores owners only for root, so the hashes would differ', 'share.tar (needs root to restore owners)', () => {
   const dir = path.join(tmp, 'tar');
   let index: ShareIndex;
 
   beforeAll(async () => {
-    if (!isRoot) return;
     mkdirSync(dir);
-    const r = spawnSync('tar', ['--numeric-owner', '-xpf', path.join(VECTORS, 'share.tar'), '-C', dir], { encoding: 'utf8' });
+    const r = spawnSync('tar', ['--numeric-owner', '-xpf', vectorPath('share.tar'), '-C', dir], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`tar failed: ${r.stderr}`);
     index = await ShareIndex.build([path.join(dir, 'share')]);
   });
 
-  it('gives the directory hashes of vectors/README.md, with or without a trailing slash', async (ctx) => {
-    if (!isRoot) {
-      console.log('skipped: share.tar hashes need root to restore owners with tar -p (not root)');
-      ctx.skip();
-    }
+  it('gives the directory hashes of vectors/README.md, with or without a trailing slash', async () => {
     expect(toHex(index.roots[0]!.hash)).toBe(ROOT_HASH);
     expect(index.roots[0]!.shareName).toBe('share');
     const again = await ShareIndex.build([path.join(dir, 'share') + '/', path.join(dir, 'share', 'sub')]);
@@ -45,15 +41,9 @@ describe('share.tar (needs root to restore owners)', () => {
     expect(again.roots[1]!.shareName).toBe('sub');
   });
 
-  it('answers for every group the C client joined in the capture; chunk OIDs are the chunk keys', (ctx) => {
-    if (!isRoot) {
-      console.log('skipped: share.tar hashes need root to restore owners with tar -p (not root)');
-      ctx.skip();
-    }
-    const lines = readFileSync(path.join(VECTORS, 'captures', 'lcshare-udp.jsonl'), 'utf8').trim().split('\n');
+  it('answers for every group the C client joined in the capture; chunk OIDs are the chunk keys', () => {
     const groups = new Map<string, IndexObject>();
-    for (const line of lines) {
-      const p = JSON.parse(line) as { dst: string; payload: string };
+    for (const p of readVectorJsonl<{ dst: string; payload: string }>('captures', 'lcshare-udp.jsonl')) {
       const o = index.getByPrefix(prefixOfGroup(parseIPv6(p.dst))!);
       expect(o, p.dst).toBeDefined();
       groups.set(p.dst, o!);
@@ -65,11 +55,7 @@ describe('share.tar (needs root to restore owners)', () => {
     expect(kinds.filter((k) => k.startsWith('chunk:'))).toHaveLength(6);
   });
 
-  it('records files, directories and symlinks with their stat fields', (ctx) => {
-    if (!isRoot) {
-      console.log('skipped: share.tar metadata needs root (not root)');
-      ctx.skip();
-    }
+  it('records files, directories and symlinks with their stat fields', () => {
     const byPath = new Map(index.records.map((r) => [r.sharePath, r]));
     expect([...byPath.keys()].sort()).toEqual([
       'share',
@@ -218,12 +204,13 @@ describe('special and unreadable files', () => {
     expect((err as Error).message).toContain(p);
   });
 
-  it('an unreadable file is a one-line PERMISSION error naming the path (CLI run without CAP_DAC_OVERRIDE)', (ctx) => {
-    const setpriv = spawnSync('setpriv', ['--version']);
-    if (!isRoot || setpriv.status !== 0 || !existsSync(path.join(REPO, 'dist', 'commands', 'index', 'index.js'))) {
-      console.log('skipped: needs root, setpriv and a build (npm run build) to run the CLI without read overrides');
-      ctx.skip();
-    }
+  const lockedWhy = !isRoot
+    ? 'needs root to drop the read overrides with setpriv'
+    : spawnSync('setpriv', ['--version']).status !== 0
+      ? 'needs setpriv (util-linux)'
+      : undefined;
+  itUnless(lockedWhy, 'an unreadable file is a one-line PERMISSION error naming the path (CLI run without CAP_DAC_OVERRIDE)', () => {
+    if (!existsSync(path.join(REPO, 'dist', 'commands', 'index', 'index.js'))) throw new Error('dist/ is not built: run `npm run build` before this test');
     // root reads any file; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH mode 000 really is
     // unreadable, while the checkout (owned by root) stays readable wherever it was cloned.
     const dir = path.join(tmp, 'locked');

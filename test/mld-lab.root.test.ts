@@ -6,13 +6,13 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless, firstReason } from './skip.js';
 
 const WATCH = fileURLToPath(new URL('./fixtures/mld-watch.mjs', import.meta.url));
 const JOIN = fileURLToPath(new URL('./fixtures/mld-join.mjs', import.meta.url));
 const DIST = fileURLToPath(new URL('../dist/core/mldsocket.js', import.meta.url));
 
 const why = skipReason();
-if (why) console.log(`skipping mld-lab.root tests: ${why}`);
 
 /** A node one-liner: receive one UDP datagram on [::]:port and print it with its sender. */
 const RECV_ONE = `
@@ -49,7 +49,7 @@ describe('lab helper without root', () => {
   });
 });
 
-describe.skipIf(why)('lab helper (needs root)', () => {
+describeUnless(why, 'lab helper (needs root)', () => {
   let lab: Lab | undefined;
   afterAll(async () => {
     await lab?.teardown();
@@ -206,11 +206,10 @@ function startJoiner(lab: Lab, host: number, group: string, holdMs: number): Lin
 }
 
 const fast = { querier: true, queryIntervalSec: 2, queryResponseMs: 1000, listenerTimeoutSec: 3.5 };
-const distMissing = !existsSync(DIST);
-if (!why && distMissing) console.log('skipping live MLD tests: dist/ not built (run `npx tsc -p .` or `npm test`)');
+const liveWhy = firstReason(why, existsSync(DIST) ? undefined : 'dist/ not built (run `npx tsc -p .` or `npm test`)');
 
 for (const snooping of [false, true]) {
-  describe.skipIf(why || distMissing)(`MldWatcher on a bridge with snooping ${snooping ? 'on' : 'off'} (needs root)`, () => {
+  describeUnless(liveWhy, `MldWatcher on a bridge with snooping ${snooping ? 'on' : 'off'} (needs root)`, () => {
     let lab: Lab | undefined;
     beforeAll(async () => {
       lab = await createLab({ hosts: 3, snooping });
@@ -281,7 +280,7 @@ for (const snooping of [false, true]) {
   });
 }
 
-describe.skipIf(why || distMissing)('MldWatcher querier election, loopback, MLDv1 and permissions (needs root)', () => {
+describeUnless(liveWhy, 'MldWatcher querier election, loopback, MLDv1 and permissions (needs root)', () => {
   let lab: Lab | undefined;
   afterAll(async () => {
     await lab?.teardown();

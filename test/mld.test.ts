@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import {
   decodeMaxRespCode,
@@ -14,6 +13,7 @@ import {
   type MldMessage,
 } from '../src/core/mld.js';
 import { formatIPv6, parseIPv6 } from '../src/core/address.js';
+import { once, readVectorJsonl } from './vectors.js';
 
 interface Capture {
   t: number;
@@ -22,24 +22,22 @@ interface Capture {
   hopbyhop: string;
   icmp6: string;
 }
-const captures: Capture[] = readFileSync('/work/shared/vectors/captures/mld.jsonl', 'utf8')
-  .split('\n')
-  .filter((l) => l.trim() !== '')
-  .map((l) => JSON.parse(l) as Capture);
+/** The captured MLD traffic (read on first use). */
+const captures = once(() => readVectorJsonl<Capture>('captures', 'mld.jsonl'));
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const addr = (b: Buffer) => formatIPv6(b);
 
 describe('decodeMld on the captured MLD traffic of a C lcsync sync', () => {
   it('has the vectors', () => {
-    expect(captures.length).toBe(44);
+    expect(captures().length).toBe(44);
   });
 
   it('decodes every report into TO_EX joins and TO_IN leaves of ff1e groups', () => {
     const joined = new Set<string>();
     const left = new Set<string>();
     let records = 0;
-    for (const c of captures.filter((x) => x.dst === 'ff02::16')) {
+    for (const c of captures().filter((x) => x.dst === 'ff02::16')) {
       const m = decodeMld(hex(c.icmp6));
       expect(m?.type, c.icmp6).toBe('v2report');
       if (m?.type !== 'v2report') continue;
@@ -72,10 +70,10 @@ describe('decodeMld on the captured MLD traffic of a C lcsync sync', () => {
   });
 
   it('decodes every query from the C share as an address-specific MLDv2 query for its destination group', () => {
-    const queries = captures.filter((x) => x.dst !== 'ff02::16');
+    const queries = captures().filter((x) => x.dst !== 'ff02::16');
     expect(queries.length).toBe(28);
     const leaveTimes = new Map<string, number>();
-    for (const c of captures) {
+    for (const c of captures()) {
       const m = decodeMld(hex(c.icmp6));
       if (m?.type === 'v2report') {
         for (const r of m.records) if (r.recordType === 3) leaveTimes.set(addr(r.group), c.t);
@@ -186,7 +184,7 @@ describe('encodeQuery', () => {
   });
 
   it('encodes what the C share sends for an address-specific query', () => {
-    const c = captures.find((x) => x.dst.startsWith('ff1e:'))!;
+    const c = captures().find((x) => x.dst.startsWith('ff1e:'))!;
     const m = decodeMld(hex(c.icmp6)) as Extract<MldMessage, { type: 'query' }>;
     const q = encodeQuery({ group: m.group, maxRespMs: 10000, qrv: 0, qqicSec: 125 });
     // Same bytes apart from the checksum, which the kernel writes.
@@ -257,7 +255,7 @@ describe('decodeMld fuzz', () => {
   });
 
   it('never throws on mutated real messages, and whatever it returns is consistent', () => {
-    const seeds = captures.map((c) => hex(c.icmp6));
+    const seeds = captures().map((c) => hex(c.icmp6));
     fc.assert(
       fc.property(
         fc.constantFrom(...seeds),

@@ -1,5 +1,4 @@
-/** The datagram format of PROTOCOL.md section 4: one encoder, one validating decoder. */
-import { readFileSync } from 'node:fs';
+/** The datagram format of docs/protocol.md#datagrams: one encoder, one validating decoder. */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
@@ -10,6 +9,7 @@ import {
   decodeDatagram,
   encodeDatagram,
 } from '../src/core/packet.js';
+import { lcrqSizes, readVectorJsonl, readVectorText } from './vectors.js';
 
 const oid = Buffer.from('19e19c998a7586f79e9b6d2ca1f1c0d6e4f74c260b48eaefae2db6e6e415474c', 'hex');
 const symbol = Buffer.alloc(SYMBOL_SIZE);
@@ -40,8 +40,8 @@ describe('encodeDatagram', () => {
   });
 
   it('writes OTI and scheme exactly as the C tool does (LCRQ vectors meta.json)', () => {
-    for (const F of [1, 1000, 1024, 1025, 5000, 32767, 32768, 32808, 100000]) {
-      const meta = JSON.parse(readFileSync(`/work/shared/vectors/lcrq/F${F}/meta.json`, 'utf8')) as { oti: string; scheme: string };
+    for (const F of lcrqSizes) {
+      const meta = JSON.parse(readVectorText('lcrq', `F${F}`, 'meta.json')) as { oti: string; scheme: string };
       const b = encodeDatagram({ oid, transferLength: F, esi: 5, symbol });
       expect(b.length).toBe(1072);
       expect(b.subarray(32, 40).toString('hex')).toBe(meta.oti);
@@ -52,8 +52,8 @@ describe('encodeDatagram', () => {
   });
 
   it('reproduces the first datagram of the lcshare capture byte for byte', () => {
-    const line = readFileSync('/work/shared/vectors/captures/lcshare-udp.jsonl', 'utf8').split('\n')[0]!;
-    const raw = Buffer.from((JSON.parse(line) as { payload: string }).payload, 'hex');
+    const first = readVectorJsonl<{ payload: string }>('captures', 'lcshare-udp.jsonl')[0]!;
+    const raw = Buffer.from(first.payload, 'hex');
     const d = decodeDatagram(raw)!;
     expect(d).toBeDefined();
     expect(encodeDatagram(d).equals(raw)).toBe(true);

@@ -10,12 +10,13 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
-import { cli, repo, runSync, sha256, startShare, treeListing, vectors } from './e2e.js';
+import { describeUnless } from './skip.js';
+import { vectorPath } from './vectors.js';
+import { cli, repo, runSync, sha256, startShare, treeListing } from './e2e.js';
 
 const why = skipReason(['nft']);
-if (why) console.log(`skipping share/sync end-to-end tests: ${why}`);
 
-describe.skipIf(why)('share and sync over multicast (needs root)', () => {
+describeUnless(why, 'share and sync over multicast (needs root)', () => {
   let lab: Lab;
   let work: string;
   let bigFile: string;
@@ -67,7 +68,7 @@ describe.skipIf(why)('share and sync over multicast (needs root)', () => {
   it('syncs share.tar with metadata (-a) to the same root hash, by name with and without a trailing slash, and a subdirectory', async () => {
     const src = path.join(work, 'tar');
     mkdirSync(src);
-    execFileSync('tar', ['--numeric-owner', '-xpf', path.join(vectors, 'share.tar'), '-C', src]);
+    execFileSync('tar', ['--numeric-owner', '-xpf', vectorPath('share.tar'), '-C', src]);
     const share = await startShare(lab, 0, [path.join(src, 'share')]);
     try {
       expect(share.roots[0]!.hash).toBe('e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1');

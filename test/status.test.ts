@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { queryAll, resolveRunDir, serveStatus, socketPath } from '../src/core/ipc.js';
 import { cli } from './e2e.js';
+import { itUnless } from './skip.js';
 
 let work: string;
 beforeEach(() => {
@@ -131,11 +132,7 @@ describe('status IPC', () => {
     expect(JSON.parse(j.stdout)).toMatchObject({ ok: true, rundir: dir, shares: [] });
   }, 30_000);
 
-  it('refuses a run directory owned by someone else', async () => {
-    if (process.getuid?.() !== 0) {
-      console.log('skipping foreign run directory check: needs root to chown');
-      return;
-    }
+  itUnless(process.getuid?.() === 0 ? undefined : 'needs root to chown', 'refuses a run directory owned by someone else', async () => {
     const dir = path.join(work, 'foreign');
     mkdirSync(dir);
     chmodSync(dir, 0o777);

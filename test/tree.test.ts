@@ -7,8 +7,8 @@ import { hash, hashPair, HASH_SIZE } from '../src/core/hash.js';
 import { CHUNK_SIZE, MerkleTree, chunkCount, chunkLength, leafIndex, nextPow2, nodeCount } from '../src/core/tree.js';
 import { HashPool } from '../src/core/hashpool.js';
 import { LcsyncError } from '../src/core/errors.js';
+import { readVectorText, vectorDir, vectorFileSizes, vectorPath } from './vectors.js';
 
-const VECTORS = '/work/shared/vectors';
 const tmp = mkdtempSync(path.join(tmpdir(), 'lcsync-tree-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -151,16 +151,20 @@ describe('building', () => {
 });
 
 describe('vectors from the C lcsync', () => {
-  const files = readdirSync(path.join(VECTORS, 'files')).filter((f) => f !== 'f0.bin');
-  it('there are vectors to check', () => expect(files.length).toBeGreaterThanOrEqual(8));
+  const files = vectorFileSizes.filter((n) => n > 0).map((n) => `f${n}.bin`);
+  it('there are vectors to check, and these are all of them', () => {
+    expect(files.length).toBeGreaterThanOrEqual(8);
+    expect(readdirSync(path.join(vectorDir, 'files')).sort()).toEqual(['f0.bin', ...files].sort());
+  });
   it.each(files)('%s gives its --hex dump', async (f) => {
-    const want = readFileSync(path.join(VECTORS, 'trees', `${f}.tree`), 'utf8');
-    const t = await MerkleTree.fromFile(path.join(VECTORS, 'files', f));
+    const want = readVectorText('trees', `${f}.tree`);
+    const t = await MerkleTree.fromFile(vectorPath('files', f));
     expect(t.hexDump()).toBe(want);
     expect(t.verify()).toBe(true);
   });
   it('f0.bin (empty) has no vector because the C tool refuses it', () => {
-    expect(existsSync(path.join(VECTORS, 'trees', 'f0.bin.tree'))).toBe(false);
+    expect(existsSync(vectorPath('files', 'f0.bin'))).toBe(true);
+    expect(existsSync(path.join(vectorDir, 'trees', 'f0.bin.tree'))).toBe(false);
   });
 });
 

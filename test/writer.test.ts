@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OutputFile, removeStaleTemps } from '../src/core/writer.js';
 import { LcsyncError } from '../src/core/errors.js';
+import { describeUnless } from './skip.js';
 
 const GiB = 2 ** 30;
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -269,9 +270,8 @@ describe('removeStaleTemps', () => {
 const notRoot = typeof process.getuid !== 'function' || process.getuid() !== 0;
 const noUnshare = !notRoot && spawnSync('unshare', ['-m', 'true'], { timeout: 5000 }).status !== 0;
 const enospcSkip = notRoot ? 'needs root to mount a tmpfs' : noUnshare ? 'unshare -m does not work here' : undefined;
-if (enospcSkip) console.log(`skipping the ENOSPC test: ${enospcSkip}`);
 
-describe.skipIf(enospcSkip)('OutputFile on a full disk (needs root: tmpfs in a private mount namespace)', () => {
+describeUnless(enospcSkip, 'OutputFile on a full disk (needs root: tmpfs in a private mount namespace)', () => {
   it('reports IO "no space left on device", keeps the old file and leaves no temp', async () => {
     const build = spawnSync('npx', ['tsc', '-p', '.', '--outDir', path.join(dir, 'dist')], {
       cwd: repo,
