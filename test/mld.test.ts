@@ -168,7 +168,7 @@ describe('decodeMld on hand-built messages', () => {
     expect(decodeMld(Buffer.from([143, 0, 0, 0, 0, 0, 0, 0]))).toEqual({ type: 'v2report', records: [] });
   });
 
-  it('classifies record types as PROTOCOL.md section 5 says', () => {
+  it('classifies record types as docs/protocol.md#mld-and-when-a-share-sends says', () => {
     expect([1, 2, 3, 4, 5, 6].map((t) => isJoinRecord(t, 0))).toEqual([false, true, false, true, true, false]);
     expect([1, 2, 3, 4, 5, 6].map((t) => isLeaveRecord(t, 0))).toEqual([true, false, true, false, false, true]);
     // INCLUDE with sources still listens (source-specific); it is no leave.

@@ -2,7 +2,7 @@
  * Multicast I/O over node:dgram: a receiver that joins groups on chosen interfaces and a
  * paced sender. This module knows sockets and interfaces, nothing about packets.
  *
- * Facts it is built on (research/feasibility.md section 3):
+ * Facts it is built on:
  * - dgram wants an interface as '::%ifname'; a bare name is EINVAL, and an unknown name is
  *   silently accepted (scope id 0, the kernel picks a route), so names are checked first.
  * - setMulticastTTL sets the IPv6 hop limit (0..255).

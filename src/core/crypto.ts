@@ -1,6 +1,6 @@
 /**
  * Symmetric encryption of sync objects, as the C lcsync 0.3.2 does it
- * (research/lcsync-spec.md sections 1.1 and 3.3), so that either side can be C.
+ * (docs/protocol.md#encryption), so that either side can be C.
  *
  * Object sealing. Every object (tree part, directory, symlink, chunk) is sealed
  * BEFORE RaptorQ coding with libsodium crypto_secretbox_easy (XSalsa20-Poly1305):

@@ -1,5 +1,5 @@
 /**
- * Entry hashes: the formulas of PROTOCOL.md section 2 that name files, tree
+ * Entry hashes: the formulas of docs/protocol.md#entry-hashes that name files, tree
  * parts, symlinks and directories. Pure functions over bytes; the index decides
  * what to feed them.
  */

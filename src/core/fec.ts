@@ -2,7 +2,7 @@
  * RaptorQ (RFC 6330) for one object: T = 1024, one source block, one
  * sub-block, on top of the npm `raptorq` 1.7.24 wasm build.
  *
- * Two facts about that build shape this module (research/interop.md):
+ * Two facts about that build shape this module (docs/protocol.md#raptorq):
  *  - It numbers repair symbols from K' instead of K (it writes the internal
  *    symbol id where RFC 6330 puts the ESI; fixed upstream in the Rust crate's
  *    2.0). The C tool (LCRQ) follows the RFC. So a received repair ESI e >= K

@@ -9,7 +9,7 @@
  * threads (64 bytes per 32 KiB), never file data, and each worker holds one
  * RANGE buffer, so memory stays bounded whatever the file size. The calling
  * thread fills in the levels above the subtrees. This relies on the heap
- * layout of tree.ts (PROTOCOL.md section 2): level k of a tree with `base`
+ * layout of tree.ts (docs/protocol.md#hashes-and-trees): level k of a tree with `base`
  * leaves is the run of base>>k nodes starting at node (base>>k) - 1.
  *
  * This file is both the pool (main thread) and the worker body: a worker is

@@ -195,7 +195,7 @@ export function encodeQuery(opts: QueryOptions): Buffer {
 }
 
 /**
- * How a record bears on "does anyone on this link listen to the group" (any-source view, PROTOCOL.md section 5):
+ * How a record bears on "does anyone on this link listen to the group" (any-source view, docs/protocol.md#mld-and-when-a-share-sends):
  *  - IS_EX (2) and TO_EX (4): the host wants the group from (almost) all sources: join or refresh.
  *  - ALLOW (5): the host adds sources it wants: a source-specific join; counted as a join.
  *  - IS_IN (1) and TO_IN (3) with sources: the host still wants those sources: a (source-specific) join/refresh.

@@ -1,6 +1,6 @@
 /**
  * The live MLD listener of a share: which multicast groups have listeners on which interface
- * (PROTOCOL.md section 5). Wire parsing lives in mld.ts; this file owns the sockets, the timers and the
+ * (docs/protocol.md#mld-and-when-a-share-sends). Wire parsing lives in mld.ts; this file owns the sockets, the timers and the
  * querier role.
  *
  * API: `MldWatcher.open(opts)` -> watcher emitting 'join' / 'part' / 'leave' (MldEvent); `activeGroups(ifname?)`

@@ -1,5 +1,5 @@
 /**
- * The lcsync datagram (PROTOCOL.md section 4): one UDP payload carries one
+ * The lcsync datagram (docs/protocol.md#datagrams): one UDP payload carries one
  * RaptorQ symbol of one object.
  *
  *   off  size  field
@@ -29,8 +29,8 @@ export const DATAGRAM_OTI_LEN = OID_LEN + OTI_LEN + SCHEME_LEN + PID_LEN + SYMBO
 export const MAX_ESI = 0xffffff;
 /**
  * Largest object we send or accept: 10120 symbols, the most that the npm
- * raptorq 1.7 codec keeps in one sub-block (N = 1; measured in
- * research/interop.md). Above it that codec switches to N = 2 and stops being
+ * raptorq 1.7 codec keeps in one sub-block (N = 1; see
+ * docs/protocol.md#raptorq). Above it that codec switches to N = 2 and stops being
  * wire-compatible with the C tool, which always uses N = 1. lcsync objects are
  * at most 32 KiB except directory objects, which would need ~323k entries to
  * reach this.

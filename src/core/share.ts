@@ -1,5 +1,5 @@
 /**
- * The share (PROTOCOL.md section 5): index + MLD events -> send streams.
+ * The share (docs/protocol.md#mld-and-when-a-share-sends): index + MLD events -> send streams.
  *
  * A join for a group that names an object starts one stream per (group,
  * interface). Each new listener is granted a round at full speed (the K source

@@ -1,5 +1,5 @@
 /**
- * The sync client (PROTOCOL.md section 6): resolve the source, fetch and verify
+ * The sync client (docs/protocol.md#the-receiver): resolve the source, fetch and verify
  * its object, then for a file fetch only the chunks the local copy lacks and
  * write them atomically; for a directory recurse into the children whose entry
  * hashes the local copy lacks. Every object is verified against the hash that

@@ -1,6 +1,6 @@
 /**
  * BLAKE3 Merkle trees over 32 KiB chunks, in heap order, as the C lcsync lays
- * them out (PROTOCOL.md section 2): node 0 is the root, the children of n are
+ * them out (docs/protocol.md#hashes-and-trees): node 0 is the root, the children of n are
  * 2n+1 and 2n+2, leaf i is node base-1+i, padding leaves are 32 zero bytes and
  * an empty file has a one-node tree of zeros.
  *

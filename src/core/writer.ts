@@ -1,13 +1,13 @@
 /**
- * The output writer (PROTOCOL.md section 6 step 5): a file is never left half-written.
+ * The output writer (docs/protocol.md#the-receiver, step 5): a file is never left half-written.
  *
  * Atomic mode (the default) writes into a temporary copy next to the destination, named
  * `.<basename>.lcsync-<pid>-<random>.tmp`, seeded with the destination's current content (a
  * reflink where the file system can), and renames it over the destination once complete and
  * synced. In-place mode writes the destination itself.
  *
- * Positional writes, not mmap (PROTOCOL.md section 8): positions are JS numbers, exact up to
- * 2^53, so files above 4 GiB work.
+ * Positional writes, not mmap: npm mmap bindings were found to take 32-bit offsets and to die with
+ * SIGBUS when a mapped file shrinks. Positions are JS numbers, exact up to 2^53, so files above 4 GiB work.
  */
 import { constants as fsc } from 'node:fs';
 import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
