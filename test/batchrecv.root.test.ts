@@ -11,7 +11,7 @@
  * not delivered; a receiver closed from inside its listener while datagrams keep coming sees no
  * datagram after the close, does not crash, and no longer keeps its process alive.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';

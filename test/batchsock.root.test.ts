@@ -5,7 +5,7 @@
  * (LCSYNC_NO_SENDMMSG=1). A socket lives in its process's namespace, so both ends are small
  * node programs started inside the lab hosts; the sender imports the built dist/.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';

@@ -9,8 +9,8 @@ const NOT_RUN = 'not run because a hook or the file failed (see the errors above
 const NO_REASON = 'no reason recorded (filtered out by -t or .only, or skipped without test/skip.ts)';
 
 function reasonOf(t: TestCase): string {
-  const note = t.result().note;
-  if (note) return note;
+  const result = t.result();
+  if (result.state === 'skipped' && result.note) return result.note;
   // The outermost reason wins: a test of a suite skipped for want of root is skipped for that, whatever else.
   let reason = t.module.state() === 'failed' ? NOT_RUN : NO_REASON;
   for (let node: TestCase | TestSuite | TestModule = t; node.type !== 'module'; node = node.parent) {
