@@ -55,6 +55,13 @@ export function once<T>(f: () => T): () => T {
   };
 }
 
+/**
+ * Why share.tar cannot give the C tool's hashes here, or undefined as root: the hashes cover owners, and tar
+ * restores them only for root.
+ */
+export const shareTarSkip: string | undefined =
+  process.getuid?.() === 0 ? undefined : 'needs root: tar restores file owners only for root, and share.tar hashes cover them';
+
 /** The sizes of files/fN.bin; every one but f0.bin has trees/fN.bin.tree. */
 export const vectorFileSizes = [0, 1, 1000, 32767, 32768, 32769, 65536, 100000, 1048589] as const;
 
