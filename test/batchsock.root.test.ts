@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { expectBuilt, repo } from './e2e.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 
-const ADDON = path.join(repo, 'build/Release/udp_batch.node');
+const ADDON = path.join(repo, 'build/Release/lcsync.node');
 const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
 const GROUP = 'ff1e::ba7c:4';
 const PORT = 4243;

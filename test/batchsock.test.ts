@@ -13,7 +13,7 @@ import { MulticastSender } from '../src/core/channel.js';
 import { LcsyncError } from '../src/core/errors.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ADDON = path.join(repo, 'build/Release/udp_batch.node');
+const ADDON = path.join(repo, 'build/Release/lcsync.node');
 const built = existsSync(ADDON);
 const required = process.env.CI_REQUIRE_ADDON === '1';
 const saved = process.env.LCSYNC_NO_SENDMMSG;
