@@ -22,8 +22,14 @@ for tool in ip sha256sum man timeout; do command -v "$tool" >/dev/null || fail "
 work=$(mktemp -d "${TMPDIR:-/tmp}/lcsync-pack.XXXXXX")
 ns=lcsync-pack-$$
 pids=()
+stop() { # PID: SIGTERM, then SIGKILL after 3 s
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do stop "$pid"; done
   for n in "$ns-a" "$ns-b"; do ip netns del "$n" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -34,6 +40,8 @@ trap 'exit 130' INT TERM
 say "npm pack (prepack builds dist, the oclif manifest and the prebuilt addon)"
 npm pack --pack-destination "$work" >"$work/pack.log" 2>&1 || { cat "$work/pack.log" >&2; fail "npm pack"; }
 tgz=$(ls "$work"/lcsync-*.tgz)
+# prebuildify moves the build it makes; prepack rebuilds it, so the tests after this one use the source build.
+[ -f build/Release/lcsync.node ] || fail "npm pack left no source build in build/Release"
 tar -tzf "$tgz" >"$work/contents"
 for must in package/bin/run.js package/dist/index.js package/oclif.manifest.json package/man/lcsync.1 \
   package/prebuilds/linux-x64/lcsync.node package/binding.gyp package/native/addon.c; do
@@ -68,17 +76,19 @@ say "node-gyp cannot build here: $(grep -m1 -o 'Could not find any Python[^.]*\|
 
 # --- install ----------------------------------------------------------------------------------------------
 prefix=$work/prefix
-say "npm install -g --prefix <tmp> ./$(basename "$tgz") (compiler hidden from PATH)"
+say "npm install -g --prefix <tmp> --allow-scripts=file:<tarball> <tarball> (compiler hidden from PATH)"
 t0=$(date +%s.%N)
 if ! (cd "$work" && env -u CC -u CXX -u PYTHON -u npm_config_python PATH="$nocc" \
-  npm install -g --prefix "$prefix" --no-audit --no-fund --foreground-scripts --allow-scripts="lcsync" "./$(basename "$tgz")") \
+  npm install -g --prefix "$prefix" --no-audit --no-fund --foreground-scripts --allow-scripts="file:$tgz" "$tgz") \
   >"$work/install.log" 2>&1; then
   cat "$work/install.log" >&2
   fail "npm install -g of the tarball"
 fi
 t1=$(date +%s.%N)
 say "installed in $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s"
-if grep -i "not yet covered by allowScripts\|building it failed\|gyp ERR" "$work/install.log"; then
+# npm 11 reads allowScripts of the installing root only: a global install names the package with
+# --allow-scripts (file:<tarball> for a file, the bare name from the registry) or warns.
+if grep -E "not yet covered by allowScripts|^lcsync: no prebuilt addon|gyp ERR" "$work/install.log"; then
   fail "the install warned or tried to build (above)"
 fi
 pkg=$prefix/lib/node_modules/lcsync
@@ -111,7 +121,9 @@ done
 
 # man: the page npm linked into the prefix.
 page=$(MANPATH=$prefix/share/man man -w lcsync) || fail "man -w lcsync finds no page under the prefix"
-[ "$page" = "$prefix/share/man/man1/lcsync.1" ] || fail "man found $page, not the installed page"
+linked=$prefix/share/man/man1/lcsync.1
+[ -e "$linked" ] || fail "npm linked no man page to $linked"
+[ "$(readlink -f "$page")" = "$(readlink -f "$linked")" ] || fail "man found $page, not the installed page"
 MANPATH=$prefix/share/man MANWIDTH=80 man -P cat lcsync 2>/dev/null | grep -q '^NAME' || fail "man lcsync does not render"
 say "man lcsync: $page renders"
 
@@ -129,7 +141,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-ip netns exec "$ns-a" env PATH="$nocc" timeout 120 "$lcsync" share --json -b -i e0 --query-interval 2 --no-cache \
+ip netns exec "$ns-a" timeout 120 env PATH="$nocc" "$lcsync" share --json -v -b -i e0 --query-interval 2 --no-cache \
   --rundir "$work/run" "$work/data/generated.bin" >"$work/share.out" 2>"$work/share.err" &
 pids+=($!)
 hash=
@@ -140,11 +152,15 @@ for _ in $(seq 150); do
   sleep 0.1
 done
 [ -n "$hash" ] || { cat "$work/share.err" >&2; fail "the installed share printed no root hash in 15 s"; }
-if ! ip netns exec "$ns-b" env PATH="$nocc" timeout 90 "$lcsync" sync -b -i e0 --timeout 60 "$hash" "$work/out.bin" \
+if ! ip netns exec "$ns-b" timeout 90 env PATH="$nocc" "$lcsync" sync -b -i e0 --timeout 60 "$hash" "$work/out.bin" \
   >"$work/sync.out" 2>&1; then
   cat "$work/sync.out" "$work/share.err" >&2
   fail "the installed sync"
 fi
 [ "$(sha256sum <"$work/out.bin")" = "$(sha256sum <"$work/data/generated.bin")" ] || fail "the synced file differs"
+# The share served because it saw the receiver's MLD report: the raw ICMPv6 socket of the prebuilt addon works.
+grep -q 'mld: watching MLD on e0' "$work/share.err" || { cat "$work/share.err" >&2; fail "the share did not watch MLD"; }
+stop "${pids[0]}"
+pids=()
 say "share/sync in namespaces $ns-a/$ns-b: $(stat -c %s "$work/out.bin") bytes, same sha256"
 say "ok"
