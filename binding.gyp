@@ -1,15 +1,21 @@
 {
-  # Optional native addon: batched multicast sends with sendmmsg(2) (see native/udp_batch.c).
-  # Built by the package's install script; lcsync falls back to node:dgram without it.
+  # The lcsync addon (lcsync.node, N-API): sendmmsg/recvmmsg for data (native/udp_batch.c) and raw
+  # ICMPv6 sockets for MLD (native/icmp6.c); native/addon.c registers each. Shipped prebuilt for
+  # linux-x64 (prebuildify at pack time); node-gyp-build builds it from source where none fits.
+  # lcsync falls back to node:dgram for data without it; MLD needs it.
   'targets': [
     {
-      'target_name': 'udp_batch',
-      'sources': ['native/udp_batch.c'],
+      'target_name': 'lcsync',
+      'sources': [
+        'native/addon.c',
+        'native/udp_batch.c',
+        'native/icmp6.c',
+      ],
       'conditions': [
         ['OS!="linux"', {
-          # sendmmsg is Linux-only: build nothing elsewhere rather than fail.
+          # sendmmsg, recvmmsg and SO_BINDTODEVICE are Linux-only: build nothing elsewhere rather than fail.
           'type': 'none',
-          'sources!': ['native/udp_batch.c']
+          'sources=': []
         }]
       ],
       'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-O2'],

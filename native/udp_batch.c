@@ -4,7 +4,8 @@
  * Why: node:dgram costs a DNS-lookup tick, a SendWrap and a completion callback per datagram,
  * which is most of the sender's CPU at 100k datagrams/s. This addon is the smallest thing that
  * removes it: one non-blocking socket, one synchronous call that hands the kernel a batch.
- * It is optional: src/core/batchsock.ts falls back to node:dgram when it is not built.
+ * It is optional: src/core/batchsock.ts falls back to node:dgram when the addon is missing.
+ * Part of the lcsync addon: native/addon.c calls udp_batch_init; this file owns the env's instance data.
  *
  * API (all arguments checked; bad input throws TypeError/RangeError, never crashes):
  *   open(ifindex, hopLimit, loopback) -> fd        non-blocking [::]:0 with the multicast options set
@@ -40,11 +41,9 @@
  * (send sockets) or by the recv* functions (receive sockets), so a stale or wrong number can never
  * write to, read from or close a file Node owns.
  */
-#define _GNU_SOURCE
-#define NAPI_VERSION 8
-#include <node_api.h>
+#include "napi_util.h"
+#include "addon.h"
 
-#include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -97,76 +96,6 @@ struct receiver {
   uint8_t scratch[RECV_SLOTS * RECV_SLOT_BYTES];
 };
 
-/* Throw and return NULL from the calling N-API function. */
-#define THROW_TYPE(env, msg) \
-  do {                       \
-    napi_throw_type_error((env), "ERR_INVALID_ARG_TYPE", (msg)); \
-    return NULL;             \
-  } while (0)
-#define THROW_RANGE(env, msg) \
-  do {                        \
-    napi_throw_range_error((env), "ERR_OUT_OF_RANGE", (msg)); \
-    return NULL;              \
-  } while (0)
-/* An N-API call failed: an exception is pending or the engine is in trouble; give up. */
-#define CHECK(env, call)                                          \
-  do {                                                            \
-    if ((call) != napi_ok) {                                      \
-      bool pending = false;                                       \
-      napi_is_exception_pending((env), &pending);                 \
-      if (!pending) napi_throw_error((env), NULL, "udp_batch: N-API call failed: " #call); \
-      return NULL;                                                \
-    }                                                             \
-  } while (0)
-
-static const char *errno_name(int e) {
-  switch (e) {
-    case EAGAIN: return "EAGAIN";
-    case ENOBUFS: return "ENOBUFS";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case ENETDOWN: return "ENETDOWN";
-    case EMSGSIZE: return "EMSGSIZE";
-    case EBADF: return "EBADF";
-    case EINVAL: return "EINVAL";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EADDRINUSE: return "EADDRINUSE";
-    case ENODEV: return "ENODEV";
-    case ENXIO: return "ENXIO";
-    case ENOMEM: return "ENOMEM";
-    case EFAULT: return "EFAULT";
-    case ENOTSOCK: return "ENOTSOCK";
-    case EAFNOSUPPORT: return "EAFNOSUPPORT";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case ENOPROTOOPT: return "ENOPROTOOPT";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case ENOSYS: return "ENOSYS";
-    default: return "EIO";
-  }
-}
-
-/* Throw an Error like Node's system errors: message "syscall CODE (text)", .code, .errno, .syscall. */
-static napi_value throw_errno(napi_env env, int e, const char *syscall) {
-  char msg[160];
-  napi_value code, text, err, num, sc;
-  const char *name = errno_name(e);
-  snprintf(msg, sizeof msg, "%s %s (%s)", syscall, name, strerror(e));
-  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code) != napi_ok ||
-      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text) != napi_ok ||
-      napi_create_error(env, code, text, &err) != napi_ok) {
-    napi_throw_error(env, name, msg);
-    return NULL;
-  }
-  if (napi_create_int32(env, -e, &num) == napi_ok) napi_set_named_property(env, err, "errno", num);
-  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc) == napi_ok) napi_set_named_property(env, err, "syscall", sc);
-  napi_throw(env, err);
-  return NULL;
-}
-
 static instance_t *instance(napi_env env) {
   void *data = NULL;
   if (napi_get_instance_data(env, &data) != napi_ok) return NULL;
@@ -177,42 +106,6 @@ static int find_fd(instance_t *in, int fd) {
   for (int i = 0; in != NULL && i < in->count; i++)
     if (in->fds[i] == fd) return i;
   return -1;
-}
-
-/* An integer argument within [lo, hi]; returns false after throwing. */
-static bool get_int(napi_env env, napi_value v, const char *what, int64_t lo, int64_t hi, int64_t *out) {
-  napi_valuetype t;
-  double d;
-  char msg[128];
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
-    snprintf(msg, sizeof msg, "%s must be a number", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-    return false;
-  }
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= (double)lo && d <= (double)hi) || d != (double)(int64_t)d) {
-    snprintf(msg, sizeof msg, "%s must be an integer in %lld..%lld", what, (long long)lo, (long long)hi);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-    return false;
-  }
-  *out = (int64_t)d;
-  return true;
-}
-
-/* A Uint8Array (Buffer) argument; returns false after throwing. */
-static bool get_bytes(napi_env env, napi_value v, const char *what, uint8_t **data, size_t *len) {
-  bool is = false;
-  napi_typedarray_type type;
-  void *p = NULL;
-  char msg[128];
-  if (napi_is_typedarray(env, v, &is) == napi_ok && is &&
-      napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) == napi_ok && type == napi_uint8_array) {
-    /* An empty view may have no backing store; nothing is read from it then. */
-    *data = (uint8_t *)p;
-    return true;
-  }
-  snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", what);
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return false;
 }
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
@@ -678,16 +571,16 @@ static void free_instance(napi_env env, void *data, void *hint) {
   free(in);
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+bool udp_batch_init(napi_env env, napi_value exports) {
   instance_t *in = calloc(1, sizeof *in);
   if (in == NULL) {
     napi_throw_error(env, NULL, "udp_batch: out of memory");
-    return NULL;
+    return false;
   }
   if (napi_set_instance_data(env, in, free_instance, NULL) != napi_ok) {
     free(in);
     napi_throw_error(env, NULL, "udp_batch: cannot set instance data");
-    return NULL;
+    return false;
   }
   napi_property_descriptor props[] = {
       {"open", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -700,8 +593,5 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recvLeave", NULL, js_recv_leave, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvClose", NULL, js_recv_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
-  return exports;
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

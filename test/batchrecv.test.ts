@@ -15,7 +15,7 @@ import { LcsyncError } from '../src/core/errors.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ADDON = path.join(repo, 'build/Release/udp_batch.node');
+const ADDON = path.join(repo, 'build/Release/lcsync.node');
 const built = existsSync(ADDON);
 const required = process.env.CI_REQUIRE_ADDON === '1';
 const saved = { recv: process.env.LCSYNC_NO_RECVMMSG, send: process.env.LCSYNC_NO_SENDMMSG };

@@ -15,7 +15,7 @@ import { expectBuilt, repo } from './e2e.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
-const ADDON = path.join(repo, 'build/Release/udp_batch.node');
+const ADDON = path.join(repo, 'build/Release/lcsync.node');
 const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
 const GROUP = 'ff1e::ba7c:4';
 const PORT = 4243;

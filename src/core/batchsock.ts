@@ -1,10 +1,10 @@
 /**
- * Batched multicast sends: a typed wrapper over the optional native addon (native/udp_batch.c)
- * that hands the kernel many datagrams in one sendmmsg(2) call.
+ * Batched multicast sends: a typed wrapper over the sendmmsg half of the lcsync addon
+ * (native/udp_batch.c, loaded by addon.ts) that hands the kernel many datagrams in one sendmmsg(2) call.
  *
  * node:dgram costs a DNS-lookup tick, a SendWrap and a completion callback per datagram; at
- * ~100k datagrams/s that is most of a sender's CPU. The addon is built by `npm ci` (node-gyp
- * with the machine's compiler) and may be missing: batchSendAvailable() says whether it loaded,
+ * ~100k datagrams/s that is most of a sender's CPU. The addon ships prebuilt or is built at install
+ * and may be missing: batchSendAvailable() says whether it loaded,
  * and callers fall back to node:dgram. LCSYNC_NO_SENDMMSG=1 forces the fallback, so both paths
  * can be tested and measured.
  *
@@ -13,24 +13,7 @@
  * per recvmmsg(2) call and hands them to JS in one callback. batchRecvAvailable() says whether it
  * can be used; LCSYNC_NO_RECVMMSG=1 forces the node:dgram receiver.
  */
-import { createRequire } from 'node:module';
-
-/** What the addon exports (see native/udp_batch.c for the exact checks). */
-interface UdpBatch {
-  open(ifindex: number, hopLimit: number, loopback: boolean): number;
-  sendBatch(fd: number, port: number, addrs: Uint8Array, payloads: Uint8Array[]): number;
-  close(fd: number): void;
-  ifindex(name: string): number;
-}
-
-/** The receive half of the addon; an older build may lack it (then batchRecvAvailable() is false). */
-interface UdpBatchRecv {
-  recvOpen(port: number, rcvbuf: number, onBatch: BatchHandler): number;
-  recvBufferSize(fd: number): number;
-  recvJoin(fd: number, group: Uint8Array, ifindex: number): void;
-  recvLeave(fd: number, group: Uint8Array, ifindex: number): void;
-  recvClose(fd: number): void;
-}
+import { loadAddon, type LcsyncAddon } from './addon.js';
 
 /**
  * One recvmmsg call's worth: `buf` holds `count` datagrams back to back, `lengths[i]` the size of
@@ -40,41 +23,15 @@ interface UdpBatchRecv {
  */
 export type BatchHandler = (buf: Buffer, lengths: Uint32Array, count: number, errors: number) => void;
 
-/** Relative to this module: src/core/ when run from source, dist/core/ when built. */
-const ADDON_PATH = '../../build/Release/udp_batch.node';
 /** The largest payload the addon (and node:dgram over IPv6) sends. */
 export const MAX_BATCH_PAYLOAD = 65507;
 /** The largest datagram BatchReceiver delivers (the addon's slot size); longer ones count as errors. */
 export const MAX_BATCH_RECV_PAYLOAD = 2048;
 
-let addon: UdpBatch | undefined;
-let recvAddon: (UdpBatch & UdpBatchRecv) | undefined;
-let loadError: string | undefined;
-let recvLoadError: string | undefined;
-let tried = false;
+type UdpBatch = LcsyncAddon;
 
 function load(): UdpBatch | undefined {
-  if (!tried) {
-    tried = true;
-    try {
-      const mod = createRequire(import.meta.url)(ADDON_PATH) as Partial<UdpBatch>;
-      if (typeof mod.open !== 'function' || typeof mod.sendBatch !== 'function' || typeof mod.close !== 'function' ||
-        typeof mod.ifindex !== 'function') {
-        throw new Error('it lacks open/sendBatch/close/ifindex');
-      }
-      addon = mod as UdpBatch;
-      const rx = mod as Partial<UdpBatchRecv>;
-      if (typeof rx.recvOpen === 'function' && typeof rx.recvBufferSize === 'function' && typeof rx.recvJoin === 'function' &&
-        typeof rx.recvLeave === 'function' && typeof rx.recvClose === 'function') {
-        recvAddon = mod as UdpBatch & UdpBatchRecv;
-      } else {
-        recvLoadError = `${ADDON_PATH} lacks recvOpen/recvBufferSize/recvJoin/recvLeave/recvClose (rebuild it)`;
-      }
-    } catch (err) {
-      loadError = `cannot load ${ADDON_PATH}: ${(err as Error).message.split('\n')[0]}`;
-    }
-  }
-  return addon;
+  return loadAddon().addon;
 }
 
 function disabled(): boolean {
@@ -89,7 +46,7 @@ export function batchSendAvailable(): boolean {
 /** Why batched sends are not available, or undefined when they are. */
 export function batchSendUnavailableReason(): string | undefined {
   if (disabled()) return 'LCSYNC_NO_SENDMMSG=1';
-  return load() ? undefined : loadError;
+  return load() ? undefined : loadAddon().error;
 }
 
 export interface BatchSocketOptions {
@@ -160,15 +117,13 @@ function recvDisabled(): boolean {
 /** Whether batched receives are possible now (the addon loaded and LCSYNC_NO_RECVMMSG is not 1). */
 export function batchRecvAvailable(): boolean {
   if (recvDisabled()) return false;
-  load();
-  return recvAddon !== undefined;
+  return load() !== undefined;
 }
 
 /** Why batched receives are not available, or undefined when they are. */
 export function batchRecvUnavailableReason(): string | undefined {
   if (recvDisabled()) return 'LCSYNC_NO_RECVMMSG=1';
-  load();
-  return recvAddon ? undefined : (loadError ?? recvLoadError);
+  return load() ? undefined : loadAddon().error;
 }
 
 export interface BatchReceiverOptions {
@@ -192,7 +147,7 @@ export class BatchReceiver {
   private fd: number;
 
   private constructor(
-    private readonly native: UdpBatch & UdpBatchRecv,
+    private readonly native: UdpBatch,
     fd: number,
   ) {
     this.fd = fd;
@@ -204,7 +159,7 @@ export class BatchReceiver {
    * (an Error with `code`, `errno` and `syscall`).
    */
   static open(opts: BatchReceiverOptions): BatchReceiver {
-    const native = batchRecvAvailable() ? recvAddon : undefined;
+    const native = batchRecvAvailable() ? load() : undefined;
     if (!native) throw new Error(`batched receives unavailable: ${batchRecvUnavailableReason()}`);
     if (typeof opts?.onBatch !== 'function') throw new TypeError('onBatch must be a function');
     if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) {
@@ -219,7 +174,7 @@ export class BatchReceiver {
   /** The index of interface `name` in this network namespace, 0 when there is none. */
   static ifindex(name: string): number {
     const native = load();
-    if (!native) throw new Error(`udp_batch addon unavailable: ${loadError}`);
+    if (!native) throw new Error(`lcsync addon unavailable: ${loadAddon().error}`);
     return native.ifindex(name);
   }
 

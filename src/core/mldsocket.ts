@@ -6,7 +6,8 @@
  * API: `MldWatcher.open(opts)` -> watcher emitting 'join' / 'part' / 'leave' (MldEvent); `activeGroups(ifname?)`
  * lists the groups with listeners (not `listeners()`, which EventEmitter owns); `querierState(ifname)`; `close()`.
  *
- * How it sees reports (one raw ICMPv6 socket per interface, npm raw-socket, needs CAP_NET_RAW):
+ * How it sees reports (one raw ICMPv6 socket per interface, icmp6.ts over our addon's native/icmp6.c, needs
+ * CAP_NET_RAW; without the addon MLD cannot run and open() fails with a one-line PERMISSION error):
  *  - SO_BINDTODEVICE ties the socket to its interface, so every message's interface is known; an ICMPv6 filter
  *    passes only types 130/131/132/143.
  *  - It joins ff02::16 (where MLDv2 reports go) and ff02::2 (where MLDv1 dones go): without a membership the
@@ -18,7 +19,7 @@
  *    interfaces are added. Only one such socket may exist per network namespace; if another program holds it
  *    (EADDRINUSE) or the kernel lacks IPv6 multicast routing, MLDv1 reports stay invisible (logged), while MLDv2
  *    and MLDv1 dones still work.
- *  - Messages arrive without the IPv6 header, so the sender is the address raw-socket reports.
+ *  - Messages arrive without the IPv6 header; the addon reports the sender's address and arrival interface.
  *
  * Listener state per (interface, group) follows RFC 3810 section 7 in its any-source form:
  *  - a join or refresh (IS_EX, TO_EX, ALLOW, v1 report) emits 'join' (every time: the share dedups, and a
@@ -43,16 +44,15 @@
  * Queries are sent to ff02::1 with hop limit 1 and a router alert, from our link-local address. Address-specific
  * queries also go to ff02::1 rather than to the group (RFC 3810 section 5.1.15 says the group): the kernel picks
  * the source address by destination scope, and for an ff1e:: destination it would pick a global or ULA address
- * when the interface has one, and hosts ignore queries from non-link-local sources. raw-socket cannot bind a
- * source or use IPV6_PKTINFO, and hosts (and snooping bridges) read the group from the query body, not from the
- * destination.
+ * when the interface has one, and hosts ignore queries from non-link-local sources. Hosts (and snooping bridges)
+ * read the group from the query body, not from the destination, so ff02::1 loses nothing.
  */
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { LcsyncError } from './errors.js';
 import { formatIPv6, parseIPv6 } from './address.js';
+import { Icmp6Socket, icmp6UnavailableReason } from './icmp6.js';
 import { decodeMld, encodeQuery, listenerEvents, MLD_QUERY, MLDV1_DONE, MLDV1_REPORT, MLDV2_REPORT } from './mld.js';
 
 /**
@@ -106,45 +106,9 @@ export interface MldWatcherOptions {
   logger?: { verbose(msg: string): void };
 }
 
-// Socket constants (Linux).
-const SOL_SOCKET = 1;
-const SO_BINDTODEVICE = 25;
-const IPPROTO_IPV6 = 41;
-const IPPROTO_ICMPV6 = 58;
-const ICMP6_FILTER = 1;
-const IPV6_MULTICAST_IF = 17;
-const IPV6_MULTICAST_HOPS = 18;
-const IPV6_ADD_MEMBERSHIP = 20;
-const IPV6_HOPOPTS = 54;
-const MRT6_INIT = 200;
-/** Hop-by-hop header: next header (kernel fills), length 0 (8 bytes), router alert (5, len 2, value 0 = MLD), PadN. */
-const ROUTER_ALERT_HOPOPTS = Buffer.from([0, 0, 5, 2, 0, 0, 1, 0]);
 const ALL_NODES = 'ff02::1';
-
-/** The parts of npm raw-socket 1.8.1 used here (it ships no types). */
-interface RawSocket {
-  on(event: 'message', cb: (buf: Buffer, source: string) => void): this;
-  on(event: 'error', cb: (err: Error) => void): this;
-  on(event: 'close', cb: () => void): this;
-  setOption(level: number, option: number, value: Buffer | number, length?: number): void;
-  send(buf: Buffer, offset: number, length: number, address: string, after: (err: Error | null, bytes: number) => void): this;
-  close(): this;
-}
-interface RawModule {
-  createSocket(opts: { addressFamily: number; protocol: number; bufferSize?: number }): RawSocket;
-  AddressFamily: { IPv6: number };
-  Protocol: { ICMPv6: number };
-}
-
-function loadRaw(): RawModule {
-  try {
-    return createRequire(import.meta.url)('raw-socket') as RawModule;
-  } catch (err) {
-    throw new LcsyncError('INTERNAL', `cannot load the raw-socket module needed to watch MLD: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-}
+/** ff02::16 is where MLDv2 reports go, ff02::2 where MLDv1 dones go. */
+const MLD_GROUPS = ['ff02::16', 'ff02::2'];
 
 interface Listener {
   group: Buffer;
@@ -168,7 +132,7 @@ interface Listener {
 interface Iface {
   ifname: string;
   ifindex: number;
-  socket: RawSocket;
+  socket: Icmp6Socket;
   closed: boolean;
   /** Our own IPv6 addresses on this interface (normalised text), for ignoring our own messages. */
   own: Set<string>;
@@ -209,15 +173,22 @@ export class MldWatcher extends EventEmitter {
     this.timer = setInterval(() => this.tick(Date.now()), TICK_MS);
   }
 
-  /** Open one raw ICMPv6 socket per interface. Throws LcsyncError PERMISSION without CAP_NET_RAW. */
+  /**
+   * Open one raw ICMPv6 socket per interface. Throws LcsyncError PERMISSION without CAP_NET_RAW or without the
+   * lcsync addon (nothing else can open a raw socket).
+   */
   static async open(opts: MldWatcherOptions): Promise<MldWatcher> {
     if (opts.ifnames.length === 0) throw new LcsyncError('USAGE', 'MLD watcher needs at least one interface');
-    const raw = loadRaw();
+    const missing = icmp6UnavailableReason();
+    if (missing !== undefined) {
+      throw new LcsyncError('PERMISSION', `lcsync share cannot watch MLD: ${missing}; reinstall lcsync (npm rebuild lcsync builds the ` +
+        'addon from source), or use --push (no MLD: every object in a loop)');
+    }
     const w = new MldWatcher(opts);
     try {
       let mrouteHeld = false;
       for (const ifname of opts.ifnames) {
-        const iface = w.openIface(raw, ifname);
+        const iface = w.openIface(ifname);
         w.ifaces.push(iface);
         if (!mrouteHeld) mrouteHeld = w.tryMroute(iface);
       }
@@ -230,16 +201,30 @@ export class MldWatcher extends EventEmitter {
     return w;
   }
 
-  private openIface(raw: RawModule, ifname: string): Iface {
+  private openIface(ifname: string): Iface {
     if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(ifname)) throw new LcsyncError('USAGE', `not an interface name: ${ifname}`);
     const ifindex = interfaceIndex(ifname);
-    let socket: RawSocket;
+    // The socket delivers from the next event loop turn on; `iface` is set before that.
+    let iface: Iface | undefined;
+    let socket: Icmp6Socket;
     try {
-      socket = raw.createSocket({ addressFamily: raw.AddressFamily.IPv6, protocol: raw.Protocol.ICMPv6, bufferSize: 65536 });
+      socket = Icmp6Socket.open({
+        ifname,
+        groups: MLD_GROUPS,
+        types: [MLD_QUERY, MLDV1_REPORT, MLDV1_DONE, MLDV2_REPORT],
+        onMessage: (buf, source, arrivedOn) => {
+          // Bound to the interface, so any other index would be a kernel surprise: ignore rather than misattribute.
+          if (iface && arrivedOn === iface.ifindex) this.onMessage(iface, buf, source, Date.now());
+        },
+        onError: (err) => {
+          this.log(`socket on ${ifname} failed: ${err.message}`);
+          if (iface) iface.closed = true;
+        },
+      });
     } catch (err) {
       throw socketError(err, ifname);
     }
-    const iface: Iface = {
+    iface = {
       ifname,
       ifindex,
       socket,
@@ -249,27 +234,6 @@ export class MldWatcher extends EventEmitter {
       listeners: new Map(),
       nextGeneralAt: 0,
     };
-    // raw-socket closes the socket after emitting 'error'; an unhandled 'error' would crash the process.
-    socket.on('error', (err) => {
-      this.log(`socket on ${ifname} failed: ${err.message}`);
-      iface.closed = true;
-    });
-    socket.on('close', () => {
-      iface.closed = true;
-    });
-    socket.on('message', (buf, source) => this.onMessage(iface, buf, source, Date.now()));
-    try {
-      const dev = Buffer.from(`${ifname}\0`);
-      socket.setOption(SOL_SOCKET, SO_BINDTODEVICE, dev, dev.length);
-      socket.setOption(IPPROTO_ICMPV6, ICMP6_FILTER, icmp6Filter([MLD_QUERY, MLDV1_REPORT, MLDV1_DONE, MLDV2_REPORT]), 32);
-      for (const g of ['ff02::16', 'ff02::2']) socket.setOption(IPPROTO_IPV6, IPV6_ADD_MEMBERSHIP, mreq(g, ifindex), 20);
-      socket.setOption(IPPROTO_IPV6, IPV6_MULTICAST_IF, ifindex);
-      socket.setOption(IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 1);
-      socket.setOption(IPPROTO_IPV6, IPV6_HOPOPTS, ROUTER_ALERT_HOPOPTS, ROUTER_ALERT_HOPOPTS.length);
-    } catch (err) {
-      socket.close();
-      throw socketError(err, ifname);
-    }
     this.refreshOwn(iface, Date.now());
     this.log(`watching MLD on ${ifname} (index ${ifindex})`);
     return iface;
@@ -277,7 +241,7 @@ export class MldWatcher extends EventEmitter {
 
   private tryMroute(iface: Iface): boolean {
     try {
-      iface.socket.setOption(IPPROTO_IPV6, MRT6_INIT, 1);
+      iface.socket.mrouteInit();
       return true;
     } catch (err) {
       this.log(`cannot register for MLDv1 reports on ${iface.ifname} (MRT6_INIT: ${(err as Error).message})`);
@@ -483,9 +447,7 @@ export class MldWatcher extends EventEmitter {
     const q = encodeQuery({ group, maxRespMs, qrv: this.rv, qqicSec: this.qiMs / 1000 });
     const what = group ? `query for ${formatIPv6(group)}` : 'general query';
     try {
-      iface.socket.send(q, 0, q.length, ALL_NODES, (err) => {
-        if (err) this.log(`${iface.ifname}: sending ${what} failed: ${err.message}`);
-      });
+      iface.socket.send(ALL_NODES, q);
       this.log(`${iface.ifname}: sent ${what}`);
     } catch (err) {
       this.log(`${iface.ifname}: sending ${what} failed: ${(err as Error).message}`);
@@ -507,20 +469,6 @@ function interfaceIndex(ifname: string): number {
   const entry = (networkInterfaces()[ifname] ?? []).find((a) => a.family === 'IPv6' && a.scopeid);
   if (entry?.scopeid) return entry.scopeid;
   throw new LcsyncError('USAGE', `no network interface ${ifname} with IPv6`);
-}
-
-function mreq(group: string, ifindex: number): Buffer {
-  const b = Buffer.alloc(20);
-  parseIPv6(group).copy(b, 0);
-  b.writeInt32LE(ifindex, 16); // struct ipv6_mreq: in6_addr, then an int in host order (little-endian here)
-  return b;
-}
-
-/** struct icmp6_filter: 256 bits, a set bit blocks that type (Linux semantics), words in host order. */
-function icmp6Filter(pass: number[]): Buffer {
-  const words = new Uint32Array(8).fill(0xffffffff);
-  for (const t of pass) words[t >> 5]! &= ~(1 << (t & 31)) >>> 0;
-  return Buffer.from(words.buffer);
 }
 
 function tryParse(s: string): Buffer | undefined {

@@ -1,0 +1,16 @@
+/*
+ * lcsync.node: the one native addon of lcsync (N-API, so one build serves every Node version).
+ * Loaded by src/core/addon.ts through node-gyp-build: the prebuild shipped in the package, or a build
+ * from source (binding.gyp) where none fits. Each feature lives in its own file and adds its
+ * functions here with one call.
+ */
+#include "napi_util.h"
+#include "addon.h"
+
+static napi_value init(napi_env env, napi_value exports) {
+  if (!udp_batch_init(env, exports)) return NULL;
+  if (!icmp6_init(env, exports)) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,16 @@
+#ifndef LCSYNC_ADDON_H
+#define LCSYNC_ADDON_H
+/*
+ * The features of the lcsync addon (lcsync.node). Each C file adds its functions to `exports` in its
+ * own *_init and returns false after throwing. Only udp_batch.c uses the env's instance data (there is
+ * one per env); other features keep their state behind the `data` pointer of their properties.
+ */
+#include <node_api.h>
+#include <stdbool.h>
+
+/* sendmmsg/recvmmsg for multicast data (native/udp_batch.c). */
+bool udp_batch_init(napi_env env, napi_value exports);
+/* Raw ICMPv6 sockets for MLD (native/icmp6.c). */
+bool icmp6_init(napi_env env, napi_value exports);
+
+#endif
