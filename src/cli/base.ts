@@ -47,7 +47,7 @@ export abstract class LcsyncCommand extends Command {
     } else if (err.oclif?.exit !== undefined || err.name === 'CLIError' || /Parse|Flag|Arg/.test(err.constructor?.name ?? '')) {
       // oclif's own parse errors: unknown flags, missing arguments, bad option values.
       code = ExitCode.usage;
-      message = `${oneLine(err.message)} (see 'lcsync ${this.id ?? ''} --help')`;
+      message = `${missingArgsMessage(err, this.id, this.ctor.args, this.ctor.strict === false) ?? oneLine(err.message)} (see 'lcsync ${this.id ?? ''} --help')`;
       kind = 'USAGE';
     } else {
       code = ExitCode.internal;
@@ -60,6 +60,19 @@ export abstract class LcsyncCommand extends Command {
     else process.stderr.write(`lcsync: ${message}\n`);
     this.exit(code);
   }
+}
+
+/**
+ * oclif lists missing arguments as "name  description" lines, which fold into an unreadable run of
+ * words: say which are missing by their usage names instead, with the command's usage line.
+ */
+function missingArgsMessage(err: Error & { args?: unknown }, id: string | undefined, declared: Record<string, unknown> | undefined, variadic: boolean): string | undefined {
+  if (err.constructor?.name !== 'RequiredArgsError' || !Array.isArray(err.args)) return undefined;
+  const missing = (err.args as { name?: unknown }[]).map((a) => String(a.name ?? '?').toUpperCase());
+  if (missing.length === 0) return undefined;
+  const names = missing.length === 1 ? missing[0]! : `${missing.slice(0, -1).join(', ')} and ${missing[missing.length - 1]!}`;
+  const usage = Object.keys(declared ?? {}).map((a) => a.toUpperCase()).join(' ') + (variadic ? '...' : '');
+  return `missing ${names}; usage: lcsync ${id ?? ''} [FLAGS] ${usage}`;
 }
 
 /** oclif's parse errors span several lines (a title, the arguments, a hint): fold them into one. */

@@ -45,7 +45,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     const { parseRate } = await import('../core/pacer.js');
     const rateBps = parseRate(flags.bwlimit);
     const ifnames = await chooseInterfaces(flags.interface);
-    const cipher = await chooseCipher(flags, log);
+    const cipher = await chooseCipher(flags, log, 'share');
     const signKey = flags.sign ? await (await import('../core/signature.js')).loadPrivateKey(flags.sign) : undefined;
     const { ShareService } = await import('../core/service.js');
     const { defaultCacheDir } = await import('../core/cache.js');

@@ -40,7 +40,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
     const { args, flags } = await this.parse(SyncCommand);
     const log = this.setupOutput(flags);
     const ifnames = await chooseInterfaces(flags.interface);
-    const cipher = await chooseCipher(flags, log);
+    const cipher = await chooseCipher(flags, log, 'sync');
     let trust: Uint8Array | undefined;
     if (flags.trust) {
       const sig = await import('../core/signature.js');
