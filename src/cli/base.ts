@@ -11,7 +11,7 @@ export abstract class LcsyncCommand extends Command {
   static override baseFlags = {
     json: Flags.boolean({ description: 'Print one JSON document on stdout; nothing else goes to stdout.', default: false }),
     quiet: Flags.boolean({ char: 'q', description: 'Print errors only.', default: false }),
-    verbose: Flags.boolean({ char: 'v', description: 'Print a line per file and more detail.', default: false }),
+    verbose: Flags.boolean({ char: 'v', description: 'Print more detail (index and sync: a line per file).', default: false }),
     'log-format': Flags.option({ options: ['text', 'json'] as const, description: 'Format of log lines on stderr.', default: 'text' })(),
   };
 

@@ -14,6 +14,9 @@ export default class LcsyncHelp extends Help {
       process.stderr.write(`lcsync: ${unknownCommandMessage(first, this.config.commandIDs)}\n`);
       process.exit(2);
     }
+    // oclif's subject finder skips the word "help", so `lcsync help help` would print the root help.
+    const help = first === 'help' ? this.config.findCommand('help') : undefined;
+    if (help) return this.showCommandHelp(help);
     await super.showHelp(first === undefined ? argv : [first, ...argv.filter((w) => w.startsWith('-'))]);
   }
 }
