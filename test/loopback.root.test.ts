@@ -71,6 +71,17 @@ describe.skipIf(why)('share and sync on lo, one host (needs root)', () => {
     }
   });
 
+  it('with nothing but lo, share and sync without -i point to -i lo (exit 2)', () => {
+    for (const args of [
+      ['share', '-b', '--no-cache', '--rundir', path.join(work, 'run'), path.join(work, 'music')],
+      ['sync', '-b', '-a', '--timeout', '2', 'music/', path.join(work, 'never')],
+    ]) {
+      const r = inNs([process.execPath, cli, ...args]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.trim().split('\n')).toEqual(['lcsync: no multicast-capable interface with an IPv6 address is up; name one with -i (on one machine: -i lo, see "Try it on one machine" in the README)']);
+    }
+  });
+
   it('with `ip -6 route add local ff00::/8 dev lo`, a share on lo serves a sync on lo (MLD joins seen on lo)', async () => {
     must(['-n', ns, '-6', 'route', 'add', 'local', 'ff00::/8', 'dev', 'lo']);
     // Not push mode: the share learns of the receiver from its MLD report on lo.

@@ -15,7 +15,7 @@ export async function chooseInterfaces(given: string[] | undefined): Promise<str
   }
   const all = multicastInterfaces();
   if (all.length === 0) {
-    throw new LcsyncError('USAGE', 'no multicast-capable interface with an IPv6 address is up; name one with -i');
+    throw new LcsyncError('USAGE', 'no multicast-capable interface with an IPv6 address is up; name one with -i (on one machine: -i lo, see "Try it on one machine" in the README)');
   }
   return all;
 }
