@@ -112,6 +112,12 @@ describe.skipIf(why)('share and sync on lo, one host (needs root)', () => {
     expect(JSON.parse(r.stdout).files.created).toBe(2);
     // A sync of a plaintext share says nothing about keys unless -v.
     expect(r.stderr).not.toMatch(/no key/);
+    // One file of one chunk, in text mode: the summary counts in the singular.
+    const one = inNs([process.execPath, cli, 'sync', '-i', 'lo', '--timeout', '20', 'music/a/small.txt', path.join(work, 'one.txt')], 90_000);
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stderr).toMatch(/: 1 created, 0 updated/);
+    expect(one.stderr).toMatch(/, 1 chunk fetched, 0 reused,/);
+    expect(one.stderr).not.toMatch(/no key/);
     share.kill('SIGTERM');
     await new Promise((resolve) => share!.once('exit', resolve));
     // The share said once that objects travel unencrypted.
