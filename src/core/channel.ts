@@ -93,8 +93,11 @@ export function validateInterfaces(names: string[]): void {
 /** Bits of the flags column of /proc/net/ipv6_route. */
 const RTF_UP = 0x0001;
 const RTF_REJECT = 0x0200;
-/** What lcsync needs to reach on an interface: its object groups (ff1e::/16) and MLDv2 reports (ff02::16). */
-const NEEDED_GROUPS = ['ff1e::', 'ff02::16'];
+/**
+ * Where lcsync sends: every object and signature group is in ff1e::/16. (MLD reports need no route:
+ * the kernel sends them straight on the device.)
+ */
+const NEEDED_GROUPS = ['ff1e::'];
 
 /** The command that gives `lo` what it lacks (see loopbackRoutesMulticast). */
 export const LOOPBACK_ROUTE_COMMAND = 'ip -6 route add local ff00::/8 dev lo';
@@ -102,12 +105,13 @@ export const LOOPBACK_ROUTE_COMMAND = 'ip -6 route add local ff00::/8 dev lo';
 /**
  * Whether the IPv6 routing table (the text of /proc/net/ipv6_route, every table) lets multicast
  * travel on the loopback interface `ifname`. Linux gives lo no ff00::/8 route (other interfaces get
- * one in table local), so a send there fails with ENETUNREACH and MLD reports never leave; and it
- * turns every route via lo into a reject route unless the route is of type local, so
- * `ip -6 route add multicast ff00::/8 dev lo` silently drops what it carries. A `local` route for
- * ff00::/8 on lo works: datagrams loop back through lo and reach the sockets that joined the group
- * there, and so do MLD reports, so a share on lo sees its local listeners as on any link.
- * Pure: true when non-reject routes on `ifname` cover the object groups and ff02::16.
+ * one in table local), so every send there fails with ENETUNREACH, while MLD reports, which the
+ * kernel sends on the device without a route, still reach the share: it would see its listeners and
+ * "send" to them in vain. Linux also turns every route via lo into a reject route unless the route
+ * is of type local, so `ip -6 route add multicast ff00::/8 dev lo` silently drops what it carries. A
+ * `local` route for ff00::/8 on lo works: datagrams loop back through lo to the sockets that joined
+ * the group there, and the share sees its local listeners by MLD as on any link.
+ * Pure: true when non-reject routes on `ifname` cover the object groups (ff1e::/16).
  */
 export function loopbackRoutesMulticast(ipv6Route: string, ifname: string): boolean {
   const routes: { prefix: Buffer; len: number }[] = [];
