@@ -5,7 +5,9 @@ import { Args, Command, loadHelpClass } from '@oclif/core';
  * (src/cli/help.ts) from the manifest, so no other command module loads and it starts as fast.
  */
 export default class HelpCommand extends Command {
-  static override description = 'Show help for lcsync or one of its commands (the same as "lcsync COMMAND --help").';
+  static override description = `Show help for lcsync or one of its commands.
+
+The same text as "lcsync COMMAND --help"; without COMMAND, the list of commands.`;
 
   static override examples = ['<%= config.bin %> help', '<%= config.bin %> help sync'];
 
