@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MulticastReceiver, MulticastSender, multicastInterfaces, validateInterfaces } from '../src/core/channel.js';
+import { MulticastReceiver, MulticastSender, loopbackMulticastProblem, loopbackRoutesMulticast, multicastInterfaces, validateInterfaces } from '../src/core/channel.js';
 import { LcsyncError } from '../src/core/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
@@ -45,6 +45,27 @@ describe('interfaces', () => {
     expect(err.message).toBe(`unknown interface "nosuchif0" (available: ${names.join(', ')})`);
     usageError(() => validateInterfaces([]));
     expect(() => validateInterfaces(['lo'])).not.toThrow();
+  });
+
+  it('lo carries multicast only with a non-reject route covering ff1e:: (read from /proc/net/ipv6_route)', () => {
+    const line = (dest: string, len: number, flags: number, dev: string) =>
+      `${dest} ${len.toString(16).padStart(2, '0')} ${'0'.repeat(32)} 00 ${'0'.repeat(32)} 00000400 00000001 00000000 ${flags.toString(16).padStart(8, '0')}       ${dev}`;
+    const base = [line('0'.repeat(31) + '1', 128, 0x80200001, 'lo'), line('0'.repeat(32), 0, 0x00200200, 'lo')];
+    const ff00 = 'ff' + '0'.repeat(30);
+    // A fresh namespace: no route for ff00::/8 on lo.
+    expect(loopbackRoutesMulticast(base.join('\n'), 'lo')).toBe(false);
+    // `ip -6 route add local ff00::/8 dev lo`: RTF_LOCAL|RTF_UP.
+    expect(loopbackRoutesMulticast([...base, line(ff00, 8, 0x80000001, 'lo')].join('\n'), 'lo')).toBe(true);
+    // `ip -6 route add multicast ff00::/8 dev lo`: the kernel makes it a reject route.
+    expect(loopbackRoutesMulticast([...base, line(ff00, 8, 0x00200200, 'lo')].join('\n'), 'lo')).toBe(false);
+    // The route on another interface, or one that leaves out ff1e::/16, is not enough; ff1e::/16 alone is.
+    expect(loopbackRoutesMulticast([...base, line(ff00, 8, 0x80000001, 'eth0')].join('\n'), 'lo')).toBe(false);
+    expect(loopbackRoutesMulticast([...base, line('ff02' + '0'.repeat(28), 16, 0x80000001, 'lo')].join('\n'), 'lo')).toBe(false);
+    expect(loopbackRoutesMulticast([...base, line('ff1e' + '0'.repeat(28), 16, 0x80000001, 'lo')].join('\n'), 'lo')).toBe(true);
+    // Garbage lines are ignored.
+    expect(loopbackRoutesMulticast('nonsense\n\n' + line(ff00, 8, 0x80000001, 'lo'), 'lo')).toBe(true);
+    // Not loopback: nothing to check.
+    expect(loopbackMulticastProblem('nosuchif0')).toBeUndefined();
   });
 
   it('the default set leaves out loopback and names only real interfaces', () => {

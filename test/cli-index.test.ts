@@ -171,7 +171,7 @@ describe('lcsync index errors', () => {
   it('no PATH exits 2 with one line', async () => {
     const r = await lcsync(['index']);
     expect(r.status).toBe(2);
-    expectOneLineError(r, /Missing 1 required arg/);
+    expectOneLineError(r, /^lcsync: missing PATH; usage: lcsync index \[FLAGS\] PATH/);
   });
 
   it('--hex with --json exits 2', async () => {

@@ -11,7 +11,7 @@ export abstract class LcsyncCommand extends Command {
   static override baseFlags = {
     json: Flags.boolean({ description: 'Print one JSON document on stdout; nothing else goes to stdout.', default: false }),
     quiet: Flags.boolean({ char: 'q', description: 'Print errors only.', default: false }),
-    verbose: Flags.boolean({ char: 'v', description: 'Print a line per file and more detail.', default: false }),
+    verbose: Flags.boolean({ char: 'v', description: 'Print more detail (index and sync: a line per file).', default: false }),
     'log-format': Flags.option({ options: ['text', 'json'] as const, description: 'Format of log lines on stderr.', default: 'text' })(),
   };
 
@@ -47,7 +47,7 @@ export abstract class LcsyncCommand extends Command {
     } else if (err.oclif?.exit !== undefined || err.name === 'CLIError' || /Parse|Flag|Arg/.test(err.constructor?.name ?? '')) {
       // oclif's own parse errors: unknown flags, missing arguments, bad option values.
       code = ExitCode.usage;
-      message = `${oneLine(err.message)} (see 'lcsync ${this.id ?? ''} --help')`;
+      message = `${missingArgsMessage(err, this.id, this.ctor.args, this.ctor.strict === false) ?? oneLine(err.message)} (see 'lcsync ${this.id ?? ''} --help')`;
       kind = 'USAGE';
     } else {
       code = ExitCode.internal;
@@ -60,6 +60,19 @@ export abstract class LcsyncCommand extends Command {
     else process.stderr.write(`lcsync: ${message}\n`);
     this.exit(code);
   }
+}
+
+/**
+ * oclif lists missing arguments as "name  description" lines, which fold into an unreadable run of
+ * words: say which are missing by their usage names instead, with the command's usage line.
+ */
+function missingArgsMessage(err: Error & { args?: unknown }, id: string | undefined, declared: Record<string, unknown> | undefined, variadic: boolean): string | undefined {
+  if (err.constructor?.name !== 'RequiredArgsError' || !Array.isArray(err.args)) return undefined;
+  const missing = (err.args as { name?: unknown }[]).map((a) => String(a.name ?? '?').toUpperCase());
+  if (missing.length === 0) return undefined;
+  const names = missing.length === 1 ? missing[0]! : `${missing.slice(0, -1).join(', ')} and ${missing[missing.length - 1]!}`;
+  const usage = Object.keys(declared ?? {}).map((a) => a.toUpperCase()).join(' ') + (variadic ? '...' : '');
+  return `missing ${names}; usage: lcsync ${id ?? ''} [FLAGS] ${usage}`;
 }
 
 /** oclif's parse errors span several lines (a title, the arguments, a hint): fold them into one. */

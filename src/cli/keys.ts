@@ -1,8 +1,9 @@
 /**
  * Choosing the object key for share and sync, as the C tool does: --keyfile
  * (128 bytes), LCSYNC_PASSWORD, or a prompt; -b/--batch means no key and no
- * prompt. Unlike the C tool, no key at all means plaintext (said once on
- * stderr), because a cron job cannot answer a prompt.
+ * prompt. Unlike the C tool, no key at all means plaintext, because a cron
+ * job cannot answer a prompt. The share says so once as it starts (it decides
+ * what travels); a sync says it only with -v, as it just takes what is served.
  */
 import { Flags } from '@oclif/core';
 import type { ObjectCipher } from '../core/crypto.js';
@@ -18,6 +19,7 @@ export const keyFlags = {
 export async function chooseCipher(
   flags: { keyfile?: string; password: boolean; batch: boolean },
   log: Logger,
+  role: 'share' | 'sync',
 ): Promise<ObjectCipher | undefined> {
   if (flags.batch) {
     if (flags.keyfile || flags.password) throw new LcsyncError('USAGE', '-b/--batch means no encryption: drop --keyfile/--password, or drop -b');
@@ -25,7 +27,8 @@ export async function chooseCipher(
   }
   const env = process.env.LCSYNC_PASSWORD;
   if (!flags.keyfile && !flags.password && (env === undefined || env === '')) {
-    log.warn('no key given (--keyfile, --password or LCSYNC_PASSWORD): objects travel unencrypted, as with the C lcsync -b');
+    if (role === 'share') log.warn('no key given (--keyfile, --password or LCSYNC_PASSWORD): objects travel unencrypted, as with the C lcsync -b');
+    else log.verbose('no key given (--keyfile, --password or LCSYNC_PASSWORD): expecting an unencrypted share');
     return undefined;
   }
   const crypto = await import('../core/crypto.js');

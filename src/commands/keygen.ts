@@ -4,7 +4,7 @@ import { LcsyncCommand } from '../cli/base.js';
 export default class KeygenCommand extends LcsyncCommand {
   static override description = `Make an Ed25519 key pair for signed roots.
 
-Writes the private key to BASE (PKCS#8 PEM, mode 0600) and the public key to BASE.pub (one line, "lcsync-ed25519 <base64>"). Serve with "lcsync share --sign BASE"; receivers pass BASE.pub to "lcsync sync --trust". If BASE is an existing directory, the files are DIR/lcsync-key and DIR/lcsync-key.pub. Existing files are never replaced without --force.`;
+Writes the private key to BASE (PKCS#8 PEM, mode 0600) and the public key to BASE.pub (one line, "lcsync-ed25519 <base64>"). Serve with "lcsync share --sign BASE"; receivers pass BASE.pub to "lcsync sync --trust". If BASE is an existing directory or ends with "/", the files are DIR/lcsync-key and DIR/lcsync-key.pub; a directory given with "/" is created (mode 0700) when missing, any other missing directory is an error (exit 6). Existing files are never replaced without --force.`;
 
   static override examples = [
     '<%= config.bin %> keygen',
@@ -13,7 +13,7 @@ Writes the private key to BASE (PKCS#8 PEM, mode 0600) and the public key to BAS
   ];
 
   static override flags = {
-    output: Flags.string({ char: 'f', description: 'Base path of the key files (private key; the public key gets ".pub").', default: './lcsync-key' }),
+    output: Flags.string({ char: 'f', description: 'Base path of the key files (private key; the public key gets ".pub"), or a directory ending in "/".', default: './lcsync-key' }),
     force: Flags.boolean({ description: 'Overwrite existing key files.', default: false }),
   };
 

@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
+import { count } from '../cli/plural.js';
 
 export default class ShareCommand extends LcsyncCommand {
   static override description = `Serve files and directories to lcsync receivers over IPv6 multicast.
@@ -23,8 +24,8 @@ The share follows its files: when they change, appear or vanish (file-system eve
   };
 
   static override flags = {
-    interface: Flags.string({ char: 'i', description: 'Interface to serve on (repeat or comma-separate for several). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true, multipleNonGreedy: true }),
-    loopback: Flags.boolean({ description: 'Also deliver to receivers on this host (multicast loopback).', default: false }),
+    interface: Flags.string({ char: 'i', description: 'Interface to serve on (repeat or comma-separate for several). Default: every multicast-capable interface with an IPv6 address, except loopback; lo serves this host alone once it has a multicast route (ip -6 route add local ff00::/8 dev lo).', multiple: true, multipleNonGreedy: true }),
+    loopback: Flags.boolean({ description: 'Also deliver to receivers on this host that joined on the same interface (multicast loopback); not needed on lo, where everything stays on this host anyway.', default: false }),
     bwlimit: Flags.string({ description: 'Total send rate in bits per second, with K, M, G suffixes (x1000); 0 means unlimited.', default: '200M' }),
     querier: Flags.boolean({ description: 'Act as MLD querier when no better querier is on the link (--no-querier: rely on the routers\' queries and our own timers).', default: true, allowNo: true }),
     'query-interval': Flags.integer({ description: 'Seconds between MLD general queries while we are querier.', default: 20, min: 1, max: 3600 }),
@@ -45,7 +46,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     const { parseRate } = await import('../core/pacer.js');
     const rateBps = parseRate(flags.bwlimit);
     const ifnames = await chooseInterfaces(flags.interface);
-    const cipher = await chooseCipher(flags, log);
+    const cipher = await chooseCipher(flags, log, 'share');
     const signKey = flags.sign ? await (await import('../core/signature.js')).loadPrivateKey(flags.sign) : undefined;
     const { ShareService } = await import('../core/service.js');
     const { defaultCacheDir } = await import('../core/cache.js');
@@ -73,7 +74,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         if (this.jsonOutput) process.stdout.write(JSON.stringify({ event: 'reindex', ...ev }) + '\n');
         else {
           for (const r of ev.roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
-          log.info(`serving a new index (${ev.reason}): ${ev.rehashed} files re-hashed, ${ev.objects} objects`);
+          log.info(`serving a new index (${ev.reason}): ${count(ev.rehashed, 'file')} re-hashed, ${count(ev.objects, 'object')}`);
         }
       },
     );
@@ -82,7 +83,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     else for (const r of roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
     const onHup = () => service.reindex();
     process.on('SIGHUP', onHup);
-    log.info(`sharing ${service.share.index.records.length} entries (${service.share.index.objectCount} objects) on ${ifnames.join(', ')}; stop with Ctrl-C`);
+    log.info(`sharing ${count(service.share.index.records.length, 'entry', 'entries')} (${count(service.share.index.objectCount, 'object')}) on ${ifnames.join(', ')}; stop with Ctrl-C`);
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGINT', () => resolve('SIGINT'));
       process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -90,6 +91,6 @@ The share follows its files: when they change, appear or vanish (file-system eve
     log.verbose(`${signal}: stopping`);
     process.off('SIGHUP', onHup);
     const st = await service.stop();
-    log.info(`stopped: sent ${st.datagrams} datagrams, ${st.bytes} bytes in ${st.uptimeSec.toFixed(1)} s`);
+    log.info(`stopped: sent ${count(st.datagrams, 'datagram')}, ${count(st.bytes, 'byte')} in ${st.uptimeSec.toFixed(1)} s`);
   }
 }

@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { LcsyncCommand, jsonReplacer } from '../cli/base.js';
 import type { ShareAnswer } from '../core/ipc.js';
+import { count } from '../cli/plural.js';
 
 export default class StatusCommand extends LcsyncCommand {
   static override description = `Show the lcsync shares running on this host.
@@ -16,7 +17,7 @@ The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, el
   ];
 
   static override flags = {
-    rundir: Flags.string({ description: 'Directory of the share sockets (see above).' }),
+    rundir: Flags.string({ description: 'Directory of the share sockets. Default: $LCSYNC_RUNDIR, else /run/lcsync as root, else $XDG_RUNTIME_DIR/lcsync, else /tmp/lcsync-UID (as for `lcsync share`).' }),
     watch: Flags.boolean({ char: 'w', description: 'Refresh until interrupted (Ctrl-C); with --json, one JSON document per line per refresh.', default: false }),
     interval: Flags.integer({ description: 'Seconds between refreshes with --watch.', default: 2, min: 1, max: 3600 }),
   };
@@ -108,14 +109,14 @@ export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolea
     for (const r of s.roots ?? []) lines.push(`  ${r.hash}  ${r.shareName}  (${r.type}, ${r.path})`);
     lines.push(`  objects ${s.objects ?? 0}, interfaces ${(s.interfaces ?? []).join(', ') || '-'}`);
     lines.push(`  groups with listeners ${s.listeners?.length ?? 0}, send streams ${s.streams?.length ?? 0} active (${s.streamsStarted ?? 0} started)`);
-    lines.push(`  sent ${bytes(s.bytes ?? 0)} in ${s.datagrams ?? 0} datagrams; rate ${bytes(s.rateNow ?? 0)}/s now, ${bytes(s.rateAvg ?? 0)}/s average`);
+    lines.push(`  sent ${bytes(s.bytes ?? 0)} in ${count(s.datagrams ?? 0, 'datagram')}; rate ${bytes(s.rateNow ?? 0)}/s now, ${bytes(s.rateAvg ?? 0)}/s average`);
     if (s.follow) {
       const last = s.follow.last ? `, last ${duration((Date.now() - s.follow.last.at) / 1000)} ago (${s.follow.last.reason})` : '';
-      lines.push(`  re-indexed ${s.follow.reindexes} times${last}`);
+      lines.push(`  re-indexed ${count(s.follow.reindexes, 'time')}${last}`);
     }
     if (verbose) {
       for (const l of s.listeners ?? []) lines.push(`    listener ${l.group}%${l.ifname}`);
-      for (const st of s.streams ?? []) lines.push(`    stream ${st.kind} ${st.name} on ${st.group}%${st.ifname}: ${st.datagrams} datagrams`);
+      for (const st of s.streams ?? []) lines.push(`    stream ${st.kind} ${st.name} on ${st.group}%${st.ifname}: ${count(st.datagrams, 'datagram')}`);
     }
   }
   return lines.map((l) => l + '\n').join('');

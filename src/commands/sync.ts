@@ -3,11 +3,12 @@ import { LcsyncCommand } from '../cli/base.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
+import { count } from '../cli/plural.js';
 
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
 
-SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.`;
+SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). A SOURCE of 16 or more hex digits but not 64 is refused as a mis-copied hash; a share whose name is such a run of hex digits is named with the prefix "name:" ("name:0123456789abcdef"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
@@ -16,12 +17,12 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
   ];
 
   static override args = {
-    source: Args.string({ description: 'root hash (64 hex digits) or share name', required: true }),
+    source: Args.string({ description: 'root hash (64 hex digits), or share name ("name:" prefix for a name made of hex digits)', required: true }),
     dest: Args.string({ description: 'destination file or directory', required: true }),
   };
 
   static override flags = {
-    interface: Flags.string({ char: 'i', description: 'Interface to receive on (repeat or comma-separate). Default: every multicast-capable interface with an IPv6 address, except loopback.', multiple: true, multipleNonGreedy: true }),
+    interface: Flags.string({ char: 'i', description: 'Interface to receive on (repeat or comma-separate). Default: every multicast-capable interface with an IPv6 address, except loopback; lo reaches a share on this host once it has a multicast route (ip -6 route add local ff00::/8 dev lo).', multiple: true, multipleNonGreedy: true }),
     archive: Flags.boolean({ char: 'a', description: 'Archive mode: same as -rpogt.', default: false }),
     recursive: Flags.boolean({ char: 'r', description: 'Recurse into directories.', default: false }),
     perms: Flags.boolean({ char: 'p', description: 'Set permissions from the source.', default: false }),
@@ -40,7 +41,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
     const { args, flags } = await this.parse(SyncCommand);
     const log = this.setupOutput(flags);
     const ifnames = await chooseInterfaces(flags.interface);
-    const cipher = await chooseCipher(flags, log);
+    const cipher = await chooseCipher(flags, log, 'sync');
     let trust: Uint8Array | undefined;
     if (flags.trust) {
       const sig = await import('../core/signature.js');
@@ -74,7 +75,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         onProgress: (p) => progress.update(p),
         onItem: (it) => {
           if (it.type === 'file' || it.change !== 'unchanged') {
-            const detail = it.type === 'file' && it.change !== 'unchanged' ? ` (${it.chunksFetched ?? 0} chunks fetched, ${it.chunksReused ?? 0} reused)` : '';
+            const detail = it.type === 'file' && it.change !== 'unchanged' ? ` (${count(it.chunksFetched ?? 0, 'chunk')} fetched, ${it.chunksReused ?? 0} reused)` : '';
             progress.pause(() => log.verbose(`${flags['dry-run'] ? 'would be ' : ''}${it.change} ${it.type} ${it.path}${detail}`, { event: 'item', ...it }));
           }
         },
@@ -87,7 +88,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
           `${summary.dryRun ? 'dry run: ' : ''}${summary.dest}: ${summary.files.created} created, ${summary.files.updated} updated, ${summary.files.metadata} metadata only, ${summary.files.unchanged} unchanged`,
         );
         log.info(
-          `received ${mb(summary.bytesReceived)} MB, wrote ${mb(summary.bytesWritten)} MB, ${summary.chunksFetched} chunks fetched, ${summary.chunksReused} reused, ${summary.seconds.toFixed(2)} s, ${mb(summary.rate)} MB/s`,
+          `received ${mb(summary.bytesReceived)} MB, wrote ${mb(summary.bytesWritten)} MB, ${count(summary.chunksFetched, 'chunk')} fetched, ${summary.chunksReused} reused, ${summary.seconds.toFixed(2)} s, ${mb(summary.rate)} MB/s`,
         );
       }
     } finally {

@@ -109,7 +109,7 @@ export class ShareIndex {
     }
     const shareName = opts.sharePath ?? (path.basename(abs) || '/');
     const rec = await this.walk(abs, shareName, 0, opts);
-    if (!rec) throw new LcsyncError('USAGE', `${given}: not a regular file, directory or symlink`);
+    if (!rec) throw new LcsyncError('USAGE', `${given}: a special file (device, fifo or socket); lcsync shares only regular files, directories and symlinks`);
     const root: ShareRoot = { localPath: abs, shareName, type: rec.type, hash: rec.hash };
     this.roots.push(root);
     return root;
@@ -179,7 +179,8 @@ export class ShareIndex {
     const meta = metaFromStats(st);
     const type = typeOfMode(meta.mode);
     if (!type) {
-      opts.onWarning?.(`skipping special file ${abs}`);
+      // Only inside a directory: a special file given as the path itself is an error, reported once by add().
+      if (depth > 0) opts.onWarning?.(`skipping special file ${abs}`);
       return undefined;
     }
     let rec: IndexRecord;

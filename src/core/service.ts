@@ -73,7 +73,7 @@ export class ShareService {
     try {
       const index = await build(true);
       flushing = flushing.then(() => store.prune()).then(() => undefined, () => undefined);
-      log.verbose(`hashed ${rehashed} files, ${store.stats.hits} from the tree cache${store.treesDir ? ` (${store.treesDir})` : ''}`);
+      log.verbose(`hashed ${rehashed} ${rehashed === 1 ? 'file' : 'files'}, ${store.stats.hits} from the tree cache${store.treesDir ? ` (${store.treesDir})` : ''}`);
       share = await Share.start(index, { ...opts, logger: log });
     } catch (e) {
       await pool.close();
@@ -88,7 +88,7 @@ export class ShareService {
       onWarning: (m) => log.warn(m),
       onVerbose: (m) => log.verbose(m),
       onReindex: (ev) => {
-        log.verbose(`re-indexed (${ev.reason}) in ${ev.seconds.toFixed(2)} s: ${rehashed} files hashed, ${ev.objects} objects${ev.changed ? '' : ', nothing changed'}`);
+        log.verbose(`re-indexed (${ev.reason}) in ${ev.seconds.toFixed(2)} s: ${rehashed} ${rehashed === 1 ? 'file' : 'files'} hashed, ${ev.objects} ${ev.objects === 1 ? 'object' : 'objects'}${ev.changed ? '' : ', nothing changed'}`);
         onReindex({ ...ev, rehashed });
       },
     });

@@ -38,7 +38,7 @@
  * Ed25519 is Node's built-in (OpenSSL); no extra dependency.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
-import { lstat, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { groupAddress } from './address.js';
@@ -287,10 +287,28 @@ export const DEFAULT_KEY_BASE = 'lcsync-key';
  */
 export async function generateKeyPair(target: string, opts: { force?: boolean } = {}): Promise<GeneratedKeyPair> {
   let base = target;
+  if (target.endsWith('/')) {
+    // A trailing slash names a directory: make it (owner-only, as ~/.ssh) when it is missing.
+    try {
+      await mkdir(target, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw outputError(e, `cannot create directory ${target}`);
+    }
+  }
   try {
     if ((await stat(target)).isDirectory()) base = path.join(target, DEFAULT_KEY_BASE);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, `cannot use ${target}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw outputError(e, `cannot use ${target}`);
+  }
+  // The key goes into an existing directory: a missing one is an output problem (exit 6), not a missing source.
+  const dir = path.dirname(base);
+  try {
+    if (!(await stat(dir)).isDirectory()) throw new LcsyncError('IO', `cannot write ${base}: ${dir} is not a directory`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new LcsyncError('IO', `cannot write ${base}: directory ${dir} does not exist (create it, or end --output with "/" to have keygen create it)`);
+    }
+    throw outputError(e, `cannot write ${base}`);
   }
   const privatePath = base;
   const publicPath = `${base}.pub`;
@@ -312,6 +330,12 @@ export async function generateKeyPair(target: string, opts: { force?: boolean } 
     throw e;
   }
   return { privatePath, publicPath, publicLine, publicKey: raw };
+}
+
+/** An error writing an output: permission stays permission (exit 5); anything else, missing paths too, is I/O (exit 6). */
+function outputError(e: unknown, what: string): LcsyncError {
+  const err = fromSystemError(e, what);
+  return err.code === 'NOT_FOUND' ? new LcsyncError('IO', err.message, { cause: e }) : err;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -339,7 +363,7 @@ async function writeKeyFile(file: string, data: string, mode: number, replace: b
     if ((e as NodeJS.ErrnoException).code === 'EEXIST' && !replace) {
       throw new LcsyncError('USAGE', `${file} already exists (use --force to overwrite)`);
     }
-    throw fromSystemError(e, `cannot write ${dest}`);
+    throw outputError(e, `cannot write ${dest}`);
   }
   try {
     await fh.chmod(mode); // open()'s mode is filtered by the umask; make it exact
@@ -348,7 +372,7 @@ async function writeKeyFile(file: string, data: string, mode: number, replace: b
   } catch (e) {
     await fh.close().catch(() => undefined);
     await unlink(dest).catch(() => undefined);
-    throw fromSystemError(e, `cannot write ${dest}`);
+    throw outputError(e, `cannot write ${dest}`);
   }
   await fh.close();
   if (replace) {
@@ -356,7 +380,7 @@ async function writeKeyFile(file: string, data: string, mode: number, replace: b
       await rename(dest, file);
     } catch (e) {
       await unlink(dest).catch(() => undefined);
-      throw fromSystemError(e, `cannot write ${file}`);
+      throw outputError(e, `cannot write ${file}`);
     }
   }
 }

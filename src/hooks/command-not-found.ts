@@ -1,9 +1,12 @@
 import type { Hook } from '@oclif/core';
+import { unknownCommandMessage } from '../cli/suggest.js';
 
-/** An unknown command is a usage error: one line, exit 2, and the commands there are. */
+/** An unknown command is a usage error: one line, exit 2, a suggestion when one is close, and the commands there are. */
 const hook: Hook<'command_not_found'> = async function (opts) {
-  const commands = opts.config.commandIDs.filter((c) => !c.includes(':')).sort();
-  process.stderr.write(`lcsync: unknown command "${opts.id}" (commands: ${commands.join(', ')}; see 'lcsync --help')\n`);
+  // With topicSeparator ' ', oclif joins the words it could not place into one id with ':'
+  // ("idnex /tmp" arrives as "idnex:/tmp"): only the first word is the command typed.
+  const typed = opts.id.split(':')[0] ?? opts.id;
+  process.stderr.write(`lcsync: ${unknownCommandMessage(typed, opts.config.commandIDs)}\n`);
   process.exit(2);
 };
 
