@@ -8,7 +8,7 @@
 import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
-import { hashPair, parseHex, toHex, type Hash } from './hash.js';
+import { hash, hashPair, parseHex, toHex, type Hash } from './hash.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
 import { DEFAULT_LIMITS, decodeNetTree, decodeNetTreeHead, dirChildren, partCount, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from './tree.js';
@@ -46,6 +46,8 @@ export interface SyncOptions {
   onItem?: (item: SyncItem) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
+  /** Receive on this channel instead of opening a socket (tests run a share in memory). */
+  channel?: MulticastReceiver;
 }
 
 export type Change = 'created' | 'updated' | 'unchanged' | 'metadata';
@@ -252,6 +254,27 @@ export function childName(parent: NetTreeHead, child: NetTreeHead): string {
   return base;
 }
 
+/**
+ * Chunks whose bytes were written in this session, remembered by leaf so that equal chunks of
+ * other files are copied from there (read back and verified) rather than fetched again. Bounded:
+ * past it, equal chunks are fetched again, which costs bytes but never correctness.
+ */
+const MAX_CHUNK_HOMES = 131072;
+
+/** Where a verified copy of a chunk lies: a file (its temporary name until committed) and offset. */
+interface ChunkHome {
+  file: { path: string };
+  offset: number;
+}
+
+/** Leaf hashes of all-zero chunks by length: such chunks are known without asking anyone. */
+const zeroLeaves = new Map<number, string>();
+function zeroLeaf(length: number): string {
+  let k = zeroLeaves.get(length);
+  if (k === undefined) zeroLeaves.set(length, (k = toHex(hash(Buffer.alloc(length)))));
+  return k;
+}
+
 interface FetchedEntry {
   head: NetTreeHead;
   /** Whole object: file header + name + all tree nodes; dir children; link target. */
@@ -278,6 +301,9 @@ export class SyncSession {
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
   };
   private chunksWanted = 0;
+  /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
+  private readonly chunkFetches = new Map<string, Promise<Buffer>>();
+  private readonly chunkHomes = new Map<string, ChunkHome>();
 
   private constructor(
     private readonly channel: MulticastReceiver,
@@ -297,7 +323,7 @@ export class SyncSession {
   }
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
-    const channel = await MulticastReceiver.open({ ifnames: opts.ifnames });
+    const channel = opts.channel ?? (await MulticastReceiver.open({ ifnames: opts.ifnames }));
     return new SyncSession(channel, opts);
   }
 
@@ -349,14 +375,49 @@ export class SyncSession {
     return { head, obj, tree };
   }
 
-  /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync). */
+  /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync); equal chunks travel once. */
   async fetchChunksInto(tree: MerkleTree, indices: readonly number[], buf: Buffer): Promise<void> {
-    await this.chunkLimit.each(indices, async (i) => {
+    await this.chunkLimit.each(placesOf(tree, indices).values(), async (at) => {
       this.checkAbort();
-      const bytes = await this.rx.fetchChunk(tree.leaf(i), chunkLength(tree.size, i));
-      bytes.copy(buf, i * CHUNK_SIZE);
-      this.summary.chunksFetched++;
+      const { bytes } = await this.chunk(tree.leaf(at[0]!), chunkLength(tree.size, at[0]!));
+      for (const i of at) bytes.copy(buf, i * CHUNK_SIZE);
     });
+  }
+
+  /**
+   * The bytes of the chunk named `leaf`, verified: all zeros when that is what it names; else
+   * from a copy already written in this session; else from the fetch another file started;
+   * else fetched now. `fetched` says whether this call made it travel (counted in the summary).
+   */
+  private async chunk(leaf: Hash, length: number): Promise<{ bytes: Buffer; fetched: boolean }> {
+    const k = toHex(leaf);
+    if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
+    const inflight = this.chunkFetches.get(k);
+    if (inflight) return { bytes: await inflight, fetched: false };
+    const home = this.chunkHomes.get(k);
+    if (home) {
+      const copy = await readChunkAt(home.file.path, home.offset, length);
+      if (copy && hash(copy).equals(leaf)) return { bytes: copy, fetched: false };
+      // Gone (an aborted output) or overwritten since: fetch it.
+      this.chunkHomes.delete(k);
+    }
+    const p = this.rx.fetchChunk(leaf, length);
+    this.chunkFetches.set(k, p);
+    try {
+      const bytes = await p;
+      this.summary.chunksFetched++;
+      return { bytes, fetched: true };
+    } finally {
+      this.chunkFetches.delete(k);
+    }
+  }
+
+  /** Remember that `file` holds the verified chunk `leaf` at `offset`. */
+  private noteChunkHome(leaf: Hash, file: { path: string }, offset: number): void {
+    const k = toHex(leaf);
+    if (this.chunkHomes.has(k)) return;
+    if (this.chunkHomes.size >= MAX_CHUNK_HOMES) this.chunkHomes.delete(this.chunkHomes.keys().next().value!);
+    this.chunkHomes.set(k, { file, offset });
   }
 
   /**
@@ -423,8 +484,13 @@ export class SyncSession {
       }
     }
     const fetch = needed.filter((i) => !reuse.has(i));
+    // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
+    const places = placesOf(tree, fetch);
     if (this.opts.dryRun) {
-      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
+      // An estimate: chunks that are zeros, or equal to chunks of files synced before, travel not at all.
+      let travel = 0;
+      for (const at of places.values()) if (tree.leaf(at[0]!).toString('hex') !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
+      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetch.length - travel });
       return;
     }
     if (sameContent) {
@@ -436,10 +502,11 @@ export class SyncSession {
       // Replace a symlink or special file by unlinking it first: never write through a link.
       await unlink(dest).catch((e) => Promise.reject(fromSystemError(e, dest)));
     }
-    this.chunksWanted += fetch.length;
+    this.chunksWanted += places.size;
     // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
     await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
     const out = await OutputFile.open(dest, size, { inplace: this.opts.inplace });
+    let fetchedHere = 0;
     try {
       if (reuse.size > 0) {
         // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
@@ -455,33 +522,33 @@ export class SyncSession {
           await old.close();
         }
       }
-      // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
-      const places = new Map<string, number[]>();
-      for (const i of fetch) {
-        const k = tree.leaf(i).toString('hex');
-        const list = places.get(k);
-        if (list) list.push(i);
-        else places.set(k, [i]);
-      }
+      // Until commit the chunks written here are read back from the temporary file; then from dest.
+      const home = { path: out.path };
       await this.chunkLimit.each(places.values(), async (at) => {
         this.checkAbort();
-        const bytes = await this.rx.fetchChunk(tree.leaf(at[0]!), chunkLength(size, at[0]!));
+        const length = chunkLength(size, at[0]!);
+        const leaf = tree.leaf(at[0]!);
+        const { bytes, fetched } = await this.chunk(leaf, length);
+        if (fetched) fetchedHere++;
+        this.summary.chunksReused += fetched ? at.length - 1 : at.length;
+        // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
+        if (out.fresh && toHex(leaf) === zeroLeaf(length)) return this.progress();
         for (const i of at) {
           await out.write(i * CHUNK_SIZE, bytes);
           this.summary.bytesWritten += bytes.length;
         }
-        this.summary.chunksFetched++;
-        this.summary.chunksReused += at.length - 1;
+        this.noteChunkHome(leaf, home, at[0]! * CHUNK_SIZE);
         this.progress();
       });
       this.checkAbort();
       await out.commit();
+      home.path = dest;
     } catch (e) {
       await out.abort();
       throw e;
     }
     await this.finishMeta(dest, entry.head.meta, false, !existed);
-    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
+    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });
   }
 
   /** Apply the archive flags; returns whether anything differed. New files without -p get mode & ~umask, as rsync does. */
@@ -655,9 +722,40 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   }
 }
 
-/** How many distinct chunks the indices name (identical chunks travel once). */
-function uniqueLeaves(tree: MerkleTree, indices: readonly number[]): number {
-  return new Set(indices.map((i) => tree.leaf(i).toString('hex'))).size;
+/** The chunk indices grouped by leaf hash: each group is one chunk's bytes, wanted at several places. */
+function placesOf(tree: MerkleTree, indices: readonly number[]): Map<string, number[]> {
+  const places = new Map<string, number[]>();
+  for (const i of indices) {
+    const k = tree.leaf(i).toString('hex');
+    const list = places.get(k);
+    if (list) list.push(i);
+    else places.set(k, [i]);
+  }
+  return places;
+}
+
+/** `length` bytes of `file` at `offset`, or undefined when the file is gone or short. */
+async function readChunkAt(file: string, offset: number, length: number): Promise<Buffer | undefined> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+      if (bytesRead === 0) return undefined;
+      got += bytesRead;
+    }
+    return buf;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The entry hash of a fetched object: what `lcsync index` prints for the same item. */
@@ -719,7 +817,8 @@ export async function syncBuffer(source: string, local: Buffer, opts: Omit<SyncO
     }
     await session.fetchChunksInto(tree, fetch, data);
     const s = session.stats();
-    return { data, chunksFetched: fetch.length, chunksReused: reused, bytesReceived: s.bytesReceived, seconds: s.seconds };
+    const fetched = session.summary.chunksFetched;
+    return { data, chunksFetched: fetched, chunksReused: reused + fetch.length - fetched, bytesReceived: s.bytesReceived, seconds: s.seconds };
   } finally {
     await session.close();
   }
