@@ -29,6 +29,8 @@ export interface ReceiveStats {
   /** Datagrams that failed validation or belonged to no request. */
   ignored: number;
   objects: number;
+  /** Tree, directory and symlink objects decoded off the wire and verified (each distinct one once, while kept). */
+  treeObjects: number;
   /** Decoded objects that failed verification (spoofed or corrupted). */
   rejected: number;
   rejoins: number;
@@ -88,7 +90,7 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, rejected: 0, rejoins: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0 };
   private readonly chunks = new Map<string, ChunkWaiter>();
   private readonly trees = new Set<TreeWaiter>();
   /** Decoders of tree objects by `OID/length`, oldest first. */
@@ -309,6 +311,7 @@ export class ObjectReceiver {
       return;
     }
     this.failed.delete(oid);
+    this.stats.treeObjects++;
     // Every request it answers gets it: two requests may name the same object (equal entry
     // hashes, equal tree parts). Kept, it also answers requests still to come, and its
     // leftover datagrams are dropped meanwhile.

@@ -80,6 +80,8 @@ export interface SyncSummary {
   bytesWritten: number;
   chunksFetched: number;
   chunksReused: number;
+  /** Tree parts, directory and symlink objects that came off the wire (equal ones travel once). */
+  treeObjectsReceived: number;
   objectsRejected: number;
   rejoins: number;
   files: Record<Change, number>;
@@ -296,6 +298,7 @@ export class SyncSession {
     bytesWritten: 0,
     chunksFetched: 0,
     chunksReused: 0,
+    treeObjectsReceived: 0,
     objectsRejected: 0,
     rejoins: 0,
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
@@ -379,8 +382,10 @@ export class SyncSession {
   async fetchChunksInto(tree: MerkleTree, indices: readonly number[], buf: Buffer): Promise<void> {
     await this.chunkLimit.each(placesOf(tree, indices).values(), async (at) => {
       this.checkAbort();
-      const { bytes } = await this.chunk(tree.leaf(at[0]!), chunkLength(tree.size, at[0]!));
+      const leaf = tree.leaf(at[0]!);
+      const { bytes } = await this.chunk(leaf, chunkLength(tree.size, at[0]!));
       for (const i of at) bytes.copy(buf, i * CHUNK_SIZE);
+      this.chunkStored(leaf);
     });
   }
 
@@ -388,6 +393,7 @@ export class SyncSession {
    * The bytes of the chunk named `leaf`, verified: all zeros when that is what it names; else
    * from a copy already written in this session; else from the fetch another file started;
    * else fetched now. `fetched` says whether this call made it travel (counted in the summary).
+   * A fetch stays "in flight" for other files until the caller has stored it (chunkStored).
    */
   private async chunk(leaf: Hash, length: number): Promise<{ bytes: Buffer; fetched: boolean }> {
     const k = toHex(leaf);
@@ -403,19 +409,25 @@ export class SyncSession {
     }
     const p = this.rx.fetchChunk(leaf, length);
     this.chunkFetches.set(k, p);
+    let bytes: Buffer;
     try {
-      const bytes = await p;
-      this.summary.chunksFetched++;
-      return { bytes, fetched: true };
-    } finally {
+      bytes = await p;
+    } catch (e) {
       this.chunkFetches.delete(k);
+      throw e;
     }
+    this.summary.chunksFetched++;
+    return { bytes, fetched: true };
   }
 
-  /** Remember that `file` holds the verified chunk `leaf` at `offset`. */
-  private noteChunkHome(leaf: Hash, file: { path: string }, offset: number): void {
+  /**
+   * The chunk `leaf` is stored (in `file` at `offset` when given): later requests read it from
+   * there. Until now a fetch of it counted as in flight, so no other file fetched it meanwhile.
+   */
+  private chunkStored(leaf: Hash, file?: { path: string }, offset = 0): void {
     const k = toHex(leaf);
-    if (this.chunkHomes.has(k)) return;
+    this.chunkFetches.delete(k);
+    if (!file || this.chunkHomes.has(k)) return;
     if (this.chunkHomes.size >= MAX_CHUNK_HOMES) this.chunkHomes.delete(this.chunkHomes.keys().next().value!);
     this.chunkHomes.set(k, { file, offset });
   }
@@ -531,14 +543,19 @@ export class SyncSession {
         const { bytes, fetched } = await this.chunk(leaf, length);
         if (fetched) fetchedHere++;
         this.summary.chunksReused += fetched ? at.length - 1 : at.length;
-        // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
-        if (out.fresh && toHex(leaf) === zeroLeaf(length)) return this.progress();
-        for (const i of at) {
-          await out.write(i * CHUNK_SIZE, bytes);
-          this.summary.bytesWritten += bytes.length;
+        try {
+          // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
+          if (out.fresh && toHex(leaf) === zeroLeaf(length)) return;
+          for (const i of at) {
+            await out.write(i * CHUNK_SIZE, bytes);
+            this.summary.bytesWritten += bytes.length;
+          }
+          this.chunkStored(leaf, home, at[0]! * CHUNK_SIZE);
+        } finally {
+          // Written or not (a failed write), other files stop waiting for this fetch.
+          this.chunkStored(leaf);
+          this.progress();
         }
-        this.noteChunkHome(leaf, home, at[0]! * CHUNK_SIZE);
-        this.progress();
       });
       this.checkAbort();
       await out.commit();
@@ -653,9 +670,10 @@ export class SyncSession {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
   }
 
-  stats(): { bytesReceived: number; datagrams: number; objectsRejected: number; rejoins: number; seconds: number } {
+  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; seconds: number } {
     return {
       bytesReceived: this.rx.stats.bytes,
+      treeObjectsReceived: this.rx.stats.treeObjects,
       datagrams: this.rx.stats.datagrams,
       objectsRejected: this.rx.stats.rejected,
       rejoins: this.rx.stats.rejoins,
@@ -712,6 +730,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       ...session.summary,
       bytesReceived: s.bytesReceived,
       datagrams: s.datagrams,
+      treeObjectsReceived: s.treeObjectsReceived,
       objectsRejected: s.objectsRejected,
       rejoins: s.rejoins,
       seconds: s.seconds,
