@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseIPv6, prefixOfGroup } from '../src/core/address.js';
@@ -16,6 +16,9 @@ import { hash, toHex } from '../src/core/hash.js';
 import { ShareIndex, type IndexObject } from '../src/core/mdex.js';
 import { encodeDatagram } from '../src/core/packet.js';
 import { syncRemote } from '../src/core/sync.js';
+import { MerkleTree, chunkLength } from '../src/core/tree.js';
+import { decodeNetTree, encodeNetTree } from '../src/core/nettree.js';
+import { OutputFile } from '../src/core/writer.js';
 import type { MulticastReceiver } from '../src/core/channel.js';
 import { rng } from './rng.js';
 
@@ -202,4 +205,68 @@ describe('equal content in one file, one tree and across files (in-memory share)
       { numRuns: 10, seed: 18, endOnFailure: true },
     );
   }, 240_000);
+});
+
+describe('files above 4 GiB', () => {
+  const G4 = 2 ** 32;
+  const size = 5 * 2 ** 30 + 12345;
+
+  it('the tree and its wire object carry sizes and chunk positions past 2^32', () => {
+    const tree = MerkleTree.blank(size);
+    expect(tree.chunks).toBe(Math.ceil(size / CHUNK));
+    const zero = hash(Buffer.alloc(CHUNK));
+    for (let i = 0; i < tree.chunks - 1; i++) tree.setLeaf(i, zero);
+    tree.setLeaf(tree.chunks - 1, hash(Buffer.alloc(chunkLength(size, tree.chunks - 1))));
+    // The chunk just past 4 GiB differs: its leaf, and only its path to the root, change.
+    const marked = Buffer.alloc(CHUNK);
+    marked.write('after-4GiB', 0);
+    tree.setLeaf(G4 / CHUNK, hash(marked));
+    tree.seal();
+    expect(tree.verify()).toBe(true);
+    expect(chunkLength(size, tree.chunks - 1)).toBe(12345);
+    const meta = { mode: 0o100644, uid: 0, gid: 0, mtimeSec: 1n, mtimeNsec: 2n, atimeSec: 3n, atimeNsec: 4n };
+    const obj = encodeNetTree({ type: 'file', size, meta, name: 'huge.bin', payload: tree.nodes });
+    const back = decodeNetTree(obj);
+    expect(back.size).toBe(size);
+    const again = MerkleTree.fromNodes(back.size, back.payload);
+    expect(again.root.equals(tree.root)).toBe(true);
+    expect(again.leaf(G4 / CHUNK).equals(hash(marked))).toBe(true);
+    expect(again.diff(undefined).length).toBe(tree.chunks);
+  });
+
+  it('the writer puts bytes past 2^32 where they belong and leaves the rest of a new file as holes', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'lcsync-rep4g-'));
+    try {
+      const dest = path.join(dir, 'huge.bin');
+      const out = await OutputFile.open(dest, size);
+      expect(out.fresh).toBe(true);
+      await out.write(G4 - 4, Buffer.from('across4G'));
+      await out.write(size - 5, Buffer.from('end!!'));
+      await out.commit();
+      const st = statSync(dest);
+      expect(st.size).toBe(size);
+      expect(st.blocks * 512).toBeLessThan(1 << 20);
+      const fd = openSync(dest, 'r');
+      try {
+        const b = Buffer.alloc(8);
+        readSync(fd, b, 0, 8, G4 - 4);
+        expect(b.toString()).toBe('across4G');
+        readSync(fd, b, 0, 5, size - 5);
+        expect(b.subarray(0, 5).toString()).toBe('end!!');
+      } finally {
+        closeSync(fd);
+      }
+      // Replacing an existing file seeds the temporary copy with it: not fresh, zeros must be written.
+      const small = path.join(dir, 'small.bin');
+      writeFileSync(small, 'old');
+      const over = await OutputFile.open(small, 100);
+      expect(over.fresh).toBe(false);
+      await over.abort();
+      const inplace = await OutputFile.open(small, 100, { inplace: true });
+      expect(inplace.fresh).toBe(false);
+      await inplace.abort();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
