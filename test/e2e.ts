@@ -22,7 +22,7 @@ export interface RunningShare {
 }
 
 /** Start `lcsync share --json` on a lab host and wait for its root document. */
-export async function startShare(lab: Lab, host: number, paths: string[], extra: string[] = []): Promise<RunningShare> {
+export async function startShare(lab: Lab, host: number, paths: string[], extra: string[] = [], startTimeoutMs = 30_000): Promise<RunningShare> {
   // No on-disk cache and a private run directory: tests leave nothing in /var/cache or /run.
   const rundir = mkdtempSync(path.join(tmpdir(), 'lcsync-run-'));
   const defaults = [...(extra.includes('--no-cache') || extra.includes('--cache') ? [] : ['--no-cache']), ...(extra.includes('--rundir') ? [] : ['--rundir', rundir])];
@@ -32,7 +32,7 @@ export async function startShare(lab: Lab, host: number, paths: string[], extra:
   let err = '';
   proc.stderr?.on('data', (d) => (err += d));
   const doc = await new Promise<{ roots: RunningShare['roots'] }>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`share did not start within 30 s: ${err}`)), 30_000);
+    const t = setTimeout(() => reject(new Error(`share did not start within ${startTimeoutMs / 1000} s: ${err}`)), startTimeoutMs);
     proc.stdout?.on('data', (d) => {
       out += d;
       try {

@@ -7,6 +7,11 @@
  *    each OID seen on an OTI datagram gets a decoder, and a decoded object
  *    (BLAKE3 = OID) is offered to the pending requests, each of which checks that
  *    the object really is the one its hash names.
+ * Equal content is one OID under several groups: the tree parts of a file with
+ * long runs of equal chunks, equal parts of equal files, two directories with
+ * equal entries. So a finished tree object is kept by OID and offered to every
+ * later request, and its datagrams are dropped only while it is kept (never
+ * "done" without the bytes at hand: a request for it would wait for ever).
  * Nothing here trusts a datagram: the packet decoder validates every field, and
  * every object is verified before anyone sees it.
  */
@@ -24,6 +29,8 @@ export interface ReceiveStats {
   /** Datagrams that failed validation or belonged to no request. */
   ignored: number;
   objects: number;
+  /** Tree, directory and symlink objects decoded off the wire and verified (each distinct one once, while kept). */
+  treeObjects: number;
   /** Decoded objects that failed verification (spoofed or corrupted). */
   rejected: number;
   rejoins: number;
@@ -47,11 +54,14 @@ const MAX_TREE_DECODERS = 64;
  * 64 bogus OIDs would make us hold 640 MiB. The oldest decoders give way first.
  */
 const MAX_TREE_DECODER_BYTES = 32 * 2 ** 20;
-/** Verified tree objects kept for requests not made yet, and answers kept for requests made again. */
+/**
+ * Verified tree objects kept for requests not made yet or made again (equal tree parts, equal
+ * directories). A sparse 5 GiB image has 320 tree parts of which a handful are distinct.
+ */
 const MAX_KEPT = 64;
 /** Most bytes either of those two stores may hold. */
 const MAX_KEPT_BYTES = 8 * 2 ** 20;
-/** OIDs remembered as finished or useless so their leftover datagrams are dropped cheaply. */
+/** Chunk OIDs remembered as finished so their leftover datagrams are dropped cheaply. */
 const MAX_DONE = 4096;
 
 interface Waiter {
@@ -80,7 +90,7 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, rejected: 0, rejoins: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0 };
   private readonly chunks = new Map<string, ChunkWaiter>();
   private readonly trees = new Set<TreeWaiter>();
   /** Decoders of tree objects by `OID/length`, oldest first. */
@@ -93,14 +103,13 @@ export class ObjectReceiver {
    * share's objects never verify, and the request must time out with a hint, not wait for ever.
    */
   private readonly failed = new Set<string>();
-  /** Verified tree objects wanted by nobody yet, by OID, oldest first. */
-  private readonly unclaimed = new BoundedStore();
   /**
-   * Objects already handed out, by the key they answered. A later request for the same key (two
-   * directories with equal entry hashes, fetched one after the other) finds it here: its OID is
-   * done by then and its datagrams are dropped.
+   * Verified tree objects by OID, least recently used first: those handed out (a later request
+   * may name the same bytes under another key: an equal tree part, an equal directory) and those
+   * wanted by nobody yet (another process on this host may have joined a group we are about to
+   * ask for). Datagrams of a kept OID are dropped; once evicted, its datagrams decode again.
    */
-  private readonly answered = new BoundedStore();
+  private readonly kept = new BoundedStore();
   private readonly groupUsers = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
   private readonly stallMs: number;
@@ -146,15 +155,10 @@ export class ObjectReceiver {
    * verified object that `accept` confirms is the one `key` names.
    */
   fetchTree(key: Hash, accept: (obj: Buffer) => boolean, opts: { deadlineMs?: number } = {}): Promise<Buffer> {
-    const again = this.answered.get(toHex(key));
-    if (again && tryAccept({ accept }, again)) {
-      this.stats.objects++;
-      return Promise.resolve(again);
-    }
-    for (const [oid, obj] of this.unclaimed.entries()) {
+    // Most recently used first: the equal part just before this one is the likeliest match.
+    for (const [oid, obj] of this.kept.entries().reverse()) {
       if (tryAccept({ accept }, obj)) {
-        this.unclaimed.delete(oid);
-        this.answered.set(toHex(key), obj);
+        this.kept.touch(oid);
         this.stats.objects++;
         return Promise.resolve(obj);
       }
@@ -178,8 +182,7 @@ export class ObjectReceiver {
     for (const d of this.treeDecoders.values()) d.dec.free();
     this.treeDecoders.clear();
     this.treeDecoderBytes = 0;
-    this.unclaimed.clear();
-    this.answered.clear();
+    this.kept.clear();
     this.failed.clear();
   }
 
@@ -216,7 +219,8 @@ export class ObjectReceiver {
       return;
     }
     const oid = toHex(d.oid);
-    if (this.done.has(oid)) {
+    // A chunk and a tree part may have equal bytes (one OID); the OTI tells them apart.
+    if (d.transferLength === undefined ? this.done.has(oid) : this.kept.has(oid)) {
       this.stats.ignored++;
       return;
     }
@@ -307,21 +311,17 @@ export class ObjectReceiver {
       return;
     }
     this.failed.delete(oid);
-    this.markDone(oid);
+    this.stats.treeObjects++;
     // Every request it answers gets it: two requests may name the same object (equal entry
-    // hashes), and its OID is done now, so a waiter passed over here would never see it again.
-    let wanted = false;
+    // hashes, equal tree parts). Kept, it also answers requests still to come, and its
+    // leftover datagrams are dropped meanwhile.
     for (const w of [...this.trees]) {
       if (tryAccept(w, obj)) {
-        wanted = true;
         this.stats.objects++;
-        this.answered.set(toHex(w.key), obj);
         this.finishTree(w, undefined, obj);
       }
     }
-    // Verified but wanted by nobody yet: another process on this host may have joined a group
-    // we are about to ask for. Keep a few such objects for requests still to come.
-    if (!wanted) this.unclaimed.set(oid, obj);
+    this.kept.set(oid, obj);
   }
 
   private dropTreeDecoder(slot: string): void {
@@ -385,8 +385,16 @@ class BoundedStore {
   private readonly map = new Map<string, Buffer>();
   private bytes = 0;
 
-  get(key: string): Buffer | undefined {
-    return this.map.get(key);
+  has(key: string): boolean {
+    return this.map.has(key);
+  }
+
+  /** Mark `key` as just used: it is evicted last. */
+  touch(key: string): void {
+    const o = this.map.get(key);
+    if (!o) return;
+    this.map.delete(key);
+    this.map.set(key, o);
   }
 
   entries(): [string, Buffer][] {

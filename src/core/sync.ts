@@ -8,9 +8,9 @@
 import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
-import { hashPair, parseHex, toHex, type Hash } from './hash.js';
+import { hash, hashPair, parseHex, toHex, type Hash } from './hash.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
-import { DEFAULT_LIMITS, decodeNetTree, decodeNetTreeHead, dirChildren, partCount, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
+import { DEFAULT_LIMITS, decodeNetTreeHead, dirChildren, partCount, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from './tree.js';
 import { ShareIndex } from './mdex.js';
 import { ObjectReceiver } from './receiver.js';
@@ -46,6 +46,8 @@ export interface SyncOptions {
   onItem?: (item: SyncItem) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
+  /** Receive on this channel instead of opening a socket (tests run a share in memory). */
+  channel?: MulticastReceiver;
 }
 
 export type Change = 'created' | 'updated' | 'unchanged' | 'metadata';
@@ -78,6 +80,8 @@ export interface SyncSummary {
   bytesWritten: number;
   chunksFetched: number;
   chunksReused: number;
+  /** Tree parts, directory and symlink objects that came off the wire (equal ones travel once). */
+  treeObjectsReceived: number;
   objectsRejected: number;
   rejoins: number;
   files: Record<Change, number>;
@@ -193,6 +197,10 @@ class Joined {
     return this.total;
   }
 
+  buffers(): readonly Buffer[] {
+    return this.bufs;
+  }
+
   push(b: Buffer): void {
     this.bufs.push(b);
     this.starts.push(this.total);
@@ -275,6 +283,27 @@ export function childName(parent: NetTreeHead, child: NetTreeHead): string {
   return base;
 }
 
+/**
+ * Chunks whose bytes were written in this session, remembered by leaf so that equal chunks of
+ * other files are copied from there (read back and verified) rather than fetched again. Bounded:
+ * past it, equal chunks are fetched again, which costs bytes but never correctness.
+ */
+const MAX_CHUNK_HOMES = 131072;
+
+/** Where a verified copy of a chunk lies: a file (its temporary name until committed) and offset. */
+interface ChunkHome {
+  file: { path: string };
+  offset: number;
+}
+
+/** Leaf hashes of all-zero chunks by length: such chunks are known without asking anyone. */
+const zeroLeaves = new Map<number, string>();
+function zeroLeaf(length: number): string {
+  let k = zeroLeaves.get(length);
+  if (k === undefined) zeroLeaves.set(length, (k = toHex(hash(Buffer.alloc(length)))));
+  return k;
+}
+
 interface FetchedEntry {
   head: NetTreeHead;
   /** Whole object: file header + name + all tree nodes; dir children; link target. */
@@ -296,11 +325,15 @@ export class SyncSession {
     bytesWritten: 0,
     chunksFetched: 0,
     chunksReused: 0,
+    treeObjectsReceived: 0,
     objectsRejected: 0,
     rejoins: 0,
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
   };
   private chunksWanted = 0;
+  /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
+  private readonly chunkFetches = new Map<string, Promise<Buffer>>();
+  private readonly chunkHomes = new Map<string, ChunkHome>();
 
   private constructor(
     private readonly channel: MulticastReceiver,
@@ -320,7 +353,7 @@ export class SyncSession {
   }
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
-    const channel = await MulticastReceiver.open({ ifnames: opts.ifnames });
+    const channel = opts.channel ?? (await MulticastReceiver.open({ ifnames: opts.ifnames }));
     return new SyncSession(channel, opts);
   }
 
@@ -363,23 +396,71 @@ export class SyncSession {
       parts.push(part);
       known.push(part);
     }
-    const obj = Buffer.concat(parts);
-    const nt = decodeNetTree(obj, this.limits);
-    const tree = MerkleTree.fromNodes(nt.size, nt.payload);
+    parts.length = 0;
+    const obj = Buffer.concat(known.buffers());
+    if (obj.length !== head.objectLength) {
+      throw new LcsyncError('INTEGRITY', `tree object of ${head.name} should be ${head.objectLength} bytes, got ${obj.length}`);
+    }
+    // fromNodes copies the nodes: no decodeNetTree copy in between (a 5 GiB file has 10 MiB of them).
+    const tree = MerkleTree.fromNodes(head.size, obj.subarray(head.payloadOffset));
     if (!tree.root.equals(root) || !tree.verify()) {
       throw new LcsyncError('INTEGRITY', `tree of ${head.name} does not verify`);
     }
     return { head, obj, tree };
   }
 
-  /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync). */
+  /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync); equal chunks travel once. */
   async fetchChunksInto(tree: MerkleTree, indices: readonly number[], buf: Buffer): Promise<void> {
-    await this.chunkLimit.each(indices, async (i) => {
+    await this.chunkLimit.each(placesOf(tree, indices).values(), async (at) => {
       this.checkAbort();
-      const bytes = await this.rx.fetchChunk(tree.leaf(i), chunkLength(tree.size, i));
-      bytes.copy(buf, i * CHUNK_SIZE);
-      this.summary.chunksFetched++;
+      const leaf = tree.leaf(at[0]!);
+      const { bytes } = await this.chunk(leaf, chunkLength(tree.size, at[0]!));
+      for (const i of at) bytes.copy(buf, i * CHUNK_SIZE);
+      this.chunkStored(leaf);
     });
+  }
+
+  /**
+   * The bytes of the chunk named `leaf`, verified: all zeros when that is what it names; else
+   * from a copy already written in this session; else from the fetch another file started;
+   * else fetched now. `fetched` says whether this call made it travel (counted in the summary).
+   * A fetch stays "in flight" for other files until the caller has stored it (chunkStored).
+   */
+  private async chunk(leaf: Hash, length: number): Promise<{ bytes: Buffer; fetched: boolean }> {
+    const k = toHex(leaf);
+    if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
+    const inflight = this.chunkFetches.get(k);
+    if (inflight) return { bytes: await inflight, fetched: false };
+    const home = this.chunkHomes.get(k);
+    if (home) {
+      const copy = await readChunkAt(home.file.path, home.offset, length);
+      if (copy && hash(copy).equals(leaf)) return { bytes: copy, fetched: false };
+      // Gone (an aborted output) or overwritten since: fetch it.
+      this.chunkHomes.delete(k);
+    }
+    const p = this.rx.fetchChunk(leaf, length);
+    this.chunkFetches.set(k, p);
+    let bytes: Buffer;
+    try {
+      bytes = await p;
+    } catch (e) {
+      this.chunkFetches.delete(k);
+      throw e;
+    }
+    this.summary.chunksFetched++;
+    return { bytes, fetched: true };
+  }
+
+  /**
+   * The chunk `leaf` is stored (in `file` at `offset` when given): later requests read it from
+   * there. Until now a fetch of it counted as in flight, so no other file fetched it meanwhile.
+   */
+  private chunkStored(leaf: Hash, file?: { path: string }, offset = 0): void {
+    const k = toHex(leaf);
+    this.chunkFetches.delete(k);
+    if (!file || this.chunkHomes.has(k)) return;
+    if (this.chunkHomes.size >= MAX_CHUNK_HOMES) this.chunkHomes.delete(this.chunkHomes.keys().next().value!);
+    this.chunkHomes.set(k, { file, offset });
   }
 
   /**
@@ -446,8 +527,13 @@ export class SyncSession {
       }
     }
     const fetch = needed.filter((i) => !reuse.has(i));
+    // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
+    const places = placesOf(tree, fetch);
     if (this.opts.dryRun) {
-      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
+      // An estimate: chunks that are zeros, or equal to chunks of files synced before, travel not at all.
+      let travel = 0;
+      for (const at of places.values()) if (tree.leaf(at[0]!).toString('hex') !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
+      this.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetch.length - travel });
       return;
     }
     if (sameContent) {
@@ -459,10 +545,11 @@ export class SyncSession {
       // Replace a symlink or special file by unlinking it first: never write through a link.
       await unlink(dest).catch((e) => Promise.reject(fromSystemError(e, dest)));
     }
-    this.chunksWanted += fetch.length;
+    this.chunksWanted += places.size;
     // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
     await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
     const out = await OutputFile.open(dest, size, { inplace: this.opts.inplace });
+    let fetchedHere = 0;
     try {
       if (reuse.size > 0) {
         // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
@@ -478,33 +565,38 @@ export class SyncSession {
           await old.close();
         }
       }
-      // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
-      const places = new Map<string, number[]>();
-      for (const i of fetch) {
-        const k = tree.leaf(i).toString('hex');
-        const list = places.get(k);
-        if (list) list.push(i);
-        else places.set(k, [i]);
-      }
+      // Until commit the chunks written here are read back from the temporary file; then from dest.
+      const home = { path: out.path };
       await this.chunkLimit.each(places.values(), async (at) => {
         this.checkAbort();
-        const bytes = await this.rx.fetchChunk(tree.leaf(at[0]!), chunkLength(size, at[0]!));
-        for (const i of at) {
-          await out.write(i * CHUNK_SIZE, bytes);
-          this.summary.bytesWritten += bytes.length;
+        const length = chunkLength(size, at[0]!);
+        const leaf = tree.leaf(at[0]!);
+        const { bytes, fetched } = await this.chunk(leaf, length);
+        if (fetched) fetchedHere++;
+        this.summary.chunksReused += fetched ? at.length - 1 : at.length;
+        try {
+          // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
+          if (out.fresh && toHex(leaf) === zeroLeaf(length)) return;
+          for (const i of at) {
+            await out.write(i * CHUNK_SIZE, bytes);
+            this.summary.bytesWritten += bytes.length;
+          }
+          this.chunkStored(leaf, home, at[0]! * CHUNK_SIZE);
+        } finally {
+          // Written or not (a failed write), other files stop waiting for this fetch.
+          this.chunkStored(leaf);
+          this.progress();
         }
-        this.summary.chunksFetched++;
-        this.summary.chunksReused += at.length - 1;
-        this.progress();
       });
       this.checkAbort();
       await out.commit();
+      home.path = dest;
     } catch (e) {
       await out.abort();
       throw e;
     }
     await this.finishMeta(dest, entry.head.meta, false, !existed);
-    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
+    this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });
   }
 
   /** Apply the archive flags; returns whether anything differed. New files without -p get mode & ~umask, as rsync does. */
@@ -609,9 +701,10 @@ export class SyncSession {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
   }
 
-  stats(): { bytesReceived: number; datagrams: number; objectsRejected: number; rejoins: number; seconds: number } {
+  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; seconds: number } {
     return {
       bytesReceived: this.rx.stats.bytes,
+      treeObjectsReceived: this.rx.stats.treeObjects,
       datagrams: this.rx.stats.datagrams,
       objectsRejected: this.rx.stats.rejected,
       rejoins: this.rx.stats.rejoins,
@@ -668,6 +761,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       ...session.summary,
       bytesReceived: s.bytesReceived,
       datagrams: s.datagrams,
+      treeObjectsReceived: s.treeObjectsReceived,
       objectsRejected: s.objectsRejected,
       rejoins: s.rejoins,
       seconds: s.seconds,
@@ -678,9 +772,40 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   }
 }
 
-/** How many distinct chunks the indices name (identical chunks travel once). */
-function uniqueLeaves(tree: MerkleTree, indices: readonly number[]): number {
-  return new Set(indices.map((i) => tree.leaf(i).toString('hex'))).size;
+/** The chunk indices grouped by leaf hash: each group is one chunk's bytes, wanted at several places. */
+function placesOf(tree: MerkleTree, indices: readonly number[]): Map<string, number[]> {
+  const places = new Map<string, number[]>();
+  for (const i of indices) {
+    const k = tree.leaf(i).toString('hex');
+    const list = places.get(k);
+    if (list) list.push(i);
+    else places.set(k, [i]);
+  }
+  return places;
+}
+
+/** `length` bytes of `file` at `offset`, or undefined when the file is gone or short. */
+async function readChunkAt(file: string, offset: number, length: number): Promise<Buffer | undefined> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+      if (bytesRead === 0) return undefined;
+      got += bytesRead;
+    }
+    return buf;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The entry hash of a fetched object: what `lcsync index` prints for the same item. */
@@ -742,7 +867,8 @@ export async function syncBuffer(source: string, local: Buffer, opts: Omit<SyncO
     }
     await session.fetchChunksInto(tree, fetch, data);
     const s = session.stats();
-    return { data, chunksFetched: fetch.length, chunksReused: reused, bytesReceived: s.bytesReceived, seconds: s.seconds };
+    const fetched = session.summary.chunksFetched;
+    return { data, chunksFetched: fetched, chunksReused: reused + fetch.length - fetched, bytesReceived: s.bytesReceived, seconds: s.seconds };
   } finally {
     await session.close();
   }

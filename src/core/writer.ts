@@ -8,6 +8,9 @@
  *
  * Positional writes, not mmap: npm mmap bindings were found to take 32-bit offsets and to die with
  * SIGBUS when a mapped file shrinks. Positions are JS numbers, exact up to 2^53, so files above 4 GiB work.
+ *
+ * A new file starts as a temporary file truncated to its size, all holes: a caller that skips
+ * writing all-zero chunks into it (`fresh`) leaves them as holes, like `cp --sparse=auto`.
  */
 import { constants as fsc } from 'node:fs';
 import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
@@ -81,6 +84,11 @@ export class OutputFile {
     /** Mode and owner the finished file gets: those of the file it replaces, else the umask default. */
     private readonly finalMode: number,
     private readonly owner: { uid: number; gid: number } | undefined,
+    /**
+     * Whether every byte not written yet reads as zero (a new temporary file, truncated to size,
+     * on which nothing else was seeded): all-zero chunks need not be written and stay holes.
+     */
+    readonly fresh: boolean = false,
   ) {
     this.fh = fh;
   }
@@ -122,7 +130,7 @@ export class OutputFile {
       }
       await fh.truncate(size);
       const owner = old ? { uid: old.uid, gid: old.gid } : undefined;
-      return new OutputFile(tmp, dest, size, false, fh, finalMode, owner);
+      return new OutputFile(tmp, dest, size, false, fh, finalMode, owner, !old);
     } catch (err) {
       await fh?.close().catch(() => undefined);
       await unlinkQuietly(tmp);
