@@ -3,6 +3,7 @@ import { LcsyncCommand } from '../cli/base.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
+import { LcsyncError } from '../core/errors.js';
 
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
@@ -72,6 +73,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         parallel: flags.parallel,
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
+        onConflict: (c) => progress.pause(() => log.error(c.message, { event: 'conflict', ...c })),
         onItem: (it) => {
           if (it.type === 'file' || it.change !== 'unchanged') {
             const detail = it.type === 'file' && it.change !== 'unchanged' ? ` (${it.chunksFetched ?? 0} chunks fetched, ${it.chunksReused ?? 0} reused)` : '';
@@ -80,8 +82,12 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         },
       });
       progress.stop();
-      if (this.jsonOutput) this.printJson({ ok: true, ...summary });
-      else {
+      const n = summary.conflicts.length;
+      // Everything else is done; the conflicts (each already on its own line) make the run partial.
+      const partial = n > 0 ? new LcsyncError('PARTIAL', `sync incomplete: ${n} ${n === 1 ? 'path was' : 'paths were'} left as they are (conflicts above)`) : undefined;
+      if (this.jsonOutput) {
+        this.printJson(partial ? { ok: false, ...summary, error: { code: partial.code, exitCode: partial.exitCode, message: partial.message } } : { ok: true, ...summary });
+      } else {
         const mb = (n: number) => (n / 1e6).toFixed(2);
         log.info(
           `${summary.dryRun ? 'dry run: ' : ''}${summary.dest}: ${summary.files.created} created, ${summary.files.updated} updated, ${summary.files.metadata} metadata only, ${summary.files.unchanged} unchanged`,
@@ -89,6 +95,10 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         log.info(
           `received ${mb(summary.bytesReceived)} MB, wrote ${mb(summary.bytesWritten)} MB, ${summary.chunksFetched} chunks fetched, ${summary.chunksReused} reused, ${summary.seconds.toFixed(2)} s, ${mb(summary.rate)} MB/s`,
         );
+      }
+      if (partial) {
+        log.error(partial.message);
+        this.exit(partial.exitCode);
       }
     } finally {
       progress.stop();

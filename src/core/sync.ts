@@ -5,7 +5,8 @@
  * hashes the local copy lacks. Every object is verified against the hash that
  * named it before anything touches the destination.
  */
-import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, opendir, readlink, rmdir, symlink, unlink, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { hashPair, parseHex, toHex, type Hash } from './hash.js';
@@ -44,6 +45,8 @@ export interface SyncOptions {
   /** How long to wait for the root's signature object (default: timeoutSec, else 10 s). */
   signatureWaitSec?: number;
   onItem?: (item: SyncItem) => void;
+  /** A path left alone because replacing it would delete a non-empty directory (reported once each). */
+  onConflict?: (c: SyncConflict) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
 }
@@ -57,6 +60,21 @@ export interface SyncItem {
   /** Files: chunks fetched from the network and reused from the local copy. */
   chunksFetched?: number;
   chunksReused?: number;
+}
+
+/**
+ * A destination entry the sync could not bring in line without deleting data: a non-empty
+ * directory where the source has a file or symlink. Everything else is finished; the run ends
+ * with ExitCode.partial.
+ */
+export interface SyncConflict {
+  path: string;
+  /** What the source has there. */
+  source: 'file' | 'symlink';
+  /** What is there now. */
+  local: 'dir';
+  /** One line naming the path, for logs. */
+  message: string;
 }
 
 export interface SyncProgress {
@@ -81,6 +99,8 @@ export interface SyncSummary {
   objectsRejected: number;
   rejoins: number;
   files: Record<Change, number>;
+  /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
+  conflicts: SyncConflict[];
   seconds: number;
   /** Bytes written per second. */
   rate: number;
@@ -276,6 +296,7 @@ export class SyncSession {
     objectsRejected: 0,
     rejoins: 0,
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
+    conflicts: [],
   };
   private chunksWanted = 0;
 
@@ -390,6 +411,24 @@ export class SyncSession {
     verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
   }
 
+  /** Nothing at that path: ENOENT, or in a dry run ENOTDIR (a parent that would have become a directory is still a file). */
+  private absent(e: unknown): boolean {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || (!!this.opts.dryRun && code === 'ENOTDIR');
+  }
+
+  /** Leave a non-empty directory where the source has a file or symlink, and say so (rsync without --delete does the same). */
+  private conflict(dest: string, source: 'file' | 'symlink'): void {
+    const c: SyncConflict = {
+      path: dest,
+      source,
+      local: 'dir',
+      message: `conflict: ${dest} is a non-empty directory where the source has a ${source}; left as it is`,
+    };
+    this.summary.conflicts.push(c);
+    this.opts.onConflict?.(c);
+  }
+
   private item(it: SyncItem): void {
     if (it.type === 'file') this.summary.files[it.change]++;
     this.opts.onItem?.(it);
@@ -401,16 +440,19 @@ export class SyncSession {
     const size = entry.head.size;
     let localTree: MerkleTree | undefined;
     let existed = false;
+    /** What the new file replaces by renaming (never written through): an empty directory, a symlink, a special file. */
+    let replace: 'dir' | 'other' | undefined;
     try {
       const st = await lstat(dest);
-      if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a file`);
-      if (st.isFile()) {
-        existed = true;
-        localTree = await MerkleTree.fromFile(dest, st.size);
-      } else existed = true; // a symlink or special file: replaced, never written through
+      existed = true;
+      if (st.isDirectory()) {
+        if (!(await isEmptyDir(dest))) return this.conflict(dest, 'file');
+        replace = 'dir';
+      } else if (st.isFile()) localTree = await MerkleTree.fromFile(dest, st.size);
+      else replace = 'other';
     } catch (e) {
       if (e instanceof LcsyncError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+      if (!this.absent(e)) throw fromSystemError(e, dest);
     }
     const needed = tree.diff(localTree);
     const sameContent = localTree !== undefined && needed.length === 0 && localTree.size === size;
@@ -432,14 +474,13 @@ export class SyncSession {
       this.item({ path: dest, type: 'file', change: changedMeta ? 'metadata' : 'unchanged', chunksFetched: 0, chunksReused: 0 });
       return;
     }
-    if (existed && !localTree) {
-      // Replace a symlink or special file by unlinking it first: never write through a link.
-      await unlink(dest).catch((e) => Promise.reject(fromSystemError(e, dest)));
-    }
     this.chunksWanted += fetch.length;
     // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
     await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
-    const out = await OutputFile.open(dest, size, { inplace: this.opts.inplace });
+    // Another type of object stays in place until the new file is complete, written under a fresh
+    // name next to it (never through a link), and is then replaced by rename.
+    const target = replace ? siblingName(dest, 'new') : dest;
+    const out = await OutputFile.open(target, size, { inplace: this.opts.inplace && !replace });
     try {
       if (reuse.size > 0) {
         // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
@@ -480,7 +521,16 @@ export class SyncSession {
       await out.abort();
       throw e;
     }
-    await this.finishMeta(dest, entry.head.meta, false, !existed);
+    if (replace) {
+      try {
+        if (replace === 'dir') await swapIn(target, dest);
+        else await rename(target, dest);
+      } catch (e) {
+        await unlink(target).catch(() => undefined);
+        throw fromSystemError(e, dest);
+      }
+    }
+    await this.finishMeta(dest, entry.head.meta, false, !existed || replace !== undefined);
     this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: uniqueLeaves(tree, fetch), chunksReused: reuse.size + fetch.length - uniqueLeaves(tree, fetch) });
   }
 
@@ -505,14 +555,18 @@ export class SyncSession {
     const target = entry.obj.subarray(entry.head.payloadOffset).toString('utf8');
     let existing: string | undefined;
     let exists = false;
+    let replaceDir = false;
     try {
       const st = await lstat(dest);
       exists = true;
       if (st.isSymbolicLink()) existing = await readlink(dest);
-      else if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a symlink`);
+      else if (st.isDirectory()) {
+        if (!(await isEmptyDir(dest))) return this.conflict(dest, 'symlink');
+        replaceDir = true;
+      }
     } catch (e) {
       if (e instanceof LcsyncError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+      if (!this.absent(e)) throw fromSystemError(e, dest);
     }
     const change: Change = existing === target ? 'unchanged' : exists ? 'updated' : 'created';
     if (!this.opts.dryRun && change !== 'unchanged') {
@@ -521,7 +575,8 @@ export class SyncSession {
       await rm(tmp, { force: true });
       try {
         await symlink(target, tmp);
-        await rename(tmp, dest);
+        if (replaceDir) await swapIn(tmp, dest);
+        else await rename(tmp, dest);
       } catch (e) {
         await rm(tmp, { force: true });
         throw fromSystemError(e, dest);
@@ -537,23 +592,34 @@ export class SyncSession {
    */
   async syncDir(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
     let exists = false;
+    /** A file, symlink or special file stands where the source has a directory: replaced (a link is never followed). */
+    let replace = false;
     try {
       const st = await lstat(dest);
-      if (st.isSymbolicLink()) throw new LcsyncError('IO', `${dest}: is a symlink where a directory is expected; refusing to write through it`);
-      if (!st.isDirectory()) throw new LcsyncError('IO', `${dest}: exists and is not a directory`);
-      exists = true;
+      if (st.isDirectory()) exists = true;
+      else replace = true;
     } catch (e) {
-      if (e instanceof LcsyncError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+      if (!this.absent(e)) throw fromSystemError(e, dest);
     }
     if (!exists && !this.opts.dryRun) {
-      try {
-        await mkdir(dest, { mode: 0o755 });
-      } catch (e) {
-        throw fromSystemError(e, `cannot create directory ${dest}`);
+      if (replace) {
+        const staged = siblingName(dest, 'new');
+        try {
+          await mkdir(staged, { mode: 0o755 });
+          await swapIn(staged, dest);
+        } catch (e) {
+          await rmdir(staged).catch(() => undefined);
+          throw fromSystemError(e, `cannot replace ${dest} with a directory`);
+        }
+      } else {
+        try {
+          await mkdir(dest, { mode: 0o755 });
+        } catch (e) {
+          throw fromSystemError(e, `cannot create directory ${dest}`);
+        }
       }
     }
-    this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : 'created' });
+    this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : replace ? 'updated' : 'created' });
     if (this.opts.flags.recursive) {
       const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
       // Two children under one name would race each other for it (a symlink and a directory
@@ -653,6 +719,45 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   } finally {
     await session.close();
   }
+}
+
+/** Whether directory `p` has no entries. */
+async function isEmptyDir(p: string): Promise<boolean> {
+  const d = await opendir(p);
+  try {
+    return (await d.read()) === null;
+  } finally {
+    await d.close().catch(() => undefined);
+  }
+}
+
+/** A fresh name next to `dest`: `.<name>.lcsync-<pid>-<random>.new` for a staged object, `.old` for one moved aside. */
+function siblingName(dest: string, tag: 'new' | 'old'): string {
+  let base = path.basename(dest);
+  // Room for the suffix under the usual 255-byte name limit.
+  while (Buffer.byteLength(base) > 200) base = base.slice(0, -1);
+  return path.join(path.dirname(dest), `.${base}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.${tag}`);
+}
+
+/**
+ * Put the object staged at `staged` where `dest` is, when one rename cannot (a file or link
+ * replacing an empty directory, a directory replacing a file or link): the old object moves aside
+ * first and comes back if the new one cannot take its place, so `dest` always names either the
+ * old or the new object after an error, and is missing only between two renames. The old object
+ * (a file, a link or an empty directory) is removed last.
+ */
+async function swapIn(staged: string, dest: string): Promise<void> {
+  const aside = siblingName(dest, 'old');
+  await rename(dest, aside);
+  try {
+    await rename(staged, dest);
+  } catch (e) {
+    await rename(aside, dest).catch(() => undefined);
+    throw e;
+  }
+  const st = await lstat(aside);
+  if (st.isDirectory()) await rmdir(aside);
+  else await unlink(aside);
 }
 
 /** How many distinct chunks the indices name (identical chunks travel once). */
