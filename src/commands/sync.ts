@@ -73,6 +73,7 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         parallel: flags.parallel,
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
+        onSourceChanged: () => progress.pause(() => log.info(`source changed during sync; syncing the new version of ${args.source}`, { event: 'source-changed' })),
         onConflict: (c) => progress.pause(() => log.error(c.message, { event: 'conflict', ...c })),
         onItem: (it) => {
           if (it.type === 'file' || it.change !== 'unchanged') {

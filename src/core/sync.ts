@@ -45,6 +45,8 @@ export interface SyncOptions {
   /** How long to wait for the root's signature object (default: timeoutSec, else 10 s). */
   signatureWaitSec?: number;
   onItem?: (item: SyncItem) => void;
+  /** The source (a share name) changed during the sync; the sync starts over on its new root (`n`-th time). */
+  onSourceChanged?: (n: number) => void;
   /** A path left alone because replacing it would delete a non-empty directory (reported once each). */
   onConflict?: (c: SyncConflict) => void;
   onProgress?: (p: SyncProgress) => void;
@@ -101,6 +103,8 @@ export interface SyncSummary {
   files: Record<Change, number>;
   /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
   conflicts: SyncConflict[];
+  /** Times the source changed during the sync and the sync moved on to the share name's new root. */
+  sourceChanges: number;
   seconds: number;
   /** Bytes written per second. */
   rate: number;
@@ -226,6 +230,9 @@ class Joined {
   }
 }
 
+/** How often a sync by share name starts over on a new root before it gives up (the source keeps changing). */
+const MAX_SOURCE_CHANGES = 5;
+
 /** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
 const MAX_SEGMENT_BYTES = 255;
 
@@ -286,7 +293,7 @@ export class SyncSession {
   private readonly treeLimit: Limiter;
   private readonly times: TimeStamp[] = [];
   private readonly started = Date.now();
-  readonly summary: Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate'> = {
+  readonly summary: Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges'> = {
     dryRun: false,
     bytesReceived: 0,
     datagrams: 0,
@@ -652,6 +659,11 @@ export class SyncSession {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
   }
 
+  /** Set when the share said the source changed under this session (receiver.ts gone notices). */
+  get sourceChanged(): LcsyncError | undefined {
+    return this.rx.gone;
+  }
+
   stats(): { bytesReceived: number; datagrams: number; objectsRejected: number; rejoins: number; seconds: number } {
     return {
       bytesReceived: this.rx.stats.bytes,
@@ -666,59 +678,102 @@ export class SyncSession {
 /** Sync SOURCE (hash or share name) into DEST: the library form of `lcsync sync` (the C lc_syncfile). */
 export async function syncRemote(source: string, dest: string, opts: SyncOptions): Promise<SyncSummary> {
   const spec = parseSource(source);
-  const session = await SyncSession.open(opts);
-  try {
-    const top = await session.fetchEntry(spec.hash, spec.name);
-    const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top);
-    if (opts.trust) {
-      if (spec.name?.includes('/')) {
-        throw new LcsyncError('USAGE', `--trust checks a share's root: sync "${spec.name.split('/')[0]}" or its root hash, not a path inside it`);
-      }
-      await session.checkSignature(rootHash, top.head.name, opts.trust);
+  const started = Date.now();
+  // Transfer counters of attempts given up because the source changed under them.
+  const earlier = { bytesReceived: 0, datagrams: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
+  for (let attempt = 0; ; attempt++) {
+    const session = await SyncSession.open(opts);
+    try {
+      const summary = await syncOnce(spec, source, dest, opts, session);
+      const seconds = (Date.now() - started) / 1000;
+      const sum = <K extends keyof typeof earlier>(k: K) => summary[k] + earlier[k];
+      const bytesWritten = sum('bytesWritten');
+      return {
+        ...summary,
+        bytesReceived: sum('bytesReceived'),
+        datagrams: sum('datagrams'),
+        bytesWritten,
+        chunksFetched: sum('chunksFetched'),
+        chunksReused: sum('chunksReused'),
+        objectsRejected: sum('objectsRejected'),
+        rejoins: sum('rejoins'),
+        sourceChanges: attempt,
+        seconds,
+        rate: seconds > 0 ? bytesWritten / seconds : 0,
+      };
+    } catch (e) {
+      // The share said an object of the root being fetched is gone: what is on disk is a mix of
+      // complete old files and untouched ones (never a half-written file). By hash there is no
+      // newer version to ask for; by name the share's name now leads to its new root.
+      const changed = session.sourceChanged;
+      if (!changed) throw e;
+      if (spec.name === undefined || attempt >= MAX_SOURCE_CHANGES) throw changed;
+      const s = session.stats();
+      earlier.bytesReceived += s.bytesReceived;
+      earlier.datagrams += s.datagrams;
+      earlier.objectsRejected += s.objectsRejected;
+      earlier.rejoins += s.rejoins;
+      earlier.bytesWritten += session.summary.bytesWritten;
+      earlier.chunksFetched += session.summary.chunksFetched;
+      earlier.chunksReused += session.summary.chunksReused;
+      opts.onSourceChanged?.(attempt + 1);
+    } finally {
+      await session.close();
     }
-    const baseName = path.posix.basename(top.head.name);
-    const problem = segmentProblem(baseName);
-    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
-    let target: string;
-    if (top.head.type === 'dir') {
-      if (!opts.flags.recursive) {
-        // Like rsync without -r: say so rather than silently doing nothing useful.
-        throw new LcsyncError('USAGE', `${source} is a directory: use -r or -a to sync its contents`);
-      }
-      target = spec.contents ? dest : path.join(dest, baseName);
-    } else {
-      const st = await lstat(dest).catch(() => undefined);
-      target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
-    }
-    await checkParent(target);
-    let localHashes = new Set<string>();
-    if (top.head.type === 'dir') {
-      const st = await lstat(target).catch(() => undefined);
-      if (st?.isDirectory()) {
-        const local = new ShareIndex();
-        await local.add(target, { sharePath: top.head.name });
-        localHashes = new Set(local.records.map((r) => toHex(r.hash)));
-      }
-    }
-    await session.syncEntry(top, target, localHashes);
-    await session.finish();
-    const s = session.stats();
-    return {
-      source,
-      dest: target,
-      rootHash: toHex(rootHash),
-      type: top.head.type,
-      ...session.summary,
-      bytesReceived: s.bytesReceived,
-      datagrams: s.datagrams,
-      objectsRejected: s.objectsRejected,
-      rejoins: s.rejoins,
-      seconds: s.seconds,
-      rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
-    };
-  } finally {
-    await session.close();
   }
+}
+
+/** One pass over the source's current root with `session` (syncRemote repeats it when the source changes). */
+async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: SyncOptions, session: SyncSession): Promise<SyncSummary> {
+  const top = await session.fetchEntry(spec.hash, spec.name);
+  const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top);
+  if (opts.trust) {
+    if (spec.name?.includes('/')) {
+      throw new LcsyncError('USAGE', `--trust checks a share's root: sync "${spec.name.split('/')[0]}" or its root hash, not a path inside it`);
+    }
+    await session.checkSignature(rootHash, top.head.name, opts.trust);
+  }
+  const baseName = path.posix.basename(top.head.name);
+  const problem = segmentProblem(baseName);
+  if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
+  let target: string;
+  if (top.head.type === 'dir') {
+    if (!opts.flags.recursive) {
+      // Like rsync without -r: say so rather than silently doing nothing useful.
+      throw new LcsyncError('USAGE', `${source} is a directory: use -r or -a to sync its contents`);
+    }
+    target = spec.contents ? dest : path.join(dest, baseName);
+  } else {
+    const st = await lstat(dest).catch(() => undefined);
+    target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
+  }
+  await checkParent(target);
+  let localHashes = new Set<string>();
+  if (top.head.type === 'dir') {
+    const st = await lstat(target).catch(() => undefined);
+    if (st?.isDirectory()) {
+      const local = new ShareIndex();
+      await local.add(target, { sharePath: top.head.name });
+      localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+    }
+  }
+  await session.syncEntry(top, target, localHashes);
+  await session.finish();
+  const s = session.stats();
+  return {
+    source,
+    dest: target,
+    rootHash: toHex(rootHash),
+    type: top.head.type,
+    ...session.summary,
+    bytesReceived: s.bytesReceived,
+    datagrams: s.datagrams,
+    objectsRejected: s.objectsRejected,
+    rejoins: s.rejoins,
+    seconds: s.seconds,
+    rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
+    sourceChanges: 0,
+  };
 }
 
 /** Whether directory `p` has no entries. */
