@@ -1,0 +1,160 @@
+/**
+ * Gone notices without a network: the packet form (packet.ts) and what a receiver does with one
+ * (receiver.ts). A request that stalls joins the object's notice group; a notice there for an
+ * object it waits for ends every request with SOURCE_CHANGED. Notices nobody asked for, for other
+ * keys, or unsealed from an encrypted share change nothing.
+ */
+import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { groupAddress } from '../src/core/address.js';
+import { hash, type Hash } from '../src/core/hash.js';
+import { LcsyncError } from '../src/core/errors.js';
+import { objectCipher } from '../src/core/crypto.js';
+import { ObjectEncoder } from '../src/core/fec.js';
+import {
+  DATAGRAM_LEN,
+  NOTICE_LEN,
+  NOTICE_SEALED_LEN,
+  decodeDatagram,
+  decodeGoneNotice,
+  encodeDatagram,
+  encodeGoneNotice,
+  goneNoticeKey,
+} from '../src/core/packet.js';
+import { ObjectReceiver } from '../src/core/receiver.js';
+import type { MulticastReceiver } from '../src/core/channel.js';
+
+/** Joins, leaves and datagrams in memory: what a group serves is delivered on each join. */
+class FakeNet {
+  private cb: ((b: Buffer) => void) | undefined;
+  readonly joined = new Set<string>();
+  readonly joinLog: string[] = [];
+  private readonly served = new Map<string, Buffer[]>();
+
+  onDatagram(cb: (b: Buffer) => void): void {
+    this.cb = cb;
+  }
+  join(g: string): void {
+    this.joined.add(g);
+    this.joinLog.push(g);
+    setImmediate(() => {
+      for (const d of this.served.get(g) ?? []) if (this.joined.has(g)) this.cb?.(d);
+    });
+  }
+  leave(g: string): void {
+    this.joined.delete(g);
+  }
+  rejoin(g: string): void {
+    this.leave(g);
+    this.join(g);
+  }
+  async close(): Promise<void> {}
+  emit(b: Buffer): void {
+    this.cb?.(b);
+  }
+  serve(group: string, datagrams: Buffer[]): void {
+    this.served.set(group, datagrams);
+  }
+}
+
+const asChannel = (n: FakeNet) => n as unknown as MulticastReceiver;
+const fast = { stallMs: 40, firstSymbolMs: 60, idleTimeoutMs: 5000 };
+
+function chunkDatagrams(chunk: Buffer, count: number): Buffer[] {
+  const enc = new ObjectEncoder(chunk);
+  const out: Buffer[] = [];
+  for (let esi = 0; esi < Math.min(count, enc.K); esi++) out.push(encodeDatagram({ oid: hash(chunk), esi, symbol: enc.sourceSymbol(esi) }));
+  enc.free();
+  return out;
+}
+
+describe('gone notice packets', () => {
+  it('round-trip, and neither decoder takes the other one\'s packets', () => {
+    const key = randomBytes(32);
+    const n = encodeGoneNotice(key);
+    expect(n.length).toBe(NOTICE_LEN);
+    expect(decodeGoneNotice(n)).toEqual({ body: key, sealed: false });
+    expect(decodeDatagram(n)).toBeUndefined();
+    const sealed = encodeGoneNotice(objectCipher(randomBytes(32)).seal(key));
+    expect(sealed.length).toBe(NOTICE_SEALED_LEN);
+    expect(decodeGoneNotice(sealed)?.sealed).toBe(true);
+    const d = encodeDatagram({ oid: key, esi: 0, symbol: Buffer.alloc(1024) });
+    expect(d.length).toBe(DATAGRAM_LEN);
+    expect(decodeGoneNotice(d)).toBeUndefined();
+  });
+
+  it('reject other lengths, a wrong magic and bodies of the wrong size', () => {
+    const n = encodeGoneNotice(randomBytes(32));
+    expect(decodeGoneNotice(n.subarray(0, NOTICE_LEN - 1))).toBeUndefined();
+    expect(decodeGoneNotice(Buffer.concat([n, Buffer.alloc(1)]))).toBeUndefined();
+    const bad = Buffer.from(n);
+    bad[0] ^= 1;
+    expect(decodeGoneNotice(bad)).toBeUndefined();
+    expect(() => encodeGoneNotice(randomBytes(31))).toThrow(RangeError);
+    expect(goneNoticeKey(n.subarray(8)).equals(n.subarray(8))).toBe(false);
+  });
+});
+
+describe('a receiver hearing that an object is gone', () => {
+  it('joins the notice group of a stalled chunk, fails every request with SOURCE_CHANGED on the notice, and every later one at once', async () => {
+    const net = new FakeNet();
+    const rx = new ObjectReceiver(asChannel(net), fast);
+    const gone = randomBytes(32768);
+    const other = randomBytes(32768);
+    // The other chunk is served in part only: it stays pending, like a chunk still arriving.
+    net.serve(groupAddress(hash(other)), chunkDatagrams(other, 3));
+    const noticeGroup = groupAddress(goneNoticeKey(hash(gone)));
+    net.serve(noticeGroup, [encodeGoneNotice(hash(gone))]);
+    const a = rx.fetchChunk(hash(gone), gone.length);
+    const b = rx.fetchChunk(hash(other), other.length);
+    const [ra, rb] = await Promise.allSettled([a, b]);
+    expect(ra.status).toBe('rejected');
+    expect(rb.status).toBe('rejected');
+    const err = (ra as PromiseRejectedResult).reason as LcsyncError;
+    expect(err).toBeInstanceOf(LcsyncError);
+    expect(err.code).toBe('SOURCE_CHANGED');
+    expect(err.exitCode).toBe(8);
+    expect(err.message).toBe('source changed during sync; run again');
+    expect((rb as PromiseRejectedResult).reason).toBe(err);
+    // Asked only after the request stalled, and left with it.
+    expect(net.joinLog.indexOf(noticeGroup)).toBeGreaterThan(net.joinLog.indexOf(groupAddress(hash(gone))));
+    expect(net.joined.has(noticeGroup)).toBe(false);
+    expect(rx.stats.notices).toBe(1);
+    await expect(rx.fetchTree(randomBytes(32), () => true)).rejects.toBe(err);
+    rx.close();
+  });
+
+  it('ignores a notice it did not ask for, one for another key, and an unsealed one when it has a key', async () => {
+    const key = randomBytes(32);
+    const cipher = objectCipher(randomBytes(32));
+    const net = new FakeNet();
+    const rx = new ObjectReceiver(asChannel(net), { ...fast, cipher });
+    const chunk = randomBytes(1000);
+    const p = rx.fetchChunk(hash(chunk), chunk.length);
+    // Before the stall: not asked yet.
+    net.emit(encodeGoneNotice(hash(chunk)));
+    net.emit(encodeGoneNotice(cipher.seal(hash(chunk))));
+    // After the stall: an unsealed one, one sealed with another key, one about another object.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(net.joined.has(groupAddress(goneNoticeKey(hash(chunk))))).toBe(true);
+    net.emit(encodeGoneNotice(hash(chunk)));
+    net.emit(encodeGoneNotice(objectCipher(key).seal(hash(chunk))));
+    net.emit(encodeGoneNotice(cipher.seal(randomBytes(32))));
+    expect(rx.stats.notices).toBe(0);
+    expect(rx.gone).toBeUndefined();
+    // The genuine one ends it.
+    net.emit(encodeGoneNotice(cipher.seal(hash(chunk))));
+    await expect(p).rejects.toMatchObject({ code: 'SOURCE_CHANGED' });
+    expect(rx.stats.notices).toBe(1);
+    rx.close();
+  });
+
+  it('answers a tree request (a tree part of an old root) the same way', async () => {
+    const net = new FakeNet();
+    const rx = new ObjectReceiver(asChannel(net), fast);
+    const key: Hash = randomBytes(32);
+    net.serve(groupAddress(goneNoticeKey(key)), [encodeGoneNotice(key)]);
+    await expect(rx.fetchTree(key, () => true)).rejects.toMatchObject({ code: 'SOURCE_CHANGED' });
+    rx.close();
+  });
+});
