@@ -407,10 +407,16 @@ export class ObjectReceiver {
         this.rx.rejoin(w.group);
         // Also ask whether the object is gone (the share re-indexed and can never send it): a
         // fresh report on its notice group each time, so a share that re-indexes later still answers.
-        if (w.notice) this.rx.rejoin(w.notice);
-        else {
-          w.notice = groupAddress(goneNoticeKey(key));
-          this.join(w.notice);
+        try {
+          if (w.notice) this.rx.rejoin(w.notice);
+          else {
+            const notice = groupAddress(goneNoticeKey(key));
+            this.join(notice);
+            w.notice = notice;
+          }
+        } catch {
+          // Best effort (the socket may be out of memberships): without it the request still
+          // completes or times out as before, it only cannot hear that its object is gone.
         }
       }
     };
