@@ -8,7 +8,9 @@ import { LcsyncError } from '../core/errors.js';
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
 
-SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.`;
+SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.
+
+An empty directory, file or symlink where the source has another type is replaced; a non-empty directory where the source has a file or symlink is left alone and reported, and the run exits 7 after syncing everything else. If the source changes during the sync (the share re-indexed), it stops with exit 8, or with a share name moves on to the new version.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
