@@ -23,6 +23,14 @@ import {
 } from '../src/core/packet.js';
 import { ObjectReceiver } from '../src/core/receiver.js';
 import type { MulticastReceiver } from '../src/core/channel.js';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { dirEntryHash, fileEntryHash } from '../src/core/entry.js';
+import type { FileMeta } from '../src/core/meta.js';
+import { encodeNetTree } from '../src/core/nettree.js';
+import { MerkleTree } from '../src/core/tree.js';
+import { SyncSession, type SyncOptions } from '../src/core/sync.js';
 
 /** Joins, leaves and datagrams in memory: what a group serves is delivered on each join. */
 class FakeNet {
@@ -156,5 +164,77 @@ describe('a receiver hearing that an object is gone', () => {
     net.serve(groupAddress(goneNoticeKey(key)), [encodeGoneNotice(key)]);
     await expect(rx.fetchTree(key, () => true)).rejects.toMatchObject({ code: 'SOURCE_CHANGED' });
     rx.close();
+  });
+});
+
+const meta: FileMeta = { mode: 0o100644, uid: 0, gid: 0, mtimeSec: 1_700_000_000n, mtimeNsec: 0n, atimeSec: 1_700_000_000n, atimeNsec: 0n };
+const dirMeta: FileMeta = { ...meta, mode: 0o40755 };
+
+function treeDatagrams(obj: Buffer): Buffer[] {
+  const enc = new ObjectEncoder(obj);
+  const out: Buffer[] = [];
+  for (let esi = 0; esi < enc.K; esi++) out.push(encodeDatagram({ oid: hash(obj), transferLength: obj.length, esi, symbol: enc.sourceSymbol(esi) }));
+  enc.free();
+  return out;
+}
+
+/** Serve file `name`: its tree, and of chunk i the first `symbols(i)` source symbols (Infinity: all). */
+function serveFile(net: FakeNet, name: string, data: Buffer, symbols: (i: number) => number): { key: Hash; tree: MerkleTree } {
+  const tree = MerkleTree.fromBuffer(data);
+  const obj = encodeNetTree({ type: 'file', size: data.length, meta, name, payload: tree.nodes });
+  const key = fileEntryHash(name, tree.root, 0, meta);
+  net.serve(groupAddress(key), treeDatagrams(obj));
+  for (let i = 0; i < tree.chunks; i++) {
+    const chunk = data.subarray(i * 32768, Math.min(data.length, (i + 1) * 32768));
+    net.serve(groupAddress(tree.leaf(i)), chunkDatagrams(chunk, symbols(i)));
+  }
+  return { key, tree };
+}
+
+type SessionCtor = new (channel: MulticastReceiver, opts: SyncOptions) => SyncSession;
+
+describe('a directory sync whose source changes', () => {
+  // The stalled chunk asks on its notice group after the receiver's first-symbol wait (3 s).
+  it('ends with SOURCE_CHANGED once every file has settled: finished files are whole, files in progress leave no temporary copy', { timeout: 20_000 }, async () => {
+    const dest = mkdtempSync(path.join(tmpdir(), 'lcsync-gone-'));
+    try {
+      const net = new FakeNet();
+      const a = randomBytes(70_000);
+      const b = randomBytes(70_000);
+      const c = randomBytes(70_000);
+      const fa = serveFile(net, 'share/a', a, () => Infinity);
+      // b's second chunk is gone (the share re-indexed): it says so on the notice group.
+      const fb = serveFile(net, 'share/b', b, (i) => (i === 1 ? 0 : Infinity));
+      net.serve(groupAddress(goneNoticeKey(fb.tree.leaf(1))), [encodeGoneNotice(fb.tree.leaf(1))]);
+      // c's second chunk is still arriving (a few symbols only) when b hears the notice.
+      const fc = serveFile(net, 'share/c', c, (i) => (i === 1 ? 3 : Infinity));
+      const children = [fa.key, fb.key, fc.key];
+      const dirObj = encodeNetTree({ type: 'dir', size: 0, meta: dirMeta, name: 'share', payload: Buffer.concat(children) });
+      const top = dirEntryHash(undefined, children);
+      net.serve(groupAddress(top), treeDatagrams(dirObj));
+      const session = new (SyncSession as unknown as SessionCtor)(asChannel(net), {
+        ifnames: ['fake0'],
+        flags: { recursive: true, perms: false, owner: false, group: false, times: false },
+        stallMs: 40,
+        timeoutSec: 10,
+      });
+      let err: unknown;
+      try {
+        const entry = await session.fetchEntry(top);
+        await session.syncEntry(entry, dest, new Set());
+      } catch (e) {
+        err = e;
+      }
+      // Checked before the session is closed: nothing may still be writing by now.
+      const left = readdirSync(dest);
+      await session.close();
+      expect(err).toMatchObject({ code: 'SOURCE_CHANGED', message: 'source changed during sync; run again' });
+      expect(session.sourceChanged).toBe(err);
+      expect(left.filter((n) => n.includes('.lcsync-'))).toEqual([]);
+      expect(left.filter((n) => n !== 'a')).toEqual([]);
+      if (left.includes('a')) expect(readFileSync(path.join(dest, 'a')).equals(a)).toBe(true);
+    } finally {
+      rmSync(dest, { recursive: true, force: true });
+    }
   });
 });

@@ -140,6 +140,7 @@ export class ObjectReceiver {
   /** Fetch a chunk: resolves with bytes whose BLAKE3 is `leaf`. */
   fetchChunk(leaf: Hash, length: number): Promise<Buffer> {
     if (this.gone) return Promise.reject(this.gone);
+    if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
     const key = toHex(leaf);
     const existing = this.chunks.get(key);
     if (existing) return new Promise((resolve, reject) => chainWaiter(existing, resolve, reject));
@@ -158,6 +159,8 @@ export class ObjectReceiver {
    */
   fetchTree(key: Hash, accept: (obj: Buffer) => boolean, opts: { deadlineMs?: number } = {}): Promise<Buffer> {
     if (this.gone) return Promise.reject(this.gone);
+    // Closed: no timer would ever end the request.
+    if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
     const again = this.answered.get(toHex(key));
     if (again && tryAccept({ accept }, again)) {
       this.stats.objects++;

@@ -334,6 +334,16 @@ export class SyncSession {
     await this.channel.close();
   }
 
+  /** The first error that ended the session; later ones (requests failed because of it) are its echoes. */
+  private failure: { error: unknown } | undefined;
+
+  private fail(error: unknown): void {
+    if (this.failure) return;
+    // A share that said the source changed wins over what that did to other requests.
+    this.failure = { error: this.rx.gone ?? error };
+    this.rx.close();
+  }
+
   private checkAbort(): void {
     if (this.opts.signal?.aborted) throw new LcsyncError('INTERRUPTED', 'interrupted');
   }
@@ -632,17 +642,25 @@ export class SyncSession {
       // Two children under one name would race each other for it (a symlink and a directory
       // made one after the other): the second is refused.
       const taken = new Set<string>();
-      await Promise.all(
+      // Every child settles before an error goes up: the first failure stops the session (every
+      // pending request fails at once), and each file being written removes its temporary copy
+      // before the process can exit. Conflicts are not failures: the other children go on.
+      await Promise.allSettled(
         children.map(async (h) => {
-          const child = await this.fetchEntry(h);
-          const rel = childName(entry.head, child.head);
-          if (taken.has(rel)) {
-            throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
+          try {
+            const child = await this.fetchEntry(h);
+            const rel = childName(entry.head, child.head);
+            if (taken.has(rel)) {
+              throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
+            }
+            taken.add(rel);
+            await this.syncEntry(child, path.join(dest, rel), localHashes);
+          } catch (e) {
+            this.fail(e);
           }
-          taken.add(rel);
-          await this.syncEntry(child, path.join(dest, rel), localHashes);
         }),
       );
+      if (this.failure) throw this.failure.error;
     }
     if (!this.opts.dryRun) await this.finishMeta(dest, entry.head.meta, false);
   }
