@@ -200,8 +200,9 @@ export class ObjectReceiver {
 
   private join(group: string): void {
     const n = this.groupUsers.get(group) ?? 0;
-    this.groupUsers.set(group, n + 1);
+    // Counted only once joined: a join that throws must not leave a user that never leaves.
     if (n === 0) this.rx.join(group);
+    this.groupUsers.set(group, n + 1);
   }
 
   private leave(group: string): void {

@@ -14,13 +14,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
-import { formatIPv6, prefixOfGroup } from './address.js';
-import { hash, toHex } from './hash.js';
+import { GROUP_PREFIX_BYTES, formatIPv6, prefixOfGroup } from './address.js';
+import { hash, toHex, type Hash } from './hash.js';
 import type { IndexObject, ShareIndex } from './mdex.js';
 import { ObjectEncoder } from './fec.js';
 import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram, encodeGoneNotice, goneNoticeKey } from './packet.js';
-import { GROUP_PREFIX_BYTES } from './address.js';
-import type { Hash } from './hash.js';
 import { MulticastSender } from './channel.js';
 import { Pacer } from './pacer.js';
 import { MldWatcher, type MldEvent } from './mldsocket.js';
