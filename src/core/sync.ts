@@ -700,9 +700,9 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   // Transfer counters of attempts given up because the source changed under them.
   const earlier = { bytesReceived: 0, datagrams: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
   for (let attempt = 0; ; attempt++) {
-    const session = await SyncSession.open(opts);
+    let session: SyncSession | undefined;
     try {
-      const summary = await syncOnce(spec, source, dest, opts, session);
+      const summary = await syncOnce(spec, source, dest, opts, (s) => (session = s));
       const seconds = (Date.now() - started) / 1000;
       const sum = <K extends keyof typeof earlier>(k: K) => summary[k] + earlier[k];
       const bytesWritten = sum('bytesWritten');
@@ -723,8 +723,8 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       // The share said an object of the root being fetched is gone: what is on disk is a mix of
       // complete old files and untouched ones (never a half-written file). By hash there is no
       // newer version to ask for; by name the share's name now leads to its new root.
-      const changed = session.sourceChanged;
-      if (!changed) throw e;
+      const changed = session?.sourceChanged;
+      if (!session || !changed) throw e;
       if (spec.name === undefined || attempt >= MAX_SOURCE_CHANGES) throw changed;
       const s = session.stats();
       earlier.bytesReceived += s.bytesReceived;
@@ -735,63 +735,67 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       earlier.chunksFetched += session.summary.chunksFetched;
       earlier.chunksReused += session.summary.chunksReused;
       opts.onSourceChanged?.(attempt + 1);
-    } finally {
-      await session.close();
     }
   }
 }
 
-/** One pass over the source's current root with `session` (syncRemote repeats it when the source changes). */
-async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: SyncOptions, session: SyncSession): Promise<SyncSummary> {
-  const top = await session.fetchEntry(spec.hash, spec.name);
-  const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top);
-  if (opts.trust) {
-    if (spec.name?.includes('/')) {
-      throw new LcsyncError('USAGE', `--trust checks a share's root: sync "${spec.name.split('/')[0]}" or its root hash, not a path inside it`);
+/** One pass over the source's current root, in a session of its own that it hands to `opened` (syncRemote repeats it when the source changes). */
+async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: SyncOptions, opened: (s: SyncSession) => void): Promise<SyncSummary> {
+  const session = await SyncSession.open(opts);
+  opened(session);
+  try {
+    const top = await session.fetchEntry(spec.hash, spec.name);
+    const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top);
+    if (opts.trust) {
+      if (spec.name?.includes('/')) {
+        throw new LcsyncError('USAGE', `--trust checks a share's root: sync "${spec.name.split('/')[0]}" or its root hash, not a path inside it`);
+      }
+      await session.checkSignature(rootHash, top.head.name, opts.trust);
     }
-    await session.checkSignature(rootHash, top.head.name, opts.trust);
-  }
-  const baseName = path.posix.basename(top.head.name);
-  const problem = segmentProblem(baseName);
-  if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
-  let target: string;
-  if (top.head.type === 'dir') {
-    if (!opts.flags.recursive) {
-      // Like rsync without -r: say so rather than silently doing nothing useful.
-      throw new LcsyncError('USAGE', `${source} is a directory: use -r or -a to sync its contents`);
+    const baseName = path.posix.basename(top.head.name);
+    const problem = segmentProblem(baseName);
+    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
+    let target: string;
+    if (top.head.type === 'dir') {
+      if (!opts.flags.recursive) {
+        // Like rsync without -r: say so rather than silently doing nothing useful.
+        throw new LcsyncError('USAGE', `${source} is a directory: use -r or -a to sync its contents`);
+      }
+      target = spec.contents ? dest : path.join(dest, baseName);
+    } else {
+      const st = await lstat(dest).catch(() => undefined);
+      target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
     }
-    target = spec.contents ? dest : path.join(dest, baseName);
-  } else {
-    const st = await lstat(dest).catch(() => undefined);
-    target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
-  }
-  await checkParent(target);
-  let localHashes = new Set<string>();
-  if (top.head.type === 'dir') {
-    const st = await lstat(target).catch(() => undefined);
-    if (st?.isDirectory()) {
-      const local = new ShareIndex();
-      await local.add(target, { sharePath: top.head.name });
-      localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+    await checkParent(target);
+    let localHashes = new Set<string>();
+    if (top.head.type === 'dir') {
+      const st = await lstat(target).catch(() => undefined);
+      if (st?.isDirectory()) {
+        const local = new ShareIndex();
+        await local.add(target, { sharePath: top.head.name });
+        localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+      }
     }
+    await session.syncEntry(top, target, localHashes);
+    await session.finish();
+    const s = session.stats();
+    return {
+      source,
+      dest: target,
+      rootHash: toHex(rootHash),
+      type: top.head.type,
+      ...session.summary,
+      bytesReceived: s.bytesReceived,
+      datagrams: s.datagrams,
+      objectsRejected: s.objectsRejected,
+      rejoins: s.rejoins,
+      seconds: s.seconds,
+      rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
+      sourceChanges: 0,
+    };
+  } finally {
+    await session.close();
   }
-  await session.syncEntry(top, target, localHashes);
-  await session.finish();
-  const s = session.stats();
-  return {
-    source,
-    dest: target,
-    rootHash: toHex(rootHash),
-    type: top.head.type,
-    ...session.summary,
-    bytesReceived: s.bytesReceived,
-    datagrams: s.datagrams,
-    objectsRejected: s.objectsRejected,
-    rejoins: s.rejoins,
-    seconds: s.seconds,
-    rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
-    sourceChanges: 0,
-  };
 }
 
 /** Whether directory `p` has no entries. */
