@@ -823,7 +823,7 @@ function siblingName(dest: string, tag: 'new' | 'old'): string {
  * old or the new object after an error, and is missing only between two renames. The old object
  * (a file, a link or an empty directory) is removed last.
  */
-async function swapIn(staged: string, dest: string): Promise<void> {
+export async function swapIn(staged: string, dest: string): Promise<void> {
   const aside = siblingName(dest, 'old');
   await rename(dest, aside);
   try {
