@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ExitCode } from '../src/core/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
-import { cli, sha256, startShare } from './e2e.js';
+import { cli, sha256, startShare, treeListing } from './e2e.js';
 
 const why = skipReason();
 if (why) console.log(`skipping source-change lab tests: ${why}`);
@@ -42,6 +42,7 @@ describe.skipIf(why)('a source that changes during a sync (needs root)', () => {
   let lab: Lab;
   let work: string;
   let file: string;
+  let tree: string;
 
   beforeAll(async () => {
     lab = await createLab({ hosts: 2 });
@@ -49,6 +50,10 @@ describe.skipIf(why)('a source that changes during a sync (needs root)', () => {
     mkdirSync(path.join(work, 'data'));
     file = path.join(work, 'data', 'big.bin');
     writeFileSync(file, randomBytes(SIZE));
+    tree = path.join(work, 'tree');
+    mkdirSync(path.join(tree, 'sub'), { recursive: true });
+    writeFileSync(path.join(tree, 'big.bin'), randomBytes(SIZE));
+    for (let i = 0; i < 5; i++) writeFileSync(path.join(tree, 'sub', `small${i}.txt`), `small file ${i}\n`);
   }, 60_000);
 
   afterAll(async () => {
@@ -57,9 +62,9 @@ describe.skipIf(why)('a source that changes during a sync (needs root)', () => {
   });
 
   /** Run a sync on host 1; once it has received TRIGGER_BYTES, overwrite the middle of the file. */
-  async function syncWhileChanging(source: string, dest: string): Promise<{ code: number | null; stdout: string; stderr: string; changedAt: number; endedAt: number }> {
+  async function syncWhileChanging(source: string, dest: string, changing = file, extra: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string; changedAt: number; endedAt: number }> {
     const start = (await lab.counters(1)).rx_bytes;
-    const child = lab.spawn(1, [process.execPath, cli, 'sync', '--json', '-i', 'e0', '--timeout', '60', source, dest]);
+    const child = lab.spawn(1, [process.execPath, cli, 'sync', '--json', '-i', 'e0', '--timeout', '60', ...extra, source, dest]);
     const t0 = Date.now();
     let stdout = '';
     let stderr = '';
@@ -73,7 +78,7 @@ describe.skipIf(why)('a source that changes during a sync (needs root)', () => {
     for (let i = 0; i < 600 && !done; i++) {
       const now = (await lab.counters(1)).rx_bytes;
       if (now - start >= TRIGGER_BYTES) {
-        const fd = openSync(file, 'r+');
+        const fd = openSync(changing, 'r+');
         writeSync(fd, randomBytes(CHANGE_LEN), 0, CHANGE_LEN, CHANGE_AT);
         closeSync(fd);
         changedAt = Date.now();
@@ -128,6 +133,22 @@ describe.skipIf(why)('a source that changes during a sync (needs root)', () => {
       expect(sha256(dest)).toBe(sha256(file));
       expect(readdirSync(destDir)).toEqual(['big.bin']);
       expect(existsSync(dest)).toBe(true);
+    } finally {
+      await share.stop();
+    }
+  }, 180_000);
+
+  it('by share name, a directory: starts over on the new root and ends with the new tree', async () => {
+    const share = await startShare(lab, 0, [tree], ['-v', '--bwlimit', RATE]);
+    try {
+      const destDir = path.join(work, 'bytree');
+      mkdirSync(destDir);
+      const r = await syncWhileChanging('tree/', destDir, path.join(tree, 'big.bin'), ['-a']);
+      expect(r.code, r.stderr).toBe(0);
+      const s = JSON.parse(r.stdout);
+      console.log(`by name (directory): exit ${r.code}, ${s.sourceChanges} restart, ${s.chunksFetched} chunks fetched, ${s.seconds} s`);
+      expect(s).toMatchObject({ ok: true, sourceChanges: 1, type: 'dir' });
+      expect(treeListing(destDir, { times: true })).toEqual(treeListing(tree, { times: true }));
     } finally {
       await share.stop();
     }
