@@ -2,7 +2,8 @@
  * Every exit status of src/core/errors.ts ExitCode, each from a real run of
  * bin/run.js (build first: npm run build). The ones that need a network (3 by
  * timeout, 4, 5, 6, 130 and 1) run in lab namespaces and need root; they are
- * skipped with the reason printed otherwise.
+ * skipped with the reason printed otherwise. 7 (partial) and 8 (source changed)
+ * come from their own lab tests, conflicts.root.test.ts and source-change.root.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';

@@ -204,12 +204,12 @@ describeUnless(why, 'crashes and local faults (needs root)', () => {
       expect(existsSync(path.join(work, 'no'))).toBe(false);
     }, 60_000);
 
-    it('a directory where the file should go: exit 6, the directory left as it was', async () => {
+    it('a non-empty directory where the file should go: exit 7 (partial), the conflict named, the directory left as it was', async () => {
       const dest = path.join(work, 'isdir');
       mkdirSync(path.join(dest, 'f.bin', 'inner'), { recursive: true });
       const r = await runSync(lab, 1, ['--timeout', '10', share.roots[0]!.hash, dest]);
-      expect(r.code, r.stderr).toBe(ExitCode.io);
-      expect(JSON.parse(r.stdout).error.message).toBe(`${path.join(dest, 'f.bin')}: is a directory, cannot replace it with a file`);
+      expect(r.code, r.stderr).toBe(ExitCode.partial);
+      expect(JSON.parse(r.stdout).conflicts).toEqual([expect.objectContaining({ path: path.join(dest, 'f.bin'), source: 'file', local: 'dir' })]);
       expect(treeListing(dest).map((l) => l.split(' ')[0])).toEqual(['f.bin', 'f.bin/inner']);
     }, 60_000);
   });

@@ -3,8 +3,8 @@
  * lab network). A changed file gets a new root hash and receivers that sync
  * after the change get the new bytes; a file changed behind the share's back
  * (no events, no rescans, even its mtime put back) is never sent under its old
- * hash: the receiver asking for the old root gets nothing and times out, and
- * the share re-indexes at once.
+ * hash: the receiver asking for the old root gets none of it, the share
+ * re-indexes at once and tells the receiver that the source changed.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -140,9 +140,12 @@ describeUnless(why, 'shares follow their files (needs root)', () => {
       writeFileSync(f, randomBytes(200_000));
       utimesSync(f, before.atime, before.mtime);
       const dest = path.join(work, 'st', 'out');
-      const r = await lab.exec(1, [process.execPath, cli, 'sync', '--json', '-i', 'e0', '--timeout', '3', '-r', oldRoot, dest], { timeoutMs: 60_000 });
-      // Every chunk of f1 changed: nobody serves them any more, so the receiver gives up (not exit 4: it got no bad bytes).
-      expect(r.code, r.stderr).toBe(3);
+      const r = await lab.exec(1, [process.execPath, cli, 'sync', '--json', '-i', 'e0', '--timeout', '20', '-r', oldRoot, dest], { timeoutMs: 60_000 });
+      // Every chunk of f1 changed: nobody serves them any more. The share re-indexes and, asked on
+      // the chunks' notice groups, says they are gone: the receiver stops with exit 8 (not 4: it
+      // got no bad bytes; not 3: it need not wait out its timeout).
+      expect(r.code, r.stderr).toBe(8);
+      expect(JSON.parse(r.stdout).error).toMatchObject({ code: 'SOURCE_CHANGED', message: 'source changed during sync; run again' });
       expect(existsSync(path.join(dest, 'f1.bin'))).toBe(false);
       expect(share.stderr()).toMatch(/f1\.bin changed since it was indexed; not sending its old chunk/);
       // -v logs every stream it starts: the old tree objects went out, no chunk of f1 did.

@@ -4,11 +4,14 @@ import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
 import { count } from '../cli/plural.js';
+import { LcsyncError } from '../core/errors.js';
 
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
 
-SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). A SOURCE of 16 or more hex digits but not 64 is refused as a mis-copied hash; a share whose name is such a run of hex digits is named with the prefix "name:" ("name:0123456789abcdef"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.`;
+SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). A SOURCE of 16 or more hex digits but not 64 is refused as a mis-copied hash; a share whose name is such a run of hex digits is named with the prefix "name:" ("name:0123456789abcdef"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.
+
+An empty directory, file or symlink where the source has another type is replaced; a non-empty directory where the source has a file or symlink is left alone and reported, and the run exits 7 after syncing everything else. If the source changes during the sync (the share re-indexed), it stops with exit 8, or with a share name moves on to the new version.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
@@ -73,6 +76,8 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         parallel: flags.parallel,
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
+        onSourceChanged: () => progress.pause(() => log.info(`source changed during sync; syncing the new version of ${args.source}`, { event: 'source-changed' })),
+        onConflict: (c) => progress.pause(() => log.error(c.message, { event: 'conflict', ...c })),
         onItem: (it) => {
           if (it.type === 'file' || it.change !== 'unchanged') {
             const detail = it.type === 'file' && it.change !== 'unchanged' ? ` (${count(it.chunksFetched ?? 0, 'chunk')} fetched, ${it.chunksReused ?? 0} reused)` : '';
@@ -81,8 +86,12 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         },
       });
       progress.stop();
-      if (this.jsonOutput) this.printJson({ ok: true, ...summary });
-      else {
+      const n = summary.conflicts.length;
+      // Everything else is done; the conflicts (each already on its own line) make the run partial.
+      const partial = n > 0 ? new LcsyncError('PARTIAL', `sync incomplete: ${n} ${n === 1 ? 'path was' : 'paths were'} left as they are (conflicts above)`) : undefined;
+      if (this.jsonOutput) {
+        this.printJson(partial ? { ok: false, ...summary, error: { code: partial.code, exitCode: partial.exitCode, message: partial.message } } : { ok: true, ...summary });
+      } else {
         const mb = (n: number) => (n / 1e6).toFixed(2);
         log.info(
           `${summary.dryRun ? 'dry run: ' : ''}${summary.dest}: ${summary.files.created} created, ${summary.files.updated} updated, ${summary.files.metadata} metadata only, ${summary.files.unchanged} unchanged`,
@@ -90,6 +99,10 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
         log.info(
           `received ${mb(summary.bytesReceived)} MB, wrote ${mb(summary.bytesWritten)} MB, ${count(summary.chunksFetched, 'chunk')} fetched, ${summary.chunksReused} reused, ${summary.seconds.toFixed(2)} s, ${mb(summary.rate)} MB/s`,
         );
+      }
+      if (partial) {
+        log.error(partial.message);
+        this.exit(partial.exitCode);
       }
     } finally {
       progress.stop();

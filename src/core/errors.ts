@@ -17,6 +17,13 @@ export const ExitCode = {
   permission: 5,
   /** Local I/O error: disk full, read-only file system, unreadable file. */
   io: 6,
+  /**
+   * The sync finished every entry it could but left some alone: a non-empty directory stands
+   * where the source has a file or symlink (each conflict is reported on its own line).
+   */
+  partial: 7,
+  /** The source changed during the sync: an object of the root being fetched is no longer shared. */
+  sourceChanged: 8,
   /** Stopped by SIGINT or SIGTERM before finishing. */
   interrupted: 130,
 } as const;
@@ -28,6 +35,8 @@ export type ErrorCode =
   | 'INTEGRITY'
   | 'PERMISSION'
   | 'IO'
+  | 'PARTIAL'
+  | 'SOURCE_CHANGED'
   | 'INTERRUPTED'
   | 'INTERNAL';
 
@@ -38,6 +47,8 @@ const exitFor: Record<ErrorCode, number> = {
   INTEGRITY: ExitCode.integrity,
   PERMISSION: ExitCode.permission,
   IO: ExitCode.io,
+  PARTIAL: ExitCode.partial,
+  SOURCE_CHANGED: ExitCode.sourceChanged,
   INTERRUPTED: ExitCode.interrupted,
   INTERNAL: ExitCode.internal,
 };

@@ -15,6 +15,8 @@
  * the only place that reads these fields from the network.
  */
 
+import { hashConcat, HASH_SIZE, type Hash } from './hash.js';
+
 export const OID_LEN = 32;
 /** RaptorQ symbol size T, fixed by the protocol. */
 export const SYMBOL_SIZE = 1024;
@@ -125,4 +127,46 @@ export function decodeDatagram(buf: Uint8Array): Datagram | undefined {
 /** Number of source symbols K of an object of `length` bytes. */
 export function sourceSymbols(length: number): number {
   return Math.ceil(length / SYMBOL_SIZE);
+}
+
+/*
+ * The gone notice (lcsync only, not in the C protocol). When a share re-indexes, objects of the
+ * old index that the new one lacks (chunks that changed, tree parts of the old root) can never be
+ * served again. A receiver whose request for such an object stalls also joins the object's
+ * notice group, `ff1e:` + the first 14 bytes of goneNoticeKey(key); a share that retired `key`
+ * answers a join there with a few notices:
+ *
+ *   off  size  field
+ *    0    8    magic "LCSYGONE"
+ *    8   32|72 body: the key (as the receiver asked for it); sealed with the share's key
+ *              (ciphertext + 16-byte tag + 24-byte nonce) when the share is encrypted
+ *
+ * A C client never joins a notice group, so it never sees one; and at 40 or 80 bytes a notice
+ * cannot be mistaken for a datagram (1060 or 1072 bytes) by either decoder.
+ */
+const NOTICE_MAGIC = Buffer.from('LCSYGONE', 'latin1');
+const NOTICE_DOMAIN = Buffer.from('lcsync gone notice v1\0', 'latin1');
+/** What sealing adds: tag and nonce (crypto.ts SEAL_OVERHEAD). */
+const NOTICE_SEAL_EXTRA = 16 + 24;
+export const NOTICE_LEN = NOTICE_MAGIC.length + HASH_SIZE;
+export const NOTICE_SEALED_LEN = NOTICE_LEN + NOTICE_SEAL_EXTRA;
+
+/** The hash whose group carries gone notices about `key`. */
+export function goneNoticeKey(key: Uint8Array): Hash {
+  return hashConcat([NOTICE_DOMAIN, key]);
+}
+
+/** Build a gone notice around `body`: the key, or the key sealed with the share's key. */
+export function encodeGoneNotice(body: Uint8Array): Buffer {
+  if (body.length !== HASH_SIZE && body.length !== HASH_SIZE + NOTICE_SEAL_EXTRA) throw new RangeError(`gone notice body must be ${HASH_SIZE} or ${HASH_SIZE + NOTICE_SEAL_EXTRA} bytes, got ${body.length}`);
+  return Buffer.concat([NOTICE_MAGIC, body]);
+}
+
+/** The body of a gone notice (a view into `buf`), or undefined for anything else; never throws. */
+export function decodeGoneNotice(buf: Uint8Array): { body: Buffer; sealed: boolean } | undefined {
+  if (!(buf instanceof Uint8Array)) return undefined;
+  if (buf.length !== NOTICE_LEN && buf.length !== NOTICE_SEALED_LEN) return undefined;
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!b.subarray(0, NOTICE_MAGIC.length).equals(NOTICE_MAGIC)) return undefined;
+  return { body: b.subarray(NOTICE_MAGIC.length), sealed: buf.length === NOTICE_SEALED_LEN };
 }

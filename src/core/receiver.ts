@@ -18,7 +18,7 @@
 import { LcsyncError } from './errors.js';
 import { hash, toHex, type Hash } from './hash.js';
 import { groupAddress } from './address.js';
-import { decodeDatagram } from './packet.js';
+import { decodeDatagram, decodeGoneNotice, goneNoticeKey } from './packet.js';
 import { ObjectDecoder } from './fec.js';
 import type { MulticastReceiver } from './channel.js';
 import type { ObjectCipher } from './crypto.js';
@@ -34,6 +34,8 @@ export interface ReceiveStats {
   /** Decoded objects that failed verification (spoofed or corrupted). */
   rejected: number;
   rejoins: number;
+  /** Gone notices accepted: the share said an object we waited for will never come. */
+  notices: number;
 }
 
 export interface ReceiverOptions {
@@ -66,6 +68,8 @@ const MAX_DONE = 4096;
 
 interface Waiter {
   group: string;
+  /** The gone-notice group joined after the request first stalled (packet.ts goneNoticeKey). */
+  notice?: string;
   /** Whether anything arrived since the last (re)join. */
   progressed: boolean;
   /** When a symbol last arrived; rejoins do not reset it (it drives the timeout). */
@@ -90,7 +94,13 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0, notices: 0 };
+  /**
+   * Set once a share said that an object we wait for is gone (its source changed and was
+   * re-indexed): every request then fails with it, since what is being fetched can no longer
+   * complete as one consistent version.
+   */
+  gone?: LcsyncError;
   private readonly chunks = new Map<string, ChunkWaiter>();
   private readonly trees = new Set<TreeWaiter>();
   /** Decoders of tree objects by `OID/length`, oldest first. */
@@ -138,6 +148,8 @@ export class ObjectReceiver {
 
   /** Fetch a chunk: resolves with bytes whose BLAKE3 is `leaf`. */
   fetchChunk(leaf: Hash, length: number): Promise<Buffer> {
+    if (this.gone) return Promise.reject(this.gone);
+    if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
     const key = toHex(leaf);
     const existing = this.chunks.get(key);
     if (existing) return new Promise((resolve, reject) => chainWaiter(existing, resolve, reject));
@@ -155,6 +167,9 @@ export class ObjectReceiver {
    * verified object that `accept` confirms is the one `key` names.
    */
   fetchTree(key: Hash, accept: (obj: Buffer) => boolean, opts: { deadlineMs?: number } = {}): Promise<Buffer> {
+    if (this.gone) return Promise.reject(this.gone);
+    // Closed: no timer would ever end the request.
+    if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
     // Most recently used first: the equal part just before this one is the likeliest match.
     for (const [oid, obj] of this.kept.entries().reverse()) {
       if (tryAccept({ accept }, obj)) {
@@ -188,8 +203,9 @@ export class ObjectReceiver {
 
   private join(group: string): void {
     const n = this.groupUsers.get(group) ?? 0;
-    this.groupUsers.set(group, n + 1);
+    // Counted only once joined: a join that throws must not leave a user that never leaves.
     if (n === 0) this.rx.join(group);
+    this.groupUsers.set(group, n + 1);
   }
 
   private leave(group: string): void {
@@ -215,7 +231,8 @@ export class ObjectReceiver {
     this.stats.bytes += buf.length;
     const d = decodeDatagram(buf);
     if (!d) {
-      this.stats.ignored++;
+      const n = decodeGoneNotice(buf);
+      if (!n || !this.onGoneNotice(n.body, n.sealed)) this.stats.ignored++;
       return;
     }
     const oid = toHex(d.oid);
@@ -324,6 +341,29 @@ export class ObjectReceiver {
     this.kept.set(oid, obj);
   }
 
+  /**
+   * A share says the object `body` names is gone. Believed only for a request that asked (joined
+   * its notice group) and, from an encrypted share, only when sealed with its key. Every request
+   * then fails: the source changed under this sync.
+   */
+  private onGoneNotice(body: Buffer, sealed: boolean): boolean {
+    if (sealed !== !!this.cipher) return false;
+    let key: Buffer;
+    try {
+      key = this.cipher ? this.cipher.open(body) : body;
+    } catch {
+      return false;
+    }
+    const hex = toHex(key);
+    const asked = this.chunks.get(hex)?.notice !== undefined || [...this.trees].some((w) => w.notice !== undefined && w.key.equals(key));
+    if (!asked || this.gone) return false;
+    this.stats.notices++;
+    this.gone = new LcsyncError('SOURCE_CHANGED', 'source changed during sync; run again');
+    for (const w of [...this.chunks.values()]) this.finishChunk(w, this.gone);
+    for (const w of [...this.trees]) this.finishTree(w, this.gone);
+    return true;
+  }
+
   private dropTreeDecoder(slot: string): void {
     const d = this.treeDecoders.get(slot);
     if (!d) return;
@@ -337,6 +377,7 @@ export class ObjectReceiver {
     w.decoder?.free();
     w.decoder = undefined;
     this.leave(w.group);
+    if (w.notice) this.leave(w.notice);
     if (err) w.reject(err);
     else w.resolve(obj!);
   }
@@ -344,13 +385,14 @@ export class ObjectReceiver {
   private finishTree(w: TreeWaiter, err?: Error, obj?: Buffer): void {
     this.trees.delete(w);
     this.leave(w.group);
+    if (w.notice) this.leave(w.notice);
     if (err) w.reject(err);
     else w.resolve(obj!);
   }
 
   private tick(): void {
     const now = Date.now();
-    const check = (w: Waiter, fail: (e: Error) => void) => {
+    const check = (w: Waiter, key: Hash, fail: (e: Error) => void) => {
       if (now - Math.max(w.lastHeard, this.lastHeardAny) > this.idleTimeoutMs) {
         const hint = this.stats.rejected > 0 && !this.cipher ? ' (objects arrived but did not verify: is the share encrypted? give --keyfile or LCSYNC_PASSWORD)' : '';
         fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s${hint}`));
@@ -367,15 +409,28 @@ export class ObjectReceiver {
         w.progressed = false;
         this.stats.rejoins++;
         this.rx.rejoin(w.group);
+        // Also ask whether the object is gone (the share re-indexed and can never send it): a
+        // fresh report on its notice group each time, so a share that re-indexes later still answers.
+        try {
+          if (w.notice) this.rx.rejoin(w.notice);
+          else {
+            const notice = groupAddress(goneNoticeKey(key));
+            this.join(notice);
+            w.notice = notice;
+          }
+        } catch {
+          // Best effort (the socket may be out of memberships): without it the request still
+          // completes or times out as before, it only cannot hear that its object is gone.
+        }
       }
     };
-    for (const w of [...this.chunks.values()]) check(w, (e) => this.finishChunk(w, e));
+    for (const w of [...this.chunks.values()]) check(w, w.leaf, (e) => this.finishChunk(w, e));
     for (const w of [...this.trees]) {
       if (w.deadline !== undefined && now > w.deadline) {
         this.finishTree(w, new LcsyncError('TIMEOUT', `nothing arrived on ${w.group} in time`));
         continue;
       }
-      check(w, (e) => this.finishTree(w, e));
+      check(w, w.key, (e) => this.finishTree(w, e));
     }
   }
 }

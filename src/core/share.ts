@@ -14,11 +14,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { open } from 'node:fs/promises';
-import { formatIPv6, prefixOfGroup } from './address.js';
-import { hash, toHex } from './hash.js';
+import { GROUP_PREFIX_BYTES, formatIPv6, prefixOfGroup } from './address.js';
+import { hash, toHex, type Hash } from './hash.js';
 import type { IndexObject, ShareIndex } from './mdex.js';
 import { ObjectEncoder } from './fec.js';
-import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram } from './packet.js';
+import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram, encodeGoneNotice, goneNoticeKey } from './packet.js';
 import { MulticastSender } from './channel.js';
 import { Pacer } from './pacer.js';
 import { MldWatcher, type MldEvent } from './mldsocket.js';
@@ -70,6 +70,8 @@ export interface ShareStatus {
   datagrams: number;
   bytes: number;
   streamsStarted: number;
+  /** Gone notices sent to receivers still fetching objects a re-index dropped. */
+  noticesSent: number;
   /** Bytes per second over the last few seconds and since start. */
   rateNow: number;
   rateAvg: number;
@@ -137,6 +139,15 @@ const GATHER_IDLE_MS = 300;
 /** How often held streams are checked for receivers that stopped moving. */
 const GATHER_CHECK_MS = 50;
 const FRONTIER_TTL_MS = 1000;
+
+/**
+ * Objects a re-index dropped are remembered this long (and at most this many, newest kept), so
+ * that receivers still fetching the old version hear that it is gone (packet.ts, gone notice).
+ */
+const RETIRED_TTL_MS = 15 * 60_000;
+const MAX_RETIRED = 1 << 18;
+/** Notices sent per join of a notice group: a lost one is made up by the receiver's next re-join. */
+const NOTICE_COPIES = 2;
 
 /** Where small objects' repair symbols are computed before they are copied into their datagram. */
 const repairScratch = Buffer.alloc(SYMBOL_SIZE);
@@ -289,6 +300,10 @@ export class Share extends EventEmitter {
   private cursor = 0;
   private nextTrickleScan = 0;
   private readonly lingering = new Set<SendStream>();
+  /** Keys of objects earlier indexes served and the current one does not, by the 14-byte prefix of their notice key. */
+  private readonly retired = new Map<string, { key: Hash; at: number }>();
+  /** Gone notices sent (status and tests). */
+  noticesSent = 0;
   /** Files already reported as changed or unreadable under the current index. */
   private readonly warnedStale = new Set<string>();
   /** Smoothed time from a stream's last source symbol to its listener's leave. */
@@ -327,18 +342,55 @@ export class Share extends EventEmitter {
    * not in the new index stop at once, so nothing is sent under a stale hash.
    */
   setIndex(index: ShareIndex): void {
+    this.retire(this.index_, index);
     this.index_ = index;
     this.warnedStale.clear();
     this.rank.clear();
     for (const s of [...this.streams.values()]) {
       const now = index.get(s.object.hash);
-      if (!now || now.kind !== s.object.kind) {
+      // An alias names a path, not content: the same key may now stand for other bytes.
+      const otherBytes = now?.kind === 'tree' && s.object.kind === 'tree' && !now.bytes.equals(s.object.bytes);
+      if (!now || now.kind !== s.object.kind || otherBytes) {
         this.streams.delete(s.key);
         this.order = this.order.filter((x) => x !== s);
         s.free();
         this.log('verbose', `dropped stale ${s.object.kind} ${s.object.record.sharePath} on ${s.key}`);
       }
     }
+  }
+
+  /** Remember what `before` served and `after` does not, for gone notices. */
+  private retire(before: ShareIndex, after: ShareIndex): void {
+    const now = Date.now();
+    for (const key of before.hashes()) {
+      if (after.get(key)) continue;
+      const slot = goneNoticeKey(key).subarray(0, GROUP_PREFIX_BYTES).toString('hex');
+      this.retired.delete(slot);
+      this.retired.set(slot, { key: Buffer.from(key), at: now });
+    }
+    for (const [slot, r] of this.retired) {
+      if (this.retired.size <= MAX_RETIRED && now - r.at < RETIRED_TTL_MS) break;
+      this.retired.delete(slot);
+    }
+  }
+
+  /**
+   * A join of a group that names no current object: when it is the notice group of an object an
+   * earlier index served, tell the receivers there that it is gone (it never comes back under
+   * that key unless the file changes back, which the current index would show).
+   */
+  private answerGone(e: MldEvent, prefix: Buffer): void {
+    const r = this.retired.get(prefix.toString('hex'));
+    if (!r || Date.now() - r.at >= RETIRED_TTL_MS || this.index.get(r.key)) return;
+    const sender = this.senders.get(e.ifname);
+    if (!sender) return;
+    const group = formatIPv6(e.group);
+    const notice = encodeGoneNotice(this.opts.cipher ? this.opts.cipher.seal(r.key) : r.key);
+    this.noticesSent += NOTICE_COPIES;
+    this.log('verbose', `told ${group}%${e.ifname} that object ${toHex(r.key).slice(0, 16)} is gone (the source changed)`);
+    void sender.sendBatch(Array.from({ length: NOTICE_COPIES }, () => ({ group, payload: notice }))).catch((err: Error) => {
+      this.log('warn', `send on ${e.ifname} failed: ${err.message}`);
+    });
   }
 
   /** Start serving `index` (the C lc_share). */
@@ -383,7 +435,10 @@ export class Share extends EventEmitter {
     const prefix = prefixOfGroup(e.group);
     if (!prefix) return;
     const obj = this.index.getByPrefix(prefix);
-    if (!obj) return;
+    if (!obj) {
+      if (this.retired.size > 0) this.answerGone(e, prefix);
+      return;
+    }
     const group = formatIPv6(e.group);
     const key = `${group}%${e.ifname}`;
     const now = Date.now();
@@ -716,6 +771,7 @@ export class Share extends EventEmitter {
       datagrams: this.datagrams,
       bytes: this.bytes,
       streamsStarted: this.streamsStarted,
+      noticesSent: this.noticesSent,
       rateNow: dt > 0 ? (this.bytes - first.bytes) / dt : 0,
       rateAvg: uptime > 0 ? this.bytes / uptime : 0,
     };

@@ -5,7 +5,8 @@
  * hashes the local copy lacks. Every object is verified against the hash that
  * named it before anything touches the destination.
  */
-import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, opendir, readlink, rmdir, symlink, unlink, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { hash, hashPair, parseHex, toHex, type Hash } from './hash.js';
@@ -44,6 +45,10 @@ export interface SyncOptions {
   /** How long to wait for the root's signature object (default: timeoutSec, else 10 s). */
   signatureWaitSec?: number;
   onItem?: (item: SyncItem) => void;
+  /** The source (a share name) changed during the sync; the sync starts over on its new root (`n`-th time). */
+  onSourceChanged?: (n: number) => void;
+  /** A path left alone because replacing it would delete a non-empty directory (reported once each). */
+  onConflict?: (c: SyncConflict) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
   /** Receive on this channel instead of opening a socket (tests run a share in memory). */
@@ -59,6 +64,21 @@ export interface SyncItem {
   /** Files: chunks fetched from the network and reused from the local copy. */
   chunksFetched?: number;
   chunksReused?: number;
+}
+
+/**
+ * A destination entry the sync could not bring in line without deleting data: a non-empty
+ * directory where the source has a file or symlink. Everything else is finished; the run ends
+ * with ExitCode.partial.
+ */
+export interface SyncConflict {
+  path: string;
+  /** What the source has there. */
+  source: 'file' | 'symlink';
+  /** What is there now. */
+  local: 'dir';
+  /** One line naming the path, for logs. */
+  message: string;
 }
 
 export interface SyncProgress {
@@ -85,6 +105,10 @@ export interface SyncSummary {
   objectsRejected: number;
   rejoins: number;
   files: Record<Change, number>;
+  /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
+  conflicts: SyncConflict[];
+  /** Times the source changed during the sync and the sync moved on to the share name's new root. */
+  sourceChanges: number;
   seconds: number;
   /** Bytes written per second. */
   rate: number;
@@ -237,6 +261,9 @@ class Joined {
   }
 }
 
+/** How often a sync by share name starts over on a new root before it gives up (the source keeps changing). */
+const MAX_SOURCE_CHANGES = 5;
+
 /** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
 const MAX_SEGMENT_BYTES = 255;
 
@@ -318,7 +345,7 @@ export class SyncSession {
   private readonly treeLimit: Limiter;
   private readonly times: TimeStamp[] = [];
   private readonly started = Date.now();
-  readonly summary: Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate'> = {
+  readonly summary: Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges'> = {
     dryRun: false,
     bytesReceived: 0,
     datagrams: 0,
@@ -329,6 +356,7 @@ export class SyncSession {
     objectsRejected: 0,
     rejoins: 0,
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
+    conflicts: [],
   };
   private chunksWanted = 0;
   /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
@@ -360,6 +388,16 @@ export class SyncSession {
   async close(): Promise<void> {
     this.rx.close();
     await this.channel.close();
+  }
+
+  /** The first error that ended the session; later ones (requests failed because of it) are its echoes. */
+  private failure: { error: unknown } | undefined;
+
+  private fail(error: unknown): void {
+    if (this.failure) return;
+    // A share that said the source changed wins over what that did to other requests.
+    this.failure = { error: this.rx.gone ?? error };
+    this.rx.close();
   }
 
   private checkAbort(): void {
@@ -494,6 +532,24 @@ export class SyncSession {
     verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
   }
 
+  /** Nothing at that path: ENOENT, or in a dry run ENOTDIR (a parent that would have become a directory is still a file). */
+  private absent(e: unknown): boolean {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || (!!this.opts.dryRun && code === 'ENOTDIR');
+  }
+
+  /** Leave a non-empty directory where the source has a file or symlink, and say so (rsync without --delete does the same). */
+  private conflict(dest: string, source: 'file' | 'symlink'): void {
+    const c: SyncConflict = {
+      path: dest,
+      source,
+      local: 'dir',
+      message: `conflict: ${dest} is a non-empty directory where the source has a ${source}; left as it is`,
+    };
+    this.summary.conflicts.push(c);
+    this.opts.onConflict?.(c);
+  }
+
   private item(it: SyncItem): void {
     if (it.type === 'file') this.summary.files[it.change]++;
     this.opts.onItem?.(it);
@@ -505,16 +561,19 @@ export class SyncSession {
     const size = entry.head.size;
     let localTree: MerkleTree | undefined;
     let existed = false;
+    /** What the new file replaces by renaming (never written through): an empty directory, a symlink, a special file. */
+    let replace: 'dir' | 'other' | undefined;
     try {
       const st = await lstat(dest);
-      if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a file`);
-      if (st.isFile()) {
-        existed = true;
-        localTree = await MerkleTree.fromFile(dest, st.size);
-      } else existed = true; // a symlink or special file: replaced, never written through
+      existed = true;
+      if (st.isDirectory()) {
+        if (!(await isEmptyDir(dest))) return this.conflict(dest, 'file');
+        replace = 'dir';
+      } else if (st.isFile()) localTree = await MerkleTree.fromFile(dest, st.size);
+      else replace = 'other';
     } catch (e) {
       if (e instanceof LcsyncError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+      if (!this.absent(e)) throw fromSystemError(e, dest);
     }
     const needed = tree.diff(localTree);
     const sameContent = localTree !== undefined && needed.length === 0 && localTree.size === size;
@@ -541,15 +600,15 @@ export class SyncSession {
       this.item({ path: dest, type: 'file', change: changedMeta ? 'metadata' : 'unchanged', chunksFetched: 0, chunksReused: 0 });
       return;
     }
-    if (existed && !localTree) {
-      // Replace a symlink or special file by unlinking it first: never write through a link.
-      await unlink(dest).catch((e) => Promise.reject(fromSystemError(e, dest)));
-    }
     this.chunksWanted += places.size;
     // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
     await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
-    const out = await OutputFile.open(dest, size, { inplace: this.opts.inplace });
+    // Another type of object stays in place until the new file is complete, written under a fresh
+    // name next to it (never through a link), and is then replaced by rename.
+    const target = replace ? siblingName(dest, 'new') : dest;
+    const out = await OutputFile.open(target, size, { inplace: this.opts.inplace && !replace });
     let fetchedHere = 0;
+    const home = { path: out.path };
     try {
       if (reuse.size > 0) {
         // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
@@ -566,7 +625,6 @@ export class SyncSession {
         }
       }
       // Until commit the chunks written here are read back from the temporary file; then from dest.
-      const home = { path: out.path };
       await this.chunkLimit.each(places.values(), async (at) => {
         this.checkAbort();
         const length = chunkLength(size, at[0]!);
@@ -590,12 +648,22 @@ export class SyncSession {
       });
       this.checkAbort();
       await out.commit();
-      home.path = dest;
+      home.path = target;
     } catch (e) {
       await out.abort();
       throw e;
     }
-    await this.finishMeta(dest, entry.head.meta, false, !existed);
+    if (replace) {
+      try {
+        if (replace === 'dir') await swapIn(target, dest);
+        else await rename(target, dest);
+      } catch (e) {
+        await unlink(target).catch(() => undefined);
+        throw fromSystemError(e, dest);
+      }
+      home.path = dest;
+    }
+    await this.finishMeta(dest, entry.head.meta, false, !existed || replace !== undefined);
     this.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });
   }
 
@@ -620,14 +688,18 @@ export class SyncSession {
     const target = entry.obj.subarray(entry.head.payloadOffset).toString('utf8');
     let existing: string | undefined;
     let exists = false;
+    let replaceDir = false;
     try {
       const st = await lstat(dest);
       exists = true;
       if (st.isSymbolicLink()) existing = await readlink(dest);
-      else if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a symlink`);
+      else if (st.isDirectory()) {
+        if (!(await isEmptyDir(dest))) return this.conflict(dest, 'symlink');
+        replaceDir = true;
+      }
     } catch (e) {
       if (e instanceof LcsyncError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+      if (!this.absent(e)) throw fromSystemError(e, dest);
     }
     const change: Change = existing === target ? 'unchanged' : exists ? 'updated' : 'created';
     if (!this.opts.dryRun && change !== 'unchanged') {
@@ -636,7 +708,8 @@ export class SyncSession {
       await rm(tmp, { force: true });
       try {
         await symlink(target, tmp);
-        await rename(tmp, dest);
+        if (replaceDir) await swapIn(tmp, dest);
+        else await rename(tmp, dest);
       } catch (e) {
         await rm(tmp, { force: true });
         throw fromSystemError(e, dest);
@@ -652,39 +725,58 @@ export class SyncSession {
    */
   async syncDir(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
     let exists = false;
+    /** A file, symlink or special file stands where the source has a directory: replaced (a link is never followed). */
+    let replace = false;
     try {
       const st = await lstat(dest);
-      if (st.isSymbolicLink()) throw new LcsyncError('IO', `${dest}: is a symlink where a directory is expected; refusing to write through it`);
-      if (!st.isDirectory()) throw new LcsyncError('IO', `${dest}: exists and is not a directory`);
-      exists = true;
+      if (st.isDirectory()) exists = true;
+      else replace = true;
     } catch (e) {
-      if (e instanceof LcsyncError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, dest);
+      if (!this.absent(e)) throw fromSystemError(e, dest);
     }
     if (!exists && !this.opts.dryRun) {
-      try {
-        await mkdir(dest, { mode: 0o755 });
-      } catch (e) {
-        throw fromSystemError(e, `cannot create directory ${dest}`);
+      if (replace) {
+        const staged = siblingName(dest, 'new');
+        try {
+          await mkdir(staged, { mode: 0o755 });
+          await swapIn(staged, dest);
+        } catch (e) {
+          await rmdir(staged).catch(() => undefined);
+          throw fromSystemError(e, `cannot replace ${dest} with a directory`);
+        }
+      } else {
+        try {
+          await mkdir(dest, { mode: 0o755 });
+        } catch (e) {
+          throw fromSystemError(e, `cannot create directory ${dest}`);
+        }
       }
     }
-    this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : 'created' });
+    this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : replace ? 'updated' : 'created' });
     if (this.opts.flags.recursive) {
       const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
       // Two children under one name would race each other for it (a symlink and a directory
       // made one after the other): the second is refused.
       const taken = new Set<string>();
-      await Promise.all(
+      // Every child settles before an error goes up: the first failure stops the session (every
+      // pending request fails at once), and each file being written removes its temporary copy
+      // before the process can exit. Conflicts are not failures: the other children go on.
+      await Promise.allSettled(
         children.map(async (h) => {
-          const child = await this.fetchEntry(h);
-          const rel = childName(entry.head, child.head);
-          if (taken.has(rel)) {
-            throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
+          try {
+            const child = await this.fetchEntry(h);
+            const rel = childName(entry.head, child.head);
+            if (taken.has(rel)) {
+              throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
+            }
+            taken.add(rel);
+            await this.syncEntry(child, path.join(dest, rel), localHashes);
+          } catch (e) {
+            this.fail(e);
           }
-          taken.add(rel);
-          await this.syncEntry(child, path.join(dest, rel), localHashes);
         }),
       );
+      if (this.failure) throw this.failure.error;
     }
     if (!this.opts.dryRun) await this.finishMeta(dest, entry.head.meta, false);
   }
@@ -699,6 +791,11 @@ export class SyncSession {
   /** Apply collected times, deepest paths first is not needed: all writes are done by now. */
   async finish(): Promise<void> {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
+  }
+
+  /** Set when the share said the source changed under this session (receiver.ts gone notices). */
+  get sourceChanged(): LcsyncError | undefined {
+    return this.rx.gone;
   }
 
   stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; seconds: number } {
@@ -716,7 +813,53 @@ export class SyncSession {
 /** Sync SOURCE (hash or share name) into DEST: the library form of `lcsync sync` (the C lc_syncfile). */
 export async function syncRemote(source: string, dest: string, opts: SyncOptions): Promise<SyncSummary> {
   const spec = parseSource(source);
+  const started = Date.now();
+  // Transfer counters of attempts given up because the source changed under them.
+  const earlier = { bytesReceived: 0, datagrams: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
+  for (let attempt = 0; ; attempt++) {
+    let session: SyncSession | undefined;
+    try {
+      const summary = await syncOnce(spec, source, dest, opts, (s) => (session = s));
+      const seconds = (Date.now() - started) / 1000;
+      const sum = <K extends keyof typeof earlier>(k: K) => summary[k] + earlier[k];
+      const bytesWritten = sum('bytesWritten');
+      return {
+        ...summary,
+        bytesReceived: sum('bytesReceived'),
+        datagrams: sum('datagrams'),
+        bytesWritten,
+        chunksFetched: sum('chunksFetched'),
+        chunksReused: sum('chunksReused'),
+        objectsRejected: sum('objectsRejected'),
+        rejoins: sum('rejoins'),
+        sourceChanges: attempt,
+        seconds,
+        rate: seconds > 0 ? bytesWritten / seconds : 0,
+      };
+    } catch (e) {
+      // The share said an object of the root being fetched is gone: what is on disk is a mix of
+      // complete old files and untouched ones (never a half-written file). By hash there is no
+      // newer version to ask for; by name the share's name now leads to its new root.
+      const changed = session?.sourceChanged;
+      if (!session || !changed) throw e;
+      if (spec.name === undefined || attempt >= MAX_SOURCE_CHANGES) throw changed;
+      const s = session.stats();
+      earlier.bytesReceived += s.bytesReceived;
+      earlier.datagrams += s.datagrams;
+      earlier.objectsRejected += s.objectsRejected;
+      earlier.rejoins += s.rejoins;
+      earlier.bytesWritten += session.summary.bytesWritten;
+      earlier.chunksFetched += session.summary.chunksFetched;
+      earlier.chunksReused += session.summary.chunksReused;
+      opts.onSourceChanged?.(attempt + 1);
+    }
+  }
+}
+
+/** One pass over the source's current root, in a session of its own that it hands to `opened` (syncRemote repeats it when the source changes). */
+async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: SyncOptions, opened: (s: SyncSession) => void): Promise<SyncSummary> {
   const session = await SyncSession.open(opts);
+  opened(session);
   try {
     const top = await session.fetchEntry(spec.hash, spec.name);
     const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top);
@@ -766,6 +909,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       rejoins: s.rejoins,
       seconds: s.seconds,
       rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
+      sourceChanges: 0,
     };
   } finally {
     await session.close();
@@ -806,6 +950,45 @@ async function readChunkAt(file: string, offset: number, length: number): Promis
   } finally {
     await fh.close();
   }
+}
+
+/** Whether directory `p` has no entries. */
+async function isEmptyDir(p: string): Promise<boolean> {
+  const d = await opendir(p);
+  try {
+    return (await d.read()) === null;
+  } finally {
+    await d.close().catch(() => undefined);
+  }
+}
+
+/** A fresh name next to `dest`: `.<name>.lcsync-<pid>-<random>.new` for a staged object, `.old` for one moved aside. */
+function siblingName(dest: string, tag: 'new' | 'old'): string {
+  let base = path.basename(dest);
+  // Room for the suffix under the usual 255-byte name limit.
+  while (Buffer.byteLength(base) > 200) base = base.slice(0, -1);
+  return path.join(path.dirname(dest), `.${base}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.${tag}`);
+}
+
+/**
+ * Put the object staged at `staged` where `dest` is, when one rename cannot (a file or link
+ * replacing an empty directory, a directory replacing a file or link): the old object moves aside
+ * first and comes back if the new one cannot take its place, so `dest` always names either the
+ * old or the new object after an error, and is missing only between two renames. The old object
+ * (a file, a link or an empty directory) is removed last.
+ */
+export async function swapIn(staged: string, dest: string): Promise<void> {
+  const aside = siblingName(dest, 'old');
+  await rename(dest, aside);
+  try {
+    await rename(staged, dest);
+  } catch (e) {
+    await rename(aside, dest).catch(() => undefined);
+    throw e;
+  }
+  const st = await lstat(aside);
+  if (st.isDirectory()) await rmdir(aside);
+  else await unlink(aside);
 }
 
 /** The entry hash of a fetched object: what `lcsync index` prints for the same item. */
