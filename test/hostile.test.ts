@@ -20,6 +20,7 @@ import path from 'node:path';
 import { runInNewContext } from 'node:vm';
 import v8 from 'node:v8';
 import { LcsyncError } from '../src/core/errors.js';
+import { displayName } from '../src/core/names.js';
 import { groupAddress } from '../src/core/address.js';
 import { hash, toHex, type Hash } from '../src/core/hash.js';
 import { dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/entry.js';
@@ -447,7 +448,7 @@ describe('names from the network', () => {
     }
     expect(caught).toBeInstanceOf(LcsyncError);
     expect((caught as LcsyncError).code).toBe('INTEGRITY');
-    expect((caught as LcsyncError).message).toBe(`refusing unsafe name ${JSON.stringify(name)} in directory "share": ${why}`);
+    expect((caught as LcsyncError).message).toBe(`refusing unsafe name "${displayName(name)}" in directory "share": ${why}`);
   });
 
   it('accepts a direct child, and a directory named under another parent by its basename (its hash covers only that)', () => {
@@ -506,7 +507,7 @@ describe('sync from a lying sender writes nothing outside the destination', () =
     const { err } = await syncOver(net, top.key, dest);
     expect(err).toBeInstanceOf(LcsyncError);
     expect((err as LcsyncError).exitCode).toBe(4);
-    expect((err as LcsyncError).message).toBe(`refusing unsafe name ${JSON.stringify(name)} in directory "share": ${why}`);
+    expect((err as LcsyncError).message).toBe(`refusing unsafe name "${displayName(name)}" in directory "share": ${why}`);
     expect(listing(s)).toEqual(['dest', 'keep.txt']);
   });
 
@@ -517,7 +518,7 @@ describe('sync from a lying sender writes nothing outside the destination', () =
     const evil = craftFile(net, name, Buffer.from('pwned\n'));
     const top = craftDir(net, 'share', [evil.key], true);
     const { err } = await syncOver(net, top.key, dest);
-    expect((err as LcsyncError).message).toBe(`refusing unsafe name ${JSON.stringify(name)} in directory "share": absolute path`);
+    expect((err as LcsyncError).message).toBe(`refusing unsafe name "${displayName(name)}" in directory "share": absolute path`);
     expect(listing(s)).toEqual(['dest', 'keep.txt']);
   });
 

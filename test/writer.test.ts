@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -6,7 +6,7 @@ import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile }
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { OutputFile, removeStaleTemps } from '../src/core/writer.js';
+import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, pidAlive, removeStaleTemps } from '../src/core/writer.js';
 import { LcsyncError } from '../src/core/errors.js';
 
 const GiB = 2 ** 30;
@@ -221,15 +221,15 @@ describe('removeStaleTemps', () => {
   it('removes temps of dead runs and keeps those of live ones', async () => {
     const d = await fresh('stale');
     const dead = deadPid();
-    const old = new Date(Date.now() - 60_000);
-    const ancient = new Date(Date.now() - 3 * 24 * 3600_000);
+    const old = new Date(Date.now() - STALE_AFTER_MS - 60_000);
+    const ancient = new Date(Date.now() - ABANDONED_AFTER_MS - 60_000);
     const files: Record<string, Date | undefined> = {
-      [`.f.lcsync-${dead}-aa11.tmp`]: old, // dead pid, old: removed
+      [`.f.lcsync-${dead}-aa11.tmp`]: old, // dead pid, untouched for longer than a live run allows: removed
       [`.g.lcsync-${dead}-bb22.tmp`]: old, // dead pid, old, other basename
-      [`.f.lcsync-${dead}-cc33.tmp`]: undefined, // dead pid, just created: removed (its run is gone; a live run's pid is in the name)
+      [`.f.lcsync-${dead}-cc33.tmp`]: undefined, // dead pid but just touched: kept (a run in another PID namespace)
       [`.f.lcsync-${process.pid}-dd44.tmp`]: old, // our own pid: alive, kept
       [`.f.lcsync-1-ee55.tmp`]: old, // pid 1 is alive: kept
-      [`.f.lcsync-1-ff66.tmp`]: ancient, // untouched for days: the pid was reused, removed
+      [`.f.lcsync-1-ff66.tmp`]: ancient, // untouched for an hour: the pid was reused, removed
       ['f']: old,
       ['.f.lcsync-notapid.tmp']: old, // not our pattern
       ['.f.lcsync-12-zz.tmp']: old, // not our pattern
@@ -238,10 +238,11 @@ describe('removeStaleTemps', () => {
       await writeFile(path.join(d, name), 'x');
       if (mtime) await utimes(path.join(d, name), mtime, mtime);
     }
-    expect(await removeStaleTemps(d, 'f')).toBe(3);
+    expect(await removeStaleTemps(d, 'f')).toBe(2);
     expect((await readdir(d)).sort()).toEqual(
       [
         `.g.lcsync-${dead}-bb22.tmp`,
+        `.f.lcsync-${dead}-cc33.tmp`,
         `.f.lcsync-${process.pid}-dd44.tmp`,
         '.f.lcsync-1-ee55.tmp',
         'f',
@@ -253,6 +254,52 @@ describe('removeStaleTemps', () => {
     expect(await removeStaleTemps(d)).toBe(1);
     expect(await readdir(d)).not.toContain(`.g.lcsync-${dead}-bb22.tmp`);
     expect(await removeStaleTemps(path.join(d, 'missing'))).toBe(0);
+    // Once it is old enough, the dead run's fresh temp goes too.
+    expect(await removeStaleTemps(d, 'f', Date.now() + STALE_AFTER_MS + 1000)).toBe(1);
+    expect(await readdir(d)).not.toContain(`.f.lcsync-${dead}-cc33.tmp`);
+  });
+
+  it('the cleanup rule: young temps are kept whatever the pid says; old ones go when the pid is gone; abandoned ones go', () => {
+    const dead = () => false;
+    const alive = () => true;
+    // A live run in another PID namespace: its pid looks dead here, but it touched the temp recently.
+    expect(isStaleTemp(4242, 0, dead)).toBe(false);
+    expect(isStaleTemp(4242, HEARTBEAT_MS * 3, dead)).toBe(false);
+    expect(isStaleTemp(4242, STALE_AFTER_MS - 1, dead)).toBe(false);
+    expect(isStaleTemp(4242, STALE_AFTER_MS, dead)).toBe(true);
+    expect(isStaleTemp(4242, STALE_AFTER_MS, alive)).toBe(false);
+    expect(isStaleTemp(4242, ABANDONED_AFTER_MS - 1, alive)).toBe(false);
+    // A reused pid keeps nothing forever.
+    expect(isStaleTemp(4242, ABANDONED_AFTER_MS, alive)).toBe(true);
+    // A live run touches its temp far more often than the cleanup's patience.
+    expect(STALE_AFTER_MS).toBeGreaterThanOrEqual(3 * HEARTBEAT_MS);
+    expect(pidAlive(process.pid)).toBe(true);
+    expect(pidAlive(1)).toBe(true);
+    expect(pidAlive(0)).toBe(false);
+    expect(pidAlive(-1)).toBe(false);
+  });
+
+  it('an open OutputFile touches its temp every HEARTBEAT_MS while no chunk arrives', async () => {
+    const d = await fresh('heartbeat');
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const out = await OutputFile.open(path.join(d, 'f'), 10);
+      const tmp = out.path;
+      const old = new Date(Date.now() - STALE_AFTER_MS - 60_000);
+      await utimes(tmp, old, old);
+      expect(isStaleTemp(1 << 30, Date.now() - (await stat(tmp)).mtimeMs, () => false)).toBe(true);
+      vi.advanceTimersByTime(HEARTBEAT_MS);
+      let age = Infinity;
+      for (let i = 0; i < 100 && age > 10_000; i++) {
+        await new Promise((r) => setImmediate(r));
+        age = Date.now() - (await stat(tmp)).mtimeMs;
+      }
+      expect(age).toBeLessThan(10_000);
+      expect(await removeStaleTemps(d, 'f')).toBe(0);
+      await out.abort();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('finds the temp an interrupted OutputFile leaves', async () => {

@@ -5,7 +5,7 @@
  * hashes the local copy lacks. Every object is verified against the hash that
  * named it before anything touches the destination.
  */
-import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from './bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { hashPair, parseHex, toHex, type Hash } from './hash.js';
@@ -21,6 +21,7 @@ import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fs
 import type { FileMeta } from './meta.js';
 import type { ObjectCipher } from './crypto.js';
 import { HASH_SIZE } from './hash.js';
+import { displayName, nameFromBytes, nameToBytes } from './names.js';
 
 export interface SyncFlags extends MetaFlags {
   recursive: boolean;
@@ -209,14 +210,23 @@ class Joined {
 /** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
 const MAX_SEGMENT_BYTES = 255;
 
-/** Why `seg` (one segment of a share path from the network) must not be created, or undefined when it is safe. */
+/**
+ * Why `seg` (one segment of a share path from the network, string form of names.ts) must not
+ * be created, or undefined when it is safe. Checked on its bytes: any byte but `/` and NUL is
+ * a valid name on Linux, UTF-8 or not.
+ */
 function segmentProblem(seg: string): string | undefined {
-  if (seg === '') return 'empty path segment';
-  if (seg === '.' || seg === '..') return `"${seg}" segment`;
-  if (seg.includes('\0')) return 'NUL byte';
-  if (Buffer.byteLength(seg) > MAX_SEGMENT_BYTES) return `segment of ${Buffer.byteLength(seg)} bytes, longer than ${MAX_SEGMENT_BYTES}`;
+  const b = nameToBytes(seg);
+  if (b.length === 0) return 'empty path segment';
+  if (b.equals(DOT) || b.equals(DOTDOT)) return `"${seg}" segment`;
+  if (b.includes(0)) return 'NUL byte';
+  if (b.includes(SLASH)) return '"/" inside a segment';
+  if (b.length > MAX_SEGMENT_BYTES) return `segment of ${b.length} bytes, longer than ${MAX_SEGMENT_BYTES}`;
   return undefined;
 }
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+const SLASH = 0x2f;
 
 /** Why a whole share path is malformed, or undefined. */
 function pathProblem(name: string): string | undefined {
@@ -239,7 +249,7 @@ function pathProblem(name: string): string | undefined {
  */
 export function childName(parent: NetTreeHead, child: NetTreeHead): string {
   const refuse = (why: string) =>
-    new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(child.name)} in directory ${JSON.stringify(parent.name)}: ${why}`);
+    new LcsyncError('INTEGRITY', `refusing unsafe name "${displayName(child.name)}" in directory "${displayName(parent.name)}": ${why}`);
   const problem = pathProblem(child.name);
   if (problem) throw refuse(problem);
   const base = path.posix.basename(child.name);
@@ -502,7 +512,9 @@ export class SyncSession {
   }
 
   async syncSymlink(entry: FetchedEntry, dest: string): Promise<void> {
-    const target = entry.obj.subarray(entry.head.payloadOffset).toString('utf8');
+    // The target's exact bytes (any but NUL), as the C tool sends them.
+    const targetBytes = entry.obj.subarray(entry.head.payloadOffset);
+    const target = nameFromBytes(targetBytes);
     let existing: string | undefined;
     let exists = false;
     try {
@@ -564,7 +576,7 @@ export class SyncSession {
           const child = await this.fetchEntry(h);
           const rel = childName(entry.head, child.head);
           if (taken.has(rel)) {
-            throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
+            throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
           }
           taken.add(rel);
           await this.syncEntry(child, path.join(dest, rel), localHashes);
@@ -612,7 +624,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
     }
     const baseName = path.posix.basename(top.head.name);
     const problem = segmentProblem(baseName);
-    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
+    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name "${displayName(top.head.name)}": ${problem}`);
     let target: string;
     if (top.head.type === 'dir') {
       if (!opts.flags.recursive) {

@@ -6,14 +6,21 @@
  * reflink where the file system can), and renames it over the destination once complete and
  * synced. In-place mode writes the destination itself.
  *
+ * Two runs may write one destination at once (two `lcsync sync` into one directory): each
+ * writes its own temporary copy and renames it over the destination, so the destination is
+ * always one complete version. A run touches its temporary copy at least every
+ * HEARTBEAT_MS, and cleanup (removeStaleTemps) removes only copies that no live run can
+ * own: see isStaleTemp.
+ *
  * Positional writes, not mmap (PROTOCOL.md section 8): positions are JS numbers, exact up to
  * 2^53, so files above 4 GiB work.
  */
 import { constants as fsc } from 'node:fs';
-import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from './bytefs.js';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
+import { nameFromBytes, nameToBytes } from './names.js';
 
 export interface OutputOptions {
   /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
@@ -23,15 +30,22 @@ export interface OutputOptions {
 const TEMP_MODE = 0o600;
 /** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
 const MAX_BASE_BYTES = 200;
+/** A run's temporary copy is touched (mtime) at least this often while it is open, even when no chunk arrives. */
+export const HEARTBEAT_MS = 30_000;
+/**
+ * A temp touched more recently than this is kept whatever its pid says: the pid test cannot
+ * see a run in another PID namespace (a container sharing the directory), where the pid may
+ * be dead or someone else's here. Four missed heartbeats.
+ */
+export const STALE_AFTER_MS = 4 * HEARTBEAT_MS;
 /** A temp untouched this long is stale even if its pid is alive (the pid was reused). */
-const ABANDONED_AFTER_MS = 24 * 3600_000;
+export const ABANDONED_AFTER_MS = 3600_000;
 const TEMP_RE = /^\.(.*)\.lcsync-(\d+)-([0-9a-f]+)\.tmp$/;
 
-/** The basename as it appears in temp names: cut to MAX_BASE_BYTES of UTF-8. */
+/** The basename as it appears in temp names: its first MAX_BASE_BYTES bytes (names are bytes; a cut character is fine). */
 function tempBase(base: string): string {
-  let b = base;
-  while (Buffer.byteLength(b) > MAX_BASE_BYTES) b = b.slice(0, -1);
-  return b;
+  const b = nameToBytes(base);
+  return b.length <= MAX_BASE_BYTES ? base : nameFromBytes(b.subarray(0, MAX_BASE_BYTES));
 }
 
 function tempPathFor(dest: string): string {
@@ -70,6 +84,7 @@ async function syncDir(dir: string): Promise<void> {
 export class OutputFile {
   private fh: FileHandle | undefined;
   private done = false;
+  private heartbeat: NodeJS.Timeout | undefined;
 
   private constructor(
     /** The file being written: the temporary copy, or dest itself in place. */
@@ -83,6 +98,14 @@ export class OutputFile {
     private readonly owner: { uid: number; gid: number } | undefined,
   ) {
     this.fh = fh;
+    if (!inplace) {
+      // Tell other runs' cleanup this copy is alive while chunks are slow to come (see isStaleTemp).
+      this.heartbeat = setInterval(() => {
+        const now = new Date();
+        this.fh?.utimes(now, now).catch(() => undefined);
+      }, HEARTBEAT_MS);
+      this.heartbeat.unref();
+    }
   }
 
   static async open(dest: string, size: number, opts: OutputOptions = {}): Promise<OutputFile> {
@@ -171,6 +194,7 @@ export class OutputFile {
   /** Make the output the destination: sync the data, rename over dest, sync the directory. */
   async commit(): Promise<void> {
     const fh = this.handle();
+    clearInterval(this.heartbeat);
     try {
       if (this.inplace) {
         await fh.truncate(this.size);
@@ -205,6 +229,7 @@ export class OutputFile {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    clearInterval(this.heartbeat);
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => undefined);
@@ -217,7 +242,9 @@ export class OutputFile {
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process with this pid exists in our PID namespace (ours counts). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -229,11 +256,23 @@ function pidAlive(pid: number): boolean {
 }
 
 /**
- * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given):
- * those whose owning pid is dead and that are older than a few seconds, and any untouched for a
- * day (the pid was reused). Returns how many were removed.
+ * The cleanup rule: may a temporary copy named for `pid`, last touched `ageMs` ago, be
+ * removed? Only when no live run can own it: untouched for STALE_AFTER_MS (a live run
+ * touches it every HEARTBEAT_MS) and its pid is gone, or untouched for ABANDONED_AFTER_MS
+ * (its pid was reused). A young temp is never removed, whatever its pid: in another PID
+ * namespace the pid means nothing here.
  */
-export async function removeStaleTemps(dir: string, basename?: string): Promise<number> {
+export function isStaleTemp(pid: number, ageMs: number, alive: (pid: number) => boolean = pidAlive): boolean {
+  if (ageMs < STALE_AFTER_MS) return false;
+  if (ageMs >= ABANDONED_AFTER_MS) return true;
+  return !alive(pid);
+}
+
+/**
+ * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
+ * as isStaleTemp decides. Returns how many were removed.
+ */
+export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now()): Promise<number> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -247,18 +286,16 @@ export async function removeStaleTemps(dir: string, basename?: string): Promise<
     const m = TEMP_RE.exec(name);
     if (!m) continue;
     if (want !== undefined && m[1] !== want) continue;
-    const pid = Number(m[2]);
     const full = path.join(dir, name);
     let age: number;
     try {
       const st = await lstat(full);
       if (!st.isFile()) continue;
-      age = Date.now() - st.mtimeMs;
+      age = now - st.mtimeMs;
     } catch {
       continue; // Removed meanwhile.
     }
-    const stale = (pid !== process.pid && !(Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid))) || age > ABANDONED_AFTER_MS;
-    if (!stale) continue;
+    if (!isStaleTemp(Number(m[2]), age)) continue;
     try {
       await unlink(full);
       removed++;

@@ -42,6 +42,7 @@ Prints the entry hash of PATH and its share name: for a directory this is the ro
     if (st && (st.isDirectory() || (st.isFile() && st.size >= pool.threshold))) pool.warm();
     const { ShareIndex } = await import('../../core/mdex.js');
     const { toHex } = await import('../../core/hash.js');
+    const { displayName } = await import('../../core/names.js');
     let index;
     try {
       index = await ShareIndex.build([args.path], {
@@ -82,6 +83,6 @@ Prints the entry hash of PATH and its share name: for a directory this is the ro
       });
       return;
     }
-    process.stdout.write(`${toHex(root.hash)}  ${root.shareName}\n`);
+    process.stdout.write(`${toHex(root.hash)}  ${displayName(root.shareName)}\n`);
   }
 }
