@@ -7,6 +7,7 @@ import { Command, Flags, Errors } from '@oclif/core';
 import { ExitCode, LcsyncError } from '../core/errors.js';
 import { Logger } from './logger.js';
 import { displayName, jsonNames } from '../core/names.js';
+import { rawArgs } from './argv.js';
 
 export abstract class LcsyncCommand extends Command {
   static override baseFlags = {
@@ -18,6 +19,12 @@ export abstract class LcsyncCommand extends Command {
 
   protected log_!: Logger;
   protected jsonOutput = false;
+
+  override async init(): Promise<void> {
+    await super.init();
+    // Paths and share names are bytes: take arguments that are not UTF-8 as they were typed.
+    this.argv = rawArgs(this.argv);
+  }
 
   /** Set up the logger from the parsed base flags; commands call this after this.parse(). */
   protected setupOutput(flags: { json: boolean; quiet: boolean; verbose: boolean; 'log-format': string }): Logger {
