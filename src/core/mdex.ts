@@ -69,6 +69,8 @@ export interface IndexOptions {
   treeCache?: TreeCache;
   /** Hashes large files on worker threads (see hashpool.ts); files below its threshold stay on this thread. */
   leafHasher?: LeafHasher;
+  /** Leave out directory entries with these names (a receiver's own temporary files). */
+  skipName?: (name: string) => boolean;
 }
 
 /** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
@@ -267,12 +269,19 @@ export class ShareIndex {
       throw fromSystemError(e, `cannot read directory ${displayName(abs)}`);
     }
     // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
+    if (opts.skipName) names = names.filter((n) => !opts.skipName!(n));
     const bytesOf = new Map(names.map((n) => [n, nameToBytes(n)]));
     names.sort((a, b) => Buffer.compare(bytesOf.get(a)!, bytesOf.get(b)!));
     // Children are indexed concurrently (small files are all latency: open, read, close),
     // with file reads bounded by fileSlots; the hash list keeps the descending order.
     const found = await Promise.all(
-      names.map((name) => this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts)),
+      names.map((name) =>
+        this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts).catch((e) => {
+          // Gone since the directory was listed (deleted, or renamed over by a writer): not part of the tree.
+          if (e instanceof LcsyncError && e.code === 'NOT_FOUND' && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return undefined;
+          throw e;
+        }),
+      ),
     );
     const children: Hash[] = [];
     for (let i = found.length - 1; i >= 0; i--) {

@@ -8,7 +8,7 @@
 import { chmod, lstat, mkdir, open, readlink, symlink, unlink, rename, rm } from './bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
-import { hashPair, parseHex, toHex, type Hash } from './hash.js';
+import { hash, hashPair, parseHex, toHex, type Hash } from './hash.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
 import { DEFAULT_LIMITS, decodeNetTree, decodeNetTreeHead, dirChildren, partCount, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from './tree.js';
@@ -16,7 +16,7 @@ import { ShareIndex } from './mdex.js';
 import { ObjectReceiver } from './receiver.js';
 import { Limiter } from './limit.js';
 import { MulticastReceiver } from './channel.js';
-import { OutputFile, removeStaleTemps } from './writer.js';
+import { OutputFile, isTempName, removeStaleTemps } from './writer.js';
 import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';
 import type { FileMeta } from './meta.js';
 import type { ObjectCipher } from './crypto.js';
@@ -416,7 +416,8 @@ export class SyncSession {
       if (st.isDirectory()) throw new LcsyncError('IO', `${dest}: is a directory, cannot replace it with a file`);
       if (st.isFile()) {
         existed = true;
-        localTree = await MerkleTree.fromFile(dest, st.size);
+        // The size of the file it opens, not of the lstat above: another run may rename a new version over it.
+        localTree = await MerkleTree.fromFile(dest);
       } else existed = true; // a symlink or special file: replaced, never written through
     } catch (e) {
       if (e instanceof LcsyncError) throw e;
@@ -444,7 +445,7 @@ export class SyncSession {
     }
     if (existed && !localTree) {
       // Replace a symlink or special file by unlinking it first: never write through a link.
-      await unlink(dest).catch((e) => Promise.reject(fromSystemError(e, dest)));
+      await unlink(dest).catch((e) => ((e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : Promise.reject(fromSystemError(e, dest))));
     }
     this.chunksWanted += fetch.length;
     // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
@@ -458,6 +459,13 @@ export class SyncSession {
           for (const [i, j] of reuse) {
             const buf = Buffer.alloc(chunkLength(size, i));
             await old.read(buf, 0, buf.length, j * CHUNK_SIZE);
+            // Another run into the same destination may have renamed a new version over it since it
+            // was hashed: a chunk that is not what the tree says is fetched instead.
+            if (!hash(buf).equals(tree.leaf(i))) {
+              fetch.push(i);
+              this.chunksWanted++;
+              continue;
+            }
             await out.write(i * CHUNK_SIZE, buf);
             this.summary.chunksReused++;
           }
@@ -562,7 +570,9 @@ export class SyncSession {
       try {
         await mkdir(dest, { mode: 0o755 });
       } catch (e) {
-        throw fromSystemError(e, `cannot create directory ${dest}`);
+        // Another run into the same destination made it first: fine if it is a directory.
+        const now = (e as NodeJS.ErrnoException).code === 'EEXIST' ? await lstat(dest).catch(() => undefined) : undefined;
+        if (!now?.isDirectory()) throw fromSystemError(e, `cannot create directory ${dest}`);
       }
     }
     this.opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : 'created' });
@@ -642,8 +652,15 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       const st = await lstat(target).catch(() => undefined);
       if (st?.isDirectory()) {
         const local = new ShareIndex();
-        await local.add(target, { sharePath: top.head.name });
-        localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+        try {
+          // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
+          await local.add(target, { sharePath: top.head.name, skipName: isTempName });
+          localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+        } catch (e) {
+          // Only a shortcut: a file that changed while hashing (another run writing here) means
+          // every entry is compared one by one instead. Real errors come back where they matter.
+          if (!(e instanceof LcsyncError) || e.code === 'PERMISSION') throw e;
+        }
       }
     }
     await session.syncEntry(top, target, localHashes);

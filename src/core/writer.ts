@@ -48,6 +48,11 @@ function tempBase(base: string): string {
   return b.length <= MAX_BASE_BYTES ? base : nameFromBytes(b.subarray(0, MAX_BASE_BYTES));
 }
 
+/** Whether a directory entry is one of our temporary copies (of any run). */
+export function isTempName(name: string): boolean {
+  return TEMP_RE.test(name);
+}
+
 function tempPathFor(dest: string): string {
   const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
   return path.join(path.dirname(dest), name);
