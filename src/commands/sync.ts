@@ -7,7 +7,9 @@ import { chooseCipher, keyFlags } from '../cli/keys.js';
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
 
-SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.`;
+SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically. Two runs into one DEST at once both succeed (no lock): each renames complete files into place.
+
+Names are bytes: names that are not UTF-8 are created byte for byte, printed with \\xHH for each such byte, and in JSON carry a field ending in Base64 with the exact bytes.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
