@@ -17,6 +17,7 @@ import { aliasHash, fileEntryHash } from '../src/core/entry.js';
 import { hashConcat, toHex } from '../src/core/hash.js';
 import { decodeNetTreeHead, encodeNetTree } from '../src/core/nettree.js';
 import { argsFromCmdline } from '../src/cli/argv.js';
+import { Logger } from '../src/cli/logger.js';
 import { cli } from './e2e.js';
 
 const run = promisify(execFile);
@@ -179,5 +180,24 @@ describe('arguments as bytes', () => {
     expect(argsFromCmdline(['-v', 'bad\ufffd.txt'], cmd('node', 'x', 'other'))).toEqual(['-v', 'bad\ufffd.txt']);
     expect(argsFromCmdline(['a', 'b', 'c'], cmd('b', 'c'))).toEqual(['a', 'b', 'c']);
     expect(argsFromCmdline([], cmd('x'))).toEqual([]);
+  });
+});
+
+describe('log lines', () => {
+  const raw = nameFromBytes(b('/d/bad', [0xff], '\n.txt'));
+
+  it('text: \\xHH for bytes that are not UTF-8 and for control characters, one line per message', () => {
+    const out: string[] = [];
+    new Logger({ level: 'verbose', write: (s) => out.push(s) }).verbose(`created file ${raw}`);
+    expect(out).toEqual(['created file /d/bad\\xFF\\x0A.txt\n']);
+  });
+
+  it('json: the message escaped the same way, name fields well-formed with a Base64 sibling', () => {
+    const out: string[] = [];
+    new Logger({ level: 'verbose', format: 'json', write: (s) => out.push(s) }).verbose(`created file ${raw}`, { event: 'item', path: raw });
+    const doc = JSON.parse(out[0]!) as Record<string, string>;
+    expect(doc.msg).toBe('created file /d/bad\\xFF\\x0A.txt');
+    expect(doc.path).toBe('/d/bad\ufffd\n.txt');
+    expect(Buffer.from(doc.pathBase64!, 'base64').equals(b('/d/bad', [0xff], '\n.txt'))).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
+import { displayName } from '../core/names.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
@@ -55,7 +56,7 @@ Names are bytes: names that are not UTF-8 are created byte for byte, printed wit
     const onSignal = () => ctl.abort();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    await progress.start(`waiting for ${args.source}`);
+    await progress.start(`waiting for ${displayName(args.source)}`);
     try {
       const summary = await syncRemote(args.source, args.dest, {
         ifnames,
