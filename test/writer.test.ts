@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lutimes, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -257,6 +257,18 @@ describe('removeStaleTemps', () => {
     // Once it is old enough, the dead run's fresh temp goes too.
     expect(await removeStaleTemps(d, 'f', Date.now() + STALE_AFTER_MS + 1000)).toBe(1);
     expect(await readdir(d)).not.toContain(`.f.lcsync-${dead}-cc33.tmp`);
+  });
+
+  it('removes the temporary symlink of a dead run too (links are made under a temporary name and renamed over)', async () => {
+    const d = await fresh('stale-link');
+    const dead = deadPid();
+    const name = `.l.lcsync-${dead}-abc123.tmp`;
+    await symlink('target', path.join(d, name));
+    const old = new Date(Date.now() - STALE_AFTER_MS - 60_000);
+    await lutimes(path.join(d, name), old, old);
+    await symlink('target', path.join(d, `.l.lcsync-${dead}-def456.tmp`)); // just made: kept
+    expect(await removeStaleTemps(d, 'l')).toBe(1);
+    expect(await readdir(d)).toEqual([`.l.lcsync-${dead}-def456.tmp`]);
   });
 
   it('the cleanup rule: young temps are kept whatever the pid says; old ones go when the pid is gone; abandoned ones go', () => {

@@ -16,7 +16,7 @@ import { ShareIndex } from './mdex.js';
 import { ObjectReceiver } from './receiver.js';
 import { Limiter } from './limit.js';
 import { MulticastReceiver } from './channel.js';
-import { OutputFile, isTempName, removeStaleTemps } from './writer.js';
+import { OutputFile, isTempName, removeStaleTemps, tempPathFor } from './writer.js';
 import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';
 import type { FileMeta } from './meta.js';
 import type { ObjectCipher } from './crypto.js';
@@ -537,8 +537,8 @@ export class SyncSession {
     const change: Change = existing === target ? 'unchanged' : exists ? 'updated' : 'created';
     if (!this.opts.dryRun && change !== 'unchanged') {
       // Make the link under a temporary name and rename it over: atomic, never follows the old link.
-      const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.lcsync-${process.pid}-link.tmp`);
-      await rm(tmp, { force: true });
+      // A random part in the name: two runs in two PID namespaces can have the same pid.
+      const tmp = tempPathFor(dest);
       try {
         await symlink(target, tmp);
         await rename(tmp, dest);

@@ -53,7 +53,8 @@ export function isTempName(name: string): boolean {
   return TEMP_RE.test(name);
 }
 
-function tempPathFor(dest: string): string {
+/** A fresh temporary name next to `dest` (`.<basename>.lcsync-<pid>-<random>.tmp`), for a file or a symlink. */
+export function tempPathFor(dest: string): string {
   const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
   return path.join(path.dirname(dest), name);
 }
@@ -295,7 +296,8 @@ export async function removeStaleTemps(dir: string, basename?: string, now: numb
     let age: number;
     try {
       const st = await lstat(full);
-      if (!st.isFile()) continue;
+      // Symlinks too: a run makes a new link under a temporary name and renames it over.
+      if (!st.isFile() && !st.isSymbolicLink()) continue;
       age = now - st.mtimeMs;
     } catch {
       continue; // Removed meanwhile.
