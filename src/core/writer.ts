@@ -15,9 +15,9 @@
  * Positional writes, not mmap (PROTOCOL.md section 8): positions are JS numbers, exact up to
  * 2^53, so files above 4 GiB work.
  */
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
 import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from './bytefs.js';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { nameFromBytes, nameToBytes } from './names.js';
@@ -33,9 +33,9 @@ const MAX_BASE_BYTES = 200;
 /** A run's temporary copy is touched (mtime) at least this often while it is open, even when no chunk arrives. */
 export const HEARTBEAT_MS = 30_000;
 /**
- * A temp touched more recently than this is kept whatever its pid says: the pid test cannot
- * see a run in another PID namespace (a container sharing the directory), where the pid may
- * be dead or someone else's here. Four missed heartbeats.
+ * A temp made in another PID namespace or on another machine (a container or an NFS client
+ * sharing the directory) is kept until untouched this long: its pid means nothing here. Four
+ * missed heartbeats.
  */
 export const STALE_AFTER_MS = 4 * HEARTBEAT_MS;
 /** A temp untouched this long is stale even if its pid is alive (the pid was reused). */
@@ -55,7 +55,7 @@ export function isTempName(name: string): boolean {
 
 /** A fresh temporary name next to `dest` (`.<basename>.lcsync-<pid>-<random>.tmp`), for a file or a symlink. */
 export function tempPathFor(dest: string): string {
-  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
+  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${randomBytes(6).toString('hex')}.tmp`;
   return path.join(path.dirname(dest), name);
 }
 
@@ -248,6 +248,29 @@ export class OutputFile {
   }
 }
 
+/** Hex digits of the pid scope at the start of the random part of a temp name. */
+const SCOPE_HEX = 8;
+let scope: string | undefined;
+
+/**
+ * Where the pid in a temp name can be judged: this boot of this machine (a directory may be
+ * shared over NFS) and this PID namespace (containers). Temp names start their random part
+ * with it; a temp of another scope, or of an older lcsync, is judged by its age alone.
+ */
+export function pidScope(): string {
+  if (scope === undefined) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const ns = readlinkSync('/proc/self/ns/pid');
+      scope = createHash('sha256').update(`${boot} ${ns}`).digest('hex').slice(0, SCOPE_HEX);
+    } catch {
+      // Unknown: a tag no one else has, so every other temp is judged by its age.
+      scope = randomBytes(SCOPE_HEX / 2).toString('hex');
+    }
+  }
+  return scope;
+}
+
 /** Whether a process with this pid exists in our PID namespace (ours counts). */
 export function pidAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
@@ -261,17 +284,33 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+export interface TempInfo {
+  pid: number;
+  /** Time since it was last touched (a live run touches its temps every HEARTBEAT_MS). */
+  ageMs: number;
+  /** Made in our pid scope (pidScope), so its pid means what it says here. */
+  sameScope: boolean;
+}
+
 /**
- * The cleanup rule: may a temporary copy named for `pid`, last touched `ageMs` ago, be
- * removed? Only when no live run can own it: untouched for STALE_AFTER_MS (a live run
- * touches it every HEARTBEAT_MS) and its pid is gone, or untouched for ABANDONED_AFTER_MS
- * (its pid was reused). A young temp is never removed, whatever its pid: in another PID
- * namespace the pid means nothing here.
+ * The cleanup rule: may this temporary copy be removed? Only when no live run can own it.
+ * - Made in our scope: when its pid is gone (at once: a killed run's chunks are fetched again
+ *   by the next run), or when untouched for ABANDONED_AFTER_MS (its pid was reused).
+ * - Made elsewhere (another PID namespace or machine, or an older lcsync): its pid means
+ *   nothing here, so only when untouched for STALE_AFTER_MS; a live run touches it far more often.
  */
-export function isStaleTemp(pid: number, ageMs: number, alive: (pid: number) => boolean = pidAlive): boolean {
-  if (ageMs < STALE_AFTER_MS) return false;
-  if (ageMs >= ABANDONED_AFTER_MS) return true;
-  return !alive(pid);
+export function isStaleTemp(t: TempInfo, alive: (pid: number) => boolean = pidAlive): boolean {
+  if (t.ageMs >= ABANDONED_AFTER_MS) return true;
+  if (t.sameScope) return !alive(t.pid);
+  return t.ageMs >= STALE_AFTER_MS;
+}
+
+/** What a temp name says: its pid and whether it was made in our pid scope. */
+export function parseTempName(name: string): { base: string; pid: number; sameScope: boolean } | undefined {
+  const m = TEMP_RE.exec(name);
+  if (!m) return undefined;
+  const random = m[3]!;
+  return { base: m[1]!, pid: Number(m[2]), sameScope: random.length === SCOPE_HEX + 12 && random.slice(0, SCOPE_HEX) === pidScope() };
 }
 
 /**
@@ -289,9 +328,9 @@ export async function removeStaleTemps(dir: string, basename?: string, now: numb
   const want = basename === undefined ? undefined : tempBase(basename);
   let removed = 0;
   for (const name of names) {
-    const m = TEMP_RE.exec(name);
-    if (!m) continue;
-    if (want !== undefined && m[1] !== want) continue;
+    const t = parseTempName(name);
+    if (!t) continue;
+    if (want !== undefined && t.base !== want) continue;
     const full = path.join(dir, name);
     let age: number;
     try {
@@ -302,7 +341,7 @@ export async function removeStaleTemps(dir: string, basename?: string, now: numb
     } catch {
       continue; // Removed meanwhile.
     }
-    if (!isStaleTemp(Number(m[2]), age)) continue;
+    if (!isStaleTemp({ pid: t.pid, ageMs: age, sameScope: t.sameScope })) continue;
     try {
       await unlink(full);
       removed++;
