@@ -462,6 +462,7 @@ export class SyncSession {
             // Another run into the same destination may have renamed a new version over it since it
             // was hashed: a chunk that is not what the tree says is fetched instead.
             if (!hash(buf).equals(tree.leaf(i))) {
+              reuse.delete(i);
               fetch.push(i);
               this.chunksWanted++;
               continue;
@@ -522,6 +523,7 @@ export class SyncSession {
   async syncSymlink(entry: FetchedEntry, dest: string): Promise<void> {
     // The target's exact bytes (any but NUL), as the C tool sends them.
     const targetBytes = entry.obj.subarray(entry.head.payloadOffset);
+    if (targetBytes.includes(0)) throw new LcsyncError('INTEGRITY', `refusing symlink "${displayName(entry.head.name)}": its target holds a NUL byte`);
     const target = nameFromBytes(targetBytes);
     let existing: string | undefined;
     let exists = false;
