@@ -71,7 +71,7 @@ describeUnless(why, 'hostile senders (needs root)', () => {
         dotdot: 'refusing unsafe name "share/../evil" in directory "share": ".." segment',
         absolute: `refusing unsafe name ${JSON.stringify(path.join(box.s, 'abs'))} in directory "share": absolute path`,
         empty: 'refusing unsafe name "share//x" in directory "share": empty path segment',
-        nul: 'refusing unsafe name "share/a\\u0000b" in directory "share": NUL byte',
+        nul: 'refusing unsafe name "share/a\\x00b" in directory "share": NUL byte',
         long: `refusing unsafe name "share/${'n'.repeat(300)}" in directory "share": segment of 300 bytes, longer than 255`,
         outside: 'refusing unsafe name "other/x" in directory "share": not inside that directory',
         dirdotdot: 'refusing unsafe name "share/.." in directory "share": ".." segment',

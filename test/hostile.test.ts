@@ -14,12 +14,13 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runInNewContext } from 'node:vm';
 import v8 from 'node:v8';
 import { LcsyncError } from '../src/core/errors.js';
+import { displayName, nameFromBytes } from '../src/core/names.js';
 import { groupAddress } from '../src/core/address.js';
 import { hash, toHex, type Hash } from '../src/core/hash.js';
 import { dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/entry.js';
@@ -447,7 +448,7 @@ describe('names from the network', () => {
     }
     expect(caught).toBeInstanceOf(LcsyncError);
     expect((caught as LcsyncError).code).toBe('INTEGRITY');
-    expect((caught as LcsyncError).message).toBe(`refusing unsafe name ${JSON.stringify(name)} in directory "share": ${why}`);
+    expect((caught as LcsyncError).message).toBe(`refusing unsafe name "${displayName(name)}" in directory "share": ${why}`);
   });
 
   it('accepts a direct child, and a directory named under another parent by its basename (its hash covers only that)', () => {
@@ -506,7 +507,7 @@ describe('sync from a lying sender writes nothing outside the destination', () =
     const { err } = await syncOver(net, top.key, dest);
     expect(err).toBeInstanceOf(LcsyncError);
     expect((err as LcsyncError).exitCode).toBe(4);
-    expect((err as LcsyncError).message).toBe(`refusing unsafe name ${JSON.stringify(name)} in directory "share": ${why}`);
+    expect((err as LcsyncError).message).toBe(`refusing unsafe name "${displayName(name)}" in directory "share": ${why}`);
     expect(listing(s)).toEqual(['dest', 'keep.txt']);
   });
 
@@ -517,7 +518,7 @@ describe('sync from a lying sender writes nothing outside the destination', () =
     const evil = craftFile(net, name, Buffer.from('pwned\n'));
     const top = craftDir(net, 'share', [evil.key], true);
     const { err } = await syncOver(net, top.key, dest);
-    expect((err as LcsyncError).message).toBe(`refusing unsafe name ${JSON.stringify(name)} in directory "share": absolute path`);
+    expect((err as LcsyncError).message).toBe(`refusing unsafe name "${displayName(name)}" in directory "share": absolute path`);
     expect(listing(s)).toEqual(['dest', 'keep.txt']);
   });
 
@@ -607,5 +608,44 @@ describe('sync from a lying sender writes nothing outside the destination', () =
     const { err } = await syncOver(net, top.key, dest);
     expect(err).toBeUndefined();
     expect(listing(dest)).toEqual(['a', 'a/x', 'b', 'b/x']);
+  });
+});
+
+describe('names that are not UTF-8 from the network', () => {
+  const raw = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+
+  it('are created byte for byte: a file, a directory and a symlink target', async () => {
+    const s = path.join(work, 'raw-names');
+    mkdirSync(s);
+    const net = new FakeNet();
+    const fileName = nameFromBytes(raw('share/f', [0xff, 0xfe]));
+    const dirName = nameFromBytes(raw('share/d', [0xe9]));
+    const inner = craftFile(net, `${dirName}/in`, Buffer.from('inner\n'));
+    const sub = craftDir(net, dirName, [inner.key]);
+    const file = craftFile(net, fileName, Buffer.from('raw\n'));
+    const linkObj = encodeNetTree({ type: 'symlink', size: 0, meta: linkMeta, name: 'share/l', payload: raw('t', [0x80]) });
+    const link = { key: symlinkEntryHash('share/l', linkMeta) };
+    net.serve(groupAddress(link.key), datagrams(linkObj, hash(linkObj), true));
+    const top = craftDir(net, 'share', [file.key, sub.key, link.key], true);
+    const { err } = await syncOver(net, top.key, s);
+    expect(err).toBeUndefined();
+    expect(readdirSync(s, { encoding: 'buffer' }).map((n) => n.toString('hex')).sort()).toEqual([raw('f', [0xff, 0xfe]), raw('d', [0xe9]), raw('l')].map((n) => n.toString('hex')).sort());
+    expect(readFileSync(Buffer.concat([Buffer.from(s + '/'), raw('f', [0xff, 0xfe])]), 'utf8')).toBe('raw\n');
+    expect(readFileSync(Buffer.concat([Buffer.from(s + '/'), raw('d', [0xe9], '/in')]), 'utf8')).toBe('inner\n');
+    expect(readlinkSync(path.join(s, 'l'), { encoding: 'buffer' }).equals(raw('t', [0x80]))).toBe(true);
+  });
+
+  it('a symlink target with a NUL byte is refused with exit 4 and nothing is made', async () => {
+    const s = path.join(work, 'nul-target');
+    mkdirSync(s);
+    const net = new FakeNet();
+    const linkObj = encodeNetTree({ type: 'symlink', size: 0, meta: linkMeta, name: 'share/l', payload: raw('a', [0], 'b') });
+    const key = symlinkEntryHash('share/l', linkMeta);
+    net.serve(groupAddress(key), datagrams(linkObj, hash(linkObj), true));
+    const top = craftDir(net, 'share', [key], true);
+    const { err } = await syncOver(net, top.key, s);
+    expect((err as LcsyncError).exitCode).toBe(4);
+    expect((err as LcsyncError).message).toBe('refusing symlink "share/l": its target holds a NUL byte');
+    expect(readdirSync(s)).toEqual([]);
   });
 });

@@ -294,3 +294,35 @@ describe('memory', () => {
     expect(idx!.roots[0]!.hash.equals(plain.roots[0]!.hash)).toBe(true);
   });
 });
+
+describe('a directory that changes while it is indexed (another run writing into it)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'lcsync-mdex-vanish-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('an entry gone between listing and reading is left out, and skipName leaves names out, as if they never were there', async () => {
+    const top = path.join(dir, 'share');
+    mkdirSync(path.join(top, 'sub'), { recursive: true });
+    writeFileSync(path.join(top, 'a.txt'), 'a\n');
+    writeFileSync(path.join(top, 'sub', 'b.txt'), 'b\n');
+    const plain = await ShareIndex.build([top]);
+    writeFileSync(path.join(top, 'gone.txt'), 'renamed away by another run\n');
+    mkdirSync(path.join(top, 'gonedir'));
+    writeFileSync(path.join(top, '.a.txt.lcsync-1-ab12.tmp'), 'a temp\n');
+    const idx = new ShareIndex();
+    // skipName runs after the listing: removing entries there is a deterministic "vanished meanwhile".
+    await idx.add(top, {
+      skipName: (n) => {
+        if (n === 'gone.txt' || n === 'gonedir') rmSync(path.join(top, n), { recursive: true });
+        return n.endsWith('.tmp');
+      },
+    });
+    expect(idx.records.map((r) => r.sharePath).sort()).toEqual(['share', 'share/a.txt', 'share/sub', 'share/sub/b.txt']);
+    // The top directory's own stat is not hashed (depth 0): the root is that of the tree without them.
+    expect(idx.roots[0]!.hash.equals(plain.roots[0]!.hash)).toBe(true);
+    // A missing top path is still an error.
+    await expect(new ShareIndex().add(path.join(dir, 'nope'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+});

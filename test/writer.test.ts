@@ -1,12 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { OutputFile, removeStaleTemps } from '../src/core/writer.js';
+import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/writer.js';
 import { LcsyncError } from '../src/core/errors.js';
 import { describeUnless } from './skip.js';
 
@@ -222,15 +222,18 @@ describe('removeStaleTemps', () => {
   it('removes temps of dead runs and keeps those of live ones', async () => {
     const d = await fresh('stale');
     const dead = deadPid();
-    const old = new Date(Date.now() - 60_000);
-    const ancient = new Date(Date.now() - 3 * 24 * 3600_000);
+    const here = (hex: string) => `${pidScope()}${hex.padEnd(12, '0')}`; // made in our PID namespace
+    const old = new Date(Date.now() - STALE_AFTER_MS - 60_000);
+    const ancient = new Date(Date.now() - ABANDONED_AFTER_MS - 60_000);
     const files: Record<string, Date | undefined> = {
-      [`.f.lcsync-${dead}-aa11.tmp`]: old, // dead pid, old: removed
-      [`.g.lcsync-${dead}-bb22.tmp`]: old, // dead pid, old, other basename
-      [`.f.lcsync-${dead}-cc33.tmp`]: undefined, // dead pid, just created: removed (its run is gone; a live run's pid is in the name)
-      [`.f.lcsync-${process.pid}-dd44.tmp`]: old, // our own pid: alive, kept
-      [`.f.lcsync-1-ee55.tmp`]: old, // pid 1 is alive: kept
-      [`.f.lcsync-1-ff66.tmp`]: ancient, // untouched for days: the pid was reused, removed
+      [`.f.lcsync-${dead}-${here('aa11')}.tmp`]: undefined, // ours, dead pid, just touched: removed (its run is gone)
+      [`.g.lcsync-${dead}-${here('bb22')}.tmp`]: undefined, // the same, other basename
+      [`.f.lcsync-${process.pid}-${here('dd44')}.tmp`]: old, // our own pid: alive, kept
+      [`.f.lcsync-1-${here('ee55')}.tmp`]: old, // pid 1 is alive: kept
+      [`.f.lcsync-1-${here('ff66')}.tmp`]: ancient, // untouched for an hour: the pid was reused, removed
+      [`.f.lcsync-${dead}-0123456789abcdef0123.tmp`]: undefined, // another PID namespace, just touched: kept
+      [`.f.lcsync-${dead}-aa11.tmp`]: undefined, // an older lcsync's name (no scope), just touched: kept
+      [`.f.lcsync-1-bb22.tmp`]: old, // no scope, untouched past STALE_AFTER_MS: removed, whatever pid 1 is here
       ['f']: old,
       ['.f.lcsync-notapid.tmp']: old, // not our pattern
       ['.f.lcsync-12-zz.tmp']: old, // not our pattern
@@ -242,9 +245,11 @@ describe('removeStaleTemps', () => {
     expect(await removeStaleTemps(d, 'f')).toBe(3);
     expect((await readdir(d)).sort()).toEqual(
       [
-        `.g.lcsync-${dead}-bb22.tmp`,
-        `.f.lcsync-${process.pid}-dd44.tmp`,
-        '.f.lcsync-1-ee55.tmp',
+        `.g.lcsync-${dead}-${here('bb22')}.tmp`,
+        `.f.lcsync-${process.pid}-${here('dd44')}.tmp`,
+        `.f.lcsync-1-${here('ee55')}.tmp`,
+        `.f.lcsync-${dead}-0123456789abcdef0123.tmp`,
+        `.f.lcsync-${dead}-aa11.tmp`,
         'f',
         '.f.lcsync-notapid.tmp',
         '.f.lcsync-12-zz.tmp',
@@ -252,8 +257,83 @@ describe('removeStaleTemps', () => {
     );
     // Without a basename every stale temp in the directory goes.
     expect(await removeStaleTemps(d)).toBe(1);
-    expect(await readdir(d)).not.toContain(`.g.lcsync-${dead}-bb22.tmp`);
+    expect(await readdir(d)).not.toContain(`.g.lcsync-${dead}-${here('bb22')}.tmp`);
     expect(await removeStaleTemps(path.join(d, 'missing'))).toBe(0);
+    // Once untouched long enough, the temps of other namespaces go too.
+    expect(await removeStaleTemps(d, 'f', Date.now() + STALE_AFTER_MS + 1000)).toBe(2);
+  });
+
+  it('removes the temporary symlink of a dead run too (links are made under a temporary name and renamed over)', async () => {
+    const d = await fresh('stale-link');
+    const dead = deadPid();
+    await symlink('target', path.join(d, `.l.lcsync-${dead}-${pidScope()}abc123abc123.tmp`));
+    await symlink('target', path.join(d, `.l.lcsync-${dead}-def456.tmp`)); // another scope, just made: kept
+    expect(await removeStaleTemps(d, 'l')).toBe(1);
+    expect(await readdir(d)).toEqual([`.l.lcsync-${dead}-def456.tmp`]);
+  });
+
+  it('the cleanup rule: a dead pid of our namespace at once; another namespace only by age; abandoned ones always', () => {
+    const dead = () => false;
+    const alive = () => true;
+    const t = (ageMs: number, sameScope: boolean) => ({ pid: 4242, ageMs, sameScope });
+    expect(isStaleTemp(t(0, true), dead)).toBe(true);
+    expect(isStaleTemp(t(0, true), alive)).toBe(false);
+    expect(isStaleTemp(t(ABANDONED_AFTER_MS - 1, true), alive)).toBe(false);
+    // A live run in another PID namespace: its pid looks dead (or someone else's) here, but it touched the temp recently.
+    expect(isStaleTemp(t(0, false), dead)).toBe(false);
+    expect(isStaleTemp(t(HEARTBEAT_MS * 3, false), dead)).toBe(false);
+    expect(isStaleTemp(t(STALE_AFTER_MS - 1, false), dead)).toBe(false);
+    expect(isStaleTemp(t(STALE_AFTER_MS, false), alive)).toBe(true);
+    // A reused pid keeps nothing forever.
+    expect(isStaleTemp(t(ABANDONED_AFTER_MS, true), alive)).toBe(true);
+    // A live run touches its temp far more often than the cleanup's patience.
+    expect(STALE_AFTER_MS).toBeGreaterThanOrEqual(3 * HEARTBEAT_MS);
+    expect(pidAlive(process.pid)).toBe(true);
+    expect(pidAlive(1)).toBe(true);
+    expect(pidAlive(0)).toBe(false);
+    expect(pidAlive(-1)).toBe(false);
+  });
+
+  it('temp names carry the pid scope: ours are recognised, a run in another PID namespace has another', () => {
+    expect(pidScope()).toMatch(/^[0-9a-f]{8}$/);
+    const ours = path.basename(tempPathFor('/x/f'));
+    expect(parseTempName(ours)).toEqual({ base: 'f', pid: process.pid, sameScope: true });
+    expect(parseTempName(`.f.lcsync-7-${pidScope()}.tmp`)!.sameScope).toBe(false);
+    expect(parseTempName('.f.lcsync-7-aa.tmp')!.sameScope).toBe(false);
+    expect(parseTempName('f')).toBeUndefined();
+    const built = path.resolve(import.meta.dirname, '..', 'dist', 'core', 'writer.js');
+    const scopeIn = (pre: string[]) => spawnSync(pre[0]!, [...pre.slice(1), process.execPath, '--input-type=module', '-e', `import { pidScope } from ${JSON.stringify(built)}; process.stdout.write(pidScope())`], { encoding: 'utf8' });
+    if (!notRoot && !noUnshare && existsSync(built)) {
+      // Another process in our namespace has our scope; one in a new PID namespace has another.
+      expect(scopeIn(['env']).stdout).toBe(pidScope());
+      const other = scopeIn(['unshare', '--pid', '--fork']);
+      expect(other.status, other.stderr).toBe(0);
+      expect(other.stdout).toMatch(/^[0-9a-f]{8}$/);
+      expect(other.stdout).not.toBe(pidScope());
+    }
+  });
+
+  it('an open OutputFile touches its temp every HEARTBEAT_MS while no chunk arrives', async () => {
+    const d = await fresh('heartbeat');
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const out = await OutputFile.open(path.join(d, 'f'), 10);
+      const tmp = out.path;
+      const old = new Date(Date.now() - STALE_AFTER_MS - 60_000);
+      await utimes(tmp, old, old);
+      expect(isStaleTemp({ pid: 1 << 30, ageMs: Date.now() - (await stat(tmp)).mtimeMs, sameScope: false }, () => false)).toBe(true);
+      vi.advanceTimersByTime(HEARTBEAT_MS);
+      let age = Infinity;
+      for (let i = 0; i < 100 && age > 10_000; i++) {
+        await new Promise((r) => setImmediate(r));
+        age = Date.now() - (await stat(tmp)).mtimeMs;
+      }
+      expect(age).toBeLessThan(10_000);
+      expect(await removeStaleTemps(d, 'f')).toBe(0);
+      await out.abort();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('finds the temp an interrupted OutputFile leaves', async () => {

@@ -6,6 +6,8 @@
 import { Command, Flags, Errors } from '@oclif/core';
 import { ExitCode, LcsyncError } from '../core/errors.js';
 import { Logger } from './logger.js';
+import { displayName, jsonNames } from '../core/names.js';
+import { rawArgs } from './argv.js';
 
 export abstract class LcsyncCommand extends Command {
   static override baseFlags = {
@@ -18,6 +20,12 @@ export abstract class LcsyncCommand extends Command {
   protected log_!: Logger;
   protected jsonOutput = false;
 
+  override async init(): Promise<void> {
+    await super.init();
+    // Paths and share names are bytes: take arguments that are not UTF-8 as they were typed.
+    this.argv = rawArgs(this.argv);
+  }
+
   /** Set up the logger from the parsed base flags; commands call this after this.parse(). */
   protected setupOutput(flags: { json: boolean; quiet: boolean; verbose: boolean; 'log-format': string }): Logger {
     this.jsonOutput = flags.json;
@@ -28,9 +36,9 @@ export abstract class LcsyncCommand extends Command {
     return this.log_;
   }
 
-  /** Print the result document on stdout. */
+  /** Print the result document on stdout; names that are not UTF-8 as jsonNames (names.ts) says. */
   protected printJson(doc: unknown): void {
-    process.stdout.write(JSON.stringify(doc, jsonReplacer, 2) + '\n');
+    process.stdout.write(JSON.stringify(jsonNames(doc), jsonReplacer, 2) + '\n');
   }
 
   override async catch(err: Error & { oclif?: { exit?: number }; code?: string }): Promise<void> {
@@ -42,7 +50,8 @@ export abstract class LcsyncCommand extends Command {
     let kind: string;
     if (err instanceof LcsyncError) {
       code = err.exitCode;
-      message = err.message;
+      // Names in messages are shown with names.ts's escapes (\xHH): one line, whatever the bytes.
+      message = displayName(err.message);
       kind = err.code;
     } else if (err.oclif?.exit !== undefined || err.name === 'CLIError' || /Parse|Flag|Arg/.test(err.constructor?.name ?? '')) {
       // oclif's own parse errors: unknown flags, missing arguments, bad option values.

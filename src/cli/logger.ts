@@ -1,7 +1,11 @@
 /**
  * Human and machine log lines on stderr. stdout is reserved for results (and
- * for the JSON document with --json), so scripts can parse it.
+ * for the JSON document with --json), so scripts can parse it. Names in messages
+ * are escaped as names.ts's displayName says (`\xHH` for bytes that are not
+ * UTF-8 and for control characters); JSON fields as its jsonNames says.
  */
+import { displayName, jsonNames } from '../core/names.js';
+
 export type LogLevel = 'error' | 'warn' | 'info' | 'verbose';
 const rank: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, verbose: 3 };
 
@@ -36,10 +40,10 @@ export class Logger {
   private emit(level: LogLevel, msg: string, fields?: Record<string, unknown>): void {
     if (!this.enabled(level)) return;
     if (this.format === 'json') {
-      this.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+      this.write(JSON.stringify({ time: new Date().toISOString(), level, msg: displayName(msg), ...(jsonNames(fields ?? {}) as Record<string, unknown>) }, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
     } else {
       const prefix = level === 'error' ? 'lcsync: ' : level === 'warn' ? 'lcsync: warning: ' : '';
-      this.write(`${prefix}${msg}\n`);
+      this.write(`${prefix}${displayName(msg)}\n`);
     }
   }
 }

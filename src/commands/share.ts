@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
+import { displayName, jsonNames } from '../core/names.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
 import { count } from '../cli/plural.js';
@@ -71,16 +72,16 @@ The share follows its files: when they change, appear or vanish (file-system eve
       },
       (ev) => {
         if (!ev.changed) return;
-        if (this.jsonOutput) process.stdout.write(JSON.stringify({ event: 'reindex', ...ev }) + '\n');
+        if (this.jsonOutput) process.stdout.write(JSON.stringify(jsonNames({ event: 'reindex', ...ev })) + '\n');
         else {
-          for (const r of ev.roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
+          for (const r of ev.roots) process.stdout.write(`${r.hash}  ${displayName(r.shareName)}\n`);
           log.info(`serving a new index (${ev.reason}): ${count(ev.rehashed, 'file')} re-hashed, ${count(ev.objects, 'object')}`);
         }
       },
     );
     const roots = service.roots;
     if (this.jsonOutput) this.printJson({ ok: true, roots, interfaces: ifnames, objects: service.share.index.objectCount });
-    else for (const r of roots) process.stdout.write(`${r.hash}  ${r.shareName}\n`);
+    else for (const r of roots) process.stdout.write(`${r.hash}  ${displayName(r.shareName)}\n`);
     const onHup = () => service.reindex();
     process.on('SIGHUP', onHup);
     log.info(`sharing ${count(service.share.index.records.length, 'entry', 'entries')} (${count(service.share.index.objectCount, 'object')}) on ${ifnames.join(', ')}; stop with Ctrl-C`);

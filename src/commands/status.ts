@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { LcsyncCommand, jsonReplacer } from '../cli/base.js';
+import { displayName, jsonNames } from '../core/names.js';
 import type { ShareAnswer } from '../core/ipc.js';
 import { count } from '../cli/plural.js';
 
@@ -31,7 +32,7 @@ The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, el
       const answers = await queryAll(dir, 1000);
       for (const a of answers) if (a.error === 'stale') log.verbose(`removed stale socket ${a.path}`);
       const doc = statusDocument(dir, answers);
-      if (this.jsonOutput) return JSON.stringify(doc, jsonReplacer, flags.watch ? undefined : 2) + '\n';
+      if (this.jsonOutput) return JSON.stringify(jsonNames(doc), jsonReplacer, flags.watch ? undefined : 2) + '\n';
       return renderHuman(dir, answers, flags.verbose);
     };
     if (!flags.watch) {
@@ -106,7 +107,7 @@ export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolea
       follow: { reindexes: number; last?: { at: number; reason: string } };
     }>;
     lines.push(`pid ${s.pid ?? a.pid}  up ${duration(s.uptimeSec ?? 0)}`);
-    for (const r of s.roots ?? []) lines.push(`  ${r.hash}  ${r.shareName}  (${r.type}, ${r.path})`);
+    for (const r of s.roots ?? []) lines.push(`  ${r.hash}  ${displayName(r.shareName)}  (${r.type}, ${displayName(r.path)})`);
     lines.push(`  objects ${s.objects ?? 0}, interfaces ${(s.interfaces ?? []).join(', ') || '-'}`);
     lines.push(`  groups with listeners ${s.listeners?.length ?? 0}, send streams ${s.streams?.length ?? 0} active (${s.streamsStarted ?? 0} started)`);
     lines.push(`  sent ${bytes(s.bytes ?? 0)} in ${count(s.datagrams ?? 0, 'datagram')}; rate ${bytes(s.rateNow ?? 0)}/s now, ${bytes(s.rateAvg ?? 0)}/s average`);

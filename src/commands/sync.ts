@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
+import { displayName } from '../core/names.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
@@ -11,7 +12,9 @@ export default class SyncCommand extends LcsyncCommand {
 
 SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", "music/", "music/a/b.ogg"). A SOURCE of 16 or more hex digits but not 64 is refused as a mis-copied hash; a share whose name is such a run of hex digits is named with the prefix "name:" ("name:0123456789abcdef"). As with rsync, "music" syncs into DEST/music and "music/" syncs the contents into DEST; a hash syncs a directory's contents into DEST. Only chunks that differ from the local copy travel; every chunk is verified before it is written, and files are replaced atomically.
 
-An empty directory, file or symlink where the source has another type is replaced; a non-empty directory where the source has a file or symlink is left alone and reported, and the run exits 7 after syncing everything else. If the source changes during the sync (the share re-indexed), it stops with exit 8, or with a share name moves on to the new version.`;
+An empty directory, file or symlink where the source has another type is replaced; a non-empty directory where the source has a file or symlink is left alone and reported, and the run exits 7 after syncing everything else. If the source changes during the sync (the share re-indexed), it stops with exit 8, or with a share name moves on to the new version.
+
+Two runs into one DEST at once both succeed (no lock): each renames complete files into place. Names are bytes: names that are not UTF-8 are created byte for byte, printed with \\xHH for each such byte, and in JSON carry a field ending in Base64 with the exact bytes.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
@@ -57,7 +60,7 @@ An empty directory, file or symlink where the source has another type is replace
     const onSignal = () => ctl.abort();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    await progress.start(`waiting for ${args.source}`);
+    await progress.start(`waiting for ${displayName(args.source)}`);
     try {
       const summary = await syncRemote(args.source, args.dest, {
         ifnames,

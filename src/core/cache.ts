@@ -26,6 +26,7 @@ import { fromSystemError } from './errors.js';
 import { hash, toHex } from './hash.js';
 import type { TreeCache } from './mdex.js';
 import { MerkleTree } from './tree.js';
+import { fsPath, nameFromBytes, nameToBytes } from './names.js';
 
 export interface FileIdentity {
   size: number;
@@ -198,7 +199,7 @@ export class TreeStore implements TreeCache {
     const ageMs = Date.now() - Number(id.mtimeNs / 1_000_000n);
     if (ageMs < this.racyMs) return false;
     try {
-      const st = statSync(localPath, { bigint: true });
+      const st = statSync(fsPath(localPath), { bigint: true });
       return sameIdentity(id, { size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev });
     } catch {
       return false;
@@ -207,7 +208,7 @@ export class TreeStore implements TreeCache {
 
   private entryFile(localPath: string): string | undefined {
     if (!this.treesDir) return undefined;
-    const h = toHex(hash(Buffer.from(localPath, 'utf8')));
+    const h = toHex(hash(nameToBytes(localPath)));
     return path.join(this.treesDir, h.slice(0, 2), h.slice(2));
   }
 
@@ -275,7 +276,7 @@ export class TreeStore implements TreeCache {
 
 /** Encode one disk entry: magic, identity, path, tree nodes. */
 export function encodeEntry(localPath: string, id: FileIdentity, tree: MerkleTree): Buffer {
-  const p = Buffer.from(localPath, 'utf8');
+  const p = nameToBytes(localPath);
   const head = Buffer.alloc(HEADER);
   MAGIC.copy(head, 0);
   let o = MAGIC.length;
@@ -299,7 +300,7 @@ export function decodeEntry(buf: Buffer): { path: string; id: FileIdentity; node
   const plen = buf.readUInt32BE(o);
   o += 4;
   if (plen === 0 || plen > MAX_PATH || o + plen > buf.length) return undefined;
-  return { path: buf.subarray(o, o + plen).toString('utf8'), id, nodes: buf.subarray(o + plen) };
+  return { path: nameFromBytes(buf.subarray(o, o + plen)), id, nodes: buf.subarray(o + plen) };
 }
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {

@@ -5,6 +5,7 @@
  */
 import { hashConcat, type Hash } from './hash.js';
 import { encodeStatFields, type FileMeta } from './meta.js';
+import { nameToBytes } from './names.js';
 
 /** Share path minus its first segment (`music/a/b.ogg` -> `/a/b.ogg`); the whole path when it has no `/`. */
 export function relativeSharePath(sharePath: string): string {
@@ -14,7 +15,7 @@ export function relativeSharePath(sharePath: string): string {
 
 /** Hash of file tree part `part` (part 0 is the file's entry hash). */
 export function fileEntryHash(sharePath: string, root: Hash | undefined, part: number, meta: FileMeta): Hash {
-  const parts: Uint8Array[] = [Buffer.from(relativeSharePath(sharePath), 'utf8')];
+  const parts: Uint8Array[] = [nameToBytes(relativeSharePath(sharePath))];
   if (root) {
     const z = Buffer.alloc(8);
     z.writeBigUInt64LE(BigInt(part));
@@ -36,12 +37,12 @@ export function symlinkEntryHash(sharePath: string, meta: FileMeta): Hash {
  */
 export function dirEntryHash(top: { basename: string; meta: FileMeta } | undefined, children: readonly Hash[]): Hash {
   const parts: Uint8Array[] = [];
-  if (top) parts.push(Buffer.from(top.basename, 'utf8'), encodeStatFields(top.meta));
+  if (top) parts.push(nameToBytes(top.basename), encodeStatFields(top.meta));
   parts.push(...children);
   return hashConcat(parts);
 }
 
 /** Alias: BLAKE3 of the share path, the group a client joins when it asks by name. */
 export function aliasHash(sharePath: string): Hash {
-  return hashConcat([Buffer.from(sharePath, 'utf8')]);
+  return hashConcat([nameToBytes(sharePath)]);
 }

@@ -17,7 +17,8 @@
  * runs at a time; triggers during a run cause one more run after it.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { stat } from './bytefs.js';
+import { fsPath, wellFormedName } from './names.js';
 import path from 'node:path';
 import { toHex } from './hash.js';
 import type { IndexObject, ShareIndex } from './mdex.js';
@@ -188,8 +189,9 @@ export class Follower {
       const dir = st.isDirectory() ? p : path.dirname(p);
       const base = st.isDirectory() ? undefined : path.basename(p);
       try {
-        const w = watch(dir, { recursive: st.isDirectory(), persistent: false }, (_ev, name) => {
-          if (base !== undefined && name !== null && name !== base) return;
+        // Node reports names as UTF-8 (U+FFFD for other bytes), so a name that is not UTF-8 is compared in that form.
+        const w = watch(fsPath(dir), { recursive: st.isDirectory(), persistent: false }, (_ev, name) => {
+          if (base !== undefined && name !== null && name !== base && name !== wellFormedName(base)) return;
           this.opts.onVerbose?.(`change under ${p}${name ? `: ${name}` : ''}`);
           this.trigger('event');
         });

@@ -5,14 +5,14 @@
  * today's epoch (about 0.2 us resolution), and the entry hashes include the
  * nanoseconds. So times go through coreutils `touch -d @SEC.NSEC`, which calls
  * utimensat with full precision; files that share a timestamp share one call.
+ * Paths reach it NUL-separated on the stdin of `xargs -0`, as bytes: an argument
+ * list is a JS string and could not carry a name that is not UTF-8.
  */
-import { execFile } from 'node:child_process';
-import { chmod, lchown, lstat } from 'node:fs/promises';
-import { promisify } from 'node:util';
+import { spawn } from 'node:child_process';
+import { chmod, lchown, lstat } from './bytefs.js';
 import { fromSystemError } from './errors.js';
 import type { FileMeta } from './meta.js';
-
-const run = promisify(execFile);
+import { nameToBytes } from './names.js';
 
 export interface MetaFlags {
   perms: boolean;
@@ -60,14 +60,30 @@ export async function applyTimes(items: readonly TimeStamp[]): Promise<void> {
   }
   for (const [key, paths] of byStamp) {
     const [flag, when] = key.split(' ') as [string, string];
-    // Bounded argument lists so that huge trees stay under ARG_MAX.
-    for (let i = 0; i < paths.length; i += 500) {
-      try {
-        await run('touch', ['-h', '-c', flag, '-d', when, '--', ...paths.slice(i, i + 500)]);
-      } catch (e) {
-        const err = e as { stderr?: string };
-        throw fromSystemError(e, `cannot set times (${(err.stderr ?? '').trim().split('\n')[0] ?? ''})`);
-      }
+    // xargs keeps each touch under ARG_MAX however many paths there are.
+    const list = Buffer.concat(paths.flatMap((p) => [nameToBytes(p), NUL]));
+    const { code, stderr } = await runWithInput('xargs', ['-0', '-r', 'touch', '-h', '-c', flag, '-d', when, '--'], list);
+    if (code !== 0) {
+      const err = Object.assign(new Error(stderr), { code: code === 127 || code === -2 ? 'ENOENT' : undefined });
+      throw fromSystemError(err, `cannot set times (${stderr.trim().split('\n')[0] ?? ''})`);
     }
   }
+}
+
+const NUL = Buffer.of(0);
+
+/** Run `cmd` with `input` on its stdin; resolves with its exit code (-2 when it cannot start) and stderr. */
+function runWithInput(cmd: string, args: string[], input: Buffer): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => {
+      if (stderr.length < 4096) stderr += d;
+    });
+    child.stdin.on('error', () => undefined); // EPIPE when it failed early: the exit code says why.
+    child.on('error', (e) => resolve({ code: -2, stderr: e.message }));
+    child.on('close', (code) => resolve({ code: code ?? -1, stderr }));
+    child.stdin.end(input);
+  });
 }

@@ -6,8 +6,11 @@
  * (BLAKE3 of the share path); for directories and symlinks their objects and
  * aliases. A share maps a joined group back to an object by the 14-byte prefix
  * the group address carries.
+ *
+ * Names are read as bytes and kept in the string form of names.ts, so a file
+ * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
  */
-import { lstat, open, readdir, readlink, realpath, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, realpath, type FileHandle } from './bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from './entry.js';
@@ -17,6 +20,7 @@ import { encodeNetTree, splitParts } from './nettree.js';
 import { MerkleTree, chunkLength, CHUNK_SIZE } from './tree.js';
 import { GROUP_PREFIX_BYTES } from './address.js';
 import { Limiter } from './limit.js';
+import { displayName, nameFromBytes, nameToBytes } from './names.js';
 
 /** One file, directory or symlink found by the walk. */
 export interface IndexRecord {
@@ -32,7 +36,7 @@ export interface IndexRecord {
   hash: Hash;
   /** Files only. */
   tree?: MerkleTree;
-  /** Symlinks only: the target. */
+  /** Symlinks only: the target (string form of names.ts). */
   target?: string;
   /** Files only: hashes of tree parts 0..n-1. */
   partHashes?: Hash[];
@@ -65,6 +69,8 @@ export interface IndexOptions {
   treeCache?: TreeCache;
   /** Hashes large files on worker threads (see hashpool.ts); files below its threshold stay on this thread. */
   leafHasher?: LeafHasher;
+  /** Leave out directory entries with these names (a receiver's own temporary files). */
+  skipName?: (name: string) => boolean;
 }
 
 /** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
@@ -105,11 +111,11 @@ export class ShareIndex {
     try {
       abs = await realpath(given);
     } catch (e) {
-      throw fromSystemError(e, given);
+      throw fromSystemError(e, displayName(given));
     }
     const shareName = opts.sharePath ?? (path.basename(abs) || '/');
     const rec = await this.walk(abs, shareName, 0, opts);
-    if (!rec) throw new LcsyncError('USAGE', `${given}: a special file (device, fifo or socket); lcsync shares only regular files, directories and symlinks`);
+    if (!rec) throw new LcsyncError('USAGE', `${displayName(given)}: a special file (device, fifo or socket); lcsync shares only regular files, directories and symlinks`);
     const root: ShareRoot = { localPath: abs, shareName, type: rec.type, hash: rec.hash };
     this.roots.push(root);
     return root;
@@ -174,13 +180,13 @@ export class ShareIndex {
     try {
       st = await lstat(abs, { bigint: true });
     } catch (e) {
-      throw fromSystemError(e, abs);
+      throw fromSystemError(e, displayName(abs));
     }
     const meta = metaFromStats(st);
     const type = typeOfMode(meta.mode);
     if (!type) {
       // Only inside a directory: a special file given as the path itself is an error, reported once by add().
-      if (depth > 0) opts.onWarning?.(`skipping special file ${abs}`);
+      if (depth > 0) opts.onWarning?.(`skipping special file ${displayName(abs)}`);
       return undefined;
     }
     let rec: IndexRecord;
@@ -207,7 +213,7 @@ export class ShareIndex {
       try {
         fh = await open(abs, 'r');
       } catch (e) {
-        throw fromSystemError(e, `cannot read ${abs}`);
+        throw fromSystemError(e, `cannot read ${displayName(abs)}`);
       }
       try {
         const pool = opts.leafHasher;
@@ -217,8 +223,8 @@ export class ShareIndex {
             : await MerkleTree.fromHandle(fh, size, opts.onBytes);
       } catch (e) {
         // Tree errors (a file that shrank) do not know the path; name it here.
-        if (e instanceof LcsyncError) throw new LcsyncError(e.code, `cannot read ${abs}: ${e.message}`, { cause: e });
-        throw fromSystemError(e, `cannot read ${abs}`);
+        if (e instanceof LcsyncError) throw new LcsyncError(e.code, `cannot read ${displayName(abs)}: ${e.message}`, { cause: e });
+        throw fromSystemError(e, `cannot read ${displayName(abs)}`);
       } finally {
         await fh.close();
       }
@@ -246,11 +252,11 @@ export class ShareIndex {
     try {
       target = await readlink(abs, { encoding: 'buffer' });
     } catch (e) {
-      throw fromSystemError(e, `cannot read link ${abs}`);
+      throw fromSystemError(e, `cannot read link ${displayName(abs)}`);
     }
     const hash = symlinkEntryHash(sharePath, meta);
     const bytes = encodeNetTree({ type: 'symlink', size: 0, meta, name: sharePath, payload: target });
-    const rec: IndexRecord = { type: 'symlink', sharePath, localPath: abs, meta, size: bytes.length, hash, target: target.toString('utf8') };
+    const rec: IndexRecord = { type: 'symlink', sharePath, localPath: abs, meta, size: bytes.length, hash, target: nameFromBytes(target) };
     this.putObject({ kind: 'tree', hash, bytes, record: rec });
     this.putAlias(aliasHash(sharePath), hash);
     return rec;
@@ -261,14 +267,22 @@ export class ShareIndex {
     try {
       names = await readdir(abs);
     } catch (e) {
-      throw fromSystemError(e, `cannot read directory ${abs}`);
+      throw fromSystemError(e, `cannot read directory ${displayName(abs)}`);
     }
     // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
-    names.sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+    if (opts.skipName) names = names.filter((n) => !opts.skipName!(n));
+    const bytesOf = new Map(names.map((n) => [n, nameToBytes(n)]));
+    names.sort((a, b) => Buffer.compare(bytesOf.get(a)!, bytesOf.get(b)!));
     // Children are indexed concurrently (small files are all latency: open, read, close),
     // with file reads bounded by fileSlots; the hash list keeps the descending order.
     const found = await Promise.all(
-      names.map((name) => this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts)),
+      names.map((name) =>
+        this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts).catch((e) => {
+          // Gone since the directory was listed (deleted, or renamed over by a writer): not part of the tree.
+          if (e instanceof LcsyncError && e.code === 'NOT_FOUND' && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return undefined;
+          throw e;
+        }),
+      ),
     );
     const children: Hash[] = [];
     for (let i = found.length - 1; i >= 0; i--) {

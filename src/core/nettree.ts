@@ -23,6 +23,7 @@ import { LcsyncError } from './errors.js';
 import { HASH_SIZE } from './hash.js';
 import { typeOfMode, type EntryType, type FileMeta } from './meta.js';
 import { CHUNK_SIZE, nodeCount } from './tree.js';
+import { displayName, nameFromBytes, nameToBytes } from './names.js';
 
 export const NET_TREE_HEADER = 56;
 /** Tree objects travel in parts of at most this many bytes, each under its own hash. */
@@ -33,14 +34,14 @@ export interface NetTree {
   /** File length for files; whole object length for dirs and links (set by the encoder). */
   size: number;
   meta: FileMeta;
-  /** The share path. */
+  /** The share path (string form of names.ts: bytes that are not UTF-8 kept as escapes). */
   name: string;
   payload: Buffer;
 }
 
 export function encodeNetTree(t: Omit<NetTree, 'type'> & { type: EntryType }): Buffer {
-  const name = Buffer.from(t.name, 'utf8');
-  if (name.length > 0xffff) throw new LcsyncError('USAGE', `share path too long for the wire (${name.length} bytes): ${t.name}`);
+  const name = nameToBytes(t.name);
+  if (name.length > 0xffff) throw new LcsyncError('USAGE', `share path too long for the wire (${name.length} bytes): ${displayName(t.name)}`);
   const total = NET_TREE_HEADER + name.length + t.payload.length;
   const b = Buffer.alloc(total);
   const size = t.type === 'file' ? t.size : total;
@@ -92,12 +93,8 @@ export function decodeNetTreeHead(part0: Uint8Array, limits: DecodeLimits = DEFA
   if (!type) throw bad(`unsupported file type in mode 0${mode.toString(8)}`);
   if (NET_TREE_HEADER + namesz > b.length) throw bad(`name of ${namesz} bytes runs past the end of the object`);
   const nameBytes = b.subarray(NET_TREE_HEADER, NET_TREE_HEADER + namesz);
-  let name: string;
-  try {
-    name = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(nameBytes);
-  } catch {
-    throw bad('name is not valid UTF-8');
-  }
+  // Names are bytes (the C tool sends any): whether one is safe to create is the receiver's call.
+  const name = nameFromBytes(nameBytes);
   const payloadOffset = NET_TREE_HEADER + namesz;
   let objectLength: number;
   let size: number;

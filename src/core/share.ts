@@ -13,7 +13,7 @@
  * under its old hash.
  */
 import { EventEmitter } from 'node:events';
-import { open } from 'node:fs/promises';
+import { open } from './bytefs.js';
 import { GROUP_PREFIX_BYTES, formatIPv6, prefixOfGroup } from './address.js';
 import { hash, toHex, type Hash } from './hash.js';
 import type { IndexObject, ShareIndex } from './mdex.js';

@@ -13,7 +13,7 @@
  *    8    32    root       the root hash being vouched for
  *   40     8    timestamp  u64, milliseconds since 1970-01-01 UTC, at most 2^53 - 1
  *   48     2    namelen    u16, byte length of the share name
- *   50   namelen name      share name, UTF-8 (strictly valid), no terminator
+ *   50   namelen name      share name: its bytes (names need not be UTF-8), no terminator
  *   50+n  32    publickey  raw Ed25519 public key of the signer (RFC 8032)
  *   82+n  64    signature  Ed25519 (pure, RFC 8032) over bytes [0, 82+n)
  *
@@ -42,6 +42,7 @@ import { lstat, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/prom
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
 import { groupAddress } from './address.js';
+import { nameFromBytes, nameToBytes } from './names.js';
 import { HASH_SIZE, hashConcat, toHex, type Hash } from './hash.js';
 
 export const SIG_MAGIC = Buffer.from('LCSIG1', 'ascii');
@@ -108,7 +109,7 @@ export function encodeSignature(s: { root: Uint8Array; name: string; timestamp: 
   if (s.privateKey.type !== 'private' || s.privateKey.asymmetricKeyType !== 'ed25519') {
     throw new LcsyncError('USAGE', 'signing key is not an Ed25519 private key');
   }
-  const name = Buffer.from(s.name, 'utf8');
+  const name = nameToBytes(s.name);
   if (name.length > MAX_NAME_BYTES) throw new LcsyncError('USAGE', `share name too long to sign (${name.length} bytes)`);
   const pub = rawPublicKey(s.privateKey);
   const msgLen = HEAD_SIZE + name.length + PUBKEY_SIZE;
@@ -125,8 +126,6 @@ export function encodeSignature(s: { root: Uint8Array; name: string; timestamp: 
   sig.copy(b, msgLen);
   return b;
 }
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function malformed(why: string): LcsyncError {
   return new LcsyncError('INTEGRITY', `malformed root signature: ${why}`);
@@ -151,12 +150,7 @@ export function decodeSignature(buf: Uint8Array): SignedRoot {
   const nameLen = b.readUInt16BE(48);
   const expected = SIG_FIXED_SIZE + nameLen;
   if (b.length !== expected) throw malformed(`name of ${nameLen} bytes needs ${expected} bytes in all, got ${b.length}`);
-  let name: string;
-  try {
-    name = utf8.decode(b.subarray(HEAD_SIZE, HEAD_SIZE + nameLen));
-  } catch {
-    throw malformed('share name is not valid UTF-8');
-  }
+  const name = nameFromBytes(b.subarray(HEAD_SIZE, HEAD_SIZE + nameLen));
   const msgLen = HEAD_SIZE + nameLen + PUBKEY_SIZE;
   const publicKey = Buffer.from(b.subarray(HEAD_SIZE + nameLen, msgLen));
   let valid = false;

@@ -5,7 +5,7 @@
  * hashes the local copy lacks. Every object is verified against the hash that
  * named it before anything touches the destination.
  */
-import { chmod, lstat, mkdir, open, opendir, readlink, rmdir, symlink, unlink, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, opendir, readlink, rmdir, symlink, unlink, rename, rm } from './bytefs.js';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
@@ -17,11 +17,12 @@ import { ShareIndex } from './mdex.js';
 import { ObjectReceiver } from './receiver.js';
 import { Limiter } from './limit.js';
 import { MulticastReceiver } from './channel.js';
-import { OutputFile, removeStaleTemps } from './writer.js';
+import { OutputFile, isTempName, removeStaleTemps, tempPathFor } from './writer.js';
 import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';
 import type { FileMeta } from './meta.js';
 import type { ObjectCipher } from './crypto.js';
 import { HASH_SIZE } from './hash.js';
+import { displayName, nameFromBytes, nameToBytes } from './names.js';
 
 export interface SyncFlags extends MetaFlags {
   recursive: boolean;
@@ -267,14 +268,23 @@ const MAX_SOURCE_CHANGES = 5;
 /** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
 const MAX_SEGMENT_BYTES = 255;
 
-/** Why `seg` (one segment of a share path from the network) must not be created, or undefined when it is safe. */
+/**
+ * Why `seg` (one segment of a share path from the network, string form of names.ts) must not
+ * be created, or undefined when it is safe. Checked on its bytes: any byte but `/` and NUL is
+ * a valid name on Linux, UTF-8 or not.
+ */
 function segmentProblem(seg: string): string | undefined {
-  if (seg === '') return 'empty path segment';
-  if (seg === '.' || seg === '..') return `"${seg}" segment`;
-  if (seg.includes('\0')) return 'NUL byte';
-  if (Buffer.byteLength(seg) > MAX_SEGMENT_BYTES) return `segment of ${Buffer.byteLength(seg)} bytes, longer than ${MAX_SEGMENT_BYTES}`;
+  const b = nameToBytes(seg);
+  if (b.length === 0) return 'empty path segment';
+  if (b.equals(DOT) || b.equals(DOTDOT)) return `"${seg}" segment`;
+  if (b.includes(0)) return 'NUL byte';
+  if (b.includes(SLASH)) return '"/" inside a segment';
+  if (b.length > MAX_SEGMENT_BYTES) return `segment of ${b.length} bytes, longer than ${MAX_SEGMENT_BYTES}`;
   return undefined;
 }
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+const SLASH = 0x2f;
 
 /** Why a whole share path is malformed, or undefined. */
 function pathProblem(name: string): string | undefined {
@@ -297,7 +307,7 @@ function pathProblem(name: string): string | undefined {
  */
 export function childName(parent: NetTreeHead, child: NetTreeHead): string {
   const refuse = (why: string) =>
-    new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(child.name)} in directory ${JSON.stringify(parent.name)}: ${why}`);
+    new LcsyncError('INTEGRITY', `refusing unsafe name "${displayName(child.name)}" in directory "${displayName(parent.name)}": ${why}`);
   const problem = pathProblem(child.name);
   if (problem) throw refuse(problem);
   const base = path.posix.basename(child.name);
@@ -544,7 +554,7 @@ export class SyncSession {
       path: dest,
       source,
       local: 'dir',
-      message: `conflict: ${dest} is a non-empty directory where the source has a ${source}; left as it is`,
+      message: `conflict: ${displayName(dest)} is a non-empty directory where the source has a ${source}; left as it is`,
     };
     this.summary.conflicts.push(c);
     this.opts.onConflict?.(c);
@@ -569,8 +579,10 @@ export class SyncSession {
       if (st.isDirectory()) {
         if (!(await isEmptyDir(dest))) return this.conflict(dest, 'file');
         replace = 'dir';
-      } else if (st.isFile()) localTree = await MerkleTree.fromFile(dest, st.size);
-      else replace = 'other';
+      } else if (st.isFile()) {
+        // The size of the file it opens, not of the lstat above: another run may rename a new version over it.
+        localTree = await MerkleTree.fromFile(dest);
+      } else replace = 'other'; // a symlink or special file: replaced by rename, never written through
     } catch (e) {
       if (e instanceof LcsyncError) throw e;
       if (!this.absent(e)) throw fromSystemError(e, dest);
@@ -617,6 +629,20 @@ export class SyncSession {
           for (const [i, j] of reuse) {
             const buf = Buffer.alloc(chunkLength(size, i));
             await old.read(buf, 0, buf.length, j * CHUNK_SIZE);
+            // Another run into the same destination may have renamed a new version over it since it
+            // was hashed: a chunk that is not what the tree says is fetched instead.
+            if (!hash(buf).equals(tree.leaf(i))) {
+              reuse.delete(i);
+              fetch.push(i);
+              const k = tree.leaf(i).toString('hex');
+              const at = places.get(k);
+              if (at) at.push(i);
+              else {
+                places.set(k, [i]);
+                this.chunksWanted++;
+              }
+              continue;
+            }
             await out.write(i * CHUNK_SIZE, buf);
             this.summary.chunksReused++;
           }
@@ -685,7 +711,10 @@ export class SyncSession {
   }
 
   async syncSymlink(entry: FetchedEntry, dest: string): Promise<void> {
-    const target = entry.obj.subarray(entry.head.payloadOffset).toString('utf8');
+    // The target's exact bytes (any but NUL), as the C tool sends them.
+    const targetBytes = entry.obj.subarray(entry.head.payloadOffset);
+    if (targetBytes.includes(0)) throw new LcsyncError('INTEGRITY', `refusing symlink "${displayName(entry.head.name)}": its target holds a NUL byte`);
+    const target = nameFromBytes(targetBytes);
     let existing: string | undefined;
     let exists = false;
     let replaceDir = false;
@@ -704,8 +733,8 @@ export class SyncSession {
     const change: Change = existing === target ? 'unchanged' : exists ? 'updated' : 'created';
     if (!this.opts.dryRun && change !== 'unchanged') {
       // Make the link under a temporary name and rename it over: atomic, never follows the old link.
-      const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.lcsync-${process.pid}-link.tmp`);
-      await rm(tmp, { force: true });
+      // A random part in the name: two runs in two PID namespaces can have the same pid.
+      const tmp = tempPathFor(dest);
       try {
         await symlink(target, tmp);
         if (replaceDir) await swapIn(tmp, dest);
@@ -748,7 +777,9 @@ export class SyncSession {
         try {
           await mkdir(dest, { mode: 0o755 });
         } catch (e) {
-          throw fromSystemError(e, `cannot create directory ${dest}`);
+          // Another run into the same destination made it first: fine if it is a directory.
+          const now = (e as NodeJS.ErrnoException).code === 'EEXIST' ? await lstat(dest).catch(() => undefined) : undefined;
+          if (!now?.isDirectory()) throw fromSystemError(e, `cannot create directory ${dest}`);
         }
       }
     }
@@ -767,7 +798,7 @@ export class SyncSession {
             const child = await this.fetchEntry(h);
             const rel = childName(entry.head, child.head);
             if (taken.has(rel)) {
-              throw new LcsyncError('INTEGRITY', `refusing directory ${JSON.stringify(entry.head.name)}: it lists ${JSON.stringify(rel)} twice`);
+              throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
             }
             taken.add(rel);
             await this.syncEntry(child, path.join(dest, rel), localHashes);
@@ -871,7 +902,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
     }
     const baseName = path.posix.basename(top.head.name);
     const problem = segmentProblem(baseName);
-    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name ${JSON.stringify(top.head.name)}: ${problem}`);
+    if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name "${displayName(top.head.name)}": ${problem}`);
     let target: string;
     if (top.head.type === 'dir') {
       if (!opts.flags.recursive) {
@@ -889,8 +920,15 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       const st = await lstat(target).catch(() => undefined);
       if (st?.isDirectory()) {
         const local = new ShareIndex();
-        await local.add(target, { sharePath: top.head.name });
-        localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+        try {
+          // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
+          await local.add(target, { sharePath: top.head.name, skipName: isTempName });
+          localHashes = new Set(local.records.map((r) => toHex(r.hash)));
+        } catch (e) {
+          // Only a shortcut: a file that changed while hashing (another run writing here) means
+          // every entry is compared one by one instead. Real errors come back where they matter.
+          if (!(e instanceof LcsyncError) || e.code === 'PERMISSION') throw e;
+        }
       }
     }
     await session.syncEntry(top, target, localHashes);

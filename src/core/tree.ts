@@ -6,7 +6,7 @@
  *
  * Tree logic only: no sockets. Building from a file reads it in bounded blocks.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from './bytefs.js';
 import { HASH_SIZE, hash, hashPair, isZero, type Hash } from './hash.js';
 import { LcsyncError } from './errors.js';
 

@@ -6,17 +6,24 @@
  * reflink where the file system can), and renames it over the destination once complete and
  * synced. In-place mode writes the destination itself.
  *
+ * Two runs may write one destination at once (two `lcsync sync` into one directory): each
+ * writes its own temporary copy and renames it over the destination, so the destination is
+ * always one complete version. A run touches its temporary copy at least every
+ * HEARTBEAT_MS, and cleanup (removeStaleTemps) removes only copies that no live run can
+ * own: see isStaleTemp.
+ *
  * Positional writes, not mmap: npm mmap bindings were found to take 32-bit offsets and to die with
  * SIGBUS when a mapped file shrinks. Positions are JS numbers, exact up to 2^53, so files above 4 GiB work.
  *
  * A new file starts as a temporary file truncated to its size, all holes: a caller that skips
  * writing all-zero chunks into it (`fresh`) leaves them as holes, like `cp --sparse=auto`.
  */
-import { constants as fsc } from 'node:fs';
-import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
+import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from './bytefs.js';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
+import { nameFromBytes, nameToBytes } from './names.js';
 
 export interface OutputOptions {
   /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
@@ -26,19 +33,32 @@ export interface OutputOptions {
 const TEMP_MODE = 0o600;
 /** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
 const MAX_BASE_BYTES = 200;
+/** A run's temporary copy is touched (mtime) at least this often while it is open, even when no chunk arrives. */
+export const HEARTBEAT_MS = 30_000;
+/**
+ * A temp made in another PID namespace or on another machine (a container or an NFS client
+ * sharing the directory) is kept until untouched this long: its pid means nothing here. Four
+ * missed heartbeats.
+ */
+export const STALE_AFTER_MS = 4 * HEARTBEAT_MS;
 /** A temp untouched this long is stale even if its pid is alive (the pid was reused). */
-const ABANDONED_AFTER_MS = 24 * 3600_000;
+export const ABANDONED_AFTER_MS = 3600_000;
 const TEMP_RE = /^\.(.*)\.lcsync-(\d+)-([0-9a-f]+)\.tmp$/;
 
-/** The basename as it appears in temp names: cut to MAX_BASE_BYTES of UTF-8. */
+/** The basename as it appears in temp names: its first MAX_BASE_BYTES bytes (names are bytes; a cut character is fine). */
 function tempBase(base: string): string {
-  let b = base;
-  while (Buffer.byteLength(b) > MAX_BASE_BYTES) b = b.slice(0, -1);
-  return b;
+  const b = nameToBytes(base);
+  return b.length <= MAX_BASE_BYTES ? base : nameFromBytes(b.subarray(0, MAX_BASE_BYTES));
 }
 
-function tempPathFor(dest: string): string {
-  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
+/** Whether a directory entry is one of our temporary copies (of any run). */
+export function isTempName(name: string): boolean {
+  return TEMP_RE.test(name);
+}
+
+/** A fresh temporary name next to `dest` (`.<basename>.lcsync-<pid>-<random>.tmp`), for a file or a symlink. */
+export function tempPathFor(dest: string): string {
+  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${randomBytes(6).toString('hex')}.tmp`;
   return path.join(path.dirname(dest), name);
 }
 
@@ -73,6 +93,7 @@ async function syncDir(dir: string): Promise<void> {
 export class OutputFile {
   private fh: FileHandle | undefined;
   private done = false;
+  private heartbeat: NodeJS.Timeout | undefined;
 
   private constructor(
     /** The file being written: the temporary copy, or dest itself in place. */
@@ -91,6 +112,14 @@ export class OutputFile {
     readonly fresh: boolean = false,
   ) {
     this.fh = fh;
+    if (!inplace) {
+      // Tell other runs' cleanup this copy is alive while chunks are slow to come (see isStaleTemp).
+      this.heartbeat = setInterval(() => {
+        const now = new Date();
+        this.fh?.utimes(now, now).catch(() => undefined);
+      }, HEARTBEAT_MS);
+      this.heartbeat.unref();
+    }
   }
 
   static async open(dest: string, size: number, opts: OutputOptions = {}): Promise<OutputFile> {
@@ -179,6 +208,7 @@ export class OutputFile {
   /** Make the output the destination: sync the data, rename over dest, sync the directory. */
   async commit(): Promise<void> {
     const fh = this.handle();
+    clearInterval(this.heartbeat);
     try {
       if (this.inplace) {
         await fh.truncate(this.size);
@@ -213,6 +243,7 @@ export class OutputFile {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    clearInterval(this.heartbeat);
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => undefined);
@@ -225,7 +256,32 @@ export class OutputFile {
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** Hex digits of the pid scope at the start of the random part of a temp name. */
+const SCOPE_HEX = 8;
+let scope: string | undefined;
+
+/**
+ * Where the pid in a temp name can be judged: this boot of this machine (a directory may be
+ * shared over NFS) and this PID namespace (containers). Temp names start their random part
+ * with it; a temp of another scope, or of an older lcsync, is judged by its age alone.
+ */
+export function pidScope(): string {
+  if (scope === undefined) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const ns = readlinkSync('/proc/self/ns/pid');
+      scope = createHash('sha256').update(`${boot} ${ns}`).digest('hex').slice(0, SCOPE_HEX);
+    } catch {
+      // Unknown: a tag no one else has, so every other temp is judged by its age.
+      scope = randomBytes(SCOPE_HEX / 2).toString('hex');
+    }
+  }
+  return scope;
+}
+
+/** Whether a process with this pid exists in our PID namespace (ours counts). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -236,12 +292,40 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+export interface TempInfo {
+  pid: number;
+  /** Time since it was last touched (a live run touches its temps every HEARTBEAT_MS). */
+  ageMs: number;
+  /** Made in our pid scope (pidScope), so its pid means what it says here. */
+  sameScope: boolean;
+}
+
 /**
- * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given):
- * those whose owning pid is dead and that are older than a few seconds, and any untouched for a
- * day (the pid was reused). Returns how many were removed.
+ * The cleanup rule: may this temporary copy be removed? Only when no live run can own it.
+ * - Made in our scope: when its pid is gone (at once: a killed run's chunks are fetched again
+ *   by the next run), or when untouched for ABANDONED_AFTER_MS (its pid was reused).
+ * - Made elsewhere (another PID namespace or machine, or an older lcsync): its pid means
+ *   nothing here, so only when untouched for STALE_AFTER_MS; a live run touches it far more often.
  */
-export async function removeStaleTemps(dir: string, basename?: string): Promise<number> {
+export function isStaleTemp(t: TempInfo, alive: (pid: number) => boolean = pidAlive): boolean {
+  if (t.ageMs >= ABANDONED_AFTER_MS) return true;
+  if (t.sameScope) return !alive(t.pid);
+  return t.ageMs >= STALE_AFTER_MS;
+}
+
+/** What a temp name says: its pid and whether it was made in our pid scope. */
+export function parseTempName(name: string): { base: string; pid: number; sameScope: boolean } | undefined {
+  const m = TEMP_RE.exec(name);
+  if (!m) return undefined;
+  const random = m[3]!;
+  return { base: m[1]!, pid: Number(m[2]), sameScope: random.length === SCOPE_HEX + 12 && random.slice(0, SCOPE_HEX) === pidScope() };
+}
+
+/**
+ * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
+ * as isStaleTemp decides. Returns how many were removed.
+ */
+export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now()): Promise<number> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -252,21 +336,20 @@ export async function removeStaleTemps(dir: string, basename?: string): Promise<
   const want = basename === undefined ? undefined : tempBase(basename);
   let removed = 0;
   for (const name of names) {
-    const m = TEMP_RE.exec(name);
-    if (!m) continue;
-    if (want !== undefined && m[1] !== want) continue;
-    const pid = Number(m[2]);
+    const t = parseTempName(name);
+    if (!t) continue;
+    if (want !== undefined && t.base !== want) continue;
     const full = path.join(dir, name);
     let age: number;
     try {
       const st = await lstat(full);
-      if (!st.isFile()) continue;
-      age = Date.now() - st.mtimeMs;
+      // Symlinks too: a run makes a new link under a temporary name and renames it over.
+      if (!st.isFile() && !st.isSymbolicLink()) continue;
+      age = now - st.mtimeMs;
     } catch {
       continue; // Removed meanwhile.
     }
-    const stale = (pid !== process.pid && !(Number.isSafeInteger(pid) && pid > 0 && pidAlive(pid))) || age > ABANDONED_AFTER_MS;
-    if (!stale) continue;
+    if (!isStaleTemp({ pid: t.pid, ageMs: age, sameScope: t.sameScope })) continue;
     try {
       await unlink(full);
       removed++;

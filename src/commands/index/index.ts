@@ -10,7 +10,9 @@ Prints the entry hash of PATH and its share name: for a directory this is the ro
 
 --hex prints what \`lcsync --hex\` of the C lcsync prints: for a file every node of its Merkle tree as \`index: hex\`, root first (heap order); for a directory one line with its root hash. For an empty file it prints the one-node tree of zeros (\`00000000: 000...0\`), where the C tool refuses.
 
---json prints one document: the root (hash, share name, type, path) and every entry with its share path, type, size (bytes for files; object bytes for directories and symlinks), mode (octal), uid, gid, mtime ("seconds.nanoseconds"), entry hash, content root (files with data, else null) and chunk count.`;
+--json prints one document: the root (hash, share name, type, path) and every entry with its share path, type, size (bytes for files; object bytes for directories and symlinks), mode (octal), uid, gid, mtime ("seconds.nanoseconds"), entry hash, content root (files with data, else null) and chunk count.
+
+Names are bytes and need not be UTF-8: they are hashed as they are, printed with \\xHH for each byte that is not UTF-8, and in JSON hold U+FFFD there plus a field of the same name ending in Base64 (sharePathBase64, targetBase64, ...) with the exact bytes.`;
 
   static override examples = [
     '<%= config.bin %> index /srv/mirror',
@@ -42,6 +44,7 @@ Prints the entry hash of PATH and its share name: for a directory this is the ro
     if (st && (st.isDirectory() || (st.isFile() && st.size >= pool.threshold))) pool.warm();
     const { ShareIndex } = await import('../../core/mdex.js');
     const { toHex } = await import('../../core/hash.js');
+    const { displayName } = await import('../../core/names.js');
     let index;
     try {
       index = await ShareIndex.build([args.path], {
@@ -82,6 +85,6 @@ Prints the entry hash of PATH and its share name: for a directory this is the ro
       });
       return;
     }
-    process.stdout.write(`${toHex(root.hash)}  ${root.shareName}\n`);
+    process.stdout.write(`${toHex(root.hash)}  ${displayName(root.shareName)}\n`);
   }
 }
