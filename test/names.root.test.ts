@@ -89,7 +89,7 @@ describe.skipIf(why)('names that are not UTF-8, share to sync (needs root)', () 
       expect(byteListing(bp(dest)).length).toBe(6);
       // Logs show the bytes as \xHH; the JSON summary is well-formed.
       expect(r.stderr).toContain('created file ');
-      expect(r.stderr).toContain('bad\\xFF\\xFE.txt (1 chunks fetched');
+      expect(r.stderr).toContain('bad\\xFF\\xFE.txt (1 chunk fetched');
       expect(r.stderr).toContain('dir\\xE9\\x80/\\xC0\\xAFoverlong-slash');
       expect(r.summary!.files.created).toBe(4);
       // The share served them and said so with the same escapes.
