@@ -1,15 +1,40 @@
 {
-  # Optional native addon: batched multicast sends with sendmmsg(2) (see native/udp_batch.c).
-  # Built by the package's install script; lcsync falls back to node:dgram without it.
+  # Optional native addon: batched multicast sends with sendmmsg(2) (see native/udp_batch.c) and
+  # BLAKE3 from the official C implementation with its SIMD code (native/blake3_napi.c, native/blake3/).
+  # Built by the package's install script; lcsync falls back to node:dgram and wasm BLAKE3 without it.
   'targets': [
     {
       'target_name': 'udp_batch',
-      'sources': ['native/udp_batch.c'],
+      'sources': [
+        'native/udp_batch.c',
+        'native/blake3_napi.c',
+        'native/blake3/blake3.c',
+        'native/blake3/blake3_dispatch.c',
+        'native/blake3/blake3_portable.c'
+      ],
       'conditions': [
         ['OS!="linux"', {
           # sendmmsg is Linux-only: build nothing elsewhere rather than fail.
           'type': 'none',
           'sources!': ['native/udp_batch.c']
+        }],
+        ['target_arch=="x64"', {
+          # The upstream x86-64 assembly: no per-file -mavx* flags needed (gyp has one set of
+          # cflags per target), and blake3_dispatch.c picks the best one the CPU has at run time.
+          'sources': [
+            'native/blake3/blake3_sse2_x86-64_unix.S',
+            'native/blake3/blake3_sse41_x86-64_unix.S',
+            'native/blake3/blake3_avx2_x86-64_unix.S',
+            'native/blake3/blake3_avx512_x86-64_unix.S'
+          ]
+        }],
+        ['target_arch=="arm64"', {
+          # NEON is part of AArch64: blake3_impl.h turns it on there, no flags needed.
+          'sources': ['native/blake3/blake3_neon.c']
+        }],
+        ['target_arch!="x64" and target_arch!="arm64"', {
+          # Any other CPU (including 32-bit x86): the portable C code only.
+          'defines': ['BLAKE3_NO_SSE2', 'BLAKE3_NO_SSE41', 'BLAKE3_NO_AVX2', 'BLAKE3_NO_AVX512', 'BLAKE3_USE_NEON=0']
         }]
       ],
       'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-O2'],

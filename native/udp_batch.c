@@ -56,6 +56,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "blake3_napi.h"
+
 /* sendmmsg takes at most UIO_MAXIEV (1024) messages; 64 keeps the stack arrays small. */
 #define CHUNK 64
 /* Largest UDP payload over IPv6 without jumbograms as node:dgram allows it (65535 - 8 - 20). */
@@ -701,7 +703,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recvClose", NULL, js_recv_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
-  return exports;
+  return lcsync_blake3_init(env, exports);
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -22,7 +22,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { LcsyncError } from './errors.js';
-import { hash, hashPair } from './hash.js';
+import { hashLeaves, hashPair, hashPairs } from './hash.js';
 import type { LeafHasher } from './mdex.js';
 import { CHUNK_SIZE, MerkleTree } from './tree.js';
 
@@ -263,16 +263,11 @@ function serve(port: MessagePort): void {
       }
       // Level by level from the leaves up; padding leaves stay zero.
       const nodes = new Uint8Array((2 * job.slots - 1) * HASH_SIZE);
-      for (let i = 0; i < leaves; i++) {
-        nodes.set(hash(buf.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, job.length))), i * HASH_SIZE);
-      }
+      hashLeaves(buf.subarray(0, job.length), CHUNK_SIZE, nodes, 0);
       let below = 0;
       let at = job.slots * HASH_SIZE;
       for (let width = job.slots >> 1; width >= 1; width >>= 1) {
-        for (let i = 0; i < width; i++) {
-          const l = below + 2 * i * HASH_SIZE;
-          nodes.set(hashPair(nodes.subarray(l, l + HASH_SIZE), nodes.subarray(l + HASH_SIZE, l + 2 * HASH_SIZE)), at + i * HASH_SIZE);
-        }
+        hashPairs(nodes, below, width, nodes, at);
         below = at;
         at += width * HASH_SIZE;
       }

@@ -7,7 +7,7 @@
  * Tree logic only: no sockets. Building from a file reads it in bounded blocks.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { HASH_SIZE, hash, hashPair, isZero, type Hash } from './hash.js';
+import { HASH_SIZE, hashLeaves, hashPairs, isZero, type Hash } from './hash.js';
 import { LcsyncError } from './errors.js';
 
 export const CHUNK_SIZE = 32768;
@@ -82,9 +82,8 @@ export class MerkleTree {
   static fromBuffer(data: Uint8Array): MerkleTree {
     const t = MerkleTree.blank(data.length);
     if (data.length === 0) return t;
-    for (let i = 0; i < t.chunks; i++) {
-      t.setLeaf(i, hash(data.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, data.length))));
-    }
+    // Leaves are contiguous in heap order: hash them straight into place.
+    hashLeaves(data, CHUNK_SIZE, t.nodes, (t.base - 1) * HASH_SIZE);
     t.seal();
     return t;
   }
@@ -111,9 +110,7 @@ export class MerkleTree {
         // The file shrank under us: the tree must describe `size` bytes, so this is an error.
         throw new LcsyncError('IO', `file changed while hashing (expected ${size} bytes, ended at ${pos + got})`);
       }
-      for (let off = 0; off < got; off += CHUNK_SIZE) {
-        t.setLeaf((pos + off) / CHUNK_SIZE, hash(buf.subarray(off, Math.min(off + CHUNK_SIZE, got))));
-      }
+      hashLeaves(buf.subarray(0, got), CHUNK_SIZE, t.nodes, (t.base - 1 + pos / CHUNK_SIZE) * HASH_SIZE);
       pos += got;
       onBytes?.(got);
     }
@@ -125,11 +122,15 @@ export class MerkleTree {
     this.nodes.set(h.subarray(0, HASH_SIZE), (this.base - 1 + i) * HASH_SIZE);
   }
 
-  /** Compute every parent from the leaves. An empty file keeps its zero root. */
+  /**
+   * Compute every parent from the leaves. An empty file keeps its zero root.
+   * Level by level: the `width` nodes of a level start at node width-1 and
+   * their children are the 2*width nodes right after them, pair by pair.
+   */
   seal(): void {
     if (this.size === 0) return;
-    for (let n = this.base - 2; n >= 0; n--) {
-      this.nodes.set(hashPair(this.node(2 * n + 1), this.node(2 * n + 2)), n * HASH_SIZE);
+    for (let width = this.base >> 1; width >= 1; width >>= 1) {
+      hashPairs(this.nodes, (2 * width - 1) * HASH_SIZE, width, this.nodes, (width - 1) * HASH_SIZE);
     }
   }
 
@@ -140,8 +141,11 @@ export class MerkleTree {
   verify(): boolean {
     if (this.size === 0) return isZero(this.node(0));
     for (let i = this.chunks; i < this.base; i++) if (!isZero(this.leaf(i))) return false;
-    for (let n = this.base - 2; n >= 0; n--) {
-      if (!hashPair(this.node(2 * n + 1), this.node(2 * n + 2)).equals(this.node(n))) return false;
+    const level = Buffer.allocUnsafe((this.base >> 1) * HASH_SIZE);
+    for (let width = this.base >> 1; width >= 1; width >>= 1) {
+      const bytes = width * HASH_SIZE;
+      hashPairs(this.nodes, (2 * width - 1) * HASH_SIZE, width, level, 0);
+      if (!level.subarray(0, bytes).equals(this.nodes.subarray((width - 1) * HASH_SIZE, (2 * width - 1) * HASH_SIZE))) return false;
     }
     return true;
   }
