@@ -1,8 +1,9 @@
 /**
  * Leaf hashing of large files on worker threads.
  *
- * The wasm BLAKE3 runs on one core at about a third of native single-thread
- * speed, so a large file is cut into RANGE-byte ranges that workers read by
+ * One core hashes at most one core's worth (the C BLAKE3 of the addon: about
+ * b3sum's single-thread speed; the wasm fallback: a tenth of it), so a large
+ * file is cut into RANGE-byte ranges that workers read by
  * positional reads on the caller's open descriptor (descriptors are shared by
  * all threads of a process). A range is an aligned block of up to 128 leaves,
  * so a worker also computes the parents of its subtree; only those nodes cross
@@ -32,7 +33,7 @@ const RANGE_LEAVES = 128;
 export const RANGE_SIZE = RANGE_LEAVES * CHUNK_SIZE;
 /**
  * Files smaller than this stay on the calling thread: starting the workers
- * (about 50 ms for two, wasm included) only pays off from a few tens of MiB.
+ * (about 50 ms for two on an idle machine) only pays off from a few tens of MiB.
  */
 export const DEFAULT_POOL_THRESHOLD = 32 * 2 ** 20;
 /** Jobs queued per worker, so a worker never waits for the main thread between ranges. */

@@ -326,7 +326,10 @@ export class ShareIndex {
       throw fromSystemError(e, `cannot read directory ${abs}`);
     }
     // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
-    names.sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+    // Each name's bytes once, not twice per comparison.
+    const keyed = names.map((name) => ({ name, bytes: Buffer.from(name, 'utf8') }));
+    keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    names = keyed.map((k) => k.name);
     // Children are started in turn: small files and stats finish synchronously, large files
     // and subdirectories go on concurrently (file reads bounded by fileSlots); the event loop
     // gets a turn every YIELD_MS. The hash list keeps the descending order.
