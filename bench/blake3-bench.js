@@ -7,7 +7,8 @@
  * The candidates for the pure (no compiler) fallback are measured when installed; the repository
  * depends on the one chosen (see bench/README.md), the others can be added for a re-run with
  *   npm install --no-save blake3-wasm@2.1.5 hash-wasm@4.12.0 blake3-jit@1.1.0
- * and the native addon (native/blake3_napi.c) is measured when build/Release holds it.
+ * (or installed anywhere and named by NODE_PATH=DIR/node_modules), and the native addon
+ * (native/blake3_napi.c) is measured when build/Release holds it.
  *
  * Cases, each the median of --runs (MB/s = 10^6 bytes/s):
  *   leaves 32 KiB   --mib MiB hashed as 32 KiB leaves, one call per leaf (tree.ts, hashpool.ts, a receiver
@@ -20,12 +21,15 @@
 import { randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { REPO, median, option } from './common.js';
 
 const MIB = option('blake3-bench', 'mib', 64);
 const RUNS = option('blake3-bench', 'runs', 3);
 const LEAF = 32768;
 const require = createRequire(import.meta.url);
+/** import() by way of require.resolve, so that NODE_PATH can point at candidates installed elsewhere. */
+const load = (name) => import(pathToFileURL(require.resolve(name)).href);
 
 /** Each backend: hash(u8) -> 32 bytes, stream() -> {update(u8), digest() -> 32 bytes}, leaves?(data, out). */
 async function backends() {
@@ -72,7 +76,7 @@ async function backends() {
     skipped.push(`blake3-wasm: ${e.message.split('\n')[0]}`);
   }
   try {
-    const { createBLAKE3 } = await import('hash-wasm');
+    const { createBLAKE3 } = await load('hash-wasm');
     const v = require('hash-wasm/package.json').version;
     const one = await createBLAKE3();
     const streaming = await createBLAKE3();
@@ -89,7 +93,7 @@ async function backends() {
     skipped.push(`hash-wasm: ${e.message.split('\n')[0]}`);
   }
   try {
-    const j = await import('blake3-jit');
+    const j = await load('blake3-jit');
     const v = require('blake3-jit/package.json').version;
     j.warmupSimd?.();
     out.push({

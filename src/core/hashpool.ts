@@ -51,6 +51,8 @@ interface Job {
 }
 
 type Reply =
+  /** Sent once, when the worker has loaded and listens for jobs. */
+  | { ready: true }
   /** The subtree's nodes level by level: `slots` leaves first, its root last. */
   | { id: number; nodes: Uint8Array }
   | { id: number; short: number }
@@ -59,6 +61,8 @@ type Reply =
 interface Slot {
   worker: Worker;
   pending: Map<number, { resolve: (r: Uint8Array) => void; reject: (e: Error) => void; job: Job }>;
+  /** The worker has loaded its modules and said so. */
+  ready: boolean;
 }
 
 export interface HashPoolOptions {
@@ -103,13 +107,25 @@ export class HashPool implements LeafHasher {
         if (failure) reject(failure);
         else resolve();
       };
+      // Until a worker has loaded (tens of ms on an idle machine, much more on a busy one), this
+      // thread hashes ranges too, with promise reads, one at a time, instead of waiting.
+      let hereBusy = false;
       const launch = () => {
-        while (!failure && inFlight < window && next < size) {
+        while (!failure && next < size) {
+          const toWorker = inFlight - (hereBusy ? 1 : 0) < window;
+          const here = !toWorker && !hereBusy && !this.slots.some((s) => s.ready);
+          if (!toWorker && !here) break;
           const offset = next;
           const length = Math.min(RANGE_SIZE, size - offset);
           next += length;
           inFlight++;
-          this.submit(fd, offset, length, slots).then(
+          if (here) hereBusy = true;
+          const job = here
+            ? hashRangeHere(fh, offset, length, slots).finally(() => {
+              hereBusy = false;
+            })
+            : this.submit(fd, offset, length, slots);
+          job.then(
             (nodes) => {
               inFlight--;
               if (!failure) {
@@ -154,8 +170,12 @@ export class HashPool implements LeafHasher {
 
   private spawn(): Slot {
     const worker = new Worker(workerScript(), { workerData: { [WORKER_TAG]: true } });
-    const slot: Slot = { worker, pending: new Map() };
+    const slot: Slot = { worker, pending: new Map(), ready: false };
     worker.on('message', (r: Reply) => {
+      if ('ready' in r) {
+        slot.ready = true;
+        return;
+      }
       const p = slot.pending.get(r.id);
       if (!p) return;
       slot.pending.delete(r.id);
@@ -243,9 +263,39 @@ function workerScript(): URL {
   return built;
 }
 
+/** The nodes of one range's subtree, level by level from its `slots` leaves (padding leaves zero) to its root. */
+function subtreeNodes(data: Uint8Array, slots: number): Uint8Array<ArrayBuffer> {
+  const nodes = new Uint8Array((2 * slots - 1) * HASH_SIZE);
+  hashLeaves(data, CHUNK_SIZE, nodes, 0);
+  let below = 0;
+  let at = slots * HASH_SIZE;
+  for (let width = slots >> 1; width >= 1; width >>= 1) {
+    hashPairs(nodes, below, width, nodes, at);
+    below = at;
+    at += width * HASH_SIZE;
+  }
+  return nodes;
+}
+
+/** A range hashed on the calling thread, read with promise reads (so the event loop runs meanwhile). */
+async function hashRangeHere(fh: FileHandle, offset: number, length: number, slots: number): Promise<Uint8Array> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  if (got < length) {
+    throw new LcsyncError('IO', `file changed while hashing (range at ${offset} ended after ${got} of ${length} bytes)`);
+  }
+  return subtreeNodes(buf, slots);
+}
+
 /** Worker body: read a range by positional reads, answer with its leaf hashes. */
 function serve(port: MessagePort): void {
   const buf = Buffer.allocUnsafe(RANGE_SIZE);
+  port.postMessage({ ready: true } satisfies Reply);
   port.on('message', (job: Job) => {
     try {
       const leaves = Math.ceil(job.length / CHUNK_SIZE);
@@ -262,16 +312,7 @@ function serve(port: MessagePort): void {
         port.postMessage({ id: job.id, short: got } satisfies Reply);
         return;
       }
-      // Level by level from the leaves up; padding leaves stay zero.
-      const nodes = new Uint8Array((2 * job.slots - 1) * HASH_SIZE);
-      hashLeaves(buf.subarray(0, job.length), CHUNK_SIZE, nodes, 0);
-      let below = 0;
-      let at = job.slots * HASH_SIZE;
-      for (let width = job.slots >> 1; width >= 1; width >>= 1) {
-        hashPairs(nodes, below, width, nodes, at);
-        below = at;
-        at += width * HASH_SIZE;
-      }
+      const nodes = subtreeNodes(buf.subarray(0, job.length), job.slots);
       port.postMessage({ id: job.id, nodes } satisfies Reply, [nodes.buffer]);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
