@@ -110,6 +110,7 @@ export class HashPool implements LeafHasher {
       // Until a worker has loaded (tens of ms on an idle machine, much more on a busy one), this
       // thread hashes ranges too, with promise reads, one at a time, instead of waiting.
       let hereBusy = false;
+      let hereBuf: Buffer | undefined;
       const launch = () => {
         while (!failure && next < size) {
           const toWorker = inFlight - (hereBusy ? 1 : 0) < window;
@@ -121,7 +122,7 @@ export class HashPool implements LeafHasher {
           inFlight++;
           if (here) hereBusy = true;
           const job = here
-            ? hashRangeHere(fh, offset, length, slots).finally(() => {
+            ? hashRangeHere(fh, (hereBuf ??= Buffer.allocUnsafe(RANGE_SIZE)), offset, length, slots).finally(() => {
               hereBusy = false;
             })
             : this.submit(fd, offset, length, slots);
@@ -277,9 +278,8 @@ function subtreeNodes(data: Uint8Array, slots: number): Uint8Array<ArrayBuffer> 
   return nodes;
 }
 
-/** A range hashed on the calling thread, read with promise reads (so the event loop runs meanwhile). */
-async function hashRangeHere(fh: FileHandle, offset: number, length: number, slots: number): Promise<Uint8Array> {
-  const buf = Buffer.allocUnsafe(length);
+/** A range hashed on the calling thread, read into `buf` with promise reads (so the event loop runs meanwhile). */
+async function hashRangeHere(fh: FileHandle, buf: Buffer, offset: number, length: number, slots: number): Promise<Uint8Array> {
   let got = 0;
   while (got < length) {
     const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
