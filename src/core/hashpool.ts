@@ -289,7 +289,7 @@ async function hashRangeHere(fh: FileHandle, buf: Buffer, offset: number, length
   if (got < length) {
     throw new LcsyncError('IO', `file changed while hashing (range at ${offset} ended after ${got} of ${length} bytes)`);
   }
-  return subtreeNodes(buf, slots);
+  return subtreeNodes(buf.subarray(0, length), slots);
 }
 
 /** Worker body: read a range by positional reads, answer with its leaf hashes. */
