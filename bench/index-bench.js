@@ -32,9 +32,11 @@ if (b3sum.status !== 0) {
 
 let mdex;
 let hashpool;
+let blake3Impl;
 try {
   mdex = await import(path.join(DIST, 'mdex.js'));
   hashpool = await import(path.join(DIST, 'hashpool.js'));
+  ({ blake3Impl } = await import(path.join(DIST, 'hash.js')));
 } catch (e) {
   console.error(`index-bench: cannot load dist/ (${e.message}); run npm run build first`);
   process.exit(3);
@@ -146,8 +148,8 @@ try {
   const cpu = os.cpus();
   console.log(`lcsync index benchmark: ${SIZE / 2 ** 20} MiB random file; ${FILES} files of 1-16 KiB (${(smallBytes / 2 ** 20).toFixed(1)} MiB)`);
   console.log(`${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}, ${b3sum.stdout.trim()}, warm page cache, median of ${RUNS}`);
-  console.log('Note: b3sum hashes each file as one BLAKE3 input (SIMD, native); lcsync hashes 32 KiB leaves');
-  console.log('(one BLAKE3 call each, wasm, no SIMD) plus a parent per node pair, and for directories also');
+  console.log('Note: b3sum hashes each file as one BLAKE3 input; lcsync hashes 32 KiB leaves plus a parent per');
+  console.log(`node pair (BLAKE3: ${blake3Impl === 'native' ? 'the C code in the addon, SIMD' : 'hash-wasm, no SIMD'}), and for directories also`);
   console.log('stats every entry and builds the index objects.\n');
   const w = Math.max(...rows.map((r) => r.what.length));
   console.log(`${'data'.padEnd(12)} ${'what'.padEnd(w)} ${'seconds'.padStart(8)} ${'MB/s'.padStart(8)} ${'vs b3sum'.padStart(8)}`);

@@ -55,6 +55,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "blake3_napi.h"
+
 /* sendmmsg takes at most UIO_MAXIEV (1024) messages; 64 keeps the stack arrays small. */
 #define CHUNK 64
 /* Largest UDP payload over IPv6 without jumbograms as node:dgram allows it (65535 - 8 - 20). */

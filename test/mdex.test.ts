@@ -10,7 +10,7 @@ import { hash, toHex } from '../src/core/hash.js';
 import { HashPool } from '../src/core/hashpool.js';
 import { ShareIndex, type IndexObject } from '../src/core/mdex.js';
 import { decodeNetTree } from '../src/core/nettree.js';
-import { CHUNK_SIZE } from '../src/core/tree.js';
+import { CHUNK_SIZE, MerkleTree } from '../src/core/tree.js';
 import { isRoot } from './lab.js';
 import { describeUnless, itUnless } from './skip.js';
 import { readVectorJsonl, shareTarSkip, vectorPath } from './vectors.js';
@@ -166,6 +166,49 @@ describe('objects and lookups', () => {
     } finally {
       await pool.close();
     }
+  });
+});
+
+describe('the walk: small files read synchronously, large ones with promises', () => {
+  it('files on both sides of the small-file limit get the trees MerkleTree.fromFile computes', async () => {
+    const dir = path.join(tmp, 'sizes');
+    mkdirSync(dir);
+    const sizes = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE - 1, 2 * CHUNK_SIZE, 2 * CHUNK_SIZE + 1, 5 * CHUNK_SIZE + 3];
+    for (const n of sizes) writeFileSync(path.join(dir, `f${n}`), Buffer.alloc(n, n % 251));
+    const index = await ShareIndex.build([dir]);
+    for (const n of sizes) {
+      const rec = index.records.find((r) => r.sharePath === `sizes/f${n}`)!;
+      const want = await MerkleTree.fromFile(path.join(dir, `f${n}`));
+      expect(rec.tree!.equals(want), `${n} bytes`).toBe(true);
+    }
+  });
+
+  it('lets the event loop run while it walks many small files', async () => {
+    // One directory, so that no readdir in the middle of the walk lets timers run anyway.
+    const dir = path.join(tmp, 'many');
+    mkdirSync(dir);
+    for (let i = 0; i < 5000; i++) writeFileSync(path.join(dir, `f${i}`), Buffer.alloc(2048, i));
+    let turns = 0;
+    let longest = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+      turns++;
+    }, 1);
+    const t0 = performance.now();
+    try {
+      await ShareIndex.build([dir]);
+      longest = Math.max(longest, performance.now() - last);
+    } finally {
+      clearInterval(timer);
+    }
+    const took = performance.now() - t0;
+    // A walk that never yields runs no timer while it hashes, so the longest gap is most of the
+    // walk; one that yields every few ms keeps the gaps short.
+    expect(turns, `${turns} timer turns in a ${took.toFixed(0)} ms walk`).toBeGreaterThanOrEqual(3);
+    expect(longest, `longest gap ${longest.toFixed(0)} ms in a ${took.toFixed(0)} ms walk`).toBeLessThan(took / 2);
   });
 });
 

@@ -1,8 +1,9 @@
 /**
  * Leaf hashing of large files on worker threads.
  *
- * The wasm BLAKE3 runs on one core at about a third of native single-thread
- * speed, so a large file is cut into RANGE-byte ranges that workers read by
+ * One core hashes at most one core's worth (the C BLAKE3 of the addon: about
+ * b3sum's single-thread speed; the wasm fallback: a tenth of it), so a large
+ * file is cut into RANGE-byte ranges that workers read by
  * positional reads on the caller's open descriptor (descriptors are shared by
  * all threads of a process). A range is an aligned block of up to 128 leaves,
  * so a worker also computes the parents of its subtree; only those nodes cross
@@ -22,7 +23,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { LcsyncError } from './errors.js';
-import { hash, hashPair } from './hash.js';
+import { hashLeaves, hashPair, hashPairs } from './hash.js';
 import type { LeafHasher } from './mdex.js';
 import { CHUNK_SIZE, MerkleTree } from './tree.js';
 
@@ -32,7 +33,7 @@ const RANGE_LEAVES = 128;
 export const RANGE_SIZE = RANGE_LEAVES * CHUNK_SIZE;
 /**
  * Files smaller than this stay on the calling thread: starting the workers
- * (about 50 ms for two, wasm included) only pays off from a few tens of MiB.
+ * (about 50 ms for two on an idle machine) only pays off from a few tens of MiB.
  */
 export const DEFAULT_POOL_THRESHOLD = 32 * 2 ** 20;
 /** Jobs queued per worker, so a worker never waits for the main thread between ranges. */
@@ -50,6 +51,8 @@ interface Job {
 }
 
 type Reply =
+  /** Sent once, when the worker has loaded and listens for jobs. */
+  | { ready: true }
   /** The subtree's nodes level by level: `slots` leaves first, its root last. */
   | { id: number; nodes: Uint8Array }
   | { id: number; short: number }
@@ -58,6 +61,8 @@ type Reply =
 interface Slot {
   worker: Worker;
   pending: Map<number, { resolve: (r: Uint8Array) => void; reject: (e: Error) => void; job: Job }>;
+  /** The worker has loaded its modules and said so. */
+  ready: boolean;
 }
 
 export interface HashPoolOptions {
@@ -102,13 +107,26 @@ export class HashPool implements LeafHasher {
         if (failure) reject(failure);
         else resolve();
       };
+      // Until a worker has loaded (tens of ms on an idle machine, much more on a busy one), this
+      // thread hashes ranges too, with promise reads, one at a time, instead of waiting.
+      let hereBusy = false;
+      let hereBuf: Buffer | undefined;
       const launch = () => {
-        while (!failure && inFlight < window && next < size) {
+        while (!failure && next < size) {
+          const toWorker = inFlight - (hereBusy ? 1 : 0) < window;
+          const here = !toWorker && !hereBusy && !this.slots.some((s) => s.ready);
+          if (!toWorker && !here) break;
           const offset = next;
           const length = Math.min(RANGE_SIZE, size - offset);
           next += length;
           inFlight++;
-          this.submit(fd, offset, length, slots).then(
+          if (here) hereBusy = true;
+          const job = here
+            ? hashRangeHere(fh, (hereBuf ??= Buffer.allocUnsafe(RANGE_SIZE)), offset, length, slots).finally(() => {
+              hereBusy = false;
+            })
+            : this.submit(fd, offset, length, slots);
+          job.then(
             (nodes) => {
               inFlight--;
               if (!failure) {
@@ -153,8 +171,12 @@ export class HashPool implements LeafHasher {
 
   private spawn(): Slot {
     const worker = new Worker(workerScript(), { workerData: { [WORKER_TAG]: true } });
-    const slot: Slot = { worker, pending: new Map() };
+    const slot: Slot = { worker, pending: new Map(), ready: false };
     worker.on('message', (r: Reply) => {
+      if ('ready' in r) {
+        slot.ready = true;
+        return;
+      }
       const p = slot.pending.get(r.id);
       if (!p) return;
       slot.pending.delete(r.id);
@@ -242,9 +264,38 @@ function workerScript(): URL {
   return built;
 }
 
+/** The nodes of one range's subtree, level by level from its `slots` leaves (padding leaves zero) to its root. */
+function subtreeNodes(data: Uint8Array, slots: number): Uint8Array<ArrayBuffer> {
+  const nodes = new Uint8Array((2 * slots - 1) * HASH_SIZE);
+  hashLeaves(data, CHUNK_SIZE, nodes, 0);
+  let below = 0;
+  let at = slots * HASH_SIZE;
+  for (let width = slots >> 1; width >= 1; width >>= 1) {
+    hashPairs(nodes, below, width, nodes, at);
+    below = at;
+    at += width * HASH_SIZE;
+  }
+  return nodes;
+}
+
+/** A range hashed on the calling thread, read into `buf` with promise reads (so the event loop runs meanwhile). */
+async function hashRangeHere(fh: FileHandle, buf: Buffer, offset: number, length: number, slots: number): Promise<Uint8Array> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  if (got < length) {
+    throw new LcsyncError('IO', `file changed while hashing (range at ${offset} ended after ${got} of ${length} bytes)`);
+  }
+  return subtreeNodes(buf.subarray(0, length), slots);
+}
+
 /** Worker body: read a range by positional reads, answer with its leaf hashes. */
 function serve(port: MessagePort): void {
   const buf = Buffer.allocUnsafe(RANGE_SIZE);
+  port.postMessage({ ready: true } satisfies Reply);
   port.on('message', (job: Job) => {
     try {
       const leaves = Math.ceil(job.length / CHUNK_SIZE);
@@ -261,21 +312,7 @@ function serve(port: MessagePort): void {
         port.postMessage({ id: job.id, short: got } satisfies Reply);
         return;
       }
-      // Level by level from the leaves up; padding leaves stay zero.
-      const nodes = new Uint8Array((2 * job.slots - 1) * HASH_SIZE);
-      for (let i = 0; i < leaves; i++) {
-        nodes.set(hash(buf.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, job.length))), i * HASH_SIZE);
-      }
-      let below = 0;
-      let at = job.slots * HASH_SIZE;
-      for (let width = job.slots >> 1; width >= 1; width >>= 1) {
-        for (let i = 0; i < width; i++) {
-          const l = below + 2 * i * HASH_SIZE;
-          nodes.set(hashPair(nodes.subarray(l, l + HASH_SIZE), nodes.subarray(l + HASH_SIZE, l + 2 * HASH_SIZE)), at + i * HASH_SIZE);
-        }
-        below = at;
-        at += width * HASH_SIZE;
-      }
+      const nodes = subtreeNodes(buf.subarray(0, job.length), job.slots);
       port.postMessage({ id: job.id, nodes } satisfies Reply, [nodes.buffer]);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;

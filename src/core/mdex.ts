@@ -10,6 +10,7 @@
  * Names are read as bytes and kept in the string form of names.ts, so a file
  * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
  */
+import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
 import { lstat, open, readdir, readlink, realpath, type FileHandle } from './bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from './errors.js';
@@ -20,7 +21,7 @@ import { encodeNetTree, splitParts } from './nettree.js';
 import { MerkleTree, chunkLength, CHUNK_SIZE } from './tree.js';
 import { GROUP_PREFIX_BYTES } from './address.js';
 import { Limiter } from './limit.js';
-import { displayName, nameFromBytes, nameToBytes } from './names.js';
+import { displayName, fsPath, nameFromBytes, nameToBytes } from './names.js';
 
 /** One file, directory or symlink found by the walk. */
 export interface IndexRecord {
@@ -85,14 +86,27 @@ export interface TreeCache {
   set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }, tree: MerkleTree): void;
 }
 
+/**
+ * Files up to this size are read with synchronous calls on the walking thread
+ * (see smallFileTree); larger ones with promise reads, up to 8 at once, or by a
+ * LeafHasher. Two chunks: one or two reads of a cached file.
+ */
+const SMALL_FILE = 2 * CHUNK_SIZE;
+/** Longest stretch of synchronous walking before the event loop gets a turn. */
+const YIELD_MS = 5;
+
 export class ShareIndex {
   readonly roots: ShareRoot[] = [];
   readonly records: IndexRecord[] = [];
   private readonly objects = new Map<string, IndexObject>();
   private readonly aliases = new Map<string, string>();
   private readonly prefixes = new Map<string, string>();
-  /** Files being read at once while indexing. */
+  /** Large files being read at once while indexing. */
   private readonly fileSlots = new Limiter(8);
+  /** Where small files are read (see SMALL_FILE). */
+  private readonly smallBuf = Buffer.allocUnsafe(SMALL_FILE);
+  /** When the walk last let the event loop run (see yieldNow). */
+  private lastYield = performance.now();
 
   /** Walk `paths` and index everything below them. */
   static async build(paths: readonly string[], opts: IndexOptions = {}): Promise<ShareIndex> {
@@ -175,10 +189,15 @@ export class ShareIndex {
     this.prefixes.set(a.slice(0, GROUP_PREFIX_BYTES * 2), a);
   }
 
-  private async walk(abs: string, sharePath: string, depth: number, opts: IndexOptions): Promise<IndexRecord | undefined> {
+  /**
+   * Index one entry. Synchronous (a record, or undefined for a skipped special
+   * file) when nothing needs waiting for: a small or cached file; a promise
+   * for directories, symlinks and large files. A bad entry throws (or rejects).
+   */
+  private walk(abs: string, sharePath: string, depth: number, opts: IndexOptions): IndexRecord | undefined | Promise<IndexRecord | undefined> {
     let st;
     try {
-      st = await lstat(abs, { bigint: true });
+      st = lstatSync(fsPath(abs), { bigint: true });
     } catch (e) {
       throw fromSystemError(e, displayName(abs));
     }
@@ -189,49 +208,31 @@ export class ShareIndex {
       if (depth > 0) opts.onWarning?.(`skipping special file ${displayName(abs)}`);
       return undefined;
     }
-    let rec: IndexRecord;
-    if (type === 'file') rec = await this.fileSlots.run(() => this.indexFile(abs, sharePath, meta, st, opts));
-    else if (type === 'symlink') rec = await this.indexSymlink(abs, sharePath, meta);
-    else rec = await this.indexDir(abs, sharePath, meta, depth, opts);
+    if (type === 'symlink') return this.indexSymlink(abs, sharePath, meta).then((rec) => this.recorded(rec, opts));
+    if (type === 'dir') return this.indexDir(abs, sharePath, meta, depth, opts).then((rec) => this.recorded(rec, opts));
+    const size = Number(st.size);
+    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
+    const cached = opts.treeCache?.get(abs, id);
+    if (cached || size <= SMALL_FILE) {
+      const tree = cached ?? this.smallFileTree(abs, size);
+      if (!cached) opts.treeCache?.set(abs, id, tree);
+      opts.onBytes?.(size);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+    }
+    return this.fileSlots.run(() => this.largeFileTree(abs, size, opts)).then((tree) => {
+      opts.treeCache?.set(abs, id, tree);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+    });
+  }
+
+  private recorded(rec: IndexRecord, opts: IndexOptions): IndexRecord {
     this.records.push(rec);
     opts.onRecord?.(rec);
     return rec;
   }
 
-  private async indexFile(
-    abs: string,
-    sharePath: string,
-    meta: FileMeta,
-    st: { size: bigint; mtimeNs: bigint; ino: bigint; dev: bigint },
-    opts: IndexOptions,
-  ): Promise<IndexRecord> {
-    const size = Number(st.size);
-    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
-    let tree = opts.treeCache?.get(abs, id);
-    if (!tree) {
-      let fh;
-      try {
-        fh = await open(abs, 'r');
-      } catch (e) {
-        throw fromSystemError(e, `cannot read ${displayName(abs)}`);
-      }
-      try {
-        const pool = opts.leafHasher;
-        tree =
-          pool && size >= pool.threshold
-            ? await pool.treeFromHandle(fh, size, opts.onBytes)
-            : await MerkleTree.fromHandle(fh, size, opts.onBytes);
-      } catch (e) {
-        // Tree errors (a file that shrank) do not know the path; name it here.
-        if (e instanceof LcsyncError) throw new LcsyncError(e.code, `cannot read ${displayName(abs)}: ${e.message}`, { cause: e });
-        throw fromSystemError(e, `cannot read ${displayName(abs)}`);
-      } finally {
-        await fh.close();
-      }
-      opts.treeCache?.set(abs, id, tree);
-    } else {
-      opts.onBytes?.(size);
-    }
+  /** A file's record and objects, from its tree. */
+  private fileRecord(abs: string, sharePath: string, meta: FileMeta, size: number, tree: MerkleTree): IndexRecord {
     const root = size === 0 ? undefined : tree.root;
     const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
     const parts = splitParts(obj);
@@ -245,6 +246,68 @@ export class ShareIndex {
     }
     this.putAlias(aliasHash(sharePath), rec.hash);
     return rec;
+  }
+
+  /**
+   * The tree of a file of at most SMALL_FILE bytes, read with synchronous calls
+   * into one reused buffer. For such files the I/O is the whole cost, and each
+   * promise call (open, read, close) is a thread-pool round trip plus garbage;
+   * synchronous calls on a cached file take microseconds. The event loop still
+   * runs between files (yieldNow in indexDir).
+   */
+  private smallFileTree(abs: string, size: number): MerkleTree {
+    let fd: number;
+    try {
+      fd = openSync(fsPath(abs), 'r');
+    } catch (e) {
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    }
+    let got = 0;
+    try {
+      while (got < size) {
+        const n = readSync(fd, this.smallBuf, got, size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+    } catch (e) {
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    } finally {
+      closeSync(fd);
+    }
+    if (got < size) {
+      throw new LcsyncError('IO', `cannot read ${displayName(abs)}: file changed while hashing (expected ${size} bytes, ended at ${got})`);
+    }
+    return MerkleTree.fromBuffer(this.smallBuf.subarray(0, size));
+  }
+
+  private async largeFileTree(abs: string, size: number, opts: IndexOptions): Promise<MerkleTree> {
+    let fh;
+    try {
+      fh = await open(abs, 'r');
+    } catch (e) {
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    }
+    try {
+      const pool = opts.leafHasher;
+      return pool && size >= pool.threshold
+        ? await pool.treeFromHandle(fh, size, opts.onBytes)
+        : await MerkleTree.fromHandle(fh, size, opts.onBytes);
+    } catch (e) {
+      // Tree errors (a file that shrank) do not know the path; name it here.
+      if (e instanceof LcsyncError) throw new LcsyncError(e.code, `cannot read ${displayName(abs)}: ${e.message}`, { cause: e });
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Let the event loop run (timers, sockets of a share that is re-indexing);
+   * indexDir calls this once YIELD_MS of synchronous walking have passed.
+   */
+  private async yieldNow(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.lastYield = performance.now();
   }
 
   private async indexSymlink(abs: string, sharePath: string, meta: FileMeta): Promise<IndexRecord> {
@@ -271,19 +334,41 @@ export class ShareIndex {
     }
     // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
     if (opts.skipName) names = names.filter((n) => !opts.skipName!(n));
-    const bytesOf = new Map(names.map((n) => [n, nameToBytes(n)]));
-    names.sort((a, b) => Buffer.compare(bytesOf.get(a)!, bytesOf.get(b)!));
-    // Children are indexed concurrently (small files are all latency: open, read, close),
-    // with file reads bounded by fileSlots; the hash list keeps the descending order.
-    const found = await Promise.all(
-      names.map((name) =>
-        this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts).catch((e) => {
-          // Gone since the directory was listed (deleted, or renamed over by a writer): not part of the tree.
-          if (e instanceof LcsyncError && e.code === 'NOT_FOUND' && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return undefined;
-          throw e;
-        }),
-      ),
-    );
+    // Each name's bytes once, not twice per comparison.
+    const keyed = names.map((name) => ({ name, bytes: nameToBytes(name) }));
+    keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    names = keyed.map((k) => k.name);
+    // Gone since the directory was listed (deleted, or renamed over by a writer): not part of the tree.
+    const vanished = (e: unknown): boolean =>
+      e instanceof LcsyncError && e.code === 'NOT_FOUND' && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+    // Children are started in turn: small files and stats finish synchronously, large files
+    // and subdirectories go on concurrently (file reads bounded by fileSlots); the event loop
+    // gets a turn every YIELD_MS. The hash list keeps the descending order.
+    const pending: (IndexRecord | undefined | Promise<IndexRecord | undefined>)[] = [];
+    try {
+      for (const name of names) {
+        let child: IndexRecord | undefined | Promise<IndexRecord | undefined>;
+        try {
+          child = this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts);
+        } catch (e) {
+          if (!vanished(e)) throw e;
+          child = undefined;
+        }
+        if (child instanceof Promise) {
+          child = child.catch((e: unknown) => {
+            if (vanished(e)) return undefined;
+            throw e;
+          });
+        }
+        pending.push(child);
+        if (performance.now() - this.lastYield >= YIELD_MS) await this.yieldNow();
+      }
+    } catch (e) {
+      // Children still running fail or finish on their own; their failures are not news.
+      for (const p of pending) if (p instanceof Promise) p.catch(() => {});
+      throw e;
+    }
+    const found = await Promise.all(pending);
     const children: Hash[] = [];
     for (let i = found.length - 1; i >= 0; i--) {
       const child = found[i];

@@ -7,12 +7,14 @@
  * Tree logic only: no sockets. Building from a file reads it in bounded blocks.
  */
 import { open, type FileHandle } from './bytefs.js';
-import { HASH_SIZE, hash, hashPair, isZero, type Hash } from './hash.js';
+import { HASH_SIZE, hashLeaves, hashPairs, isZero, type Hash } from './hash.js';
 import { LcsyncError } from './errors.js';
 
 export const CHUNK_SIZE = 32768;
 /** Read size when hashing files: many chunks per read, bounded memory. */
 const READ_BLOCK = 1 << 20;
+/** Trees up to this many bytes of nodes (files up to 2 chunks) are allocated from the buffer pool. */
+const SMALL_TREE = 3 * 32;
 
 export function chunkCount(size: number): number {
   return Math.max(Math.ceil(size / CHUNK_SIZE), 1);
@@ -67,7 +69,10 @@ export class MerkleTree {
   /** An empty tree of the right shape whose leaves the caller fills, then calls seal(). */
   static blank(size: number): MerkleTree {
     if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`bad tree size ${size}`);
-    return new MerkleTree(size, Buffer.alloc(nodeCount(size) * HASH_SIZE));
+    const bytes = nodeCount(size) * HASH_SIZE;
+    // Small trees (most files) come from Node's buffer pool: an ArrayBuffer of their own per
+    // file costs more to make and collect than hashing the file's leaf.
+    return new MerkleTree(size, bytes <= SMALL_TREE ? Buffer.allocUnsafe(bytes).fill(0) : Buffer.alloc(bytes));
   }
 
   /** Wrap node hashes received from elsewhere; call verify() before trusting them. */
@@ -82,9 +87,8 @@ export class MerkleTree {
   static fromBuffer(data: Uint8Array): MerkleTree {
     const t = MerkleTree.blank(data.length);
     if (data.length === 0) return t;
-    for (let i = 0; i < t.chunks; i++) {
-      t.setLeaf(i, hash(data.subarray(i * CHUNK_SIZE, Math.min((i + 1) * CHUNK_SIZE, data.length))));
-    }
+    // Leaves are contiguous in heap order: hash them straight into place.
+    hashLeaves(data, CHUNK_SIZE, t.nodes, (t.base - 1) * HASH_SIZE);
     t.seal();
     return t;
   }
@@ -99,21 +103,31 @@ export class MerkleTree {
     }
   }
 
+  /**
+   * Reads are double-buffered: the next block is read (on libuv's thread pool)
+   * while this one is hashed, so a file costs about the larger of the two.
+   */
   static async fromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree> {
     const t = MerkleTree.blank(size);
     if (size === 0) return t;
-    const buf = Buffer.allocUnsafe(Math.min(READ_BLOCK, size));
-    let pos = 0;
-    while (pos < size) {
-      const want = Math.min(buf.length, size - pos);
-      const got = await readFully(fh, buf, want, pos);
+    const block = Math.min(READ_BLOCK, size);
+    const bufs = [Buffer.allocUnsafe(block), size > block ? Buffer.allocUnsafe(block) : Buffer.alloc(0)];
+    const start = (i: number, pos: number) => {
+      const p = readFully(fh, bufs[i & 1]!, Math.min(block, size - pos), pos);
+      // Awaited below; this only keeps a failure from being unhandled if hashing throws first.
+      p.catch(() => {});
+      return p;
+    };
+    let next = start(0, 0);
+    for (let i = 0, pos = 0; pos < size; i++) {
+      const want = Math.min(block, size - pos);
+      const got = await next;
       if (got < want) {
         // The file shrank under us: the tree must describe `size` bytes, so this is an error.
         throw new LcsyncError('IO', `file changed while hashing (expected ${size} bytes, ended at ${pos + got})`);
       }
-      for (let off = 0; off < got; off += CHUNK_SIZE) {
-        t.setLeaf((pos + off) / CHUNK_SIZE, hash(buf.subarray(off, Math.min(off + CHUNK_SIZE, got))));
-      }
+      if (pos + got < size) next = start(i + 1, pos + got);
+      hashLeaves(bufs[i & 1]!.subarray(0, got), CHUNK_SIZE, t.nodes, (t.base - 1 + pos / CHUNK_SIZE) * HASH_SIZE);
       pos += got;
       onBytes?.(got);
     }
@@ -125,11 +139,15 @@ export class MerkleTree {
     this.nodes.set(h.subarray(0, HASH_SIZE), (this.base - 1 + i) * HASH_SIZE);
   }
 
-  /** Compute every parent from the leaves. An empty file keeps its zero root. */
+  /**
+   * Compute every parent from the leaves. An empty file keeps its zero root.
+   * Level by level: the `width` nodes of a level start at node width-1 and
+   * their children are the 2*width nodes right after them, pair by pair.
+   */
   seal(): void {
     if (this.size === 0) return;
-    for (let n = this.base - 2; n >= 0; n--) {
-      this.nodes.set(hashPair(this.node(2 * n + 1), this.node(2 * n + 2)), n * HASH_SIZE);
+    for (let width = this.base >> 1; width >= 1; width >>= 1) {
+      hashPairs(this.nodes, (2 * width - 1) * HASH_SIZE, width, this.nodes, (width - 1) * HASH_SIZE);
     }
   }
 
@@ -140,8 +158,11 @@ export class MerkleTree {
   verify(): boolean {
     if (this.size === 0) return isZero(this.node(0));
     for (let i = this.chunks; i < this.base; i++) if (!isZero(this.leaf(i))) return false;
-    for (let n = this.base - 2; n >= 0; n--) {
-      if (!hashPair(this.node(2 * n + 1), this.node(2 * n + 2)).equals(this.node(n))) return false;
+    const level = Buffer.allocUnsafe((this.base >> 1) * HASH_SIZE);
+    for (let width = this.base >> 1; width >= 1; width >>= 1) {
+      const bytes = width * HASH_SIZE;
+      hashPairs(this.nodes, (2 * width - 1) * HASH_SIZE, width, level, 0);
+      if (!level.subarray(0, bytes).equals(this.nodes.subarray((width - 1) * HASH_SIZE, (2 * width - 1) * HASH_SIZE))) return false;
     }
     return true;
   }
