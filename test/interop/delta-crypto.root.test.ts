@@ -103,6 +103,8 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: delta and encryption both 
     expect(r.code, `${r.stderr}\nC share: ${cShare.stderr().slice(-1000)}`).toBe(0);
     expect(sha256(old)).toBe(sha256(src));
     expect(r.summary!.chunksFetched).toBe(1);
+    // The C share sent only what our sync joined: the tree and one chunk, not the file.
+    expect(sent).toBeLessThan(16 * CHUNK);
     notes.push(`delta C share -> our sync: chunksFetched ${r.summary!.chunksFetched}, C share sent ${sent} B`);
   }, 150_000);
 
