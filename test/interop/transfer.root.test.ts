@@ -117,8 +117,8 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
 
   /** The cases, each run by `receive` from a share on `sender`, clean and under 10% loss. */
   function cases(direction: string, sender: number, serve: Serve, receive: Receive, linkOwners = true): void {
-    const measured = async (name: string, loss: number, fn: () => Promise<void>) => {
-      const root = { '16 MiB file': 'big', 'empty file': 'edge', 'symlinks -a': 'edge' }[name] ?? path.join('tar', 'share');
+    /** Serve `root` (relative to work), run fn with `loss` % on the receiver's port, record time and bytes. */
+    const measured = async (name: string, root: string, loss: number, fn: () => Promise<void>) => {
       const stop = await serve(path.join(work, root));
       await lab.setLoss(RECEIVER, loss);
       try {
@@ -136,7 +136,7 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
     for (const loss of [0, 10]) {
       const under = loss ? ' under 10% loss' : '';
       it(`a 16 MiB file${under}`, async () => {
-        await measured('16 MiB file', loss, async () => {
+        await measured('16 MiB file', 'big', loss, async () => {
           const dest = path.join(freshDir(), 'big.bin');
           await receive('big/big.bin', dest, false);
           expect(sha256(dest)).toBe(sha256(path.join(work, 'big', 'big.bin')));
@@ -144,7 +144,7 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
       }, (SYNC_BOUND_S + 30) * 1000);
 
       it(`share.tar with -a: content, every mode, owner and nanosecond time, and the C tool's root hash${under}`, async () => {
-        await measured('share.tar -a', loss, async () => {
+        await measured('share.tar -a', 'tar/share', loss, async () => {
           const dest = freshDir();
           await receive('share', dest, true);
           const src = path.join(work, 'tar', 'share');
@@ -156,7 +156,7 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
       }, (SYNC_BOUND_S + 30) * 1000);
 
       it(`a subdirectory by name (share/sub)${under}`, async () => {
-        await measured('share/sub -a', loss, async () => {
+        await measured('share/sub -a', 'tar/share', loss, async () => {
           const dest = freshDir();
           await receive('share/sub', dest, true);
           expect(treeListing(path.join(dest, 'sub'), { times: true, owners: true })).toEqual(treeListing(path.join(work, 'tar', 'share', 'sub'), { times: true, owners: true }));
@@ -164,7 +164,7 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
       }, (SYNC_BOUND_S + 30) * 1000);
 
       it(`an empty file by name${under}`, async () => {
-        await measured('empty file', loss, async () => {
+        await measured('empty file', 'edge', loss, async () => {
           const dest = path.join(freshDir(), 'empty');
           await receive('edge/empty', dest, false);
           expect(existsSync(dest)).toBe(true);
@@ -174,7 +174,7 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
       }, (SYNC_BOUND_S + 30) * 1000);
 
       it(`symlinks (to a file, a directory, dangling, absolute, upwards) with odd modes and owners, -a${under}`, async () => {
-        await measured('symlinks -a', loss, async () => {
+        await measured('symlinks -a', 'edge', loss, async () => {
           const dest = freshDir();
           await receive('edge', dest, true);
           const got = treeListing(path.join(dest, 'edge'), { times: true, owners: true });
