@@ -37,11 +37,12 @@ Names are bytes and need not be UTF-8: they are hashed as they are, printed with
     // Core modules load lazily: start-up time matters when this runs from cron.
     const { HashPool } = await import('../../core/hashpool.js');
     const pool = new HashPool();
-    // Workers take tens of ms to start: start them while the rest loads when a
-    // large file is likely (a big file, or a directory). A missing path is
-    // reported by the index below.
+    // Workers take tens of ms to start: start them while the rest loads when the
+    // path is a large file. In a directory the pool starts at the first large file
+    // (this thread hashes until a worker is ready), so a tree of small files never
+    // pays for workers it does not use. A missing path is reported by the index below.
     const st = await stat(args.path).catch(() => undefined);
-    if (st && (st.isDirectory() || (st.isFile() && st.size >= pool.threshold))) pool.warm();
+    if (st?.isFile() && st.size >= pool.threshold) pool.warm();
     const { ShareIndex } = await import('../../core/mdex.js');
     const { toHex } = await import('../../core/hash.js');
     const { displayName } = await import('../../core/names.js');
