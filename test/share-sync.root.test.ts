@@ -178,7 +178,9 @@ describeUnless(why, 'share and sync over multicast (needs root)', () => {
     try {
       for (const [cols, dest] of [[100, 'tty-out.bin'], [0, 'tty0-out.bin']] as const) {
         const typescript = path.join(work, `typescript-${cols}`);
-        const cmd = `stty cols ${cols} rows 40; exec ${process.execPath} ${cli} sync -i e0 --timeout 20 ${share.roots[0]!.hash} ${path.join(work, dest)}`;
+        // Quoted: the clone may sit in a directory whose name has spaces or quotes.
+        const q = (arg: string): string => `'${arg.replace(/'/g, `'\\''`)}'`;
+        const cmd = `stty cols ${cols} rows 40; exec ${q(process.execPath)} ${q(cli)} sync -i e0 --timeout 20 ${share.roots[0]!.hash} ${q(path.join(work, dest))}`;
         const r = await lab.exec(1, ['script', '-qec', cmd, typescript], { timeoutMs: 60_000 });
         // What the terminal showed is the sync's stderr here: say it when the exit code is wrong.
         expect(r.code, `${r.stderr}\n${existsSync(typescript) ? readFileSync(typescript, 'utf8').slice(-2000) : ''}`).toBe(0);
