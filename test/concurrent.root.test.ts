@@ -3,7 +3,7 @@
  * lab hosts into the same directory (the file system is shared). Both must exit 0 and leave
  * the destination equal to the source, with no temporary file behind, every round.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { cli, expectBuilt, runSync, startShare, treeListing, type RunningShare, type SyncRun } from './e2e.js';
+import { describeUnless } from './skip.js';
 
 const why = skipReason(['nft']) ?? (spawnSync('unshare', ['--pid', '--fork', 'true'], { timeout: 5000 }).status !== 0 ? 'unshare --pid does not work here' : undefined);
-if (why) console.log(`skipping concurrent receivers tests: ${why}`);
 
 const ROUNDS = 10;
 
@@ -29,7 +29,7 @@ async function syncInOwnPidNamespace(lab: Lab, host: number, args: string[]): Pr
   return { ...r, summary };
 }
 
-describe.skipIf(why)('two receivers into one destination (needs root)', () => {
+describeUnless(why, 'two receivers into one destination (needs root)', () => {
   let lab: Lab;
   let work: string;
   let src: string;

@@ -3,7 +3,7 @@
  * `lo`, `lcsync share -i lo` and `lcsync sync -i lo` first refuse with the route lo lacks, then, once
  * that route is added, sync a directory end to end. Nothing runs in the machine's own namespace.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isRoot } from './lab.js';
 import { cli, sha256 } from './e2e.js';
+import { describeUnless } from './skip.js';
 
 function skipWhy(): string | undefined {
   if (process.platform !== 'linux') return 'needs Linux network namespaces';
@@ -20,7 +21,6 @@ function skipWhy(): string | undefined {
   return undefined;
 }
 const why = skipWhy();
-if (why) console.log(`skipping the loopback (one host) test: ${why}`);
 
 const ns = `lcsync-lo-${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
 
@@ -38,7 +38,7 @@ function must(args: string[]): void {
   if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
 }
 
-describe.skipIf(why)('share and sync on lo, one host (needs root)', () => {
+describeUnless(why, 'share and sync on lo, one host (needs root)', () => {
   let work: string;
   let share: ChildProcess | undefined;
 

@@ -3,7 +3,7 @@
  * file, directory and symlink-target names hold bytes that are not UTF-8, sync it with -a,
  * and compare names (read as bytes), contents and link targets byte for byte.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { cli, expectBuilt, runSync, startShare } from './e2e.js';
+import { describeUnless } from './skip.js';
 
 const why = skipReason(['nft']);
-if (why) console.log(`skipping non-UTF-8 names end-to-end tests: ${why}`);
 
 /** Join path pieces as bytes (a piece may be a Buffer holding any bytes). */
 function bp(...parts: (string | Buffer)[]): Buffer {
@@ -47,7 +47,7 @@ function byteListing(dir: Buffer, opts: { times?: boolean } = {}): string[] {
   return out;
 }
 
-describe.skipIf(why)('names that are not UTF-8, share to sync (needs root)', () => {
+describeUnless(why, 'names that are not UTF-8, share to sync (needs root)', () => {
   let lab: Lab;
   let work: string;
   let src: Buffer;

@@ -4,7 +4,7 @@
  * subdirectories, sparse images past 4 GiB. Each must sync, fetch every distinct object once, and
  * come out identical (and sparse where the source was).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync, readSync, ftruncateSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,9 +16,9 @@ import { hash, toHex, type Hash } from '../src/core/hash.js';
 import { MerkleTree } from '../src/core/tree.js';
 import { encodeNetTree, splitParts } from '../src/core/nettree.js';
 import { metaFromStats } from '../src/core/meta.js';
+import { describeUnless } from './skip.js';
 
 const why = skipReason(['nft']);
-if (why) console.log(`skipping repeated-content tests: ${why}`);
 
 const CHUNK = 32768;
 
@@ -154,7 +154,7 @@ async function measuredSync(lab: Lab, args: string[], timeoutMs: number): Promis
   return { code: r.code, stderr: r.stderr, summary, peakRss: m ? Number(m[1]) * 1024 : NaN, seconds: (Date.now() - t0) / 1000 };
 }
 
-describe.skipIf(why)('repeated content over multicast (needs root)', () => {
+describeUnless(why, 'repeated content over multicast (needs root)', () => {
   let lab: Lab;
   let work: string;
 

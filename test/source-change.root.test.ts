@@ -9,7 +9,7 @@
  *  - By share name: the receiver starts over on the name's new root and completes with the new
  *    content; the JSON summary counts the restart.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,9 +17,9 @@ import path from 'node:path';
 import { ExitCode } from '../src/core/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { cli, sha256, startShare, treeListing } from './e2e.js';
+import { describeUnless } from './skip.js';
 
 const why = skipReason();
-if (why) console.log(`skipping source-change lab tests: ${why}`);
 
 const MiB = 1024 * 1024;
 /**
@@ -38,7 +38,7 @@ const CHANGE_AT = Number(scale[0]) === 16 ? 12 * MiB : Math.floor((SIZE - CHANGE
 const TRIGGER_BYTES = Number(scale[3]) * 1e6;
 const CHUNKS = Math.ceil(SIZE / 32768);
 
-describe.skipIf(why)('a source that changes during a sync (needs root)', () => {
+describeUnless(why, 'a source that changes during a sync (needs root)', () => {
   let lab: Lab;
   let work: string;
   let file: string;
