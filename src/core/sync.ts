@@ -846,7 +846,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   const spec = parseSource(source);
   const started = Date.now();
   // Transfer counters of attempts given up because the source changed under them.
-  const earlier = { bytesReceived: 0, datagrams: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
+  const earlier = { bytesReceived: 0, datagrams: 0, treeObjectsReceived: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
   for (let attempt = 0; ; attempt++) {
     let session: SyncSession | undefined;
     try {
@@ -858,6 +858,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
         ...summary,
         bytesReceived: sum('bytesReceived'),
         datagrams: sum('datagrams'),
+        treeObjectsReceived: sum('treeObjectsReceived'),
         bytesWritten,
         chunksFetched: sum('chunksFetched'),
         chunksReused: sum('chunksReused'),
@@ -877,6 +878,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       const s = session.stats();
       earlier.bytesReceived += s.bytesReceived;
       earlier.datagrams += s.datagrams;
+      earlier.treeObjectsReceived += s.treeObjectsReceived;
       earlier.objectsRejected += s.objectsRejected;
       earlier.rejoins += s.rejoins;
       earlier.bytesWritten += session.summary.bytesWritten;
