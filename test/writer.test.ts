@@ -162,7 +162,20 @@ describe('OutputFile, atomic mode', () => {
     expect(err.code).toBe('INTERNAL');
     expect(await tempsIn(d)).toEqual([]);
     expect(await readFile(dest, 'utf8')).toBe('old');
-    await expect(out.commit()).rejects.toThrow(/already closed/);
+    // Later uses report the write that failed, not a bare "closed".
+    await expect(out.commit()).rejects.toThrow(/past the end/);
+  });
+
+  it('writes in flight when one fails report that failure (a full disk is an IO error, not "closed")', async () => {
+    const d = await fresh('inflight');
+    const out = await OutputFile.open(path.join(d, 'f'), 100);
+    const bad = out.write(90, Buffer.alloc(20));
+    const next = out.write(0, Buffer.alloc(10));
+    const [a, b] = await Promise.allSettled([bad, next]);
+    expect(a.status).toBe('rejected');
+    expect(b.status).toBe('rejected');
+    expect(String((b as PromiseRejectedResult).reason)).toMatch(/past the end/);
+    expect(await tempsIn(d)).toEqual([]);
   });
 
   it('maps open errors and leaves no temp behind', async () => {

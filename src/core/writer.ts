@@ -94,6 +94,8 @@ export class OutputFile {
   private fh: FileHandle | undefined;
   private done = false;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** The error of the write that failed; every later use of the output reports it (not "closed"). */
+  private failure: Error | undefined;
 
   private constructor(
     /** The file being written: the temporary copy, or dest itself in place. */
@@ -182,8 +184,11 @@ export class OutputFile {
         done += bytesWritten;
       }
     } catch (err) {
+      // Recorded before the abort awaits: writes still in flight then fail with this cause, not "closed".
+      const failure = this.failure ?? fromSystemError(err, this.dest);
+      this.failure = failure;
       await this.abort();
-      throw fromSystemError(err, this.dest);
+      throw failure;
     }
   }
 
@@ -251,6 +256,7 @@ export class OutputFile {
   }
 
   private handle(): FileHandle {
+    if (this.failure) throw this.failure;
     if (!this.fh || this.done) throw new LcsyncError('INTERNAL', `output ${this.dest} is already closed`);
     return this.fh;
   }
