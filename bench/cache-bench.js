@@ -33,10 +33,10 @@ const RUNS = option('cache-bench', 'runs', 3);
 
 let mdex, cache, hashpool, hash;
 try {
-  mdex = await import(path.join(DIST, 'mdex.js'));
-  cache = await import(path.join(DIST, 'cache.js'));
-  hashpool = await import(path.join(DIST, 'hashpool.js'));
-  hash = await import(path.join(DIST, 'hash.js'));
+  mdex = await import(path.join(DIST, 'index', 'mdex.js'));
+  cache = await import(path.join(DIST, 'index', 'cache.js'));
+  hashpool = await import(path.join(DIST, 'index', 'hashpool.js'));
+  hash = await import(path.join(DIST, 'model', 'hash.js'));
 } catch (e) {
   console.error(`cache-bench: cannot load dist/ (${e.message}); run npm run build first`);
   process.exit(3);

@@ -36,17 +36,17 @@ import { runInNewContext } from 'node:vm';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (m) => import(path.join(REPO, 'dist', 'core', m));
-const { decodeDatagram, encodeDatagram, MAX_OBJECT, DATAGRAM_LEN, DATAGRAM_OTI_LEN } = await dist('packet.js');
-const { decodeNetTreeHead, decodeNetTree, encodeNetTree, dirChildren } = await dist('nettree.js');
-const { decodeMld, listenerEvents } = await dist('mld.js');
-const { decodeSignature, encodeSignature } = await dist('signature.js');
-const { childName, objectMatches, partAgrees } = await dist('sync.js');
-const { ObjectDecoder, ObjectEncoder } = await dist('fec.js');
-const { ObjectReceiver } = await dist('receiver.js');
-const { LcsyncError } = await dist('errors.js');
-const { MerkleTree } = await dist('tree.js');
-const { hash } = await dist('hash.js');
-const { DEFAULT_LIMITS } = await dist('nettree.js');
+const { decodeDatagram, encodeDatagram, MAX_OBJECT, DATAGRAM_LEN, DATAGRAM_OTI_LEN } = await dist('wire/packet.js');
+const { decodeNetTreeHead, decodeNetTree, encodeNetTree, dirChildren } = await dist('wire/nettree.js');
+const { decodeMld, listenerEvents } = await dist('wire/mld.js');
+const { decodeSignature, encodeSignature } = await dist('wire/signature.js');
+const { childName, objectMatches, partAgrees } = await dist('sync/sync.js');
+const { ObjectDecoder, ObjectEncoder } = await dist('fec/fec.js');
+const { ObjectReceiver } = await dist('sync/receiver.js');
+const { LcsyncError } = await dist('base/errors.js');
+const { MerkleTree } = await dist('model/tree.js');
+const { hash } = await dist('model/hash.js');
+const { DEFAULT_LIMITS } = await dist('wire/nettree.js');
 
 function opt(name, def) {
   const i = process.argv.indexOf(`--${name}`);

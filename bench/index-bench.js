@@ -34,9 +34,9 @@ let mdex;
 let hashpool;
 let blake3Impl;
 try {
-  mdex = await import(path.join(DIST, 'mdex.js'));
-  hashpool = await import(path.join(DIST, 'hashpool.js'));
-  ({ blake3Impl } = await import(path.join(DIST, 'hash.js')));
+  mdex = await import(path.join(DIST, 'index', 'mdex.js'));
+  hashpool = await import(path.join(DIST, 'index', 'hashpool.js'));
+  ({ blake3Impl } = await import(path.join(DIST, 'model', 'hash.js')));
 } catch (e) {
   console.error(`index-bench: cannot load dist/ (${e.message}); run npm run build first`);
   process.exit(3);

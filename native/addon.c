@@ -1,6 +1,6 @@
 /*
  * lcsync.node: the one native addon of lcsync (N-API, so one build serves every Node version).
- * Loaded by src/core/addon.ts through node-gyp-build: the prebuild shipped in the package, or a build
+ * Loaded by src/core/base/addon.ts through node-gyp-build: the prebuild shipped in the package, or a build
  * from source (binding.gyp) where none fits. Each feature lives in its own file and adds its
  * functions here with one call.
  */

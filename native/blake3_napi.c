@@ -5,7 +5,7 @@
  * Why: lcsync hashes every 32 KiB leaf of every file it shares. The wasm fallback has no SIMD and
  * pays a copy into wasm memory and a JS call per leaf; this does a whole read block of leaves, or a
  * whole level of parent nodes, per call, straight from the caller's buffer.
- * src/core/hash.ts uses it when the addon loads (and LCSYNC_NO_NATIVE_BLAKE3 is not set).
+ * src/core/model/hash.ts uses it when the addon loads (and LCSYNC_NO_NATIVE_BLAKE3 is not set).
  *
  * API (every argument checked; bad input throws TypeError/RangeError, never reads or writes out of
  * bounds; Uint8Array (Buffer) only):

@@ -7,7 +7,7 @@
 ;; bytes per factor c: LO[c] (c * 0..15) then HI[c] (c * 0x00, 0x10, .., 0xf0).
 ;; Symbols live above. Lengths are multiples of 16.
 ;;
-;; Build: node scripts/build-wasm.js (wabt), which writes src/core/gf256-wasm.ts.
+;; Build: node scripts/build-wasm.js (wabt), which writes src/core/fec/gf256-wasm.ts.
 (module
   (memory (export "memory") 4)
 

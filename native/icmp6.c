@@ -1,5 +1,5 @@
 /*
- * icmp6: raw ICMPv6 sockets that see MLD reports and send MLD queries (src/core/mldsocket.ts).
+ * icmp6: raw ICMPv6 sockets that see MLD reports and send MLD queries (src/core/net/mldsocket.ts).
  *
  * Why here: MLD messages are ICMPv6, which node:dgram cannot open; a raw socket needs C. Keeping it in
  * our own addon beside udp_batch.c leaves lcsync with one native dependency, built or prebuilt once.

@@ -4,7 +4,7 @@
  * Why: node:dgram costs a DNS-lookup tick, a SendWrap and a completion callback per datagram,
  * which is most of the sender's CPU at 100k datagrams/s. This addon is the smallest thing that
  * removes it: one non-blocking socket, one synchronous call that hands the kernel a batch.
- * It is optional: src/core/batchsock.ts falls back to node:dgram when the addon is missing.
+ * It is optional: src/core/net/batchsock.ts falls back to node:dgram when the addon is missing.
  * Part of the lcsync addon: native/addon.c calls udp_batch_init; this file owns the env's instance data.
  *
  * API (all arguments checked; bad input throws TypeError/RangeError, never crashes):

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Compile native/gf256.wat with wabt into src/core/gf256-wasm.ts (the module's
+ * Compile native/gf256.wat with wabt into src/core/fec/gf256-wasm.ts (the module's
  * bytes, base64). Run after changing the .wat; test/gf256simd.test.ts checks
  * that the committed bytes are what this source compiles to.
  *
@@ -13,7 +13,7 @@ import wabtInit from 'wabt';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const source = path.join(repo, 'native', 'gf256.wat');
-const target = path.join(repo, 'src', 'core', 'gf256-wasm.ts');
+const target = path.join(repo, 'src', 'core', 'fec', 'gf256-wasm.ts');
 
 export async function compileGf256() {
   const wabt = await wabtInit();
@@ -36,7 +36,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const text = renderModule(await compileGf256());
   if (process.argv.includes('--check')) {
     if (readFileSync(target, 'utf8') !== text) {
-      console.error('src/core/gf256-wasm.ts is out of date: run node scripts/build-wasm.js');
+      console.error('src/core/fec/gf256-wasm.ts is out of date: run node scripts/build-wasm.js');
       process.exit(1);
     }
   } else {

@@ -5,16 +5,16 @@
  *   lc_sync                -> syncBuffer()
  * and index() builds what `lcsync index` prints.
  */
-import { ShareIndex, type IndexOptions } from './core/mdex.js';
-import { Share, type ShareOptions } from './core/share.js';
-import { syncBuffer, syncRemote, type SyncOptions, type SyncSummary } from './core/sync.js';
+import { ShareIndex, type IndexOptions } from './core/index/mdex.js';
+import { Share, type ShareOptions } from './core/share/share.js';
+import { syncBuffer, syncRemote, type SyncOptions, type SyncSummary } from './core/sync/sync.js';
 
 export { ShareIndex, Share, syncBuffer };
 export type { IndexOptions, ShareOptions, SyncOptions, SyncSummary };
-export { LcsyncError, ExitCode } from './core/errors.js';
-export { MerkleTree, CHUNK_SIZE } from './core/tree.js';
-export { hash, toHex, parseHex } from './core/hash.js';
-export { groupAddress } from './core/address.js';
+export { LcsyncError, ExitCode } from './core/base/errors.js';
+export { MerkleTree, CHUNK_SIZE } from './core/model/tree.js';
+export { hash, toHex, parseHex } from './core/model/hash.js';
+export { groupAddress } from './core/wire/address.js';
 
 /** Index files and directories (what `lcsync index` and `lcsync share` do first). */
 export function index(paths: string[], opts?: IndexOptions): Promise<ShareIndex> {

@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GROUP_PREFIX_BYTES, LCSYNC_PORT, formatIPv6, groupAddress, groupBytes, parseIPv6, prefixOfGroup } from '../src/core/address.js';
-import { aliasHash } from '../src/core/entry.js';
-import { LcsyncError } from '../src/core/errors.js';
-import { hash, parseHex } from '../src/core/hash.js';
+import { GROUP_PREFIX_BYTES, LCSYNC_PORT, formatIPv6, groupAddress, groupBytes, parseIPv6, prefixOfGroup } from '../src/core/wire/address.js';
+import { aliasHash } from '../src/core/model/entry.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { hash, parseHex } from '../src/core/model/hash.js';
 
 describe('group addresses', () => {
   it('the alias of "share" is the first group the C client joined in the capture', () => {

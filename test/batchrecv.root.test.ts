@@ -22,8 +22,8 @@ import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const ADDON = path.join(repo, 'build/Release/lcsync.node');
-const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
-const PACER = pathToFileURL(path.join(repo, 'dist/core/pacer.js')).href;
+const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/net/channel.js')).href;
+const PACER = pathToFileURL(path.join(repo, 'dist/core/net/pacer.js')).href;
 const G1 = 'ff1e::ba7c:11';
 const G2 = 'ff1e::ba7c:12';
 const G3 = 'ff1e::ba7c:13';
@@ -168,7 +168,7 @@ describeUnless(why, 'batched multicast receives between namespaces (needs root)'
   let lab: Lab | undefined;
 
   beforeAll(async () => {
-    expectBuilt(['channel', 'batchsock', 'pacer']);
+    expectBuilt(['net/channel', 'net/batchsock', 'net/pacer']);
     lab = await createLab({ hosts: 2 });
   });
   afterAll(async () => {

@@ -9,9 +9,9 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BatchReceiver, batchRecvAvailable, batchRecvUnavailableReason, batchSendAvailable } from '../src/core/batchsock.js';
-import { MulticastReceiver } from '../src/core/channel.js';
-import { LcsyncError } from '../src/core/errors.js';
+import { BatchReceiver, batchRecvAvailable, batchRecvUnavailableReason, batchSendAvailable } from '../src/core/net/batchsock.js';
+import { MulticastReceiver } from '../src/core/net/channel.js';
+import { LcsyncError } from '../src/core/base/errors.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -16,7 +16,7 @@ import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const ADDON = path.join(repo, 'build/Release/lcsync.node');
-const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/channel.js')).href;
+const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/net/channel.js')).href;
 const GROUP = 'ff1e::ba7c:4';
 const PORT = 4243;
 const N = 200;
@@ -89,7 +89,7 @@ describeUnless(why, 'batched multicast sends between namespaces (needs root)', (
   let lab: Lab | undefined;
 
   beforeAll(async () => {
-    expectBuilt(['channel', 'batchsock', 'pacer']);
+    expectBuilt(['net/channel', 'net/batchsock', 'net/pacer']);
     lab = await createLab({ hosts: 2 });
   });
   afterAll(async () => {

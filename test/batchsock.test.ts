@@ -8,9 +8,9 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BatchSocket, batchSendAvailable, batchSendUnavailableReason } from '../src/core/batchsock.js';
-import { MulticastSender } from '../src/core/channel.js';
-import { LcsyncError } from '../src/core/errors.js';
+import { BatchSocket, batchSendAvailable, batchSendUnavailableReason } from '../src/core/net/batchsock.js';
+import { MulticastSender } from '../src/core/net/channel.js';
+import { LcsyncError } from '../src/core/base/errors.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -142,7 +142,7 @@ describe('MulticastSender.sendBatch checks everything before it sends anything',
       if (mode === 'dgram') process.env.LCSYNC_NO_SENDMMSG = '1';
       else delete process.env.LCSYNC_NO_SENDMMSG;
       const charged: number[] = [];
-      const pacer = { take: (b: number) => void charged.push(b) } as unknown as import('../src/core/pacer.js').Pacer;
+      const pacer = { take: (b: number) => void charged.push(b) } as unknown as import('../src/core/net/pacer.js').Pacer;
       const tx = await MulticastSender.open({ ifname: 'lo', pacer });
       expect(tx.batching).toBe(mode === 'sendmmsg' && built);
       const ok = { group: 'ff1e::1234', payload: Buffer.alloc(10) };

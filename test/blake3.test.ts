@@ -10,8 +10,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { blake3Impl, loadNativeBlake3, loadWasmBlake3, HASH_SIZE, type Blake3 } from '../src/core/hash.js';
-import { MerkleTree } from '../src/core/tree.js';
+import { blake3Impl, loadNativeBlake3, loadWasmBlake3, HASH_SIZE, type Blake3 } from '../src/core/model/hash.js';
+import { MerkleTree } from '../src/core/model/tree.js';
 import { rng } from './rng.js';
 import { itUnless } from './skip.js';
 
@@ -153,8 +153,8 @@ describe('BLAKE3 implementations', () => {
   itUnless(nativeWhy, 'Merkle trees built through the wasm path equal those built through the native one', async () => {
     vi.stubEnv('LCSYNC_NO_NATIVE_BLAKE3', '1');
     vi.resetModules();
-    const wasmHash = await import('../src/core/hash.js');
-    const wasmTree = await import('../src/core/tree.js');
+    const wasmHash = await import('../src/core/model/hash.js');
+    const wasmTree = await import('../src/core/model/tree.js');
     expect(wasmHash.blake3Impl).toBe('wasm');
     for (const n of [1, 32768, 32769, 5 * 32768 + 17, (1 << 20) + 1, 5 * (1 << 20) + 3]) {
       const d = big.subarray(0, n);

@@ -1,13 +1,13 @@
-/** The tree cache (src/core/cache.ts): hits, misses on any identity change, crash and corruption safety, budget. */
+/** The tree cache (src/core/index/cache.ts): hits, misses on any identity change, crash and corruption safety, budget. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { TreeStore, decodeEntry, encodeEntry, defaultCacheDir, CACHE_SUBDIR, type FileIdentity } from '../src/core/cache.js';
-import { MerkleTree } from '../src/core/tree.js';
-import { ShareIndex } from '../src/core/mdex.js';
-import { toHex } from '../src/core/hash.js';
+import { TreeStore, decodeEntry, encodeEntry, defaultCacheDir, CACHE_SUBDIR, type FileIdentity } from '../src/core/index/cache.js';
+import { MerkleTree } from '../src/core/model/tree.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { toHex } from '../src/core/model/hash.js';
 
 let work: string;
 beforeEach(() => {

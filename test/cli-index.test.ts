@@ -7,8 +7,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ShareIndex } from '../src/core/mdex.js';
-import { toHex } from '../src/core/hash.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { toHex } from '../src/core/model/hash.js';
 import { itUnless } from './skip.js';
 import { readVector, shareTarSkip, vectorDir, vectorFileSizes, vectorPath } from './vectors.js';
 

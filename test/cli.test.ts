@@ -9,10 +9,10 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ExitCode } from '../src/core/errors.js';
+import { ExitCode } from '../src/core/base/errors.js';
 import { editDistance, suggestCommand, unknownCommandMessage } from '../src/cli/suggest.js';
 import { count } from '../src/cli/plural.js';
-import { parseSource } from '../src/core/sync.js';
+import { parseSource } from '../src/core/sync/sync.js';
 import { renderHuman } from '../src/commands/status.js';
 import { cli } from './e2e.js';
 

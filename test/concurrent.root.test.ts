@@ -36,7 +36,7 @@ describeUnless(why, 'two receivers into one destination (needs root)', () => {
   let share: RunningShare;
 
   beforeAll(async () => {
-    expectBuilt(['writer', 'sync', 'mdex']);
+    expectBuilt(['sync/writer', 'sync/sync', 'index/mdex']);
     lab = await createLab({ hosts: 3, snooping: true });
     work = mkdtempSync(path.join(tmpdir(), 'lcsync-concurrent-'));
     src = path.join(work, 'share');

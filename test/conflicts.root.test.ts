@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ExitCode } from '../src/core/errors.js';
+import { ExitCode } from '../src/core/base/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { runSync, startShare, treeListing } from './e2e.js';
 import { describeUnless } from './skip.js';

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
 import { cli, repo, runSync, sha256, startShare } from './e2e.js';
-import { ExitCode } from '../src/core/errors.js';
+import { ExitCode } from '../src/core/base/errors.js';
 
 const why = skipReason(['nft']);
 

@@ -17,12 +17,12 @@ import {
   readPasswordFromTty,
   sealObject,
   type PasswordInput,
-} from '../src/core/crypto.js';
-import { LcsyncError } from '../src/core/errors.js';
-import { ObjectDecoder, ObjectEncoder } from '../src/core/fec.js';
-import { hash, toHex } from '../src/core/hash.js';
-import { decodeNetTree } from '../src/core/nettree.js';
-import { decodeDatagram, type Datagram } from '../src/core/packet.js';
+} from '../src/core/wire/crypto.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { ObjectDecoder, ObjectEncoder } from '../src/core/fec/fec.js';
+import { hash, toHex } from '../src/core/model/hash.js';
+import { decodeNetTree } from '../src/core/wire/nettree.js';
+import { decodeDatagram, type Datagram } from '../src/core/wire/packet.js';
 import { once, readVector, readVectorJsonl, readVectorText, vectorPath } from './vectors.js';
 
 /** The 128-byte key file of the encrypted capture (read on first use). */

@@ -1,5 +1,5 @@
 /**
- * Every exit status of src/core/errors.ts ExitCode, each from a real run of
+ * Every exit status of src/core/base/errors.ts ExitCode, each from a real run of
  * bin/run.js (build first: npm run build). The ones that need a network (3 by
  * timeout, 4, 5, 6, 130 and 1) run in lab namespaces and need root; they are
  * skipped with the reason printed otherwise. 7 (partial) and 8 (source changed)
@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ExitCode } from '../src/core/errors.js';
+import { ExitCode } from '../src/core/base/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
 import { cli, repo, sha256, startShare } from './e2e.js';

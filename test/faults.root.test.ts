@@ -16,9 +16,9 @@ import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
 import { cli, repo, runSync, sha256, startShare, treeListing } from './e2e.js';
-import { ExitCode } from '../src/core/errors.js';
-import { MerkleTree, chunkLength } from '../src/core/tree.js';
-import { toHex } from '../src/core/hash.js';
+import { ExitCode } from '../src/core/base/errors.js';
+import { MerkleTree, chunkLength } from '../src/core/model/tree.js';
+import { toHex } from '../src/core/model/hash.js';
 
 const why = skipReason(['nft']);
 

@@ -7,10 +7,10 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Decoder, Encoder } from 'raptorq/raptorq.js';
-import { ObjectDecoder, ObjectEncoder } from '../src/core/fec.js';
-import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/kprime.js';
-import { FAST_MAX_K_PRIME } from '../src/core/rfc6330.js';
-import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/packet.js';
+import { ObjectDecoder, ObjectEncoder } from '../src/core/fec/fec.js';
+import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/fec/kprime.js';
+import { FAST_MAX_K_PRIME } from '../src/core/fec/rfc6330.js';
+import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/wire/packet.js';
 import { rng } from './rng.js';
 import { lcrqSizes, readVector, readVectorText, vectorDir } from './vectors.js';
 

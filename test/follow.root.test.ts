@@ -15,8 +15,8 @@ import type { ChildProcess } from 'node:child_process';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
 import { cli, runSync, sha256, startShare } from './e2e.js';
-import { ShareIndex } from '../src/core/mdex.js';
-import { toHex } from '../src/core/hash.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { toHex } from '../src/core/model/hash.js';
 
 const why = skipReason();
 

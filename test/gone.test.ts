@@ -6,11 +6,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { groupAddress } from '../src/core/address.js';
-import { hash, type Hash } from '../src/core/hash.js';
-import { LcsyncError } from '../src/core/errors.js';
-import { objectCipher } from '../src/core/crypto.js';
-import { ObjectEncoder } from '../src/core/fec.js';
+import { groupAddress } from '../src/core/wire/address.js';
+import { hash, type Hash } from '../src/core/model/hash.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { objectCipher } from '../src/core/wire/crypto.js';
+import { ObjectEncoder } from '../src/core/fec/fec.js';
 import {
   DATAGRAM_LEN,
   NOTICE_LEN,
@@ -20,20 +20,20 @@ import {
   encodeDatagram,
   encodeGoneNotice,
   goneNoticeKey,
-} from '../src/core/packet.js';
-import { ObjectReceiver } from '../src/core/receiver.js';
-import type { MulticastReceiver } from '../src/core/channel.js';
+} from '../src/core/wire/packet.js';
+import { ObjectReceiver } from '../src/core/sync/receiver.js';
+import type { DatagramSource } from '../src/core/net/datagram.js';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { dirEntryHash, fileEntryHash } from '../src/core/entry.js';
-import type { FileMeta } from '../src/core/meta.js';
-import { encodeNetTree } from '../src/core/nettree.js';
-import { MerkleTree } from '../src/core/tree.js';
-import { SyncSession, type SyncOptions } from '../src/core/sync.js';
+import { dirEntryHash, fileEntryHash } from '../src/core/model/entry.js';
+import type { FileMeta } from '../src/core/model/meta.js';
+import { encodeNetTree } from '../src/core/wire/nettree.js';
+import { MerkleTree } from '../src/core/model/tree.js';
+import { SyncSession } from '../src/core/sync/sync.js';
 
 /** Joins, leaves and datagrams in memory: what a group serves is delivered on each join. */
-class FakeNet {
+class FakeNet implements DatagramSource {
   private cb: ((b: Buffer) => void) | undefined;
   readonly joined = new Set<string>();
   readonly joinLog: string[] = [];
@@ -65,7 +65,6 @@ class FakeNet {
   }
 }
 
-const asChannel = (n: FakeNet) => n as unknown as MulticastReceiver;
 const fast = { stallMs: 40, firstSymbolMs: 60, idleTimeoutMs: 5000 };
 
 function chunkDatagrams(chunk: Buffer, count: number): Buffer[] {
@@ -106,7 +105,7 @@ describe('gone notice packets', () => {
 describe('a receiver hearing that an object is gone', () => {
   it('joins the notice group of a stalled chunk, fails every request with SOURCE_CHANGED on the notice, and every later one at once', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), fast);
+    const rx = new ObjectReceiver(net, fast);
     const gone = randomBytes(32768);
     const other = randomBytes(32768);
     // The other chunk is served in part only: it stays pending, like a chunk still arriving.
@@ -136,7 +135,7 @@ describe('a receiver hearing that an object is gone', () => {
     const key = randomBytes(32);
     const cipher = objectCipher(randomBytes(32));
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { ...fast, cipher });
+    const rx = new ObjectReceiver(net, { ...fast, cipher });
     const chunk = randomBytes(1000);
     const p = rx.fetchChunk(hash(chunk), chunk.length);
     // Before the stall: not asked yet.
@@ -159,7 +158,7 @@ describe('a receiver hearing that an object is gone', () => {
 
   it('answers a tree request (a tree part of an old root) the same way', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), fast);
+    const rx = new ObjectReceiver(net, fast);
     const key: Hash = randomBytes(32);
     net.serve(groupAddress(goneNoticeKey(key)), [encodeGoneNotice(key)]);
     await expect(rx.fetchTree(key, () => true)).rejects.toMatchObject({ code: 'SOURCE_CHANGED' });
@@ -191,8 +190,6 @@ function serveFile(net: FakeNet, name: string, data: Buffer, symbols: (i: number
   return { key, tree };
 }
 
-type SessionCtor = new (channel: MulticastReceiver, opts: SyncOptions) => SyncSession;
-
 describe('a directory sync whose source changes', () => {
   // The stalled chunk asks on its notice group after the receiver's first-symbol wait (3 s).
   it('ends with SOURCE_CHANGED once every file has settled: finished files are whole, files in progress leave no temporary copy', { timeout: 20_000 }, async () => {
@@ -212,7 +209,8 @@ describe('a directory sync whose source changes', () => {
       const dirObj = encodeNetTree({ type: 'dir', size: 0, meta: dirMeta, name: 'share', payload: Buffer.concat(children) });
       const top = dirEntryHash(undefined, children);
       net.serve(groupAddress(top), treeDatagrams(dirObj));
-      const session = new (SyncSession as unknown as SessionCtor)(asChannel(net), {
+      const session = await SyncSession.open({
+    channel: net,
         ifnames: ['fake0'],
         flags: { recursive: true, perms: false, owner: false, group: false, times: false },
         stallMs: 40,

@@ -19,24 +19,24 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runInNewContext } from 'node:vm';
 import v8 from 'node:v8';
-import { LcsyncError } from '../src/core/errors.js';
-import { displayName, nameFromBytes } from '../src/core/names.js';
-import { groupAddress } from '../src/core/address.js';
-import { hash, toHex, type Hash } from '../src/core/hash.js';
-import { dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/entry.js';
-import type { FileMeta } from '../src/core/meta.js';
-import { DEFAULT_LIMITS, decodeNetTreeHead, encodeNetTree, splitParts, type NetTreeHead } from '../src/core/nettree.js';
-import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, encodeDatagram } from '../src/core/packet.js';
-import { ObjectEncoder } from '../src/core/fec.js';
-import { ObjectReceiver } from '../src/core/receiver.js';
-import { SyncSession, childName, objectMatches, partAgrees, type SyncOptions } from '../src/core/sync.js';
-import { MerkleTree } from '../src/core/tree.js';
-import type { MulticastReceiver } from '../src/core/channel.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { displayName, nameFromBytes } from '../src/core/base/names.js';
+import { groupAddress } from '../src/core/wire/address.js';
+import { hash, toHex, type Hash } from '../src/core/model/hash.js';
+import { dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/model/entry.js';
+import type { FileMeta } from '../src/core/model/meta.js';
+import { DEFAULT_LIMITS, decodeNetTreeHead, encodeNetTree, splitParts, type NetTreeHead } from '../src/core/wire/nettree.js';
+import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, encodeDatagram } from '../src/core/wire/packet.js';
+import { ObjectEncoder } from '../src/core/fec/fec.js';
+import { ObjectReceiver } from '../src/core/sync/receiver.js';
+import { SyncSession, childName, objectMatches, partAgrees } from '../src/core/sync/sync.js';
+import { MerkleTree } from '../src/core/model/tree.js';
+import type { DatagramSource } from '../src/core/net/datagram.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // A network in memory: what is "served" on a group is delivered (on the next turn) each time it is joined.
 
-class FakeNet {
+class FakeNet implements DatagramSource {
   private cb: ((b: Buffer) => void) | undefined;
   readonly joined = new Set<string>();
   private readonly served = new Map<string, Buffer[]>();
@@ -70,8 +70,6 @@ class FakeNet {
     for (const d of this.served.get(g) ?? []) if (this.joined.has(g)) this.emit(d);
   }
 }
-
-const asChannel = (n: FakeNet) => n as unknown as MulticastReceiver;
 
 /** All source symbols of `obj`, with an OTI for tree objects. */
 function datagrams(obj: Buffer, oid: Hash, withOti: boolean): Buffer[] {
@@ -119,11 +117,10 @@ function craftLink(net: FakeNet, name: string, target: string): Crafted {
   return { key, obj };
 }
 
-type SessionCtor = new (channel: MulticastReceiver, opts: SyncOptions) => SyncSession;
-
 /** What syncRemote does for a hash, over the fake network: fetch the top object and sync it into dest. */
 async function syncOver(net: FakeNet, key: Hash, dest: string, timeoutSec = 3): Promise<{ err?: unknown; session: SyncSession }> {
-  const session = new (SyncSession as unknown as SessionCtor)(asChannel(net), {
+  const session = await SyncSession.open({
+    channel: net,
     ifnames: ['fake0'],
     flags: { recursive: true, perms: false, owner: false, group: false, times: false },
     timeoutSec,
@@ -189,7 +186,7 @@ describe('ObjectReceiver under hostile datagrams', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(garbage, { maxLength: 40 }), async (junk) => {
         const net = new FakeNet();
-        const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 5000 });
+        const rx = new ObjectReceiver(net, { idleTimeoutMs: 5000 });
         try {
           const key = randomBytes(32);
           const got = rx.fetchTree(key, (o) => o.equals(genuine));
@@ -208,7 +205,7 @@ describe('ObjectReceiver under hostile datagrams', () => {
 
   it('a forged round under the genuine OID is rejected and does not shut out the genuine object', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 5000 });
+    const rx = new ObjectReceiver(net, { idleTimeoutMs: 5000 });
     try {
       const got = rx.fetchTree(randomBytes(32), (o) => o.equals(genuine));
       // All K source symbols forged, first: they decode to garbage whose BLAKE3 is not the OID.
@@ -225,7 +222,7 @@ describe('ObjectReceiver under hostile datagrams', () => {
 
   it('a datagram claiming another length for the genuine OID does not shut out the genuine object', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 5000 });
+    const rx = new ObjectReceiver(net, { idleTimeoutMs: 5000 });
     try {
       const got = rx.fetchTree(randomBytes(32), (o) => o.equals(genuine));
       net.emit(encodeDatagram({ oid: gOid, transferLength: genuine.length + 5000, esi: 0, symbol: randomBytes(1024) }));
@@ -238,7 +235,7 @@ describe('ObjectReceiver under hostile datagrams', () => {
 
   it('forged chunk symbols under the leaf hash never come out; the chunk arrives once genuine symbols do', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 5000 });
+    const rx = new ObjectReceiver(net, { idleTimeoutMs: 5000 });
     try {
       const chunk = randomBytes(32768);
       const leaf = hash(chunk);
@@ -256,7 +253,7 @@ describe('ObjectReceiver under hostile datagrams', () => {
     v8.setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 5000 });
+    const rx = new ObjectReceiver(net, { idleTimeoutMs: 5000 });
     try {
       const got = rx.fetchTree(randomBytes(32), (o) => o.equals(genuine));
       // Backing stores of collected buffers are released in the background: collect a few times.
@@ -286,7 +283,7 @@ describe('ObjectReceiver under hostile datagrams', () => {
 
   it('two requests for the same key both get the object, and a later request gets it without the network', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 2000 });
+    const rx = new ObjectReceiver(net, { idleTimeoutMs: 2000 });
     try {
       const key = randomBytes(32);
       const a = rx.fetchTree(key, (o) => o.equals(genuine));
@@ -322,7 +319,8 @@ describe('a sync session against forged tree parts and a busy sender', () => {
       if (z > 0) net.serve(groupAddress(key), datagrams(forged, hash(forged), true));
       net.serve(groupAddress(key), datagrams(Buffer.from(part), hash(part), true));
     }
-    const session = new (SyncSession as unknown as SessionCtor)(asChannel(net), {
+    const session = await SyncSession.open({
+    channel: net,
       ifnames: ['fake0'],
       flags: { recursive: false, perms: false, owner: false, group: false, times: false },
       timeoutSec: 5,
@@ -338,7 +336,7 @@ describe('a sync session against forged tree parts and a busy sender', () => {
 
   it('a request that hears nothing does not time out while other requests still make progress', async () => {
     const net = new FakeNet();
-    const rx = new ObjectReceiver(asChannel(net), { idleTimeoutMs: 400, firstSymbolMs: 60_000 });
+    const rx = new ObjectReceiver(net, { idleTimeoutMs: 400, firstSymbolMs: 60_000 });
     try {
       const silent = rx.fetchChunk(randomBytes(32), 32768);
       const failedAt = silent.then(

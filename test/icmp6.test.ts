@@ -7,8 +7,8 @@ import { expect, it } from 'vitest';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { addonPath, loadAddon } from '../src/core/addon.js';
-import { icmp6UnavailableReason } from '../src/core/icmp6.js';
+import { addonPath, loadAddon } from '../src/core/base/addon.js';
+import { icmp6UnavailableReason } from '../src/core/net/icmp6.js';
 import { describeUnless } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

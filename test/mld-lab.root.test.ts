@@ -10,7 +10,7 @@ import { describeUnless, firstReason } from './skip.js';
 
 const WATCH = fileURLToPath(new URL('./fixtures/mld-watch.mjs', import.meta.url));
 const JOIN = fileURLToPath(new URL('./fixtures/mld-join.mjs', import.meta.url));
-const DIST = fileURLToPath(new URL('../dist/core/mldsocket.js', import.meta.url));
+const DIST = fileURLToPath(new URL('../dist/core/net/mldsocket.js', import.meta.url));
 
 const why = skipReason();
 

@@ -11,8 +11,8 @@ import {
   isLeaveRecord,
   listenerEvents,
   type MldMessage,
-} from '../src/core/mld.js';
-import { formatIPv6, parseIPv6 } from '../src/core/address.js';
+} from '../src/core/wire/mld.js';
+import { formatIPv6, parseIPv6 } from '../src/core/wire/address.js';
 import { once, readVectorJsonl } from './vectors.js';
 
 interface Capture {

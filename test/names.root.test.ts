@@ -58,7 +58,7 @@ describeUnless(why, 'names that are not UTF-8, share to sync (needs root)', () =
   const big = randomBytes(200_000);
 
   beforeAll(async () => {
-    expectBuilt(['names', 'bytefs', 'mdex', 'sync', 'writer', 'fsmeta', 'nettree', 'entry']);
+    expectBuilt(['base/names', 'base/bytefs', 'index/mdex', 'sync/sync', 'sync/writer', 'sync/fsmeta', 'wire/nettree', 'model/entry']);
     lab = await createLab({ hosts: 2, snooping: true });
     work = mkdtempSync(path.join(tmpdir(), 'lcsync-names-e2e-'));
     src = bp(work, 'src', 'share');

@@ -10,18 +10,18 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { displayName, fsPath, hasRawBytes, jsonNames, nameFromBytes, nameToBytes, wellFormedName } from '../src/core/names.js';
-import { readdir, readlink, symlink, lstat } from '../src/core/bytefs.js';
-import { ShareIndex } from '../src/core/mdex.js';
-import { aliasHash, fileEntryHash } from '../src/core/entry.js';
-import { hashConcat, toHex } from '../src/core/hash.js';
-import { decodeNetTreeHead, encodeNetTree } from '../src/core/nettree.js';
+import { displayName, fsPath, hasRawBytes, jsonNames, nameFromBytes, nameToBytes, wellFormedName } from '../src/core/base/names.js';
+import { readdir, readlink, symlink, lstat } from '../src/core/base/bytefs.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { aliasHash, fileEntryHash } from '../src/core/model/entry.js';
+import { hashConcat, toHex } from '../src/core/model/hash.js';
+import { decodeNetTreeHead, encodeNetTree } from '../src/core/wire/nettree.js';
 import { argsFromCmdline } from '../src/cli/argv.js';
 import { Logger } from '../src/cli/logger.js';
 import { cli } from './e2e.js';
 
 const run = promisify(execFile);
-const b = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p))));
+const b = (...parts: (string | number[] | Uint8Array)[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p))));
 
 describe('the string form of names', () => {
   it('round-trips every byte string', () => {

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { LcsyncError } from '../src/core/errors.js';
-import { HASH_SIZE, hash } from '../src/core/hash.js';
-import type { FileMeta } from '../src/core/meta.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { HASH_SIZE, hash } from '../src/core/model/hash.js';
+import type { FileMeta } from '../src/core/model/meta.js';
 import {
   NET_TREE_HEADER,
   TREE_PART_SIZE,
@@ -12,9 +12,9 @@ import {
   encodeNetTree,
   partCount,
   splitParts,
-} from '../src/core/nettree.js';
-import { CHUNK_SIZE, MerkleTree } from '../src/core/tree.js';
-import { nameToBytes } from '../src/core/names.js';
+} from '../src/core/wire/nettree.js';
+import { CHUNK_SIZE, MerkleTree } from '../src/core/model/tree.js';
+import { nameToBytes } from '../src/core/base/names.js';
 
 const meta = (mode: number): FileMeta => ({
   mode,

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Pacer, parseRate } from '../src/core/pacer.js';
-import { LcsyncError } from '../src/core/errors.js';
+import { Pacer, parseRate } from '../src/core/net/pacer.js';
+import { LcsyncError } from '../src/core/base/errors.js';
 
 describe('parseRate', () => {
   it.each([

@@ -8,7 +8,7 @@ import {
   SYMBOL_SIZE,
   decodeDatagram,
   encodeDatagram,
-} from '../src/core/packet.js';
+} from '../src/core/wire/packet.js';
 import { lcrqSizes, readVectorJsonl, readVectorText } from './vectors.js';
 
 const oid = Buffer.from('19e19c998a7586f79e9b6d2ca1f1c0d6e4f74c260b48eaefae2db6e6e415474c', 'hex');

@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { cli, runSync, sha256, startShare } from './e2e.js';
-import { ShareIndex } from '../src/core/mdex.js';
-import { hash, toHex, type Hash } from '../src/core/hash.js';
-import { MerkleTree } from '../src/core/tree.js';
-import { encodeNetTree, splitParts } from '../src/core/nettree.js';
-import { metaFromStats } from '../src/core/meta.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { hash, toHex, type Hash } from '../src/core/model/hash.js';
+import { MerkleTree } from '../src/core/model/tree.js';
+import { encodeNetTree, splitParts } from '../src/core/wire/nettree.js';
+import { metaFromStats } from '../src/core/model/meta.js';
 import { describeUnless } from './skip.js';
 
 const why = skipReason(['nft']);

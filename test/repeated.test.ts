@@ -10,16 +10,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseIPv6, prefixOfGroup } from '../src/core/address.js';
-import { ObjectEncoder } from '../src/core/fec.js';
-import { hash, toHex } from '../src/core/hash.js';
-import { ShareIndex, type IndexObject } from '../src/core/mdex.js';
-import { encodeDatagram } from '../src/core/packet.js';
-import { syncRemote } from '../src/core/sync.js';
-import { MerkleTree, chunkLength } from '../src/core/tree.js';
-import { decodeNetTree, encodeNetTree } from '../src/core/nettree.js';
-import { OutputFile } from '../src/core/writer.js';
-import type { MulticastReceiver } from '../src/core/channel.js';
+import { parseIPv6, prefixOfGroup } from '../src/core/wire/address.js';
+import { ObjectEncoder } from '../src/core/fec/fec.js';
+import { hash, toHex } from '../src/core/model/hash.js';
+import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
+import { encodeDatagram } from '../src/core/wire/packet.js';
+import { syncRemote } from '../src/core/sync/sync.js';
+import { MerkleTree, chunkLength } from '../src/core/model/tree.js';
+import { decodeNetTree, encodeNetTree } from '../src/core/wire/nettree.js';
+import { OutputFile } from '../src/core/sync/writer.js';
+import type { DatagramSource } from '../src/core/net/datagram.js';
 import { rng } from './rng.js';
 
 const CHUNK = 32768;
@@ -35,7 +35,7 @@ function bytesFrom(next: () => number, n: number): Buffer {
  * symbols to the receiver (a rejoin delivers them again), as an lcsync share does for a new
  * listener; nothing arrives on a group not joined.
  */
-class MemoryNet {
+class MemoryNet implements DatagramSource {
   private readonly listeners: ((b: Buffer) => void)[] = [];
   private readonly joined = new Set<string>();
   /** Objects served per OID: equal content under several groups is served on each. */
@@ -189,7 +189,7 @@ describe('equal content in one file, one tree and across files (in-memory share)
             flags,
             timeoutSec: 5,
             stallMs: 200,
-            channel: net as unknown as MulticastReceiver,
+            channel: net,
           });
           for (const name of names) {
             expect(statSync(path.join(dest, name)).size, name).toBe(statSync(path.join(src, name)).size);

@@ -1,14 +1,14 @@
 /**
- * The small-block RaptorQ code (src/core/rfc6330.ts) against the npm raptorq
+ * The small-block RaptorQ code (src/core/fec/rfc6330.ts) against the npm raptorq
  * encoder: every K' it serves gives byte-identical repair symbols, and decodes
  * every loss pattern tried. The LCRQ vectors (test/fec.test.ts) cover the C side.
  */
 import { describe, expect, it } from 'vitest';
 import { Encoder } from 'raptorq/raptorq.js';
-import '../src/core/fec.js'; // initialises the wasm module
-import { K_PRIME_TABLE, kPrime } from '../src/core/kprime.js';
-import { RAND_TABLES, SYSTEMATIC_TABLE } from '../src/core/rfc6330-tables.js';
-import { FAST_MAX_K_PRIME, SmallBlockCode, blockParameters, degree, gfInv, gfMul, mulAdd, rand } from '../src/core/rfc6330.js';
+import '../src/core/fec/fec.js'; // initialises the wasm module
+import { K_PRIME_TABLE, kPrime } from '../src/core/fec/kprime.js';
+import { RAND_TABLES, SYSTEMATIC_TABLE } from '../src/core/fec/rfc6330-tables.js';
+import { FAST_MAX_K_PRIME, SmallBlockCode, blockParameters, degree, gfInv, gfMul, mulAdd, rand } from '../src/core/fec/rfc6330.js';
 import { rng } from './rng.js';
 
 const T = 1024;

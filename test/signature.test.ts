@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LcsyncError } from '../src/core/errors.js';
-import { nameFromBytes } from '../src/core/names.js';
-import { groupAddress } from '../src/core/address.js';
-import { hashConcat, toHex } from '../src/core/hash.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { nameFromBytes } from '../src/core/base/names.js';
+import { groupAddress } from '../src/core/wire/address.js';
+import { hashConcat, toHex } from '../src/core/model/hash.js';
 import {
   MAX_CLOCK_SKEW_MS,
   SIG_FIXED_SIZE,
@@ -28,7 +28,7 @@ import {
   signatureGroup,
   signatureKey,
   verifySignedRoot,
-} from '../src/core/signature.js';
+} from '../src/core/wire/signature.js';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const RUN = path.join(REPO, 'bin', 'run.js');

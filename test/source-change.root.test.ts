@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ExitCode } from '../src/core/errors.js';
+import { ExitCode } from '../src/core/base/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { cli, sha256, startShare, treeListing } from './e2e.js';
 import { describeUnless } from './skip.js';

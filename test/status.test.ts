@@ -1,5 +1,5 @@
 /**
- * Status over IPC without a network (src/core/ipc.ts, src/commands/status.ts):
+ * Status over IPC without a network (src/core/ops/ipc.ts, src/commands/status.ts):
  * a live server answers, a socket nobody listens on is stale and removed, a
  * server that never answers is unresponsive after a second, and the CLI says
  * "no share" with exit 0. Shares over a real network: test/ipc.root.test.ts.
@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync, statSync, mkdirSync, chmodSync, writeF
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { queryAll, resolveRunDir, serveStatus, socketPath } from '../src/core/ipc.js';
+import { queryAll, resolveRunDir, serveStatus, socketPath } from '../src/core/ops/ipc.js';
 import { cli } from './e2e.js';
 import { itUnless } from './skip.js';
 

@@ -4,8 +4,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { gfMul, mulAdd } from '../src/core/rfc6330.js';
-import { combine, symbolMathInWasm } from '../src/core/symbolmath.js';
+import { gfMul, mulAdd } from '../src/core/fec/rfc6330.js';
+import { combine, symbolMathInWasm } from '../src/core/fec/symbolmath.js';
 
 function bytes(n: number, seed: number): Uint8Array {
   const b = new Uint8Array(n);
@@ -45,7 +45,7 @@ describe('symbolmath', () => {
   });
 
   it('the committed module is what native/gf256.wat compiles to', () => {
-    // Throws (non-zero exit) when src/core/gf256-wasm.ts is out of date.
+    // Throws (non-zero exit) when src/core/fec/gf256-wasm.ts is out of date.
     execFileSync(process.execPath, ['scripts/build-wasm.js', '--check'], { stdio: 'pipe' });
   });
 });

@@ -3,10 +3,10 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { hash, hashPair, HASH_SIZE } from '../src/core/hash.js';
-import { CHUNK_SIZE, MerkleTree, chunkCount, chunkLength, leafIndex, nextPow2, nodeCount } from '../src/core/tree.js';
-import { HashPool } from '../src/core/hashpool.js';
-import { LcsyncError } from '../src/core/errors.js';
+import { hash, hashPair, HASH_SIZE } from '../src/core/model/hash.js';
+import { CHUNK_SIZE, MerkleTree, chunkCount, chunkLength, leafIndex, nextPow2, nodeCount } from '../src/core/model/tree.js';
+import { HashPool } from '../src/core/index/hashpool.js';
+import { LcsyncError } from '../src/core/base/errors.js';
 import { readVectorText, vectorDir, vectorFileSizes, vectorPath } from './vectors.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'lcsync-tree-'));

@@ -6,8 +6,8 @@ import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, wr
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/writer.js';
-import { LcsyncError } from '../src/core/errors.js';
+import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
+import { LcsyncError } from '../src/core/base/errors.js';
 import { describeUnless } from './skip.js';
 
 const GiB = 2 ** 30;
@@ -314,7 +314,7 @@ describe('removeStaleTemps', () => {
     expect(parseTempName(`.f.lcsync-7-${pidScope()}.tmp`)!.sameScope).toBe(false);
     expect(parseTempName('.f.lcsync-7-aa.tmp')!.sameScope).toBe(false);
     expect(parseTempName('f')).toBeUndefined();
-    const built = path.resolve(import.meta.dirname, '..', 'dist', 'core', 'writer.js');
+    const built = path.resolve(import.meta.dirname, '..', 'dist', 'core', 'sync', 'writer.js');
     const scopeIn = (pre: string[]) => spawnSync(pre[0]!, [...pre.slice(1), process.execPath, '--input-type=module', '-e', `import { pidScope } from ${JSON.stringify(built)}; process.stdout.write(pidScope())`], { encoding: 'utf8' });
     if (!notRoot && !noUnshare && existsSync(built)) {
       // Another process in our namespace has our scope; one in a new PID namespace has another.
@@ -371,7 +371,7 @@ describeUnless(enospcSkip, 'OutputFile on a full disk (needs root: tmpfs in a pr
       encoding: 'utf8',
       timeout: 120_000,
     });
-    const writerJs = path.join(dir, 'dist', 'core', 'writer.js');
+    const writerJs = path.join(dir, 'dist', 'core', 'sync', 'writer.js');
     expect(build.error, build.stderr).toBeUndefined();
     await stat(writerJs); // emitted even if an unrelated file has type errors
     const mnt = await fresh('mnt');

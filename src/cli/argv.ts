@@ -5,7 +5,7 @@
  * string form of names.ts, when they are recognisably the same arguments.
  */
 import { readFileSync } from 'node:fs';
-import { nameFromBytes } from '../core/names.js';
+import { nameFromBytes } from '../core/base/names.js';
 
 /**
  * `args` (the last arguments Node decoded) with their exact bytes from `cmdline` (NUL-separated,

@@ -4,9 +4,9 @@
  * Commands stay thin: parse flags, call core, render.
  */
 import { Command, Flags, Errors } from '@oclif/core';
-import { ExitCode, LcsyncError } from '../core/errors.js';
+import { ExitCode, LcsyncError } from '../core/base/errors.js';
 import { Logger } from './logger.js';
-import { displayName, jsonNames } from '../core/names.js';
+import { displayName, jsonNames } from '../core/base/names.js';
 import { rawArgs } from './argv.js';
 
 export abstract class LcsyncCommand extends Command {

@@ -1,8 +1,8 @@
 /** Interface selection shared by share and sync: -i names, validated, or every multicast-capable one. */
-import { LcsyncError } from '../core/errors.js';
+import { LcsyncError } from '../core/base/errors.js';
 
 export async function chooseInterfaces(given: string[] | undefined): Promise<string[]> {
-  const { multicastInterfaces, validateInterfaces, loopbackMulticastProblem } = await import('../core/channel.js');
+  const { multicastInterfaces, validateInterfaces, loopbackMulticastProblem } = await import('../core/net/channel.js');
   if (given && given.length > 0) {
     const names = given.flatMap((g) => g.split(',')).filter((n) => n !== '');
     validateInterfaces(names);

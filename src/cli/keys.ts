@@ -6,8 +6,8 @@
  * what travels); a sync says it only with -v, as it just takes what is served.
  */
 import { Flags } from '@oclif/core';
-import type { ObjectCipher } from '../core/crypto.js';
-import { LcsyncError } from '../core/errors.js';
+import type { ObjectCipher } from '../core/wire/crypto.js';
+import { LcsyncError } from '../core/base/errors.js';
 import type { Logger } from './logger.js';
 
 export const keyFlags = {
@@ -31,7 +31,7 @@ export async function chooseCipher(
     else log.verbose('no key given (--keyfile, --password or LCSYNC_PASSWORD): expecting an unencrypted share');
     return undefined;
   }
-  const crypto = await import('../core/crypto.js');
+  const crypto = await import('../core/wire/crypto.js');
   let key;
   if (flags.keyfile) key = await crypto.loadKeyfile(flags.keyfile);
   else if (flags.password) key = await crypto.deriveKey(await crypto.readPasswordFromTty('Enter password (will be used to derive a symmetric key): '));

@@ -4,7 +4,7 @@
  * are escaped as names.ts's displayName says (`\xHH` for bytes that are not
  * UTF-8 and for control characters); JSON fields as its jsonNames says.
  */
-import { displayName, jsonNames } from '../core/names.js';
+import { displayName, jsonNames } from '../core/base/names.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'verbose';
 const rank: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, verbose: 3 };

@@ -20,7 +20,7 @@ Writes the private key to BASE (PKCS#8 PEM, mode 0600) and the public key to BAS
   async run(): Promise<void> {
     const { flags } = await this.parse(KeygenCommand);
     const log = this.setupOutput(flags);
-    const { generateKeyPair } = await import('../core/signature.js');
+    const { generateKeyPair } = await import('../core/wire/signature.js');
     const kp = await generateKeyPair(flags.output, { force: flags.force });
     if (this.jsonOutput) {
       this.printJson({ ok: true, privateKey: kp.privatePath, publicKey: kp.publicPath, public: kp.publicLine });

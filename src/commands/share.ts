@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
-import { displayName, jsonNames } from '../core/names.js';
+import { displayName, jsonNames } from '../core/base/names.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
 import { count } from '../cli/plural.js';
@@ -44,14 +44,14 @@ The share follows its files: when they change, appear or vanish (file-system eve
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(ShareCommand);
     const log = this.setupOutput(flags);
-    const { parseRate } = await import('../core/pacer.js');
+    const { parseRate } = await import('../core/net/pacer.js');
     const rateBps = parseRate(flags.bwlimit);
     const ifnames = await chooseInterfaces(flags.interface);
     const cipher = await chooseCipher(flags, log, 'share');
-    const signKey = flags.sign ? await (await import('../core/signature.js')).loadPrivateKey(flags.sign) : undefined;
-    const { ShareService } = await import('../core/service.js');
-    const { defaultCacheDir } = await import('../core/cache.js');
-    const { resolveRunDir } = await import('../core/ipc.js');
+    const signKey = flags.sign ? await (await import('../core/wire/signature.js')).loadPrivateKey(flags.sign) : undefined;
+    const { ShareService } = await import('../core/ops/service.js');
+    const { defaultCacheDir } = await import('../core/index/cache.js');
+    const { resolveRunDir } = await import('../core/ops/ipc.js');
     const service = await ShareService.start(
       {
         paths: argv as string[],

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { LcsyncCommand, jsonReplacer } from '../cli/base.js';
-import { displayName, jsonNames } from '../core/names.js';
-import type { ShareAnswer } from '../core/ipc.js';
+import { displayName, jsonNames } from '../core/base/names.js';
+import type { ShareAnswer } from '../core/ops/ipc.js';
 import { count } from '../cli/plural.js';
 
 export default class StatusCommand extends LcsyncCommand {
@@ -26,7 +26,7 @@ The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, el
   async run(): Promise<void> {
     const { flags } = await this.parse(StatusCommand);
     const log = this.setupOutput(flags);
-    const { queryAll, resolveRunDir } = await import('../core/ipc.js');
+    const { queryAll, resolveRunDir } = await import('../core/ops/ipc.js');
     const { dir } = resolveRunDir(flags.rundir);
     const once = async (): Promise<string> => {
       const answers = await queryAll(dir, 1000);

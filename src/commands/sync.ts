@@ -1,11 +1,11 @@
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../cli/base.js';
-import { displayName } from '../core/names.js';
+import { displayName } from '../core/base/names.js';
 import { chooseInterfaces } from '../cli/interfaces.js';
 import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
 import { count } from '../cli/plural.js';
-import { LcsyncError } from '../core/errors.js';
+import { LcsyncError } from '../core/base/errors.js';
 
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
@@ -50,10 +50,10 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     const cipher = await chooseCipher(flags, log, 'sync');
     let trust: Uint8Array | undefined;
     if (flags.trust) {
-      const sig = await import('../core/signature.js');
+      const sig = await import('../core/wire/signature.js');
       trust = flags.trust.startsWith('lcsync-ed25519 ') ? sig.parsePublicKey(flags.trust, '--trust') : await sig.loadPublicKey(flags.trust);
     }
-    const { syncRemote } = await import('../core/sync.js');
+    const { syncRemote } = await import('../core/sync/sync.js');
     const a = flags.archive;
     const progress = new Progress({ enabled: Progress.wanted(flags) });
     const ctl = new AbortController();

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { createLab, skipReason, type Lab } from '../lab.js';
 import { describeUnless, firstReason } from '../skip.js';
 import { runSync, sha256, startShare, type RunningShare } from '../e2e.js';
-import { ExitCode } from '../../src/core/errors.js';
+import { ExitCode } from '../../src/core/base/errors.js';
 import { crefReason, describeRun, runCSync, startCShare, type CKey, type CShare, type CSyncRun } from './cref.js';
 
 const why = firstReason(crefReason(), skipReason(['nft']));

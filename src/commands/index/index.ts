@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { Args, Flags } from '@oclif/core';
 import { LcsyncCommand } from '../../cli/base.js';
-import { LcsyncError } from '../../core/errors.js';
+import { LcsyncError } from '../../core/base/errors.js';
 
 export default class IndexCommand extends LcsyncCommand {
   static override description = `Hash a file or directory the way a share will, without serving it.
@@ -35,7 +35,7 @@ Names are bytes and need not be UTF-8: they are hashed as they are, printed with
     if (flags.hex && flags.json) throw new LcsyncError('USAGE', '--hex and --json cannot be used together');
     const log = this.setupOutput(flags);
     // Core modules load lazily: start-up time matters when this runs from cron.
-    const { HashPool } = await import('../../core/hashpool.js');
+    const { HashPool } = await import('../../core/index/hashpool.js');
     const pool = new HashPool();
     // Workers take tens of ms to start: start them while the rest loads when the
     // path is a large file. In a directory the pool starts at the first large file
@@ -43,9 +43,9 @@ Names are bytes and need not be UTF-8: they are hashed as they are, printed with
     // pays for workers it does not use. A missing path is reported by the index below.
     const st = await stat(args.path).catch(() => undefined);
     if (st?.isFile() && st.size >= pool.threshold) pool.warm();
-    const { ShareIndex } = await import('../../core/mdex.js');
-    const { toHex } = await import('../../core/hash.js');
-    const { displayName } = await import('../../core/names.js');
+    const { ShareIndex } = await import('../../core/index/mdex.js');
+    const { toHex } = await import('../../core/model/hash.js');
+    const { displayName } = await import('../../core/base/names.js');
     let index;
     try {
       index = await ShareIndex.build([args.path], {

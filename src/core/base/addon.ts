@@ -1,0 +1,72 @@
+/**
+ * The lcsync native addon (lcsync.node; C sources in native/, one file per feature), loaded once.
+ *
+ * node-gyp-build finds it: a build from source in build/Release when there is one (a clone after
+ * `npm ci`), else the prebuild shipped in the package (prebuilds/linux-x64/, made by prebuildify at
+ * pack time). It may be missing (another platform and no compiler at install, or `node --no-addons`):
+ * loadAddon() then says why, and each caller decides what that costs (data falls back to node:dgram,
+ * MLD cannot run).
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The package root: this module is src/core/base/addon.ts in a clone, dist/core/base/addon.js when built. */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** What the addon exports; see the header comment of each C file for the exact checks. */
+export interface LcsyncAddon {
+  // native/udp_batch.c
+  open(ifindex: number, hopLimit: number, loopback: boolean): number;
+  sendBatch(fd: number, port: number, addrs: Uint8Array, payloads: Uint8Array[]): number;
+  close(fd: number): void;
+  ifindex(name: string): number;
+  recvOpen(port: number, rcvbuf: number, onBatch: (buf: Buffer, lengths: Uint32Array, count: number, errors: number) => void): number;
+  recvBufferSize(fd: number): number;
+  recvJoin(fd: number, group: Uint8Array, ifindex: number): void;
+  recvLeave(fd: number, group: Uint8Array, ifindex: number): void;
+  recvClose(fd: number): void;
+  // native/icmp6.c
+  icmp6Open(ifname: string, groups: Uint8Array, types: Uint8Array, onMessage: Icmp6Handler): number;
+  icmp6MrouteInit(fd: number): void;
+  icmp6Send(fd: number, dest: Uint8Array, payload: Uint8Array): number;
+  icmp6Close(fd: number): void;
+}
+
+/** onMessage of a raw ICMPv6 socket: a message, or (once, then nothing more) the error that stopped receiving. */
+export type Icmp6Handler = (err: Error | null, buf?: Buffer, source?: string, ifindex?: number) => void;
+
+const REQUIRED: (keyof LcsyncAddon)[] = [
+  'open', 'sendBatch', 'close', 'ifindex', 'recvOpen', 'recvBufferSize', 'recvJoin', 'recvLeave', 'recvClose',
+  'icmp6Open', 'icmp6MrouteInit', 'icmp6Send', 'icmp6Close',
+];
+
+let loaded: { addon?: LcsyncAddon; error?: string } | undefined;
+
+/** The addon, or why it cannot be had (one line). Loads at the first call only. */
+export function loadAddon(): { addon?: LcsyncAddon; error?: string } {
+  if (!loaded) {
+    try {
+      const require = createRequire(import.meta.url);
+      const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+      const file = nodeGypBuild.path(PACKAGE_ROOT);
+      const mod = require(file) as Partial<LcsyncAddon>;
+      const missing = REQUIRED.filter((k) => typeof mod[k] !== 'function');
+      if (missing.length > 0) throw new Error(`${file} lacks ${missing.join('/')} (rebuild it: npm rebuild lcsync)`);
+      loaded = { addon: mod as LcsyncAddon };
+    } catch (err) {
+      loaded = { error: `cannot load the lcsync addon: ${(err as Error).message.split('\n')[0]}` };
+    }
+  }
+  return loaded;
+}
+
+/** Where the addon would be loaded from, or undefined when node-gyp-build finds none (for tests and diagnostics). */
+export function addonPath(): string | undefined {
+  try {
+    const nodeGypBuild = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
+    return nodeGypBuild.path(PACKAGE_ROOT);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * The tree cache: Merkle trees of files already hashed, so that a share that
+ * restarts (or re-indexes after a change) hashes only the files that changed.
+ *
+ * An entry is keyed by the file's path and stands for one identity of it:
+ * size, mtime (ns), inode and device. Any change to these is a miss. Entries
+ * live in memory and, unless disabled, on disk (flush() writes them once an
+ * index is built, so creating files does not slow indexing): one file per path under
+ * `<dir>/trees-v1/<2 hex>/<hash of the path>`, written to a temporary name and
+ * renamed, so a crash leaves either the old entry or the new one. Every entry
+ * read from disk is checked (header, identity, node count, every parent hash)
+ * and a bad one is deleted and treated as a miss: the cache can make indexing
+ * faster, never wrong. The directory is kept under a byte budget by deleting the
+ * least recently used entries.
+ *
+ * A file modified within the same clock tick as an earlier write can keep its
+ * mtime; a tree hashed then would be cached under an identity that no longer
+ * matches its bytes. So a tree is cached only if the file's identity after
+ * hashing is still what it was before, and its mtime is at least RACY_MS old.
+ */
+import { mkdirSync, readFileSync, statSync, unlinkSync, utimesSync } from 'node:fs';
+import { mkdir, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fromSystemError } from '../base/errors.js';
+import { hash, toHex } from '../model/hash.js';
+import type { TreeCache } from './mdex.js';
+import { MerkleTree } from '../model/tree.js';
+import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
+
+export interface FileIdentity {
+  size: number;
+  mtimeNs: bigint;
+  ino: bigint;
+  dev: bigint;
+}
+
+const MAGIC = Buffer.from('LCTREE1\n', 'latin1');
+const HEADER = MAGIC.length + 32 + 4;
+/** Longest path an entry may record (PATH_MAX). */
+const MAX_PATH = 4096;
+export const CACHE_SUBDIR = 'trees-v1';
+/** Default on-disk budget: the trees of about 128 GiB of files (a tree is 1/512 of its file). */
+export const DEFAULT_MAX_BYTES = 256 * 2 ** 20;
+const RACY_MS = 2000;
+/** Entries written at once by flush(). */
+const FLUSH_BATCH = 16;
+
+export interface TreeStoreOptions {
+  /** The cache directory (entries go into its trees-v1/); undefined keeps trees in memory only. */
+  dir?: string;
+  /** On-disk budget in bytes; prune() deletes the least recently used entries beyond it. */
+  maxBytes?: number;
+  /** A file whose mtime is younger than this is hashed every time (see the header comment). */
+  racyMs?: number;
+  onWarning?: (message: string) => void;
+}
+
+export interface TreeStoreStats {
+  hits: number;
+  misses: number;
+  writes: number;
+  /** Disk entries that failed their checks and were deleted. */
+  corrupt: number;
+}
+
+interface MemEntry {
+  id: FileIdentity;
+  tree: MerkleTree;
+  /** The sweep generation that last used this entry. */
+  gen: number;
+}
+
+/**
+ * The default cache directory: /var/cache/lcsync for root, else
+ * $XDG_CACHE_HOME/lcsync, else ~/.cache/lcsync.
+ */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, uid: number = process.getuid?.() ?? -1): string {
+  if (uid === 0) return '/var/cache/lcsync';
+  if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, 'lcsync');
+  return path.join(env.HOME || os.homedir(), '.cache', 'lcsync');
+}
+
+export class TreeStore implements TreeCache {
+  readonly stats: TreeStoreStats = { hits: 0, misses: 0, writes: 0, corrupt: 0 };
+  /** trees-v1 directory, or undefined for memory only. */
+  readonly treesDir: string | undefined;
+  private readonly mem = new Map<string, MemEntry>();
+  private readonly pending = new Map<string, { id: FileIdentity; tree: MerkleTree }>();
+  private readonly shards = new Set<string>();
+  private gen = 0;
+  private readonly maxBytes: number;
+  private readonly racyMs: number;
+  private diskFailed = false;
+
+  constructor(private readonly opts: TreeStoreOptions = {}) {
+    this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.racyMs = opts.racyMs ?? RACY_MS;
+    if (opts.dir !== undefined) {
+      const trees = path.join(opts.dir, CACHE_SUBDIR);
+      try {
+        mkdirSync(trees, { recursive: true, mode: 0o700 });
+      } catch (e) {
+        throw fromSystemError(e, `cannot create cache directory ${trees}`);
+      }
+      this.treesDir = trees;
+    }
+  }
+
+  get(localPath: string, id: FileIdentity): MerkleTree | undefined {
+    const m = this.mem.get(localPath);
+    if (m && sameIdentity(m.id, id)) {
+      m.gen = this.gen;
+      this.stats.hits++;
+      return m.tree;
+    }
+    const tree = this.readDisk(localPath, id);
+    if (tree) {
+      this.mem.set(localPath, { id, tree, gen: this.gen });
+      this.stats.hits++;
+      return tree;
+    }
+    this.stats.misses++;
+    return undefined;
+  }
+
+  set(localPath: string, id: FileIdentity, tree: MerkleTree): void {
+    if (!this.cacheable(localPath, id)) {
+      this.mem.delete(localPath);
+      return;
+    }
+    this.mem.set(localPath, { id, tree, gen: this.gen });
+    // Written by flush(), off the indexing path: creating a file per entry costs far more than a lookup.
+    if (this.treesDir && !this.diskFailed) this.pending.set(localPath, { id, tree });
+  }
+
+  /** Write the entries set() since the last flush to disk, a few at a time. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0 && !this.diskFailed) {
+      const batch = [...this.pending].slice(0, FLUSH_BATCH);
+      for (const [p] of batch) this.pending.delete(p);
+      await Promise.all(batch.map(([p, e]) => this.writeDisk(p, e.id, e.tree)));
+    }
+    this.pending.clear();
+  }
+
+  /** Drop what is known about `localPath` (its file served bytes that no longer match its tree). */
+  forget(localPath: string): void {
+    this.mem.delete(localPath);
+    this.pending.delete(localPath);
+    const f = this.entryFile(localPath);
+    if (f) tryUnlink(f);
+  }
+
+  /**
+   * End of an index run: memory entries not used since the previous sweep
+   * belong to files that are gone or changed, so drop them.
+   */
+  sweep(): void {
+    for (const [k, e] of this.mem) if (e.gen !== this.gen) this.mem.delete(k);
+    this.gen++;
+  }
+
+  /** Keep the disk cache within its budget: delete least recently used entries (hits refresh an entry's mtime). */
+  async prune(): Promise<{ entries: number; bytes: number; removed: number }> {
+    if (!this.treesDir) return { entries: 0, bytes: 0, removed: 0 };
+    const files: { p: string; size: number; mtimeMs: number }[] = [];
+    for (const shard of await readdir(this.treesDir).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      const d = path.join(this.treesDir, shard);
+      for (const name of await readdir(d).catch(() => [] as string[])) {
+        const p = path.join(d, name);
+        const st = await stat(p).catch(() => undefined);
+        if (!st?.isFile()) continue;
+        // Temporary files of a writer that crashed.
+        if (name.includes('.tmp') && Date.now() - st.mtimeMs > 60_000) {
+          await unlink(p).catch(() => undefined);
+          continue;
+        }
+        files.push({ p, size: st.size, mtimeMs: st.mtimeMs });
+      }
+    }
+    let total = files.reduce((s, f) => s + f.size, 0);
+    let removed = 0;
+    if (total > this.maxBytes) {
+      files.sort((a, b) => a.mtimeMs - b.mtimeMs);
+      // Down to 90% of the budget, so that the next few writes do not prune again.
+      for (const f of files) {
+        if (total <= this.maxBytes * 0.9) break;
+        await unlink(f.p).catch(() => undefined);
+        total -= f.size;
+        removed++;
+      }
+    }
+    return { entries: files.length - removed, bytes: total, removed };
+  }
+
+  private cacheable(localPath: string, id: FileIdentity): boolean {
+    const ageMs = Date.now() - Number(id.mtimeNs / 1_000_000n);
+    if (ageMs < this.racyMs) return false;
+    try {
+      const st = statSync(fsPath(localPath), { bigint: true });
+      return sameIdentity(id, { size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev });
+    } catch {
+      return false;
+    }
+  }
+
+  private entryFile(localPath: string): string | undefined {
+    if (!this.treesDir) return undefined;
+    const h = toHex(hash(nameToBytes(localPath)));
+    return path.join(this.treesDir, h.slice(0, 2), h.slice(2));
+  }
+
+  private readDisk(localPath: string, id: FileIdentity): MerkleTree | undefined {
+    const f = this.entryFile(localPath);
+    if (!f) return undefined;
+    let buf: Buffer;
+    try {
+      buf = readFileSync(f);
+    } catch {
+      return undefined;
+    }
+    const entry = decodeEntry(buf);
+    if (!entry) {
+      this.stats.corrupt++;
+      tryUnlink(f);
+      return undefined;
+    }
+    // Another path with the same name hash (never seen in practice) or another identity: a miss.
+    if (entry.path !== localPath || !sameIdentity(entry.id, id)) return undefined;
+    let tree: MerkleTree | undefined;
+    try {
+      tree = MerkleTree.fromNodes(id.size, entry.nodes);
+    } catch {
+      // Wrong node count for the size: a torn or foreign file.
+    }
+    if (!tree || !tree.verify()) {
+      this.stats.corrupt++;
+      tryUnlink(f);
+      return undefined;
+    }
+    // Mark it recently used for prune().
+    try {
+      const now = new Date();
+      utimesSync(f, now, now);
+    } catch {
+      // Read-only cache: still usable.
+    }
+    return tree;
+  }
+
+  private async writeDisk(localPath: string, id: FileIdentity, tree: MerkleTree): Promise<void> {
+    const f = this.entryFile(localPath);
+    if (!f || this.diskFailed) return;
+    const tmp = `${f}.tmp${process.pid}`;
+    try {
+      const shard = path.dirname(f);
+      if (!this.shards.has(shard)) {
+        await mkdir(shard, { recursive: true, mode: 0o700 });
+        this.shards.add(shard);
+      }
+      // No fsync: a torn entry after a power cut fails its checks and is a miss.
+      await writeFile(tmp, encodeEntry(localPath, id, tree), { mode: 0o600 });
+      await rename(tmp, f);
+      this.stats.writes++;
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined);
+      if (this.diskFailed) return;
+      // A full or read-only disk: keep working from memory, say so once.
+      this.diskFailed = true;
+      this.opts.onWarning?.(`tree cache disabled: cannot write ${f}: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Encode one disk entry: magic, identity, path, tree nodes. */
+export function encodeEntry(localPath: string, id: FileIdentity, tree: MerkleTree): Buffer {
+  const p = nameToBytes(localPath);
+  const head = Buffer.alloc(HEADER);
+  MAGIC.copy(head, 0);
+  let o = MAGIC.length;
+  head.writeBigUInt64BE(BigInt(id.size), o);
+  head.writeBigInt64BE(id.mtimeNs, o + 8);
+  head.writeBigUInt64BE(BigInt.asUintN(64, id.ino), o + 16);
+  head.writeBigUInt64BE(BigInt.asUintN(64, id.dev), o + 24);
+  o += 32;
+  head.writeUInt32BE(p.length, o);
+  return Buffer.concat([head, p, tree.nodes]);
+}
+
+/** Decode one disk entry; undefined when it is not one (bad magic, lengths out of range). */
+export function decodeEntry(buf: Buffer): { path: string; id: FileIdentity; nodes: Buffer } | undefined {
+  if (buf.length < HEADER || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+  let o = MAGIC.length;
+  const size = buf.readBigUInt64BE(o);
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+  const id: FileIdentity = { size: Number(size), mtimeNs: buf.readBigInt64BE(o + 8), ino: buf.readBigUInt64BE(o + 16), dev: buf.readBigUInt64BE(o + 24) };
+  o += 32;
+  const plen = buf.readUInt32BE(o);
+  o += 4;
+  if (plen === 0 || plen > MAX_PATH || o + plen > buf.length) return undefined;
+  return { path: nameFromBytes(buf.subarray(o, o + plen)), id, nodes: buf.subarray(o + plen) };
+}
+
+function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && BigInt.asUintN(64, a.ino) === BigInt.asUintN(64, b.ino) && BigInt.asUintN(64, a.dev) === BigInt.asUintN(64, b.dev);
+}
+
+function tryUnlink(p: string): void {
+  try {
+    unlinkSync(p);
+  } catch {
+    // Already gone.
+  }
+}

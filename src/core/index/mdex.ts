@@ -1,0 +1,385 @@
+/**
+ * The index (the C tool's "mdex"): everything a share can send, keyed by hash.
+ *
+ * Walking a file or directory records, for each regular file, its chunks (keyed
+ * by leaf hash), its tree object parts (keyed by the part hashes) and an alias
+ * (BLAKE3 of the share path); for directories and symlinks their objects and
+ * aliases. A share maps a joined group back to an object by the 14-byte prefix
+ * the group address carries.
+ *
+ * Names are read as bytes and kept in the string form of names.ts, so a file
+ * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
+ */
+import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
+import { lstat, open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
+import path from 'node:path';
+import { LcsyncError, fromSystemError } from '../base/errors.js';
+import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
+import { toHex, type Hash } from '../model/hash.js';
+import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from '../model/meta.js';
+import { encodeNetTree, splitParts } from '../wire/nettree.js';
+import { MerkleTree, chunkLength, CHUNK_SIZE } from '../model/tree.js';
+import { GROUP_PREFIX_BYTES } from '../wire/address.js';
+import { Limiter } from '../base/limit.js';
+import { displayName, fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
+
+/** One file, directory or symlink found by the walk. */
+export interface IndexRecord {
+  type: EntryType;
+  /** Path relative to the parent of the shared item; starts with the item's basename. */
+  sharePath: string;
+  /** Absolute path on this host. */
+  localPath: string;
+  meta: FileMeta;
+  /** File length; for dirs and links the length of their object. */
+  size: number;
+  /** Entry hash (for files: the hash of tree part 0). */
+  hash: Hash;
+  /** Files only. */
+  tree?: MerkleTree;
+  /** Symlinks only: the target (string form of names.ts). */
+  target?: string;
+  /** Files only: hashes of tree parts 0..n-1. */
+  partHashes?: Hash[];
+}
+
+/** Something the share can send on a group. */
+export type IndexObject =
+  /** Chunk bytes live in a file; read (and re-verified) at send time. */
+  | { kind: 'chunk'; hash: Hash; localPath: string; offset: number; length: number; record: IndexRecord }
+  /** A file tree part, a directory or a symlink object, held in memory; sent with OTI. */
+  | { kind: 'tree'; hash: Hash; bytes: Buffer; record: IndexRecord };
+
+export interface ShareRoot {
+  /** The path as given, resolved. */
+  localPath: string;
+  /** Basename of the shared item: what `lcsync sync NAME` asks for. */
+  shareName: string;
+  type: EntryType;
+  hash: Hash;
+}
+
+export interface IndexOptions {
+  /** Called for skipped special files and other non-fatal findings. */
+  onWarning?: (message: string) => void;
+  /** Called with each record as it is indexed. */
+  onRecord?: (record: IndexRecord) => void;
+  /** Called with bytes hashed so far, for progress. */
+  onBytes?: (n: number) => void;
+  /** Reuse a previous tree for a file when its identity is unchanged (see cache.ts). */
+  treeCache?: TreeCache;
+  /** Hashes large files on worker threads (see hashpool.ts); files below its threshold stay on this thread. */
+  leafHasher?: LeafHasher;
+  /** Leave out directory entries with these names (a receiver's own temporary files). */
+  skipName?: (name: string) => boolean;
+}
+
+/** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
+export interface LeafHasher {
+  /** Files of at least this many bytes go to treeFromHandle. */
+  readonly threshold: number;
+  treeFromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree>;
+}
+
+export interface TreeCache {
+  get(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }): MerkleTree | undefined;
+  set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }, tree: MerkleTree): void;
+}
+
+/**
+ * Files up to this size are read with synchronous calls on the walking thread
+ * (see smallFileTree); larger ones with promise reads, up to 8 at once, or by a
+ * LeafHasher. Two chunks: one or two reads of a cached file.
+ */
+const SMALL_FILE = 2 * CHUNK_SIZE;
+/** Longest stretch of synchronous walking before the event loop gets a turn. */
+const YIELD_MS = 5;
+
+export class ShareIndex {
+  readonly roots: ShareRoot[] = [];
+  readonly records: IndexRecord[] = [];
+  private readonly objects = new Map<string, IndexObject>();
+  private readonly aliases = new Map<string, string>();
+  private readonly prefixes = new Map<string, string>();
+  /** Large files being read at once while indexing. */
+  private readonly fileSlots = new Limiter(8);
+  /** Where small files are read (see SMALL_FILE). */
+  private readonly smallBuf = Buffer.allocUnsafe(SMALL_FILE);
+  /** When the walk last let the event loop run (see yieldNow). */
+  private lastYield = performance.now();
+
+  /** Walk `paths` and index everything below them. */
+  static async build(paths: readonly string[], opts: IndexOptions = {}): Promise<ShareIndex> {
+    const idx = new ShareIndex();
+    for (const p of paths) await idx.add(p, opts);
+    return idx;
+  }
+
+  /**
+   * Index `given`. `sharePath` overrides the share path of the top entry (by
+   * default its basename): a receiver indexes its destination under the
+   * sender's share path so that entry hashes compare.
+   */
+  async add(given: string, opts: IndexOptions & { sharePath?: string } = {}): Promise<ShareRoot> {
+    let abs: string;
+    try {
+      abs = await realpath(given);
+    } catch (e) {
+      throw fromSystemError(e, displayName(given));
+    }
+    const shareName = opts.sharePath ?? (path.basename(abs) || '/');
+    const rec = await this.walk(abs, shareName, 0, opts);
+    if (!rec) throw new LcsyncError('USAGE', `${displayName(given)}: a special file (device, fifo or socket); lcsync shares only regular files, directories and symlinks`);
+    const root: ShareRoot = { localPath: abs, shareName, type: rec.type, hash: rec.hash };
+    this.roots.push(root);
+    return root;
+  }
+
+  get objectCount(): number {
+    return this.objects.size;
+  }
+
+  /** Look an object up by full hash, following an alias. */
+  get(h: Hash): IndexObject | undefined {
+    const key = toHex(h);
+    return this.objects.get(this.aliases.get(key) ?? key);
+  }
+
+  /** Look an object up by the 14 hash bytes that a group address carries. */
+  getByPrefix(prefix: Uint8Array): IndexObject | undefined {
+    const full = this.prefixes.get(toHex(prefix.subarray(0, GROUP_PREFIX_BYTES)));
+    if (full === undefined) return undefined;
+    return this.objects.get(this.aliases.get(full) ?? full);
+  }
+
+  /** Every hash the index answers to (objects and aliases). */
+  *hashes(): Iterable<Hash> {
+    for (const k of this.prefixes.values()) yield Buffer.from(k, 'hex');
+  }
+
+  /**
+   * Serve extra bytes under `key` (with OTI, like tree objects), such as a root
+   * signature. They are not part of any directory, so no entry hash covers them.
+   */
+  publish(key: Hash, bytes: Buffer, label: string): void {
+    const root = this.roots[0];
+    const record: IndexRecord = {
+      type: root?.type ?? 'file',
+      sharePath: label,
+      localPath: root?.localPath ?? '',
+      meta: { mode: 0, uid: 0, gid: 0, mtimeSec: 0n, mtimeNsec: 0n, atimeSec: 0n, atimeNsec: 0n },
+      size: bytes.length,
+      hash: key,
+    };
+    this.putObject({ kind: 'tree', hash: key, bytes, record });
+  }
+
+  private putObject(o: IndexObject): void {
+    const key = toHex(o.hash);
+    // Identical chunks anywhere in the share are one object; the last one indexed wins, as in the C mdex.
+    this.objects.set(key, o);
+    this.prefixes.set(key.slice(0, GROUP_PREFIX_BYTES * 2), key);
+  }
+
+  private putAlias(alias: Hash, target: Hash): void {
+    const a = toHex(alias);
+    const t = toHex(target);
+    if (a === t) return;
+    this.aliases.set(a, t);
+    this.prefixes.set(a.slice(0, GROUP_PREFIX_BYTES * 2), a);
+  }
+
+  /**
+   * Index one entry. Synchronous (a record, or undefined for a skipped special
+   * file) when nothing needs waiting for: a small or cached file; a promise
+   * for directories, symlinks and large files. A bad entry throws (or rejects).
+   */
+  private walk(abs: string, sharePath: string, depth: number, opts: IndexOptions): IndexRecord | undefined | Promise<IndexRecord | undefined> {
+    let st;
+    try {
+      st = lstatSync(fsPath(abs), { bigint: true });
+    } catch (e) {
+      throw fromSystemError(e, displayName(abs));
+    }
+    const meta = metaFromStats(st);
+    const type = typeOfMode(meta.mode);
+    if (!type) {
+      // Only inside a directory: a special file given as the path itself is an error, reported once by add().
+      if (depth > 0) opts.onWarning?.(`skipping special file ${displayName(abs)}`);
+      return undefined;
+    }
+    if (type === 'symlink') return this.indexSymlink(abs, sharePath, meta).then((rec) => this.recorded(rec, opts));
+    if (type === 'dir') return this.indexDir(abs, sharePath, meta, depth, opts).then((rec) => this.recorded(rec, opts));
+    const size = Number(st.size);
+    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
+    const cached = opts.treeCache?.get(abs, id);
+    if (cached || size <= SMALL_FILE) {
+      const tree = cached ?? this.smallFileTree(abs, size);
+      if (!cached) opts.treeCache?.set(abs, id, tree);
+      opts.onBytes?.(size);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+    }
+    return this.fileSlots.run(() => this.largeFileTree(abs, size, opts)).then((tree) => {
+      opts.treeCache?.set(abs, id, tree);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+    });
+  }
+
+  private recorded(rec: IndexRecord, opts: IndexOptions): IndexRecord {
+    this.records.push(rec);
+    opts.onRecord?.(rec);
+    return rec;
+  }
+
+  /** A file's record and objects, from its tree. */
+  private fileRecord(abs: string, sharePath: string, meta: FileMeta, size: number, tree: MerkleTree): IndexRecord {
+    const root = size === 0 ? undefined : tree.root;
+    const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
+    const parts = splitParts(obj);
+    const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));
+    const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes };
+    parts.forEach((bytes, z) => this.putObject({ kind: 'tree', hash: partHashes[z]!, bytes, record: rec }));
+    if (size > 0) {
+      for (let i = 0; i < tree.chunks; i++) {
+        this.putObject({ kind: 'chunk', hash: tree.leaf(i), localPath: abs, offset: i * CHUNK_SIZE, length: chunkLength(size, i), record: rec });
+      }
+    }
+    this.putAlias(aliasHash(sharePath), rec.hash);
+    return rec;
+  }
+
+  /**
+   * The tree of a file of at most SMALL_FILE bytes, read with synchronous calls
+   * into one reused buffer. For such files the I/O is the whole cost, and each
+   * promise call (open, read, close) is a thread-pool round trip plus garbage;
+   * synchronous calls on a cached file take microseconds. The event loop still
+   * runs between files (yieldNow in indexDir).
+   */
+  private smallFileTree(abs: string, size: number): MerkleTree {
+    let fd: number;
+    try {
+      fd = openSync(fsPath(abs), 'r');
+    } catch (e) {
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    }
+    let got = 0;
+    try {
+      while (got < size) {
+        const n = readSync(fd, this.smallBuf, got, size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+    } catch (e) {
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    } finally {
+      closeSync(fd);
+    }
+    if (got < size) {
+      throw new LcsyncError('IO', `cannot read ${displayName(abs)}: file changed while hashing (expected ${size} bytes, ended at ${got})`);
+    }
+    return MerkleTree.fromBuffer(this.smallBuf.subarray(0, size));
+  }
+
+  private async largeFileTree(abs: string, size: number, opts: IndexOptions): Promise<MerkleTree> {
+    let fh;
+    try {
+      fh = await open(abs, 'r');
+    } catch (e) {
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    }
+    try {
+      const pool = opts.leafHasher;
+      return pool && size >= pool.threshold
+        ? await pool.treeFromHandle(fh, size, opts.onBytes)
+        : await MerkleTree.fromHandle(fh, size, opts.onBytes);
+    } catch (e) {
+      // Tree errors (a file that shrank) do not know the path; name it here.
+      if (e instanceof LcsyncError) throw new LcsyncError(e.code, `cannot read ${displayName(abs)}: ${e.message}`, { cause: e });
+      throw fromSystemError(e, `cannot read ${displayName(abs)}`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Let the event loop run (timers, sockets of a share that is re-indexing);
+   * indexDir calls this once YIELD_MS of synchronous walking have passed.
+   */
+  private async yieldNow(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.lastYield = performance.now();
+  }
+
+  private async indexSymlink(abs: string, sharePath: string, meta: FileMeta): Promise<IndexRecord> {
+    let target: Buffer;
+    try {
+      target = await readlink(abs, { encoding: 'buffer' });
+    } catch (e) {
+      throw fromSystemError(e, `cannot read link ${displayName(abs)}`);
+    }
+    const hash = symlinkEntryHash(sharePath, meta);
+    const bytes = encodeNetTree({ type: 'symlink', size: 0, meta, name: sharePath, payload: target });
+    const rec: IndexRecord = { type: 'symlink', sharePath, localPath: abs, meta, size: bytes.length, hash, target: nameFromBytes(target) };
+    this.putObject({ kind: 'tree', hash, bytes, record: rec });
+    this.putAlias(aliasHash(sharePath), hash);
+    return rec;
+  }
+
+  private async indexDir(abs: string, sharePath: string, meta: FileMeta, depth: number, opts: IndexOptions): Promise<IndexRecord> {
+    let names: string[];
+    try {
+      names = await readdir(abs);
+    } catch (e) {
+      throw fromSystemError(e, `cannot read directory ${displayName(abs)}`);
+    }
+    // Byte-wise order, as strcmp in the C locale; hashed in descending order (the C tool's `while (e--)`).
+    if (opts.skipName) names = names.filter((n) => !opts.skipName!(n));
+    // Each name's bytes once, not twice per comparison.
+    const keyed = names.map((name) => ({ name, bytes: nameToBytes(name) }));
+    keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    names = keyed.map((k) => k.name);
+    // Gone since the directory was listed (deleted, or renamed over by a writer): not part of the tree.
+    const vanished = (e: unknown): boolean =>
+      e instanceof LcsyncError && e.code === 'NOT_FOUND' && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+    // Children are started in turn: small files and stats finish synchronously, large files
+    // and subdirectories go on concurrently (file reads bounded by fileSlots); the event loop
+    // gets a turn every YIELD_MS. The hash list keeps the descending order.
+    const pending: (IndexRecord | undefined | Promise<IndexRecord | undefined>)[] = [];
+    try {
+      for (const name of names) {
+        let child: IndexRecord | undefined | Promise<IndexRecord | undefined>;
+        try {
+          child = this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts);
+        } catch (e) {
+          if (!vanished(e)) throw e;
+          child = undefined;
+        }
+        if (child instanceof Promise) {
+          child = child.catch((e: unknown) => {
+            if (vanished(e)) return undefined;
+            throw e;
+          });
+        }
+        pending.push(child);
+        if (performance.now() - this.lastYield >= YIELD_MS) await this.yieldNow();
+      }
+    } catch (e) {
+      // Children still running fail or finish on their own; their failures are not news.
+      for (const p of pending) if (p instanceof Promise) p.catch(() => {});
+      throw e;
+    }
+    const found = await Promise.all(pending);
+    const children: Hash[] = [];
+    for (let i = found.length - 1; i >= 0; i--) {
+      const child = found[i];
+      if (child) children.push(child.hash);
+    }
+    const hash = dirEntryHash(depth === 0 ? undefined : { basename: path.basename(abs), meta }, children);
+    const bytes = encodeNetTree({ type: 'dir', size: 0, meta, name: sharePath, payload: Buffer.concat(children) });
+    const rec: IndexRecord = { type: 'dir', sharePath, localPath: abs, meta, size: bytes.length, hash };
+    this.putObject({ kind: 'tree', hash, bytes, record: rec });
+    this.putAlias(aliasHash(sharePath), hash);
+    return rec;
+  }
+}
+

@@ -1,0 +1,26 @@
+/**
+ * The seams between the data plane and the sides above it. The sync side takes a
+ * DatagramSource and the share side DatagramSinks, so a test (or another data plane, such as a
+ * native receive path) plugs in without casts. MulticastReceiver and MulticastSender
+ * (channel.ts) are the implementations on real sockets.
+ */
+
+/** Datagrams arriving on the multicast groups joined. */
+export interface DatagramSource {
+  /** Start receiving a group's datagrams (idempotent). */
+  join(group: string): void;
+  /** Stop receiving a group's datagrams. */
+  leave(group: string): void;
+  /** Leave and join again at once, so the sender hears a fresh report. */
+  rejoin(group: string): void;
+  /** The one consumer of every datagram received, on any group. */
+  onDatagram(cb: (buf: Buffer) => void): void;
+  close(): Promise<void>;
+}
+
+/** Datagrams sent to multicast groups on one interface. */
+export interface DatagramSink {
+  /** Send in order; resolves when the datagrams are handed to the kernel (or dropped by it). */
+  sendBatch(items: readonly { group: string; payload: Buffer }[]): Promise<void>;
+  close(): Promise<void>;
+}

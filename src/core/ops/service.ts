@@ -1,0 +1,146 @@
+/**
+ * A running share as an operator runs it: the index (with the tree cache, the
+ * hash pool and optional signatures), the Share that serves it, the Follower
+ * that re-indexes when files change, and the status socket. The share command
+ * only parses flags and renders what this reports.
+ */
+import type { KeyObject } from 'node:crypto';
+import { ShareIndex } from '../index/mdex.js';
+import { Share, type ShareOptions } from '../share/share.js';
+import { HashPool } from '../index/hashpool.js';
+import { TreeStore } from '../index/cache.js';
+import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
+import { serveStatus } from './ipc.js';
+
+export interface ServiceOptions extends Omit<ShareOptions, 'logger'> {
+  paths: string[];
+  /** Tree cache directory; undefined = in memory only. */
+  cacheDir?: string;
+  /** Watch files with file-system events. */
+  follow: boolean;
+  rescanSec: number;
+  /** Directory for the status socket; undefined = none. */
+  runDir?: string;
+  /** Sign each root with this Ed25519 key. */
+  signKey?: KeyObject;
+  logger: { info(m: string): void; warn(m: string): void; verbose(m: string): void };
+}
+
+export interface ServiceReindex extends ReindexEvent {
+  /** Files hashed again (not taken from the tree cache). */
+  rehashed: number;
+}
+
+export class ShareService {
+  private constructor(
+    readonly share: Share,
+    private readonly follower: Follower,
+    private readonly store: TreeStore,
+    private readonly pool: HashPool,
+    private readonly ipc: { close(): Promise<void> } | undefined,
+    private flushing: Promise<void>,
+  ) {}
+
+  get roots(): RootLine[] {
+    return rootLines(this.share.index);
+  }
+
+  /** Index, start serving, following and answering status; `onReindex` hears about every new index. */
+  static async start(opts: ServiceOptions, onReindex: (ev: ServiceReindex) => void): Promise<ShareService> {
+    const log = opts.logger;
+    const store = openStore(opts.cacheDir, log);
+    // The pool stays up while sharing: re-indexing a changed big file uses it again.
+    const pool = new HashPool();
+    const sign = opts.signKey ? await signer(opts.signKey) : undefined;
+    let rehashed = 0;
+    let flushing: Promise<void> = Promise.resolve();
+    const build = async (verbose: boolean) => {
+      const misses = store.stats.misses;
+      const index = await ShareIndex.build(opts.paths, {
+        onWarning: (m) => log.warn(m),
+        onRecord: verbose ? (r) => log.verbose(`indexed ${r.sharePath}`) : undefined,
+        treeCache: store,
+        leafHasher: pool,
+      });
+      sign?.(index);
+      store.sweep();
+      rehashed = store.stats.misses - misses;
+      // Entries reach the disk in the background: serving starts without waiting for them.
+      flushing = flushing.then(() => store.flush()).catch(() => undefined);
+      return index;
+    };
+    let share: Share;
+    try {
+      const index = await build(true);
+      flushing = flushing.then(() => store.prune()).then(() => undefined, () => undefined);
+      log.verbose(`hashed ${rehashed} ${rehashed === 1 ? 'file' : 'files'}, ${store.stats.hits} from the tree cache${store.treesDir ? ` (${store.treesDir})` : ''}`);
+      share = await Share.start(index, { ...opts, logger: log });
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    const follower = await Follower.start(share, {
+      paths: opts.paths,
+      build: () => build(false),
+      events: opts.follow,
+      rescanSec: opts.rescanSec,
+      forget: (p) => store.forget(p),
+      onWarning: (m) => log.warn(m),
+      onVerbose: (m) => log.verbose(m),
+      onReindex: (ev) => {
+        log.verbose(`re-indexed (${ev.reason}) in ${ev.seconds.toFixed(2)} s: ${rehashed} ${rehashed === 1 ? 'file' : 'files'} hashed, ${ev.objects} ${ev.objects === 1 ? 'object' : 'objects'}${ev.changed ? '' : ', nothing changed'}`);
+        onReindex({ ...ev, rehashed });
+      },
+    });
+    let ipc: { close(): Promise<void> } | undefined;
+    if (opts.runDir !== undefined) {
+      ipc = await serveStatus(opts.runDir, () => ({
+        ...share.status(),
+        follow: { events: opts.follow, rescanSec: opts.rescanSec, reindexes: follower.reindexes, last: follower.last },
+        cache: { dir: store.treesDir ?? null, ...store.stats },
+      })).catch((e: Error) => {
+        log.warn(`no status socket, \`lcsync status\` will not list this share: ${e.message}`);
+        return undefined;
+      });
+    }
+    return new ShareService(share, follower, store, pool, ipc, flushing);
+  }
+
+  /** Re-index now (SIGHUP). */
+  reindex(): void {
+    this.follower.trigger('signal', 0);
+  }
+
+  /** Stop everything; resolves with the share's final status. */
+  async stop(): Promise<ReturnType<Share['status']>> {
+    await this.follower.close();
+    await this.ipc?.close();
+    const st = this.share.status();
+    await this.share.stop();
+    await this.pool.close();
+    await this.flushing;
+    return st;
+  }
+}
+
+/** Publish a signature object next to every root of an index. */
+async function signer(privateKey: KeyObject): Promise<(index: ShareIndex) => void> {
+  const sig = await import('../wire/signature.js');
+  return (index) => {
+    for (const r of index.roots) {
+      const bytes = sig.encodeSignature({ root: r.hash, name: r.shareName, timestamp: Date.now(), privateKey });
+      index.publish(sig.signatureKey(r.hash), bytes, `${r.shareName} (signature)`);
+    }
+  };
+}
+
+/** The tree cache at `dir`, or in memory only when disabled or unusable (a share must not fail for want of a cache). */
+function openStore(dir: string | undefined, log: { warn(m: string): void }): TreeStore {
+  if (dir === undefined) return new TreeStore({});
+  try {
+    return new TreeStore({ dir, onWarning: (m) => log.warn(m) });
+  } catch (e) {
+    log.warn(`${(e as Error).message}; hashing every file at start`);
+    return new TreeStore({});
+  }
+}

@@ -1,0 +1,503 @@
+/**
+ * Receiving objects: join an object's group, feed its datagrams to a RaptorQ
+ * decoder, verify what comes out, leave. Node's dgram cannot tell which group a
+ * datagram came on, so everything is demultiplexed by OID:
+ *  - chunks: the OID is the leaf hash we asked for, and the length is known;
+ *  - tree, directory and symlink objects: the OID is not known in advance, so
+ *    each OID seen on an OTI datagram gets a decoder, and a decoded object
+ *    (BLAKE3 = OID) is offered to the pending requests, each of which checks that
+ *    the object really is the one its hash names.
+ * Equal content is one OID under several groups: the tree parts of a file with
+ * long runs of equal chunks, equal parts of equal files, two directories with
+ * equal entries. So a finished tree object is kept by OID and offered to every
+ * later request, and its datagrams are dropped only while it is kept (never
+ * "done" without the bytes at hand: a request for it would wait for ever).
+ * Nothing here trusts a datagram: the packet decoder validates every field, and
+ * every object is verified before anyone sees it.
+ */
+import { LcsyncError } from '../base/errors.js';
+import { hash, toHex, type Hash } from '../model/hash.js';
+import { groupAddress } from '../wire/address.js';
+import { decodeDatagram, decodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
+import { ObjectDecoder } from '../fec/fec.js';
+import type { DatagramSource } from '../net/datagram.js';
+import type { ObjectCipher } from '../wire/crypto.js';
+
+export interface ReceiveStats {
+  datagrams: number;
+  bytes: number;
+  /** Datagrams that failed validation or belonged to no request. */
+  ignored: number;
+  objects: number;
+  /** Tree, directory and symlink objects decoded off the wire and verified (each distinct one once, while kept). */
+  treeObjects: number;
+  /** Decoded objects that failed verification (spoofed or corrupted). */
+  rejected: number;
+  rejoins: number;
+  /** Gone notices accepted: the share said an object we waited for will never come. */
+  notices: number;
+}
+
+export interface ReceiverOptions {
+  cipher?: ObjectCipher;
+  /** Re-join a group whose symbols stopped coming this long before the object completed: a round ran out. */
+  stallMs?: number;
+  /** Re-join a group that sent nothing at all this long after joining (a lost join, or a busy sender). */
+  firstSymbolMs?: number;
+  /** Give up on a request that has seen no datagram at all for this long. */
+  idleTimeoutMs?: number;
+}
+
+/** Most tree-object decoders alive at once: bounds memory under a flood of bogus OIDs. */
+const MAX_TREE_DECODERS = 64;
+/**
+ * Most bytes the tree-object decoders may claim together. Any datagram with an OTI opens a
+ * decoder whose length the sender chose (up to MAX_OBJECT, 10 MiB), so without this a flood of
+ * 64 bogus OIDs would make us hold 640 MiB. The oldest decoders give way first.
+ */
+const MAX_TREE_DECODER_BYTES = 32 * 2 ** 20;
+/**
+ * Verified tree objects kept for requests not made yet or made again (equal tree parts, equal
+ * directories). A sparse 5 GiB image has 320 tree parts of which a handful are distinct.
+ */
+const MAX_KEPT = 64;
+/** Most bytes either of those two stores may hold. */
+const MAX_KEPT_BYTES = 8 * 2 ** 20;
+/** Chunk OIDs remembered as finished so their leftover datagrams are dropped cheaply. */
+const MAX_DONE = 4096;
+
+interface Waiter {
+  group: string;
+  /** The gone-notice group joined after the request first stalled (packet.ts goneNoticeKey). */
+  notice?: string;
+  /** Whether anything arrived since the last (re)join. */
+  progressed: boolean;
+  /** When a symbol last arrived; rejoins do not reset it (it drives the timeout). */
+  lastHeard: number;
+  lastProgress: number;
+  started: number;
+  resolve(obj: Buffer): void;
+  reject(err: Error): void;
+}
+
+interface ChunkWaiter extends Waiter {
+  leaf: Hash;
+  length: number;
+  decoder?: ObjectDecoder;
+}
+
+interface TreeWaiter extends Waiter {
+  key: Hash;
+  /** Give up at this time whatever arrives (used for optional objects such as signatures). */
+  deadline?: number;
+  accept(obj: Buffer): boolean;
+}
+
+export class ObjectReceiver {
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0, notices: 0 };
+  /**
+   * Set once a share said that an object we wait for is gone (its source changed and was
+   * re-indexed): every request then fails with it, since what is being fetched can no longer
+   * complete as one consistent version.
+   */
+  gone?: LcsyncError;
+  private readonly chunks = new Map<string, ChunkWaiter>();
+  private readonly trees = new Set<TreeWaiter>();
+  /** Decoders of tree objects by `OID/length`, oldest first. */
+  private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
+  private treeDecoderBytes = 0;
+  private readonly done = new Set<string>();
+  /**
+   * Tree OIDs whose last decode did not verify. Their datagrams are still decoded (the genuine
+   * object may come next) but no longer count as a sender answering: with no key, an encrypted
+   * share's objects never verify, and the request must time out with a hint, not wait for ever.
+   */
+  private readonly failed = new Set<string>();
+  /**
+   * Verified tree objects by OID, least recently used first: those handed out (a later request
+   * may name the same bytes under another key: an equal tree part, an equal directory) and those
+   * wanted by nobody yet (another process on this host may have joined a group we are about to
+   * ask for). Datagrams of a kept OID are dropped; once evicted, its datagrams decode again.
+   */
+  private readonly kept = new BoundedStore();
+  private readonly groupUsers = new Map<string, number>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly stallMs: number;
+  private readonly firstSymbolMs: number;
+  private readonly cipher?: ObjectCipher;
+  private readonly idleTimeoutMs: number;
+  /**
+   * When any request last made progress. A request times out only when the whole transfer has
+   * been idle that long: a paced sender busy with other groups is still answering.
+   */
+  private lastHeardAny = Date.now();
+  private closed = false;
+
+  constructor(
+    private readonly rx: DatagramSource,
+    opts: ReceiverOptions = {},
+  ) {
+    this.cipher = opts.cipher;
+    this.stallMs = opts.stallMs ?? 400;
+    this.firstSymbolMs = opts.firstSymbolMs ?? 3000;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
+    rx.onDatagram((buf) => this.onDatagram(buf));
+    this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
+    this.timer.unref();
+  }
+
+  /** Fetch a chunk: resolves with bytes whose BLAKE3 is `leaf`. */
+  fetchChunk(leaf: Hash, length: number): Promise<Buffer> {
+    if (this.gone) return Promise.reject(this.gone);
+    if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
+    const key = toHex(leaf);
+    const existing = this.chunks.get(key);
+    if (existing) return new Promise((resolve, reject) => chainWaiter(existing, resolve, reject));
+    this.done.delete(key);
+    return new Promise((resolve, reject) => {
+      const now = Date.now();
+      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
+      this.chunks.set(key, w);
+      this.join(w.group);
+    });
+  }
+
+  /**
+   * Fetch the tree/dir/link object named by `key`: resolves with the first
+   * verified object that `accept` confirms is the one `key` names.
+   */
+  fetchTree(key: Hash, accept: (obj: Buffer) => boolean, opts: { deadlineMs?: number } = {}): Promise<Buffer> {
+    if (this.gone) return Promise.reject(this.gone);
+    // Closed: no timer would ever end the request.
+    if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
+    // Most recently used first: the equal part just before this one is the likeliest match.
+    for (const [oid, obj] of this.kept.entries().reverse()) {
+      if (tryAccept({ accept }, obj)) {
+        this.kept.touch(oid);
+        this.stats.objects++;
+        return Promise.resolve(obj);
+      }
+    }
+    return new Promise((resolve, reject) => {
+      const now = Date.now();
+      const w: TreeWaiter = { group: groupAddress(key), key, accept, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
+      if (opts.deadlineMs !== undefined) w.deadline = now + opts.deadlineMs;
+      this.trees.add(w);
+      this.join(w.group);
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    const err = new LcsyncError('INTERRUPTED', 'interrupted');
+    for (const w of this.chunks.values()) this.finishChunk(w, err);
+    for (const w of [...this.trees]) this.finishTree(w, err);
+    for (const d of this.treeDecoders.values()) d.dec.free();
+    this.treeDecoders.clear();
+    this.treeDecoderBytes = 0;
+    this.kept.clear();
+    this.failed.clear();
+  }
+
+  private join(group: string): void {
+    const n = this.groupUsers.get(group) ?? 0;
+    // Counted only once joined: a join that throws must not leave a user that never leaves.
+    if (n === 0) this.rx.join(group);
+    this.groupUsers.set(group, n + 1);
+  }
+
+  private leave(group: string): void {
+    const n = (this.groupUsers.get(group) ?? 1) - 1;
+    if (n > 0) {
+      this.groupUsers.set(group, n);
+      return;
+    }
+    this.groupUsers.delete(group);
+    if (!this.closed) this.rx.leave(group);
+  }
+
+  private markDone(oid: string): void {
+    if (this.done.size >= MAX_DONE) {
+      const first = this.done.values().next().value;
+      if (first !== undefined) this.done.delete(first);
+    }
+    this.done.add(oid);
+  }
+
+  private onDatagram(buf: Buffer): void {
+    this.stats.datagrams++;
+    this.stats.bytes += buf.length;
+    const d = decodeDatagram(buf);
+    if (!d) {
+      const n = decodeGoneNotice(buf);
+      if (!n || !this.onGoneNotice(n.body, n.sealed)) this.stats.ignored++;
+      return;
+    }
+    const oid = toHex(d.oid);
+    // A chunk and a tree part may have equal bytes (one OID); the OTI tells them apart.
+    if (d.transferLength === undefined ? this.done.has(oid) : this.kept.has(oid)) {
+      this.stats.ignored++;
+      return;
+    }
+    if (d.transferLength === undefined) this.onChunkDatagram(oid, d.esi, d.symbol);
+    else this.onTreeDatagram(oid, d.transferLength, d.esi, d.symbol);
+  }
+
+  private onChunkDatagram(oid: string, esi: number, symbol: Buffer): void {
+    const w = this.chunks.get(oid);
+    if (!w) {
+      this.stats.ignored++;
+      return;
+    }
+    w.decoder ??= new ObjectDecoder(w.length + (this.cipher?.overhead ?? 0));
+    const before = w.decoder.received;
+    const coded = w.decoder.add(esi, symbol);
+    if (w.decoder.received > before) {
+      w.lastProgress = w.lastHeard = this.lastHeardAny = Date.now();
+      w.progressed = true;
+    }
+    if (!coded) return;
+    let obj: Buffer;
+    try {
+      obj = this.cipher ? this.cipher.open(coded) : coded;
+    } catch (err) {
+      // Everything from this share fails the same way: stop at once with the reason.
+      this.stats.rejected++;
+      this.finishChunk(w, err as Error);
+      return;
+    }
+    if (hash(obj).equals(w.leaf)) {
+      this.stats.objects++;
+      this.markDone(oid);
+      this.finishChunk(w, undefined, obj);
+    } else {
+      // Wrong bytes under the right OID: a spoofer or a corrupted symbol. Start over with fresh symbols.
+      this.stats.rejected++;
+      w.decoder.free();
+      w.decoder = undefined;
+    }
+  }
+
+  private onTreeDatagram(oid: string, length: number, esi: number, symbol: Buffer): void {
+    if (this.trees.size === 0) {
+      this.stats.ignored++;
+      return;
+    }
+    // One OID cannot have two lengths, but which sender lies is unknown until an object decodes:
+    // each (OID, length) gets its own decoder, so one datagram with a false length cannot shut
+    // out the genuine object.
+    const slot = `${oid}/${length}`;
+    let entry = this.treeDecoders.get(slot);
+    if (!entry) {
+      while (this.treeDecoders.size > 0 && (this.treeDecoders.size >= MAX_TREE_DECODERS || this.treeDecoderBytes + length > MAX_TREE_DECODER_BYTES)) {
+        this.dropTreeDecoder(this.treeDecoders.keys().next().value!);
+      }
+      entry = { dec: new ObjectDecoder(length), length };
+      this.treeDecoders.set(slot, entry);
+      this.treeDecoderBytes += length;
+    }
+    const now = Date.now();
+    if (!this.failed.has(oid)) {
+      this.lastHeardAny = now;
+      // Which tree request a datagram serves is only known once its object decodes: count it for all.
+      for (const w of this.trees) {
+        w.lastProgress = w.lastHeard = now;
+        w.progressed = true;
+      }
+    }
+    const coded = entry.dec.add(esi, symbol);
+    if (!coded) return;
+    this.dropTreeDecoder(slot);
+    let obj: Buffer;
+    try {
+      obj = this.cipher ? this.cipher.open(coded) : coded;
+    } catch (err) {
+      this.stats.rejected++;
+      for (const w of [...this.trees]) this.finishTree(w, err as Error);
+      return;
+    }
+    if (toHex(hash(obj)) !== oid) {
+      // A forged symbol was among those decoded (or, with no key, an encrypted share's object).
+      // The OID is not done: its next datagrams start a fresh decoder, so a spoofer cannot make
+      // the genuine object unreachable by getting a few bad symbols in first.
+      this.stats.rejected++;
+      if (this.failed.size >= MAX_DONE) this.failed.delete(this.failed.values().next().value!);
+      this.failed.add(oid);
+      return;
+    }
+    this.failed.delete(oid);
+    this.stats.treeObjects++;
+    // Every request it answers gets it: two requests may name the same object (equal entry
+    // hashes, equal tree parts). Kept, it also answers requests still to come, and its
+    // leftover datagrams are dropped meanwhile.
+    for (const w of [...this.trees]) {
+      if (tryAccept(w, obj)) {
+        this.stats.objects++;
+        this.finishTree(w, undefined, obj);
+      }
+    }
+    this.kept.set(oid, obj);
+  }
+
+  /**
+   * A share says the object `body` names is gone. Believed only for a request that asked (joined
+   * its notice group) and, from an encrypted share, only when sealed with its key. Every request
+   * then fails: the source changed under this sync.
+   */
+  private onGoneNotice(body: Buffer, sealed: boolean): boolean {
+    if (sealed !== !!this.cipher) return false;
+    let key: Buffer;
+    try {
+      key = this.cipher ? this.cipher.open(body) : body;
+    } catch {
+      return false;
+    }
+    const hex = toHex(key);
+    const asked = this.chunks.get(hex)?.notice !== undefined || [...this.trees].some((w) => w.notice !== undefined && w.key.equals(key));
+    if (!asked || this.gone) return false;
+    this.stats.notices++;
+    this.gone = new LcsyncError('SOURCE_CHANGED', 'source changed during sync; run again');
+    for (const w of [...this.chunks.values()]) this.finishChunk(w, this.gone);
+    for (const w of [...this.trees]) this.finishTree(w, this.gone);
+    return true;
+  }
+
+  private dropTreeDecoder(slot: string): void {
+    const d = this.treeDecoders.get(slot);
+    if (!d) return;
+    d.dec.free();
+    this.treeDecoders.delete(slot);
+    this.treeDecoderBytes -= d.length;
+  }
+
+  private finishChunk(w: ChunkWaiter, err?: Error, obj?: Buffer): void {
+    this.chunks.delete(toHex(w.leaf));
+    w.decoder?.free();
+    w.decoder = undefined;
+    this.leave(w.group);
+    if (w.notice) this.leave(w.notice);
+    if (err) w.reject(err);
+    else w.resolve(obj!);
+  }
+
+  private finishTree(w: TreeWaiter, err?: Error, obj?: Buffer): void {
+    this.trees.delete(w);
+    this.leave(w.group);
+    if (w.notice) this.leave(w.notice);
+    if (err) w.reject(err);
+    else w.resolve(obj!);
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    const check = (w: Waiter, key: Hash, fail: (e: Error) => void) => {
+      if (now - Math.max(w.lastHeard, this.lastHeardAny) > this.idleTimeoutMs) {
+        const hint = this.stats.rejected > 0 && !this.cipher ? ' (objects arrived but did not verify: is the share encrypted? give --keyfile or LCSYNC_PASSWORD)' : '';
+        fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s${hint}`));
+        return;
+      }
+      // Symbols came and then stopped (a round ran out before we had enough), or nothing came at
+      // all for long (a lost join, or a sender that only answers fresh reports): ask again.
+      const stalled = w.progressed ? now - w.lastProgress > this.stallMs : now - w.started > this.firstSymbolMs;
+      if (stalled) {
+        // Not done within stallMs of joining: leave and join again. The fresh MLD reports make a
+        // sender send a new round (ours after its round ran out, the C one on every report).
+        w.started = now;
+        w.lastProgress = now;
+        w.progressed = false;
+        this.stats.rejoins++;
+        this.rx.rejoin(w.group);
+        // Also ask whether the object is gone (the share re-indexed and can never send it): a
+        // fresh report on its notice group each time, so a share that re-indexes later still answers.
+        try {
+          if (w.notice) this.rx.rejoin(w.notice);
+          else {
+            const notice = groupAddress(goneNoticeKey(key));
+            this.join(notice);
+            w.notice = notice;
+          }
+        } catch {
+          // Best effort (the socket may be out of memberships): without it the request still
+          // completes or times out as before, it only cannot hear that its object is gone.
+        }
+      }
+    };
+    for (const w of [...this.chunks.values()]) check(w, w.leaf, (e) => this.finishChunk(w, e));
+    for (const w of [...this.trees]) {
+      if (w.deadline !== undefined && now > w.deadline) {
+        this.finishTree(w, new LcsyncError('TIMEOUT', `nothing arrived on ${w.group} in time`));
+        continue;
+      }
+      check(w, w.key, (e) => this.finishTree(w, e));
+    }
+  }
+}
+
+/** A few verified objects by key, oldest first, bounded in count and bytes. */
+class BoundedStore {
+  private readonly map = new Map<string, Buffer>();
+  private bytes = 0;
+
+  has(key: string): boolean {
+    return this.map.has(key);
+  }
+
+  /** Mark `key` as just used: it is evicted last. */
+  touch(key: string): void {
+    const o = this.map.get(key);
+    if (!o) return;
+    this.map.delete(key);
+    this.map.set(key, o);
+  }
+
+  entries(): [string, Buffer][] {
+    return [...this.map.entries()];
+  }
+
+  set(key: string, obj: Buffer): void {
+    this.delete(key);
+    // One object may not push out all the others.
+    if (obj.length > MAX_KEPT_BYTES / 4) return;
+    while (this.map.size > 0 && (this.map.size >= MAX_KEPT || this.bytes + obj.length > MAX_KEPT_BYTES)) {
+      this.delete(this.map.keys().next().value!);
+    }
+    this.map.set(key, obj);
+    this.bytes += obj.length;
+  }
+
+  delete(key: string): void {
+    const o = this.map.get(key);
+    if (!o) return;
+    this.map.delete(key);
+    this.bytes -= o.length;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.bytes = 0;
+  }
+}
+
+function tryAccept(w: { accept(obj: Buffer): boolean }, obj: Buffer): boolean {
+  try {
+    return w.accept(obj);
+  } catch {
+    // A malformed object is simply not the one asked for.
+    return false;
+  }
+}
+
+function chainWaiter(w: Waiter, resolve: (b: Buffer) => void, reject: (e: Error) => void): void {
+  const r = w.resolve;
+  const j = w.reject;
+  w.resolve = (b) => {
+    r(b);
+    resolve(b);
+  };
+  w.reject = (e) => {
+    j(e);
+    reject(e);
+  };
+}

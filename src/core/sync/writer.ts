@@ -1,0 +1,367 @@
+/**
+ * The output writer (docs/protocol.md#the-receiver, step 5): a file is never left half-written.
+ *
+ * Atomic mode (the default) writes into a temporary copy next to the destination, named
+ * `.<basename>.lcsync-<pid>-<random>.tmp`, seeded with the destination's current content (a
+ * reflink where the file system can), and renames it over the destination once complete and
+ * synced. In-place mode writes the destination itself.
+ *
+ * Two runs may write one destination at once (two `lcsync sync` into one directory): each
+ * writes its own temporary copy and renames it over the destination, so the destination is
+ * always one complete version. A run touches its temporary copy at least every
+ * HEARTBEAT_MS, and cleanup (removeStaleTemps) removes only copies that no live run can
+ * own: see isStaleTemp.
+ *
+ * Positional writes, not mmap: npm mmap bindings were found to take 32-bit offsets and to die with
+ * SIGBUS when a mapped file shrinks. Positions are JS numbers, exact up to 2^53, so files above 4 GiB work.
+ *
+ * A new file starts as a temporary file truncated to its size, all holes: a caller that skips
+ * writing all-zero chunks into it (`fresh`) leaves them as holes, like `cp --sparse=auto`.
+ */
+import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
+import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from '../base/bytefs.js';
+import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { LcsyncError, fromSystemError } from '../base/errors.js';
+import { nameFromBytes, nameToBytes } from '../base/names.js';
+
+export interface OutputOptions {
+  /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
+  inplace?: boolean;
+}
+
+const TEMP_MODE = 0o600;
+/** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
+const MAX_BASE_BYTES = 200;
+/** A run's temporary copy is touched (mtime) at least this often while it is open, even when no chunk arrives. */
+export const HEARTBEAT_MS = 30_000;
+/**
+ * A temp made in another PID namespace or on another machine (a container or an NFS client
+ * sharing the directory) is kept until untouched this long: its pid means nothing here. Four
+ * missed heartbeats.
+ */
+export const STALE_AFTER_MS = 4 * HEARTBEAT_MS;
+/** A temp untouched this long is stale even if its pid is alive (the pid was reused). */
+export const ABANDONED_AFTER_MS = 3600_000;
+const TEMP_RE = /^\.(.*)\.lcsync-(\d+)-([0-9a-f]+)\.tmp$/;
+
+/** The basename as it appears in temp names: its first MAX_BASE_BYTES bytes (names are bytes; a cut character is fine). */
+function tempBase(base: string): string {
+  const b = nameToBytes(base);
+  return b.length <= MAX_BASE_BYTES ? base : nameFromBytes(b.subarray(0, MAX_BASE_BYTES));
+}
+
+/** Whether a directory entry is one of our temporary copies (of any run). */
+export function isTempName(name: string): boolean {
+  return TEMP_RE.test(name);
+}
+
+/** A fresh temporary name next to `dest` (`.<basename>.lcsync-<pid>-<random>.tmp`), for a file or a symlink. */
+export function tempPathFor(dest: string): string {
+  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${randomBytes(6).toString('hex')}.tmp`;
+  return path.join(path.dirname(dest), name);
+}
+
+function checkRange(offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(offset + length)) {
+    throw new LcsyncError('INTERNAL', `output: invalid position ${offset} (+${length})`);
+  }
+}
+
+async function unlinkQuietly(p: string): Promise<void> {
+  try {
+    await unlink(p);
+  } catch {
+    // Already gone; nothing else can be done about a temp we cannot remove.
+  }
+}
+
+/** fsync a directory so a rename or create in it survives a crash. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch (err) {
+    // Some file systems refuse fsync on directories; the rename itself has happened.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'ENOTSUP') throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+export class OutputFile {
+  private fh: FileHandle | undefined;
+  private done = false;
+  private heartbeat: NodeJS.Timeout | undefined;
+  /** The error of the write that failed; every later use of the output reports it (not "closed"). */
+  private failure: Error | undefined;
+
+  private constructor(
+    /** The file being written: the temporary copy, or dest itself in place. */
+    readonly path: string,
+    readonly dest: string,
+    readonly size: number,
+    readonly inplace: boolean,
+    fh: FileHandle,
+    /** Mode and owner the finished file gets: those of the file it replaces, else the umask default. */
+    private readonly finalMode: number,
+    private readonly owner: { uid: number; gid: number } | undefined,
+    /**
+     * Whether every byte not written yet reads as zero (a new temporary file, truncated to size,
+     * on which nothing else was seeded): all-zero chunks need not be written and stay holes.
+     */
+    readonly fresh: boolean = false,
+  ) {
+    this.fh = fh;
+    if (!inplace) {
+      // Tell other runs' cleanup this copy is alive while chunks are slow to come (see isStaleTemp).
+      this.heartbeat = setInterval(() => {
+        const now = new Date();
+        this.fh?.utimes(now, now).catch(() => undefined);
+      }, HEARTBEAT_MS);
+      this.heartbeat.unref();
+    }
+  }
+
+  static async open(dest: string, size: number, opts: OutputOptions = {}): Promise<OutputFile> {
+    checkRange(size, 0);
+    const old = await stat(dest).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw fromSystemError(err, dest);
+    });
+    if (old && !old.isFile()) throw new LcsyncError('IO', `${dest}: not a regular file`);
+
+    if (opts.inplace) {
+      let fh: FileHandle;
+      try {
+        // O_RDWR|O_CREAT without O_APPEND: positional writes must land where they are aimed.
+        fh = await open(dest, fsc.O_RDWR | fsc.O_CREAT, 0o666);
+      } catch (err) {
+        throw fromSystemError(err, dest);
+      }
+      // Truncation waits for commit, so chunks past the new end can still be read and reused.
+      return new OutputFile(dest, dest, size, true, fh, -1, undefined);
+    }
+
+    const tmp = tempPathFor(dest);
+    let fh: FileHandle | undefined;
+    try {
+      let finalMode: number;
+      if (old) {
+        await copyFile(dest, tmp, fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE);
+        await chmod(tmp, TEMP_MODE);
+        fh = await open(tmp, 'r+');
+        finalMode = old.mode & 0o7777;
+      } else {
+        // Created 0666 so the umask shows in its mode: that is the mode a new file should get.
+        fh = await open(tmp, 'wx+', 0o666);
+        finalMode = (await fh.stat()).mode & 0o777;
+        await fh.chmod(TEMP_MODE);
+      }
+      await fh.truncate(size);
+      const owner = old ? { uid: old.uid, gid: old.gid } : undefined;
+      return new OutputFile(tmp, dest, size, false, fh, finalMode, owner, !old);
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      await unlinkQuietly(tmp);
+      throw fromSystemError(err, dest);
+    }
+  }
+
+  /** Write all of `data` at `offset`. On failure the output is aborted before the error is thrown. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const fh = this.handle();
+    try {
+      checkRange(offset, data.length);
+      if (offset + data.length > this.size) {
+        throw new LcsyncError('INTERNAL', `output: write at ${offset} (+${data.length}) past the end (${this.size})`);
+      }
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+        if (bytesWritten <= 0) throw new LcsyncError('IO', `${this.dest}: write made no progress`);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      // Recorded before the abort awaits: writes still in flight then fail with this cause, not "closed".
+      const failure = this.failure ?? fromSystemError(err, this.dest);
+      this.failure = failure;
+      await this.abort();
+      throw failure;
+    }
+  }
+
+  /** Read what the output holds at `offset` (the old content where nothing was written yet). */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const fh = this.handle();
+    checkRange(offset, length);
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    try {
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.dest);
+    }
+    return got === length ? buf : buf.subarray(0, got);
+  }
+
+  /** Make the output the destination: sync the data, rename over dest, sync the directory. */
+  async commit(): Promise<void> {
+    const fh = this.handle();
+    clearInterval(this.heartbeat);
+    try {
+      if (this.inplace) {
+        await fh.truncate(this.size);
+      } else {
+        if (this.owner) {
+          // Keep the replaced file's owner where we may (root); otherwise it stays ours, as with rsync.
+          await fh.chown(this.owner.uid, this.owner.gid).catch(() => undefined);
+        }
+        // After chown, which clears set-id bits.
+        await fh.chmod(this.finalMode);
+      }
+      await fh.sync();
+      this.fh = undefined;
+      await fh.close();
+      if (!this.inplace) await rename(this.path, this.dest);
+      this.done = true;
+    } catch (err) {
+      this.fh = undefined;
+      await fh.close().catch(() => undefined);
+      if (!this.inplace) await unlinkQuietly(this.path);
+      this.done = true;
+      throw fromSystemError(err, this.dest);
+    }
+    try {
+      await syncDir(path.dirname(this.dest));
+    } catch (err) {
+      throw fromSystemError(err, path.dirname(this.dest));
+    }
+  }
+
+  /** Close and, in atomic mode, remove the temporary copy; dest is untouched. Safe to call twice. */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    clearInterval(this.heartbeat);
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => undefined);
+    if (!this.inplace) await unlinkQuietly(this.path);
+  }
+
+  private handle(): FileHandle {
+    if (this.failure) throw this.failure;
+    if (!this.fh || this.done) throw new LcsyncError('INTERNAL', `output ${this.dest} is already closed`);
+    return this.fh;
+  }
+}
+
+/** Hex digits of the pid scope at the start of the random part of a temp name. */
+const SCOPE_HEX = 8;
+let scope: string | undefined;
+
+/**
+ * Where the pid in a temp name can be judged: this boot of this machine (a directory may be
+ * shared over NFS) and this PID namespace (containers). Temp names start their random part
+ * with it; a temp of another scope, or of an older lcsync, is judged by its age alone.
+ */
+export function pidScope(): string {
+  if (scope === undefined) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const ns = readlinkSync('/proc/self/ns/pid');
+      scope = createHash('sha256').update(`${boot} ${ns}`).digest('hex').slice(0, SCOPE_HEX);
+    } catch {
+      // Unknown: a tag no one else has, so every other temp is judged by its age.
+      scope = randomBytes(SCOPE_HEX / 2).toString('hex');
+    }
+  }
+  return scope;
+}
+
+/** Whether a process with this pid exists in our PID namespace (ours counts). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export interface TempInfo {
+  pid: number;
+  /** Time since it was last touched (a live run touches its temps every HEARTBEAT_MS). */
+  ageMs: number;
+  /** Made in our pid scope (pidScope), so its pid means what it says here. */
+  sameScope: boolean;
+}
+
+/**
+ * The cleanup rule: may this temporary copy be removed? Only when no live run can own it.
+ * - Made in our scope: when its pid is gone (at once: a killed run's chunks are fetched again
+ *   by the next run), or when untouched for ABANDONED_AFTER_MS (its pid was reused).
+ * - Made elsewhere (another PID namespace or machine, or an older lcsync): its pid means
+ *   nothing here, so only when untouched for STALE_AFTER_MS; a live run touches it far more often.
+ */
+export function isStaleTemp(t: TempInfo, alive: (pid: number) => boolean = pidAlive): boolean {
+  if (t.ageMs >= ABANDONED_AFTER_MS) return true;
+  if (t.sameScope) return !alive(t.pid);
+  return t.ageMs >= STALE_AFTER_MS;
+}
+
+/** What a temp name says: its pid and whether it was made in our pid scope. */
+export function parseTempName(name: string): { base: string; pid: number; sameScope: boolean } | undefined {
+  const m = TEMP_RE.exec(name);
+  if (!m) return undefined;
+  const random = m[3]!;
+  return { base: m[1]!, pid: Number(m[2]), sameScope: random.length === SCOPE_HEX + 12 && random.slice(0, SCOPE_HEX) === pidScope() };
+}
+
+/**
+ * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
+ * as isStaleTemp decides. Returns how many were removed.
+ */
+export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now()): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw fromSystemError(err, dir);
+  }
+  const want = basename === undefined ? undefined : tempBase(basename);
+  let removed = 0;
+  for (const name of names) {
+    const t = parseTempName(name);
+    if (!t) continue;
+    if (want !== undefined && t.base !== want) continue;
+    const full = path.join(dir, name);
+    let age: number;
+    try {
+      const st = await lstat(full);
+      // Symlinks too: a run makes a new link under a temporary name and renames it over.
+      if (!st.isFile() && !st.isSymbolicLink()) continue;
+      age = now - st.mtimeMs;
+    } catch {
+      continue; // Removed meanwhile.
+    }
+    if (!isStaleTemp({ pid: t.pid, ageMs: age, sameScope: t.sameScope })) continue;
+    try {
+      await unlink(full);
+      removed++;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, full);
+    }
+  }
+  return removed;
+}

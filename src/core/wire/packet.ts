@@ -1,0 +1,172 @@
+/**
+ * The lcsync datagram (docs/protocol.md#datagrams): one UDP payload carries one
+ * RaptorQ symbol of one object.
+ *
+ *   off  size  field
+ *    0    32   OID      BLAKE3 of the whole object
+ *   [32    8   OTI      u64 BE (F << 24) | T: F = object length (40 bits), 8 reserved zero bits, T = 1024
+ *    40    4   scheme   u32 BE (Z << 24) | (N << 8) | Al: Z = 1, N = 1, Al = 4]
+ *   32|44  4   PID      u32 BE (SBN << 24) | ESI, SBN = 0
+ *   36|48 1024 symbol
+ *
+ * The bracketed OTI and scheme are present on file-tree, directory and symlink
+ * objects (1072-byte datagrams) and absent on chunks (1060 bytes), whose length
+ * the receiver knows from the tree. One encoder and one decoder; the decoder is
+ * the only place that reads these fields from the network.
+ */
+
+import { hashConcat, HASH_SIZE, type Hash } from '../model/hash.js';
+
+export const OID_LEN = 32;
+/** RaptorQ symbol size T, fixed by the protocol. */
+export const SYMBOL_SIZE = 1024;
+const OTI_LEN = 8;
+const SCHEME_LEN = 4;
+const PID_LEN = 4;
+/** Datagram without OTI (chunks). */
+export const DATAGRAM_LEN = OID_LEN + PID_LEN + SYMBOL_SIZE;
+/** Datagram with OTI and scheme (tree, directory and symlink objects). */
+export const DATAGRAM_OTI_LEN = OID_LEN + OTI_LEN + SCHEME_LEN + PID_LEN + SYMBOL_SIZE;
+/** ESIs are 24 bits. */
+export const MAX_ESI = 0xffffff;
+/**
+ * Largest object we send or accept: 10120 symbols, the most that the npm
+ * raptorq 1.7 codec keeps in one sub-block (N = 1; see
+ * docs/protocol.md#raptorq). Above it that codec switches to N = 2 and stops being
+ * wire-compatible with the C tool, which always uses N = 1. lcsync objects are
+ * at most 32 KiB except directory objects, which would need ~323k entries to
+ * reach this.
+ */
+export const MAX_OBJECT = 10120 * SYMBOL_SIZE;
+
+/** The FEC parameters the C tool writes and that we require: Z = 1, N = 1, Al = 4. */
+const SCHEME_Z = 1;
+const SCHEME_N = 1;
+const SCHEME_AL = 4;
+
+export interface Datagram {
+  oid: Buffer;
+  /** F from the OTI; present only on datagrams that carry an OTI. */
+  transferLength?: number;
+  esi: number;
+  symbol: Buffer;
+}
+
+/**
+ * Build one datagram, in a new buffer or at the start of `into` (a sender encodes a whole batch
+ * into one buffer instead of allocating one per datagram). Returns the datagram's bytes. Throws
+ * RangeError on arguments that cannot be put on the wire, or when `into` is too short.
+ */
+export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; esi: number; symbol: Uint8Array }, into?: Buffer): Buffer {
+  if (d.oid.length !== OID_LEN) throw new RangeError(`OID must be ${OID_LEN} bytes, got ${d.oid.length}`);
+  if (d.symbol.length !== SYMBOL_SIZE) throw new RangeError(`symbol must be ${SYMBOL_SIZE} bytes, got ${d.symbol.length}`);
+  if (!Number.isInteger(d.esi) || d.esi < 0 || d.esi > MAX_ESI) throw new RangeError(`ESI ${d.esi} is not a 24-bit number`);
+  const withOti = d.transferLength !== undefined;
+  const F = d.transferLength ?? 0;
+  if (withOti && (!Number.isInteger(F) || F < 1 || F > MAX_OBJECT)) {
+    throw new RangeError(`transfer length ${F} is outside 1..${MAX_OBJECT}`);
+  }
+  const len = withOti ? DATAGRAM_OTI_LEN : DATAGRAM_LEN;
+  if (into && into.length < len) throw new RangeError(`datagram needs ${len} bytes, buffer has ${into.length}`);
+  const b = into ? into.subarray(0, len) : Buffer.allocUnsafe(len);
+  b.set(d.oid, 0);
+  let off = OID_LEN;
+  if (withOti) {
+    // (F << 24) | T as a big-endian u64: 5 bytes of F, one reserved zero byte, 2 bytes of T.
+    b.writeUIntBE(F, off, 5);
+    b[off + 5] = 0;
+    b.writeUInt16BE(SYMBOL_SIZE, off + 6);
+    off += OTI_LEN;
+    b.writeUInt32BE(((SCHEME_Z << 24) | (SCHEME_N << 8) | SCHEME_AL) >>> 0, off);
+    off += SCHEME_LEN;
+  }
+  // SBN is always 0: one source block.
+  b.writeUInt32BE(d.esi, off);
+  b.set(d.symbol, off + PID_LEN);
+  return b;
+}
+
+/**
+ * Parse and validate one UDP payload. Returns undefined for anything that is
+ * not a well-formed lcsync datagram; never throws. The OID and symbol of the
+ * result are views into `buf` (no copy): copy them if `buf` is reused.
+ *
+ * Checks: length exactly DATAGRAM_LEN or DATAGRAM_OTI_LEN; with an OTI,
+ * T = 1024, reserved byte 0, 1 <= F <= MAX_OBJECT, Z = 1 and N = 1 (any Al:
+ * with one sub-block the alignment does not change the symbols); SBN = 0.
+ */
+export function decodeDatagram(buf: Uint8Array): Datagram | undefined {
+  if (!(buf instanceof Uint8Array)) return undefined;
+  const len = buf.length;
+  if (len !== DATAGRAM_LEN && len !== DATAGRAM_OTI_LEN) return undefined;
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  let off = OID_LEN;
+  let transferLength: number | undefined;
+  if (len === DATAGRAM_OTI_LEN) {
+    // 40-bit F fits a double exactly; read it bytewise rather than as a bigint.
+    const F = b.readUIntBE(off, 5);
+    if (b[off + 5] !== 0) return undefined;
+    if (b.readUInt16BE(off + 6) !== SYMBOL_SIZE) return undefined;
+    if (F < 1 || F > MAX_OBJECT) return undefined;
+    off += OTI_LEN;
+    if (b[off] !== SCHEME_Z || b.readUInt16BE(off + 1) !== SCHEME_N) return undefined;
+    off += SCHEME_LEN;
+    transferLength = F;
+  }
+  if (b[off] !== 0) return undefined; // SBN: one source block only
+  const esi = b.readUIntBE(off + 1, 3);
+  const d: Datagram = {
+    oid: b.subarray(0, OID_LEN),
+    esi,
+    symbol: b.subarray(off + PID_LEN, off + PID_LEN + SYMBOL_SIZE),
+  };
+  if (transferLength !== undefined) d.transferLength = transferLength;
+  return d;
+}
+
+/** Number of source symbols K of an object of `length` bytes. */
+export function sourceSymbols(length: number): number {
+  return Math.ceil(length / SYMBOL_SIZE);
+}
+
+/*
+ * The gone notice (lcsync only, not in the C protocol). When a share re-indexes, objects of the
+ * old index that the new one lacks (chunks that changed, tree parts of the old root) can never be
+ * served again. A receiver whose request for such an object stalls also joins the object's
+ * notice group, `ff1e:` + the first 14 bytes of goneNoticeKey(key); a share that retired `key`
+ * answers a join there with a few notices:
+ *
+ *   off  size  field
+ *    0    8    magic "LCSYGONE"
+ *    8   32|72 body: the key (as the receiver asked for it); sealed with the share's key
+ *              (ciphertext + 16-byte tag + 24-byte nonce) when the share is encrypted
+ *
+ * A C client never joins a notice group, so it never sees one; and at 40 or 80 bytes a notice
+ * cannot be mistaken for a datagram (1060 or 1072 bytes) by either decoder.
+ */
+const NOTICE_MAGIC = Buffer.from('LCSYGONE', 'latin1');
+const NOTICE_DOMAIN = Buffer.from('lcsync gone notice v1\0', 'latin1');
+/** What sealing adds: tag and nonce (crypto.ts SEAL_OVERHEAD). */
+const NOTICE_SEAL_EXTRA = 16 + 24;
+export const NOTICE_LEN = NOTICE_MAGIC.length + HASH_SIZE;
+export const NOTICE_SEALED_LEN = NOTICE_LEN + NOTICE_SEAL_EXTRA;
+
+/** The hash whose group carries gone notices about `key`. */
+export function goneNoticeKey(key: Uint8Array): Hash {
+  return hashConcat([NOTICE_DOMAIN, key]);
+}
+
+/** Build a gone notice around `body`: the key, or the key sealed with the share's key. */
+export function encodeGoneNotice(body: Uint8Array): Buffer {
+  if (body.length !== HASH_SIZE && body.length !== HASH_SIZE + NOTICE_SEAL_EXTRA) throw new RangeError(`gone notice body must be ${HASH_SIZE} or ${HASH_SIZE + NOTICE_SEAL_EXTRA} bytes, got ${body.length}`);
+  return Buffer.concat([NOTICE_MAGIC, body]);
+}
+
+/** The body of a gone notice (a view into `buf`), or undefined for anything else; never throws. */
+export function decodeGoneNotice(buf: Uint8Array): { body: Buffer; sealed: boolean } | undefined {
+  if (!(buf instanceof Uint8Array)) return undefined;
+  if (buf.length !== NOTICE_LEN && buf.length !== NOTICE_SEALED_LEN) return undefined;
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!b.subarray(0, NOTICE_MAGIC.length).equals(NOTICE_MAGIC)) return undefined;
+  return { body: b.subarray(NOTICE_MAGIC.length), sealed: buf.length === NOTICE_SEALED_LEN };
+}
