@@ -1,0 +1,328 @@
+#!/usr/bin/env node
+/**
+ * Tree benchmark: a directory of many small files, lcsync share/sync beside an rsync daemon, same lab, same run.
+ *
+ *   npm run build && node bench/tree-bench.js [--files 5000] [--dirs 50] [--receivers 1,3] [--loss 0,5]
+ *       [--tools ours,rsync] [--rate 900] [--timeout 600]
+ *
+ * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and rsync (Debian `rsync`). Each
+ * scenario gets a fresh lab (bench/lab.js): host 0 serves, hosts 1..N receive, a bridge with MLD snooping in its
+ * own namespace, tbf 1gbit on every link, and random loss on every receiver's switch port in both directions.
+ * The tree: --files files of 200..8192 bytes (random sizes and bytes, fixed per run) in --dirs directories.
+ *
+ * Phases, each timed from the start of the receivers until the last one exits:
+ *   first     into an empty destination
+ *   again     the same tree again, nothing changed
+ *   one       one file of the source changed (8 bytes), and synced again
+ * ours: `lcsync share --bwlimit <rate>M` once, all receivers `lcsync sync -a` at once (one send reaches all).
+ * rsync: `rsync --daemon` on host 0; receivers run `rsync -a rsync://[host0]/tree/ DEST/` ONE AFTER ANOTHER
+ * (rsync is unicast: N receivers cost N transfers), so its time is the sum; rsync's figures are over TCP with no
+ * rate cap (it does not need one).
+ * Reported: wall s, files/s, sender bytes on the wire (tx_bytes of host 0) / tree bytes, bytes received / written
+ * (ours, from `sync --json`), peak RSS of a receiver and of the server. Issue 13's targets are printed as ratios.
+ * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createLab, killGroup, peakRssKiB } from './lab.js';
+import { REPO } from './common.js';
+
+const CLI = path.join(REPO, 'bin', 'run.js');
+const TIME = '/usr/bin/time';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function fail(msg, code = 2) {
+  console.error(`tree-bench: ${msg}`);
+  process.exit(code);
+}
+function optionValue(name) {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return undefined;
+  const v = process.argv[i + 1];
+  if (v === undefined || v.startsWith('--')) fail(`--${name} wants a value`);
+  return v;
+}
+function intList(name, def, min, max) {
+  const v = optionValue(name);
+  if (v === undefined) return def;
+  const xs = v.split(',').map(Number);
+  if (xs.some((x) => !Number.isInteger(x) || x < min || x > max)) fail(`--${name} wants integers ${min}..${max}, comma-separated`);
+  return xs;
+}
+const VALUED = ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout'];
+for (const [i, a] of process.argv.slice(2).entries()) {
+  const prev = process.argv[i + 1];
+  if (a === '--help') {
+    console.log(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(2, 6).map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
+    process.exit(0);
+  }
+  if (a.startsWith('--') && !VALUED.includes(a)) fail(`unknown option ${a}`);
+  if (!a.startsWith('--') && !(prev && VALUED.includes(prev))) fail(`unexpected argument ${a}`);
+}
+const FILES = intList('files', [5000], 1, 1_000_000)[0];
+const DIRS = intList('dirs', [50], 1, 100_000)[0];
+const RECEIVERS = intList('receivers', [1, 3], 1, 20);
+const LOSSES = intList('loss', [0, 5], 0, 50);
+const RATE = intList('rate', [900], 1, 10_000)[0];
+const TIMEOUT_S = intList('timeout', [600], 10, 86_400)[0];
+const TOOLS = (optionValue('tools') ?? 'ours,rsync').split(',');
+if (TOOLS.length === 0 || TOOLS.some((t) => t !== 'ours' && t !== 'rsync')) fail('--tools wants ours, rsync or ours,rsync');
+
+if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
+for (const [bin, args, pkg] of [['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
+  ...(TOOLS.includes('rsync') ? [['rsync', ['--version'], 'rsync']] : [])]) {
+  if (spawnSync(bin, args, { stdio: 'ignore', timeout: 5000 }).error) fail(`\`${bin}\` not found (Debian: apt-get install ${pkg})`, 3);
+}
+if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
+
+// ---------------------------------------------------------------------------------------------------------
+// Work area, the tree, clean-up
+
+const work = mkdtempSync(path.join('/var/tmp', 'lcsync-tree-bench-'));
+let currentLab;
+async function cleanup() {
+  await currentLab?.teardown();
+  currentLab = undefined;
+  rmSync(work, { recursive: true, force: true });
+}
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    process.stderr.write(`\ntree-bench: ${sig}, cleaning up\n`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+const src = path.join(work, 'tree');
+let treeBytes = 0;
+const names = [];
+for (let d = 0; d < DIRS; d++) mkdirSync(path.join(src, `d${String(d).padStart(4, '0')}`), { recursive: true });
+for (let f = 0; f < FILES; f++) {
+  const name = path.join(`d${String(f % DIRS).padStart(4, '0')}`, `f${String(f).padStart(6, '0')}.dat`);
+  const size = randomInt(200, 8193);
+  writeFileSync(path.join(src, name), randomBytes(size));
+  treeBytes += size;
+  names.push(name);
+}
+const changed = names[Math.floor(names.length / 2)];
+
+/** sha256 over every file's name and bytes, in name order: equal for equal trees. */
+function treeDigest(root) {
+  const h = createHash('sha256');
+  const walk = (rel) => {
+    for (const e of readdirSync(path.join(root, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const r = path.join(rel, e.name);
+      if (e.isDirectory()) walk(r);
+      else h.update(`${r}\0`).update(readFileSync(path.join(root, r)));
+    }
+  };
+  if (!existsSync(root)) return '(missing)';
+  walk('');
+  return h.digest('hex');
+}
+
+const timed = (file, argv) => [TIME, '-f', '%U %S %M', '-o', file, ...argv];
+function rssOf(file) {
+  try {
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    return Number(lines[lines.length - 1].split(' ')[2]) / 1024;
+  } catch {
+    return NaN;
+  }
+}
+const tail = (s, n = 1200) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
+
+async function settledTx(lab) {
+  let last = await lab.txBytes(0);
+  for (let i = 0; i < 20; i++) {
+    await sleep(250);
+    const now = await lab.txBytes(0);
+    if (now - last < 16 * 1024) return now;
+    last = now;
+  }
+  return last;
+}
+
+async function withLab(receivers, loss, fn) {
+  const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth: '1gbit' });
+  currentLab = lab;
+  try {
+    for (let h = 1; h <= receivers; h++) if (loss > 0) await lab.setLoss(h, loss);
+    return await fn(lab);
+  } finally {
+    await lab.teardown();
+    currentLab = undefined;
+  }
+}
+
+/** Change 8 bytes in the middle of one file (same size), as an operator's edit would. */
+function changeOneFile() {
+  const file = path.join(src, changed);
+  const buf = readFileSync(file);
+  randomBytes(8).copy(buf, buf.length >> 1);
+  writeFileSync(file, buf);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The tools
+
+/** Run `phase` on every receiver (all at once for ours, one after another for rsync); time and check it. */
+async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
+  const want = treeDigest(src);
+  const tx0 = await lab.txBytes(0);
+  const t0 = performance.now();
+  const one = async (h) => {
+    const rss = path.join(dir, `${phase}-r${h}.time`);
+    const r = await run(h, rss);
+    return { h, r, rss: rssOf(rss) };
+  };
+  const results = [];
+  if (parallel) results.push(...(await Promise.all(Array.from({ length: receivers }, (_, i) => one(i + 1)))));
+  else for (let h = 1; h <= receivers; h++) results.push(await one(h));
+  const wall = (performance.now() - t0) / 1000;
+  const tx = (await settledTx(lab)) - tx0;
+  const errors = [];
+  let received = 0;
+  let written = 0;
+  for (const { h, r } of results) {
+    const got = treeDigest(path.join(dir, `r${h}`));
+    if (r.code !== 0 || got !== want) errors.push(`receiver ${h} (${phase}): exit ${r.code}, tree ${got === want ? 'ok' : 'differs'}; ${tail(r.stderr) || tail(r.stdout)}`);
+    try {
+      const s = JSON.parse(r.stdout);
+      received += s.bytesReceived;
+      written += s.bytesWritten;
+    } catch {
+      // rsync, or a failed run.
+    }
+  }
+  return { phase, wall, tx, received, written, rssRx: Math.max(...results.map((x) => x.rss)), ok: errors.length === 0, errors, ...extra };
+}
+
+async function runOurs(receivers, loss) {
+  return withLab(receivers, loss, async (lab) => {
+    const dir = path.join(work, `ours-${receivers}r-${loss}l`);
+    mkdirSync(dir);
+    const out = [];
+    const start = () => {
+      const share = lab.spawn(0, [process.execPath, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
+      let text = '';
+      let err = '';
+      share.stderr.on('data', (d) => (err = (err + d).slice(-8000)));
+      const root = new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`share printed no root within 300 s: ${tail(err)}`)), 300_000);
+        share.stdout.on('data', (d) => {
+          text += d;
+          const m = /^([0-9a-f]{64})\s+\S/m.exec(text);
+          if (m) {
+            clearTimeout(t);
+            resolve(m[1]);
+          }
+        });
+        share.on('exit', (code) => reject(new Error(`share exited with ${code}: ${tail(err)}`)));
+      });
+      return { share, root };
+    };
+    const stop = async (share) => {
+      if (share.exitCode !== null) return;
+      killGroup(share, 'SIGTERM');
+      await Promise.race([new Promise((r) => share.once('exit', r)), sleep(3000)]);
+    };
+    let { share, root } = start();
+    try {
+      let hash = await root;
+      await sleep(300);
+      const sync = (h, rss) => lab.exec(h, timed(rss, [process.execPath, CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
+      out.push(await phaseRun(lab, receivers, sync, true, dir, 'first', { rssTx: share.pid ? peakRssKiB(share.pid) / 1024 : NaN }));
+      out.push(await phaseRun(lab, receivers, sync, true, dir, 'again'));
+      // A changed file means a new root: the share is started again on the changed tree (re-indexing is not timed).
+      await stop(share);
+      changeOneFile();
+      ({ share, root } = start());
+      hash = await root;
+      await sleep(300);
+      out.push(await phaseRun(lab, receivers, sync, true, dir, 'one'));
+      return out;
+    } finally {
+      await stop(share);
+    }
+  });
+}
+
+async function runRsync(receivers, loss) {
+  return withLab(receivers, loss, async (lab) => {
+    const dir = path.join(work, `rsync-${receivers}r-${loss}l`);
+    mkdirSync(dir);
+    const conf = path.join(dir, 'rsyncd.conf');
+    writeFileSync(conf, `use chroot = no\nuid = root\ngid = root\nlog file = ${dir}/rsyncd.log\n[tree]\n  path = ${src}\n  read only = yes\n`);
+    const host = lab.hosts[0].ula;
+    const daemon = lab.spawn(0, [TIME, '-f', '%U %S %M', '-o', path.join(dir, 'daemon.time'), 'rsync', '--daemon', '--no-detach', `--config=${conf}`, `--address=${host}`, '--port=8873']);
+    try {
+      for (let i = 0; i < 50; i++) {
+        const r = await lab.exec(1, ['rsync', `rsync://[${host}]:8873/`], { timeoutMs: 3000 });
+        if (r.code === 0) break;
+        await sleep(100);
+      }
+      const pull = (h, rss) => lab.exec(h, timed(rss, ['rsync', '-a', `rsync://[${host}]:8873/tree/`, `${path.join(dir, `r${h}`)}/`]), { timeoutMs: TIMEOUT_S * 1000 });
+      const out = [];
+      out.push(await phaseRun(lab, receivers, pull, false, dir, 'first'));
+      out.push(await phaseRun(lab, receivers, pull, false, dir, 'again'));
+      changeOneFile();
+      out.push(await phaseRun(lab, receivers, pull, false, dir, 'one'));
+      return out;
+    } finally {
+      killGroup(daemon, 'SIGTERM');
+      await sleep(300);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+const MB = 1e6;
+console.log(`lcsync tree benchmark: ${FILES} files of 200..8192 bytes in ${DIRS} directories, ${(treeBytes / MB).toFixed(1)} MB; tools ${TOOLS.join(',')}; lcsync share --bwlimit ${RATE}M; rsync daemon over TCP, receivers one after another`);
+try {
+  for (const receivers of RECEIVERS) {
+    for (const loss of LOSSES) {
+      const res = {};
+      for (const tool of TOOLS) {
+        // The tree is changed by the "one" phase: restore it first so every tool starts from the same tree.
+        const file = path.join(src, changed);
+        const before = readFileSync(file);
+        try {
+          process.stdout.write(`${tool}, ${receivers} receiver(s), ${loss}% loss ... `);
+          res[tool] = tool === 'ours' ? await runOurs(receivers, loss) : await runRsync(receivers, loss);
+          console.log(res[tool].every((p) => p.ok) ? 'ok' : 'FAILED');
+          for (const p of res[tool]) for (const e of p.errors) console.log(`  ${e}`);
+        } catch (err) {
+          console.log(`FAILED: ${err.message}`);
+        } finally {
+          writeFileSync(file, before);
+          statSync(file);
+        }
+      }
+      console.log(`\n== ${receivers} receiver(s), ${loss}% loss, ${FILES} files, ${(treeBytes / MB).toFixed(1)} MB`);
+      console.log('tool   phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB');
+      for (const tool of TOOLS) {
+        for (const p of res[tool] ?? []) {
+          const fps = p.phase === 'first' ? (FILES * receivers) / p.wall : NaN;
+          const rw = p.written > 0 ? (p.received / p.written).toFixed(3) : '-';
+          console.log(`${tool.padEnd(6)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}`);
+        }
+      }
+      if (res.ours && res.rsync) {
+        const ratio = (ph) => {
+          const a = res.ours.find((p) => p.phase === ph);
+          const b = res.rsync.find((p) => p.phase === ph);
+          return a?.ok && b?.ok ? `${(a.wall / b.wall).toFixed(2)}x` : '-';
+        };
+        console.log(`ours/rsync wall: first ${ratio('first')}, nothing changed ${ratio('again')}, one file changed ${ratio('one')}` +
+          ` (issue 13 targets: 1 receiver first <= 3x; 3 receivers at 5% first <= 2x with sender/tree <= 1.4; again and one <= 2x)`);
+      }
+      console.log('');
+    }
+  }
+} finally {
+  await cleanup();
+}
