@@ -13,4 +13,7 @@ bool udp_batch_init(napi_env env, napi_value exports);
 /* Raw ICMPv6 sockets for MLD (native/icmp6.c). */
 bool icmp6_init(napi_env env, napi_value exports);
 
+/* Nanosecond times on a path without following symlinks (native/fstimes.c). */
+bool fstimes_init(napi_env env, napi_value exports);
+
 #endif

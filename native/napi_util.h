@@ -67,6 +67,13 @@ static inline const char *errno_name(int e) {
     case ENFILE: return "ENFILE";
     case ECONNREFUSED: return "ECONNREFUSED";
     case ENOSYS: return "ENOSYS";
+    case ENOENT: return "ENOENT";
+    case ENOTDIR: return "ENOTDIR";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ELOOP: return "ELOOP";
+    case EROFS: return "EROFS";
+    case ENOSPC: return "ENOSPC";
+    case EDQUOT: return "EDQUOT";
     default: return "EIO";
   }
 }

@@ -3,12 +3,15 @@
  *
  * Node's fs.utimes takes times as doubles, which cannot carry nanoseconds at
  * today's epoch (about 0.2 us resolution), and the entry hashes include the
- * nanoseconds. So times go through coreutils `touch -d @SEC.NSEC`, which calls
- * utimensat with full precision; files that share a timestamp share one call.
- * Paths reach it NUL-separated on the stdin of `xargs -0`, as bytes: an argument
- * list is a JS string and could not carry a name that is not UTF-8.
+ * nanoseconds. So times are set by utimensat in the addon (native/fstimes.c),
+ * one call per path. Without the addon they go through coreutils
+ * `touch -d @SEC.NSEC`, which calls utimensat with full precision; files that
+ * share a timestamp share one call, but files rarely do, so that costs two
+ * processes per file. Paths reach it NUL-separated on the stdin of `xargs -0`, as
+ * bytes: an argument list is a JS string and could not carry a name that is not UTF-8.
  */
 import { spawn } from 'node:child_process';
+import { loadAddon } from '../base/addon.js';
 import { chmod, lchown, lstat } from '../base/bytefs.js';
 import { fromSystemError } from '../base/errors.js';
 import type { FileMeta } from '../model/meta.js';
@@ -46,8 +49,35 @@ function stamp(sec: bigint, nsec: bigint): string {
   return `@${sec}.${nsec.toString().padStart(9, '0')}`;
 }
 
+type Lutimens = (path: Uint8Array, atimeSec: bigint, atimeNsec: number, mtimeSec: bigint, mtimeNsec: number) => void;
+
+/** utimensat from the addon, or undefined (no addon, or one built before it had the function). */
+function nativeLutimens(): Lutimens | undefined {
+  if (process.env.LCSYNC_NO_NATIVE_TIMES) return undefined;
+  const f = (loadAddon().addon as { lutimensNs?: unknown } | undefined)?.lutimensNs;
+  return typeof f === 'function' ? (f as Lutimens) : undefined;
+}
+
 /** Set access and modification times with nanosecond precision, never following symlinks. */
 export async function applyTimes(items: readonly TimeStamp[]): Promise<void> {
+  const lutimens = nativeLutimens();
+  if (lutimens) {
+    for (const { path, meta } of items) {
+      try {
+        lutimens(nameToBytes(path), meta.atimeSec, Number(meta.atimeNsec), meta.mtimeSec, Number(meta.mtimeNsec));
+      } catch (e) {
+        // As touch -c: a path removed meanwhile is no error.
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw fromSystemError(e, `cannot set times of ${path}`);
+      }
+    }
+    return;
+  }
+  await applyTimesByTouch(items);
+}
+
+/** The fallback without the addon: coreutils touch, one process per distinct time. */
+async function applyTimesByTouch(items: readonly TimeStamp[]): Promise<void> {
   const byStamp = new Map<string, string[]>();
   const add = (key: string, p: string) => {
     const list = byStamp.get(key);
