@@ -1,6 +1,7 @@
 /** What the benchmark scripts share: paths, integer options, random data files, medians. */
 import { randomFillSync } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,3 +40,79 @@ export function median(xs) {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/**
+ * The command line of a lab benchmark: `--name value` options (listed in `valued`) and bare `--flag`s
+ * (listed in `flags`); anything else is refused. `--help` prints the lines `helpLines` of the script's own
+ * header comment. Errors print `<tool>: <message>` and exit 2 (3 for a missing precondition).
+ */
+export function benchArgs(tool, scriptUrl, { valued = [], flags = [], helpLines = [2, 7] } = {}) {
+  const fail = (msg, code = 2) => {
+    console.error(`${tool}: ${msg}`);
+    process.exit(code);
+  };
+  const known = new Set([...valued, ...flags, '--help']);
+  for (const [i, a] of process.argv.slice(2).entries()) {
+    const prev = process.argv[i + 1];
+    if (a.startsWith('--') && !known.has(a)) fail(`unknown option ${a}`);
+    if (!a.startsWith('--') && !(prev && valued.includes(prev))) fail(`unexpected argument ${a}`);
+  }
+  if (process.argv.includes('--help')) {
+    const text = readFileSync(fileURLToPath(scriptUrl), 'utf8').split('\n').slice(...helpLines);
+    console.log(text.map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
+    process.exit(0);
+  }
+  const value = (name) => {
+    const i = process.argv.indexOf(`--${name}`);
+    if (i < 0) return undefined;
+    const v = process.argv[i + 1];
+    if (v === undefined || v.startsWith('--')) fail(`--${name} wants a value`);
+    return v;
+  };
+  const intList = (name, def, min, max) => {
+    const v = value(name);
+    if (v === undefined) return def;
+    const xs = v.split(',').map(Number);
+    if (xs.some((x) => !Number.isInteger(x) || x < min || x > max)) fail(`--${name} wants integers ${min}..${max}, comma-separated`);
+    return xs;
+  };
+  const flag = (name) => process.argv.includes(`--${name}`);
+  /** Exit 3 unless each [binary, args, Debian package] runs. */
+  const need = (tools) => {
+    for (const [bin, args, pkg] of tools) {
+      if (spawnSync(bin, args, { stdio: 'ignore', timeout: 5000 }).error) fail(`\`${bin}\` not found (Debian: apt-get install ${pkg})`, 3);
+    }
+  };
+  return { fail, value, intList, flag, need };
+}
+
+export const TIME = '/usr/bin/time';
+
+/** Wrap a command so that /usr/bin/time writes "<user s> <system s> <peak RSS KiB>" to `file`. */
+export const timed = (file, argv) => [TIME, '-f', '%U %S %M', '-o', file, ...argv];
+
+/** { rss (KiB), cpu (s) } from a `timed` report: its last line (earlier lines note a non-zero exit). */
+export function timeReport(file) {
+  try {
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const [u, sys, m] = lines[lines.length - 1].split(' ').map(Number);
+    return { rss: Number.isInteger(m) && m > 0 ? m : NaN, cpu: u + sys };
+  } catch {
+    return { rss: NaN, cpu: NaN };
+  }
+}
+
+/** Sender bytes: wait until tx_bytes of host 0 stops growing (< 16 KiB per 250 ms), at most 5 s. */
+export async function settledTx(lab) {
+  let last = await lab.txBytes(0);
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = await lab.txBytes(0);
+    if (now - last < 16 * 1024) return now;
+    last = now;
+  }
+  return last;
+}
+
+/** The end of a long text (a log), for error messages. */
+export const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).trim();

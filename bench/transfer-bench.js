@@ -33,34 +33,24 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, createLab, killGroup, peakRssKiB } from './lab.js';
-import { writeRandomFile } from './common.js';
+import { TIME, benchArgs, settledTx, tail, timeReport, timed, writeRandomFile } from './common.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'bin', 'run.js');
-const TIME = '/usr/bin/time';
 const MiB = 2 ** 20;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-function fail(msg, code = 2) {
-  console.error(`transfer-bench: ${msg}`);
-  process.exit(code);
-}
-
-function optionValue(name) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return undefined;
-  const v = process.argv[i + 1];
-  if (v === undefined || v.startsWith('--')) fail(`--${name} wants a value`);
-  return v;
-}
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof'];
+const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g'] });
+const { fail, intList } = args;
+const optionValue = args.value;
 
 function parseSize(s) {
   const m = /^(\d+)([KMG]?)$/i.exec(s);
@@ -69,26 +59,6 @@ function parseSize(s) {
   const v = Number(m[1]) * mult;
   if (v < 1 || v > 8 * 2 ** 30) fail('--size must be 1 byte .. 8 GiB');
   return v;
-}
-
-function intList(name, def, min, max) {
-  const v = optionValue(name);
-  if (v === undefined) return def;
-  const xs = v.split(',').map(Number);
-  if (xs.some((x) => !Number.isInteger(x) || x < min || x > max)) fail(`--${name} wants integers ${min}..${max}, comma-separated`);
-  return xs;
-}
-
-const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof'];
-const known = new Set([...VALUED, '--no-tbf', '--uftp-defaults', '--rss-1g', '--help']);
-for (const [i, a] of process.argv.slice(2).entries()) {
-  const prev = process.argv[i + 1];
-  if (a.startsWith('--') && !known.has(a)) fail(`unknown option ${a}`);
-  if (!a.startsWith('--') && !(prev && VALUED.includes(prev))) fail(`unexpected argument ${a}`);
-}
-if (process.argv.includes('--help')) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(2, 7).map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
-  process.exit(0);
 }
 
 const RSS_1G = process.argv.includes('--rss-1g');
@@ -119,11 +89,8 @@ const RUN_TIMEOUT_MS = Math.round(((SIZE * 8) / (RATE * 1e6)) * 4000 + 60_000);
 // Preconditions
 
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
-for (const [bin, args, pkg] of [['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
-  ...(TOOLS.includes('uftp') ? [['uftp', ['-h'], 'uftp'], ['uftpd', ['-h'], 'uftp']] : [])]) {
-  const r = spawnSync(bin, args, { stdio: 'ignore', timeout: 5000 });
-  if (r.error) fail(`\`${bin}\` not found (Debian: apt-get install ${pkg})`, 3);
-}
+args.need([['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
+  ...(TOOLS.includes('uftp') ? [['uftp', ['-h'], 'uftp'], ['uftpd', ['-h'], 'uftp']] : [])]);
 if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -156,34 +123,6 @@ function sha256(file) {
       .on('end', () => resolve(h.digest('hex')));
   });
 }
-
-/** Wrap a command so that /usr/bin/time writes "<user s> <system s> <peak RSS KiB>" to `file`. */
-const timed = (file, argv) => [TIME, '-f', '%U %S %M', '-o', file, ...argv];
-
-/** { rss (KiB), cpu (s) } from a `timed` report: its last line (earlier lines note a non-zero exit). */
-function timeReport(file) {
-  try {
-    const lines = readFileSync(file, 'utf8').trim().split('\n');
-    const [u, sys, m] = lines[lines.length - 1].split(' ').map(Number);
-    return { rss: Number.isInteger(m) && m > 0 ? m : NaN, cpu: u + sys };
-  } catch {
-    return { rss: NaN, cpu: NaN };
-  }
-}
-
-/** Sender bytes: wait until tx_bytes of host 0 stops growing (< 16 KiB per 250 ms), at most 5 s. */
-async function settledTx(lab) {
-  let last = await lab.txBytes(0);
-  for (let i = 0; i < 20; i++) {
-    await sleep(250);
-    const now = await lab.txBytes(0);
-    if (now - last < 16 * 1024) return now;
-    last = now;
-  }
-  return last;
-}
-
-const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
 
 /** The last `n` lines of a uftp/uftpd log, runs of the same message (timestamps aside) folded into one. */
 function condense(log, n = 12) {

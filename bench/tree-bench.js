@@ -22,59 +22,32 @@
  * (ours, from `sync --json`), peak RSS of a receiver and of the server. Issue 13's targets are printed as ratios.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
-import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createLab, killGroup, peakRssKiB } from './lab.js';
-import { REPO } from './common.js';
+import { REPO, TIME, benchArgs, settledTx, tail, timeReport, timed } from './common.js';
 
 const CLI = path.join(REPO, 'bin', 'run.js');
-const TIME = '/usr/bin/time';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function fail(msg, code = 2) {
-  console.error(`tree-bench: ${msg}`);
-  process.exit(code);
-}
-function optionValue(name) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return undefined;
-  const v = process.argv[i + 1];
-  if (v === undefined || v.startsWith('--')) fail(`--${name} wants a value`);
-  return v;
-}
-function intList(name, def, min, max) {
-  const v = optionValue(name);
-  if (v === undefined) return def;
-  const xs = v.split(',').map(Number);
-  if (xs.some((x) => !Number.isInteger(x) || x < min || x > max)) fail(`--${name} wants integers ${min}..${max}, comma-separated`);
-  return xs;
-}
-const VALUED = ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout'];
-for (const [i, a] of process.argv.slice(2).entries()) {
-  const prev = process.argv[i + 1];
-  if (a === '--help') {
-    console.log(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(2, 6).map((l) => l.replace(/^ \*\s?/, '')).join('\n'));
-    process.exit(0);
-  }
-  if (a.startsWith('--') && !VALUED.includes(a)) fail(`unknown option ${a}`);
-  if (!a.startsWith('--') && !(prev && VALUED.includes(prev))) fail(`unexpected argument ${a}`);
-}
+const args = benchArgs('tree-bench', import.meta.url, {
+  valued: ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout'],
+  helpLines: [2, 6],
+});
+const { fail, intList } = args;
 const FILES = intList('files', [5000], 1, 1_000_000)[0];
 const DIRS = intList('dirs', [50], 1, 100_000)[0];
 const RECEIVERS = intList('receivers', [1, 3], 1, 20);
 const LOSSES = intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [900], 1, 10_000)[0];
 const TIMEOUT_S = intList('timeout', [600], 10, 86_400)[0];
-const TOOLS = (optionValue('tools') ?? 'ours,rsync').split(',');
+const TOOLS = (args.value('tools') ?? 'ours,rsync').split(',');
 if (TOOLS.length === 0 || TOOLS.some((t) => t !== 'ours' && t !== 'rsync')) fail('--tools wants ours, rsync or ours,rsync');
 
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
-for (const [bin, args, pkg] of [['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
-  ...(TOOLS.includes('rsync') ? [['rsync', ['--version'], 'rsync']] : [])]) {
-  if (spawnSync(bin, args, { stdio: 'ignore', timeout: 5000 }).error) fail(`\`${bin}\` not found (Debian: apt-get install ${pkg})`, 3);
-}
+args.need([['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
+  ...(TOOLS.includes('rsync') ? [['rsync', ['--version'], 'rsync']] : [])]);
 if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -122,27 +95,7 @@ function treeDigest(root) {
   return h.digest('hex');
 }
 
-const timed = (file, argv) => [TIME, '-f', '%U %S %M', '-o', file, ...argv];
-function rssOf(file) {
-  try {
-    const lines = readFileSync(file, 'utf8').trim().split('\n');
-    return Number(lines[lines.length - 1].split(' ')[2]) / 1024;
-  } catch {
-    return NaN;
-  }
-}
-const tail = (s, n = 1200) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
-
-async function settledTx(lab) {
-  let last = await lab.txBytes(0);
-  for (let i = 0; i < 20; i++) {
-    await sleep(250);
-    const now = await lab.txBytes(0);
-    if (now - last < 16 * 1024) return now;
-    last = now;
-  }
-  return last;
-}
+const rssOf = (file) => timeReport(file).rss / 1024;
 
 async function withLab(receivers, loss, fn) {
   const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth: '1gbit' });
