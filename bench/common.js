@@ -1,9 +1,10 @@
 /** What the benchmark scripts share: paths, integer options, random data files, medians. */
 import { randomFillSync } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createLab } from './lab.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const DIST = path.join(REPO, 'dist', 'core');
@@ -116,3 +117,39 @@ export async function settledTx(lab) {
 
 /** The end of a long text (a log), for error messages. */
 export const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
+
+/**
+ * A benchmark's work area under /var/tmp and the one lab alive at a time, both removed by `cleanup()`, which
+ * also runs on SIGINT/SIGTERM (exit 130). `withLab(receivers, loss, bandwidth, fn)` builds a fresh lab of
+ * receivers + 1 hosts (host 0 sends) with random loss on every receiver's port, runs fn(lab), and tears it down.
+ */
+export function benchSession(tool) {
+  const work = mkdtempSync(path.join('/var/tmp', `lcsync-${tool}-`));
+  let current;
+  let cleaning;
+  const cleanup = () => {
+    cleaning ??= (async () => {
+      await current?.teardown();
+      rmSync(work, { recursive: true, force: true });
+    })();
+    return cleaning;
+  };
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      process.stderr.write(`\n${tool}: ${sig}, cleaning up\n`);
+      cleanup().finally(() => process.exit(130));
+    });
+  }
+  const withLab = async (receivers, loss, bandwidth, fn) => {
+    const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth });
+    current = lab;
+    try {
+      for (let h = 1; h <= receivers; h++) if (loss > 0) await lab.setLoss(h, loss);
+      return await fn(lab);
+    } finally {
+      await lab.teardown();
+      current = undefined;
+    }
+  };
+  return { work, withLab, cleanup };
+}

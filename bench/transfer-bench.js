@@ -32,12 +32,12 @@
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, createLab, killGroup, peakRssKiB } from './lab.js';
-import { TIME, benchArgs, settledTx, tail, timeReport, timed, writeRandomFile } from './common.js';
+import { cpuSeconds, killGroup, peakRssKiB } from './lab.js';
+import { TIME, benchArgs, benchSession, settledTx, tail, timeReport, timed, writeRandomFile } from './common.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'bin', 'run.js');
@@ -96,21 +96,7 @@ if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ mi
 // ---------------------------------------------------------------------------------------------------------
 // Work area and clean-up
 
-const work = mkdtempSync(path.join('/var/tmp', 'lcsync-transfer-bench-'));
-let currentLab;
-let cleaning = false;
-async function cleanup() {
-  if (cleaning) return;
-  cleaning = true;
-  await currentLab?.teardown();
-  rmSync(work, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    process.stderr.write(`\ntransfer-bench: ${sig}, cleaning up\n`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+const { work, withLab, cleanup } = benchSession('transfer-bench');
 
 
 function sha256(file) {
@@ -140,17 +126,6 @@ function condense(log, n = 12) {
 // ---------------------------------------------------------------------------------------------------------
 // One run of each tool on a fresh lab
 
-async function withLab(receivers, loss, fn) {
-  const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth: TBF ? '1gbit' : undefined });
-  currentLab = lab;
-  try {
-    for (let h = 1; h <= receivers; h++) if (loss > 0) await lab.setLoss(h, loss);
-    return await fn(lab);
-  } finally {
-    await lab.teardown();
-    currentLab = undefined;
-  }
-}
 
 /** Datagrams the receivers' kernels dropped on full socket buffers (a receiver that cannot keep up), summed. */
 async function rcvbufDrops(lab, receivers) {
@@ -160,7 +135,7 @@ async function rcvbufDrops(lab, receivers) {
 }
 
 async function runOurs(src, srcHash, receivers, loss, tag) {
-  return withLab(receivers, loss, async (lab) => {
+  return withLab(receivers, loss, TBF ? '1gbit' : undefined, async (lab) => {
     const dir = path.join(work, tag);
     mkdirSync(dir);
     const errors = [];
@@ -238,7 +213,7 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
 }
 
 async function runUftp(src, srcHash, receivers, loss, tag) {
-  return withLab(receivers, loss, async (lab) => {
+  return withLab(receivers, loss, TBF ? '1gbit' : undefined, async (lab) => {
     const dir = path.join(work, tag);
     mkdirSync(dir);
     const errors = [];

@@ -23,10 +23,10 @@
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createLab, killGroup, peakRssKiB } from './lab.js';
-import { REPO, TIME, benchArgs, settledTx, tail, timeReport, timed } from './common.js';
+import { killGroup, peakRssKiB } from './lab.js';
+import { REPO, TIME, benchArgs, benchSession, settledTx, tail, timeReport, timed } from './common.js';
 
 const CLI = path.join(REPO, 'bin', 'run.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -53,19 +53,7 @@ if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ mi
 // ---------------------------------------------------------------------------------------------------------
 // Work area, the tree, clean-up
 
-const work = mkdtempSync(path.join('/var/tmp', 'lcsync-tree-bench-'));
-let currentLab;
-async function cleanup() {
-  await currentLab?.teardown();
-  currentLab = undefined;
-  rmSync(work, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    process.stderr.write(`\ntree-bench: ${sig}, cleaning up\n`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+const { work, withLab, cleanup } = benchSession('tree-bench');
 
 const src = path.join(work, 'tree');
 let treeBytes = 0;
@@ -97,17 +85,6 @@ function treeDigest(root) {
 
 const rssOf = (file) => timeReport(file).rss / 1024;
 
-async function withLab(receivers, loss, fn) {
-  const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth: '1gbit' });
-  currentLab = lab;
-  try {
-    for (let h = 1; h <= receivers; h++) if (loss > 0) await lab.setLoss(h, loss);
-    return await fn(lab);
-  } finally {
-    await lab.teardown();
-    currentLab = undefined;
-  }
-}
 
 /** Change 8 bytes in the middle of one file (same size), as an operator's edit would. */
 function changeOneFile() {
@@ -153,7 +130,7 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
 }
 
 async function runOurs(receivers, loss) {
-  return withLab(receivers, loss, async (lab) => {
+  return withLab(receivers, loss, '1gbit', async (lab) => {
     const dir = path.join(work, `ours-${receivers}r-${loss}l`);
     mkdirSync(dir);
     const out = [];
@@ -203,7 +180,7 @@ async function runOurs(receivers, loss) {
 }
 
 async function runRsync(receivers, loss) {
-  return withLab(receivers, loss, async (lab) => {
+  return withLab(receivers, loss, '1gbit', async (lab) => {
     const dir = path.join(work, `rsync-${receivers}r-${loss}l`);
     mkdirSync(dir);
     const conf = path.join(dir, 'rsyncd.conf');
@@ -252,7 +229,6 @@ try {
           console.log(`FAILED: ${err.message}`);
         } finally {
           writeFileSync(file, before);
-          statSync(file);
         }
       }
       console.log(`\n== ${receivers} receiver(s), ${loss}% loss, ${FILES} files, ${(treeBytes / MB).toFixed(1)} MB`);
