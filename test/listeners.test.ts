@@ -44,7 +44,14 @@ const query = (group: Buffer | undefined, maxRespMs: number, sFlag = false): Mld
 
 /** The events in a compact form: kind, group, from, refresh/reason. */
 const ev = (a: ListenerActions) =>
-  a.events.map((e: MldEvent) => ({ kind: e.kind, group: formatIPv6(e.group), from: e.from, ifname: e.ifname, ...(e.refresh !== undefined ? { refresh: e.refresh } : {}), ...(e.reason ? { reason: e.reason } : {}) }));
+  a.events.map((e: MldEvent) => ({
+    kind: e.kind,
+    group: formatIPv6(e.group),
+    from: e.from,
+    ifname: e.ifname,
+    ...(e.refresh !== undefined ? { refresh: e.refresh } : {}),
+    ...(e.reason ? { reason: e.reason } : {}),
+  }));
 const qs = (a: ListenerActions) => a.queries.map((q) => ({ group: q.group ? formatIPv6(q.group) : undefined, maxRespMs: q.maxRespMs }));
 
 /** Tick every 100 ms (the watcher's period) from `from` to `to`, gathering what comes out with its time. */
@@ -79,7 +86,13 @@ describe('ListenerTable: MLDv2 joins and leaves', () => {
     expect(ev(t.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_A, 10))).toEqual([
       { kind: 'join', group: G_TEXT, from: HOST_A, ifname: 'e0', refresh: false },
     ]);
-    for (const m of [v2(RecordType.MODE_IS_EXCLUDE), v2(RecordType.ALLOW_NEW_SOURCES, G, [SRC]), v2(RecordType.MODE_IS_INCLUDE, G, [SRC]), v2(RecordType.CHANGE_TO_INCLUDE, G, [SRC])]) {
+    const refreshes = [
+      v2(RecordType.MODE_IS_EXCLUDE),
+      v2(RecordType.ALLOW_NEW_SOURCES, G, [SRC]),
+      v2(RecordType.MODE_IS_INCLUDE, G, [SRC]),
+      v2(RecordType.CHANGE_TO_INCLUDE, G, [SRC]),
+    ];
+    for (const m of refreshes) {
       expect(ev(t.onMessage(m, HOST_B, 20))).toEqual([{ kind: 'join', group: G_TEXT, from: HOST_B, ifname: 'e0', refresh: true }]);
     }
     expect(t.activeGroups(20)).toEqual([{ group: G_TEXT, ifname: 'e0', expiresInSec: 3.5, lastReporter: HOST_B }]);

@@ -261,7 +261,14 @@ export class ListenerTable {
 
   // -------------------------------------------------------------------------------------------------------
 
-  private onQuery(msg: Extract<MldMessage, { type: 'query' }>, src: Buffer, from: string, self: boolean, now: number, out: ListenerActions): void {
+  private onQuery(
+    msg: Extract<MldMessage, { type: 'query' }>,
+    src: Buffer,
+    from: string,
+    self: boolean,
+    now: number,
+    out: ListenerActions,
+  ): void {
     // RFC 3810 section 5.1.14: queries must come from a link-local address; our own loop back to us.
     if (self || !(src[0] === 0xfe && (src[1]! & 0xc0) === 0x80)) return;
     // For a non-querier any querier is "the querier"; a querier yields only to a lower address (RFC 3810 7.6.1).

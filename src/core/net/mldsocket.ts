@@ -38,7 +38,15 @@ import { LcsyncError } from '../base/errors.js';
 import { formatIPv6 } from '../wire/address.js';
 import { Icmp6Socket, icmp6UnavailableReason } from './icmp6.js';
 import { decodeMld, encodeQuery, MLD_QUERY, MLDV1_DONE, MLDV1_REPORT, MLDV2_REPORT } from '../wire/mld.js';
-import { ListenerTable, listenerTimers, type ListenerActions, type ListenerPolicy, type ListenerTimers, type MldListenerInfo, type MldQuery } from './listeners.js';
+import {
+  ListenerTable,
+  listenerTimers,
+  type ListenerActions,
+  type ListenerPolicy,
+  type ListenerTimers,
+  type MldListenerInfo,
+  type MldQuery,
+} from './listeners.js';
 
 export type { MldEvent, MldListenerInfo } from './listeners.js';
 
