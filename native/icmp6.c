@@ -42,6 +42,7 @@
 #include <net/if.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -68,16 +69,11 @@ typedef struct {
 } icmp6_state_t;
 
 struct raw {
-  uv_poll_t poll; /* poll.data points back here */
-  napi_env env;
-  napi_ref on_message;
-  napi_async_context ctx;
-  napi_async_cleanup_hook_handle hook;
-  int fd;
+  polled_fd_t io; /* first: the poll handle's data and the close callbacks' free() point here */
   unsigned int ifindex;
-  bool closing;
   uint8_t buf[MAX_MESSAGE];
 };
+_Static_assert(offsetof(raw_t, io) == 0, "polled_fd_t must be the first member");
 
 /* Hop-by-hop options header: next header (the kernel fills it), length 0 (8 bytes in all), router alert
  * (type 5, length 2, value 0 = MLD), then PadN of 0 bytes to fill the 8. */
@@ -91,7 +87,7 @@ static icmp6_state_t *state_of(napi_env env, napi_callback_info info, size_t *ar
 
 static int find_raw(icmp6_state_t *st, int fd) {
   for (int i = 0; st != NULL && i < st->count; i++)
-    if (st->open[i]->fd == fd) return i;
+    if (st->open[i]->io.fd == fd) return i;
   return -1;
 }
 
@@ -108,47 +104,8 @@ static raw_t *get_raw(napi_env env, icmp6_state_t *st, napi_value v, int *index)
   return st->open[i];
 }
 
-static void raw_free(uv_handle_t *h) {
-  free(h->data);
-}
-
-/* Environment teardown with the socket still open: close it without JS, and tell Node when the
- * handle is gone so that the loop can be closed. */
-static void raw_teardown_closed(uv_handle_t *h) {
-  raw_t *r = h->data;
-  napi_remove_async_cleanup_hook(r->hook);
-  free(r);
-}
-
-static void raw_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
-  raw_t *r = arg;
-  (void)hook;
-  r->closing = true;
-  uv_poll_stop(&r->poll);
-  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
-  uv_close((uv_handle_t *)&r->poll, raw_teardown_closed);
-  close(r->fd);
-}
-
-/* Call onMessage(argv...). Returns false when the wakeup must end: the callback threw or JS cannot run. */
-static bool raw_call(raw_t *r, size_t argc, napi_value *argv) {
-  napi_env env = r->env;
-  napi_value fn, recv, result;
-  if (napi_get_reference_value(env, r->on_message, &fn) != napi_ok || fn == NULL) return false;
-  /* napi_make_callback wants an object as `this`. */
-  if (napi_get_global(env, &recv) != napi_ok) return false;
-  if (napi_make_callback(env, r->ctx, recv, fn, argc, argv, &result) == napi_ok) return true;
-  bool pending = false;
-  napi_value exc;
-  /* No JS frame is below us to rethrow into: report it like any uncaught exception. */
-  if (napi_is_exception_pending(env, &pending) == napi_ok && pending && napi_get_and_clear_last_exception(env, &exc) == napi_ok) {
-    napi_fatal_exception(env, exc);
-  }
-  return false;
-}
-
 static bool raw_deliver(raw_t *r, size_t len, const char *source, unsigned int ifindex) {
-  napi_env env = r->env;
+  napi_env env = r->io.env;
   napi_handle_scope scope;
   napi_value argv[4];
   void *data = NULL;
@@ -157,32 +114,32 @@ static bool raw_deliver(raw_t *r, size_t len, const char *source, unsigned int i
   if (napi_get_null(env, &argv[0]) == napi_ok && napi_create_buffer_copy(env, len, r->buf, &data, &argv[1]) == napi_ok &&
       napi_create_string_utf8(env, source, NAPI_AUTO_LENGTH, &argv[2]) == napi_ok &&
       napi_create_uint32(env, ifindex, &argv[3]) == napi_ok) {
-    ok = raw_call(r, 4, argv);
+    ok = polled_call(&r->io, 4, argv);
   }
   napi_close_handle_scope(env, scope);
   return ok;
 }
 
 static void raw_deliver_error(raw_t *r, int e, const char *syscall) {
-  napi_env env = r->env;
+  napi_env env = r->io.env;
   napi_handle_scope scope;
   napi_value argv[1];
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   argv[0] = errno_error(env, e, syscall);
-  if (argv[0] != NULL) raw_call(r, 1, argv);
+  if (argv[0] != NULL) polled_call(&r->io, 1, argv);
   napi_close_handle_scope(env, scope);
 }
 
 static void raw_on_readable(uv_poll_t *h, int status, int events) {
   raw_t *r = h->data;
-  if (r->closing) return;
+  if (r->io.closing) return;
   if (status < 0) {
     uv_poll_stop(h);
     raw_deliver_error(r, -status, "uv_poll");
     return;
   }
   if (!(events & UV_READABLE)) return;
-  for (int i = 0; i < RECV_PER_WAKEUP && !r->closing; i++) {
+  for (int i = 0; i < RECV_PER_WAKEUP && !r->io.closing; i++) {
     struct sockaddr_in6 from;
     union {
       char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
@@ -198,7 +155,7 @@ static void raw_on_readable(uv_poll_t *h, int status, int events) {
     m.msg_iovlen = 1;
     m.msg_control = control.buf;
     m.msg_controllen = sizeof control.buf;
-    ssize_t n = recvmsg(r->fd, &m, MSG_DONTWAIT);
+    ssize_t n = recvmsg(r->io.fd, &m, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -224,7 +181,7 @@ static void raw_on_readable(uv_poll_t *h, int status, int events) {
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 4;
-  napi_value argv[4], result, name;
+  napi_value argv[4], result;
   napi_valuetype t;
   char ifname[IF_NAMESIZE + 1];
   size_t nlen = 0;
@@ -285,38 +242,8 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     if (setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &mreq, sizeof mreq) != 0) goto fail;
   }
 
-  r->env = env;
-  r->fd = fd;
   r->ifindex = ifindex;
-  int uerr = uv_poll_init(loop, &r->poll, fd);
-  if (uerr != 0) {
-    close(fd);
-    free(r);
-    return throw_errno(env, -uerr, "uv_poll_init");
-  }
-  r->poll.data = r;
-  /* From here on the handle is initialized: undo with uv_close, whose callback frees r. */
-  if (napi_create_reference(env, argv[3], 1, &r->on_message) != napi_ok ||
-      napi_create_string_utf8(env, "lcsync:icmp6.recv", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_async_init(env, NULL, name, &r->ctx) != napi_ok) {
-    if (r->on_message) napi_delete_reference(env, r->on_message);
-    uv_close((uv_handle_t *)&r->poll, raw_free);
-    close(fd);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_error(env, NULL, "icmp6: cannot set up the receive callback");
-    return NULL;
-  }
-  uerr = uv_poll_start(&r->poll, UV_READABLE, raw_on_readable);
-  if (uerr == 0 && napi_add_async_cleanup_hook(env, raw_teardown, r, &r->hook) != napi_ok) uerr = UV_ENOMEM;
-  if (uerr != 0) {
-    napi_async_destroy(env, r->ctx);
-    napi_delete_reference(env, r->on_message);
-    uv_poll_stop(&r->poll);
-    uv_close((uv_handle_t *)&r->poll, raw_free);
-    close(fd);
-    return throw_errno(env, -uerr, "uv_poll_start");
-  }
+  if (!polled_start(env, loop, &r->io, fd, argv[3], "lcsync:icmp6.recv", "icmp6", raw_on_readable)) return NULL;
   st->open[st->count++] = r;
   CHECK(env, napi_create_int32(env, fd, &result));
   return result;
@@ -336,7 +263,7 @@ static napi_value js_mroute_init(napi_env env, napi_callback_info info) {
   raw_t *r = get_raw(env, st, argv[0], NULL);
   if (r == NULL) return NULL;
   int one = 1;
-  if (setsockopt(r->fd, IPPROTO_IPV6, MRT6_INIT, &one, sizeof one) != 0) return throw_errno(env, errno, "setsockopt MRT6_INIT");
+  if (setsockopt(r->io.fd, IPPROTO_IPV6, MRT6_INIT, &one, sizeof one) != 0) return throw_errno(env, errno, "setsockopt MRT6_INIT");
   return NULL;
 }
 
@@ -360,7 +287,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   dst.sin6_scope_id = r->ifindex;
   ssize_t n;
   do {
-    n = sendto(r->fd, payload, plen, MSG_DONTWAIT, (struct sockaddr *)&dst, sizeof dst);
+    n = sendto(r->io.fd, payload, plen, MSG_DONTWAIT, (struct sockaddr *)&dst, sizeof dst);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return throw_errno(env, errno, "sendto");
   CHECK(env, napi_create_uint32(env, (uint32_t)n, &result));
@@ -376,15 +303,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   raw_t *r = get_raw(env, st, argv[0], &i);
   if (r == NULL) return NULL;
   st->open[i] = st->open[--st->count];
-  /* May run inside onMessage: raw_on_readable sees `closing` and stops; r lives until raw_free. */
-  r->closing = true;
-  napi_remove_async_cleanup_hook(r->hook);
-  napi_async_destroy(env, r->ctx);
-  napi_delete_reference(env, r->on_message);
-  r->on_message = NULL;
-  uv_poll_stop(&r->poll);
-  uv_close((uv_handle_t *)&r->poll, raw_free);
-  close(r->fd);
+  /* May run inside onMessage: raw_on_readable sees `closing` and stops; r lives until polled_free. */
+  polled_close(env, &r->io);
   return NULL;
 }
 

@@ -2,7 +2,8 @@
 #define LCSYNC_NAPI_UTIL_H
 /*
  * Helpers shared by the C files of the lcsync addon (udp_batch.c, icmp6.c, ...): argument checks that
- * throw TypeError/RangeError, and system errors thrown the way Node throws them (.code, .errno, .syscall).
+ * throw TypeError/RangeError, system errors thrown the way Node throws them (.code, .errno, .syscall), and
+ * a socket watched for reads on the libuv loop with its JS callback (polled_fd_t).
  * Static inline so that each file that includes this gets its own copy and no symbol is exported.
  */
 #ifndef _GNU_SOURCE
@@ -17,7 +18,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <uv.h>
 
 /* Throw and return NULL from the calling N-API function. */
 #define THROW_TYPE(env, msg) \
@@ -142,6 +146,126 @@ static inline bool get_bytes(napi_env env, napi_value v, const char *what, uint8
   snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", what);
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
   return false;
+}
+
+/*
+ * A socket watched for reads on the libuv loop, with the JS function its reads are handed to: what the raw
+ * ICMPv6 socket (icmp6.c) and the batch receiver (udp_batch.c) share. The owner's struct embeds it as its
+ * FIRST member and is allocated with calloc: poll.data points at it, which is the owner too, and the close
+ * callbacks free it.
+ *
+ * Life cycle: polled_start() (the fd is then owned here), reads in the owner's uv_poll_cb, which checks
+ * `closing` before and after every polled_call(); polled_close() from JS (may run inside the callback), or
+ * polled_teardown() by Node when the environment goes with the socket still open.
+ */
+typedef struct {
+  uv_poll_t poll; /* poll.data points back here */
+  napi_env env;
+  napi_ref callback;
+  napi_async_context ctx;
+  napi_async_cleanup_hook_handle hook;
+  int fd;
+  bool closing;
+} polled_fd_t;
+
+static inline void polled_free(uv_handle_t *h) {
+  free(h->data);
+}
+
+static inline void polled_teardown_closed(uv_handle_t *h) {
+  polled_fd_t *p = h->data;
+  napi_remove_async_cleanup_hook(p->hook);
+  free(p);
+}
+
+/* Environment teardown with the socket still open (worker exit, process exit): close it without JS, and
+ * tell Node when the handle is gone so that the loop can be closed. */
+static inline void polled_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
+  polled_fd_t *p = arg;
+  (void)hook;
+  p->closing = true;
+  uv_poll_stop(&p->poll);
+  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
+  uv_close((uv_handle_t *)&p->poll, polled_teardown_closed);
+  close(p->fd);
+}
+
+/* Watch `fd` (set up, and from now on owned by p) for reads with on_readable; reads go to `callback`
+ * through an async context named `resource`. On failure: closes fd, frees p (at once, or when libuv lets
+ * go of the handle), throws (`what` names the module) and returns false. */
+static inline bool polled_start(napi_env env, uv_loop_t *loop, polled_fd_t *p, int fd, napi_value callback,
+                                const char *resource, const char *what, uv_poll_cb on_readable) {
+  napi_value name;
+  p->env = env;
+  p->fd = fd;
+  int uerr = uv_poll_init(loop, &p->poll, fd);
+  if (uerr != 0) {
+    close(fd);
+    free(p);
+    throw_errno(env, -uerr, "uv_poll_init");
+    return false;
+  }
+  p->poll.data = p;
+  /* From here on the handle is initialized: undo with uv_close, whose callback frees p. */
+  if (napi_create_reference(env, callback, 1, &p->callback) != napi_ok ||
+      napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &p->ctx) != napi_ok) {
+    if (p->callback) napi_delete_reference(env, p->callback);
+    uv_close((uv_handle_t *)&p->poll, polled_free);
+    close(fd);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "%s: cannot set up the receive callback", what);
+      napi_throw_error(env, NULL, msg);
+    }
+    return false;
+  }
+  uerr = uv_poll_start(&p->poll, UV_READABLE, on_readable);
+  if (uerr == 0 && napi_add_async_cleanup_hook(env, polled_teardown, p, &p->hook) != napi_ok) uerr = UV_ENOMEM;
+  if (uerr != 0) {
+    napi_async_destroy(env, p->ctx);
+    napi_delete_reference(env, p->callback);
+    uv_poll_stop(&p->poll);
+    uv_close((uv_handle_t *)&p->poll, polled_free);
+    close(fd);
+    throw_errno(env, -uerr, "uv_poll_start");
+    return false;
+  }
+  return true;
+}
+
+/* Call the callback with argv (inside the caller's handle scope). Returns false when the wakeup must end:
+ * the callback threw or JS cannot run. */
+static inline bool polled_call(polled_fd_t *p, size_t argc, napi_value *argv) {
+  napi_env env = p->env;
+  napi_value fn, recv, result;
+  if (napi_get_reference_value(env, p->callback, &fn) != napi_ok || fn == NULL) return false;
+  /* napi_make_callback wants an object as `this`. */
+  if (napi_get_global(env, &recv) != napi_ok) return false;
+  if (napi_make_callback(env, p->ctx, recv, fn, argc, argv, &result) == napi_ok) return true;
+  bool pending = false;
+  napi_value exc;
+  /* No JS frame is below us to rethrow into: report it like any uncaught exception. */
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending && napi_get_and_clear_last_exception(env, &exc) == napi_ok) {
+    napi_fatal_exception(env, exc);
+  }
+  return false;
+}
+
+/* Close from JS. May run inside the callback: the owner's uv_poll_cb sees `closing` and stops; p lives
+ * until polled_free. */
+static inline void polled_close(napi_env env, polled_fd_t *p) {
+  p->closing = true;
+  napi_remove_async_cleanup_hook(p->hook);
+  napi_async_destroy(env, p->ctx);
+  napi_delete_reference(env, p->callback);
+  p->callback = NULL;
+  uv_poll_stop(&p->poll);
+  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
+  uv_close((uv_handle_t *)&p->poll, polled_free);
+  close(p->fd);
 }
 
 #endif

@@ -46,6 +46,7 @@
 
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,13 +83,7 @@ typedef struct {
 } instance_t;
 
 struct receiver {
-  uv_poll_t poll; /* poll.data points back here */
-  napi_env env;
-  napi_ref on_batch;
-  napi_async_context ctx;
-  napi_async_cleanup_hook_handle hook;
-  int fd;
-  bool closing;
+  polled_fd_t io; /* first: the poll handle's data and the close callbacks' free() point here */
   /* Losses not yet reported to onBatch. */
   uint32_t errors;
   struct mmsghdr msgs[RECV_SLOTS];
@@ -97,6 +92,7 @@ struct receiver {
    * so a listener that keeps one datagram keeps only the bytes of its batch, not 64 slots. */
   uint8_t scratch[RECV_SLOTS * RECV_SLOT_BYTES];
 };
+_Static_assert(offsetof(receiver_t, io) == 0, "polled_fd_t must be the first member");
 
 static instance_t *instance(napi_env env) {
   void *data = NULL;
@@ -279,44 +275,21 @@ static napi_value js_ifindex(napi_env env, napi_callback_info info) {
 
 static int find_rx(instance_t *in, int fd) {
   for (int i = 0; in != NULL && i < in->rx_count; i++)
-    if (in->rx[i]->fd == fd) return i;
+    if (in->rx[i]->io.fd == fd) return i;
   return -1;
-}
-
-static void rx_free(uv_handle_t *h) {
-  free(h->data);
-}
-
-/* Environment teardown with the receiver still open (worker exit, process exit): close it without
- * JS, and tell Node when the handle is gone so that the loop can be closed. */
-static void rx_teardown_closed(uv_handle_t *h) {
-  receiver_t *r = h->data;
-  napi_remove_async_cleanup_hook(r->hook);
-  free(r);
-}
-
-static void rx_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
-  receiver_t *r = arg;
-  (void)hook;
-  r->closing = true;
-  uv_poll_stop(&r->poll);
-  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
-  uv_close((uv_handle_t *)&r->poll, rx_teardown_closed);
-  close(r->fd);
 }
 
 /* Hand one batch (maybe empty, when only errors are to be reported) to onBatch. Returns false when
  * the wakeup must end: the callback threw or JS cannot run. */
 static bool rx_deliver(receiver_t *r, unsigned int count) {
-  napi_env env = r->env;
+  napi_env env = r->io.env;
   napi_handle_scope scope;
-  napi_value fn, recv, argv[4], ab, result;
+  napi_value argv[4], ab;
   void *data = NULL, *lens = NULL;
   size_t total = 0;
   bool ok = false;
   for (unsigned int i = 0; i < count; i++) total += r->msgs[i].msg_len;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
-  if (napi_get_reference_value(env, r->on_batch, &fn) != napi_ok || fn == NULL) goto out;
   if (napi_create_buffer(env, total, &data, &argv[0]) != napi_ok) goto out;
   if (napi_create_arraybuffer(env, (size_t)count * 4, &lens, &ab) != napi_ok) goto out;
   if (napi_create_typedarray(env, napi_uint32_array, count, ab, 0, &argv[1]) != napi_ok) goto out;
@@ -333,20 +306,7 @@ static bool rx_deliver(receiver_t *r, unsigned int count) {
   if (napi_create_uint32(env, count, &argv[2]) != napi_ok) goto out;
   if (napi_create_uint32(env, r->errors, &argv[3]) != napi_ok) goto out;
   r->errors = 0;
-  /* napi_make_callback wants an object as `this`. */
-  if (napi_get_global(env, &recv) != napi_ok) goto out;
-  napi_status st = napi_make_callback(env, r->ctx, recv, fn, 4, argv, &result);
-  if (st == napi_ok) {
-    ok = true;
-  } else {
-    bool pending = false;
-    napi_value exc;
-    /* No JS frame is below us to rethrow into: report it like any uncaught exception. */
-    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
-        napi_get_and_clear_last_exception(env, &exc) == napi_ok) {
-      napi_fatal_exception(env, exc);
-    }
-  }
+  ok = polled_call(&r->io, 4, argv);
 out:
   napi_close_handle_scope(env, scope);
   return ok;
@@ -354,7 +314,7 @@ out:
 
 static void rx_on_readable(uv_poll_t *h, int status, int events) {
   receiver_t *r = h->data;
-  if (r->closing) return;
+  if (r->io.closing) return;
   if (status < 0) {
     /* The fd cannot be polled (it never happens to an open UDP socket): stop rather than spin. */
     uv_poll_stop(h);
@@ -363,8 +323,8 @@ static void rx_on_readable(uv_poll_t *h, int status, int events) {
     return;
   }
   if (!(events & UV_READABLE)) return;
-  for (int call = 0; call < RECV_CALLS && !r->closing; call++) {
-    int n = recvmmsg(r->fd, r->msgs, RECV_SLOTS, MSG_DONTWAIT, NULL);
+  for (int call = 0; call < RECV_CALLS && !r->io.closing; call++) {
+    int n = recvmmsg(r->io.fd, r->msgs, RECV_SLOTS, MSG_DONTWAIT, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -394,7 +354,7 @@ static void rx_on_readable(uv_poll_t *h, int status, int events) {
 
 static napi_value js_recv_open(napi_env env, napi_callback_info info) {
   size_t argc = 3;
-  napi_value argv[3], result, name;
+  napi_value argv[3], result;
   int64_t port, rcvbuf;
   napi_valuetype t;
   uv_loop_t *loop = NULL;
@@ -429,43 +389,13 @@ static napi_value js_recv_open(napi_env env, napi_callback_info info) {
   step = "bind";
   if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
 
-  r->env = env;
-  r->fd = fd;
   for (int i = 0; i < RECV_SLOTS; i++) {
     r->iov[i].iov_base = r->scratch + (size_t)i * RECV_SLOT_BYTES;
     r->iov[i].iov_len = RECV_SLOT_BYTES;
     r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
     r->msgs[i].msg_hdr.msg_iovlen = 1;
   }
-  int uerr = uv_poll_init(loop, &r->poll, fd);
-  if (uerr != 0) {
-    close(fd);
-    free(r);
-    return throw_errno(env, -uerr, "uv_poll_init");
-  }
-  r->poll.data = r;
-  /* From here on the handle is initialized: undo with uv_close, whose callback frees r. */
-  if (napi_create_reference(env, argv[2], 1, &r->on_batch) != napi_ok ||
-      napi_create_string_utf8(env, "lcsync:udp_batch.recv", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_async_init(env, NULL, name, &r->ctx) != napi_ok) {
-    if (r->on_batch) napi_delete_reference(env, r->on_batch);
-    uv_close((uv_handle_t *)&r->poll, rx_free);
-    close(fd);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_error(env, NULL, "udp_batch: cannot set up the receive callback");
-    return NULL;
-  }
-  uerr = uv_poll_start(&r->poll, UV_READABLE, rx_on_readable);
-  if (uerr == 0 && napi_add_async_cleanup_hook(env, rx_teardown, r, &r->hook) != napi_ok) uerr = UV_ENOMEM;
-  if (uerr != 0) {
-    napi_async_destroy(env, r->ctx);
-    napi_delete_reference(env, r->on_batch);
-    uv_poll_stop(&r->poll);
-    uv_close((uv_handle_t *)&r->poll, rx_free);
-    close(fd);
-    return throw_errno(env, -uerr, "uv_poll_start");
-  }
+  if (!polled_start(env, loop, &r->io, fd, argv[2], "lcsync:udp_batch.recv", "udp_batch", rx_on_readable)) return NULL;
   in->rx[in->rx_count++] = r;
   CHECK(env, napi_create_int32(env, fd, &result));
   return result;
@@ -500,7 +430,7 @@ static napi_value js_recv_buffer_size(napi_env env, napi_callback_info info) {
   if (r == NULL) return NULL;
   int size = 0;
   socklen_t len = sizeof size;
-  if (getsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &size, &len) != 0) return throw_errno(env, errno, "getsockopt SO_RCVBUF");
+  if (getsockopt(r->io.fd, SOL_SOCKET, SO_RCVBUF, &size, &len) != 0) return throw_errno(env, errno, "getsockopt SO_RCVBUF");
   CHECK(env, napi_create_int32(env, size, &result));
   return result;
 }
@@ -527,7 +457,7 @@ static napi_value membership(napi_env env, napi_callback_info info, int opt, con
   memset(&mreq, 0, sizeof mreq);
   memcpy(&mreq.ipv6mr_multiaddr, group, 16);
   mreq.ipv6mr_interface = (unsigned int)ifindex;
-  if (setsockopt(r->fd, IPPROTO_IPV6, opt, &mreq, sizeof mreq) != 0) {
+  if (setsockopt(r->io.fd, IPPROTO_IPV6, opt, &mreq, sizeof mreq) != 0) {
     snprintf(msg, sizeof msg, "setsockopt %s", opt == IPV6_JOIN_GROUP ? "IPV6_JOIN_GROUP" : "IPV6_LEAVE_GROUP");
     return throw_errno(env, errno, msg);
   }
@@ -552,16 +482,8 @@ static napi_value js_recv_close(napi_env env, napi_callback_info info) {
   if (r == NULL) return NULL;
   instance_t *in = instance(env);
   in->rx[i] = in->rx[--in->rx_count];
-  /* May run inside onBatch: rx_on_readable sees `closing` and stops; r lives until rx_free. */
-  r->closing = true;
-  napi_remove_async_cleanup_hook(r->hook);
-  napi_async_destroy(env, r->ctx);
-  napi_delete_reference(env, r->on_batch);
-  r->on_batch = NULL;
-  uv_poll_stop(&r->poll);
-  /* uv_close drops the fd from epoll now; only then may the number be closed and reused. */
-  uv_close((uv_handle_t *)&r->poll, rx_free);
-  close(r->fd);
+  /* May run inside onBatch: rx_on_readable sees `closing` and stops; r lives until polled_free. */
+  polled_close(env, &r->io);
   return NULL;
 }
 

@@ -22,7 +22,8 @@ import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const ADDON = path.join(repo, 'build/Release/lcsync.node');
-const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/net/channel.js')).href;
+const RECEIVER_JS = pathToFileURL(path.join(repo, 'dist/core/net/mcast-receiver.js')).href;
+const SENDER_JS = pathToFileURL(path.join(repo, 'dist/core/net/mcast-sender.js')).href;
 const PACER = pathToFileURL(path.join(repo, 'dist/core/net/pacer.js')).href;
 const G1 = 'ff1e::ba7c:11';
 const G2 = 'ff1e::ba7c:12';
@@ -43,7 +44,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 // datagrams are in), "stop" (prints the sha256 of every datagram in arrival order, the stats and
 // the path taken, and exits). Prints "ready <json>" first. Bounded: exits 3 after 40 s.
 const RECEIVER = `
-const { MulticastReceiver } = await import(${JSON.stringify(CHANNEL)});
+const { MulticastReceiver } = await import(${JSON.stringify(RECEIVER_JS)});
 import { createHash } from 'node:crypto';
 const hard = setTimeout(() => process.exit(3), 40000);
 const rx = await MulticastReceiver.open({ ifnames: ['e0'], port: ${PORT} });
@@ -80,7 +81,7 @@ process.stdin.on('data', async (d) => {
 // what it saw, including any datagram delivered after the close.
 const CLOSE_AT = 1000;
 const CLOSER = `
-const { MulticastReceiver } = await import(${JSON.stringify(CHANNEL)});
+const { MulticastReceiver } = await import(${JSON.stringify(RECEIVER_JS)});
 import { writeSync } from 'node:fs';
 setTimeout(() => process.exit(3), 40000).unref();
 const rx = await MulticastReceiver.open({ ifnames: ['e0'], port: ${PORT} });
@@ -100,7 +101,7 @@ process.stdout.write('ready\\n');
 // Sender: datagrams FROM..FROM+COUNT-1, datagram i to GROUPS[i % GROUPS.length], in sendBatch calls
 // of BATCH, paced at RATE bit/s (the lab's veths have no back-pressure). Prints its stats.
 const SENDER = `
-const { MulticastSender } = await import(${JSON.stringify(CHANNEL)});
+const { MulticastSender } = await import(${JSON.stringify(SENDER_JS)});
 const { Pacer } = await import(${JSON.stringify(PACER)});
 const hard = setTimeout(() => process.exit(3), 40000);
 const spec = JSON.parse(process.env.SPEC);
@@ -168,7 +169,7 @@ describeUnless(why, 'batched multicast receives between namespaces (needs root)'
   let lab: Lab | undefined;
 
   beforeAll(async () => {
-    expectBuilt(['net/channel', 'net/batchsock', 'net/pacer']);
+    expectBuilt(['net/mcast-receiver', 'net/mcast-sender', 'net/udp', 'net/interfaces', 'net/batchsock', 'net/pacer']);
     lab = await createLab({ hosts: 2 });
   });
   afterAll(async () => {

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BatchReceiver, batchRecvAvailable, batchRecvUnavailableReason, batchSendAvailable } from '../src/core/net/batchsock.js';
-import { MulticastReceiver } from '../src/core/net/channel.js';
+import { MulticastReceiver } from '../src/core/net/mcast-receiver.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 

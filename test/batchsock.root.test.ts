@@ -16,7 +16,7 @@ import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
 const ADDON = path.join(repo, 'build/Release/lcsync.node');
-const CHANNEL = pathToFileURL(path.join(repo, 'dist/core/net/channel.js')).href;
+const SENDER_JS = pathToFileURL(path.join(repo, 'dist/core/net/mcast-sender.js')).href;
 const GROUP = 'ff1e::ba7c:4';
 const PORT = 4243;
 const N = 200;
@@ -53,7 +53,7 @@ process.stdin.on('data', (d) => { if (String(d).includes('stop')) finish(0); });
 
 // Sender: one sendBatch of the N datagrams, with a stand-in pacer that records its charges.
 const SENDER = `
-const { MulticastSender } = await import(${JSON.stringify(CHANNEL)});
+const { MulticastSender } = await import(${JSON.stringify(SENDER_JS)});
 const hard = setTimeout(() => process.exit(3), 20000);
 const payload = ${payload.toString()};
 const charged = [];
@@ -69,7 +69,7 @@ clearTimeout(hard);
 // Sender on a link that went down after it opened: the kernel refuses every datagram.
 const DOWNED = `
 import { execFileSync } from 'node:child_process';
-const { MulticastSender } = await import(${JSON.stringify(CHANNEL)});
+const { MulticastSender } = await import(${JSON.stringify(SENDER_JS)});
 const hard = setTimeout(() => process.exit(3), 20000);
 const tx = await MulticastSender.open({ ifname: 'e0', port: ${PORT} });
 execFileSync('ip', ['link', 'set', 'e0', 'down']);
@@ -89,7 +89,7 @@ describeUnless(why, 'batched multicast sends between namespaces (needs root)', (
   let lab: Lab | undefined;
 
   beforeAll(async () => {
-    expectBuilt(['net/channel', 'net/batchsock', 'net/pacer']);
+    expectBuilt(['net/mcast-sender', 'net/udp', 'net/interfaces', 'net/batchsock', 'net/pacer']);
     lab = await createLab({ hosts: 2 });
   });
   afterAll(async () => {

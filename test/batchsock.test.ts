@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BatchSocket, batchSendAvailable, batchSendUnavailableReason } from '../src/core/net/batchsock.js';
-import { MulticastSender } from '../src/core/net/channel.js';
+import { MulticastSender } from '../src/core/net/mcast-sender.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 

@@ -8,7 +8,9 @@ import { statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MulticastReceiver, MulticastSender, loopbackMulticastProblem, loopbackRoutesMulticast, multicastInterfaces, validateInterfaces } from '../src/core/net/channel.js';
+import { loopbackMulticastProblem, loopbackRoutesMulticast, multicastInterfaces, validateInterfaces } from '../src/core/net/interfaces.js';
+import { MulticastReceiver } from '../src/core/net/mcast-receiver.js';
+import { MulticastSender } from '../src/core/net/mcast-sender.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
@@ -171,7 +173,7 @@ describeUnless(why, 'multicast between namespaces (needs root)', () => {
     // The fixtures import the built dist/; tsc emits even when an unrelated file has type errors.
     const build = spawnSync('npx', ['tsc', '-p', '.'], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
     expect(build.error).toBeUndefined();
-    for (const m of ['net/channel', 'net/pacer']) {
+    for (const m of ['net/interfaces', 'net/udp', 'net/mcast-receiver', 'net/mcast-sender', 'net/pacer']) {
       const js = statSync(path.join(repo, `dist/core/${m}.js`));
       expect(js.mtimeMs).toBeGreaterThanOrEqual(statSync(path.join(repo, `src/core/${m}.ts`)).mtimeMs);
     }

@@ -117,7 +117,7 @@ export function sha256(p: string): string {
  * builds first. Fails with how to fix it rather than rebuilding, which would rewrite dist/ under
  * test files running in parallel.
  */
-export function expectBuilt(modules: string[]) /* paths under src/core without extension, e.g. net/channel */: void {
+export function expectBuilt(modules: string[]) /* paths under src/core without extension, e.g. net/pacer */: void {
   for (const m of modules) {
     const js = path.join(repo, `dist/core/${m}.js`);
     const ts = path.join(repo, `src/core/${m}.ts`);

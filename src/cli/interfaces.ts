@@ -2,7 +2,7 @@
 import { LcsyncError } from '../core/base/errors.js';
 
 export async function chooseInterfaces(given: string[] | undefined): Promise<string[]> {
-  const { multicastInterfaces, validateInterfaces, loopbackMulticastProblem } = await import('../core/net/channel.js');
+  const { multicastInterfaces, validateInterfaces, loopbackMulticastProblem } = await import('../core/net/interfaces.js');
   if (given && given.length > 0) {
     const names = given.flatMap((g) => g.split(',')).filter((n) => n !== '');
     validateInterfaces(names);

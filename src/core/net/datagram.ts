@@ -2,7 +2,7 @@
  * The seams between the data plane and the sides above it. The sync side takes a
  * DatagramSource and the share side DatagramSinks, so a test (or another data plane, such as a
  * native receive path) plugs in without casts. MulticastReceiver and MulticastSender
- * (channel.ts) are the implementations on real sockets.
+ * (mcast-receiver.ts, mcast-sender.ts) are the implementations on real sockets.
  */
 
 /** Datagrams arriving on the multicast groups joined. */

@@ -8,7 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { groupBytes, formatIPv6 } from '../wire/address.js';
-import type { MldEvent } from './mldsocket.js';
+import type { MldEvent } from './listeners.js';
 import type { Hash } from '../model/hash.js';
 
 export interface ListenerSource extends EventEmitter {

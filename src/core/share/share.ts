@@ -19,7 +19,7 @@ import { hash, toHex, type Hash } from '../model/hash.js';
 import type { IndexObject, ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
 import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
-import { MulticastSender } from '../net/channel.js';
+import { MulticastSender } from '../net/mcast-sender.js';
 import { Pacer } from '../net/pacer.js';
 import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';

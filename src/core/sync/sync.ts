@@ -16,7 +16,7 @@ import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js
 import { ShareIndex } from '../index/mdex.js';
 import { ObjectReceiver } from './receiver.js';
 import { Limiter } from '../base/limit.js';
-import { MulticastReceiver } from '../net/channel.js';
+import { MulticastReceiver } from '../net/mcast-receiver.js';
 import type { DatagramSource } from '../net/datagram.js';
 import { OutputFile, isTempName, removeStaleTemps, tempPathFor } from './writer.js';
 import { applyOwnership, applyTimes, type MetaFlags, type TimeStamp } from './fsmeta.js';

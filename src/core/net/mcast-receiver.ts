@@ -1,0 +1,237 @@
+/**
+ * The multicast receiver: one UDP socket bound to [::]:port that joins groups on chosen interfaces and hands
+ * every datagram to one consumer (the DatagramSource of datagram.ts). Knows sockets and interfaces, nothing
+ * about packets.
+ *
+ * Facts it is built on:
+ * - dgram wants an interface as '::%ifname'; a bare name is EINVAL, and an unknown name is
+ *   silently accepted (scope id 0, the kernel picks a route), so names are checked first.
+ * - dgram's receive side costs a 64 KiB buffer, an ArrayBuffer, a Buffer and a JS callback per
+ *   datagram, so the receiver takes them in batches with recvmmsg(2) through the addon (batchsock.ts) when
+ *   it is built (LCSYNC_NO_RECVMMSG=1 forces dgram); listeners see the same Buffers either way.
+ * - Linux delivers a group's datagrams to every socket bound to the port on a host where any
+ *   socket joined it (IPV6_MULTICAST_ALL defaults to on and dgram cannot clear it), so
+ *   callers demultiplex by content (the OID), never by socket.
+ */
+import dgram from 'node:dgram';
+import { LcsyncError, fromSystemError } from '../base/errors.js';
+import { LCSYNC_PORT } from '../wire/address.js';
+import { BatchReceiver, batchRecvAvailable } from './batchsock.js';
+import type { DatagramSource } from './datagram.js';
+import { validateInterfaces } from './interfaces.js';
+import { bindSocket, checkGroup, checkPort, closeSocket } from './udp.js';
+
+/** What the receiver asks for; the kernel caps it at rmem_max (and doubles it). */
+const DEFAULT_RECV_BUFFER = 8 << 20;
+
+export interface MulticastReceiverOptions {
+  ifnames: string[];
+  /** Default 4242. */
+  port?: number;
+  /** Default 8 MiB; the kernel caps it at twice net.core.rmem_max. */
+  recvBufferBytes?: number;
+}
+
+/** What MulticastReceiver needs of a socket: a node:dgram one or the addon's batch receiver. */
+interface RecvSocket {
+  readonly batching: boolean;
+  recvBufferBytes(): number;
+  /** Throw the system error (an Error with `code`) when the kernel refuses. */
+  join(group: string, bytes: Buffer, ifname: string): void;
+  leave(group: string, bytes: Buffer, ifname: string): void;
+  close(): Promise<void>;
+}
+
+/** Where a socket hands what it receives: one datagram, or a count of lost ones. */
+interface RecvSink {
+  deliver(buf: Buffer): void;
+  lost(n: number): void;
+  /** Whether datagrams still in hand (the rest of a batch) should be dropped. */
+  readonly closed: boolean;
+}
+
+/** Bind [::]:port with node:dgram: one 'message' event per datagram. */
+async function openDgramSocket(port: number, recvBufferSize: number, sink: RecvSink): Promise<RecvSocket> {
+  const sock = dgram.createSocket({ type: 'udp6', reuseAddr: true, recvBufferSize });
+  sock.on('message', (buf: Buffer) => sink.deliver(buf));
+  // A receiving socket reports no per-datagram errors; count anything else rather than crash.
+  sock.on('error', () => sink.lost(1));
+  await bindSocket(sock, port, `bind [::]:${port}`);
+  return {
+    batching: false,
+    recvBufferBytes: () => sock.getRecvBufferSize(),
+    join: (group, _bytes, ifname) => sock.addMembership(group, `::%${ifname}`),
+    leave: (group, _bytes, ifname) => sock.dropMembership(group, `::%${ifname}`),
+    close: () => closeSocket(sock),
+  };
+}
+
+/** Bind [::]:port with the recvmmsg addon: up to 64 datagrams per callback, each a view into one fresh Buffer. */
+function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink): RecvSocket {
+  let rx: BatchReceiver;
+  try {
+    rx = BatchReceiver.open({
+      port,
+      recvBufferBytes,
+      onBatch: (buf, lengths, count, errors) => {
+        if (errors > 0) sink.lost(errors);
+        let off = 0;
+        // In arrival order, synchronously; a listener that closes the receiver ends the batch,
+        // as closing a dgram socket ends its 'message' events.
+        for (let i = 0; i < count && !sink.closed; i++) {
+          const len = lengths[i]!;
+          sink.deliver(buf.subarray(off, off + len));
+          off += len;
+        }
+      },
+    });
+  } catch (err) {
+    throw fromSystemError(err, `bind [::]:${port}`);
+  }
+  // Resolved per call, as dgram resolves '::%name' per call: an interface may come and go.
+  const index = (ifname: string): number => {
+    const i = BatchReceiver.ifindex(ifname);
+    if (i === 0) throw Object.assign(new Error(`no interface ${ifname}`), { code: 'ENODEV' });
+    return i;
+  };
+  return {
+    batching: true,
+    recvBufferBytes: () => rx.recvBufferBytes,
+    join: (_group, bytes, ifname) => rx.join(bytes, index(ifname)),
+    leave: (_group, bytes, ifname) => rx.leave(bytes, index(ifname)),
+    close: () => {
+      rx.close();
+      return Promise.resolve();
+    },
+  };
+}
+
+export class MulticastReceiver implements DatagramSource {
+  readonly ifnames: readonly string[];
+  readonly port: number;
+  readonly stats = { datagrams: 0, bytes: 0, errors: 0 };
+  /** Joined groups and their 16 bytes. */
+  private readonly groups = new Map<string, Buffer>();
+  private readonly groupNames = new Set<string>();
+  private readonly listeners: ((buf: Buffer) => void)[] = [];
+  private closed = false;
+  /** Set by open() right after construction: the socket needs the sink this object is. */
+  private sock!: RecvSocket;
+
+  private constructor(ifnames: string[], port: number) {
+    this.ifnames = [...ifnames];
+    this.port = port;
+  }
+
+  /**
+   * Bind [::]:port with SO_REUSEADDR, so several receivers on one host can share the port.
+   * Receives with recvmmsg through the addon when batchRecvAvailable(), else with node:dgram.
+   */
+  static async open(opts: MulticastReceiverOptions): Promise<MulticastReceiver> {
+    validateInterfaces(opts.ifnames);
+    const port = checkPort(opts.port ?? LCSYNC_PORT);
+    const recvBufferSize = opts.recvBufferBytes ?? DEFAULT_RECV_BUFFER;
+    if (!Number.isInteger(recvBufferSize) || recvBufferSize <= 0 || recvBufferSize > 0x7fffffff) {
+      throw new LcsyncError('USAGE', `invalid receive buffer size ${recvBufferSize}`);
+    }
+    const rx = new MulticastReceiver(opts.ifnames, port);
+    // The one path for stats and listeners, whichever socket receives.
+    const sink: RecvSink = {
+      deliver: (buf) => {
+        rx.stats.datagrams++;
+        rx.stats.bytes += buf.length;
+        for (const cb of rx.listeners) cb(buf);
+      },
+      lost: (n) => {
+        rx.stats.errors += n;
+      },
+      get closed() {
+        return rx.closed;
+      },
+    };
+    rx.sock = batchRecvAvailable() ? openBatchSocket(port, recvBufferSize, sink) : await openDgramSocket(port, recvBufferSize, sink);
+    return rx;
+  }
+
+  /** Whether datagrams arrive in recvmmsg batches through the addon (else through node:dgram). */
+  get batching(): boolean {
+    return this.sock.batching;
+  }
+
+  get joined(): ReadonlySet<string> {
+    return this.groupNames;
+  }
+
+  /** Kernel receive buffer actually granted. */
+  get recvBufferBytes(): number {
+    return this.sock.recvBufferBytes();
+  }
+
+  /** Join `group` on every interface; a second join of the same group does nothing. */
+  join(group: string): void {
+    this.ensureOpen();
+    const bytes = checkGroup(group);
+    if (this.groups.has(group)) return;
+    const done: string[] = [];
+    try {
+      for (const ifname of this.ifnames) {
+        this.sock.join(group, bytes, ifname);
+        done.push(ifname);
+      }
+    } catch (err) {
+      // All or nothing: a group joined on some interfaces only would confuse leave().
+      for (const ifname of done) this.drop(group, bytes, ifname);
+      throw fromSystemError(err, `join ${group}`);
+    }
+    this.groups.set(group, bytes);
+    this.groupNames.add(group);
+  }
+
+  /** Leave `group` on every interface; leaving a group not joined does nothing. */
+  leave(group: string): void {
+    this.ensureOpen();
+    const bytes = this.groups.get(group);
+    if (bytes === undefined) return;
+    this.groups.delete(group);
+    this.groupNames.delete(group);
+    for (const ifname of this.ifnames) this.drop(group, bytes, ifname);
+  }
+
+  /**
+   * Leave and join again: the kernel sends a fresh leave and join report, which is how a
+   * stalled transfer asks a C sender (which sends only on a new report) to send again.
+   */
+  rejoin(group: string): void {
+    this.leave(group);
+    this.join(group);
+  }
+
+  /**
+   * Call `cb` with every datagram, in arrival order. With the addon `buf` is a view into a
+   * batch's Buffer (fresh per batch, so it may be kept); an exception `cb` throws is uncaught
+   * either way, and with the addon the rest of that batch is not delivered.
+   */
+  onDatagram(cb: (buf: Buffer) => void): void {
+    this.listeners.push(cb);
+  }
+
+  /** Leave every group and close the socket. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    for (const g of [...this.groups.keys()]) this.leave(g);
+    this.closed = true;
+    await this.sock.close();
+  }
+
+  private drop(group: string, bytes: Buffer, ifname: string): void {
+    try {
+      this.sock.leave(group, bytes, ifname);
+    } catch {
+      // The interface may have gone away; the kernel dropped the membership with it.
+    }
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new LcsyncError('INTERNAL', 'multicast receiver is closed');
+  }
+}
