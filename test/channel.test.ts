@@ -237,7 +237,10 @@ describeUnless(why, 'multicast between namespaces (needs root)', () => {
     const bps = paced / (sent.elapsedMs / 1000);
     console.log(`channel: ${N} datagrams in ${sent.elapsedMs.toFixed(0)} ms = ${(bps / 1e6).toFixed(1)} Mbit/s (configured ${RATE / 1e6})`);
     expect(bps).toBeLessThanOrEqual(RATE * 1.03);
-    expect(bps).toBeGreaterThanOrEqual(RATE * 0.85);
+    // Never above the rate is the pacer's promise; how close below it comes depends on the machine's load
+    // (2 cores shared with other test files fell to 50-70% of it). test/pacer.test.ts checks the
+    // pacing arithmetic with a fake clock; here only a pacer that sleeps far too long would fail.
+    expect(bps).toBeGreaterThanOrEqual(RATE * 0.4);
     // The interface sent them all: the datagrams plus at most a few stray MLD/ND packets.
     expect(sent.txDelta).toBeGreaterThanOrEqual(N);
     expect(sent.txDelta).toBeLessThanOrEqual(N + 20);
