@@ -8,13 +8,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ExitCode } from '../src/core/base/errors.js';
-import { createLab, skipReason, type Lab } from './lab.js';
-import { describeUnless } from './skip.js';
-import { cli, repo, sha256, startShare } from './e2e.js';
+import { cli } from './e2e.js';
 
 interface Run {
   code: number;

@@ -3,18 +3,14 @@
  * them), and a file made unreadable to a CLI run without CAP_DAC_OVERRIDE. The rest: test/mdex.test.ts.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseIPv6, prefixOfGroup, GROUP_PREFIX_BYTES } from '../src/core/wire/address.js';
-import { aliasHash } from '../src/core/model/entry.js';
-import { LcsyncError } from '../src/core/base/errors.js';
-import { hash, toHex } from '../src/core/model/hash.js';
-import { HashPool } from '../src/core/index/hashpool.js';
+import { parseIPv6, prefixOfGroup } from '../src/core/wire/address.js';
+import { toHex } from '../src/core/model/hash.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeNetTree } from '../src/core/wire/nettree.js';
-import { CHUNK_SIZE, MerkleTree } from '../src/core/model/tree.js';
 import { isRoot } from './lab.js';
 import { describeUnless, itUnless } from './skip.js';
 import { readVectorJsonl, shareTarSkip, vectorPath } from './vectors.js';

@@ -4,25 +4,17 @@
  * test/mdex.root.test.ts.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseIPv6, prefixOfGroup, GROUP_PREFIX_BYTES } from '../src/core/wire/address.js';
+import { GROUP_PREFIX_BYTES } from '../src/core/wire/address.js';
 import { aliasHash } from '../src/core/model/entry.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { hash, toHex } from '../src/core/model/hash.js';
 import { HashPool } from '../src/core/index/hashpool.js';
-import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
-import { decodeNetTree } from '../src/core/wire/nettree.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
 import { CHUNK_SIZE, MerkleTree } from '../src/core/model/tree.js';
-import { isRoot } from './lab.js';
-import { describeUnless, itUnless } from './skip.js';
-import { readVectorJsonl, shareTarSkip, vectorPath } from './vectors.js';
-
-const ROOT_HASH = 'e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1';
-const SUB_HASH = '60a5ad2e141430561b2e9e66c3dca52e0e5daa786adc255836a671cde7d1cef4';
-const REPO = path.resolve(import.meta.dirname, '..');
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'lcsync-mdex-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

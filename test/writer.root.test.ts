@@ -2,19 +2,16 @@
  * OutputFile cases that need root: a full disk (a 1 MiB tmpfs in a private mount namespace) and temp names made
  * in another PID namespace. The rest of src/core/sync/writer.ts: test/writer.test.ts.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
-import { LcsyncError } from '../src/core/base/errors.js';
+import { pidScope } from '../src/core/sync/writer.js';
 import { describeUnless } from './skip.js';
 
-const GiB = 2 ** 30;
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 let dir: string;
 
@@ -29,18 +26,6 @@ async function fresh(name: string): Promise<string> {
   const d = path.join(dir, name);
   await mkdir(d);
   return d;
-}
-
-const tempsIn = async (d: string) => (await readdir(d)).filter((n) => n.includes('.lcsync-'));
-
-async function caught(p: Promise<unknown>): Promise<LcsyncError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LcsyncError);
-    return err as LcsyncError;
-  }
-  throw new Error('expected an error');
 }
 
 const notRoot = typeof process.getuid !== 'function' || process.getuid() !== 0;

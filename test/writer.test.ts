@@ -1,17 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
 import { LcsyncError } from '../src/core/base/errors.js';
-import { describeUnless } from './skip.js';
 
 const GiB = 2 ** 30;
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 let dir: string;
 
 beforeAll(async () => {

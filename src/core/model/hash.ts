@@ -11,7 +11,6 @@
  * many inputs per call, which is where the native path gains most: one call
  * per read block of leaves or per tree level instead of one per node.
  */
-import { createRequire } from 'node:module';
 import { loadAddon } from '../base/addon.js';
 
 export const HASH_SIZE = 32;

@@ -153,7 +153,7 @@ export function decodeSignature(buf: Uint8Array): SignedRoot {
   const name = nameFromBytes(b.subarray(HEAD_SIZE, HEAD_SIZE + nameLen));
   const msgLen = HEAD_SIZE + nameLen + PUBKEY_SIZE;
   const publicKey = Buffer.from(b.subarray(HEAD_SIZE + nameLen, msgLen));
-  let valid = false;
+  let valid: boolean;
   try {
     valid = verify(null, b.subarray(0, msgLen), publicKeyObject(publicKey), b.subarray(msgLen));
   } catch {
