@@ -14,7 +14,7 @@ const bugs = {
 };
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'build/**', 'prebuilds/**', 'node_modules/**', 'native/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'build/**', 'prebuilds/**', 'node_modules/**', 'native/**', 'coverage/**', 'tmp/**'] },
   {
     files: ['**/*.ts', 'scripts/lab.js'],
     languageOptions: {
