@@ -23,7 +23,7 @@ import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DIST, REPO, option } from './common.js';
+import { DIST, option } from './common.js';
 
 
 

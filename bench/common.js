@@ -121,7 +121,8 @@ export const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).tr
 /**
  * A benchmark's work area under /var/tmp and the one lab alive at a time, both removed by `cleanup()`, which
  * also runs on SIGINT/SIGTERM (exit 130). `withLab(receivers, loss, bandwidth, fn)` builds a fresh lab of
- * receivers + 1 hosts (host 0 sends) with random loss on every receiver's port, runs fn(lab), and tears it down.
+ * receivers + 1 hosts (host 0 sends; MLD snooping; tbf at `bandwidth`, none if undefined; ULA addresses) with
+ * random loss on every receiver's port, runs fn(lab), and tears it down.
  */
 export function benchSession(tool) {
   const work = mkdtempSync(path.join('/var/tmp', `lcsync-${tool}-`));
@@ -141,7 +142,8 @@ export function benchSession(tool) {
     });
   }
   const withLab = async (receivers, loss, bandwidth, fn) => {
-    const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth });
+    // ula: a routable source address on every host, which uftp (-I) and an rsync daemon bind to.
+    const lab = await createLab({ hosts: receivers + 1, snooping: true, bandwidth, ula: true });
     current = lab;
     try {
       for (let h = 1; h <= receivers; h++) if (loss > 0) await lab.setLoss(h, loss);

@@ -6,7 +6,7 @@
  *
  *   npm run build && node bench/soak.js [--minutes 10] [--receivers 3] [--sample 10] [--change 5] [--json]
  *
- * Needs root (network namespaces, bench/lab.js) and nft. Host 0 runs `lcsync share` (following its files, no
+ * Needs root (network namespaces, scripts/lab.js) and nft. Host 0 runs `lcsync share` (following its files, no
  * tree cache, MLD query interval 5 s); hosts 1..N each run `lcsync sync -a --timeout 15 tree/ DEST` back to
  * back. Every --change seconds the tree changes: two files rewritten, one grown, one file created and, once
  * there are more than 8 created files, the oldest of them deleted, so the share re-indexes all the time and
@@ -103,7 +103,7 @@ async function main() {
     writeFileSync(path.join(tree, 'a', 'big2.bin'), randomBytes(2 * 2 ** 20 + 99));
     const files = readdirSync(tree, { recursive: true }).map(String).filter((p) => p.endsWith('.bin'));
 
-    lab = await createLab({ hosts: RECEIVERS + 1, snooping: true });
+    lab = await createLab({ hosts: RECEIVERS + 1, snooping: true, bandwidth: '1gbit' });
     const rundir = path.join(work, 'run');
     mkdirSync(rundir);
     const share = lab.spawn(0, [process.execPath, CLI, 'share', '--json', '-i', 'e0', '--no-cache', '--rundir', rundir, '--query-interval', '5', tree]);

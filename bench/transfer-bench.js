@@ -7,7 +7,7 @@
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
- * (Debian `uftp`). Every run gets a fresh lab (bench/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
+ * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
  * snooping in its own namespace, `tbf rate 1gbit` on both ends of every link (--no-tbf: none), and random loss
  * on every receiver's switch port in both directions (the sender's port has none, so receivers lose packets
  * independently). Both tools are capped at the same rate (--rate, Mbit/s; default 200, which is our

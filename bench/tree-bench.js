@@ -186,7 +186,9 @@ async function runRsync(receivers, loss) {
     const conf = path.join(dir, 'rsyncd.conf');
     writeFileSync(conf, `use chroot = no\nuid = root\ngid = root\nlog file = ${dir}/rsyncd.log\n[tree]\n  path = ${src}\n  read only = yes\n`);
     const host = lab.hosts[0].ula;
-    const daemon = lab.spawn(0, [TIME, '-f', '%U %S %M', '-o', path.join(dir, 'daemon.time'), 'rsync', '--daemon', '--no-detach', `--config=${conf}`, `--address=${host}`, '--port=8873']);
+    // stdin from /dev/null: on a socket (which is what a spawned process's pipe is) rsync --daemon assumes inetd.
+    const daemonArgv = [TIME, '-f', '%U %S %M', '-o', path.join(dir, 'daemon.time'), 'rsync', '--daemon', '--no-detach', `--config=${conf}`, `--address=${host}`, '--port=8873'];
+    const daemon = lab.spawn(0, ['sh', '-c', 'exec "$@" </dev/null', 'sh', ...daemonArgv]);
     try {
       for (let i = 0; i < 50; i++) {
         const r = await lab.exec(1, ['rsync', `rsync://[${host}]:8873/`], { timeoutMs: 3000 });

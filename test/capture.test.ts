@@ -2,111 +2,18 @@
  * Every UDP payload a C lcshare sent while a C lcsync fetched share.tar's
  * directory (vectors/captures/lcshare-udp.jsonl) must pass our datagram
  * decoder, decode with our FEC into objects whose BLAKE3 is their OID, and
- * arrive on the group our addressing gives the object's key. As root, the
- * objects must also equal what our own index of the extracted tarball serves.
+ * arrive on the group our addressing gives the object's key. That our own index
+ * of the extracted tarball serves the same objects (needs root):
+ * test/capture.root.test.ts.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { groupAddress, parseIPv6, prefixOfGroup } from '../src/core/wire/address.js';
+import { describe, expect, it } from 'vitest';
+import { groupAddress } from '../src/core/wire/address.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/model/entry.js';
 import { ObjectDecoder } from '../src/core/fec/fec.js';
 import { hash, toHex } from '../src/core/model/hash.js';
-import { ShareIndex } from '../src/core/index/mdex.js';
-import { decodeNetTree, dirChildren, type NetTree } from '../src/core/wire/nettree.js';
-import { decodeDatagram, type Datagram } from '../src/core/wire/packet.js';
-import { MerkleTree, chunkLength } from '../src/core/model/tree.js';
-import { describeUnless } from './skip.js';
-import { once, readVectorJsonl, shareTarSkip, vectorPath } from './vectors.js';
-
-/** From test/vectors/README.md: what `lcsync --hex share` of the C tool prints for the extracted tarball. */
-const SHARE_HASH = 'e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1';
-/** atime seconds and nanoseconds in the net_tree header. */
-const ATIME_START = 24;
-const ATIME_END = 40;
-
-interface Captured {
-  dst: string;
-  d: Datagram;
-}
-
-interface DecodedObject {
-  oid: string;
-  kind: 'tree' | 'chunk';
-  bytes: Buffer;
-  /** Groups its datagrams arrived on. */
-  groups: Set<string>;
-  tree?: NetTree;
-}
-
-/** The captured datagrams, decoded (read on first use, by the tests that need them). */
-const captured = once((): Captured[] =>
-  readVectorJsonl<{ dst: string; dport: number; payload: string }>('captures', 'lcshare-udp.jsonl').map((j) => {
-    expect(j.dport).toBe(4242);
-    const d = decodeDatagram(Buffer.from(j.payload, 'hex'));
-    if (!d) throw new Error(`capture line does not decode: ${j.payload.slice(0, 120)}`);
-    return { dst: j.dst, d };
-  }),
-);
-
-/** OID hex -> its datagrams, in capture order. */
-const byOid = once((): Map<string, Captured[]> => {
-  const m = new Map<string, Captured[]>();
-  for (const c of captured()) {
-    const k = toHex(c.d.oid);
-    if (!m.has(k)) m.set(k, []);
-    m.get(k)!.push(c);
-  }
-  return m;
-});
-
-function decodeObject(pkts: Captured[], length: number): Buffer | undefined {
-  const dec = new ObjectDecoder(length);
-  try {
-    for (const p of pkts) {
-      const out = dec.add(p.d.esi, p.d.symbol);
-      if (out) return out;
-    }
-    return undefined;
-  } finally {
-    dec.free();
-  }
-}
-
-/** Tree objects carry their length in the OTI; chunk lengths come from the file trees. */
-const decodeAll = once((): Map<string, DecodedObject> => {
-  const objects = new Map<string, DecodedObject>();
-  for (const [oid, pkts] of byOid()) {
-    const F = pkts[0]!.d.transferLength;
-    if (F === undefined) continue;
-    // Every datagram of one object must agree on its length.
-    for (const p of pkts) expect(p.d.transferLength).toBe(F);
-    const bytes = decodeObject(pkts, F);
-    expect(bytes, `tree object ${oid}`).toBeDefined();
-    objects.set(oid, { oid, kind: 'tree', bytes: bytes!, groups: new Set(pkts.map((p) => p.dst)), tree: decodeNetTree(bytes!) });
-  }
-  // Leaf hash -> chunk length, from every file tree received.
-  const chunkLen = new Map<string, number>();
-  for (const o of objects.values()) {
-    if (o.tree?.type !== 'file' || o.tree.size === 0) continue;
-    const t = MerkleTree.fromNodes(o.tree.size, o.tree.payload);
-    expect(t.verify(), `tree of ${o.tree.name}`).toBe(true);
-    for (let i = 0; i < t.chunks; i++) chunkLen.set(toHex(t.leaf(i)), chunkLength(t.size, i));
-  }
-  for (const [oid, pkts] of byOid()) {
-    if (pkts[0]!.d.transferLength !== undefined) continue;
-    for (const p of pkts) expect(p.d.transferLength).toBeUndefined();
-    const len = chunkLen.get(oid);
-    expect(len, `chunk ${oid} is a leaf of one of the captured file trees`).toBeDefined();
-    const bytes = decodeObject(pkts, len!);
-    expect(bytes, `chunk ${oid}`).toBeDefined();
-    objects.set(oid, { oid, kind: 'chunk', bytes: bytes!, groups: new Set(pkts.map((p) => p.dst)) });
-  }
-  return objects;
-});
+import { dirChildren, type NetTree } from '../src/core/wire/nettree.js';
+import { MerkleTree } from '../src/core/model/tree.js';
+import { SHARE_HASH, byOid, captured, decodeAll, decodeObject, type DecodedObject } from './capture.js';
 
 /** Entry hash of a tree object, computed from the object alone. */
 function entryHashOf(t: NetTree): Buffer {
@@ -199,62 +106,6 @@ describe('the C lcshare capture', () => {
       } else {
         const t = o.tree!;
         expect([groupAddress(entryHashOf(t)), groupAddress(aliasHash(t.name))], t.name).toContain(group);
-      }
-    }
-  });
-});
-
-describeUnless(shareTarSkip, 'the capture against our index of share.tar (needs root)', () => {
-  let dir: string;
-  let index: ShareIndex;
-  const objects = (): Map<string, DecodedObject> => decodeAll();
-
-  beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), 'lcsync-capture-'));
-    execFileSync('tar', ['--numeric-owner', '-xpf', vectorPath('share.tar'), '-C', dir]);
-    index = await ShareIndex.build([path.join(dir, 'share')]);
-  });
-
-  afterAll(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('builds the index the C tool built', () => {
-    expect(toHex(index.roots[0]!.hash)).toBe(SHARE_HASH);
-  });
-
-  it('serves, on each captured group, exactly the captured object', async () => {
-    for (const o of objects().values()) {
-      for (const group of o.groups) {
-        const prefix = prefixOfGroup(parseIPv6(group));
-        expect(prefix, group).toBeDefined();
-        const obj = index.getByPrefix(prefix!);
-        expect(obj, `index has an object for ${group}`).toBeDefined();
-        expect(obj!.kind).toBe(o.kind);
-        let served: Buffer;
-        if (obj!.kind === 'tree') {
-          served = obj!.bytes;
-        } else {
-          served = Buffer.alloc(obj!.length);
-          const fh = await open(obj!.localPath, 'r');
-          try {
-            const { bytesRead } = await fh.read(served, 0, obj!.length, obj!.offset);
-            expect(bytesRead).toBe(obj!.length);
-          } finally {
-            await fh.close();
-          }
-        }
-        if (obj!.kind === 'tree') {
-          // The atime in the header (bytes 24..39) is when each side extracted the
-          // tarball; it is not hashed into any key. Everything else must match.
-          expect(served.length).toBe(o.bytes.length);
-          const mask = (b: Buffer) => Buffer.concat([b.subarray(0, ATIME_START), b.subarray(ATIME_END)]);
-          expect(mask(served).equals(mask(o.bytes)), `tree on ${group}`).toBe(true);
-        } else {
-          expect(served.equals(o.bytes), `chunk on ${group}`).toBe(true);
-        }
-        // A chunk's key is its leaf hash, which is also its OID.
-        if (obj!.kind === 'chunk') expect(toHex(obj!.hash)).toBe(o.oid);
       }
     }
   });

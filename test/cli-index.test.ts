@@ -1,6 +1,7 @@
 /**
  * `lcsync index` as a user runs it: the built CLI (dist/, after `npm run build`)
- * in a child process, checked on stdout, stderr and exit status.
+ * in a child process, checked on stdout, stderr and exit status. share.tar (needs root):
+ * test/cli-index.root.test.ts.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -9,8 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { toHex } from '../src/core/model/hash.js';
-import { itUnless } from './skip.js';
-import { readVector, shareTarSkip, vectorDir, vectorFileSizes, vectorPath } from './vectors.js';
+import { readVector, vectorDir, vectorFileSizes, vectorPath } from './vectors.js';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const RUN = path.join(REPO, 'bin', 'run.js');
@@ -71,19 +71,6 @@ describe('lcsync index --hex', () => {
     const r = await lcsync(['index', '--hex', vectorPath('files', 'f0.bin')]);
     expect(r.status).toBe(0);
     expect(r.stdout.toString()).toBe(`00000000: ${'0'.repeat(64)}\n`);
-  });
-
-  itUnless(shareTarSkip, 'share.tar: a directory prints its root hash, -r accepted (needs root)', async () => {
-    const dir = path.join(tmp, 'tar');
-    mkdirSync(dir);
-    expect(spawnSync('tar', ['--numeric-owner', '-xpf', vectorPath('share.tar'), '-C', dir]).status).toBe(0);
-    const top = await lcsync(['index', '--hex', path.join(dir, 'share') + '/']);
-    expect(top.status).toBe(0);
-    expect(top.stdout.toString()).toBe('e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1\n');
-    const sub = await lcsync(['index', '-r', '--hex', path.join(dir, 'share', 'sub')]);
-    expect(sub.stdout.toString()).toBe('60a5ad2e141430561b2e9e66c3dca52e0e5daa786adc255836a671cde7d1cef4\n');
-    const plain = await lcsync(['index', path.join(dir, 'share')]);
-    expect(plain.stdout.toString()).toBe('e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1  share\n');
   });
 });
 

@@ -69,7 +69,7 @@ describeUnless(why, 'crashes and local faults (needs root)', () => {
     const dest = path.join(work, 'crash-out');
     // 8 MiB at 16 Mbit/s: about 4.5 s, so a kill at 1.5 s lands mid-transfer.
     const share = await startShare(lab, 0, [dirSrc], ['--bwlimit', '16M']);
-    let killedAt = 0;
+    let killedAt: number;
     try {
       const run = runSync(lab, 1, ['-a', '--timeout', '3', 'crash/', dest], 60_000);
       await sleep(1500);

@@ -3,7 +3,7 @@
  * on names that are not UTF-8, through the addon's utimensat and through the coreutils fallback alike; a
  * path removed meanwhile is skipped; the addon refuses bad arguments with a TypeError/RangeError.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, vi } from 'vitest';
 import { lstatSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
-import { repo, runSync, sha256, startShare, treeListing } from './e2e.js';
+import { repo, runSync, startShare, treeListing } from './e2e.js';
 
 const why = skipReason(['nft']);
 

@@ -8,7 +8,7 @@
  * must come from here: node:fs would turn such bytes into U+FFFD and miss the file.
  */
 import * as fsp from 'node:fs/promises';
-import type { Dirent, MakeDirectoryOptions, Mode, ObjectEncodingOptions, OpenMode, RmOptions, StatOptions, BigIntStats, Stats, TimeLike } from 'node:fs';
+import type { MakeDirectoryOptions, Mode, ObjectEncodingOptions, OpenMode, RmOptions, StatOptions, BigIntStats, Stats, TimeLike } from 'node:fs';
 import { fsPath, nameFromBytes } from './names.js';
 
 export type { FileHandle } from 'node:fs/promises';
@@ -33,12 +33,6 @@ export function open(p: string, flags?: OpenMode, mode?: Mode): Promise<fsp.File
 export async function readdir(p: string): Promise<string[]> {
   const names = await fsp.readdir(fsPath(p), { encoding: 'buffer' });
   return names.map((n) => nameFromBytes(n));
-}
-
-/** Entries of a directory with their types, names read as bytes. */
-export async function readdirTypes(p: string): Promise<{ name: string; dirent: Dirent<Buffer> }[]> {
-  const entries = await fsp.readdir(fsPath(p), { encoding: 'buffer', withFileTypes: true });
-  return entries.map((d) => ({ name: nameFromBytes(d.name), dirent: d }));
 }
 
 export function readlink(p: string): Promise<string>;

@@ -11,7 +11,7 @@
  * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
  */
 import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
-import { lstat, open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
+import { open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';

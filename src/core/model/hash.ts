@@ -11,7 +11,6 @@
  * many inputs per call, which is where the native path gains most: one call
  * per read block of leaves or per tree level instead of one per node.
  */
-import { createRequire } from 'node:module';
 import { loadAddon } from '../base/addon.js';
 
 export const HASH_SIZE = 32;
@@ -171,8 +170,6 @@ const HEX64 = /^[0-9a-fA-F]{64}$/;
 export function parseHex(s: string): Hash | undefined {
   return HEX64.test(s) ? Buffer.from(s, 'hex') : undefined;
 }
-
-export const ZERO_HASH: Readonly<Hash> = Buffer.alloc(HASH_SIZE);
 
 export function isZero(h: Uint8Array): boolean {
   for (let i = 0; i < h.length; i++) if (h[i] !== 0) return false;

@@ -41,7 +41,6 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, t
 import { lstat, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
-import { groupAddress } from './address.js';
 import { nameFromBytes, nameToBytes } from '../base/names.js';
 import { HASH_SIZE, hashConcat, toHex, type Hash } from '../model/hash.js';
 
@@ -81,11 +80,6 @@ export interface SignedRoot {
 export function signatureKey(root: Uint8Array): Hash {
   if (root.length !== HASH_SIZE) throw new LcsyncError('INTERNAL', `root hash must be ${HASH_SIZE} bytes, got ${root.length}`);
   return hashConcat([GROUP_TAG, root]);
-}
-
-/** The multicast group of the signature object of `root`. */
-export function signatureGroup(root: Uint8Array): string {
-  return groupAddress(signatureKey(root));
 }
 
 /** Raw 32 bytes of an Ed25519 public key object. */
@@ -153,7 +147,7 @@ export function decodeSignature(buf: Uint8Array): SignedRoot {
   const name = nameFromBytes(b.subarray(HEAD_SIZE, HEAD_SIZE + nameLen));
   const msgLen = HEAD_SIZE + nameLen + PUBKEY_SIZE;
   const publicKey = Buffer.from(b.subarray(HEAD_SIZE + nameLen, msgLen));
-  let valid = false;
+  let valid: boolean;
   try {
     valid = verify(null, b.subarray(0, msgLen), publicKeyObject(publicKey), b.subarray(msgLen));
   } catch {
