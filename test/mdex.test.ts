@@ -8,7 +8,7 @@ import { aliasHash } from '../src/core/model/entry.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { hash, toHex } from '../src/core/model/hash.js';
 import { HashPool } from '../src/core/index/hashpool.js';
-import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
+import { ShareIndex, objectName, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeNetTree } from '../src/core/wire/nettree.js';
 import { CHUNK_SIZE, MerkleTree } from '../src/core/model/tree.js';
 import { isRoot } from './lab.js';
@@ -50,7 +50,7 @@ describeUnless(shareTarSkip, 'share.tar (needs root to restore owners)', () => {
       if (o!.kind === 'chunk') expect(Buffer.from(p.payload, 'hex').subarray(0, 32).equals(o!.hash)).toBe(true);
     }
     expect(groups.size).toBe(14);
-    const kinds = [...groups.values()].map((o) => `${o.kind}:${o.record.sharePath}`).sort();
+    const kinds = [...groups.values()].map((o) => `${o.kind}:${objectName(o)}`).sort();
     expect(kinds).toContain('tree:share'); // reached through the alias of "share"
     expect(kinds.filter((k) => k.startsWith('chunk:'))).toHaveLength(6);
   });

@@ -23,6 +23,7 @@ import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { LCSYNC_PORT, parseIPv6 } from '../wire/address.js';
 import { BatchReceiver, BatchSocket, MAX_BATCH_PAYLOAD, batchRecvAvailable, batchSendAvailable } from './batchsock.js';
 import type { Pacer } from './pacer.js';
+import type { DatagramSink } from './datagram.js';
 
 const IFF_UP = 0x1;
 const IFF_LOOPBACK = 0x8;
@@ -432,7 +433,7 @@ export interface SenderOptions {
   hopLimit?: number;
 }
 
-export class MulticastSender {
+export class MulticastSender implements DatagramSink {
   readonly ifname: string;
   readonly port: number;
   readonly stats = { datagrams: 0, bytes: 0, errors: 0 };
