@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, LINGER_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
 import { GRACE_MAX_MS, GRACE_MIN_MS, TRICKLE_MS, repairRoundSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -135,7 +135,8 @@ describe('SendScheduler: leaves', () => {
     expect(runUntil(s, 400, 400 + LINGER_MS - 1)).toEqual([]);
     expect(dropped).toEqual([]);
     expect(s.size).toBe(1);
-    runUntil(s, 400 + LINGER_MS, 400 + LINGER_MS);
+    // Lingering streams are looked at every SWEEP_MS, when the share asks (at least every TRICKLE_MS).
+    runUntil(s, 400 + LINGER_MS, 400 + LINGER_MS + SWEEP_MS + TRICKLE_MS);
     expect(dropped).toEqual(['g%e0']);
     expect(s.size).toBe(0);
   });

@@ -24,6 +24,8 @@ export const ACTIVE_WINDOW = 32;
 const INITIAL_LEAVE_LATENCY_MS = 50;
 /** A stream whose listeners all left lingers (silent) this long in case one re-joins for more. */
 export const LINGER_MS = 500;
+/** How often lingering streams are looked at (there may be hundreds: not at every pick). */
+export const SWEEP_MS = LINGER_MS / 5;
 /**
  * A chunk stream started by one receiver waits for the others that are working
  * through the same share but have not reached that chunk yet, so that one round
@@ -68,6 +70,8 @@ export interface SchedulerOptions<T> {
   gather: boolean;
   /** A stream was dropped because its listeners left and did not come back. */
   onDrop?: (stream: ScheduledStream<T>) => void;
+  /** A join let a held stream go: something is due sooner than wakeAt() said before. */
+  onRelease?: () => void;
 }
 
 /** What a join did: served by a running stream, waiting for one being set up, or the caller must set one up. */
@@ -100,6 +104,8 @@ export class SendScheduler<T> {
   private readonly frontiers = new Map<string, Map<string, { pos: number; at: number; movedAt: number }>>();
   /** When held streams are next checked for receivers that stopped moving; undefined: nothing is held. */
   private gatherCheckAt: number | undefined;
+  /** When lingering streams are next looked at. */
+  private nextSweepAt = 0;
 
   constructor(private readonly opts: SchedulerOptions<T>) {}
 
@@ -274,7 +280,10 @@ export class SendScheduler<T> {
   /** Drop lingering streams whose time is up, and check held streams when it is time. */
   private housekeep(now: number): void {
     if (this.gatherCheckAt !== undefined && now >= this.gatherCheckAt) this.checkGathering(now);
-    if (this.lingering.size > 0) this.sweepLingering(now);
+    if (now >= this.nextSweepAt) {
+      this.nextSweepAt = now + SWEEP_MS;
+      if (this.lingering.size > 0) this.sweepLingering(now);
+    }
   }
 
   /** Drop streams whose listeners left and did not come back. */
@@ -306,7 +315,10 @@ export class SendScheduler<T> {
     for (const s of this.order) {
       if (!s.waitingFor?.has(host) || s.ifname !== ifname || s.position > at) continue;
       s.waitingFor.delete(host);
-      if (s.waitingFor.size === 0) s.waitingFor = undefined;
+      if (s.waitingFor.size === 0) {
+        s.waitingFor = undefined;
+        this.opts.onRelease?.();
+      }
     }
   }
 

@@ -151,6 +151,7 @@ export class Share extends EventEmitter {
     this.scheduler = new SendScheduler<Outgoing>({
       trickle: !opts.push,
       gather: !opts.push,
+      onRelease: () => this.wake?.(),
       onDrop: (s) => {
         s.item.free();
         this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats)`);
@@ -276,8 +277,7 @@ export class Share extends EventEmitter {
     const key = `${group}%${e.ifname}`;
     const now = Date.now();
     const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now);
-    // A join may end a hold (the receiver reached a held chunk) or give a round.
-    this.wake?.();
+    if (outcome === 'joined') this.wake?.();
     if (outcome !== 'start') return;
     try {
       const data = await loadObject(obj);
