@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseIPv6, prefixOfGroup } from '../src/core/wire/address.js';
 import { toHex } from '../src/core/model/hash.js';
-import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
+import { ShareIndex, objectName, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeNetTree } from '../src/core/wire/nettree.js';
 import { isRoot } from './lab.js';
 import { describeUnless, itUnless } from './skip.js';
@@ -50,7 +50,7 @@ describeUnless(shareTarSkip, 'share.tar (needs root to restore owners)', () => {
       if (o!.kind === 'chunk') expect(Buffer.from(p.payload, 'hex').subarray(0, 32).equals(o!.hash)).toBe(true);
     }
     expect(groups.size).toBe(14);
-    const kinds = [...groups.values()].map((o) => `${o.kind}:${o.record.sharePath}`).sort();
+    const kinds = [...groups.values()].map((o) => `${o.kind}:${objectName(o)}`).sort();
     expect(kinds).toContain('tree:share'); // reached through the alias of "share"
     expect(kinds.filter((k) => k.startsWith('chunk:'))).toHaveLength(6);
   });

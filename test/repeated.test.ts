@@ -67,7 +67,7 @@ class MemoryNet implements DatagramSource {
   }
 
   private send(group: string, obj: IndexObject): void {
-    const data = obj.kind === 'tree' ? obj.bytes : readChunk(obj.localPath, obj.offset, obj.length);
+    const data = obj.kind === 'chunk' ? readChunk(obj.localPath, obj.offset, obj.length) : obj.bytes;
     const oid = obj.kind === 'tree' ? hash(data) : obj.hash;
     this.served.set(toHex(oid), (this.served.get(toHex(oid)) ?? 0) + 1);
     const enc = new ObjectEncoder(data);

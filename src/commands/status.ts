@@ -2,6 +2,7 @@ import { Flags } from '@oclif/core';
 import { LcsyncCommand, jsonReplacer } from '../cli/base.js';
 import { displayName, jsonNames } from '../core/base/names.js';
 import type { ShareAnswer } from '../core/ops/ipc.js';
+import type { ShareStatus } from '../core/share/status.js';
 import { count } from '../cli/plural.js';
 
 export default class StatusCommand extends LcsyncCommand {
@@ -91,21 +92,7 @@ export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolea
     else if (a.error === 'error') lines.push(`pid ${a.pid}: bad answer on ${a.path}: ${a.detail ?? 'unknown'}`);
     else if (a.error === 'stale') lines.push(`pid ${a.pid}: not running; removed its stale socket ${a.path}`);
     if (!a.status) continue;
-    const s = a.status as Partial<{
-      pid: number;
-      uptimeSec: number;
-      roots: { path: string; shareName: string; type: string; hash: string }[];
-      objects: number;
-      interfaces: string[];
-      listeners: { group: string; ifname: string }[];
-      streams: { group: string; ifname: string; kind: string; name: string; datagrams: number }[];
-      streamsStarted: number;
-      datagrams: number;
-      bytes: number;
-      rateNow: number;
-      rateAvg: number;
-      follow: { reindexes: number; last?: { at: number; reason: string } };
-    }>;
+    const s: Partial<ShareStatus> = a.status;
     lines.push(`pid ${s.pid ?? a.pid}  up ${duration(s.uptimeSec ?? 0)}`);
     for (const r of s.roots ?? []) lines.push(`  ${r.hash}  ${displayName(r.shareName)}  (${r.type}, ${displayName(r.path)})`);
     lines.push(`  objects ${s.objects ?? 0}, interfaces ${(s.interfaces ?? []).join(', ') || '-'}`);

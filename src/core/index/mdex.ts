@@ -43,12 +43,24 @@ export interface IndexRecord {
   partHashes?: Hash[];
 }
 
+/** Chunk bytes live in a file; read (and re-verified) at send time. */
+export type ChunkObject = { kind: 'chunk'; hash: Hash; localPath: string; offset: number; length: number; record: IndexRecord };
+
 /** Something the share can send on a group. */
 export type IndexObject =
-  /** Chunk bytes live in a file; read (and re-verified) at send time. */
-  | { kind: 'chunk'; hash: Hash; localPath: string; offset: number; length: number; record: IndexRecord }
+  | ChunkObject
   /** A file tree part, a directory or a symlink object, held in memory; sent with OTI. */
-  | { kind: 'tree'; hash: Hash; bytes: Buffer; record: IndexRecord };
+  | { kind: 'tree'; hash: Hash; bytes: Buffer; record: IndexRecord }
+  /**
+   * A root's signature (signature.ts): made for this share, not found by the walk, so it has no
+   * record; held in memory and sent with OTI as tree objects are. `name` is what logs and status call it.
+   */
+  | { kind: 'signature'; hash: Hash; bytes: Buffer; root: ShareRoot; name: string };
+
+/** What logs and status call an object: its entry's share path, or a signature's name. */
+export function objectName(o: IndexObject): string {
+  return o.kind === 'signature' ? o.name : o.record.sharePath;
+}
 
 export interface ShareRoot {
   /** The path as given, resolved. */
@@ -158,20 +170,11 @@ export class ShareIndex {
   }
 
   /**
-   * Serve extra bytes under `key` (with OTI, like tree objects), such as a root
-   * signature. They are not part of any directory, so no entry hash covers them.
+   * Serve the signature `bytes` of `root` under `key` (signature.ts). It is not part of any
+   * directory, so no entry hash covers it; receivers check it against the root instead.
    */
-  publish(key: Hash, bytes: Buffer, label: string): void {
-    const root = this.roots[0];
-    const record: IndexRecord = {
-      type: root?.type ?? 'file',
-      sharePath: label,
-      localPath: root?.localPath ?? '',
-      meta: { mode: 0, uid: 0, gid: 0, mtimeSec: 0n, mtimeNsec: 0n, atimeSec: 0n, atimeNsec: 0n },
-      size: bytes.length,
-      hash: key,
-    };
-    this.putObject({ kind: 'tree', hash: key, bytes, record });
+  publishSignature(root: ShareRoot, key: Hash, bytes: Buffer): void {
+    this.putObject({ kind: 'signature', hash: key, bytes, root, name: `${root.shareName} (signature)` });
   }
 
   private putObject(o: IndexObject): void {

@@ -21,7 +21,7 @@ import { stat } from '../base/bytefs.js';
 import { fsPath, wellFormedName } from '../base/names.js';
 import path from 'node:path';
 import { toHex } from '../model/hash.js';
-import type { IndexObject, ShareIndex } from '../index/mdex.js';
+import type { ChunkObject, ShareIndex } from '../index/mdex.js';
 
 export type ReindexReason = 'event' | 'rescan' | 'signal' | 'stale' | 'retry';
 
@@ -45,8 +45,8 @@ export interface ReindexEvent {
 export interface FollowedShare {
   readonly index: ShareIndex;
   setIndex(index: ShareIndex): void;
-  on(event: 'stale', listener: (obj: IndexObject) => void): unknown;
-  off(event: 'stale', listener: (obj: IndexObject) => void): unknown;
+  on(event: 'stale', listener: (obj: ChunkObject) => void): unknown;
+  off(event: 'stale', listener: (obj: ChunkObject) => void): unknown;
 }
 
 export interface FollowOptions {
@@ -88,7 +88,7 @@ export class Follower {
   private closed = false;
   /** Paths we already warned about not being able to watch (warn once, not at every re-index). */
   private readonly warned = new Set<string>();
-  private readonly onStale = (obj: IndexObject) => {
+  private readonly onStale = (obj: ChunkObject) => {
     this.opts.forget?.(obj.record.localPath);
     this.trigger('stale', 0);
   };

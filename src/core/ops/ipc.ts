@@ -15,6 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
+import type { ShareStatus } from '../share/status.js';
 
 /** Longest request line a share reads; anything longer is answered with an error and dropped. */
 const MAX_REQUEST = 4096;
@@ -162,7 +163,8 @@ function handle(conn: net.Socket, provider: () => unknown): void {
 export interface ShareAnswer {
   path: string;
   pid: number;
-  status?: Record<string, unknown>;
+  /** The share's status document; read defensively, as a share of another version may lack fields. */
+  status?: Partial<ShareStatus>;
   /** stale: the socket refused connection and was removed; unresponsive: no answer in time; error: a bad answer. */
   error?: 'stale' | 'unresponsive' | 'error';
   detail?: string;
@@ -207,7 +209,7 @@ export async function queryOne(sockPath: string, pid: number, timeoutMs = 1000):
   if (doc?.ok !== true || typeof doc.status !== 'object' || doc.status === null) {
     return { path: sockPath, pid, error: 'error', detail: typeof doc?.error === 'string' ? doc.error.slice(0, 200) : 'bad answer' };
   }
-  return { path: sockPath, pid, status: doc.status as Record<string, unknown> };
+  return { path: sockPath, pid, status: doc.status as Partial<ShareStatus> };
 }
 
 type RequestResult = { line: string } | { refused: true } | { timeout: true } | { failed: string };

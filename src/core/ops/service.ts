@@ -7,6 +7,7 @@
 import type { KeyObject } from 'node:crypto';
 import { ShareIndex } from '../index/mdex.js';
 import { Share, type ShareOptions } from '../share/share.js';
+import type { ShareStatus } from '../share/status.js';
 import { HashPool } from '../index/hashpool.js';
 import { TreeStore } from '../index/cache.js';
 import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
@@ -94,7 +95,7 @@ export class ShareService {
     });
     let ipc: { close(): Promise<void> } | undefined;
     if (opts.runDir !== undefined) {
-      ipc = await serveStatus(opts.runDir, () => ({
+      ipc = await serveStatus(opts.runDir, (): ShareStatus => ({
         ...share.status(),
         follow: { events: opts.follow, rescanSec: opts.rescanSec, reindexes: follower.reindexes, last: follower.last },
         cache: { dir: store.treesDir ?? null, ...store.stats },
@@ -112,7 +113,7 @@ export class ShareService {
   }
 
   /** Stop everything; resolves with the share's final status. */
-  async stop(): Promise<ReturnType<Share['status']>> {
+  async stop(): Promise<ShareStatus> {
     await this.follower.close();
     await this.ipc?.close();
     const st = this.share.status();
@@ -129,7 +130,7 @@ async function signer(privateKey: KeyObject): Promise<(index: ShareIndex) => voi
   return (index) => {
     for (const r of index.roots) {
       const bytes = sig.encodeSignature({ root: r.hash, name: r.shareName, timestamp: Date.now(), privateKey });
-      index.publish(sig.signatureKey(r.hash), bytes, `${r.shareName} (signature)`);
+      index.publishSignature(r, sig.signatureKey(r.hash), bytes);
     }
   };
 }

@@ -1,0 +1,371 @@
+/**
+ * The share's send policy (docs/protocol.md#mld-and-when-a-share-sends), pure: no sockets, no timers,
+ * no disk. Every call takes the time; share.ts feeds it listener events and asks it, datagram by
+ * datagram, what to send next and when to ask again.
+ *
+ * A join for a group that names an object starts one stream per (group, interface). Each new
+ * listener is granted a round at full speed (the K source symbols first, then repair symbols with
+ * fresh ESIs, enough for a lossy link), after which the stream trickles until MLD says nobody
+ * listens any more. Streams are served in the order receivers walk the share (walkPosition), the
+ * first ACTIVE_WINDOW with a round left side by side, and every listened stream gets at least its
+ * trickle, so nothing starves. With no listener the wire is silent.
+ */
+import { GRACE_MAX_MS, GRACE_MIN_MS, ScheduledStream, TRICKLE_MS, type SymbolChoice } from './stream.js';
+
+export { ScheduledStream, type SymbolChoice } from './stream.js';
+
+/**
+ * Streams served side by side at the front of the order. Interleaving them means
+ * each advances slowly enough that a receiver's leave (which the kernel may
+ * delay by tens of milliseconds) stops a stream soon after its last useful symbol.
+ */
+export const ACTIVE_WINDOW = 32;
+/** The leave latency assumed before any has been measured. */
+const INITIAL_LEAVE_LATENCY_MS = 50;
+/** A stream whose listeners all left lingers (silent) this long in case one re-joins for more. */
+export const LINGER_MS = 500;
+/** How often lingering streams are looked at (there may be hundreds: not at every pick). */
+export const SWEEP_MS = LINGER_MS / 5;
+/**
+ * A chunk stream started by one receiver waits for the others that are working
+ * through the same share but have not reached that chunk yet, so that one round
+ * serves them all: as long as each of them keeps moving (its furthest join
+ * advanced within GATHER_IDLE_MS), and at most GATHER_MAX_MS. Without it a
+ * receiver a little ahead gets each chunk alone and the one behind asks for it
+ * again later: in the 3-receiver benchmark a sixth of the chunks went out two or
+ * three times, and with a fixed 300 ms wait still an eighth in one run in five.
+ * Only receivers in the same file (or still reading the index) are waited for.
+ * The one behind is not held back meanwhile (its chunks are not waiting for
+ * anyone), so it catches up at full rate and then all move together.
+ */
+export const GATHER_MAX_MS = 2000;
+export const GATHER_IDLE_MS = 300;
+/** How often held streams are checked for receivers that stopped moving. */
+export const GATHER_CHECK_MS = 50;
+/** A receiver's frontier not moved for this long is forgotten. */
+export const FRONTIER_TTL_MS = 1000;
+
+/** Positions of the chunks of one file: a file's rank times this, plus the chunk's number in the file. */
+const FILE_STRIDE = 2 ** 32;
+/** The position of metadata (tree parts, directories, symlinks, signatures): a receiver reads it before any chunk. */
+export const METADATA_POSITION = -1;
+
+/**
+ * Where an object sits in a receiver's walk of the share: metadata first (METADATA_POSITION), then
+ * chunks by file (its rank in the index's records) and by chunk number within the file.
+ */
+export function walkPosition(fileRank: number, chunkNumber: number): number {
+  return fileRank * FILE_STRIDE + chunkNumber;
+}
+
+/** The file rank of a chunk's walk position. */
+function fileOfPosition(pos: number): number {
+  return Math.floor(pos / FILE_STRIDE);
+}
+
+export interface SchedulerOptions<T> {
+  /** Trickle between rounds (MLD); push mode has no listeners to serve between rounds. */
+  trickle: boolean;
+  /** Note receivers' frontiers and hold new chunk streams for those behind (MLD; push mode has no receivers to see). */
+  gather: boolean;
+  /** A stream was dropped because its listeners left and did not come back. */
+  onDrop?: (stream: ScheduledStream<T>) => void;
+  /** A join let a held stream go: something is due sooner than wakeAt() said before. */
+  onRelease?: () => void;
+}
+
+/** What a join did: served by a running stream, waiting for one being set up, or the caller must set one up. */
+export type JoinOutcome = 'joined' | 'waiting' | 'start';
+
+/**
+ * Streams, their order, the receivers' frontiers and the measured leave latency. `T` is whatever
+ * the caller sends a stream with (share.ts: the object's encoder and counters).
+ */
+export class SendScheduler<T> {
+  private readonly streams = new Map<string, ScheduledStream<T>>();
+  /** Streams being set up (the caller is reading the object), with the other receivers that joined meanwhile. */
+  private readonly starting = new Map<string, Set<string>>();
+  /**
+   * Streams in the order receivers walk the share: metadata first, then chunks
+   * by file and offset, and the first one with a round left is served. This is
+   * what lets receivers that started at different times converge: the one
+   * behind gets its (earlier) chunks at full speed while the one ahead waits,
+   * trickled, until the laggard reaches the streams the leader is still on and
+   * both are served by the same datagrams. Within one receiver its oldest
+   * request comes first, so nothing it waits for starves.
+   */
+  private order: ScheduledStream<T>[] = [];
+  private cursor = 0;
+  private nextTrickleScan = 0;
+  private readonly lingering = new Set<ScheduledStream<T>>();
+  /** Smoothed time from a stream's last source symbol to its listener's leave. */
+  private leaveLatencyMs = INITIAL_LEAVE_LATENCY_MS;
+  /** Per interface, per receiver: the furthest position it has joined lately, when, and when it last moved. */
+  private readonly frontiers = new Map<string, Map<string, { pos: number; at: number; movedAt: number }>>();
+  /** When held streams are next checked for receivers that stopped moving; undefined: nothing is held. */
+  private gatherCheckAt: number | undefined;
+  /** When lingering streams are next looked at. */
+  private nextSweepAt = 0;
+
+  constructor(private readonly opts: SchedulerOptions<T>) {}
+
+  /** The hold after the source symbols: 1.5 times the measured leave latency, bounded. */
+  get graceMs(): number {
+    return Math.min(GRACE_MAX_MS, Math.max(GRACE_MIN_MS, 1.5 * this.leaveLatencyMs));
+  }
+
+  get size(): number {
+    return this.streams.size;
+  }
+
+  /** The items of every stream, oldest first. */
+  items(): T[] {
+    return [...this.streams.values()].map((s) => s.item);
+  }
+
+  get(key: string): ScheduledStream<T> | undefined {
+    return this.streams.get(key);
+  }
+
+  /**
+   * Host `from` joined the group of stream `key` on `ifname`, for an object at `position`. A
+   * running stream serves it ('joined'; a report while paused means someone still listens after a
+   * leave: carry on); while the stream is being set up it is one more listener ('waiting');
+   * otherwise the caller reads the object and calls open() ('start').
+   */
+  join(key: string, ifname: string, from: string, position: number, now: number): JoinOutcome {
+    // Tree joins count too (position -1): a receiver still reading the index is about to start on the chunks.
+    if (this.opts.gather) this.noteFrontier(ifname, from, position, now);
+    const existing = this.streams.get(key);
+    if (existing) {
+      existing.paused = false;
+      existing.joined(from, now);
+      return 'joined';
+    }
+    const waiting = this.starting.get(key);
+    if (waiting) {
+      waiting.add(from);
+      return 'waiting';
+    }
+    this.starting.set(key, new Set());
+    return 'start';
+  }
+
+  /** Whether stream `key` is still wanted (no leave came since join() said 'start'). */
+  isStarting(key: string): boolean {
+    return this.starting.has(key);
+  }
+
+  /** Setting stream `key` up failed or was given up. */
+  abandon(key: string): void {
+    this.starting.delete(key);
+  }
+
+  /**
+   * Start stream `key` (after join() said 'start') for `starter`, who joined at `joinedAt`, and
+   * for whoever joined while it was set up. A chunk stream (`gather`) holds its first round for
+   * receivers not far behind.
+   */
+  open(key: string, spec: { ifname: string; position: number; K: number; gather: boolean; item: T }, starter: string, joinedAt: number): ScheduledStream<T> {
+    const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, () => this.graceMs);
+    s.joined(starter, joinedAt);
+    for (const other of this.starting.get(key) ?? []) s.joined(other, joinedAt);
+    this.starting.delete(key);
+    if (spec.gather && this.opts.gather) this.gather(s, starter, joinedAt);
+    this.streams.set(key, s);
+    this.insertByPosition(s);
+    return s;
+  }
+
+  /**
+   * A listener left stream `key`; MLD is now asking whether others remain. Sending on meanwhile
+   * would mostly feed nobody, so the stream pauses until a report answers (join) or the check ends
+   * (leave) — unless others whose joins we saw still listen.
+   */
+  part(key: string, from: string, now: number): void {
+    const s = this.streams.get(key);
+    if (!s) return;
+    // Only a leave during the hold measures the latency: one after repair symbols went out says
+    // the listener needed them, not that leaves are slow.
+    if (s.sourceDoneAt > 0 && s.sentSinceSourceDone === 0 && s.reporters.size === 1) {
+      const sample = now - s.sourceDoneAt;
+      this.leaveLatencyMs += (Math.min(sample, GRACE_MAX_MS) - this.leaveLatencyMs) / 16;
+    }
+    s.reporters.delete(from);
+    s.departed.set(from, now);
+    if (s.reporters.size === 0) s.paused = true;
+  }
+
+  /**
+   * Nobody listens to `key` any more: silent at once. The stream itself lingers a moment, because a
+   * receiver that re-joins to ask for more (leave, then join) should get a repair round, not the whole object.
+   */
+  leave(key: string, now: number): void {
+    this.starting.delete(key);
+    const s = this.streams.get(key);
+    if (!s) return;
+    s.paused = true;
+    s.lingerUntil = now + LINGER_MS;
+    this.lingering.add(s);
+  }
+
+  /** Take stream `key` out at once (its object is gone); the caller frees its item. */
+  remove(key: string): ScheduledStream<T> | undefined {
+    const s = this.streams.get(key);
+    if (!s) return undefined;
+    this.streams.delete(key);
+    this.lingering.delete(s);
+    this.order = this.order.filter((x) => x !== s);
+    return s;
+  }
+
+  /** Forget every stream (the share stops); returns them for the caller to free. */
+  clear(): ScheduledStream<T>[] {
+    const all = [...this.streams.values()];
+    this.streams.clear();
+    this.starting.clear();
+    this.lingering.clear();
+    this.order = [];
+    this.gatherCheckAt = undefined;
+    return all;
+  }
+
+  /**
+   * The next stream to serve: now and then one whose round ran out and is due a
+   * trickle (so listeners that never ask again, like the C client, still get
+   * symbols), otherwise round-robin over the first ACTIVE_WINDOW with a round left.
+   * The caller sends it a datagram with take(), now or (stillDue) a little later.
+   */
+  pick(now: number): ScheduledStream<T> | undefined {
+    this.housekeep(now);
+    if (now >= this.nextTrickleScan) {
+      this.nextTrickleScan = now + TRICKLE_MS / 4;
+      const t = this.order.find((x) => x.trickleDue(now));
+      if (t) return t;
+    }
+    const front: ScheduledStream<T>[] = [];
+    for (const x of this.order) {
+      if (x.ready(now)) {
+        front.push(x);
+        if (front.length === ACTIVE_WINDOW) break;
+      }
+    }
+    if (front.length > 0) return front[this.cursor++ % front.length];
+    return this.order.find((x) => x.trickleDue(now));
+  }
+
+  /** Whether a stream picked earlier may still send now (it was not dropped, paused or served meanwhile). */
+  stillDue(s: ScheduledStream<T>, now: number): boolean {
+    return this.streams.get(s.key) === s && (s.ready(now) || s.trickleDue(now));
+  }
+
+  /** Pick and take in one: the next datagram to send now, or undefined when nothing is due (see wakeAt). */
+  next(now: number): { stream: ScheduledStream<T>; symbol: SymbolChoice } | undefined {
+    const stream = this.pick(now);
+    return stream && { stream, symbol: stream.take(now) };
+  }
+
+  /**
+   * When to ask again, with nothing due now: the next trickle, hold end or gather check; at the
+   * latest TRICKLE_MS from now while there are streams (a minute without), never sooner than 1 ms.
+   * Joins and leaves in between are the caller's to wake on.
+   */
+  wakeAt(now: number): number {
+    let wait = this.order.length === 0 ? 60_000 : TRICKLE_MS;
+    for (const s of this.streams.values()) wait = Math.min(wait, Math.max(1, s.wakeAt() - now));
+    if (this.gatherCheckAt !== undefined) wait = Math.min(wait, Math.max(1, this.gatherCheckAt - now));
+    return now + wait;
+  }
+
+  /** Drop lingering streams whose time is up, and check held streams when it is time. */
+  private housekeep(now: number): void {
+    if (this.gatherCheckAt !== undefined && now >= this.gatherCheckAt) this.checkGathering(now);
+    if (now >= this.nextSweepAt) {
+      this.nextSweepAt = now + SWEEP_MS;
+      if (this.lingering.size > 0) this.sweepLingering(now);
+    }
+  }
+
+  /** Drop streams whose listeners left and did not come back. */
+  private sweepLingering(now: number): void {
+    for (const s of this.lingering) {
+      if (s.reporters.size > 0 || !s.paused) {
+        this.lingering.delete(s);
+        continue;
+      }
+      if (now < s.lingerUntil) continue;
+      this.lingering.delete(s);
+      if (this.streams.get(s.key) !== s) continue;
+      this.remove(s.key);
+      this.opts.onDrop?.(s);
+    }
+  }
+
+  /**
+   * Receiver `host` joined the object at `pos`: move its frontier, and stop holding
+   * streams for it that it has now reached (joined) or passed (it has that chunk).
+   */
+  private noteFrontier(ifname: string, host: string, pos: number, now: number): void {
+    let hosts = this.frontiers.get(ifname);
+    if (!hosts) this.frontiers.set(ifname, (hosts = new Map()));
+    const f = hosts.get(host);
+    const fresh = f !== undefined && now - f.at < FRONTIER_TTL_MS;
+    const at = fresh ? Math.max(f.pos, pos) : pos;
+    hosts.set(host, { pos: at, at: now, movedAt: fresh && at === f.pos ? f.movedAt : now });
+    for (const s of this.order) {
+      if (!s.waitingFor?.has(host) || s.ifname !== ifname || s.position > at) continue;
+      s.waitingFor.delete(host);
+      if (s.waitingFor.size === 0) {
+        s.waitingFor = undefined;
+        this.opts.onRelease?.();
+      }
+    }
+  }
+
+  /** Hold a new chunk stream's first round for the active receivers that have not reached it yet. */
+  private gather(s: ScheduledStream<T>, starter: string, now: number): void {
+    const pos = s.position;
+    const file = fileOfPosition(pos);
+    const behind = new Set<string>();
+    const hosts = this.frontiers.get(s.ifname);
+    for (const [host, f] of hosts ?? []) {
+      if (now - f.at >= FRONTIER_TTL_MS) hosts!.delete(host);
+      // Only a receiver in the same file, or still reading the index, is expected here soon: one
+      // working on another file may be syncing another part of the share and never come.
+      else if (host !== starter && f.pos < pos && (f.pos < 0 || fileOfPosition(f.pos) === file) && !s.reporters.has(host)) behind.add(host);
+    }
+    if (behind.size === 0) return;
+    s.waitingFor = behind;
+    s.gatherUntil = now + GATHER_MAX_MS;
+    this.gatherCheckAt ??= now + GATHER_CHECK_MS;
+  }
+
+  /** Stop waiting for receivers that stopped moving; stop checking when nothing waits. */
+  private checkGathering(now: number): void {
+    let holding = false;
+    for (const s of this.order) {
+      const w = s.waitingFor;
+      if (!w) continue;
+      const hosts = this.frontiers.get(s.ifname);
+      for (const host of w) {
+        const f = hosts?.get(host);
+        if (!f || now - f.movedAt >= GATHER_IDLE_MS) w.delete(host);
+      }
+      if (w.size === 0 || now >= s.gatherUntil) s.waitingFor = undefined;
+      else holding = true;
+    }
+    this.gatherCheckAt = holding ? now + GATHER_CHECK_MS : undefined;
+  }
+
+  private insertByPosition(s: ScheduledStream<T>): void {
+    const p = s.position;
+    let lo = 0;
+    let hi = this.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.order[mid]!.position <= p) lo = mid + 1;
+      else hi = mid;
+    }
+    this.order.splice(lo, 0, s);
+  }
+}

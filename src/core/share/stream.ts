@@ -1,0 +1,159 @@
+/**
+ * One send stream's state in the policy (scheduler.ts), pure: the round a join grants (source
+ * symbols first, cycling, then repair symbols), the hold after the source symbols, the trickle
+ * after the round, and the listeners it serves. No clock of its own: every call takes the time.
+ */
+
+/**
+ * Datagrams a stream sends at full speed for a new listener: K plus a small
+ * margin. A bigger round costs every receiver on every chunk, because the
+ * kernel delays leave reports by tens of milliseconds and rounds mostly run out
+ * before the leave arrives; a receiver that lost more asks again (re-joins) and
+ * gets a repair round (below), and the trickle serves listeners that never ask.
+ */
+export function roundSize(K: number): number {
+  return K + Math.ceil(K / 20) + 1;
+}
+
+/** Datagrams granted when a listener asks again after a round: it is missing a few symbols, not all. */
+export function repairRoundSize(K: number): number {
+  return Math.max(4, Math.ceil(K / 8));
+}
+
+/** After its round a stream keeps trickling at this interval, so no listener is ever left without symbols. */
+export const TRICKLE_MS = 60;
+/**
+ * A stream holds after its source symbols for about as long as leaves take to
+ * arrive (measured: the kernel delays reports, and busy receivers answer late),
+ * within these bounds. On a clean link every listener has what it needs by then
+ * and leaves, so no repair symbol is made or sent; one that lost some gets the
+ * rest of the round after the hold.
+ */
+export const GRACE_MIN_MS = 30;
+export const GRACE_MAX_MS = 150;
+/** A join this soon after the same host left is a re-ask. */
+export const REJOIN_MS = 2000;
+
+/** What a stream sends next: a source symbol (its ESI) or a fresh repair symbol. */
+export type SymbolChoice = { source: number } | { repair: true };
+
+/** One stream's place in the policy: its round, its listeners, its hold. `item` is what the caller sends it with. */
+export class ScheduledStream<T> {
+  /** A listener left and we are asking whether anyone else still listens: hold off until we know. */
+  paused = false;
+  /** Datagrams still to send at full speed; then one every TRICKLE_MS. */
+  budget: number;
+  nextTrickleAt = 0;
+  /** After the source symbols the stream holds for the grace time: leaves arrive then, and on a clean link nothing more is needed. */
+  holdUntil = 0;
+  /** When the last owed source symbol went out, and datagrams sent since (for measuring how long leaves take). */
+  sourceDoneAt = 0;
+  sentSinceSourceDone = 0;
+  /** Hosts whose join this stream is serving. */
+  readonly reporters = new Set<string>();
+  /** Hosts that left, and when: one that joins again soon is asking for more, not starting over. */
+  readonly departed = new Map<string, number>();
+  /** After the last listener left: when the stream is dropped unless someone joins again. */
+  lingerUntil = 0;
+  /** Receivers behind this chunk that the first round waits for (until gatherUntil); undefined: none. */
+  waitingFor: Set<string> | undefined;
+  gatherUntil = 0;
+  readonly round: number;
+  readonly repairRound: number;
+  /** Why rounds were given: new listeners, re-asks (leave and join), repeated reports after a round. */
+  readonly asks = { listener: 0, reask: 0, repeat: 0 };
+  /** Next source symbol, cycling: a listener that joins late gets the ones it missed after the rest. */
+  private sourceCursor = 0;
+  /** Source symbols still owed to the newest listener; repair symbols come only after them. */
+  private sourceOwed: number;
+
+  constructor(
+    readonly key: string,
+    readonly ifname: string,
+    /** Where the object sits in a receiver's walk (walkPosition). */
+    readonly position: number,
+    /** Source symbols of the object. */
+    readonly K: number,
+    readonly item: T,
+    private readonly trickle: boolean,
+    /** How long to hold after the source symbols (SendScheduler.graceMs). */
+    private readonly grace: () => number,
+  ) {
+    this.round = roundSize(K);
+    this.repairRound = repairRoundSize(K);
+    this.budget = this.round;
+    this.sourceOwed = K;
+  }
+
+  /**
+   * A join report from `from`. A new listener gets a full round (it has seen
+   * nothing yet): the K source symbols from where the cycle stands, so those
+   * already listening lose nothing, then the margin; one asking again after the
+   * round ran out (it lost some) gets a repair round; a repeated report while a
+   * round is still going (the kernel sends each change twice) changes nothing.
+   */
+  joined(from: string, now: number): void {
+    const left = this.departed.get(from);
+    if (left !== undefined && now - left < REJOIN_MS) {
+      // Left and joined again: a receiver asking for more after losing some.
+      this.departed.delete(from);
+      this.budget = Math.max(this.budget, this.repairRound);
+      this.asks.reask++;
+    } else if (!this.reporters.has(from)) {
+      this.budget = Math.max(this.budget, this.round);
+      this.sourceOwed = this.K;
+      this.asks.listener++;
+    } else if (this.budget === 0) {
+      this.budget = this.repairRound;
+      this.asks.repeat++;
+    }
+    this.reporters.add(from);
+  }
+
+  /** Whether the stream has a round to send now. */
+  ready(now: number): boolean {
+    return !this.paused && this.budget > 0 && now >= this.holdUntil && (this.waitingFor === undefined || now >= this.gatherUntil);
+  }
+
+  /** Whether the stream's round is over and it is due a trickle datagram. */
+  trickleDue(now: number): boolean {
+    return !this.paused && this.budget === 0 && now >= this.nextTrickleAt;
+  }
+
+  /** When this stream next wants to send, if it is waiting. */
+  wakeAt(): number {
+    if (this.paused) return Infinity;
+    if (this.budget === 0) return this.nextTrickleAt;
+    return this.waitingFor ? Math.max(this.holdUntil, this.gatherUntil) : this.holdUntil;
+  }
+
+  /**
+   * Account for one datagram sent now and say which symbol it carries: source symbols (cycling)
+   * while a listener is owed them, then repair symbols with fresh ESIs. Source symbols need no
+   * RaptorQ work at all, so on a clean link no encoder is ever built, however late listeners join.
+   */
+  take(now: number): SymbolChoice {
+    let trickling = false;
+    if (this.budget > 0) this.budget--;
+    else {
+      this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
+      trickling = true;
+    }
+    // A trickle is a fresh repair symbol: whatever a listener still lacks, each one is worth a lost
+    // symbol to it (a cycled source symbol would only help the listener that lost that one).
+    if (this.sourceOwed > 0 && !trickling) {
+      const esi = this.sourceCursor;
+      this.sourceCursor = (this.sourceCursor + 1) % this.K;
+      this.sentSinceSourceDone++;
+      if (--this.sourceOwed === 0) {
+        this.sourceDoneAt = now;
+        this.sentSinceSourceDone = 0;
+        if (this.budget > 0) this.holdUntil = now + this.grace();
+      }
+      return { source: esi };
+    }
+    this.sentSinceSourceDone++;
+    return { repair: true };
+  }
+}
+

@@ -1,0 +1,422 @@
+/**
+ * The share's send policy without root, sockets or timers (src/core/share/scheduler.ts and
+ * stream.ts, driven with a clock of plain numbers): what the lab tests and benchmarks see of it
+ * (rounds and trickle, a late joiner, gather, how long sending goes on after a leave, the active
+ * window, several streams at once), and then a Share (share.ts) built over fake datagram sinks and
+ * a fake listener source, sending an object's datagrams when its group is joined and stopping
+ * after the leave.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GRACE_MAX_MS, GRACE_MIN_MS, TRICKLE_MS, repairRoundSize, roundSize } from '../src/core/share/stream.js';
+import { Share } from '../src/core/share/share.js';
+import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
+import { decodeDatagram } from '../src/core/wire/packet.js';
+import { groupBytes } from '../src/core/wire/address.js';
+import type { MldEvent } from '../src/core/net/mldsocket.js';
+import type { DatagramSink } from '../src/core/net/datagram.js';
+import type { ListenerSource } from '../src/core/net/push.js';
+import { ObjectDecoder } from '../src/core/fec/fec.js';
+import { hash } from '../src/core/model/hash.js';
+
+type Sent = { key: string; symbol: SymbolChoice; at: number };
+
+function mld(opts: { trickle?: boolean; gather?: boolean; dropped?: string[] } = {}): SendScheduler<string> {
+  return new SendScheduler<string>({ trickle: opts.trickle ?? true, gather: opts.gather ?? true, onDrop: (s) => opts.dropped?.push(s.key) });
+}
+
+/** `host` joins a group nobody listens to yet; the stream starts at once (the object is at hand). */
+function start(s: SendScheduler<string>, key: string, host: string, pos: number, K: number, now: number, ifname = 'e0'): ScheduledStream<string> {
+  expect(s.join(key, ifname, host, pos, now)).toBe('start');
+  return s.open(key, { ifname, position: pos, K, gather: pos >= 0, item: key }, host, now);
+}
+
+/** Everything due at `now`, datagram by datagram (at most `max`). */
+function drain(s: SendScheduler<string>, now: number, max = 10_000): Sent[] {
+  const out: Sent[] = [];
+  for (let n; out.length < max && (n = s.next(now)); ) out.push({ key: n.stream.key, symbol: n.symbol, at: now });
+  return out;
+}
+
+/** Run the clock from `from` to `to`, asking the scheduler whenever it wants (wakeAt), as share.ts does. */
+function runUntil(s: SendScheduler<string>, from: number, to: number): Sent[] {
+  const out: Sent[] = [];
+  let now = from;
+  while (now <= to) {
+    out.push(...drain(s, now));
+    now = Math.max(now + 1, s.wakeAt(now));
+  }
+  return out;
+}
+
+const esis = (sent: Sent[]) => sent.map((x) => ('source' in x.symbol ? x.symbol.source : 'repair'));
+const sources = (K: number, from = 0) => Array.from({ length: K }, (_, i) => (from + i) % K);
+
+const CHUNK = (file: number, n: number) => walkPosition(file, n);
+const TREE = -1;
+
+describe('SendScheduler: rounds and trickle', () => {
+  it('gives a new listener the K source symbols, holds for the grace time, sends the margin, then trickles a repair symbol every TRICKLE_MS', () => {
+    const s = mld();
+    const K = 32;
+    start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
+    const first = drain(s, 0);
+    expect(esis(first)).toEqual(sources(K));
+    // The hold: 1.5 x the assumed leave latency (50 ms) before any repair symbol.
+    expect(s.graceMs).toBe(75);
+    expect(s.next(74)).toBeUndefined();
+    // Asked again when the hold ends, and at least every TRICKLE_MS meanwhile.
+    expect(s.wakeAt(20)).toBe(75);
+    expect(s.wakeAt(10)).toBe(10 + TRICKLE_MS);
+    const margin = drain(s, 75, roundSize(K) - K);
+    expect(margin).toHaveLength(roundSize(K) - K);
+    expect(margin.every((x) => 'repair' in x.symbol)).toBe(true);
+    // The round is over: one trickle at once (none was sent yet), then one every TRICKLE_MS.
+    const trickle = runUntil(s, 75, 75 + 5 * TRICKLE_MS);
+    expect(trickle.map((x) => x.at)).toEqual([75, 75 + TRICKLE_MS, 75 + 2 * TRICKLE_MS, 75 + 3 * TRICKLE_MS, 75 + 4 * TRICKLE_MS, 75 + 5 * TRICKLE_MS]);
+    expect(trickle.every((x) => 'repair' in x.symbol)).toBe(true);
+  });
+
+  it('push mode sends its round (and the one trickle due when it ends) and then nothing until the next join', () => {
+    const s = mld({ trickle: false, gather: false });
+    start(s, 'g%e0', 'push-1', CHUNK(0, 0), 8, 0);
+    expect(runUntil(s, 0, 5000)).toHaveLength(roundSize(8) + 1);
+    expect(s.join('g%e0', 'e0', 'push-2', CHUNK(0, 0), 6000)).toBe('joined');
+    expect(esis(runUntil(s, 6000, 9000))).toEqual([...sources(8), ...Array(roundSize(8) - 8).fill('repair')]);
+  });
+
+  it('a repeated report during the round changes nothing; after the round it buys a repair round', () => {
+    const s = mld();
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), 64, 0);
+    drain(s, 0, 10);
+    expect(s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 1)).toBe('joined');
+    expect(st.budget).toBe(roundSize(64) - 10);
+    expect(runUntil(s, 1, 1000).filter((x) => x.at < 1000 && 'repair' in x.symbol).length).toBeGreaterThan(0);
+    expect(st.budget).toBe(0);
+    s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 1000);
+    expect(st.budget).toBe(repairRoundSize(64));
+    expect(drain(s, 1000)).toHaveLength(repairRoundSize(64));
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 1 });
+  });
+});
+
+describe('SendScheduler: a late joiner', () => {
+  it('gets the source symbols it missed after the rest, and the ones before it lose nothing', () => {
+    const s = mld();
+    const K = 20;
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
+    const before = drain(s, 0, 7);
+    expect(esis(before)).toEqual(sources(7));
+    // B joins after ESIs 0..6 went out: the cycle goes on from 7 and wraps to 0..6 for B.
+    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 5)).toBe('joined');
+    const after = drain(s, 5);
+    expect(esis(after)).toEqual(sources(K, 7));
+    // B's join granted a whole new round: after the hold, its margin of repair symbols.
+    expect(st.budget).toBe(roundSize(K) - K);
+    expect(st.holdUntil).toBe(5 + s.graceMs);
+    expect(esis(drain(s, 5 + s.graceMs, roundSize(K) - K))).toEqual(Array(roundSize(K) - K).fill('repair'));
+  });
+});
+
+describe('SendScheduler: leaves', () => {
+  it('stops at once when the last listener leaves, lingers, and drops the stream after LINGER_MS', () => {
+    const dropped: string[] = [];
+    const s = mld({ dropped });
+    start(s, 'g%e0', 'A', CHUNK(0, 0), 40, 0);
+    drain(s, 0, 10);
+    // MLD asks whether anyone else listens: nothing is sent meanwhile.
+    s.part('g%e0', 'A', 1);
+    expect(runUntil(s, 1, 400)).toEqual([]);
+    s.leave('g%e0', 400);
+    expect(runUntil(s, 400, 400 + LINGER_MS - 1)).toEqual([]);
+    expect(dropped).toEqual([]);
+    expect(s.size).toBe(1);
+    // Lingering streams are looked at every SWEEP_MS, when the share asks (at least every TRICKLE_MS).
+    runUntil(s, 400 + LINGER_MS, 400 + LINGER_MS + SWEEP_MS + TRICKLE_MS);
+    expect(dropped).toEqual(['g%e0']);
+    expect(s.size).toBe(0);
+  });
+
+  it('goes on for the listeners that remain, and a re-join soon after a leave is a re-ask (a repair round, not a new one)', () => {
+    const s = mld();
+    const K = 40;
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
+    s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 0);
+    drain(s, 0, 10);
+    s.part('g%e0', 'A', 1);
+    expect(drain(s, 1, 5)).toHaveLength(5);
+    s.part('g%e0', 'B', 2);
+    s.leave('g%e0', 3);
+    expect(runUntil(s, 3, 150)).toEqual([]);
+    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 200)).toBe('joined');
+    expect(st.asks).toEqual({ listener: 2, reask: 1, repeat: 0 });
+    // The budget left over (bigger than a repair round) stays; no new source pass is owed.
+    expect(st.budget).toBe(Math.max(repairRoundSize(K), roundSize(K) - 15));
+  });
+
+  it('holds after the source symbols for 1.5 x the measured leave latency, within GRACE_MIN_MS..GRACE_MAX_MS', () => {
+    const s = mld();
+    // One leave 20 ms after the last source symbol: the latency moves a sixteenth of the way from 50 to 20.
+    let t = 1000;
+    const round = (latency: number) => {
+      const key = `g${t}%e0`;
+      start(s, key, 'A', CHUNK(0, t), 4, t);
+      drain(s, t);
+      s.part(key, 'A', t + latency);
+      s.leave(key, t + latency);
+      t += 10_000;
+    };
+    round(20);
+    expect(s.graceMs).toBeCloseTo(1.5 * (50 + (20 - 50) / 16), 10);
+    for (let i = 0; i < 100; i++) round(500);
+    // Samples are capped at GRACE_MAX_MS and the hold too.
+    expect(s.graceMs).toBe(GRACE_MAX_MS);
+    for (let i = 0; i < 200; i++) round(0);
+    expect(s.graceMs).toBe(GRACE_MIN_MS);
+    // A stream that sent repair symbols before the leave says nothing about leave latency.
+    const before = s.graceMs;
+    start(s, 'late%e0', 'A', CHUNK(0, 999), 4, t);
+    runUntil(s, t, t + 200);
+    s.part('late%e0', 'A', t + 201);
+    expect(s.graceMs).toBe(before);
+  });
+
+  it('a leave while the object is being read cancels the stream', () => {
+    const s = mld();
+    expect(s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 0)).toBe('start');
+    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 1)).toBe('waiting');
+    expect(s.isStarting('g%e0')).toBe(true);
+    s.leave('g%e0', 2);
+    expect(s.isStarting('g%e0')).toBe(false);
+  });
+});
+
+describe('SendScheduler: order, active window, several streams', () => {
+  it('serves metadata first, then chunks by file and offset, and round-robins over the streams with a round left', () => {
+    const s = mld({ gather: false });
+    start(s, 'c1%e0', 'A', CHUNK(1, 0), 100, 0);
+    start(s, 'c0b%e0', 'A', CHUNK(0, 1), 100, 0);
+    start(s, 't%e0', 'A', TREE, 100, 0);
+    start(s, 'c0a%e0', 'A', CHUNK(0, 0), 100, 0);
+    expect(drain(s, 0, 8).map((x) => x.key)).toEqual(['t%e0', 'c0a%e0', 'c0b%e0', 'c1%e0', 't%e0', 'c0a%e0', 'c0b%e0', 'c1%e0']);
+  });
+
+  it('serves the first ACTIVE_WINDOW (32) ready streams side by side; those behind wait until a place frees', () => {
+    const s = mld({ gather: false });
+    for (let i = 0; i < 40; i++) start(s, `c${i}%e0`, 'A', CHUNK(0, i), 100, 0);
+    const window = Array.from({ length: 32 }, (_, i) => `c${i}%e0`);
+    expect(drain(s, 0, 3 * 32).map((x) => x.key)).toEqual([...window, ...window, ...window]);
+    // Two of them pause (their listener left): the next two in order move up.
+    s.part('c0%e0', 'A', 1);
+    s.part('c5%e0', 'A', 1);
+    const moved = new Set(drain(s, 1, 32 * 5).map((x) => x.key));
+    expect(moved).toEqual(new Set([...window.filter((k) => k !== 'c0%e0' && k !== 'c5%e0'), 'c32%e0', 'c33%e0']));
+  });
+
+  it('keeps streams of different interfaces apart, and trickles a stream whose round is over even while others have rounds', () => {
+    const s = mld({ gather: false });
+    start(s, 'g%e0', 'A', CHUNK(0, 0), 2, 0);
+    start(s, 'g%e1', 'A', CHUNK(0, 0), 2, 0, 'e1');
+    expect(drain(s, 0).map((x) => `${x.key}`)).toEqual(['g%e0', 'g%e1', 'g%e0', 'g%e1']);
+    expect(s.get('g%e1')!.ifname).toBe('e1');
+    runUntil(s, 0, 200);
+    // g%e0 trickles; a big stream with a long round starts: the trickle still gets its turn.
+    start(s, 'big%e0', 'B', CHUNK(0, 5), 1000, 200);
+    const sent = runUntil(s, 200, 200 + 3 * TRICKLE_MS);
+    const trickles = sent.filter((x) => x.key === 'g%e0');
+    expect(trickles.length).toBeGreaterThanOrEqual(3);
+    expect(sent.filter((x) => x.key === 'big%e0').length).toBeGreaterThan(100);
+  });
+});
+
+describe('SendScheduler: gather', () => {
+  it('holds a chunk for a receiver behind in the same file until it joins too, so one pass serves both', () => {
+    const s = mld();
+    const K = 16;
+    // B is still reading the index; A is ahead and asks for the first chunk.
+    expect(s.join('t%e0', 'e0', 'B', TREE, 0)).toBe('start');
+    s.abandon('t%e0');
+    const st = start(s, 'c%e0', 'A', CHUNK(0, 0), K, 10);
+    expect(st.waitingFor).toEqual(new Set(['B']));
+    expect(drain(s, 10)).toEqual([]);
+    // B reaches the chunk 100 ms later: the stream goes, once, for both.
+    expect(s.join('c%e0', 'e0', 'B', CHUNK(0, 0), 110)).toBe('joined');
+    expect(st.waitingFor).toBeUndefined();
+    expect(esis(drain(s, 110))).toEqual(sources(K));
+    // No second pass of source symbols for anyone.
+    expect(esis(runUntil(s, 111, 2000)).every((e) => e === 'repair')).toBe(true);
+    expect(st.asks.listener).toBe(2);
+  });
+
+  it('stops waiting for a receiver that stopped moving (GATHER_IDLE_MS, checked every GATHER_CHECK_MS)', () => {
+    const s = mld();
+    s.join('c0%e0', 'e0', 'B', CHUNK(0, 0), 0);
+    s.abandon('c0%e0');
+    start(s, 'c9%e0', 'A', CHUNK(0, 9), 4, 10);
+    // Checks at 60, 110, ...: B last moved at 0, so the first check at or after 300 lets go.
+    const firstCheckAfterIdle = 10 + Math.ceil((GATHER_IDLE_MS - 10) / GATHER_CHECK_MS) * GATHER_CHECK_MS;
+    const sent = runUntil(s, 10, 1000);
+    expect(sent[0]!.at).toBe(firstCheckAfterIdle);
+  });
+
+  it('waits at most GATHER_MAX_MS for a receiver that keeps moving but never arrives', () => {
+    const s = mld();
+    start(s, 'c500%e0', 'A', CHUNK(0, 500), 4, 0);
+    // No one behind: no hold.
+    expect(drain(s, 0)).toHaveLength(4);
+    s.join('c1%e0', 'e0', 'B', CHUNK(0, 1), 0);
+    s.abandon('c1%e0');
+    const st = start(s, 'c400%e0', 'A', CHUNK(0, 400), 4, 0);
+    expect(st.waitingFor).toEqual(new Set(['B']));
+    let firstSend: number | undefined;
+    for (let t = 0, chunk = 2; t <= GATHER_MAX_MS + 100 && firstSend === undefined; t += 10, chunk++) {
+      s.join(`c${chunk}%e0`, 'e0', 'B', CHUNK(0, chunk), t);
+      s.abandon(`c${chunk}%e0`);
+      if (drain(s, t).some((x) => x.key === 'c400%e0')) firstSend = t;
+    }
+    expect(firstSend).toBeGreaterThanOrEqual(GATHER_MAX_MS);
+    expect(firstSend).toBeLessThanOrEqual(GATHER_MAX_MS + GATHER_CHECK_MS);
+  });
+
+  it('does not wait for receivers in another file, ones whose frontier is stale, or any in push mode', () => {
+    const other = mld();
+    other.join('x%e0', 'e0', 'B', CHUNK(0, 3), 0);
+    expect(start(other, 'c%e0', 'A', CHUNK(1, 0), 4, 10).waitingFor).toBeUndefined();
+    const stale = mld();
+    stale.join('x%e0', 'e0', 'B', TREE, 0);
+    expect(start(stale, 'c%e0', 'A', CHUNK(0, 0), 4, 1000).waitingFor).toBeUndefined();
+    const push = mld({ trickle: false, gather: false });
+    push.join('x%e0', 'e0', 'B', TREE, 0);
+    expect(start(push, 'c%e0', 'A', CHUNK(0, 0), 4, 10).waitingFor).toBeUndefined();
+    const otherIf = mld();
+    otherIf.join('x%e1', 'e1', 'B', TREE, 0);
+    expect(start(otherIf, 'c%e0', 'A', CHUNK(0, 0), 4, 10).waitingFor).toBeUndefined();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Share over fakes
+
+class FakeSink implements DatagramSink {
+  readonly sent: { group: string; payload: Buffer; at: number }[] = [];
+  closed = false;
+  async sendBatch(items: readonly { group: string; payload: Buffer }[]): Promise<void> {
+    // The share reuses its batch buffer once this resolves: keep copies.
+    for (const i of items) this.sent.push({ group: i.group, payload: Buffer.from(i.payload), at: Date.now() });
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+class FakeListeners extends EventEmitter implements ListenerSource {
+  closed = false;
+  activeGroups(): { group: string; ifname: string }[] {
+    return [];
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+  report(kind: MldEvent['kind'], key: Uint8Array, from: string, ifname = 'f0'): void {
+    const ev: MldEvent = { kind, group: groupBytes(key), ifname, from };
+    this.emit(kind, ev);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(5);
+  }
+}
+
+describe('Share over fake sinks and listeners (no root, no sockets)', () => {
+  let dir: string;
+  let index: ShareIndex;
+  const content = Buffer.alloc(3 * 32768 + 1000);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 7 + (i >> 9)) & 0xff;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'lcsync-scheduler-'));
+    writeFileSync(path.join(dir, 'file.bin'), content);
+    index = await ShareIndex.build([path.join(dir, 'file.bin')]);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('sends a chunk on its group when it is joined, enough to decode it, and stops after the leave', async () => {
+    const sinks = new Map<string, FakeSink>();
+    const listeners = new FakeListeners();
+    const share = await Share.start(index, {
+      ifnames: ['f0'],
+      openSink: async (ifname) => {
+        const s = new FakeSink();
+        sinks.set(ifname, s);
+        return s;
+      },
+      listeners,
+    });
+    try {
+      const sink = sinks.get('f0')!;
+      const chunk = [...index.hashes()].map((h) => index.get(h)!).find((o): o is Extract<IndexObject, { kind: 'chunk' }> => o.kind === 'chunk' && o.offset === 32768)!;
+      // Silent without listeners.
+      await sleep(100);
+      expect(sink.sent).toEqual([]);
+      listeners.report('join', chunk.hash, 'fe80::1');
+      await until(() => sink.sent.length >= 32);
+      const dec = new ObjectDecoder(chunk.length);
+      let got: Buffer | undefined;
+      for (const s of sink.sent) {
+        const d = decodeDatagram(s.payload)!;
+        expect(d.oid.equals(chunk.hash)).toBe(true);
+        expect(s.group).toBe(share.status().streams[0]!.group);
+        got ??= dec.add(d.esi, d.symbol);
+      }
+      dec.free();
+      expect(got && hash(got).equals(chunk.hash)).toBe(true);
+      // The round goes out, then the trickle.
+      await until(() => sink.sent.length >= roundSize(32) + 2);
+      listeners.report('part', chunk.hash, 'fe80::1');
+      const atPart = sink.sent.length;
+      await sleep(50);
+      listeners.report('leave', chunk.hash, 'fe80::1');
+      await sleep(300);
+      // Nothing after the part (a batch in flight at that moment at most).
+      expect(sink.sent.length - atPart).toBeLessThanOrEqual(1);
+      const st = share.status();
+      expect(st.streamsStarted).toBe(1);
+      expect(st.datagrams).toBe(sink.sent.length);
+      expect(st.streams).toEqual([expect.objectContaining({ kind: 'chunk', name: 'file.bin', ifname: 'f0', datagrams: sink.sent.length })]);
+    } finally {
+      await share.stop();
+    }
+    expect(sinks.get('f0')!.closed).toBe(true);
+    expect(listeners.closed).toBe(true);
+  });
+
+  it('serves the tree object with its length (OTI) and ignores groups that name nothing', async () => {
+    const sink = new FakeSink();
+    const listeners = new FakeListeners();
+    const share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners });
+    try {
+      listeners.report('join', Buffer.alloc(32, 0xee), 'fe80::2');
+      await sleep(100);
+      expect(sink.sent).toEqual([]);
+      const root = index.roots[0]!;
+      listeners.report('join', root.hash, 'fe80::2');
+      await until(() => sink.sent.length > 0);
+      const d = decodeDatagram(sink.sent[0]!.payload)!;
+      const tree = index.get(root.hash)!;
+      expect(tree.kind).toBe('tree');
+      expect(d.transferLength).toBe(tree.kind === 'tree' ? tree.bytes.length : -1);
+    } finally {
+      await share.stop();
+    }
+  });
+});
