@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { swapIn } from '../src/core/sync/sync.js';
+import { swapIn } from '../src/core/sync/conflicts.js';
 
 let work: string;
 beforeAll(() => {

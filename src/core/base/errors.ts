@@ -101,8 +101,3 @@ function describeErrno(code: string | undefined, message: string | undefined): s
   if (code && known[code]) return `${known[code]} (${code})`;
   return message ?? 'unknown error';
 }
-
-/** Exit status for any thrown value. */
-export function exitCodeOf(err: unknown): number {
-  return err instanceof LcsyncError ? err.exitCode : ExitCode.internal;
-}

@@ -19,6 +19,7 @@
  */
 import { existsSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { readFull } from '../base/readfull.js';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
@@ -280,12 +281,7 @@ function subtreeNodes(data: Uint8Array, slots: number): Uint8Array<ArrayBuffer> 
 
 /** A range hashed on the calling thread, read into `buf` with promise reads (so the event loop runs meanwhile). */
 async function hashRangeHere(fh: FileHandle, buf: Buffer, offset: number, length: number, slots: number): Promise<Uint8Array> {
-  let got = 0;
-  while (got < length) {
-    const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
+  const got = await readFull(fh, buf, length, offset);
   if (got < length) {
     throw new LcsyncError('IO', `file changed while hashing (range at ${offset} ended after ${got} of ${length} bytes)`);
   }

@@ -14,10 +14,11 @@ import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
 import { lstat, open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
-import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
+import { aliasHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from '../model/meta.js';
 import { encodeNetTree, splitParts } from '../wire/nettree.js';
+import { shareDirHash } from '../wire/verify.js';
 import { MerkleTree, chunkLength, CHUNK_SIZE } from '../model/tree.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
@@ -374,7 +375,7 @@ export class ShareIndex {
       const child = found[i];
       if (child) children.push(child.hash);
     }
-    const hash = dirEntryHash(depth === 0 ? undefined : { basename: path.basename(abs), meta }, children);
+    const hash = shareDirHash(sharePath, meta, children, depth === 0);
     const bytes = encodeNetTree({ type: 'dir', size: 0, meta, name: sharePath, payload: Buffer.concat(children) });
     const rec: IndexRecord = { type: 'dir', sharePath, localPath: abs, meta, size: bytes.length, hash };
     this.putObject({ kind: 'tree', hash, bytes, record: rec });

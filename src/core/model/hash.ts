@@ -172,8 +172,6 @@ export function parseHex(s: string): Hash | undefined {
   return HEX64.test(s) ? Buffer.from(s, 'hex') : undefined;
 }
 
-export const ZERO_HASH: Readonly<Hash> = Buffer.alloc(HASH_SIZE);
-
 export function isZero(h: Uint8Array): boolean {
   for (let i = 0; i < h.length; i++) if (h[i] !== 0) return false;
   return true;

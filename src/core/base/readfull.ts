@@ -1,0 +1,19 @@
+/**
+ * The one read-until-full loop: a positional read may return fewer bytes than asked (a pipe,
+ * a network file system, a signal), so every caller that needs a whole range reads through here.
+ */
+import type { FileHandle } from 'node:fs/promises';
+
+/**
+ * Read `length` bytes of `fh` at `position` into `buf` (from its start); returns how many were
+ * read, fewer than `length` only at the end of the file.
+ */
+export async function readFull(fh: FileHandle, buf: Uint8Array, length: number, position: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
