@@ -1,5 +1,5 @@
 /**
- * swapIn (sync.ts): how a type conflict is replaced. The new object takes the old one's place, and
+ * swapIn (conflicts.ts): how a type conflict is replaced. The new object takes the old one's place, and
  * when it cannot, the old one is back where it was: after any error the path names the old or the
  * new object, and nothing set aside is left behind.
  */

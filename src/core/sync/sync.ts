@@ -16,12 +16,10 @@ import { LcsyncError } from '../base/errors.js';
 import { toHex } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
 import { rootHashOf, topName } from '../wire/verify.js';
-import { ShareIndex } from '../index/mdex.js';
-import { checkParent } from './local.js';
+import { checkParent, localEntryHashes } from './local.js';
 import { SyncSession } from './session.js';
 import { parseSource, type SourceSpec } from './source.js';
 import type { SyncFlags, SyncOptions, SyncSummary } from './types.js';
-import { isTempName } from './writer.js';
 
 export type { Change, SyncConflict, SyncFlags, SyncItem, SyncOptions, SyncProgress, SyncSummary } from './types.js';
 export { SyncSession } from './session.js';
@@ -103,22 +101,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
     }
     await checkParent(target);
-    let localHashes = new Set<string>();
-    if (top.head.type === 'dir') {
-      const st = await lstat(target).catch(() => undefined);
-      if (st?.isDirectory()) {
-        const local = new ShareIndex();
-        try {
-          // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
-          await local.add(target, { sharePath: top.head.name, skipName: isTempName });
-          localHashes = new Set(local.records.map((r) => toHex(r.hash)));
-        } catch (e) {
-          // Only a shortcut: a file that changed while hashing (another run writing here) means
-          // every entry is compared one by one instead. Real errors come back where they matter.
-          if (!(e instanceof LcsyncError) || e.code === 'PERMISSION') throw e;
-        }
-      }
-    }
+    const localHashes = top.head.type === 'dir' ? await localEntryHashes(target, top.head.name) : new Set<string>();
     await session.syncEntry(top, target, localHashes);
     await session.finish();
     const s = session.stats();
