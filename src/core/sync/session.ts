@@ -76,13 +76,17 @@ export class SyncSession implements SyncContext {
     await this.channel.close();
   }
 
+  private firstFailure: { error: unknown } | undefined;
+
   /** The first error that ended the session; later ones (requests failed because of it) are its echoes. */
-  failure: { error: unknown } | undefined;
+  get failure(): { error: unknown } | undefined {
+    return this.firstFailure;
+  }
 
   fail(error: unknown): void {
-    if (this.failure) return;
+    if (this.firstFailure) return;
     // A share that said the source changed wins over what that did to other requests.
-    this.failure = { error: this.rx.gone ?? error };
+    this.firstFailure = { error: this.rx.gone ?? error };
     this.rx.close();
   }
 
