@@ -1,7 +1,9 @@
 /**
- * The one read-until-full loop: a positional read may return fewer bytes than asked (a pipe,
- * a network file system, a signal), so every caller that needs a whole range reads through here.
+ * The one read-until-full loop, in its two forms (promise and synchronous): a positional read may
+ * return fewer bytes than asked (a network file system, a signal, a file cut short meanwhile),
+ * so every caller that needs a whole range reads through here.
  */
+import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 /**
@@ -14,6 +16,17 @@ export async function readFull(fh: FileHandle, buf: Uint8Array, length: number, 
     const { bytesRead } = await fh.read(buf, got, length - got, position + got);
     if (bytesRead === 0) break;
     got += bytesRead;
+  }
+  return got;
+}
+
+/** readFull on a file descriptor, synchronously (small files on the main thread, the hashing workers). */
+export function readFullSync(fd: number, buf: Uint8Array, length: number, position: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) break;
+    got += n;
   }
   return got;
 }

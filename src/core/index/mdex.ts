@@ -10,7 +10,8 @@
  * Names are read as bytes and kept in the string form of names.ts, so a file
  * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
  */
-import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, lstatSync, openSync } from 'node:fs';
+import { readFullSync } from '../base/readfull.js';
 import { lstat, open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
@@ -263,13 +264,9 @@ export class ShareIndex {
     } catch (e) {
       throw fromSystemError(e, `cannot read ${displayName(abs)}`);
     }
-    let got = 0;
+    let got: number;
     try {
-      while (got < size) {
-        const n = readSync(fd, this.smallBuf, got, size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
+      got = readFullSync(fd, this.smallBuf, size, 0);
     } catch (e) {
       throw fromSystemError(e, `cannot read ${displayName(abs)}`);
     } finally {
