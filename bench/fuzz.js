@@ -40,7 +40,7 @@ const { decodeDatagram, encodeDatagram, MAX_OBJECT, DATAGRAM_LEN, DATAGRAM_OTI_L
 const { decodeNetTreeHead, decodeNetTree, encodeNetTree, dirChildren } = await dist('wire/nettree.js');
 const { decodeMld, listenerEvents } = await dist('wire/mld.js');
 const { decodeSignature, encodeSignature } = await dist('wire/signature.js');
-const { childName, objectMatches, partAgrees } = await dist('sync/sync.js');
+const { childName, objectMatches, partAgrees } = await dist('wire/verify.js');
 const { ObjectDecoder, ObjectEncoder } = await dist('fec/fec.js');
 const { ObjectReceiver } = await dist('sync/receiver.js');
 const { LcsyncError } = await dist('base/errors.js');

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { ExitCode } from '../src/core/base/errors.js';
 import { editDistance, suggestCommand, unknownCommandMessage } from '../src/cli/suggest.js';
 import { count } from '../src/cli/plural.js';
-import { parseSource } from '../src/core/sync/sync.js';
+import { parseSource } from '../src/core/sync/source.js';
 import { renderHuman } from '../src/commands/status.js';
 import { cli } from './e2e.js';
 

@@ -36,7 +36,7 @@ describeUnless(why, 'two receivers into one destination (needs root)', () => {
   let share: RunningShare;
 
   beforeAll(async () => {
-    expectBuilt(['sync/writer', 'sync/sync', 'index/mdex']);
+    expectBuilt(['sync/writer', 'sync/sync', 'sync/session', 'sync/file', 'sync/chunks', 'index/mdex']);
     lab = await createLab({ hosts: 3, snooping: true });
     work = mkdtempSync(path.join(tmpdir(), 'lcsync-concurrent-'));
     src = path.join(work, 'share');

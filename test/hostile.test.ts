@@ -29,7 +29,8 @@ import { DEFAULT_LIMITS, decodeNetTreeHead, encodeNetTree, splitParts, type NetT
 import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, encodeDatagram } from '../src/core/wire/packet.js';
 import { ObjectEncoder } from '../src/core/fec/fec.js';
 import { ObjectReceiver } from '../src/core/sync/receiver.js';
-import { SyncSession, childName, objectMatches, partAgrees } from '../src/core/sync/sync.js';
+import { SyncSession } from '../src/core/sync/sync.js';
+import { childName, objectMatches, partAgrees } from '../src/core/wire/verify.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import type { DatagramSource } from '../src/core/net/datagram.js';
 

@@ -58,7 +58,7 @@ describeUnless(why, 'names that are not UTF-8, share to sync (needs root)', () =
   const big = randomBytes(200_000);
 
   beforeAll(async () => {
-    expectBuilt(['base/names', 'base/bytefs', 'index/mdex', 'sync/sync', 'sync/writer', 'sync/fsmeta', 'wire/nettree', 'model/entry']);
+    expectBuilt(['base/names', 'base/bytefs', 'index/mdex', 'sync/sync', 'sync/session', 'sync/walk', 'sync/file', 'sync/symlink', 'sync/writer', 'sync/fsmeta', 'wire/nettree', 'wire/verify', 'model/entry']);
     lab = await createLab({ hosts: 2, snooping: true });
     work = mkdtempSync(path.join(tmpdir(), 'lcsync-names-e2e-'));
     src = bp(work, 'src', 'share');

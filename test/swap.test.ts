@@ -1,5 +1,5 @@
 /**
- * swapIn (sync.ts): how a type conflict is replaced. The new object takes the old one's place, and
+ * swapIn (conflicts.ts): how a type conflict is replaced. The new object takes the old one's place, and
  * when it cannot, the old one is back where it was: after any error the path names the old or the
  * new object, and nothing set aside is left behind.
  */
@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { swapIn } from '../src/core/sync/sync.js';
+import { swapIn } from '../src/core/sync/conflicts.js';
 
 let work: string;
 beforeAll(() => {

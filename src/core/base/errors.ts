@@ -101,4 +101,3 @@ function describeErrno(code: string | undefined, message: string | undefined): s
   if (code && known[code]) return `${known[code]} (${code})`;
   return message ?? 'unknown error';
 }
-

@@ -17,8 +17,9 @@
  * started on the compiled dist/core/index/hashpool.js with a tag in workerData, and
  * loads BLAKE3 through hash.ts like every other hashing caller.
  */
-import { existsSync, readSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { readFull, readFullSync } from '../base/readfull.js';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
@@ -280,12 +281,7 @@ function subtreeNodes(data: Uint8Array, slots: number): Uint8Array<ArrayBuffer> 
 
 /** A range hashed on the calling thread, read into `buf` with promise reads (so the event loop runs meanwhile). */
 async function hashRangeHere(fh: FileHandle, buf: Buffer, offset: number, length: number, slots: number): Promise<Uint8Array> {
-  let got = 0;
-  while (got < length) {
-    const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
+  const got = await readFull(fh, buf, length, offset);
   if (got < length) {
     throw new LcsyncError('IO', `file changed while hashing (range at ${offset} ended after ${got} of ${length} bytes)`);
   }
@@ -302,12 +298,7 @@ function serve(port: MessagePort): void {
       if (!(job.length > 0 && leaves <= job.slots && job.slots <= RANGE_LEAVES && job.offset % CHUNK_SIZE === 0)) {
         throw new Error(`bad hash job at ${job.offset} of ${job.length} bytes`);
       }
-      let got = 0;
-      while (got < job.length) {
-        const n = readSync(job.fd, buf, got, job.length - got, job.offset + got);
-        if (n === 0) break;
-        got += n;
-      }
+      const got = readFullSync(job.fd, buf, job.length, job.offset);
       if (got < job.length) {
         port.postMessage({ id: job.id, short: got } satisfies Reply);
         return;

@@ -10,14 +10,16 @@
  * Names are read as bytes and kept in the string form of names.ts, so a file
  * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
  */
-import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, lstatSync, openSync } from 'node:fs';
+import { readFullSync } from '../base/readfull.js';
 import { open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
-import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
+import { aliasHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from '../model/meta.js';
 import { encodeNetTree, splitParts } from '../wire/nettree.js';
+import { shareDirHash } from '../wire/verify.js';
 import { MerkleTree, chunkLength, CHUNK_SIZE } from '../model/tree.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
@@ -265,13 +267,9 @@ export class ShareIndex {
     } catch (e) {
       throw fromSystemError(e, `cannot read ${displayName(abs)}`);
     }
-    let got = 0;
+    let got: number;
     try {
-      while (got < size) {
-        const n = readSync(fd, this.smallBuf, got, size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
+      got = readFullSync(fd, this.smallBuf, size, 0);
     } catch (e) {
       throw fromSystemError(e, `cannot read ${displayName(abs)}`);
     } finally {
@@ -377,7 +375,7 @@ export class ShareIndex {
       const child = found[i];
       if (child) children.push(child.hash);
     }
-    const hash = dirEntryHash(depth === 0 ? undefined : { basename: path.basename(abs), meta }, children);
+    const hash = shareDirHash(sharePath, meta, children, depth === 0);
     const bytes = encodeNetTree({ type: 'dir', size: 0, meta, name: sharePath, payload: Buffer.concat(children) });
     const rec: IndexRecord = { type: 'dir', sharePath, localPath: abs, meta, size: bytes.length, hash };
     this.putObject({ kind: 'tree', hash, bytes, record: rec });

@@ -7,6 +7,7 @@
  * Tree logic only: no sockets. Building from a file reads it in bounded blocks.
  */
 import { open, type FileHandle } from '../base/bytefs.js';
+import { readFull } from '../base/readfull.js';
 import { HASH_SIZE, hashLeaves, hashPairs, isZero, type Hash } from './hash.js';
 import { LcsyncError } from '../base/errors.js';
 
@@ -113,7 +114,7 @@ export class MerkleTree {
     const block = Math.min(READ_BLOCK, size);
     const bufs = [Buffer.allocUnsafe(block), size > block ? Buffer.allocUnsafe(block) : Buffer.alloc(0)];
     const start = (i: number, pos: number) => {
-      const p = readFully(fh, bufs[i & 1]!, Math.min(block, size - pos), pos);
+      const p = readFull(fh, bufs[i & 1]!, Math.min(block, size - pos), pos);
       // Awaited below; this only keeps a failure from being unhandled if hashing throws first.
       p.catch(() => {});
       return p;
@@ -205,16 +206,6 @@ export function leafIndex(tree: MerkleTree): Map<string, number> {
     if (!m.has(k)) m.set(k, i);
   }
   return m;
-}
-
-async function readFully(fh: FileHandle, buf: Buffer, want: number, pos: number): Promise<number> {
-  let got = 0;
-  while (got < want) {
-    const { bytesRead } = await fh.read(buf, got, want - got, pos + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return got;
 }
 
 export type { Hash };

@@ -22,6 +22,7 @@ import { decodeDatagram, decodeGoneNotice, goneNoticeKey } from '../wire/packet.
 import { ObjectDecoder } from '../fec/fec.js';
 import type { DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
+import { KeptObjects } from './kept.js';
 
 export interface ReceiveStats {
   datagrams: number;
@@ -56,13 +57,6 @@ const MAX_TREE_DECODERS = 64;
  * 64 bogus OIDs would make us hold 640 MiB. The oldest decoders give way first.
  */
 const MAX_TREE_DECODER_BYTES = 32 * 2 ** 20;
-/**
- * Verified tree objects kept for requests not made yet or made again (equal tree parts, equal
- * directories). A sparse 5 GiB image has 320 tree parts of which a handful are distinct.
- */
-const MAX_KEPT = 64;
-/** Most bytes either of those two stores may hold. */
-const MAX_KEPT_BYTES = 8 * 2 ** 20;
 /** Chunk OIDs remembered as finished so their leftover datagrams are dropped cheaply. */
 const MAX_DONE = 4096;
 
@@ -119,7 +113,7 @@ export class ObjectReceiver {
    * wanted by nobody yet (another process on this host may have joined a group we are about to
    * ask for). Datagrams of a kept OID are dropped; once evicted, its datagrams decode again.
    */
-  private readonly kept = new BoundedStore();
+  private readonly kept = new KeptObjects();
   private readonly groupUsers = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
   private readonly stallMs: number;
@@ -432,51 +426,6 @@ export class ObjectReceiver {
       }
       check(w, w.key, (e) => this.finishTree(w, e));
     }
-  }
-}
-
-/** A few verified objects by key, oldest first, bounded in count and bytes. */
-class BoundedStore {
-  private readonly map = new Map<string, Buffer>();
-  private bytes = 0;
-
-  has(key: string): boolean {
-    return this.map.has(key);
-  }
-
-  /** Mark `key` as just used: it is evicted last. */
-  touch(key: string): void {
-    const o = this.map.get(key);
-    if (!o) return;
-    this.map.delete(key);
-    this.map.set(key, o);
-  }
-
-  entries(): [string, Buffer][] {
-    return [...this.map.entries()];
-  }
-
-  set(key: string, obj: Buffer): void {
-    this.delete(key);
-    // One object may not push out all the others.
-    if (obj.length > MAX_KEPT_BYTES / 4) return;
-    while (this.map.size > 0 && (this.map.size >= MAX_KEPT || this.bytes + obj.length > MAX_KEPT_BYTES)) {
-      this.delete(this.map.keys().next().value!);
-    }
-    this.map.set(key, obj);
-    this.bytes += obj.length;
-  }
-
-  delete(key: string): void {
-    const o = this.map.get(key);
-    if (!o) return;
-    this.map.delete(key);
-    this.bytes -= o.length;
-  }
-
-  clear(): void {
-    this.map.clear();
-    this.bytes = 0;
   }
 }
 

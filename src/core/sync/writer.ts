@@ -192,24 +192,6 @@ export class OutputFile {
     }
   }
 
-  /** Read what the output holds at `offset` (the old content where nothing was written yet). */
-  async read(offset: number, length: number): Promise<Buffer> {
-    const fh = this.handle();
-    checkRange(offset, length);
-    const buf = Buffer.alloc(length);
-    let got = 0;
-    try {
-      while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-    } catch (err) {
-      throw fromSystemError(err, this.dest);
-    }
-    return got === length ? buf : buf.subarray(0, got);
-  }
-
   /** Make the output the destination: sync the data, rename over dest, sync the directory. */
   async commit(): Promise<void> {
     const fh = this.handle();

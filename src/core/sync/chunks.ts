@@ -1,0 +1,121 @@
+/**
+ * Where the bytes of a chunk come from, so that equal chunks travel once per session: all-zero
+ * chunks are known without asking; a chunk already written in this session is read back from
+ * there (and verified); a chunk another file is fetching is waited for; anything else is fetched.
+ */
+import { open } from '../base/bytefs.js';
+import { readFull } from '../base/readfull.js';
+import { hash, toHex, type Hash } from '../model/hash.js';
+import type { MerkleTree } from '../model/tree.js';
+import type { ObjectReceiver } from './receiver.js';
+
+/**
+ * Chunks whose bytes were written in this session, remembered by leaf so that equal chunks of
+ * other files are copied from there (read back and verified) rather than fetched again. Bounded:
+ * past it, equal chunks are fetched again, which costs bytes but never correctness.
+ */
+const MAX_CHUNK_HOMES = 131072;
+
+/** Where a verified copy of a chunk lies: a file (its temporary name until committed) and offset. */
+interface ChunkHome {
+  file: { path: string };
+  offset: number;
+}
+
+/** Leaf hashes of all-zero chunks by length: such chunks are known without asking anyone. */
+const zeroLeaves = new Map<number, string>();
+
+/** The leaf hash (hex) of `length` zero bytes. */
+export function zeroLeaf(length: number): string {
+  let k = zeroLeaves.get(length);
+  if (k === undefined) zeroLeaves.set(length, (k = toHex(hash(Buffer.alloc(length)))));
+  return k;
+}
+
+/** The chunk indices grouped by leaf hash: each group is one chunk's bytes, wanted at several places. */
+export function placesOf(tree: MerkleTree, indices: readonly number[]): Map<string, number[]> {
+  const places = new Map<string, number[]>();
+  for (const i of indices) {
+    const k = tree.leaf(i).toString('hex');
+    const list = places.get(k);
+    if (list) list.push(i);
+    else places.set(k, [i]);
+  }
+  return places;
+}
+
+export class ChunkSource {
+  /** Distinct chunks wanted so far (for progress). */
+  wanted = 0;
+  /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+  private readonly homes = new Map<string, ChunkHome>();
+
+  /** `counts.chunksFetched` counts the chunks that travelled (a session's summary). */
+  constructor(
+    private readonly rx: ObjectReceiver,
+    private readonly counts: { chunksFetched: number },
+  ) {}
+
+  /**
+   * The bytes of the chunk named `leaf`, verified: all zeros when that is what it names; else
+   * from a copy already written in this session; else from the fetch another file started;
+   * else fetched now. `fetched` says whether this call made it travel (counted in `counts`).
+   * A fetch stays "in flight" for other files until the caller has stored it (stored()).
+   */
+  async get(leaf: Hash, length: number): Promise<{ bytes: Buffer; fetched: boolean }> {
+    const k = toHex(leaf);
+    if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
+    const inflight = this.inflight.get(k);
+    if (inflight) return { bytes: await inflight, fetched: false };
+    const home = this.homes.get(k);
+    if (home) {
+      const copy = await readChunkAt(home.file.path, home.offset, length);
+      if (copy && hash(copy).equals(leaf)) return { bytes: copy, fetched: false };
+      // Gone (an aborted output) or overwritten since: fetch it.
+      this.homes.delete(k);
+    }
+    const p = this.rx.fetchChunk(leaf, length);
+    this.inflight.set(k, p);
+    let bytes: Buffer;
+    try {
+      bytes = await p;
+    } catch (e) {
+      this.inflight.delete(k);
+      throw e;
+    }
+    this.counts.chunksFetched++;
+    return { bytes, fetched: true };
+  }
+
+  /**
+   * The chunk `leaf` is stored (in `file` at `offset` when given): later requests read it from
+   * there. Until now a fetch of it counted as in flight, so no other file fetched it meanwhile.
+   * `file` is held by reference: its path may change (a temporary name, then the destination).
+   */
+  stored(leaf: Hash, file?: { path: string }, offset = 0): void {
+    const k = toHex(leaf);
+    this.inflight.delete(k);
+    if (!file || this.homes.has(k)) return;
+    if (this.homes.size >= MAX_CHUNK_HOMES) this.homes.delete(this.homes.keys().next().value!);
+    this.homes.set(k, { file, offset });
+  }
+}
+
+/** `length` bytes of `file` at `offset`, or undefined when the file is gone or short. */
+async function readChunkAt(file: string, offset: number, length: number): Promise<Buffer | undefined> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const buf = Buffer.alloc(length);
+    return (await readFull(fh, buf, length, offset)) === length ? buf : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * What the writers of files, symlinks and directories (file.ts, symlink.ts, walk.ts) need of the
+ * session that runs them (session.ts): its options and counters, its chunk source, the objects
+ * it fetches and verifies, and where items, conflicts and failures are reported.
+ */
+import type { Limiter } from '../base/limit.js';
+import type { Hash } from '../model/hash.js';
+import type { FileMeta } from '../model/meta.js';
+import type { MerkleTree } from '../model/tree.js';
+import type { NetTreeHead } from '../wire/nettree.js';
+import type { ChunkSource } from './chunks.js';
+import type { SyncItem, SyncOptions, SyncSummary } from './types.js';
+
+/** A verified object: its header, its bytes, and for a file its verified Merkle tree. */
+export interface FetchedEntry {
+  head: NetTreeHead;
+  /** Whole object: file header + name + all tree nodes; dir children; link target. */
+  obj: Buffer;
+  tree?: MerkleTree;
+}
+
+/** The counters and conflicts one session adds to a SyncSummary. */
+export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges'>;
+
+export interface SyncContext {
+  readonly opts: SyncOptions;
+  readonly summary: SessionSummary;
+  readonly chunks: ChunkSource;
+  /** Bounds the chunk groups joined at once. */
+  readonly chunkLimit: Limiter;
+  /** The first error that ended the session (see fail). */
+  readonly failure: { error: unknown } | undefined;
+  /** Fetch and verify the object `key` names (by share path `alias`), with all its tree parts. */
+  fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry>;
+  /** Throw INTERRUPTED once the caller's signal has fired. */
+  checkAbort(): void;
+  /** Tell the caller how far the transfer is. */
+  progress(): void;
+  /** Report an entry synced (files are counted in the summary). */
+  item(it: SyncItem): void;
+  /** Report a non-empty directory left where the source has a file or symlink. */
+  conflict(dest: string, source: 'file' | 'symlink'): void;
+  /** Apply the archive flags to `p`; returns whether anything differed. */
+  finishMeta(p: string, meta: FileMeta, isLink: boolean, created?: boolean): Promise<boolean>;
+  /** End the session with `error`, unless an earlier one did (every pending request then fails). */
+  fail(error: unknown): void;
+}

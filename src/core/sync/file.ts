@@ -1,0 +1,157 @@
+/**
+ * Sync one verified file entry into its destination: hash the local copy, reuse the chunks it
+ * already has (also moved ones), fetch the others (equal chunks once), write them into a
+ * temporary file (or in place) and commit it atomically; another type of object at the
+ * destination is replaced only once the new file is complete.
+ */
+import { lstat, open, rename, unlink } from '../base/bytefs.js';
+import path from 'node:path';
+import { fromSystemError } from '../base/errors.js';
+import { readFull } from '../base/readfull.js';
+import { hash, toHex } from '../model/hash.js';
+import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
+import { placesOf, zeroLeaf } from './chunks.js';
+import { isEmptyDir, siblingName, swapIn } from './conflicts.js';
+import type { FetchedEntry, SyncContext } from './context.js';
+import { ifPresent } from './local.js';
+import { OutputFile, removeStaleTemps } from './writer.js';
+
+/** What stands at a file's destination. */
+interface LocalFile {
+  /** Its tree when it is a regular file. */
+  tree?: MerkleTree;
+  /** What the new file replaces by renaming (never written through): an empty directory, a symlink, a special file. */
+  replace?: 'dir' | 'other';
+  /** A non-empty directory: left alone. */
+  conflict?: true;
+}
+
+/** What stands at `dest`, or undefined when nothing does. */
+async function localFile(dest: string, dryRun: boolean): Promise<LocalFile | undefined> {
+  const st = await ifPresent(dest, dryRun, () => lstat(dest));
+  if (!st) return undefined;
+  const found = await ifPresent(dest, dryRun, async (): Promise<LocalFile> => {
+    if (st.isDirectory()) return (await isEmptyDir(dest)) ? { replace: 'dir' } : { conflict: true };
+    // The size of the file it opens, not of the lstat above: another run may rename a new version over it.
+    if (st.isFile()) return { tree: await MerkleTree.fromFile(dest) };
+    return { replace: 'other' }; // a symlink or special file: replaced by rename, never written through
+  });
+  // Gone since the lstat (another run moved it): it existed, and nothing of it is used.
+  return found ?? {};
+}
+
+/** Sync a verified file entry into `dest`. */
+export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: string): Promise<void> {
+  const { opts, summary, chunks } = ctx;
+  const tree = entry.tree!;
+  const size = entry.head.size;
+  const local = await localFile(dest, !!opts.dryRun);
+  if (local?.conflict) return ctx.conflict(dest, 'file');
+  const existed = local !== undefined;
+  const localTree = local?.tree;
+  const replace = local?.replace;
+  const needed = tree.diff(localTree);
+  const sameContent = localTree !== undefined && needed.length === 0 && localTree.size === size;
+  const reuse = new Map<number, number>();
+  if (localTree && !opts.inplace) {
+    const have = leafIndex(localTree);
+    for (const i of needed) {
+      const j = have.get(tree.leaf(i).toString('hex'));
+      if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i)) reuse.set(i, j);
+    }
+  }
+  const fetch = needed.filter((i) => !reuse.has(i));
+  // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
+  const places = placesOf(tree, fetch);
+  if (opts.dryRun) {
+    // An estimate: chunks that are zeros, or equal to chunks of files synced before, travel not at all.
+    let travel = 0;
+    for (const at of places.values()) if (tree.leaf(at[0]!).toString('hex') !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
+    ctx.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetch.length - travel });
+    return;
+  }
+  if (sameContent) {
+    const changedMeta = await ctx.finishMeta(dest, entry.head.meta, false);
+    ctx.item({ path: dest, type: 'file', change: changedMeta ? 'metadata' : 'unchanged', chunksFetched: 0, chunksReused: 0 });
+    return;
+  }
+  chunks.wanted += places.size;
+  // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
+  await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
+  // Another type of object stays in place until the new file is complete, written under a fresh
+  // name next to it (never through a link), and is then replaced by rename.
+  const target = replace ? siblingName(dest, 'new') : dest;
+  const out = await OutputFile.open(target, size, { inplace: opts.inplace && !replace });
+  let fetchedHere = 0;
+  const home = { path: out.path };
+  try {
+    if (reuse.size > 0) {
+      // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
+      const old = await open(dest, 'r');
+      try {
+        for (const [i, j] of reuse) {
+          const buf = Buffer.alloc(chunkLength(size, i));
+          await readFull(old, buf, buf.length, j * CHUNK_SIZE);
+          // Another run into the same destination may have renamed a new version over it since it
+          // was hashed: a chunk that is not what the tree says is fetched instead.
+          if (!hash(buf).equals(tree.leaf(i))) {
+            reuse.delete(i);
+            fetch.push(i);
+            const k = tree.leaf(i).toString('hex');
+            const at = places.get(k);
+            if (at) at.push(i);
+            else {
+              places.set(k, [i]);
+              chunks.wanted++;
+            }
+            continue;
+          }
+          await out.write(i * CHUNK_SIZE, buf);
+          summary.chunksReused++;
+        }
+      } finally {
+        await old.close();
+      }
+    }
+    // Until commit the chunks written here are read back from the temporary file; then from dest.
+    await ctx.chunkLimit.each(places.values(), async (at) => {
+      ctx.checkAbort();
+      const length = chunkLength(size, at[0]!);
+      const leaf = tree.leaf(at[0]!);
+      const { bytes, fetched } = await chunks.get(leaf, length);
+      if (fetched) fetchedHere++;
+      summary.chunksReused += fetched ? at.length - 1 : at.length;
+      try {
+        // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
+        if (out.fresh && toHex(leaf) === zeroLeaf(length)) return;
+        for (const i of at) {
+          await out.write(i * CHUNK_SIZE, bytes);
+          summary.bytesWritten += bytes.length;
+        }
+        chunks.stored(leaf, home, at[0]! * CHUNK_SIZE);
+      } finally {
+        // Written or not (a failed write), other files stop waiting for this fetch.
+        chunks.stored(leaf);
+        ctx.progress();
+      }
+    });
+    ctx.checkAbort();
+    await out.commit();
+    home.path = target;
+  } catch (e) {
+    await out.abort();
+    throw e;
+  }
+  if (replace) {
+    try {
+      if (replace === 'dir') await swapIn(target, dest);
+      else await rename(target, dest);
+    } catch (e) {
+      await unlink(target).catch(() => undefined);
+      throw fromSystemError(e, dest);
+    }
+    home.path = dest;
+  }
+  await ctx.finishMeta(dest, entry.head.meta, false, !existed || replace !== undefined);
+  ctx.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });
+}

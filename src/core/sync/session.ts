@@ -1,0 +1,239 @@
+/**
+ * One sync session: a receiver on the share's groups, the objects it fetches and verifies, the
+ * chunk source that makes equal chunks travel once, and what it reports (items, conflicts,
+ * progress, the first failure). Writing entries is walk.ts's (and file.ts's, symlink.ts's).
+ */
+import { chmod, lstat } from '../base/bytefs.js';
+import { LcsyncError } from '../base/errors.js';
+import { Limiter } from '../base/limit.js';
+import { toHex, type Hash } from '../model/hash.js';
+import { fileEntryHash } from '../model/entry.js';
+import type { FileMeta } from '../model/meta.js';
+import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
+import { DEFAULT_LIMITS, decodeNetTreeHead, partCount, type DecodeLimits } from '../wire/nettree.js';
+import { Joined, checkFirstPart, fileRootOf, objectMatches, partAgreesWith, treePartLength, verifiedTree } from '../wire/verify.js';
+import { MulticastReceiver } from '../net/mcast-receiver.js';
+import type { DatagramSource } from '../net/datagram.js';
+import { ChunkSource, placesOf } from './chunks.js';
+import { dirConflict } from './conflicts.js';
+import type { FetchedEntry, SessionSummary, SyncContext } from './context.js';
+import { applyOwnership, applyTimes, type TimeStamp } from './fsmeta.js';
+import { ObjectReceiver } from './receiver.js';
+import type { SyncItem, SyncOptions } from './types.js';
+import { syncDir, syncEntry } from './walk.js';
+import { syncFile } from './file.js';
+import { syncSymlink } from './symlink.js';
+
+export type { FetchedEntry } from './context.js';
+
+export class SyncSession implements SyncContext {
+  private readonly rx: ObjectReceiver;
+  private readonly limits: DecodeLimits;
+  readonly chunkLimit: Limiter;
+  private readonly treeLimit: Limiter;
+  private readonly times: TimeStamp[] = [];
+  private readonly started = Date.now();
+  readonly summary: SessionSummary = {
+    dryRun: false,
+    bytesReceived: 0,
+    datagrams: 0,
+    bytesWritten: 0,
+    chunksFetched: 0,
+    chunksReused: 0,
+    treeObjectsReceived: 0,
+    objectsRejected: 0,
+    rejoins: 0,
+    files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
+    conflicts: [],
+  };
+  readonly chunks: ChunkSource;
+
+  private constructor(
+    private readonly channel: DatagramSource,
+    readonly opts: SyncOptions,
+  ) {
+    this.limits = opts.limits ?? DEFAULT_LIMITS;
+    this.rx = new ObjectReceiver(channel, {
+      cipher: opts.cipher,
+      stallMs: opts.stallMs,
+      idleTimeoutMs: opts.timeoutSec ? opts.timeoutSec * 1000 : undefined,
+    });
+    this.chunks = new ChunkSource(this.rx, this.summary);
+    this.chunkLimit = new Limiter(opts.parallel ?? 128);
+    // An abort must also end waits for objects that may never come (no sender yet).
+    opts.signal?.addEventListener('abort', () => this.rx.close(), { once: true });
+    this.treeLimit = new Limiter(16);
+    this.summary.dryRun = !!opts.dryRun;
+  }
+
+  static async open(opts: SyncOptions): Promise<SyncSession> {
+    const channel = opts.channel ?? (await MulticastReceiver.open({ ifnames: opts.ifnames }));
+    return new SyncSession(channel, opts);
+  }
+
+  async close(): Promise<void> {
+    this.rx.close();
+    await this.channel.close();
+  }
+
+  private firstFailure: { error: unknown } | undefined;
+
+  /** The first error that ended the session; later ones (requests failed because of it) are its echoes. */
+  get failure(): { error: unknown } | undefined {
+    return this.firstFailure;
+  }
+
+  fail(error: unknown): void {
+    if (this.firstFailure) return;
+    // A share that said the source changed wins over what that did to other requests.
+    this.firstFailure = { error: this.rx.gone ?? error };
+    this.rx.close();
+  }
+
+  checkAbort(): void {
+    if (this.opts.signal?.aborted) throw new LcsyncError('INTERRUPTED', 'interrupted');
+  }
+
+  progress(): void {
+    this.opts.onProgress?.({ bytesReceived: this.rx.stats.bytes, chunksFetched: this.summary.chunksFetched, chunksWanted: this.chunks.wanted });
+  }
+
+  /** Fetch and verify the object `key` names, with all its tree parts. */
+  async fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry> {
+    this.checkAbort();
+    const first = await this.treeLimit.run(() => this.rx.fetchTree(key, (o) => objectMatches(o, key, alias, this.limits)));
+    const head = decodeNetTreeHead(first, this.limits);
+    if (head.type !== 'file') return { head, obj: first };
+    if (head.size === 0) return { head, obj: first, tree: MerkleTree.blank(0) };
+    const root = fileRootOf(head, first);
+    const n = partCount(head.objectLength);
+    checkFirstPart(head, first);
+    // Parts come one after another: a part is accepted only if its node hashes
+    // agree with the parents already known, which tells apart parts of equal
+    // length (ours, another file's, or a spoofer's) before anything trusts them.
+    const known = new Joined([first]);
+    for (let z = 1; z < n; z++) {
+      const want = treePartLength(head, z);
+      const partKey = fileEntryHash(head.name, root, z, head.meta);
+      const part = await this.treeLimit.run(() =>
+        this.rx.fetchTree(partKey, (o) => o.length === want && partAgreesWith(known, o, head.payloadOffset)),
+      );
+      known.push(part);
+    }
+    const obj = Buffer.concat(known.buffers());
+    return { head, obj, tree: verifiedTree(head, obj, root) };
+  }
+
+  /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync); equal chunks travel once. */
+  async fetchChunksInto(tree: MerkleTree, indices: readonly number[], buf: Buffer): Promise<void> {
+    await this.chunkLimit.each(placesOf(tree, indices).values(), async (at) => {
+      this.checkAbort();
+      const leaf = tree.leaf(at[0]!);
+      const { bytes } = await this.chunks.get(leaf, chunkLength(tree.size, at[0]!));
+      for (const i of at) bytes.copy(buf, i * CHUNK_SIZE);
+      this.chunks.stored(leaf);
+    });
+  }
+
+  /**
+   * Fetch the signature object published next to `root` and check it against
+   * the trusted key, before anything is written. A share that publishes none
+   * (within the wait) is refused too.
+   */
+  async checkSignature(root: Hash, name: string, trusted: Uint8Array): Promise<void> {
+    const { signatureKey, decodeSignature, verifySignedRoot } = await import('../wire/signature.js');
+    const waitSec = this.opts.signatureWaitSec ?? this.opts.timeoutSec ?? 10;
+    const key = signatureKey(root);
+    let sig: Buffer;
+    try {
+      sig = await this.rx.fetchTree(
+        key,
+        (o) => {
+          try {
+            return decodeSignature(o).root.equals(root);
+          } catch {
+            return false;
+          }
+        },
+        { deadlineMs: waitSec * 1000 },
+      );
+    } catch (e) {
+      if (e instanceof LcsyncError && e.code === 'TIMEOUT') {
+        throw new LcsyncError('INTEGRITY', `root ${toHex(root)} is not signed: no signature arrived within ${waitSec} s (the share needs --sign)`);
+      }
+      throw e;
+    }
+    verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
+  }
+
+  /** Leave a non-empty directory where the source has a file or symlink, and say so (rsync without --delete does the same). */
+  conflict(dest: string, source: 'file' | 'symlink'): void {
+    const c = dirConflict(dest, source);
+    this.summary.conflicts.push(c);
+    this.opts.onConflict?.(c);
+  }
+
+  item(it: SyncItem): void {
+    if (it.type === 'file') this.summary.files[it.change]++;
+    this.opts.onItem?.(it);
+  }
+
+  /** Apply the archive flags; returns whether anything differed. New files without -p get mode & ~umask, as rsync does. */
+  async finishMeta(p: string, meta: FileMeta, isLink: boolean, created = false): Promise<boolean> {
+    const f = this.opts.flags;
+    const st = await lstat(p, { bigint: true });
+    let changed = false;
+    if (f.perms && !isLink && Number(st.mode & 0o7777n) !== (meta.mode & 0o7777)) changed = true;
+    if (f.owner && Number(st.uid) !== meta.uid) changed = true;
+    if (f.group && Number(st.gid) !== meta.gid) changed = true;
+    if (f.times && (st.mtimeNs / 1_000_000_000n !== meta.mtimeSec || st.mtimeNs % 1_000_000_000n !== meta.mtimeNsec)) changed = true;
+    await applyOwnership(p, meta, f, isLink);
+    if (created && !f.perms && !isLink) {
+      await chmod(p, meta.mode & 0o777 & ~process.umask());
+    }
+    if (f.times) this.times.push({ path: p, meta });
+    return changed;
+  }
+
+  /** Sync a verified file entry into `dest`. */
+  syncFile(entry: FetchedEntry, dest: string): Promise<void> {
+    return syncFile(this, entry, dest);
+  }
+
+  syncSymlink(entry: FetchedEntry, dest: string): Promise<void> {
+    return syncSymlink(this, entry, dest);
+  }
+
+  /**
+   * Sync a directory entry into `dest` (which becomes that directory). With
+   * `recursive`, children whose entry hashes the local copy already has are skipped.
+   */
+  syncDir(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+    return syncDir(this, entry, dest, localHashes);
+  }
+
+  syncEntry(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+    return syncEntry(this, entry, dest, localHashes);
+  }
+
+  /** Apply collected times, deepest paths first is not needed: all writes are done by now. */
+  async finish(): Promise<void> {
+    if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
+  }
+
+  /** Set when the share said the source changed under this session (receiver.ts gone notices). */
+  get sourceChanged(): LcsyncError | undefined {
+    return this.rx.gone;
+  }
+
+  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; seconds: number } {
+    return {
+      bytesReceived: this.rx.stats.bytes,
+      treeObjectsReceived: this.rx.stats.treeObjects,
+      datagrams: this.rx.stats.datagrams,
+      objectsRejected: this.rx.stats.rejected,
+      rejoins: this.rx.stats.rejoins,
+      seconds: (Date.now() - this.started) / 1000,
+    };
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * What a sync is asked to do (SyncOptions) and what it reports: each entry (SyncItem), each
+ * conflict it left alone, its progress and its summary. Shared by every part of the sync side.
+ */
+import type { DecodeLimits } from '../wire/nettree.js';
+import type { ObjectCipher } from '../wire/crypto.js';
+import type { DatagramSource } from '../net/datagram.js';
+import type { MetaFlags } from './fsmeta.js';
+
+export interface SyncFlags extends MetaFlags {
+  recursive: boolean;
+}
+
+export interface SyncOptions {
+  ifnames: string[];
+  flags: SyncFlags;
+  /** Fail with TIMEOUT when a request sees no datagram for this long. */
+  timeoutSec?: number;
+  dryRun?: boolean;
+  inplace?: boolean;
+  /** Chunk groups joined at once. */
+  parallel?: number;
+  limits?: DecodeLimits;
+  stallMs?: number;
+  /** Decrypt objects (the share's key). */
+  cipher?: ObjectCipher;
+  /** Refuse a root that is not signed by this raw Ed25519 public key. */
+  trust?: Uint8Array;
+  /** How long to wait for the root's signature object (default: timeoutSec, else 10 s). */
+  signatureWaitSec?: number;
+  onItem?: (item: SyncItem) => void;
+  /** The source (a share name) changed during the sync; the sync starts over on its new root (`n`-th time). */
+  onSourceChanged?: (n: number) => void;
+  /** A path left alone because replacing it would delete a non-empty directory (reported once each). */
+  onConflict?: (c: SyncConflict) => void;
+  onProgress?: (p: SyncProgress) => void;
+  signal?: AbortSignal;
+  /** Receive from this source instead of opening a socket (tests run a share in memory). */
+  channel?: DatagramSource;
+}
+
+export type Change = 'created' | 'updated' | 'unchanged' | 'metadata';
+
+export interface SyncItem {
+  path: string;
+  type: 'file' | 'dir' | 'symlink';
+  change: Change;
+  /** Files: chunks fetched from the network and reused from the local copy. */
+  chunksFetched?: number;
+  chunksReused?: number;
+}
+
+/**
+ * A destination entry the sync could not bring in line without deleting data: a non-empty
+ * directory where the source has a file or symlink. Everything else is finished; the run ends
+ * with ExitCode.partial.
+ */
+export interface SyncConflict {
+  path: string;
+  /** What the source has there. */
+  source: 'file' | 'symlink';
+  /** What is there now. */
+  local: 'dir';
+  /** One line naming the path, for logs. */
+  message: string;
+}
+
+export interface SyncProgress {
+  bytesReceived: number;
+  chunksFetched: number;
+  chunksWanted: number;
+}
+
+export interface SyncSummary {
+  source: string;
+  dest: string;
+  rootHash: string;
+  type: 'file' | 'dir' | 'symlink';
+  dryRun: boolean;
+  /** UDP payload bytes received and accepted into decoders or ignored. */
+  bytesReceived: number;
+  datagrams: number;
+  /** Chunk bytes written into outputs. */
+  bytesWritten: number;
+  chunksFetched: number;
+  chunksReused: number;
+  /** Tree parts, directory and symlink objects that came off the wire (equal ones travel once). */
+  treeObjectsReceived: number;
+  objectsRejected: number;
+  rejoins: number;
+  files: Record<Change, number>;
+  /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
+  conflicts: SyncConflict[];
+  /** Times the source changed during the sync and the sync moved on to the share name's new root. */
+  sourceChanges: number;
+  seconds: number;
+  /** Bytes written per second. */
+  rate: number;
+}

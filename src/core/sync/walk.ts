@@ -1,0 +1,84 @@
+/**
+ * Walking a verified tree into the destination: each entry goes to the writer of its type, and
+ * a directory (made, or swapped in for what stands there) recurses into the children whose entry
+ * hashes the local copy does not have yet.
+ */
+import { lstat, mkdir, rmdir } from '../base/bytefs.js';
+import path from 'node:path';
+import { LcsyncError, fromSystemError } from '../base/errors.js';
+import { displayName } from '../base/names.js';
+import { toHex } from '../model/hash.js';
+import { dirChildren } from '../wire/nettree.js';
+import { childName } from '../wire/verify.js';
+import { siblingName, swapIn } from './conflicts.js';
+import type { FetchedEntry, SyncContext } from './context.js';
+import { syncFile } from './file.js';
+import { ifPresent } from './local.js';
+import { syncSymlink } from './symlink.js';
+
+/** Sync a verified entry of any type into `dest`; `localHashes` are the entry hashes the local copy has. */
+export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+  ctx.checkAbort();
+  if (entry.head.type === 'file') return syncFile(ctx, entry, dest);
+  if (entry.head.type === 'symlink') return syncSymlink(ctx, entry, dest);
+  return syncDir(ctx, entry, dest, localHashes);
+}
+
+/**
+ * Sync a directory entry into `dest` (which becomes that directory). With
+ * `recursive`, children whose entry hashes the local copy already has are skipped.
+ */
+export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+  const { opts } = ctx;
+  const st = await ifPresent(dest, !!opts.dryRun, () => lstat(dest));
+  const exists = !!st?.isDirectory();
+  /** A file, symlink or special file stands where the source has a directory: replaced (a link is never followed). */
+  const replace = st !== undefined && !exists;
+  if (!exists && !opts.dryRun) {
+    if (replace) {
+      const staged = siblingName(dest, 'new');
+      try {
+        await mkdir(staged, { mode: 0o755 });
+        await swapIn(staged, dest);
+      } catch (e) {
+        await rmdir(staged).catch(() => undefined);
+        throw fromSystemError(e, `cannot replace ${dest} with a directory`);
+      }
+    } else {
+      try {
+        await mkdir(dest, { mode: 0o755 });
+      } catch (e) {
+        // Another run into the same destination made it first: fine if it is a directory.
+        const now = (e as NodeJS.ErrnoException).code === 'EEXIST' ? await lstat(dest).catch(() => undefined) : undefined;
+        if (!now?.isDirectory()) throw fromSystemError(e, `cannot create directory ${dest}`);
+      }
+    }
+  }
+  opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : replace ? 'updated' : 'created' });
+  if (opts.flags.recursive) {
+    const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
+    // Two children under one name would race each other for it (a symlink and a directory
+    // made one after the other): the second is refused.
+    const taken = new Set<string>();
+    // Every child settles before an error goes up: the first failure stops the session (every
+    // pending request fails at once), and each file being written removes its temporary copy
+    // before the process can exit. Conflicts are not failures: the other children go on.
+    await Promise.allSettled(
+      children.map(async (h) => {
+        try {
+          const child = await ctx.fetchEntry(h);
+          const rel = childName(entry.head, child.head);
+          if (taken.has(rel)) {
+            throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
+          }
+          taken.add(rel);
+          await syncEntry(ctx, child, path.join(dest, rel), localHashes);
+        } catch (e) {
+          ctx.fail(e);
+        }
+      }),
+    );
+    if (ctx.failure) throw ctx.failure.error;
+  }
+  if (!opts.dryRun) await ctx.finishMeta(dest, entry.head.meta, false);
+}

@@ -1,0 +1,237 @@
+/**
+ * Every check of an object that came off the network, before anything trusts it: that it is the
+ * object its hash (or share path) names, that tree parts agree with their parents, that a file's
+ * whole tree verifies, that names are safe to create, that a symlink target is a valid one; and
+ * the rule both the index and the receiver hash directories by: a share's top directory is hashed
+ * without its name. Pure functions over decoded objects (nettree.ts decodes them); the sync side
+ * calls them, the index uses the same top-directory rule.
+ */
+import path from 'node:path';
+import { LcsyncError } from '../base/errors.js';
+import { displayName, nameFromBytes, nameToBytes } from '../base/names.js';
+import { HASH_SIZE, hashPair, type Hash } from '../model/hash.js';
+import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
+import type { FileMeta } from '../model/meta.js';
+import { MerkleTree } from '../model/tree.js';
+import { decodeNetTreeHead, dirChildren, TREE_PART_SIZE, type DecodeLimits, type NetTreeHead } from './nettree.js';
+
+/** Whether a share path names the top of a share (its first segment, no `/`). */
+export function isShareTop(sharePath: string): boolean {
+  return !sharePath.includes('/');
+}
+
+/**
+ * Entry hash of a directory: a share's top directory (`top`) is hashed without its name and stat
+ * (depth 0), so a copy of the shared directory under another name has the same root hash; every
+ * other directory with its basename and stat.
+ */
+export function shareDirHash(sharePath: string, meta: FileMeta, children: readonly Hash[], top: boolean): Hash {
+  return dirEntryHash(top ? undefined : { basename: path.posix.basename(sharePath), meta }, children);
+}
+
+/** Check that a decoded object (or first part) is the one `key` names; `alias` names it by share path. */
+export function objectMatches(obj: Buffer, key: Hash, alias: string | undefined, limits: DecodeLimits): boolean {
+  const head = decodeNetTreeHead(obj, limits);
+  if (alias !== undefined) return head.name === alias && aliasHash(head.name).equals(key);
+  if (head.type === 'file') {
+    if (head.size === 0) return obj.length === head.objectLength && fileEntryHash(head.name, undefined, 0, head.meta).equals(key);
+    if (obj.length < head.payloadOffset + HASH_SIZE) return false;
+    return fileEntryHash(head.name, fileRootOf(head, obj), 0, head.meta).equals(key);
+  }
+  if (obj.length !== head.objectLength) return false;
+  if (head.type === 'symlink') return symlinkEntryHash(head.name, head.meta).equals(key);
+  // A key names a directory either way: as a child (with its name) or as a share's root (without).
+  const children = dirChildren(obj.subarray(head.payloadOffset));
+  return shareDirHash(head.name, head.meta, children, false).equals(key) || shareDirHash(head.name, head.meta, children, true).equals(key);
+}
+
+/** The entry hash of a verified object: what `lcsync index` prints for the same item. */
+export function rootHashOf(head: NetTreeHead, obj: Buffer, tree: MerkleTree | undefined): Hash {
+  if (head.type === 'file') return fileEntryHash(head.name, head.size === 0 ? undefined : tree!.root, 0, head.meta);
+  if (head.type === 'symlink') return symlinkEntryHash(head.name, head.meta);
+  return shareDirHash(head.name, head.meta, dirChildren(obj.subarray(head.payloadOffset)), isShareTop(head.name));
+}
+
+/** The root of a non-empty file's tree, as its first part carries it (named by the file's entry hash). */
+export function fileRootOf(head: NetTreeHead, first: Buffer): Hash {
+  return first.subarray(head.payloadOffset, head.payloadOffset + HASH_SIZE);
+}
+
+/** Bytes that tree part `z` of the file object `head` must have. */
+export function treePartLength(head: NetTreeHead, z: number): number {
+  return Math.min(TREE_PART_SIZE, head.objectLength - z * TREE_PART_SIZE);
+}
+
+/** Refuse a first tree part of the wrong length. */
+export function checkFirstPart(head: NetTreeHead, first: Buffer): void {
+  if (first.length !== treePartLength(head, 0)) {
+    throw new LcsyncError('INTEGRITY', `tree part 0 of ${head.name} has ${first.length} bytes, expected ${treePartLength(head, 0)}`);
+  }
+}
+
+/** The Merkle tree of a whole file object (all parts joined), checked against the root its entry hash covers. */
+export function verifiedTree(head: NetTreeHead, obj: Buffer, root: Hash): MerkleTree {
+  if (obj.length !== head.objectLength) {
+    throw new LcsyncError('INTEGRITY', `tree object of ${head.name} should be ${head.objectLength} bytes, got ${obj.length}`);
+  }
+  // fromNodes copies the nodes: no decodeNetTree copy in between (a 5 GiB file has 10 MiB of them).
+  const tree = MerkleTree.fromNodes(head.size, obj.subarray(head.payloadOffset));
+  if (!tree.root.equals(root) || !tree.verify()) {
+    throw new LcsyncError('INTEGRITY', `tree of ${head.name} does not verify`);
+  }
+  return tree;
+}
+
+/**
+ * Whether `part`, appended to the object bytes known so far, keeps the tree
+ * consistent: every sibling pair that ends inside the new bytes hashes to its
+ * parent (in heap order a parent always comes before its children, so it is
+ * known). The pair that straddles into the next part is checked with that part,
+ * and the whole tree is verified once complete.
+ */
+export function partAgrees(prefix: Buffer, part: Buffer, payloadOffset: number): boolean {
+  return partAgreesWith(new Joined([prefix]), part, payloadOffset);
+}
+
+/** partAgrees over parts kept apart: joining them for every new part would copy a big tree quadratically. */
+export function partAgreesWith(known: Joined, part: Buffer, payloadOffset: number): boolean {
+  const firstNew = Math.floor(Math.max(0, known.length - payloadOffset) / HASH_SIZE);
+  known.push(part);
+  try {
+    const node = (i: number) => known.slice(payloadOffset + i * HASH_SIZE, HASH_SIZE);
+    const complete = Math.floor(Math.max(0, known.length - payloadOffset) / HASH_SIZE);
+    let checked = 0;
+    // Left children are odd; start with the pair that holds the first new node.
+    for (let c = firstNew % 2 === 1 ? firstNew : Math.max(1, firstNew - 1); c + 1 < complete; c += 2) {
+      if (!hashPair(node(c), node(c + 1)).equals(node((c - 1) / 2))) return false;
+      checked++;
+    }
+    return checked > 0 || complete - firstNew < 2;
+  } finally {
+    known.pop();
+  }
+}
+
+/** Buffers read as one, without joining them. */
+export class Joined {
+  private readonly bufs: Buffer[] = [];
+  private readonly starts: number[] = [];
+  private total = 0;
+
+  constructor(bufs: readonly Buffer[] = []) {
+    for (const b of bufs) this.push(b);
+  }
+
+  get length(): number {
+    return this.total;
+  }
+
+  buffers(): readonly Buffer[] {
+    return this.bufs;
+  }
+
+  push(b: Buffer): void {
+    this.bufs.push(b);
+    this.starts.push(this.total);
+    this.total += b.length;
+  }
+
+  pop(): void {
+    const b = this.bufs.pop();
+    this.starts.pop();
+    if (b) this.total -= b.length;
+  }
+
+  /** Bytes [off, off + len), cut short at the end; a copy only when they span two buffers. */
+  slice(off: number, len: number): Buffer {
+    const end = Math.min(this.total, off + len);
+    if (off >= end) return Buffer.alloc(0);
+    // The last buffer whose start is <= off.
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid]! <= off) lo = mid;
+      else hi = mid - 1;
+    }
+    const pieces: Buffer[] = [];
+    for (let i = lo, at = off; at < end; i++) {
+      const b = this.bufs[i]!;
+      const from = at - this.starts[i]!;
+      const take = Math.min(b.length - from, end - at);
+      pieces.push(b.subarray(from, from + take));
+      at += take;
+    }
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  }
+}
+
+/** NAME_MAX of Linux and most other systems: a longer segment cannot be created anyway. */
+const MAX_SEGMENT_BYTES = 255;
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+const SLASH = 0x2f;
+
+/**
+ * Why `seg` (one segment of a share path from the network, string form of names.ts) must not
+ * be created, or undefined when it is safe. Checked on its bytes: any byte but `/` and NUL is
+ * a valid name on Linux, UTF-8 or not.
+ */
+export function segmentProblem(seg: string): string | undefined {
+  const b = nameToBytes(seg);
+  if (b.length === 0) return 'empty path segment';
+  if (b.equals(DOT) || b.equals(DOTDOT)) return `"${seg}" segment`;
+  if (b.includes(0)) return 'NUL byte';
+  if (b.includes(SLASH)) return '"/" inside a segment';
+  if (b.length > MAX_SEGMENT_BYTES) return `segment of ${b.length} bytes, longer than ${MAX_SEGMENT_BYTES}`;
+  return undefined;
+}
+
+/** Why a whole share path is malformed, or undefined. */
+export function pathProblem(name: string): string | undefined {
+  if (name.startsWith('/')) return 'absolute path';
+  for (const seg of name.split('/')) {
+    const p = segmentProblem(seg);
+    if (p) return p;
+  }
+  return undefined;
+}
+
+/** The name the top object of a sync is created under (the last segment of its share path), or an INTEGRITY error. */
+export function topName(top: NetTreeHead): string {
+  const base = path.posix.basename(top.name);
+  const problem = segmentProblem(base);
+  if (problem) throw new LcsyncError('INTEGRITY', `refusing unsafe name "${displayName(top.name)}": ${problem}`);
+  return base;
+}
+
+/**
+ * The name under which the child object `child` of directory object `parent`
+ * goes into the parent's destination, or an INTEGRITY error saying why it may
+ * not. A file or symlink must be named `<parent>/<one segment>`: its entry hash
+ * covers that path, so a mismatch is a lie. A directory's entry hash covers
+ * only its basename, so a share that has two equal directories (same basename,
+ * stat and contents) under different parents serves one object named after
+ * either; only its depth and basename count.
+ */
+export function childName(parent: NetTreeHead, child: NetTreeHead): string {
+  const refuse = (why: string) =>
+    new LcsyncError('INTEGRITY', `refusing unsafe name "${displayName(child.name)}" in directory "${displayName(parent.name)}": ${why}`);
+  const problem = pathProblem(child.name);
+  if (problem) throw refuse(problem);
+  const base = path.posix.basename(child.name);
+  if (child.type === 'dir') {
+    if (child.name.split('/').length !== parent.name.split('/').length + 1) throw refuse('not a direct child');
+    return base;
+  }
+  if (!child.name.startsWith(parent.name + '/')) throw refuse('not inside that directory');
+  if (child.name.slice(parent.name.length + 1) !== base) throw refuse('not a direct child');
+  return base;
+}
+
+/** The target of a symlink object, its exact bytes (any but NUL, as the C tool sends them), or an INTEGRITY error. */
+export function symlinkTarget(head: NetTreeHead, obj: Buffer): string {
+  const targetBytes = obj.subarray(head.payloadOffset);
+  if (targetBytes.includes(0)) throw new LcsyncError('INTEGRITY', `refusing symlink "${displayName(head.name)}": its target holds a NUL byte`);
+  return nameFromBytes(targetBytes);
+}
