@@ -4,6 +4,7 @@
  * sent under its old hash), the OID they go out under, and where each sits in a receiver's walk.
  */
 import { open } from '../base/bytefs.js';
+import { readFull } from '../base/readfull.js';
 import { hash } from '../model/hash.js';
 import { CHUNK_SIZE } from '../model/tree.js';
 import type { ChunkObject, IndexObject, IndexRecord, ShareIndex } from '../index/mdex.js';
@@ -29,12 +30,7 @@ async function readChunk(obj: ChunkObject): Promise<Buffer | undefined> {
   const fh = await open(obj.localPath, 'r');
   try {
     const buf = Buffer.alloc(obj.length);
-    let got = 0;
-    while (got < obj.length) {
-      const { bytesRead } = await fh.read(buf, got, obj.length - got, obj.offset + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
+    const got = await readFull(fh, buf, obj.length, obj.offset);
     if (got !== obj.length || !hash(buf).equals(obj.hash)) return undefined;
     return buf;
   } finally {

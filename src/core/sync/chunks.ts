@@ -70,7 +70,10 @@ export class ChunkSource {
     if (inflight) return { bytes: await inflight, fetched: false };
     const home = this.homes.get(k);
     if (home) {
-      const copy = await readChunkAt(home.file.path, home.offset, length);
+      const at = home.file.path;
+      let copy = await readChunkAt(at, home.offset, length);
+      // Renamed while we read (the output was committed): read it where it is now.
+      if (!copy && home.file.path !== at) copy = await readChunkAt(home.file.path, home.offset, length);
       if (copy && hash(copy).equals(leaf)) return { bytes: copy, fetched: false };
       // Gone (an aborted output) or overwritten since: fetch it.
       this.homes.delete(k);

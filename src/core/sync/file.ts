@@ -83,7 +83,14 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   const target = replace ? siblingName(dest, 'new') : dest;
   const out = await OutputFile.open(target, size, { inplace: opts.inplace && !replace });
   let fetchedHere = 0;
-  const home = { path: out.path };
+  // Where this file's chunks can be read back by other files: the output wherever it is now
+  // (temporary, then dest), and after a type conflict the name it was finally renamed to.
+  let replaced: string | undefined;
+  const home = {
+    get path(): string {
+      return replaced ?? out.location;
+    },
+  };
   try {
     if (reuse.size > 0) {
       // Moved chunks come from the old file, which stays untouched until commit (reuse is off in place).
@@ -137,7 +144,6 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
     });
     ctx.checkAbort();
     await out.commit();
-    home.path = target;
   } catch (e) {
     await out.abort();
     throw e;
@@ -150,7 +156,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
       await unlink(target).catch(() => undefined);
       throw fromSystemError(e, dest);
     }
-    home.path = dest;
+    replaced = dest;
   }
   await ctx.finishMeta(dest, entry.head.meta, false, !existed || replace !== undefined);
   ctx.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });

@@ -96,6 +96,8 @@ export class OutputFile {
   private heartbeat: NodeJS.Timeout | undefined;
   /** The error of the write that failed; every later use of the output reports it (not "closed"). */
   private failure: Error | undefined;
+  /** Committed: the bytes are at dest now, no longer at path. */
+  private renamed = false;
 
   private constructor(
     /** The file being written: the temporary copy, or dest itself in place. */
@@ -169,6 +171,11 @@ export class OutputFile {
     }
   }
 
+  /** Where the bytes written so far are: the temporary copy until commit has renamed it over dest. */
+  get location(): string {
+    return this.renamed ? this.dest : this.path;
+  }
+
   /** Write all of `data` at `offset`. On failure the output is aborted before the error is thrown. */
   async write(offset: number, data: Uint8Array): Promise<void> {
     const fh = this.handle();
@@ -210,7 +217,11 @@ export class OutputFile {
       await fh.sync();
       this.fh = undefined;
       await fh.close();
-      if (!this.inplace) await rename(this.path, this.dest);
+      if (!this.inplace) {
+        await rename(this.path, this.dest);
+        // At once, before the directory sync below: readers of written chunks follow the bytes.
+        this.renamed = true;
+      }
       this.done = true;
     } catch (err) {
       this.fh = undefined;
