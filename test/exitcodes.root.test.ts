@@ -5,23 +5,16 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ExitCode } from '../src/core/base/errors.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
+import { useTempDir } from './tmpdir.js';
 import { cli, repo, sha256, startShare } from './e2e.js';
 
-let work: string;
-beforeAll(() => {
-  work = mkdtempSync(path.join(tmpdir(), 'lcsync-exit-'));
-  // Readable by `nobody` for the permission case.
-  chmodSync(work, 0o755);
-});
-afterAll(() => {
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+// Readable by `nobody` for the permission case.
+const tmp = useTempDir('lcsync-exit-', 0o755);
 
 const why = skipReason();
 
@@ -37,7 +30,7 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
   });
 
   it('3: sync with --timeout 2 of a hash nobody serves', async () => {
-    const dest = path.join(work, 't3');
+    const dest = path.join(tmp.dir(), 't3');
     const t0 = Date.now();
     const r = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '2', randomBytes(32).toString('hex'), dest], { timeoutMs: 30_000 });
     expect(r.code, r.stderr).toBe(ExitCode.notFound);
@@ -61,7 +54,7 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
           }
         });
       });
-      const dest = path.join(work, 't4.bin');
+      const dest = path.join(tmp.dir(), 't4.bin');
       const r = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '10', key, dest], { timeoutMs: 60_000 });
       expect(r.code, r.stderr).toBe(ExitCode.integrity);
       expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'INTEGRITY' } });
@@ -73,23 +66,23 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
   }, 60_000);
 
   it('5: share run without CAP_NET_RAW', async () => {
-    const f = path.join(work, 'p5.bin');
+    const f = path.join(tmp.dir(), 'p5.bin');
     writeFileSync(f, randomBytes(1000));
     chmodSync(f, 0o644);
     // Root without CAP_NET_RAW in its bounding set: as an unprivileged user would run it, but able
     // to read the checkout wherever CI cloned it.
     const r = await lab.exec(0, ['setpriv', '--bounding-set', '-net_raw', '--inh-caps', '-net_raw', '--',
-      process.execPath, cli, 'share', '-i', 'e0', '--no-cache', '--rundir', path.join(work, 'run5'), f], { timeoutMs: 30_000 });
+      process.execPath, cli, 'share', '-i', 'e0', '--no-cache', '--rundir', path.join(tmp.dir(), 'run5'), f], { timeoutMs: 30_000 });
     expect(r.code, r.stderr).toBe(ExitCode.permission);
     expect(r.stderr).toMatch(/CAP_NET_RAW/);
   }, 60_000);
 
   it('6: sync into a read-only file system, and into a destination below a regular file', async () => {
-    const src = path.join(work, 's6.bin');
+    const src = path.join(tmp.dir(), 's6.bin');
     writeFileSync(src, randomBytes(100_000));
-    const share = await startShare(lab, 0, [src], ['--rundir', path.join(work, 'run6'), '--no-cache']);
+    const share = await startShare(lab, 0, [src], ['--rundir', path.join(tmp.dir(), 'run6'), '--no-cache']);
     try {
-      const ro = path.join(work, 'ro');
+      const ro = path.join(tmp.dir(), 'ro');
       mkdirSync(ro);
       // A private mount namespace: the read-only bind mount exists only for this one sync.
       const script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"';
@@ -98,12 +91,12 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
       expect(r.code, r.stderr).toBe(ExitCode.io);
       expect(r.stderr).toMatch(/read-only file system/);
       expect(readdirSync(ro)).toEqual([]);
-      const plain = path.join(work, 'plain6');
+      const plain = path.join(tmp.dir(), 'plain6');
       writeFileSync(plain, 'x');
       const r2 = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '10', share.roots[0]!.hash, path.join(plain, 'out.bin')], { timeoutMs: 60_000 });
       expect(r2.code, r2.stderr).toBe(ExitCode.io);
       // And with a writable destination the same run succeeds (the share was fine all along).
-      const good = path.join(work, 'good6.bin');
+      const good = path.join(tmp.dir(), 'good6.bin');
       const ok = await lab.exec(1, [process.execPath, cli, ...syncArgs, '--timeout', '10', share.roots[0]!.hash, good], { timeoutMs: 60_000 });
       expect(ok.code, ok.stderr).toBe(ExitCode.ok);
       expect(sha256(good)).toBe(sha256(src));
@@ -113,7 +106,7 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
   }, 120_000);
 
   it('130: sync interrupted by SIGINT while waiting for a sender, leaving nothing behind', async () => {
-    const destDir = path.join(work, 'int');
+    const destDir = path.join(tmp.dir(), 'int');
     mkdirSync(destDir);
     const child = lab.spawn(1, [process.execPath, cli, ...syncArgs, randomBytes(32).toString('hex'), path.join(destDir, 'out.bin')]);
     let out = '';
@@ -133,9 +126,9 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
   }, 60_000);
 
   it('5: share without the lcsync addon (node --no-addons) cannot watch MLD: one line naming --push; --push still shares', async () => {
-    const f = path.join(work, 'i1.bin');
+    const f = path.join(tmp.dir(), 'i1.bin');
     writeFileSync(f, 'x');
-    const r = await lab.exec(0, [process.execPath, '--no-addons', cli, 'share', '-i', 'e0', '--no-cache', '--rundir', path.join(work, 'run1'), f], { timeoutMs: 30_000 });
+    const r = await lab.exec(0, [process.execPath, '--no-addons', cli, 'share', '-i', 'e0', '--no-cache', '--rundir', path.join(tmp.dir(), 'run1'), f], { timeoutMs: 30_000 });
     expect(r.code, r.stderr).toBe(ExitCode.permission);
     const lines = r.stderr.trim().split('\n').filter((l) => !/unencrypted|no key/i.test(l));
     expect(lines, r.stderr).toHaveLength(1);
@@ -145,7 +138,7 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
     // --push needs no raw socket: without the addon the share runs over node:dgram and a sync (also without
     // the addon) receives the file.
     const share = lab.spawn(0, [process.execPath, '--no-addons', cli, 'share', '--json', '-i', 'e0', '--push', '--push-interval', '1',
-      '--no-cache', '--rundir', path.join(work, 'run1p'), f]);
+      '--no-cache', '--rundir', path.join(tmp.dir(), 'run1p'), f]);
     try {
       const hash = await new Promise<string>((resolve, reject) => {
         let out = '';
@@ -160,7 +153,7 @@ describeUnless(why, 'exit codes over a lab network (needs root)', () => {
         });
         share.once('exit', (c) => reject(new Error(`push share exited with ${c}`)));
       });
-      const dest = path.join(work, 'i1-out.bin');
+      const dest = path.join(tmp.dir(), 'i1-out.bin');
       const got = await lab.exec(1, [process.execPath, '--no-addons', cli, ...syncArgs, '--timeout', '15', hash, dest], { timeoutMs: 60_000 });
       expect(got.code, got.stderr).toBe(ExitCode.ok);
       expect(sha256(dest)).toBe(sha256(f));

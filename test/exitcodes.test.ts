@@ -5,11 +5,11 @@
  * 7 (partial) and 8 (source changed) come from their own lab tests,
  * conflicts.root.test.ts and source-change.root.test.ts.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useTempDir } from './tmpdir.js';
+import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ExitCode } from '../src/core/base/errors.js';
 import { cli } from './e2e.js';
@@ -28,19 +28,12 @@ function lcsync(args: string[]): Promise<Run> {
   });
 }
 
-let work: string;
-beforeAll(() => {
-  work = mkdtempSync(path.join(tmpdir(), 'lcsync-exit-'));
-  // Readable by `nobody` for the permission case.
-  chmodSync(work, 0o755);
-});
-afterAll(() => {
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+// Readable by `nobody` for the permission case.
+const tmp = useTempDir('lcsync-exit-', 0o755);
 
 describe('exit codes without a network', () => {
   it('0: index of a file', async () => {
-    const f = path.join(work, 'ok.bin');
+    const f = path.join(tmp.dir(), 'ok.bin');
     writeFileSync(f, randomBytes(1000));
     const r = await lcsync(['index', f]);
     expect(r.code, r.stderr).toBe(ExitCode.ok);
@@ -48,7 +41,7 @@ describe('exit codes without a network', () => {
   });
 
   it('2: unknown flag, missing argument, bad option value, with one line on stderr and a JSON error with --json', async () => {
-    for (const args of [['index', '--bogus', work], ['sync', 'onlyone'], ['share', '--log-format', 'xml', work], ['status', '--interval', '0']]) {
+    for (const args of [['index', '--bogus', tmp.dir()], ['sync', 'onlyone'], ['share', '--log-format', 'xml', tmp.dir()], ['status', '--interval', '0']]) {
       const r = await lcsync(args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(ExitCode.usage);
       expect(r.stdout).toBe('');
@@ -56,19 +49,19 @@ describe('exit codes without a network', () => {
     }
     // A usage error found after parsing: with --json the error is the one document on stdout.
     // (-i names an interface that does not exist, so nothing touches the network.)
-    const j = await lcsync(['sync', '--json', '-i', 'nosuchif0', 'abc', path.join(work, 'never')]);
+    const j = await lcsync(['sync', '--json', '-i', 'nosuchif0', 'abc', path.join(tmp.dir(), 'never')]);
     expect(j.code, j.stderr).toBe(ExitCode.usage);
     expect(JSON.parse(j.stdout)).toMatchObject({ ok: false, error: { code: 'USAGE', exitCode: 2 } });
   });
 
   it('3: index of a missing path', async () => {
-    const r = await lcsync(['index', path.join(work, 'missing')]);
+    const r = await lcsync(['index', path.join(tmp.dir(), 'missing')]);
     expect(r.code, r.stderr).toBe(ExitCode.notFound);
     expect(r.stderr).toMatch(/no such file or directory/);
   });
 
   it('3: index of a path below a regular file (ENOTDIR is "not found" for a source)', async () => {
-    const f = path.join(work, 'plain');
+    const f = path.join(tmp.dir(), 'plain');
     writeFileSync(f, 'x');
     const r = await lcsync(['index', path.join(f, 'below')]);
     expect(r.code, r.stderr).toBe(ExitCode.notFound);

@@ -2,31 +2,19 @@
  * OutputFile cases that need root: a full disk (a 1 MiB tmpfs in a private mount namespace) and temp names made
  * in another PID namespace. The rest of src/core/sync/writer.ts: test/writer.test.ts.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pidScope } from '../src/core/sync/writer.js';
 import { describeUnless } from './skip.js';
+import { useTempDir } from './tmpdir.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-let dir: string;
-
-beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'lcsync-writer-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function fresh(name: string): Promise<string> {
-  const d = path.join(dir, name);
-  await mkdir(d);
-  return d;
-}
+const tmp = useTempDir('lcsync-writer-');
+const fresh = tmp.fresh;
 
 const notRoot = typeof process.getuid !== 'function' || process.getuid() !== 0;
 const noUnshare = !notRoot && spawnSync('unshare', ['-m', 'true'], { timeout: 5000 }).status !== 0;
@@ -34,12 +22,12 @@ const enospcSkip = notRoot ? 'needs root to mount a tmpfs' : noUnshare ? 'unshar
 
 describeUnless(enospcSkip, 'OutputFile on a full disk (needs root: tmpfs in a private mount namespace)', () => {
   it('reports IO "no space left on device", keeps the old file and leaves no temp', async () => {
-    const build = spawnSync('npx', ['tsc', '-p', '.', '--outDir', path.join(dir, 'dist')], {
+    const build = spawnSync('npx', ['tsc', '-p', '.', '--outDir', path.join(tmp.dir(), 'dist')], {
       cwd: repo,
       encoding: 'utf8',
       timeout: 120_000,
     });
-    const writerJs = path.join(dir, 'dist', 'core', 'sync', 'writer.js');
+    const writerJs = path.join(tmp.dir(), 'dist', 'core', 'sync', 'writer.js');
     expect(build.error, build.stderr).toBeUndefined();
     await stat(writerJs); // emitted even if an unrelated file has type errors
     const mnt = await fresh('mnt');

@@ -1,28 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
 import { LcsyncError } from '../src/core/base/errors.js';
+import { useTempDir } from './tmpdir.js';
 
 const GiB = 2 ** 30;
-let dir: string;
-
-beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'lcsync-writer-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function fresh(name: string): Promise<string> {
-  const d = path.join(dir, name);
-  await mkdir(d);
-  return d;
-}
+const tmp = useTempDir('lcsync-writer-');
+const fresh = tmp.fresh;
 
 /** What `file` holds at `offset` now (an output being written, read through its own descriptor). */
 function readAt(file: string, offset: number, length: number): Buffer {
