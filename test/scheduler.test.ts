@@ -217,6 +217,31 @@ describe('SendScheduler: order, active window, several streams', () => {
     expect(moved).toEqual(new Set([...window.filter((k) => k !== 'c0%e0' && k !== 'c5%e0'), 'c32%e0', 'c33%e0']));
   });
 
+  it('small objects sent once do not hold the window while their leaves are pending: a fresh join is served at once', () => {
+    // Issue 13: many one-symbol tree objects whose receiver has them but whose leave has not arrived
+    // yet (a busy receiver leaves 100 ms or more late). They hold (grace), then trickle: neither
+    // takes a place among the ACTIVE_WINDOW, so the next object asked for goes out with the next datagram.
+    const s = mld({ gather: false });
+    for (let i = 0; i < 100; i++) start(s, `t${i}%e0`, 'A', TREE, 1, 0);
+    const first = drain(s, 0).map((x) => x.key);
+    expect(first).toHaveLength(100);
+    expect(new Set(first).size).toBe(100);
+    start(s, 'fresh%e0', 'A', TREE, 1, 1);
+    expect(drain(s, 1, 1).map((x) => x.key)).toEqual(['fresh%e0']);
+    // After the hold the margin of each round goes out, then trickles; a join then is still next.
+    const later = GRACE_MAX_MS + 1;
+    drain(s, later);
+    start(s, 'late%e0', 'A', TREE, 1, later + 1);
+    expect(drain(s, later + 1, 1).map((x) => x.key)).toEqual(['late%e0']);
+    // With 101 streams due a trickle, one trickle at most goes before the streams with a round left
+    // (late%e0's margin after its hold, and the fresh one), then trickles wait until those are done.
+    const t = later + 2 * TRICKLE_MS;
+    start(s, 'next%e0', 'A', TREE, 1, t);
+    const burst = drain(s, t, 3).map((x) => x.key);
+    expect(burst).toContain('next%e0');
+    expect(burst.filter((k) => k !== 'next%e0' && k !== 'late%e0')).toHaveLength(1);
+  });
+
   it('keeps streams of different interfaces apart, and trickles a stream whose round is over even while others have rounds', () => {
     const s = mld({ gather: false });
     start(s, 'g%e0', 'A', CHUNK(0, 0), 2, 0);

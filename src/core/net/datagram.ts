@@ -13,6 +13,11 @@ export interface DatagramSource {
   leave(group: string): void;
   /** Leave and join again at once, so the sender hears a fresh report. */
   rejoin(group: string): void;
+  /**
+   * Where joins are made later than asked (MulticastReceiver makes changes in bursts), a join the
+   * kernel refused then is reported here instead of thrown by join().
+   */
+  onJoinFailed?(cb: (group: string, err: Error) => void): void;
   /** The one consumer of every datagram received, on any group. */
   onDatagram(cb: (buf: Buffer) => void): void;
   close(): Promise<void>;

@@ -19,6 +19,7 @@ import { LCSYNC_PORT } from '../wire/address.js';
 import { BatchReceiver, batchRecvAvailable } from './batchsock.js';
 import type { DatagramSource } from './datagram.js';
 import { validateInterfaces } from './interfaces.js';
+import { BATCH_MS, MembershipBatch } from './membership.js';
 import { bindSocket, checkGroup, checkPort, closeSocket } from './udp.js';
 
 /** What the receiver asks for; the kernel caps it at rmem_max (and doubles it). */
@@ -30,6 +31,8 @@ export interface MulticastReceiverOptions {
   port?: number;
   /** Default 8 MiB; the kernel caps it at twice net.core.rmem_max. */
   recvBufferBytes?: number;
+  /** Least gap between bursts of membership changes (membership.ts); 0 makes every change at once. Default BATCH_MS. */
+  membershipBatchMs?: number;
 }
 
 /** What MulticastReceiver needs of a socket: a node:dgram one or the addon's batch receiver. */
@@ -88,9 +91,17 @@ function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink):
   } catch (err) {
     throw fromSystemError(err, `bind [::]:${port}`);
   }
-  // Resolved per call, as dgram resolves '::%name' per call: an interface may come and go.
+  // Resolved per burst of membership changes, as dgram resolves '::%name' per call: an interface may
+  // come and go. Not per change: with hundreds of changes a burst, looking the name up each time was
+  // a tenth of a busy receiver's time.
+  let indexes: Map<string, number> | undefined;
   const index = (ifname: string): number => {
-    const i = BatchReceiver.ifindex(ifname);
+    if (!indexes) {
+      indexes = new Map();
+      queueMicrotask(() => (indexes = undefined));
+    }
+    let i = indexes.get(ifname);
+    if (i === undefined) indexes.set(ifname, (i = BatchReceiver.ifindex(ifname)));
     if (i === 0) throw Object.assign(new Error(`no interface ${ifname}`), { code: 'ENODEV' });
     return i;
   };
@@ -110,17 +121,21 @@ export class MulticastReceiver implements DatagramSource {
   readonly ifnames: readonly string[];
   readonly port: number;
   readonly stats = { datagrams: 0, bytes: 0, errors: 0 };
-  /** Joined groups and their 16 bytes. */
-  private readonly groups = new Map<string, Buffer>();
-  private readonly groupNames = new Set<string>();
+  /** Groups wanted and joined, and the changes waiting for the next burst. */
+  private readonly batch: MembershipBatch;
+  private readonly batchMs: number;
+  private burstTimer: NodeJS.Timeout | undefined;
+  private readonly joinFailedListeners: ((group: string, err: Error) => void)[] = [];
   private readonly listeners: ((buf: Buffer) => void)[] = [];
   private closed = false;
   /** Set by open() right after construction: the socket needs the sink this object is. */
   private sock!: RecvSocket;
 
-  private constructor(ifnames: string[], port: number) {
+  private constructor(ifnames: string[], port: number, batchMs: number) {
     this.ifnames = [...ifnames];
     this.port = port;
+    this.batchMs = batchMs;
+    this.batch = new MembershipBatch(batchMs);
   }
 
   /**
@@ -134,7 +149,7 @@ export class MulticastReceiver implements DatagramSource {
     if (!Number.isInteger(recvBufferSize) || recvBufferSize <= 0 || recvBufferSize > 0x7fffffff) {
       throw new LcsyncError('USAGE', `invalid receive buffer size ${recvBufferSize}`);
     }
-    const rx = new MulticastReceiver(opts.ifnames, port);
+    const rx = new MulticastReceiver(opts.ifnames, port, opts.membershipBatchMs ?? BATCH_MS);
     // The one path for stats and listeners, whichever socket receives.
     const sink: RecvSink = {
       deliver: (buf) => {
@@ -158,8 +173,9 @@ export class MulticastReceiver implements DatagramSource {
     return this.sock.batching;
   }
 
+  /** Groups joined as far as callers are concerned (the kernel may get some with the next burst). */
   get joined(): ReadonlySet<string> {
-    return this.groupNames;
+    return this.batch.joined;
   }
 
   /** Kernel receive buffer actually granted. */
@@ -167,34 +183,25 @@ export class MulticastReceiver implements DatagramSource {
     return this.sock.recvBufferBytes();
   }
 
-  /** Join `group` on every interface; a second join of the same group does nothing. */
+  /**
+   * Join `group` on every interface; a second join of the same group does nothing. Membership changes
+   * are made in bursts (membership.ts): the first after a quiet gap at once, where a refusal throws;
+   * later ones with the next burst, where a refusal goes to the onJoinFailed callbacks. A socket out of
+   * memberships (ENOBUFS, ENOMEM: net.core.optmem_max) while it holds others tries again with the next
+   * burst, after a leave freed one.
+   */
   join(group: string): void {
     this.ensureOpen();
-    const bytes = checkGroup(group);
-    if (this.groups.has(group)) return;
-    const done: string[] = [];
-    try {
-      for (const ifname of this.ifnames) {
-        this.sock.join(group, bytes, ifname);
-        done.push(ifname);
-      }
-    } catch (err) {
-      // All or nothing: a group joined on some interfaces only would confuse leave().
-      for (const ifname of done) this.drop(group, bytes, ifname);
-      throw fromSystemError(err, `join ${group}`);
-    }
-    this.groups.set(group, bytes);
-    this.groupNames.add(group);
+    checkGroup(group);
+    this.batch.join(group);
+    this.changed(group);
   }
 
   /** Leave `group` on every interface; leaving a group not joined does nothing. */
   leave(group: string): void {
     this.ensureOpen();
-    const bytes = this.groups.get(group);
-    if (bytes === undefined) return;
-    this.groups.delete(group);
-    this.groupNames.delete(group);
-    for (const ifname of this.ifnames) this.drop(group, bytes, ifname);
+    this.batch.leave(group);
+    this.changed();
   }
 
   /**
@@ -202,8 +209,72 @@ export class MulticastReceiver implements DatagramSource {
    * stalled transfer asks a C sender (which sends only on a new report) to send again.
    */
   rejoin(group: string): void {
-    this.leave(group);
-    this.join(group);
+    this.ensureOpen();
+    checkGroup(group);
+    this.batch.rejoin(group);
+    this.changed(group);
+  }
+
+  /** Call `cb` when a join made with a later burst was refused by the kernel (the group is not joined). */
+  onJoinFailed(cb: (group: string, err: Error) => void): void {
+    this.joinFailedListeners.push(cb);
+  }
+
+  /** Groups the kernel has joined now (the rest of `joined` waits for the next burst). */
+  get inKernel(): ReadonlySet<string> {
+    return this.batch.inKernel;
+  }
+
+  /** Make the waiting changes now if the last burst was long enough ago, else with the next one. */
+  private changed(asked?: string): void {
+    if (this.burstTimer || !this.batch.pending) return;
+    const now = Date.now();
+    const due = this.batch.dueAt();
+    if (now >= due) this.makeBurst(now, asked);
+    else this.armBurst(due - now);
+  }
+
+  private armBurst(delayMs: number): void {
+    this.burstTimer = setTimeout(() => {
+      this.burstTimer = undefined;
+      if (!this.closed) this.makeBurst(Date.now());
+    }, delayMs);
+    this.burstTimer.unref();
+  }
+
+  /** Make a burst of changes; a refused join of `asked` (made at once for the caller) throws. */
+  private makeBurst(now: number, asked?: string): void {
+    let thrown: Error | undefined;
+    for (const c of this.batch.burst(now)) {
+      const bytes = checkGroup(c.group);
+      if (c.op !== 'join') for (const ifname of this.ifnames) this.drop(c.group, bytes, ifname);
+      if (c.op === 'leave') {
+        this.batch.done(c);
+        continue;
+      }
+      const done: string[] = [];
+      try {
+        for (const ifname of this.ifnames) {
+          this.sock.join(c.group, bytes, ifname);
+          done.push(ifname);
+        }
+        this.batch.done(c);
+      } catch (err) {
+        // All or nothing: a group joined on some interfaces only would confuse leave().
+        for (const ifname of done) this.drop(c.group, bytes, ifname);
+        const code = (err as NodeJS.ErrnoException).code;
+        if ((code === 'ENOBUFS' || code === 'ENOMEM') && this.batch.inKernel.size > 0) {
+          this.batch.retry(c.group);
+          continue;
+        }
+        this.batch.refused(c.group);
+        const e = fromSystemError(err, `join ${c.group}`);
+        if (c.group === asked) thrown = e;
+        else for (const cb of this.joinFailedListeners) cb(c.group, e);
+      }
+    }
+    if (this.batch.pending) this.armBurst(this.batchMs);
+    if (thrown) throw thrown;
   }
 
   /**
@@ -218,7 +289,10 @@ export class MulticastReceiver implements DatagramSource {
   /** Leave every group and close the socket. Safe to call twice. */
   async close(): Promise<void> {
     if (this.closed) return;
-    for (const g of [...this.groups.keys()]) this.leave(g);
+    clearTimeout(this.burstTimer);
+    this.burstTimer = undefined;
+    for (const g of this.batch.inKernel) for (const ifname of this.ifnames) this.drop(g, checkGroup(g), ifname);
+    this.batch.clear();
     this.closed = true;
     await this.sock.close();
   }

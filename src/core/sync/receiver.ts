@@ -125,6 +125,8 @@ export class ObjectReceiver {
    * been idle that long: a paced sender busy with other groups is still answering.
    */
   private lastHeardAny = Date.now();
+  /** When a tree datagram (of an OID not known to fail) last arrived. */
+  private treeHeardAt = 0;
   private closed = false;
 
   constructor(
@@ -136,6 +138,7 @@ export class ObjectReceiver {
     this.firstSymbolMs = opts.firstSymbolMs ?? 3000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
     rx.onDatagram((buf) => this.onDatagram(buf));
+    rx.onJoinFailed?.((group, err) => this.onJoinFailed(group, err));
     this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
     this.timer.unref();
   }
@@ -210,6 +213,17 @@ export class ObjectReceiver {
     }
     this.groupUsers.delete(group);
     if (!this.closed) this.rx.leave(group);
+  }
+
+  /** The kernel refused a join made after it was asked for: the requests on that group fail as if join() had thrown. */
+  private onJoinFailed(group: string, err: Error): void {
+    if (this.closed) return;
+    // Not joined: nothing to leave when those requests finish.
+    this.groupUsers.delete(group);
+    // A gone-notice group is best effort (see tick): the request goes on without it.
+    for (const w of [...this.chunks.values(), ...this.trees]) if (w.notice === group) w.notice = undefined;
+    for (const w of this.chunks.values()) if (w.group === group) this.finishChunk(w, err);
+    for (const w of [...this.trees]) if (w.group === group) this.finishTree(w, err);
   }
 
   private markDone(oid: string): void {
@@ -294,12 +308,10 @@ export class ObjectReceiver {
     }
     const now = Date.now();
     if (!this.failed.has(oid)) {
+      // Which tree request a datagram serves is only known once its object decodes: it counts for
+      // all of them (tick() hands it on: once per tick, not once per datagram and request).
       this.lastHeardAny = now;
-      // Which tree request a datagram serves is only known once its object decodes: count it for all.
-      for (const w of this.trees) {
-        w.lastProgress = w.lastHeard = now;
-        w.progressed = true;
-      }
+      this.treeHeardAt = now;
     }
     const coded = entry.dec.add(esi, symbol);
     if (!coded) return;
@@ -420,6 +432,11 @@ export class ObjectReceiver {
     };
     for (const w of [...this.chunks.values()]) check(w, w.leaf, (e) => this.finishChunk(w, e));
     for (const w of [...this.trees]) {
+      // A tree datagram since the request's last (re)join is progress for it (onTreeDatagram).
+      if (this.treeHeardAt > w.lastProgress) {
+        w.lastProgress = w.lastHeard = this.treeHeardAt;
+        w.progressed = true;
+      }
       if (w.deadline !== undefined && now > w.deadline) {
         this.finishTree(w, new LcsyncError('TIMEOUT', `nothing arrived on ${w.group} in time`));
         continue;

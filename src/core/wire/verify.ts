@@ -29,20 +29,51 @@ export function shareDirHash(sharePath: string, meta: FileMeta, children: readon
   return dirEntryHash(top ? undefined : { basename: path.posix.basename(sharePath), meta }, children);
 }
 
-/** Check that a decoded object (or first part) is the one `key` names; `alias` names it by share path. */
-export function objectMatches(obj: Buffer, key: Hash, alias: string | undefined, limits: DecodeLimits): boolean {
-  const head = decodeNetTreeHead(obj, limits);
-  if (alias !== undefined) return head.name === alias && aliasHash(head.name).equals(key);
-  if (head.type === 'file') {
-    if (head.size === 0) return obj.length === head.objectLength && fileEntryHash(head.name, undefined, 0, head.meta).equals(key);
-    if (obj.length < head.payloadOffset + HASH_SIZE) return false;
-    return fileEntryHash(head.name, fileRootOf(head, obj), 0, head.meta).equals(key);
+/** The hashes an object can be named by, worked out once per object (see objectMatches). */
+type ObjectNames = { limits: DecodeLimits; name: string; hashes: Hash[] } | { limits: DecodeLimits; error: unknown };
+const namesOfObject = new WeakMap<Buffer, ObjectNames>();
+
+/**
+ * The entry hashes that name `obj` (a decoded object, or a file's first part): a file's or
+ * symlink's one, a directory's two (as a child, and as a share's root). A receiver with many
+ * requests in flight offers each decoded object to every one of them, so the hashes are
+ * computed once per object Buffer, not once per request: with 128 tree requests in flight that
+ * was most of the receiver's time.
+ */
+function objectNames(obj: Buffer, limits: DecodeLimits): { name: string; hashes: Hash[] } {
+  let c = namesOfObject.get(obj);
+  if (c === undefined || c.limits !== limits) {
+    try {
+      c = { limits, ...computeObjectNames(obj, limits) };
+    } catch (error) {
+      c = { limits, error };
+    }
+    namesOfObject.set(obj, c);
   }
-  if (obj.length !== head.objectLength) return false;
-  if (head.type === 'symlink') return symlinkEntryHash(head.name, head.meta).equals(key);
+  if ('error' in c) throw c.error;
+  return c;
+}
+
+function computeObjectNames(obj: Buffer, limits: DecodeLimits): { name: string; hashes: Hash[] } {
+  const head = decodeNetTreeHead(obj, limits);
+  const name = head.name;
+  if (head.type === 'file') {
+    if (head.size === 0) return { name, hashes: obj.length === head.objectLength ? [fileEntryHash(head.name, undefined, 0, head.meta)] : [] };
+    if (obj.length < head.payloadOffset + HASH_SIZE) return { name, hashes: [] };
+    return { name, hashes: [fileEntryHash(head.name, fileRootOf(head, obj), 0, head.meta)] };
+  }
+  if (obj.length !== head.objectLength) return { name, hashes: [] };
+  if (head.type === 'symlink') return { name, hashes: [symlinkEntryHash(head.name, head.meta)] };
   // A key names a directory either way: as a child (with its name) or as a share's root (without).
   const children = dirChildren(obj.subarray(head.payloadOffset));
-  return shareDirHash(head.name, head.meta, children, false).equals(key) || shareDirHash(head.name, head.meta, children, true).equals(key);
+  return { name, hashes: [shareDirHash(head.name, head.meta, children, false), shareDirHash(head.name, head.meta, children, true)] };
+}
+
+/** Check that a decoded object (or first part) is the one `key` names; `alias` names it by share path. */
+export function objectMatches(obj: Buffer, key: Hash, alias: string | undefined, limits: DecodeLimits): boolean {
+  const { name, hashes } = objectNames(obj, limits);
+  if (alias !== undefined) return name === alias && aliasHash(name).equals(key);
+  return hashes.some((h) => h.equals(key));
 }
 
 /** The entry hash of a verified object: what `lcsync index` prints for the same item. */

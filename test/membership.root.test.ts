@@ -1,0 +1,46 @@
+/**
+ * A receiver that asks for more groups than its socket may hold (needs root): in a lab namespace with
+ * net.core.optmem_max lowered (it is per network namespace), joins beyond the limit neither throw nor fail the
+ * request: they wait, and the kernel takes them once leaves have freed memberships (src/core/net/membership.ts,
+ * mcast-receiver.ts). The burst policy itself: test/membership.test.ts.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const FIXTURE = path.join(repo, 'test/fixtures/memb-limit.mjs');
+
+describeUnless(skipReason(), 'group memberships beyond net.core.optmem_max (needs root)', () => {
+  let lab: Lab | undefined;
+
+  beforeAll(async () => {
+    // The fixture imports the built dist/.
+    const build = spawnSync('npx', ['tsc', '-p', '.'], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
+    expect(build.error).toBeUndefined();
+    lab = await createLab({ hosts: 1 });
+  });
+  afterAll(async () => {
+    await lab?.teardown();
+  });
+
+  it('joins past the limit wait for leaves instead of failing', async () => {
+    // 20480 bytes of option memory hold a few hundred IPv6 memberships (365 on Linux 6.18).
+    const set = await lab!.exec(0, ['sysctl', '-w', 'net.core.optmem_max=20480']);
+    expect(set.code, set.stderr).toBe(0);
+    const r = await lab!.exec(0, ['node', FIXTURE, 'e0', '800', '600'], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim()) as { thrown?: string; failed: string[]; afterJoins: number; afterLeaves: number; wanted: number };
+    expect(out.thrown).toBeUndefined();
+    expect(out.failed).toEqual([]);
+    // The limit was reached: some of the 800 waited...
+    expect(out.afterJoins).toBeGreaterThan(0);
+    expect(out.afterJoins).toBeLessThan(800);
+    // ...and once 600 were left, the kernel holds every group still wanted.
+    expect(out.wanted).toBe(200);
+    expect(out.afterLeaves).toBe(200);
+  });
+});

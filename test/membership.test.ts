@@ -1,0 +1,95 @@
+/**
+ * Membership changes in bursts (src/core/net/membership.ts), with a clock of plain numbers: the first
+ * change after a quiet gap goes at once, later ones wait for one burst at least BATCH_MS after the
+ * last, so the kernel (which sends its MLD report 2 jiffies after the last change) is left a quiet gap
+ * to report in; a join and a leave in one wait cancel out; a rejoin is kept; a socket out of
+ * memberships tries again.
+ */
+import { describe, expect, it } from 'vitest';
+import { BATCH_MS, MembershipBatch, type MembershipChange } from '../src/core/net/membership.js';
+
+/** Make a burst at `now` as MulticastReceiver does when every change succeeds. */
+function burst(b: MembershipBatch, now: number): MembershipChange[] {
+  const changes = b.burst(now);
+  for (const c of changes) b.done(c);
+  return changes;
+}
+
+describe('MembershipBatch', () => {
+  it('makes the first change at once and gathers the next ones into one burst a quiet gap later', () => {
+    const b = new MembershipBatch();
+    b.join('ff1e::1');
+    expect(b.dueAt()).toBeLessThanOrEqual(0);
+    expect(burst(b, 1000)).toEqual([{ group: 'ff1e::1', op: 'join' }]);
+    expect(b.pending).toBe(false);
+    // 300 requests within the gap: nothing goes to the kernel until it is over, then all at once.
+    for (let i = 2; i < 302; i++) b.join(`ff1e::${i.toString(16)}`);
+    b.leave('ff1e::1');
+    expect(b.pending).toBe(true);
+    expect(b.dueAt()).toBe(1000 + BATCH_MS);
+    expect(b.joined.has('ff1e::1')).toBe(false);
+    expect(b.inKernel.has('ff1e::1')).toBe(true);
+    const next = burst(b, 1000 + BATCH_MS);
+    expect(next).toHaveLength(301);
+    expect(next.filter((c) => c.op === 'join')).toHaveLength(300);
+    expect(next).toContainEqual({ group: 'ff1e::1', op: 'leave' });
+    expect(b.inKernel.size).toBe(300);
+    expect(b.pending).toBe(false);
+  });
+
+  it('a join and a leave of the same group within one wait need no change at all', () => {
+    const b = new MembershipBatch();
+    burst(b, 0);
+    b.join('ff1e::a');
+    b.leave('ff1e::a');
+    b.join('ff1e::b');
+    expect(burst(b, BATCH_MS)).toEqual([{ group: 'ff1e::b', op: 'join' }]);
+    expect(b.joined.has('ff1e::a')).toBe(false);
+    // Left and joined again while joined in the kernel: nothing to change either.
+    b.leave('ff1e::b');
+    b.join('ff1e::b');
+    expect(burst(b, 2 * BATCH_MS)).toEqual([]);
+    expect(b.inKernel.has('ff1e::b')).toBe(true);
+  });
+
+  it('keeps a rejoin (leave and join in one burst, for a fresh report) of a joined group', () => {
+    const b = new MembershipBatch();
+    b.join('ff1e::c');
+    burst(b, 0);
+    b.rejoin('ff1e::c');
+    expect(burst(b, BATCH_MS)).toEqual([{ group: 'ff1e::c', op: 'rejoin' }]);
+    // A rejoin of a group whose join is still waiting is that join.
+    b.join('ff1e::d');
+    b.rejoin('ff1e::d');
+    expect(burst(b, 2 * BATCH_MS)).toEqual([{ group: 'ff1e::d', op: 'join' }]);
+  });
+
+  it('a join refused for want of memberships is asked again with the next burst; a refused one is forgotten', () => {
+    const b = new MembershipBatch();
+    b.join('ff1e::1');
+    burst(b, 0);
+    b.join('ff1e::2');
+    b.join('ff1e::3');
+    const [two, three] = b.burst(BATCH_MS);
+    b.retry(two!.group);
+    b.refused(three!.group);
+    expect(b.pending).toBe(true);
+    expect(b.joined.has('ff1e::3')).toBe(false);
+    b.leave('ff1e::1');
+    // Leaves first: they free memberships for the joins.
+    expect(burst(b, 2 * BATCH_MS)).toEqual([
+      { group: 'ff1e::1', op: 'leave' },
+      { group: 'ff1e::2', op: 'join' },
+    ]);
+    expect([...b.inKernel]).toEqual(['ff1e::2']);
+  });
+
+  it('with a gap of 0 every change goes at once', () => {
+    const b = new MembershipBatch(0);
+    b.join('ff1e::1');
+    expect(b.dueAt()).toBeLessThanOrEqual(0);
+    burst(b, 5);
+    b.join('ff1e::2');
+    expect(b.dueAt()).toBe(5);
+  });
+});
