@@ -22,7 +22,7 @@ import {
   goneNoticeKey,
 } from '../src/core/wire/packet.js';
 import { ObjectReceiver } from '../src/core/sync/receiver.js';
-import type { DatagramSource } from '../src/core/net/datagram.js';
+import { FakeNet } from './fakenet.js';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -31,39 +31,6 @@ import type { FileMeta } from '../src/core/model/meta.js';
 import { encodeNetTree } from '../src/core/wire/nettree.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { SyncSession } from '../src/core/sync/sync.js';
-
-/** Joins, leaves and datagrams in memory: what a group serves is delivered on each join. */
-class FakeNet implements DatagramSource {
-  private cb: ((b: Buffer) => void) | undefined;
-  readonly joined = new Set<string>();
-  readonly joinLog: string[] = [];
-  private readonly served = new Map<string, Buffer[]>();
-
-  onDatagram(cb: (b: Buffer) => void): void {
-    this.cb = cb;
-  }
-  join(g: string): void {
-    this.joined.add(g);
-    this.joinLog.push(g);
-    setImmediate(() => {
-      for (const d of this.served.get(g) ?? []) if (this.joined.has(g)) this.cb?.(d);
-    });
-  }
-  leave(g: string): void {
-    this.joined.delete(g);
-  }
-  rejoin(g: string): void {
-    this.leave(g);
-    this.join(g);
-  }
-  async close(): Promise<void> {}
-  emit(b: Buffer): void {
-    this.cb?.(b);
-  }
-  serve(group: string, datagrams: Buffer[]): void {
-    this.served.set(group, datagrams);
-  }
-}
 
 const fast = { stallMs: 40, firstSymbolMs: 60, idleTimeoutMs: 5000 };
 

@@ -32,45 +32,7 @@ import { ObjectReceiver } from '../src/core/sync/receiver.js';
 import { SyncSession } from '../src/core/sync/sync.js';
 import { childName, objectMatches, partAgrees } from '../src/core/wire/verify.js';
 import { MerkleTree } from '../src/core/model/tree.js';
-import type { DatagramSource } from '../src/core/net/datagram.js';
-
-// ---------------------------------------------------------------------------------------------------------
-// A network in memory: what is "served" on a group is delivered (on the next turn) each time it is joined.
-
-class FakeNet implements DatagramSource {
-  private cb: ((b: Buffer) => void) | undefined;
-  readonly joined = new Set<string>();
-  private readonly served = new Map<string, Buffer[]>();
-  joins = 0;
-
-  onDatagram(cb: (b: Buffer) => void): void {
-    this.cb = cb;
-  }
-  join(g: string): void {
-    this.joined.add(g);
-    this.joins++;
-    setImmediate(() => this.deliver(g));
-  }
-  leave(g: string): void {
-    this.joined.delete(g);
-  }
-  rejoin(g: string): void {
-    this.leave(g);
-    this.join(g);
-  }
-  async close(): Promise<void> {}
-
-  /** Hand one datagram to the receiver now, as the socket would. */
-  emit(b: Buffer): void {
-    this.cb?.(b);
-  }
-  serve(group: string, datagrams: Buffer[]): void {
-    this.served.set(group, [...(this.served.get(group) ?? []), ...datagrams]);
-  }
-  private deliver(g: string): void {
-    for (const d of this.served.get(g) ?? []) if (this.joined.has(g)) this.emit(d);
-  }
-}
+import { FakeNet } from './fakenet.js';
 
 /** All source symbols of `obj`, with an OTI for tree objects. */
 function datagrams(obj: Buffer, oid: Hash, withOti: boolean): Buffer[] {
