@@ -39,7 +39,11 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     'dry-run': Flags.boolean({ char: 'n', description: 'Fetch only metadata and list what would change; write nothing.', default: false }),
     inplace: Flags.boolean({ description: 'Write changed chunks straight into the destination file instead of a temporary copy renamed over it (not atomic).', default: false }),
     ...keyFlags,
-    trust: Flags.string({ description: 'Refuse a root that is not signed by this public key (a file written by `lcsync keygen`, or the `lcsync-ed25519 ...` line itself); the share must run with --sign.' }),
+    trust: Flags.string({
+      description:
+        'Refuse a root that is not signed by this public key (a file written by `lcsync keygen`, or the `lcsync-ed25519 ...` line itself); the share must run with --sign. Also checks the signed manifest (symlink targets, the top directory\'s mode, owner and times) before anything is written, picks the signed root when two answer for one name, and works for a path inside a share.',
+    }),
+    'expect-root': Flags.string({ description: 'With a share name: accept only this root (64 hex digits); other roots answering for the name are refused.' }),
     parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
   };
 
@@ -52,6 +56,12 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     if (flags.trust) {
       const sig = await import('../core/wire/signature.js');
       trust = flags.trust.startsWith('lcsync-ed25519 ') ? sig.parsePublicKey(flags.trust, '--trust') : await sig.loadPublicKey(flags.trust);
+    }
+    let expectRoot: Uint8Array | undefined;
+    if (flags['expect-root'] !== undefined) {
+      const { parseHex } = await import('../core/model/hash.js');
+      expectRoot = parseHex(flags['expect-root']);
+      if (!expectRoot) throw new LcsyncError('USAGE', `--expect-root must be a root hash of 64 hex digits, got "${flags['expect-root']}"`);
     }
     const { syncRemote } = await import('../core/sync/sync.js');
     const a = flags.archive;
@@ -74,6 +84,8 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         timeoutSec: flags.timeout,
         cipher,
         trust,
+        expectRoot,
+        onBug: (e) => log.verbose(`bug: a check of a received object threw ${e.stack ?? String(e)}`, { event: 'bug' }),
         dryRun: flags['dry-run'],
         inplace: flags.inplace,
         parallel: flags.parallel,

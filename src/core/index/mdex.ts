@@ -172,11 +172,12 @@ export class ShareIndex {
   }
 
   /**
-   * Serve the signature `bytes` of `root` under `key` (signature.ts). It is not part of any
-   * directory, so no entry hash covers it; receivers check it against the root instead.
+   * Serve the signature `bytes` of `root` under `key` (signature.ts), or with `what` = 'manifest'
+   * its signed manifest (manifest.ts). Neither is part of any directory, so no entry hash covers
+   * them; receivers check them against the root and the trusted key instead.
    */
-  publishSignature(root: ShareRoot, key: Hash, bytes: Buffer): void {
-    this.putObject({ kind: 'signature', hash: key, bytes, root, name: `${root.shareName} (signature)` });
+  publishSignature(root: ShareRoot, key: Hash, bytes: Buffer, what: 'signature' | 'manifest' = 'signature'): void {
+    this.putObject({ kind: 'signature', hash: key, bytes, root, name: `${root.shareName} (${what})` });
   }
 
   private putObject(o: IndexObject): void {

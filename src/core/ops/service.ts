@@ -124,12 +124,27 @@ export class ShareService {
   }
 }
 
-/** Publish a signature object next to every root of an index. */
+/**
+ * Publish next to every root of an index its manifest (what no entry hash covers: symlink targets,
+ * the top directory's stat; manifest.ts) and a signature object that binds the root, the share
+ * name and the manifest's digest to the key.
+ */
 async function signer(privateKey: KeyObject): Promise<(index: ShareIndex) => void> {
   const sig = await import('../wire/signature.js');
+  const man = await import('../wire/manifest.js');
+  const { encodeNetTree } = await import('../wire/nettree.js');
+  const { hash } = await import('../model/hash.js');
   return (index) => {
     for (const r of index.roots) {
-      const bytes = sig.encodeSignature({ root: r.hash, name: r.shareName, timestamp: Date.now(), privateKey });
+      const inside = (p: string) => p === r.shareName || p.startsWith(`${r.shareName}/`);
+      const records = index.records.filter((rec) => inside(rec.sharePath));
+      const top = records.find((rec) => rec.sharePath === r.shareName);
+      const topMeta =
+        r.type === 'dir' && top ? man.headerMeta(encodeNetTree({ type: 'dir', size: 0, meta: top.meta, name: '', payload: Buffer.alloc(0) })) : undefined;
+      const links = records.filter((rec) => rec.type === 'symlink').map((rec) => ({ hash: rec.hash, path: rec.sharePath, target: rec.target! }));
+      const manifest = man.encodeManifest({ root: r.hash, topMeta, links });
+      index.publishSignature(r, man.manifestKey(r.hash), manifest, 'manifest');
+      const bytes = sig.encodeSignature({ root: r.hash, name: r.shareName, timestamp: Date.now(), privateKey, manifest: hash(manifest) });
       index.publishSignature(r, sig.signatureKey(r.hash), bytes);
     }
   };

@@ -32,8 +32,10 @@ export interface ReceiveStats {
   objects: number;
   /** Tree, directory and symlink objects decoded off the wire and verified (each distinct one once, while kept). */
   treeObjects: number;
-  /** Decoded objects that failed verification (spoofed or corrupted). */
+  /** Decoded objects that failed verification (spoofed or corrupted), undecryptable ones included. */
   rejected: number;
+  /** Decoded objects that did not open with the key (forged, or sealed with another key): dropped like forged ones. */
+  undecryptable: number;
   rejoins: number;
   /** Gone notices accepted: the share said an object we waited for will never come. */
   notices: number;
@@ -47,6 +49,8 @@ export interface ReceiverOptions {
   firstSymbolMs?: number;
   /** Give up on a request that has seen no datagram at all for this long. */
   idleTimeoutMs?: number;
+  /** A check of a decoded object threw something other than an integrity error: a bug, reported with its stack. */
+  onBug?: (error: Error) => void;
 }
 
 /** Most tree-object decoders alive at once: bounds memory under a flood of bogus OIDs. */
@@ -57,6 +61,12 @@ const MAX_TREE_DECODERS = 64;
  * 64 bogus OIDs would make us hold 640 MiB. The oldest decoders give way first.
  */
 const MAX_TREE_DECODER_BYTES = 32 * 2 ** 20;
+/**
+ * How long objects may fail to open, with none opening, before the key is called wrong (or the
+ * timeout, when shorter). A forger's object among the genuine ones does not count: once one
+ * object opens, only the timeout rule of wrongKey() applies.
+ */
+const KEY_CHECK_MS = 5000;
 /** Chunk OIDs remembered as finished so their leftover datagrams are dropped cheaply. */
 const MAX_DONE = 4096;
 
@@ -88,7 +98,13 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0, notices: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, undecryptable: 0, rejoins: 0, notices: 0 };
+  /** Objects that opened with the key and hashed to their OID: proof that the key is the share's. */
+  private opened = 0;
+  /** When an object first and last failed to open. */
+  private firstUndecryptableAt = 0;
+  private undecryptableAt = 0;
+  private readonly onBug?: (error: Error) => void;
   /**
    * Set once a share said that an object we wait for is gone (its source changed and was
    * re-indexed): every request then fails with it, since what is being fetched can no longer
@@ -137,6 +153,7 @@ export class ObjectReceiver {
     this.stallMs = opts.stallMs ?? 400;
     this.firstSymbolMs = opts.firstSymbolMs ?? 3000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
+    this.onBug = opts.onBug;
     rx.onDatagram((buf) => this.onDatagram(buf));
     rx.onJoinFailed?.((group, err) => this.onJoinFailed(group, err));
     this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
@@ -169,7 +186,7 @@ export class ObjectReceiver {
     if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
     // Most recently used first: the equal part just before this one is the likeliest match.
     for (const [oid, obj] of this.kept.entries().reverse()) {
-      if (tryAccept({ accept }, obj)) {
+      if (tryAccept({ accept }, obj, this.onBug)) {
         this.kept.touch(oid);
         this.stats.objects++;
         return Promise.resolve(obj);
@@ -270,13 +287,16 @@ export class ObjectReceiver {
     let obj: Buffer;
     try {
       obj = this.cipher ? this.cipher.open(coded) : coded;
-    } catch (err) {
-      // Everything from this share fails the same way: stop at once with the reason.
-      this.stats.rejected++;
-      this.finishChunk(w, err as Error);
+    } catch {
+      // A forger's box (or a forged symbol in a genuine one) must not end the sync: dropped like
+      // a forged symbol set, and the genuine chunk awaited. A wrong key shows at the timeout (tick).
+      this.undecryptable();
+      w.decoder.free();
+      w.decoder = undefined;
       return;
     }
     if (hash(obj).equals(w.leaf)) {
+      if (this.cipher) this.opened++;
       this.stats.objects++;
       this.markDone(oid);
       this.finishChunk(w, undefined, obj);
@@ -319,9 +339,10 @@ export class ObjectReceiver {
     let obj: Buffer;
     try {
       obj = this.cipher ? this.cipher.open(coded) : coded;
-    } catch (err) {
-      this.stats.rejected++;
-      for (const w of [...this.trees]) this.finishTree(w, err as Error);
+    } catch {
+      // As for a chunk: dropped, and its OID no longer counts as a sender answering.
+      this.undecryptable();
+      this.markFailed(oid);
       return;
     }
     if (toHex(hash(obj)) !== oid) {
@@ -329,17 +350,17 @@ export class ObjectReceiver {
       // The OID is not done: its next datagrams start a fresh decoder, so a spoofer cannot make
       // the genuine object unreachable by getting a few bad symbols in first.
       this.stats.rejected++;
-      if (this.failed.size >= MAX_DONE) this.failed.delete(this.failed.values().next().value!);
-      this.failed.add(oid);
+      this.markFailed(oid);
       return;
     }
+    if (this.cipher) this.opened++;
     this.failed.delete(oid);
     this.stats.treeObjects++;
     // Every request it answers gets it: two requests may name the same object (equal entry
     // hashes, equal tree parts). Kept, it also answers requests still to come, and its
     // leftover datagrams are dropped meanwhile.
     for (const w of [...this.trees]) {
-      if (tryAccept(w, obj)) {
+      if (tryAccept(w, obj, this.onBug)) {
         this.stats.objects++;
         this.finishTree(w, undefined, obj);
       }
@@ -370,6 +391,32 @@ export class ObjectReceiver {
     return true;
   }
 
+  private markFailed(oid: string): void {
+    if (this.failed.size >= MAX_DONE) this.failed.delete(this.failed.values().next().value!);
+    this.failed.add(oid);
+  }
+
+  private undecryptable(): void {
+    this.stats.rejected++;
+    this.stats.undecryptable++;
+    this.undecryptableAt = Date.now();
+    if (this.stats.undecryptable === 1) this.firstUndecryptableAt = this.undecryptableAt;
+  }
+
+  /**
+   * Why a request that timed out did so because of the key, or undefined: "wrong key or password"
+   * only when no object of the share opened at all, or when undecryptable objects kept arriving
+   * (within the last timeout) while this one never came. One forger cannot make it say so of a
+   * share whose objects open, as long as the objects asked for arrive.
+   */
+  private wrongKey(now: number): LcsyncError | undefined {
+    if (!this.cipher || this.stats.undecryptable === 0) return undefined;
+    if (this.opened > 0 && now - this.undecryptableAt > this.idleTimeoutMs) return undefined;
+    const n = this.stats.undecryptable;
+    const why = this.opened === 0 ? 'none opened' : `${this.opened} opened, but not the one waited for`;
+    return new LcsyncError('INTEGRITY', `cannot decrypt: wrong key or password (${n} ${n === 1 ? 'object' : 'objects'} did not open, ${why})`);
+  }
+
   private dropTreeDecoder(slot: string): void {
     const d = this.treeDecoders.get(slot);
     if (!d) return;
@@ -398,8 +445,16 @@ export class ObjectReceiver {
 
   private tick(): void {
     const now = Date.now();
+    if (this.cipher && this.opened === 0 && this.stats.undecryptable > 0 && now - this.firstUndecryptableAt > Math.min(KEY_CHECK_MS, this.idleTimeoutMs)) {
+      const err = this.wrongKey(now)!;
+      for (const w of [...this.chunks.values()]) this.finishChunk(w, err);
+      for (const w of [...this.trees]) this.finishTree(w, err);
+      return;
+    }
     const check = (w: Waiter, key: Hash, fail: (e: Error) => void) => {
       if (now - Math.max(w.lastHeard, this.lastHeardAny) > this.idleTimeoutMs) {
+        const wrongKey = this.wrongKey(now);
+        if (wrongKey) return fail(wrongKey);
         const hint = this.stats.rejected > 0 && !this.cipher ? ' (objects arrived but did not verify: is the share encrypted? give --keyfile or LCSYNC_PASSWORD)' : '';
         fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s${hint}`));
         return;
@@ -446,11 +501,16 @@ export class ObjectReceiver {
   }
 }
 
-function tryAccept(w: { accept(obj: Buffer): boolean }, obj: Buffer): boolean {
+/**
+ * Whether the request takes `obj`. An integrity error (a malformed or lying object) is simply a
+ * refusal; anything else is a bug in a check, reported (with its stack) and then also a refusal,
+ * so that a neighbour cannot end the sync by finding it.
+ */
+function tryAccept(w: { accept(obj: Buffer): boolean }, obj: Buffer, onBug?: (e: Error) => void): boolean {
   try {
     return w.accept(obj);
-  } catch {
-    // A malformed object is simply not the one asked for.
+  } catch (e) {
+    if (!(e instanceof LcsyncError && e.code === 'INTEGRITY')) onBug?.(e instanceof Error ? e : new Error(String(e)));
     return false;
   }
 }

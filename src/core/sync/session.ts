@@ -12,6 +12,8 @@ import type { FileMeta } from '../model/meta.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
 import { DEFAULT_LIMITS, decodeNetTreeHead, partCount, type DecodeLimits } from '../wire/nettree.js';
 import { Joined, checkFirstPart, fileRootOf, objectMatches, partAgreesWith, treePartLength, verifiedTree } from '../wire/verify.js';
+import type { Manifest } from '../wire/manifest.js';
+import { manifestProblem } from './trust.js';
 import { MulticastReceiver } from '../net/mcast-receiver.js';
 import type { DatagramSource } from '../net/datagram.js';
 import { ChunkSource, placesOf } from './chunks.js';
@@ -66,6 +68,7 @@ export class SyncSession implements SyncContext {
       cipher: opts.cipher,
       stallMs: opts.stallMs,
       idleTimeoutMs: opts.timeoutSec ? opts.timeoutSec * 1000 : undefined,
+      onBug: opts.onBug,
     });
     this.chunks = new ChunkSource(this.rx, this.summary);
     this.chunkLimit = new Limiter(opts.parallel ?? 128);
@@ -107,10 +110,43 @@ export class SyncSession implements SyncContext {
     this.opts.onProgress?.({ bytesReceived: this.rx.stats.bytes, chunksFetched: this.summary.chunksFetched, chunksWanted: this.chunks.wanted });
   }
 
-  /** Fetch and verify the object `key` names, with all its tree parts. */
-  async fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry> {
+  /** The signed manifest checked by checkSignature: objects that contradict it are refused from then on. */
+  private manifest: Manifest | undefined;
+  /** Why objects offered for a key were refused by the manifest (the last reason), by key. */
+  private readonly refusals = new Map<string, string>();
+
+  /** Whether `o` agrees with the signed manifest (always, without one); records why not under `key`. */
+  private agrees(key: Hash, o: Buffer): boolean {
+    if (!this.manifest) return true;
+    const why = manifestProblem(this.manifest, o, this.limits);
+    if (why === undefined) return true;
+    this.refusals.set(toHex(key), why);
+    return false;
+  }
+
+  /**
+   * The first object (a file's first part) that `key` names and `also` accepts, or with `waitMs`
+   * undefined when none came that long. A TIMEOUT after objects were refused by the signed
+   * manifest becomes the INTEGRITY error that says why.
+   */
+  async fetchObject(key: Hash, alias?: string, opts: { also?: (o: Buffer) => boolean; waitMs?: number } = {}): Promise<Buffer | undefined> {
     this.checkAbort();
-    const first = await this.treeLimit.run(() => this.rx.fetchTree(key, (o) => objectMatches(o, key, alias, this.limits)));
+    const accept = (o: Buffer) => objectMatches(o, key, alias, this.limits) && this.agrees(key, o) && (opts.also?.(o) ?? true);
+    try {
+      return await this.treeLimit.run(() => this.rx.fetchTree(key, accept, { deadlineMs: opts.waitMs }));
+    } catch (e) {
+      if (!(e instanceof LcsyncError) || e.code !== 'TIMEOUT') throw e;
+      const why = this.refusals.get(toHex(key));
+      if (why !== undefined) throw new LcsyncError('INTEGRITY', why);
+      if (opts.waitMs !== undefined) return undefined;
+      throw e;
+    }
+  }
+
+  /** Fetch and verify the object `key` names, with all its tree parts. */
+  async fetchEntry(key: Hash, alias?: string, also?: (o: Buffer) => boolean): Promise<FetchedEntry> {
+    this.checkAbort();
+    const first = (await this.fetchObject(key, alias, { also }))!;
     const head = decodeNetTreeHead(first, this.limits);
     if (head.type !== 'file') return { head, obj: first };
     if (head.size === 0) return { head, obj: first, tree: MerkleTree.blank(0) };
@@ -146,10 +182,44 @@ export class SyncSession implements SyncContext {
 
   /**
    * Fetch the signature object published next to `root` and check it against
-   * the trusted key, before anything is written. A share that publishes none
-   * (within the wait) is refused too.
+   * the trusted key, then the manifest it vouches for, before anything is written.
+   * A share that publishes none (within the wait) is refused too. Returns the
+   * manifest and when it was signed; enforce() makes it count.
    */
-  async checkSignature(root: Hash, name: string, trusted: Uint8Array): Promise<void> {
+  async checkSignature(root: Hash, name: string, trusted: Uint8Array): Promise<{ manifest: Manifest; timestamp: number }> {
+    const signed = await this.verifiedSignature(root, name, trusted);
+    const manifest = await this.fetchManifest(root, signed.manifest);
+    return { manifest, timestamp: signed.timestamp };
+  }
+
+  /** From now on refuse every object that contradicts `manifest` (see agrees). */
+  enforce(manifest: Manifest): void {
+    this.manifest = manifest;
+  }
+
+  /** Fetch the manifest object whose BLAKE3 the signature carries. */
+  private async fetchManifest(root: Hash, digest: Hash | undefined): Promise<Manifest> {
+    const { manifestKey, decodeManifest } = await import('../wire/manifest.js');
+    const { hash } = await import('../model/hash.js');
+    if (!digest) {
+      throw new LcsyncError('INTEGRITY', `root ${toHex(root)} is signed without a manifest: symlink targets and the top directory's stat are not vouched for (the share's lcsync is too old for --trust)`);
+    }
+    const waitSec = this.opts.signatureWaitSec ?? this.opts.timeoutSec ?? 10;
+    let obj: Buffer;
+    try {
+      obj = await this.rx.fetchTree(manifestKey(root), (o) => hash(o).equals(digest), { deadlineMs: waitSec * 1000 });
+    } catch (e) {
+      if (e instanceof LcsyncError && e.code === 'TIMEOUT') {
+        throw new LcsyncError('INTEGRITY', `root ${toHex(root)} is signed but its manifest did not arrive within ${waitSec} s`);
+      }
+      throw e;
+    }
+    const manifest = decodeManifest(obj);
+    if (!manifest.root.equals(root)) throw new LcsyncError('INTEGRITY', `the signed manifest is for another root (${toHex(manifest.root)})`);
+    return manifest;
+  }
+
+  private async verifiedSignature(root: Hash, name: string, trusted: Uint8Array) {
     const { signatureKey, decodeSignature, verifySignedRoot } = await import('../wire/signature.js');
     const waitSec = this.opts.signatureWaitSec ?? this.opts.timeoutSec ?? 10;
     const key = signatureKey(root);
@@ -172,7 +242,7 @@ export class SyncSession implements SyncContext {
       }
       throw e;
     }
-    verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
+    return verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
   }
 
   /** Leave a non-empty directory where the source has a file or symlink, and say so (rsync without --delete does the same). */

@@ -17,6 +17,7 @@ import { toHex } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
 import { rootHashOf, topName } from '../wire/verify.js';
 import { checkParent, localEntryHashes } from './local.js';
+import { resolveTop } from './resolve.js';
 import { SyncSession } from './session.js';
 import { parseSource, type SourceSpec } from './source.js';
 import type { SyncFlags, SyncOptions, SyncSummary } from './types.js';
@@ -80,14 +81,9 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
   const session = await SyncSession.open(opts);
   opened(session);
   try {
-    const top = await session.fetchEntry(spec.hash, spec.name);
+    // Before anything is written: the entry, verified, and with --trust the signed manifest.
+    const top = await resolveTop(session, spec, opts);
     const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top.head, top.obj, top.tree);
-    if (opts.trust) {
-      if (spec.name?.includes('/')) {
-        throw new LcsyncError('USAGE', `--trust checks a share's root: sync "${spec.name.split('/')[0]}" or its root hash, not a path inside it`);
-      }
-      await session.checkSignature(rootHash, top.head.name, opts.trust);
-    }
     const baseName = topName(top.head);
     let target: string;
     if (top.head.type === 'dir') {

@@ -26,8 +26,12 @@ export interface SyncOptions {
   cipher?: ObjectCipher;
   /** Refuse a root that is not signed by this raw Ed25519 public key. */
   trust?: Uint8Array;
+  /** A share name must lead to this root (other roots answering for it are refused). */
+  expectRoot?: Uint8Array;
   /** How long to wait for the root's signature object (default: timeoutSec, else 10 s). */
   signatureWaitSec?: number;
+  /** A check of a received object threw something other than an integrity error: a bug, reported with its stack. */
+  onBug?: (error: Error) => void;
   onItem?: (item: SyncItem) => void;
   /** The source (a share name) changed during the sync; the sync starts over on its new root (`n`-th time). */
   onSourceChanged?: (n: number) => void;

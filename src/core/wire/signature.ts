@@ -9,17 +9,20 @@
  *   off   size  field
  *    0     6    magic      "LCSIG1" (ASCII)
  *    6     1    version    1
- *    7     1    flags      0 (no flags are defined; any other value is refused)
+ *    7     1    flags      0x01: a manifest digest follows the name; no other bit is defined
  *    8    32    root       the root hash being vouched for
  *   40     8    timestamp  u64, milliseconds since 1970-01-01 UTC, at most 2^53 - 1
  *   48     2    namelen    u16, byte length of the share name
  *   50   namelen name      share name: its bytes (names need not be UTF-8), no terminator
- *   50+n  32    publickey  raw Ed25519 public key of the signer (RFC 8032)
- *   82+n  64    signature  Ed25519 (pure, RFC 8032) over bytes [0, 82+n)
+ *   50+n  32    manifest   (flag 0x01 only) BLAKE3 of the root's manifest object (manifest.ts)
+ *   50+n+m 32   publickey  raw Ed25519 public key of the signer (RFC 8032)
+ *   82+n+m 64   signature  Ed25519 (pure, RFC 8032) over bytes [0, 82+n+m)
  *
- * Total 146 + namelen bytes; nothing may follow the signature. The signed
- * message is every byte before the signature, so the magic and version are
- * covered too (domain separation from any other Ed25519 use of the key).
+ * m is 32 with flag 0x01, else 0. Total 146 + namelen + m bytes; nothing may
+ * follow the signature. The signed message is every byte before the signature,
+ * so the magic and version are covered too (domain separation from any other
+ * Ed25519 use of the key). `share --sign` always sets flag 0x01 and publishes
+ * the manifest; `sync --trust` refuses a signature without one.
  *
  * Where it travels: as an ordinary lcsync object (RaptorQ, with OTI, OID =
  * BLAKE3 of the object) on the group derived from
@@ -53,7 +56,9 @@ const HEAD_SIZE = SIG_MAGIC.length + 1 + 1 + HASH_SIZE + 8 + 2; // 50
 export const SIG_FIXED_SIZE = HEAD_SIZE + PUBKEY_SIZE + SIG_SIZE; // 146
 export const MAX_NAME_BYTES = 0xffff;
 /** Largest signature object: anything longer is refused before parsing. */
-export const MAX_SIG_OBJECT = SIG_FIXED_SIZE + MAX_NAME_BYTES;
+export const MAX_SIG_OBJECT = SIG_FIXED_SIZE + MAX_NAME_BYTES + HASH_SIZE;
+/** Flag: a manifest digest follows the name. */
+const FLAG_MANIFEST = 0x01;
 /** Domain tag of the signature group. */
 const GROUP_TAG = Buffer.from('lcsync-signature', 'ascii');
 /** How far in the future a timestamp may be (clock skew) when maxAgeSec is checked. */
@@ -72,6 +77,8 @@ export interface SignedRoot {
   /** Milliseconds since the epoch. */
   timestamp: number;
   publicKey: PublicKey;
+  /** BLAKE3 of the root's manifest object (manifest.ts), when the signer published one. */
+  manifest?: Hash;
   /** True when the signature verifies under the embedded public key. */
   valid: boolean;
 }
@@ -97,7 +104,7 @@ export function publicKeyObject(raw: Uint8Array): KeyObject {
 }
 
 /** Build and sign a signature object. */
-export function encodeSignature(s: { root: Uint8Array; name: string; timestamp: number; privateKey: KeyObject }): Buffer {
+export function encodeSignature(s: { root: Uint8Array; name: string; timestamp: number; privateKey: KeyObject; manifest?: Uint8Array }): Buffer {
   if (s.root.length !== HASH_SIZE) throw new LcsyncError('INTERNAL', `root hash must be ${HASH_SIZE} bytes, got ${s.root.length}`);
   if (!Number.isSafeInteger(s.timestamp) || s.timestamp < 0) throw new LcsyncError('INTERNAL', `bad signature timestamp ${s.timestamp}`);
   if (s.privateKey.type !== 'private' || s.privateKey.asymmetricKeyType !== 'ed25519') {
@@ -105,17 +112,20 @@ export function encodeSignature(s: { root: Uint8Array; name: string; timestamp: 
   }
   const name = nameToBytes(s.name);
   if (name.length > MAX_NAME_BYTES) throw new LcsyncError('USAGE', `share name too long to sign (${name.length} bytes)`);
+  if (s.manifest !== undefined && s.manifest.length !== HASH_SIZE) throw new LcsyncError('INTERNAL', `manifest digest must be ${HASH_SIZE} bytes`);
   const pub = rawPublicKey(s.privateKey);
-  const msgLen = HEAD_SIZE + name.length + PUBKEY_SIZE;
+  const m = s.manifest ? HASH_SIZE : 0;
+  const msgLen = HEAD_SIZE + name.length + m + PUBKEY_SIZE;
   const b = Buffer.alloc(msgLen + SIG_SIZE);
   SIG_MAGIC.copy(b, 0);
   b[6] = SIG_VERSION;
-  b[7] = 0;
+  b[7] = s.manifest ? FLAG_MANIFEST : 0;
   b.set(s.root, 8);
   b.writeBigUInt64BE(BigInt(s.timestamp), 40);
   b.writeUInt16BE(name.length, 48);
   name.copy(b, HEAD_SIZE);
-  pub.copy(b, HEAD_SIZE + name.length);
+  if (s.manifest) b.set(s.manifest, HEAD_SIZE + name.length);
+  pub.copy(b, HEAD_SIZE + name.length + m);
   const sig = sign(null, b.subarray(0, msgLen), s.privateKey);
   sig.copy(b, msgLen);
   return b;
@@ -138,15 +148,19 @@ export function decodeSignature(buf: Uint8Array): SignedRoot {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (!b.subarray(0, SIG_MAGIC.length).equals(SIG_MAGIC)) throw malformed('bad magic');
   if (b[6] !== SIG_VERSION) throw malformed(`unsupported version ${b[6]}`);
-  if (b[7] !== 0) throw malformed(`unknown flags 0x${b[7]!.toString(16).padStart(2, '0')}`);
+  if ((b[7]! & ~FLAG_MANIFEST) !== 0) throw malformed(`unknown flags 0x${b[7]!.toString(16).padStart(2, '0')}`);
+  const m = b[7]! & FLAG_MANIFEST ? HASH_SIZE : 0;
   const ts = b.readBigUInt64BE(40);
   if (ts > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed('timestamp out of range');
   const nameLen = b.readUInt16BE(48);
-  const expected = SIG_FIXED_SIZE + nameLen;
-  if (b.length !== expected) throw malformed(`name of ${nameLen} bytes needs ${expected} bytes in all, got ${b.length}`);
+  const expected = SIG_FIXED_SIZE + nameLen + m;
+  if (b.length !== expected) {
+    throw malformed(`name of ${nameLen} bytes${m ? ' and a manifest digest' : ''} needs ${expected} bytes in all, got ${b.length}`);
+  }
   const name = nameFromBytes(b.subarray(HEAD_SIZE, HEAD_SIZE + nameLen));
-  const msgLen = HEAD_SIZE + nameLen + PUBKEY_SIZE;
-  const publicKey = Buffer.from(b.subarray(HEAD_SIZE + nameLen, msgLen));
+  const manifest = m ? Buffer.from(b.subarray(HEAD_SIZE + nameLen, HEAD_SIZE + nameLen + m)) : undefined;
+  const msgLen = HEAD_SIZE + nameLen + m + PUBKEY_SIZE;
+  const publicKey = Buffer.from(b.subarray(HEAD_SIZE + nameLen + m, msgLen));
   let valid: boolean;
   try {
     valid = verify(null, b.subarray(0, msgLen), publicKeyObject(publicKey), b.subarray(msgLen));
@@ -154,7 +168,7 @@ export function decodeSignature(buf: Uint8Array): SignedRoot {
     // OpenSSL refuses some 32-byte strings as keys: such an object vouches for nothing.
     valid = false;
   }
-  return { root: Buffer.from(b.subarray(8, 8 + HASH_SIZE)), name, timestamp: Number(ts), publicKey, valid };
+  return { root: Buffer.from(b.subarray(8, 8 + HASH_SIZE)), name, timestamp: Number(ts), publicKey, ...(manifest ? { manifest } : {}), valid };
 }
 
 /**
