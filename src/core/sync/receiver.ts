@@ -80,6 +80,8 @@ interface Waiter {
   lastHeard: number;
   lastProgress: number;
   started: number;
+  /** When the request was made (started is reset by rejoins). */
+  asked: number;
   resolve(obj: Buffer): void;
   reject(err: Error): void;
 }
@@ -170,7 +172,7 @@ export class ObjectReceiver {
     this.done.delete(key);
     return new Promise((resolve, reject) => {
       const now = Date.now();
-      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
+      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
       this.chunks.set(key, w);
       this.join(w.group);
     });
@@ -194,7 +196,7 @@ export class ObjectReceiver {
     }
     return new Promise((resolve, reject) => {
       const now = Date.now();
-      const w: TreeWaiter = { group: groupAddress(key), key, accept, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
+      const w: TreeWaiter = { group: groupAddress(key), key, accept, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
       if (opts.deadlineMs !== undefined) w.deadline = now + opts.deadlineMs;
       this.trees.add(w);
       this.join(w.group);
@@ -405,13 +407,13 @@ export class ObjectReceiver {
 
   /**
    * Why a request that timed out did so because of the key, or undefined: "wrong key or password"
-   * only when no object of the share opened at all, or when undecryptable objects kept arriving
-   * (within the last timeout) while this one never came. One forger cannot make it say so of a
-   * share whose objects open, as long as the objects asked for arrive.
+   * only when no object of the share opened at all, or when undecryptable objects arrived while
+   * this request (made at `asked`) waited in vain. One forger cannot make it say so of a share
+   * whose objects open, as long as the objects asked for arrive.
    */
-  private wrongKey(now: number): LcsyncError | undefined {
+  private wrongKey(asked: number): LcsyncError | undefined {
     if (!this.cipher || this.stats.undecryptable === 0) return undefined;
-    if (this.opened > 0 && now - this.undecryptableAt > this.idleTimeoutMs) return undefined;
+    if (this.opened > 0 && this.undecryptableAt < asked) return undefined;
     const n = this.stats.undecryptable;
     const why = this.opened === 0 ? 'none opened' : `${this.opened} opened, but not the one waited for`;
     return new LcsyncError('INTEGRITY', `cannot decrypt: wrong key or password (${n} ${n === 1 ? 'object' : 'objects'} did not open, ${why})`);
@@ -446,14 +448,14 @@ export class ObjectReceiver {
   private tick(): void {
     const now = Date.now();
     if (this.cipher && this.opened === 0 && this.stats.undecryptable > 0 && now - this.firstUndecryptableAt > Math.min(KEY_CHECK_MS, this.idleTimeoutMs)) {
-      const err = this.wrongKey(now)!;
+      const err = this.wrongKey(now)!; // nothing opened: the time does not matter
       for (const w of [...this.chunks.values()]) this.finishChunk(w, err);
       for (const w of [...this.trees]) this.finishTree(w, err);
       return;
     }
     const check = (w: Waiter, key: Hash, fail: (e: Error) => void) => {
       if (now - Math.max(w.lastHeard, this.lastHeardAny) > this.idleTimeoutMs) {
-        const wrongKey = this.wrongKey(now);
+        const wrongKey = this.wrongKey(w.asked);
         if (wrongKey) return fail(wrongKey);
         const hint = this.stats.rejected > 0 && !this.cipher ? ' (objects arrived but did not verify: is the share encrypted? give --keyfile or LCSYNC_PASSWORD)' : '';
         fail(new LcsyncError('TIMEOUT', `no sender answered on ${w.group} within ${Math.round(this.idleTimeoutMs / 1000)} s${hint}`));
