@@ -37,7 +37,10 @@ The share follows its files: when they change, appear or vanish (file-system eve
     push: Flags.boolean({ description: 'Push mode, for when the share cannot watch MLD (no CAP_NET_RAW, or reports never reach it): send every object a round every --push-interval seconds, whether anyone listens or not.', default: false }),
     'push-interval': Flags.integer({ description: 'Seconds between rounds in push mode.', default: 10, min: 1, max: 3600 }),
     ...keyFlags,
-    sign: Flags.string({ description: 'Publish, next to each root, a signature made with this private key (from `lcsync keygen`), so that `lcsync sync --trust PUBKEY` can check who published the root.' }),
+    sign: Flags.string({
+      description:
+        'Publish, next to each root, a signature made with this private key (from `lcsync keygen`) and the signed manifest (symlink targets and the top directory\'s mode, owner and times, which no hash covers), so that `lcsync sync --trust PUBKEY` can check who published the root and all of it.',
+    }),
     rundir: Flags.string({ description: 'Directory of the status socket that `lcsync status` reads. Default: $LCSYNC_RUNDIR, else /run/lcsync as root, else $XDG_RUNTIME_DIR/lcsync, else /tmp/lcsync-UID.' }),
   };
 

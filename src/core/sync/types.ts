@@ -24,7 +24,7 @@ export interface SyncOptions {
   stallMs?: number;
   /** Decrypt objects (the share's key). */
   cipher?: ObjectCipher;
-  /** Refuse a root that is not signed by this raw Ed25519 public key. */
+  /** Refuse a root that is not signed by this raw Ed25519 public key, and objects its signed manifest contradicts (resolve.ts). */
   trust?: Uint8Array;
   /** A share name must lead to this root (other roots answering for it are refused). */
   expectRoot?: Uint8Array;
