@@ -25,6 +25,8 @@ import { decodeSignature, encodeSignature, rawPublicKey, signatureKey } from '..
 import { ObjectReceiver } from '../src/core/sync/receiver.js';
 import { syncRemote, type SyncOptions, type SyncSummary } from '../src/core/sync/sync.js';
 import { FakeNet } from './fakenet.js';
+import { execFile } from 'node:child_process';
+import { cli } from './e2e.js';
 
 const { privateKey } = generateKeyPairSync('ed25519');
 const trusted = rawPublicKey(privateKey);
@@ -405,5 +407,17 @@ describe('a check that throws something other than an integrity error', () => {
       rx.close();
     }
     expect(bugs).toHaveLength(1);
+  });
+});
+
+describe('lcsync sync --expect-root', () => {
+  it('refuses a value that is not a root hash with exit 2 and one line, before touching the network', async () => {
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [cli, 'sync', '--json', '--expect-root', 'abc', 'share', path.join(work, 'never')], { timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+      );
+    });
+    expect(r.code, r.stderr).toBe(2);
+    expect(JSON.parse(r.stdout).error.message).toBe('--expect-root must be a root hash of 64 hex digits, got "abc"');
   });
 });

@@ -50,18 +50,19 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
   async run(): Promise<void> {
     const { args, flags } = await this.parse(SyncCommand);
     const log = this.setupOutput(flags);
+    // Checked before anything touches the network.
+    let expectRoot: Uint8Array | undefined;
+    if (flags['expect-root'] !== undefined) {
+      const { parseHex } = await import('../core/model/hash.js');
+      expectRoot = parseHex(flags['expect-root']);
+      if (!expectRoot) throw new LcsyncError('USAGE', `--expect-root must be a root hash of 64 hex digits, got "${flags['expect-root']}"`);
+    }
     const ifnames = await chooseInterfaces(flags.interface);
     const cipher = await chooseCipher(flags, log, 'sync');
     let trust: Uint8Array | undefined;
     if (flags.trust) {
       const sig = await import('../core/wire/signature.js');
       trust = flags.trust.startsWith('lcsync-ed25519 ') ? sig.parsePublicKey(flags.trust, '--trust') : await sig.loadPublicKey(flags.trust);
-    }
-    let expectRoot: Uint8Array | undefined;
-    if (flags['expect-root'] !== undefined) {
-      const { parseHex } = await import('../core/model/hash.js');
-      expectRoot = parseHex(flags['expect-root']);
-      if (!expectRoot) throw new LcsyncError('USAGE', `--expect-root must be a root hash of 64 hex digits, got "${flags['expect-root']}"`);
     }
     const { syncRemote } = await import('../core/sync/sync.js');
     const a = flags.archive;
