@@ -149,14 +149,14 @@ describeUnless(why, 'trust against a spoofer (needs root)', () => {
     }
   }, 180_000);
 
-  it('undecryptable objects under every OID of an encrypted share are dropped and counted; the sync completes (timed with and without the forger)', async () => {
+  it('undecryptable objects under every OID of an encrypted, signed share are dropped and counted; the sync completes, with --trust too (timed with and without the forger)', async () => {
     const src = path.join(work, 'enc', 'share');
     mkdirSync(path.join(src, 'sub'), { recursive: true });
     writeFileSync(path.join(src, 'big.bin'), randomBytes(4 * 1024 * 1024 + 77));
     for (let i = 0; i < 20; i++) writeFileSync(path.join(src, 'sub', `f${i}.bin`), randomBytes(1000 + i * 3000));
     const key = path.join(work, 'enc.key');
     writeFileSync(key, randomBytes(128));
-    const share = await startShare(lab, 0, [src], ['--keyfile', key]);
+    const share = await startShare(lab, 0, [src], ['--keyfile', key, '--sign', keyfile]);
     try {
       const root = share.roots[0]!.hash;
       const quiet = await runSync(lab, 1, ['-a', '--timeout', '10', '--keyfile', key, root, path.join(work, 'enc-quiet')], 120_000);
@@ -173,6 +173,11 @@ describeUnless(why, 'trust against a spoofer (needs root)', () => {
           `encrypted sync: ${quiet.summary!.seconds.toFixed(2)} s alone, ${r.summary!.seconds.toFixed(2)} s with one forger ` +
             `(${r.summary!.objectsRejected} objects rejected, ${r.summary!.datagrams} datagrams vs ${quiet.summary!.datagrams})`,
         );
+        // With --trust as well: the signature and manifest open and verify, the forged boxes are dropped.
+        const dt = path.join(work, 'enc-trusted');
+        const t = await runSync(lab, 1, ['-a', '--timeout', '10', '--keyfile', key, '--trust', pubLine, root, dt], 120_000);
+        expect(t.code, t.stderr).toBe(0);
+        expect(treeListing(dt, { times: true })).toEqual(treeListing(src, { times: true }));
         // A wrong key is still called so (nothing opens), and writes nothing.
         const wrong = path.join(work, 'wrong.key');
         writeFileSync(wrong, randomBytes(128));
