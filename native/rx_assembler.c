@@ -45,6 +45,7 @@
  *   { buf, lengths, count }      the datagrams for JS, back to back (a fresh Buffer)
  *   errors                       datagrams lost in the socket (MSG_TRUNC, failed calls) since the last batch
  *   datagrams, bytes, dropped    counters since the last batch (all datagrams seen, their bytes, dropped)
+ *   coalesced                    messages since the last batch that held several datagrams (GRO)
  *   progressed                   Uint32Array of ids that received a new symbol in this batch
  *   events                       Uint32Array of [kind, id] pairs (1 COMPLETE, 2 REJECTED, 3 DECODE)
  *   decodes                      for each DECODE event in order: [sourceEsis (Uint32Array),
@@ -92,12 +93,15 @@
 #define EV_DECODE 3
 
 /* Plain receive: 64 slots of 2 KiB (lcsync datagrams are at most 1072 bytes). With GRO one message
- * may hold up to 64 KiB of coalesced datagrams: fewer, bigger slots. */
+ * may hold up to 64 KiB of coalesced datagrams: as many slots, of 64 KiB each (4 MiB of address
+ * space; the kernel touches only the pages it writes, so uncoalesced traffic costs what 2 KiB
+ * slots cost in resident memory). */
 #define RX_SLOTS 64
 #define RX_SLOT_BYTES 2048
-#define RX_GRO_SLOTS 16
+#define RX_GRO_SLOTS 64
 #define RX_GRO_SLOT_BYTES 65536
 #define RX_CALLS 16
+_Static_assert(RX_GRO_SLOTS <= RX_SLOTS, "msgs, iov, ctrl, lens and gso hold RX_SLOTS");
 
 /* ------------------------------------------------------------------------------------------ */
 /* Header parsing: one place, the rules of packet.ts decodeDatagram                             */
@@ -162,7 +166,7 @@ typedef struct {
   bool claimed;
   uint64_t serial;
   /* Counters since the last batch handed to JS. */
-  double datagrams, bytes, dropped;
+  double datagrams, bytes, dropped, coalesced;
   uint32_t errors;
   /* The batch being built. */
   event_t *events;
@@ -393,6 +397,7 @@ static void assemble_messages(assembler_t *a, const uint8_t *buf, const uint32_t
     const uint8_t *m = buf + (stride ? i * stride : off);
     size_t len = lens[i];
     size_t seg = gso != NULL && gso[i] > 0 ? gso[i] : len;
+    if (seg < len) a->coalesced++;
     for (size_t s = 0; s < len; s += seg) assemble_one(a, m + s, len - s < seg ? len - s : seg);
     off += len;
   }
@@ -472,13 +477,13 @@ static napi_value batch_to_js(napi_env env, assembler_t *a) {
   if (napi_set_named_property(env, obj, "buf", buf) != napi_ok || napi_set_named_property(env, obj, "lengths", lens) != napi_ok ||
       !set_num(env, obj, "count", (double)a->npass) || !set_num(env, obj, "errors", a->errors) ||
       !set_num(env, obj, "datagrams", a->datagrams) || !set_num(env, obj, "bytes", a->bytes) ||
-      !set_num(env, obj, "dropped", a->dropped) || napi_set_named_property(env, obj, "progressed", prog) != napi_ok ||
+      !set_num(env, obj, "dropped", a->dropped) || !set_num(env, obj, "coalesced", a->coalesced) || napi_set_named_property(env, obj, "progressed", prog) != napi_ok ||
       napi_set_named_property(env, obj, "events", evs) != napi_ok || napi_set_named_property(env, obj, "decodes", decodes) != napi_ok)
     goto out;
   result = obj;
 out:
   free(pairs);
-  a->datagrams = a->bytes = a->dropped = 0;
+  a->datagrams = a->bytes = a->dropped = a->coalesced = 0;
   a->errors = 0;
   batch_clear(a);
   return result;
@@ -677,8 +682,8 @@ typedef struct {
   bool gro;
   unsigned slots;
   size_t slot_bytes;
-  struct mmsghdr msgs[RX_GRO_SLOTS > RX_SLOTS ? RX_GRO_SLOTS : RX_SLOTS];
-  struct iovec iov[RX_GRO_SLOTS > RX_SLOTS ? RX_GRO_SLOTS : RX_SLOTS];
+  struct mmsghdr msgs[RX_SLOTS];
+  struct iovec iov[RX_SLOTS];
   char ctrl[RX_SLOTS][CMSG_SPACE(sizeof(int))];
   uint32_t lens[RX_SLOTS];
   uint32_t gso[RX_SLOTS];

@@ -62,6 +62,8 @@ export interface RxBatch {
   datagrams: number;
   bytes: number;
   dropped: number;
+  /** Messages that held several datagrams (UDP GRO coalesced them). */
+  coalesced: number;
   /** Ids of requests that got a new symbol. */
   progressed: Uint32Array;
   /** [kind, id] pairs: 1 complete, 2 rejected, 3 needs decoding. */

@@ -47,6 +47,8 @@ export class NativeAssembler implements ChunkAssembly {
   readonly handle: RxAssemblerHandle;
   private readonly native: RxAddon;
   private listener: ((r: AssemblyReport) => void) | undefined;
+  /** Received messages that held several datagrams (UDP GRO). */
+  coalesced = 0;
 
   /**
    * `deliver` gets the datagrams JS must see; `observe` (if any) every report, consumer or not
@@ -111,6 +113,7 @@ export class NativeAssembler implements ChunkAssembly {
   openSocket(port: number, recvBufferBytes: number, gro: boolean, onErrors: (n: number) => void, closed: () => boolean): NativeRxSocket {
     const sock = this.native.rxasmOpen(this.handle, port, recvBufferBytes, gro, (b) => {
       if (b.errors > 0) onErrors(b.errors);
+      this.coalesced += b.coalesced;
       this.dispatch(b, closed);
     });
     return new NativeRxSocket(this.native, sock);
