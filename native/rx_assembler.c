@@ -13,8 +13,8 @@
  *       1..MAX_OBJECT, buf (a Uint8Array of at least `length` bytes, kept alive while registered)
  *       that source symbols are written into; id (u32) names it in events. An OID is registered once.
  *   rxasmUnregister(asm, oid) -> bool          forget a request (false when none was registered)
- *   rxasmClaim(asm)                            from now on chunk datagrams of OIDs nobody registered
- *       are dropped here (counted); before, every datagram goes up to JS as it arrived
+ *   rxasmClaim(asm, claimed)                   claimed true: from now on chunk datagrams of OIDs nobody
+ *       registered are dropped here (counted); false (the start): every datagram goes up to JS as it arrived
  *   rxasmFeed(asm, buf, lengths, count, gsoSizes) -> batch   in-memory entry: buf holds `count`
  *       messages back to back (lengths[i] each); gsoSizes (Uint32Array or null) splits message i into
  *       segments of gsoSizes[i] bytes as UDP GRO coalesces them (0: not split). The socket loop below
@@ -603,13 +603,17 @@ static napi_value js_unregister(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_claim(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_valuetype t;
+  bool claimed;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 1) THROW_TYPE(env, "rxasmClaim(asm) takes 1 argument");
+  if (argc != 2) THROW_TYPE(env, "rxasmClaim(asm, claimed) takes 2 arguments");
   assembler_t *a = get_tagged(env, argv[0], &ASM_TAG, "asm");
   if (a == NULL) return NULL;
-  a->claimed = true;
+  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_boolean) THROW_TYPE(env, "claimed must be a boolean");
+  CHECK(env, napi_get_value_bool(env, argv[1], &claimed));
+  a->claimed = claimed;
   return NULL;
 }
 

@@ -219,16 +219,16 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const data = randomBytes(5000);
     const oid = hash(data);
     const buf = Buffer.alloc(5000);
-    asm.register(7, oid, 5000, buf);
+    expect(asm.register(oid, 5000, buf)).toBe(1);
     const all = chunkDatagrams(data, oid, 4);
     // Forged symbol 0, then the other sources: all K arrive, the hash fails: REJECTED, collecting again.
     asm.feed([encodeDatagram({ oid, esi: 0, symbol: randomBytes(SYMBOL_SIZE) }), ...all.slice(1, 5)]);
-    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_REJECTED, 7]);
-    expect(Array.from(reports.at(-1)!.progressed)).toEqual([7]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_REJECTED, 1]);
+    expect(Array.from(reports.at(-1)!.progressed)).toEqual([1]);
     // Source 1..3 and two repairs: K = 5 symbols, not all source: DECODE with what was kept.
     asm.feed([all[1]!, all[2]!, all[3]!, all[5]!, all[6]!]);
     const r = reports.at(-1)!;
-    expect(Array.from(r.events)).toEqual([ASSEMBLY_DECODE, 7]);
+    expect(Array.from(r.events)).toEqual([ASSEMBLY_DECODE, 1]);
     expect(Array.from(r.decodes[0]![0])).toEqual([1, 2, 3]);
     expect(Array.from(r.decodes[0]![1])).toEqual([5, 6]);
     expect(r.decodes[0]![2].equals(Buffer.concat([all[5]!, all[6]!].map((d) => d.subarray(36))))).toBe(true);
@@ -243,9 +243,9 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const d2 = randomBytes(3000);
     const o2 = hash(d2);
     const b2 = Buffer.alloc(3000);
-    asm.register(8, o2, 3000, b2);
+    expect(asm.register(o2, 3000, b2)).toBe(2);
     asm.feed(chunkDatagrams(d2, o2, 0));
-    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 8]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 2]);
     expect(b2.equals(d2)).toBe(true);
     // Forgotten once complete: its datagrams are now unasked, dropped.
     asm.feed(chunkDatagrams(d2, o2, 0));
@@ -286,7 +286,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const data = randomBytes(3 * 1024 + 5);
     const oid = hash(data);
     const buf = Buffer.alloc(data.length);
-    asm.register(1, oid, data.length, buf);
+    asm.register(oid, data.length, buf);
     const dgs = chunkDatagrams(data, oid, 0);
     const tree = encodeDatagram({ oid: randomBytes(32), transferLength: 900, esi: 0, symbol: randomBytes(SYMBOL_SIZE) });
     // Two coalesced messages of chunk datagrams, one plain message; the kernel coalesces equal sizes only.
@@ -302,16 +302,17 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
 
   it('refuses bad registrations with a TypeError or RangeError, never a crash', () => {
     const asm = new NativeAssembler(() => {});
-    expect(() => asm.register(1, Buffer.alloc(31), 10, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(1, Buffer.alloc(32), 0, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(1, Buffer.alloc(32), MAX_OBJECT + 1, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(1, Buffer.alloc(32), 11, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(1, Buffer.alloc(32), 10, 'x' as unknown as Buffer)).toThrow(TypeError);
-    asm.register(1, Buffer.alloc(32), 10, Buffer.alloc(10));
-    expect(() => asm.register(2, Buffer.alloc(32), 10, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(31), 10, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 0, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), MAX_OBJECT + 1, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 11, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 10, 'x' as unknown as Buffer)).toThrow(TypeError);
+    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
+    // The same OID twice: the second caller is told, nothing is replaced.
+    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeUndefined();
     asm.unregister(Buffer.alloc(32));
     asm.unregister(Buffer.alloc(32));
-    asm.register(2, Buffer.alloc(32), 10, Buffer.alloc(10));
+    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
   });
 
   it('keeps many requests apart (table growth and removal)', () => {
@@ -322,13 +323,14 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
       const data = randomBytes(1 + (i % 3000));
       return { data, oid: hash(data), buf: Buffer.alloc(data.length) };
     });
-    objs.forEach((o, i) => asm.register(i, o.oid, o.data.length, o.buf));
+    const ids = objs.map((o) => asm.register(o.oid, o.data.length, o.buf)!);
     // Forget every other one: their datagrams are then dropped.
     for (let i = 0; i < objs.length; i += 2) asm.unregister(objs[i]!.oid);
     asm.feed(objs.flatMap((o) => chunkDatagrams(o.data, o.oid, 0)));
     const done = new Set<number>();
     for (const r of reports) for (let i = 0; i < r.events.length; i += 2) if (r.events[i] === ASSEMBLY_COMPLETE) done.add(r.events[i + 1]!);
     expect(done.size).toBe(250);
+    for (const [i, id] of ids.entries()) expect(done.has(id)).toBe(i % 2 === 1);
     for (const [i, o] of objs.entries()) if (i % 2 === 1) expect(o.buf.equals(o.data)).toBe(true);
   });
 });
@@ -349,6 +351,25 @@ describe('fallback to the JS receive path', () => {
     } finally {
       if (saved === undefined) delete process.env.LCSYNC_NO_NATIVE_RX;
       else process.env.LCSYNC_NO_NATIVE_RX = saved;
+    }
+  });
+
+  it('a closed receiver releases the assembler: a later one on the same source claims it again', async () => {
+    if (!nativeRxAvailable()) return;
+    const src = new MemSource(true);
+    const first = new ObjectReceiver(src);
+    expect(src.assembly!.claimed).toBe(true);
+    first.close();
+    expect(src.assembly!.claimed).toBe(false);
+    const second = new ObjectReceiver(src);
+    try {
+      const data = randomBytes(4000);
+      const p = second.fetchChunk(hash(data), data.length);
+      src.batch(chunkDatagrams(data, hash(data), 0));
+      expect((await p).equals(data)).toBe(true);
+      expect(src.upToJs).toBe(0);
+    } finally {
+      second.close();
     }
   });
 

@@ -31,12 +31,18 @@ export interface DatagramSource {
 
 /** Chunks assembled below JavaScript (native/rx_assembler.c). */
 export interface ChunkAssembly {
-  /** Fill `buf` with the chunk whose BLAKE3 is `oid` (`length` bytes); `id` names it in reports. */
-  register(id: number, oid: Uint8Array, length: number, buf: Uint8Array): void;
+  /**
+   * Fill `buf` with the chunk whose BLAKE3 is `oid` (`length` bytes). Returns the id that names it in
+   * reports, or undefined when that OID is registered already (by another consumer of the same source).
+   */
+  register(oid: Uint8Array, length: number, buf: Uint8Array): number | undefined;
   /** Forget a request (done, failed or abandoned); nothing happens when it is not registered. */
   unregister(oid: Uint8Array): void;
-  /** Become the one consumer: from now on chunk datagrams nobody registered are dropped below JS. */
-  onAssembled(cb: (r: AssemblyReport) => void): void;
+  /**
+   * Hear every report (each consumer ignores ids it did not register). While anyone listens, chunk
+   * datagrams nobody registered are dropped below JS. Returns the function that stops listening.
+   */
+  onAssembled(cb: (r: AssemblyReport) => void): () => void;
 }
 
 /** What the assembler did since its last report. */

@@ -46,7 +46,8 @@ export function nativeParse(buf: Uint8Array): [number, number, number, number] |
 export class NativeAssembler implements ChunkAssembly {
   readonly handle: RxAssemblerHandle;
   private readonly native: RxAddon;
-  private listener: ((r: AssemblyReport) => void) | undefined;
+  private readonly listeners = new Set<(r: AssemblyReport) => void>();
+  private nextId = 1;
   /** Received messages that held several datagrams (UDP GRO). */
   coalesced = 0;
 
@@ -65,28 +66,44 @@ export class NativeAssembler implements ChunkAssembly {
   }
 
   get claimed(): boolean {
-    return this.listener !== undefined;
+    return this.listeners.size > 0;
   }
 
-  register(id: number, oid: Uint8Array, length: number, buf: Uint8Array): void {
-    this.native.rxasmRegister(this.handle, id, oid, length, buf);
+  register(oid: Uint8Array, length: number, buf: Uint8Array): number | undefined {
+    const id = this.nextId;
+    try {
+      this.native.rxasmRegister(this.handle, id, oid, length, buf);
+    } catch (err) {
+      if (err instanceof RangeError && /already registered/.test(err.message)) return undefined;
+      throw err;
+    }
+    this.nextId = (this.nextId % 0xffffffff) + 1;
+    return id;
   }
 
   unregister(oid: Uint8Array): void {
     this.native.rxasmUnregister(this.handle, oid);
   }
 
-  onAssembled(cb: (r: AssemblyReport) => void): void {
-    if (this.listener) throw new Error('the chunk assembler has a consumer already');
-    this.listener = cb;
-    this.native.rxasmClaim(this.handle);
+  onAssembled(cb: (r: AssemblyReport) => void): () => void {
+    this.listeners.add(cb);
+    this.native.rxasmClaim(this.handle, true);
+    return () => {
+      this.listeners.delete(cb);
+      // Nobody left to register chunks: every datagram goes up again, as without the assembler.
+      if (this.listeners.size === 0) this.native.rxasmClaim(this.handle, false);
+    };
   }
 
   /** Feed datagrams from memory, as the socket loop would: one batch. */
   feed(datagrams: readonly Uint8Array[], gsoSizes?: readonly number[]): void {
     const lengths = Uint32Array.from(datagrams.map((d) => d.length));
-    const buf = Buffer.concat(datagrams);
-    this.dispatch(this.native.rxasmFeed(this.handle, buf, lengths, lengths.length, gsoSizes ? Uint32Array.from(gsoSizes) : null));
+    this.feedPacked(Buffer.concat(datagrams), lengths, gsoSizes ? Uint32Array.from(gsoSizes) : undefined);
+  }
+
+  /** Feed one batch laid out as recvmmsg fills it: messages back to back in `buf`, `lengths[i]` each. */
+  feedPacked(buf: Uint8Array, lengths: Uint32Array, gsoSizes?: Uint32Array): void {
+    this.dispatch(this.native.rxasmFeed(this.handle, buf, lengths, lengths.length, gsoSizes ?? null));
   }
 
   /** One batch from C: the report first (a request handed over must have its decoder before its datagrams), then the datagrams. */
@@ -100,7 +117,7 @@ export class NativeAssembler implements ChunkAssembly {
       decodes: b.decodes,
     };
     this.observe?.(report);
-    this.listener?.(report);
+    for (const cb of this.listeners) cb(report);
     let off = 0;
     for (let i = 0; i < b.count && !closed(); i++) {
       const len = b.lengths[i]!;

@@ -106,7 +106,7 @@ export class ObjectReceiver {
   /** Native chunk assembly (no cipher only), and its requests by id. */
   private readonly assembly?: ChunkAssembly;
   private readonly assembled = new Map<number, ChunkWaiter>();
-  private nextAssemblyId = 1;
+  private stopAssembly?: () => void;
   private readonly trees = new Set<TreeWaiter>();
   /** Decoders of tree objects by `OID/length`, oldest first. */
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
@@ -151,7 +151,7 @@ export class ObjectReceiver {
     rx.onDatagram((buf) => this.onDatagram(buf));
     if (rx.assembly && !this.cipher) {
       this.assembly = rx.assembly;
-      this.assembly.onAssembled((r) => this.onAssembled(r));
+      this.stopAssembly = this.assembly.onAssembled((r) => this.onAssembled(r));
     }
     rx.onJoinFailed?.((group, err) => this.onJoinFailed(group, err));
     this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
@@ -170,11 +170,15 @@ export class ObjectReceiver {
       const now = Date.now();
       const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, resolve, reject };
       if (this.assembly) {
-        w.id = this.nextAssemblyId;
-        this.nextAssemblyId = (this.nextAssemblyId % 0xffffffff) + 1;
-        w.buf = Buffer.allocUnsafe(length);
-        this.assembly.register(w.id, leaf, length, w.buf);
-        this.assembled.set(w.id, w);
+        const buf = Buffer.allocUnsafe(length);
+        // Undefined when another consumer of the source has it registered: then it comes to them, and
+        // to us only once they are done with it (a rejoin brings it again).
+        const id = this.assembly.register(leaf, length, buf);
+        if (id !== undefined) {
+          w.id = id;
+          w.buf = buf;
+          this.assembled.set(id, w);
+        }
       }
       this.chunks.set(key, w);
       this.join(w.group);
@@ -213,6 +217,7 @@ export class ObjectReceiver {
     const err = new LcsyncError('INTERRUPTED', 'interrupted');
     for (const w of this.chunks.values()) this.finishChunk(w, err);
     for (const w of [...this.trees]) this.finishTree(w, err);
+    this.stopAssembly?.();
     for (const d of this.treeDecoders.values()) d.dec.free();
     this.treeDecoders.clear();
     this.treeDecoderBytes = 0;
