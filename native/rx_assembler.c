@@ -340,6 +340,8 @@ static void add_symbol(assembler_t *a, entry_t *e, uint32_t esi, const uint8_t *
   } else {
     for (uint32_t i = 0; i < e->nrepair; i++)
       if (e->repair_esi[i] == esi) return;
+    /* K repair symbols always make a hand-over; only a failed one (no memory) gets here with K kept. */
+    if (e->nrepair >= e->K) return;
     if (e->nrepair == e->repair_cap) {
       uint32_t n = e->repair_cap ? e->repair_cap * 2 : 4;
       if (n > e->K) n = e->K;
