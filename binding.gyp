@@ -1,7 +1,8 @@
 {
   # The lcsync addon (lcsync.node, N-API): sendmmsg/recvmmsg for data (native/udp_batch.c), raw
   # ICMPv6 sockets for MLD (native/icmp6.c) and BLAKE3 from the official C implementation with its
-  # SIMD code (native/blake3_napi.c, native/blake3/), nanosecond file times (native/fstimes.c);
+  # SIMD code (native/blake3_napi.c, native/blake3/), nanosecond file times (native/fstimes.c),
+  # the chunk-assembling receiver (native/rx_assembler.c);
   # native/addon.c registers each. Shipped prebuilt
   # for linux-x64 (prebuildify at pack time); node-gyp-build builds it from source where none fits.
   # lcsync falls back to node:dgram for data and to wasm BLAKE3 without it; MLD needs it.
@@ -13,6 +14,7 @@
         'native/udp_batch.c',
         'native/icmp6.c',
         'native/fstimes.c',
+        'native/rx_assembler.c',
         'native/blake3_napi.c',
         'native/blake3/blake3.c',
         'native/blake3/blake3_dispatch.c',

@@ -5,6 +5,7 @@
  *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
  *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults] [--cpu-prof DIR]
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
+ *   node bench/transfer-bench.js --flood 200000 --rate 300 --receivers 1 --loss 0   # ours unflooded, then flooded
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
  * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
@@ -29,6 +30,11 @@
  *            the servers; a share's includes its indexing, uftpd's only this transfer). Every namespace shares
  *            the machine's cores, so a CPU-heavy receiver slows the others down.
  *   ok       every received file has the sha256 of the source.
+ * --flood N: ours only, each run twice: as above ("ours"), and with a hostile neighbour ("flooded": one more lab
+ * host running bench/flood.js) sending N junk datagrams/s to the groups receiver 1 has joined (a quarter of them
+ * well-formed chunk datagrams with random OIDs, the rest 100 bytes of noise; about 0.65 Gbit/s at 200,000/s, so
+ * keep --rate low enough that both fit the 1 Gbit links). Reports the flooded/unflooded ratio of the receivers'
+ * sync time (target <= 2x) and the rate the flooder reached.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
 import { createHash } from 'node:crypto';
@@ -47,7 +53,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof'];
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof', '--flood'];
 const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g'] });
 const { fail, intList } = args;
 const optionValue = args.value;
@@ -78,8 +84,9 @@ const NODE = CPU_PROF ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${path.
 // of such runs); a longer announce phase (-s 50, the maximum robustness) lets the retry in. With -r 0.1:0.01:0.2
 // -s 50, 8 of 8 trial runs completed on every receiver, 7 in about 3.5 s. --uftp-defaults runs uftp without them.
 const UFTP_TUNING = process.argv.includes('--uftp-defaults') ? [] : ['-r', '0.1:0.01:0.2', '-s', '50'];
-const TOOLS = RSS_1G ? ['ours'] : (optionValue('tools') ?? 'ours,uftp').split(',');
-if (TOOLS.some((t) => t !== 'ours' && t !== 'uftp') || TOOLS.length === 0) fail('--tools wants ours, uftp or ours,uftp');
+const FLOOD = intList('flood', [0], 1, 10_000_000)[0]; // junk datagrams/s, --flood only
+const TOOLS = FLOOD ? ['ours', 'flooded'] : RSS_1G ? ['ours'] : (optionValue('tools') ?? 'ours,uftp').split(',');
+if (!FLOOD && (TOOLS.some((t) => t !== 'ours' && t !== 'uftp') || TOOLS.length === 0)) fail('--tools wants ours, uftp or ours,uftp');
 const RSS_TARGET = 200e6; // bytes: "the receiver's peak RSS stays under 200 MB for a 1 GiB file"
 
 // A transfer that should take s seconds at the rate gets 4x that plus a minute before we give up on it.
@@ -134,11 +141,37 @@ async function rcvbufDrops(lab, receivers) {
   return n;
 }
 
-async function runOurs(src, srcHash, receivers, loss, tag) {
-  return withLab(receivers, loss, TBF ? '1gbit' : undefined, async (lab) => {
+/** Start bench/flood.js on the lab's last host against the groups of receiver 1 (flood mode); stop() returns its report. */
+function startFlood(lab, floodHost) {
+  const watch = lab.spawn(1, ['sleep', String(Math.ceil(RUN_TIMEOUT_MS / 1000) + 60)]);
+  const f = lab.spawn(floodHost, [process.execPath, path.join(REPO, 'bench', 'flood.js'), '--rate', String(FLOOD), '--watch', String(watch.pid),
+    '--seconds', String(Math.ceil(RUN_TIMEOUT_MS / 1000))]);
+  let out = '';
+  let err = '';
+  f.stdout.on('data', (d) => (out += d));
+  f.stderr.on('data', (d) => (err = (err + d).slice(-5000)));
+  return {
+    async stop() {
+      if (f.exitCode === null) {
+        killGroup(f, 'SIGTERM');
+        await Promise.race([new Promise((r) => f.once('exit', r)), sleep(5000)]);
+      }
+      killGroup(watch, 'SIGTERM');
+      try {
+        return JSON.parse(out);
+      } catch {
+        throw new Error(`flooder gave no report: ${tail(err) || '(no stderr)'}`);
+      }
+    },
+  };
+}
+
+async function runOurs(src, srcHash, receivers, loss, tag, flood = false) {
+  return withLab(receivers + (flood ? 1 : 0), loss, TBF ? '1gbit' : undefined, async (lab) => {
     const dir = path.join(work, tag);
     mkdirSync(dir);
     const errors = [];
+    let flooder;
     const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
     let shareOut = '';
     let shareErr = '';
@@ -163,6 +196,8 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
       // Let its MLD watcher join ff02::16 before receivers start (as test/e2e.ts does).
       await sleep(300);
       const drops0 = await rcvbufDrops(lab, receivers);
+      // The flood starts before the syncs: its first datagrams reach receiver 1 with its first join.
+      if (flood) flooder = startFlood(lab, receivers + 1);
       const tx0 = await lab.txBytes(0);
       const t0 = performance.now();
       let tLast = t0;
@@ -184,6 +219,8 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
         }),
       );
       const wall = (tLast - t0) / 1000;
+      const floodReport = flooder ? await flooder.stop() : undefined;
+      flooder = undefined;
       const tx1 = await settledTx(lab);
       const shareRss = share.pid !== undefined ? peakRssKiB(share.pid) : undefined;
       const shareCpu = share.pid !== undefined ? cpuSeconds(share.pid) : undefined;
@@ -201,9 +238,11 @@ async function runOurs(src, srcHash, receivers, loss, tag) {
         cpuRx: Math.max(...syncs.map((s) => s.cpu)), cpuTx: shareCpu ?? NaN,
         cpuAll: syncs.reduce((a, s) => a + s.cpu, 0) + (shareCpu ?? NaN),
         drops: (await rcvbufDrops(lab, receivers)) - drops0,
+        floodRate: floodReport ? floodReport.sent / floodReport.seconds : NaN,
         errors,
       };
     } finally {
+      await flooder?.stop().catch(() => {});
       if (share.exitCode === null) {
         killGroup(share, 'SIGTERM');
         await Promise.race([new Promise((r) => share.once('exit', r)), sleep(3000)]);
@@ -304,6 +343,7 @@ function summarize(runs, receivers) {
     cpuTx: median(use.map((r) => r.cpuTx)),
     cpuAll: median(use.map((r) => r.cpuAll)),
     drops: median(use.map((r) => r.drops)),
+    floodRate: median(use.map((r) => r.floodRate)),
   };
 }
 
@@ -317,6 +357,13 @@ function printScenario(receivers, loss, res) {
   const u = res.uftp;
   if (o && u) {
     console.log(`ours/uftp: wall ${fmt(o.wall / u.wall)}x, wire ${fmt(o.wire / u.wire)}x, RSS receiver ${fmt(o.rssRx / u.rssRx)}x, RSS sender ${fmt(o.rssTx / u.rssTx)}x`);
+  }
+  const f = res.flooded;
+  if (o && f) {
+    const ratio = f.inner / o.inner;
+    const pass = f.okRuns === f.reps && o.okRuns === o.reps && ratio <= 2;
+    console.log(`flood: ${FLOOD} junk datagrams/s asked, ${fmt(f.floodRate, 0)}/s sent by the flooder; sync s flooded/unflooded ${fmt(ratio)}x ` +
+      `(wall ${fmt(f.wall / o.wall)}x, receiver CPU ${fmt(f.cpuRx / o.cpuRx)}x); target <= 2x: ${pass ? 'PASS' : 'FAIL'}`);
   }
   if (o && receivers === 3 && loss === 5) {
     const allOk = o.okRuns === o.reps;
@@ -336,7 +383,9 @@ try {
   writeRandomFile(src, SIZE);
   const srcHash = await sha256(src);
   const cpu = os.cpus();
-  const uftpNote = TOOLS.includes('uftp')
+  const uftpNote = FLOOD
+    ? `(lcsync share --bwlimit ${RATE}M), flooded runs: ${FLOOD} junk datagrams/s onto receiver 1's groups`
+    : TOOLS.includes('uftp')
     ? `for both (lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_TUNING.length ? ` ${UFTP_TUNING.join(' ')}` : ''}`
     : `(lcsync share --bwlimit ${RATE}M)`;
   console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s ${uftpNote}, ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
@@ -353,7 +402,8 @@ try {
           process.stderr.write(`${tag} ... `);
           let r;
           try {
-            r = await (tool === 'ours' ? runOurs : runUftp)(path.join(work, 'data.bin'), srcHash, receivers, loss, tag);
+            const file = path.join(work, 'data.bin');
+            r = await (tool === 'uftp' ? runUftp(file, srcHash, receivers, loss, tag) : runOurs(file, srcHash, receivers, loss, tag, tool === 'flooded'));
           } catch (err) {
             r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, drops: NaN, errors: [String(err?.message ?? err)] };
           }

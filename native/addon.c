@@ -13,6 +13,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!icmp6_init(env, exports)) return NULL;
   if (!lcsync_blake3_init(env, exports)) return NULL;
   if (!fstimes_init(env, exports)) return NULL;
+  if (!rx_assembler_init(env, exports)) return NULL;
   return exports;
 }
 

@@ -16,4 +16,7 @@ bool icmp6_init(napi_env env, napi_value exports);
 /* Nanosecond times on a path without following symlinks (native/fstimes.c). */
 bool fstimes_init(napi_env env, napi_value exports);
 
+/* The receive data plane: chunk datagrams parsed, placed and verified in C (native/rx_assembler.c). */
+bool rx_assembler_init(napi_env env, napi_value exports);
+
 #endif

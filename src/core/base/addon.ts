@@ -31,6 +31,45 @@ export interface LcsyncAddon {
   icmp6MrouteInit(fd: number): void;
   icmp6Send(fd: number, dest: Uint8Array, payload: Uint8Array): number;
   icmp6Close(fd: number): void;
+  // native/rx_assembler.c (optional: an older build without it still serves everything else)
+  rxasmCreate?(): RxAssemblerHandle;
+  rxasmRegister?(asm: RxAssemblerHandle, id: number, oid: Uint8Array, length: number, buf: Uint8Array): void;
+  rxasmUnregister?(asm: RxAssemblerHandle, oid: Uint8Array): boolean;
+  rxasmClaim?(asm: RxAssemblerHandle, claimed: boolean): void;
+  rxasmFeed?(asm: RxAssemblerHandle, buf: Uint8Array, lengths: Uint32Array, count: number, gsoSizes: Uint32Array | null): RxBatch;
+  rxParse?(buf: Uint8Array): [number, number, number, number] | undefined;
+  rxasmOpen?(asm: RxAssemblerHandle, port: number, rcvbuf: number, gro: boolean, onBatch: (batch: RxBatch) => void): RxSocketHandle;
+  rxasmGro?(sock: RxSocketHandle): boolean;
+  rxasmRecvBufferSize?(sock: RxSocketHandle): number;
+  rxasmJoin?(sock: RxSocketHandle, group: Uint8Array, ifindex: number): void;
+  rxasmLeave?(sock: RxSocketHandle, group: Uint8Array, ifindex: number): void;
+  rxasmClose?(sock: RxSocketHandle): void;
+}
+
+/** Opaque handles of native/rx_assembler.c (type-tagged externals). */
+export type RxAssemblerHandle = { readonly __rxAssembler: unique symbol };
+export type RxSocketHandle = { readonly __rxSocket: unique symbol };
+
+/** What rx_assembler hands JS per batch (see the header of native/rx_assembler.c). */
+export interface RxBatch {
+  /** Datagrams for JS, back to back; lengths[i] each. */
+  buf: Buffer;
+  lengths: Uint32Array;
+  count: number;
+  /** Datagrams lost in the socket since the last batch. */
+  errors: number;
+  /** All datagrams and bytes seen since the last batch, and how many of them were dropped as junk or unasked. */
+  datagrams: number;
+  bytes: number;
+  dropped: number;
+  /** Messages that held several datagrams (UDP GRO coalesced them). */
+  coalesced: number;
+  /** Ids of requests that got a new symbol. */
+  progressed: Uint32Array;
+  /** [kind, id] pairs: 1 complete, 2 rejected, 3 needs decoding. */
+  events: Uint32Array;
+  /** Per "needs decoding" event, in order: source ESIs present, repair ESIs, repair symbols (1024 bytes each). */
+  decodes: [Uint32Array, Uint32Array, Buffer][];
 }
 
 /** onMessage of a raw ICMPv6 socket: a message, or (once, then nothing more) the error that stopped receiving. */

@@ -20,8 +20,49 @@ export interface DatagramSource {
   onJoinFailed?(cb: (group: string, err: Error) => void): void;
   /** The one consumer of every datagram received, on any group. */
   onDatagram(cb: (buf: Buffer) => void): void;
+  /**
+   * Present when chunk datagrams can be assembled natively (net/rx-assembler.ts): the consumer
+   * registers its chunk requests there and hears once per object; onDatagram then sees only what
+   * the assembler does not take (tree objects, gone notices, requests handed over for decoding).
+   */
+  readonly assembly?: ChunkAssembly;
   close(): Promise<void>;
 }
+
+/** Chunks assembled below JavaScript (native/rx_assembler.c). */
+export interface ChunkAssembly {
+  /**
+   * Fill `buf` with the chunk whose BLAKE3 is `oid` (`length` bytes). Returns the id that names it in
+   * reports, or undefined when that OID is registered already (by another consumer of the same source).
+   */
+  register(oid: Uint8Array, length: number, buf: Uint8Array): number | undefined;
+  /** Forget a request (done, failed or abandoned); nothing happens when it is not registered. */
+  unregister(oid: Uint8Array): void;
+  /**
+   * Hear every report (each consumer ignores ids it did not register). While anyone listens, chunk
+   * datagrams nobody registered are dropped below JS. Returns the function that stops listening.
+   */
+  onAssembled(cb: (r: AssemblyReport) => void): () => void;
+}
+
+/** What the assembler did since its last report. */
+export interface AssemblyReport {
+  /** Datagrams and bytes taken below JS (placed or dropped; onDatagram saw none of them). */
+  datagrams: number;
+  bytes: number;
+  /** Of those, dropped: junk, or chunks nobody asked for. */
+  dropped: number;
+  /** Ids of requests that got a new symbol. */
+  progressed: Uint32Array;
+  /** [kind, id] pairs: ASSEMBLY_COMPLETE (verified, in the buffer), ASSEMBLY_REJECTED (did not verify; collecting again), ASSEMBLY_DECODE. */
+  events: Uint32Array;
+  /** Per ASSEMBLY_DECODE event, in order: source ESIs in the buffer, repair ESIs, repair symbols (1024 bytes each). From then on the request's datagrams come through onDatagram. */
+  decodes: [Uint32Array, Uint32Array, Buffer][];
+}
+
+export const ASSEMBLY_COMPLETE = 1;
+export const ASSEMBLY_REJECTED = 2;
+export const ASSEMBLY_DECODE = 3;
 
 /** Datagrams sent to multicast groups on one interface. */
 export interface DatagramSink {

@@ -9,6 +9,8 @@
  * - dgram's receive side costs a 64 KiB buffer, an ArrayBuffer, a Buffer and a JS callback per
  *   datagram, so the receiver takes them in batches with recvmmsg(2) through the addon (batchsock.ts) when
  *   it is built (LCSYNC_NO_RECVMMSG=1 forces dgram); listeners see the same Buffers either way.
+ * - With the native receive path (rx-assembler.ts) chunk datagrams are assembled in C and only the
+ *   rest reaches listeners; LCSYNC_NO_NATIVE_RX=1 keeps every datagram in JS.
  * - Linux delivers a group's datagrams to every socket bound to the port on a host where any
  *   socket joined it (IPV6_MULTICAST_ALL defaults to on and dgram cannot clear it), so
  *   callers demultiplex by content (the OID), never by socket.
@@ -17,7 +19,8 @@ import dgram from 'node:dgram';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { LCSYNC_PORT } from '../wire/address.js';
 import { BatchReceiver, batchRecvAvailable } from './batchsock.js';
-import type { DatagramSource } from './datagram.js';
+import type { ChunkAssembly, DatagramSource } from './datagram.js';
+import { NativeAssembler, groWanted, nativeRxAvailable } from './rx-assembler.js';
 import { validateInterfaces } from './interfaces.js';
 import { BATCH_MS, MembershipBatch } from './membership.js';
 import { bindSocket, checkGroup, checkPort, closeSocket } from './udp.js';
@@ -38,6 +41,8 @@ export interface MulticastReceiverOptions {
 /** What MulticastReceiver needs of a socket: a node:dgram one or the addon's batch receiver. */
 interface RecvSocket {
   readonly batching: boolean;
+  /** Whether the kernel coalesces datagrams for it (UDP GRO; native path only). */
+  readonly gro?: boolean;
   recvBufferBytes(): number;
   /** Throw the system error (an Error with `code`) when the kernel refuses. */
   join(group: string, bytes: Buffer, ifname: string): void;
@@ -91,11 +96,27 @@ function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink):
   } catch (err) {
     throw fromSystemError(err, `bind [::]:${port}`);
   }
-  // Resolved per burst of membership changes, as dgram resolves '::%name' per call: an interface may
-  // come and go. Not per change: with hundreds of changes a burst, looking the name up each time was
-  // a tenth of a busy receiver's time.
+  const index = burstIfindex();
+  return {
+    batching: true,
+    recvBufferBytes: () => rx.recvBufferBytes,
+    join: (_group, bytes, ifname) => rx.join(bytes, index(ifname)),
+    leave: (_group, bytes, ifname) => rx.leave(bytes, index(ifname)),
+    close: () => {
+      rx.close();
+      return Promise.resolve();
+    },
+  };
+}
+
+/**
+ * Interface indexes resolved per burst of membership changes, as dgram resolves '::%name' per call: an
+ * interface may come and go. Not per change: with hundreds of changes a burst, looking the name up
+ * each time was a tenth of a busy receiver's time.
+ */
+function burstIfindex(): (ifname: string) => number {
   let indexes: Map<string, number> | undefined;
-  const index = (ifname: string): number => {
+  return (ifname: string): number => {
     if (!indexes) {
       indexes = new Map();
       queueMicrotask(() => (indexes = undefined));
@@ -105,14 +126,31 @@ function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink):
     if (i === 0) throw Object.assign(new Error(`no interface ${ifname}`), { code: 'ENODEV' });
     return i;
   };
+}
+
+/** Bind [::]:port with the native assembler (rx-assembler.ts): chunks are assembled in C, the rest comes up as with the batch socket. */
+function openAssemblingSocket(port: number, recvBufferBytes: number, sink: RecvSink, onStats: (datagrams: number, bytes: number) => void): { sock: RecvSocket; assembly: NativeAssembler } {
+  // Counted here too, so the receiver's stats cover what never reached JS.
+  const assembly = new NativeAssembler((buf) => sink.deliver(buf), (r) => onStats(r.datagrams, r.bytes));
+  let rx;
+  try {
+    rx = assembly.openSocket(port, recvBufferBytes, groWanted(), (n) => sink.lost(n), () => sink.closed);
+  } catch (err) {
+    throw fromSystemError(err, `bind [::]:${port}`);
+  }
+  const index = burstIfindex();
   return {
-    batching: true,
-    recvBufferBytes: () => rx.recvBufferBytes,
-    join: (_group, bytes, ifname) => rx.join(bytes, index(ifname)),
-    leave: (_group, bytes, ifname) => rx.leave(bytes, index(ifname)),
-    close: () => {
-      rx.close();
-      return Promise.resolve();
+    assembly,
+    sock: {
+      batching: true,
+      gro: rx.gro,
+      recvBufferBytes: () => rx.recvBufferBytes,
+      join: (_group, bytes, ifname) => rx.join(bytes, index(ifname)),
+      leave: (_group, bytes, ifname) => rx.leave(bytes, index(ifname)),
+      close: () => {
+        rx.close();
+        return Promise.resolve();
+      },
     },
   };
 }
@@ -130,6 +168,8 @@ export class MulticastReceiver implements DatagramSource {
   private closed = false;
   /** Set by open() right after construction: the socket needs the sink this object is. */
   private sock!: RecvSocket;
+  /** Set by open() on the native receive path. */
+  assembly?: ChunkAssembly;
 
   private constructor(ifnames: string[], port: number, batchMs: number) {
     this.ifnames = [...ifnames];
@@ -164,13 +204,32 @@ export class MulticastReceiver implements DatagramSource {
         return rx.closed;
       },
     };
-    rx.sock = batchRecvAvailable() ? openBatchSocket(port, recvBufferSize, sink) : await openDgramSocket(port, recvBufferSize, sink);
+    if (nativeRxAvailable()) {
+      const opened = openAssemblingSocket(port, recvBufferSize, sink, (datagrams, bytes) => {
+        rx.stats.datagrams += datagrams;
+        rx.stats.bytes += bytes;
+      });
+      rx.sock = opened.sock;
+      rx.assembly = opened.assembly;
+    } else {
+      rx.sock = batchRecvAvailable() ? openBatchSocket(port, recvBufferSize, sink) : await openDgramSocket(port, recvBufferSize, sink);
+    }
     return rx;
   }
 
   /** Whether datagrams arrive in recvmmsg batches through the addon (else through node:dgram). */
   get batching(): boolean {
     return this.sock.batching;
+  }
+
+  /** Whether chunk datagrams are assembled natively (rx-assembler.ts). */
+  get native(): boolean {
+    return this.assembly !== undefined;
+  }
+
+  /** Whether the kernel coalesces received datagrams (UDP GRO, native path only). */
+  get gro(): boolean {
+    return this.sock.gro ?? false;
   }
 
   /** Groups joined as far as callers are concerned (the kernel may get some with the next burst). */

@@ -12,15 +12,19 @@
  * equal entries. So a finished tree object is kept by OID and offered to every
  * later request, and its datagrams are dropped only while it is kept (never
  * "done" without the bytes at hand: a request for it would wait for ever).
+ * Where the source assembles chunks natively (DatagramSource.assembly, net/rx-assembler.ts) and the
+ * share is not encrypted, chunk requests are registered there: their datagrams never reach JS, and
+ * a report says when one is complete (verified), rejected, or needs RaptorQ decoding, which then
+ * goes on here as below. Encrypted shares keep the JS path (the bytes on the wire are sealed).
  * Nothing here trusts a datagram: the packet decoder validates every field, and
  * every object is verified before anyone sees it.
  */
 import { LcsyncError } from '../base/errors.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
 import { groupAddress } from '../wire/address.js';
-import { decodeDatagram, decodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
+import { decodeDatagram, decodeGoneNotice, goneNoticeKey, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
-import type { DatagramSource } from '../net/datagram.js';
+import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { KeptObjects } from './kept.js';
 
@@ -90,6 +94,9 @@ interface ChunkWaiter extends Waiter {
   leaf: Hash;
   length: number;
   decoder?: ObjectDecoder;
+  /** With native assembly: the request's id there, and the buffer it fills. */
+  id?: number;
+  buf?: Buffer;
 }
 
 interface TreeWaiter extends Waiter {
@@ -114,6 +121,10 @@ export class ObjectReceiver {
    */
   gone?: LcsyncError;
   private readonly chunks = new Map<string, ChunkWaiter>();
+  /** Native chunk assembly (no cipher only), and its requests by id. */
+  private readonly assembly?: ChunkAssembly;
+  private readonly assembled = new Map<number, ChunkWaiter>();
+  private stopAssembly?: () => void;
   private readonly trees = new Set<TreeWaiter>();
   /** Decoders of tree objects by `OID/length`, oldest first. */
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
@@ -157,6 +168,10 @@ export class ObjectReceiver {
     this.idleTimeoutMs = opts.idleTimeoutMs ?? Infinity;
     this.onBug = opts.onBug;
     rx.onDatagram((buf) => this.onDatagram(buf));
+    if (rx.assembly && !this.cipher) {
+      this.assembly = rx.assembly;
+      this.stopAssembly = this.assembly.onAssembled((r) => this.onAssembled(r));
+    }
     rx.onJoinFailed?.((group, err) => this.onJoinFailed(group, err));
     this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
     this.timer.unref();
@@ -173,6 +188,17 @@ export class ObjectReceiver {
     return new Promise((resolve, reject) => {
       const now = Date.now();
       const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
+      if (this.assembly) {
+        const buf = Buffer.allocUnsafe(length);
+        // Undefined when another consumer of the source has it registered: then it comes to them, and
+        // to us only once they are done with it (a rejoin brings it again).
+        const id = this.assembly.register(leaf, length, buf);
+        if (id !== undefined) {
+          w.id = id;
+          w.buf = buf;
+          this.assembled.set(id, w);
+        }
+      }
       this.chunks.set(key, w);
       this.join(w.group);
     });
@@ -210,6 +236,7 @@ export class ObjectReceiver {
     const err = new LcsyncError('INTERRUPTED', 'interrupted');
     for (const w of this.chunks.values()) this.finishChunk(w, err);
     for (const w of [...this.trees]) this.finishTree(w, err);
+    this.stopAssembly?.();
     for (const d of this.treeDecoders.values()) d.dec.free();
     this.treeDecoders.clear();
     this.treeDecoderBytes = 0;
@@ -285,7 +312,10 @@ export class ObjectReceiver {
       w.lastProgress = w.lastHeard = this.lastHeardAny = Date.now();
       w.progressed = true;
     }
-    if (!coded) return;
+    if (coded) this.chunkDecoded(w, oid, coded);
+  }
+
+  private chunkDecoded(w: ChunkWaiter, oid: string, coded: Buffer): void {
     let obj: Buffer;
     try {
       obj = this.cipher ? this.cipher.open(coded) : coded;
@@ -305,9 +335,63 @@ export class ObjectReceiver {
     } else {
       // Wrong bytes under the right OID: a spoofer or a corrupted symbol. Start over with fresh symbols.
       this.stats.rejected++;
-      w.decoder.free();
+      w.decoder?.free();
       w.decoder = undefined;
     }
+  }
+
+  /** What the native assembler did: counts, progress, and objects complete or to be decoded here. */
+  private onAssembled(r: AssemblyReport): void {
+    this.stats.datagrams += r.datagrams;
+    this.stats.bytes += r.bytes;
+    this.stats.ignored += r.dropped;
+    if (r.progressed.length > 0) {
+      const now = Date.now();
+      this.lastHeardAny = now;
+      for (const id of r.progressed) {
+        const w = this.assembled.get(id);
+        if (!w) continue;
+        w.lastProgress = w.lastHeard = now;
+        w.progressed = true;
+      }
+    }
+    let d = 0;
+    for (let i = 0; i < r.events.length; i += 2) {
+      const kind = r.events[i];
+      const w = this.assembled.get(r.events[i + 1]!);
+      const decode = kind === ASSEMBLY_DECODE ? r.decodes[d++] : undefined;
+      if (!w || this.closed) continue;
+      if (kind === ASSEMBLY_COMPLETE) {
+        // Verified natively (BLAKE3 of the buffer = the OID), and forgotten there.
+        this.stats.objects++;
+        this.markDone(toHex(w.leaf));
+        this.finishChunk(w, undefined, w.buf!);
+      } else if (kind === ASSEMBLY_REJECTED) {
+        this.stats.rejected++;
+      } else if (decode) {
+        this.decodeAssembled(w, decode);
+      }
+    }
+  }
+
+  /** Not all source symbols came, but enough symbols: RaptorQ here, and the request's later datagrams come through onDatagram. */
+  private decodeAssembled(w: ChunkWaiter, [sources, repairEsis, repair]: [Uint32Array, Uint32Array, Buffer]): void {
+    const dec = (w.decoder ??= new ObjectDecoder(w.length));
+    const buf = w.buf!;
+    let coded: Buffer | undefined;
+    for (const esi of sources) {
+      const off = esi * SYMBOL_SIZE;
+      let sym = buf.subarray(off, off + SYMBOL_SIZE);
+      if (sym.length < SYMBOL_SIZE) {
+        // The last symbol, cut to the object's length there: padded with zeros on the wire.
+        const padded = Buffer.alloc(SYMBOL_SIZE);
+        sym.copy(padded);
+        sym = padded;
+      }
+      coded ??= dec.add(esi, sym);
+    }
+    for (let i = 0; i < repairEsis.length; i++) coded ??= dec.add(repairEsis[i]!, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+    if (coded) this.chunkDecoded(w, toHex(w.leaf), coded);
   }
 
   private onTreeDatagram(oid: string, length: number, esi: number, symbol: Buffer): void {
@@ -429,6 +513,10 @@ export class ObjectReceiver {
 
   private finishChunk(w: ChunkWaiter, err?: Error, obj?: Buffer): void {
     this.chunks.delete(toHex(w.leaf));
+    if (w.id !== undefined) {
+      this.assembled.delete(w.id);
+      this.assembly?.unregister(w.leaf);
+    }
     w.decoder?.free();
     w.decoder = undefined;
     this.leave(w.group);

@@ -1,0 +1,397 @@
+/**
+ * The native receive path (native/rx_assembler.c through src/core/net/rx-assembler.ts) against the
+ * TypeScript reference: the same header verdicts as decodeDatagram on random and mutated input, and
+ * the same objects, byte for byte, as the JS receive path under loss, duplication, reordering,
+ * junk and forged symbols (in memory, through the feed entry that the socket loop also runs).
+ */
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { hash, type Hash } from '../src/core/model/hash.js';
+import { ObjectEncoder } from '../src/core/fec/fec.js';
+import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, SYMBOL_SIZE, decodeDatagram, encodeDatagram, encodeGoneNotice } from '../src/core/wire/packet.js';
+import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type DatagramSource } from '../src/core/net/datagram.js';
+import { NativeAssembler, nativeParse, nativeRxAvailable } from '../src/core/net/rx-assembler.js';
+import { MulticastReceiver } from '../src/core/net/mcast-receiver.js';
+import { ObjectReceiver } from '../src/core/sync/receiver.js';
+import { rng } from './rng.js';
+import { describeUnless } from './skip.js';
+
+const why = nativeRxAvailable() ? undefined : 'the lcsync addon with rx_assembler is not built (or LCSYNC_NO_NATIVE_RX=1)';
+
+/** An in-memory DatagramSource: JS path, or native assembly fed in batches as the socket loop feeds it. */
+class MemSource implements DatagramSource {
+  private cb: ((b: Buffer) => void) | undefined;
+  readonly assembly?: NativeAssembler;
+  /** Datagrams fed, and those that reached JS (all of them on the JS path). */
+  fed = 0;
+  upToJs = 0;
+  readonly joined = new Set<string>();
+  constructor(native: boolean) {
+    if (native)
+      this.assembly = new NativeAssembler((b) => {
+        this.upToJs++;
+        this.cb?.(b);
+      });
+  }
+  onDatagram(cb: (b: Buffer) => void): void {
+    this.cb = cb;
+  }
+  join(g: string): void {
+    this.joined.add(g);
+  }
+  leave(g: string): void {
+    this.joined.delete(g);
+  }
+  rejoin(): void {}
+  async close(): Promise<void> {}
+  /** One recvmmsg's worth. */
+  batch(datagrams: Buffer[]): void {
+    this.fed += datagrams.length;
+    if (this.assembly) this.assembly.feed(datagrams);
+    else
+      for (const d of datagrams) {
+        this.upToJs++;
+        this.cb?.(Buffer.from(d));
+      }
+  }
+}
+
+function chunkDatagrams(data: Buffer, oid: Hash, repairs: number): Buffer[] {
+  const enc = new ObjectEncoder(data);
+  const out: Buffer[] = [];
+  for (let esi = 0; esi < enc.K; esi++) out.push(encodeDatagram({ oid, esi, symbol: enc.sourceSymbol(esi) }));
+  for (let i = 0; i < repairs; i++) {
+    const r = enc.nextRepair();
+    out.push(encodeDatagram({ oid, esi: r.esi, symbol: Buffer.from(r.symbol) }));
+  }
+  enc.free?.();
+  return out;
+}
+
+describeUnless(why, 'native header parser (fuzz against packet.ts decodeDatagram)', () => {
+  /** The native verdict in decodeDatagram's terms. */
+  function same(buf: Buffer): void {
+    const ref = decodeDatagram(buf);
+    const nat = nativeParse(buf);
+    if (!ref) {
+      expect(nat).toBeUndefined();
+      return;
+    }
+    expect(nat).toBeDefined();
+    const [oidOff, F, esi, symOff] = nat!;
+    expect(oidOff).toBe(ref.oid.byteOffset - buf.byteOffset);
+    expect(F === 0 ? undefined : F).toBe(ref.transferLength);
+    expect(esi).toBe(ref.esi);
+    expect(symOff).toBe(ref.symbol.byteOffset - buf.byteOffset);
+  }
+
+  it('gives the same verdict and fields on random bytes of any length', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 2100 }), fc.uint8Array({ minLength: DATAGRAM_LEN, maxLength: DATAGRAM_LEN }), fc.uint8Array({ minLength: DATAGRAM_OTI_LEN, maxLength: DATAGRAM_OTI_LEN })), (u) => {
+        same(Buffer.from(u));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('gives the same verdict and fields on valid datagrams with header bytes mutated', () => {
+    const symbol = randomBytes(SYMBOL_SIZE);
+    fc.assert(
+      fc.property(
+        fc.boolean(),
+        fc.integer({ min: 1, max: MAX_OBJECT + 2 }),
+        fc.integer({ min: 0, max: 0xffffff }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 51 }), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+        (oti, F, esi, mutations) => {
+          const b = encodeDatagram({ oid: randomBytes(32), esi, symbol, ...(oti ? { transferLength: Math.min(F, MAX_OBJECT) } : {}) });
+          // Mutate the header (OID, OTI, scheme, PID) only: the symbol is never checked.
+          for (const [at, v] of mutations) if (at < b.length - SYMBOL_SIZE) b[at] = v;
+          if (oti && F > MAX_OBJECT) b.writeUIntBE(F, 32, 5);
+          same(b);
+        },
+      ),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('gives the same verdict at every boundary of F, T, Z, N and SBN', () => {
+    const base = encodeDatagram({ oid: randomBytes(32), transferLength: 5000, esi: 3, symbol: randomBytes(SYMBOL_SIZE) });
+    for (const F of [0, 1, MAX_OBJECT, MAX_OBJECT + 1, 2 ** 40 - 1]) {
+      const b = Buffer.from(base);
+      b.writeUIntBE(F, 32, 5);
+      same(b);
+    }
+    for (const [off, v] of [[37, 1], [38, 0], [39, 0], [40, 2], [40, 0], [41, 1], [42, 2], [43, 9], [44, 1]] as const) {
+      const b = Buffer.from(base);
+      b[off] = v;
+      same(b);
+    }
+    same(base.subarray(0, 1071));
+    same(Buffer.concat([base, Buffer.alloc(1)]));
+  });
+});
+
+describeUnless(why, 'native chunk assembly against the JS receive path', () => {
+  const receivers: ObjectReceiver[] = [];
+  afterEach(() => {
+    for (const r of receivers.splice(0)) r.close();
+  });
+
+  function pair(): { js: MemSource; nat: MemSource; rjs: ObjectReceiver; rnat: ObjectReceiver } {
+    const js = new MemSource(false);
+    const nat = new MemSource(true);
+    const rjs = new ObjectReceiver(js, { stallMs: 60_000, firstSymbolMs: 60_000 });
+    const rnat = new ObjectReceiver(nat, { stallMs: 60_000, firstSymbolMs: 60_000 });
+    receivers.push(rjs, rnat);
+    return { js, nat, rjs, rnat };
+  }
+
+  it('delivers the same bytes under loss, duplication, reordering, junk and forged symbols (seeded)', async () => {
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const rand = rng(seed);
+      const { js, nat, rjs, rnat } = pair();
+      const lengths = [1, 1023, 1024, 1025, 4096, 32 * 1024, 32 * 1024 - 1, 20_000, 100_000];
+      const objects = lengths.map((n) => {
+        const data = randomBytes(n);
+        return { data, oid: hash(data) };
+      });
+      const pjs = objects.map((o) => rjs.fetchChunk(o.oid, o.data.length));
+      const pnat = objects.map((o) => rnat.fetchChunk(o.oid, o.data.length));
+      let stream: Buffer[] = [];
+      for (const o of objects) {
+        const K = Math.ceil(o.data.length / SYMBOL_SIZE);
+        for (const d of chunkDatagrams(o.data, o.oid, K + 8)) {
+          if (rand() < 0.2) continue; // loss
+          stream.push(d);
+          if (rand() < 0.2) stream.push(Buffer.from(d)); // duplication
+        }
+        // A forged source symbol under a genuine OID, arriving first for some objects.
+        if (rand() < 0.3) {
+          const f = encodeDatagram({ oid: o.oid, esi: 0, symbol: randomBytes(SYMBOL_SIZE) });
+          stream.unshift(f);
+        }
+      }
+      // Junk and unasked chunks.
+      for (let i = 0; i < 200; i++) {
+        const kind = Math.floor(rand() * 3);
+        if (kind === 0) stream.push(randomBytes(Math.floor(rand() * 1500)));
+        else if (kind === 1) stream.push(encodeDatagram({ oid: randomBytes(32), esi: Math.floor(rand() * 50), symbol: randomBytes(SYMBOL_SIZE) }));
+        else stream.push(encodeGoneNotice(randomBytes(32)));
+      }
+      // Reordering: a random shuffle of everything.
+      for (let i = stream.length - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [stream[i], stream[j]] = [stream[j]!, stream[i]!];
+      }
+      // The source symbols again at the end, as a next round would bring them: every object can complete.
+      for (const o of objects) stream.push(...chunkDatagrams(o.data, o.oid, 0));
+      while (stream.length > 0) {
+        const n = 1 + Math.floor(rand() * 64);
+        const b = stream.slice(0, n);
+        stream = stream.slice(n);
+        js.batch(b);
+        nat.batch(b);
+      }
+      const [a, b] = await Promise.all([Promise.all(pjs), Promise.all(pnat)]);
+      for (const [i, o] of objects.entries()) {
+        expect(a[i]!.equals(o.data), `seed ${seed} js object ${i}`).toBe(true);
+        expect(b[i]!.equals(o.data), `seed ${seed} native object ${i}`).toBe(true);
+      }
+      expect(rnat.stats.objects).toBe(rjs.stats.objects);
+      // The native side really did the work: most datagrams never reached JS there.
+      expect(js.upToJs).toBe(js.fed);
+      expect(nat.upToJs).toBeLessThan(nat.fed / 2);
+      expect(rnat.stats.datagrams).toBe(rjs.stats.datagrams);
+      expect(rnat.stats.bytes).toBe(rjs.stats.bytes);
+      // Nothing left registered: a late datagram of a finished chunk is dropped and counted.
+      const before = rnat.stats.ignored;
+      nat.batch(chunkDatagrams(objects[0]!.data, objects[0]!.oid, 0).slice(0, 1));
+      expect(rnat.stats.ignored).toBe(before + 1);
+    }
+  });
+
+  it('reports complete, rejected and decode events once per object, and hands a decoding request over to JS', () => {
+    const reports: AssemblyReport[] = [];
+    const passed: Buffer[] = [];
+    const asm = new NativeAssembler((b) => passed.push(Buffer.from(b)));
+    asm.onAssembled((r) => reports.push(r));
+    const data = randomBytes(5000);
+    const oid = hash(data);
+    const buf = Buffer.alloc(5000);
+    expect(asm.register(oid, 5000, buf)).toBe(1);
+    const all = chunkDatagrams(data, oid, 4);
+    // Forged symbol 0, then the other sources: all K arrive, the hash fails: REJECTED, collecting again.
+    asm.feed([encodeDatagram({ oid, esi: 0, symbol: randomBytes(SYMBOL_SIZE) }), ...all.slice(1, 5)]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_REJECTED, 1]);
+    expect(Array.from(reports.at(-1)!.progressed)).toEqual([1]);
+    // Source 1..3 and two repairs: K = 5 symbols, not all source: DECODE with what was kept.
+    asm.feed([all[1]!, all[2]!, all[3]!, all[5]!, all[6]!]);
+    const r = reports.at(-1)!;
+    expect(Array.from(r.events)).toEqual([ASSEMBLY_DECODE, 1]);
+    expect(Array.from(r.decodes[0]![0])).toEqual([1, 2, 3]);
+    expect(Array.from(r.decodes[0]![1])).toEqual([5, 6]);
+    expect(r.decodes[0]![2].equals(Buffer.concat([all[5]!, all[6]!].map((d) => d.subarray(36))))).toBe(true);
+    expect(buf.subarray(1024, 4096).equals(data.subarray(1024, 4096))).toBe(true);
+    // Handed over: its datagrams now come up to JS.
+    asm.feed([all[0]!]);
+    expect(passed.length).toBe(1);
+    expect(passed[0]!.equals(all[0]!)).toBe(true);
+    asm.unregister(oid);
+
+    // A second object whose sources all arrive: COMPLETE, verified, in the caller's buffer.
+    const d2 = randomBytes(3000);
+    const o2 = hash(d2);
+    const b2 = Buffer.alloc(3000);
+    expect(asm.register(o2, 3000, b2)).toBe(2);
+    asm.feed(chunkDatagrams(d2, o2, 0));
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 2]);
+    expect(b2.equals(d2)).toBe(true);
+    // Forgotten once complete: its datagrams are now unasked, dropped.
+    asm.feed(chunkDatagrams(d2, o2, 0));
+    expect(reports.at(-1)!.dropped).toBe(3);
+  });
+
+  it('passes every datagram up unchanged until a consumer claims the assembler', () => {
+    const passed: Buffer[] = [];
+    const asm = new NativeAssembler((b) => passed.push(Buffer.from(b)));
+    const data = randomBytes(2048);
+    const stream = [...chunkDatagrams(data, hash(data), 1), randomBytes(77), encodeGoneNotice(randomBytes(32))];
+    asm.feed(stream);
+    expect(passed.length).toBe(stream.length);
+    for (const [i, d] of stream.entries()) expect(passed[i]!.equals(d)).toBe(true);
+  });
+
+  it('passes tree datagrams (with OTI) and gone notices up, drops junk and unasked chunks', () => {
+    const passed: Buffer[] = [];
+    const reports: AssemblyReport[] = [];
+    const asm = new NativeAssembler((b) => passed.push(Buffer.from(b)));
+    asm.onAssembled((r) => reports.push(r));
+    const tree = encodeDatagram({ oid: randomBytes(32), transferLength: 900, esi: 0, symbol: randomBytes(SYMBOL_SIZE) });
+    const notice = encodeGoneNotice(randomBytes(32));
+    const junk = [randomBytes(1060), randomBytes(10), randomBytes(1072), encodeDatagram({ oid: randomBytes(32), esi: 0, symbol: randomBytes(SYMBOL_SIZE) })];
+    junk[0]![36] = 1; // SBN != 0
+    junk[2]![40] = 0; // Z = 0
+    asm.feed([tree, ...junk, notice]);
+    expect(passed.map((p) => p.toString('hex'))).toEqual([tree, notice].map((p) => p.toString('hex')));
+    expect(reports.at(-1)!.dropped).toBe(4);
+    expect(reports.at(-1)!.datagrams).toBe(4);
+  });
+
+  it('splits UDP GRO coalesced messages by their segment size', () => {
+    const reports: AssemblyReport[] = [];
+    const passed: Buffer[] = [];
+    const asm = new NativeAssembler((b) => passed.push(Buffer.from(b)));
+    asm.onAssembled((r) => reports.push(r));
+    const data = randomBytes(3 * 1024 + 5);
+    const oid = hash(data);
+    const buf = Buffer.alloc(data.length);
+    asm.register(oid, data.length, buf);
+    const dgs = chunkDatagrams(data, oid, 0);
+    const tree = encodeDatagram({ oid: randomBytes(32), transferLength: 900, esi: 0, symbol: randomBytes(SYMBOL_SIZE) });
+    // Two coalesced messages of chunk datagrams, one plain message; the kernel coalesces equal sizes only.
+    asm.feed([Buffer.concat(dgs.slice(0, 3)), dgs[3]!, tree], [DATAGRAM_LEN, 0, 0]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 1]);
+    expect(buf.equals(data)).toBe(true);
+    expect(passed.length).toBe(1);
+    // A last segment shorter than the rest is a datagram of its own length (here: junk, dropped).
+    asm.feed([Buffer.concat([tree, tree.subarray(0, 100)])], [DATAGRAM_OTI_LEN]);
+    expect(passed.length).toBe(2);
+    expect(reports.at(-1)!.dropped).toBe(1);
+  });
+
+  it('refuses bad registrations with a TypeError or RangeError, never a crash', () => {
+    const asm = new NativeAssembler(() => {});
+    expect(() => asm.register(Buffer.alloc(31), 10, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 0, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), MAX_OBJECT + 1, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 11, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 10, 'x' as unknown as Buffer)).toThrow(TypeError);
+    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
+    // The same OID twice: the second caller is told, nothing is replaced.
+    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeUndefined();
+    asm.unregister(Buffer.alloc(32));
+    asm.unregister(Buffer.alloc(32));
+    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
+  });
+
+  it('keeps many requests apart (table growth and removal)', () => {
+    const reports: AssemblyReport[] = [];
+    const asm = new NativeAssembler(() => {});
+    asm.onAssembled((r) => reports.push(r));
+    const objs = Array.from({ length: 500 }, (_, i) => {
+      const data = randomBytes(1 + (i % 3000));
+      return { data, oid: hash(data), buf: Buffer.alloc(data.length) };
+    });
+    const ids = objs.map((o) => asm.register(o.oid, o.data.length, o.buf)!);
+    // Forget every other one: their datagrams are then dropped.
+    for (let i = 0; i < objs.length; i += 2) asm.unregister(objs[i]!.oid);
+    asm.feed(objs.flatMap((o) => chunkDatagrams(o.data, o.oid, 0)));
+    const done = new Set<number>();
+    for (const r of reports) for (let i = 0; i < r.events.length; i += 2) if (r.events[i] === ASSEMBLY_COMPLETE) done.add(r.events[i + 1]!);
+    expect(done.size).toBe(250);
+    for (const [i, id] of ids.entries()) expect(done.has(id)).toBe(i % 2 === 1);
+    for (const [i, o] of objs.entries()) if (i % 2 === 1) expect(o.buf.equals(o.data)).toBe(true);
+  });
+});
+
+describe('fallback to the JS receive path', () => {
+  it('LCSYNC_NO_NATIVE_RX=1 turns the native path off, and the receiver then offers no assembly', async () => {
+    const saved = process.env.LCSYNC_NO_NATIVE_RX;
+    process.env.LCSYNC_NO_NATIVE_RX = '1';
+    try {
+      expect(nativeRxAvailable()).toBe(false);
+      const rx = await MulticastReceiver.open({ ifnames: ['lo'], port: 40000 + Math.floor(Math.random() * 20000) });
+      try {
+        expect(rx.native).toBe(false);
+        expect(rx.assembly).toBeUndefined();
+      } finally {
+        await rx.close();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.LCSYNC_NO_NATIVE_RX;
+      else process.env.LCSYNC_NO_NATIVE_RX = saved;
+    }
+  });
+
+  it('a closed receiver releases the assembler: a later one on the same source claims it again', async () => {
+    if (!nativeRxAvailable()) return;
+    const src = new MemSource(true);
+    const first = new ObjectReceiver(src);
+    expect(src.assembly!.claimed).toBe(true);
+    first.close();
+    expect(src.assembly!.claimed).toBe(false);
+    const second = new ObjectReceiver(src);
+    try {
+      const data = randomBytes(4000);
+      const p = second.fetchChunk(hash(data), data.length);
+      src.batch(chunkDatagrams(data, hash(data), 0));
+      expect((await p).equals(data)).toBe(true);
+      expect(src.upToJs).toBe(0);
+    } finally {
+      second.close();
+    }
+  });
+
+  it('an encrypted receiver keeps the JS path: it never claims the assembler', () => {
+    if (!nativeRxAvailable()) return;
+    const src = new MemSource(true);
+    const cipher = { overhead: 40, open: (b: Buffer) => b, seal: (b: Buffer) => b } as never;
+    const r = new ObjectReceiver(src, { cipher });
+    try {
+      expect(src.assembly!.claimed).toBe(false);
+    } finally {
+      r.close();
+    }
+  });
+
+  it.skipIf(!nativeRxAvailable())('with the addon, a receiver assembles natively', async () => {
+    const rx = await MulticastReceiver.open({ ifnames: ['lo'], port: 40000 + Math.floor(Math.random() * 20000) });
+    try {
+      expect(rx.native).toBe(true);
+      expect(rx.assembly).toBeDefined();
+    } finally {
+      await rx.close();
+    }
+  });
+});
