@@ -1,18 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { AUTO_MAX_BPS, AUTO_MIN_BPS, AUTO_START_BPS, AUTO_WINDOW_MS, AutoRate, BACKOFF, HEAVY_REASKS } from '../src/core/net/autorate.js';
+import { AUTO_MAX_BPS, AUTO_MIN_BPS, AUTO_START_BPS, AUTO_WINDOW_MS, AutoRate, BACKOFF, HEAVY_REASKS, SETTLE_MS } from '../src/core/net/autorate.js';
 
 /**
  * A model of what the share sees: per window, `rounds` listener rounds, and re-asks from the
  * receivers that lost more than a round's margin. `lossAt(rate)` is the fraction of rounds that
  * needed a re-ask at that rate; the share sends at the full rate while anything is asked for.
  */
-function drive(a: AutoRate, windows: number, reaskRatio: (rate: number) => number, opts: { rounds?: number; busy?: number; t0?: number } = {}) {
+function drive(a: AutoRate, windows: number, reaskRatio: (rate: number) => number, opts: { rounds?: number; busy?: number; t0?: number; lag?: number } = {}) {
   let t = opts.t0 ?? 0;
   const rates: number[] = [];
   for (let w = 0; w < windows; w++) {
     const rounds = opts.rounds ?? 20;
     for (let i = 0; i < rounds; i++) a.round();
-    const reasks = Math.round(rounds * reaskRatio(a.rate));
+    // Re-asks answer the rate of `lag` windows ago (receivers stall, then re-join).
+    const answered = opts.lag ? (rates[rates.length - opts.lag] ?? AUTO_START_BPS) : a.rate;
+    const reasks = Math.round(rounds * reaskRatio(answered));
     for (let i = 0; i < reasks; i++) a.reask();
     a.sent(((a.rate * (opts.busy ?? 1)) / 8) * (AUTO_WINDOW_MS / 1000));
     t += AUTO_WINDOW_MS;
@@ -30,8 +32,10 @@ describe('AutoRate (--bwlimit auto)', () => {
     const a = new AutoRate(0);
     expect(a.rate).toBe(AUTO_START_BPS);
     const { rates } = drive(a, 40, () => 0);
-    // Doubling per clean window (every other window: the one after a change only settles).
+    // Doubling per clean window, once the last raise had time to show (SETTLE_MS).
+    expect(rates[0]).toBe(2 * AUTO_START_BPS);
     expect(rates[1]).toBe(2 * AUTO_START_BPS);
+    expect(rates[Math.ceil(SETTLE_MS / AUTO_WINDOW_MS)]).toBe(4 * AUTO_START_BPS);
     expect(rates.at(-1)).toBe(AUTO_MAX_BPS);
     for (let i = 1; i < rates.length; i++) expect(rates[i]!).toBeGreaterThanOrEqual(rates[i - 1]!);
     expect(a.decisions.backoff).toBe(0);
@@ -51,6 +55,16 @@ describe('AutoRate (--bwlimit auto)', () => {
     expect(over / late.length).toBeLessThan(0.35);
     const mean = late.reduce((s, r) => s + r, 0) / late.length;
     expect(mean).toBeGreaterThan(0.7 * capacity);
+  });
+
+  it('finds the bottleneck when receivers answer two windows late', () => {
+    const capacity = 300e6;
+    const a = new AutoRate(0);
+    const { rates } = drive(a, 200, bottleneck(capacity), { lag: 2 });
+    const late = rates.slice(100);
+    expect(Math.max(...late)).toBeLessThan(capacity * 1.35);
+    expect(late.filter((r) => r > capacity * 1.05).length / late.length).toBeLessThan(0.35);
+    expect(late.reduce((s, r) => s + r, 0) / late.length).toBeGreaterThan(0.6 * capacity);
   });
 
   it('does not mistake loss the link has at every rate for overload', () => {

@@ -27,12 +27,21 @@ export interface AutoRateOptions {
   maxBps?: number;
   /** How long one observation window lasts at least, in milliseconds. */
   windowMs?: number;
+  /** How long the receivers' answer to a new rate takes to show (see SETTLE_MS). */
+  settleMs?: number;
 }
 
 export const AUTO_START_BPS = 100e6;
 export const AUTO_MIN_BPS = 10e6;
 export const AUTO_MAX_BPS = 10e9;
 export const AUTO_WINDOW_MS = 250;
+/**
+ * Receivers answer a rate late: one that lost symbols re-joins after its stall time (400 ms) or
+ * when the kernel repeats its report (within a second). So after a raise the rate is not raised
+ * again for this long (an overload seen meanwhile still cuts it), and after a cut the windows of
+ * this long are not judged (their re-asks answer the rate that was cut).
+ */
+export const SETTLE_MS = 600;
 /** Rounds (plus re-asks) a window needs before its ratio means anything; fewer: the window grows, up to MAX_WINDOWS. */
 const MIN_EVENTS = 6;
 const MAX_WINDOWS = 8;
@@ -55,12 +64,14 @@ export class AutoRate {
   readonly minBps: number;
   readonly maxBps: number;
   readonly windowMs: number;
+  readonly settleMs: number;
   private rate_: number;
   /** Until the first overload the rate doubles per clean window. */
   private slowStart = true;
   private windowStart: number;
-  /** The first window after a change is skipped: re-asks then still answer the old rate. */
-  private settling = false;
+  /** No raise before this time (after a raise), no decision at all before ignoreUntil (after a cut). */
+  private raiseAfter = -Infinity;
+  private ignoreUntil = -Infinity;
   private rounds = 0;
   private reasks = 0;
   private bytes = 0;
@@ -74,6 +85,7 @@ export class AutoRate {
     this.minBps = opts.minBps ?? AUTO_MIN_BPS;
     this.maxBps = Math.max(this.minBps, opts.maxBps ?? AUTO_MAX_BPS);
     this.windowMs = opts.windowMs ?? AUTO_WINDOW_MS;
+    this.settleMs = opts.settleMs ?? SETTLE_MS;
     this.rate_ = clamp(opts.startBps ?? AUTO_START_BPS, this.minBps, this.maxBps);
     this.windowStart = now;
   }
@@ -106,9 +118,11 @@ export class AutoRate {
     const elapsed = now - this.windowStart;
     if (elapsed < this.windowMs) return undefined;
     const events = this.rounds + this.reasks;
-    if (events < MIN_EVENTS && elapsed < this.windowMs * MAX_WINDOWS && !this.settling) return undefined;
-    const decision = this.settling ? 'hold' : this.decide(elapsed);
-    this.settling = decision === 'raise' || decision === 'backoff';
+    const ignored = now < this.ignoreUntil;
+    if (events < MIN_EVENTS && elapsed < this.windowMs * MAX_WINDOWS && !ignored) return undefined;
+    const decision = ignored ? 'hold' : this.decide(now, elapsed);
+    if (decision === 'raise') this.raiseAfter = now + this.settleMs;
+    if (decision === 'backoff') this.ignoreUntil = now + this.settleMs;
     this.decisions[decision]++;
     this.windowStart = now;
     this.rounds = 0;
@@ -117,7 +131,7 @@ export class AutoRate {
     return decision;
   }
 
-  private decide(elapsedMs: number): AutoRateDecision {
+  private decide(now: number, elapsedMs: number): AutoRateDecision {
     const events = this.rounds + this.reasks;
     // Nobody asked for anything (or almost): nothing learnt, nothing to change.
     if (events < MIN_EVENTS && this.bytes === 0) return 'idle';
@@ -135,7 +149,7 @@ export class AutoRate {
     this.recent.push(this.smoothed);
     if (this.recent.length > BASELINE_WINDOWS) this.recent.shift();
     const busy = (this.bytes * 8) / (elapsedMs / 1000) >= this.rate_ * BUSY;
-    if (!busy || this.rate_ >= this.maxBps) return 'hold';
+    if (!busy || this.rate_ >= this.maxBps || now < this.raiseAfter) return 'hold';
     this.rate_ = clamp(this.rate_ * (this.slowStart ? 2 : STEP), this.minBps, this.maxBps);
     return 'raise';
   }
