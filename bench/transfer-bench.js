@@ -493,7 +493,9 @@ try {
         const [bestTool, best] = fixed.reduce((a, b) => (b[1].goodput > a[1].goodput ? b : a));
         const ratio = res.auto.goodput / best.goodput;
         const target = loss === 0 ? `auto >= 90% of the best fixed rate: ${ratio >= 0.9 && res.auto.okRuns === res.auto.reps ? 'PASS' : 'FAIL'}`
-          : `auto loses no more than a fixed rate: ${fixed.some(([, f]) => res.auto.goodput >= f.goodput) && res.auto.okRuns === res.auto.reps ? 'PASS' : 'FAIL'} (worst fixed ${fmt(Math.min(...fixed.map(([, f]) => f.goodput)), 1)} Mbit/s)`;
+          // What loss costs is repair traffic (wire/file) and time: no more of the first than any fixed rate, and at
+          // least 90% of the slowest fixed rate's goodput (single runs on a busy machine vary by more than that).
+          : `auto loses no more than a fixed rate (wire <= every fixed rate's, goodput >= 90% of the slowest): ${res.auto.wire <= Math.min(...fixed.map(([, f]) => f.wire)) && res.auto.goodput >= 0.9 * Math.min(...fixed.map(([, f]) => f.goodput)) && res.auto.okRuns === res.auto.reps ? 'PASS' : 'FAIL'} (fixed: wire ${fixed.map(([t, f]) => `${t} ${fmt(f.wire, 3)}x`).join(', ')}; slowest ${fmt(Math.min(...fixed.map(([, f]) => f.goodput)), 1)} Mbit/s)`;
         console.log(`auto: ${fmt(res.auto.goodput, 1)} Mbit/s goodput = ${fmt(100 * ratio, 0)}% of the best fixed rate (${bestTool}, ${fmt(best.goodput, 1)} Mbit/s); wire ${fmt(res.auto.wire, 3)}x vs ${fmt(best.wire, 3)}x; ${target}`);
       }
       if (LINE_RATE) {
