@@ -2,7 +2,7 @@
  * A run loads what it needs only (needs root: a real share and sync in a lab). A preload
  * (fixtures/loadlog.mjs, through NODE_OPTIONS) records every ES module and WebAssembly module each
  * process loads. Without a key neither side loads libsodium (about 14 MiB resident); on a clean
- * link of chunk-sized objects neither instantiates the raptorq wasm (about 11 MiB: only objects
+ * link of chunk-sized objects neither instantiates the raptorq wasm (a wasm instance and its compile: only objects
  * larger than the small-block code's K' need it); and oclif loads the command that runs, no other.
  * With a key both load libsodium, so the recorder does see it.
  */

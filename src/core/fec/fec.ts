@@ -34,7 +34,7 @@ let raptorqLoaded = false;
 /**
  * Instantiate the raptorq wasm module, once, when an object first needs it: only objects
  * larger than FAST_MAX_K_PRIME symbols (big directories) do, so most runs never pay for it
- * (about 11 MiB of resident memory). The package is a wasm-bindgen "web" build: its default
+ * (its instance: about 0.5 MiB of resident memory, and the wasm compile time). The package is a wasm-bindgen "web" build: its default
  * init() fetch()es a file: URL, which Node cannot do, so hand it the module bytes synchronously.
  */
 export function loadRaptorqWasm(): void {
