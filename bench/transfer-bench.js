@@ -6,6 +6,13 @@
  *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults] [--cpu-prof DIR]
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *   node bench/transfer-bench.js --flood 200000 --rate 300 --receivers 1 --loss 0   # ours unflooded, then flooded
+ *   node bench/transfer-bench.js --rss-4g        # 4 GiB to one receiver, ours only: peak RSS vs 60 MiB (rx), 90 MiB (tx)
+ *   node bench/transfer-bench.js --auto [--rates 200,500,900] [--loss 0,5] [--bottleneck 100]
+ *       ours with --bwlimit auto beside fixed rates, 1 receiver: auto's goodput vs the best fixed rate (clean and
+ *       lossy), then behind a 100 Mbit/s bottleneck (tbf on the receivers' switch ports) auto vs --rate: the share of
+ *       datagrams the bottleneck dropped
+ *   node bench/transfer-bench.js --line-rate     # 1 GiB, 1 receiver, tbf 1gbit: --bwlimit 0 and auto beside the
+ *       raw UDP multicast ceiling of the same lab (bench/mcast-blast.c, built with cc): goodput, rx buffer drops
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
  * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
@@ -38,6 +45,7 @@
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
 import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -53,8 +61,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof', '--flood'];
-const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g'] });
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof', '--flood', '--rates', '--bottleneck'];
+const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g', '--rss-4g', '--auto', '--line-rate'], helpLines: [2, 15] });
 const { fail, intList } = args;
 const optionValue = args.value;
 
@@ -68,10 +76,19 @@ function parseSize(s) {
 }
 
 const RSS_1G = process.argv.includes('--rss-1g');
-const SIZE = RSS_1G ? 2 ** 30 : parseSize(optionValue('size') ?? '64M');
+// --rss-4g: the issue's memory target, the same for 64 MiB and 4 GiB files.
+const RSS_4G = process.argv.includes('--rss-4g');
+// --auto: ours with --bwlimit auto beside fixed rates (--rates, Mbit/s), then behind a bottleneck (--bottleneck, Mbit/s).
+const AUTO = process.argv.includes('--auto');
+const AUTO_RATES = intList('rates', [200, 500, 900], 1, 10_000);
+const BOTTLENECK = intList('bottleneck', [100], 1, 10_000)[0];
+// --line-rate: 1 GiB, unlimited and auto, beside the lab's raw UDP multicast ceiling.
+const LINE_RATE = process.argv.includes('--line-rate');
+const RSS_ONLY = RSS_1G || RSS_4G;
+const SIZE = RSS_4G ? 4 * 2 ** 30 : RSS_1G || LINE_RATE ? 2 ** 30 : parseSize(optionValue('size') ?? '64M');
 const REPS = intList('reps', [1], 1, 20)[0];
-const RECEIVERS = RSS_1G ? [1] : intList('receivers', [1, 3], 1, 20);
-const LOSSES = RSS_1G ? [0] : intList('loss', [0, 5], 0, 50);
+const RECEIVERS = RSS_ONLY || LINE_RATE ? [1] : intList('receivers', AUTO ? [1] : [1, 3], 1, 20);
+const LOSSES = RSS_ONLY || LINE_RATE ? [0] : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
 // --cpu-prof DIR: our share and syncs write V8 CPU profiles there (node --cpu-prof), to see where the time goes.
@@ -85,8 +102,12 @@ const NODE = CPU_PROF ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${path.
 // -s 50, 8 of 8 trial runs completed on every receiver, 7 in about 3.5 s. --uftp-defaults runs uftp without them.
 const UFTP_TUNING = process.argv.includes('--uftp-defaults') ? [] : ['-r', '0.1:0.01:0.2', '-s', '50'];
 const FLOOD = intList('flood', [0], 1, 10_000_000)[0]; // junk datagrams/s, --flood only
-const TOOLS = FLOOD ? ['ours', 'flooded'] : RSS_1G ? ['ours'] : (optionValue('tools') ?? 'ours,uftp').split(',');
-if (!FLOOD && (TOOLS.some((t) => t !== 'ours' && t !== 'uftp') || TOOLS.length === 0)) fail('--tools wants ours, uftp or ours,uftp');
+// Tools: ours (--bwlimit <rate>M), uftp; and in the modes above auto (ours, --bwlimit auto), ours@N (ours,
+// --bwlimit NM; ours@0 unlimited) and raw (mcast-blast: the ceiling; a goodput, not a file transfer).
+const TOOLS = FLOOD ? ['ours', 'flooded'] : RSS_ONLY ? ['ours'] : AUTO ? ['auto', ...AUTO_RATES.map((r) => `ours@${r}`)] : LINE_RATE ? ['raw', 'ours@0', 'auto'] : (optionValue('tools') ?? 'ours,uftp').split(',');
+if (!FLOOD && (TOOLS.some((t) => !/^(ours|uftp|auto|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, uftp or ours,uftp');
+/** The --bwlimit our share runs with as `tool`. */
+const bwlimitOf = (tool) => (tool === 'auto' ? 'auto' : tool.startsWith('ours@') ? `${tool.slice(5)}M` : `${RATE}M`);
 const RSS_TARGET = 200e6; // bytes: "the receiver's peak RSS stays under 200 MB for a 1 GiB file"
 
 // A transfer that should take s seconds at the rate gets 4x that plus a minute before we give up on it.
@@ -97,7 +118,8 @@ const RUN_TIMEOUT_MS = Math.round(((SIZE * 8) / (RATE * 1e6)) * 4000 + 60_000);
 
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
 args.need([['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
-  ...(TOOLS.includes('uftp') ? [['uftp', ['-h'], 'uftp'], ['uftpd', ['-h'], 'uftp']] : [])]);
+  ...(TOOLS.includes('uftp') ? [['uftp', ['-h'], 'uftp'], ['uftpd', ['-h'], 'uftp']] : []),
+  ...(TOOLS.includes('raw') ? [['cc', ['--version'], 'gcc']] : [])]);
 if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -166,13 +188,38 @@ function startFlood(lab, floodHost) {
   };
 }
 
-async function runOurs(src, srcHash, receivers, loss, tag, flood = false) {
+/**
+ * --bottleneck: the receivers' switch ports carry only `mbit` (tbf, a 10 ms queue), so the bridge drops what
+ * exceeds it, as a slower switch port would. Returns a function that reads the datagrams dropped there so far.
+ */
+async function bottleneck(lab, receivers, mbit) {
+  const ports = lab.hosts.slice(1, receivers + 1).map((h) => h.port);
+  for (const port of ports) {
+    const r = await lab.exec('switch', ['tc', 'qdisc', 'replace', 'dev', port, 'root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '32kb', 'latency', '10ms']);
+    if (r.code !== 0) throw new Error(`tc on ${port}: ${r.stderr}`);
+  }
+  return async () => {
+    let sent = 0;
+    let dropped = 0;
+    for (const port of ports) {
+      const m = /Sent \d+ bytes (\d+) pkt \(dropped (\d+)/.exec((await lab.exec('switch', ['tc', '-s', 'qdisc', 'show', 'dev', port])).stdout);
+      if (m) {
+        sent += Number(m[1]);
+        dropped += Number(m[2]);
+      }
+    }
+    return { sent, dropped };
+  };
+}
+
+async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`, bottleneckMbit = undefined, flood = false) {
   return withLab(receivers + (flood ? 1 : 0), loss, TBF ? '1gbit' : undefined, async (lab) => {
     const dir = path.join(work, tag);
     mkdirSync(dir);
     const errors = [];
     let flooder;
-    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
+    const bneck = bottleneckMbit ? await bottleneck(lab, receivers, bottleneckMbit) : undefined;
+    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', bwlimit, src]);
     let shareOut = '';
     let shareErr = '';
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
@@ -198,6 +245,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, flood = false) {
       const drops0 = await rcvbufDrops(lab, receivers);
       // The flood starts before the syncs: its first datagrams reach receiver 1 with its first join.
       if (flood) flooder = startFlood(lab, receivers + 1);
+      const bneck0 = await bneck?.();
       const tx0 = await lab.txBytes(0);
       const t0 = performance.now();
       let tLast = t0;
@@ -239,6 +287,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, flood = false) {
         cpuAll: syncs.reduce((a, s) => a + s.cpu, 0) + (shareCpu ?? NaN),
         drops: (await rcvbufDrops(lab, receivers)) - drops0,
         floodRate: floodReport ? floodReport.sent / floodReport.seconds : NaN,
+        bneckLoss: bneck ? await bneck().then((b) => (100 * (b.dropped - bneck0.dropped)) / Math.max(1, b.sent - bneck0.sent + b.dropped - bneck0.dropped)) : NaN,
         errors,
       };
     } finally {
@@ -248,6 +297,63 @@ async function runOurs(src, srcHash, receivers, loss, tag, flood = false) {
         await Promise.race([new Promise((r) => share.once('exit', r)), sleep(3000)]);
       }
     }
+  });
+}
+
+/** bench/mcast-blast.c, compiled once per benchmark run into the work area. */
+let blaster;
+function buildBlaster() {
+  if (blaster) return blaster;
+  const out = path.join(work, 'mcast-blast');
+  const r = spawnSync('cc', ['-O2', '-o', out, path.join(REPO, 'bench', 'mcast-blast.c')], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cc mcast-blast.c: ${r.stderr || r.error?.message}`);
+  return (blaster = out);
+}
+
+/** How long the raw sender sends: about what 1 GiB takes at 1 Gbit/s. */
+const RAW_SECONDS = 8;
+/** The size of our chunk datagrams (OID + PID + 1024-byte symbol), so that the ceiling is in the same units. */
+const RAW_DATAGRAM = 32 + 4 + 1024;
+
+/**
+ * The lab's raw UDP multicast ceiling: mcast-blast sends 1060-byte datagrams as fast as sendmmsg goes from host 0
+ * for RAW_SECONDS, mcast-blast on host 1 (joined, an 8 MiB receive buffer as our receiver asks for) counts what
+ * arrives. Goodput: bytes received over the time from the first to the last.
+ */
+async function runRaw(_src, _srcHash, receivers, loss, tag) {
+  const bin = buildBlaster();
+  return withLab(receivers, loss, TBF ? '1gbit' : undefined, async (lab) => {
+    const group = 'ff1e::4242:1';
+    const port = '4243';
+    const sinks = lab.hosts.slice(1, receivers + 1).map((_, i) => {
+      const p = lab.spawn(i + 1, [bin, 'recv', 'e0', group, port, String(RAW_SECONDS + 20), String(8 << 20)]);
+      const out = { p, stdout: '', stderr: '' };
+      p.stdout.on('data', (d) => (out.stdout += d));
+      p.stderr.on('data', (d) => (out.stderr += d));
+      return out;
+    });
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !sinks.every((x) => x.stderr.includes('joined') || x.p.exitCode !== null)) await sleep(20);
+    // Let the bridge's snooping see the joins' reports.
+    await sleep(500);
+    const drops0 = await rcvbufDrops(lab, receivers);
+    const sent = await lab.exec(0, [bin, 'send', 'e0', group, port, String(RAW_DATAGRAM), String(RAW_SECONDS)], { timeoutMs: (RAW_SECONDS + 30) * 1000 });
+    const got = await Promise.all(sinks.map((x) => new Promise((resolve) => {
+      const done = () => resolve(/recv (\d+) (\d+) ([\d.]+)/.exec(x.stdout));
+      if (x.p.exitCode !== null) done();
+      else x.p.once('exit', done);
+    })));
+    const errors = [];
+    if (sent.code !== 0) errors.push(`mcast-blast send: exit ${sent.code}: ${tail(sent.stderr)}`);
+    const rates = got.map((m, i) => {
+      if (!m || Number(m[3]) <= 0) errors.push(`mcast-blast recv on host ${i + 1}: ${tail(sinks[i].stdout + sinks[i].stderr) || 'nothing received'}`);
+      return m ? (Number(m[2]) * 8) / Number(m[3]) / 1e6 : NaN;
+    });
+    const sentM = /sent (\d+) (\d+) ([\d.]+)/.exec(sent.stdout);
+    process.stderr.write(`raw: sent ${sentM?.[1] ?? '?'} datagrams (${sentM ? ((Number(sentM[2]) * 8) / Number(sentM[3]) / 1e6).toFixed(0) : '?'} Mbit/s offered), received ${got.map((m) => m?.[1] ?? '?').join(', ')} ... `);
+    // No file moved: wire/file would mean nothing (the bytes offered are in the line above).
+    return { ok: errors.length ? 0 : receivers, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN,
+      drops: (await rcvbufDrops(lab, receivers)) - drops0, goodput: Math.min(...rates), errors };
   });
 }
 
@@ -335,7 +441,11 @@ function summarize(runs, receivers) {
     reps: runs.length,
     wall,
     inner: median(use.map((r) => r.inner)),
-    goodput: (SIZE * receivers * 8) / wall / 1e6,
+    // raw reports its own (it moves no file); for the others, the file to every receiver over the wall time.
+    goodput: use.some((r) => r.goodput !== undefined) ? median(use.map((r) => r.goodput)) : (SIZE * receivers * 8) / wall / 1e6,
+    // Over the slowest receiver's own time (no node start-up): what the line-rate target is about.
+    goodputInner: (SIZE * 8) / median(use.map((r) => r.inner)) / 1e6,
+    bneckLoss: median(use.map((r) => r.bneckLoss ?? NaN)),
     wire: median(use.map((r) => r.wire)) / SIZE,
     rssRx: median(use.map((r) => r.rssRx)),
     rssTx: median(use.map((r) => r.rssTx)),
@@ -347,11 +457,14 @@ function summarize(runs, receivers) {
   };
 }
 
-function printScenario(receivers, loss, res) {
-  console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${RATE} Mbit/s cap, ${TBF ? 'tbf 1gbit links' : 'no tbf'}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
-  console.log(`${'tool'.padEnd(6)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)} ${'rx drops'.padStart(8)}`);
+function printScenario(receivers, loss, res, note = '') {
+  const W = Math.max(6, ...Object.keys(res).map((t) => t.length));
+  const bneck = Object.values(res).some((s) => Number.isFinite(s.bneckLoss));
+  const capNote = TOOLS.some((t) => t === 'ours' || t === 'uftp') ? `${RATE} Mbit/s cap` : 'ours: --bwlimit as named';
+  console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${capNote}, ${TBF ? 'tbf 1gbit links' : 'no tbf'}${note}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
+  console.log(`${'tool'.padEnd(W)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)} ${'rx drops'.padStart(8)}${bneck ? ` ${'bneck loss %'.padStart(12)}` : ''}`);
   for (const [tool, s] of Object.entries(res)) {
-    console.log(`${tool.padEnd(6)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.inner).padStart(6)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)} ${fmt(s.cpuRx).padStart(8)} ${fmt(s.cpuTx).padStart(8)} ${fmt(s.cpuAll).padStart(9)} ${fmt(s.drops, 0).padStart(8)}`);
+    console.log(`${tool.padEnd(W)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.inner).padStart(6)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)} ${fmt(s.cpuRx).padStart(8)} ${fmt(s.cpuTx).padStart(8)} ${fmt(s.cpuAll).padStart(9)} ${fmt(s.drops, 0).padStart(8)}${bneck ? ` ${fmt(s.bneckLoss, 1).padStart(12)}` : ''}`);
   }
   const o = res.ours;
   const u = res.uftp;
@@ -387,25 +500,27 @@ try {
     ? `(lcsync share --bwlimit ${RATE}M), flooded runs: ${FLOOD} junk datagrams/s onto receiver 1's groups`
     : TOOLS.includes('uftp')
     ? `for both (lcsync share --bwlimit ${RATE}M, uftp -R ${RATE * 1000}), uftp closed group (-H)${UFTP_TUNING.length ? ` ${UFTP_TUNING.join(' ')}` : ''}`
-    : `(lcsync share --bwlimit ${RATE}M)`;
+    : TOOLS.some((t) => t === 'ours') ? `(lcsync share --bwlimit ${RATE}M)` : '(ours: lcsync share --bwlimit as each tool says: auto, ours@N = NM, 0 unlimited)';
   console.log(`lcsync transfer benchmark: ${SIZE / MiB} MiB file, tools ${TOOLS.join(',')}, rate cap ${RATE} Mbit/s ${uftpNote}, ${TBF ? 'tbf rate 1gbit burst 64kb latency 10ms on both ends of every link' : 'no tbf'}`);
   console.log(`loss: random, per receiver port, both directions; all hosts share ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
   const failures = [];
-  for (const receivers of RECEIVERS) {
-    for (const loss of LOSSES) {
-      const runs = Object.fromEntries(TOOLS.map((t) => [t, []]));
+  /** Every tool REPS times on `receivers` receivers at `loss`% (and behind a bottleneck of `bneckMbit`): the medians per tool. */
+  const scenario = async (receivers, loss, tools, bneckMbit) => {
+      const runs = Object.fromEntries(tools.map((t) => [t, []]));
       for (let rep = 0; rep < REPS; rep++) {
         // Alternate the order so that neither tool always runs on a warmer machine.
-        const order = rep % 2 === 0 ? TOOLS : [...TOOLS].reverse();
+        const order = rep % 2 === 0 ? tools : [...tools].reverse();
         for (const tool of order) {
-          const tag = `${tool}-${receivers}r-${loss}l-${rep}`;
+          const tag = `${tool}-${receivers}r-${loss}l-${rep}${bneckMbit ? `-b${bneckMbit}` : ''}`;
           process.stderr.write(`${tag} ... `);
           let r;
           try {
             const file = path.join(work, 'data.bin');
-            r = await (tool === 'uftp' ? runUftp(file, srcHash, receivers, loss, tag) : runOurs(file, srcHash, receivers, loss, tag, tool === 'flooded'));
+            r = await (tool === 'uftp' ? runUftp(file, srcHash, receivers, loss, tag)
+              : tool === 'raw' ? runRaw(file, srcHash, receivers, loss, tag)
+              : runOurs(file, srcHash, receivers, loss, tag, bwlimitOf(tool), bneckMbit, tool === 'flooded'));
           } catch (err) {
-            r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, drops: NaN, errors: [String(err?.message ?? err)] };
+            r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, drops: NaN, bneckLoss: NaN, errors: [String(err?.message ?? err)] };
           }
           process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB, CPU rx ${fmt(r.cpuRx)} s, tx ${fmt(r.cpuTx)} s, rx drops ${fmt(r.drops, 0)}\n`);
           for (const e of r.errors) {
@@ -416,8 +531,35 @@ try {
           rmSync(path.join(work, tag), { recursive: true, force: true });
         }
       }
-      const res = Object.fromEntries(Object.entries(runs).map(([t, rs]) => [t, summarize(rs, receivers)]));
+      return Object.fromEntries(Object.entries(runs).map(([t, rs]) => [t, summarize(rs, receivers)]));
+  };
+  for (const receivers of RECEIVERS) {
+    for (const loss of LOSSES) {
+      const res = await scenario(receivers, loss, TOOLS);
       printScenario(receivers, loss, res);
+      if (AUTO) {
+        const fixed = Object.entries(res).filter(([t]) => t !== 'auto');
+        const [bestTool, best] = fixed.reduce((a, b) => (b[1].goodput > a[1].goodput ? b : a));
+        const ratio = res.auto.goodput / best.goodput;
+        const target = loss === 0 ? `auto >= 90% of the best fixed rate: ${ratio >= 0.9 && res.auto.okRuns === res.auto.reps ? 'PASS' : 'FAIL'}`
+          // What loss costs is repair traffic (wire/file) and time: no more of the first than any fixed rate, and at
+          // least 90% of the slowest fixed rate's goodput (single runs on a busy machine vary by more than that).
+          : `auto loses no more than a fixed rate (wire <= every fixed rate's, goodput >= 90% of the slowest): ${res.auto.wire <= Math.min(...fixed.map(([, f]) => f.wire)) && res.auto.goodput >= 0.9 * Math.min(...fixed.map(([, f]) => f.goodput)) && res.auto.okRuns === res.auto.reps ? 'PASS' : 'FAIL'} (fixed: wire ${fixed.map(([t, f]) => `${t} ${fmt(f.wire, 3)}x`).join(', ')}; slowest ${fmt(Math.min(...fixed.map(([, f]) => f.goodput)), 1)} Mbit/s)`;
+        console.log(`auto: ${fmt(res.auto.goodput, 1)} Mbit/s goodput = ${fmt(100 * ratio, 0)}% of the best fixed rate (${bestTool}, ${fmt(best.goodput, 1)} Mbit/s); wire ${fmt(res.auto.wire, 3)}x vs ${fmt(best.wire, 3)}x; ${target}`);
+      }
+      if (LINE_RATE) {
+        const raw = res.raw.goodput;
+        for (const t of ['ours@0', 'auto']) {
+          const o = res[t];
+          const pass = o.goodputInner >= 850 && o.drops === 0 && o.okRuns === o.reps;
+          console.log(`${t}: ${fmt(o.goodputInner, 1)} Mbit/s over the sync's own time (${fmt(o.goodput, 1)} over the wall time) = ${fmt((100 * o.goodputInner) / raw, 0)}% of the raw ceiling ${fmt(raw, 1)} Mbit/s; rx buffer drops ${fmt(o.drops, 0)}; target >= 850 Mbit/s with no drops: ${pass ? 'PASS' : 'FAIL'}`);
+        }
+      }
+      if (RSS_4G) {
+        const o = res.ours;
+        const pass = mib(o.rssRx) <= 60 && mib(o.rssTx) <= 90 && o.okRuns === o.reps;
+        console.log(`target: peak RSS receiver <= 60 MiB, sender <= 90 MiB for a ${SIZE / MiB} MiB file: ${pass ? 'PASS' : 'FAIL'} (receiver ${fmt(mib(o.rssRx), 1)} MiB, sender ${fmt(mib(o.rssTx), 1)} MiB)`);
+      }
       if (RSS_1G) {
         const rx = res.ours.rssRx * 1024;
         const pass = Number.isFinite(rx) && rx < RSS_TARGET && res.ours.okRuns === res.ours.reps;
@@ -425,6 +567,14 @@ try {
           `(${fmt(rx / 1e6, 1)} MB = ${fmt(mib(res.ours.rssRx), 1)} MiB${res.ours.okRuns === res.ours.reps ? '' : '; transfer incomplete'})`);
       }
     }
+  }
+  if (AUTO) {
+    // The bottleneck: auto must find it; the fixed --rate (the old default, 200M) overruns it.
+    const tools = ['auto', `ours@${RATE}`];
+    const res = await scenario(1, 0, tools, BOTTLENECK);
+    printScenario(1, 0, res, `, receivers' switch ports tbf ${BOTTLENECK} Mbit/s`);
+    console.log(`behind ${BOTTLENECK} Mbit/s: auto lost ${fmt(res.auto.bneckLoss, 1)}% at the bottleneck, --bwlimit ${RATE}M ${fmt(res[tools[1]].bneckLoss, 1)}%; ` +
+      `target not overrun into heavy loss (< 15%): ${res.auto.bneckLoss < 15 && res.auto.okRuns === res.auto.reps ? 'PASS' : 'FAIL'}`);
   }
   if (failures.length) {
     console.log(`\nfailures (${failures.length}):`);

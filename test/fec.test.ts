@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Decoder, Encoder } from 'raptorq/raptorq.js';
-import { ObjectDecoder, ObjectEncoder } from '../src/core/fec/fec.js';
+import { ObjectDecoder, ObjectEncoder, loadRaptorqWasm } from '../src/core/fec/fec.js';
 import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/fec/kprime.js';
 import { FAST_MAX_K_PRIME } from '../src/core/fec/rfc6330.js';
 import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/wire/packet.js';
@@ -15,6 +15,8 @@ import { rng } from './rng.js';
 import { lcrqSizes, readVector, readVectorText, vectorDir } from './vectors.js';
 
 const PKT = 4 + SYMBOL_SIZE;
+// The raptorq package is used directly below: its wasm module must be there first.
+loadRaptorqWasm();
 
 interface Packet {
   esi: number;

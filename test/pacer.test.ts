@@ -152,3 +152,56 @@ describe('Pacer', () => {
     expect(ms).toBeLessThan(1000);
   });
 });
+
+describe('Pacer.setRate (--bwlimit auto)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('serves waiters at the new rate from the moment it changes', async () => {
+    vi.useFakeTimers();
+    // 1000 bytes per ms, then 100 bytes per ms; bucket 2000 bytes.
+    const p = new Pacer({ bitsPerSecond: 8_000_000, burstBytes: 2000, now: () => Date.now() });
+    expect(p.take(2000)).toBeUndefined();
+    const released: number[] = [];
+    const t0 = Date.now();
+    for (let i = 0; i < 20; i++) void (p.take(1000) as Promise<void>).then(() => released.push(Date.now() - t0));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(released.length).toBe(10);
+    p.setRate(800_000);
+    expect(p.bitsPerSecond).toBe(800_000);
+    await vi.advanceTimersByTimeAsync(50);
+    // 50 ms at 100 bytes per ms: no more than 5 of the next 1000-byte requests.
+    expect(released.length).toBeLessThanOrEqual(15);
+    expect(released.length).toBeGreaterThanOrEqual(14);
+    p.setRate(80_000_000);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(released.length).toBe(20);
+  });
+
+  it('lets everything through at once when set to unlimited, and paces again when limited', async () => {
+    vi.useFakeTimers();
+    const p = new Pacer({ bitsPerSecond: 8000, burstBytes: 1000, now: () => Date.now() });
+    expect(p.take(1000)).toBeUndefined();
+    const waits = [p.take(1000), p.take(1000)];
+    let done = 0;
+    for (const w of waits) void (w as Promise<void>).then(() => done++);
+    p.setRate(0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(done).toBe(2);
+    expect(p.waiting).toBe(0);
+    for (let i = 0; i < 100; i++) expect(p.take(1 << 20)).toBeUndefined();
+    p.setRate(8000);
+    expect(p.burstBytes).toBe(1000);
+    expect(p.take(1000)).toBeUndefined();
+    expect(p.take(1000)).toBeInstanceOf(Promise);
+  });
+
+  it('derives the bucket from the new rate unless one was given', () => {
+    const p = new Pacer({ bitsPerSecond: 100e6 });
+    expect(p.burstBytes).toBe(64 * 1024);
+    p.setRate(1e9);
+    expect(p.burstBytes).toBe(625_000);
+    expect(() => p.setRate(-1)).toThrow(LcsyncError);
+  });
+});

@@ -5,13 +5,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Encoder } from 'raptorq/raptorq.js';
-import '../src/core/fec/fec.js'; // initialises the wasm module
+import { loadRaptorqWasm } from '../src/core/fec/fec.js';
 import { K_PRIME_TABLE, kPrime } from '../src/core/fec/kprime.js';
 import { RAND_TABLES, SYSTEMATIC_TABLE } from '../src/core/fec/rfc6330-tables.js';
 import { FAST_MAX_K_PRIME, SmallBlockCode, blockParameters, degree, gfInv, gfMul, mulAdd, rand } from '../src/core/fec/rfc6330.js';
 import { rng } from './rng.js';
 
 const T = 1024;
+// The raptorq package is used directly below: its wasm module must be there first.
+loadRaptorqWasm();
 
 
 function randomData(n: number, seed: number): Uint8Array {

@@ -445,3 +445,28 @@ describe('Share over fake sinks and listeners (no root, no sockets)', () => {
     }
   });
 });
+
+describe('SendScheduler: what --bwlimit auto is told (onAsk)', () => {
+  it('reports a round per new listener and a re-ask per re-join or repeated report after the round, nothing for a repeat during it', () => {
+    const asks: string[] = [];
+    const s = new SendScheduler<string>({ trickle: true, gather: false, onAsk: (k) => asks.push(k) });
+    // Two listeners: the starter and one that joined while the stream was set up.
+    expect(s.join('g', 'e0', 'a', 0, 0)).toBe('start');
+    expect(s.join('g', 'e0', 'b', 0, 0)).toBe('waiting');
+    s.open('g', { ifname: 'e0', position: 0, K: 4, gather: false, item: 'g' }, 'a', 0);
+    expect(asks).toEqual(['listener', 'listener']);
+    // A repeated report while the round is still going: nothing.
+    expect(s.join('g', 'e0', 'a', 0, 1)).toBe('joined');
+    expect(asks).toEqual(['listener', 'listener']);
+    // A third listener later, then the round runs out and a's repeated report asks for more.
+    s.join('g', 'e0', 'c', 0, 2);
+    drain(s, 1000);
+    drain(s, 1000 + GRACE_MAX_MS);
+    s.join('g', 'e0', 'a', 0, 1001 + GRACE_MAX_MS);
+    expect(asks).toEqual(['listener', 'listener', 'listener', 'reask']);
+    // b leaves and joins again soon: a re-ask.
+    s.part('g', 'b', 1002 + GRACE_MAX_MS);
+    s.join('g', 'e0', 'b', 0, 1003 + GRACE_MAX_MS);
+    expect(asks).toEqual(['listener', 'listener', 'listener', 'reask', 'reask']);
+  });
+});

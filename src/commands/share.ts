@@ -27,7 +27,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
   static override flags = {
     interface: Flags.string({ char: 'i', description: 'Interface to serve on (repeat or comma-separate for several). Default: every multicast-capable interface with an IPv6 address, except loopback; lo serves this host alone once it has a multicast route (ip -6 route add local ff00::/8 dev lo).', multiple: true, multipleNonGreedy: true }),
     loopback: Flags.boolean({ description: 'Also deliver to receivers on this host that joined on the same interface (multicast loopback); not needed on lo, where everything stays on this host anyway.', default: false }),
-    bwlimit: Flags.string({ description: 'Total send rate in bits per second, with K, M, G suffixes (x1000); 0 means unlimited.', default: '200M' }),
+    bwlimit: Flags.string({ description: 'Total send rate in bits per second, with K, M, G suffixes (x1000); 0 means unlimited. auto: start at 100M, raise the rate while receivers keep up and back off when their re-asks show they lose more than the link does anyway (10M..10G).', default: 'auto' }),
     querier: Flags.boolean({ description: 'Act as MLD querier when no better querier is on the link (--no-querier: rely on the routers\' queries and our own timers).', default: true, allowNo: true }),
     'query-interval': Flags.integer({ description: 'Seconds between MLD general queries while we are querier.', default: 20, min: 1, max: 3600 }),
     follow: Flags.boolean({ description: 'Watch the shared files (file-system events) and serve a new index when they change, appear or vanish; prints the new root hash. --no-follow: only rescans and SIGHUP re-index.', default: true, allowNo: true }),
@@ -48,7 +48,8 @@ The share follows its files: when they change, appear or vanish (file-system eve
     const { argv, flags } = await this.parse(ShareCommand);
     const log = this.setupOutput(flags);
     const { parseRate } = await import('../core/net/pacer.js');
-    const rateBps = parseRate(flags.bwlimit);
+    const autoRate = flags.bwlimit.trim().toLowerCase() === 'auto';
+    const rateBps = autoRate ? undefined : parseRate(flags.bwlimit);
     const ifnames = await chooseInterfaces(flags.interface);
     const cipher = await chooseCipher(flags, log, 'share');
     const signKey = flags.sign ? await (await import('../core/wire/signature.js')).loadPrivateKey(flags.sign) : undefined;
@@ -61,6 +62,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         ifnames,
         loopback: flags.loopback,
         rateBps,
+        autoRate,
         querier: flags.querier,
         queryIntervalSec: flags['query-interval'],
         cipher,

@@ -30,9 +30,23 @@ import { FAST_MAX_K_PRIME, SmallBlockCode } from './rfc6330.js';
 import { MAX_ESI, MAX_OBJECT, SYMBOL_SIZE, sourceSymbols } from '../wire/packet.js';
 import { LcsyncError } from '../base/errors.js';
 
-// The package is a wasm-bindgen "web" build: its default init() fetch()es a
-// file: URL, which Node cannot do, so hand it the module bytes synchronously.
-initSync(readFileSync(createRequire(import.meta.url).resolve('raptorq/raptorq_bg.wasm')));
+let raptorqLoaded = false;
+/**
+ * Instantiate the raptorq wasm module, once, when an object first needs it: only objects
+ * larger than FAST_MAX_K_PRIME symbols (big directories) do, so most runs never pay for it
+ * (its instance: about 0.5 MiB of resident memory, and the wasm compile time). The package is a wasm-bindgen "web" build: its default
+ * init() fetch()es a file: URL, which Node cannot do, so hand it the module bytes synchronously.
+ */
+export function loadRaptorqWasm(): void {
+  if (raptorqLoaded) return;
+  initSync(readFileSync(createRequire(import.meta.url).resolve('raptorq/raptorq_bg.wasm')));
+  raptorqLoaded = true;
+}
+
+/** Whether loadRaptorqWasm() has run in this process (tests of lazy loading). */
+export function raptorqWasmLoaded(): boolean {
+  return raptorqLoaded;
+}
 
 /** wasm packets are PID(4) | symbol. */
 const PID_LEN = 4;
@@ -159,6 +173,7 @@ export class ObjectEncoder {
 
   /** The first n repair symbols. */
   private makePool(n: number): Buffer[] {
+    loadRaptorqWasm();
     const enc = Encoder.with_defaults(this.data, SYMBOL_SIZE);
     let packets: Uint8Array[];
     try {
@@ -294,6 +309,7 @@ export class ObjectDecoder {
     }
     this.repairSeen.add(esi);
     if (!this.wasm) {
+      loadRaptorqWasm();
       this.wasm = Decoder.with_defaults(BigInt(this.length), SYMBOL_SIZE);
       // Catch the new decoder up on the source symbols held so far. It cannot
       // complete with fewer than K symbols, so the results are not needed.

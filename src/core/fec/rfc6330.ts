@@ -23,7 +23,7 @@
  * the wasm codec above that.
  */
 import { RAND_TABLES, SYSTEMATIC_TABLE } from './rfc6330-tables.js';
-import { combine, initSymbolMath } from './symbolmath.js';
+import { combine, deferSymbolMath } from './symbolmath.js';
 
 /** Largest K' this module is used for (chunks have K <= 32, so K' <= 32). */
 export const FAST_MAX_K_PRIME = 64;
@@ -49,7 +49,7 @@ for (let c = 1; c < 256; c++) {
   for (let x = 1; x < 256; x++) MUL[c * 256 + x] = OCT_EXP[OCT_LOG[c]! + OCT_LOG[x]!]!;
 }
 
-initSymbolMath((c, x) => MUL[c * 256 + x]!);
+deferSymbolMath((c, x) => MUL[c * 256 + x]!);
 
 export function gfMul(a: number, b: number): number {
   return MUL[a * 256 + b]!;

@@ -56,8 +56,28 @@ export function initSymbolMath(mul: (c: number, x: number) => number): boolean {
   }
 }
 
-/** Whether combine() runs in wasm SIMD. */
+/** The multiplication deferSymbolMath() was given, until the module is loaded on first use. */
+let deferredMul: ((c: number, x: number) => number) | undefined;
+
+/**
+ * Load the module (initSymbolMath) only when combine() is first called: a run that never makes or
+ * uses a repair symbol (a receiver on a clean link) does not pay for its instance (about 5 MiB of
+ * resident memory).
+ */
+export function deferSymbolMath(mul: (c: number, x: number) => number): void {
+  deferredMul = mul;
+}
+
+function loadDeferred(): void {
+  if (deferredMul === undefined) return;
+  const mul = deferredMul;
+  deferredMul = undefined;
+  initSymbolMath(mul);
+}
+
+/** Whether combine() runs in wasm SIMD (loading the module if deferred). */
 export function symbolMathInWasm(): boolean {
+  loadDeferred();
   return wasm !== undefined;
 }
 
@@ -66,6 +86,7 @@ export function symbolMathInWasm(): boolean {
  * bytes. `jsMulAdd` does the work when the wasm module cannot.
  */
 export function combine(out: Uint8Array, count: number, sym: (j: number) => Uint8Array, w: ArrayLike<number>, jsMulAdd: MulAdd): void {
+  if (deferredMul !== undefined) loadDeferred();
   const len = out.length;
   const m = wasm;
   if (!m || len > MAX_LEN || len % 16 !== 0) {

@@ -20,7 +20,8 @@ import { toHex, type Hash } from '../model/hash.js';
 import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from '../model/meta.js';
 import { encodeNetTree, splitParts } from '../wire/nettree.js';
 import { shareDirHash } from '../wire/verify.js';
-import { MerkleTree, chunkLength, CHUNK_SIZE } from '../model/tree.js';
+import { MerkleTree, CHUNK_SIZE } from '../model/tree.js';
+import { ChunkTable } from './chunktable.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
 import { displayName, fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
@@ -113,6 +114,8 @@ export class ShareIndex {
   readonly roots: ShareRoot[] = [];
   readonly records: IndexRecord[] = [];
   private readonly objects = new Map<string, IndexObject>();
+  /** Chunks are kept apart, compactly (chunktable.ts): a large file has a great many. */
+  private readonly chunks = new ChunkTable();
   private readonly aliases = new Map<string, string>();
   private readonly prefixes = new Map<string, string>();
   /** Large files being read at once while indexing. */
@@ -150,25 +153,26 @@ export class ShareIndex {
   }
 
   get objectCount(): number {
-    return this.objects.size;
+    return this.objects.size + this.chunks.size;
   }
 
   /** Look an object up by full hash, following an alias. */
   get(h: Hash): IndexObject | undefined {
     const key = toHex(h);
-    return this.objects.get(this.aliases.get(key) ?? key);
+    return this.objects.get(this.aliases.get(key) ?? key) ?? this.chunks.get(h);
   }
 
   /** Look an object up by the 14 hash bytes that a group address carries. */
   getByPrefix(prefix: Uint8Array): IndexObject | undefined {
     const full = this.prefixes.get(toHex(prefix.subarray(0, GROUP_PREFIX_BYTES)));
-    if (full === undefined) return undefined;
+    if (full === undefined) return this.chunks.getByPrefix(prefix);
     return this.objects.get(this.aliases.get(full) ?? full);
   }
 
   /** Every hash the index answers to (objects and aliases). */
   *hashes(): Iterable<Hash> {
     for (const k of this.prefixes.values()) yield Buffer.from(k, 'hex');
+    yield* this.chunks.hashes();
   }
 
   /**
@@ -245,11 +249,7 @@ export class ShareIndex {
     const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));
     const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes };
     parts.forEach((bytes, z) => this.putObject({ kind: 'tree', hash: partHashes[z]!, bytes, record: rec }));
-    if (size > 0) {
-      for (let i = 0; i < tree.chunks; i++) {
-        this.putObject({ kind: 'chunk', hash: tree.leaf(i), localPath: abs, offset: i * CHUNK_SIZE, length: chunkLength(size, i), record: rec });
-      }
-    }
+    if (size > 0) this.chunks.add(rec);
     this.putAlias(aliasHash(sharePath), rec.hash);
     return rec;
   }

@@ -31,10 +31,12 @@ interface Waiter {
 }
 
 export class Pacer {
-  readonly bitsPerSecond: number;
-  readonly burstBytes: number;
-  private readonly bytesPerMs: number;
-  private readonly unlimited: boolean;
+  private bitsPerSecond_ = 0;
+  private burstBytes_ = 0;
+  private bytesPerMs = 0;
+  private unlimited = true;
+  /** The burst asked for at construction; undefined: derived from the rate. */
+  private readonly fixedBurst: number | undefined;
   private readonly now: () => number;
   private tokens: number;
   private last: number;
@@ -43,17 +45,57 @@ export class Pacer {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(opts: PacerOptions) {
-    const bps = opts.bitsPerSecond;
-    if (!(bps >= 0)) throw new LcsyncError('USAGE', `invalid rate ${String(bps)}`);
-    this.bitsPerSecond = bps;
-    this.unlimited = bps === 0 || bps === Infinity;
-    this.bytesPerMs = this.unlimited ? Infinity : bps / 8 / 1000;
-    const burst = opts.burstBytes ?? Math.max(MIN_BURST_BYTES, (bps / 8) * BURST_SECONDS);
-    if (!(burst > 0)) throw new LcsyncError('USAGE', `invalid burst ${String(opts.burstBytes)}`);
-    this.burstBytes = this.unlimited ? Infinity : burst;
+    if (opts.burstBytes !== undefined && !(opts.burstBytes > 0)) throw new LcsyncError('USAGE', `invalid burst ${String(opts.burstBytes)}`);
+    this.fixedBurst = opts.burstBytes;
     this.now = opts.now ?? (() => performance.now());
     this.last = this.now();
-    this.tokens = this.burstBytes;
+    this.configure(opts.bitsPerSecond);
+    this.tokens = this.burstBytes_;
+  }
+
+  /** Bits per second; 0 or Infinity: unlimited. */
+  get bitsPerSecond(): number {
+    return this.bitsPerSecond_;
+  }
+
+  /** Bucket depth in bytes (Infinity when unlimited). */
+  get burstBytes(): number {
+    return this.burstBytes_;
+  }
+
+  /**
+   * Change the rate from now on (--bwlimit auto). Tokens earned so far are kept (up to the new
+   * bucket), and whoever waits is served at the new rate.
+   */
+  setRate(bitsPerSecond: number): void {
+    this.refill();
+    const wasUnlimited = this.unlimited;
+    this.configure(bitsPerSecond);
+    // Coming from unlimited, the bucket starts full, as a new pacer's does.
+    this.tokens = wasUnlimited ? this.burstBytes_ : Math.min(this.tokens, this.burstBytes_);
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.unlimited) {
+      while (this.waiting > 0) {
+        const w = this.queue[this.head]!;
+        this.queue[this.head++] = undefined as unknown as Waiter;
+        w.resolve();
+      }
+      this.queue.length = 0;
+      this.head = 0;
+      return;
+    }
+    this.release();
+  }
+
+  private configure(bps: number): void {
+    if (!(bps >= 0)) throw new LcsyncError('USAGE', `invalid rate ${String(bps)}`);
+    this.bitsPerSecond_ = bps;
+    this.unlimited = bps === 0 || bps === Infinity;
+    this.bytesPerMs = this.unlimited ? Infinity : bps / 8 / 1000;
+    this.burstBytes_ = this.unlimited ? Infinity : (this.fixedBurst ?? Math.max(MIN_BURST_BYTES, (bps / 8) * BURST_SECONDS));
   }
 
   /** Requests waiting for tokens. */
@@ -86,7 +128,8 @@ export class Pacer {
     const t = this.now();
     const elapsed = t - this.last;
     this.last = t;
-    if (elapsed > 0) this.tokens = Math.min(this.burstBytes, this.tokens + elapsed * this.bytesPerMs);
+    if (this.unlimited) return;
+    if (elapsed > 0) this.tokens = Math.min(this.burstBytes_, this.tokens + elapsed * this.bytesPerMs);
   }
 
   private schedule(): void {

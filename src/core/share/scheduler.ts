@@ -72,6 +72,11 @@ export interface SchedulerOptions<T> {
   onDrop?: (stream: ScheduledStream<T>) => void;
   /** A join let a held stream go: something is due sooner than wakeAt() said before. */
   onRelease?: () => void;
+  /**
+   * A listener was granted a round ('listener') or asked for more after one ('reask': a re-join
+   * or a repeated report): what --bwlimit auto steers by (net/autorate.ts).
+   */
+  onAsk?: (kind: 'listener' | 'reask') => void;
 }
 
 /** What a join did: served by a running stream, waiting for one being set up, or the caller must set one up. */
@@ -139,7 +144,10 @@ export class SendScheduler<T> {
     const existing = this.streams.get(key);
     if (existing) {
       existing.paused = false;
+      const { listener, reask, repeat } = existing.asks;
       existing.joined(from, now);
+      if (existing.asks.listener !== listener) this.opts.onAsk?.('listener');
+      else if (existing.asks.reask !== reask || existing.asks.repeat !== repeat) this.opts.onAsk?.('reask');
       return 'joined';
     }
     const waiting = this.starting.get(key);
@@ -170,6 +178,7 @@ export class SendScheduler<T> {
     const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, () => this.graceMs);
     s.joined(starter, joinedAt);
     for (const other of this.starting.get(key) ?? []) s.joined(other, joinedAt);
+    for (let i = 0; i < s.asks.listener; i++) this.opts.onAsk?.('listener');
     this.starting.delete(key);
     if (spec.gather && this.opts.gather) this.gather(s, starter, joinedAt);
     this.streams.set(key, s);

@@ -19,6 +19,7 @@ import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram, encodeGoneNotice, goneNo
 import { MulticastSender } from '../net/mcast-sender.js';
 import type { DatagramSink } from '../net/datagram.js';
 import { Pacer } from '../net/pacer.js';
+import { AutoRate, type AutoRateOptions } from '../net/autorate.js';
 import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
@@ -36,8 +37,13 @@ export interface ShareOptions {
   ifnames: string[];
   /** Let receivers on this host hear us (IPV6_MULTICAST_LOOP). */
   loopback?: boolean;
-  /** Total send rate in bits per second; 0 = unlimited. */
+  /** Total send rate in bits per second; 0 = unlimited. Ignored with autoRate. */
   rateBps?: number;
+  /**
+   * --bwlimit auto: start at a safe rate and follow what the receivers can take, judged from their
+   * re-asks (net/autorate.ts). Steers the default senders' pacer only (not an openSink's).
+   */
+  autoRate?: boolean | AutoRateOptions;
   /** Act as MLD querier when no better querier exists. */
   querier?: boolean;
   queryIntervalSec?: number;
@@ -66,6 +72,8 @@ const YIELD_EVERY = 16;
 const BATCH_MAX = 32;
 /** How often the byte count is sampled for the current rate. */
 const RATE_SAMPLE_MS = 1000;
+/** How often --bwlimit auto is asked whether its window is over. */
+const AUTO_TICK_MS = 50;
 
 /**
  * Objects a re-index dropped are remembered this long (and at most this many, newest kept), so
@@ -140,6 +148,8 @@ export class Share extends EventEmitter {
   /** Where run() encodes each batch of datagrams. */
   private batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
   private sampler?: NodeJS.Timeout;
+  /** --bwlimit auto: the controller, the pacer it steers and its timer. */
+  private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
 
   private constructor(
     private index_: ShareIndex,
@@ -152,6 +162,10 @@ export class Share extends EventEmitter {
       trickle: !opts.push,
       gather: !opts.push,
       onRelease: () => this.wake?.(),
+      onAsk: (kind) => {
+        if (kind === 'listener') this.auto?.rate.round();
+        else this.auto?.rate.reask();
+      },
       onDrop: (s) => {
         s.item.free();
         this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats)`);
@@ -240,7 +254,9 @@ export class Share extends EventEmitter {
     share = new Share(index, opts, watcher);
     let openSink = opts.openSink;
     if (!openSink) {
-      const pacer = new Pacer({ bitsPerSecond: opts.rateBps ?? 0 });
+      const auto = opts.autoRate ? new AutoRate(performance.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
+      const pacer = new Pacer({ bitsPerSecond: auto ? auto.rate : (opts.rateBps ?? 0) });
+      if (auto) share.steer(auto, pacer);
       openSink = (ifname) => MulticastSender.open({ ifname, loopback: opts.loopback, pacer });
     }
     try {
@@ -256,6 +272,23 @@ export class Share extends EventEmitter {
     share.sampler = setInterval(() => share.rate.sample(Date.now(), share.bytes), RATE_SAMPLE_MS);
     share.sampler.unref();
     return share;
+  }
+
+  /** --bwlimit auto: let `rate` set the pacer, window by window. */
+  private steer(rate: AutoRate, pacer: Pacer): void {
+    const timer = setInterval(() => {
+      const decision = rate.update(performance.now());
+      if (decision !== 'raise' && decision !== 'backoff') return;
+      pacer.setRate(rate.rate);
+      this.log('verbose', `bwlimit auto: ${decision === 'raise' ? 'raised' : 'backed off'} to ${(rate.rate / 1e6).toFixed(1)} Mbit/s`);
+    }, AUTO_TICK_MS);
+    timer.unref();
+    this.auto = { rate, pacer, timer };
+  }
+
+  /** The send rate now, bits per second: the auto rate, the fixed --bwlimit, or 0 (unlimited; or an injected sink's own). */
+  get sendRateBps(): number {
+    return this.auto ? this.auto.pacer.bitsPerSecond : this.opts.openSink ? 0 : (this.opts.rateBps ?? 0);
   }
 
   private log(level: keyof ShareLogger, msg: string): void {
@@ -383,6 +416,7 @@ export class Share extends EventEmitter {
         from[i]!.bytes += len;
         this.datagrams++;
         this.bytes += len;
+        this.auto?.rate.sent(len);
       }
       // Sends complete synchronously (sendmmsg) or through callbacks that never give the event
       // loop a turn at I/O; without this, MLD reports would wait until the pacer sleeps.
@@ -428,6 +462,7 @@ export class Share extends EventEmitter {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.sampler);
+    clearInterval(this.auto?.timer);
     this.wake?.();
     await this.pump?.catch(() => undefined);
     for (const s of this.scheduler.clear()) s.item.free();
