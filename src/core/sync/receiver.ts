@@ -323,7 +323,7 @@ export class ObjectReceiver {
       // A forger's box (or a forged symbol in a genuine one) must not end the sync: dropped like
       // a forged symbol set, and the genuine chunk awaited. A wrong key shows at the timeout (tick).
       this.undecryptable();
-      w.decoder.free();
+      w.decoder?.free();
       w.decoder = undefined;
       return;
     }
