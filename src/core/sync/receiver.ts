@@ -37,6 +37,8 @@ export interface ReceiveStats {
   rejoins: number;
   /** Gone notices accepted: the share said an object we waited for will never come. */
   notices: number;
+  /** Groups joined (a group joined by several requests at once counts once; rejoins not counted). */
+  joins: number;
 }
 
 export interface ReceiverOptions {
@@ -88,7 +90,7 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0, notices: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, rejoins: 0, notices: 0, joins: 0 };
   /**
    * Set once a share said that an object we wait for is gone (its source changed and was
    * re-indexed): every request then fails with it, since what is being fetched can no longer
@@ -201,7 +203,10 @@ export class ObjectReceiver {
   private join(group: string): void {
     const n = this.groupUsers.get(group) ?? 0;
     // Counted only once joined: a join that throws must not leave a user that never leaves.
-    if (n === 0) this.rx.join(group);
+    if (n === 0) {
+      this.rx.join(group);
+      this.stats.joins++;
+    }
     this.groupUsers.set(group, n + 1);
   }
 

@@ -80,6 +80,8 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
   const session = await SyncSession.open(opts);
   opened(session);
   try {
+    // A directory's bundle is asked for with the directory: a share without bundles costs nothing more (bundle.ts).
+    if (opts.flags.recursive) session.prefetchBundle(spec.hash);
     const top = await session.fetchEntry(spec.hash, spec.name);
     const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top.head, top.obj, top.tree);
     if (opts.trust) {
@@ -116,6 +118,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       treeObjectsReceived: s.treeObjectsReceived,
       objectsRejected: s.objectsRejected,
       rejoins: s.rejoins,
+      joins: s.joins,
       seconds: s.seconds,
       rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
       sourceChanges: 0,
