@@ -8,7 +8,7 @@
  * its bytes against the tree's leaves; bytes that do not verify are dropped (fetched as chunks).
  */
 import { Limiter } from '../base/limit.js';
-import { hash, toHex, type Hash } from '../model/hash.js';
+import { HASH_SIZE, hash, toHex, type Hash } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
 import { decodeNetTreeHead, dirChildren, partCount, type DecodeLimits } from '../wire/nettree.js';
 import { bundleKey, decodeBundle, type BundleEntry, type BundlePart } from '../wire/bundle.js';
@@ -29,6 +29,8 @@ export interface BundledChild {
  * share without costs this once, since the first miss settles that it has none.
  */
 const PROBE_WAIT_MS = 300;
+/** After PROBE_WAIT_MS, the wait goes on in such steps while tree symbols keep arriving (a bundle being received on a busy link or host). */
+const PROBE_STEP_MS = 100;
 /** A first bundle request with nothing for this long: the share has no bundles. */
 const PROBE_DEADLINE_MS = 3000;
 /**
@@ -43,6 +45,12 @@ const PART_DEADLINE_MS = 5000;
  * receiver's 32 MiB of tree decoders with room for the tree objects fetched beside them.
  */
 const BUNDLE_FETCHES = 16;
+/**
+ * A directory's bundle is asked for only when at least this many of its children are missing
+ * locally, and at least a quarter of them: one changed file in a directory of a hundred costs its
+ * tree and chunk, not the whole bundle.
+ */
+const MIN_WANTED = 4;
 
 export interface BundleStats {
   /** Bundle parts that arrived. */
@@ -79,10 +87,17 @@ export class BundleFetcher {
 
   /**
    * The children of the verified directory `dir` (asked for by `dirKey`) that its bundle carries,
-   * each verified, by entry hash (hex). Empty when the share has no bundle or it did not come in time.
+   * each verified, by entry hash (hex). Empty when the share has no bundle or it did not come in
+   * time, or when only `wanted` of its children are missing locally and that is too few (MIN_WANTED).
    */
-  async children(dir: FetchedEntry, dirKey: Hash): Promise<Map<string, BundledChild>> {
+  async children(dir: FetchedEntry, dirKey: Hash, wanted: number): Promise<Map<string, BundledChild>> {
     if (this.state === 'no') return new Map();
+    const total = dir.obj.subarray(dir.head.payloadOffset).length / HASH_SIZE;
+    if (wanted < MIN_WANTED || wanted * 4 < total) {
+      // A bundle asked for with the directory goes on until it arrives or times out; nobody waits for it.
+      this.pending.delete(toHex(dirKey));
+      return new Map();
+    }
     this.prefetch(dirKey);
     const k = toHex(dirKey);
     const p = this.pending.get(k)!;
@@ -92,10 +107,11 @@ export class BundleFetcher {
       // Expected and not there: ask again as if nothing were known (a short wait from now on).
       if (!parts && this.state === 'yes') this.state = 'unknown';
     } else {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), PROBE_WAIT_MS)));
-      const first = await Promise.race([p, late]);
-      clearTimeout(timer);
+      let first = await within(p, PROBE_WAIT_MS);
+      // Nothing else is being fetched for this directory while it waits: symbols that keep coming
+      // are its bundle's (a busy share or receiver), so wait on while they do.
+      const until = Date.now() + PROBE_DEADLINE_MS;
+      while (first === 'late' && this.rx.treeDecoding(PROBE_STEP_MS) && Date.now() < until) first = await within(p, PROBE_STEP_MS);
       if (first === 'late') {
         // Settled for the rest of the session unless this one still turns up (fetchParts).
         if (this.state === 'unknown') this.state = 'no';
@@ -148,6 +164,17 @@ export class BundleFetcher {
       }
     }
     return out;
+  }
+}
+
+/** What `p` resolves to, or 'late' after `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'late'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -36,9 +36,10 @@ export interface SyncContext {
   fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry>;
   /**
    * The children of the verified directory `dir` that its bundle carries, verified, by entry hash
-   * (hex); their small files' bytes are handed to `chunks` until release() (bundle.ts).
+   * (hex); their small files' bytes are handed to `chunks` until release() (bundle.ts). `wanted`:
+   * how many of its children the local copy lacks (a bundle for one or two of them is not worth it).
    */
-  bundleChildren(dir: FetchedEntry): Promise<{ children: Map<string, FetchedEntry>; release(): void }>;
+  bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }>;
   /** Throw INTERRUPTED once the caller's signal has fired. */
   checkAbort(): void;
   /** Tell the caller how far the transfer is. */

@@ -186,6 +186,11 @@ export class ObjectReceiver {
     });
   }
 
+  /** Whether symbols of a tree object still being decoded arrived within `ms` (something is on its way). */
+  treeDecoding(ms: number): boolean {
+    return this.treeDecoders.size > 0 && Date.now() - this.treeHeardAt < ms;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -144,11 +144,11 @@ export class SyncSession implements SyncContext {
     this.bundles.prefetch(key);
   }
 
-  async bundleChildren(dir: FetchedEntry): Promise<{ children: Map<string, FetchedEntry>; release(): void }> {
+  async bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }> {
     const children = new Map<string, FetchedEntry>();
     const given: Hash[] = [];
     if (dir.key) {
-      for (const [k, c] of await this.bundles.children(dir, dir.key)) {
+      for (const [k, c] of await this.bundles.children(dir, dir.key, wanted)) {
         children.set(k, c.entry);
         if (c.data) {
           const leaf = c.entry.tree!.leaf(0);

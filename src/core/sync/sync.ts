@@ -17,6 +17,7 @@ import { toHex } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
 import { rootHashOf, topName } from '../wire/verify.js';
 import { checkParent, localEntryHashes } from './local.js';
+import { isEmptyDir } from './conflicts.js';
 import { SyncSession } from './session.js';
 import { parseSource, type SourceSpec } from './source.js';
 import type { SyncFlags, SyncOptions, SyncSummary } from './types.js';
@@ -80,8 +81,9 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
   const session = await SyncSession.open(opts);
   opened(session);
   try {
-    // A directory's bundle is asked for with the directory: a share without bundles costs nothing more (bundle.ts).
-    if (opts.flags.recursive) session.prefetchBundle(spec.hash);
+    // Into a fresh destination, the top's bundle is asked for together with the top (bundle.ts);
+    // into an existing one, only once the top shows that enough of it is missing.
+    if (opts.flags.recursive && (await isEmptyDir(dest).catch((e: NodeJS.ErrnoException) => e.code === 'ENOENT'))) session.prefetchBundle(spec.hash);
     const top = await session.fetchEntry(spec.hash, spec.name);
     const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top.head, top.obj, top.tree);
     if (opts.trust) {

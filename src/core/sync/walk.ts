@@ -58,7 +58,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
   if (opts.flags.recursive) {
     const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
     // Children the directory's bundle carries (verified against this directory) are not fetched alone.
-    const bundle = children.length > 0 ? await ctx.bundleChildren(entry) : undefined;
+    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, children.length) : undefined;
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
