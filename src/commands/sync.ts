@@ -41,6 +41,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     ...keyFlags,
     trust: Flags.string({ description: 'Refuse a root that is not signed by this public key (a file written by `lcsync keygen`, or the `lcsync-ed25519 ...` line itself); the share must run with --sign.' }),
     parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
+    bundles: Flags.boolean({ description: 'Take directories\' bundles from a share that publishes them (default; an lcsync extension: a directory of small files in one round trip, every entry checked against the directory\'s hash). --no-bundles: fetch exactly as the C client does.', default: true, allowNo: true }),
   };
 
   async run(): Promise<void> {
@@ -77,6 +78,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         dryRun: flags['dry-run'],
         inplace: flags.inplace,
         parallel: flags.parallel,
+        bundles: flags.bundles,
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
         onSourceChanged: () => progress.pause(() => log.info(`source changed during sync; syncing the new version of ${args.source}`, { event: 'source-changed' })),

@@ -34,17 +34,20 @@ const PROBE_STEP_MS = 100;
 /** A first bundle request with nothing for this long: the share has no bundles. */
 const PROBE_DEADLINE_MS = 3000;
 /**
- * Once the share is known to serve bundles: how long a part may take (rejoins included) before
- * its children go the normal way. A share with bundles starts sending on the report, and even a
- * MiB at 5% loss with repair rounds is in within a second or two on the lab; a spoofer that made
- * a share without bundles look like one costs at most this once (the state falls back to unknown).
+ * Once the share is known to serve bundles, a directory waits for its bundle while tree symbols
+ * keep arriving (a busy share sends many bundles side by side; a loaded receiver decodes them
+ * slowly), and gives up when none came for this long: its children then go the normal way, and
+ * the next directory waits only PROBE_WAIT_MS (a spoofer that made a share without bundles look
+ * like one costs one such wait).
  */
-const PART_DEADLINE_MS = 5000;
+const PART_IDLE_MS = 2000;
+/** Longest a bundle request stays asked for (its group joined) whatever arrives. */
+const PART_DEADLINE_MS = 30_000;
 /**
- * Bundle parts fetched at once. Each is up to a MiB held by a decoder: 16 stay inside the
+ * Bundle parts fetched at once. Each is up to a MiB held by a decoder: 8 stay well inside the
  * receiver's 32 MiB of tree decoders with room for the tree objects fetched beside them.
  */
-const BUNDLE_FETCHES = 16;
+const BUNDLE_FETCHES = 8;
 /**
  * A directory's bundle is asked for only when at least this many of its children are missing
  * locally, and at least a quarter of them: one changed file in a directory of a hundred costs its
@@ -103,7 +106,9 @@ export class BundleFetcher {
     const p = this.pending.get(k)!;
     let parts: BundlePart[] | undefined;
     if (this.state === 'yes') {
-      parts = await p;
+      let got = await within(p, PART_IDLE_MS);
+      while (got === 'late' && this.rx.treeHeardWithin(PART_IDLE_MS)) got = await within(p, PROBE_STEP_MS);
+      parts = got === 'late' ? undefined : got;
       // Expected and not there: ask again as if nothing were known (a short wait from now on).
       if (!parts && this.state === 'yes') this.state = 'unknown';
     } else {
@@ -111,7 +116,7 @@ export class BundleFetcher {
       // Nothing else is being fetched for this directory while it waits: symbols that keep coming
       // are its bundle's (a busy share or receiver), so wait on while they do.
       const until = Date.now() + PROBE_DEADLINE_MS;
-      while (first === 'late' && this.rx.treeDecoding(PROBE_STEP_MS) && Date.now() < until) first = await within(p, PROBE_STEP_MS);
+      while (first === 'late' && this.rx.treeHeardWithin(PROBE_STEP_MS, true) && Date.now() < until) first = await within(p, PROBE_STEP_MS);
       if (first === 'late') {
         // Settled for the rest of the session unless this one still turns up (fetchParts).
         if (this.state === 'unknown') this.state = 'no';

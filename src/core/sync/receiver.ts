@@ -186,9 +186,12 @@ export class ObjectReceiver {
     });
   }
 
-  /** Whether symbols of a tree object still being decoded arrived within `ms` (something is on its way). */
-  treeDecoding(ms: number): boolean {
-    return this.treeDecoders.size > 0 && Date.now() - this.treeHeardAt < ms;
+  /**
+   * Whether symbols of tree objects arrived within `ms`; with `unfinished`, only while some tree
+   * object is still being decoded (something is on its way).
+   */
+  treeHeardWithin(ms: number, unfinished = false): boolean {
+    return (!unfinished || this.treeDecoders.size > 0) && Date.now() - this.treeHeardAt < ms;
   }
 
   close(): void {
