@@ -132,7 +132,7 @@ export class BundleFetcher {
       this.limit.run(async () => {
         const obj = await this.rx.fetchTree(bundleKey(dirKey, z), (o) => isPart(o, dirKey, z), { deadlineMs });
         this.stats.parts++;
-        return decodeBundle(obj);
+        return bundleOf(obj)!;
       });
     let first: BundlePart;
     try {
@@ -183,14 +183,29 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | 'late'> {
   }
 }
 
+/**
+ * Decoded bundles by object: the receiver offers every decoded object to every waiting request,
+ * so each is decoded once, not once per bundle request (null: not a bundle).
+ */
+const decoded = new WeakMap<Buffer, BundlePart | null>();
+
+function bundleOf(obj: Buffer): BundlePart | null {
+  let b = decoded.get(obj);
+  if (b === undefined) {
+    try {
+      b = decodeBundle(obj);
+    } catch {
+      b = null;
+    }
+    decoded.set(obj, b);
+  }
+  return b;
+}
+
 /** Whether `obj` is part `z` of the bundle of `dirKey` and decodes whole (a request takes nothing less). */
 function isPart(obj: Buffer, dirKey: Hash, z: number): boolean {
-  try {
-    const b = decodeBundle(obj);
-    return b.part === z && b.key.equals(dirKey);
-  } catch {
-    return false;
-  }
+  const b = bundleOf(obj);
+  return b !== null && b.part === z && b.key.equals(dirKey);
 }
 
 /**

@@ -67,15 +67,15 @@ export class ChunkSource {
    */
   async get(leaf: Hash, length: number): Promise<{ bytes: Buffer; fetched: boolean }> {
     const k = toHex(leaf);
-    if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
-    const inflight = this.inflight.get(k);
-    if (inflight) return { bytes: await inflight, fetched: false };
     const given = this.provided.get(k);
     if (given && given.length === length) {
       // It travelled, inside a bundle, and was checked against this leaf there.
       this.counts.chunksFetched++;
       return { bytes: given, fetched: true };
     }
+    if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
+    const inflight = this.inflight.get(k);
+    if (inflight) return { bytes: await inflight, fetched: false };
     const home = this.homes.get(k);
     if (home) {
       const at = home.file.path;
