@@ -3,7 +3,7 @@
  * Tree benchmark: a directory of many small files, lcsync share/sync beside an rsync daemon, same lab, same run.
  *
  *   npm run build && node bench/tree-bench.js [--files 5000] [--dirs 50] [--receivers 1,3] [--loss 0,5]
- *       [--tools ours,rsync] [--rate 900] [--timeout 600]
+ *       [--tools ours,ours-nb,rsync] [--rate 900] [--timeout 600]
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and rsync (Debian `rsync`). Each
  * scenario gets a fresh lab (bench/lab.js): host 0 serves, hosts 1..N receive, a bridge with MLD snooping in its
@@ -14,6 +14,7 @@
  *   first     into an empty destination
  *   again     the same tree again, nothing changed
  *   one       one file of the source changed (8 bytes), and synced again
+ * ours-nb: the same with `lcsync share --no-bundles` (what a share without the bundle extension serves).
  * ours: `lcsync share --bwlimit <rate>M` once, all receivers `lcsync sync -a` at once (one send reaches all).
  * rsync: `rsync --daemon` on host 0; receivers run `rsync -a rsync://[host0]/tree/ DEST/` ONE AFTER ANOTHER
  * (rsync is unicast: N receivers cost N transfers), so its time is the sum; rsync's figures are over TCP with no
@@ -43,7 +44,7 @@ const LOSSES = intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [900], 1, 10_000)[0];
 const TIMEOUT_S = intList('timeout', [600], 10, 86_400)[0];
 const TOOLS = (args.value('tools') ?? 'ours,rsync').split(',');
-if (TOOLS.length === 0 || TOOLS.some((t) => t !== 'ours' && t !== 'rsync')) fail('--tools wants ours, rsync or ours,rsync');
+if (TOOLS.length === 0 || TOOLS.some((t) => t !== 'ours' && t !== 'ours-nb' && t !== 'rsync')) fail('--tools wants a list of ours, ours-nb, rsync');
 
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
 args.need([['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
@@ -129,13 +130,13 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
   return { phase, wall, tx, received, written, rssRx: Math.max(...results.map((x) => x.rss)), ok: errors.length === 0, errors, ...extra };
 }
 
-async function runOurs(receivers, loss) {
+async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
   return withLab(receivers, loss, '1gbit', async (lab) => {
-    const dir = path.join(work, `ours-${receivers}r-${loss}l`);
+    const dir = path.join(work, `${tag}-${receivers}r-${loss}l`);
     mkdirSync(dir);
     const out = [];
     const start = () => {
-      const share = lab.spawn(0, [process.execPath, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, src]);
+      const share = lab.spawn(0, [process.execPath, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, ...shareArgs, src]);
       let text = '';
       let err = '';
       share.stderr.on('data', (d) => (err = (err + d).slice(-8000)));
@@ -224,7 +225,7 @@ try {
         const before = readFileSync(file);
         try {
           process.stdout.write(`${tool}, ${receivers} receiver(s), ${loss}% loss ... `);
-          res[tool] = tool === 'ours' ? await runOurs(receivers, loss) : await runRsync(receivers, loss);
+          res[tool] = tool === 'ours' ? await runOurs(receivers, loss) : tool === 'ours-nb' ? await runOurs(receivers, loss, ['--no-bundles'], 'ours-nb') : await runRsync(receivers, loss);
           console.log(res[tool].every((p) => p.ok) ? 'ok' : 'FAILED');
           for (const p of res[tool]) for (const e of p.errors) console.log(`  ${e}`);
         } catch (err) {
@@ -234,12 +235,12 @@ try {
         }
       }
       console.log(`\n== ${receivers} receiver(s), ${loss}% loss, ${FILES} files, ${(treeBytes / MB).toFixed(1)} MB`);
-      console.log('tool   phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB');
+      console.log('tool    phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB');
       for (const tool of TOOLS) {
         for (const p of res[tool] ?? []) {
           const fps = p.phase === 'first' ? (FILES * receivers) / p.wall : NaN;
           const rw = p.written > 0 ? (p.received / p.written).toFixed(3) : '-';
-          console.log(`${tool.padEnd(6)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}`);
+          console.log(`${tool.padEnd(7)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}`);
         }
       }
       if (res.ours && res.rsync) {

@@ -67,6 +67,7 @@ class MemoryNet implements DatagramSource {
   }
 
   private send(group: string, obj: IndexObject): void {
+    if (obj.kind === 'bundle') throw new Error('this fake share serves an index without bundles');
     const data = obj.kind === 'chunk' ? readChunk(obj.localPath, obj.offset, obj.length) : obj.bytes;
     const oid = obj.kind === 'tree' ? hash(data) : obj.hash;
     this.served.set(toHex(oid), (this.served.get(toHex(oid)) ?? 0) + 1);

@@ -36,6 +36,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     'no-cache': Flags.boolean({ description: 'Neither read nor write the on-disk tree cache.', default: false }),
     push: Flags.boolean({ description: 'Push mode, for when the share cannot watch MLD (no CAP_NET_RAW, or reports never reach it): send every object a round every --push-interval seconds, whether anyone listens or not.', default: false }),
     'push-interval': Flags.integer({ description: 'Seconds between rounds in push mode.', default: 10, min: 1, max: 3600 }),
+    bundles: Flags.boolean({ description: 'Publish a bundle per directory (its entries\' trees and the bytes of files of up to 32 KiB, an lcsync extension that C clients never ask for), so lcsync receivers fetch a directory of small files in one round trip. --no-bundles: serve exactly what the C lcshare serves.', default: true, allowNo: true }),
     ...keyFlags,
     sign: Flags.string({
       description:
@@ -69,6 +70,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         signKey,
         push: flags.push,
         pushPeriodSec: flags['push-interval'],
+        bundles: flags.bundles,
         cacheDir: flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()),
         follow: flags.follow,
         rescanSec: flags.rescan,

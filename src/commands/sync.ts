@@ -45,6 +45,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     }),
     'expect-root': Flags.string({ description: 'With a share name: accept only this root (64 hex digits); other roots answering for the name are refused.' }),
     parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
+    bundles: Flags.boolean({ description: 'Take directories\' bundles from a share that publishes them (default; an lcsync extension: a directory of small files in one round trip, every entry checked against the directory\'s hash). --no-bundles: fetch exactly as the C client does.', default: true, allowNo: true }),
   };
 
   async run(): Promise<void> {
@@ -90,6 +91,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         dryRun: flags['dry-run'],
         inplace: flags.inplace,
         parallel: flags.parallel,
+        bundles: flags.bundles,
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
         onSourceChanged: () => progress.pause(() => log.info(`source changed during sync; syncing the new version of ${args.source}`, { event: 'source-changed' })),

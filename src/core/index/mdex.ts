@@ -25,6 +25,7 @@ import { ChunkTable } from './chunktable.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
 import { displayName, fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
+import { bundleObjects, type BundleObject } from './bundles.js';
 
 /** One file, directory or symlink found by the walk. */
 export interface IndexRecord {
@@ -58,10 +59,13 @@ export type IndexObject =
    * A root's signature (signature.ts): made for this share, not found by the walk, so it has no
    * record; held in memory and sent with OTI as tree objects are. `name` is what logs and status call it.
    */
-  | { kind: 'signature'; hash: Hash; bytes: Buffer; root: ShareRoot; name: string };
+  | { kind: 'signature'; hash: Hash; bytes: Buffer; root: ShareRoot; name: string }
+  /** A part of a directory's bundle (bundles.ts, an lcsync extension): its bytes are made when sent. */
+  | BundleObject;
 
 /** What logs and status call an object: its entry's share path, or a signature's name. */
 export function objectName(o: IndexObject): string {
+  if (o.kind === 'bundle') return `${o.record.sharePath} (bundle ${o.part + 1}/${o.parts})`;
   return o.kind === 'signature' ? o.name : o.record.sharePath;
 }
 
@@ -87,6 +91,8 @@ export interface IndexOptions {
   leafHasher?: LeafHasher;
   /** Leave out directory entries with these names (a receiver's own temporary files). */
   skipName?: (name: string) => boolean;
+  /** Publish a bundle per directory (bundles.ts): what a share does unless told not to; a receiver's local index does not. */
+  bundles?: boolean;
 }
 
 /** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
@@ -380,7 +386,16 @@ export class ShareIndex {
     const bytes = encodeNetTree({ type: 'dir', size: 0, meta, name: sharePath, payload: Buffer.concat(children) });
     const rec: IndexRecord = { type: 'dir', sharePath, localPath: abs, meta, size: bytes.length, hash };
     this.putObject({ kind: 'tree', hash, bytes, record: rec });
-    this.putAlias(aliasHash(sharePath), hash);
+    const alias = aliasHash(sharePath);
+    this.putAlias(alias, hash);
+    if (opts.bundles) {
+      const members: { rec: IndexRecord; obj: Buffer }[] = [];
+      for (const child of found) {
+        const o = child && this.objects.get(toHex(child.hash));
+        if (o?.kind === 'tree') members.push({ rec: child!, obj: o.bytes });
+      }
+      for (const b of bundleObjects(rec, alias, members)) this.putObject(b);
+    }
     return rec;
   }
 }

@@ -25,6 +25,8 @@ export interface ServiceOptions extends Omit<ShareOptions, 'logger'> {
   /** Sign each root with this Ed25519 key. */
   signKey?: KeyObject;
   logger: { info(m: string): void; warn(m: string): void; verbose(m: string): void };
+  /** Publish a bundle per directory (index/bundles.ts); default true. */
+  bundles?: boolean;
 }
 
 export interface ServiceReindex extends ReindexEvent {
@@ -62,6 +64,7 @@ export class ShareService {
         onRecord: verbose ? (r) => log.verbose(`indexed ${r.sharePath}`) : undefined,
         treeCache: store,
         leafHasher: pool,
+        bundles: opts.bundles !== false,
       });
       sign?.(index);
       store.sweep();

@@ -8,6 +8,8 @@ import { readFull } from '../base/readfull.js';
 import { hash } from '../model/hash.js';
 import { CHUNK_SIZE } from '../model/tree.js';
 import type { ChunkObject, IndexObject, IndexRecord, ShareIndex } from '../index/mdex.js';
+import type { BundleObject } from '../index/bundles.js';
+import { encodeBundle, type BundleEntry } from '../wire/bundle.js';
 import { METADATA_POSITION, walkPosition } from './scheduler.js';
 
 /** What a stream's status and logs call the object's kind: as sent, a chunk or an object with OTI. */
@@ -22,11 +24,28 @@ export function objectId(o: IndexObject, bytes: Buffer): Buffer {
 
 /** Bytes of an object; for a chunk, read from its file and checked against its leaf hash (undefined when stale). */
 export async function loadObject(obj: IndexObject): Promise<Buffer | undefined> {
+  if (obj.kind === 'bundle') return loadBundle(obj);
   if (obj.kind !== 'chunk') return obj.bytes;
   return readChunk(obj);
 }
 
-async function readChunk(obj: ChunkObject): Promise<Buffer | undefined> {
+/**
+ * A bundle part's bytes: its members' objects, and the bytes of its small files read now. A file
+ * that no longer hashes to the leaf it was indexed with (changed, gone, unreadable) travels
+ * without its bytes: the receiver then asks for its chunk, which is refused the same way.
+ */
+async function loadBundle(b: BundleObject): Promise<Buffer> {
+  const entries: BundleEntry[] = await Promise.all(
+    b.members.map(async (m): Promise<BundleEntry> => {
+      if (!m.file) return { hash: m.hash, obj: m.obj };
+      const data = await readChunk({ localPath: m.file.localPath, offset: 0, length: m.file.size, hash: m.file.leaf }).catch(() => undefined);
+      return data ? { hash: m.hash, obj: m.obj, data } : { hash: m.hash, obj: m.obj };
+    }),
+  );
+  return encodeBundle({ key: b.dirKey, part: b.part, parts: b.parts, entries });
+}
+
+async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length' | 'hash'>): Promise<Buffer | undefined> {
   const fh = await open(obj.localPath, 'r');
   try {
     const buf = Buffer.alloc(obj.length);

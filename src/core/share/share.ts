@@ -194,7 +194,9 @@ export class Share extends EventEmitter {
     for (const out of this.scheduler.items()) {
       const now = index.get(out.object.hash);
       // An alias names a path, not content: the same key may now stand for other bytes.
-      const otherBytes = now !== undefined && now.kind !== 'chunk' && out.object.kind !== 'chunk' && !now.bytes.equals(out.object.bytes);
+      // A bundle's bytes were read when its stream started: after a re-index it starts afresh.
+      const otherBytes =
+        now !== undefined && (now.kind === 'bundle' || out.object.kind === 'bundle' ? now !== out.object : now.kind !== 'chunk' && out.object.kind !== 'chunk' && !now.bytes.equals(out.object.bytes));
       if (!now || now.kind !== out.object.kind || otherBytes) {
         this.scheduler.remove(out.key);
         out.free();

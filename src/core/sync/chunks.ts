@@ -50,6 +50,8 @@ export class ChunkSource {
   /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly homes = new Map<string, ChunkHome>();
+  /** Verified bytes of chunks that came another way (a directory's bundle, bundle.ts), by leaf. */
+  private readonly provided = new Map<string, Buffer>();
 
   /** `counts.chunksFetched` counts the chunks that travelled (a session's summary). */
   constructor(
@@ -65,6 +67,12 @@ export class ChunkSource {
    */
   async get(leaf: Hash, length: number): Promise<{ bytes: Buffer; fetched: boolean }> {
     const k = toHex(leaf);
+    const given = this.provided.get(k);
+    if (given && given.length === length) {
+      // It travelled, inside a bundle, and was checked against this leaf there.
+      this.counts.chunksFetched++;
+      return { bytes: given, fetched: true };
+    }
     if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
     const inflight = this.inflight.get(k);
     if (inflight) return { bytes: await inflight, fetched: false };
@@ -89,6 +97,16 @@ export class ChunkSource {
     }
     this.counts.chunksFetched++;
     return { bytes, fetched: true };
+  }
+
+  /** Bytes of the chunk `leaf`, already verified against it, that get() hands out instead of fetching them. */
+  provide(leaf: Hash, bytes: Buffer): void {
+    this.provided.set(toHex(leaf), bytes);
+  }
+
+  /** Forget provided bytes (the directory they came for is done). */
+  withdraw(leaf: Hash): void {
+    this.provided.delete(toHex(leaf));
   }
 
   /**

@@ -17,6 +17,8 @@ export interface FetchedEntry {
   /** Whole object: file header + name + all tree nodes; dir children; link target. */
   obj: Buffer;
   tree?: MerkleTree;
+  /** The key it was asked for by (entry hash or alias hash), which also names its bundle. */
+  key?: Hash;
 }
 
 /** The counters and conflicts one session adds to a SyncSummary. */
@@ -32,6 +34,12 @@ export interface SyncContext {
   readonly failure: { error: unknown } | undefined;
   /** Fetch and verify the object `key` names (by share path `alias`), with all its tree parts. */
   fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry>;
+  /**
+   * The children of the verified directory `dir` that its bundle carries, verified, by entry hash
+   * (hex); their small files' bytes are handed to `chunks` until release() (bundle.ts). `wanted`:
+   * how many of its children the local copy lacks (a bundle for one or two of them is not worth it).
+   */
+  bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }>;
   /** Throw INTERRUPTED once the caller's signal has fired. */
   checkAbort(): void;
   /** Tell the caller how far the transfer is. */

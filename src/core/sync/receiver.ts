@@ -43,6 +43,8 @@ export interface ReceiveStats {
   rejoins: number;
   /** Gone notices accepted: the share said an object we waited for will never come. */
   notices: number;
+  /** Groups joined (a group joined by several requests at once counts once; rejoins not counted). */
+  joins: number;
 }
 
 export interface ReceiverOptions {
@@ -107,7 +109,7 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, undecryptable: 0, rejoins: 0, notices: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, undecryptable: 0, rejoins: 0, notices: 0, joins: 0 };
   /** Objects that opened with the key and hashed to their OID: proof that the key is the share's. */
   private opened = 0;
   /** When an object first and last failed to open. */
@@ -229,6 +231,14 @@ export class ObjectReceiver {
     });
   }
 
+  /**
+   * Whether symbols of tree objects arrived within `ms`; with `unfinished`, only while some tree
+   * object is still being decoded (something is on its way).
+   */
+  treeHeardWithin(ms: number, unfinished = false): boolean {
+    return (!unfinished || this.treeDecoders.size > 0) && Date.now() - this.treeHeardAt < ms;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -247,7 +257,10 @@ export class ObjectReceiver {
   private join(group: string): void {
     const n = this.groupUsers.get(group) ?? 0;
     // Counted only once joined: a join that throws must not leave a user that never leaves.
-    if (n === 0) this.rx.join(group);
+    if (n === 0) {
+      this.rx.join(group);
+      this.stats.joins++;
+    }
     this.groupUsers.set(group, n + 1);
   }
 

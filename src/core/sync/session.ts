@@ -21,6 +21,7 @@ import { dirConflict } from './conflicts.js';
 import type { FetchedEntry, SessionSummary, SyncContext } from './context.js';
 import { applyOwnership, applyTimes, type TimeStamp } from './fsmeta.js';
 import { ObjectReceiver } from './receiver.js';
+import { BundleFetcher } from './bundle.js';
 import type { SyncItem, SyncOptions } from './types.js';
 import { syncDir, syncEntry } from './walk.js';
 import { syncFile } from './file.js';
@@ -54,10 +55,14 @@ export class SyncSession implements SyncContext {
     treeObjectsReceived: 0,
     objectsRejected: 0,
     rejoins: 0,
+    joins: 0,
+    bundleEntries: 0,
+    bundleFiles: 0,
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
     conflicts: [],
   };
   readonly chunks: ChunkSource;
+  private readonly bundles: BundleFetcher;
 
   private constructor(
     private readonly channel: DatagramSource,
@@ -71,6 +76,7 @@ export class SyncSession implements SyncContext {
       onBug: opts.onBug,
     });
     this.chunks = new ChunkSource(this.rx, this.summary);
+    this.bundles = new BundleFetcher(this.rx, this.limits, opts.bundles !== false);
     this.chunkLimit = new Limiter(opts.parallel ?? 128);
     // An abort must also end waits for objects that may never come (no sender yet).
     opts.signal?.addEventListener('abort', () => this.rx.close(), { once: true });
@@ -148,8 +154,8 @@ export class SyncSession implements SyncContext {
     this.checkAbort();
     const first = (await this.fetchObject(key, alias, { also }))!;
     const head = decodeNetTreeHead(first, this.limits);
-    if (head.type !== 'file') return { head, obj: first };
-    if (head.size === 0) return { head, obj: first, tree: MerkleTree.blank(0) };
+    if (head.type !== 'file') return { head, obj: first, key };
+    if (head.size === 0) return { head, obj: first, key, tree: MerkleTree.blank(0) };
     const root = fileRootOf(head, first);
     const n = partCount(head.objectLength);
     checkFirstPart(head, first);
@@ -166,7 +172,30 @@ export class SyncSession implements SyncContext {
       known.push(part);
     }
     const obj = Buffer.concat(known.buffers());
-    return { head, obj, tree: verifiedTree(head, obj, root) };
+    return { head, obj, key, tree: verifiedTree(head, obj, root) };
+  }
+
+  /** Ask for the bundle of the directory `key` may name, together with the entry itself (bundle.ts). */
+  prefetchBundle(key: Hash): void {
+    this.bundles.prefetch(key);
+  }
+
+  async bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }> {
+    const children = new Map<string, FetchedEntry>();
+    const given: Hash[] = [];
+    if (dir.key) {
+      for (const [k, c] of await this.bundles.children(dir, dir.key, wanted)) {
+        children.set(k, c.entry);
+        if (c.data) {
+          const leaf = c.entry.tree!.leaf(0);
+          this.chunks.provide(leaf, c.data);
+          given.push(leaf);
+        }
+      }
+    }
+    this.summary.bundleEntries = this.bundles.stats.entries;
+    this.summary.bundleFiles = this.bundles.stats.files;
+    return { children, release: () => given.forEach((leaf) => this.chunks.withdraw(leaf)) };
   }
 
   /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync); equal chunks travel once. */
@@ -305,13 +334,14 @@ export class SyncSession implements SyncContext {
     return this.rx.gone;
   }
 
-  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; seconds: number } {
+  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; joins: number; seconds: number } {
     return {
       bytesReceived: this.rx.stats.bytes,
       treeObjectsReceived: this.rx.stats.treeObjects,
       datagrams: this.rx.stats.datagrams,
       objectsRejected: this.rx.stats.rejected,
       rejoins: this.rx.stats.rejoins,
+      joins: this.rx.stats.joins,
       seconds: (Date.now() - this.started) / 1000,
     };
   }

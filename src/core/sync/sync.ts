@@ -18,6 +18,7 @@ import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js
 import { rootHashOf, topName } from '../wire/verify.js';
 import { checkParent, localEntryHashes } from './local.js';
 import { resolveTop } from './resolve.js';
+import { isEmptyDir } from './conflicts.js';
 import { SyncSession } from './session.js';
 import { parseSource, type SourceSpec } from './source.js';
 import type { SyncFlags, SyncOptions, SyncSummary } from './types.js';
@@ -81,6 +82,9 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
   const session = await SyncSession.open(opts);
   opened(session);
   try {
+    // Into a fresh destination, the top's bundle is asked for together with the top (bundle.ts);
+    // into an existing one, only once the top shows that enough of it is missing.
+    if (opts.flags.recursive && (await isEmptyDir(dest).catch((e: NodeJS.ErrnoException) => e.code === 'ENOENT'))) session.prefetchBundle(spec.hash);
     // Before anything is written: the entry, verified, and with --trust the signed manifest.
     const top = await resolveTop(session, spec, opts);
     const rootHash = spec.name === undefined ? spec.hash : rootHashOf(top.head, top.obj, top.tree);
@@ -112,6 +116,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       treeObjectsReceived: s.treeObjectsReceived,
       objectsRejected: s.objectsRejected,
       rejoins: s.rejoins,
+      joins: s.joins,
       seconds: s.seconds,
       rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
       sourceChanges: 0,

@@ -39,6 +39,8 @@ export interface SyncOptions {
   onConflict?: (c: SyncConflict) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
+  /** Take directories' bundles from a share that serves them (default true; false: only what the C share serves). */
+  bundles?: boolean;
   /** Receive from this source instead of opening a socket (tests run a share in memory). */
   channel?: DatagramSource;
 }
@@ -92,6 +94,11 @@ export interface SyncSummary {
   treeObjectsReceived: number;
   objectsRejected: number;
   rejoins: number;
+  /** Groups joined (objects asked for, rejoins not counted). */
+  joins: number;
+  /** Entries taken from directories' bundles instead of being fetched alone, and of those, files whose bytes came too. */
+  bundleEntries: number;
+  bundleFiles: number;
   files: Record<Change, number>;
   /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
   conflicts: SyncConflict[];

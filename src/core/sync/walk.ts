@@ -57,6 +57,8 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
   opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : replace ? 'updated' : 'created' });
   if (opts.flags.recursive) {
     const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
+    // Children the directory's bundle carries (verified against this directory) are not fetched alone.
+    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, children.length) : undefined;
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
@@ -66,7 +68,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     await Promise.allSettled(
       children.map(async (h) => {
         try {
-          const child = await ctx.fetchEntry(h);
+          const child = bundle?.children.get(toHex(h)) ?? (await ctx.fetchEntry(h));
           const rel = childName(entry.head, child.head);
           if (taken.has(rel)) {
             throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
@@ -78,6 +80,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
         }
       }),
     );
+    bundle?.release();
     if (ctx.failure) throw ctx.failure.error;
   }
   if (!opts.dryRun) await ctx.finishMeta(dest, entry.head.meta, false);

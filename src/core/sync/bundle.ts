@@ -1,0 +1,236 @@
+/**
+ * Bundles on the receiving side (docs/protocol.md#bundles): a directory's children, trees and
+ * small files' bytes, in one object per part. Only a shortcut: a share without bundles (the C
+ * one, or ours with --no-bundles) is synced the normal way, and so is every child a bundle lacks
+ * or carries wrong. Nothing in a bundle is trusted that the directory's hash does not cover: each
+ * entry must be a child the verified directory lists, its object must hash to that child's entry
+ * hash (as a fetched one must), a file's tree must verify against the root that hash covers, and
+ * its bytes against the tree's leaves; bytes that do not verify are dropped (fetched as chunks).
+ */
+import { Limiter } from '../base/limit.js';
+import { HASH_SIZE, hash, toHex, type Hash } from '../model/hash.js';
+import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
+import { decodeNetTreeHead, dirChildren, partCount, type DecodeLimits } from '../wire/nettree.js';
+import { bundleKey, decodeBundle, type BundleEntry, type BundlePart } from '../wire/bundle.js';
+import { checkFirstPart, fileRootOf, objectMatches, verifiedTree } from '../wire/verify.js';
+import type { FetchedEntry } from './context.js';
+import type { ObjectReceiver } from './receiver.js';
+
+/** A child taken from a bundle: its verified entry and, for a small file, its verified bytes. */
+export interface BundledChild {
+  entry: FetchedEntry;
+  data?: Buffer;
+}
+
+/**
+ * Until a share is known to serve bundles, how long a directory that has arrived waits for its
+ * bundle (asked for at the same time) before its children go the normal way. A share with
+ * bundles starts sending one on the same report as the directory, so it is there by then; a
+ * share without costs this once, since the first miss settles that it has none.
+ */
+const PROBE_WAIT_MS = 300;
+/** After PROBE_WAIT_MS, the wait goes on in such steps while tree symbols keep arriving (a bundle being received on a busy link or host). */
+const PROBE_STEP_MS = 100;
+/** A first bundle request with nothing for this long: the share has no bundles. */
+const PROBE_DEADLINE_MS = 3000;
+/**
+ * Once the share is known to serve bundles, a directory waits for its bundle while tree symbols
+ * keep arriving (a busy share sends many bundles side by side; a loaded receiver decodes them
+ * slowly), and gives up when none came for this long: its children then go the normal way, and
+ * the next directory waits only PROBE_WAIT_MS (a spoofer that made a share without bundles look
+ * like one costs one such wait).
+ */
+const PART_IDLE_MS = 2000;
+/** Longest a bundle request stays asked for (its group joined) whatever arrives. */
+const PART_DEADLINE_MS = 30_000;
+/**
+ * Bundle parts fetched at once. Each is up to a MiB held by a decoder: 8 stay well inside the
+ * receiver's 32 MiB of tree decoders with room for the tree objects fetched beside them.
+ */
+const BUNDLE_FETCHES = 8;
+/**
+ * A directory's bundle is asked for only when at least this many of its children are missing
+ * locally, and at least a quarter of them: one changed file in a directory of a hundred costs its
+ * tree and chunk, not the whole bundle.
+ */
+const MIN_WANTED = 4;
+
+export interface BundleStats {
+  /** Bundle parts that arrived. */
+  parts: number;
+  /** Children taken from bundles (not fetched alone). */
+  entries: number;
+  /** Of those, files whose bytes came in the bundle too. */
+  files: number;
+  /** Entries or file bytes in bundles that did not verify (fetched the normal way instead). */
+  rejected: number;
+}
+
+export class BundleFetcher {
+  /** Whether the share serves bundles: unknown until the first one arrives or the first wait for one runs out. */
+  private state: 'unknown' | 'yes' | 'no';
+  private readonly pending = new Map<string, Promise<BundlePart[] | undefined>>();
+  private readonly limit = new Limiter(BUNDLE_FETCHES);
+  readonly stats: BundleStats = { parts: 0, entries: 0, files: 0, rejected: 0 };
+
+  constructor(
+    private readonly rx: ObjectReceiver,
+    private readonly limits: DecodeLimits,
+    enabled: boolean,
+  ) {
+    this.state = enabled ? 'unknown' : 'no';
+  }
+
+  /** Ask for the bundle of the directory asked for by `dirKey` now (when the directory itself is asked for). */
+  prefetch(dirKey: Hash): void {
+    if (this.state === 'no') return;
+    const k = toHex(dirKey);
+    if (!this.pending.has(k)) this.pending.set(k, this.fetchParts(dirKey));
+  }
+
+  /**
+   * The children of the verified directory `dir` (asked for by `dirKey`) that its bundle carries,
+   * each verified, by entry hash (hex). Empty when the share has no bundle or it did not come in
+   * time, or when only `wanted` of its children are missing locally and that is too few (MIN_WANTED).
+   */
+  async children(dir: FetchedEntry, dirKey: Hash, wanted: number): Promise<Map<string, BundledChild>> {
+    if (this.state === 'no') return new Map();
+    const total = dir.obj.subarray(dir.head.payloadOffset).length / HASH_SIZE;
+    if (wanted < MIN_WANTED || wanted * 4 < total) {
+      // A bundle asked for with the directory goes on until it arrives or times out; nobody waits for it.
+      this.pending.delete(toHex(dirKey));
+      return new Map();
+    }
+    this.prefetch(dirKey);
+    const k = toHex(dirKey);
+    const p = this.pending.get(k)!;
+    let parts: BundlePart[] | undefined;
+    if (this.state === 'yes') {
+      let got = await within(p, PART_IDLE_MS);
+      while (got === 'late' && this.rx.treeHeardWithin(PART_IDLE_MS)) got = await within(p, PROBE_STEP_MS);
+      parts = got === 'late' ? undefined : got;
+      // Expected and not there: ask again as if nothing were known (a short wait from now on).
+      if (!parts && this.state === 'yes') this.state = 'unknown';
+    } else {
+      let first = await within(p, PROBE_WAIT_MS);
+      // Nothing else is being fetched for this directory while it waits: symbols that keep coming
+      // are its bundle's (a busy share or receiver), so wait on while they do.
+      const until = Date.now() + PROBE_DEADLINE_MS;
+      while (first === 'late' && this.rx.treeHeardWithin(PROBE_STEP_MS, true) && Date.now() < until) first = await within(p, PROBE_STEP_MS);
+      if (first === 'late') {
+        // Settled for the rest of the session unless this one still turns up (fetchParts).
+        if (this.state === 'unknown') this.state = 'no';
+        parts = undefined;
+      } else parts = first;
+    }
+    this.pending.delete(k);
+    return parts ? this.verify(dir, parts) : new Map();
+  }
+
+  private async fetchParts(dirKey: Hash): Promise<BundlePart[] | undefined> {
+    const one = (z: number, deadlineMs: number) =>
+      this.limit.run(async () => {
+        const obj = await this.rx.fetchTree(bundleKey(dirKey, z), (o) => isPart(o, dirKey, z), { deadlineMs });
+        this.stats.parts++;
+        return bundleOf(obj)!;
+      });
+    let first: BundlePart;
+    try {
+      first = await one(0, this.state === 'yes' ? PART_DEADLINE_MS : PROBE_DEADLINE_MS);
+    } catch {
+      // Timed out, interrupted, or the session failed: the normal path says which.
+      return undefined;
+    }
+    this.state = 'yes';
+    const rest = await Promise.all(Array.from({ length: first.parts - 1 }, (_, i) => one(i + 1, PART_DEADLINE_MS).catch(() => undefined)));
+    return [first, ...rest.filter((p): p is BundlePart => p !== undefined)];
+  }
+
+  /** The entries of `parts` that are children of `dir`, each checked as a fetched entry would be. */
+  private verify(dir: FetchedEntry, parts: readonly BundlePart[]): Map<string, BundledChild> {
+    const listed = new Set(dirChildren(dir.obj.subarray(dir.head.payloadOffset)).map((h) => toHex(h)));
+    const out = new Map<string, BundledChild>();
+    for (const part of parts) {
+      for (const e of part.entries) {
+        const k = toHex(e.hash);
+        if (!listed.has(k) || out.has(k)) {
+          this.stats.rejected++;
+          continue;
+        }
+        const child = verifyBundleEntry(e, this.limits);
+        if (!child) {
+          this.stats.rejected++;
+          continue;
+        }
+        if (e.data && !child.data) this.stats.rejected++;
+        out.set(k, child);
+        this.stats.entries++;
+        if (child.data) this.stats.files++;
+      }
+    }
+    return out;
+  }
+}
+
+/** What `p` resolves to, or 'late' after `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'late'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Decoded bundles by object: the receiver offers every decoded object to every waiting request,
+ * so each is decoded once, not once per bundle request (null: not a bundle).
+ */
+const decoded = new WeakMap<Buffer, BundlePart | null>();
+
+function bundleOf(obj: Buffer): BundlePart | null {
+  let b = decoded.get(obj);
+  if (b === undefined) {
+    try {
+      b = decodeBundle(obj);
+    } catch {
+      b = null;
+    }
+    decoded.set(obj, b);
+  }
+  return b;
+}
+
+/** Whether `obj` is part `z` of the bundle of `dirKey` and decodes whole (a request takes nothing less). */
+function isPart(obj: Buffer, dirKey: Hash, z: number): boolean {
+  const b = bundleOf(obj);
+  return b !== null && b.part === z && b.key.equals(dirKey);
+}
+
+/**
+ * One bundle entry as the entry its hash names, or undefined when it is not: the object must
+ * hash to `e.hash` (objectMatches, as for a fetched entry), a file must be one tree part whose
+ * tree verifies, and a file's bytes must match its leaves (else the entry comes without them).
+ */
+export function verifyBundleEntry(e: BundleEntry, limits: DecodeLimits): BundledChild | undefined {
+  try {
+    if (!objectMatches(e.obj, e.hash, undefined, limits)) return undefined;
+    const obj = e.obj;
+    const head = decodeNetTreeHead(obj, limits);
+    if (head.type !== 'file') return { entry: { head, obj, key: e.hash } };
+    if (head.size === 0) return { entry: { head, obj, key: e.hash, tree: MerkleTree.blank(0) } };
+    if (partCount(head.objectLength) !== 1) return undefined;
+    checkFirstPart(head, obj);
+    const tree = verifiedTree(head, obj, fileRootOf(head, obj));
+    const entry: FetchedEntry = { head, obj, key: e.hash, tree };
+    const data = e.data;
+    if (!data || data.length !== head.size) return { entry };
+    for (let i = 0; i < tree.chunks; i++) {
+      if (!hash(data.subarray(i * CHUNK_SIZE, i * CHUNK_SIZE + chunkLength(head.size, i))).equals(tree.leaf(i))) return { entry };
+    }
+    return { entry, data };
+  } catch {
+    return undefined;
+  }
+}

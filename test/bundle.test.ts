@@ -1,0 +1,350 @@
+/**
+ * Bundles (wire/bundle.ts, index/bundles.ts, sync/bundle.ts), without a lab: the encoder and
+ * decoder (bounds, truncation, garbage), and whole syncs between a real Share and a real client
+ * over an in-memory link (test/memlink.ts): with bundles, without, with a bundle forged by a
+ * spoofer, and with a file changed on the share after it was indexed. The same on a real wire:
+ * test/bundle.root.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { hash, toHex } from '../src/core/model/hash.js';
+import { aliasHash } from '../src/core/model/entry.js';
+import { groupAddress } from '../src/core/wire/address.js';
+import { encodeDatagram, decodeDatagram } from '../src/core/wire/packet.js';
+import { ObjectEncoder } from '../src/core/fec/fec.js';
+import {
+  BUNDLE_HEADER,
+  MAX_BUNDLE_ENTRY_DATA,
+  MAX_BUNDLE_ENTRY_OBJECT,
+  bundleKey,
+  decodeBundle,
+  decodeBundleHead,
+  encodeBundle,
+  type BundlePart,
+} from '../src/core/wire/bundle.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { Share } from '../src/core/share/share.js';
+import { syncRemote, type SyncSummary } from '../src/core/sync/sync.js';
+import { verifyBundleEntry } from '../src/core/sync/bundle.js';
+import { DEFAULT_LIMITS } from '../src/core/wire/nettree.js';
+import { MEM_IF, MemoryLink } from './memlink.js';
+import { treeListing } from './e2e.js';
+import { rng } from './rng.js';
+import { useTempDir } from './tmpdir.js';
+
+const tmp = useTempDir('lcsync-bundle-');
+const flags = { recursive: true, perms: true, owner: false, group: false, times: true };
+
+function sample(): BundlePart {
+  return {
+    key: hash(Buffer.from('dir')),
+    part: 1,
+    parts: 3,
+    entries: [
+      { hash: hash(Buffer.from('a')), obj: Buffer.from('object a'), data: Buffer.from('bytes of a') },
+      { hash: hash(Buffer.from('b')), obj: Buffer.from('object b') },
+    ],
+  };
+}
+
+function integrity(fn: () => unknown): LcsyncError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(LcsyncError);
+    expect((e as LcsyncError).code).toBe('INTEGRITY');
+    return e as LcsyncError;
+  }
+  throw new Error('expected an INTEGRITY error');
+}
+
+describe('bundle encoder and decoder', () => {
+  it('round-trips, and the layout is the documented one', () => {
+    const b = sample();
+    const buf = encodeBundle(b);
+    expect(buf.subarray(0, 6).toString('ascii')).toBe('LCBDL1');
+    expect([buf[6], buf[7]]).toEqual([1, 0]);
+    expect(buf.subarray(8, 40).equals(b.key)).toBe(true);
+    expect([buf.readUInt16BE(40), buf.readUInt16BE(42), buf.readUInt32BE(44)]).toEqual([1, 3, 2]);
+    expect(buf.readUInt32BE(BUNDLE_HEADER + 32)).toBe(8);
+    expect(buf.readUInt32BE(BUNDLE_HEADER + 36)).toBe(10);
+    expect(buf.length).toBe(BUNDLE_HEADER + 2 * 40 + 8 + 10 + 8);
+    const d = decodeBundle(buf);
+    expect(d.key.equals(b.key)).toBe(true);
+    expect([d.part, d.parts]).toEqual([1, 3]);
+    expect(d.entries.map((e) => [toHex(e.hash), e.obj.toString(), e.data?.toString()])).toEqual(
+      b.entries.map((e) => [toHex(e.hash), e.obj.toString(), e.data?.toString()]),
+    );
+  });
+
+  it('refuses every truncation and any byte after the last entry', () => {
+    const buf = encodeBundle(sample());
+    for (let n = 0; n < buf.length; n++) integrity(() => decodeBundle(buf.subarray(0, n)));
+    integrity(() => decodeBundle(Buffer.concat([buf, Buffer.alloc(1)])));
+  });
+
+  it('refuses a wrong magic, version, flags, part, entry count or entry lengths', () => {
+    const good = encodeBundle(sample());
+    const bad = (at: number, write: (b: Buffer) => void) => {
+      const b = Buffer.from(good);
+      write(b);
+      return integrity(() => decodeBundle(b)).message;
+    };
+    expect(bad(0, (b) => (b[0] = 0x4d))).toMatch(/magic/);
+    expect(bad(6, (b) => (b[6] = 2))).toMatch(/version/);
+    expect(bad(7, (b) => (b[7] = 1))).toMatch(/flags/);
+    expect(bad(40, (b) => b.writeUInt16BE(3, 40))).toMatch(/part 3 of 3/);
+    expect(bad(42, (b) => b.writeUInt16BE(0, 42))).toMatch(/part/);
+    expect(bad(44, (b) => b.writeUInt32BE(0xffffffff, 44))).toMatch(/entries cannot fit/);
+    expect(bad(44, (b) => b.writeUInt32BE(3, 44))).toMatch(/truncated|cannot fit/);
+    expect(bad(44, (b) => b.writeUInt32BE(1, 44))).toMatch(/after the last entry/);
+    expect(bad(0, (b) => b.writeUInt32BE(0, BUNDLE_HEADER + 32))).toMatch(/object of 0 bytes/);
+    expect(bad(0, (b) => b.writeUInt32BE(MAX_BUNDLE_ENTRY_OBJECT + 1, BUNDLE_HEADER + 32))).toMatch(/object of/);
+    expect(bad(0, (b) => b.writeUInt32BE(MAX_BUNDLE_ENTRY_DATA + 1, BUNDLE_HEADER + 36))).toMatch(/data of/);
+    expect(bad(0, (b) => b.writeUInt32BE(0x7fffffff, BUNDLE_HEADER + 36))).toMatch(/data of/);
+    expect(bad(0, (b) => b.writeUInt32BE(11, BUNDLE_HEADER + 36))).toMatch(/truncated|after/);
+  });
+
+  it('garbage never decodes into something it does not contain, and never throws anything but INTEGRITY', () => {
+    const next = rng(13);
+    for (let i = 0; i < 3000; i++) {
+      const n = Math.floor(next() * 300);
+      const b = Buffer.alloc(n);
+      for (let j = 0; j < n; j++) b[j] = Math.floor(next() * 256);
+      // Half of them with a valid head, so the entry checks get garbage too.
+      if (n >= BUNDLE_HEADER && i % 2 === 0) {
+        Buffer.from('LCBDL1\x01\x00', 'latin1').copy(b, 0);
+        b.writeUInt16BE(0, 40);
+        b.writeUInt16BE(1, 42);
+        b.writeUInt32BE(Math.floor(next() * 4), 44);
+      }
+      try {
+        const d = decodeBundle(b);
+        const total = d.entries.reduce((s, e) => s + 40 + e.obj.length + (e.data?.length ?? 0), BUNDLE_HEADER);
+        expect(total).toBe(n);
+      } catch (e) {
+        expect((e as LcsyncError).code).toBe('INTEGRITY');
+      }
+    }
+  });
+
+  it('the encoder refuses what the decoder would refuse', () => {
+    const b = sample();
+    expect(() => encodeBundle({ ...b, part: 3 })).toThrow(LcsyncError);
+    expect(() => encodeBundle({ ...b, entries: [{ hash: b.entries[0]!.hash, obj: Buffer.alloc(0) }] })).toThrow(LcsyncError);
+    expect(() => encodeBundle({ ...b, entries: [{ hash: b.entries[0]!.hash, obj: Buffer.alloc(1), data: Buffer.alloc(MAX_BUNDLE_ENTRY_DATA + 1) }] })).toThrow(LcsyncError);
+  });
+
+  it('the group of part z is BLAKE3("lcsync-bundle" || key || z as u16 BE), and differs per part and key', () => {
+    const key = hash(Buffer.from('k'));
+    const z = Buffer.alloc(2);
+    z.writeUInt16BE(2);
+    expect(bundleKey(key, 2).equals(hash(Buffer.concat([Buffer.from('lcsync-bundle'), key, z])))).toBe(true);
+    expect(bundleKey(key, 0).equals(bundleKey(key, 1))).toBe(false);
+    expect(decodeBundleHead(encodeBundle(sample())).count).toBe(2);
+  });
+});
+
+/** A tree of small files (and a big one, an empty one, a link, a subdirectory, an empty directory). */
+async function makeTree(name: string, files = 40): Promise<string> {
+  const root = path.join(await tmp.fresh(name), 'tree');
+  const next = rng(7);
+  for (const d of ['', 'a', 'a/deep', 'b', 'empty']) mkdirSync(path.join(root, d), { recursive: true });
+  for (let i = 0; i < files; i++) {
+    const dir = ['', 'a', 'a/deep', 'b'][i % 4]!;
+    writeFileSync(path.join(root, dir, `f${i}.txt`), randomBytes(200 + Math.floor(next() * 8000)));
+  }
+  writeFileSync(path.join(root, 'a', 'big.bin'), randomBytes(3 * 32768 + 5));
+  writeFileSync(path.join(root, 'b', 'exactly-one-chunk'), randomBytes(32768));
+  writeFileSync(path.join(root, 'b', 'empty-file'), '');
+  symlinkSync('a/f1.txt', path.join(root, 'link'));
+  return root;
+}
+
+interface Run {
+  summary?: SyncSummary;
+  error?: unknown;
+  link: MemoryLink;
+  share: Share;
+}
+
+/** Serve `root` (with or without bundles) and sync it by name into `dest` over a fresh link. */
+async function run(root: string, dest: string, opts: { bundles: boolean; client?: boolean; tamper?: MemoryLink['tamper']; timeoutSec?: number; before?: (link: MemoryLink, index: ShareIndex) => void }): Promise<Run> {
+  const index = await ShareIndex.build([root], { bundles: opts.bundles });
+  const link = new MemoryLink();
+  link.tamper = opts.tamper;
+  opts.before?.(link, index);
+  const share = await Share.start(index, { ifnames: [MEM_IF], listeners: link.listeners, openSink: async () => link.sink, rateBps: 0 });
+  try {
+    const summary = await syncRemote('tree/', dest, { ifnames: [MEM_IF], flags, channel: link.source, timeoutSec: opts.timeoutSec ?? 20, bundles: opts.client });
+    return { summary, link, share };
+  } catch (error) {
+    return { error, link, share };
+  } finally {
+    await share.stop();
+  }
+}
+
+describe('syncs over an in-memory link', () => {
+  it('with bundles: identical, every child taken from its directory\'s bundle, a fraction of the joins', async () => {
+    const root = await makeTree('with', 60);
+    const withB = await run(root, path.join(path.dirname(root), 'out-with'), { bundles: true });
+    expect(withB.error).toBeUndefined();
+    const without = await run(root, path.join(path.dirname(root), 'out-without'), { bundles: false });
+    expect(without.error).toBeUndefined();
+    for (const out of ['out-with', 'out-without']) expect(treeListing(path.join(path.dirname(root), out), { times: true })).toEqual(treeListing(root, { times: true }));
+    const a = withB.summary!;
+    const b = without.summary!;
+    // 60 small files, big, one-chunk, empty, link and 4 directories (a, a/deep, b, empty) = 68 children.
+    expect(a.bundleEntries).toBe(68);
+    // Every non-empty file of up to 32 KiB came with its bytes (the 3-chunk one did not).
+    expect(a.bundleFiles).toBe(61);
+    expect(a.files.created).toBe(b.files.created);
+    expect(b.bundleEntries).toBe(0);
+    // Without: about one tree and one chunk join per file; with: the bundles of 4 non-empty
+    // directories (and the root's), the root, and the big file's 4 chunks.
+    expect(b.joins).toBeGreaterThan(130);
+    expect(a.joins).toBeLessThan(15);
+    console.log(`in memory: joins ${b.joins} -> ${a.joins}, tree objects ${b.treeObjectsReceived} -> ${a.treeObjectsReceived}, datagrams sent ${without.link.sent} -> ${withB.link.sent}`);
+  }, 60_000);
+
+  it('a client told not to use bundles syncs exactly as against a share without them', async () => {
+    const root = await makeTree('client-off', 12);
+    const r = await run(root, path.join(path.dirname(root), 'out'), { bundles: true, client: false });
+    expect(r.error).toBeUndefined();
+    expect(r.summary!.bundleEntries).toBe(0);
+    expect(r.link.joinLog.some((g) => g === groupAddress(bundleKey(aliasHash('tree'), 0)))).toBe(false);
+    expect(treeListing(path.join(path.dirname(root), 'out'))).toEqual(treeListing(root));
+  }, 60_000);
+
+  it('against a share without bundles: asks for the root\'s bundle once, waits for it at most a moment, then never again', async () => {
+    const root = await makeTree('probe', 12);
+    const r = await run(root, path.join(path.dirname(root), 'out'), { bundles: false });
+    expect(r.error).toBeUndefined();
+    const rootBundle = groupAddress(bundleKey(aliasHash('tree'), 0));
+    expect(r.link.joinLog.filter((g) => g === rootBundle).length).toBeGreaterThanOrEqual(1);
+    // The root's bundle is the only one asked for: no subdirectory's.
+    const index = await ShareIndex.build([root]);
+    const subdirs = index.records.filter((rec) => rec.type === 'dir' && rec.sharePath !== 'tree');
+    for (const d of subdirs) expect(r.link.joinLog).not.toContain(groupAddress(bundleKey(d.hash, 0)));
+  }, 60_000);
+
+  it('a forged bundle (wrong bytes, a swapped tree, an entry the directory does not list) writes nothing wrong', async () => {
+    const root = await makeTree('forged', 8);
+    const index = await ShareIndex.build([root]);
+    const top = index.roots[0]!;
+    const files = index.records.filter((rec) => rec.type === 'file' && rec.sharePath.split('/').length === 2 && rec.size > 0 && rec.size <= 32768);
+    expect(files.length).toBeGreaterThan(1);
+    const [f0, f1] = files;
+    const objOf = (h: Buffer, from = index) => {
+      const o = from.get(h);
+      if (o?.kind !== 'tree') throw new Error('no object');
+      return o.bytes;
+    };
+    const stranger = await makeTree('stranger', 2);
+    const otherIndex = await ShareIndex.build([stranger]);
+    const alien = otherIndex.records.find((rec) => rec.type === 'file' && rec.size > 0)!;
+    const forged = encodeBundle({
+      key: aliasHash('tree'),
+      part: 0,
+      parts: 1,
+      entries: [
+        // Right tree, wrong bytes (same length).
+        { hash: f0!.hash, obj: objOf(f0!.hash), data: Buffer.alloc(f0!.size, 0x41) },
+        // Another file's tree under this file's hash.
+        { hash: f1!.hash, obj: objOf(alien.hash, otherIndex) },
+        // An entry the directory does not list.
+        { hash: alien.hash, obj: objOf(alien.hash, otherIndex) },
+      ],
+    });
+    // The spoofer answers the root's bundle group first, with every symbol (the share has no bundles).
+    const enc = new ObjectEncoder(forged);
+    const datagrams = Array.from({ length: enc.K }, (_, esi) => encodeDatagram({ oid: hash(forged), transferLength: forged.length, esi, symbol: Buffer.from(enc.sourceSymbol(esi)) }));
+    enc.free();
+    const group = groupAddress(bundleKey(aliasHash('tree'), 0));
+    let injected = false;
+    const r = await run(root, path.join(path.dirname(root), 'out'), {
+      bundles: false,
+      before: (link) => {
+        const join = link.source.join;
+        link.source.join = (g) => {
+          join(g);
+          if (g === group && !injected) {
+            injected = true;
+            setImmediate(() => datagrams.forEach((d) => link.inject(d)));
+          }
+        };
+      },
+    });
+    expect(injected).toBe(true);
+    expect(r.error).toBeUndefined();
+    expect(treeListing(path.join(path.dirname(root), 'out'), { times: true })).toEqual(treeListing(root, { times: true }));
+    expect(top.type).toBe('dir');
+    // It was taken (the only bundle there was) and only what verified was used: f0's tree without its bytes.
+    expect(r.summary!.bundleEntries).toBe(1);
+    expect(r.summary!.bundleFiles).toBe(0);
+  }, 60_000);
+
+  it('a bundle whose bytes were tampered with on the wire is refused as a whole (OID), and the sync still completes', async () => {
+    const root = await makeTree('tampered', 8);
+    let hit = 0;
+    const r = await run(root, path.join(path.dirname(root), 'out'), {
+      bundles: true,
+      tamper: (group, payload) => {
+        const d = decodeDatagram(payload);
+        // Flip a byte in the first symbols of every bundle of more than one symbol.
+        if (d && d.transferLength !== undefined && d.transferLength > 2048 && d.esi === 0 && hit < 50) {
+          hit++;
+          payload[payload.length - 1]! ^= 0xff;
+        }
+        return payload;
+      },
+    });
+    expect(hit).toBeGreaterThan(0);
+    expect(r.error).toBeUndefined();
+    expect(treeListing(path.join(path.dirname(root), 'out'))).toEqual(treeListing(root));
+  }, 60_000);
+
+  it('a file changed on the share after indexing: the bundle leaves its bytes out, and its old chunk is never written', async () => {
+    const root = await makeTree('changed', 8);
+    const victim = path.join(root, 'f0.txt');
+    const old = readFileSync(victim);
+    const r = await run(root, path.join(path.dirname(root), 'out'), {
+      bundles: true,
+      timeoutSec: 3,
+      // Changed after the index was built, before anyone asked for a bundle.
+      before: () => writeFileSync(victim, Buffer.alloc(old.length, 0x5a)),
+    });
+    // Its chunk is refused as stale by the share (no re-index here), so the sync times out...
+    expect((r.error as LcsyncError | undefined)?.code).toBe('TIMEOUT');
+    // ...and neither the old nor the new bytes are written under that name.
+    const out = path.join(path.dirname(root), 'out', 'f0.txt');
+    let written: Buffer | undefined;
+    try {
+      written = readFileSync(out);
+    } catch {
+      written = undefined;
+    }
+    expect(written).toBeUndefined();
+  }, 60_000);
+
+  it('verifyBundleEntry takes an object only under the hash that names it, and bytes only if they hash to the leaves', async () => {
+    const root = await makeTree('verify', 4);
+    const index = await ShareIndex.build([root]);
+    const file = index.records.find((rec) => rec.type === 'file' && rec.size > 0 && rec.size <= 32768)!;
+    const o = index.get(file.hash);
+    if (o?.kind !== 'tree') throw new Error('no object');
+    const data = readFileSync(file.localPath);
+    expect(verifyBundleEntry({ hash: file.hash, obj: o.bytes, data }, DEFAULT_LIMITS)?.data?.equals(data)).toBe(true);
+    const wrong = Buffer.from(data);
+    wrong[0]! ^= 1;
+    const c = verifyBundleEntry({ hash: file.hash, obj: o.bytes, data: wrong }, DEFAULT_LIMITS);
+    expect(c?.entry.tree).toBeDefined();
+    expect(c?.data).toBeUndefined();
+    expect(verifyBundleEntry({ hash: hash(Buffer.from('x')), obj: o.bytes, data }, DEFAULT_LIMITS)).toBeUndefined();
+    expect(verifyBundleEntry({ hash: file.hash, obj: Buffer.from('garbage'), data }, DEFAULT_LIMITS)).toBeUndefined();
+  });
+});
