@@ -90,8 +90,10 @@ export async function resolveTop(session: SyncSession, spec: SourceSpec, opts: S
     );
   }
   if (manifest) return checked(session, root, spec.name, manifest);
-  const top = await session.fetchEntry(root);
-  return spec.name === asked ? top : walkDown(session, top, spec.name, limits);
+  // The name's own object (kept from the wait above, so no round trip) under the name's key: what was
+  // asked for by that key, such as the top's bundle (session.prefetchBundle), then belongs to it.
+  if (spec.name === asked) return session.fetchEntry(key, asked, (o) => rootOf(o).equals(root));
+  return walkDown(session, await session.fetchEntry(root), spec.name, limits);
 }
 
 /**
