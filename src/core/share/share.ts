@@ -24,7 +24,7 @@ import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
-import { WalkPositions, loadObject, objectId, sentKind } from './objects.js';
+import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
 
 export interface ShareLogger {
@@ -100,6 +100,7 @@ class Outgoing {
   /** Objects with OTI carry their length in every datagram; chunks (always CHUNK_SIZE or the file's tail) do not. */
   private readonly transferLength: number | undefined;
 
+  private freed = false;
   /** Built on first use by a native-framing sink: the header before the PID, and the group's bytes. */
   private target_: TxTarget | undefined;
 
@@ -112,6 +113,8 @@ class Outgoing {
     private readonly coded: Buffer,
     private readonly oid: Buffer,
     private readonly groupBytes: Buffer,
+    /** Takes back the pooled buffer `coded` is, when it is one (see free()). */
+    private readonly recycle?: (buf: Buffer) => void,
   ) {
     this.encoder = new ObjectEncoder(coded);
     this.transferLength = object.kind === 'chunk' ? undefined : coded.length;
@@ -151,8 +154,13 @@ class Outgoing {
     return encodeDatagram({ oid: this.oid, transferLength: this.transferLength, esi: r.esi, symbol: r.symbol }, into);
   }
 
+  /** Done with the stream: release the encoder, and hand a pooled buffer back (share.ts recycles it once no batch refers to it). */
   free(): void {
+    if (this.freed) return;
+    // Once only: a buffer handed back twice would be given to two streams at once.
+    this.freed = true;
     this.encoder.free();
+    this.recycle?.(this.coded);
   }
 }
 
@@ -178,6 +186,13 @@ export class Share extends EventEmitter {
   private batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
   /** Where run() plans each batch for sinks that frame natively; made on first use. */
   private txPlan: TxPlan | undefined;
+  /** Buffers chunks are read into, reused once their stream is gone. */
+  private readonly chunkBuffers = new ChunkBuffers();
+  /**
+   * Buffers of streams freed since the batch in flight was planned: a plan refers to chunk bytes
+   * until it is sent, so they go back to chunkBuffers only after it (recycleFreed).
+   */
+  private freed: Buffer[] = [];
   private sampler?: NodeJS.Timeout;
 
   private constructor(
@@ -319,17 +334,24 @@ export class Share extends EventEmitter {
     if (outcome === 'joined') this.wake?.();
     if (outcome !== 'start') return;
     try {
-      const data = await loadObject(obj);
+      const data = await loadObject(obj, this.chunkBuffers);
       if (!data) {
         // One line per file per index: every join of each of its chunks ends here until a re-index.
         this.stale(obj, (p) => `${p} changed since it was indexed; not sending its old chunks`);
         return;
       }
+      const pooled = obj.kind === 'chunk';
       // The join may have been answered by a leave while we read the file.
-      if (this.stopped || !this.scheduler.isStarting(key)) return;
+      if (this.stopped || !this.scheduler.isStarting(key)) {
+        if (pooled) this.chunkBuffers.give(data);
+        return;
+      }
       // The OID names the plaintext; what is coded (and so F) is the sealed object when encrypting.
       const coded = this.opts.cipher ? this.opts.cipher.seal(data) : data;
-      const out = new Outgoing(key, group, e.ifname, obj, coded, objectId(obj, data), Buffer.from(e.group));
+      const oid = objectId(obj, data);
+      if (pooled && coded !== data) this.chunkBuffers.give(data);
+      const recycle = pooled && coded === data ? (b: Buffer) => void this.freed.push(b) : undefined;
+      const out = new Outgoing(key, group, e.ifname, obj, coded, oid, Buffer.from(e.group), recycle);
       this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk', item: out }, e.from, now);
       this.streamsStarted++;
       this.log('verbose', `sending ${sentKind(obj)} ${objectName(obj)} on ${key}`);
@@ -371,6 +393,7 @@ export class Share extends EventEmitter {
       let s = carried && this.scheduler.stillDue(carried, now) ? carried : this.scheduler.pick(now);
       carried = undefined;
       if (!s) {
+        this.recycleFreed();
         // Nothing due: every stream is paused, held or trickling (or there are none). Sleep until
         // the scheduler wants to be asked again, a report, a leave or a new join.
         const wait = this.scheduler.wakeAt(now) - now;
@@ -428,6 +451,8 @@ export class Share extends EventEmitter {
         if (this.stopped) break;
         this.log('warn', `send on ${ifname} failed: ${(err as Error).message}`);
       }
+      // The JS path copied every symbol into its batch: the freed streams' buffers are free now.
+      this.recycleFreed();
       for (let i = 0; i < items.length; i++) {
         const len = items[i]!.payload.length;
         from[i]!.datagrams++;
@@ -484,7 +509,15 @@ export class Share extends EventEmitter {
       if (this.stopped) return { count: plan.count, stop: true };
       this.log('warn', `send on ${ifname} failed: ${(err as Error).message}`);
     }
+    this.recycleFreed();
     return { count: plan.count, carried };
+  }
+
+  /** Hand the buffers of streams freed so far back for reuse: called when no batch refers to them. */
+  private recycleFreed(): void {
+    if (this.freed.length === 0) return;
+    for (const b of this.freed) this.chunkBuffers.give(b);
+    this.freed = [];
   }
 
   status(): ShareStatus {
