@@ -14,7 +14,7 @@ import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.
 import { serveStatus } from './ipc.js';
 
 /** How long the hash workers stay up after the last file they hashed. */
-const POOL_IDLE_MS = 3000;
+const POOL_IDLE_MS = 1000;
 
 export interface ServiceOptions extends Omit<ShareOptions, 'logger'> {
   paths: string[];
@@ -53,7 +53,7 @@ export class ShareService {
   static async start(opts: ServiceOptions, onReindex: (ev: ServiceReindex) => void): Promise<ShareService> {
     const log = opts.logger;
     const store = openStore(opts.cacheDir, log);
-    // The pool serves re-indexing too, but its workers stop after a few idle seconds (each keeps
+    // The pool serves re-indexing too, but its workers stop after a second without work (each keeps
     // 15-20 MiB resident) and start again when a changed big file needs them.
     const pool = new HashPool({ idleMs: POOL_IDLE_MS });
     const sign = opts.signKey ? await signer(opts.signKey) : undefined;
