@@ -4,14 +4,17 @@
  * many and of more than the 64 a message may hold) with MulticastSender.sendPlan, host 1 receives
  * them with a plain dgram socket. Run with GSO (the default where the kernel has it) and with
  * LCSYNC_NO_GSO=1: both must deliver exactly the datagrams txFrame makes, in order, and GSO must
- * have carried them in far fewer messages. The sender imports the built dist/.
+ * have carried them in far fewer messages. The sender imports the built dist/. And `lcsync share` end to end
+ * in each mode: native framing with GSO, without (LCSYNC_NO_GSO=1), and JS framing (LCSYNC_NO_NATIVE_TX=1).
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { expectBuilt, repo } from './e2e.js';
+import { expectBuilt, repo, runSync, startShare } from './e2e.js';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless, itUnless, type SkipReason } from './skip.js';
 
@@ -136,6 +139,39 @@ describeUnless(why, 'native framing and UDP GSO between namespaces (needs root)'
     const got = JSON.parse(out.split('\n').find((l) => l.startsWith('['))!) as string[];
     return { sent, got };
   }
+
+  itUnless(addonWhy, 'lcsync share serves a file byte-identical framed natively with GSO, without GSO, and framed in JS', async () => {
+    const work = mkdtempSync(path.join(tmpdir(), 'lcsync-txplan-'));
+    const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+    const saved = { tx: process.env.LCSYNC_NO_NATIVE_TX, gso: process.env.LCSYNC_NO_GSO };
+    try {
+      // Two full chunks' worth of odd sizes: a short last chunk and a short last symbol.
+      const src = path.join(work, 'src.bin');
+      writeFileSync(src, randomBytes(3 * 1024 * 1024 + 32768 + 777));
+      for (const mode of [{ tx: undefined, gso: undefined }, { tx: undefined, gso: '1' }, { tx: '1', gso: undefined }]) {
+        // lab.spawn hands the share this process's environment.
+        for (const [k, v] of [['LCSYNC_NO_NATIVE_TX', mode.tx], ['LCSYNC_NO_GSO', mode.gso]] as const) {
+          if (v === undefined) delete process.env[k];
+          else process.env[k] = v;
+        }
+        const share = await startShare(lab!, 0, [src]);
+        try {
+          const dest = path.join(work, `out-${mode.tx ?? 'n'}-${mode.gso ?? 'g'}.bin`);
+          const r = await runSync(lab!, 1, [share.roots[0]!.hash, dest]);
+          expect(r.code, r.stderr).toBe(0);
+          expect(sha(dest)).toBe(sha(src));
+        } finally {
+          await share.stop();
+        }
+      }
+    } finally {
+      for (const [k, v] of [['LCSYNC_NO_NATIVE_TX', saved.tx], ['LCSYNC_NO_GSO', saved.gso]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   itUnless(addonWhy, `GSO on and off deliver the same ${N} datagrams, exactly as txFrame frames them, in order`, async () => {
     const on = await transfer(false);
