@@ -1,5 +1,6 @@
 {
-  # The lcsync addon (lcsync.node, N-API): sendmmsg/recvmmsg for data (native/udp_batch.c), raw
+  # The lcsync addon (lcsync.node, N-API): sendmmsg/recvmmsg for data (native/udp_batch.c), batches
+  # framed from a symbol plan and sent with UDP GSO (native/tx_rounds.c), raw
   # ICMPv6 sockets for MLD (native/icmp6.c) and BLAKE3 from the official C implementation with its
   # SIMD code (native/blake3_napi.c, native/blake3/), nanosecond file times (native/fstimes.c),
   # the chunk-assembling receiver (native/rx_assembler.c);
@@ -12,6 +13,7 @@
       'sources': [
         'native/addon.c',
         'native/udp_batch.c',
+        'native/tx_rounds.c',
         'native/icmp6.c',
         'native/fstimes.c',
         'native/rx_assembler.c',

@@ -10,6 +10,7 @@
 
 static napi_value init(napi_env env, napi_value exports) {
   if (!udp_batch_init(env, exports)) return NULL;
+  if (!tx_rounds_init(env, exports)) return NULL;
   if (!icmp6_init(env, exports)) return NULL;
   if (!lcsync_blake3_init(env, exports)) return NULL;
   if (!fstimes_init(env, exports)) return NULL;

@@ -10,6 +10,10 @@
 
 /* sendmmsg/recvmmsg for multicast data (native/udp_batch.c). */
 bool udp_batch_init(napi_env env, napi_value exports);
+/* Whether `fd` is a send socket udp_batch.open made in this env (tx_rounds.c sends only on those). */
+bool udp_batch_owns_fd(napi_env env, int fd);
+/* Framing and sending whole batches from a symbol plan, with UDP GSO (native/tx_rounds.c). */
+bool tx_rounds_init(napi_env env, napi_value exports);
 /* Raw ICMPv6 sockets for MLD (native/icmp6.c). */
 bool icmp6_init(napi_env env, napi_value exports);
 

@@ -106,6 +106,10 @@ static int find_fd(instance_t *in, int fd) {
   return -1;
 }
 
+bool udp_batch_owns_fd(napi_env env, int fd) {
+  return find_fd(instance(env), fd) >= 0;
+}
+
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3], result;

@@ -353,6 +353,12 @@ export async function createLab(opts) {
       await must(['ip', '-n', switchNs, 'link', 'set', port, 'up']);
       await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
       await must(['ip', '-n', ns, 'link', 'set', 'e0', 'up']);
+      // A veth hands a UDP GSO message (the share sends runs of datagrams as one) to its peer whole, so the
+      // switch's loss, duplication and reordering rules and every packet counter would act on runs of up to 64
+      // datagrams, where a NIC puts each datagram on the wire as a frame of its own. Without the offload the
+      // sending host's kernel cuts such a message into datagrams before the link, as a NIC would. Best effort:
+      // without ethtool only GSO messages differ.
+      await run(inNs(ns, ['ethtool', '-K', 'e0', 'tx-udp-segmentation', 'off']));
       /** @type {string | undefined} */
       let ula;
       if (opts.ula) {

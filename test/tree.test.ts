@@ -121,6 +121,28 @@ describe('building', () => {
     }
   });
 
+  it('with idleMs the pool stops its workers when idle and starts them again for the next file', async () => {
+    const pool = new HashPool({ size: 2, threshold: 0, idleMs: 50 });
+    const n = 5 * 2 ** 20 + 7;
+    const d = data(n, 3);
+    const f = path.join(tmp, 'idle');
+    writeFileSync(f, d);
+    const want = MerkleTree.fromBuffer(d);
+    const fh = await open(f, 'r');
+    try {
+      expect(pool.workers).toBe(0);
+      expect((await pool.treeFromHandle(fh, n)).equals(want)).toBe(true);
+      expect(pool.workers).toBe(2);
+      const end = Date.now() + 5000;
+      while (pool.workers > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(pool.workers).toBe(0);
+      expect((await pool.treeFromHandle(fh, n)).equals(want)).toBe(true);
+    } finally {
+      await fh.close();
+      await pool.close();
+    }
+  });
+
   it('a file that is shorter than the size asked for is an IO error, not a short tree', async () => {
     const f = path.join(tmp, 'short');
     writeFileSync(f, data(5 * CHUNK_SIZE));

@@ -26,6 +26,10 @@ export interface LcsyncAddon {
   recvJoin(fd: number, group: Uint8Array, ifindex: number): void;
   recvLeave(fd: number, group: Uint8Array, ifindex: number): void;
   recvClose(fd: number): void;
+  // native/tx_rounds.c (optional: an older build lacks them, and the share then frames in JS)
+  txFrame?(prefixes: Uint8Array[], bufs: Uint8Array[], plan: Uint32Array, out: Uint8Array): number;
+  txSend?(fd: number, port: number, prefixes: Uint8Array[], addrs: Uint8Array, bufs: Uint8Array[], plan: Uint32Array, gso: boolean, info: Uint32Array): number;
+  txGsoAvailable?(fd: number): boolean;
   // native/icmp6.c
   icmp6Open(ifname: string, groups: Uint8Array, types: Uint8Array, onMessage: Icmp6Handler): number;
   icmp6MrouteInit(fd: number): void;

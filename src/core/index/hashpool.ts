@@ -71,6 +71,12 @@ export interface HashPoolOptions {
   size?: number;
   /** See DEFAULT_POOL_THRESHOLD. */
   threshold?: number;
+  /**
+   * Stop the workers after this many ms without a file to hash (they start again for the next
+   * one). Default: never. A share sets it: each idle worker keeps 15-20 MiB resident while the
+   * share may not re-index for hours.
+   */
+  idleMs?: number;
 }
 
 /** Worker threads that hash large files; pass one to ShareIndex.build as `leafHasher`. */
@@ -80,10 +86,20 @@ export class HashPool implements LeafHasher {
   private slots: Slot[] = [];
   private nextId = 1;
   private closed = false;
+  private readonly idleMs: number | undefined;
+  /** Trees being hashed now; the idle timer stops the workers only when there are none. */
+  private active = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: HashPoolOptions = {}) {
     this.size = Math.max(1, Math.floor(opts.size ?? Math.min(os.availableParallelism(), 4)));
     this.threshold = opts.threshold ?? DEFAULT_POOL_THRESHOLD;
+    this.idleMs = opts.idleMs;
+  }
+
+  /** Workers running now (0 before the first large file, and after idleMs without one). */
+  get workers(): number {
+    return this.slots.length;
   }
 
   /**
@@ -95,6 +111,15 @@ export class HashPool implements LeafHasher {
     const tree = MerkleTree.blank(size);
     if (size === 0) return tree;
     this.start();
+    this.active++;
+    try {
+      return await this.hashInto(tree, fh, size, onBytes);
+    } finally {
+      if (--this.active === 0) this.idleSoon();
+    }
+  }
+
+  private async hashInto(tree: MerkleTree, fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree> {
     // Small trees are one subtree of `base` leaves; large ones are base/RANGE_LEAVES subtrees.
     const slots = Math.min(tree.base, RANGE_LEAVES);
     const fd = fh.fd;
@@ -157,9 +182,24 @@ export class HashPool implements LeafHasher {
     return this;
   }
 
+  /** With idleMs: stop the workers unless a file comes to hash within it. */
+  private idleSoon(): void {
+    if (this.idleMs === undefined || this.closed) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.active > 0 || this.closed) return;
+      const slots = this.slots;
+      this.slots = [];
+      for (const s of slots) void s.worker.terminate();
+    }, this.idleMs);
+    this.idleTimer.unref();
+  }
+
   /** Stop the workers. Jobs still running fail. */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.idleTimer);
     const slots = this.slots;
     this.slots = [];
     await Promise.all(slots.map((s) => s.worker.terminate()));

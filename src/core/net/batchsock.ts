@@ -14,6 +14,7 @@
  * can be used; LCSYNC_NO_RECVMMSG=1 forces the node:dgram receiver.
  */
 import { loadAddon, type LcsyncAddon } from '../base/addon.js';
+import type { TxPlan } from './txplan.js';
 
 /**
  * One recvmmsg call's worth: `buf` holds `count` datagrams back to back, `lengths[i]` the size of
@@ -99,6 +100,23 @@ export class BatchSocket {
   send(port: number, groups: Uint8Array, payloads: Uint8Array[]): number {
     if (this.fd < 0) throw Object.assign(new Error('batch socket is closed'), { code: 'EBADF' });
     return this.native.sendBatch(this.fd, port, groups, payloads);
+  }
+
+  /** Whether this kernel takes UDP_SEGMENT (GSO) on this socket; false when the addon cannot send plans. */
+  gsoAvailable(): boolean {
+    if (this.fd < 0 || typeof this.native.txGsoAvailable !== 'function') return false;
+    return this.native.txGsoAvailable(this.fd);
+  }
+
+  /**
+   * Frame and send the plan's rows from `from` on (native/tx_rounds.c txSend); with `gso`, runs of
+   * one stream go as UDP GSO messages. Returns how many datagrams the kernel took from the front,
+   * as send() does, and fills info: [0] messages handed to the kernel, [1] 1 when it refused GSO.
+   */
+  sendPlan(port: number, plan: TxPlan, from: number, gso: boolean, info: Uint32Array): number {
+    if (this.fd < 0) throw Object.assign(new Error('batch socket is closed'), { code: 'EBADF' });
+    if (typeof this.native.txSend !== 'function') throw new Error('the lcsync addon cannot send plans (rebuild it)');
+    return this.native.txSend(this.fd, port, plan.prefixes, plan.addrs, plan.bufs, plan.rows(from), gso, info);
   }
 
   /** Close the socket. Safe to call twice. */

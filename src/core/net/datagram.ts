@@ -5,6 +5,8 @@
  * (mcast-receiver.ts, mcast-sender.ts) are the implementations on real sockets.
  */
 
+import type { TxPlan } from './txplan.js';
+
 /** Datagrams arriving on the multicast groups joined. */
 export interface DatagramSource {
   /** Start receiving a group's datagrams (idempotent). */
@@ -68,5 +70,12 @@ export const ASSEMBLY_DECODE = 3;
 export interface DatagramSink {
   /** Send in order; resolves when the datagrams are handed to the kernel (or dropped by it). */
   sendBatch(items: readonly { group: string; payload: Buffer }[]): Promise<void>;
+  /**
+   * Whether sendPlan frames natively (net/txplan.ts); a sink without it, or that says false, gets
+   * datagrams framed in JS through sendBatch.
+   */
+  readonly framesPlans?: boolean;
+  /** Frame and send a plan's datagrams in order; as sendBatch otherwise. Only when framesPlans. */
+  sendPlan?(plan: TxPlan): Promise<void>;
   close(): Promise<void>;
 }

@@ -13,6 +13,9 @@ import { TreeStore } from '../index/cache.js';
 import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
 import { serveStatus } from './ipc.js';
 
+/** How long the hash workers stay up after the last file they hashed. */
+const POOL_IDLE_MS = 1000;
+
 export interface ServiceOptions extends Omit<ShareOptions, 'logger'> {
   paths: string[];
   /** Tree cache directory; undefined = in memory only. */
@@ -52,8 +55,9 @@ export class ShareService {
   static async start(opts: ServiceOptions, onReindex: (ev: ServiceReindex) => void): Promise<ShareService> {
     const log = opts.logger;
     const store = openStore(opts.cacheDir, log);
-    // The pool stays up while sharing: re-indexing a changed big file uses it again.
-    const pool = new HashPool();
+    // The pool serves re-indexing too, but its workers stop after a second without work (each keeps
+    // 15-20 MiB resident) and start again when a changed big file needs them.
+    const pool = new HashPool({ idleMs: POOL_IDLE_MS });
     const sign = opts.signKey ? await signer(opts.signKey) : undefined;
     let rehashed = 0;
     let flushing: Promise<void> = Promise.resolve();

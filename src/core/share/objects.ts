@@ -22,11 +22,46 @@ export function objectId(o: IndexObject, bytes: Buffer): Buffer {
   return o.kind === 'chunk' ? o.hash : hash(bytes);
 }
 
-/** Bytes of an object; for a chunk, read from its file and checked against its leaf hash (undefined when stale). */
-export async function loadObject(obj: IndexObject): Promise<Buffer | undefined> {
+/**
+ * Chunk-sized buffers for chunks being sent, reused. A share at line rate reads thousands of
+ * chunks a second; each in a new 32 KiB buffer, the memory they took stayed until the garbage
+ * collector got round to them (tens of MiB of RSS, more when little else makes garbage), whereas
+ * only the chunks of live streams are needed. A buffer is given back when its stream is freed and
+ * nothing refers to its bytes any more (share.ts: after the batch in flight).
+ */
+export class ChunkBuffers {
+  private readonly free: Buffer[] = [];
+
+  /** `keep`: buffers held for reuse at most (the rest is left to the garbage collector). */
+  constructor(private readonly keep = 128) {}
+
+  /** A buffer of `length` (<= CHUNK_SIZE) bytes, contents undefined. */
+  take(length: number): Buffer {
+    if (length > CHUNK_SIZE) return Buffer.allocUnsafeSlow(length);
+    const slab = this.free.pop() ?? Buffer.allocUnsafeSlow(CHUNK_SIZE);
+    return length === CHUNK_SIZE ? slab : slab.subarray(0, length);
+  }
+
+  /** Give back a buffer take() returned; it must not be used afterwards. */
+  give(buf: Buffer): void {
+    if (this.free.length >= this.keep || buf.buffer.byteLength !== CHUNK_SIZE || buf.byteOffset !== 0) return;
+    this.free.push(Buffer.from(buf.buffer, 0, CHUNK_SIZE));
+  }
+
+  /** Buffers held for reuse. */
+  get size(): number {
+    return this.free.length;
+  }
+}
+
+/**
+ * Bytes of an object; for a chunk, read from its file (into a buffer of `buffers` when given: give
+ * it back when done) and checked against its leaf hash (undefined when stale).
+ */
+export async function loadObject(obj: IndexObject, buffers?: ChunkBuffers): Promise<Buffer | undefined> {
   if (obj.kind === 'bundle') return loadBundle(obj);
   if (obj.kind !== 'chunk') return obj.bytes;
-  return readChunk(obj);
+  return readChunk(obj, buffers);
 }
 
 /**
@@ -45,14 +80,16 @@ async function loadBundle(b: BundleObject): Promise<Buffer> {
   return encodeBundle({ key: b.dirKey, part: b.part, parts: b.parts, entries });
 }
 
-async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length' | 'hash'>): Promise<Buffer | undefined> {
+async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length' | 'hash'>, buffers?: ChunkBuffers): Promise<Buffer | undefined> {
   const fh = await open(obj.localPath, 'r');
+  const buf = buffers ? buffers.take(obj.length) : Buffer.alloc(obj.length);
+  let ok = false;
   try {
-    const buf = Buffer.alloc(obj.length);
     const got = await readFull(fh, buf, obj.length, obj.offset);
-    if (got !== obj.length || !hash(buf).equals(obj.hash)) return undefined;
-    return buf;
+    ok = got === obj.length && hash(buf).equals(obj.hash);
+    return ok ? buf : undefined;
   } finally {
+    if (!ok) buffers?.give(buf);
     await fh.close();
   }
 }

@@ -15,16 +15,17 @@ import { GROUP_PREFIX_BYTES, formatIPv6, prefixOfGroup } from '../wire/address.j
 import { toHex, type Hash } from '../model/hash.js';
 import { objectName, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
-import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
+import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, datagramPrefix, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
 import { MulticastSender } from '../net/mcast-sender.js';
 import type { DatagramSink } from '../net/datagram.js';
 import { Pacer } from '../net/pacer.js';
 import { AutoRate, type AutoRateOptions } from '../net/autorate.js';
+import { TxPlan, type TxTarget } from '../net/txplan.js';
 import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
-import { WalkPositions, loadObject, objectId, sentKind } from './objects.js';
+import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
 
 export interface ShareLogger {
@@ -70,6 +71,17 @@ const YIELD_EVERY = 16;
  * batch leaves in well under a millisecond, so MLD reports still get in promptly.
  */
 const BATCH_MAX = 32;
+/**
+ * Datagrams per plan when the sink frames natively (net/txplan.ts): no JS object per datagram, so
+ * a batch may be larger; still well under a millisecond at gigabit rates.
+ */
+const PLAN_MAX = 64;
+/**
+ * Datagrams a stream sends back to back within a plan while its round lasts: under UDP GSO such a
+ * run leaves as one message. Small against a round (35 for a full chunk), and a plan leaves in
+ * well under a millisecond, so leaves still stop streams as promptly as one at a time.
+ */
+const RUN_MAX = 8;
 /** How often the byte count is sampled for the current rate. */
 const RATE_SAMPLE_MS = 1000;
 /** How often --bwlimit auto is asked whether its window is over. */
@@ -96,17 +108,45 @@ class Outgoing {
   /** Objects with OTI carry their length in every datagram; chunks (always CHUNK_SIZE or the file's tail) do not. */
   private readonly transferLength: number | undefined;
 
+  private freed = false;
+  /** Built on first use by a native-framing sink: the header before the PID, and the group's bytes. */
+  private target_: TxTarget | undefined;
+
   constructor(
     readonly key: string,
     readonly group: string,
     readonly ifname: string,
     readonly object: IndexObject,
     /** The bytes coded: the object, sealed when encrypting. */
-    coded: Buffer,
+    private readonly coded: Buffer,
     private readonly oid: Buffer,
+    private readonly groupBytes: Buffer,
+    /** Takes back the pooled buffer `coded` is, when it is one (see free()). */
+    private readonly recycle?: (buf: Buffer) => void,
   ) {
     this.encoder = new ObjectEncoder(coded);
     this.transferLength = object.kind === 'chunk' ? undefined : coded.length;
+  }
+
+  private get target(): TxTarget {
+    return (this.target_ ??= { prefix: datagramPrefix(this.oid, this.transferLength), group: this.groupBytes });
+  }
+
+  /**
+   * Add the datagram carrying `symbol` to `plan`; returns its size. A source symbol is a view of
+   * the coded bytes (the last zero-padded by the framer), a repair symbol is computed into the
+   * plan's repair space: nothing is copied or allocated per datagram here.
+   */
+  plan(symbol: SymbolChoice, plan: TxPlan): number {
+    const target = this.target;
+    if ('source' in symbol) {
+      const off = symbol.source * SYMBOL_SIZE;
+      plan.add(target, symbol.source, this.coded, off, Math.min(SYMBOL_SIZE, this.coded.length - off));
+    } else {
+      const r = this.encoder.nextRepair(plan.repairSymbol());
+      plan.add(target, r.esi, r.symbol, 0, SYMBOL_SIZE);
+    }
+    return target.prefix.length + 4 + SYMBOL_SIZE;
   }
 
   get K(): number {
@@ -122,8 +162,13 @@ class Outgoing {
     return encodeDatagram({ oid: this.oid, transferLength: this.transferLength, esi: r.esi, symbol: r.symbol }, into);
   }
 
+  /** Done with the stream: release the encoder, and hand a pooled buffer back (share.ts recycles it once no batch refers to it). */
   free(): void {
+    if (this.freed) return;
+    // Once only: a buffer handed back twice would be given to two streams at once.
+    this.freed = true;
     this.encoder.free();
+    this.recycle?.(this.coded);
   }
 }
 
@@ -147,6 +192,15 @@ export class Share extends EventEmitter {
   private readonly rate = new RateMeter(this.startedAt);
   /** Where run() encodes each batch of datagrams. */
   private batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
+  /** Where run() plans each batch for sinks that frame natively; made on first use. */
+  private txPlan: TxPlan | undefined;
+  /** Buffers chunks are read into, reused once their stream is gone. */
+  private readonly chunkBuffers = new ChunkBuffers();
+  /**
+   * Buffers of streams freed since the batch in flight was planned: a plan refers to chunk bytes
+   * until it is sent, so they go back to chunkBuffers only after it (recycleFreed).
+   */
+  private freed: Buffer[] = [];
   private sampler?: NodeJS.Timeout;
   /** --bwlimit auto: the controller, the pacer it steers and its timer. */
   private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
@@ -315,17 +369,24 @@ export class Share extends EventEmitter {
     if (outcome === 'joined') this.wake?.();
     if (outcome !== 'start') return;
     try {
-      const data = await loadObject(obj);
+      const data = await loadObject(obj, this.chunkBuffers);
       if (!data) {
         // One line per file per index: every join of each of its chunks ends here until a re-index.
         this.stale(obj, (p) => `${p} changed since it was indexed; not sending its old chunks`);
         return;
       }
+      const pooled = obj.kind === 'chunk';
       // The join may have been answered by a leave while we read the file.
-      if (this.stopped || !this.scheduler.isStarting(key)) return;
+      if (this.stopped || !this.scheduler.isStarting(key)) {
+        if (pooled) this.chunkBuffers.give(data);
+        return;
+      }
       // The OID names the plaintext; what is coded (and so F) is the sealed object when encrypting.
       const coded = this.opts.cipher ? this.opts.cipher.seal(data) : data;
-      const out = new Outgoing(key, group, e.ifname, obj, coded, objectId(obj, data));
+      const oid = objectId(obj, data);
+      if (pooled && coded !== data) this.chunkBuffers.give(data);
+      const recycle = pooled && coded === data ? (b: Buffer) => void this.freed.push(b) : undefined;
+      const out = new Outgoing(key, group, e.ifname, obj, coded, oid, Buffer.from(e.group), recycle);
       this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk', item: out }, e.from, now);
       this.streamsStarted++;
       this.log('verbose', `sending ${sentKind(obj)} ${objectName(obj)} on ${key}`);
@@ -367,6 +428,7 @@ export class Share extends EventEmitter {
       let s = carried && this.scheduler.stillDue(carried, now) ? carried : this.scheduler.pick(now);
       carried = undefined;
       if (!s) {
+        this.recycleFreed();
         // Nothing due: every stream is paused, held or trickling (or there are none). Sleep until
         // the scheduler wants to be asked again, a report, a leave or a new join.
         const wait = this.scheduler.wakeAt(now) - now;
@@ -381,9 +443,21 @@ export class Share extends EventEmitter {
         sinceYield = 0;
         continue;
       }
+      const ifname = s.ifname;
+      const sink = this.sinks.get(ifname)!;
+      if (sink.framesPlans && sink.sendPlan) {
+        const planned = await this.sendPlanned(sink, s, now);
+        if (planned.stop) break;
+        carried = planned.carried;
+        sinceYield += planned.count;
+        if (sinceYield >= YIELD_EVERY) {
+          sinceYield = 0;
+          await new Promise<void>((r) => setImmediate(r));
+        }
+        continue;
+      }
       // Gather what the policy picks, datagram by datagram exactly as if each were sent at
       // once, until the batch is full, nothing is due, or a stream on another interface is next.
-      const ifname = s.ifname;
       const items: { group: string; payload: Buffer }[] = [];
       const from: Outgoing[] = [];
       // Every batch is encoded into the same buffer: the sink is done with the previous batch
@@ -412,6 +486,8 @@ export class Share extends EventEmitter {
         if (this.stopped) break;
         this.log('warn', `send on ${ifname} failed: ${(err as Error).message}`);
       }
+      // The JS path copied every symbol into its batch: the freed streams' buffers are free now.
+      this.recycleFreed();
       for (let i = 0; i < items.length; i++) {
         const len = items[i]!.payload.length;
         from[i]!.datagrams++;
@@ -428,6 +504,56 @@ export class Share extends EventEmitter {
         await new Promise<void>((r) => setImmediate(r));
       }
     }
+  }
+
+  /**
+   * One batch for a sink that frames natively: plan what the policy picks (as run() does for
+   * sendBatch, but a stream's round goes in runs of up to RUN_MAX), send it, count it. Returns
+   * the datagrams planned, a stream picked for another interface, and whether the share stopped.
+   */
+  private async sendPlanned(sink: DatagramSink, first: ScheduledStream<Outgoing>, start: number): Promise<{ count: number; carried?: ScheduledStream<Outgoing>; stop?: boolean }> {
+    const plan = (this.txPlan ??= new TxPlan(PLAN_MAX));
+    plan.reset();
+    const ifname = first.ifname;
+    let s = first;
+    let now = start;
+    let carried: ScheduledStream<Outgoing> | undefined;
+    for (;;) {
+      const out = s.item;
+      let run = 0;
+      do {
+        const len = out.plan(s.take(now), plan);
+        out.datagrams++;
+        out.bytes += len;
+        this.datagrams++;
+        this.bytes += len;
+        run++;
+      } while (run < RUN_MAX && !plan.full && s.ready(now));
+      if (plan.full) break;
+      now = Date.now();
+      const n = this.scheduler.pick(now);
+      if (!n) break;
+      if (n.ifname !== ifname) {
+        carried = n;
+        break;
+      }
+      s = n;
+    }
+    try {
+      await sink.sendPlan!(plan);
+    } catch (err) {
+      if (this.stopped) return { count: plan.count, stop: true };
+      this.log('warn', `send on ${ifname} failed: ${(err as Error).message}`);
+    }
+    this.recycleFreed();
+    return { count: plan.count, carried };
+  }
+
+  /** Hand the buffers of streams freed so far back for reuse: called when no batch refers to them. */
+  private recycleFreed(): void {
+    if (this.freed.length === 0) return;
+    for (const b of this.freed) this.chunkBuffers.give(b);
+    this.freed = [];
   }
 
   status(): ShareStatus {

@@ -86,6 +86,21 @@ export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; es
   return b;
 }
 
+/** Bytes of a datagram before its PID: the OID, and with a transfer length the OTI and scheme (32 or 44). */
+export function datagramPrefixLength(withOti: boolean): number {
+  return withOti ? DATAGRAM_OTI_LEN - PID_LEN - SYMBOL_SIZE : DATAGRAM_LEN - PID_LEN - SYMBOL_SIZE;
+}
+
+/**
+ * The part of an object's datagrams that does not change from symbol to symbol (OID, OTI,
+ * scheme), as encodeDatagram writes it: what a native framer (net/txplan.ts) puts in front of
+ * each PID and symbol, so the header format keeps this one encoder.
+ */
+export function datagramPrefix(oid: Uint8Array, transferLength?: number): Buffer {
+  const whole = encodeDatagram({ oid, transferLength, esi: 0, symbol: Buffer.alloc(SYMBOL_SIZE) });
+  return Buffer.from(whole.subarray(0, datagramPrefixLength(transferLength !== undefined)));
+}
+
 /**
  * Parse and validate one UDP payload. Returns undefined for anything that is
  * not a well-formed lcsync datagram; never throws. The OID and symbol of the
