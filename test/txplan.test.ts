@@ -249,7 +249,7 @@ describeUnless(why, 'Share over a sink that frames plans natively', () => {
     try {
       const root = index.roots[0]!;
       const tree = index.get(root.hash)!;
-      if (tree.kind === 'chunk') throw new Error('root is a chunk');
+      if (tree.kind !== 'tree') throw new Error('root is not a tree object');
       listeners.report('join', root.hash, 'fe80::2');
       await until(() => sink.sent.length >= 2);
       for (const s of sink.sent) {
