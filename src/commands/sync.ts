@@ -41,6 +41,9 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     ...keyFlags,
     trust: Flags.string({ description: 'Refuse a root that is not signed by this public key (a file written by `lcsync keygen`, or the `lcsync-ed25519 ...` line itself); the share must run with --sign.' }),
     parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
+    checksum: Flags.boolean({ char: 'c', description: 'Hash every local file to compare it, trusting no cached tree (as rsync -c).', default: false }),
+    cache: Flags.string({ description: 'Directory of the local tree cache, which lets a re-sync skip hashing local files whose size, mtime, ctime, inode and device are unchanged. Default: /var/cache/lcsync as root, else $XDG_CACHE_HOME/lcsync or ~/.cache/lcsync.' }),
+    'no-cache': Flags.boolean({ description: 'Neither read nor write the local tree cache (every local file is hashed).', default: false }),
   };
 
   async run(): Promise<void> {
@@ -54,6 +57,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       trust = flags.trust.startsWith('lcsync-ed25519 ') ? sig.parsePublicKey(flags.trust, '--trust') : await sig.loadPublicKey(flags.trust);
     }
     const { syncRemote } = await import('../core/sync/sync.js');
+    const { defaultCacheDir } = await import('../core/index/cache.js');
     const a = flags.archive;
     const progress = new Progress({ enabled: Progress.wanted(flags) });
     const ctl = new AbortController();
@@ -77,6 +81,9 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         dryRun: flags['dry-run'],
         inplace: flags.inplace,
         parallel: flags.parallel,
+        cacheDir: flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()),
+        checksum: flags.checksum,
+        onWarning: (message) => progress.pause(() => log.warn(message)),
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
         onSourceChanged: () => progress.pause(() => log.info(`source changed during sync; syncing the new version of ${args.source}`, { event: 'source-changed' })),

@@ -95,9 +95,10 @@ export interface LeafHasher {
   treeFromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree>;
 }
 
+/** Keyed by a file's identity; ctimeNs is given too, for caches that key by it (a receiver's, sync/localtrees.ts). */
 export interface TreeCache {
-  get(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }): MerkleTree | undefined;
-  set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }, tree: MerkleTree): void;
+  get(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint; ctimeNs?: bigint }): MerkleTree | undefined;
+  set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint; ctimeNs?: bigint }, tree: MerkleTree): void;
 }
 
 /**
@@ -216,7 +217,7 @@ export class ShareIndex {
     if (type === 'symlink') return this.indexSymlink(abs, sharePath, meta).then((rec) => this.recorded(rec, opts));
     if (type === 'dir') return this.indexDir(abs, sharePath, meta, depth, opts).then((rec) => this.recorded(rec, opts));
     const size = Number(st.size);
-    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
+    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev, ctimeNs: st.ctimeNs };
     const cached = opts.treeCache?.get(abs, id);
     if (cached || size <= SMALL_FILE) {
       const tree = cached ?? this.smallFileTree(abs, size);

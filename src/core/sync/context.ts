@@ -9,6 +9,8 @@ import type { FileMeta } from '../model/meta.js';
 import type { MerkleTree } from '../model/tree.js';
 import type { NetTreeHead } from '../wire/nettree.js';
 import type { ChunkSource } from './chunks.js';
+import type { LocalTreeCache } from './localtrees.js';
+import type { DeferredSync } from './writer.js';
 import type { SyncItem, SyncOptions, SyncSummary } from './types.js';
 
 /** A verified object: its header, its bytes, and for a file its verified Merkle tree. */
@@ -26,6 +28,10 @@ export interface SyncContext {
   readonly opts: SyncOptions;
   readonly summary: SessionSummary;
   readonly chunks: ChunkSource;
+  /** Trees of the destination's files by identity, and what this run wrote (undefined: no cache). */
+  readonly localTrees?: LocalTreeCache;
+  /** Small files committed without an fsync each, made durable at the end of the run. */
+  readonly deferredSync: DeferredSync;
   /** Bounds the chunk groups joined at once. */
   readonly chunkLimit: Limiter;
   /** The first error that ended the session (see fail). */

@@ -20,6 +20,8 @@ import type { FetchedEntry, SessionSummary, SyncContext } from './context.js';
 import { applyOwnership, applyTimes, type TimeStamp } from './fsmeta.js';
 import { ObjectReceiver } from './receiver.js';
 import type { SyncItem, SyncOptions } from './types.js';
+import type { LocalTreeCache } from './localtrees.js';
+import { DeferredSync } from './writer.js';
 import { syncDir, syncEntry } from './walk.js';
 import { syncFile } from './file.js';
 import { syncSymlink } from './symlink.js';
@@ -56,6 +58,9 @@ export class SyncSession implements SyncContext {
     conflicts: [],
   };
   readonly chunks: ChunkSource;
+  /** Set by the caller before anything is synced (sync.ts). */
+  localTrees?: LocalTreeCache;
+  readonly deferredSync = new DeferredSync();
 
   private constructor(
     private readonly channel: DatagramSource,
@@ -225,9 +230,10 @@ export class SyncSession implements SyncContext {
     return syncEntry(this, entry, dest, localHashes);
   }
 
-  /** Apply collected times, deepest paths first is not needed: all writes are done by now. */
+  /** Apply collected times, deepest paths first is not needed: all writes are done by now. Then make small files durable. */
   async finish(): Promise<void> {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
+    await this.deferredSync.flush();
   }
 
   /** Set when the share said the source changed under this session (receiver.ts gone notices). */

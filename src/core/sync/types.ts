@@ -35,6 +35,15 @@ export interface SyncOptions {
   onConflict?: (c: SyncConflict) => void;
   onProgress?: (p: SyncProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Directory of the local tree cache (localtrees.ts): trees of the destination's files, so that
+   * unchanged ones are not hashed again on the next sync. Undefined: no cache.
+   */
+  cacheDir?: string;
+  /** Hash every local file, trusting no cached tree (rsync's --checksum). */
+  checksum?: boolean;
+  /** Something worth saying that does not stop the sync (a cache that cannot be written). */
+  onWarning?: (message: string) => void;
   /** Receive from this source instead of opening a socket (tests run a share in memory). */
   channel?: DatagramSource;
 }
