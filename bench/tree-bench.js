@@ -162,7 +162,7 @@ async function runOurs(receivers, loss) {
     try {
       let hash = await root;
       await sleep(300);
-      const sync = (h, rss) => lab.exec(h, timed(rss, [process.execPath, CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
+      const sync = (h, rss) => lab.exec(h, timed(rss, [process.execPath, CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
       out.push(await phaseRun(lab, receivers, sync, true, dir, 'first', { rssTx: share.pid ? peakRssKiB(share.pid) / 1024 : NaN }));
       out.push(await phaseRun(lab, receivers, sync, true, dir, 'again'));
       // A changed file means a new root: the share is started again on the changed tree (re-indexing is not timed).

@@ -22,7 +22,7 @@ export interface FetchedEntry {
 }
 
 /** The counters and conflicts one session adds to a SyncSummary. */
-export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges'>;
+export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges' | 'localTrees'>;
 
 export interface SyncContext {
   readonly opts: SyncOptions;

@@ -127,6 +127,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       seconds: s.seconds,
       rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
       sourceChanges: 0,
+      ...(localTrees ? { localTrees: { ...localTrees.stats } } : {}),
     };
   } finally {
     await session.close();
