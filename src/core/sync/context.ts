@@ -10,7 +10,7 @@ import type { MerkleTree } from '../model/tree.js';
 import type { NetTreeHead } from '../wire/nettree.js';
 import type { ChunkSource } from './chunks.js';
 import type { LocalTreeCache } from './localtrees.js';
-import type { DeferredSync } from './writer.js';
+import type { DeferredSync, TempListing } from './writer.js';
 import type { SyncItem, SyncOptions, SyncSummary } from './types.js';
 
 /** A verified object: its header, its bytes, and for a file its verified Merkle tree. */
@@ -32,6 +32,8 @@ export interface SyncContext {
   readonly localTrees?: LocalTreeCache;
   /** Small files committed without an fsync each, made durable at the end of the run. */
   readonly deferredSync: DeferredSync;
+  /** The temporary files each destination directory held when this run first looked. */
+  readonly temps: TempListing;
   /** Bounds the chunk groups joined at once. */
   readonly chunkLimit: Limiter;
   /** The first error that ended the session (see fail). */

@@ -32,6 +32,8 @@ interface LocalFile {
 
 /** What stands at `dest`, or undefined when nothing does. */
 async function localFile(ctx: SyncContext, dest: string, dryRun: boolean): Promise<LocalFile | undefined> {
+  // In a directory this run made there is nothing yet (two entries of one name are refused by walk.ts).
+  if (ctx.temps.isNew(path.dirname(dest))) return undefined;
   const st = await ifPresent(dest, dryRun, () => lstat(dest, { bigint: true }));
   if (!st) return undefined;
   const found = await ifPresent(dest, dryRun, async (): Promise<LocalFile> => {
@@ -84,11 +86,15 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   }
   chunks.wanted += places.size;
   // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
-  await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
+  const dir = path.dirname(dest);
+  await ctx.temps
+    .in(dir)
+    .then((names) => (names.length > 0 ? removeStaleTemps(dir, path.basename(dest), undefined, names) : 0))
+    .catch(() => 0);
   // Another type of object stays in place until the new file is complete, written under a fresh
   // name next to it (never through a link), and is then replaced by rename.
   const target = replace ? siblingName(dest, 'new') : dest;
-  const out = await OutputFile.open(target, size, { inplace: opts.inplace && !replace, deferred: ctx.deferredSync, identity: ctx.localTrees !== undefined });
+  const out = await OutputFile.open(target, size, { inplace: opts.inplace && !replace, deferred: ctx.deferredSync, identity: ctx.localTrees !== undefined, absent: !existed || replace !== undefined });
   let fetchedHere = 0;
   // Where this file's chunks can be read back by other files: the output wherever it is now
   // (temporary, then dest), and after a type conflict the name it was finally renamed to.

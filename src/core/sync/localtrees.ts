@@ -16,18 +16,20 @@
  * hash, every length and every tree (node count, parents) is checked: a damaged file is a miss for
  * every entry, never a wrong tree.
  *
- * What is saved is what this run saw or wrote, each entry lstat-ed again at the end: its identity
- * must still be the expected one (for files this run wrote: their inode, size and the mtime they
- * were given). A file changed after that lstat gets a new ctime, provided its ctime was older than
- * the lstat by more than one clock tick; so the save waits until the run's changes are RACY_MS old
- * (once per run, when it wrote anything) and leaves out entries that are younger still. A change
+ * What is saved is what this run found unchanged or hashed (under the identity it had then), and
+ * what it wrote or touched, lstat-ed again at the end: a written file must still show the
+ * expected inode, size and the mtime it was given, and is saved with the ctime it shows then. A
+ * file changed after an lstat gets a new ctime, provided its ctime was older than the lstat by
+ * more than one clock tick; so a hashed file younger than RACY_MS is not cached, and the save
+ * waits until the run's own changes are RACY_MS old (once per run, when it wrote anything). A change
  * made within the same tick as the run's own last change to a file, before that lstat, keeping
  * size and mtime, is not seen (git's index has the same limit); --checksum is the way round it.
  */
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { lstat, realpath } from '../base/bytefs.js';
-import { nameFromBytes, nameToBytes } from '../base/names.js';
+import { lstatSync } from 'node:fs';
+import { realpath } from '../base/bytefs.js';
+import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
 import { hash, toHex } from '../model/hash.js';
 import { MerkleTree } from '../model/tree.js';
 import { decodeEntry, encodeEntry, sameIdentity, type FileIdentity } from '../index/cache.js';
@@ -44,8 +46,6 @@ export const DESTS_SUBDIR = 'dests-v1';
 const RACY_MS = 50n;
 /** A cache file larger than this is not read (a million entries take about 120 MB). */
 const MAX_FILE = 1 << 30;
-/** Files lstat-ed at once when saving. */
-const SAVE_BATCH = 64;
 
 interface Entry {
   id: LocalIdentity;
@@ -150,10 +150,12 @@ export class LocalTreeCache implements TreeCache {
     return e.tree;
   }
 
-  /** TreeCache: `p` was hashed with identity `id`. */
+  /** TreeCache: `p` was hashed with identity `id`, lstat-ed just before. */
   set(p: string, id: FileIdentity & { ctimeNs?: bigint }, tree: MerkleTree): void {
     const k = this.key(p);
     if (k === undefined || id.ctimeNs === undefined) return;
+    // Changed within a clock tick of that lstat: a later change might keep this ctime (see the header).
+    if (id.ctimeNs > BigInt(Date.now() - Number(RACY_MS)) * 1_000_000n) return;
     this.candidates.set(k, { tree, expect: id as LocalIdentity, touched: false });
   }
 
@@ -201,29 +203,31 @@ export class LocalTreeCache implements TreeCache {
     }
   }
 
-  /** The candidates whose files still show the expected identity, with the identity they show. */
+  /**
+   * What to save: entries this run found unchanged or hashed, as they were (a later change shows
+   * in the identity the next run compares), and files it wrote or touched, lstat-ed now: only
+   * those that still show the expected identity, with the ctime they have now.
+   */
   private async check(): Promise<Map<string, Entry>> {
-    const all = [...this.candidates];
-    // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
-    if (all.some(([, c]) => c.touched)) await new Promise((r) => setTimeout(r, Number(RACY_MS)));
-    const lstatFrom = BigInt(Date.now()) * 1_000_000n;
     const out = new Map<string, Entry>();
-    for (let i = 0; i < all.length; i += SAVE_BATCH) {
-      const batch = await Promise.all(
-        all.slice(i, i + SAVE_BATCH).map(async ([k, c]) => {
-          const st = await lstat(k === '.' ? this.root : path.join(this.root, k), { bigint: true }).catch(() => undefined);
-          return st?.isFile() ? ([k, c, identityOf(st)] as const) : undefined;
-        }),
-      );
-      for (const s of batch) {
-        if (!s) continue;
-        const [k, c, id] = s;
-        const e = c.expect;
-        if (id.size !== e.size || id.ino !== e.ino || id.dev !== e.dev || id.mtimeNs !== e.mtimeNs) continue;
-        if (!c.touched && id.ctimeNs !== e.ctimeNs) continue;
-        if (id.ctimeNs > lstatFrom - RACY_MS * 1_000_000n || c.tree.size !== id.size) continue;
-        out.set(k, { id, tree: c.tree });
-      }
+    const touched: [string, Candidate][] = [];
+    for (const [k, c] of this.candidates) {
+      if (c.touched) touched.push([k, c]);
+      else out.set(k, { id: c.expect, tree: c.tree });
+    }
+    if (touched.length === 0) return out;
+    // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
+    await new Promise((r) => setTimeout(r, Number(RACY_MS)));
+    const lstatFrom = BigInt(Date.now()) * 1_000_000n;
+    // Synchronous: thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
+    for (const [k, c] of touched) {
+      const st = lstatSync(fsPath(k === '.' ? this.root : path.join(this.root, k)), { bigint: true, throwIfNoEntry: false });
+      if (!st?.isFile()) continue;
+      const id = identityOf(st);
+      const e = c.expect;
+      if (id.size !== e.size || id.ino !== e.ino || id.dev !== e.dev || id.mtimeNs !== e.mtimeNs) continue;
+      if (id.ctimeNs > lstatFrom - RACY_MS * 1_000_000n || c.tree.size !== id.size) continue;
+      out.set(k, { id, tree: c.tree });
     }
     return out;
   }

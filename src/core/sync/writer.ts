@@ -18,7 +18,7 @@
  * A new file starts as a temporary file truncated to its size, all holes: a caller that skips
  * writing all-zero chunks into it (`fresh`) leaves them as holes, like `cp --sparse=auto`.
  */
-import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
+import { constants as fsc, fstatSync, readFileSync, readlinkSync } from 'node:fs';
 import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from '../base/bytefs.js';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -36,6 +36,8 @@ export interface OutputOptions {
   deferred?: DeferredSync;
   /** Record the committed file's inode, device and mtime in `identity` (for the local tree cache). */
   identity?: boolean;
+  /** The caller has just found nothing at dest: a new file, no need to look again. */
+  absent?: boolean;
 }
 
 /** Files up to this size are made durable at the end of a run, not one by one (see DeferredSync). */
@@ -200,10 +202,12 @@ export class OutputFile {
 
   static async open(dest: string, size: number, opts: OutputOptions = {}): Promise<OutputFile> {
     checkRange(size, 0);
-    const old = await stat(dest).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw fromSystemError(err, dest);
-    });
+    const old = opts.absent
+      ? undefined
+      : await stat(dest).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return undefined;
+          throw fromSystemError(err, dest);
+        });
     if (old && !old.isFile()) throw new LcsyncError('IO', `${dest}: not a regular file`);
 
     if (opts.inplace) {
@@ -228,10 +232,9 @@ export class OutputFile {
         fh = await open(tmp, 'r+');
         finalMode = old.mode & 0o7777;
       } else {
-        // Created 0666 so the umask shows in its mode: that is the mode a new file should get.
-        fh = await open(tmp, 'wx+', 0o666);
-        finalMode = (await fh.stat()).mode & 0o777;
-        await fh.chmod(TEMP_MODE);
+        // A new file gets 0666 less the umask (as open(2) would give it), once complete.
+        fh = await open(tmp, 'wx+', TEMP_MODE);
+        finalMode = 0o666 & ~process.umask();
       }
       await fh.truncate(size);
       const owner = old ? { uid: old.uid, gid: old.gid } : undefined;
@@ -295,7 +298,8 @@ export class OutputFile {
       }
       if (!this.deferred) await fh.sync();
       if (this.wantIdentity) {
-        const st = await fh.stat({ bigint: true });
+        // Synchronous: an fstat costs microseconds, a promise round trip through the thread pool more.
+        const st = fstatSync(fh.fd, { bigint: true });
         this.identity = { ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs };
       }
       this.fh = undefined;
@@ -408,13 +412,48 @@ export function parseTempName(name: string): { base: string; pid: number; sameSc
 }
 
 /**
- * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
- * as isStaleTemp decides. Returns how many were removed.
+ * The temporary names in each directory, read once per run (TempListing.in): looking for a
+ * killed run's temps of each file by reading its whole directory again would cost a directory
+ * listing per file, quadratic in a directory of many small files. A temp that appears after the
+ * listing belongs to a live run (or is found by the next run).
  */
-export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now()): Promise<number> {
-  let names: string[];
+export class TempListing {
+  private readonly dirs = new Map<string, Promise<string[]>>();
+  private readonly madeHere = new Set<string>();
+
+  in(dir: string): Promise<string[]> {
+    let names = this.dirs.get(dir);
+    if (!names) {
+      names = readdir(dir).then(
+        (all) => all.filter(isTempName),
+        (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' || err.code === 'ENOTDIR' ? [] : Promise.reject(fromSystemError(err, dir))),
+      );
+      this.dirs.set(dir, names);
+    }
+    return names;
+  }
+
+  /** `dir` was made by this run: nothing stale can be in it. */
+  made(dir: string): void {
+    this.dirs.set(dir, Promise.resolve([]));
+    this.madeHere.add(dir);
+  }
+
+  /** Whether this run made `dir` (so what is in it, this run put there). */
+  isNew(dir: string): boolean {
+    return this.madeHere.has(dir);
+  }
+}
+
+/**
+ * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
+ * as isStaleTemp decides. Returns how many were removed. `listed`: the directory's names, when
+ * already read (TempListing).
+ */
+export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now(), listed?: readonly string[]): Promise<number> {
+  let names: readonly string[];
   try {
-    names = await readdir(dir);
+    names = listed ?? (await readdir(dir));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
     throw fromSystemError(err, dir);
