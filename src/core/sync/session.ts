@@ -21,7 +21,7 @@ import { applyOwnership, applyTimes, type TimeStamp } from './fsmeta.js';
 import { ObjectReceiver } from './receiver.js';
 import type { SyncItem, SyncOptions } from './types.js';
 import type { LocalTreeCache } from './localtrees.js';
-import { DeferredSync, TempListing } from './writer.js';
+import { DeferredSync, TempListing, processUmask } from './writer.js';
 import { syncDir, syncEntry } from './walk.js';
 import { syncFile } from './file.js';
 import { syncSymlink } from './symlink.js';
@@ -203,7 +203,7 @@ export class SyncSession implements SyncContext {
     if (f.group && Number(st.gid) !== meta.gid) changed = true;
     if (f.times && (st.mtimeNs / 1_000_000_000n !== meta.mtimeSec || st.mtimeNs % 1_000_000_000n !== meta.mtimeNsec)) changed = true;
     await applyOwnership(p, meta, f, isLink, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) });
-    const umasked = meta.mode & 0o777 & ~process.umask();
+    const umasked = meta.mode & 0o777 & ~processUmask();
     if (created && !f.perms && !isLink && Number(st.mode & 0o7777n) !== umasked) {
       await chmod(p, umasked);
     }

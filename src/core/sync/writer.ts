@@ -44,6 +44,12 @@ export interface OutputOptions {
 export const DEFERRED_SYNC_MAX = 64 * 1024;
 
 const TEMP_MODE = 0o600;
+/** The process's umask, read once: process.umask() sets it twice to read it, which costs as much as a file's other calls. */
+let umaskValue: number | undefined;
+export function processUmask(): number {
+  umaskValue ??= process.umask();
+  return umaskValue;
+}
 /** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
 const MAX_BASE_BYTES = 200;
 /** A run's temporary copy is touched (mtime) at least this often while it is open, even when no chunk arrives. */
@@ -234,7 +240,7 @@ export class OutputFile {
       } else {
         // A new file gets 0666 less the umask (as open(2) would give it), once complete.
         fh = await open(tmp, 'wx+', TEMP_MODE);
-        finalMode = 0o666 & ~process.umask();
+        finalMode = 0o666 & ~processUmask();
       }
       await fh.truncate(size);
       const owner = old ? { uid: old.uid, gid: old.gid } : undefined;
