@@ -11,6 +11,8 @@ import path from 'node:path';
 import { LocalTreeCache, cacheFileFor, decodeCacheFile, identityOf, type LocalIdentity } from '../src/core/sync/localtrees.js';
 import { localEntryHashes } from '../src/core/sync/local.js';
 import { MerkleTree } from '../src/core/model/tree.js';
+import { ShareIndex } from '../src/core/index/mdex.js';
+import { toHex } from '../src/core/model/hash.js';
 import { useTempDir } from './tmpdir.js';
 
 const tmp = useTempDir('lcsync-localtrees-');
@@ -74,8 +76,11 @@ describe('LocalTreeCache', () => {
     const forced = await LocalTreeCache.open({ dir: cacheDir, dest, checksum: true });
     const hashes = await localEntryHashes(dest, 'dest', forced);
     expect(forced.stats).toMatchObject({ hits: 0, misses: files.length });
-    // The walk's answer does not depend on the cache.
+    // The walk's answer does not depend on the cache, and is what a share of the same tree serves.
     expect([...hashes].sort()).toEqual([...(await localEntryHashes(dest, 'dest'))].sort());
+    const served = new ShareIndex();
+    await served.add(dest, { sharePath: 'dest' });
+    expect([...hashes].sort()).toEqual(served.records.map((r) => toHex(r.hash)).sort());
     await forced.save();
     expect(forced.stats.saved).toBe(files.length);
   });

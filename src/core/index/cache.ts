@@ -303,8 +303,7 @@ export function decodeEntry(buf: Buffer): { path: string; id: FileIdentity; node
   return { path: nameFromBytes(buf.subarray(o, o + plen)), id, nodes: buf.subarray(o + plen) };
 }
 
-/** Same size, mtime, inode and device. */
-export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && BigInt.asUintN(64, a.ino) === BigInt.asUintN(64, b.ino) && BigInt.asUintN(64, a.dev) === BigInt.asUintN(64, b.dev);
 }
 

@@ -86,6 +86,8 @@ export interface IndexOptions {
   leafHasher?: LeafHasher;
   /** Leave out directory entries with these names (a receiver's own temporary files). */
   skipName?: (name: string) => boolean;
+  /** Records and entry hashes only, no objects to serve (a receiver comparing its copy): files skip encoding their tree objects. */
+  entriesOnly?: boolean;
 }
 
 /** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
@@ -223,11 +225,11 @@ export class ShareIndex {
       const tree = cached ?? this.smallFileTree(abs, size);
       if (!cached) opts.treeCache?.set(abs, id, tree);
       opts.onBytes?.(size);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
     }
     return this.fileSlots.run(() => this.largeFileTree(abs, size, opts)).then((tree) => {
       opts.treeCache?.set(abs, id, tree);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
     });
   }
 
@@ -238,8 +240,9 @@ export class ShareIndex {
   }
 
   /** A file's record and objects, from its tree. */
-  private fileRecord(abs: string, sharePath: string, meta: FileMeta, size: number, tree: MerkleTree): IndexRecord {
+  private fileRecord(abs: string, sharePath: string, meta: FileMeta, size: number, tree: MerkleTree, entriesOnly = false): IndexRecord {
     const root = size === 0 ? undefined : tree.root;
+    if (entriesOnly) return { type: 'file', sharePath, localPath: abs, meta, size, hash: fileEntryHash(sharePath, root, 0, meta), tree };
     const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
     const parts = splitParts(obj);
     const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));

@@ -54,7 +54,7 @@ export async function localEntryHashes(target: string, sharePath: string, treeCa
   const local = new ShareIndex();
   try {
     // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
-    await local.add(target, { sharePath, skipName: isTempName, treeCache });
+    await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true });
     return new Set(local.records.map((r) => toHex(r.hash)));
   } catch (e) {
     // Only a shortcut: a file that changed while hashing (another run writing here) means

@@ -32,7 +32,7 @@ import { realpath } from '../base/bytefs.js';
 import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
 import { hash, toHex } from '../model/hash.js';
 import { MerkleTree } from '../model/tree.js';
-import { decodeEntry, encodeEntry, sameIdentity, type FileIdentity } from '../index/cache.js';
+import { decodeEntry, encodeEntry, type FileIdentity } from '../index/cache.js';
 import type { TreeCache } from '../index/mdex.js';
 
 /** A file's identity as the receiver keys it: the share's, and its ctime. */
@@ -87,8 +87,9 @@ export function identityOf(st: { size: bigint; mtimeNs: bigint; ctimeNs: bigint;
   return { size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
 }
 
+/** Plain comparisons: lstat and decodeCacheFile both give inode and device as unsigned. */
 function sameLocal(a: LocalIdentity, b: LocalIdentity): boolean {
-  return a.ctimeNs === b.ctimeNs && sameIdentity(a, b);
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
 }
 
 export class LocalTreeCache implements TreeCache {
