@@ -185,6 +185,11 @@ export class LocalTreeCache implements TreeCache {
    * the sync: a cache that cannot be written is a warning.
    */
   async save(): Promise<void> {
+    // Every entry read was found unchanged and nothing else was hashed or written: the file is current.
+    if (this.candidates.size === this.entries.size && [...this.candidates].every(([k, c]) => !c.touched && this.entries.get(k)?.tree === c.tree)) {
+      this.stats.saved = this.entries.size;
+      return;
+    }
     try {
       const checked = await this.check();
       const out = encodeCacheFile(this.root, checked);
