@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { LocalTreeCache, cacheFileFor, decodeCacheFile, identityOf, type LocalIdentity } from '../src/core/sync/localtrees.js';
 import { localEntryHashes } from '../src/core/sync/local.js';
@@ -142,6 +142,17 @@ describe('LocalTreeCache', () => {
       await c.save();
     }
     expect(cacheFileFor(cacheDir, one.dest)).not.toBe(cacheFileFor(cacheDir, two.dest));
+    // A destination not synced for over 30 days loses its cache file when another one saves.
+    const stale = cacheFileFor(cacheDir, '/nowhere/any-more');
+    writeFileSync(stale, 'old');
+    utimesSync(stale, new Date(Date.now() - 31 * 86_400_000), new Date(Date.now() - 31 * 86_400_000));
+    writeFileSync(path.join(one.dest, 'new-file'), 'x');
+    await sleep(80);
+    const c = await LocalTreeCache.open({ dir: cacheDir, dest: one.dest });
+    await localEntryHashes(one.dest, 'dest', c);
+    await c.save();
+    expect(existsSync(stale)).toBe(false);
+    rmSync(path.join(one.dest, 'new-file'));
     for (const { dest, files } of [one, two]) {
       const c = await LocalTreeCache.open({ dir: cacheDir, dest });
       await localEntryHashes(dest, 'dest', c);

@@ -25,7 +25,7 @@
  * made within the same tick as the run's own last change to a file, before that lstat, keeping
  * size and mtime, is not seen (git's index has the same limit); --checksum is the way round it.
  */
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { lstatSync } from 'node:fs';
 import { realpath } from '../base/bytefs.js';
@@ -188,8 +188,11 @@ export class LocalTreeCache implements TreeCache {
     // Every entry read was found unchanged and nothing else was hashed or written: the file is current.
     if (this.candidates.size === this.entries.size && [...this.candidates].every(([k, c]) => !c.touched && this.entries.get(k)?.tree === c.tree)) {
       this.stats.saved = this.entries.size;
+      const now = new Date();
+      await utimes(this.file, now, now).catch(() => undefined); // used: kept by pruneOld
       return;
     }
+    await pruneOld(path.dirname(this.file)).catch(() => undefined);
     try {
       const checked = await this.check();
       const out = encodeCacheFile(this.root, checked);
@@ -236,6 +239,20 @@ export class LocalTreeCache implements TreeCache {
       out.set(k, { id, tree: c.tree });
     }
     return out;
+  }
+}
+
+/** Cache files of destinations not synced for this long are deleted (a destination of a finished job, a removed disk). */
+const UNUSED_FOR_MS = 30 * 86_400_000;
+
+/** Delete the cache files in `dir` that no sync has used for UNUSED_FOR_MS (and temporary files of crashed saves). */
+async function pruneOld(dir: string): Promise<void> {
+  const now = Date.now();
+  for (const name of await readdir(dir)) {
+    const p = path.join(dir, name);
+    const st = await stat(p).catch(() => undefined);
+    const age = st ? now - st.mtimeMs : 0;
+    if (st?.isFile() && (age > UNUSED_FOR_MS || (name.includes('.tmp') && age > 3600_000))) await unlink(p).catch(() => undefined);
   }
 }
 
