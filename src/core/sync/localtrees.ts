@@ -131,6 +131,8 @@ export class LocalTreeCache implements TreeCache {
 
   /** The key of `p`: relative to the destination, under its real or given path; undefined when outside it. */
   private key(p: string): string | undefined {
+    // A destination given as a relative path reaches the writers as one.
+    if (!path.isAbsolute(p)) p = path.resolve(p);
     for (const base of [this.root, this.given]) {
       if (p === base) return '.';
       if (p.startsWith(base + path.sep)) return p.slice(base.length + 1);
