@@ -119,7 +119,8 @@ describe('LocalTreeCache', () => {
     await localEntryHashes(dest, 'dest', c);
     const [a, b, d] = files as [string, string, string];
     const st = statSync(a, { bigint: true });
-    c.wrote(a, await MerkleTree.fromFile(a), { size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs });
+    // Named relative to the working directory, as a destination given relative is.
+    c.wrote(path.relative(process.cwd(), a), await MerkleTree.fromFile(a), { size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs });
     // Expected a different mtime (as -t would set): not saved.
     const sb = statSync(b, { bigint: true });
     c.wrote(b, await MerkleTree.fromFile(b), { size: Number(sb.size), ino: sb.ino, dev: sb.dev, mtimeNs: sb.mtimeNs + 1n });
