@@ -20,7 +20,9 @@
  * (rsync is unicast: N receivers cost N transfers), so its time is the sum; rsync's figures are over TCP with no
  * rate cap (it does not need one).
  * Reported: wall s, files/s, sender bytes on the wire (tx_bytes of host 0) / tree bytes, bytes received / written
- * (ours, from `sync --json`), peak RSS of a receiver and of the server. Issue 13's targets are printed as ratios.
+ * (ours, from `sync --json`), peak RSS of a receiver, CPU seconds of the receivers (user + system, the figure to
+ * trust on a loaded machine), and peak RSS of the server (ours: the share, read after the first phase).
+ * Receivers keep their local tree cache (`sync --cache`) in the work directory, removed at the end. Issue 13's targets are printed as ratios.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
@@ -106,7 +108,7 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
   const one = async (h) => {
     const rss = path.join(dir, `${phase}-r${h}.time`);
     const r = await run(h, rss);
-    return { h, r, rss: rssOf(rss) };
+    return { h, r, rss: rssOf(rss), cpu: timeReport(rss).cpu };
   };
   const results = [];
   if (parallel) results.push(...(await Promise.all(Array.from({ length: receivers }, (_, i) => one(i + 1)))));
@@ -127,7 +129,7 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
       // rsync, or a failed run.
     }
   }
-  return { phase, wall, tx, received, written, rssRx: Math.max(...results.map((x) => x.rss)), ok: errors.length === 0, errors, ...extra };
+  return { phase, wall, tx, received, written, rssRx: Math.max(...results.map((x) => x.rss)), cpuRx: results.reduce((s, x) => s + x.cpu, 0), ok: errors.length === 0, errors, ...extra };
 }
 
 async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
@@ -163,16 +165,18 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
     try {
       let hash = await root;
       await sleep(300);
-      const sync = (h, rss) => lab.exec(h, timed(rss, [process.execPath, CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
-      out.push(await phaseRun(lab, receivers, sync, true, dir, 'first', { rssTx: share.pid ? peakRssKiB(share.pid) / 1024 : NaN }));
-      out.push(await phaseRun(lab, receivers, sync, true, dir, 'again'));
+      const sync = (h, rss) => lab.exec(h, timed(rss, [process.execPath, CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
+      // The share's peak RSS (VmHWM) read after each phase, while it still runs.
+      const shareRss = () => ({ rssTx: share.pid ? (peakRssKiB(share.pid) ?? NaN) / 1024 : NaN });
+      out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'first'), shareRss()));
+      out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'again'), shareRss()));
       // A changed file means a new root: the share is started again on the changed tree (re-indexing is not timed).
       await stop(share);
       changeOneFile();
       ({ share, root } = start());
       hash = await root;
       await sleep(300);
-      out.push(await phaseRun(lab, receivers, sync, true, dir, 'one'));
+      out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'one'), shareRss()));
       return out;
     } finally {
       await stop(share);
@@ -235,12 +239,12 @@ try {
         }
       }
       console.log(`\n== ${receivers} receiver(s), ${loss}% loss, ${FILES} files, ${(treeBytes / MB).toFixed(1)} MB`);
-      console.log('tool    phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB');
+      console.log('tool    phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB  CPU rx s  RSS share MiB');
       for (const tool of TOOLS) {
         for (const p of res[tool] ?? []) {
           const fps = p.phase === 'first' ? (FILES * receivers) / p.wall : NaN;
           const rw = p.written > 0 ? (p.received / p.written).toFixed(3) : '-';
-          console.log(`${tool.padEnd(7)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}`);
+          console.log(`${tool.padEnd(7)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}  ${p.cpuRx.toFixed(2).padStart(8)}  ${p.rssTx === undefined ? '            -' : p.rssTx.toFixed(1).padStart(13)}`);
         }
       }
       if (res.ours && res.rsync) {

@@ -77,7 +77,9 @@ export interface SyncRun {
 /** Run `lcsync sync --json` on a lab host. */
 export async function runSync(lab: Lab, host: number, args: string[], timeoutMs = 120_000): Promise<SyncRun> {
   const timeout = args.includes('--timeout') ? [] : ['--timeout', '20'];
-  const r = await lab.exec(host, [process.execPath, cli, 'sync', '--json', '-i', 'e0', ...timeout, ...args], { timeoutMs });
+  // No local tree cache unless asked for: tests leave nothing in /var/cache (test/tree-sync.root.test.ts tests it).
+  const cache = args.includes('--cache') || args.includes('--no-cache') ? [] : ['--no-cache'];
+  const r = await lab.exec(host, [process.execPath, cli, 'sync', '--json', '-i', 'e0', ...timeout, ...cache, ...args], { timeoutMs });
   let summary: Record<string, any> | undefined;
   try {
     summary = JSON.parse(r.stdout);

@@ -46,6 +46,9 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     'expect-root': Flags.string({ description: 'With a share name: accept only this root (64 hex digits); other roots answering for the name are refused.' }),
     parallel: Flags.integer({ description: 'Chunk groups joined at once.', default: 128, min: 1, max: 512 }),
     bundles: Flags.boolean({ description: 'Take directories\' bundles from a share that publishes them (default; an lcsync extension: a directory of small files in one round trip, every entry checked against the directory\'s hash). --no-bundles: fetch exactly as the C client does.', default: true, allowNo: true }),
+    checksum: Flags.boolean({ char: 'c', description: 'Hash every local file to compare it, trusting no cached tree (as rsync -c).', default: false }),
+    cache: Flags.string({ description: 'Directory of the local tree cache, which lets a re-sync skip hashing local files whose size, mtime, ctime, inode and device are unchanged. Default: /var/cache/lcsync as root, else $XDG_CACHE_HOME/lcsync or ~/.cache/lcsync.' }),
+    'no-cache': Flags.boolean({ description: 'Neither read nor write the local tree cache (every local file is hashed).', default: false }),
   };
 
   async run(): Promise<void> {
@@ -66,6 +69,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       trust = flags.trust.startsWith('lcsync-ed25519 ') ? sig.parsePublicKey(flags.trust, '--trust') : await sig.loadPublicKey(flags.trust);
     }
     const { syncRemote } = await import('../core/sync/sync.js');
+    const { defaultCacheDir } = await import('../core/index/cache.js');
     const a = flags.archive;
     const progress = new Progress({ enabled: Progress.wanted(flags) });
     const ctl = new AbortController();
@@ -92,6 +96,9 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         inplace: flags.inplace,
         parallel: flags.parallel,
         bundles: flags.bundles,
+        cacheDir: flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()),
+        checksum: flags.checksum,
+        onWarning: (message) => progress.pause(() => log.warn(message)),
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
         onSourceChanged: () => progress.pause(() => log.info(`source changed during sync; syncing the new version of ${args.source}`, { event: 'source-changed' })),

@@ -93,6 +93,8 @@ export interface IndexOptions {
   skipName?: (name: string) => boolean;
   /** Publish a bundle per directory (bundles.ts): what a share does unless told not to; a receiver's local index does not. */
   bundles?: boolean;
+  /** Records and entry hashes only, no objects to serve (a receiver comparing its copy): files skip encoding their tree objects. */
+  entriesOnly?: boolean;
 }
 
 /** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
@@ -102,9 +104,10 @@ export interface LeafHasher {
   treeFromHandle(fh: FileHandle, size: number, onBytes?: (n: number) => void): Promise<MerkleTree>;
 }
 
+/** Keyed by a file's identity; ctimeNs is given too, for caches that key by it (a receiver's, sync/localtrees.ts). */
 export interface TreeCache {
-  get(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }): MerkleTree | undefined;
-  set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint }, tree: MerkleTree): void;
+  get(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint; ctimeNs?: bigint }): MerkleTree | undefined;
+  set(localPath: string, st: { size: number; mtimeNs: bigint; ino: bigint; dev: bigint; ctimeNs?: bigint }, tree: MerkleTree): void;
 }
 
 /**
@@ -227,17 +230,17 @@ export class ShareIndex {
     if (type === 'symlink') return this.indexSymlink(abs, sharePath, meta).then((rec) => this.recorded(rec, opts));
     if (type === 'dir') return this.indexDir(abs, sharePath, meta, depth, opts).then((rec) => this.recorded(rec, opts));
     const size = Number(st.size);
-    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
+    const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev, ctimeNs: st.ctimeNs };
     const cached = opts.treeCache?.get(abs, id);
     if (cached || size <= SMALL_FILE) {
       const tree = cached ?? this.smallFileTree(abs, size);
       if (!cached) opts.treeCache?.set(abs, id, tree);
       opts.onBytes?.(size);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
     }
     return this.fileSlots.run(() => this.largeFileTree(abs, size, opts)).then((tree) => {
       opts.treeCache?.set(abs, id, tree);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree), opts);
+      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
     });
   }
 
@@ -248,8 +251,9 @@ export class ShareIndex {
   }
 
   /** A file's record and objects, from its tree. */
-  private fileRecord(abs: string, sharePath: string, meta: FileMeta, size: number, tree: MerkleTree): IndexRecord {
+  private fileRecord(abs: string, sharePath: string, meta: FileMeta, size: number, tree: MerkleTree, entriesOnly = false): IndexRecord {
     const root = size === 0 ? undefined : tree.root;
+    if (entriesOnly) return { type: 'file', sharePath, localPath: abs, meta, size, hash: fileEntryHash(sharePath, root, 0, meta), tree };
     const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
     const parts = splitParts(obj);
     const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));

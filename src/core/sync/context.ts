@@ -9,6 +9,8 @@ import type { FileMeta } from '../model/meta.js';
 import type { MerkleTree } from '../model/tree.js';
 import type { NetTreeHead } from '../wire/nettree.js';
 import type { ChunkSource } from './chunks.js';
+import type { LocalTreeCache } from './localtrees.js';
+import type { DeferredSync, TempListing } from './writer.js';
 import type { SyncItem, SyncOptions, SyncSummary } from './types.js';
 
 /** A verified object: its header, its bytes, and for a file its verified Merkle tree. */
@@ -22,12 +24,18 @@ export interface FetchedEntry {
 }
 
 /** The counters and conflicts one session adds to a SyncSummary. */
-export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges'>;
+export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges' | 'localTrees'>;
 
 export interface SyncContext {
   readonly opts: SyncOptions;
   readonly summary: SessionSummary;
   readonly chunks: ChunkSource;
+  /** Trees of the destination's files by identity, and what this run wrote (undefined: no cache). */
+  readonly localTrees?: LocalTreeCache;
+  /** Small files committed without an fsync each, made durable at the end of the run. */
+  readonly deferredSync: DeferredSync;
+  /** The temporary files each destination directory held when this run first looked. */
+  readonly temps: TempListing;
   /** Bounds the chunk groups joined at once. */
   readonly chunkLimit: Limiter;
   /** The first error that ended the session (see fail). */

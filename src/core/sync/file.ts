@@ -13,6 +13,8 @@ import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js
 import { placesOf, zeroLeaf } from './chunks.js';
 import { isEmptyDir, siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
+import type { FileMeta } from '../model/meta.js';
+import type { BigIntStats } from 'node:fs';
 import { ifPresent } from './local.js';
 import { OutputFile, removeStaleTemps } from './writer.js';
 
@@ -20,6 +22,8 @@ import { OutputFile, removeStaleTemps } from './writer.js';
 interface LocalFile {
   /** Its tree when it is a regular file. */
   tree?: MerkleTree;
+  /** What lstat said of it. */
+  st?: BigIntStats;
   /** What the new file replaces by renaming (never written through): an empty directory, a symlink, a special file. */
   replace?: 'dir' | 'other';
   /** A non-empty directory: left alone. */
@@ -27,13 +31,16 @@ interface LocalFile {
 }
 
 /** What stands at `dest`, or undefined when nothing does. */
-async function localFile(dest: string, dryRun: boolean): Promise<LocalFile | undefined> {
-  const st = await ifPresent(dest, dryRun, () => lstat(dest));
+async function localFile(ctx: SyncContext, dest: string, dryRun: boolean): Promise<LocalFile | undefined> {
+  // In a directory this run made there is nothing yet (two entries of one name are refused by walk.ts).
+  if (ctx.temps.isNew(path.dirname(dest))) return undefined;
+  const st = await ifPresent(dest, dryRun, () => lstat(dest, { bigint: true }));
   if (!st) return undefined;
   const found = await ifPresent(dest, dryRun, async (): Promise<LocalFile> => {
     if (st.isDirectory()) return (await isEmptyDir(dest)) ? { replace: 'dir' } : { conflict: true };
     // The size of the file it opens, not of the lstat above: another run may rename a new version over it.
-    if (st.isFile()) return { tree: await MerkleTree.fromFile(dest) };
+    // A tree cached for this identity (by the walk of the destination, or an earlier run) is not hashed again.
+    if (st.isFile()) return { tree: ctx.localTrees?.lookup(dest, st) ?? (await MerkleTree.fromFile(dest)), st };
     return { replace: 'other' }; // a symlink or special file: replaced by rename, never written through
   });
   // Gone since the lstat (another run moved it): it existed, and nothing of it is used.
@@ -45,7 +52,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   const { opts, summary, chunks } = ctx;
   const tree = entry.tree!;
   const size = entry.head.size;
-  const local = await localFile(dest, !!opts.dryRun);
+  const local = await localFile(ctx, dest, !!opts.dryRun);
   if (local?.conflict) return ctx.conflict(dest, 'file');
   const existed = local !== undefined;
   const localTree = local?.tree;
@@ -72,16 +79,22 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   }
   if (sameContent) {
     const changedMeta = await ctx.finishMeta(dest, entry.head.meta, false);
+    const st = local!.st!;
+    ctx.localTrees?.wrote(dest, localTree, { size, ino: st.ino, dev: st.dev, mtimeNs: finalMtime(ctx, entry.head.meta, st.mtimeNs) });
     ctx.item({ path: dest, type: 'file', change: changedMeta ? 'metadata' : 'unchanged', chunksFetched: 0, chunksReused: 0 });
     return;
   }
   chunks.wanted += places.size;
   // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
-  await removeStaleTemps(path.dirname(dest), path.basename(dest)).catch(() => 0);
+  const dir = path.dirname(dest);
+  await ctx.temps
+    .in(dir)
+    .then((names) => (names.length > 0 ? removeStaleTemps(dir, path.basename(dest), undefined, names) : 0))
+    .catch(() => 0);
   // Another type of object stays in place until the new file is complete, written under a fresh
   // name next to it (never through a link), and is then replaced by rename.
   const target = replace ? siblingName(dest, 'new') : dest;
-  const out = await OutputFile.open(target, size, { inplace: opts.inplace && !replace });
+  const out = await OutputFile.open(target, size, { inplace: opts.inplace && !replace, deferred: ctx.deferredSync, identity: ctx.localTrees !== undefined, absent: !existed || replace !== undefined });
   let fetchedHere = 0;
   // Where this file's chunks can be read back by other files: the output wherever it is now
   // (temporary, then dest), and after a type conflict the name it was finally renamed to.
@@ -159,5 +172,12 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
     replaced = dest;
   }
   await ctx.finishMeta(dest, entry.head.meta, false, !existed || replace !== undefined);
+  const id = out.identity;
+  if (id) ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, entry.head.meta, id.mtimeNs) });
   ctx.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });
+}
+
+/** The mtime a synced file ends with: the source's with -t (set at the end of the run), else what it has. */
+function finalMtime(ctx: SyncContext, meta: FileMeta, current: bigint): bigint {
+  return ctx.opts.flags.times ? meta.mtimeSec * 1_000_000_000n + meta.mtimeNsec : current;
 }

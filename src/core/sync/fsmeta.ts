@@ -24,17 +24,24 @@ export interface MetaFlags {
   times: boolean;
 }
 
-/** Owner, group and permissions now; times are collected for applyTimes, after children are written. */
-export async function applyOwnership(localPath: string, meta: FileMeta, flags: MetaFlags, isLink: boolean): Promise<void> {
+/**
+ * Owner, group and permissions now; times are collected for applyTimes, after children are written.
+ * `st`: what an lstat of the path just said (saves looking again); calls that would change nothing are not made.
+ */
+export async function applyOwnership(localPath: string, meta: FileMeta, flags: MetaFlags, isLink: boolean, st?: { uid: number; gid: number; mode: number }): Promise<void> {
   try {
+    let chowned = false;
     if (flags.owner || flags.group) {
-      const st = await lstat(localPath);
+      st ??= await lstat(localPath);
       const uid = flags.owner ? meta.uid : st.uid;
       const gid = flags.group ? meta.gid : st.gid;
-      if (uid !== st.uid || gid !== st.gid) await lchown(localPath, uid, gid);
+      if (uid !== st.uid || gid !== st.gid) {
+        await lchown(localPath, uid, gid);
+        chowned = true;
+      }
     }
     // chown clears set-id bits, so permissions come after it.
-    if (flags.perms && !isLink) await chmod(localPath, meta.mode & 0o7777);
+    if (flags.perms && !isLink && (chowned || !st || (st.mode & 0o7777) !== (meta.mode & 0o7777))) await chmod(localPath, meta.mode & 0o7777);
   } catch (e) {
     throw fromSystemError(e, `cannot set owner or mode of ${localPath}`);
   }

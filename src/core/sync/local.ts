@@ -7,7 +7,7 @@ import { lstat } from '../base/bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { toHex } from '../model/hash.js';
-import { ShareIndex } from '../index/mdex.js';
+import { ShareIndex, type TreeCache } from '../index/mdex.js';
 import { isTempName } from './writer.js';
 
 /** Nothing at a path: ENOENT, or in a dry run ENOTDIR (a parent that would have become a directory is still a file). */
@@ -46,15 +46,15 @@ export async function checkParent(target: string): Promise<void> {
 /**
  * Entry hashes of what the directory `target` already holds, indexed as the share path
  * `sharePath` (so they compare with the source's), for skipping children that are equal; empty
- * when `target` is not a directory.
+ * when `target` is not a directory. Files whose identity `treeCache` knows are not hashed again.
  */
-export async function localEntryHashes(target: string, sharePath: string): Promise<Set<string>> {
+export async function localEntryHashes(target: string, sharePath: string, treeCache?: TreeCache): Promise<Set<string>> {
   const st = await lstat(target).catch(() => undefined);
   if (!st?.isDirectory()) return new Set();
   const local = new ShareIndex();
   try {
     // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
-    await local.add(target, { sharePath, skipName: isTempName });
+    await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true });
     return new Set(local.records.map((r) => toHex(r.hash)));
   } catch (e) {
     // Only a shortcut: a file that changed while hashing (another run writing here) means

@@ -23,6 +23,8 @@ import { applyOwnership, applyTimes, type TimeStamp } from './fsmeta.js';
 import { ObjectReceiver } from './receiver.js';
 import { BundleFetcher } from './bundle.js';
 import type { SyncItem, SyncOptions } from './types.js';
+import type { LocalTreeCache } from './localtrees.js';
+import { DeferredSync, TempListing, processUmask } from './writer.js';
 import { syncDir, syncEntry } from './walk.js';
 import { syncFile } from './file.js';
 import { syncSymlink } from './symlink.js';
@@ -63,6 +65,10 @@ export class SyncSession implements SyncContext {
   };
   readonly chunks: ChunkSource;
   private readonly bundles: BundleFetcher;
+  /** Set by the caller before anything is synced (sync.ts). */
+  localTrees?: LocalTreeCache;
+  readonly deferredSync = new DeferredSync();
+  readonly temps = new TempListing();
 
   private constructor(
     private readonly channel: DatagramSource,
@@ -295,9 +301,10 @@ export class SyncSession implements SyncContext {
     if (f.owner && Number(st.uid) !== meta.uid) changed = true;
     if (f.group && Number(st.gid) !== meta.gid) changed = true;
     if (f.times && (st.mtimeNs / 1_000_000_000n !== meta.mtimeSec || st.mtimeNs % 1_000_000_000n !== meta.mtimeNsec)) changed = true;
-    await applyOwnership(p, meta, f, isLink);
-    if (created && !f.perms && !isLink) {
-      await chmod(p, meta.mode & 0o777 & ~process.umask());
+    await applyOwnership(p, meta, f, isLink, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) });
+    const umasked = meta.mode & 0o777 & ~processUmask();
+    if (created && !f.perms && !isLink && Number(st.mode & 0o7777n) !== umasked) {
+      await chmod(p, umasked);
     }
     if (f.times) this.times.push({ path: p, meta });
     return changed;
@@ -324,9 +331,10 @@ export class SyncSession implements SyncContext {
     return syncEntry(this, entry, dest, localHashes);
   }
 
-  /** Apply collected times, deepest paths first is not needed: all writes are done by now. */
+  /** Apply collected times, deepest paths first is not needed: all writes are done by now. Then make small files durable. */
   async finish(): Promise<void> {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
+    await this.deferredSync.flush();
   }
 
   /** Set when the share said the source changed under this session (receiver.ts gone notices). */

@@ -20,6 +20,7 @@ import { checkParent, localEntryHashes } from './local.js';
 import { resolveTop } from './resolve.js';
 import { isEmptyDir } from './conflicts.js';
 import { SyncSession } from './session.js';
+import { LocalTreeCache } from './localtrees.js';
 import { parseSource, type SourceSpec } from './source.js';
 import type { SyncFlags, SyncOptions, SyncSummary } from './types.js';
 
@@ -101,9 +102,16 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
     }
     await checkParent(target);
-    const localHashes = top.head.type === 'dir' ? await localEntryHashes(target, top.head.name) : new Set<string>();
-    await session.syncEntry(top, target, localHashes);
-    await session.finish();
+    const localTrees = opts.cacheDir === undefined ? undefined : await LocalTreeCache.open({ dir: opts.cacheDir, dest: target, checksum: opts.checksum, onWarning: opts.onWarning });
+    session.localTrees = localTrees;
+    try {
+      const localHashes = top.head.type === 'dir' ? await localEntryHashes(target, top.head.name, localTrees) : new Set<string>();
+      await session.syncEntry(top, target, localHashes);
+      await session.finish();
+    } finally {
+      // Also after a failure or an interrupt: what was checked or written is known, and speeds the next run.
+      if (localTrees && !opts.dryRun) await localTrees.save();
+    }
     const s = session.stats();
     return {
       source,
@@ -120,6 +128,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       seconds: s.seconds,
       rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,
       sourceChanges: 0,
+      ...(localTrees ? { localTrees: { ...localTrees.stats } } : {}),
     };
   } finally {
     await session.close();

@@ -41,6 +41,15 @@ export interface SyncOptions {
   signal?: AbortSignal;
   /** Take directories' bundles from a share that serves them (default true; false: only what the C share serves). */
   bundles?: boolean;
+  /**
+   * Directory of the local tree cache (localtrees.ts): trees of the destination's files, so that
+   * unchanged ones are not hashed again on the next sync. Undefined: no cache.
+   */
+  cacheDir?: string;
+  /** Hash every local file, trusting no cached tree (rsync's --checksum). */
+  checksum?: boolean;
+  /** Something worth saying that does not stop the sync (a cache that cannot be written). */
+  onWarning?: (message: string) => void;
   /** Receive from this source instead of opening a socket (tests run a share in memory). */
   channel?: DatagramSource;
 }
@@ -102,6 +111,11 @@ export interface SyncSummary {
   files: Record<Change, number>;
   /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
   conflicts: SyncConflict[];
+  /**
+   * The local tree cache, when used (SyncOptions.cacheDir): local files whose tree it had (hits)
+   * and files hashed (misses), entries saved for the next run, and whether its file was damaged.
+   */
+  localTrees?: { hits: number; misses: number; saved: number; corrupt: boolean };
   /** Times the source changed during the sync and the sync moved on to the share name's new root. */
   sourceChanges: number;
   seconds: number;

@@ -47,6 +47,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     } else {
       try {
         await mkdir(dest, { mode: 0o755 });
+        ctx.temps.made(dest);
       } catch (e) {
         // Another run into the same destination made it first: fine if it is a directory.
         const now = (e as NodeJS.ErrnoException).code === 'EEXIST' ? await lstat(dest).catch(() => undefined) : undefined;

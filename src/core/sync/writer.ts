@@ -18,8 +18,9 @@
  * A new file starts as a temporary file truncated to its size, all holes: a caller that skips
  * writing all-zero chunks into it (`fresh`) leaves them as holes, like `cp --sparse=auto`.
  */
-import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
+import { constants as fsc, fstatSync, readFileSync, readlinkSync } from 'node:fs';
 import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from '../base/bytefs.js';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
@@ -28,9 +29,27 @@ import { nameFromBytes, nameToBytes } from '../base/names.js';
 export interface OutputOptions {
   /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
   inplace?: boolean;
+  /**
+   * A file of at most DEFERRED_SYNC_MAX bytes is renamed without an fsync of its own; `deferred`
+   * makes it durable with the others at the end of the run (see DeferredSync).
+   */
+  deferred?: DeferredSync;
+  /** Record the committed file's inode, device and mtime in `identity` (for the local tree cache). */
+  identity?: boolean;
+  /** The caller has just found nothing at dest: a new file, no need to look again. */
+  absent?: boolean;
 }
 
+/** Files up to this size are made durable at the end of a run, not one by one (see DeferredSync). */
+export const DEFERRED_SYNC_MAX = 64 * 1024;
+
 const TEMP_MODE = 0o600;
+/** The process's umask, read once: process.umask() sets it twice to read it, which costs as much as a file's other calls. */
+let umaskValue: number | undefined;
+export function processUmask(): number {
+  umaskValue ??= process.umask();
+  return umaskValue;
+}
 /** Room left for `.` + `.lcsync-<pid>-<hex>.tmp` under the usual 255-byte name limit. */
 const MAX_BASE_BYTES = 200;
 /** A run's temporary copy is touched (mtime) at least this often while it is open, even when no chunk arrives. */
@@ -90,6 +109,63 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Durability for many small files at once. An fsync per file before its rename, and one of its
+ * directory after, cost more than writing a small file; instead small files are renamed into
+ * place as soon as they are complete (so they are never partial: an interrupted run leaves each
+ * one old or new), and at the end of the run one syncfs per file system (coreutils `sync -f`)
+ * writes their data and directory entries to disk. Without `sync` every file and then every
+ * directory is fsynced instead. What a power cut during the run can leave: README "Crash safety".
+ */
+export class DeferredSync {
+  private readonly dirs = new Set<string>();
+  private readonly files: string[] = [];
+
+  add(file: string): void {
+    this.files.push(file);
+    this.dirs.add(path.dirname(file));
+  }
+
+  get pending(): number {
+    return this.files.length;
+  }
+
+  /** Make every file added so far durable, with the directory entries that name them. */
+  async flush(): Promise<void> {
+    if (this.files.length === 0) return;
+    const files = this.files.splice(0);
+    const dirs = [...this.dirs];
+    this.dirs.clear();
+    const oneDirPerFs = new Map<bigint, string>();
+    for (const d of dirs) {
+      const st = await stat(d, { bigint: true }).catch(() => undefined);
+      if (st && !oneDirPerFs.has(st.dev)) oneDirPerFs.set(st.dev, d);
+    }
+    let synced = true;
+    for (const d of oneDirPerFs.values()) if (!(await syncFs(d))) synced = false;
+    if (synced) return;
+    for (const f of files) {
+      const fh = await open(f, 'r').catch(() => undefined); // replaced or removed since: not ours to sync
+      if (!fh) continue;
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+    for (const d of dirs) await syncDir(d).catch((err) => Promise.reject(fromSystemError(err, d)));
+  }
+}
+
+/** syncfs(2) on the file system holding `dir`, by coreutils `sync -f`; false when that cannot run or fails. */
+function syncFs(dir: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn('sync', ['-f', '--', dir], { stdio: 'ignore' });
+    child.on('error', () => resolve(false));
+    child.on('close', (code) => resolve(code === 0));
+  });
+}
+
 export class OutputFile {
   private fh: FileHandle | undefined;
   private done = false;
@@ -98,6 +174,10 @@ export class OutputFile {
   private failure: Error | undefined;
   /** Committed: the bytes are at dest now, no longer at path. */
   private renamed = false;
+  /** After commit, with OutputOptions.identity: what the committed file is. */
+  identity: { ino: bigint; dev: bigint; mtimeNs: bigint } | undefined;
+  private deferred: DeferredSync | undefined;
+  private wantIdentity = false;
 
   private constructor(
     /** The file being written: the temporary copy, or dest itself in place. */
@@ -128,10 +208,12 @@ export class OutputFile {
 
   static async open(dest: string, size: number, opts: OutputOptions = {}): Promise<OutputFile> {
     checkRange(size, 0);
-    const old = await stat(dest).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw fromSystemError(err, dest);
-    });
+    const old = opts.absent
+      ? undefined
+      : await stat(dest).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return undefined;
+          throw fromSystemError(err, dest);
+        });
     if (old && !old.isFile()) throw new LcsyncError('IO', `${dest}: not a regular file`);
 
     if (opts.inplace) {
@@ -143,7 +225,7 @@ export class OutputFile {
         throw fromSystemError(err, dest);
       }
       // Truncation waits for commit, so chunks past the new end can still be read and reused.
-      return new OutputFile(dest, dest, size, true, fh, -1, undefined);
+      return new OutputFile(dest, dest, size, true, fh, -1, undefined).configured(opts);
     }
 
     const tmp = tempPathFor(dest);
@@ -156,19 +238,25 @@ export class OutputFile {
         fh = await open(tmp, 'r+');
         finalMode = old.mode & 0o7777;
       } else {
-        // Created 0666 so the umask shows in its mode: that is the mode a new file should get.
-        fh = await open(tmp, 'wx+', 0o666);
-        finalMode = (await fh.stat()).mode & 0o777;
-        await fh.chmod(TEMP_MODE);
+        // A new file gets 0666 less the umask (as open(2) would give it), once complete.
+        fh = await open(tmp, 'wx+', TEMP_MODE);
+        finalMode = 0o666 & ~processUmask();
       }
       await fh.truncate(size);
       const owner = old ? { uid: old.uid, gid: old.gid } : undefined;
-      return new OutputFile(tmp, dest, size, false, fh, finalMode, owner, !old);
+      return new OutputFile(tmp, dest, size, false, fh, finalMode, owner, !old).configured(opts);
     } catch (err) {
       await fh?.close().catch(() => undefined);
       await unlinkQuietly(tmp);
       throw fromSystemError(err, dest);
     }
+  }
+
+  private configured(opts: OutputOptions): this {
+    // In place is not atomic anyway; a large file's own fsync is small beside its writes.
+    if (!this.inplace && this.size <= DEFERRED_SYNC_MAX) this.deferred = opts.deferred;
+    this.wantIdentity = !!opts.identity;
+    return this;
   }
 
   /** Where the bytes written so far are: the temporary copy until commit has renamed it over dest. */
@@ -199,7 +287,7 @@ export class OutputFile {
     }
   }
 
-  /** Make the output the destination: sync the data, rename over dest, sync the directory. */
+  /** Make the output the destination: sync the data, rename over dest, sync the directory (or leave both to `deferred`). */
   async commit(): Promise<void> {
     const fh = this.handle();
     clearInterval(this.heartbeat);
@@ -214,7 +302,12 @@ export class OutputFile {
         // After chown, which clears set-id bits.
         await fh.chmod(this.finalMode);
       }
-      await fh.sync();
+      if (!this.deferred) await fh.sync();
+      if (this.wantIdentity) {
+        // Synchronous: an fstat costs microseconds, a promise round trip through the thread pool more.
+        const st = fstatSync(fh.fd, { bigint: true });
+        this.identity = { ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs };
+      }
       this.fh = undefined;
       await fh.close();
       if (!this.inplace) {
@@ -229,6 +322,10 @@ export class OutputFile {
       if (!this.inplace) await unlinkQuietly(this.path);
       this.done = true;
       throw fromSystemError(err, this.dest);
+    }
+    if (this.deferred) {
+      this.deferred.add(this.dest);
+      return;
     }
     try {
       await syncDir(path.dirname(this.dest));
@@ -321,13 +418,48 @@ export function parseTempName(name: string): { base: string; pid: number; sameSc
 }
 
 /**
- * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
- * as isStaleTemp decides. Returns how many were removed.
+ * The temporary names in each directory, read once per run (TempListing.in): looking for a
+ * killed run's temps of each file by reading its whole directory again would cost a directory
+ * listing per file, quadratic in a directory of many small files. A temp that appears after the
+ * listing belongs to a live run (or is found by the next run).
  */
-export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now()): Promise<number> {
-  let names: string[];
+export class TempListing {
+  private readonly dirs = new Map<string, Promise<string[]>>();
+  private readonly madeHere = new Set<string>();
+
+  in(dir: string): Promise<string[]> {
+    let names = this.dirs.get(dir);
+    if (!names) {
+      names = readdir(dir).then(
+        (all) => all.filter(isTempName),
+        (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' || err.code === 'ENOTDIR' ? [] : Promise.reject(fromSystemError(err, dir))),
+      );
+      this.dirs.set(dir, names);
+    }
+    return names;
+  }
+
+  /** `dir` was made by this run: nothing stale can be in it. */
+  made(dir: string): void {
+    this.dirs.set(dir, Promise.resolve([]));
+    this.madeHere.add(dir);
+  }
+
+  /** Whether this run made `dir` (so what is in it, this run put there). */
+  isNew(dir: string): boolean {
+    return this.madeHere.has(dir);
+  }
+}
+
+/**
+ * Remove temporary copies left in `dir` by killed runs (only those of `basename` when given),
+ * as isStaleTemp decides. Returns how many were removed. `listed`: the directory's names, when
+ * already read (TempListing).
+ */
+export async function removeStaleTemps(dir: string, basename?: string, now: number = Date.now(), listed?: readonly string[]): Promise<number> {
+  let names: readonly string[];
   try {
-    names = await readdir(dir);
+    names = listed ?? (await readdir(dir));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
     throw fromSystemError(err, dir);
