@@ -209,5 +209,6 @@ describe('TreeStore', () => {
     expect(defaultCacheDir({}, 0)).toBe('/var/cache/lcsync');
     expect(defaultCacheDir({ XDG_CACHE_HOME: '/c' }, 1000)).toBe('/c/lcsync');
     expect(defaultCacheDir({ HOME: '/home/u' }, 1000)).toBe('/home/u/.cache/lcsync');
+    expect(defaultCacheDir({ LCSYNC_CACHE_DIR: '/x', XDG_CACHE_HOME: '/c' }, 0)).toBe('/x');
   });
 });

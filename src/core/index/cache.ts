@@ -76,6 +76,8 @@ interface MemEntry {
  * $XDG_CACHE_HOME/lcsync, else ~/.cache/lcsync.
  */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, uid: number = process.getuid?.() ?? -1): string {
+  // One switch for every lcsync process a script or test suite starts, without a --cache on each.
+  if (env.LCSYNC_CACHE_DIR) return env.LCSYNC_CACHE_DIR;
   if (uid === 0) return '/var/cache/lcsync';
   if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, 'lcsync');
   return path.join(env.HOME || os.homedir(), '.cache', 'lcsync');
