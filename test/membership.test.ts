@@ -5,6 +5,7 @@
  * to report in; a join and a leave in one wait cancel out; a rejoin is kept; a socket out of
  * memberships tries again.
  */
+import { burstIfindex } from '../src/core/net/mcast-receiver.js';
 import { describe, expect, it } from 'vitest';
 import { BATCH_MS, MembershipBatch, type MembershipChange } from '../src/core/net/membership.js';
 
@@ -91,5 +92,24 @@ describe('MembershipBatch', () => {
     burst(b, 5);
     b.join('ff1e::2');
     expect(b.dueAt()).toBe(5);
+  });
+});
+
+describe('burstIfindex (the receiver resolving interface names for a burst of joins)', () => {
+  it('looks a name up once per burst, keeps the last index when a lookup fails, and fails for a name never resolved', async () => {
+    const answers = [7, 0];
+    let calls = 0;
+    const index = burstIfindex(() => {
+      calls++;
+      return answers.shift() ?? 0;
+    });
+    expect(index('e0')).toBe(7);
+    expect(index('e0')).toBe(7);
+    expect(calls).toBe(1);
+    await Promise.resolve();
+    // if_nametoindex answered 0 (as it does when out of descriptors): the last index stands.
+    expect(index('e0')).toBe(7);
+    expect(calls).toBe(2);
+    expect(() => index('e9')).toThrow(/no interface e9/);
   });
 });

@@ -113,16 +113,24 @@ function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink):
  * Interface indexes resolved per burst of membership changes, as dgram resolves '::%name' per call: an
  * interface may come and go. Not per change: with hundreds of changes a burst, looking the name up
  * each time was a tenth of a busy receiver's time.
+ * if_nametoindex(3) opens a socket to ask, so it also answers 0 when the process is out of
+ * descriptors (a sync of 100,000 files once failed so with "no interface e0"). A name that resolved
+ * before keeps its last index then: if the interface is really gone, the join itself fails (ENODEV).
  */
-function burstIfindex(): (ifname: string) => number {
+export function burstIfindex(lookup: (ifname: string) => number = BatchReceiver.ifindex): (ifname: string) => number {
   let indexes: Map<string, number> | undefined;
+  const lastKnown = new Map<string, number>();
   return (ifname: string): number => {
     if (!indexes) {
       indexes = new Map();
       queueMicrotask(() => (indexes = undefined));
     }
     let i = indexes.get(ifname);
-    if (i === undefined) indexes.set(ifname, (i = BatchReceiver.ifindex(ifname)));
+    if (i === undefined) {
+      i = lookup(ifname) || (lastKnown.get(ifname) ?? 0);
+      indexes.set(ifname, i);
+      if (i !== 0) lastKnown.set(ifname, i);
+    }
     if (i === 0) throw Object.assign(new Error(`no interface ${ifname}`), { code: 'ENODEV' });
     return i;
   };
