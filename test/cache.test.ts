@@ -180,6 +180,9 @@ describe('TreeStore', () => {
     const left = new Set(entryFiles(cdir));
     expect(left.has(entries[0]!.e)).toBe(false);
     expect(left.has(entries[9]!.e)).toBe(true);
+    // Once an hour at most: a second prune right away does not walk the cache again.
+    expect((await s.prune()).skipped).toBe(true);
+    expect((await s.prune(0)).skipped).toBeUndefined();
   });
 
   it('lets ShareIndex.build skip hashing unchanged files, with the same root, and re-hash only a changed one', async () => {

@@ -75,6 +75,11 @@ interface MemEntry {
  * The default cache directory: /var/cache/lcsync for root, else
  * $XDG_CACHE_HOME/lcsync, else ~/.cache/lcsync.
  */
+/** How often prune() walks the whole cache at most, and the file whose mtime says when it last did. */
+export const PRUNE_INTERVAL_MS = 3600_000;
+/** Beside the trees directory (trees-v1.pruned), not in it: nothing there but shards. */
+const PRUNE_MARK = '.pruned';
+
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, uid: number = process.getuid?.() ?? -1): string {
   // One switch for every lcsync process a script or test suite starts, without a --cache on each.
   if (env.LCSYNC_CACHE_DIR) return env.LCSYNC_CACHE_DIR;
@@ -163,9 +168,18 @@ export class TreeStore implements TreeCache {
     this.gen++;
   }
 
-  /** Keep the disk cache within its budget: delete least recently used entries (hits refresh an entry's mtime). */
-  async prune(): Promise<{ entries: number; bytes: number; removed: number }> {
+  /**
+   * Keep the disk cache within its budget: delete least recently used entries (hits refresh an
+   * entry's mtime). It stats every entry, which on a cache of tens of thousands took a CPU-second
+   * at every share start; so it runs at most once per `minIntervalMs` per cache directory (the
+   * mtime of PRUNE_MARK says when it last did). `skipped` when it did not run.
+   */
+  async prune(minIntervalMs = PRUNE_INTERVAL_MS): Promise<{ entries: number; bytes: number; removed: number; skipped?: true }> {
     if (!this.treesDir) return { entries: 0, bytes: 0, removed: 0 };
+    const mark = this.treesDir + PRUNE_MARK;
+    const last = await stat(mark).then((st) => st.mtimeMs, () => 0);
+    if (Date.now() - last < minIntervalMs) return { entries: 0, bytes: 0, removed: 0, skipped: true };
+    await writeFile(mark, '').catch(() => undefined);
     const files: { p: string; size: number; mtimeMs: number }[] = [];
     for (const shard of await readdir(this.treesDir).catch(() => [] as string[])) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
