@@ -30,7 +30,6 @@ import { cli } from './e2e.js';
 
 const { privateKey } = generateKeyPairSync('ed25519');
 const trusted = rawPublicKey(privateKey);
-const other = generateKeyPairSync('ed25519').privateKey;
 
 const fileMeta: FileMeta = { mode: 0o100644, uid: 0, gid: 0, mtimeSec: 1_700_000_000n, mtimeNsec: 0n, atimeSec: 1_700_000_000n, atimeNsec: 0n };
 const dirMeta: FileMeta = { ...fileMeta, mode: 0o40755 };
