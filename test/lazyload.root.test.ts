@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createLab, skipReason, type Lab } from './lab.js';
 import { describeUnless } from './skip.js';
 import { useTempDir } from './tmpdir.js';
@@ -35,7 +36,8 @@ function readLog(file: string): Loaded {
 /** Run `fn` with the load recorder on for processes it spawns, writing to `log`. */
 async function recording<T>(log: string, fn: () => Promise<T>): Promise<T> {
   const saved = { NODE_OPTIONS: process.env.NODE_OPTIONS, LCSYNC_LOAD_LOG: process.env.LCSYNC_LOAD_LOG };
-  process.env.NODE_OPTIONS = `${saved.NODE_OPTIONS ?? ''} --import ${path.join(repo, 'test', 'fixtures', 'loadlog.mjs')}`.trim();
+  // As a file URL in double quotes: NODE_OPTIONS splits on spaces, and the checkout's path may have some.
+  process.env.NODE_OPTIONS = `${saved.NODE_OPTIONS ?? ''} --import "${pathToFileURL(path.join(repo, 'test', 'fixtures', 'loadlog.mjs')).href}"`.trim();
   process.env.LCSYNC_LOAD_LOG = log;
   try {
     return await fn();
