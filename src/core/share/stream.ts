@@ -57,6 +57,8 @@ export class ScheduledStream<T> {
   lingerUntil = 0;
   /** Receivers behind this chunk that the first round waits for (until gatherUntil); undefined: none. */
   waitingFor: Set<string> | undefined;
+  /** How the first round gathers listeners: 'joins' for a bundle part (scheduler.ts JOIN_GATHER_MAX_MS); otherwise by walk position, if at all. */
+  gatherBy: 'joins' | undefined;
   gatherUntil = 0;
   readonly round: number;
   readonly repairRound: number;
@@ -115,15 +117,21 @@ export class ScheduledStream<T> {
     return !this.paused && this.budget > 0 && now >= this.holdUntil && (this.waitingFor === undefined || now >= this.gatherUntil);
   }
 
-  /** Whether the stream's round is over and it is due a trickle datagram. */
+  /** Whether the stream's round is over, or held for more joiners (gatherBy 'joins'), and it is due a trickle datagram. */
   trickleDue(now: number): boolean {
-    return !this.paused && this.budget === 0 && now >= this.nextTrickleAt;
+    return !this.paused && (this.budget === 0 || this.heldForJoins(now)) && now >= this.nextTrickleAt;
+  }
+
+  /** Whether the first round waits for more joiners (a bundle part): it trickles meanwhile, out of the round. */
+  private heldForJoins(now: number): boolean {
+    return this.gatherBy === 'joins' && this.waitingFor !== undefined && now < this.gatherUntil;
   }
 
   /** When this stream next wants to send, if it is waiting. */
   wakeAt(): number {
     if (this.paused) return Infinity;
     if (this.budget === 0) return this.nextTrickleAt;
+    if (this.gatherBy === 'joins' && this.waitingFor) return Math.min(this.nextTrickleAt, Math.max(this.holdUntil, this.gatherUntil));
     return this.waitingFor ? Math.max(this.holdUntil, this.gatherUntil) : this.holdUntil;
   }
 
@@ -134,8 +142,10 @@ export class ScheduledStream<T> {
    */
   take(now: number): SymbolChoice {
     let trickling = false;
-    if (this.budget > 0) this.budget--;
-    else {
+    if (this.budget > 0) {
+      if (this.heldForJoins(now)) this.nextTrickleAt = now + TRICKLE_MS;
+      this.budget--;
+    } else {
       this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
       trickling = true;
     }
