@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
-import { GRACE_MAX_MS, GRACE_MIN_MS, TRICKLE_MS, repairRoundSize, roundSize } from '../src/core/share/stream.js';
+import { GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeDatagram } from '../src/core/wire/packet.js';
@@ -101,6 +101,25 @@ describe('SendScheduler: rounds and trickle', () => {
     expect(st.budget).toBe(repairRoundSize(64));
     expect(drain(s, 1000)).toHaveLength(repairRoundSize(64));
     expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 1 });
+  });
+
+  it("a repeated report soon after the listener's join (the kernel's own repeat) buys a small burst, not a repair round", () => {
+    const s = mld();
+    const K = 100;
+    const st = start(s, 'g%e0', 'A', TREE, K, 0);
+    expect(drain(s, 0)).toHaveLength(K);
+    runUntil(s, 1, 200);
+    expect(st.budget).toBe(0);
+    expect(s.join('g%e0', 'e0', 'A', TREE, 300)).toBe('joined');
+    expect(repeatBurstSize(K)).toBe(4);
+    expect(repeatBurstSize(K)).toBeLessThan(repairRoundSize(K));
+    expect(st.budget).toBe(repeatBurstSize(K));
+    // The burst, and the trickle datagram due by then.
+    expect(drain(s, 300)).toHaveLength(repeatBurstSize(K) + 1);
+    // Once REPORT_REPEAT_MS has passed, a repeated report is the listener asking: a repair round.
+    s.join('g%e0', 'e0', 'A', TREE, REPORT_REPEAT_MS + 1);
+    expect(st.budget).toBe(repairRoundSize(K));
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2 });
   });
 });
 
