@@ -11,8 +11,8 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
-import { GRACE_MAX_MS, GRACE_MIN_MS, TRICKLE_MS, repairRoundSize, roundSize } from '../src/core/share/stream.js';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeDatagram } from '../src/core/wire/packet.js';
@@ -101,6 +101,25 @@ describe('SendScheduler: rounds and trickle', () => {
     expect(st.budget).toBe(repairRoundSize(64));
     expect(drain(s, 1000)).toHaveLength(repairRoundSize(64));
     expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 1 });
+  });
+
+  it("a repeated report soon after the listener's join (the kernel's own repeat) buys a small burst, not a repair round", () => {
+    const s = mld();
+    const K = 100;
+    const st = start(s, 'g%e0', 'A', TREE, K, 0);
+    expect(drain(s, 0)).toHaveLength(K);
+    runUntil(s, 1, 200);
+    expect(st.budget).toBe(0);
+    expect(s.join('g%e0', 'e0', 'A', TREE, 300)).toBe('joined');
+    expect(repeatBurstSize(K)).toBe(4);
+    expect(repeatBurstSize(K)).toBeLessThan(repairRoundSize(K));
+    expect(st.budget).toBe(repeatBurstSize(K));
+    // The burst, and the trickle datagram due by then.
+    expect(drain(s, 300)).toHaveLength(repeatBurstSize(K) + 1);
+    // Once REPORT_REPEAT_MS has passed, a repeated report is the listener asking: a repair round.
+    s.join('g%e0', 'e0', 'A', TREE, REPORT_REPEAT_MS + 1);
+    expect(st.budget).toBe(repairRoundSize(K));
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2 });
   });
 });
 
@@ -320,6 +339,100 @@ describe('SendScheduler: gather', () => {
     const otherIf = mld();
     otherIf.join('x%e1', 'e1', 'B', TREE, 0);
     expect(start(otherIf, 'c%e0', 'A', CHUNK(0, 0), 4, 10).waitingFor).toBeUndefined();
+  });
+});
+
+describe('SendScheduler: gather by joins (bundle parts)', () => {
+  /**
+   * Three receivers, each working through the tree (a join of something every 50 ms), ask for the
+   * same bundle part at 0, 300 and 900 ms; each listener leaves 20 ms after its round. Returns
+   * the datagrams the part cost.
+   */
+  function threeReceivers(gather: boolean | 'joins'): { sent: Sent[]; st: ScheduledStream<string> } {
+    const s = mld();
+    const K = 100;
+    const arrivals: [string, number][] = [['A', 0], ['B', 300], ['C', 900]];
+    const sent: Sent[] = [];
+    let st: ScheduledStream<string> | undefined;
+    let left = 0;
+    for (let now = 0; now <= 3000; now++) {
+      // Every receiver still working joins some other object every 50 ms (its frontier is fresh).
+      if (now % 50 === 0) {
+        for (const [h, at] of arrivals) {
+          if (now < at + 1500) {
+            s.join(`other-${h}-${now}%e0`, 'e0', h, TREE, now);
+            s.abandon(`other-${h}-${now}%e0`);
+          }
+        }
+      }
+      for (const [h, at] of arrivals) {
+        if (now !== at) continue;
+        if (!st) {
+          expect(s.join('part%e0', 'e0', h, TREE, now)).toBe('start');
+          st = s.open('part%e0', { ifname: 'e0', position: TREE, K, gather, item: 'part%e0' }, h, now);
+        } else expect(s.join('part%e0', 'e0', h, TREE, now)).toBe('joined');
+      }
+      sent.push(...drain(s, now));
+      // Each listener leaves once the round it was granted is out (as a receiver that decoded the part).
+      if (st && st.budget === 0 && st.reporters.size > 0 && now > left + 20) {
+        left = now;
+        for (const h of [...st.reporters]) s.part('part%e0', h, now);
+        s.leave('part%e0', now);
+      }
+    }
+    return { sent: sent.filter((x) => x.key === 'part%e0'), st: st! };
+  }
+
+  it('holds a new part for the receivers active on the interface that have not joined it, trickling its source symbols meanwhile, so one round serves all', () => {
+    const { sent, st } = threeReceivers('joins');
+    expect(st.asks.listener).toBe(3);
+    // One round (K + margin) and the trickle of the hold: not a round per receiver.
+    expect(sent.length).toBeLessThanOrEqual(st.round + Math.ceil(900 / TRICKLE_MS) + 1);
+    // Held: before C arrived only the trickle went out, one symbol per TRICKLE_MS, each a source symbol.
+    const beforeC = sent.filter((x) => x.at < 900);
+    expect(beforeC.length).toBeLessThanOrEqual(Math.ceil(900 / TRICKLE_MS) + 1);
+    expect(beforeC.every((x) => 'source' in x.symbol)).toBe(true);
+    expect(sent.some((x) => x.at < 100)).toBe(true);
+  });
+
+  it('without the hold (a part started as any tree object) each receiver costs a round: the baseline the hold is measured against', () => {
+    const { sent, st } = threeReceivers(false);
+    expect(st.asks.listener).toBe(3);
+    expect(sent.length).toBeGreaterThanOrEqual(3 * st.K);
+  });
+
+  it('does not wait for a receiver that joined the part before, one idle for JOIN_GATHER_IDLE_MS, or longer than JOIN_GATHER_MAX_MS', () => {
+    const s = mld();
+    // B joined the part before (its stream was dropped since): not waited for again.
+    s.join('x%e0', 'e0', 'C', TREE, 0);
+    s.abandon('x%e0');
+    expect(s.join('p%e0', 'e0', 'B', TREE, 0)).toBe('start');
+    const first = s.open('p%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'p' }, 'B', 0);
+    expect(first.waitingFor).toEqual(new Set(['C']));
+    s.remove('p%e0');
+    expect(s.join('p%e0', 'e0', 'A', TREE, 10)).toBe('start');
+    expect(s.open('p%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'p' }, 'A', 10).waitingFor).toEqual(new Set(['C']));
+    s.remove('p%e0');
+    // C idle for JOIN_GATHER_IDLE_MS: not waited for.
+    expect(s.join('q%e0', 'e0', 'A', TREE, JOIN_GATHER_IDLE_MS)).toBe('start');
+    expect(s.open('q%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'q' }, 'A', JOIN_GATHER_IDLE_MS).waitingFor).toBeUndefined();
+    // D keeps joining other things and never this part: the round goes at JOIN_GATHER_MAX_MS at the latest.
+    const t0 = 10_000;
+    s.join('y%e0', 'e0', 'D', TREE, t0);
+    s.abandon('y%e0');
+    expect(s.join('r%e0', 'e0', 'A', TREE, t0)).toBe('start');
+    const r = s.open('r%e0', { ifname: 'e0', position: TREE, K: 40, gather: 'joins', item: 'r' }, 'A', t0);
+    expect(r.waitingFor).toEqual(new Set(['D']));
+    let roundAt: number | undefined;
+    for (let t = t0; t <= t0 + JOIN_GATHER_MAX_MS + 200 && roundAt === undefined; t += 10) {
+      if (t % 100 === 0) {
+        s.join(`y${t}%e0`, 'e0', 'D', TREE, t);
+        s.abandon(`y${t}%e0`);
+      }
+      if (drain(s, t).filter((x) => x.key === 'r%e0').length > 1) roundAt = t;
+    }
+    expect(roundAt).toBeGreaterThanOrEqual(t0 + JOIN_GATHER_MAX_MS);
+    expect(roundAt).toBeLessThanOrEqual(t0 + JOIN_GATHER_MAX_MS + GATHER_CHECK_MS);
   });
 });
 

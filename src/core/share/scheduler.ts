@@ -40,6 +40,23 @@ export const SWEEP_MS = LINGER_MS / 5;
  */
 export const GATHER_MAX_MS = 2000;
 export const GATHER_IDLE_MS = 300;
+/**
+ * A bundle part (an lcsync extension: one per directory, up to a MiB) is wanted by every receiver
+ * of the tree, in about the same order, but not at the same moment: receivers started together
+ * drift apart by more than the few milliseconds a part takes to send, and each new listener of a
+ * running part costs a whole round. With three receivers at 5% loss the share sent 2.5 times
+ * every part's symbols. So a new part's first round waits for the receivers active on the
+ * interface that have not asked for it yet, until they join or JOIN_GATHER_MAX_MS (receivers
+ * starved of CPU were seen 300-400 ms apart); one that has not joined anything for
+ * JOIN_GATHER_IDLE_MS is not waited for. While held, the part trickles its source symbols (one
+ * every TRICKLE_MS, out of its round): a receiver that does not yet know whether the share has
+ * bundles waits for one only while tree symbols arrive (sync/bundle.ts PROBE_WAIT_MS). The one
+ * ahead is held, so the others catch up and then all join each part within a few milliseconds.
+ */
+export const JOIN_GATHER_MAX_MS = 2000;
+export const JOIN_GATHER_IDLE_MS = 600;
+/** Objects whose joiners are remembered (so a part is not held for a receiver that had it already). */
+const JOINERS_KEPT = 4096;
 /** How often held streams are checked for receivers that stopped moving. */
 export const GATHER_CHECK_MS = 50;
 /** A receiver's frontier not moved for this long is forgotten. */
@@ -111,6 +128,8 @@ export class SendScheduler<T> {
   private gatherCheckAt: number | undefined;
   /** When lingering streams are next looked at. */
   private nextSweepAt = 0;
+  /** Who joined each object gathered by joins lately (oldest first, at most JOINERS_KEPT): not waited for again. */
+  private readonly joiners = new Map<string, Set<string>>();
 
   constructor(private readonly opts: SchedulerOptions<T>) {}
 
@@ -143,6 +162,7 @@ export class SendScheduler<T> {
     if (this.opts.gather) this.noteFrontier(ifname, from, position, now);
     const existing = this.streams.get(key);
     if (existing) {
+      if (existing.gatherBy === 'joins') this.noteJoiner(existing, from);
       existing.paused = false;
       const { listener, reask, repeat } = existing.asks;
       existing.joined(from, now);
@@ -171,16 +191,18 @@ export class SendScheduler<T> {
 
   /**
    * Start stream `key` (after join() said 'start') for `starter`, who joined at `joinedAt`, and
-   * for whoever joined while it was set up. A chunk stream (`gather`) holds its first round for
-   * receivers not far behind.
+   * for whoever joined while it was set up. A chunk stream (`gather` true: by walk position) holds
+   * its first round for receivers not far behind; a bundle part (`gather` 'joins') for the active
+   * receivers that have not joined it yet (JOIN_GATHER_MAX_MS).
    */
-  open(key: string, spec: { ifname: string; position: number; K: number; gather: boolean; item: T }, starter: string, joinedAt: number): ScheduledStream<T> {
+  open(key: string, spec: { ifname: string; position: number; K: number; gather: boolean | 'joins'; item: T }, starter: string, joinedAt: number): ScheduledStream<T> {
     const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, () => this.graceMs);
     s.joined(starter, joinedAt);
     for (const other of this.starting.get(key) ?? []) s.joined(other, joinedAt);
     for (let i = 0; i < s.asks.listener; i++) this.opts.onAsk?.('listener');
     this.starting.delete(key);
-    if (spec.gather && this.opts.gather) this.gather(s, starter, joinedAt);
+    if (spec.gather === 'joins' && this.opts.gather) this.gatherJoins(s, joinedAt);
+    else if (spec.gather && this.opts.gather) this.gather(s, starter, joinedAt);
     this.streams.set(key, s);
     this.insertByPosition(s);
     return s;
@@ -322,7 +344,7 @@ export class SendScheduler<T> {
     const at = fresh ? Math.max(f.pos, pos) : pos;
     hosts.set(host, { pos: at, at: now, movedAt: fresh && at === f.pos ? f.movedAt : now });
     for (const s of this.order) {
-      if (!s.waitingFor?.has(host) || s.ifname !== ifname || s.position > at) continue;
+      if (!s.waitingFor?.has(host) || s.ifname !== ifname || s.position > at || s.gatherBy === 'joins') continue;
       s.waitingFor.delete(host);
       if (s.waitingFor.size === 0) {
         s.waitingFor = undefined;
@@ -349,6 +371,35 @@ export class SendScheduler<T> {
     this.gatherCheckAt ??= now + GATHER_CHECK_MS;
   }
 
+  /**
+   * Hold a new bundle part's first round for the receivers active on its interface (a join within
+   * JOIN_GATHER_IDLE_MS) that have not joined it: each will, soon (see JOIN_GATHER_MAX_MS).
+   */
+  private gatherJoins(s: ScheduledStream<T>, now: number): void {
+    s.gatherBy = 'joins';
+    const seen = this.joiners.get(s.key) ?? new Set<string>();
+    this.joiners.delete(s.key);
+    this.joiners.set(s.key, seen);
+    if (this.joiners.size > JOINERS_KEPT) this.joiners.delete(this.joiners.keys().next().value!);
+    for (const host of s.reporters) seen.add(host);
+    const behind = new Set<string>();
+    for (const [host, f] of this.frontiers.get(s.ifname) ?? []) {
+      if (now - f.at < JOIN_GATHER_IDLE_MS && !seen.has(host)) behind.add(host);
+    }
+    if (behind.size === 0) return;
+    s.waitingFor = behind;
+    s.gatherUntil = now + JOIN_GATHER_MAX_MS;
+    this.gatherCheckAt ??= now + GATHER_CHECK_MS;
+  }
+
+  /** `host` joined bundle part `s`: remember it, and stop holding the part for it. */
+  private noteJoiner(s: ScheduledStream<T>, host: string): void {
+    this.joiners.get(s.key)?.add(host);
+    if (!s.waitingFor?.delete(host) || s.waitingFor.size > 0) return;
+    s.waitingFor = undefined;
+    this.opts.onRelease?.();
+  }
+
   /** Stop waiting for receivers that stopped moving; stop checking when nothing waits. */
   private checkGathering(now: number): void {
     let holding = false;
@@ -358,7 +409,8 @@ export class SendScheduler<T> {
       const hosts = this.frontiers.get(s.ifname);
       for (const host of w) {
         const f = hosts?.get(host);
-        if (!f || now - f.movedAt >= GATHER_IDLE_MS) w.delete(host);
+        // A receiver fetching metadata joins without moving its walk position: its joins say it is alive.
+        if (!f || (s.gatherBy === 'joins' ? now - f.at >= JOIN_GATHER_IDLE_MS : now - f.movedAt >= GATHER_IDLE_MS)) w.delete(host);
       }
       if (w.size === 0 || now >= s.gatherUntil) s.waitingFor = undefined;
       else holding = true;

@@ -222,7 +222,7 @@ export class Share extends EventEmitter {
       },
       onDrop: (s) => {
         s.item.free();
-        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats)`);
+        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats)`);
       },
     });
   }
@@ -387,7 +387,7 @@ export class Share extends EventEmitter {
       if (pooled && coded !== data) this.chunkBuffers.give(data);
       const recycle = pooled && coded === data ? (b: Buffer) => void this.freed.push(b) : undefined;
       const out = new Outgoing(key, group, e.ifname, obj, coded, oid, Buffer.from(e.group), recycle);
-      this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk', item: out }, e.from, now);
+      this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk' || (obj.kind === 'bundle' ? 'joins' : false), item: out }, e.from, now);
       this.streamsStarted++;
       this.log('verbose', `sending ${sentKind(obj)} ${objectName(obj)} on ${key}`);
       this.wake?.();

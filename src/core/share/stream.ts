@@ -20,6 +20,20 @@ export function repairRoundSize(K: number): number {
   return Math.max(4, Math.ceil(K / 8));
 }
 
+/**
+ * Datagrams granted for a repeated report that comes within REPORT_REPEAT_MS of the listener's
+ * join, after the round: mostly the kernel sending the join again (Linux repeats each membership
+ * change, the second at a random time within a second), from a listener that may lack nothing or
+ * a few symbols at the link's loss (at 5%, a round's shortfall is within a few percent of K). A
+ * repair round per such report made 8% of the sender's bytes with three receivers at 5% loss; one
+ * that lacks more than this asks again (re-joins) and gets a repair round, and the trickle goes on.
+ */
+export function repeatBurstSize(K: number): number {
+  return Math.max(2, Math.ceil(K / 25));
+}
+/** Linux's unsolicited report interval (MLDv2, net.ipv6.conf.*.mldv2_unsolicited_report_interval): a repeat this soon is the kernel's. */
+export const REPORT_REPEAT_MS = 1000;
+
 /** After its round a stream keeps trickling at this interval, so no listener is ever left without symbols. */
 export const TRICKLE_MS = 60;
 /**
@@ -51,12 +65,16 @@ export class ScheduledStream<T> {
   sentSinceSourceDone = 0;
   /** Hosts whose join this stream is serving. */
   readonly reporters = new Set<string>();
+  /** When each listener's round (or repair round) was granted. */
+  private readonly grantedAt = new Map<string, number>();
   /** Hosts that left, and when: one that joins again soon is asking for more, not starting over. */
   readonly departed = new Map<string, number>();
   /** After the last listener left: when the stream is dropped unless someone joins again. */
   lingerUntil = 0;
   /** Receivers behind this chunk that the first round waits for (until gatherUntil); undefined: none. */
   waitingFor: Set<string> | undefined;
+  /** How the first round gathers listeners: 'joins' for a bundle part (scheduler.ts JOIN_GATHER_MAX_MS); otherwise by walk position, if at all. */
+  gatherBy: 'joins' | undefined;
   gatherUntil = 0;
   readonly round: number;
   readonly repairRound: number;
@@ -90,7 +108,8 @@ export class ScheduledStream<T> {
    * nothing yet): the K source symbols from where the cycle stands, so those
    * already listening lose nothing, then the margin; one asking again after the
    * round ran out (it lost some) gets a repair round; a repeated report while a
-   * round is still going (the kernel sends each change twice) changes nothing.
+   * round is still going (the kernel sends each change twice) changes nothing; one after the round
+   * buys a repair round, or a small burst if it came within REPORT_REPEAT_MS of the listener's join.
    */
   joined(from: string, now: number): void {
     const left = this.departed.get(from);
@@ -99,12 +118,15 @@ export class ScheduledStream<T> {
       this.departed.delete(from);
       this.budget = Math.max(this.budget, this.repairRound);
       this.asks.reask++;
+      this.grantedAt.set(from, now);
     } else if (!this.reporters.has(from)) {
       this.budget = Math.max(this.budget, this.round);
       this.sourceOwed = this.K;
       this.asks.listener++;
+      this.grantedAt.set(from, now);
     } else if (this.budget === 0) {
-      this.budget = this.repairRound;
+      const kernelRepeat = now - (this.grantedAt.get(from) ?? -Infinity) < REPORT_REPEAT_MS;
+      this.budget = kernelRepeat ? repeatBurstSize(this.K) : this.repairRound;
       this.asks.repeat++;
     }
     this.reporters.add(from);
@@ -115,15 +137,21 @@ export class ScheduledStream<T> {
     return !this.paused && this.budget > 0 && now >= this.holdUntil && (this.waitingFor === undefined || now >= this.gatherUntil);
   }
 
-  /** Whether the stream's round is over and it is due a trickle datagram. */
+  /** Whether the stream's round is over, or held for more joiners (gatherBy 'joins'), and it is due a trickle datagram. */
   trickleDue(now: number): boolean {
-    return !this.paused && this.budget === 0 && now >= this.nextTrickleAt;
+    return !this.paused && (this.budget === 0 || this.heldForJoins(now)) && now >= this.nextTrickleAt;
+  }
+
+  /** Whether the first round waits for more joiners (a bundle part): it trickles meanwhile, out of the round. */
+  private heldForJoins(now: number): boolean {
+    return this.gatherBy === 'joins' && this.waitingFor !== undefined && now < this.gatherUntil;
   }
 
   /** When this stream next wants to send, if it is waiting. */
   wakeAt(): number {
     if (this.paused) return Infinity;
     if (this.budget === 0) return this.nextTrickleAt;
+    if (this.gatherBy === 'joins' && this.waitingFor) return Math.min(this.nextTrickleAt, Math.max(this.holdUntil, this.gatherUntil));
     return this.waitingFor ? Math.max(this.holdUntil, this.gatherUntil) : this.holdUntil;
   }
 
@@ -134,8 +162,10 @@ export class ScheduledStream<T> {
    */
   take(now: number): SymbolChoice {
     let trickling = false;
-    if (this.budget > 0) this.budget--;
-    else {
+    if (this.budget > 0) {
+      if (this.heldForJoins(now)) this.nextTrickleAt = now + TRICKLE_MS;
+      this.budget--;
+    } else {
       this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
       trickling = true;
     }
