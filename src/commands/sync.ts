@@ -49,11 +49,12 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     checksum: Flags.boolean({ char: 'c', description: 'Hash every local file to compare it, trusting no cached tree (as rsync -c).', default: false }),
     cache: Flags.string({ description: 'Directory of the local tree cache, which lets a re-sync skip hashing local files whose size, mtime, ctime, inode and device are unchanged. Default: /var/cache/lcsync as root, else $XDG_CACHE_HOME/lcsync or ~/.cache/lcsync.' }),
     'no-cache': Flags.boolean({ description: 'Neither read nor write the local tree cache (every local file is hashed).', default: false }),
-    include: Flags.string({ description: 'With -r: do not exclude paths matching PATTERN (rsync\'s rules: the first --include/--exclude that matches decides, in command-line order; repeatable).', multiple: true, helpValue: 'PATTERN' }),
+    include: Flags.string({ description: 'With -r: do not exclude paths matching PATTERN (rsync\'s rules: the first --include/--exclude that matches decides, in command-line order; repeatable).', multiple: true, multipleNonGreedy: true, helpValue: 'PATTERN' }),
     exclude: Flags.string({
       description:
         'With -r: skip paths matching PATTERN, as rsync: a leading / anchors to the transfer root, a trailing / matches only directories, * stops at /, ** does not, ? and [...] as in sh; an excluded directory is not descended into. An excluded file\'s groups are never joined (only its first tree part, which names it, when the share has no bundles). Repeatable.',
       multiple: true,
+      multipleNonGreedy: true,
       helpValue: 'PATTERN',
     }),
     delete: Flags.boolean({ description: 'With -r: remove destination entries the source does not have, after everything else is in place (excluded paths are kept, as rsync without --delete-excluded).', default: false }),
@@ -62,8 +63,15 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         'After a sync that changed something, run CMD with sh -c in DEST (when a directory), the changed and deleted paths relative to DEST on its standard input, one a line. Its exit status is logged; a failing hook changes neither the mirror nor lcsync\'s exit status.',
       helpValue: 'CMD',
     }),
-    null: Flags.boolean({ char: '0', description: 'With --exec: end each path with a NUL byte instead of a newline.', default: false }),
+    null: Flags.boolean({ description: 'With --exec: end each path with a NUL byte instead of a newline (also -0, as rsync and xargs).', default: false }),
   };
+
+  override async init(): Promise<void> {
+    await super.init();
+    // oclif takes only letters as short flags: -0 is spelled out before it parses.
+    const end = this.argv.indexOf('--');
+    this.argv = this.argv.map((a, i) => (a === '-0' && (end < 0 || i < end) ? '--null' : a));
+  }
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(SyncCommand);
