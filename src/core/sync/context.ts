@@ -47,6 +47,8 @@ export interface SyncContext {
    * (further tree parts) is fetched at all: undefined when not.
    */
   fetchEntryIf(key: Hash, want: (head: NetTreeHead) => boolean): Promise<FetchedEntry | undefined>;
+  /** Whether include/exclude rules apply (then children are named by their directory's bundle where the share has one). */
+  readonly filtering: boolean;
   /** Whether the include/exclude rules want the entry that goes to `dest` (always, without rules). */
   wants(dest: string, isDir: boolean): boolean;
   /**

@@ -316,6 +316,10 @@ export class SyncSession implements SyncContext {
     return verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
   }
 
+  get filtering(): boolean {
+    return this.filter.active;
+  }
+
   wants(dest: string, isDir: boolean): boolean {
     if (!this.filter.active || !this.transferRoot) return true;
     const rel = path.relative(this.transferRoot.dir, dest).split(path.sep).join('/');

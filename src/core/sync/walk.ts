@@ -60,7 +60,9 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     const listed = dirChildren(entry.obj.subarray(entry.head.payloadOffset));
     const children = listed.filter((h) => !localHashes.has(toHex(h)));
     // Children the directory's bundle carries (verified against this directory) are not fetched alone.
-    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, children.length) : undefined;
+    // With include/exclude rules the bundle is taken whatever the number missing: it names the
+    // children without joining their groups, so an excluded one is never asked for.
+    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, ctx.filtering ? Number.MAX_SAFE_INTEGER : children.length) : undefined;
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
