@@ -78,7 +78,7 @@ function groupsOf(index: ShareIndex, sharePath: string): { parts: string[]; rest
   const r = index.records.find((x) => x.sharePath === sharePath);
   if (!r) throw new Error(`no record ${sharePath}`);
   const parts = (r.partHashes ?? [r.hash]).map(groupAddress);
-  const leaves = r.tree ? Array.from({ length: r.tree.leafCount }, (_, i) => groupAddress(r.tree!.leaf(i))) : [];
+  const leaves = r.tree ? Array.from({ length: r.tree.chunks }, (_, i) => groupAddress(r.tree!.leaf(i))) : [];
   const bundle = r.type === 'dir' ? [groupAddress(bundleKey(r.hash, 0))] : [];
   return { parts, rest: [...parts.slice(1), ...leaves, ...bundle] };
 }
