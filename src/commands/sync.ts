@@ -83,8 +83,9 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       expectRoot = parseHex(flags['expect-root']);
       if (!expectRoot) throw new LcsyncError('USAGE', `--expect-root must be a root hash of 64 hex digits, got "${flags['expect-root']}"`);
     }
-    const { rulesFromArgv } = await import('../core/sync/filter.js');
+    const { PathFilter, rulesFromArgv } = await import('../core/sync/filter.js');
     const filter = rulesFromArgv(this.argv);
+    new PathFilter(filter); // a pattern that cannot be a rule is refused before the network is touched
     const recursive = flags.archive || flags.recursive;
     if (!recursive && (filter.length > 0 || flags.delete)) throw new LcsyncError('USAGE', `${filter.length > 0 ? '--include/--exclude' : '--delete'} needs -r or -a`);
     if (flags.null && flags.exec === undefined) throw new LcsyncError('USAGE', '-0/--null needs --exec');
