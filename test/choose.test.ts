@@ -114,6 +114,7 @@ describe('--include/--exclude', () => {
       expect(all.error).toBeUndefined();
       expect(r.summary!.joins).toBeLessThan(all.summary!.joins);
       expect(r.summary!.joins).toBe(r.link.joinLog.length - r.summary!.rejoins);
+      console.log(`bundles ${bundles}: joins with rules ${r.summary!.joins}, without ${all.summary!.joins}; bytes received ${r.summary!.bytesReceived} vs ${all.summary!.bytesReceived}`);
     }, 60_000);
   }
 
