@@ -24,15 +24,16 @@ export function hookInput(paths: readonly string[], nul: boolean): Buffer {
 }
 
 /**
- * Run `command` through `sh -c` in `cwd` with `paths` on stdin; its stdout and stderr are
- * lcsync's. A hook that does not read its input is fine (EPIPE is ignored).
+ * Run `command` through `sh -c` in `cwd` with `paths` on stdin; both its stdout and its stderr go
+ * to lcsync's stderr (lcsync's stdout is its own: the --json summary). A hook that does not read
+ * its input is fine (EPIPE is ignored).
  */
 export function runHook(command: string, paths: readonly string[], opts: { nul: boolean; cwd?: string }): Promise<HookResult> {
   return new Promise((resolve) => {
     const base = { command, paths: paths.length };
     let child;
     try {
-      child = spawn('/bin/sh', ['-c', command], { cwd: opts.cwd, stdio: ['pipe', 'inherit', 'inherit'] });
+      child = spawn('/bin/sh', ['-c', command], { cwd: opts.cwd, stdio: ['pipe', process.stderr.fd, 'inherit'] });
     } catch (e) {
       resolve({ ...base, exitCode: null, signal: null, error: (e as Error).message });
       return;
