@@ -40,8 +40,9 @@ export function runHook(command: string, paths: readonly string[], opts: { nul: 
     }
     let spawnError: string | undefined;
     child.on('error', (e) => (spawnError = e.message));
-    child.stdin.on('error', () => undefined);
+    const stdin = child.stdin!; // asked for as a pipe
+    stdin.on('error', () => undefined);
     child.on('close', (code, signal) => resolve({ ...base, exitCode: spawnError ? null : code, signal, ...(spawnError ? { error: spawnError } : {}) }));
-    child.stdin.end(hookInput(paths, opts.nul));
+    stdin.end(hookInput(paths, opts.nul));
   });
 }
