@@ -49,7 +49,29 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     checksum: Flags.boolean({ char: 'c', description: 'Hash every local file to compare it, trusting no cached tree (as rsync -c).', default: false }),
     cache: Flags.string({ description: 'Directory of the local tree cache, which lets a re-sync skip hashing local files whose size, mtime, ctime, inode and device are unchanged. Default: /var/cache/lcsync as root, else $XDG_CACHE_HOME/lcsync or ~/.cache/lcsync.' }),
     'no-cache': Flags.boolean({ description: 'Neither read nor write the local tree cache (every local file is hashed).', default: false }),
+    include: Flags.string({ description: 'With -r: do not exclude paths matching PATTERN (rsync\'s rules: the first --include/--exclude that matches decides, in command-line order; repeatable).', multiple: true, multipleNonGreedy: true, helpValue: 'PATTERN' }),
+    exclude: Flags.string({
+      description:
+        'With -r: skip paths matching PATTERN, as rsync: a leading / anchors to the transfer root, a trailing / matches only directories, * stops at /, ** does not, ? and [...] as in sh; an excluded directory is not descended into. An excluded file\'s groups are never joined (only its first tree part, which names it, when the share has no bundles). Repeatable.',
+      multiple: true,
+      multipleNonGreedy: true,
+      helpValue: 'PATTERN',
+    }),
+    delete: Flags.boolean({ description: 'With -r: remove destination entries the source does not have, after everything else is in place (excluded paths are kept, as rsync without --delete-excluded).', default: false }),
+    exec: Flags.string({
+      description:
+        'After a sync that changed something, run CMD with sh -c in DEST (when a directory), the changed and deleted paths relative to DEST on its standard input, one a line. Its exit status is logged; a failing hook changes neither the mirror nor lcsync\'s exit status.',
+      helpValue: 'CMD',
+    }),
+    null: Flags.boolean({ description: 'With --exec: end each path with a NUL byte instead of a newline (also -0, as rsync and xargs).', default: false }),
   };
+
+  override async init(): Promise<void> {
+    await super.init();
+    // oclif takes only letters as short flags: -0 is spelled out before it parses.
+    const end = this.argv.indexOf('--');
+    this.argv = this.argv.map((a, i) => (a === '-0' && (end < 0 || i < end) ? '--null' : a));
+  }
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(SyncCommand);
@@ -61,6 +83,12 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       expectRoot = parseHex(flags['expect-root']);
       if (!expectRoot) throw new LcsyncError('USAGE', `--expect-root must be a root hash of 64 hex digits, got "${flags['expect-root']}"`);
     }
+    const { PathFilter, rulesFromArgv } = await import('../core/sync/filter.js');
+    const filter = rulesFromArgv(this.argv);
+    new PathFilter(filter); // a pattern that cannot be a rule is refused before the network is touched
+    const recursive = flags.archive || flags.recursive;
+    if (!recursive && (filter.length > 0 || flags.delete)) throw new LcsyncError('USAGE', `${filter.length > 0 ? '--include/--exclude' : '--delete'} needs -r or -a`);
+    if (flags.null && flags.exec === undefined) throw new LcsyncError('USAGE', '-0/--null needs --exec');
     const ifnames = await chooseInterfaces(flags.interface);
     const cipher = await chooseCipher(flags, log, 'sync');
     let trust: Uint8Array | undefined;
@@ -98,6 +126,16 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         bundles: flags.bundles,
         cacheDir: flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()),
         checksum: flags.checksum,
+        filter,
+        delete: flags.delete,
+        exec: flags.exec,
+        execNul: flags.null,
+        onHook: (h) => {
+          const how = h.error ? `could not run: ${h.error}` : h.signal ? `was killed by ${h.signal}` : `exited with status ${h.exitCode}`;
+          const line = `--exec hook ${how} (${count(h.paths, 'changed path')})`;
+          if (h.exitCode === 0) log.info(line, { event: 'hook', ...h });
+          else log.warn(`${line}; the mirror is complete`, { event: 'hook', ...h });
+        },
         onWarning: (message) => progress.pause(() => log.warn(message)),
         signal: ctl.signal,
         onProgress: (p) => progress.update(p),
@@ -105,7 +143,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
         onConflict: (c) => progress.pause(() => log.error(c.message, { event: 'conflict', ...c })),
         onItem: (it) => {
           if (it.type === 'file' || it.change !== 'unchanged') {
-            const detail = it.type === 'file' && it.change !== 'unchanged' ? ` (${count(it.chunksFetched ?? 0, 'chunk')} fetched, ${it.chunksReused ?? 0} reused)` : '';
+            const detail = it.type === 'file' && (it.change === 'created' || it.change === 'updated') ? ` (${count(it.chunksFetched ?? 0, 'chunk')} fetched, ${it.chunksReused ?? 0} reused)` : '';
             progress.pause(() => log.verbose(`${flags['dry-run'] ? 'would be ' : ''}${it.change} ${it.type} ${it.path}${detail}`, { event: 'item', ...it }));
           }
         },
@@ -119,7 +157,7 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       } else {
         const mb = (n: number) => (n / 1e6).toFixed(2);
         log.info(
-          `${summary.dryRun ? 'dry run: ' : ''}${summary.dest}: ${summary.files.created} created, ${summary.files.updated} updated, ${summary.files.metadata} metadata only, ${summary.files.unchanged} unchanged`,
+          `${summary.dryRun ? 'dry run: ' : ''}${summary.dest}: ${summary.files.created} created, ${summary.files.updated} updated, ${summary.files.metadata} metadata only, ${summary.files.unchanged} unchanged${flags.delete ? `, ${summary.deleted} deleted` : ''}`,
         );
         log.info(
           `received ${mb(summary.bytesReceived)} MB, wrote ${mb(summary.bytesWritten)} MB, ${count(summary.chunksFetched, 'chunk')} fetched, ${summary.chunksReused} reused, ${summary.seconds.toFixed(2)} s, ${mb(summary.rate)} MB/s`,

@@ -24,7 +24,7 @@ export interface FetchedEntry {
 }
 
 /** The counters and conflicts one session adds to a SyncSummary. */
-export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges' | 'localTrees'>;
+export type SessionSummary = Omit<SyncSummary, 'source' | 'dest' | 'rootHash' | 'type' | 'seconds' | 'rate' | 'sourceChanges' | 'localTrees' | 'hook'>;
 
 export interface SyncContext {
   readonly opts: SyncOptions;
@@ -42,6 +42,20 @@ export interface SyncContext {
   readonly failure: { error: unknown } | undefined;
   /** Fetch and verify the object `key` names (by share path `alias`), with all its tree parts. */
   fetchEntry(key: Hash, alias?: string): Promise<FetchedEntry>;
+  /**
+   * As fetchEntry, but once the first part names the entry, `want` decides whether the rest
+   * (further tree parts) is fetched at all: undefined when not.
+   */
+  fetchEntryIf(key: Hash, want: (head: NetTreeHead) => boolean): Promise<FetchedEntry | undefined>;
+  /** Whether include/exclude rules apply (then children are named by their directory's bundle where the share has one). */
+  readonly filtering: boolean;
+  /** Whether the include/exclude rules want the entry that goes to `dest` (always, without rules). */
+  wants(dest: string, isDir: boolean): boolean;
+  /**
+   * With --delete: after everything is in place, remove what `dir` holds beyond `names` (the
+   * source's children) and local entries whose hash is in `hashes` (children found equal).
+   */
+  planDelete(dir: string, names: ReadonlySet<string>, hashes: ReadonlySet<string>): void;
   /**
    * The children of the verified directory `dir` that its bundle carries, verified, by entry hash
    * (hex); their small files' bytes are handed to `chunks` until release() (bundle.ts). `wanted`:

@@ -43,23 +43,42 @@ export async function checkParent(target: string): Promise<void> {
   }
 }
 
+/** What a local directory holds, by entry hash, and the entry hash of each of its paths (resolved). */
+export interface LocalEntries {
+  hashes: Set<string>;
+  byPath: Map<string, string>;
+}
+
 /**
  * Entry hashes of what the directory `target` already holds, indexed as the share path
  * `sharePath` (so they compare with the source's), for skipping children that are equal; empty
  * when `target` is not a directory. Files whose identity `treeCache` knows are not hashed again.
  */
 export async function localEntryHashes(target: string, sharePath: string, treeCache?: TreeCache): Promise<Set<string>> {
+  return (await localEntries(target, sharePath, treeCache)).hashes;
+}
+
+/** As localEntryHashes, with each local path's entry hash too (--delete keeps the paths whose hash the source lists). */
+export async function localEntries(target: string, sharePath: string, treeCache?: TreeCache): Promise<LocalEntries> {
+  const none = { hashes: new Set<string>(), byPath: new Map<string, string>() };
   const st = await lstat(target).catch(() => undefined);
-  if (!st?.isDirectory()) return new Set();
+  if (!st?.isDirectory()) return none;
   const local = new ShareIndex();
   try {
     // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
     await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true });
-    return new Set(local.records.map((r) => toHex(r.hash)));
+    const hashes = new Set<string>();
+    const byPath = new Map<string, string>();
+    for (const r of local.records) {
+      const h = toHex(r.hash);
+      hashes.add(h);
+      byPath.set(path.resolve(r.localPath), h);
+    }
+    return { hashes, byPath };
   } catch (e) {
     // Only a shortcut: a file that changed while hashing (another run writing here) means
     // every entry is compared one by one instead. Real errors come back where they matter.
     if (!(e instanceof LcsyncError) || e.code === 'PERMISSION') throw e;
-    return new Set();
+    return none;
   }
 }

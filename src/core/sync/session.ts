@@ -3,14 +3,15 @@
  * chunk source that makes equal chunks travel once, and what it reports (items, conflicts,
  * progress, the first failure). Writing entries is walk.ts's (and file.ts's, symlink.ts's).
  */
-import { chmod, lstat } from '../base/bytefs.js';
+import path from 'node:path';
+import { chmod, lstat, readdir, rm } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
 import { Limiter } from '../base/limit.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
 import type { FileMeta } from '../model/meta.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
-import { DEFAULT_LIMITS, decodeNetTreeHead, partCount, type DecodeLimits } from '../wire/nettree.js';
+import { DEFAULT_LIMITS, decodeNetTreeHead, partCount, type DecodeLimits, type NetTreeHead } from '../wire/nettree.js';
 import { Joined, checkFirstPart, fileRootOf, objectMatches, partAgreesWith, treePartLength, verifiedTree } from '../wire/verify.js';
 import type { Manifest } from '../wire/manifest.js';
 import { manifestProblem } from './trust.js';
@@ -24,7 +25,8 @@ import { ObjectReceiver } from './receiver.js';
 import { BundleFetcher } from './bundle.js';
 import type { SyncItem, SyncOptions } from './types.js';
 import type { LocalTreeCache } from './localtrees.js';
-import { DeferredSync, TempListing, processUmask } from './writer.js';
+import { DeferredSync, TempListing, isTempName, processUmask } from './writer.js';
+import { PathFilter } from './filter.js';
 import { syncDir, syncEntry } from './walk.js';
 import { syncFile } from './file.js';
 import { syncSymlink } from './symlink.js';
@@ -61,8 +63,22 @@ export class SyncSession implements SyncContext {
     bundleEntries: 0,
     bundleFiles: 0,
     files: { created: 0, updated: 0, unchanged: 0, metadata: 0 },
+    deleted: 0,
     conflicts: [],
   };
+  readonly opts: SyncOptions;
+  private readonly filter: PathFilter;
+  /**
+   * Where the transfer root is on disk and what it is called in rules ('' for a directory's
+   * contents; with SOURCE "music", "music"): paths the rules see are relative to it. Set by sync.ts.
+   */
+  transferRoot?: { dir: string; prefix: string };
+  /** Local paths' entry hashes (resolved paths), for --delete. Set by sync.ts. */
+  localPaths = new Map<string, string>();
+  /** Directories --delete looks at once everything is in place: what to keep in each. */
+  private readonly deletePlans: { dir: string; names: ReadonlySet<string>; hashes: ReadonlySet<string> }[] = [];
+  /** Destination paths this session created, updated or removed (for --exec), in order. */
+  readonly changed: string[] = [];
   readonly chunks: ChunkSource;
   private readonly bundles: BundleFetcher;
   /** Set by the caller before anything is synced (sync.ts). */
@@ -72,8 +88,17 @@ export class SyncSession implements SyncContext {
 
   private constructor(
     private readonly channel: DatagramSource,
-    readonly opts: SyncOptions,
+    opts: SyncOptions,
   ) {
+    // Every item reported (walk, file, symlink) is also noted here when it changed something.
+    this.opts = {
+      ...opts,
+      onItem: (it) => {
+        if (it.change !== 'unchanged') this.changed.push(it.path);
+        opts.onItem?.(it);
+      },
+    };
+    this.filter = new PathFilter(opts.flags.recursive ? (opts.filter ?? []) : []);
     this.limits = opts.limits ?? DEFAULT_LIMITS;
     this.rx = new ObjectReceiver(channel, {
       cipher: opts.cipher,
@@ -159,7 +184,18 @@ export class SyncSession implements SyncContext {
   async fetchEntry(key: Hash, alias?: string, also?: (o: Buffer) => boolean): Promise<FetchedEntry> {
     this.checkAbort();
     const first = (await this.fetchObject(key, alias, { also }))!;
+    return this.completeEntry(key, first, decodeNetTreeHead(first, this.limits));
+  }
+
+  async fetchEntryIf(key: Hash, want: (head: NetTreeHead) => boolean): Promise<FetchedEntry | undefined> {
+    this.checkAbort();
+    const first = (await this.fetchObject(key))!;
     const head = decodeNetTreeHead(first, this.limits);
+    return want(head) ? this.completeEntry(key, first, head) : undefined;
+  }
+
+  /** The entry whose first part is `first`: a file's further tree parts fetched and the whole tree verified. */
+  private async completeEntry(key: Hash, first: Buffer, head: NetTreeHead): Promise<FetchedEntry> {
     if (head.type !== 'file') return { head, obj: first, key };
     if (head.size === 0) return { head, obj: first, key, tree: MerkleTree.blank(0) };
     const root = fileRootOf(head, first);
@@ -280,6 +316,50 @@ export class SyncSession implements SyncContext {
     return verifySignedRoot(sig, { root, name: name.includes('/') ? undefined : name, trusted });
   }
 
+  get filtering(): boolean {
+    return this.filter.active;
+  }
+
+  wants(dest: string, isDir: boolean): boolean {
+    if (!this.filter.active || !this.transferRoot) return true;
+    const rel = path.relative(this.transferRoot.dir, dest).split(path.sep).join('/');
+    return this.filter.wants(this.transferRoot.prefix ? `${this.transferRoot.prefix}/${rel}` : rel, isDir);
+  }
+
+  planDelete(dir: string, names: ReadonlySet<string>, hashes: ReadonlySet<string>): void {
+    if (this.opts.delete) this.deletePlans.push({ dir, names, hashes });
+  }
+
+  /**
+   * --delete, once everything else is in place: in each directory the source has (and the rules
+   * did not exclude), remove what the source does not have. Kept: the source's names, local
+   * entries equal to one of its children, excluded paths (as rsync without --delete-excluded),
+   * and temporary copies (another run's). Only names listed in a destination directory are
+   * removed, so nothing outside the destination is touched (a symlink is removed, never followed).
+   */
+  async deleteExtraneous(): Promise<void> {
+    for (const plan of this.deletePlans) {
+      this.checkAbort();
+      const names = await readdir(plan.dir).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return [] as string[];
+        throw e;
+      });
+      for (const name of names.sort()) {
+        if (plan.names.has(name) || isTempName(name)) continue;
+        const p = path.join(plan.dir, name);
+        const h = this.localPaths.get(path.resolve(p));
+        if (h !== undefined && plan.hashes.has(h)) continue;
+        const st = await lstat(p).catch(() => undefined);
+        if (!st) continue;
+        const isDir = st.isDirectory();
+        if (!this.wants(p, isDir)) continue;
+        if (!this.opts.dryRun) await rm(p, { recursive: true, force: true });
+        this.summary.deleted++;
+        this.opts.onItem?.({ path: p, type: isDir ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file', change: 'deleted' });
+      }
+    }
+  }
+
   /** Leave a non-empty directory where the source has a file or symlink, and say so (rsync without --delete does the same). */
   conflict(dest: string, source: 'file' | 'symlink'): void {
     const c = dirConflict(dest, source);
@@ -288,7 +368,7 @@ export class SyncSession implements SyncContext {
   }
 
   item(it: SyncItem): void {
-    if (it.type === 'file') this.summary.files[it.change]++;
+    if (it.type === 'file' && it.change !== 'deleted') this.summary.files[it.change]++;
     this.opts.onItem?.(it);
   }
 
@@ -323,11 +403,11 @@ export class SyncSession implements SyncContext {
    * Sync a directory entry into `dest` (which becomes that directory). With
    * `recursive`, children whose entry hashes the local copy already has are skipped.
    */
-  syncDir(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+  syncDir(entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
     return syncDir(this, entry, dest, localHashes);
   }
 
-  syncEntry(entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+  syncEntry(entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
     return syncEntry(this, entry, dest, localHashes);
   }
 

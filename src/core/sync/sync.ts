@@ -16,7 +16,8 @@ import { LcsyncError } from '../base/errors.js';
 import { toHex } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
 import { rootHashOf, topName } from '../wire/verify.js';
-import { checkParent, localEntryHashes } from './local.js';
+import { checkParent, localEntries } from './local.js';
+import { runHook } from './hook.js';
 import { resolveTop } from './resolve.js';
 import { isEmptyDir } from './conflicts.js';
 import { SyncSession } from './session.js';
@@ -36,10 +37,14 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   const started = Date.now();
   // Transfer counters of attempts given up because the source changed under them.
   const earlier = { bytesReceived: 0, datagrams: 0, treeObjectsReceived: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
+  // Destination paths changed, by attempts given up too (what they wrote is in place).
+  const changed: string[] = [];
   for (let attempt = 0; ; attempt++) {
     let session: SyncSession | undefined;
     try {
       const summary = await syncOnce(spec, source, dest, opts, (s) => (session = s));
+      changed.push(...session!.changed);
+      const hook = await afterSync(dest, changed, opts);
       const seconds = (Date.now() - started) / 1000;
       const sum = <K extends keyof typeof earlier>(k: K) => summary[k] + earlier[k];
       const bytesWritten = sum('bytesWritten');
@@ -54,6 +59,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
         objectsRejected: sum('objectsRejected'),
         rejoins: sum('rejoins'),
         sourceChanges: attempt,
+        ...(hook ? { hook } : {}),
         seconds,
         rate: seconds > 0 ? bytesWritten / seconds : 0,
       };
@@ -61,9 +67,10 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       // The share said an object of the root being fetched is gone: what is on disk is a mix of
       // complete old files and untouched ones (never a half-written file). By hash there is no
       // newer version to ask for; by name the share's name now leads to its new root.
-      const changed = session?.sourceChanged;
-      if (!session || !changed) throw e;
-      if (spec.name === undefined || attempt >= MAX_SOURCE_CHANGES) throw changed;
+      const gone = session?.sourceChanged;
+      if (!session || !gone) throw e;
+      if (spec.name === undefined || attempt >= MAX_SOURCE_CHANGES) throw gone;
+      changed.push(...session.changed);
       const s = session.stats();
       earlier.bytesReceived += s.bytesReceived;
       earlier.datagrams += s.datagrams;
@@ -76,6 +83,20 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       opts.onSourceChanged?.(attempt + 1);
     }
   }
+}
+
+/**
+ * The --exec hook after a sync that changed something (not a dry run): the changed paths
+ * relative to DEST (DEST itself is "."), each once, in order.
+ */
+async function afterSync(dest: string, changed: readonly string[], opts: SyncOptions) {
+  if (opts.exec === undefined || opts.dryRun || changed.length === 0) return undefined;
+  const rel = [...new Set(changed.map((p) => path.relative(dest, p) || '.'))];
+  // Run in DEST when it is a directory, so the paths it reads name files from where it stands.
+  const cwd = (await lstat(dest).catch(() => undefined))?.isDirectory() ? dest : undefined;
+  const result = await runHook(opts.exec, rel, { nul: !!opts.execNul, cwd });
+  opts.onHook?.(result);
+  return result;
 }
 
 /** One pass over the source's current root, in a session of its own that it hands to `opened` (syncRemote repeats it when the source changes). */
@@ -105,8 +126,12 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
     const localTrees = opts.cacheDir === undefined ? undefined : await LocalTreeCache.open({ dir: opts.cacheDir, dest: target, checksum: opts.checksum, onWarning: opts.onWarning });
     session.localTrees = localTrees;
     try {
-      const localHashes = top.head.type === 'dir' ? await localEntryHashes(target, top.head.name, localTrees) : new Set<string>();
-      await session.syncEntry(top, target, localHashes);
+      const local = top.head.type === 'dir' ? await localEntries(target, top.head.name, localTrees) : undefined;
+      // Rules see paths as rsync does: "music" transfers the directory itself, "music/" and a hash its contents.
+      session.transferRoot = { dir: target, prefix: spec.name !== undefined && !spec.contents && top.head.type === 'dir' ? baseName : '' };
+      if (local) session.localPaths = local.byPath;
+      await session.syncEntry(top, target, local?.hashes ?? new Set<string>());
+      await session.deleteExtraneous();
       await session.finish();
     } finally {
       // Also after a failure or an interrupt: what was checked or written is known, and speeds the next run.

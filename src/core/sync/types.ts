@@ -6,6 +6,8 @@ import type { DecodeLimits } from '../wire/nettree.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import type { DatagramSource } from '../net/datagram.js';
 import type { MetaFlags } from './fsmeta.js';
+import type { FilterRule } from './filter.js';
+import type { HookResult } from './hook.js';
 
 export interface SyncFlags extends MetaFlags {
   recursive: boolean;
@@ -50,6 +52,23 @@ export interface SyncOptions {
   checksum?: boolean;
   /** Something worth saying that does not stop the sync (a cache that cannot be written). */
   onWarning?: (message: string) => void;
+  /**
+   * Recursive syncs: include/exclude rules with rsync's meaning (filter.ts), in command-line
+   * order. An excluded entry is neither fetched beyond what names it nor written; an excluded
+   * directory is not descended into.
+   */
+  filter?: FilterRule[];
+  /** Remove destination entries the source does not have (not excluded ones), after everything else is in place. */
+  delete?: boolean;
+  /**
+   * After a sync that changed something: run this through `sh -c` with the changed paths
+   * (relative to DEST) on its standard input, one a line, or NUL-terminated with `execNul`. Its
+   * exit status is reported in the summary and through onHook; it changes neither the mirror
+   * nor the sync's outcome.
+   */
+  exec?: string;
+  execNul?: boolean;
+  onHook?: (result: HookResult) => void;
   /** Receive from this source instead of opening a socket (tests run a share in memory). */
   channel?: DatagramSource;
 }
@@ -59,7 +78,8 @@ export type Change = 'created' | 'updated' | 'unchanged' | 'metadata';
 export interface SyncItem {
   path: string;
   type: 'file' | 'dir' | 'symlink';
-  change: Change;
+  /** 'deleted': removed by --delete (in a dry run: would be). */
+  change: Change | 'deleted';
   /** Files: chunks fetched from the network and reused from the local copy. */
   chunksFetched?: number;
   chunksReused?: number;
@@ -109,6 +129,10 @@ export interface SyncSummary {
   bundleEntries: number;
   bundleFiles: number;
   files: Record<Change, number>;
+  /** Entries removed by --delete (a directory with all it held counts once). */
+  deleted: number;
+  /** The --exec hook, when it ran (it runs only after a sync that changed something). */
+  hook?: HookResult;
   /** Entries left alone (see SyncConflict); non-empty means the sync was partial. */
   conflicts: SyncConflict[];
   /**

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { displayName } from '../base/names.js';
 import { toHex } from '../model/hash.js';
-import { dirChildren } from '../wire/nettree.js';
+import { dirChildren, type NetTreeHead } from '../wire/nettree.js';
 import { childName } from '../wire/verify.js';
 import { siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
@@ -17,7 +17,7 @@ import { ifPresent } from './local.js';
 import { syncSymlink } from './symlink.js';
 
 /** Sync a verified entry of any type into `dest`; `localHashes` are the entry hashes the local copy has. */
-export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
   ctx.checkAbort();
   if (entry.head.type === 'file') return syncFile(ctx, entry, dest);
   if (entry.head.type === 'symlink') return syncSymlink(ctx, entry, dest);
@@ -28,7 +28,7 @@ export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: str
  * Sync a directory entry into `dest` (which becomes that directory). With
  * `recursive`, children whose entry hashes the local copy already has are skipped.
  */
-export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: Set<string>): Promise<void> {
+export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
   const { opts } = ctx;
   const st = await ifPresent(dest, !!opts.dryRun, () => lstat(dest));
   const exists = !!st?.isDirectory();
@@ -57,9 +57,12 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
   }
   opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : replace ? 'updated' : 'created' });
   if (opts.flags.recursive) {
-    const children = dirChildren(entry.obj.subarray(entry.head.payloadOffset)).filter((h) => !localHashes.has(toHex(h)));
+    const listed = dirChildren(entry.obj.subarray(entry.head.payloadOffset));
+    const children = listed.filter((h) => !localHashes.has(toHex(h)));
     // Children the directory's bundle carries (verified against this directory) are not fetched alone.
-    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, children.length) : undefined;
+    // With include/exclude rules the bundle is taken whatever the number missing: it names the
+    // children without joining their groups, so an excluded one is never asked for.
+    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, ctx.filtering ? Number.MAX_SAFE_INTEGER : children.length) : undefined;
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
@@ -69,13 +72,18 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     await Promise.allSettled(
       children.map(async (h) => {
         try {
-          const child = bundle?.children.get(toHex(h)) ?? (await ctx.fetchEntry(h));
-          const rel = childName(entry.head, child.head);
-          if (taken.has(rel)) {
+          // An entry the rules exclude is known by its first part (or its bundle entry) alone:
+          // neither its further tree parts nor its chunks are asked for.
+          const wanted = (head: NetTreeHead) => ctx.wants(path.join(dest, childName(entry.head, head)), head.type === 'dir');
+          const bundled = bundle?.children.get(toHex(h));
+          const child = bundled ? (wanted(bundled.head) ? bundled : undefined) : await ctx.fetchEntryIf(h, wanted);
+          const head = bundled?.head ?? child?.head;
+          const rel = head ? childName(entry.head, head) : undefined;
+          if (rel !== undefined && taken.has(rel)) {
             throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
           }
-          taken.add(rel);
-          await syncEntry(ctx, child, path.join(dest, rel), localHashes);
+          if (rel !== undefined) taken.add(rel);
+          if (child && rel !== undefined) await syncEntry(ctx, child, path.join(dest, rel), localHashes);
         } catch (e) {
           ctx.fail(e);
         }
@@ -83,6 +91,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     );
     bundle?.release();
     if (ctx.failure) throw ctx.failure.error;
+    ctx.planDelete(dest, taken, new Set(listed.map(toHex)));
   }
   if (!opts.dryRun) await ctx.finishMeta(dest, entry.head.meta, false);
 }
