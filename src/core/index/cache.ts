@@ -292,6 +292,11 @@ export class TreeStore implements TreeCache {
 
 /** Encode one disk entry: magic, identity, path, tree nodes. */
 export function encodeEntry(localPath: string, id: FileIdentity, tree: MerkleTree): Buffer {
+  return Buffer.concat(encodeEntryParts(localPath, id, tree));
+}
+
+/** encodeEntry's bytes as parts, the tree's nodes not copied (a 5 GiB file's are 10 MiB). */
+export function encodeEntryParts(localPath: string, id: FileIdentity, tree: MerkleTree): Buffer[] {
   const p = nameToBytes(localPath);
   const head = Buffer.alloc(HEADER);
   MAGIC.copy(head, 0);
@@ -302,7 +307,7 @@ export function encodeEntry(localPath: string, id: FileIdentity, tree: MerkleTre
   head.writeBigUInt64BE(BigInt.asUintN(64, id.dev), o + 24);
   o += 32;
   head.writeUInt32BE(p.length, o);
-  return Buffer.concat([head, p, tree.nodes]);
+  return [head, p, tree.nodes];
 }
 
 /** Decode one disk entry; undefined when it is not one (bad magic, lengths out of range). */

@@ -25,14 +25,14 @@
  * made within the same tick as the run's own last change to a file, before that lstat, keeping
  * size and mtime, is not seen (git's index has the same limit); --checksum is the way round it.
  */
-import { mkdir, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { lstatSync } from 'node:fs';
 import { realpath } from '../base/bytefs.js';
 import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
-import { hash, toHex } from '../model/hash.js';
+import { hash, hashConcat, toHex } from '../model/hash.js';
 import { MerkleTree } from '../model/tree.js';
-import { decodeEntry, encodeEntry, type FileIdentity } from '../index/cache.js';
+import { decodeEntry, encodeEntryParts, type FileIdentity } from '../index/cache.js';
 import type { TreeCache } from '../index/mdex.js';
 
 /** A file's identity as the receiver keys it: the share's, and its ctime. */
@@ -202,7 +202,7 @@ export class LocalTreeCache implements TreeCache {
       const tmp = `${this.file}.tmp${process.pid}`;
       try {
         // No fsync: a torn file after a power cut fails its hash and is a miss.
-        await writeFile(tmp, out, { mode: 0o600 });
+        await writeParts(tmp, out);
         await rename(tmp, this.file);
       } catch (e) {
         await unlink(tmp).catch(() => undefined);
@@ -258,22 +258,41 @@ async function pruneOld(dir: string): Promise<void> {
   }
 }
 
-/** The cache file: magic, destination path, entries, BLAKE3 of all before it. */
-export function encodeCacheFile(root: string, entries: ReadonlyMap<string, Entry>): Buffer {
+/**
+ * The cache file: magic, destination path, entries, BLAKE3 of all before it. As parts, to be written
+ * in order: the trees' nodes are not copied (a whole file of big trees held twice was tens of MiB).
+ */
+export function encodeCacheFile(root: string, entries: ReadonlyMap<string, Entry>): Buffer[] {
   const rootBytes = nameToBytes(root);
   const head = Buffer.alloc(MAGIC.length + 4);
   MAGIC.copy(head, 0);
   head.writeUInt32BE(rootBytes.length, MAGIC.length);
   const parts: Buffer[] = [head, rootBytes];
   for (const [k, e] of entries) {
-    const body = encodeEntry(k, e.id, e.tree);
+    const body = encodeEntryParts(k, e.id, e.tree);
     const pre = Buffer.alloc(12);
-    pre.writeUInt32BE(body.length + 8, 0);
+    pre.writeUInt32BE(body.reduce((n, b) => n + b.length, 0) + 8, 0);
     pre.writeBigInt64BE(e.id.ctimeNs, 4);
-    parts.push(pre, body);
+    parts.push(pre, ...body);
   }
-  const all = Buffer.concat(parts);
-  return Buffer.concat([all, hash(all)]);
+  parts.push(hashConcat(parts));
+  return parts;
+}
+
+/** Write `parts` in order to a new file `p` (mode 0600), a few hundred at a time (writev has a limit). */
+async function writeParts(p: string, parts: readonly Buffer[]): Promise<void> {
+  const fh = await open(p, 'w', 0o600);
+  try {
+    for (let i = 0; i < parts.length; i += 512) {
+      const batch = parts.slice(i, i + 512);
+      const want = batch.reduce((n, b) => n + b.length, 0);
+      const { bytesWritten } = await fh.writev(batch);
+      // A short write (full disk) would leave a torn file, which fails its hash on load; say so now.
+      if (bytesWritten !== want) throw new Error(`short write to ${p}`);
+    }
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Decode and check a cache file of destination `root`; undefined when any check fails. */
