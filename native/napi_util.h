@@ -15,11 +15,13 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -146,6 +148,28 @@ static inline bool get_bytes(napi_env env, napi_value v, const char *what, uint8
   snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", what);
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
   return false;
+}
+
+/*
+ * Join or leave (opt: IPV6_JOIN_GROUP or IPV6_LEAVE_GROUP) the multicast group `group_v` (16 bytes) on
+ * interface `ifindex_v` for socket `fd`, checking both arguments: what the batch receiver (udp_batch.c)
+ * and the assembling receiver (rx_assembler.c) share. Returns NULL, with an exception pending on failure.
+ */
+static inline napi_value set_membership(napi_env env, int fd, napi_value group_v, napi_value ifindex_v, int opt) {
+  uint8_t *group;
+  size_t glen;
+  int64_t ifindex;
+  if (!get_bytes(env, group_v, "group", &group, &glen)) return NULL;
+  if (glen != 16) THROW_RANGE(env, "group must be 16 bytes");
+  if (group[0] != 0xff) THROW_RANGE(env, "group is not an IPv6 multicast address");
+  if (!get_int(env, ifindex_v, "ifindex", 1, INT32_MAX, &ifindex)) return NULL;
+  struct ipv6_mreq mreq;
+  memset(&mreq, 0, sizeof mreq);
+  memcpy(&mreq.ipv6mr_multiaddr, group, 16);
+  mreq.ipv6mr_interface = (unsigned int)ifindex;
+  if (setsockopt(fd, IPPROTO_IPV6, opt, &mreq, sizeof mreq) != 0)
+    return throw_errno(env, errno, opt == IPV6_JOIN_GROUP ? "setsockopt IPV6_JOIN_GROUP" : "setsockopt IPV6_LEAVE_GROUP");
+  return NULL;
 }
 
 /*

@@ -442,9 +442,6 @@ static napi_value js_recv_buffer_size(napi_env env, napi_callback_info info) {
 static napi_value membership(napi_env env, napi_callback_info info, int opt, const char *what) {
   size_t argc = 3;
   napi_value argv[3];
-  uint8_t *group;
-  size_t glen;
-  int64_t ifindex;
   char msg[96];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc != 3) {
@@ -453,19 +450,7 @@ static napi_value membership(napi_env env, napi_callback_info info, int opt, con
   }
   receiver_t *r = get_rx(env, argv[0], NULL);
   if (r == NULL) return NULL;
-  if (!get_bytes(env, argv[1], "group", &group, &glen)) return NULL;
-  if (glen != 16) THROW_RANGE(env, "group must be 16 bytes");
-  if (group[0] != 0xff) THROW_RANGE(env, "group is not an IPv6 multicast address");
-  if (!get_int(env, argv[2], "ifindex", 1, INT32_MAX, &ifindex)) return NULL;
-  struct ipv6_mreq mreq;
-  memset(&mreq, 0, sizeof mreq);
-  memcpy(&mreq.ipv6mr_multiaddr, group, 16);
-  mreq.ipv6mr_interface = (unsigned int)ifindex;
-  if (setsockopt(r->io.fd, IPPROTO_IPV6, opt, &mreq, sizeof mreq) != 0) {
-    snprintf(msg, sizeof msg, "setsockopt %s", opt == IPV6_JOIN_GROUP ? "IPV6_JOIN_GROUP" : "IPV6_LEAVE_GROUP");
-    return throw_errno(env, errno, msg);
-  }
-  return NULL;
+  return set_membership(env, r->io.fd, argv[1], argv[2], opt);
 }
 
 static napi_value js_recv_join(napi_env env, napi_callback_info info) {
