@@ -27,6 +27,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
   static override flags = {
     interface: Flags.string({ char: 'i', description: 'Interface to serve on (repeat or comma-separate for several). Default: every multicast-capable interface with an IPv6 address, except loopback; lo serves this host alone once it has a multicast route (ip -6 route add local ff00::/8 dev lo).', multiple: true, multipleNonGreedy: true }),
     loopback: Flags.boolean({ description: 'Also deliver to receivers on this host that joined on the same interface (multicast loopback); not needed on lo, where everything stays on this host anyway.', default: false }),
+    hops: Flags.integer({ description: 'IPv6 hop limit of the data sent (1..255). Default 255, as the C lcsync: routers that forward multicast (kernel routes, smcroute) carry it on; 1 keeps it on the link.', default: 255, min: 1, max: 255 }),
     bwlimit: Flags.string({ description: 'Total send rate in bits per second, with K, M, G suffixes (x1000); 0 means unlimited. auto: start at 100M, raise the rate while receivers keep up and back off when their re-asks show they lose more than the link does anyway (10M..10G).', default: 'auto' }),
     querier: Flags.boolean({ description: 'Act as MLD querier when no better querier is on the link (--no-querier: rely on the routers\' queries and our own timers).', default: true, allowNo: true }),
     'query-interval': Flags.integer({ description: 'Seconds between MLD general queries while we are querier.', default: 20, min: 1, max: 3600 }),
@@ -62,6 +63,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         paths: argv as string[],
         ifnames,
         loopback: flags.loopback,
+        hopLimit: flags.hops,
         rateBps,
         autoRate,
         querier: flags.querier,

@@ -38,6 +38,8 @@ export interface ShareOptions {
   ifnames: string[];
   /** Let receivers on this host hear us (IPV6_MULTICAST_LOOP). */
   loopback?: boolean;
+  /** IPv6 hop limit of the data (--hops), 1..255; default 255 as the C tool. Above 1 lets routers carry it further. */
+  hopLimit?: number;
   /** Total send rate in bits per second; 0 = unlimited. Ignored with autoRate. */
   rateBps?: number;
   /**
@@ -313,7 +315,7 @@ export class Share extends EventEmitter {
       const auto = opts.autoRate ? new AutoRate(performance.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
       const pacer = new Pacer({ bitsPerSecond: auto ? auto.rate : (opts.rateBps ?? 0) });
       if (auto) share.steer(auto, pacer);
-      openSink = (ifname) => MulticastSender.open({ ifname, loopback: opts.loopback, pacer });
+      openSink = (ifname) => MulticastSender.open({ ifname, loopback: opts.loopback, pacer, hopLimit: opts.hopLimit });
     }
     try {
       for (const ifname of opts.ifnames) share.sinks.set(ifname, await openSink(ifname));
