@@ -1,0 +1,242 @@
+/**
+ * Beyond one subnet: receivers on other links than the share's, through `lcsync relay` (an application-level MLD
+ * proxy, src/core/ops/relay.ts) and through a router namespace with kernel multicast forwarding (smcroute), and
+ * --hops on the wire. Labs of several links from scripts/routed-lab.js.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRoutedLab, type RoutedLab } from '../scripts/routed-lab.js';
+import { cli, expectBuilt, runSync, sha256, startShare, treeListing } from './e2e.js';
+import type { Lab } from './lab.js';
+import { skipReason } from './lab.js';
+import { describeUnless, firstReason } from './skip.js';
+import { useTempDir } from './tmpdir.js';
+
+const smcroute = spawnSync('smcrouted', ['-v'], { stdio: 'ignore' }).status === 0;
+const why = skipReason();
+const smcrouteWhy = smcroute ? undefined : process.env.CI ? undefined : 'needs smcroute (apt-get install smcroute)';
+
+/** The e2e helpers take a Lab and host numbers: host n is the n-th namespace of `nss`. */
+function asLab(lab: RoutedLab, nss: string[]): Lab {
+  const ns = (h: number | 'switch') => (h === 'switch' ? lab.switchNs : nss[h]!);
+  return {
+    exec: (h: number | 'switch', argv: string[], o?: { timeoutMs?: number; input?: string }) => lab.exec(ns(h), argv, o),
+    spawn: (h: number | 'switch', argv: string[], o?: { env?: NodeJS.ProcessEnv }) => lab.spawn(ns(h), argv, o),
+  } as unknown as Lab;
+}
+
+interface RunningRelay {
+  proc: ChildProcess;
+  stderr: () => string;
+  /** SIGTERM, then the JSON status it prints. */
+  stop(): Promise<{ received: { datagrams: number; bytes: number }; forwarded: { datagrams: number; bytes: number }; joins: number; own: number; dropped: number }>;
+}
+
+function startRelay(lab: RoutedLab, ns: string, args: string[]): RunningRelay {
+  const proc = lab.spawn(ns, [process.execPath, cli, 'relay', '--json', '-v', '--query-interval', '2', ...args]);
+  let out = '';
+  let err = '';
+  proc.stdout?.on('data', (d) => (out += d));
+  proc.stderr?.on('data', (d) => (err += d));
+  return {
+    proc,
+    stderr: () => err,
+    stop: () =>
+      new Promise((resolve, reject) => {
+        const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+        proc.once('exit', (code) => {
+          clearTimeout(t);
+          try {
+            resolve(JSON.parse(out));
+          } catch {
+            reject(new Error(`relay exited with ${code} without its status: ${err}`));
+          }
+        });
+        proc.kill('SIGTERM');
+      }),
+  };
+}
+
+/** A source tree of a few files, one of them large enough to be many datagrams. */
+function makeSource(root: string): { dir: string; bytes: number } {
+  const dir = path.join(root, 'src');
+  mkdirSync(path.join(dir, 'sub'), { recursive: true });
+  const big = randomBytes(3 << 20);
+  writeFileSync(path.join(dir, 'big.bin'), big);
+  writeFileSync(path.join(dir, 'sub', 'small.txt'), 'hello across subnets\n');
+  writeFileSync(path.join(dir, 'sub', 'mid.bin'), randomBytes(200_000));
+  return { dir, bytes: big.length + 200_000 + 21 };
+}
+
+function expectSame(a: string, b: string): void {
+  expect(treeListing(b)).toEqual(treeListing(a));
+  expect(sha256(path.join(b, 'big.bin'))).toBe(sha256(path.join(a, 'big.bin')));
+}
+
+const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describeUnless(why, 'relay between subnets (needs root)', () => {
+  beforeAll(() => expectBuilt(['ops/relay', 'net/group-sockets']));
+
+  describe('one relay between two subnets', () => {
+    let lab: RoutedLab;
+    const tmp = useTempDir('relay2-');
+    beforeAll(async () => {
+      lab = await createRoutedLab({ hosts: [1, 1], routers: [[0, 1]] });
+    }, 60_000);
+    afterAll(async () => {
+      await lab?.teardown();
+    });
+
+    it('a receiver on the second subnet gets the share of the first, identical, and nothing goes upstream', async () => {
+      const src = makeSource(tmp.dir());
+      const share = lab.hosts[0]![0]!;
+      const recv = lab.hosts[1]![0]!;
+      const router = lab.routers[0]!;
+      const l = asLab(lab, [share.ns, recv.ns]);
+      const sh = await startShare(l, 0, [src.dir], ['--hops', '1']);
+      const relay = startRelay(lab, router.ns, ['--upstream', router.up, '--downstream', router.down, '--hops', '1']);
+      await wait(500);
+      const upBefore = await lab.counters(router.ns, router.up);
+      const dest = path.join(tmp.dir(), 'dest');
+      const r = await runSync(l, 1, ['-r', sh.roots[0]!.hash, dest]);
+      const upAfter = await lab.counters(router.ns, router.up);
+      const st = await relay.stop();
+      await sh.stop();
+      expect(r.code, r.stderr + relay.stderr()).toBe(0);
+      expectSame(src.dir, dest);
+      // Every byte the receiver got came through the relay: at least the file, forwarded datagram by datagram.
+      expect(st.forwarded.bytes).toBeGreaterThan(src.bytes);
+      expect(st.forwarded.datagrams).toBeGreaterThan(src.bytes / 1100);
+      expect(st.joins).toBeGreaterThan(0);
+      // Upstream the relay only reports (MLD, well under a datagram of data per group joined).
+      const upSent = upAfter.tx_bytes - upBefore.tx_bytes;
+      expect(upSent).toBeLessThan(st.joins * 400 + 20_000);
+      expect(st.own).toBe(0);
+    }, 120_000);
+  });
+
+  describe('a chain of three tiers: share on A, relays A->B and B->C', () => {
+    let lab: RoutedLab;
+    const tmp = useTempDir('relay3-');
+    beforeAll(async () => {
+      lab = await createRoutedLab({ hosts: [1, 1, 1], routers: [[0, 1], [1, 2]] });
+    }, 60_000);
+    afterAll(async () => {
+      await lab?.teardown();
+    });
+
+    it('receivers on B and C end identical, and each link carries the file about once', async () => {
+      const src = makeSource(tmp.dir());
+      const [a, b, c] = [lab.hosts[0]![0]!, lab.hosts[1]![0]!, lab.hosts[2]![0]!];
+      const [r1, r2] = [lab.routers[0]!, lab.routers[1]!];
+      const l = asLab(lab, [a.ns, b.ns, c.ns]);
+      const sh = await startShare(l, 0, [src.dir], ['--bwlimit', '200M']);
+      const relay1 = startRelay(lab, r1.ns, ['--upstream', r1.up, '--downstream', r1.down]);
+      const relay2 = startRelay(lab, r2.ns, ['--upstream', r2.up, '--downstream', r2.down]);
+      await wait(500);
+      const before = {
+        a: await lab.counters(a.ns, 'e0'),
+        b: await lab.counters(r1.ns, r1.down),
+        c: await lab.counters(r2.ns, r2.down),
+        r2up: await lab.counters(r2.ns, r2.up),
+      };
+      const [rb, rc] = await Promise.all([
+        runSync(l, 1, ['-r', sh.roots[0]!.hash, path.join(tmp.dir(), 'b')]),
+        runSync(l, 2, ['-r', sh.roots[0]!.hash, path.join(tmp.dir(), 'c')]),
+      ]);
+      const after = {
+        a: await lab.counters(a.ns, 'e0'),
+        b: await lab.counters(r1.ns, r1.down),
+        c: await lab.counters(r2.ns, r2.down),
+        r2up: await lab.counters(r2.ns, r2.up),
+      };
+      const [s1, s2] = await Promise.all([relay1.stop(), relay2.stop()]);
+      await sh.stop();
+      expect(rb.code, rb.stderr + relay1.stderr()).toBe(0);
+      expect(rc.code, rc.stderr + relay2.stderr()).toBe(0);
+      expectSame(src.dir, path.join(tmp.dir(), 'b'));
+      expectSame(src.dir, path.join(tmp.dir(), 'c'));
+      // What went onto each link: the share on A, relay 1 on B, relay 2 on C. About one copy each (datagram and
+      // frame headers, RaptorQ repair and the tree objects come on top), never one per receiver or per tier.
+      const onA = after.a.tx_bytes - before.a.tx_bytes;
+      const onB = after.b.tx_bytes - before.b.tx_bytes;
+      const onC = after.c.tx_bytes - before.c.tx_bytes;
+      for (const [link, bytes] of [['A', onA], ['B', onB], ['C', onC]] as const) {
+        expect(bytes, `bytes onto link ${link}`).toBeGreaterThan(src.bytes);
+        expect(bytes, `bytes onto link ${link}`).toBeLessThan(src.bytes * 1.6);
+      }
+      // Relay 2 sends nothing back onto B but its MLD reports.
+      expect(after.r2up.tx_bytes - before.r2up.tx_bytes).toBeLessThan(s2.joins * 400 + 20_000);
+      // Relay 2 forwarded about what relay 1 did: each datagram once per tier.
+      expect(s2.forwarded.datagrams).toBeLessThanOrEqual(s1.forwarded.datagrams);
+      expect(s2.forwarded.datagrams).toBeGreaterThan(src.bytes / 1100);
+    }, 180_000);
+  });
+});
+
+describeUnless(firstReason(why, smcrouteWhy), 'kernel multicast forwarding through a router (needs root and smcroute)', () => {
+  let lab: RoutedLab;
+  const tmp = useTempDir('kfwd-');
+  let smc: ChildProcess | undefined;
+  beforeAll(async () => {
+    expectBuilt(['share/share']);
+    lab = await createRoutedLab({ hosts: [1, 1], routers: [[0, 1]] });
+    const r = lab.routers[0]!;
+    const conf = path.join(tmp.dir(), 'smcroute.conf');
+    writeFileSync(conf, `phyint ${r.up} enable\nphyint ${r.down} enable\nmroute from ${r.up} group ff1e::/16 to ${r.down}\n`);
+    const id = `${lab.prefix}smc`;
+    smc = lab.spawn(r.ns, ['smcrouted', '-n', '-N', '-f', conf, '-i', id, '-u', path.join(tmp.dir(), 'smc.sock'), '-P', path.join(tmp.dir(), 'smc.pid')]);
+    await wait(1000);
+    expect(smc.exitCode).toBeNull();
+  }, 60_000);
+  afterAll(async () => {
+    await lab?.teardown();
+  });
+
+  const capture = (ns: string) => {
+    const p = lab.spawn(ns, ['tcpdump', '-i', 'e0', '-n', '-v', '-c', '3', 'udp port 4242']);
+    let out = '';
+    p.stdout?.on('data', (d) => (out += d));
+    return { done: new Promise<string>((resolve) => p.once('exit', () => resolve(out))), stop: () => p.kill('SIGTERM') };
+  };
+
+  it('with --hops 2 a push share reaches the second subnet through the kernel, hop limit 2 on the wire and 1 after the router', async () => {
+    const src = makeSource(tmp.dir());
+    const [a, b] = [lab.hosts[0]![0]!, lab.hosts[1]![0]!];
+    const l = asLab(lab, [a.ns, b.ns]);
+    const capA = capture(a.ns);
+    const capB = capture(b.ns);
+    const sh = await startShare(l, 0, [src.dir], ['--push', '--push-interval', '1', '--hops', '2', '--bwlimit', '200M']);
+    const dest = path.join(tmp.dir(), 'dest');
+    const r = await runSync(l, 1, ['-r', sh.roots[0]!.hash, dest]);
+    await sh.stop();
+    capA.stop();
+    capB.stop();
+    const [onA, onB] = await Promise.all([capA.done, capB.done]);
+    expect(r.code, r.stderr).toBe(0);
+    expectSame(src.dir, dest);
+    expect(onA).toMatch(/hlim 2\b/);
+    expect(onA).not.toMatch(/hlim (?!2\b)\d+/);
+    expect(onB).toMatch(/hlim 1\b/);
+  }, 120_000);
+
+  it('with --hops 1 nothing crosses the router', async () => {
+    const src = makeSource(path.join(tmp.dir(), 'one'));
+    const [a, b] = [lab.hosts[0]![0]!, lab.hosts[1]![0]!];
+    const l = asLab(lab, [a.ns, b.ns]);
+    const r0 = lab.routers[0]!;
+    const before = await lab.counters(r0.ns, r0.down);
+    const sh = await startShare(l, 0, [src.dir], ['--push', '--push-interval', '1', '--hops', '1', '--bwlimit', '200M']);
+    const r = await runSync(l, 1, ['-r', '--timeout', '4', sh.roots[0]!.hash, path.join(tmp.dir(), 'none')]);
+    const after = await lab.counters(r0.ns, r0.down);
+    await sh.stop();
+    expect(r.code).toBe(3);
+    // Not one datagram of data went onto the second link (MLD and neighbour discovery are small).
+    expect(after.tx_bytes - before.tx_bytes).toBeLessThan(20_000);
+  }, 60_000);
+});
