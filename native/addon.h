@@ -22,5 +22,6 @@ bool fstimes_init(napi_env env, napi_value exports);
 
 /* The receive data plane: chunk datagrams parsed, placed and verified in C (native/rx_assembler.c). */
 bool rx_assembler_init(napi_env env, napi_value exports);
+bool relay_fwd_init(napi_env env, napi_value exports);
 
 #endif

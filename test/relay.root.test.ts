@@ -33,11 +33,11 @@ interface RunningRelay {
   proc: ChildProcess;
   stderr: () => string;
   /** SIGTERM, then the JSON status it prints. */
-  stop(): Promise<{ received: { datagrams: number; bytes: number }; forwarded: { datagrams: number; bytes: number }; joins: number; own: number; dropped: number }>;
+  stop(): Promise<{ native: boolean; received: { datagrams: number; bytes: number }; forwarded: { datagrams: number; bytes: number }; joins: number; unrouted: number; dropped: number }>;
 }
 
-function startRelay(lab: RoutedLab, ns: string, args: string[]): RunningRelay {
-  const proc = lab.spawn(ns, [process.execPath, cli, 'relay', '--json', '-v', '--query-interval', '2', ...args]);
+function startRelay(lab: RoutedLab, ns: string, args: string[], env?: NodeJS.ProcessEnv): RunningRelay {
+  const proc = lab.spawn(ns, [process.execPath, cli, 'relay', '--json', '-v', '--query-interval', '2', ...args], { env: env ?? process.env });
   let out = '';
   let err = '';
   proc.stdout?.on('data', (d) => (out += d));
@@ -82,43 +82,48 @@ const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describeUnless(why, 'relay between subnets (needs root)', () => {
   beforeAll(() => expectBuilt(['ops/relay', 'net/group-sockets']));
 
-  describe('one relay between two subnets', () => {
-    let lab: RoutedLab;
-    const tmp = useTempDir('relay2-');
-    beforeAll(async () => {
-      lab = await createRoutedLab({ hosts: [1, 1], routers: [[0, 1]] });
-    }, 60_000);
-    afterAll(async () => {
-      await lab?.teardown();
-    });
+  // Both data paths: C (native/relay_fwd.c) and node:dgram (the fallback without the addon).
+  for (const path_ of ['native', 'dgram'] as const) {
+    describe(`one relay between two subnets (${path_} forwarding)`, () => {
+      let lab: RoutedLab;
+      const tmp = useTempDir('relay2-');
+      beforeAll(async () => {
+        lab = await createRoutedLab({ hosts: [1, 1], routers: [[0, 1]] });
+      }, 60_000);
+      afterAll(async () => {
+        await lab?.teardown();
+      });
 
-    it('a receiver on the second subnet gets the share of the first, identical, and nothing goes upstream', async () => {
-      const src = makeSource(tmp.dir());
-      const share = lab.hosts[0]![0]!;
-      const recv = lab.hosts[1]![0]!;
-      const router = lab.routers[0]!;
-      const l = asLab(lab, [share.ns, recv.ns]);
-      const sh = await startShare(l, 0, [src.dir], ['--hops', '1']);
-      const relay = startRelay(lab, router.ns, ['--upstream', router.up, '--downstream', router.down, '--hops', '1']);
-      await wait(500);
-      const upBefore = await lab.counters(router.ns, router.up);
-      const dest = path.join(tmp.dir(), 'dest');
-      const r = await runSync(l, 1, ['-r', sh.roots[0]!.hash, dest]);
-      const upAfter = await lab.counters(router.ns, router.up);
-      const st = await relay.stop();
-      await sh.stop();
-      expect(r.code, r.stderr + relay.stderr()).toBe(0);
-      expectSame(src.dir, dest);
-      // Every byte the receiver got came through the relay: at least the file, forwarded datagram by datagram.
-      expect(st.forwarded.bytes).toBeGreaterThan(src.bytes);
-      expect(st.forwarded.datagrams).toBeGreaterThan(src.bytes / 1100);
-      expect(st.joins).toBeGreaterThan(0);
-      // Upstream the relay only reports (MLD, well under a datagram of data per group joined).
-      const upSent = upAfter.tx_bytes - upBefore.tx_bytes;
-      expect(upSent).toBeLessThan(st.joins * 400 + 20_000);
-      expect(st.own).toBe(0);
-    }, 120_000);
-  });
+      it('a receiver on the second subnet gets the share of the first, identical, and nothing goes upstream', async () => {
+        const src = makeSource(tmp.dir());
+        const share = lab.hosts[0]![0]!;
+        const recv = lab.hosts[1]![0]!;
+        const router = lab.routers[0]!;
+        const l = asLab(lab, [share.ns, recv.ns]);
+        const sh = await startShare(l, 0, [src.dir], ['--hops', '1']);
+        const env = path_ === 'dgram' ? { ...process.env, LCSYNC_NO_NATIVE_RELAY: '1' } : process.env;
+        const relay = startRelay(lab, router.ns, ['--upstream', router.up, '--downstream', router.down, '--hops', '1'], env);
+        await wait(500);
+        const upBefore = await lab.counters(router.ns, router.up);
+        const dest = path.join(tmp.dir(), 'dest');
+        const r = await runSync(l, 1, ['-r', sh.roots[0]!.hash, dest]);
+        const upAfter = await lab.counters(router.ns, router.up);
+        const st = await relay.stop();
+        await sh.stop();
+        expect(r.code, r.stderr + relay.stderr()).toBe(0);
+        expectSame(src.dir, dest);
+        expect(st.native).toBe(path_ === 'native');
+        // Every byte the receiver got came through the relay: at least the file, forwarded datagram by datagram.
+        expect(st.forwarded.bytes).toBeGreaterThan(src.bytes);
+        expect(st.forwarded.datagrams).toBeGreaterThan(src.bytes / 1100);
+        expect(st.forwarded.datagrams).toBeLessThanOrEqual(st.received.datagrams);
+        expect(st.joins).toBeGreaterThan(0);
+        // Upstream the relay only reports (MLD, well under a datagram of data per group joined).
+        const upSent = upAfter.tx_bytes - upBefore.tx_bytes;
+        expect(upSent).toBeLessThan(st.joins * 400 + 20_000);
+      }, 120_000);
+    });
+  }
 
   describe('a chain of three tiers: share on A, relays A->B and B->C', () => {
     let lab: RoutedLab;

@@ -48,7 +48,18 @@ export interface LcsyncAddon {
   rxasmJoin?(sock: RxSocketHandle, group: Uint8Array, ifindex: number): void;
   rxasmLeave?(sock: RxSocketHandle, group: Uint8Array, ifindex: number): void;
   rxasmClose?(sock: RxSocketHandle): void;
+  // native/relay_fwd.c (optional: an older build lacks it, and the relay forwards through node:dgram)
+  relayOpen?(upIfindex: number, port: number, rcvbuf: number, downIfindexes: Uint32Array, hopLimit: number, maxGroups: number, onError: (errors: number) => void): RelayHandle;
+  relayRoute?(relay: RelayHandle, group: Uint8Array, mask: number): void;
+  relayJoin?(relay: RelayHandle, group: Uint8Array): void;
+  relayLeave?(relay: RelayHandle, group: Uint8Array): void;
+  relayStats?(relay: RelayHandle, out: Float64Array): void;
+  relayGroupStats?(relay: RelayHandle, group: Uint8Array, out: Float64Array): boolean;
+  relayClose?(relay: RelayHandle): void;
 }
+
+/** Opaque handle of native/relay_fwd.c (a type-tagged external). */
+export type RelayHandle = { readonly __relay: unique symbol };
 
 /** Opaque handles of native/rx_assembler.c (type-tagged externals). */
 export type RxAssemblerHandle = { readonly __rxAssembler: unique symbol };
