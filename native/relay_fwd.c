@@ -10,7 +10,8 @@
  *
  * API (all arguments checked; bad input throws TypeError/RangeError, never crashes):
  *   relayOpen(upIfindex, port, rcvbuf, downIfindexes, hopLimit, maxGroups, onError) -> handle
- *       receive socket [::]:port with SO_REUSEADDR, SO_RCVBUF = rcvbuf, IPV6_RECVPKTINFO (the group and
+ *       receive socket [::]:port with SO_REUSEADDR, SO_RCVBUF = rcvbuf (SO_RCVBUFFORCE where permitted, so
+ *       beyond net.core.rmem_max), IPV6_RECVPKTINFO (the group and
  *       the arrival interface of each datagram) and IPV6_MULTICAST_ALL off (only groups this socket joined);
  *       one send socket per downstream interface (downIfindexes: Uint32Array, 1..8 of them), bound to [::]:0
  *       with IPV6_MULTICAST_IF, IPV6_MULTICAST_HOPS = hopLimit and IPV6_MULTICAST_LOOP off (so nothing the
@@ -317,8 +318,10 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   any.sin6_port = htons((uint16_t)port);
   step = "setsockopt SO_REUSEADDR";
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) goto fail;
+  /* With CAP_NET_ADMIN beyond net.core.rmem_max (a relay runs privileged anyway: it watches MLD): a relay
+   * that the scheduler leaves out for a few ms must not drop what a whole subnet waits for. */
   step = "setsockopt SO_RCVBUF";
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) goto fail;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0) goto fail;
   step = "setsockopt IPV6_RECVPKTINFO";
   if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) != 0) goto fail;
   /* Only groups this socket joined (a kernel before 4.20 lacks the option: the route table filters anyway). */

@@ -10,9 +10,9 @@
  *   lab.routers[0]    // { ns, up: 'e0' (on link 0), down: 'e1' (on link 1), upLink: 0, downLink: 1 }
  *
  * API
- *   createRoutedLab({ hosts: number[], routers: [number, number][], forwarding? }): Promise<RoutedLab>
+ *   createRoutedLab({ hosts: number[], routers?: [number, number][], forwarding? }): Promise<RoutedLab>
  *       hosts       hosts per link (the number of links is hosts.length, 1..8; 0..20 hosts each)
- *       routers     [upLink, downLink] per router: its e0 is on upLink, its e1 on downLink
+ *       routers     [upLink, downLink] per router: its e0 is on upLink, its e1 on downLink (default none)
  *       forwarding  net.ipv6.conf.all.forwarding=1 in every router (default true)
  *   Every host and router interface gets a ULA fd<net>:<link>::<n>/64 (hosts n = 1.., routers n = 0xf0 + index),
  *   so multicast to wider than link scope leaves from a routable source. Bridges flood every group (no snooping).
@@ -112,13 +112,14 @@ const live = new Set();
 let hooked = false;
 
 /**
- * @param {{ hosts: number[], routers: [number, number][], forwarding?: boolean }} opts
+ * @param {{ hosts: number[], routers?: [number, number][], forwarding?: boolean }} opts
  * @returns {Promise<RoutedLab>}
  */
 export async function createRoutedLab(opts) {
   const links = opts.hosts.length;
+  const routerLinks = opts.routers ?? [];
   if (links < 1 || links > 8 || opts.hosts.some((n) => !Number.isInteger(n) || n < 0 || n > 20)) throw new Error('routed lab: 1..8 links of 0..20 hosts');
-  for (const [a, b] of opts.routers) if (!(a >= 0 && a < links && b >= 0 && b < links && a !== b)) throw new Error('routed lab: a router joins two different links');
+  for (const [a, b] of routerLinks) if (!(a >= 0 && a < links && b >= 0 && b < links && a !== b)) throw new Error('routed lab: a router joins two different links');
   const prefix = `${process.env.LCSYNC_LAB_PREFIX || 'lc'}r${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
   const switchNs = `${prefix}sw`;
   /** @type {{ namespaces: string[], children: Set<ChildProcess> }} */
@@ -193,7 +194,7 @@ export async function createRoutedLab(opts) {
       }
       hosts.push(onLink);
     }
-    for (const [r, [up, down]] of opts.routers.entries()) {
+    for (const [r, [up, down]] of routerLinks.entries()) {
       const ns = `${prefix}r${r}`;
       await addNs(ns);
       const upUla = ula(up, 0xf0 + r);

@@ -68,8 +68,12 @@ export interface GroupCounters {
 export interface Forwarder {
   /** Whether the C path forwards (else node:dgram). */
   readonly native: boolean;
-  /** Route `group` to `downs` and join it upstream; an empty set removes the route and leaves. */
-  setRoute(group: string, downs: ReadonlySet<string>): Promise<void>;
+  /** Forward `group` to `downs` from now on; an empty set removes the route. Throws IO when the table is full. */
+  setRoute(group: string, downs: ReadonlySet<string>): void;
+  /** Join `group` upstream (system errors reject). */
+  join(group: string): Promise<void>;
+  /** Leave `group` upstream. */
+  leave(group: string): Promise<void>;
   /** Leave and join again upstream: the kernel reports the group afresh. */
   rejoin(group: string): void;
   groupCounters(group: string): GroupCounters | undefined;
@@ -98,7 +102,8 @@ class NativeForwarder implements Forwarder {
   readonly native = true;
   private readonly st = new Float64Array(7);
   private readonly gst = new Float64Array(3);
-  private readonly routed = new Set<string>();
+  /** Groups joined upstream. */
+  private readonly joined = new Set<string>();
   private closed = false;
 
   private constructor(
@@ -126,39 +131,43 @@ class NativeForwarder implements Forwarder {
     return new NativeForwarder(addon as NativeForwarder['addon'], handle, [...opts.downstreams]);
   }
 
-  setRoute(group: string, downs: ReadonlySet<string>): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    const bytes = checkGroup(group);
+  setRoute(group: string, downs: ReadonlySet<string>): void {
+    if (this.closed) return;
     let mask = 0;
     this.downs.forEach((d, i) => {
       if (downs.has(d)) mask |= 1 << i;
     });
     try {
-      if (mask === 0) {
-        if (this.routed.delete(group)) {
-          this.addon.relayRoute(this.handle, bytes, 0);
-          this.addon.relayLeave(this.handle, bytes);
-        }
-        return Promise.resolve();
-      }
-      this.addon.relayRoute(this.handle, bytes, mask);
-      if (!this.routed.has(group)) {
-        try {
-          this.addon.relayJoin(this.handle, bytes);
-        } catch (err) {
-          this.addon.relayRoute(this.handle, bytes, 0);
-          throw err;
-        }
-        this.routed.add(group);
-      }
+      this.addon.relayRoute(this.handle, checkGroup(group), mask);
     } catch (err) {
-      return Promise.reject(err instanceof RangeError ? new LcsyncError('IO', `cannot route ${group}: ${err.message}`) : fromSystemError(err, `join ${group}`));
+      throw err instanceof RangeError ? new LcsyncError('IO', `cannot route ${group}: ${err.message}`) : err;
+    }
+  }
+
+  join(group: string): Promise<void> {
+    if (this.closed || this.joined.has(group)) return Promise.resolve();
+    try {
+      this.addon.relayJoin(this.handle, checkGroup(group));
+    } catch (err) {
+      return Promise.reject(fromSystemError(err, `join ${group}`));
+    }
+    this.joined.add(group);
+    return Promise.resolve();
+  }
+
+  leave(group: string): Promise<void> {
+    if (!this.closed && this.joined.delete(group)) {
+      try {
+        this.addon.relayLeave(this.handle, checkGroup(group));
+      } catch {
+        // Not joined after all: nothing to leave.
+      }
     }
     return Promise.resolve();
   }
 
   rejoin(group: string): void {
-    if (this.closed || !this.routed.has(group)) return;
+    if (this.closed || !this.joined.has(group)) return;
     const bytes = checkGroup(group);
     try {
       this.addon.relayLeave(this.handle, bytes);
@@ -232,25 +241,23 @@ class DgramForwarder implements Forwarder {
     return f;
   }
 
-  async setRoute(group: string, downs: ReadonlySet<string>): Promise<void> {
+  setRoute(group: string, downs: ReadonlySet<string>): void {
     if (this.closed) return;
     if (downs.size === 0) {
       this.routes.delete(group);
-      await this.upstream.leave(group);
       return;
     }
     const r = this.routes.get(group);
-    if (r) {
-      r.downs = new Set(downs);
-      return;
-    }
-    this.routes.set(group, { downs: new Set(downs), datagrams: 0, bytes: 0, lastAt: Date.now() });
-    try {
-      await this.upstream.join(group);
-    } catch (err) {
-      this.routes.delete(group);
-      throw err;
-    }
+    if (r) r.downs = new Set(downs);
+    else this.routes.set(group, { downs: new Set(downs), datagrams: 0, bytes: 0, lastAt: Date.now() });
+  }
+
+  join(group: string): Promise<void> {
+    return this.closed ? Promise.resolve() : this.upstream.join(group);
+  }
+
+  leave(group: string): Promise<void> {
+    return this.upstream.leave(group);
   }
 
   rejoin(group: string): void {

@@ -11,8 +11,17 @@
  *   self-describing, so forwarding them as they are is right for encrypted shares too, and a file is forwarded
  *   while it is still in transit. The bytes move in C where the addon is built (recvmmsg, a route table,
  *   sendmmsg: net/relay-forwarder.ts, native/relay_fwd.c), through node:dgram otherwise.
- * - A receiver that stalls re-joins (a fresh report); when its group has been silent for a while the relay
- *   re-joins upstream too, passing the cue on to the sender.
+ * - A receiver that stalls re-joins (leave and join). As the only listener of its group downstream, its leave
+ *   makes the relay leave upstream and its join join again, so the sender sees the same; as one of several,
+ *   the leave is only a 'part' and the relay re-joins upstream when the join follows, passing the cue on (a C
+ *   share sends only on such fresh reports). Mere refreshes (answers to queries) are not passed on: the relay's
+ *   own kernel answers the upstream querier.
+ *
+ * - Upstream joins and leaves are made in bursts with quiet gaps between them (net/membership.ts), as a receiver
+ *   makes them: Linux sends a state-change report only some jiffies after an interface's LAST membership change,
+ *   so a relay that changed memberships report by report as they come kept postponing its own reports; the
+ *   share then heard the joins of the tiers below late, streamed each object once for the near tier and again
+ *   for the far one, and heard the leaves late.
  *
  * Loops: nothing is ever sent upstream; datagrams from this host's own addresses are dropped; groups are joined
  * on the upstream interface only. Chains: a relay one tier down is a listener like any other, so each link
@@ -26,10 +35,16 @@ import { DEFAULT_MAX_GROUPS } from '../net/group-sockets.js';
 import type { DatagramSink } from '../net/datagram.js';
 import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import type { ListenerSource } from '../net/push.js';
+import { BATCH_MS, MembershipBatch, type MembershipChange } from '../net/membership.js';
 import { openForwarder, type Forwarder } from '../net/relay-forwarder.js';
 
-/** A refresh for a group silent this long is a stalled receiver: re-join upstream (at most this often, too). */
-const STALL_MS = 1000;
+/**
+ * A report within this long of a 'part' (one of several listeners left) is that listener re-joining, as a
+ * receiver does when its group went silent: the relay re-joins upstream then, at most this often per group.
+ */
+const REJOIN_WINDOW_MS = 1000;
+/** Fresh reports upstream for one group, at most one per this long. */
+const NEW_LISTENER_MS = 100;
 
 export interface RelayLogger {
   info(msg: string): void;
@@ -87,6 +102,11 @@ export interface RelayStatus {
 interface GroupState {
   /** Downstream interfaces with a listener. */
   downs: Set<string>;
+  /** The hosts listening downstream ('ifname|address'): a new one asks the sender for a round of its own. */
+  hosts: Set<string>;
+  /** When a listener of several last left (a 'part'), which host it was, and when the relay last re-joined upstream. */
+  partAt: number;
+  partFrom: string;
   lastRejoinAt: number;
 }
 
@@ -110,6 +130,8 @@ export class Relay {
   private final: RelayStatus | undefined;
   private readonly hopLimit: number;
   private readonly maxGroups: number;
+  private readonly membership = new MembershipBatch(BATCH_MS);
+  private burstTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly opts: RelayOptions,
@@ -142,6 +164,7 @@ export class Relay {
     relay.log('verbose', `forwarding ${forwarder.native ? 'in C (recvmmsg/sendmmsg)' : 'through node:dgram'}`);
     listeners.on('join', (e: MldEvent) => relay.onJoin(e));
     listeners.on('leave', (e: MldEvent) => relay.onLeave(e));
+    listeners.on('part', (e: MldEvent) => relay.onPart(e));
     // Listeners already known (a ListenerSource handed in may have some).
     for (const g of listeners.activeGroups()) relay.onJoin({ kind: 'join', group: parseIPv6(g.group), ifname: g.ifname, from: '' });
     return relay;
@@ -173,6 +196,7 @@ export class Relay {
   async stop(): Promise<RelayStatus> {
     if (!this.stopped) {
       this.stopped = true;
+      clearTimeout(this.burstTimer);
       await this.watcher.close();
       const st = this.status();
       await this.forwarder.close();
@@ -198,7 +222,7 @@ export class Relay {
         this.log('warn', `${this.groups.size} groups relayed already, ignoring ${group}`);
         return;
       }
-      g = { downs: new Set([e.ifname]), lastRejoinAt: now };
+      g = { downs: new Set([e.ifname]), hosts: new Set([`${e.ifname}|${e.from}`]), partAt: -Infinity, partFrom: '', lastRejoinAt: -Infinity };
       this.groups.set(group, g);
       this.counts.joins++;
       this.log('verbose', `${group}: listener on ${e.ifname}, joining on ${this.opts.upstream}`);
@@ -208,22 +232,35 @@ export class Relay {
     if (!g.downs.has(e.ifname)) {
       g.downs.add(e.ifname);
       this.route(group, g);
-      return;
     }
-    const idle = this.forwarder.groupCounters(group)?.idleMs ?? 0;
-    if (e.refresh && idle >= STALL_MS && now - g.lastRejoinAt >= STALL_MS) {
-      // A receiver re-joined a silent group: it waits for something. Ask upstream afresh.
+    const host = `${e.ifname}|${e.from}`;
+    const newHost = !g.hosts.has(host);
+    const back = e.from === g.partFrom && now - g.partAt <= REJOIN_WINDOW_MS;
+    g.hosts.add(host);
+    if ((newHost || back) && now - g.lastRejoinAt >= NEW_LISTENER_MS) {
+      // Upstream the relay is one listener for all of them: a sender grants each new listener (and each that
+      // left and joined again, as a stalled receiver does) a round of its own, so tell it with a fresh report.
+      g.partAt = -Infinity;
       g.lastRejoinAt = now;
       this.counts.rejoins++;
-      this.log('verbose', `${group}: silent for ${Math.round(idle)} ms and re-joined on ${e.ifname}, re-joining on ${this.opts.upstream}`);
-      this.forwarder.rejoin(group);
+      this.log('verbose', `${group}: ${newHost ? 'another listener' : 'a listener re-joined'} on ${e.ifname}, re-joining on ${this.opts.upstream}`);
+      this.rejoin(group);
     }
+  }
+
+  private onPart(e: MldEvent): void {
+    const g = this.groups.get(formatGroup(e.group));
+    if (!g || !g.downs.has(e.ifname)) return;
+    g.partAt = Date.now();
+    g.partFrom = e.from;
+    g.hosts.delete(`${e.ifname}|${e.from}`);
   }
 
   private onLeave(e: MldEvent): void {
     const group = formatGroup(e.group);
     const g = this.groups.get(group);
     if (!g || !g.downs.delete(e.ifname)) return;
+    for (const h of g.hosts) if (h.startsWith(`${e.ifname}|`)) g.hosts.delete(h);
     if (g.downs.size > 0) {
       this.route(group, g);
       return;
@@ -235,10 +272,66 @@ export class Relay {
     this.route(group, g);
   }
 
+  /** Forward to the group's downstreams from now on, and join or leave upstream with the next burst. */
   private route(group: string, g: GroupState): void {
-    this.forwarder.setRoute(group, g.downs).catch((err: Error) => {
-      this.log('warn', `cannot relay ${group}: ${err.message}`);
+    try {
+      this.forwarder.setRoute(group, g.downs);
+    } catch (err) {
+      this.log('warn', `cannot relay ${group}: ${(err as Error).message}`);
       if (this.groups.get(group) === g) this.groups.delete(group);
-    });
+      return;
+    }
+    if (g.downs.size > 0) this.membership.join(group);
+    else this.membership.leave(group);
+    this.changed();
+  }
+
+  private rejoin(group: string): void {
+    this.membership.rejoin(group);
+    this.changed();
+  }
+
+  /** Make the waiting membership changes now if the last burst was long enough ago, else with the next one. */
+  private changed(): void {
+    if (this.burstTimer || !this.membership.pending || this.stopped) return;
+    const now = Date.now();
+    const due = this.membership.dueAt();
+    if (now >= due) this.burst(now);
+    else this.armBurst(due - now);
+  }
+
+  private armBurst(delayMs: number): void {
+    this.burstTimer = setTimeout(() => {
+      this.burstTimer = undefined;
+      if (!this.stopped) this.burst(Date.now());
+    }, delayMs);
+  }
+
+  private burst(now: number): void {
+    for (const c of this.membership.burst(now)) void this.apply(c);
+    if (this.membership.pending) this.armBurst(BATCH_MS);
+  }
+
+  private async apply(c: MembershipChange): Promise<void> {
+    try {
+      if (c.op === 'leave') await this.forwarder.leave(c.group);
+      else if (c.op === 'rejoin') this.forwarder.rejoin(c.group);
+      else await this.forwarder.join(c.group);
+      this.membership.done(c);
+    } catch (err) {
+      const code = (err as { cause?: NodeJS.ErrnoException }).cause?.code ?? (err as NodeJS.ErrnoException).code;
+      if ((code === 'ENOBUFS' || code === 'ENOMEM') && this.membership.inKernel.size > 0) {
+        this.membership.retry(c.group);
+        this.changed();
+        return;
+      }
+      this.membership.refused(c.group);
+      this.log('warn', `cannot join ${c.group} on ${this.opts.upstream}: ${(err as Error).message}`);
+      const g = this.groups.get(c.group);
+      if (g) {
+        this.groups.delete(c.group);
+        this.forwarder.setRoute(c.group, new Set());
+      }
+    }
   }
 }
