@@ -33,7 +33,7 @@ interface RunningRelay {
   proc: ChildProcess;
   stderr: () => string;
   /** SIGTERM, then the JSON status it prints. */
-  stop(): Promise<{ native: boolean; received: { datagrams: number; bytes: number }; forwarded: { datagrams: number; bytes: number }; joins: number; unrouted: number; dropped: number }>;
+  stop(): Promise<{ native: boolean; kernelForwarding: boolean; received: { datagrams: number; bytes: number }; forwarded: { datagrams: number; bytes: number }; joins: number; unrouted: number; dropped: number }>;
 }
 
 function startRelay(lab: RoutedLab, ns: string, args: string[], env?: NodeJS.ProcessEnv): RunningRelay {
@@ -166,20 +166,22 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
       expect(rc.code, rc.stderr + relay2.stderr()).toBe(0);
       expectSame(src.dir, path.join(tmp.dir(), 'b'));
       expectSame(src.dir, path.join(tmp.dir(), 'c'));
-      // What went onto each link: the share on A, relay 1 on B, relay 2 on C. About one copy each (datagram and
-      // frame headers, RaptorQ repair and the tree objects come on top), never one per receiver or per tier.
+      // What went onto each link: the share on A, relay 1 on B, relay 2 on C. A relay puts onto its link exactly
+      // one copy of what arrived upstream (once per datagram, whatever the number of listeners and tiers below),
+      // so no link carries more than the one above it; MLD and neighbour discovery are the slack.
       const onA = after.a.tx_bytes - before.a.tx_bytes;
       const onB = after.b.tx_bytes - before.b.tx_bytes;
       const onC = after.c.tx_bytes - before.c.tx_bytes;
-      for (const [link, bytes] of [['A', onA], ['B', onB], ['C', onC]] as const) {
-        expect(bytes, `bytes onto link ${link}`).toBeGreaterThan(src.bytes);
-        expect(bytes, `bytes onto link ${link}`).toBeLessThan(src.bytes * 1.6);
-      }
+      const detail = `A ${onA}, B ${onB}, C ${onC} bytes for a ${src.bytes}-byte source; relay 1 ${JSON.stringify(s1)}; relay 2 ${JSON.stringify(s2)}`;
+      for (const s of [s1, s2]) expect(s.forwarded.datagrams + s.dropped, detail).toBe(s.received.datagrams);
+      expect(onB, detail).toBeLessThan(onA * 1.02 + 50_000);
+      expect(onC, detail).toBeLessThan(onB * 1.02 + 50_000);
+      expect(onC, detail).toBeGreaterThan(src.bytes);
+      // The share's own cost of two listeners that do not move in step (repair rounds for the later one): about
+      // 1.2-1.5 copies on a quiet machine (bench/tier-bench.js), bounded loosely here for loaded CI machines.
+      expect(onA, detail).toBeLessThan(src.bytes * 3);
       // Relay 2 sends nothing back onto B but its MLD reports.
-      expect(after.r2up.tx_bytes - before.r2up.tx_bytes).toBeLessThan(s2.joins * 400 + 20_000);
-      // Relay 2 forwarded about what relay 1 did: each datagram once per tier.
-      expect(s2.forwarded.datagrams).toBeLessThanOrEqual(s1.forwarded.datagrams);
-      expect(s2.forwarded.datagrams).toBeGreaterThan(src.bytes / 1100);
+      expect(after.r2up.tx_bytes - before.r2up.tx_bytes, detail).toBeLessThan(s2.joins * 400 + 20_000);
     }, 180_000);
   });
 });
@@ -228,6 +230,29 @@ describeUnless(firstReason(why, smcrouteWhy), 'kernel multicast forwarding throu
     expect(onA).toMatch(/hlim 2\b/);
     expect(onA).not.toMatch(/hlim (?!2\b)\d+/);
     expect(onB).toMatch(/hlim 1\b/);
+  }, 120_000);
+
+  it('the relay as MLD proxy in the router (--kernel-forwarding): an MLD-triggered share on the first subnet serves the second, the kernel copying', async () => {
+    const src = makeSource(path.join(tmp.dir(), 'proxy'));
+    const [a, b] = [lab.hosts[0]![0]!, lab.hosts[1]![0]!];
+    const l = asLab(lab, [a.ns, b.ns]);
+    const r0 = lab.routers[0]!;
+    const relay = startRelay(lab, r0.ns, ['--kernel-forwarding', '--upstream', r0.up, '--downstream', r0.down]);
+    await wait(500);
+    // No --push: the share sends only what MLD on its own link asks for, which is the relay's upstream joins.
+    const sh = await startShare(l, 0, [src.dir], ['--hops', '2', '--bwlimit', '200M']);
+    const before = await lab.counters(r0.ns, r0.down);
+    const dest = path.join(tmp.dir(), 'proxied');
+    const r = await runSync(l, 1, ['-r', sh.roots[0]!.hash, dest]);
+    const after = await lab.counters(r0.ns, r0.down);
+    const st = await relay.stop();
+    await sh.stop();
+    expect(r.code, r.stderr + relay.stderr()).toBe(0);
+    expectSame(src.dir, dest);
+    expect(st.joins).toBeGreaterThan(0);
+    // The relay copied nothing: what crossed the router, the kernel forwarded.
+    expect(st.forwarded.datagrams).toBe(0);
+    expect(after.tx_bytes - before.tx_bytes).toBeGreaterThan(src.bytes);
   }, 120_000);
 
   it('with --hops 1 nothing crosses the router', async () => {

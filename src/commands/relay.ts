@@ -20,6 +20,7 @@ Runs until SIGINT or SIGTERM, then prints what it forwarded (with --json, one JS
     hops: Flags.integer({ description: 'IPv6 hop limit of the datagrams sent downstream (1..255). Default 255, as the C lcsync share.', default: 255, min: 1, max: 255 }),
     querier: Flags.boolean({ description: 'Act as MLD querier on the downstream links when no better querier is there (--no-querier: rely on the routers\' queries).', default: true, allowNo: true }),
     'query-interval': Flags.integer({ description: 'Seconds between MLD general queries while we are querier.', default: 20, min: 1, max: 3600 }),
+    'kernel-forwarding': Flags.boolean({ description: 'Be the MLD proxy only: join upstream what downstream listens to and copy nothing, for a router whose kernel forwards multicast by its own routes (smcroute (*,G) routes from upstream to downstream); the share then needs --hops 2 or more.', default: false }),
     'max-groups': Flags.integer({ description: 'Groups relayed at once, at most (each is a socket and an upstream membership).', default: 1024, min: 1, max: 65536 }),
   };
 
@@ -35,9 +36,12 @@ Runs until SIGINT or SIGTERM, then prints what it forwarded (with --json, one JS
       querier: flags.querier,
       queryIntervalSec: flags['query-interval'],
       maxGroups: flags['max-groups'],
+      kernelForwarding: flags['kernel-forwarding'],
       logger: { info: (m) => log.info(m), verbose: (m) => log.verbose(m), warn: (m) => log.warn(m) },
     });
-    log.info(`relaying ${flags.upstream} -> ${split(flags.downstream).join(', ')} (hop limit ${flags.hops}); stop with Ctrl-C`);
+    log.info(flags['kernel-forwarding']
+      ? `MLD proxy ${split(flags.downstream).join(', ')} -> ${flags.upstream} (the kernel forwards); stop with Ctrl-C`
+      : `relaying ${flags.upstream} -> ${split(flags.downstream).join(', ')} (hop limit ${flags.hops}); stop with Ctrl-C`);
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGINT', () => resolve('SIGINT'));
       process.once('SIGTERM', () => resolve('SIGTERM'));

@@ -14,6 +14,7 @@
  * re-joining. The sockets sending downstream have multicast loopback off, so nothing the relay sends comes back
  * to it, and only datagrams that arrived on the upstream interface are forwarded.
  */
+import dgram from 'node:dgram';
 import { loadAddon, type LcsyncAddon, type RelayHandle } from '../base/addon.js';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { LCSYNC_PORT } from '../wire/address.js';
@@ -21,7 +22,7 @@ import type { DatagramSink } from './datagram.js';
 import { GroupSockets } from './group-sockets.js';
 import { validateInterfaces } from './interfaces.js';
 import { MulticastSender } from './mcast-sender.js';
-import { checkGroup, checkPort } from './udp.js';
+import { bindSocket, checkGroup, checkPort, closeSocket } from './udp.js';
 
 /** Datagrams waiting for one downstream interface on the dgram path, at most. */
 export const MAX_QUEUED = 8192;
@@ -43,6 +44,11 @@ export interface ForwarderOptions {
   maxGroups: number;
   /** Dgram path only: where a downstream interface's datagrams go (tests); default a MulticastSender. */
   openSink?: (ifname: string) => Promise<DatagramSink>;
+  /**
+   * Only join and leave upstream, copy nothing: the kernel forwards (multicast routes, e.g. smcroute's (*,G)),
+   * and the relay is the MLD proxy that makes the share upstream send.
+   */
+  membershipOnly?: boolean;
 }
 
 export interface ForwarderStats {
@@ -94,6 +100,7 @@ export async function openForwarder(opts: ForwarderOptions): Promise<Forwarder> 
   if (opts.downstreams.length < 1 || opts.downstreams.length > MAX_DOWNSTREAMS) {
     throw new LcsyncError('USAGE', `a relay takes 1..${MAX_DOWNSTREAMS} downstream interfaces`);
   }
+  if (opts.membershipOnly) return MembershipOnly.open(opts);
   if (nativeRelayAvailable() && !opts.openSink) return NativeForwarder.open(opts);
   return DgramForwarder.open(opts);
 }
@@ -325,5 +332,69 @@ class DgramForwarder implements Forwarder {
     } finally {
       box.busy = false;
     }
+  }
+}
+
+/**
+ * Joins and leaves upstream, nothing else: a socket bound to an ephemeral port, so the kernel hands it none of
+ * the datagrams it forwards by its own multicast routes.
+ */
+class MembershipOnly implements Forwarder {
+  readonly native = false;
+  private readonly joined = new Set<string>();
+  private closed = false;
+
+  private constructor(
+    private readonly sock: dgram.Socket,
+    private readonly upstream: string,
+  ) {}
+
+  static async open(opts: ForwarderOptions): Promise<MembershipOnly> {
+    const sock = dgram.createSocket({ type: 'udp6' });
+    await bindSocket(sock, 0, 'bind membership socket');
+    return new MembershipOnly(sock, opts.upstream);
+  }
+
+  setRoute(): void {}
+
+  join(group: string): Promise<void> {
+    if (this.closed || this.joined.has(group)) return Promise.resolve();
+    try {
+      this.sock.addMembership(group, `::%${this.upstream}`);
+    } catch (err) {
+      return Promise.reject(fromSystemError(err, `join ${group}`));
+    }
+    this.joined.add(group);
+    return Promise.resolve();
+  }
+
+  leave(group: string): Promise<void> {
+    if (!this.closed && this.joined.delete(group)) {
+      try {
+        this.sock.dropMembership(group, `::%${this.upstream}`);
+      } catch {
+        // Gone with the interface.
+      }
+    }
+    return Promise.resolve();
+  }
+
+  rejoin(group: string): void {
+    if (this.closed || !this.joined.has(group)) return;
+    void this.leave(group).then(() => this.join(group)).catch(() => undefined);
+  }
+
+  groupCounters(): GroupCounters | undefined {
+    return undefined;
+  }
+
+  stats(): ForwarderStats {
+    return { received: 0, receivedBytes: 0, forwarded: 0, forwardedBytes: 0, dropped: 0, unrouted: 0 };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await closeSocket(this.sock);
   }
 }

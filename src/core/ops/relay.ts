@@ -45,6 +45,8 @@ import { openForwarder, type Forwarder } from '../net/relay-forwarder.js';
 const REJOIN_WINDOW_MS = 1000;
 /** Fresh reports upstream for one group, at most one per this long. */
 const NEW_LISTENER_MS = 100;
+/** A new downstream listener is announced upstream only once this many datagrams of its group went past. */
+const NEW_LISTENER_MIN_DATAGRAMS = 8;
 
 export interface RelayLogger {
   info(msg: string): void;
@@ -68,6 +70,8 @@ export interface RelayOptions {
   listeners?: ListenerSource;
   /** Where a downstream interface's datagrams go (forces the node:dgram path); default a MulticastSender. */
   openSink?: (ifname: string) => Promise<DatagramSink>;
+  /** Be the MLD proxy only: join and leave upstream, copy nothing (the kernel forwards by its multicast routes). */
+  kernelForwarding?: boolean;
 }
 
 export interface RelayGroupStatus {
@@ -81,8 +85,10 @@ export interface RelayStatus {
   upstream: string;
   downstreams: string[];
   hopLimit: number;
-  /** Whether the bytes move in C (native/relay_fwd.c) or through node:dgram. */
+  /** Whether the bytes move in C (native/relay_fwd.c) or through node:dgram (false too when the kernel forwards). */
   native: boolean;
+  /** Whether the relay only joins upstream and the kernel forwards. */
+  kernelForwarding: boolean;
   uptimeSec: number;
   /** Datagrams and bytes received upstream for relayed groups. */
   received: { datagrams: number; bytes: number };
@@ -150,7 +156,7 @@ export class Relay {
     const hop = opts.hopLimit ?? 255;
     if (!Number.isInteger(hop) || hop < 1 || hop > 255) throw new LcsyncError('USAGE', `invalid hop limit ${hop} (1..255)`);
     const maxGroups = opts.maxGroups ?? DEFAULT_MAX_GROUPS;
-    const forwarder = await openForwarder({ upstream: opts.upstream, downstreams: downs, port: opts.port, hopLimit: hop, maxGroups, openSink: opts.openSink });
+    const forwarder = await openForwarder({ upstream: opts.upstream, downstreams: downs, port: opts.port, hopLimit: hop, maxGroups, openSink: opts.openSink, membershipOnly: opts.kernelForwarding });
     let listeners: ListenerSource;
     try {
       listeners =
@@ -161,7 +167,7 @@ export class Relay {
       throw err;
     }
     const relay = new Relay({ ...opts, downstreams: downs }, listeners, forwarder);
-    relay.log('verbose', `forwarding ${forwarder.native ? 'in C (recvmmsg/sendmmsg)' : 'through node:dgram'}`);
+    relay.log('verbose', opts.kernelForwarding ? 'joining upstream only: the kernel forwards' : `forwarding ${forwarder.native ? 'in C (recvmmsg/sendmmsg)' : 'through node:dgram'}`);
     listeners.on('join', (e: MldEvent) => relay.onJoin(e));
     listeners.on('leave', (e: MldEvent) => relay.onLeave(e));
     listeners.on('part', (e: MldEvent) => relay.onPart(e));
@@ -177,6 +183,7 @@ export class Relay {
       downstreams: [...this.opts.downstreams],
       hopLimit: this.hopLimit,
       native: this.forwarder.native,
+      kernelForwarding: this.opts.kernelForwarding === true,
       uptimeSec: (Date.now() - this.startedAt) / 1000,
       received: { datagrams: f.received, bytes: f.receivedBytes },
       forwarded: { datagrams: f.forwarded, bytes: f.forwardedBytes },
@@ -234,7 +241,8 @@ export class Relay {
       this.route(group, g);
     }
     const host = `${e.ifname}|${e.from}`;
-    const newHost = !g.hosts.has(host);
+    // A listener that comes while the stream has hardly begun gets its round anyway: no need to ask.
+    const newHost = !g.hosts.has(host) && (this.forwarder.groupCounters(group)?.datagrams ?? 0) >= NEW_LISTENER_MIN_DATAGRAMS;
     const back = e.from === g.partFrom && now - g.partAt <= REJOIN_WINDOW_MS;
     g.hosts.add(host);
     if ((newHost || back) && now - g.lastRejoinAt >= NEW_LISTENER_MS) {
