@@ -40,7 +40,7 @@ function oneLine(r: Run): string {
   return lines[0]!;
 }
 
-const COMMANDS = ['help', 'index', 'keygen', 'share', 'status', 'sync'];
+const COMMANDS = ['help', 'index', 'keygen', 'relay', 'share', 'status', 'sync'];
 
 let work: string;
 beforeAll(() => {
