@@ -186,7 +186,7 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
   });
 });
 
-describeUnless(firstReason(why, smcrouteWhy), 'kernel multicast forwarding through a router (needs root and smcroute)', () => {
+describeUnless(firstReason(why, smcrouteWhy, skipReason(['tcpdump'])), 'kernel multicast forwarding through a router (needs root, smcroute and tcpdump)', () => {
   let lab: RoutedLab;
   const tmp = useTempDir('kfwd-');
   let smc: ChildProcess | undefined;
