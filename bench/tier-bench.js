@@ -5,11 +5,13 @@
  *
  *   npm run build && node bench/tier-bench.js [--size-mib 16] [--runs 3] [--bwlimit 200M]
  *
- * Needs root (network namespaces). Topology (scripts/routed-lab.js): links A, B, C; the share and a receiver on
- * A, a receiver on B and one on C; router 1 between A and B running `lcsync relay --upstream e0 --downstream e1`,
- * router 2 the same between B and C. Each run gets a fresh lab and a fresh random file, and has two phases:
- *   1 tier    share started, then one sync on A;
- *   3 tiers   share started again (relays already running), then syncs on A, B and C at once.
+ * Needs root (network namespaces). Topology (scripts/routed-lab.js): links A, B, C; the share and three receivers
+ * on A, one receiver on B and one on C; router 1 between A and B running `lcsync relay --upstream e0 --downstream
+ * e1`, router 2 the same between B and C. Each run gets a fresh lab and a fresh random file, and three phases,
+ * each with a freshly started share (the relays run throughout):
+ *   1 tier, 1 receiver    one sync on A;
+ *   1 tier, 3 receivers   three syncs on A at once;
+ *   3 tiers               syncs on A, B and C at once (one receiver per tier).
  * Measured per phase: from starting the share (its indexing included) to each sync's exit, and the farthest
  * tier's; the bytes put onto each link (the share's tx on A, each relay's tx on its downstream link) over the
  * file size; the relays' CPU seconds (/proc/PID/stat). Medians over the runs; every received file is checked
@@ -87,10 +89,10 @@ async function oneRun(i) {
   mkdirSync(src, { recursive: true });
   writeFileSync(path.join(src, 'file.bin'), randomBytes(sizeMiB << 20));
   const want = sha(path.join(src, 'file.bin'));
-  const lab = await createRoutedLab({ hosts: [2, 1, 1], routers: [[0, 1], [1, 2]] });
+  const lab = await createRoutedLab({ hosts: [4, 1, 1], routers: [[0, 1], [1, 2]] });
   current = lab;
   try {
-    const [shareHost, a] = lab.hosts[0];
+    const [shareHost, a, a2, a3] = lab.hosts[0];
     const [b, c] = [lab.hosts[1][0], lab.hosts[2][0]];
     const relays = lab.routers.map((r) => lab.spawn(r.ns, [process.execPath, CLI, 'relay', '-q', '--json', '--upstream', r.up, '--downstream', r.down, '--query-interval', '2']));
     const relayOut = relays.map((p) => {
@@ -110,6 +112,14 @@ async function oneRun(i) {
     check(path.join(work, `one${i}`));
     await sleep(500);
     const oneCopies = ((await shareTx()) - oneBefore) / (sizeMiB << 20);
+    await stop(sh.proc);
+    // 1 tier, 3 receivers.
+    const sameBefore = await shareTx();
+    sh = await startShare(lab, shareHost.ns, src);
+    const same = await Promise.all([a, a2, a3].map((h, t) => sync(lab, h.ns, sh.hash, path.join(work, `same${t}-${i}`), sh.t0)));
+    for (let t = 0; t < 3; t++) check(path.join(work, `same${t}-${i}`));
+    await sleep(500);
+    const sameCopies = ((await shareTx()) - sameBefore) / (sizeMiB << 20);
     await stop(sh.proc);
     // 3 tiers.
     const links = async () => [
@@ -134,7 +144,7 @@ async function oneRun(i) {
       const snmp = await lab.exec(r.ns, ['cat', '/proc/net/snmp6']);
       rcvbufErrors.push(Number(/Udp6RcvbufErrors\s+(\d+)/.exec(snmp.stdout)?.[1] ?? NaN));
     }
-    return { one, oneCopies, tiers, dropped: rst.map((x) => x.dropped), rcvbufErrors, linkCopies: after.map((v, k) => (v - before[k]) / (sizeMiB << 20)), cpu };
+    return { one, oneCopies, same, sameCopies, tiers, dropped: rst.map((x) => x.dropped), rcvbufErrors, linkCopies: after.map((v, k) => (v - before[k]) / (sizeMiB << 20)), cpu };
   } finally {
     await lab.teardown();
     current = undefined;
@@ -147,7 +157,7 @@ try {
   for (let i = 0; i < runs; i++) {
     const r = await oneRun(i);
     results.push(r);
-    console.log(`run ${i + 1}: 1 tier ${r.one.toFixed(2)} s; 3 tiers A ${r.tiers[0].toFixed(2)} s, B ${r.tiers[1].toFixed(2)} s, C ${r.tiers[2].toFixed(2)} s; ` +
+    console.log(`run ${i + 1}: 1 tier ${r.one.toFixed(2)} s; 1 tier x3 slowest ${Math.max(...r.same).toFixed(2)} s (copies ${r.sameCopies.toFixed(2)}); 3 tiers A ${r.tiers[0].toFixed(2)} s, B ${r.tiers[1].toFixed(2)} s, C ${r.tiers[2].toFixed(2)} s; ` +
       `copies on A/B/C ${r.linkCopies.map((x) => x.toFixed(2)).join('/')}; relay CPU ${r.cpu.map((x) => x.toFixed(2)).join('/')} s; ` +
       `1-tier copies on A ${r.oneCopies.toFixed(2)}; relay drops ${r.dropped.join('/')}, rcvbuf errors (routers 1/2, hosts A/B/C) ${r.rcvbufErrors.join('/')}`);
   }
@@ -158,9 +168,13 @@ try {
   console.log('|---|---|');
   console.log(`| 1 tier: share start to sync done (A) | ${m((r) => r.one).toFixed(2)} s |`);
   for (const [t, name] of ['A', 'B (1 relay)', 'C (2 relays)'].entries()) console.log(`| 3 tiers: share start to sync done on ${name} | ${m((r) => r.tiers[t]).toFixed(2)} s |`);
-  console.log(`| 3 tiers: farthest tier / 1 tier | ${(farthest / m((r) => r.one)).toFixed(2)}x |`);
-  console.log(`| 1 tier: bytes onto link A / file size | ${m((r) => r.oneCopies).toFixed(2)} |`);
-  for (const [k, name] of ['A (share)', 'B (relay 1)', 'C (relay 2)'].entries()) console.log(`| bytes onto link ${name} / file size | ${m((r) => r.linkCopies[k]).toFixed(2)} |`);
+  const sameSlowest = m((r) => Math.max(...r.same));
+  console.log(`| 1 tier, 3 receivers: share start to the slowest sync done | ${sameSlowest.toFixed(2)} s |`);
+  console.log(`| 3 tiers: farthest tier / 1 tier, 1 receiver | ${(farthest / m((r) => r.one)).toFixed(2)}x |`);
+  console.log(`| 3 tiers: farthest tier / 1 tier, 3 receivers | ${(farthest / sameSlowest).toFixed(2)}x |`);
+  console.log(`| 1 tier, 1 receiver: bytes onto link A / file size | ${m((r) => r.oneCopies).toFixed(2)} |`);
+  console.log(`| 1 tier, 3 receivers: bytes onto link A / file size | ${m((r) => r.sameCopies).toFixed(2)} |`);
+  for (const [k, name] of ['A (share)', 'B (relay 1)', 'C (relay 2)'].entries()) console.log(`| 3 tiers: bytes onto link ${name} / file size | ${m((r) => r.linkCopies[k]).toFixed(2)} |`);
   for (const k of [0, 1]) console.log(`| relay ${k + 1} CPU seconds (3-tier phase) | ${m((r) => r.cpu[k]).toFixed(2)} s |`);
   console.log(`load average at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 } finally {

@@ -164,6 +164,10 @@ export class Relay {
         (await MldWatcher.open({ ifnames: downs, querier: opts.querier ?? true, queryIntervalSec: opts.queryIntervalSec, logger: opts.logger }));
     } catch (err) {
       await forwarder.close();
+      // The watcher's own message is written for the share (it suggests --push, which a relay has not).
+      if (err instanceof LcsyncError && err.code === 'PERMISSION') {
+        throw new LcsyncError('PERMISSION', 'lcsync relay needs CAP_NET_RAW and the lcsync addon to watch MLD downstream: run it as root, or under systemd with AmbientCapabilities=CAP_NET_RAW', { cause: err });
+      }
       throw err;
     }
     const relay = new Relay({ ...opts, downstreams: downs }, listeners, forwarder);
