@@ -4,27 +4,26 @@
  *
  * - Downstream it watches MLD as a share does (querier included, net/mldsocket.ts). A group with a listener on
  *   some downstream interface is wanted.
- * - Upstream it joins every wanted group (net/group-sockets.ts), so the kernel reports it there and a share, or
- *   the relay one tier up, starts sending; it leaves when the last downstream listener has left.
+ * - Upstream it joins every wanted group, so the kernel reports it there and a share, or the relay one tier up,
+ *   starts sending; it leaves when the last downstream listener has left.
  * - Every datagram that arrives upstream goes out at once, bytes unchanged, on each downstream interface that has
  *   a listener for its group, with the relay's own hop limit: objects are content-addressed and datagrams
  *   self-describing, so forwarding them as they are is right for encrypted shares too, and a file is forwarded
  *   while it is still in transit. The bytes move in C where the addon is built (recvmmsg, a route table,
  *   sendmmsg: net/relay-forwarder.ts, native/relay_fwd.c), through node:dgram otherwise.
- * - A receiver that stalls re-joins (leave and join). As the only listener of its group downstream, its leave
- *   makes the relay leave upstream and its join join again, so the sender sees the same; as one of several,
- *   the leave is only a 'part' and the relay re-joins upstream when the join follows, passing the cue on (a C
- *   share sends only on such fresh reports). Mere refreshes (answers to queries) are not passed on: the relay's
- *   own kernel answers the upstream querier.
- *
+ * - Upstream the relay is one listener for all the hosts below, while a share grants each new listener a round
+ *   of its own. So the relay re-joins upstream (leave and join: a fresh report) when another host joins a group
+ *   already under way, and when one of several listeners left and joins again, as a stalled receiver does (the
+ *   only listener's leave and join pass through as they are); a C share sends only on such fresh reports. Mere
+ *   refreshes (answers to queries) are not passed on: the relay's own kernel answers the upstream querier.
  * - Upstream joins and leaves are made in bursts with quiet gaps between them (net/membership.ts), as a receiver
  *   makes them: Linux sends a state-change report only some jiffies after an interface's LAST membership change,
  *   so a relay that changed memberships report by report as they come kept postponing its own reports; the
  *   share then heard the joins of the tiers below late, streamed each object once for the near tier and again
  *   for the far one, and heard the leaves late.
  *
- * Loops: nothing is ever sent upstream; datagrams from this host's own addresses are dropped; groups are joined
- * on the upstream interface only. Chains: a relay one tier down is a listener like any other, so each link
+ * Loops: nothing is ever sent upstream; only datagrams that arrived on the upstream interface are forwarded, and
+ * the sockets that send have multicast loopback off. Chains: a relay one tier down is a listener like any other, so each link
  * carries each datagram once, whatever the number of listeners and tiers. Memory: at most maxGroups groups, and
  * no unbounded queue (net/relay-forwarder.ts: what a downstream socket cannot take is dropped and counted, as a
  * full socket buffer would; receivers recover it from the repair symbols or by re-joining).
