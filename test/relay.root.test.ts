@@ -135,7 +135,7 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
       await lab?.teardown();
     });
 
-    it('receivers on B and C end identical, and each link carries the file about once', async () => {
+    it('receivers on B and C end identical, and each relay puts onto its link one copy of what reached it', async () => {
       const src = makeSource(tmp.dir());
       const [a, b, c] = [lab.hosts[0]![0]!, lab.hosts[1]![0]!, lab.hosts[2]![0]!];
       const [r1, r2] = [lab.routers[0]!, lab.routers[1]!];
