@@ -11,7 +11,7 @@
  * default the MLD watcher, or PushSource in push mode).
  */
 import { EventEmitter } from 'node:events';
-import { GROUP_PREFIX_BYTES, formatIPv6, prefixOfGroup } from '../wire/address.js';
+import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { objectName, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
@@ -27,6 +27,7 @@ import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
 import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
+import { Cooperation } from './cooperation.js';
 
 export interface ShareLogger {
   info(msg: string): void;
@@ -61,6 +62,14 @@ export interface ShareOptions {
    * watcher, or a PushSource with `push`. The share closes it when it stops.
    */
   listeners?: ListenerSource;
+  /**
+   * Cooperate with other shares of the same content on the link (cooperation.ts): send only the
+   * groups this share owns, take over those of a share that dies. Default: on with MLD (not in push
+   * mode, nor with injected listeners).
+   */
+  cooperate?: boolean;
+  /** What co-serving shares must also agree on besides the index (the signer's public key). */
+  offerExtra?: Buffer;
 }
 
 /** Let I/O (MLD reports above all) in at least this often (datagrams) while sending. */
@@ -204,6 +213,12 @@ export class Share extends EventEmitter {
   private sampler?: NodeJS.Timeout;
   /** --bwlimit auto: the controller, the pacer it steers and its timer. */
   private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
+  /** Redundant shares: presence, peers and group ownership; undefined when not cooperating. */
+  private coop?: Cooperation;
+  /** Joins that came while cooperation was still discovering peers: answered once it is done. */
+  private heldJoins: MldEvent[] = [];
+  /** Joins left to a co-serving share that owns their group (status and tests). */
+  joinsDeferred = 0;
 
   private constructor(
     private index_: ShareIndex,
@@ -245,6 +260,7 @@ export class Share extends EventEmitter {
     this.index_ = index;
     this.warnedStale.clear();
     this.positions = new WalkPositions(index);
+    this.coop?.setIndex(index);
     for (const out of this.scheduler.items()) {
       const now = index.get(out.object.hash);
       // An alias names a path, not content: the same key may now stand for other bytes.
@@ -317,6 +333,17 @@ export class Share extends EventEmitter {
     }
     try {
       for (const ifname of opts.ifnames) share.sinks.set(ifname, await openSink(ifname));
+      if (opts.cooperate ?? (!opts.push && !opts.listeners)) {
+        share.coop = await Cooperation.open({
+          ifnames: opts.ifnames,
+          index,
+          keyTag: opts.cipher ? (opts.cipher.tag ?? Buffer.from('nokeytag')) : undefined,
+          offerExtra: opts.offerExtra,
+          log: (level, msg) => share.log(level, msg),
+          onTakeover: (ifnames) => share.takeOver(ifnames),
+          onDiscovered: () => share.answerHeld(),
+        });
+      }
     } catch (e) {
       await share.stop();
       throw e;
@@ -353,6 +380,7 @@ export class Share extends EventEmitter {
 
   private async onJoin(e: MldEvent): Promise<void> {
     if (this.stopped) return;
+    if (this.coop?.consumes(e)) return;
     const prefix = prefixOfGroup(e.group);
     if (!prefix) return;
     const obj = this.index.getByPrefix(prefix);
@@ -364,6 +392,18 @@ export class Share extends EventEmitter {
     if (!this.sinks.has(e.ifname)) return;
     const group = formatIPv6(e.group);
     const key = `${group}%${e.ifname}`;
+    if (this.coop && !this.scheduler.get(key) && !this.scheduler.isStarting(key)) {
+      if (this.coop.holding) {
+        this.heldJoins.push(e);
+        return;
+      }
+      // A co-serving share owns this group: it answers. A stream already running (started before
+      // the peer was heard) goes on serving its listeners.
+      if (!this.coop.owns(e.group, e.ifname)) {
+        this.joinsDeferred++;
+        return;
+      }
+    }
     const now = Date.now();
     const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now);
     if (outcome === 'joined') this.wake?.();
@@ -411,11 +451,45 @@ export class Share extends EventEmitter {
     this.emit('stale', obj);
   }
 
+  /** Cooperation found its peers (or none): answer the joins that came meanwhile, as if they came now. */
+  private answerHeld(): void {
+    const held = this.heldJoins;
+    this.heldJoins = [];
+    for (const e of held) void this.onJoin(e);
+  }
+
+  /**
+   * Co-serving shares died on `ifnames`: every group that still has listeners there, that we now
+   * own and do not serve, starts as if its last reporter had just joined (a new listener: a full
+   * round), from the listener state MLD keeps, without waiting for the receivers to ask again.
+   */
+  private takeOver(ifnames: Set<string>): void {
+    if (this.stopped) return;
+    let started = 0;
+    for (const l of this.watcher.activeGroups()) {
+      if (!ifnames.has(l.ifname) || !this.sinks.has(l.ifname)) continue;
+      let group: Buffer;
+      try {
+        group = parseIPv6(l.group);
+      } catch {
+        continue;
+      }
+      if (this.scheduler.get(`${l.group}%${l.ifname}`)) continue;
+      if (!prefixOfGroup(group) || !this.index.getByPrefix(prefixOfGroup(group)!)) continue;
+      if (!this.coop?.owns(group, l.ifname)) continue;
+      started++;
+      void this.onJoin({ kind: 'join', group, ifname: l.ifname, from: (l as { lastReporter?: string }).lastReporter ?? 'takeover', refresh: true });
+    }
+    this.log('verbose', `took over ${started} listened groups`);
+  }
+
   private onPart(e: MldEvent): void {
+    if (this.coop?.consumes(e)) return;
     this.scheduler.part(`${formatIPv6(e.group)}%${e.ifname}`, e.from, Date.now());
   }
 
   private onLeave(e: MldEvent): void {
+    if (this.coop?.consumes(e)) return;
     this.scheduler.leave(`${formatIPv6(e.group)}%${e.ifname}`, Date.now());
   }
 
@@ -582,6 +656,16 @@ export class Share extends EventEmitter {
       noticesSent: this.noticesSent,
       rateNow,
       rateAvg,
+      ...(this.coop
+        ? {
+            cooperation: {
+              id: this.coop.table.id.toString('hex'),
+              peers: this.coop.peers().map((p) => ({ id: p.idHex, addresses: p.addresses, ifnames: [...p.ifnames], lastSeenMsAgo: now - p.lastSeen })),
+              heartbeatsSent: this.coop.heartbeatsSent,
+              joinsDeferred: this.joinsDeferred,
+            },
+          }
+        : {}),
     };
   }
 
@@ -592,6 +676,7 @@ export class Share extends EventEmitter {
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
     this.wake?.();
+    await this.coop?.close();
     await this.pump?.catch(() => undefined);
     for (const s of this.scheduler.clear()) s.item.free();
     await this.watcher.close();
