@@ -160,7 +160,7 @@ describe('the peer table', () => {
     t.hear(peer, 'fe80::4', 0);
     t.presenceJoin('e0', 'fe80::4');
     expect(t.foreignPresence).toBe(true);
-    expect(t.presenceLeave('e0', 'fe80::4').length).toBe(1);
+    expect(t.presenceLeave('e0', 'fe80::4').map((p) => [...p.ifnames])).toEqual([['e0']]);
     expect(t.foreignPresence).toBe(false);
     expect(t.list()).toEqual([]);
 

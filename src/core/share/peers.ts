@@ -143,12 +143,13 @@ export class PeerTable {
     return isNew ? 'new' : 'known';
   }
 
-  /** MLD shows `host` a member of the presence group on `ifname` (join) or not any more (leave). Returns the peers that died with the leave. */
+  /** MLD shows `host` a member of the presence group on `ifname`. */
   presenceJoin(ifname: string, host: string): void {
     this.presence.get(ifname)?.add(host);
     for (const p of this.peers.values()) if (p.addresses.includes(host)) this.associate(p);
   }
 
+  /** MLD shows `host` left the presence group on `ifname`: returns the peers that died with it (each with that interface). */
   presenceLeave(ifname: string, host: string): Peer[] {
     this.presence.get(ifname)?.delete(host);
     const dead: Peer[] = [];
@@ -157,7 +158,7 @@ export class PeerTable {
       // Its membership went with its process (killed): gone from that link at once.
       if (p.ifnames.size === 0) {
         this.peers.delete(p.idHex);
-        dead.push(p);
+        dead.push({ ...p, ifnames: new Set([ifname]) });
       }
     }
     return dead;

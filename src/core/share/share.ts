@@ -480,7 +480,7 @@ export class Share extends EventEmitter {
       started++;
       void this.onJoin({ kind: 'join', group, ifname: l.ifname, from: (l as { lastReporter?: string }).lastReporter ?? 'takeover', refresh: true });
     }
-    this.log('verbose', `took over ${started} listened groups`);
+    this.log('info', `took over ${started} ${started === 1 ? 'group' : 'groups'} with listeners`);
   }
 
   private onPart(e: MldEvent): void {
