@@ -11,7 +11,8 @@
  *   two       shares 0 and 1 (cooperating, the default); the same
  *   kill      shares 0 and 1; once every receiver has a third of the data, share 0 is SIGKILLed by PID
  * Measured per run: sender bytes (tx_bytes of the shares' e0, read in their namespaces, from before the syncs
- * until they stop growing), wall time from starting the syncs until the last exits, the shares' CPU seconds
+ * until they stop growing), wall time from starting the syncs until the last exits, each receiver's rejoins
+ * (groups it joined again because they went quiet: what a takeover costs it), the shares' CPU seconds
  * (/proc/PID/stat, including indexing), and whether every receiver ended identical (and exited 0).
  * Prints one line per run and the ratio two/one of the sender bytes (target <= 1.3).
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
@@ -130,8 +131,18 @@ async function run(label, shareHosts, kill) {
           const dest = path.join(work, `out${tag}-${h}`);
           const p = lab.spawn(h, [process.execPath, CLI, 'sync', '--json', '-i', 'e0', '--no-cache', '--timeout', '60', '-r', 'data/', dest]);
           let err = '';
+          let out = '';
           p.stderr.on('data', (d) => (err += d));
-          p.on('exit', (code) => resolve({ code, dest, err }));
+          p.stdout.on('data', (d) => (out += d));
+          p.on('exit', (code) => {
+            let summary;
+            try {
+              summary = JSON.parse(out);
+            } catch {
+              summary = undefined;
+            }
+            resolve({ code, dest, err, summary });
+          });
         }),
     );
     let killedAt;
@@ -156,7 +167,7 @@ async function run(label, shareHosts, kill) {
     const total = bytes.reduce((a, b) => a + b, 0);
     console.log(
       `${label.padEnd(5)} sender bytes ${(total / MiB).toFixed(1)} MiB (${bytes.map((b) => (b / MiB).toFixed(1)).join(' + ')})  wall ${wall.toFixed(1)} s` +
-        `${killedAt !== undefined ? ` (share 0 killed at ${killedAt.toFixed(1)} s)` : ''}  share CPU ${cpu.map((c) => (c === undefined ? '-' : c.toFixed(1))).join(' + ')} s  ${ok ? 'ok' : 'FAILED'}`,
+        `${killedAt !== undefined ? ` (share 0 killed at ${killedAt.toFixed(1)} s)` : ''}  receivers' rejoins ${results.map((r) => r.summary?.rejoins ?? '-').join('/')}  share CPU ${cpu.map((c) => (c === undefined ? '-' : c.toFixed(1))).join(' + ')} s  ${ok ? 'ok' : 'FAILED'}`,
     );
     for (const r of results) rmSync(r.dest, { recursive: true, force: true });
     return { total, ok };

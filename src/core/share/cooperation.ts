@@ -11,7 +11,7 @@ import { PRESENCE_GROUP, PRESENCE_PORT, decodeHeartbeat, encodeHeartbeat, KEY_TA
 import type { MldEvent } from '../net/mldsocket.js';
 import { PresenceSocket } from '../net/presence-socket.js';
 import type { ShareIndex } from '../index/mdex.js';
-import { PeerTable, offerDigest, type Peer } from './peers.js';
+import { DEAD_AFTER_MISSES, PeerTable, offerDigest, type Peer } from './peers.js';
 
 /** Heartbeat interval: 3 missed (DEAD_AFTER_MISSES) make about a second before a silent peer's groups are taken over. */
 export const HEARTBEAT_MS = 280;
@@ -43,6 +43,7 @@ export class Cooperation {
   private discoveryTimer?: NodeJS.Timeout;
   private discovering = true;
   private closed = false;
+  private lastTickAt = Date.now();
   private own = new Set<string>();
   private ownBytes: Buffer[] = [];
 
@@ -135,9 +136,19 @@ export class Cooperation {
 
   private tick(): void {
     if (this.closed) return;
-    const dead = this.table.expire(Date.now());
-    if (dead.length > 0) this.died(dead, `missed ${3} heartbeats`);
+    const now = Date.now();
+    const stalled = now - this.lastTickAt > 2 * HEARTBEAT_MS;
+    this.lastTickAt = now;
     if (this.table.foreignPresence || this.table.list().length > 0) void this.beat(false);
+    // Timers run before the poll phase: after our own event loop was stalled (a busy machine), the
+    // peers' heartbeats may be waiting in the socket. Look at them first (setImmediate runs after
+    // the poll phase), and judge nobody dead by a silence that was ours.
+    if (stalled) return;
+    setImmediate(() => {
+      if (this.closed) return;
+      const dead = this.table.expire(Date.now());
+      if (dead.length > 0) this.died(dead, `missed ${DEAD_AFTER_MISSES} heartbeats`);
+    });
   }
 
   private died(dead: Peer[], why: string): void {
