@@ -140,6 +140,9 @@ describe('the peer table', () => {
     const peer = heartbeat({ digest, keyTag: tag });
     expect(t.hear(peer, 'fe80::4', 0)).toBe('new');
     expect(t.hear(peer, 'fe80::4', 100)).toBe('known');
+    // The same share serving another index: a co-server no more.
+    expect(t.hear({ ...peer, digest: randomBytes(32) }, 'fe80::4', 150)).toBe('bye');
+    expect(t.hear(peer, 'fe80::4', 200)).toBe('new');
     expect(t.on('e0').map((p) => p.idHex)).toEqual([peer.shareId.toString('hex')]);
     expect(t.owns(g, 'e0')).toBe(ownerOf(g, [self.id, peer.shareId]).equals(self.id));
   });

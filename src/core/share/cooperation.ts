@@ -34,6 +34,8 @@ export interface CooperationOptions {
   onTakeover: (ifnames: Set<string>) => void;
   /** The discovery wait is over: joins held meanwhile are to be answered now. */
   onDiscovered: () => void;
+  /** A co-server came or went (the share splits its rate among them). */
+  onPeersChanged?: () => void;
 }
 
 export class Cooperation {
@@ -112,6 +114,7 @@ export class Cooperation {
   setIndex(index: ShareIndex): void {
     if (this.table.setOffer(digestOf(index, this.opts.offerExtra))) {
       this.opts.log('verbose', 'serving a new index: peers count again once their heartbeats show the same offer');
+      this.opts.onPeersChanged?.();
       void this.beat(false);
     }
   }
@@ -129,8 +132,9 @@ export class Cooperation {
       this.opts.log('info', `co-serving with share ${hb.shareId.toString('hex').slice(0, 8)} at ${from}: each sends the groups it owns`);
       // Let it know us at once, so both split from now on.
       void this.beat(false);
+      this.opts.onPeersChanged?.();
     } else if (outcome === 'bye') {
-      this.died([{ idHex: hb.shareId.toString('hex'), ifnames: new Set(this.opts.ifnames) } as Peer], 'stopped');
+      this.died([{ idHex: hb.shareId.toString('hex'), ifnames: new Set(this.opts.ifnames) } as Peer], hb.bye ? 'stopped' : 'serves another index now');
     }
   }
 
@@ -157,6 +161,7 @@ export class Cooperation {
       for (const i of p.ifnames) ifnames.add(i);
       this.opts.log('info', `share ${p.idHex.slice(0, 8)} ${why}: taking over its groups`);
     }
+    this.opts.onPeersChanged?.();
     if (ifnames.size > 0) this.opts.onTakeover(ifnames);
   }
 

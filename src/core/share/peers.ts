@@ -116,16 +116,17 @@ export class PeerTable {
   }
 
   /**
-   * A heartbeat from `from`. Our own: 'self'. Another offer or key: 'foreign' (not a co-server; if it
-   * was one, it is forgotten). A bye: the peer is gone ('bye'). Else it is (again) a live co-server.
+   * A heartbeat from `from`. Our own: 'self'. Another offer or key: 'foreign' (not a co-server), or
+   * 'bye' when it was one (forgotten: its groups are no longer served for us). A bye: the peer is gone
+   * ('bye'). Else it is (again) a live co-server.
    */
   hear(hb: Heartbeat, from: string, now: number): HeardOutcome {
     if (hb.shareId.equals(this.self.id)) return 'self';
     const idHex = hb.shareId.toString('hex');
     const compatible = hb.digest.length === HASH_SIZE && hb.digest.equals(this.self.digest) && hb.keyTag.equals(this.self.keyTag);
     if (!compatible) {
-      this.peers.delete(idHex);
-      return 'foreign';
+      // A co-server that now serves another index (or key) is one no more: as good as gone.
+      return this.peers.delete(idHex) ? 'bye' : 'foreign';
     }
     if (hb.bye) return this.peers.delete(idHex) ? 'bye' : 'foreign';
     const addresses = [...new Set([...hb.addresses.map((a) => formatIPv6(a)), stripZone(from)])];

@@ -213,6 +213,8 @@ export class Share extends EventEmitter {
   private sampler?: NodeJS.Timeout;
   /** --bwlimit auto: the controller, the pacer it steers and its timer. */
   private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
+  /** The default senders' pacer (not an openSink's): its rate is split among co-servers. */
+  private pacer?: Pacer;
   /** Redundant shares: presence, peers and group ownership; undefined when not cooperating. */
   private coop?: Cooperation;
   /** Joins that came while cooperation was still discovering peers: answered once it is done. */
@@ -328,6 +330,7 @@ export class Share extends EventEmitter {
     if (!openSink) {
       const auto = opts.autoRate ? new AutoRate(performance.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
       const pacer = new Pacer({ bitsPerSecond: auto ? auto.rate : (opts.rateBps ?? 0) });
+      share.pacer = pacer;
       if (auto) share.steer(auto, pacer);
       openSink = (ifname) => MulticastSender.open({ ifname, loopback: opts.loopback, pacer });
     }
@@ -342,6 +345,7 @@ export class Share extends EventEmitter {
           log: (level, msg) => share.log(level, msg),
           onTakeover: (ifnames) => share.takeOver(ifnames),
           onDiscovered: () => share.answerHeld(),
+          onPeersChanged: () => share.shareRate(),
         });
       }
     } catch (e) {
@@ -357,12 +361,29 @@ export class Share extends EventEmitter {
     return share;
   }
 
+  /**
+   * The shares sending on this link now, this one included: co-servers (cooperation.ts) split the
+   * rate as they split the groups, so that the link carries about what one share would send.
+   */
+  private get coServers(): number {
+    return this.coop ? 1 + this.coop.peers().length : 1;
+  }
+
+  /** Co-servers came or went: this share's part of the rate (--bwlimit, or the auto rate) is 1/coServers of it. */
+  private shareRate(): void {
+    if (!this.pacer) return;
+    const n = this.coServers;
+    const total = this.auto ? this.auto.rate.rate : (this.opts.rateBps ?? 0);
+    if (total > 0) this.pacer.setRate(total / n);
+    this.log('verbose', `${n} ${n === 1 ? 'share' : 'shares'} sending on the link: ${total > 0 ? `${(total / n / 1e6).toFixed(1)} Mbit/s` : 'unlimited'} for this one`);
+  }
+
   /** --bwlimit auto: let `rate` set the pacer, window by window. */
   private steer(rate: AutoRate, pacer: Pacer): void {
     const timer = setInterval(() => {
       const decision = rate.update(performance.now());
       if (decision !== 'raise' && decision !== 'backoff') return;
-      pacer.setRate(rate.rate);
+      pacer.setRate(rate.rate / this.coServers);
       this.log('verbose', `bwlimit auto: ${decision === 'raise' ? 'raised' : 'backed off'} to ${(rate.rate / 1e6).toFixed(1)} Mbit/s`);
     }, AUTO_TICK_MS);
     timer.unref();
@@ -568,7 +589,8 @@ export class Share extends EventEmitter {
         from[i]!.bytes += len;
         this.datagrams++;
         this.bytes += len;
-        this.auto?.rate.sent(len);
+        // Co-servers each send their part: the controller judges the link's total.
+        this.auto?.rate.sent(len * this.coServers);
       }
       // Sends complete synchronously (sendmmsg) or through callbacks that never give the event
       // loop a turn at I/O; without this, MLD reports would wait until the pacer sleeps.
