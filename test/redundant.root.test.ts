@@ -148,6 +148,14 @@ describeUnless(why, 'redundant shares (needs root)', () => {
     }, 300_000);
   }
 
+  it('stopping a share (SIGTERM) mid-transfer: its bye hands its groups over at once', async () => {
+    await withShares([0, 1], [], async (shares) => {
+      await syncAll([], () => killMidTransfer(shares[0]!, 'SIGTERM'));
+      expect(shares[1]!.stderr()).toMatch(/stopped: taking over its groups/);
+      expect(shares[1]!.stderr()).toMatch(/took over [1-9]\d* groups? with listeners/);
+    });
+  }, 300_000);
+
   it('freezing a share (SIGSTOP: no leave, its heartbeats just stop): the other takes over after missed heartbeats', async () => {
     await withShares([0, 1], [], async (shares) => {
       try {
