@@ -17,7 +17,6 @@
  * Prints one line per run and the ratio two/one of the sender bytes (target <= 1.3).
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import path from 'node:path';

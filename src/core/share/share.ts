@@ -10,6 +10,7 @@
  * (net/datagram.ts; default a MulticastSender per interface) and a ListenerSource (net/push.ts;
  * default the MLD watcher, or PushSource in push mode).
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
 import { toHex, type Hash } from '../model/hash.js';
@@ -337,16 +338,22 @@ export class Share extends EventEmitter {
     try {
       for (const ifname of opts.ifnames) share.sinks.set(ifname, await openSink(ifname));
       if (opts.cooperate ?? (!opts.push && !opts.listeners)) {
-        share.coop = await Cooperation.open({
-          ifnames: opts.ifnames,
-          index,
-          keyTag: opts.cipher ? (opts.cipher.tag ?? Buffer.from('nokeytag')) : undefined,
-          offerExtra: opts.offerExtra,
-          log: (level, msg) => share.log(level, msg),
-          onTakeover: (ifnames) => share.takeOver(ifnames),
-          onDiscovered: () => share.answerHeld(),
-          onPeersChanged: () => share.shareRate(),
-        });
+        try {
+          share.coop = await Cooperation.open({
+            ifnames: opts.ifnames,
+            index,
+            // A cipher without a tag cannot show which key it holds: a random one matches no other share.
+            keyTag: opts.cipher ? (opts.cipher.tag ?? randomBytes(8)) : undefined,
+            offerExtra: opts.offerExtra,
+            log: (level, msg) => share.log(level, msg),
+            onTakeover: (ifnames) => share.takeOver(ifnames),
+            onDiscovered: () => share.answerHeld(),
+            onPeersChanged: () => share.shareRate(),
+          });
+        } catch (err) {
+          // Serving alone is what a share did before cooperation existed: not a reason to fail.
+          share.log('warn', `cannot join the presence group of redundant shares (${(err as Error).message}): serving alone`);
+        }
       }
     } catch (e) {
       await share.stop();
@@ -476,7 +483,10 @@ export class Share extends EventEmitter {
   private answerHeld(): void {
     const held = this.heldJoins;
     this.heldJoins = [];
-    for (const e of held) void this.onJoin(e);
+    // Only groups still listened: a stream started for one whose listener left meanwhile would
+    // never hear a leave.
+    const active = new Set(this.watcher.activeGroups().map((l) => `${l.group}%${l.ifname}`));
+    for (const e of held) if (active.has(`${formatIPv6(e.group)}%${e.ifname}`)) void this.onJoin(e);
   }
 
   /**
