@@ -37,6 +37,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     'no-cache': Flags.boolean({ description: 'Neither read nor write the on-disk tree cache.', default: false }),
     push: Flags.boolean({ description: 'Push mode, for when the share cannot watch MLD (no CAP_NET_RAW, or reports never reach it): send every object a round every --push-interval seconds, whether anyone listens or not.', default: false }),
     'push-interval': Flags.integer({ description: 'Seconds between rounds in push mode.', default: 10, min: 1, max: 3600 }),
+    cooperate: Flags.boolean({ description: 'Cooperate with other lcsync shares of the same content (same roots, key and signer) on the link: each sends only the groups it owns, and a share takes over the groups of one that stops or dies within about a second. A lone share sends nothing extra. --no-cooperate: ignore other shares (each answers every join).', default: true, allowNo: true }),
     bundles: Flags.boolean({ description: 'Publish a bundle per directory (its entries\' trees and the bytes of files of up to 32 KiB, an lcsync extension that C clients never ask for), so lcsync receivers fetch a directory of small files in one round trip. --no-bundles: serve exactly what the C lcshare serves.', default: true, allowNo: true }),
     ...keyFlags,
     sign: Flags.string({
@@ -73,6 +74,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         push: flags.push,
         pushPeriodSec: flags['push-interval'],
         bundles: flags.bundles,
+        cooperate: flags.cooperate && !flags.push,
         cacheDir: flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir()),
         follow: flags.follow,
         rescanSec: flags.rescan,

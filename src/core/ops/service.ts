@@ -4,7 +4,7 @@
  * that re-indexes when files change, and the status socket. The share command
  * only parses flags and renders what this reports.
  */
-import type { KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { ShareIndex } from '../index/mdex.js';
 import { Share, type ShareOptions } from '../share/share.js';
 import type { ShareStatus } from '../share/status.js';
@@ -82,7 +82,9 @@ export class ShareService {
       const index = await build(true);
       flushing = flushing.then(() => store.prune()).then(() => undefined, () => undefined);
       log.verbose(`hashed ${rehashed} ${rehashed === 1 ? 'file' : 'files'}, ${store.stats.hits} from the tree cache${store.treesDir ? ` (${store.treesDir})` : ''}`);
-      share = await Share.start(index, { ...opts, logger: log });
+      // Shares that sign must sign with the same key to co-serve (docs/protocol.md#redundant-shares).
+      const offerExtra = opts.signKey ? createPublicKey(opts.signKey).export({ type: 'spki', format: 'der' }) : undefined;
+      share = await Share.start(index, { ...opts, offerExtra, logger: log });
     } catch (e) {
       await pool.close();
       throw e;

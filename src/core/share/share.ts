@@ -10,8 +10,9 @@
  * (net/datagram.ts; default a MulticastSender per interface) and a ListenerSource (net/push.ts;
  * default the MLD watcher, or PushSource in push mode).
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { GROUP_PREFIX_BYTES, formatIPv6, prefixOfGroup } from '../wire/address.js';
+import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { objectName, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
@@ -27,6 +28,7 @@ import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
 import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
+import { Cooperation } from './cooperation.js';
 
 export interface ShareLogger {
   info(msg: string): void;
@@ -63,6 +65,14 @@ export interface ShareOptions {
    * watcher, or a PushSource with `push`. The share closes it when it stops.
    */
   listeners?: ListenerSource;
+  /**
+   * Cooperate with other shares of the same content on the link (cooperation.ts): send only the
+   * groups this share owns, take over those of a share that dies. Default: on with MLD (not in push
+   * mode, nor with injected listeners).
+   */
+  cooperate?: boolean;
+  /** What co-serving shares must also agree on besides the index (the signer's public key). */
+  offerExtra?: Buffer;
 }
 
 /** Let I/O (MLD reports above all) in at least this often (datagrams) while sending. */
@@ -206,6 +216,14 @@ export class Share extends EventEmitter {
   private sampler?: NodeJS.Timeout;
   /** --bwlimit auto: the controller, the pacer it steers and its timer. */
   private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
+  /** The default senders' pacer (not an openSink's): its rate is split among co-servers. */
+  private pacer?: Pacer;
+  /** Redundant shares: presence, peers and group ownership; undefined when not cooperating. */
+  private coop?: Cooperation;
+  /** Joins that came while cooperation was still discovering peers: answered once it is done. */
+  private heldJoins: MldEvent[] = [];
+  /** Joins left to a co-serving share that owns their group (status and tests). */
+  joinsDeferred = 0;
 
   private constructor(
     private index_: ShareIndex,
@@ -247,6 +265,7 @@ export class Share extends EventEmitter {
     this.index_ = index;
     this.warnedStale.clear();
     this.positions = new WalkPositions(index);
+    this.coop?.setIndex(index);
     for (const out of this.scheduler.items()) {
       const now = index.get(out.object.hash);
       // An alias names a path, not content: the same key may now stand for other bytes.
@@ -314,11 +333,30 @@ export class Share extends EventEmitter {
     if (!openSink) {
       const auto = opts.autoRate ? new AutoRate(performance.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
       const pacer = new Pacer({ bitsPerSecond: auto ? auto.rate : (opts.rateBps ?? 0) });
+      share.pacer = pacer;
       if (auto) share.steer(auto, pacer);
       openSink = (ifname) => MulticastSender.open({ ifname, loopback: opts.loopback, pacer, hopLimit: opts.hopLimit });
     }
     try {
       for (const ifname of opts.ifnames) share.sinks.set(ifname, await openSink(ifname));
+      if (opts.cooperate ?? (!opts.push && !opts.listeners)) {
+        try {
+          share.coop = await Cooperation.open({
+            ifnames: opts.ifnames,
+            index,
+            // A cipher without a tag cannot show which key it holds: a random one matches no other share.
+            keyTag: opts.cipher ? (opts.cipher.tag ?? randomBytes(8)) : undefined,
+            offerExtra: opts.offerExtra,
+            log: (level, msg) => share.log(level, msg),
+            onTakeover: (ifnames) => share.takeOver(ifnames),
+            onDiscovered: () => share.answerHeld(),
+            onPeersChanged: () => share.shareRate(),
+          });
+        } catch (err) {
+          // Serving alone is what a share did before cooperation existed: not a reason to fail.
+          share.log('warn', `cannot join the presence group of redundant shares (${(err as Error).message}): serving alone`);
+        }
+      }
     } catch (e) {
       await share.stop();
       throw e;
@@ -332,12 +370,29 @@ export class Share extends EventEmitter {
     return share;
   }
 
+  /**
+   * The shares sending on this link now, this one included: co-servers (cooperation.ts) split the
+   * rate as they split the groups, so that the link carries about what one share would send.
+   */
+  private get coServers(): number {
+    return this.coop ? 1 + this.coop.peers().length : 1;
+  }
+
+  /** Co-servers came or went: this share's part of the rate (--bwlimit, or the auto rate) is 1/coServers of it. */
+  private shareRate(): void {
+    if (!this.pacer) return;
+    const n = this.coServers;
+    const total = this.auto ? this.auto.rate.rate : (this.opts.rateBps ?? 0);
+    if (total > 0) this.pacer.setRate(total / n);
+    this.log('verbose', `${n} ${n === 1 ? 'share' : 'shares'} sending on the link: ${total > 0 ? `${(total / n / 1e6).toFixed(1)} Mbit/s` : 'unlimited'} for this one`);
+  }
+
   /** --bwlimit auto: let `rate` set the pacer, window by window. */
   private steer(rate: AutoRate, pacer: Pacer): void {
     const timer = setInterval(() => {
       const decision = rate.update(performance.now());
       if (decision !== 'raise' && decision !== 'backoff') return;
-      pacer.setRate(rate.rate);
+      pacer.setRate(rate.rate / this.coServers);
       this.log('verbose', `bwlimit auto: ${decision === 'raise' ? 'raised' : 'backed off'} to ${(rate.rate / 1e6).toFixed(1)} Mbit/s`);
     }, AUTO_TICK_MS);
     timer.unref();
@@ -355,6 +410,7 @@ export class Share extends EventEmitter {
 
   private async onJoin(e: MldEvent): Promise<void> {
     if (this.stopped) return;
+    if (this.coop?.consumes(e)) return;
     const prefix = prefixOfGroup(e.group);
     if (!prefix) return;
     const obj = this.index.getByPrefix(prefix);
@@ -366,6 +422,18 @@ export class Share extends EventEmitter {
     if (!this.sinks.has(e.ifname)) return;
     const group = formatIPv6(e.group);
     const key = `${group}%${e.ifname}`;
+    if (this.coop && !this.scheduler.get(key) && !this.scheduler.isStarting(key)) {
+      if (this.coop.holding) {
+        this.heldJoins.push(e);
+        return;
+      }
+      // A co-serving share owns this group: it answers. A stream already running (started before
+      // the peer was heard) goes on serving its listeners.
+      if (!this.coop.owns(e.group, e.ifname)) {
+        this.joinsDeferred++;
+        return;
+      }
+    }
     const now = Date.now();
     const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now);
     if (outcome === 'joined') this.wake?.();
@@ -413,11 +481,48 @@ export class Share extends EventEmitter {
     this.emit('stale', obj);
   }
 
+  /** Cooperation found its peers (or none): answer the joins that came meanwhile, as if they came now. */
+  private answerHeld(): void {
+    const held = this.heldJoins;
+    this.heldJoins = [];
+    // Only groups still listened: a stream started for one whose listener left meanwhile would
+    // never hear a leave.
+    const active = new Set(this.watcher.activeGroups().map((l) => `${l.group}%${l.ifname}`));
+    for (const e of held) if (active.has(`${formatIPv6(e.group)}%${e.ifname}`)) void this.onJoin(e);
+  }
+
+  /**
+   * Co-serving shares died on `ifnames`: every group that still has listeners there, that we now
+   * own and do not serve, starts as if its last reporter had just joined (a new listener: a full
+   * round), from the listener state MLD keeps, without waiting for the receivers to ask again.
+   */
+  private takeOver(ifnames: Set<string>): void {
+    if (this.stopped) return;
+    let started = 0;
+    for (const l of this.watcher.activeGroups()) {
+      if (!ifnames.has(l.ifname) || !this.sinks.has(l.ifname)) continue;
+      let group: Buffer;
+      try {
+        group = parseIPv6(l.group);
+      } catch {
+        continue;
+      }
+      if (this.scheduler.get(`${l.group}%${l.ifname}`)) continue;
+      if (!prefixOfGroup(group) || !this.index.getByPrefix(prefixOfGroup(group)!)) continue;
+      if (!this.coop?.owns(group, l.ifname)) continue;
+      started++;
+      void this.onJoin({ kind: 'join', group, ifname: l.ifname, from: (l as { lastReporter?: string }).lastReporter ?? 'takeover', refresh: true });
+    }
+    this.log('info', `took over ${started} ${started === 1 ? 'group' : 'groups'} with listeners`);
+  }
+
   private onPart(e: MldEvent): void {
+    if (this.coop?.consumes(e)) return;
     this.scheduler.part(`${formatIPv6(e.group)}%${e.ifname}`, e.from, Date.now());
   }
 
   private onLeave(e: MldEvent): void {
+    if (this.coop?.consumes(e)) return;
     this.scheduler.leave(`${formatIPv6(e.group)}%${e.ifname}`, Date.now());
   }
 
@@ -496,7 +601,8 @@ export class Share extends EventEmitter {
         from[i]!.bytes += len;
         this.datagrams++;
         this.bytes += len;
-        this.auto?.rate.sent(len);
+        // Co-servers each send their part: the controller judges the link's total.
+        this.auto?.rate.sent(len * this.coServers);
       }
       // Sends complete synchronously (sendmmsg) or through callbacks that never give the event
       // loop a turn at I/O; without this, MLD reports would wait until the pacer sleeps.
@@ -584,6 +690,16 @@ export class Share extends EventEmitter {
       noticesSent: this.noticesSent,
       rateNow,
       rateAvg,
+      ...(this.coop
+        ? {
+            cooperation: {
+              id: this.coop.table.id.toString('hex'),
+              peers: this.coop.peers().map((p) => ({ id: p.idHex, addresses: p.addresses, ifnames: [...p.ifnames], lastSeenMsAgo: now - p.lastSeen })),
+              heartbeatsSent: this.coop.heartbeatsSent,
+              joinsDeferred: this.joinsDeferred,
+            },
+          }
+        : {}),
     };
   }
 
@@ -594,6 +710,7 @@ export class Share extends EventEmitter {
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
     this.wake?.();
+    await this.coop?.close();
     await this.pump?.catch(() => undefined);
     for (const s of this.scheduler.clear()) s.item.free();
     await this.watcher.close();

@@ -41,6 +41,11 @@ export interface ShareStatus {
     reindexes: number;
     last?: { at: number; reason: string; changed: boolean; objects: number; seconds: number; roots: { hash: string; shareName: string; type: string; path: string }[] };
   };
+  /**
+   * Redundant shares (share/cooperation.ts), when cooperating: our share id, the co-serving shares
+   * heard, heartbeats sent, and joins left to a co-server that owns their group.
+   */
+  cooperation?: { id: string; peers: { id: string; addresses: string[]; ifnames: string[]; lastSeenMsAgo: number }[]; heartbeatsSent: number; joinsDeferred: number };
   /** Added by the share service: its tree cache (ops/service.ts, index/cache.ts). */
   cache?: { dir: string | null; hits: number; misses: number; writes: number; corrupt: number };
 }

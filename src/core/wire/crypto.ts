@@ -36,6 +36,7 @@
 import { readFile } from 'node:fs/promises';
 import sodium from 'libsodium-wrappers-sumo';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
+import { hash } from '../model/hash.js';
 
 // The wasm module initialises asynchronously once; after that every call is
 // synchronous (same pattern as hash.ts). About 50 ms, paid only by importers.
@@ -235,8 +236,21 @@ export interface ObjectCipher {
   seal(plain: Uint8Array): Buffer;
   /** Throws LcsyncError('INTEGRITY', 'cannot decrypt: wrong key or password') on a wrong key. */
   open(sealed: Uint8Array): Buffer;
+  /**
+   * keyTag() of the key: shares that cooperate (share/peers.ts) compare it to agree that they seal
+   * with the same key. Absent on ciphers made otherwise (tests); such a share cooperates with none.
+   */
+  tag?: Buffer;
+}
+
+/**
+ * 8 bytes that tell whether two shares hold the same key without telling anything of the key:
+ * BLAKE3("lcsync-key-tag" || key), first 8 bytes (docs/protocol.md#redundant-shares).
+ */
+export function keyTag(key: SymKey): Buffer {
+  return hash(Buffer.concat([Buffer.from('lcsync-key-tag', 'ascii'), key])).subarray(0, 8);
 }
 
 export function objectCipher(key: SymKey): ObjectCipher {
-  return { overhead: SEAL_OVERHEAD, seal: (p) => sealObject(p, key), open: (c) => openObject(c, key) };
+  return { overhead: SEAL_OVERHEAD, seal: (p) => sealObject(p, key), open: (c) => openObject(c, key), tag: keyTag(key) };
 }

@@ -1,0 +1,192 @@
+/**
+ * Redundant shares on a lab network (needs root): two shares of the same content (hosts 0 and 1)
+ * and three receivers (hosts 2-4), through a bridge in its own namespace. The shares split the
+ * groups (docs/protocol.md#redundant-shares), so both together send about what one sends alone;
+ * killing either mid-transfer (by PID) leaves every sync to complete without a restart; a lone
+ * share sends no heartbeat. Sender bytes are the shares' e0 counters, read inside their namespaces;
+ * heartbeats are counted by an nftables rule in the share's namespace.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createLab, skipReason, type Lab } from './lab.js';
+import { describeUnless } from './skip.js';
+import { runSync, startShare, treeListing, type RunningShare, type SyncRun } from './e2e.js';
+import { formatPublicKey, rawPublicKey } from '../src/core/wire/signature.js';
+
+const why = skipReason(['nft']);
+const RECEIVERS = [2, 3, 4];
+
+describeUnless(why, 'redundant shares (needs root)', () => {
+  let lab: Lab;
+  let work: string;
+  let src: string;
+  let keyfile: string;
+  let signKey: string;
+  let pubLine: string;
+
+  beforeAll(async () => {
+    lab = await createLab({ hosts: 5, snooping: false });
+    work = mkdtempSync(path.join(tmpdir(), 'lcsync-redund-'));
+    // Both shares serve the same directory (the lab's namespaces share the file system): the same roots.
+    src = path.join(work, 'data');
+    mkdirSync(path.join(src, 'small'), { recursive: true });
+    writeFileSync(path.join(src, 'big.bin'), randomBytes(12 * 1024 * 1024));
+    writeFileSync(path.join(src, 'mid.bin'), randomBytes(3 * 1024 * 1024 + 777));
+    for (let i = 0; i < 40; i++) writeFileSync(path.join(src, 'small', `f${i}.txt`), randomBytes(100 + i * 500));
+    keyfile = path.join(work, 'key');
+    writeFileSync(keyfile, randomBytes(128));
+    const { privateKey } = generateKeyPairSync('ed25519');
+    signKey = path.join(work, 'sign.key');
+    writeFileSync(signKey, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+    pubLine = formatPublicKey(rawPublicKey(privateKey));
+    for (const h of [0, 1]) {
+      const nft = async (...args: string[]) => {
+        const r = await lab.exec(h, ['nft', ...args]);
+        if (r.code !== 0) throw new Error(`nft ${args.join(' ')}: ${r.stderr}`);
+      };
+      await nft('add', 'table', 'inet', 'redund');
+      await nft('add', 'chain', 'inet', 'redund', 'out', '{ type filter hook output priority 0 ; }');
+      await nft('add', 'rule', 'inet', 'redund', 'out', 'udp', 'dport', '4243', 'counter');
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    await lab?.teardown();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  /** Heartbeat datagrams host `h` has sent so far. */
+  async function heartbeats(h: number): Promise<number> {
+    const r = await lab.exec(h, ['nft', 'list', 'table', 'inet', 'redund']);
+    const m = /dport 4243 counter packets (\d+)/.exec(r.stdout);
+    if (!m) throw new Error(`no counter: ${r.stdout} ${r.stderr}`);
+    return Number(m[1]);
+  }
+
+  async function txBytes(hosts: number[]): Promise<number> {
+    let sum = 0;
+    for (const h of hosts) sum += await lab.txBytes(h);
+    return sum;
+  }
+
+  let run = 0;
+  /** The three receivers sync the share at once into fresh directories; each must end identical. */
+  async function syncAll(extra: string[] = [], during?: () => Promise<void>): Promise<SyncRun[]> {
+    const tag = run++;
+    const dests = RECEIVERS.map((h) => path.join(work, `out${tag}-${h}`));
+    const runs = Promise.all(RECEIVERS.map((h, i) => runSync(lab, h, ['-r', '--timeout', '30', ...extra, 'data/', dests[i]!], 180_000)));
+    if (during) await during();
+    const results = await runs;
+    results.forEach((r, i) => {
+      expect(r.code, `receiver ${RECEIVERS[i]}: ${r.stderr}`).toBe(0);
+      expect(treeListing(dests[i]!)).toEqual(treeListing(src));
+    });
+    return results;
+  }
+
+  async function withShares<T>(hosts: number[], extra: string[], body: (shares: RunningShare[]) => Promise<T>): Promise<T> {
+    const shares: RunningShare[] = [];
+    try {
+      for (const h of hosts) shares.push(await startShare(lab, h, [src], ['-v', ...extra]));
+      // Both are up: let them hear each other (presence join, first heartbeats).
+      await new Promise((r) => setTimeout(r, 700));
+      return await body(shares);
+    } finally {
+      for (const s of shares) await s.stop();
+    }
+  }
+
+  it('a lone share sends no heartbeat; two shares send together at most 1.3 times what one sends alone', async () => {
+    const hb0 = await heartbeats(0);
+    const before1 = await txBytes([0]);
+    await withShares([0], [], async () => {
+      await syncAll();
+    });
+    const alone = (await txBytes([0])) - before1;
+    expect(await heartbeats(0)).toBe(hb0);
+
+    const before2 = await txBytes([0, 1]);
+    const [a0, a1] = [await lab.txBytes(0), await lab.txBytes(1)];
+    await withShares([0, 1], [], async (shares) => {
+      await syncAll();
+      for (const s of shares) expect(s.stderr()).toMatch(/co-serving with share/);
+    });
+    const both = (await txBytes([0, 1])) - before2;
+    const [d0, d1] = [(await lab.txBytes(0)) - a0, (await lab.txBytes(1)) - a1];
+    console.log(`redundant shares: one alone sent ${alone} bytes; two sent ${both} (${d0} + ${d1}), ratio ${(both / alone).toFixed(3)}`);
+    // The shares cooperated: they told each other, and each sent a real part.
+    expect(await heartbeats(0)).toBeGreaterThan(hb0);
+    expect(Math.min(d0, d1)).toBeGreaterThan(0.2 * both);
+    expect(both).toBeLessThanOrEqual(1.3 * alone);
+  }, 300_000);
+
+  /** Wait until every receiver has some of the 15 MiB and not all, then send `share` `signal` by its PID. */
+  async function killMidTransfer(share: RunningShare, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const t0 = Date.now();
+    const start = await Promise.all(RECEIVERS.map((h) => lab.counters(h)));
+    for (;;) {
+      const now = await Promise.all(RECEIVERS.map((h) => lab.counters(h)));
+      if (now.every((c, i) => c.rx_bytes - start[i]!.rx_bytes > 3 * 1024 * 1024)) break;
+      if (Date.now() - t0 > 60_000) throw new Error('receivers did not start');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    process.kill(share.proc.pid!, signal);
+  }
+
+  for (const victim of [0, 1]) {
+    it(`killing share ${victim} (SIGKILL, by PID) mid-transfer: every sync completes without a restart`, async () => {
+      await withShares([0, 1], [], async (shares) => {
+        await syncAll([], () => killMidTransfer(shares[victim]!));
+        const survivor = shares[1 - victim]!;
+        expect(survivor.stderr()).toMatch(/taking over its groups/);
+        // Restarted from the listener state at once, not only when the receivers asked again.
+        expect(survivor.stderr()).toMatch(/took over [1-9]\d* groups? with listeners/);
+      });
+    }, 300_000);
+  }
+
+  it('stopping a share (SIGTERM) mid-transfer: its bye hands its groups over at once', async () => {
+    await withShares([0, 1], [], async (shares) => {
+      await syncAll([], () => killMidTransfer(shares[0]!, 'SIGTERM'));
+      expect(shares[1]!.stderr()).toMatch(/stopped: taking over its groups/);
+      expect(shares[1]!.stderr()).toMatch(/took over [1-9]\d* groups? with listeners/);
+    });
+  }, 300_000);
+
+  it('freezing a share (SIGSTOP: no leave, its heartbeats just stop): the other takes over after missed heartbeats', async () => {
+    await withShares([0, 1], [], async (shares) => {
+      try {
+        await syncAll([], () => killMidTransfer(shares[0]!, 'SIGSTOP'));
+      } finally {
+        process.kill(shares[0]!.proc.pid!, 'SIGCONT');
+      }
+      expect(shares[1]!.stderr()).toMatch(/missed 3 heartbeats: taking over its groups/);
+      expect(shares[1]!.stderr()).toMatch(/took over [1-9]\d* groups? with listeners/);
+    });
+  }, 300_000);
+
+  it('encrypted and signed shares co-serve (same key, same signer); a killed one is taken over', async () => {
+    await withShares([0, 1], ['--keyfile', keyfile, '--sign', signKey], async (shares) => {
+      await syncAll(['--keyfile', keyfile, '--trust', pubLine], () => killMidTransfer(shares[0]!));
+      expect(shares[1]!.stderr()).toMatch(/co-serving with share/);
+      expect(shares[1]!.stderr()).toMatch(/taking over its groups/);
+    });
+  }, 300_000);
+
+  it('shares with different keys do not co-serve (each answers every join)', async () => {
+    const other = path.join(work, 'key2');
+    writeFileSync(other, randomBytes(128));
+    const shares: RunningShare[] = [];
+    try {
+      shares.push(await startShare(lab, 0, [src], ['-v', '--keyfile', keyfile]));
+      shares.push(await startShare(lab, 1, [src], ['-v', '--keyfile', other]));
+      await new Promise((r) => setTimeout(r, 1000));
+      for (const s of shares) expect(s.stderr()).not.toMatch(/co-serving with share/);
+    } finally {
+      for (const s of shares) await s.stop();
+    }
+  }, 120_000);
+});
