@@ -7,7 +7,6 @@
  * its import. Any fs call on a name that came from a directory listing or from the network
  * must come from here: node:fs would turn such bytes into U+FFFD and miss the file.
  */
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { MakeDirectoryOptions, Mode, ObjectEncodingOptions, OpenMode, RmOptions, StatOptions, BigIntStats, Stats, TimeLike } from 'node:fs';
 import { fsPath, nameFromBytes } from './names.js';
@@ -28,11 +27,6 @@ export function stat(p: string, opts?: StatOptions): Promise<Stats | BigIntStats
 
 export function open(p: string, flags?: OpenMode, mode?: Mode): Promise<fsp.FileHandle> {
   return fsp.open(fsPath(p), flags, mode);
-}
-
-/** A plain file descriptor (no FileHandle to finalise), for a caller that keeps it open across many reads. */
-export function openFd(p: string, flags: OpenMode = 'r'): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(fsPath(p), flags, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
 /** Names in a directory, read as bytes. */

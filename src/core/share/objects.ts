@@ -3,8 +3,7 @@
  * file and checked against its leaf hash first, so a file that changed after indexing is never
  * sent under its old hash), the OID they go out under, and where each sits in a receiver's walk.
  */
-import { close as closeFd, read as readFd } from 'node:fs';
-import { open, openFd } from '../base/bytefs.js';
+import { open } from '../base/bytefs.js';
 import { readFull } from '../base/readfull.js';
 import { hash } from '../model/hash.js';
 import { CHUNK_SIZE } from '../model/tree.js';
@@ -56,111 +55,13 @@ export class ChunkBuffers {
 }
 
 /**
- * Open descriptors of the files chunks are read from, kept while chunks of them are being read.
- * A share sends a big file chunk after chunk: an open, a read and a close per 32 KiB chunk, each
- * a trip through the thread pool with a FileHandle to finalise, were about a tenth of a share's
- * CPU (profile of a 64 MiB transfer), where one read per chunk is needed. A descriptor is closed
- * once unused for `idleMs`, when more than `keep` are open, and by closeAll() (a re-index: a file
- * replaced by another under its name must be opened afresh, so its new bytes fail the hash check).
- */
-export class ChunkFiles {
-  private readonly files = new Map<string, { fd: Promise<number>; busy: number; used: number }>();
-  private sweeper?: NodeJS.Timeout;
-
-  constructor(
-    private readonly keep = 16,
-    private readonly idleMs = 1000,
-  ) {}
-
-  /** Read `length` bytes at `offset` of `localPath` into `buf`; the count read (short at the end of the file). */
-  async read(localPath: string, buf: Buffer, length: number, offset: number): Promise<number> {
-    let f = this.files.get(localPath);
-    if (!f) {
-      f = { fd: openFd(localPath, 'r'), busy: 1, used: 0 };
-      this.files.set(localPath, f);
-      // After marking it busy: the new entry is the least recently used.
-      this.evict();
-    } else f.busy++;
-    try {
-      const fd = await f.fd;
-      let got = 0;
-      while (got < length) {
-        const n = await readAt(fd, buf, got, length - got, offset + got);
-        if (n === 0) break;
-        got += n;
-      }
-      return got;
-    } catch (e) {
-      // Not opened (or a read failed): the next read of this file opens it again.
-      if (this.files.get(localPath) === f) this.files.delete(localPath);
-      throw e;
-    } finally {
-      f.busy--;
-      f.used = Date.now();
-      // Dropped while in use (closeAll, a failed read): closed by its last reader.
-      if (f.busy === 0 && this.files.get(localPath) !== f) closeQuietly(f.fd);
-      this.arm();
-    }
-  }
-
-  /** Descriptors open now. */
-  get size(): number {
-    return this.files.size;
-  }
-
-  /** Close every descriptor not in use; those in use close when their reads end (their entries are gone). */
-  closeAll(): void {
-    for (const [p, f] of this.files) {
-      this.files.delete(p);
-      if (f.busy === 0) closeQuietly(f.fd);
-    }
-    clearTimeout(this.sweeper);
-    this.sweeper = undefined;
-  }
-
-  private evict(): void {
-    if (this.files.size <= this.keep) return;
-    let oldest: [string, { busy: number; used: number }] | undefined;
-    for (const e of this.files) if (e[1].busy === 0 && (!oldest || e[1].used < oldest[1].used)) oldest = e;
-    if (oldest) this.drop(oldest[0]);
-  }
-
-  private drop(localPath: string): void {
-    const f = this.files.get(localPath);
-    if (!f || f.busy > 0) return;
-    this.files.delete(localPath);
-    closeQuietly(f.fd);
-  }
-
-  private arm(): void {
-    if (this.sweeper || this.files.size === 0) return;
-    this.sweeper = setTimeout(() => {
-      this.sweeper = undefined;
-      const now = Date.now();
-      for (const [p, f] of this.files) if (f.busy === 0 && now - f.used >= this.idleMs) this.drop(p);
-      this.arm();
-    }, this.idleMs);
-    this.sweeper.unref();
-  }
-}
-
-function readAt(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => readFd(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-function closeQuietly(fd: Promise<number>): void {
-  fd.then((n) => closeFd(n, () => undefined), () => undefined);
-}
-
-/**
  * Bytes of an object; for a chunk, read from its file (into a buffer of `buffers` when given: give
- * it back when done; through `files` when given, else opened for this read) and checked against
- * its leaf hash (undefined when stale).
+ * it back when done) and checked against its leaf hash (undefined when stale).
  */
-export async function loadObject(obj: IndexObject, buffers?: ChunkBuffers, files?: ChunkFiles): Promise<Buffer | undefined> {
+export async function loadObject(obj: IndexObject, buffers?: ChunkBuffers): Promise<Buffer | undefined> {
   if (obj.kind === 'bundle') return loadBundle(obj);
   if (obj.kind !== 'chunk') return obj.bytes;
-  return readChunk(obj, buffers, files);
+  return readChunk(obj, buffers);
 }
 
 /**
@@ -179,24 +80,17 @@ async function loadBundle(b: BundleObject): Promise<Buffer> {
   return encodeBundle({ key: b.dirKey, part: b.part, parts: b.parts, entries });
 }
 
-async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length' | 'hash'>, buffers?: ChunkBuffers, files?: ChunkFiles): Promise<Buffer | undefined> {
+async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length' | 'hash'>, buffers?: ChunkBuffers): Promise<Buffer | undefined> {
+  const fh = await open(obj.localPath, 'r');
   const buf = buffers ? buffers.take(obj.length) : Buffer.alloc(obj.length);
   let ok = false;
   try {
-    let got: number;
-    if (files) got = await files.read(obj.localPath, buf, obj.length, obj.offset);
-    else {
-      const fh = await open(obj.localPath, 'r');
-      try {
-        got = await readFull(fh, buf, obj.length, obj.offset);
-      } finally {
-        await fh.close();
-      }
-    }
+    const got = await readFull(fh, buf, obj.length, obj.offset);
     ok = got === obj.length && hash(buf).equals(obj.hash);
     return ok ? buf : undefined;
   } finally {
     if (!ok) buffers?.give(buf);
+    await fh.close();
   }
 }
 

@@ -25,7 +25,7 @@ import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
-import { ChunkBuffers, ChunkFiles, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
+import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
 
 export interface ShareLogger {
@@ -196,8 +196,6 @@ export class Share extends EventEmitter {
   private txPlan: TxPlan | undefined;
   /** Buffers chunks are read into, reused once their stream is gone. */
   private readonly chunkBuffers = new ChunkBuffers();
-  /** Files chunks are read from, kept open while their chunks are sent. */
-  private readonly chunkFiles = new ChunkFiles();
   /**
    * Buffers of streams freed since the batch in flight was planned: a plan refers to chunk bytes
    * until it is sent, so they go back to chunkBuffers only after it (recycleFreed).
@@ -245,7 +243,6 @@ export class Share extends EventEmitter {
   setIndex(index: ShareIndex): void {
     this.retire(this.index_, index);
     this.index_ = index;
-    this.chunkFiles.closeAll();
     this.warnedStale.clear();
     this.positions = new WalkPositions(index);
     for (const out of this.scheduler.items()) {
@@ -372,7 +369,7 @@ export class Share extends EventEmitter {
     if (outcome === 'joined') this.wake?.();
     if (outcome !== 'start') return;
     try {
-      const data = await loadObject(obj, this.chunkBuffers, this.chunkFiles);
+      const data = await loadObject(obj, this.chunkBuffers);
       if (!data) {
         // One line per file per index: every join of each of its chunks ends here until a re-index.
         this.stale(obj, (p) => `${p} changed since it was indexed; not sending its old chunks`);
@@ -597,7 +594,6 @@ export class Share extends EventEmitter {
     this.wake?.();
     await this.pump?.catch(() => undefined);
     for (const s of this.scheduler.clear()) s.item.free();
-    this.chunkFiles.closeAll();
     await this.watcher.close();
     await Promise.all([...this.sinks.values()].map((s) => s.close()));
   }
