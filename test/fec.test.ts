@@ -427,3 +427,27 @@ describe('round trip encoder -> decoder', () => {
     enc.free();
   });
 });
+
+describe('ObjectDecoder with space of its own', () => {
+  it('decodes a chunk in the given buffer, whatever it held, with its source symbols already in place', () => {
+    const rand = rng(7);
+    for (let trial = 0; trial < 20; trial++) {
+      const data = Buffer.from(Array.from({ length: 32 * 1024 }, () => Math.floor(rand() * 256)));
+      const enc = new ObjectEncoder(data);
+      const space = Buffer.from(Array.from({ length: 32 * 1024 }, () => Math.floor(rand() * 256)));
+      const lost = new Set(Array.from({ length: 1 + Math.floor(rand() * 6) }, () => Math.floor(rand() * 32)));
+      // The assembler put the source symbols that came where they belong.
+      for (let esi = 0; esi < 32; esi++) if (!lost.has(esi)) enc.sourceSymbol(esi).copy(space, esi * SYMBOL_SIZE);
+      const dec = new ObjectDecoder(data.length, space);
+      let out: Buffer | undefined;
+      for (let esi = 0; esi < 32; esi++) if (!lost.has(esi)) out ??= dec.add(esi, space.subarray(esi * SYMBOL_SIZE, (esi + 1) * SYMBOL_SIZE));
+      for (let i = 0; i < lost.size + 2 && !out; i++) {
+        const r = enc.nextRepair();
+        out = dec.add(r.esi, Buffer.from(r.symbol));
+      }
+      expect(out?.equals(data), `trial ${trial}`).toBe(true);
+      expect(out!.buffer).toBe(space.buffer);
+      enc.free?.();
+    }
+  });
+});

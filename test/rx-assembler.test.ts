@@ -211,6 +211,49 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     }
   });
 
+  it('reuses a released chunk buffer for the next chunk (complete and RaptorQ-decoded), never one a second waiter shares', async () => {
+    const { nat, rnat } = pair();
+    const chunk = () => {
+      const data = randomBytes(32 * 1024);
+      return { data, oid: hash(data) };
+    };
+    // Complete from its source symbols: the bytes are the assembler's buffer.
+    const a = chunk();
+    const pa = rnat.fetchChunk(a.oid, a.data.length);
+    nat.batch(chunkDatagrams(a.data, a.oid, 0));
+    const ba = await pa;
+    expect(ba.equals(a.data)).toBe(true);
+    rnat.release(ba);
+    // Decoded with repair symbols (source symbols 3 and 17 lost): decoded in that same buffer.
+    const b = chunk();
+    const pb = rnat.fetchChunk(b.oid, b.data.length);
+    nat.batch(chunkDatagrams(b.data, b.oid, 4).filter((_, i) => i !== 3 && i !== 17));
+    const bb = await pb;
+    expect(bb.equals(b.data)).toBe(true);
+    expect(bb.buffer).toBe(ba.buffer);
+    rnat.release(bb);
+    rnat.release(bb); // twice: ignored, not pooled twice
+    // Two waiters on one fetch share its bytes: released by one, they are not reused.
+    const c = chunk();
+    const pc1 = rnat.fetchChunk(c.oid, c.data.length);
+    const pc2 = rnat.fetchChunk(c.oid, c.data.length);
+    nat.batch(chunkDatagrams(c.data, c.oid, 0));
+    const [c1, c2] = await Promise.all([pc1, pc2]);
+    expect(c1).toBe(c2);
+    expect(c1.buffer).toBe(ba.buffer);
+    rnat.release(c1);
+    const d = chunk();
+    const e = chunk();
+    const pd = rnat.fetchChunk(d.oid, d.data.length);
+    const pe = rnat.fetchChunk(e.oid, e.data.length);
+    nat.batch([...chunkDatagrams(d.data, d.oid, 0), ...chunkDatagrams(e.data, e.oid, 0)]);
+    const [bd, be] = await Promise.all([pd, pe]);
+    expect(bd.buffer).not.toBe(c1.buffer);
+    expect(be.buffer).not.toBe(c1.buffer);
+    expect(c2.equals(c.data)).toBe(true);
+    expect(bd.equals(d.data) && be.equals(e.data)).toBe(true);
+  });
+
   it('reports complete, rejected and decode events once per object, and hands a decoding request over to JS', () => {
     const reports: AssemblyReport[] = [];
     const passed: Buffer[] = [];

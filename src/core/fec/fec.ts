@@ -235,10 +235,16 @@ export class ObjectDecoder {
   private readonly packet = Buffer.alloc(PACKET_LEN);
   private finished = false;
 
-  constructor(length: number) {
+  /**
+   * `space`: where to keep the source symbols and decode the object (at least K * 1024 bytes;
+   * contents need not be zero, and may already hold symbols that add() is then given in place), so
+   * that a receiver assembling chunks in its own buffer decodes there instead of into a new one.
+   */
+  constructor(length: number, space?: Buffer) {
     checkLength(length);
     this.length = length;
     this.K = sourceSymbols(length);
+    if (space !== undefined && space.length >= this.K * SYMBOL_SIZE) this.source = space.subarray(0, this.K * SYMBOL_SIZE);
     this.KP = kPrime(this.K);
     this.haveSource = new Uint8Array(this.K);
     this.code = this.KP <= FAST_MAX_K_PRIME ? SmallBlockCode.of(this.KP) : undefined;

@@ -184,6 +184,8 @@ export class TreeStore implements TreeCache {
     for (const shard of await readdir(this.treesDir).catch(() => [] as string[])) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
       const d = path.join(this.treesDir, shard);
+      // A shard at a time, letting the share's send loop and MLD reports have their turns.
+      await new Promise<void>((r) => setImmediate(r));
       for (const name of await readdir(d).catch(() => [] as string[])) {
         const p = path.join(d, name);
         const st = await stat(p).catch(() => undefined);

@@ -50,6 +50,8 @@ export class ChunkSource {
   /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly homes = new Map<string, ChunkHome>();
+  /** Callers of get() holding the bytes of a fetch, by leaf (the fetcher and those that waited for it). */
+  private readonly users = new Map<string, { n: number; bytes?: Buffer }>();
   /** Verified bytes of chunks that came another way (a directory's bundle, bundle.ts), by leaf. */
   private readonly provided = new Map<string, Buffer>();
 
@@ -75,7 +77,11 @@ export class ChunkSource {
     }
     if (k === zeroLeaf(length)) return { bytes: Buffer.alloc(length), fetched: false };
     const inflight = this.inflight.get(k);
-    if (inflight) return { bytes: await inflight, fetched: false };
+    if (inflight) {
+      const u = this.users.get(k);
+      if (u) u.n++;
+      return { bytes: await inflight, fetched: false };
+    }
     const home = this.homes.get(k);
     if (home) {
       const at = home.file.path;
@@ -88,15 +94,33 @@ export class ChunkSource {
     }
     const p = this.rx.fetchChunk(leaf, length);
     this.inflight.set(k, p);
+    const u = { n: 1, bytes: undefined as Buffer | undefined };
+    this.users.set(k, u);
     let bytes: Buffer;
     try {
       bytes = await p;
     } catch (e) {
       this.inflight.delete(k);
+      this.users.delete(k);
       throw e;
     }
+    u.bytes = bytes;
     this.counts.chunksFetched++;
     return { bytes, fetched: true };
+  }
+
+  /**
+   * Every caller of get() says when it is done with the bytes it got (after stored()): the last
+   * user of fetched bytes hands them back to the receiver for reuse (ObjectReceiver.release).
+   */
+  done(leaf: Hash, bytes: Buffer): void {
+    const k = toHex(leaf);
+    const u = this.users.get(k);
+    // Bytes that came another way (zeros, a copy read back, a bundle) are not the receiver's.
+    if (!u || u.bytes !== bytes) return;
+    if (--u.n > 0) return;
+    this.users.delete(k);
+    this.rx.release(bytes);
   }
 
   /** Bytes of the chunk `leaf`, already verified against it, that get() hands out instead of fetching them. */

@@ -152,6 +152,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
       } finally {
         // Written or not (a failed write), other files stop waiting for this fetch.
         chunks.stored(leaf);
+        chunks.done(leaf, bytes);
         ctx.progress();
       }
     });

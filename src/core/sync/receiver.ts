@@ -22,7 +22,7 @@
 import { LcsyncError } from '../base/errors.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
 import { groupAddress } from '../wire/address.js';
-import { decodeDatagram, decodeGoneNotice, goneNoticeKey, SYMBOL_SIZE } from '../wire/packet.js';
+import { decodeDatagram, decodeGoneNotice, goneNoticeKey, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
 import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
@@ -99,7 +99,16 @@ interface ChunkWaiter extends Waiter {
   /** With native assembly: the request's id there, and the buffer it fills. */
   id?: number;
   buf?: Buffer;
+  /** Another fetch of the same chunk waits on this one: its bytes have more than one user. */
+  shared?: boolean;
 }
+
+/**
+ * Chunk buffers kept for reuse (see ObjectReceiver.release): at least the chunks in flight
+ * (sync --parallel, 128 by default) plus those being written.
+ */
+const CHUNK_POOL_MAX = 256;
+const POOLED_SIZE = 32768;
 
 interface TreeWaiter extends Waiter {
   key: Hash;
@@ -159,6 +168,9 @@ export class ObjectReceiver {
   /** When a tree datagram (of an OID not known to fail) last arrived. */
   private treeHeardAt = 0;
   private closed = false;
+  /** Chunk buffers free for reuse, and those handed out that release() may take back. */
+  private readonly chunkPool: Buffer[] = [];
+  private readonly handedOut = new WeakSet<Buffer>();
 
   constructor(
     private readonly rx: DatagramSource,
@@ -179,19 +191,44 @@ export class ObjectReceiver {
     this.timer.unref();
   }
 
+  /**
+   * Done with the bytes of a chunk fetchChunk() resolved with: they may be reused for another chunk,
+   * so the caller must not touch them afterwards (nor have handed them to anyone who will). A
+   * receiver assembling chunks natively fills a buffer per chunk in flight; each new one, freed
+   * only when the garbage collector got round to it, was tens of MiB of a receiver's peak RSS
+   * (ArrayBuffers of written chunks waiting for collection). Optional: bytes never released are
+   * left to the garbage collector.
+   */
+  release(bytes: Buffer): void {
+    if (!this.handedOut.delete(bytes)) return;
+    this.giveBuffer(bytes);
+  }
+
+  private takeBuffer(length: number): Buffer {
+    if (length !== POOLED_SIZE) return Buffer.allocUnsafe(length);
+    return this.chunkPool.pop() ?? Buffer.allocUnsafeSlow(POOLED_SIZE);
+  }
+
+  private giveBuffer(buf: Buffer): void {
+    if (buf.length === POOLED_SIZE && buf.byteOffset === 0 && buf.buffer.byteLength === POOLED_SIZE && this.chunkPool.length < CHUNK_POOL_MAX) this.chunkPool.push(buf);
+  }
+
   /** Fetch a chunk: resolves with bytes whose BLAKE3 is `leaf`. */
   fetchChunk(leaf: Hash, length: number): Promise<Buffer> {
     if (this.gone) return Promise.reject(this.gone);
     if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
     const key = toHex(leaf);
     const existing = this.chunks.get(key);
-    if (existing) return new Promise((resolve, reject) => chainWaiter(existing, resolve, reject));
+    if (existing) {
+      existing.shared = true;
+      return new Promise((resolve, reject) => chainWaiter(existing, resolve, reject));
+    }
     this.done.delete(key);
     return new Promise((resolve, reject) => {
       const now = Date.now();
       const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
       if (this.assembly) {
-        const buf = Buffer.allocUnsafe(length);
+        const buf = this.takeBuffer(length);
         // Undefined when another consumer of the source has it registered: then it comes to them, and
         // to us only once they are done with it (a rejoin brings it again).
         const id = this.assembly.register(leaf, length, buf);
@@ -199,7 +236,7 @@ export class ObjectReceiver {
           w.id = id;
           w.buf = buf;
           this.assembled.set(id, w);
-        }
+        } else this.giveBuffer(buf);
       }
       this.chunks.set(key, w);
       this.join(w.group);
@@ -389,8 +426,9 @@ export class ObjectReceiver {
 
   /** Not all source symbols came, but enough symbols: RaptorQ here, and the request's later datagrams come through onDatagram. */
   private decodeAssembled(w: ChunkWaiter, [sources, repairEsis, repair]: [Uint32Array, Uint32Array, Buffer]): void {
-    const dec = (w.decoder ??= new ObjectDecoder(w.length));
     const buf = w.buf!;
+    // A whole chunk decodes in the buffer its source symbols are already in (no copy, no new buffer).
+    const dec = (w.decoder ??= new ObjectDecoder(w.length, buf.length === sourceSymbols(w.length) * SYMBOL_SIZE ? buf : undefined));
     let coded: Buffer | undefined;
     for (const esi of sources) {
       const off = esi * SYMBOL_SIZE;
@@ -529,6 +567,17 @@ export class ObjectReceiver {
     if (w.id !== undefined) {
       this.assembled.delete(w.id);
       this.assembly?.unregister(w.leaf);
+    }
+    // Unregistered: nothing below JavaScript writes into the buffer any more.
+    if (w.buf) {
+      if (obj === w.buf || (obj && obj.buffer === w.buf.buffer && obj.byteOffset === w.buf.byteOffset && obj.length === w.buf.length)) {
+        if (!w.shared) this.handedOut.add(obj!);
+      } else if (!obj || obj.buffer !== w.buf.buffer) {
+        // Decoded into a buffer of its own (RaptorQ): that one is reusable once released instead.
+        this.giveBuffer(w.buf);
+        if (obj && !w.shared && !this.cipher) this.handedOut.add(obj);
+      }
+      w.buf = undefined;
     }
     w.decoder?.free();
     w.decoder = undefined;

@@ -248,6 +248,7 @@ export class SyncSession implements SyncContext {
       const { bytes } = await this.chunks.get(leaf, chunkLength(tree.size, at[0]!));
       for (const i of at) bytes.copy(buf, i * CHUNK_SIZE);
       this.chunks.stored(leaf);
+      this.chunks.done(leaf, bytes);
     });
   }
 
