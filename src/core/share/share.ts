@@ -27,6 +27,7 @@ import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
 import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
+import { DEFAULT_HEARTBEAT_SEC, RootAnnouncer } from './announce.js';
 
 export interface ShareLogger {
   info(msg: string): void;
@@ -61,6 +62,8 @@ export interface ShareOptions {
    * watcher, or a PushSource with `push`. The share closes it when it stops.
    */
   listeners?: ListenerSource;
+  /** Seconds between root announces to the mirrors following a name (announce.ts); 0: only on joins and changes. Default 30. */
+  announceHeartbeatSec?: number;
 }
 
 /** Let I/O (MLD reports above all) in at least this often (datagrams) while sending. */
@@ -204,6 +207,8 @@ export class Share extends EventEmitter {
   private sampler?: NodeJS.Timeout;
   /** --bwlimit auto: the controller, the pacer it steers and its timer. */
   private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
+  /** Tells the mirrors that follow a name its root (announce.ts). */
+  private readonly announcer: RootAnnouncer;
 
   private constructor(
     private index_: ShareIndex,
@@ -212,6 +217,21 @@ export class Share extends EventEmitter {
   ) {
     super();
     this.positions = new WalkPositions(index_);
+    // A host stops counting as a follower when MLD would drop it: robustness 2 x query interval + response interval.
+    const qiSec = opts.queryIntervalSec ?? 20;
+    this.announcer = new RootAnnouncer(index_, {
+      ifnames: opts.ifnames,
+      heartbeatSec: opts.announceHeartbeatSec ?? DEFAULT_HEARTBEAT_SEC,
+      hostTtlMs: (2 * qiSec + 10) * 1000,
+      cipher: opts.cipher,
+      always: opts.push,
+      send: (ifname, group, payload) => {
+        const sink = this.sinks.get(ifname);
+        if (!sink || this.stopped) return;
+        void sink.sendBatch([{ group, payload }]).catch((err: Error) => this.log('warn', `send on ${ifname} failed: ${err.message}`));
+      },
+      verbose: (msg) => this.log('verbose', msg),
+    });
     this.scheduler = new SendScheduler<Outgoing>({
       trickle: !opts.push,
       gather: !opts.push,
@@ -243,6 +263,7 @@ export class Share extends EventEmitter {
   setIndex(index: ShareIndex): void {
     this.retire(this.index_, index);
     this.index_ = index;
+    this.announcer.setIndex(index);
     this.warnedStale.clear();
     this.positions = new WalkPositions(index);
     for (const out of this.scheduler.items()) {
@@ -357,6 +378,7 @@ export class Share extends EventEmitter {
     if (!prefix) return;
     const obj = this.index.getByPrefix(prefix);
     if (!obj) {
+      if (this.announcer.onJoin(e, prefix)) return;
       if (this.retired.size > 0) this.answerGone(e, prefix);
       return;
     }
@@ -412,10 +434,12 @@ export class Share extends EventEmitter {
   }
 
   private onPart(e: MldEvent): void {
+    this.announcer.onPart(e);
     this.scheduler.part(`${formatIPv6(e.group)}%${e.ifname}`, e.from, Date.now());
   }
 
   private onLeave(e: MldEvent): void {
+    this.announcer.onLeave(e);
     this.scheduler.leave(`${formatIPv6(e.group)}%${e.ifname}`, Date.now());
   }
 
@@ -580,6 +604,8 @@ export class Share extends EventEmitter {
       bytes: this.bytes,
       streamsStarted: this.streamsStarted,
       noticesSent: this.noticesSent,
+      followers: this.announcer.followers(),
+      announcesSent: this.announcer.sent,
       rateNow,
       rateAvg,
     };
@@ -591,6 +617,7 @@ export class Share extends EventEmitter {
     this.stopped = true;
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
+    this.announcer.stop();
     this.wake?.();
     await this.pump?.catch(() => undefined);
     for (const s of this.scheduler.clear()) s.item.free();
