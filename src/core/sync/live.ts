@@ -90,9 +90,9 @@ class Watch {
   async open(): Promise<void> {
     await this.close();
     const rx = this.follow.watchChannel ? await this.follow.watchChannel() : await MulticastReceiver.open({ ifnames: this.opts.ifnames });
-    // Chunk datagrams of a sync in progress reach this socket too (the port is shared): with the
-    // native receive path they are dropped below JS, since nothing here registers any.
-    rx.assembly?.onAssembled(() => undefined);
+    // A sync's datagrams reach this socket too (the port is shared; IPV6_MULTICAST_ALL): each is
+    // dropped by its length in decodeAnnounce. The native assembler is not claimed: claimed, it
+    // would drop announces below JS with the rest of what is not a datagram.
     const open = this.opts.cipher ? (s: Uint8Array) => this.opts.cipher!.open(s) : undefined;
     rx.onDatagram((buf) => {
       const a = decodeAnnounce(buf, open);
