@@ -11,7 +11,8 @@
  * changed again under it, the link went down) is tried again after a backoff of 1, 2, 4 ... up
  * to 60 s, at once when a new root is announced meanwhile. When no announce was heard for three
  * of the share's heartbeats, the watch is opened afresh (a new report, which a share answers with
- * the root; an interface that came back is joined again). Only what no retry can fix ends it:
+ * the root; an interface that came back is joined again), and if none was ever heard (a share
+ * without announces, such as the C one) it syncs by name then too. Only what no retry can fix ends it:
  * a usage or permission error. An abort of `signal` (SIGINT/SIGTERM) ends it between or during
  * syncs and it returns normally; a sync interrupted leaves complete old or new files only and no
  * temporary copy (writer.ts), never a partial one.
@@ -39,8 +40,8 @@ const DEFAULT_CYCLE_TIMEOUT_SEC = 30;
 export interface FollowCycle {
   /** 1 for the first sync, then one more per sync. */
   cycle: number;
-  /** Why it ran: the first sync, a new root announced, or a retry after a failure. */
-  reason: 'start' | 'announce' | 'retry';
+  /** Why it ran: the first sync, a new root announced, a retry after a failure, or a poll of a share that never announced. */
+  reason: 'start' | 'announce' | 'retry' | 'poll';
   summary: SyncSummary;
   /** Entries created, updated, changed in metadata only, or deleted. */
   changed: number;
@@ -153,6 +154,10 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
   let failures = 0;
   let retryAt = 0;
   let watchError: string | undefined;
+  // Set when the watch was quiet and no announce was ever heard: a share without announces (the C one) is polled by name.
+  let poll = false;
+  // An announced root that a sync by name did not find (a forged announce, or another share's root): not chased again.
+  let declined: string | undefined;
   const openWatch = async () => {
     try {
       await watch.open();
@@ -167,12 +172,13 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
   try {
     while (!signal?.aborted) {
       const now = Date.now();
-      const due = synced === undefined || (watch.latest !== undefined && watch.latest !== synced);
+      const due = poll || synced === undefined || (watch.latest !== undefined && watch.latest !== synced && watch.latest !== declined);
       if (!due || now < retryAt) {
         const quietAt = watch.heardAt + watch.quietSec * 1000;
         if (now >= quietAt) {
           follow.onRewatch?.({ silentSec: Math.round((now - watch.heardAt) / 1000) });
           await openWatch();
+          if (watch.latest === undefined) poll = true;
           continue;
         }
         // A new announce ends a backoff early: the share is back, with a root to take.
@@ -185,9 +191,10 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
       // Pinned to the announced root, a sync skips the wait for a second answer (resolve.ts); after
       // a failure it asks by name again, in case what was announced is not what answers.
       const pinned = synced !== undefined && failures === 0 ? watch.latest : undefined;
-      const reason: FollowCycle['reason'] = failures > 0 ? 'retry' : synced === undefined ? 'start' : 'announce';
+      const reason: FollowCycle['reason'] = failures > 0 ? 'retry' : synced === undefined ? 'start' : poll ? 'poll' : 'announce';
       // A newer root announced during a pinned sync ends it (complete files stay) and the next sync takes that root.
       const superseded = new AbortController();
+      const announcedAtStart = watch.latest;
       watch.onNewRoot = (root) => {
         if (pinned !== undefined && root !== pinned) superseded.abort();
       };
@@ -200,8 +207,11 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
         });
         failures = 0;
         retryAt = 0;
+        poll = false;
         // A share name's sync reports the share's root; a path inside a share reports its own entry's.
         synced = pinned ?? (spec.name === shareName ? summary.rootHash : (watch.latest ?? '?'));
+        // Asked by name while this root was announced (and nothing newer came), the share answered with another.
+        if (pinned === undefined && announcedAtStart !== undefined && watch.latest === announcedAtStart && announcedAtStart !== synced) declined = announcedAtStart;
         result.cycles++;
         result.rootHash = synced;
         const f = summary.files;
