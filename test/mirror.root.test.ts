@@ -4,7 +4,8 @@
  * (grow a file, shrink one, delete one, rename one) reaches both mirrors, which end identical to
  * the source after each; --exec runs once per sync that changed something, with its paths; the
  * share counts the two followers; a share killed by PID and started again (with a change made
- * while it was down) is followed again without restarting the mirrors; SIGTERM ends a mirror with
+ * while it was down) is followed again without restarting the mirrors, and so is a change made while
+ * a mirror's link dropped every packet; SIGTERM ends a mirror with
  * exit 0, also in the middle of a transfer, and leaves no temporary copy behind.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -137,6 +138,21 @@ describeUnless(why, 'sync --follow: live mirrors (needs root)', () => {
     // And a change after the restart still arrives.
     writeFileSync(path.join(src, 'after.txt'), 'after the restart\n');
     expect(await waitFor(allSame, 20_000), mirrors.map((m) => m.err()).join('\n')).toBe(true);
+  }, 120_000);
+
+  it('keeps following after its network dropped for a while (the next heartbeat brings the root)', async () => {
+    const [a, b] = mirrors as [(typeof mirrors)[number], (typeof mirrors)[number]];
+    await lab.setLoss(1, 100);
+    try {
+      writeFileSync(path.join(src, 'during-drop.txt'), 'written while host 1 was cut off\n');
+      expect(await waitFor(() => same(b.dest), 20_000), b.err()).toBe(true);
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(same(a.dest)).toBe(false);
+    } finally {
+      await lab.setLoss(1, 0);
+    }
+    expect(await waitFor(allSame, 60_000), a.err()).toBe(true);
+    expect(a.proc.exitCode).toBeNull();
   }, 120_000);
 
   it('SIGTERM ends a mirror with exit 0 and no temporary copy, also mid-transfer', async () => {
