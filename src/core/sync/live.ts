@@ -34,6 +34,8 @@ const BACKOFF_MAX_SEC = 60;
 const ASSUMED_HEARTBEAT_SEC = 30;
 /** Heartbeats missed before the watch is opened afresh. */
 const MISSED_HEARTBEATS = 3;
+/** After the watch could not be opened (an interface missing for now), try again this soon. */
+const WATCH_RETRY_SEC = 10;
 /** A sync's wait for a sender before it counts as failed and is retried (the --timeout given wins). */
 const DEFAULT_CYCLE_TIMEOUT_SEC = 30;
 
@@ -153,7 +155,6 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
   let synced: string | undefined;
   let failures = 0;
   let retryAt = 0;
-  let watchError: string | undefined;
   // Set when the watch was quiet and no announce was ever heard: a share without announces (the C one) is polled by name.
   let poll = false;
   // An announced root that a sync by name did not find (a forged announce, or another share's root): not chased again.
@@ -161,11 +162,11 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
   const openWatch = async () => {
     try {
       await watch.open();
-      watchError = undefined;
     } catch (e) {
       // The interface may be gone for now: syncs fail and retry, and the watch is tried again when it is quiet too long.
-      watchError = (e as Error).message;
-      follow.onRewatch?.({ silentSec: 0, error: watchError });
+      follow.onRewatch?.({ silentSec: 0, error: (e as Error).message });
+      // Try again in WATCH_RETRY_SEC rather than after a whole quiet period (nor at once, in a loop).
+      watch.heardAt = Date.now() - Math.max(0, watch.quietSec - WATCH_RETRY_SEC) * 1000;
     }
   };
   await openWatch();
