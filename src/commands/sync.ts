@@ -16,12 +16,15 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
 
 An empty directory, file or symlink where the source has another type is replaced; a non-empty directory where the source has a file or symlink is left alone and reported, and the run exits 7 after syncing everything else. If the source changes during the sync (the share re-indexed), it stops with exit 8, or with a share name moves on to the new version.
 
+With --follow it keeps running as a live mirror: each new root the share announces for the name is synced as soon as the share re-indexes, until SIGINT or SIGTERM (exit 0).
+
 Two runs into one DEST at once both succeed (no lock): each renames complete files into place. Names are bytes: names that are not UTF-8 are created byte for byte, printed with \\xHH for each such byte, and in JSON carry a field ending in Base64 with the exact bytes.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
     '<%= config.bin %> sync -i eth1 --timeout 30 e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1 /srv/mirror',
     '<%= config.bin %> sync -n -v -a music/ /srv/music   # dry run: list what would change',
+    '<%= config.bin %> sync --follow -a --delete -i eth1 music/ /srv/music   # live mirror until SIGTERM',
   ];
 
   static override args = {
