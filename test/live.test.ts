@@ -19,6 +19,7 @@ import type { DatagramSource } from '../src/core/net/datagram.js';
 import { MEM_IF, MemoryLink } from './memlink.js';
 import { treeListing } from './e2e.js';
 import { useTempDir } from './tmpdir.js';
+import { objectCipher } from '../src/core/wire/crypto.js';
 
 const tmp = useTempDir('lcsync-live-');
 
@@ -53,8 +54,9 @@ async function until(ok: () => boolean, ms: number): Promise<void> {
   }
 }
 
-it('syncs, then each announced root; the hook runs per change; idle, only the watch group is joined', async () => {
-  const base = await tmp.fresh('a');
+for (const encrypted of [false, true]) it(`syncs, then each announced root; the hook runs per change; idle, only the watch group is joined${encrypted ? ' (encrypted share: sealed announces)' : ''}`, async () => {
+  const cipher = encrypted ? objectCipher(randomBytes(32)) : undefined;
+  const base = await tmp.fresh(encrypted ? 'enc' : 'plain');
   const root = path.join(base, 'tree');
   mkdirSync(root);
   writeFileSync(path.join(root, 'a.bin'), randomBytes(50_000));
@@ -62,7 +64,7 @@ it('syncs, then each announced root; the hook runs per change; idle, only the wa
   const dest = path.join(base, 'mirror');
   const link = new MemoryLink();
   const view = views(link);
-  const share = await Share.start(await ShareIndex.build([root]), { ifnames: [MEM_IF], listeners: link.listeners, openSink: async () => link.sink, rateBps: 0 });
+  const share = await Share.start(await ShareIndex.build([root]), { ifnames: [MEM_IF], listeners: link.listeners, openSink: async () => link.sink, rateBps: 0, cipher });
   const ctl = new AbortController();
   const cycles: FollowCycle[] = [];
   const hooks: HookResult[] = [];
@@ -85,6 +87,7 @@ it('syncs, then each announced root; the hook runs per change; idle, only the wa
         exec: 'cat > /dev/null',
         onHook: (h) => hooks.push(h),
         signal: ctl.signal,
+        cipher,
       },
       { watchChannel: async () => view(), onCycle: (c) => cycles.push(c) },
     );
