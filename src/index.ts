@@ -3,14 +3,15 @@
  *   lc_share / lc_unshare  -> share() / unshare()
  *   lc_syncfile            -> syncFile()
  *   lc_sync                -> syncBuffer()
- * and index() builds what `lcsync index` prints.
+ * index() builds what `lcsync index` prints, and follow() keeps a mirror current (`sync --follow`).
  */
 import { ShareIndex, type IndexOptions } from './core/index/mdex.js';
 import { Share, type ShareOptions } from './core/share/share.js';
 import { syncBuffer, syncRemote, type SyncOptions, type SyncSummary } from './core/sync/sync.js';
+import { followRemote, type FollowOptions, type FollowResult } from './core/sync/live.js';
 
 export { ShareIndex, Share, syncBuffer };
-export type { IndexOptions, ShareOptions, SyncOptions, SyncSummary };
+export type { IndexOptions, ShareOptions, SyncOptions, SyncSummary, FollowOptions, FollowResult };
 export { LcsyncError, ExitCode } from './core/base/errors.js';
 export { MerkleTree, CHUNK_SIZE } from './core/model/tree.js';
 export { hash, toHex, parseHex } from './core/model/hash.js';
@@ -37,4 +38,12 @@ export async function unshare(s: Share): Promise<ReturnType<Share['status']>> {
 /** Sync a file or directory by hash or share name into `dest` (the C lc_syncfile). */
 export function syncFile(source: string, dest: string, opts: SyncOptions): Promise<SyncSummary> {
   return syncRemote(source, dest, opts);
+}
+
+/**
+ * Sync share name `source` into `dest`, then each new root the share announces, until `opts.signal`
+ * aborts (`lcsync sync --follow`). A Share announces a new root when given a new index (setIndex).
+ */
+export function follow(source: string, dest: string, opts: SyncOptions, hooks?: FollowOptions): Promise<FollowResult> {
+  return followRemote(source, dest, opts, hooks);
 }

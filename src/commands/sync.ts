@@ -6,6 +6,8 @@ import { Progress } from '../cli/progress.js';
 import { chooseCipher, keyFlags } from '../cli/keys.js';
 import { count } from '../cli/plural.js';
 import { LcsyncError } from '../core/base/errors.js';
+import type { SyncOptions } from '../core/sync/types.js';
+import type { Logger } from '../cli/logger.js';
 
 export default class SyncCommand extends LcsyncCommand {
   static override description = `Fetch a shared file or directory over IPv6 multicast into DEST.
@@ -14,12 +16,15 @@ SOURCE is the 64-hex-digit root hash a share printed, or a share name ("music", 
 
 An empty directory, file or symlink where the source has another type is replaced; a non-empty directory where the source has a file or symlink is left alone and reported, and the run exits 7 after syncing everything else. If the source changes during the sync (the share re-indexed), it stops with exit 8, or with a share name moves on to the new version.
 
+With --follow it keeps running as a live mirror: each new root the share announces for the name is synced as soon as the share re-indexes, until SIGINT or SIGTERM (exit 0).
+
 Two runs into one DEST at once both succeed (no lock): each renames complete files into place. Names are bytes: names that are not UTF-8 are created byte for byte, printed with \\xHH for each such byte, and in JSON carry a field ending in Base64 with the exact bytes.`;
 
   static override examples = [
     '<%= config.bin %> sync -a music/ /srv/music',
     '<%= config.bin %> sync -i eth1 --timeout 30 e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1 /srv/mirror',
     '<%= config.bin %> sync -n -v -a music/ /srv/music   # dry run: list what would change',
+    '<%= config.bin %> sync --follow -a --delete -i eth1 music/ /srv/music   # live mirror until SIGTERM',
   ];
 
   static override args = {
@@ -64,6 +69,11 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       helpValue: 'CMD',
     }),
     null: Flags.boolean({ description: 'With --exec: end each path with a NUL byte instead of a newline (also -0, as rsync and xargs).', default: false }),
+    follow: Flags.boolean({
+      description:
+        'Live mirror: after the first sync keep running, take each new root the share announces for the name as soon as it re-indexes, and sync the difference (atomically per file; with -r --delete what left the source goes), until SIGINT or SIGTERM (exit 0). SOURCE must be a share name. A failed sync (no share, a restart, the network down) is retried with backoff up to 60 s; --timeout bounds each attempt (default 30 s) and never ends the mirror. One log line per sync: root, entries changed, bytes, seconds. --exec runs after each sync that changed something.',
+      default: false,
+    }),
   };
 
   override async init(): Promise<void> {
@@ -89,6 +99,11 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     const recursive = flags.archive || flags.recursive;
     if (!recursive && (filter.length > 0 || flags.delete)) throw new LcsyncError('USAGE', `${filter.length > 0 ? '--include/--exclude' : '--delete'} needs -r or -a`);
     if (flags.null && flags.exec === undefined) throw new LcsyncError('USAGE', '-0/--null needs --exec');
+    if (flags.follow) {
+      const { parseSource } = await import('../core/sync/source.js');
+      if (parseSource(args.source).name === undefined) throw new LcsyncError('USAGE', `--follow needs a share name, not a root hash (a hash names one version, which never changes)`);
+      if (flags['dry-run'] || expectRoot) throw new LcsyncError('USAGE', `--follow cannot be combined with ${flags['dry-run'] ? '--dry-run' : '--expect-root'}`);
+    }
     const ifnames = await chooseInterfaces(flags.interface);
     const cipher = await chooseCipher(flags, log, 'sync');
     let trust: Uint8Array | undefined;
@@ -99,14 +114,14 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
     const { syncRemote } = await import('../core/sync/sync.js');
     const { defaultCacheDir } = await import('../core/index/cache.js');
     const a = flags.archive;
-    const progress = new Progress({ enabled: Progress.wanted(flags) });
+    const progress = new Progress({ enabled: Progress.wanted(flags) && !flags.follow });
     const ctl = new AbortController();
     const onSignal = () => ctl.abort();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     await progress.start(`waiting for ${displayName(args.source)}`);
     try {
-      const summary = await syncRemote(args.source, args.dest, {
+      const options: SyncOptions = {
         ifnames,
         flags: {
           recursive: a || flags.recursive,
@@ -147,7 +162,12 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
             progress.pause(() => log.verbose(`${flags['dry-run'] ? 'would be ' : ''}${it.change} ${it.type} ${it.path}${detail}`, { event: 'item', ...it }));
           }
         },
-      });
+      };
+      if (flags.follow) {
+        await this.follow(args.source, args.dest, options, log, ctl.signal);
+        return;
+      }
+      const summary = await syncRemote(args.source, args.dest, options);
       progress.stop();
       const n = summary.conflicts.length;
       // Everything else is done; the conflicts (each already on its own line) make the run partial.
@@ -172,5 +192,36 @@ Two runs into one DEST at once both succeed (no lock): each renames complete fil
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
+  }
+
+  /** --follow: sync, then keep DEST current until a signal; one log line per sync, exit 0 when stopped. */
+  private async follow(source: string, dest: string, options: SyncOptions, log: Logger, signal: AbortSignal): Promise<void> {
+    const { followRemote } = await import('../core/sync/live.js');
+    const mb = (n: number) => (n / 1e6).toFixed(2);
+    log.info(`following ${displayName(source)} into ${displayName(dest)} (SIGTERM or SIGINT stops)`, { event: 'follow' });
+    const result = await followRemote(source, dest, options, {
+      onCycle: (c) => {
+        const s = c.summary;
+        const conflicts = s.conflicts.length > 0 ? `, ${count(s.conflicts.length, 'conflict')} left alone` : '';
+        log.info(`sync ${c.cycle} (${c.reason}): root ${s.rootHash}, ${count(c.changed, 'entry', 'entries')} changed (${s.files.created} created, ${s.files.updated} updated, ${s.deleted} deleted), received ${mb(s.bytesReceived)} MB, wrote ${mb(s.bytesWritten)} MB, ${s.seconds.toFixed(2)} s${conflicts}`, {
+          event: 'cycle',
+          cycle: c.cycle,
+          reason: c.reason,
+          rootHash: s.rootHash,
+          changed: c.changed,
+          files: s.files,
+          deleted: s.deleted,
+          bytesReceived: s.bytesReceived,
+          bytesWritten: s.bytesWritten,
+          seconds: s.seconds,
+        });
+      },
+      onRetry: (r) => log.warn(`sync failed: ${displayName(r.error.message)}; trying again in ${r.delaySec} s or when the share announces a root`, { event: 'retry', failures: r.failures, delaySec: r.delaySec }),
+      onAnnounce: (a) => log.verbose(`the share announced root ${a.root.toString('hex')} for ${displayName(a.name)}`, { event: 'announce' }),
+      onRewatch: (w) =>
+        log.warn(w.error ? `cannot watch for announces now (${w.error}); trying again later` : `no announce from the share for ${w.silentSec} s; watching again`, { event: 'rewatch', ...w }),
+    });
+    log.info(`stopped after ${count(result.cycles, 'sync')}${result.rootHash ? `; ${displayName(dest)} holds root ${result.rootHash}` : ''}`, { event: 'stopped' });
+    if (this.jsonOutput) this.printJson({ ok: true, follow: true, ...result });
   }
 }

@@ -29,6 +29,7 @@ import { SendScheduler, type ScheduledStream, type SymbolChoice } from './schedu
 import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
 import { RateMeter, type ShareStatus } from './status.js';
 import { Cooperation } from './cooperation.js';
+import { DEFAULT_HEARTBEAT_SEC, RootAnnouncer } from './announce.js';
 
 export interface ShareLogger {
   info(msg: string): void;
@@ -73,6 +74,8 @@ export interface ShareOptions {
   cooperate?: boolean;
   /** What co-serving shares must also agree on besides the index (the signer's public key). */
   offerExtra?: Buffer;
+  /** Seconds between root announces to the mirrors following a name (announce.ts); 0: only on joins and changes. Default 30. */
+  announceHeartbeatSec?: number;
 }
 
 /** Let I/O (MLD reports above all) in at least this often (datagrams) while sending. */
@@ -224,6 +227,8 @@ export class Share extends EventEmitter {
   private heldJoins: MldEvent[] = [];
   /** Joins left to a co-serving share that owns their group (status and tests). */
   joinsDeferred = 0;
+  /** Tells the mirrors that follow a name its root (announce.ts). */
+  private readonly announcer: RootAnnouncer;
 
   private constructor(
     private index_: ShareIndex,
@@ -232,6 +237,21 @@ export class Share extends EventEmitter {
   ) {
     super();
     this.positions = new WalkPositions(index_);
+    // A host stops counting as a follower when MLD would drop it: robustness 2 x query interval + response interval.
+    const qiSec = opts.queryIntervalSec ?? 20;
+    this.announcer = new RootAnnouncer(index_, {
+      ifnames: opts.ifnames,
+      heartbeatSec: opts.announceHeartbeatSec ?? DEFAULT_HEARTBEAT_SEC,
+      hostTtlMs: (2 * qiSec + 10) * 1000,
+      cipher: opts.cipher,
+      always: opts.push,
+      send: (ifname, group, payload) => {
+        const sink = this.sinks.get(ifname);
+        if (!sink || this.stopped) return;
+        void sink.sendBatch([{ group, payload }]).catch((err: Error) => this.log('warn', `send on ${ifname} failed: ${err.message}`));
+      },
+      verbose: (msg) => this.log('verbose', msg),
+    });
     this.scheduler = new SendScheduler<Outgoing>({
       trickle: !opts.push,
       gather: !opts.push,
@@ -263,6 +283,7 @@ export class Share extends EventEmitter {
   setIndex(index: ShareIndex): void {
     this.retire(this.index_, index);
     this.index_ = index;
+    this.announcer.setIndex(index);
     this.warnedStale.clear();
     this.positions = new WalkPositions(index);
     this.coop?.setIndex(index);
@@ -415,6 +436,7 @@ export class Share extends EventEmitter {
     if (!prefix) return;
     const obj = this.index.getByPrefix(prefix);
     if (!obj) {
+      if (this.announcer.onJoin(e, prefix)) return;
       if (this.retired.size > 0) this.answerGone(e, prefix);
       return;
     }
@@ -518,11 +540,13 @@ export class Share extends EventEmitter {
 
   private onPart(e: MldEvent): void {
     if (this.coop?.consumes(e)) return;
+    this.announcer.onPart(e);
     this.scheduler.part(`${formatIPv6(e.group)}%${e.ifname}`, e.from, Date.now());
   }
 
   private onLeave(e: MldEvent): void {
     if (this.coop?.consumes(e)) return;
+    this.announcer.onLeave(e);
     this.scheduler.leave(`${formatIPv6(e.group)}%${e.ifname}`, Date.now());
   }
 
@@ -688,6 +712,8 @@ export class Share extends EventEmitter {
       bytes: this.bytes,
       streamsStarted: this.streamsStarted,
       noticesSent: this.noticesSent,
+      followers: this.announcer.followers(),
+      announcesSent: this.announcer.sent,
       rateNow,
       rateAvg,
       ...(this.coop
@@ -709,6 +735,7 @@ export class Share extends EventEmitter {
     this.stopped = true;
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
+    this.announcer.stop();
     this.wake?.();
     await this.coop?.close();
     await this.pump?.catch(() => undefined);

@@ -31,6 +31,13 @@ export interface ShareStatus {
   streamsStarted: number;
   /** Gone notices sent to receivers still fetching objects a re-index dropped. */
   noticesSent: number;
+  /**
+   * Mirrors following each share name (`sync --follow`), per interface: the hosts reporting the
+   * name's watch group, as far as MLD shows them (share/announce.ts). Names nobody follows are left out.
+   */
+  followers: { shareName: string; ifname: string; hosts: number }[];
+  /** Root announces sent to those mirrors. */
+  announcesSent: number;
   /** Bytes per second over the last few seconds and since start. */
   rateNow: number;
   rateAvg: number;
