@@ -16,6 +16,14 @@ import type { ObjectReceiver } from './receiver.js';
  */
 const MAX_CHUNK_HOMES = 131072;
 
+/**
+ * How long a receiver waits for the share's cursor before it starts a file's chunks at the first
+ * (our share answers within a round trip; a C share never does).
+ */
+export const CURSOR_WAIT_MS = 60;
+/** Cursor asks unanswered in a row after which the share is taken not to answer them (a C share). */
+const CURSOR_GIVE_UP = 2;
+
 /** Where a verified copy of a chunk lies: a file (its temporary name until committed) and offset. */
 interface ChunkHome {
   file: { path: string };
@@ -30,6 +38,18 @@ export function zeroLeaf(length: number): string {
   let k = zeroLeaves.get(length);
   if (k === undefined) zeroLeaves.set(length, (k = toHex(hash(Buffer.alloc(length)))));
   return k;
+}
+
+/**
+ * The groups of `places` (placesOf, in chunk order) starting with the first whose chunk is at or
+ * after `cursor`, wrapping around: a receiver that starts a file where the share is sending it
+ * shares those datagrams with the receivers already there, and fetches what they had before last.
+ */
+export function fromCursor(places: Map<string, number[]>, cursor: number | undefined): number[][] {
+  const all = [...places.values()];
+  if (cursor === undefined) return all;
+  const at = all.findIndex((p) => p[0]! >= cursor);
+  return at <= 0 ? all : [...all.slice(at), ...all.slice(0, at)];
 }
 
 /** The chunk indices grouped by leaf hash: each group is one chunk's bytes, wanted at several places. */
@@ -50,6 +70,8 @@ export class ChunkSource {
   /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly homes = new Map<string, ChunkHome>();
+  /** Cursor asks the share left unanswered in a row (see cursor()). */
+  private cursorUnanswered = 0;
   /** Verified bytes of chunks that came another way (a directory's bundle, bundle.ts), by leaf. */
   private readonly provided = new Map<string, Buffer>();
 
@@ -97,6 +119,18 @@ export class ChunkSource {
     }
     this.counts.chunksFetched++;
     return { bytes, fetched: true };
+  }
+
+  /**
+   * Where the share is in the file whose Merkle root is `root` (packet.ts, the cursor): the chunk
+   * it is sending now, or undefined when it sends none of the file, did not answer in time, or
+   * never answers (after CURSOR_GIVE_UP silent asks this session, it is not asked again).
+   */
+  async cursor(root: Hash): Promise<number | undefined> {
+    if (this.cursorUnanswered >= CURSOR_GIVE_UP) return undefined;
+    const chunk = await this.rx.askCursor(root, CURSOR_WAIT_MS);
+    this.cursorUnanswered = chunk === undefined ? this.cursorUnanswered + 1 : 0;
+    return chunk;
   }
 
   /** Bytes of the chunk `leaf`, already verified against it, that get() hands out instead of fetching them. */
