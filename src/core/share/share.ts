@@ -307,6 +307,7 @@ export class Share extends EventEmitter {
     const sink = this.sinks.get(e.ifname);
     if (!sink) return;
     const chunk = this.scheduler.cursorOf(e.ifname, file.rank) ?? CURSOR_IDLE;
+    this.log('verbose', `told ${e.from} on ${e.ifname} the cursor of ${this.index.records[file.rank]?.sharePath}: ${chunk === CURSOR_IDLE ? 'idle' : `chunk ${chunk}`}`);
     void sink.sendBatch([{ group: formatIPv6(e.group), payload: encodeCursor(file.key, chunk) }]).catch((err: Error) => {
       this.log('warn', `send on ${e.ifname} failed: ${(err as Error).message}`);
     });

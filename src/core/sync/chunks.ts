@@ -17,10 +17,12 @@ import type { ObjectReceiver } from './receiver.js';
 const MAX_CHUNK_HOMES = 131072;
 
 /**
- * How long a receiver waits for the share's cursor before it starts a file's chunks at the first
- * (our share answers within a round trip; a C share never does).
+ * How long a receiver waits for the share's cursor before it starts a file's chunks at the first.
+ * Our share answers within a round trip, but on a busy host (2 cores, 9 lcsync processes) answers
+ * were seen 60-300 ms after the ask; a C share never answers, and costs this at most
+ * CURSOR_GIVE_UP times per session.
  */
-export const CURSOR_WAIT_MS = 60;
+export const CURSOR_WAIT_MS = 150;
 /** Cursor asks unanswered in a row after which the share is taken not to answer them (a C share). */
 const CURSOR_GIVE_UP = 2;
 
@@ -41,15 +43,16 @@ export function zeroLeaf(length: number): string {
 }
 
 /**
- * The groups of `places` (placesOf, in chunk order) starting with the first whose chunk is at or
- * after `cursor`, wrapping around: a receiver that starts a file where the share is sending it
- * shares those datagrams with the receivers already there, and fetches what they had before last.
+ * The groups of `places` (placesOf, in chunk order) in two passes: from the first whose chunk is
+ * at or after `cursor` to the end, then the ones before it. A receiver that starts a file where the
+ * share is sending it shares those datagrams with the receivers already there, and asks for what
+ * they had before only once they are done: chunks of its second pass, asked for at once, would come
+ * first in the share's walk order and hold back the receivers ahead.
  */
-export function fromCursor(places: Map<string, number[]>, cursor: number | undefined): number[][] {
+export function fromCursor(places: Map<string, number[]>, cursor: number | undefined): [number[][], number[][]] {
   const all = [...places.values()];
-  if (cursor === undefined) return all;
-  const at = all.findIndex((p) => p[0]! >= cursor);
-  return at <= 0 ? all : [...all.slice(at), ...all.slice(0, at)];
+  const at = cursor === undefined ? -1 : all.findIndex((p) => p[0]! >= cursor);
+  return at <= 0 ? [all, []] : [all.slice(at), all.slice(0, at)];
 }
 
 /** The chunk indices grouped by leaf hash: each group is one chunk's bytes, wanted at several places. */

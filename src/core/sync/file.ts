@@ -137,7 +137,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
       }
     }
     // Until commit the chunks written here are read back from the temporary file; then from dest.
-    await ctx.chunkLimit.each(fromCursor(places, await cursor), async (at) => {
+    const fetchOne = async (at: number[]): Promise<void> => {
       ctx.checkAbort();
       const length = chunkLength(size, at[0]!);
       const leaf = tree.leaf(at[0]!);
@@ -157,7 +157,8 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
         chunks.stored(leaf);
         ctx.progress();
       }
-    });
+    };
+    for (const pass of fromCursor(places, await cursor)) await ctx.chunkLimit.each(pass, fetchOne);
     ctx.checkAbort();
     await out.commit();
   } catch (e) {

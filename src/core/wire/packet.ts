@@ -196,18 +196,19 @@ export function decodeGoneNotice(buf: Uint8Array): { body: Buffer; sealed: boole
  *
  *   off  size  field
  *    0    8    magic "LCSYCURS"
- *    8   16    tag: the first 16 bytes of cursorKey(entry) (which file it answers for)
- *   24    4    chunk: the lowest chunk of the file the share is sending now (big-endian),
+ *    8   28    tag: the first 28 bytes of cursorKey(root) (which file it answers for)
+ *   36    4    chunk: the lowest chunk of the file the share is sending now (big-endian),
  *              or 0xffffffff when it sends none
  *
  * The tag is a hash of the entry hash, so a cursor says no more about the file than its group
  * does, encrypted or not. A forged cursor changes only the order the chunks are asked for (each
- * is checked against its leaf). A C client never joins a cursor group; at 28 bytes a cursor is
- * neither a datagram (1060 or 1072 bytes) nor a gone notice (40 or 80).
+ * is checked against its leaf). A C client never joins a cursor group. At 40 bytes a cursor is
+ * not a datagram (1060 or 1072 bytes); it has the length of an unsealed gone notice, which the
+ * native receive path (native/rx_assembler.c) hands up to JS, and is told apart by its magic.
  */
 const CURSOR_MAGIC = Buffer.from('LCSYCURS', 'latin1');
 const CURSOR_DOMAIN = Buffer.from('lcsync cursor v1\0', 'latin1');
-const CURSOR_TAG_LEN = 16;
+const CURSOR_TAG_LEN = 28;
 export const CURSOR_LEN = CURSOR_MAGIC.length + CURSOR_TAG_LEN + 4;
 /** The chunk field of a cursor from a share that sends none of the file now. */
 export const CURSOR_IDLE = 0xffffffff;
