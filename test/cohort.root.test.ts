@@ -68,11 +68,12 @@ describeUnless(why, 'receivers that start apart share the datagrams (needs root)
     }
   }
 
-  it('all end identical, and the file goes out well under once per receiver (the cursor)', async () => {
-    // 100 Mbit/s: 16 MiB take about 1.4 s, so the last receiver starts when the first is most of
-    // the way through. Without the cursor each late one walked the file from its first chunk.
-    const { ratio } = await staggered('cursor', ['--bwlimit', '100M']);
-    expect(ratio).toBeLessThan(2.0);
+  it('all end identical, and the file goes out well under once per receiver', async () => {
+    // 100 Mbit/s: 16 MiB take about 1.4 s on the wire, so the last receiver starts about when the
+    // first would be done alone (issue 17 measured 3.16x for 4 receivers 0.5 s apart). Measured
+    // 1.35-1.61x at load 13-18, the excess mostly receivers joining a chunk's round after it began.
+    const { ratio } = await staggered('default', ['--bwlimit', '100M']);
+    expect(ratio).toBeLessThan(1.8);
   }, 180_000);
 
   it('a receiver that starts mid-file starts where the share is sending, so the one ahead is not held back', async () => {
@@ -115,6 +116,7 @@ describeUnless(why, 'receivers that start apart share the datagrams (needs root)
   }, 180_000);
 
   it('with --gather, one pass serves every receiver that starts within the window', async () => {
+    // Measured 1.11x.
     const { ratio, finished } = await staggered('gather', ['--bwlimit', '100M', '--gather', '2s']);
     expect(ratio).toBeLessThan(1.3);
     // The first receiver waited for the window (about 2 s after its first chunk join).
