@@ -25,6 +25,8 @@ const MAX_CHUNK_HOMES = 131072;
 export const CURSOR_WAIT_MS = 150;
 /** Cursor asks unanswered in a row after which the share is taken not to answer them (a C share). */
 const CURSOR_GIVE_UP = 2;
+/** Cursor asks made ahead and kept for the file's chunks at most. */
+const MAX_CURSOR_ASKS = 64;
 
 /** Where a verified copy of a chunk lies: a file (its temporary name until committed) and offset. */
 interface ChunkHome {
@@ -75,6 +77,8 @@ export class ChunkSource {
   private readonly homes = new Map<string, ChunkHome>();
   /** Cursor asks the share left unanswered in a row (see cursor()). */
   private cursorUnanswered = 0;
+  /** Cursor asks made ahead (askCursor), by root (hex), until the file's chunks start (cursor()). */
+  private readonly cursorAsks = new Map<string, Promise<number | undefined>>();
   /** Verified bytes of chunks that came another way (a directory's bundle, bundle.ts), by leaf. */
   private readonly provided = new Map<string, Buffer>();
 
@@ -129,7 +133,27 @@ export class ChunkSource {
    * it is sending now, or undefined when it sends none of the file, did not answer in time, or
    * never answers (after CURSOR_GIVE_UP silent asks this session, it is not asked again).
    */
-  async cursor(root: Hash): Promise<number | undefined> {
+  cursor(root: Hash): Promise<number | undefined> {
+    const k = toHex(root);
+    const asked = this.cursorAsks.get(k);
+    this.cursorAsks.delete(k);
+    return asked ?? this.ask(root);
+  }
+
+  /**
+   * Ask for the cursor of the file whose Merkle root is `root` now, so that the answer is in by
+   * the time its chunks start (the session asks as soon as a large file's first tree part is in,
+   * while the other parts travel): cursor() then takes it.
+   */
+  askCursor(root: Hash): void {
+    const k = toHex(root);
+    if (this.cursorAsks.has(k)) return;
+    // Bounded like the session's tree fetches; an ask nobody took is simply dropped.
+    if (this.cursorAsks.size >= MAX_CURSOR_ASKS) this.cursorAsks.delete(this.cursorAsks.keys().next().value!);
+    this.cursorAsks.set(k, this.ask(root));
+  }
+
+  private async ask(root: Hash): Promise<number | undefined> {
     if (this.cursorUnanswered >= CURSOR_GIVE_UP) return undefined;
     const chunk = await this.rx.askCursor(root, CURSOR_WAIT_MS);
     this.cursorUnanswered = chunk === undefined ? this.cursorUnanswered + 1 : 0;
