@@ -377,6 +377,22 @@ describe('SendScheduler: cohort window (share --gather) and the cursor', () => {
     expect(sent.filter((x) => x.key === 'c0' && 'source' in x.symbol).length).toBe(4);
   });
 
+  it('at the end of the window, waits on for a receiver still reading the index (it started late in the window)', () => {
+    const s = withWindow(1000);
+    start(s, 'c0', 'A', CHUNK(0, 0), 4, 10);
+    // B starts late: it asks for the tree at 900, and keeps moving (another tree part at 1100).
+    start(s, 't', 'B', TREE, 2, 900);
+    expect(runUntil(s, 900, 1009).filter((x) => x.key === 'c0')).toEqual([]);
+    expect(drain(s, 1010).filter((x) => x.key === 'c0')).toEqual([]);
+    start(s, 't2', 'B', TREE, 2, 1100);
+    expect(runUntil(s, 1011, 1199).filter((x) => x.key === 'c0')).toEqual([]);
+    // B reaches the chunk: one round for both.
+    expect(s.join('c0', 'e0', 'B', CHUNK(0, 0), 1200)).toBe('joined');
+    const sent = runUntil(s, 1200, 1300).filter((x) => x.key === 'c0');
+    expect(sent[0]!.at).toBe(1200);
+    expect(sent.filter((x) => 'source' in x.symbol).length).toBe(4);
+  });
+
   it('opens no window while the cohort is running: a chunk started later is served at once', () => {
     const s = withWindow(1000);
     start(s, 'c0', 'A', CHUNK(0, 0), 4, 0);
@@ -410,6 +426,19 @@ describe('SendScheduler: cohort window (share --gather) and the cursor', () => {
     expect(s.cursorOf('e1', 0)).toBe(1);
     s.part('a5', 'A', 10);
     expect(s.cursorOf('e0', 0)).toBe(7);
+  });
+
+  it('the cursor skips streams in mid-round (joining one costs what it sent again) while one not started is listened', () => {
+    const s = mld();
+    start(s, 'c0', 'A', CHUNK(0, 0), 8, 0);
+    start(s, 'c1', 'A', CHUNK(0, 1), 8, 0);
+    // Both front streams go out side by side; c2 is joined but not started.
+    drain(s, 0, 4);
+    start(s, 'c2', 'A', CHUNK(0, 2), 8, 1);
+    expect(s.cursorOf('e0', 0)).toBe(2);
+    // All listened streams have sent: the lowest of them.
+    drain(s, 1, 1000);
+    expect(s.cursorOf('e0', 0)).toBe(0);
   });
 });
 

@@ -143,6 +143,8 @@ export class SendScheduler<T> {
   private nextSweepAt = 0;
   /** Per interface: when the current cohort window (--gather) closes. */
   private readonly cohortUntil = new Map<string, number>();
+  /** Cohort windows not yet closed (checked in housekeep): interface -> end. */
+  private readonly cohortOpen = new Map<string, number>();
   /** Who joined each object gathered by joins lately (oldest first, at most JOINERS_KEPT): not waited for again. */
   private readonly joiners = new Map<string, Set<string>>();
 
@@ -275,6 +277,7 @@ export class SendScheduler<T> {
     this.order = [];
     this.gatherCheckAt = undefined;
     this.cohortUntil.clear();
+    this.cohortOpen.clear();
     return all;
   }
 
@@ -327,6 +330,7 @@ export class SendScheduler<T> {
 
   /** Drop lingering streams whose time is up, and check held streams when it is time. */
   private housekeep(now: number): void {
+    for (const [ifname, end] of this.cohortOpen) if (now >= end) this.closeCohort(ifname, now);
     if (this.gatherCheckAt !== undefined && now >= this.gatherCheckAt) this.checkGathering(now);
     if (now >= this.nextSweepAt) {
       this.nextSweepAt = now + SWEEP_MS;
@@ -380,20 +384,39 @@ export class SendScheduler<T> {
     for (const x of this.streams.values()) if (x.ifname === ifname && x.position >= 0) return now;
     const end = now + Math.min(this.opts.cohortMs ?? 0, GATHER_WINDOW_MAX_MS);
     this.cohortUntil.set(ifname, end);
+    this.cohortOpen.set(ifname, end);
     return end;
   }
 
   /**
-   * Where the share is in file `fileRank` on `ifname` now: the lowest chunk number among that
-   * file's streams with a listener, or undefined when none runs. A receiver that starts the file
-   * there (and wraps around) shares the datagrams already going out (the cursor, packet.ts).
+   * A cohort window closed: its streams that have not started wait on, as a stream opened now
+   * would (gather), for the receivers that are still reading the index or behind them in the
+   * file and moving, so that one that started near the end of the window (a slow start-up) is not
+   * left to a pass of its own.
+   */
+  private closeCohort(ifname: string, now: number): void {
+    this.cohortOpen.delete(ifname);
+    for (const s of this.order) {
+      if (s.ifname !== ifname || s.position < 0 || s.sent > 0 || s.waitingFor !== undefined) continue;
+      const starter = s.reporters.values().next().value;
+      if (starter !== undefined) this.gather(s, starter, now);
+    }
+  }
+
+  /**
+   * Where the share is in file `fileRank` on `ifname` now, for a receiver about to start the file
+   * (the cursor, packet.ts): the lowest chunk among that file's streams with a listener that have
+   * sent nothing yet, else the lowest with a listener; undefined when none runs. Joining a stream
+   * in mid-round costs what it sent before the join again; one not started yet costs nothing, and
+   * the chunks in flight the receiver then fetches at the end, with the other late ones.
    */
   cursorOf(ifname: string, fileRank: number): number | undefined {
     let lowest: number | undefined;
     for (const s of this.order) {
       if (s.ifname !== ifname || s.position < 0 || fileOfPosition(s.position) !== fileRank || s.reporters.size === 0) continue;
       const chunk = s.position - fileRank * FILE_STRIDE;
-      if (lowest === undefined || chunk < lowest) lowest = chunk;
+      if (s.sent === 0) return chunk;
+      lowest ??= chunk;
     }
     return lowest;
   }
