@@ -108,8 +108,9 @@ describeUnless(why, 'receivers that start apart share the datagrams (needs root)
       // The second fetched after the end what it missed (a sixth of the file or more: over 1 s at 20 Mbit/s).
       expect(b.finished - a.finished).toBeGreaterThan(0.5);
       // The file once, plus the part the second receiver missed (what the share sent before it
-      // joined, a sixth plus its start-up time), with headers and margin.
-      expect(ratio).toBeLessThan(1.8);
+      // joined: a sixth, plus 1-3 s of start-up on a loaded host, 15-45% more), with headers and
+      // margin. Measured 1.55-1.73x at load 13-18.
+      expect(ratio).toBeLessThan(1.9);
     } finally {
       await share.stop();
     }

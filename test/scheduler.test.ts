@@ -427,19 +427,6 @@ describe('SendScheduler: cohort window (share --gather) and the cursor', () => {
     s.part('a5', 'A', 10);
     expect(s.cursorOf('e0', 0)).toBe(7);
   });
-
-  it('the cursor skips streams in mid-round (joining one costs what it sent again) while one not started is listened', () => {
-    const s = mld();
-    start(s, 'c0', 'A', CHUNK(0, 0), 8, 0);
-    start(s, 'c1', 'A', CHUNK(0, 1), 8, 0);
-    // Both front streams go out side by side; c2 is joined but not started.
-    drain(s, 0, 4);
-    start(s, 'c2', 'A', CHUNK(0, 2), 8, 1);
-    expect(s.cursorOf('e0', 0)).toBe(2);
-    // All listened streams have sent: the lowest of them.
-    drain(s, 1, 1000);
-    expect(s.cursorOf('e0', 0)).toBe(0);
-  });
 });
 
 describe('SendScheduler: gather by joins (bundle parts)', () => {
