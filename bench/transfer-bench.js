@@ -13,6 +13,10 @@
  *       datagrams the bottleneck dropped
  *   node bench/transfer-bench.js --line-rate     # 1 GiB, 1 receiver, tbf 1gbit: --bwlimit 0 and auto beside the
  *       raw UDP multicast ceiling of the same lab (bench/mcast-blast.c, built with cc): goodput, rx buffer drops
+ *   node bench/transfer-bench.js --stagger 8:2 [--gather 3s] [--loss 0] [--size 64M]
+ *       N receivers whose syncs start spread uniformly over W seconds (receiver i at i*W/(N-1) s), ours only with the
+ *       share's defaults (--bwlimit auto; tool "auto") and, with --gather, also with `share --gather DUR` (tool
+ *       "gather"): sender bytes / file size, each receiver's finish time from the first start, the last one's
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
  * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
@@ -61,8 +65,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof', '--flood', '--rates', '--bottleneck'];
-const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g', '--rss-4g', '--auto', '--line-rate'], helpLines: [2, 15] });
+const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof', '--flood', '--rates', '--bottleneck', '--stagger', '--gather'];
+const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g', '--rss-4g', '--auto', '--line-rate'], helpLines: [2, 19] });
 const { fail, intList } = args;
 const optionValue = args.value;
 
@@ -85,10 +89,19 @@ const BOTTLENECK = intList('bottleneck', [100], 1, 10_000)[0];
 // --line-rate: 1 GiB, unlimited and auto, beside the lab's raw UDP multicast ceiling.
 const LINE_RATE = process.argv.includes('--line-rate');
 const RSS_ONLY = RSS_1G || RSS_4G;
+// --stagger N:W: N receivers started spread over W seconds (issue 17); --gather DUR: also ours with `share --gather DUR`.
+const STAGGER = (() => {
+  const v = optionValue('stagger');
+  if (v === undefined) return undefined;
+  const m = /^(\d+):(\d+(?:\.\d+)?)$/.exec(v);
+  if (!m || Number(m[1]) < 1 || Number(m[1]) > 20 || Number(m[2]) > 60) fail('--stagger wants N:W (1..20 receivers, 0..60 seconds), e.g. 8:2');
+  return { n: Number(m[1]), w: Number(m[2]) };
+})();
+const GATHER = optionValue('gather');
 const SIZE = RSS_4G ? 4 * 2 ** 30 : RSS_1G || LINE_RATE ? 2 ** 30 : parseSize(optionValue('size') ?? '64M');
 const REPS = intList('reps', [1], 1, 20)[0];
-const RECEIVERS = RSS_ONLY || LINE_RATE ? [1] : intList('receivers', AUTO ? [1] : [1, 3], 1, 20);
-const LOSSES = RSS_ONLY || LINE_RATE ? [0] : intList('loss', [0, 5], 0, 50);
+const RECEIVERS = STAGGER ? [STAGGER.n] : RSS_ONLY || LINE_RATE ? [1] : intList('receivers', AUTO ? [1] : [1, 3], 1, 20);
+const LOSSES = RSS_ONLY || LINE_RATE ? [0] : STAGGER ? intList('loss', [0], 0, 50) : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
 // --cpu-prof DIR: our share and syncs write V8 CPU profiles there (node --cpu-prof), to see where the time goes.
@@ -104,10 +117,11 @@ const UFTP_TUNING = process.argv.includes('--uftp-defaults') ? [] : ['-r', '0.1:
 const FLOOD = intList('flood', [0], 1, 10_000_000)[0]; // junk datagrams/s, --flood only
 // Tools: ours (--bwlimit <rate>M), uftp; and in the modes above auto (ours, --bwlimit auto), ours@N (ours,
 // --bwlimit NM; ours@0 unlimited) and raw (mcast-blast: the ceiling; a goodput, not a file transfer).
-const TOOLS = FLOOD ? ['ours', 'flooded'] : RSS_ONLY ? ['ours'] : AUTO ? ['auto', ...AUTO_RATES.map((r) => `ours@${r}`)] : LINE_RATE ? ['raw', 'ours@0', 'auto'] : (optionValue('tools') ?? 'ours,uftp').split(',');
-if (!FLOOD && (TOOLS.some((t) => !/^(ours|uftp|auto|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, uftp or ours,uftp');
+const TOOLS = STAGGER ? (optionValue('tools') ?? (GATHER ? 'auto,gather' : 'auto')).split(',') : FLOOD ? ['ours', 'flooded'] : RSS_ONLY ? ['ours'] : AUTO ? ['auto', ...AUTO_RATES.map((r) => `ours@${r}`)] : LINE_RATE ? ['raw', 'ours@0', 'auto'] : (optionValue('tools') ?? 'ours,uftp').split(',');
+if (!FLOOD && (TOOLS.some((t) => !/^(ours|uftp|auto|gather|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, uftp or ours,uftp');
 /** The --bwlimit our share runs with as `tool`. */
-const bwlimitOf = (tool) => (tool === 'auto' ? 'auto' : tool.startsWith('ours@') ? `${tool.slice(5)}M` : `${RATE}M`);
+if (TOOLS.includes('gather') && !GATHER) fail('tool gather wants --gather DUR');
+const bwlimitOf = (tool) => (tool === 'auto' || tool === 'gather' ? 'auto' : tool.startsWith('ours@') ? `${tool.slice(5)}M` : `${RATE}M`);
 const RSS_TARGET = 200e6; // bytes: "the receiver's peak RSS stays under 200 MB for a 1 GiB file"
 
 // A transfer that should take s seconds at the rate gets 4x that plus a minute before we give up on it.
@@ -212,14 +226,14 @@ async function bottleneck(lab, receivers, mbit) {
   };
 }
 
-async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`, bottleneckMbit = undefined, flood = false) {
+async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`, bottleneckMbit = undefined, flood = false, { shareArgs = [], staggerSec = 0 } = {}) {
   return withLab(receivers + (flood ? 1 : 0), loss, TBF ? '1gbit' : undefined, async (lab) => {
     const dir = path.join(work, tag);
     mkdirSync(dir);
     const errors = [];
     let flooder;
     const bneck = bottleneckMbit ? await bottleneck(lab, receivers, bottleneckMbit) : undefined;
-    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', bwlimit, src]);
+    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', bwlimit, ...shareArgs, src]);
     let shareOut = '';
     let shareErr = '';
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
@@ -254,8 +268,11 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
           const h = i + 1;
           const dest = path.join(dir, `r${h}.bin`);
           const rssFile = path.join(dir, `r${h}.rss`);
+          // --stagger: receiver h starts (h-1)/(N-1) of the way through the spread.
+          if (staggerSec > 0 && receivers > 1) await sleep((1000 * staggerSec * i) / (receivers - 1));
           const r = await lab.exec(h, timed(rssFile, [...NODE, CLI, 'sync', '--json', '-i', 'e0',
             '--timeout', '60', hash, dest]), { timeoutMs: RUN_TIMEOUT_MS });
+          const finished = (performance.now() - t0) / 1000;
           tLast = Math.max(tLast, performance.now());
           let seconds = NaN;
           try {
@@ -263,7 +280,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
           } catch {
             // No summary: the run failed, and its stderr is reported below.
           }
-          return { h, dest, r, ...timeReport(rssFile), seconds };
+          return { h, dest, r, ...timeReport(rssFile), seconds, finished };
         }),
       );
       const wall = (tLast - t0) / 1000;
@@ -281,7 +298,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
       }
       if (share.exitCode !== null) errors.push(`share exited early with ${share.exitCode}: ${tail(shareErr)}`);
       return {
-        ok, wall, wire: tx1 - tx0, inner: Math.max(...syncs.map((s) => s.seconds)),
+        ok, wall, wire: tx1 - tx0, inner: Math.max(...syncs.map((s) => s.seconds)), finished: syncs.map((s) => s.finished),
         rssRx: Math.max(...syncs.map((s) => s.rss)), rssTx: shareRss ?? NaN,
         cpuRx: Math.max(...syncs.map((s) => s.cpu)), cpuTx: shareCpu ?? NaN,
         cpuAll: syncs.reduce((a, s) => a + s.cpu, 0) + (shareCpu ?? NaN),
@@ -454,6 +471,8 @@ function summarize(runs, receivers) {
     cpuAll: median(use.map((r) => r.cpuAll)),
     drops: median(use.map((r) => r.drops)),
     floodRate: median(use.map((r) => r.floodRate)),
+    // --stagger: each receiver's finish time from the first start (median per receiver over the runs).
+    finished: use[0]?.finished ? use[0].finished.map((_, i) => median(use.map((r) => r.finished?.[i] ?? NaN))) : undefined,
   };
 }
 
@@ -461,10 +480,16 @@ function printScenario(receivers, loss, res, note = '') {
   const W = Math.max(6, ...Object.keys(res).map((t) => t.length));
   const bneck = Object.values(res).some((s) => Number.isFinite(s.bneckLoss));
   const capNote = TOOLS.some((t) => t === 'ours' || t === 'uftp') ? `${RATE} Mbit/s cap` : 'ours: --bwlimit as named';
-  console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${capNote}, ${TBF ? 'tbf 1gbit links' : 'no tbf'}${note}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
+  console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}${STAGGER ? ` started over ${STAGGER.w} s` : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${capNote}, ${TBF ? 'tbf 1gbit links' : 'no tbf'}${note}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
   console.log(`${'tool'.padEnd(W)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)} ${'rx drops'.padStart(8)}${bneck ? ` ${'bneck loss %'.padStart(12)}` : ''}`);
   for (const [tool, s] of Object.entries(res)) {
     console.log(`${tool.padEnd(W)} ${`${s.okRuns}/${s.reps}`.padStart(7)} ${fmt(s.wall).padStart(8)} ${fmt(s.inner).padStart(6)} ${fmt(s.goodput, 1).padStart(14)} ${fmt(s.wire, 3).padStart(9)} ${fmt(mib(s.rssRx), 1).padStart(10)} ${fmt(mib(s.rssTx), 1).padStart(10)} ${fmt(s.cpuRx).padStart(8)} ${fmt(s.cpuTx).padStart(8)} ${fmt(s.cpuAll).padStart(9)} ${fmt(s.drops, 0).padStart(8)}${bneck ? ` ${fmt(s.bneckLoss, 1).padStart(12)}` : ''}`);
+  }
+  if (STAGGER) {
+    for (const [tool, s] of Object.entries(res)) {
+      if (!s.finished) continue;
+      console.log(`${tool}: sender bytes / file ${fmt(s.wire, 3)}x; receivers finished at ${s.finished.map((f) => fmt(f)).join(' ')} s (start i*${STAGGER.w}/${Math.max(1, receivers - 1)} s); last ${fmt(Math.max(...s.finished))} s`);
+    }
   }
   const o = res.ours;
   const u = res.uftp;
@@ -518,11 +543,13 @@ try {
             const file = path.join(work, 'data.bin');
             r = await (tool === 'uftp' ? runUftp(file, srcHash, receivers, loss, tag)
               : tool === 'raw' ? runRaw(file, srcHash, receivers, loss, tag)
-              : runOurs(file, srcHash, receivers, loss, tag, bwlimitOf(tool), bneckMbit, tool === 'flooded'));
+              : runOurs(file, srcHash, receivers, loss, tag, bwlimitOf(tool), bneckMbit, tool === 'flooded',
+                { shareArgs: tool === 'gather' ? ['--gather', GATHER] : [], staggerSec: STAGGER?.w ?? 0 }));
           } catch (err) {
             r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, drops: NaN, bneckLoss: NaN, errors: [String(err?.message ?? err)] };
           }
-          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB, CPU rx ${fmt(r.cpuRx)} s, tx ${fmt(r.cpuTx)} s, rx drops ${fmt(r.drops, 0)}\n`);
+          process.stderr.write(`${r.ok}/${receivers} ok, ${fmt(r.wall)} s, wire ${fmt(r.wire / SIZE, 3)}x, RSS rx ${fmt(mib(r.rssRx), 1)} MiB, tx ${fmt(mib(r.rssTx), 1)} MiB, CPU rx ${fmt(r.cpuRx)} s, tx ${fmt(r.cpuTx)} s, rx drops ${fmt(r.drops, 0)}` +
+            `${STAGGER && r.finished ? `, finished at ${r.finished.map((f) => fmt(f)).join(' ')} s` : ''}\n`);
           for (const e of r.errors) {
             process.stderr.write(`  ${e}\n`);
             failures.push(`${tag}: ${e}`);

@@ -144,6 +144,25 @@ describe('index of a special file', () => {
   });
 });
 
+describe('share --gather', () => {
+  it('a bad or too long duration gets one error line (exit 2) before anything is indexed or opened', async () => {
+    for (const bad of ['abc', '61s', '-1', '3h']) {
+      const r = await lcsync(['share', '--gather', bad, '/nonexistent-lcsync-path']);
+      expect(r.code, r.stderr).toBe(ExitCode.usage);
+      expect(oneLine(r)).toBe(`lcsync: invalid --gather "${bad}" (a duration such as 3s or 500ms, at most 60 s)`);
+    }
+  });
+
+  it('parses seconds, milliseconds and minutes', async () => {
+    const { parseDurationMs } = await import('../src/cli/duration.js');
+    expect(parseDurationMs('3s', '--gather', 60_000)).toBe(3000);
+    expect(parseDurationMs('500ms', '--gather', 60_000)).toBe(500);
+    expect(parseDurationMs('1.5', '--gather', 60_000)).toBe(1500);
+    expect(parseDurationMs('1m', '--gather', 60_000)).toBe(60_000);
+    expect(parseDurationMs('0', '--gather', 60_000)).toBe(0);
+  });
+});
+
 describe('hex-looking sources', () => {
   const h64 = 'e22fa1910ac46d055cb69f71cba59ef99c23d5d80e765cf6b73cec8fd7b785f1';
 

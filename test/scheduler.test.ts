@@ -342,6 +342,93 @@ describe('SendScheduler: gather', () => {
   });
 });
 
+describe('SendScheduler: cohort window (share --gather) and the cursor', () => {
+  const withWindow = (cohortMs: number) => new SendScheduler<string>({ trickle: true, gather: true, cohortMs });
+
+  it('without --gather a single receiver is served at once, exactly as with a zero window', () => {
+    // The same receiver, the same joins, the same clock: the datagrams and their times are identical.
+    const play = (s: SendScheduler<string>) => {
+      start(s, 't', 'A', TREE, 3, 0);
+      const tree = runUntil(s, 0, 4);
+      start(s, 'c0', 'A', CHUNK(0, 0), 4, 5);
+      start(s, 'c1', 'A', CHUNK(0, 1), 4, 5);
+      return [...tree, ...runUntil(s, 5, 400)];
+    };
+    const plain = play(mld());
+    expect(plain.filter((x) => x.key === 'c0')[0]!.at).toBe(5);
+    expect(play(withWindow(0))).toEqual(plain);
+  });
+
+  it('holds the chunks of a new cohort until the window closes, so receivers starting within it share one round', () => {
+    const s = withWindow(1000);
+    start(s, 't', 'A', TREE, 3, 0);
+    start(s, 'c0', 'A', CHUNK(0, 0), 4, 10);
+    // Metadata is never held: the tree went out at once.
+    expect(runUntil(s, 0, 500).filter((x) => x.key === 't').length).toBeGreaterThanOrEqual(3);
+    expect(drain(s, 500).filter((x) => x.key === 'c0')).toEqual([]);
+    // B starts 0.6 s later and reaches the same chunk while it is held: one listener more, no second round.
+    expect(s.join('c0', 'e0', 'B', CHUNK(0, 0), 600)).toBe('joined');
+    start(s, 'c1', 'B', CHUNK(0, 1), 4, 650);
+    expect(drain(s, 1009).filter((x) => x.key.startsWith('c'))).toEqual([]);
+    expect(s.wakeAt(1000)).toBe(1010);
+    const sent = runUntil(s, 1010, 1100).filter((x) => x.key === 'c0' || x.key === 'c1');
+    expect(sent[0]!.at).toBe(1010);
+    // One round each (K source symbols, then the margin after the grace): not one per receiver.
+    expect(sent.filter((x) => x.key === 'c0' && 'source' in x.symbol).length).toBe(4);
+  });
+
+  it('at the end of the window, waits on for a receiver still reading the index (it started late in the window)', () => {
+    const s = withWindow(1000);
+    start(s, 'c0', 'A', CHUNK(0, 0), 4, 10);
+    // B starts late: it asks for the tree at 900, and keeps moving (another tree part at 1100).
+    start(s, 't', 'B', TREE, 2, 900);
+    expect(runUntil(s, 900, 1009).filter((x) => x.key === 'c0')).toEqual([]);
+    expect(drain(s, 1010).filter((x) => x.key === 'c0')).toEqual([]);
+    start(s, 't2', 'B', TREE, 2, 1100);
+    expect(runUntil(s, 1011, 1199).filter((x) => x.key === 'c0')).toEqual([]);
+    // B reaches the chunk: one round for both.
+    expect(s.join('c0', 'e0', 'B', CHUNK(0, 0), 1200)).toBe('joined');
+    const sent = runUntil(s, 1200, 1300).filter((x) => x.key === 'c0');
+    expect(sent[0]!.at).toBe(1200);
+    expect(sent.filter((x) => 'source' in x.symbol).length).toBe(4);
+  });
+
+  it('opens no window while the cohort is running: a chunk started later is served at once', () => {
+    const s = withWindow(1000);
+    start(s, 'c0', 'A', CHUNK(0, 0), 4, 0);
+    runUntil(s, 0, 1200);
+    const late = start(s, 'c9', 'C', CHUNK(0, 9), 4, 1300);
+    expect(late.ready(1300)).toBe(true);
+  });
+
+  it('opens a new window once every chunk stream of the last cohort is gone', () => {
+    const s = withWindow(500);
+    start(s, 'c0', 'A', CHUNK(0, 0), 4, 0);
+    runUntil(s, 0, 700);
+    s.part('c0', 'A', 700);
+    s.leave('c0', 700);
+    runUntil(s, 700, 700 + LINGER_MS + SWEEP_MS + 1);
+    expect(s.get('c0')).toBeUndefined();
+    const next = start(s, 'c1', 'D', CHUNK(0, 1), 4, 2000);
+    expect(next.ready(2000)).toBe(false);
+    expect(next.ready(2500)).toBe(true);
+  });
+
+  it('the cursor of a file is its lowest chunk with a listener on that interface, undefined when none runs', () => {
+    const s = mld();
+    expect(s.cursorOf('e0', 0)).toBeUndefined();
+    start(s, 'a5', 'A', CHUNK(0, 5), 4, 0);
+    start(s, 'a7', 'A', CHUNK(0, 7), 4, 0);
+    start(s, 'b2', 'A', CHUNK(1, 2), 4, 0);
+    start(s, 'x1', 'A', CHUNK(0, 1), 4, 0, 'e1');
+    expect(s.cursorOf('e0', 0)).toBe(5);
+    expect(s.cursorOf('e0', 1)).toBe(2);
+    expect(s.cursorOf('e1', 0)).toBe(1);
+    s.part('a5', 'A', 10);
+    expect(s.cursorOf('e0', 0)).toBe(7);
+  });
+});
+
 describe('SendScheduler: gather by joins (bundle parts)', () => {
   /**
    * Three receivers, each working through the tree (a join of something every 50 ms), ask for the

@@ -16,6 +16,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     '<%= config.bin %> share /srv/mirror',
     '<%= config.bin %> share -i eth1 --bwlimit 500M /srv/images /srv/iso',
     '<%= config.bin %> share --json /srv/mirror',
+    '<%= config.bin %> share --gather 3s /srv/images   # receivers started from cron within 3 s share one pass',
     '<%= config.bin %> share --no-follow --rescan 0 /srv/mirror   # re-index only on SIGHUP',
   ];
 
@@ -29,6 +30,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
     loopback: Flags.boolean({ description: 'Also deliver to receivers on this host that joined on the same interface (multicast loopback); not needed on lo, where everything stays on this host anyway.', default: false }),
     hops: Flags.integer({ description: 'IPv6 hop limit of the data sent (1..255). Default 255, as the C lcsync: routers that forward multicast (kernel routes, smcroute) carry it on; 1 keeps it on the link.', default: 255, min: 1, max: 255 }),
     bwlimit: Flags.string({ description: 'Total send rate in bits per second, with K, M, G suffixes (x1000); 0 means unlimited. auto: start at 100M, raise the rate while receivers keep up and back off when their re-asks show they lose more than the link does anyway (10M..10G).', default: 'auto' }),
+    gather: Flags.string({ description: 'Hold the chunks of each new cohort of receivers this long (e.g. 3s, 500ms; at most 60s) after the first one reaches them, so receivers that start within that time (cron jitter, a fleet tool) share one pass of the data: the first receiver waits up to this long. Default 0: no hold (receivers that start later join where the share is sending and wrap around).', default: '0' }),
     querier: Flags.boolean({ description: 'Act as MLD querier when no better querier is on the link (--no-querier: rely on the routers\' queries and our own timers).', default: true, allowNo: true }),
     'query-interval': Flags.integer({ description: 'Seconds between MLD general queries while we are querier.', default: 20, min: 1, max: 3600 }),
     follow: Flags.boolean({ description: 'Watch the shared files (file-system events) and serve a new index when they change, appear or vanish; prints the new root hash. --no-follow: only rescans and SIGHUP re-index.', default: true, allowNo: true }),
@@ -53,6 +55,9 @@ The share follows its files: when they change, appear or vanish (file-system eve
     const { parseRate } = await import('../core/net/pacer.js');
     const autoRate = flags.bwlimit.trim().toLowerCase() === 'auto';
     const rateBps = autoRate ? undefined : parseRate(flags.bwlimit);
+    const { parseDurationMs } = await import('../cli/duration.js');
+    const { GATHER_WINDOW_MAX_MS } = await import('../core/share/scheduler.js');
+    const gatherMs = parseDurationMs(flags.gather, '--gather', GATHER_WINDOW_MAX_MS);
     const ifnames = await chooseInterfaces(flags.interface);
     const cipher = await chooseCipher(flags, log, 'share');
     const signKey = flags.sign ? await (await import('../core/wire/signature.js')).loadPrivateKey(flags.sign) : undefined;
@@ -67,6 +72,7 @@ The share follows its files: when they change, appear or vanish (file-system eve
         hopLimit: flags.hops,
         rateBps,
         autoRate,
+        gatherMs,
         querier: flags.querier,
         queryIntervalSec: flags['query-interval'],
         cipher,

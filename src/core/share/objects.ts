@@ -10,6 +10,8 @@ import { CHUNK_SIZE } from '../model/tree.js';
 import type { ChunkObject, IndexObject, IndexRecord, ShareIndex } from '../index/mdex.js';
 import type { BundleObject } from '../index/bundles.js';
 import { encodeBundle, type BundleEntry } from '../wire/bundle.js';
+import { GROUP_PREFIX_BYTES } from '../wire/address.js';
+import { cursorKey } from '../wire/packet.js';
 import { METADATA_POSITION, walkPosition } from './scheduler.js';
 
 /** What a stream's status and logs call the object's kind: as sent, a chunk or an object with OTI. */
@@ -97,8 +99,25 @@ async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length
 /** Where the objects of one index sit in a receiver's walk (SendScheduler's order). */
 export class WalkPositions {
   private readonly rank = new Map<IndexRecord, number>();
+  /** Files by the group prefix of their cursor (packet.ts cursorKey), made on first use. */
+  private cursors: Map<string, { rank: number; key: Buffer }> | undefined;
 
   constructor(private readonly index: ShareIndex) {}
+
+  /** The file whose cursor group has `prefix` (GROUP_PREFIX_BYTES): its rank and cursorKey, or undefined. */
+  cursorFile(prefix: Buffer): { rank: number; key: Buffer } | undefined {
+    if (!this.cursors) {
+      this.cursors = new Map();
+      this.index.records.forEach((r, i) => {
+        if (r.type !== 'file' || !r.tree) return;
+        const key = cursorKey(r.tree.root);
+        const prefix = key.subarray(0, GROUP_PREFIX_BYTES).toString('hex');
+        // Files of equal content share their chunks, which sit at the first one's positions.
+        if (!this.cursors!.has(prefix)) this.cursors!.set(prefix, { rank: i, key });
+      });
+    }
+    return this.cursors.get(prefix.toString('hex'));
+  }
 
   /** Metadata before chunks; chunks by their file's place among the index's records, then by offset. */
   of(o: IndexObject): number {

@@ -55,6 +55,14 @@ export const GATHER_IDLE_MS = 300;
  */
 export const JOIN_GATHER_MAX_MS = 2000;
 export const JOIN_GATHER_IDLE_MS = 600;
+/**
+ * `share --gather DUR` (opt-in, for fleets that start from cron within a known spread): the first
+ * chunk join on an interface where no chunk stream is alive opens a cohort window of DUR, and
+ * every chunk stream opened on that interface until it closes holds its first round until then.
+ * Receivers that start within the window fetch the metadata (never held) and join their first
+ * chunks meanwhile, so one pass of the file serves all of them. Costs the first receiver up to DUR.
+ */
+export const GATHER_WINDOW_MAX_MS = 60_000;
 /** Objects whose joiners are remembered (so a part is not held for a receiver that had it already). */
 const JOINERS_KEPT = 4096;
 /** How often held streams are checked for receivers that stopped moving. */
@@ -87,6 +95,11 @@ export interface SchedulerOptions<T> {
   gather: boolean;
   /** A stream was dropped because its listeners left and did not come back. */
   onDrop?: (stream: ScheduledStream<T>) => void;
+  /**
+   * `share --gather DUR` in milliseconds: hold the chunk streams of a new cohort until DUR after
+   * its first chunk join (see GATHER_WINDOW_MAX_MS). 0 or absent: no window.
+   */
+  cohortMs?: number;
   /** A join let a held stream go: something is due sooner than wakeAt() said before. */
   onRelease?: () => void;
   /**
@@ -128,6 +141,10 @@ export class SendScheduler<T> {
   private gatherCheckAt: number | undefined;
   /** When lingering streams are next looked at. */
   private nextSweepAt = 0;
+  /** Per interface: when the current cohort window (--gather) closes. */
+  private readonly cohortUntil = new Map<string, number>();
+  /** Cohort windows not yet closed (checked in housekeep): interface -> end. */
+  private readonly cohortOpen = new Map<string, number>();
   /** Who joined each object gathered by joins lately (oldest first, at most JOINERS_KEPT): not waited for again. */
   private readonly joiners = new Map<string, Set<string>>();
 
@@ -203,6 +220,7 @@ export class SendScheduler<T> {
     this.starting.delete(key);
     if (spec.gather === 'joins' && this.opts.gather) this.gatherJoins(s, joinedAt);
     else if (spec.gather && this.opts.gather) this.gather(s, starter, joinedAt);
+    if (spec.gather === true && this.opts.cohortMs) s.holdUntil = Math.max(s.holdUntil, this.cohortWindow(spec.ifname, joinedAt));
     this.streams.set(key, s);
     this.insertByPosition(s);
     return s;
@@ -258,6 +276,8 @@ export class SendScheduler<T> {
     this.lingering.clear();
     this.order = [];
     this.gatherCheckAt = undefined;
+    this.cohortUntil.clear();
+    this.cohortOpen.clear();
     return all;
   }
 
@@ -310,6 +330,7 @@ export class SendScheduler<T> {
 
   /** Drop lingering streams whose time is up, and check held streams when it is time. */
   private housekeep(now: number): void {
+    for (const [ifname, end] of this.cohortOpen) if (now >= end) this.closeCohort(ifname, now);
     if (this.gatherCheckAt !== undefined && now >= this.gatherCheckAt) this.checkGathering(now);
     if (now >= this.nextSweepAt) {
       this.nextSweepAt = now + SWEEP_MS;
@@ -351,6 +372,50 @@ export class SendScheduler<T> {
         this.opts.onRelease?.();
       }
     }
+  }
+
+  /**
+   * When the cohort window on `ifname` closes (--gather): the open one's end, or, when no chunk
+   * stream is alive there (a new cohort), now + cohortMs.
+   */
+  private cohortWindow(ifname: string, now: number): number {
+    const until = this.cohortUntil.get(ifname);
+    if (until !== undefined && now < until) return until;
+    for (const x of this.streams.values()) if (x.ifname === ifname && x.position >= 0) return now;
+    const end = now + Math.min(this.opts.cohortMs ?? 0, GATHER_WINDOW_MAX_MS);
+    this.cohortUntil.set(ifname, end);
+    this.cohortOpen.set(ifname, end);
+    return end;
+  }
+
+  /**
+   * A cohort window closed: its streams that have not started wait on, as a stream opened now
+   * would (gather), for the receivers that are still reading the index or behind them in the
+   * file and moving, so that one that started near the end of the window (a slow start-up) is not
+   * left to a pass of its own.
+   */
+  private closeCohort(ifname: string, now: number): void {
+    this.cohortOpen.delete(ifname);
+    for (const s of this.order) {
+      if (s.ifname !== ifname || s.position < 0 || s.sent > 0 || s.waitingFor !== undefined) continue;
+      const starter = s.reporters.values().next().value;
+      if (starter !== undefined) this.gather(s, starter, now);
+    }
+  }
+
+  /**
+   * Where the share is in file `fileRank` on `ifname` now, for a receiver about to start the file
+   * (the cursor, packet.ts): the lowest chunk among that file's streams with a listener, undefined
+   * when none runs. (Pointing past the streams in mid-round, whose rounds a join lengthens by what
+   * they sent before it, was tried: the late receiver then fetched those chunks at the end, alone
+   * when it was the only late one, and the lab tests sent 5-10% more.)
+   */
+  cursorOf(ifname: string, fileRank: number): number | undefined {
+    for (const s of this.order) {
+      if (s.ifname !== ifname || s.position < 0 || fileOfPosition(s.position) !== fileRank || s.reporters.size === 0) continue;
+      return s.position - fileRank * FILE_STRIDE;
+    }
+    return undefined;
   }
 
   /** Hold a new chunk stream's first round for the active receivers that have not reached it yet. */

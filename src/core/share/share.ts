@@ -16,7 +16,7 @@ import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wir
 import { toHex, type Hash } from '../model/hash.js';
 import { objectName, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
-import { DATAGRAM_OTI_LEN, SYMBOL_SIZE, datagramPrefix, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
+import { CURSOR_IDLE, DATAGRAM_OTI_LEN, SYMBOL_SIZE, datagramPrefix, encodeCursor, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
 import { MulticastSender } from '../net/mcast-sender.js';
 import type { DatagramSink } from '../net/datagram.js';
 import { Pacer } from '../net/pacer.js';
@@ -56,6 +56,11 @@ export interface ShareOptions {
   logger?: ShareLogger;
   /** Encrypt every object as the C tool does (secretbox before RaptorQ). */
   cipher?: ObjectCipher;
+  /**
+   * --gather: hold each new cohort's chunks this many milliseconds after its first chunk join,
+   * so receivers that start within it share one pass (scheduler.ts GATHER_WINDOW_MAX_MS).
+   */
+  gatherMs?: number;
   /** No MLD: send every object a round every pushPeriodSec (see push.ts). */
   push?: boolean;
   pushPeriodSec?: number;
@@ -255,6 +260,7 @@ export class Share extends EventEmitter {
     this.scheduler = new SendScheduler<Outgoing>({
       trickle: !opts.push,
       gather: !opts.push,
+      cohortMs: opts.push ? 0 : opts.gatherMs,
       onRelease: () => this.wake?.(),
       onAsk: (kind) => {
         if (kind === 'listener') this.auto?.rate.round();
@@ -332,6 +338,20 @@ export class Share extends EventEmitter {
     this.log('verbose', `told ${group}%${e.ifname} that object ${toHex(r.key).slice(0, 16)} is gone (the source changed)`);
     void sink.sendBatch(Array.from({ length: NOTICE_COPIES }, () => ({ group, payload: notice }))).catch((err: Error) => {
       this.log('warn', `send on ${e.ifname} failed: ${err.message}`);
+    });
+  }
+
+  /**
+   * A join of a file's cursor group: tell the receiver where this share is in the file now, so
+   * it starts its chunks there and shares the datagrams going out (packet.ts, the cursor).
+   */
+  private answerCursor(e: MldEvent, file: { rank: number; key: Buffer }): void {
+    const sink = this.sinks.get(e.ifname);
+    if (!sink) return;
+    const chunk = this.scheduler.cursorOf(e.ifname, file.rank) ?? CURSOR_IDLE;
+    this.log('verbose', `told ${e.from} on ${e.ifname} the cursor of ${this.index.records[file.rank]?.sharePath}: ${chunk === CURSOR_IDLE ? 'idle' : `chunk ${chunk}`}`);
+    void sink.sendBatch([{ group: formatIPv6(e.group), payload: encodeCursor(file.key, chunk) }]).catch((err: Error) => {
+      this.log('warn', `send on ${e.ifname} failed: ${(err as Error).message}`);
     });
   }
 
@@ -437,7 +457,9 @@ export class Share extends EventEmitter {
     const obj = this.index.getByPrefix(prefix);
     if (!obj) {
       if (this.announcer.onJoin(e, prefix)) return;
-      if (this.retired.size > 0) this.answerGone(e, prefix);
+      const file = this.positions.cursorFile(prefix);
+      if (file) this.answerCursor(e, file);
+      else if (this.retired.size > 0) this.answerGone(e, prefix);
       return;
     }
     // Streams exist only on interfaces the share sends on.

@@ -63,6 +63,8 @@ export class ScheduledStream<T> {
   /** When the last owed source symbol went out, and datagrams sent since (for measuring how long leaves take). */
   sourceDoneAt = 0;
   sentSinceSourceDone = 0;
+  /** Datagrams sent so far (a stream that sent none is where a receiver may join at no cost: the cursor). */
+  sent = 0;
   /** Hosts whose join this stream is serving. */
   readonly reporters = new Set<string>();
   /** When each listener's round (or repair round) was granted. */
@@ -161,6 +163,7 @@ export class ScheduledStream<T> {
    * RaptorQ work at all, so on a clean link no encoder is ever built, however late listeners join.
    */
   take(now: number): SymbolChoice {
+    this.sent++;
     let trickling = false;
     if (this.budget > 0) {
       if (this.heldForJoins(now)) this.nextTrickleAt = now + TRICKLE_MS;

@@ -16,6 +16,18 @@ import type { ObjectReceiver } from './receiver.js';
  */
 const MAX_CHUNK_HOMES = 131072;
 
+/**
+ * How long a receiver waits for the share's cursor before it starts a file's chunks at the first.
+ * Our share answers within a round trip, but on a busy host (2 cores, 9 lcsync processes) answers
+ * were seen 60-300 ms after the ask; a C share never answers, and costs this at most
+ * CURSOR_GIVE_UP times per session.
+ */
+export const CURSOR_WAIT_MS = 150;
+/** Cursor asks unanswered in a row after which the share is taken not to answer them (a C share). */
+const CURSOR_GIVE_UP = 2;
+/** Cursor asks made ahead and kept for the file's chunks at most. */
+const MAX_CURSOR_ASKS = 64;
+
 /** Where a verified copy of a chunk lies: a file (its temporary name until committed) and offset. */
 interface ChunkHome {
   file: { path: string };
@@ -30,6 +42,19 @@ export function zeroLeaf(length: number): string {
   let k = zeroLeaves.get(length);
   if (k === undefined) zeroLeaves.set(length, (k = toHex(hash(Buffer.alloc(length)))));
   return k;
+}
+
+/**
+ * The groups of `places` (placesOf, in chunk order) in two passes: from the first whose chunk is
+ * at or after `cursor` to the end, then the ones before it. A receiver that starts a file where the
+ * share is sending it shares those datagrams with the receivers already there, and asks for what
+ * they had before only once they are done: chunks of its second pass, asked for at once, would come
+ * first in the share's walk order and hold back the receivers ahead.
+ */
+export function fromCursor(places: Map<string, number[]>, cursor: number | undefined): [number[][], number[][]] {
+  const all = [...places.values()];
+  const at = cursor === undefined ? -1 : all.findIndex((p) => p[0]! >= cursor);
+  return at <= 0 ? [all, []] : [all.slice(at), all.slice(0, at)];
 }
 
 /** The chunk indices grouped by leaf hash: each group is one chunk's bytes, wanted at several places. */
@@ -52,6 +77,10 @@ export class ChunkSource {
   private readonly homes = new Map<string, ChunkHome>();
   /** Callers of get() holding the bytes of a fetch, by leaf (the fetcher and those that waited for it). */
   private readonly users = new Map<string, { n: number; bytes?: Buffer }>();
+  /** Cursor asks the share left unanswered in a row (see cursor()). */
+  private cursorUnanswered = 0;
+  /** Cursor asks made ahead (askCursor), by root (hex), until the file's chunks start (cursor()). */
+  private readonly cursorAsks = new Map<string, Promise<number | undefined>>();
   /** Verified bytes of chunks that came another way (a directory's bundle, bundle.ts), by leaf. */
   private readonly provided = new Map<string, Buffer>();
 
@@ -121,6 +150,38 @@ export class ChunkSource {
     if (--u.n > 0) return;
     this.users.delete(k);
     this.rx.release(bytes);
+  }
+
+  /**
+   * Where the share is in the file whose Merkle root is `root` (packet.ts, the cursor): the chunk
+   * it is sending now, or undefined when it sends none of the file, did not answer in time, or
+   * never answers (after CURSOR_GIVE_UP silent asks this session, it is not asked again).
+   */
+  cursor(root: Hash): Promise<number | undefined> {
+    const k = toHex(root);
+    const asked = this.cursorAsks.get(k);
+    this.cursorAsks.delete(k);
+    return asked ?? this.ask(root);
+  }
+
+  /**
+   * Ask for the cursor of the file whose Merkle root is `root` now, so that the answer is in by
+   * the time its chunks start (the session asks as soon as a large file's first tree part is in,
+   * while the other parts travel): cursor() then takes it.
+   */
+  askCursor(root: Hash): void {
+    const k = toHex(root);
+    if (this.cursorAsks.has(k)) return;
+    // Bounded like the session's tree fetches; an ask nobody took is simply dropped.
+    if (this.cursorAsks.size >= MAX_CURSOR_ASKS) this.cursorAsks.delete(this.cursorAsks.keys().next().value!);
+    this.cursorAsks.set(k, this.ask(root));
+  }
+
+  private async ask(root: Hash): Promise<number | undefined> {
+    if (this.cursorUnanswered >= CURSOR_GIVE_UP) return undefined;
+    const chunk = await this.rx.askCursor(root, CURSOR_WAIT_MS);
+    this.cursorUnanswered = chunk === undefined ? this.cursorUnanswered + 1 : 0;
+    return chunk;
   }
 
   /** Bytes of the chunk `leaf`, already verified against it, that get() hands out instead of fetching them. */

@@ -10,7 +10,7 @@ import { fromSystemError } from '../base/errors.js';
 import { readFull } from '../base/readfull.js';
 import { hash, toHex } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
-import { placesOf, zeroLeaf } from './chunks.js';
+import { fromCursor, placesOf, zeroLeaf } from './chunks.js';
 import { isEmptyDir, siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
@@ -52,6 +52,9 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   const { opts, summary, chunks } = ctx;
   const tree = entry.tree!;
   const size = entry.head.size;
+  // A file longer than the chunks joined at once: ask the share where it is in it now (the cursor),
+  // while the local copy is looked at, so as to start there and share what is going out.
+  const cursor = !opts.dryRun && tree.chunks > (opts.parallel ?? 128) ? chunks.cursor(tree.root) : undefined;
   const local = await localFile(ctx, dest, !!opts.dryRun);
   if (local?.conflict) return ctx.conflict(dest, 'file');
   const existed = local !== undefined;
@@ -134,7 +137,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
       }
     }
     // Until commit the chunks written here are read back from the temporary file; then from dest.
-    await ctx.chunkLimit.each(places.values(), async (at) => {
+    const fetchOne = async (at: number[]): Promise<void> => {
       ctx.checkAbort();
       const length = chunkLength(size, at[0]!);
       const leaf = tree.leaf(at[0]!);
@@ -155,7 +158,8 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
         chunks.done(leaf, bytes);
         ctx.progress();
       }
-    });
+    };
+    for (const pass of fromCursor(places, await cursor)) await ctx.chunkLimit.each(pass, fetchOne);
     ctx.checkAbort();
     await out.commit();
   } catch (e) {

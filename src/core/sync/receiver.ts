@@ -22,7 +22,7 @@
 import { LcsyncError } from '../base/errors.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
 import { groupAddress } from '../wire/address.js';
-import { decodeDatagram, decodeGoneNotice, goneNoticeKey, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
+import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
 import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
@@ -137,6 +137,8 @@ export class ObjectReceiver {
   private readonly assembled = new Map<number, ChunkWaiter>();
   private stopAssembly?: () => void;
   private readonly trees = new Set<TreeWaiter>();
+  /** Cursor asks waiting for their answer, by the tag the answer carries (packet.ts, the cursor). */
+  private readonly cursors = new Map<string, (chunk: number | undefined) => void>();
   /** Decoders of tree objects by `OID/length`, oldest first. */
   private readonly treeDecoders = new Map<string, { dec: ObjectDecoder; length: number }>();
   private treeDecoderBytes = 0;
@@ -269,6 +271,36 @@ export class ObjectReceiver {
   }
 
   /**
+   * Ask the share where it is in the file whose Merkle root is `root` (packet.ts, the cursor):
+   * resolves with the chunk it is sending now, CURSOR_IDLE when it sends none of the file, or
+   * undefined when no answer came within `waitMs` (a C share never answers).
+   */
+  askCursor(root: Hash, waitMs: number): Promise<number | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    const key = cursorKey(root);
+    const tag = cursorTag(key);
+    if (this.cursors.has(tag)) return Promise.resolve(undefined);
+    const group = groupAddress(key);
+    return new Promise((resolve) => {
+      const done = (chunk: number | undefined) => {
+        clearTimeout(timer);
+        this.cursors.delete(tag);
+        this.leave(group);
+        resolve(chunk);
+      };
+      const timer = setTimeout(() => done(undefined), waitMs);
+      this.cursors.set(tag, done);
+      try {
+        this.join(group);
+      } catch {
+        clearTimeout(timer);
+        this.cursors.delete(tag);
+        resolve(undefined);
+      }
+    });
+  }
+
+  /**
    * Whether symbols of tree objects arrived within `ms`; with `unfinished`, only while some tree
    * object is still being decoded (something is on its way).
    */
@@ -283,6 +315,7 @@ export class ObjectReceiver {
     const err = new LcsyncError('INTERRUPTED', 'interrupted');
     for (const w of this.chunks.values()) this.finishChunk(w, err);
     for (const w of [...this.trees]) this.finishTree(w, err);
+    for (const answer of [...this.cursors.values()]) answer(undefined);
     this.stopAssembly?.();
     for (const d of this.treeDecoders.values()) d.dec.free();
     this.treeDecoders.clear();
@@ -335,6 +368,9 @@ export class ObjectReceiver {
     this.stats.bytes += buf.length;
     const d = decodeDatagram(buf);
     if (!d) {
+      const c = decodeCursor(buf);
+      const answer = c && this.cursors.get(c.tag);
+      if (answer) return answer(c.chunk);
       const n = decodeGoneNotice(buf);
       if (!n || !this.onGoneNotice(n.body, n.sealed)) this.stats.ignored++;
       return;

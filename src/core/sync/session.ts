@@ -201,6 +201,9 @@ export class SyncSession implements SyncContext {
     const root = fileRootOf(head, first);
     const n = partCount(head.objectLength);
     checkFirstPart(head, first);
+    // A file longer than the chunks joined at once starts where the share is sending it (the
+    // cursor, file.ts): ask now, so that the answer comes while the other tree parts travel.
+    if (n > 1 && !this.opts.dryRun && head.size > (this.opts.parallel ?? 128) * CHUNK_SIZE) this.chunks.askCursor(root);
     // Parts come one after another: a part is accepted only if its node hashes
     // agree with the parents already known, which tells apart parts of equal
     // length (ours, another file's, or a spoofer's) before anything trusts them.

@@ -185,3 +185,59 @@ export function decodeGoneNotice(buf: Uint8Array): { body: Buffer; sealed: boole
   if (!b.subarray(0, NOTICE_MAGIC.length).equals(NOTICE_MAGIC)) return undefined;
   return { body: b.subarray(NOTICE_MAGIC.length), sealed: buf.length === NOTICE_SEALED_LEN };
 }
+
+/*
+ * The cursor (lcsync only, not in the C protocol): where a share is in a file now, so that a
+ * receiver that starts the file while others are fetching it begins there and wraps around
+ * (a carousel), and the datagrams already going out serve it too. A receiver about to fetch a
+ * file's chunks joins the file's cursor group, `ff1e:` + the first 14 bytes of cursorKey(root),
+ * where root is the file's Merkle root (the tree says it); a share answers every join there
+ * with one cursor:
+ *
+ *   off  size  field
+ *    0    8    magic "LCSYCURS"
+ *    8   28    tag: the first 28 bytes of cursorKey(root) (which file it answers for)
+ *   36    4    chunk: the lowest chunk of the file the share is sending now (big-endian),
+ *              or 0xffffffff when it sends none
+ *
+ * The tag is a hash of the entry hash, so a cursor says no more about the file than its group
+ * does, encrypted or not. A forged cursor changes only the order the chunks are asked for (each
+ * is checked against its leaf). A C client never joins a cursor group. At 40 bytes a cursor is
+ * not a datagram (1060 or 1072 bytes); it has the length of an unsealed gone notice, which the
+ * native receive path (native/rx_assembler.c) hands up to JS, and is told apart by its magic.
+ */
+const CURSOR_MAGIC = Buffer.from('LCSYCURS', 'latin1');
+const CURSOR_DOMAIN = Buffer.from('lcsync cursor v1\0', 'latin1');
+const CURSOR_TAG_LEN = 28;
+export const CURSOR_LEN = CURSOR_MAGIC.length + CURSOR_TAG_LEN + 4;
+/** The chunk field of a cursor from a share that sends none of the file now. */
+export const CURSOR_IDLE = 0xffffffff;
+
+/** The hash whose group carries the cursor of the file whose Merkle root is `root`. */
+export function cursorKey(root: Uint8Array): Hash {
+  return hashConcat([CURSOR_DOMAIN, root]);
+}
+
+/** A cursor for the file whose cursorKey is `key`: the share is at `chunk` (CURSOR_IDLE: nowhere). */
+export function encodeCursor(key: Uint8Array, chunk: number): Buffer {
+  if (key.length !== HASH_SIZE) throw new RangeError(`cursor key must be ${HASH_SIZE} bytes, got ${key.length}`);
+  if (!Number.isInteger(chunk) || chunk < 0 || chunk > CURSOR_IDLE) throw new RangeError(`cursor chunk out of range: ${chunk}`);
+  const out = Buffer.alloc(CURSOR_LEN);
+  CURSOR_MAGIC.copy(out, 0);
+  out.set(key.subarray(0, CURSOR_TAG_LEN), CURSOR_MAGIC.length);
+  out.writeUInt32BE(chunk, CURSOR_MAGIC.length + CURSOR_TAG_LEN);
+  return out;
+}
+
+/** A cursor's tag (hex, to match against the cursorKey asked for) and chunk, or undefined for anything else; never throws. */
+export function decodeCursor(buf: Uint8Array): { tag: string; chunk: number } | undefined {
+  if (!(buf instanceof Uint8Array) || buf.length !== CURSOR_LEN) return undefined;
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!b.subarray(0, CURSOR_MAGIC.length).equals(CURSOR_MAGIC)) return undefined;
+  return { tag: b.toString('hex', CURSOR_MAGIC.length, CURSOR_MAGIC.length + CURSOR_TAG_LEN), chunk: b.readUInt32BE(CURSOR_MAGIC.length + CURSOR_TAG_LEN) };
+}
+
+/** The tag (hex) a cursor for `key` (a cursorKey) carries. */
+export function cursorTag(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, CURSOR_TAG_LEN).toString('hex');
+}
