@@ -23,4 +23,7 @@ bool fstimes_init(napi_env env, napi_value exports);
 /* The receive data plane: chunk datagrams parsed, placed and verified in C (native/rx_assembler.c). */
 bool rx_assembler_init(napi_env env, napi_value exports);
 
+/* lstat of many paths in one call (native/statbatch.c). */
+bool statbatch_init(napi_env env, napi_value exports);
+
 #endif

@@ -48,6 +48,8 @@ export interface LcsyncAddon {
   rxasmJoin?(sock: RxSocketHandle, group: Uint8Array, ifindex: number): void;
   rxasmLeave?(sock: RxSocketHandle, group: Uint8Array, ifindex: number): void;
   rxasmClose?(sock: RxSocketHandle): void;
+  // native/statbatch.c (optional: an older build without it is served by lstatSync)
+  lstatMany?(names: Uint8Array, out: BigInt64Array): number;
 }
 
 /** Opaque handles of native/rx_assembler.c (type-tagged externals). */

@@ -184,6 +184,9 @@ function finalMtime(ctx: SyncContext, meta: FileMeta, current: bigint): bigint {
   return ctx.opts.flags.times ? meta.mtimeSec * 1_000_000_000n + meta.mtimeNsec : current;
 }
 
+/** Zeros to compare small files' chunks with (their bytes are verified: zeros here are the zero leaf). */
+const ZEROS = Buffer.alloc(CHUNK_SIZE);
+
 /**
  * A new file of at most DEFERRED_SYNC_MAX bytes (nothing at `dest`): its chunks are gathered in
  * memory and the file is made in one go (writeNewSmallFile), with its final owner and mode, so no
@@ -210,7 +213,7 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
       if (fetched) fetchedHere++;
       summary.chunksReused += fetched ? at.length - 1 : at.length;
       // All zeros: the buffer already holds them, and the file leaves them as holes.
-      const zeros = toHex(leaf) === zeroLeaf(length);
+      const zeros = ZEROS.compare(bytes, 0, bytes.length, 0, bytes.length) === 0;
       taken.push([leaf, zeros ? -1 : at[0]! * CHUNK_SIZE]);
       for (const i of at) {
         if (zeros) holes.push([i * CHUNK_SIZE, length]);

@@ -77,8 +77,20 @@ export function isTempName(name: string): boolean {
 
 /** A fresh temporary name next to `dest` (`.<basename>.lcsync-<pid>-<random>.tmp`), for a file or a symlink. */
 export function tempPathFor(dest: string): string {
-  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${randomBytes(6).toString('hex')}.tmp`;
+  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${tempRandom()}.tmp`;
   return path.join(path.dirname(dest), name);
+}
+
+/** Random bytes for temp names, drawn 256 names at a time: a randomBytes call per file cost more than the file's writes. */
+let randomPool = Buffer.alloc(0);
+let randomAt = 0;
+function tempRandom(): string {
+  if (randomAt + 6 > randomPool.length) {
+    randomPool = randomBytes(6 * 256);
+    randomAt = 0;
+  }
+  randomAt += 6;
+  return randomPool.toString('hex', randomAt - 6, randomAt);
 }
 
 function checkRange(offset: number, length: number): void {
