@@ -5,11 +5,11 @@
  *
  * lstatMany(names, out): number
  *   names  Uint8Array: the paths' bytes, each followed by one NUL (names need not be UTF-8)
- *   out    BigInt64Array with room for 8 values per path, filled per path i at 8*i:
+ *   out    BigInt64Array with room for 9 values per path, filled per path i at 9*i:
  *            0 errno of lstat (0: the rest is valid; EOVERFLOW also when a time does not fit below)
  *            1 st_mode   2 st_size   3 st_ino (as unsigned 64 bits)   4 st_dev (as unsigned 64 bits)
  *            5 mtime in nanoseconds since the epoch   6 ctime likewise
- *            7 st_uid * 2^32 + st_gid
+ *            7 st_uid * 2^32 + st_gid   8 atime in nanoseconds since the epoch
  * Returns the number of paths. Throws a TypeError/RangeError for bad arguments (a name left without its
  * NUL, an empty name, more paths than out holds); a path that cannot be lstat-ed is its errno, not an error.
  */
@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#define FIELDS 9
 
 /* sec * 1e9 + nsec, or false when it does not fit an int64 (beyond the years 1677..2262). */
 static bool time_ns(int64_t sec, long nsec, int64_t *out) {
@@ -48,16 +50,16 @@ static napi_value LstatMany(napi_env env, napi_callback_info info) {
   int64_t *out = (int64_t *)outp;
   size_t count = 0;
   for (size_t i = 0; i < len; i++) if (names[i] == 0) count++;
-  if (count > slots / 8) THROW_RANGE(env, "out has room for fewer paths than names holds");
+  if (count > slots / FIELDS) THROW_RANGE(env, "out has room for fewer paths than names holds");
   size_t at = 0;
   for (size_t n = 0; n < count; n++) {
     const char *p = (const char *)names + at;
     size_t plen = strlen(p);
     if (plen == 0) THROW_TYPE(env, "names holds an empty path");
     at += plen + 1;
-    int64_t *o = out + 8 * n;
+    int64_t *o = out + FIELDS * n;
     struct stat st;
-    memset(o, 0, 8 * sizeof *o);
+    memset(o, 0, FIELDS * sizeof *o);
     if (lstat(p, &st) != 0) {
       o[0] = errno;
       continue;
@@ -67,7 +69,8 @@ static napi_value LstatMany(napi_env env, napi_callback_info info) {
     o[3] = (int64_t)(uint64_t)st.st_ino;
     o[4] = (int64_t)(uint64_t)st.st_dev;
     o[7] = (int64_t)(((uint64_t)st.st_uid << 32) | (uint64_t)(uint32_t)st.st_gid);
-    if (!time_ns((int64_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, &o[5]) || !time_ns((int64_t)st.st_ctim.tv_sec, st.st_ctim.tv_nsec, &o[6])) {
+    if (!time_ns((int64_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, &o[5]) || !time_ns((int64_t)st.st_ctim.tv_sec, st.st_ctim.tv_nsec, &o[6]) ||
+        !time_ns((int64_t)st.st_atim.tv_sec, st.st_atim.tv_nsec, &o[8])) {
       o[0] = EOVERFLOW;
     }
   }

@@ -11,7 +11,7 @@ const tmp = useTempDir('lcsync-lstatmany-');
 /** What lstatSync says, in lstatMany's shape. */
 function expected(p: string | Buffer) {
   const st = lstatSync(p, { bigint: true });
-  return { mode: Number(st.mode), size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, uid: Number(st.uid), gid: Number(st.gid) };
+  return { mode: Number(st.mode), size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, atimeNs: st.atimeNs, uid: Number(st.uid), gid: Number(st.gid) };
 }
 
 async function tree() {
@@ -55,10 +55,10 @@ describe('lstatMany', () => {
   it('uses the addon when it has lstatMany, which refuses names without their NUL', () => {
     const many = loadAddon().addon?.lstatMany;
     if (!many) return expect(loadAddon().error ?? 'an addon without lstatMany').toBeTruthy();
-    expect(() => many(Buffer.from('/tmp'), new BigInt64Array(8))).toThrow(TypeError);
-    expect(() => many(Buffer.from('/\0/\0'), new BigInt64Array(8))).toThrow(RangeError);
-    expect(() => many(Buffer.from('/\0\0'), new BigInt64Array(16))).toThrow(TypeError);
-    const out = new BigInt64Array(8);
+    expect(() => many(Buffer.from('/tmp'), new BigInt64Array(9))).toThrow(TypeError);
+    expect(() => many(Buffer.from('/\0/\0'), new BigInt64Array(9))).toThrow(RangeError);
+    expect(() => many(Buffer.from('/\0\0'), new BigInt64Array(18))).toThrow(TypeError);
+    const out = new BigInt64Array(9);
     expect(many(Buffer.from('/\0'), out)).toBe(1);
     expect(out[0]).toBe(0n);
     expect(Number(out[1]) & 0o170000).toBe(0o040000);
