@@ -24,4 +24,7 @@ bool fstimes_init(napi_env env, napi_value exports);
 bool rx_assembler_init(napi_env env, napi_value exports);
 bool relay_fwd_init(napi_env env, napi_value exports);
 
+/* lstat of many paths in one call (native/statbatch.c). */
+bool statbatch_init(napi_env env, napi_value exports);
+
 #endif

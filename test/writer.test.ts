@@ -1,10 +1,10 @@
 import { describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ABANDONED_AFTER_MS, HEARTBEAT_MS, OutputFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
+import { ABANDONED_AFTER_MS, DeferredSync, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { useTempDir } from './tmpdir.js';
 
@@ -189,6 +189,59 @@ describe('OutputFile, atomic mode', () => {
     expect(isDir.code).toBe('IO');
     expect(isDir.message).toMatch(/not a regular file/);
     expect(await tempsIn(d)).toEqual([]);
+  });
+});
+
+describe('writeNewSmallFile (a new small file in one go)', () => {
+  it('makes dest with its bytes, mode and owner, leaves no temp, and returns the identity it has', async () => {
+    const d = await fresh('small');
+    const dest = path.join(d, 'small.bin');
+    const data = randomBytes(3000);
+    const deferred = new DeferredSync();
+    const uid = process.getuid?.() === 0 ? 4321 : undefined;
+    const id = writeNewSmallFile(dest, { data, mode: 0o640, uid, gid: uid }, deferred);
+    expect(await readFile(dest)).toEqual(data);
+    const st = lstatSync(dest, { bigint: true });
+    expect(Number(st.mode & 0o7777n)).toBe(0o640);
+    if (uid !== undefined) expect([Number(st.uid), Number(st.gid)]).toEqual([uid, uid]);
+    expect(id).toEqual({ ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs });
+    expect(await tempsIn(d)).toEqual([]);
+    expect(deferred.pending).toBe(1);
+  });
+
+  it('leaves holes as holes and still has the full size (zeros at the end too)', async () => {
+    const d = await fresh('holes');
+    const dest = path.join(d, 'holes.bin');
+    const data = Buffer.alloc(40_000);
+    data.fill(7, 1000, 2000);
+    // A hole in the middle and one at the end: the size must come out right.
+    writeNewSmallFile(dest, { data, holes: [[0, 1000], [2000, 8000], [10_000, 30_000]], mode: 0o644 }, new DeferredSync());
+    expect(await readFile(dest)).toEqual(data);
+  });
+
+  it('replaces an existing file by rename (readers see the old or the new file, never a mix)', async () => {
+    const d = await fresh('replace');
+    const dest = path.join(d, 'f');
+    await writeFile(dest, 'old contents that are longer');
+    writeNewSmallFile(dest, { data: Buffer.from('new'), mode: 0o600 }, new DeferredSync());
+    expect(await readFile(dest, 'utf8')).toBe('new');
+    expect(await tempsIn(d)).toEqual([]);
+  });
+
+  it('a failure names dest, leaves nothing behind, and a file too big for it is refused', async () => {
+    const d = await fresh('smallfail');
+    const err = (() => {
+      try {
+        writeNewSmallFile(path.join(d, 'missing-dir', 'f'), { data: Buffer.from('x'), mode: 0o644 }, new DeferredSync());
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(LcsyncError);
+    expect((err as LcsyncError).message).toContain('missing-dir');
+    expect(() => writeNewSmallFile(path.join(d, 'big'), { data: Buffer.alloc(64 * 1024 + 1), mode: 0o644 }, new DeferredSync())).toThrow(LcsyncError);
+    expect(await readdir(d)).toEqual([]);
   });
 });
 

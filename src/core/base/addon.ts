@@ -56,6 +56,8 @@ export interface LcsyncAddon {
   relayStats?(relay: RelayHandle, out: Float64Array): void;
   relayGroupStats?(relay: RelayHandle, group: Uint8Array, out: Float64Array): boolean;
   relayClose?(relay: RelayHandle): void;
+  // native/statbatch.c (optional: an older build without it is served by lstatSync)
+  lstatMany?(names: Uint8Array, out: BigInt64Array): number;
 }
 
 /** Opaque handle of native/relay_fwd.c (a type-tagged external). */

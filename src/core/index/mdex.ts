@@ -10,7 +10,7 @@
  * Names are read as bytes and kept in the string form of names.ts, so a file
  * whose name is not UTF-8 is indexed, hashed and served under its exact bytes.
  */
-import { closeSync, lstatSync, openSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, type BigIntStats } from 'node:fs';
 import { readFullSync } from '../base/readfull.js';
 import { open, readdir, readlink, realpath, type FileHandle } from '../base/bytefs.js';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { MerkleTree, CHUNK_SIZE } from '../model/tree.js';
 import { ChunkTable } from './chunktable.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
+import { lstatMany, type PathStat } from '../base/lstatmany.js';
 import { displayName, fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
 import { bundleObjects, type BundleObject } from './bundles.js';
 
@@ -116,8 +117,24 @@ export interface TreeCache {
  * LeafHasher. Two chunks: one or two reads of a cached file.
  */
 const SMALL_FILE = 2 * CHUNK_SIZE;
+/** Children of a directory lstat-ed in one call (lstatmany.ts). */
+const STAT_BATCH = 256;
 /** Longest stretch of synchronous walking before the event loop gets a turn. */
 const YIELD_MS = 5;
+
+/** FileMeta from a batched lstat (as metaFromStats from a BigIntStats). */
+function metaFromPathStat(st: PathStat): FileMeta {
+  const ns = 1_000_000_000n;
+  return {
+    mode: st.mode & 0xffff,
+    uid: st.uid,
+    gid: st.gid,
+    mtimeSec: st.mtimeNs / ns,
+    mtimeNsec: st.mtimeNs % ns,
+    atimeSec: st.atimeNs / ns,
+    atimeNsec: st.atimeNs % ns,
+  };
+}
 
 export class ShareIndex {
   readonly roots: ShareRoot[] = [];
@@ -213,14 +230,17 @@ export class ShareIndex {
    * file) when nothing needs waiting for: a small or cached file; a promise
    * for directories, symlinks and large files. A bad entry throws (or rejects).
    */
-  private walk(abs: string, sharePath: string, depth: number, opts: IndexOptions): IndexRecord | undefined | Promise<IndexRecord | undefined> {
-    let st;
-    try {
-      st = lstatSync(fsPath(abs), { bigint: true });
-    } catch (e) {
-      throw fromSystemError(e, displayName(abs));
+  private walk(abs: string, sharePath: string, depth: number, opts: IndexOptions, pre?: PathStat): IndexRecord | undefined | Promise<IndexRecord | undefined> {
+    let st: PathStat | BigIntStats;
+    if (pre) st = pre;
+    else {
+      try {
+        st = lstatSync(fsPath(abs), { bigint: true });
+      } catch (e) {
+        throw fromSystemError(e, displayName(abs));
+      }
     }
-    const meta = metaFromStats(st);
+    const meta = pre ? metaFromPathStat(pre) : metaFromStats(st as BigIntStats);
     const type = typeOfMode(meta.mode);
     if (!type) {
       // Only inside a directory: a special file given as the path itself is an error, reported once by add().
@@ -357,11 +377,22 @@ export class ShareIndex {
     // and subdirectories go on concurrently (file reads bounded by fileSlots); the event loop
     // gets a turn every YIELD_MS. The hash list keeps the descending order.
     const pending: (IndexRecord | undefined | Promise<IndexRecord | undefined>)[] = [];
+    // The children's lstat in batches (lstatmany.ts): a BigIntStats per child cost more than walking it.
+    // A child it cannot lstat is looked at again by walk, which says why (or skips it if it vanished).
+    // STAT_BATCH at a time, so that a huge directory does not hold the event loop for all of them.
+    let stats: (PathStat | undefined)[] = [];
+    let statFrom = 0;
     try {
-      for (const name of names) {
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
+        const childPath = path.join(abs, name);
+        if (i - statFrom >= stats.length) {
+          statFrom = i;
+          stats = lstatMany(names.slice(i, i + STAT_BATCH).map((n) => path.join(abs, n)));
+        }
         let child: IndexRecord | undefined | Promise<IndexRecord | undefined>;
         try {
-          child = this.walk(path.join(abs, name), `${sharePath}/${name}`, depth + 1, opts);
+          child = this.walk(childPath, `${sharePath}/${name}`, depth + 1, opts, stats[i - statFrom]);
         } catch (e) {
           if (!vanished(e)) throw e;
           child = undefined;

@@ -3,8 +3,8 @@
  * parts, symlinks and directories. Pure functions over bytes; the index decides
  * what to feed them.
  */
-import { hashConcat, type Hash } from './hash.js';
-import { encodeStatFields, type FileMeta } from './meta.js';
+import { hash, hashConcat, type Hash } from './hash.js';
+import { STAT_FIELDS_BYTES, encodeStatFields, writeStatFields, type FileMeta } from './meta.js';
 import { nameToBytes } from '../base/names.js';
 
 /** Share path minus its first segment (`music/a/b.ogg` -> `/a/b.ogg`); the whole path when it has no `/`. */
@@ -13,16 +13,26 @@ export function relativeSharePath(sharePath: string): string {
   return i < 0 ? sharePath : sharePath.slice(i);
 }
 
+/** Where fileEntryHash lays out what it hashes (grown for long names): a walk hashes one per file. */
+let scratch = Buffer.alloc(1024);
+
 /** Hash of file tree part `part` (part 0 is the file's entry hash). */
 export function fileEntryHash(sharePath: string, root: Hash | undefined, part: number, meta: FileMeta): Hash {
-  const parts: Uint8Array[] = [nameToBytes(relativeSharePath(sharePath))];
+  // name || [root || part u64le] || stat fields (encodeStatFields), built in one reused buffer:
+  // the four small buffers and the concatenation per file cost more than hashing them.
+  const name = nameToBytes(relativeSharePath(sharePath));
+  const need = name.length + 32 + 8 + STAT_FIELDS_BYTES;
+  if (need > scratch.length) scratch = Buffer.alloc(need * 2);
+  const b = scratch;
+  let o = name.copy(b, 0);
   if (root) {
-    const z = Buffer.alloc(8);
-    z.writeBigUInt64LE(BigInt(part));
-    parts.push(root, z);
+    o += root.copy(b, o);
+    b.writeUInt32LE(part >>> 0, o);
+    b.writeUInt32LE(Math.floor(part / 2 ** 32), o + 4);
+    o += 8;
   }
-  parts.push(encodeStatFields(meta));
-  return hashConcat(parts);
+  o = writeStatFields(meta, b, o);
+  return hash(b.subarray(0, o));
 }
 
 /** Symlink entry hash: relative share path and the link's own (lstat) fields. */

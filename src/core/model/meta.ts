@@ -55,11 +55,19 @@ export function metaFromStats(st: BigIntStats): FileMeta {
  * (the C tool "reduces precision" so that file systems with coarser clocks agree).
  */
 export function encodeStatFields(m: FileMeta): Buffer {
-  const b = Buffer.alloc(26);
-  b.writeUInt16LE(m.mode & 0xffff, 0);
-  b.writeUInt32LE(m.uid >>> 0, 2);
-  b.writeUInt32LE(m.gid >>> 0, 6);
-  b.writeBigUInt64LE(BigInt.asUintN(64, m.mtimeSec), 10);
-  b.writeBigUInt64LE(BigInt.asUintN(64, m.mtimeNsec) & ~7n, 18);
+  const b = Buffer.alloc(STAT_FIELDS_BYTES);
+  writeStatFields(m, b, 0);
   return b;
+}
+
+export const STAT_FIELDS_BYTES = 26;
+
+/** encodeStatFields into `b` at `o`; returns the offset after them. */
+export function writeStatFields(m: FileMeta, b: Buffer, o: number): number {
+  b.writeUInt16LE(m.mode & 0xffff, o);
+  b.writeUInt32LE(m.uid >>> 0, o + 2);
+  b.writeUInt32LE(m.gid >>> 0, o + 6);
+  b.writeBigUInt64LE(BigInt.asUintN(64, m.mtimeSec), o + 10);
+  b.writeBigUInt64LE(BigInt.asUintN(64, m.mtimeNsec) & ~7n, o + 18);
+  return o + STAT_FIELDS_BYTES;
 }

@@ -72,6 +72,8 @@ export interface SyncContext {
   conflict(dest: string, source: 'file' | 'symlink'): void;
   /** Apply the archive flags to `p`; returns whether anything differed. */
   finishMeta(p: string, meta: FileMeta, isLink: boolean, created?: boolean): Promise<boolean>;
+  /** Set the times of `p` (a file this run created with its final owner and mode) with the others at the end, under -t. */
+  deferTimes(p: string, meta: FileMeta): void;
   /** End the session with `error`, unless an earlier one did (every pending request then fails). */
   fail(error: unknown): void;
 }

@@ -16,7 +16,8 @@ import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
 import type { BigIntStats } from 'node:fs';
 import { ifPresent } from './local.js';
-import { OutputFile, removeStaleTemps } from './writer.js';
+import { DEFERRED_SYNC_MAX, OutputFile, processUmask, removeStaleTemps, writeNewSmallFile } from './writer.js';
+import type { Hash } from '../model/hash.js';
 
 /** What stands at a file's destination. */
 interface LocalFile {
@@ -94,6 +95,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
     .in(dir)
     .then((names) => (names.length > 0 ? removeStaleTemps(dir, path.basename(dest), undefined, names) : 0))
     .catch(() => 0);
+  if (!existed && !opts.inplace && size <= DEFERRED_SYNC_MAX) return syncNewSmallFile(ctx, entry, dest, places, fetch.length);
   // Another type of object stays in place until the new file is complete, written under a fresh
   // name next to it (never through a link), and is then replaced by rename.
   const target = replace ? siblingName(dest, 'new') : dest;
@@ -185,4 +187,73 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
 /** The mtime a synced file ends with: the source's with -t (set at the end of the run), else what it has. */
 function finalMtime(ctx: SyncContext, meta: FileMeta, current: bigint): bigint {
   return ctx.opts.flags.times ? meta.mtimeSec * 1_000_000_000n + meta.mtimeNsec : current;
+}
+
+/** Zeros to compare small files' chunks with (their bytes are verified: zeros here are the zero leaf). */
+const ZEROS = Buffer.alloc(CHUNK_SIZE);
+
+/**
+ * A new file of at most DEFERRED_SYNC_MAX bytes (nothing at `dest`): its chunks are gathered in
+ * memory and the file is made in one go (writeNewSmallFile), with its final owner and mode, so no
+ * lstat, chmod or promise per step follows. Its chunks count as in flight (chunks.ts) until the
+ * file is in place, and are then read back from there by other files that want them.
+ */
+async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: string, places: Map<string, number[]>, chunkCount: number): Promise<void> {
+  const { opts, summary, chunks } = ctx;
+  const tree = entry.tree!;
+  const size = entry.head.size;
+  const meta = entry.head.meta;
+  const data = Buffer.alloc(size);
+  const holes: [number, number][] = [];
+  /** Leaves this file took from the chunk source, with the offset of their first copy (-1: a hole). */
+  const taken: [Hash, number][] = [];
+  let fetchedHere = 0;
+  let committed = false;
+  try {
+    await ctx.chunkLimit.each(places.values(), async (at) => {
+      ctx.checkAbort();
+      const length = chunkLength(size, at[0]!);
+      const leaf = tree.leaf(at[0]!);
+      const { bytes, fetched } = await chunks.get(leaf, length);
+      if (fetched) fetchedHere++;
+      summary.chunksReused += fetched ? at.length - 1 : at.length;
+      // All zeros: the buffer already holds them, and the file leaves them as holes.
+      const zeros = ZEROS.compare(bytes, 0, bytes.length, 0, bytes.length) === 0;
+      taken.push([leaf, zeros ? -1 : at[0]! * CHUNK_SIZE]);
+      for (const i of at) {
+        if (zeros) holes.push([i * CHUNK_SIZE, length]);
+        else {
+          bytes.copy(data, i * CHUNK_SIZE);
+          summary.bytesWritten += bytes.length;
+        }
+      }
+      ctx.progress();
+    });
+    ctx.checkAbort();
+    const f = opts.flags;
+    holes.sort((a, b) => a[0] - b[0]);
+    const id = writeNewSmallFile(
+      dest,
+      {
+        data,
+        holes,
+        // What finishMeta would leave on a created file: the source's mode with -p, else it less the umask.
+        mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(),
+        uid: f.owner ? meta.uid : undefined,
+        gid: f.group ? meta.gid : undefined,
+      },
+      ctx.deferredSync,
+    );
+    committed = true;
+    ctx.deferTimes(dest, meta);
+    ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, meta, id.mtimeNs) });
+  } finally {
+    // Written or not, other files stop waiting for these chunks; once written, they read them from here.
+    const home = { path: dest };
+    for (const [leaf, offset] of taken) {
+      if (committed && offset >= 0) chunks.stored(leaf, home, offset);
+      else chunks.stored(leaf);
+    }
+  }
+  ctx.item({ path: dest, type: 'file', change: 'created', chunksFetched: fetchedHere, chunksReused: chunkCount - fetchedHere });
 }

@@ -72,7 +72,8 @@ export async function localEntries(target: string, sharePath: string, treeCache?
     for (const r of local.records) {
       const h = toHex(r.hash);
       hashes.add(h);
-      byPath.set(path.resolve(r.localPath), h);
+      // Already absolute and normal (the walk joins names to the destination's real path).
+      byPath.set(r.localPath, h);
     }
     return { hashes, byPath };
   } catch (e) {

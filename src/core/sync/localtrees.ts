@@ -27,9 +27,9 @@
  */
 import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
-import { lstatSync } from 'node:fs';
 import { realpath } from '../base/bytefs.js';
-import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
+import { lstatMany } from '../base/lstatmany.js';
+import { nameFromBytes, nameToBytes } from '../base/names.js';
 import { hash, hashConcat, toHex } from '../model/hash.js';
 import { MerkleTree } from '../model/tree.js';
 import { decodeEntry, encodeEntryParts, type FileIdentity } from '../index/cache.js';
@@ -230,11 +230,13 @@ export class LocalTreeCache implements TreeCache {
     // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
     await new Promise((r) => setTimeout(r, Number(RACY_MS)));
     const lstatFrom = BigInt(Date.now()) * 1_000_000n;
-    // Synchronous: thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
-    for (const [k, c] of touched) {
-      const st = lstatSync(fsPath(k === '.' ? this.root : path.join(this.root, k)), { bigint: true, throwIfNoEntry: false });
-      if (!st?.isFile()) continue;
-      const id = identityOf(st);
+    // Synchronous and batched (lstatmany.ts): thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
+    const stats = lstatMany(touched.map(([k]) => (k === '.' ? this.root : path.join(this.root, k))));
+    for (let i = 0; i < touched.length; i++) {
+      const [k, c] = touched[i]!;
+      const st = stats[i];
+      if (!st || (st.mode & 0o170000) !== 0o100000) continue;
+      const id: LocalIdentity = { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
       const e = c.expect;
       if (id.size !== e.size || id.ino !== e.ino || id.dev !== e.dev || id.mtimeNs !== e.mtimeNs) continue;
       if (id.ctimeNs > lstatFrom - RACY_MS * 1_000_000n || c.tree.size !== id.size) continue;

@@ -394,6 +394,10 @@ export class SyncSession implements SyncContext {
     return changed;
   }
 
+  deferTimes(p: string, meta: FileMeta): void {
+    if (this.opts.flags.times) this.times.push({ path: p, meta });
+  }
+
   /** Sync a verified file entry into `dest`. */
   syncFile(entry: FetchedEntry, dest: string): Promise<void> {
     return syncFile(this, entry, dest);

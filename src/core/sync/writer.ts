@@ -18,13 +18,13 @@
  * A new file starts as a temporary file truncated to its size, all holes: a caller that skips
  * writing all-zero chunks into it (`fresh`) leaves them as holes, like `cp --sparse=auto`.
  */
-import { constants as fsc, fstatSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, constants as fsc, fchmodSync, fchownSync, fstatSync, ftruncateSync, openSync, readFileSync, readlinkSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, copyFile, lstat, open, readdir, rename, stat, unlink, type FileHandle } from '../base/bytefs.js';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
-import { nameFromBytes, nameToBytes } from '../base/names.js';
+import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
 
 export interface OutputOptions {
   /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
@@ -77,8 +77,20 @@ export function isTempName(name: string): boolean {
 
 /** A fresh temporary name next to `dest` (`.<basename>.lcsync-<pid>-<random>.tmp`), for a file or a symlink. */
 export function tempPathFor(dest: string): string {
-  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${randomBytes(6).toString('hex')}.tmp`;
+  const name = `.${tempBase(path.basename(dest))}.lcsync-${process.pid}-${pidScope()}${tempRandom()}.tmp`;
   return path.join(path.dirname(dest), name);
+}
+
+/** Random bytes for temp names, drawn 256 names at a time: a randomBytes call per file cost more than the file's writes. */
+let randomPool = Buffer.alloc(0);
+let randomAt = 0;
+function tempRandom(): string {
+  if (randomAt + 6 > randomPool.length) {
+    randomPool = randomBytes(6 * 256);
+    randomAt = 0;
+  }
+  randomAt += 6;
+  return randomPool.toString('hex', randomAt - 6, randomAt);
 }
 
 function checkRange(offset: number, length: number): void {
@@ -164,6 +176,82 @@ function syncFs(dir: string): Promise<boolean> {
     child.on('error', () => resolve(false));
     child.on('close', (code) => resolve(code === 0));
   });
+}
+
+/** What a new small file is to become (writeNewSmallFile). */
+export interface SmallFileSpec {
+  /** The complete content; ranges in `holes` are zeros that are not written (they stay holes). */
+  data: Uint8Array;
+  holes?: readonly [offset: number, length: number][];
+  /** Permission bits of the finished file (the umask is not applied: the caller has). */
+  mode: number;
+  /** Owner and group to give it when they differ from what it is created with (-o, -g); undefined keeps either. */
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * A new file of at most DEFERRED_SYNC_MAX bytes whose bytes are all in memory, made in one go:
+ * a temporary copy created 0600 with O_EXCL next to `dest`, written, given its owner and mode,
+ * renamed over `dest`, and added to `deferred` to be made durable at the end of the run (so,
+ * like OutputFile.commit with `deferred`, never a partial file at `dest`). Synchronous calls: for
+ * such a file the half-dozen system calls take microseconds each, and as promises each was a
+ * thread-pool round trip and a few objects, which made writing cost more than receiving. Returns
+ * the identity of the file now at `dest`. On failure the temporary copy is removed and the
+ * error names `dest` (or the owner/mode step, as applyOwnership would).
+ */
+export function writeNewSmallFile(dest: string, spec: SmallFileSpec, deferred: DeferredSync): { ino: bigint; dev: bigint; mtimeNs: bigint } {
+  if (spec.data.length > DEFERRED_SYNC_MAX) throw new LcsyncError('INTERNAL', `output: ${spec.data.length} bytes is not a small file`);
+  const tmp = tempPathFor(dest);
+  const tmpPath = fsPath(tmp);
+  let fd: number;
+  try {
+    fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, TEMP_MODE);
+  } catch (err) {
+    throw fromSystemError(err, dest);
+  }
+  let closed = false;
+  try {
+    const { data } = spec;
+    let at = 0;
+    const put = (end: number) => {
+      while (at < end) {
+        const n = writeSync(fd, data, at, end - at, at);
+        if (n <= 0) throw new LcsyncError('IO', `${dest}: write made no progress`);
+        at += n;
+      }
+    };
+    for (const [offset, length] of spec.holes ?? []) {
+      put(offset);
+      at = offset + length;
+    }
+    put(data.length);
+    // Holes at the end: the size comes from truncation.
+    if (spec.holes?.length) ftruncateSync(fd, data.length);
+    const st = fstatSync(fd, { bigint: true });
+    try {
+      const uid = spec.uid ?? Number(st.uid);
+      const gid = spec.gid ?? Number(st.gid);
+      if (uid !== Number(st.uid) || gid !== Number(st.gid)) fchownSync(fd, uid, gid);
+      // After chown, which clears set-id bits.
+      fchmodSync(fd, spec.mode & 0o7777);
+    } catch (e) {
+      throw fromSystemError(e, `cannot set owner or mode of ${dest}`);
+    }
+    closed = true;
+    closeSync(fd);
+    renameSync(tmpPath, fsPath(dest));
+    deferred.add(dest);
+    return { ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs };
+  } catch (err) {
+    if (!closed) closeSync(fd);
+    try {
+      unlinkSync(tmpPath);
+    } catch {
+      // Already gone.
+    }
+    throw err instanceof LcsyncError ? err : fromSystemError(err, dest);
+  }
 }
 
 export class OutputFile {
