@@ -138,6 +138,11 @@ export class ChunkSource {
     return { bytes, fetched: true };
   }
 
+  /** Fetches whose bytes some caller of get() has not yet said done() with (0 once a sync has settled). */
+  get holding(): number {
+    return this.users.size;
+  }
+
   /**
    * Every caller of get() says when it is done with the bytes it got (after stored()): the last
    * user of fetched bytes hands them back to the receiver for reuse (ObjectReceiver.release).

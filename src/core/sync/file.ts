@@ -205,8 +205,8 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
   const meta = entry.head.meta;
   const data = Buffer.alloc(size);
   const holes: [number, number][] = [];
-  /** Leaves this file took from the chunk source, with the offset of their first copy (-1: a hole). */
-  const taken: [Hash, number][] = [];
+  /** Leaves this file took from the chunk source, with the offset of their first copy (-1: a hole) and the bytes got. */
+  const taken: [Hash, number, Buffer][] = [];
   let fetchedHere = 0;
   let committed = false;
   try {
@@ -219,7 +219,7 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
       summary.chunksReused += fetched ? at.length - 1 : at.length;
       // All zeros: the buffer already holds them, and the file leaves them as holes.
       const zeros = ZEROS.compare(bytes, 0, bytes.length, 0, bytes.length) === 0;
-      taken.push([leaf, zeros ? -1 : at[0]! * CHUNK_SIZE]);
+      taken.push([leaf, zeros ? -1 : at[0]! * CHUNK_SIZE, bytes]);
       for (const i of at) {
         if (zeros) holes.push([i * CHUNK_SIZE, length]);
         else {
@@ -250,9 +250,12 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
   } finally {
     // Written or not, other files stop waiting for these chunks; once written, they read them from here.
     const home = { path: dest };
-    for (const [leaf, offset] of taken) {
+    for (const [leaf, offset, bytes] of taken) {
       if (committed && offset >= 0) chunks.stored(leaf, home, offset);
       else chunks.stored(leaf);
+      // Copied into `data` long since; only now, with the fetch no longer in flight for others
+      // (stored above), may the receiver reuse its buffer (chunks.ts done()).
+      chunks.done(leaf, bytes);
     }
   }
   ctx.item({ path: dest, type: 'file', change: 'created', chunksFetched: fetchedHere, chunksReused: chunkCount - fetchedHere });
