@@ -42,6 +42,7 @@ function relayDoc(groups: number): RelayStatusDocument {
       datagrams: i === 0 ? 2000 : 1,
       bytes: i === 0 ? 2_200_000 : 1100,
       idleMs: 5,
+      dropped: i === 0 ? 10 : 0,
     })),
   };
 }
@@ -110,8 +111,8 @@ describe('relays in lcsync status', () => {
       '  groups relayed 25; upstream 3 joins, 1 leave, 1 re-join',
       '  received 3.30 MB in 3000 datagrams, forwarded 6.59 MB in 5990 datagrams, dropped 10, unrouted 2',
     ]);
-    expect(lines[4]).toBe('    group ff1e::1 -> eth1, eth2: 3 listeners, 2000 datagrams (2.20 MB)');
-    expect(lines[5]).toBe('    group ff1e::2 -> eth1: 1 listener, 1 datagram (1.10 kB)');
+    expect(lines[4]).toBe('    group ff1e::1 -> eth1, eth2: 3 listeners, 2000 datagrams (2.20 MB), dropped 10');
+    expect(lines[5]).toBe('    group ff1e::2 -> eth1: 1 listener, 1 datagram (1.10 kB), dropped 0');
     expect(lines.filter((l) => l.startsWith('    group '))).toHaveLength(20);
     expect(lines.at(-1)).toBe('    ... and 5 more (-v lists all)');
     expect(renderRelay(4321, relayDoc(25), true).filter((l) => l.startsWith('    group '))).toHaveLength(25);

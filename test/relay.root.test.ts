@@ -142,7 +142,7 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
       await lab?.teardown();
     });
 
-    interface RelayGroupDoc { group: string; downstreams: string[]; listeners: number; datagrams: number; bytes: number }
+    interface RelayGroupDoc { group: string; downstreams: string[]; listeners: number; datagrams: number; bytes: number; dropped: number }
     interface RelayDoc { kind: string; pid: number; upstream: string; downstreams: string[]; forwarded: { datagrams: number; bytes: number }; groups: RelayGroupDoc[] }
 
     it('lists the relay beside the shares with the groups it carries now, their listeners and counts that grow', async () => {
@@ -191,6 +191,8 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
       expect(g.group, detail).toMatch(/^ff1e:/);
       expect(g.downstreams, detail).toEqual([router.down]);
       expect(g.bytes, detail).toBeGreaterThan(0);
+      expect(g.dropped, detail).toBeGreaterThanOrEqual(0);
+      expect(g.dropped, detail).toBeLessThanOrEqual(g.datagrams);
       expect(last.forwarded.datagrams, detail).toBeGreaterThan(first.forwarded.datagrams);
       expect(last.forwarded.bytes, detail).toBeGreaterThan(first.forwarded.bytes);
       expect(st.forwarded.datagrams, detail).toBeGreaterThanOrEqual(last.forwarded.datagrams);

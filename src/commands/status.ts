@@ -128,7 +128,7 @@ export function renderRelay(pid: number, r: Partial<RelayStatusDocument>, verbos
   ];
   const shown = verbose ? groups : groups.slice(0, RELAY_GROUPS_SHOWN);
   for (const g of shown) {
-    lines.push(`    group ${g.group} -> ${(g.downstreams ?? []).join(', ')}: ${count(g.listeners ?? 0, 'listener')}, ${count(g.datagrams ?? 0, 'datagram')} (${bytes(g.bytes ?? 0)})`);
+    lines.push(`    group ${g.group} -> ${(g.downstreams ?? []).join(', ')}: ${count(g.listeners ?? 0, 'listener')}, ${count(g.datagrams ?? 0, 'datagram')} (${bytes(g.bytes ?? 0)}), dropped ${g.dropped ?? 0}`);
   }
   if (shown.length < groups.length) lines.push(`    ... and ${groups.length - shown.length} more (-v lists all)`);
   return lines;

@@ -83,6 +83,8 @@ export interface RelayGroupStatus {
   bytes: number;
   /** Milliseconds since its last datagram (or since it was first routed). */
   idleMs: number;
+  /** Its datagrams a full downstream socket or queue refused. */
+  dropped: number;
 }
 
 export interface RelayStatus {
@@ -203,7 +205,7 @@ export class Relay {
       rejoins: this.counts.rejoins,
       groups: [...this.groups].map(([group, g]) => {
         const c = this.forwarder.groupCounters(group);
-        return { group, downstreams: [...g.downs], listeners: g.hosts.size, datagrams: c?.datagrams ?? 0, bytes: c?.bytes ?? 0, idleMs: c?.idleMs ?? 0 };
+        return { group, downstreams: [...g.downs], listeners: g.hosts.size, datagrams: c?.datagrams ?? 0, bytes: c?.bytes ?? 0, idleMs: c?.idleMs ?? 0, dropped: c?.dropped ?? 0 };
       }),
     };
   }
