@@ -24,8 +24,9 @@
  *       bytes (routed, from upstream), forwarded datagrams and bytes (a datagram sent on two downstreams
  *       counts twice), dropped (refused by a send socket: its buffer full), unrouted (no route: a group
  *       left a moment ago), foreign (arrived on another interface than upstream, or cut: never forwarded).
- *   relayGroupStats(handle, group, out) -> bool   out: Float64Array(3): datagrams, bytes, ms since the last
- *       one (the loop's clock); false when the group has no route.
+ *   relayGroupStats(handle, group, out) -> bool   out: Float64Array(4): datagrams, bytes, ms since the last
+ *       one (the loop's clock), datagrams of the group dropped (as in relayStats); false when the group has
+ *       no route.
  *   relayClose(handle)                  closes every socket; the handle is dead afterwards (EBADF).
  *
  * Nothing is queued: what a send socket does not take at once is dropped and counted (RaptorQ repair and the
@@ -59,6 +60,7 @@ typedef struct {
   uint32_t mask; /* 0: empty slot */
   double datagrams, bytes;
   uint64_t last_ms;
+  double dropped;
 } route_t;
 
 typedef struct {
@@ -77,6 +79,7 @@ typedef struct {
   struct sockaddr_in6 dst[SLOTS];
   struct iovec siov[SLOTS];
   struct mmsghdr out[MAX_DOWN][SLOTS];
+  route_t *out_route[MAX_DOWN][SLOTS]; /* whose datagram each of out[] is, to count its drops */
   uint8_t scratch[SLOTS * SLOT_BYTES];
 } relay_t;
 
@@ -133,10 +136,12 @@ static void send_down(relay_t *r, int d, unsigned n) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         r->st[ST_DROPPED] += n - off;
+        for (unsigned k = off; k < n; k++) r->out_route[d][k]->dropped += 1;
         return;
       }
       /* This datagram was refused (say ENETDOWN): count it and go on with the next. */
       r->st[ST_DROPPED] += 1;
+      r->out_route[d][off]->dropped += 1;
       off++;
       continue;
     }
@@ -205,6 +210,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
       r->siov[i].iov_len = len;
       for (int d = 0; d < r->ndown; d++) {
         if (!(e->mask & (1u << d))) continue;
+        r->out_route[d][nout[d]] = e;
         struct mmsghdr *o = &r->out[d][nout[d]++];
         memset(o, 0, sizeof *o);
         o->msg_hdr.msg_name = &r->dst[i];
@@ -443,7 +449,7 @@ static bool get_out(napi_env env, napi_value v, size_t want, double **out) {
   void *p = NULL;
   if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta || napi_get_typedarray_info(env, v, &tt, &n, &p, NULL, NULL) != napi_ok ||
       tt != napi_float64_array || n < want) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", want == 7 ? "out must be a Float64Array of 7" : "out must be a Float64Array of 3");
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", want == 7 ? "out must be a Float64Array of 7" : "out must be a Float64Array of 4");
     return false;
   }
   *out = p;
@@ -470,13 +476,14 @@ static napi_value js_group_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc != 3) THROW_TYPE(env, "relayGroupStats(handle, group, out) takes 3 arguments");
   relay_t *r = get_relay(env, argv[0]);
-  if (r == NULL || !get_group(env, argv[1], &g) || !get_out(env, argv[2], 3, &out)) return NULL;
+  if (r == NULL || !get_group(env, argv[1], &g) || !get_out(env, argv[2], 4, &out)) return NULL;
   route_t *e = find(r, g);
   if (e != NULL) {
     uint64_t now = uv_now(uv_handle_get_loop((uv_handle_t *)&r->io.poll));
     out[0] = e->datagrams;
     out[1] = e->bytes;
     out[2] = (double)(now - e->last_ms);
+    out[3] = e->dropped;
   }
   CHECK(env, napi_get_boolean(env, e != NULL, &result));
   return result;

@@ -6,7 +6,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRoutedLab, type RoutedLab } from '../scripts/routed-lab.js';
@@ -32,12 +33,17 @@ function asLab(lab: RoutedLab, nss: string[]): Lab {
 interface RunningRelay {
   proc: ChildProcess;
   stderr: () => string;
+  /** Its private run directory, where `lcsync status --rundir` finds it. */
+  rundir: string;
   /** SIGTERM, then the JSON status it prints. */
   stop(): Promise<{ native: boolean; kernelForwarding: boolean; received: { datagrams: number; bytes: number }; forwarded: { datagrams: number; bytes: number }; joins: number; unrouted: number; dropped: number }>;
 }
 
 function startRelay(lab: RoutedLab, ns: string, args: string[], env?: NodeJS.ProcessEnv): RunningRelay {
-  const proc = lab.spawn(ns, [process.execPath, cli, 'relay', '--json', '-v', '--query-interval', '2', ...args], { env: env ?? process.env });
+  // A private run directory for its status socket: tests leave nothing in /run.
+  const rundir = mkdtempSync(path.join(tmpdir(), 'lcsync-relayrun-'));
+  const proc = lab.spawn(ns, [process.execPath, cli, 'relay', '--json', '-v', '--query-interval', '2', '--rundir', rundir, ...args], { env: env ?? process.env });
+  proc.once('exit', () => rmSync(rundir, { recursive: true, force: true }));
   let out = '';
   let err = '';
   proc.stdout?.on('data', (d) => (out += d));
@@ -45,6 +51,7 @@ function startRelay(lab: RoutedLab, ns: string, args: string[], env?: NodeJS.Pro
   return {
     proc,
     stderr: () => err,
+    rundir,
     stop: () =>
       new Promise((resolve, reject) => {
         const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
@@ -124,6 +131,78 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
       }, 120_000);
     });
   }
+
+  describe('lcsync status during a relay', () => {
+    let lab: RoutedLab;
+    const tmp = useTempDir('relaystatus-');
+    beforeAll(async () => {
+      lab = await createRoutedLab({ hosts: [1, 1], routers: [[0, 1]] });
+    }, 60_000);
+    afterAll(async () => {
+      await lab?.teardown();
+    });
+
+    interface RelayGroupDoc { group: string; downstreams: string[]; listeners: number; datagrams: number; bytes: number; dropped: number }
+    interface RelayDoc { kind: string; pid: number; upstream: string; downstreams: string[]; forwarded: { datagrams: number; bytes: number }; groups: RelayGroupDoc[] }
+
+    it('lists the relay beside the shares with the groups it carries now, their listeners and counts that grow', async () => {
+      const src = makeSource(tmp.dir());
+      const share = lab.hosts[0]![0]!;
+      const recv = lab.hosts[1]![0]!;
+      const router = lab.routers[0]!;
+      const l = asLab(lab, [share.ns, recv.ns]);
+      // Slow enough (5 Mbit/s: some seconds for the 3 MB file) that status is asked several times while it flows.
+      const sh = await startShare(l, 0, [src.dir], ['--hops', '1', '--bwlimit', '5M']);
+      const relay = startRelay(lab, router.ns, ['--upstream', router.up, '--downstream', router.down, '--hops', '1']);
+      const status = async (json: boolean) => {
+        const r = await lab.exec(router.ns, [process.execPath, cli, 'status', '--rundir', relay.rundir, ...(json ? ['--json'] : [])], { timeoutMs: 30_000 });
+        expect(r.code, r.stderr).toBe(0);
+        return r.stdout;
+      };
+      await wait(500);
+      const idle = JSON.parse(await status(true)) as { shares: unknown[]; relays: RelayDoc[] };
+      expect(idle.shares).toEqual([]);
+      expect(idle.relays).toHaveLength(1);
+      expect(idle.relays[0]).toMatchObject({ kind: 'relay', pid: relay.proc.pid, upstream: router.up, downstreams: [router.down] });
+      const dest = path.join(tmp.dir(), 'dest');
+      let syncDone = false;
+      const sync = runSync(l, 1, ['-r', sh.roots[0]!.hash, dest]).finally(() => (syncDone = true));
+      // Poll while the sync runs (bounded): a snapshot with a group carried to a listener, then one with more forwarded.
+      const seen: RelayDoc[] = [];
+      let human = '';
+      for (let i = 0; i < 60 && !syncDone; i++) {
+        const doc = (JSON.parse(await status(true)) as { relays: RelayDoc[] }).relays[0]!;
+        if (doc.groups.some((g) => g.listeners >= 1 && g.datagrams > 0)) {
+          seen.push(doc);
+          if (!human) human = await status(false);
+        }
+        if (seen.length >= 2 && seen.at(-1)!.forwarded.datagrams > seen[0]!.forwarded.datagrams && human) break;
+        await wait(200);
+      }
+      const r = await sync;
+      const st = await relay.stop();
+      await sh.stop();
+      expect(r.code, r.stderr + relay.stderr()).toBe(0);
+      expectSame(src.dir, dest);
+      const detail = JSON.stringify(seen.map((d) => ({ forwarded: d.forwarded, groups: d.groups })));
+      expect(seen.length, detail).toBeGreaterThanOrEqual(2);
+      const [first, last] = [seen[0]!, seen.at(-1)!];
+      const g = first.groups.find((x) => x.listeners >= 1 && x.datagrams > 0)!;
+      expect(g.group, detail).toMatch(/^ff1e:/);
+      expect(g.downstreams, detail).toEqual([router.down]);
+      expect(g.bytes, detail).toBeGreaterThan(0);
+      expect(g.dropped, detail).toBeGreaterThanOrEqual(0);
+      expect(g.dropped, detail).toBeLessThanOrEqual(g.datagrams);
+      expect(last.forwarded.datagrams, detail).toBeGreaterThan(first.forwarded.datagrams);
+      expect(last.forwarded.bytes, detail).toBeGreaterThan(first.forwarded.bytes);
+      expect(st.forwarded.datagrams, detail).toBeGreaterThanOrEqual(last.forwarded.datagrams);
+      expect(human).toMatch(new RegExp(`^relay pid ${relay.proc.pid} {2}up `, 'm'));
+      expect(human).toContain(`upstream ${router.up} -> downstream ${router.down}`);
+      expect(human).toMatch(/^ {4}group ff1e:\S+ -> \S+: \d+ listeners?, \d+ datagrams? /m);
+      // Stopped, the relay has removed its socket: status finds nothing running.
+      expect(await status(false)).toMatch(/^no lcsync share is running/);
+    }, 120_000);
+  });
 
   describe('a chain of three tiers: share on A, relays A->B and B->C', () => {
     let lab: RoutedLab;

@@ -1,14 +1,14 @@
 import { Flags } from '@oclif/core';
 import { LcsyncCommand, jsonReplacer } from '../cli/base.js';
 import { displayName, jsonNames } from '../core/base/names.js';
-import type { ShareAnswer } from '../core/ops/ipc.js';
+import type { RelayStatusDocument, ShareAnswer } from '../core/ops/ipc.js';
 import type { ShareStatus } from '../core/share/status.js';
 import { count } from '../cli/plural.js';
 
 export default class StatusCommand extends LcsyncCommand {
-  static override description = `Show the lcsync shares running on this host.
+  static override description = `Show the lcsync shares and relays running on this host.
 
-Asks every share through its status socket in the run directory and prints, for each: pid, uptime, shared paths with their root hashes, number of objects, interfaces, groups with listeners now, active send streams, mirrors following each name (sync --follow: hosts listening for its changes, as far as MLD shows them), bytes and datagrams sent, current and average send rate, and re-index count. A share that does not answer within a second is listed as unresponsive; sockets left behind by shares that died are removed. No share running is not an error: the command says so and exits 0.
+Asks every share through its status socket in the run directory and prints, for each: pid, uptime, shared paths with their root hashes, number of objects, interfaces, groups with listeners now, active send streams, mirrors following each name (sync --follow: hosts listening for its changes, as far as MLD shows them), bytes and datagrams sent, current and average send rate, and re-index count. Running relays (\`lcsync relay\`) answer too and are listed beside the shares: upstream and downstream interfaces, the groups relayed now with, for each, its listeners downstream and the datagrams and bytes carried, and totals received, forwarded and dropped. A share that does not answer within a second is listed as unresponsive; sockets left behind by shares that died are removed. No share running is not an error: the command says so and exits 0.
 
 The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, else $XDG_RUNTIME_DIR/lcsync, else /tmp/lcsync-UID. A share only shows up for a status run that looks in the same directory, and (its socket being owner-only) by the same user or root.`;
 
@@ -69,28 +69,31 @@ The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, el
   }
 }
 
-/** The --json document: live shares with their status, and the sockets that did not answer. */
+/** The --json document: live shares with their status, live relays with theirs, and the sockets that did not answer. */
 export function statusDocument(dir: string, answers: ShareAnswer[]): Record<string, unknown> {
   return {
     ok: true,
     rundir: dir,
     shares: answers.filter((a) => a.status).map((a) => ({ socket: a.path, ...a.status })),
-    unresponsive: answers.filter((a) => a.error === 'unresponsive' || a.error === 'error').map((a) => ({ pid: a.pid, socket: a.path, reason: a.detail ?? 'no answer within 1 s' })),
-    staleRemoved: answers.filter((a) => a.error === 'stale').map((a) => ({ pid: a.pid, socket: a.path })),
+    relays: answers.filter((a) => a.relay).map((a) => ({ socket: a.path, ...a.relay })),
+    unresponsive: answers.filter((a) => a.error === 'unresponsive' || a.error === 'error').map((a) => ({ pid: a.pid, socket: a.path, reason: a.detail ?? 'no answer within 1 s', kind: a.kind ?? 'share' })),
+    staleRemoved: answers.filter((a) => a.error === 'stale').map((a) => ({ pid: a.pid, socket: a.path, kind: a.kind ?? 'share' })),
   };
 }
 
-/** What a person reads: a block per share. */
+/** What a person reads: a block per share, and per relay. */
 export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolean): string {
-  const live = answers.filter((a) => a.status);
+  const live = answers.filter((a) => a.status || a.relay);
   const lines: string[] = [];
   if (live.length === 0 && !answers.some((a) => a.error === 'unresponsive' || a.error === 'error')) {
     lines.push(`no lcsync share is running (looked in ${dir})`);
   }
   for (const a of answers) {
-    if (a.error === 'unresponsive') lines.push(`pid ${a.pid}: unresponsive (no answer within 1 s on ${a.path})`);
-    else if (a.error === 'error') lines.push(`pid ${a.pid}: bad answer on ${a.path}: ${a.detail ?? 'unknown'}`);
-    else if (a.error === 'stale') lines.push(`pid ${a.pid}: not running; removed its stale socket ${a.path}`);
+    const who = a.kind === 'relay' ? `relay pid ${a.pid}` : `pid ${a.pid}`;
+    if (a.error === 'unresponsive') lines.push(`${who}: unresponsive (no answer within 1 s on ${a.path})`);
+    else if (a.error === 'error') lines.push(`${who}: bad answer on ${a.path}: ${a.detail ?? 'unknown'}`);
+    else if (a.error === 'stale') lines.push(`${who}: not running; removed its stale socket ${a.path}`);
+    if (a.relay) lines.push(...renderRelay(a.pid, a.relay, verbose));
     if (!a.status) continue;
     const s: Partial<ShareStatus> = a.status;
     lines.push(`pid ${s.pid ?? a.pid}  up ${duration(s.uptimeSec ?? 0)}`);
@@ -109,6 +112,27 @@ export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolea
     }
   }
   return lines.map((l) => l + '\n').join('');
+}
+
+/** Groups listed one a line without -v; a relay may carry hundreds. */
+const RELAY_GROUPS_SHOWN = 20;
+
+/** A relay's block: what it carries from where to where, the groups relayed now, and totals. */
+export function renderRelay(pid: number, r: Partial<RelayStatusDocument>, verbose: boolean): string[] {
+  const how = r.kernelForwarding ? 'MLD proxy only, the kernel forwards' : r.native ? 'forwarding in C' : 'forwarding through node:dgram';
+  const groups = r.groups ?? [];
+  const lines = [
+    `relay pid ${r.pid ?? pid}  up ${duration(r.uptimeSec ?? 0)}`,
+    `  upstream ${r.upstream ?? '-'} -> downstream ${(r.downstreams ?? []).join(', ') || '-'} (${how}, hop limit ${r.hopLimit ?? '-'})`,
+    `  groups relayed ${groups.length}; upstream ${count(r.joins ?? 0, 'join')}, ${count(r.leaves ?? 0, 'leave')}, ${count(r.rejoins ?? 0, 're-join')}`,
+    `  received ${bytes(r.received?.bytes ?? 0)} in ${count(r.received?.datagrams ?? 0, 'datagram')}, forwarded ${bytes(r.forwarded?.bytes ?? 0)} in ${count(r.forwarded?.datagrams ?? 0, 'datagram')}, dropped ${r.dropped ?? 0}, unrouted ${r.unrouted ?? 0}`,
+  ];
+  const shown = verbose ? groups : groups.slice(0, RELAY_GROUPS_SHOWN);
+  for (const g of shown) {
+    lines.push(`    group ${g.group} -> ${(g.downstreams ?? []).join(', ')}: ${count(g.listeners ?? 0, 'listener')}, ${count(g.datagrams ?? 0, 'datagram')} (${bytes(g.bytes ?? 0)}), dropped ${g.dropped ?? 0}`);
+  }
+  if (shown.length < groups.length) lines.push(`    ... and ${groups.length - shown.length} more (-v lists all)`);
+  return lines;
 }
 
 function duration(sec: number): string {

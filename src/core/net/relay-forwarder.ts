@@ -69,6 +69,8 @@ export interface GroupCounters {
   bytes: number;
   /** Milliseconds since the group's last datagram (or since its route was set). */
   idleMs: number;
+  /** Its datagrams a full downstream socket or queue refused (a datagram refused on two downstreams counts twice). */
+  dropped: number;
 }
 
 export interface Forwarder {
@@ -108,7 +110,7 @@ export async function openForwarder(opts: ForwarderOptions): Promise<Forwarder> 
 class NativeForwarder implements Forwarder {
   readonly native = true;
   private readonly st = new Float64Array(7);
-  private readonly gst = new Float64Array(3);
+  private readonly gst = new Float64Array(4);
   /** Groups joined upstream. */
   private readonly joined = new Set<string>();
   private closed = false;
@@ -190,7 +192,7 @@ class NativeForwarder implements Forwarder {
 
   groupCounters(group: string): GroupCounters | undefined {
     if (this.closed || !this.addon.relayGroupStats(this.handle, checkGroup(group), this.gst)) return undefined;
-    return { datagrams: this.gst[0]!, bytes: this.gst[1]!, idleMs: this.gst[2]! };
+    return { datagrams: this.gst[0]!, bytes: this.gst[1]!, idleMs: this.gst[2]!, dropped: this.gst[3]! };
   }
 
   stats(): ForwarderStats {
@@ -220,6 +222,7 @@ interface DgramRoute {
   datagrams: number;
   bytes: number;
   lastAt: number;
+  dropped: number;
 }
 
 class DgramForwarder implements Forwarder {
@@ -256,7 +259,7 @@ class DgramForwarder implements Forwarder {
     }
     const r = this.routes.get(group);
     if (r) r.downs = new Set(downs);
-    else this.routes.set(group, { downs: new Set(downs), datagrams: 0, bytes: 0, lastAt: Date.now() });
+    else this.routes.set(group, { downs: new Set(downs), datagrams: 0, bytes: 0, lastAt: Date.now(), dropped: 0 });
   }
 
   join(group: string): Promise<void> {
@@ -273,7 +276,7 @@ class DgramForwarder implements Forwarder {
 
   groupCounters(group: string): GroupCounters | undefined {
     const r = this.routes.get(group);
-    return r && { datagrams: r.datagrams, bytes: r.bytes, idleMs: Date.now() - r.lastAt };
+    return r && { datagrams: r.datagrams, bytes: r.bytes, idleMs: Date.now() - r.lastAt, dropped: r.dropped };
   }
 
   stats(): ForwarderStats {
@@ -306,6 +309,7 @@ class DgramForwarder implements Forwarder {
       if (!box) continue;
       if (box.queue.length >= MAX_QUEUED) {
         this.counts.dropped++;
+        r.dropped++;
         continue;
       }
       box.queue.push({ group, payload });

@@ -1,6 +1,9 @@
 /**
  * Status over IPC: each running share listens on a Unix domain socket in the
- * run directory, and `lcsync status` asks every socket it finds there.
+ * run directory, and `lcsync status` asks every socket it finds there. A running
+ * relay (ops/relay.ts) does the same on a socket of its own name (relay-PID.sock),
+ * so that a status client of an older version, which asks share sockets only,
+ * never mistakes a relay for a share.
  *
  * The protocol is one JSON line each way: the client sends `{"cmd":"status"}\n`,
  * the share answers with one JSON line and closes. Sockets live in a directory
@@ -16,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import type { ShareStatus } from '../share/status.js';
+import type { RelayStatus } from './relay.js';
 
 /** Longest request line a share reads; anything longer is answered with an error and dropped. */
 const MAX_REQUEST = 4096;
@@ -23,7 +27,10 @@ const MAX_REQUEST = 4096;
 const MAX_RESPONSE = 16 * 2 ** 20;
 /** A client that connects and says nothing is dropped after this long. */
 const IDLE_MS = 5000;
-const SOCKET_RE = /^share-(\d{1,10})\.sock$/;
+const SOCKET_RE = /^(share|relay)-(\d{1,10})\.sock$/;
+
+/** What answers on a status socket: a share, or a relay. */
+export type StatusKind = 'share' | 'relay';
 
 export interface RunDirChoice {
   dir: string;
@@ -65,8 +72,8 @@ export function ensureRunDir(dir: string): void {
   if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
 }
 
-export function socketPath(dir: string, pid: number = process.pid): string {
-  return path.join(dir, `share-${pid}.sock`);
+export function socketPath(dir: string, pid: number = process.pid, kind: StatusKind = 'share'): string {
+  return path.join(dir, `${kind}-${pid}.sock`);
 }
 
 export interface StatusServer {
@@ -75,12 +82,12 @@ export interface StatusServer {
 }
 
 /**
- * Listen on `<dir>/share-<pid>.sock` and answer each status request with
+ * Listen on `<dir>/<kind>-<pid>.sock` and answer each status request with
  * `provider()`. The socket is removed on close() and when the process exits.
  */
-export async function serveStatus(dir: string, provider: () => unknown): Promise<StatusServer> {
+export async function serveStatus(dir: string, provider: () => unknown, kind: StatusKind = 'share'): Promise<StatusServer> {
   ensureRunDir(dir);
-  const sockPath = socketPath(dir);
+  const sockPath = socketPath(dir, process.pid, kind);
   // A socket left by an earlier process with our pid (pids wrap) cannot be live: this is us.
   try {
     unlinkSync(sockPath);
@@ -160,11 +167,18 @@ function handle(conn: net.Socket, provider: () => unknown): void {
   });
 }
 
+/** A relay's status document as its socket serves it (commands/relay.ts): what Relay.status() reports, and who. */
+export type RelayStatusDocument = RelayStatus & { kind: 'relay'; pid: number; startedAt: number };
+
 export interface ShareAnswer {
   path: string;
   pid: number;
+  /** Whose socket it is (by its name). Absent means a share, as before relays answered. */
+  kind?: StatusKind;
   /** The share's status document; read defensively, as a share of another version may lack fields. */
   status?: Partial<ShareStatus>;
+  /** A relay's status document instead (kind 'relay'); read as defensively. */
+  relay?: Partial<RelayStatusDocument>;
   /** stale: the socket refused connection and was removed; unresponsive: no answer in time; error: a bad answer. */
   error?: 'stale' | 'unresponsive' | 'error';
   detail?: string;
@@ -185,13 +199,13 @@ export async function queryAll(dir: string, timeoutMs = 1000): Promise<ShareAnsw
   const socks = names
     .map((n) => ({ n, m: SOCKET_RE.exec(n) }))
     .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
-    .map((x) => ({ path: path.join(dir, x.n), pid: Number(x.m[1]) }))
-    .sort((a, b) => a.pid - b.pid);
-  return Promise.all(socks.map((s) => queryOne(s.path, s.pid, timeoutMs)));
+    .map((x) => ({ path: path.join(dir, x.n), pid: Number(x.m[2]), kind: x.m[1] as StatusKind }))
+    .sort((a, b) => a.pid - b.pid || a.kind.localeCompare(b.kind));
+  return Promise.all(socks.map(async (s) => (s.kind === 'relay' ? { ...(await queryOne(s.path, s.pid, timeoutMs, 'relay')), kind: s.kind } : queryOne(s.path, s.pid, timeoutMs))));
 }
 
-/** Ask one socket; never throws. */
-export async function queryOne(sockPath: string, pid: number, timeoutMs = 1000): Promise<ShareAnswer> {
+/** Ask one socket; never throws. A relay's answer goes into `relay`, a share's into `status`. */
+export async function queryOne(sockPath: string, pid: number, timeoutMs = 1000, kind: StatusKind = 'share'): Promise<ShareAnswer> {
   const r = await request(sockPath, timeoutMs);
   if ('refused' in r) {
     // Nobody listens: the share died without removing its socket.
@@ -209,6 +223,7 @@ export async function queryOne(sockPath: string, pid: number, timeoutMs = 1000):
   if (doc?.ok !== true || typeof doc.status !== 'object' || doc.status === null) {
     return { path: sockPath, pid, error: 'error', detail: typeof doc?.error === 'string' ? doc.error.slice(0, 200) : 'bad answer' };
   }
+  if (kind === 'relay') return { path: sockPath, pid, relay: doc.status as Partial<RelayStatusDocument> };
   return { path: sockPath, pid, status: doc.status as Partial<ShareStatus> };
 }
 

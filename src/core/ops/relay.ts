@@ -76,8 +76,15 @@ export interface RelayOptions {
 export interface RelayGroupStatus {
   group: string;
   downstreams: string[];
+  /** Hosts listening downstream now, on all its downstream interfaces (by MLD report). */
+  listeners: number;
+  /** Datagrams and bytes of the group received upstream and sent on to each of its downstreams. */
   datagrams: number;
   bytes: number;
+  /** Milliseconds since its last datagram (or since it was first routed). */
+  idleMs: number;
+  /** Its datagrams a full downstream socket or queue refused. */
+  dropped: number;
 }
 
 export interface RelayStatus {
@@ -128,7 +135,8 @@ export function relayable(group: string): boolean {
 
 export class Relay {
   private readonly groups = new Map<string, GroupState>();
-  private readonly startedAt = Date.now();
+  /** When it started (ms since the epoch). */
+  readonly startedAt = Date.now();
   private readonly counts = { joins: 0, leaves: 0, rejoins: 0 };
   private stopped = false;
   /** The status at stop, once the forwarder's counters are gone. */
@@ -197,7 +205,7 @@ export class Relay {
       rejoins: this.counts.rejoins,
       groups: [...this.groups].map(([group, g]) => {
         const c = this.forwarder.groupCounters(group);
-        return { group, downstreams: [...g.downs], datagrams: c?.datagrams ?? 0, bytes: c?.bytes ?? 0 };
+        return { group, downstreams: [...g.downs], listeners: g.hosts.size, datagrams: c?.datagrams ?? 0, bytes: c?.bytes ?? 0, idleMs: c?.idleMs ?? 0, dropped: c?.dropped ?? 0 };
       }),
     };
   }
