@@ -158,6 +158,26 @@ export class ObjectEncoder {
     return { esi: this.K + i, symbol: this.pool[i]! };
   }
 
+  /**
+   * Where the repair cycle stands: the next repair symbol goes out with wire ESI K + repairCursor.
+   * Small objects only (the small-block code keeps no pool), so that an encoder made again for the
+   * same bytes (share.ts, a chunk read again after its buffer was lent out) goes on with fresh ESIs.
+   */
+  get repairCursor(): number {
+    return this.next;
+  }
+
+  set repairCursor(i: number) {
+    if (!this.code) throw new LcsyncError('INTERNAL', 'repairCursor is only movable with the small-block code');
+    if (!Number.isInteger(i) || i < 0 || i >= this.maxRepairPool) throw new RangeError(`repair cursor ${i} is outside 0..${this.maxRepairPool - 1}`);
+    this.next = i;
+  }
+
+  /** Whether repairCursor can be moved (the small-block code, every chunk). */
+  get stateless(): boolean {
+    return this.code !== undefined;
+  }
+
   /** Release the repair pool. The encoder cannot be used afterwards. */
   free(): void {
     this.freed = true;

@@ -11,6 +11,7 @@
  * default the MLD watcher, or PushSource in push mode).
  */
 import { randomBytes } from 'node:crypto';
+import { LcsyncError } from '../base/errors.js';
 import { EventEmitter } from 'node:events';
 import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
 import { toHex, type Hash } from '../model/hash.js';
@@ -124,7 +125,13 @@ class Outgoing {
   readonly startedAt = Date.now();
   datagrams = 0;
   bytes = 0;
-  private readonly encoder: ObjectEncoder;
+  private encoder: ObjectEncoder;
+  /**
+   * The pooled buffer was lent back while nobody listens (lend()): the stream stays paused until
+   * restore() gives it the chunk's bytes again. `reloading` while they are being read.
+   */
+  private lent = false;
+  reloading = false;
   /** Objects with OTI carry their length in every datagram; chunks (always CHUNK_SIZE or the file's tail) do not. */
   private readonly transferLength: number | undefined;
 
@@ -138,7 +145,7 @@ class Outgoing {
     readonly ifname: string,
     readonly object: IndexObject,
     /** The bytes coded: the object, sealed when encrypting. */
-    private readonly coded: Buffer,
+    private coded: Buffer,
     private readonly oid: Buffer,
     private readonly groupBytes: Buffer,
     /** Takes back the pooled buffer `coded` is, when it is one (see free()). */
@@ -158,6 +165,7 @@ class Outgoing {
    * plan's repair space: nothing is copied or allocated per datagram here.
    */
   plan(symbol: SymbolChoice, plan: TxPlan): number {
+    this.checkHeld();
     const target = this.target;
     if ('source' in symbol) {
       const off = symbol.source * SYMBOL_SIZE;
@@ -175,6 +183,7 @@ class Outgoing {
 
   /** The datagram carrying `symbol`, encoded into `into` when given. */
   encode(symbol: SymbolChoice, into?: Buffer): Buffer {
+    this.checkHeld();
     if ('source' in symbol) {
       return encodeDatagram({ oid: this.oid, transferLength: this.transferLength, esi: symbol.source, symbol: this.encoder.sourceSymbol(symbol.source) }, into);
     }
@@ -188,7 +197,41 @@ class Outgoing {
     // Once only: a buffer handed back twice would be given to two streams at once.
     this.freed = true;
     this.encoder.free();
-    this.recycle?.(this.coded);
+    if (!this.lent) this.recycle?.(this.coded);
+  }
+
+  /** Whether the stream's bytes are lent out (see lend()). */
+  get isLent(): boolean {
+    return this.lent;
+  }
+
+  /**
+   * Nobody listens any more: hand the pooled buffer back now rather than when the stream is
+   * dropped. A silent stream lingers (scheduler.ts LINGER_MS) in case a listener asks again, and at
+   * line rate the lingering streams' chunks were most of the share's memory (tens of MiB); a
+   * re-ask now reads the chunk again (restore()). Only a plain pooled chunk whose repair symbols
+   * need no state is lent; returns whether this one was.
+   */
+  lend(): boolean {
+    if (this.lent || this.freed || !this.recycle || !this.encoder.stateless) return false;
+    this.lent = true;
+    this.recycle(this.coded);
+    return true;
+  }
+
+  /** The chunk's bytes again after lend(), checked against its hash as read: the repair symbols go on with fresh ESIs. */
+  restore(data: Buffer): void {
+    const cursor = this.encoder.repairCursor;
+    this.encoder.free();
+    this.coded = data;
+    this.encoder = new ObjectEncoder(data);
+    this.encoder.repairCursor = cursor;
+    this.lent = false;
+  }
+
+  /** A lent stream is paused: planning from its buffer would send another stream's bytes. */
+  private checkHeld(): void {
+    if (this.lent) throw new LcsyncError('INTERNAL', `stream ${this.key} planned while its buffer is lent`);
   }
 }
 
@@ -480,7 +523,16 @@ export class Share extends EventEmitter {
     }
     const now = Date.now();
     const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now);
-    if (outcome === 'joined') this.wake?.();
+    if (outcome === 'joined') {
+      const s = this.scheduler.get(key);
+      if (s && (s.item.isLent || s.item.reloading)) {
+        // Its bytes were lent back while nobody listened: hold it until they are read again.
+        s.paused = true;
+        if (!s.item.reloading) void this.reload(s);
+        return;
+      }
+      this.wake?.();
+    }
     if (outcome !== 'start') return;
     try {
       const data = await loadObject(obj, this.chunkBuffers);
@@ -511,6 +563,45 @@ export class Share extends EventEmitter {
     } finally {
       this.scheduler.abandon(key);
     }
+  }
+
+  /** Read the chunk of a stream whose buffer was lent (Outgoing.lend) and let it go on if someone still listens. */
+  private async reload(s: ScheduledStream<Outgoing>): Promise<void> {
+    const out = s.item;
+    out.reloading = true;
+    let data: Buffer | undefined;
+    let failure: string | undefined;
+    try {
+      data = await loadObject(out.object, this.chunkBuffers);
+    } catch (err) {
+      failure = (err as Error).message;
+    } finally {
+      out.reloading = false;
+    }
+    if (!data || this.stopped || this.scheduler.get(s.key) !== s) {
+      if (data) this.chunkBuffers.give(data);
+      else if (this.scheduler.get(s.key) === s) {
+        // Changed or unreadable since the stream began: it goes, and its old bytes are never sent again.
+        this.scheduler.remove(s.key);
+        out.free();
+        this.stale(out.object, failure === undefined ? (p) => `${p} changed since it was indexed; not sending its old chunks` : (p) => `cannot read ${p}: ${failure}`);
+      }
+      return;
+    }
+    out.restore(data);
+    if (s.reporters.size === 0) {
+      // Everyone left again while we read.
+      out.lend();
+      return;
+    }
+    s.paused = false;
+    this.wake?.();
+  }
+
+  /** A silent stream (its last listener parted or left) lends its chunk buffer back until someone asks again. */
+  private lendIfSilent(key: string): void {
+    const s = this.scheduler.get(key);
+    if (s && s.paused && s.reporters.size === 0 && !s.item.reloading) s.item.lend();
   }
 
   /** A chunk's file changed or cannot be read: say so once per file per index, and tell whoever follows the files. */
@@ -563,13 +654,17 @@ export class Share extends EventEmitter {
   private onPart(e: MldEvent): void {
     if (this.coop?.consumes(e)) return;
     this.announcer.onPart(e);
-    this.scheduler.part(`${formatIPv6(e.group)}%${e.ifname}`, e.from, Date.now());
+    const key = `${formatIPv6(e.group)}%${e.ifname}`;
+    this.scheduler.part(key, e.from, Date.now());
+    this.lendIfSilent(key);
   }
 
   private onLeave(e: MldEvent): void {
     if (this.coop?.consumes(e)) return;
     this.announcer.onLeave(e);
-    this.scheduler.leave(`${formatIPv6(e.group)}%${e.ifname}`, Date.now());
+    const key = `${formatIPv6(e.group)}%${e.ifname}`;
+    this.scheduler.leave(key, Date.now());
+    this.lendIfSilent(key);
   }
 
   private async run(): Promise<void> {
