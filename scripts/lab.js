@@ -202,7 +202,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * @param {Set<ChildProcess>} [track]
  * @returns {Promise<ExecResult>}
  */
-function run(argv, opts = {}, track) {
+export function run(argv, opts = {}, track) {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise((resolve) => {
     /** @type {ChildProcess} */

@@ -28,7 +28,7 @@
  */
 import { spawn as nodeSpawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { killGroup } from './lab.js';
+import { killGroup, run } from './lab.js';
 
 /** @typedef {import('node:child_process').ChildProcess} ChildProcess */
 /** @typedef {{ ns: string, ifname: string, link: number, index: number, ula: string, linkLocal: string }} RoutedHost */
@@ -49,43 +49,6 @@ import { killGroup } from './lab.js';
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * @param {string[]} argv
- * @param {{ timeoutMs?: number, input?: string, env?: NodeJS.ProcessEnv }} [opts]
- * @returns {Promise<ExecResult>}
- */
-function run(argv, opts = {}) {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  return new Promise((resolve) => {
-    /** @type {ChildProcess} */
-    let child;
-    try {
-      child = nodeSpawn(argv[0] ?? '', argv.slice(1), { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-    } catch (err) {
-      resolve({ code: -1, stdout: '', stderr: String(err) });
-      return;
-    }
-    /** @type {Buffer[]} */
-    const out = [];
-    /** @type {Buffer[]} */
-    const err = [];
-    child.stdout?.on('data', (/** @type {Buffer} */ d) => out.push(d));
-    child.stderr?.on('data', (/** @type {Buffer} */ d) => err.push(d));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child, 'SIGKILL');
-    }, timeoutMs);
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(opts.input ?? '');
-    child.on('error', () => undefined);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: timedOut || code === null ? -1 : code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
-    });
-  });
-}
 
 /** @param {string[]} argv @param {{ input?: string }} [opts] */
 async function must(argv, opts) {
