@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
 import { GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -307,7 +307,7 @@ describe('SendScheduler: gather', () => {
     expect(sent[0]!.at).toBe(firstCheckAfterIdle);
   });
 
-  it('waits at most GATHER_MAX_MS for a receiver that keeps moving but never arrives', () => {
+  it('waits at most GATHER_LIMIT_MS for a receiver that keeps moving but never arrives', () => {
     const s = mld();
     start(s, 'c500%e0', 'A', CHUNK(0, 500), 4, 0);
     // No one behind: no hold.
@@ -317,13 +317,81 @@ describe('SendScheduler: gather', () => {
     const st = start(s, 'c400%e0', 'A', CHUNK(0, 400), 4, 0);
     expect(st.waitingFor).toEqual(new Set(['B']));
     let firstSend: number | undefined;
-    for (let t = 0, chunk = 2; t <= GATHER_MAX_MS + 100 && firstSend === undefined; t += 10, chunk++) {
+    for (let t = 0, chunk = 2; t <= GATHER_LIMIT_MS + 100 && firstSend === undefined; t += 20, chunk++) {
       s.join(`c${chunk}%e0`, 'e0', 'B', CHUNK(0, chunk), t);
       s.abandon(`c${chunk}%e0`);
       if (drain(s, t).some((x) => x.key === 'c400%e0')) firstSend = t;
     }
-    expect(firstSend).toBeGreaterThanOrEqual(GATHER_MAX_MS);
-    expect(firstSend).toBeLessThanOrEqual(GATHER_MAX_MS + GATHER_CHECK_MS);
+    // Longer than GATHER_MAX_MS: a receiver in the file that keeps moving is coming.
+    expect(firstSend).toBeGreaterThanOrEqual(GATHER_LIMIT_MS);
+    expect(firstSend).toBeLessThanOrEqual(GATHER_LIMIT_MS + GATHER_CHECK_MS);
+  });
+
+  it('waits on for a receiver behind that has not moved but listens to a round still going out (it waits for the share, not stalled)', () => {
+    const s = mld();
+    start(s, 'c1%e0', 'B', CHUNK(0, 1), 1000, 0);
+    const held = start(s, 'c9%e0', 'A', CHUNK(0, 9), 4, 10);
+    expect(held.waitingFor).toEqual(new Set(['B']));
+    // B's chunk goes out slowly (5 datagrams per 10 ms, as on a loaded share): long past GATHER_IDLE_MS
+    // B has not moved, but its round is still being sent.
+    let t = 10;
+    for (; t <= 1000; t += 10) expect(drain(s, t, 5).filter((x) => x.key === 'c9%e0')).toEqual([]);
+    expect(held.waitingFor).toEqual(new Set(['B']));
+    // B leaves its chunk and joins nothing more (stopped): the hold ends at the next check.
+    s.leave('c1%e0', t);
+    const sent = runUntil(s, t, t + 3 * GATHER_CHECK_MS).filter((x) => x.key === 'c9%e0');
+    expect(esis(sent).slice(0, 4)).toEqual(sources(4));
+    expect(sent[0]!.at).toBeLessThanOrEqual(t + GATHER_CHECK_MS);
+  });
+
+  it('waits for a receiver still reading the index while it keeps joining, at most GATHER_MAX_MS', () => {
+    const s = mld();
+    s.join('t0%e0', 'e0', 'B', TREE, 0);
+    s.abandon('t0%e0');
+    const held = start(s, 'c0%e0', 'A', CHUNK(0, 0), 4, 10);
+    expect(held.waitingFor).toEqual(new Set(['B']));
+    // B's tree parts, every 200 ms: alive, though its walk position does not move.
+    for (let t = 10; t < 1000; t += 10) {
+      if (t % 200 === 0) {
+        s.join(`t${t}%e0`, 'e0', 'B', TREE, t);
+        s.abandon(`t${t}%e0`);
+      }
+      expect(drain(s, t)).toEqual([]);
+    }
+    // It stops joining at 800: let go GATHER_IDLE_MS later, at the next check.
+    const sent = runUntil(s, 1000, 1400);
+    expect(sent[0]!.at).toBeGreaterThanOrEqual(800 + GATHER_IDLE_MS);
+    expect(sent[0]!.at).toBeLessThanOrEqual(800 + GATHER_IDLE_MS + GATHER_CHECK_MS);
+    // One that keeps joining the index is waited for GATHER_MAX_MS at most.
+    const s2 = mld();
+    s2.join('t0%e0', 'e0', 'B', TREE, 0);
+    s2.abandon('t0%e0');
+    start(s2, 'c0%e0', 'A', CHUNK(0, 0), 4, 10);
+    let firstSend: number | undefined;
+    for (let t = 10; t <= GATHER_MAX_MS + 200 && firstSend === undefined; t += 10) {
+      s2.join(`t${t}%e0`, 'e0', 'B', TREE, t);
+      s2.abandon(`t${t}%e0`);
+      if (drain(s2, t).length > 0) firstSend = t;
+    }
+    expect(firstSend).toBeGreaterThanOrEqual(10 + GATHER_MAX_MS);
+    expect(firstSend).toBeLessThanOrEqual(10 + GATHER_MAX_MS + GATHER_CHECK_MS);
+  });
+
+  it('a stream that has sent nothing yet waits for a receiver that shows up after it opened; one already sending does not', () => {
+    const s = mld();
+    const sending = start(s, 'c0%e0', 'A', CHUNK(0, 0), 4, 0);
+    expect(drain(s, 0, 2)).toHaveLength(2);
+    // A's next chunk is open but not sent yet (the share is busy, or paced) when B starts.
+    const unsent = start(s, 'c1%e0', 'A', CHUNK(0, 1), 4, 1);
+    expect(unsent.waitingFor).toBeUndefined();
+    s.join('t%e0', 'e0', 'B', TREE, 2);
+    s.abandon('t%e0');
+    expect(unsent.waitingFor).toEqual(new Set(['B']));
+    expect(sending.waitingFor).toBeUndefined();
+    expect(drain(s, 2).every((x) => x.key === 'c0%e0')).toBe(true);
+    // B reaches it: one round for both.
+    expect(s.join('c1%e0', 'e0', 'B', CHUNK(0, 1), 100)).toBe('joined');
+    expect(esis(drain(s, 100).filter((x) => x.key === 'c1%e0'))).toEqual(sources(4));
   });
 
   it('does not wait for receivers in another file, ones whose frontier is stale, or any in push mode', () => {

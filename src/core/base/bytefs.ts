@@ -7,6 +7,7 @@
  * its import. Any fs call on a name that came from a directory listing or from the network
  * must come from here: node:fs would turn such bytes into U+FFFD and miss the file.
  */
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { MakeDirectoryOptions, Mode, ObjectEncodingOptions, OpenMode, RmOptions, StatOptions, BigIntStats, Stats, TimeLike } from 'node:fs';
 import { fsPath, nameFromBytes } from './names.js';
@@ -27,6 +28,16 @@ export function stat(p: string, opts?: StatOptions): Promise<Stats | BigIntStats
 
 export function open(p: string, flags?: OpenMode, mode?: Mode): Promise<fsp.FileHandle> {
   return fsp.open(fsPath(p), flags, mode);
+}
+
+/** open(2) synchronously, for a plain descriptor kept across many reads (share/chunkfiles.ts). */
+export function openFdSync(p: string, flags: number): number {
+  return fs.openSync(fsPath(p), flags);
+}
+
+/** stat(2) synchronously; undefined when nothing is at `p` (other failures throw). */
+export function statSyncIfAny(p: string): Stats | undefined {
+  return fs.statSync(fsPath(p), { throwIfNoEntry: false });
 }
 
 /** Names in a directory, read as bytes. */

@@ -13,6 +13,7 @@ import { encodeBundle, type BundleEntry } from '../wire/bundle.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { cursorKey } from '../wire/packet.js';
 import { METADATA_POSITION, walkPosition } from './scheduler.js';
+import type { ChunkFiles } from './chunkfiles.js';
 
 /** What a stream's status and logs call the object's kind: as sent, a chunk or an object with OTI. */
 export function sentKind(o: IndexObject): 'chunk' | 'tree' {
@@ -58,12 +59,13 @@ export class ChunkBuffers {
 
 /**
  * Bytes of an object; for a chunk, read from its file (into a buffer of `buffers` when given: give
- * it back when done) and checked against its leaf hash (undefined when stale).
+ * it back when done; through `files`' kept descriptors when given, else opened for this read) and
+ * checked against its leaf hash (undefined when stale).
  */
-export async function loadObject(obj: IndexObject, buffers?: ChunkBuffers): Promise<Buffer | undefined> {
+export async function loadObject(obj: IndexObject, buffers?: ChunkBuffers, files?: ChunkFiles): Promise<Buffer | undefined> {
   if (obj.kind === 'bundle') return loadBundle(obj);
   if (obj.kind !== 'chunk') return obj.bytes;
-  return readChunk(obj, buffers);
+  return files ? readChunkFrom(files, obj, buffers) : readChunk(obj, buffers);
 }
 
 /**
@@ -93,6 +95,19 @@ async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length
   } finally {
     if (!ok) buffers?.give(buf);
     await fh.close();
+  }
+}
+
+/** readChunk through kept-open descriptors, synchronously (chunkfiles.ts). */
+function readChunkFrom(files: ChunkFiles, obj: ChunkObject, buffers?: ChunkBuffers): Buffer | undefined {
+  const buf = buffers ? buffers.take(obj.length) : Buffer.alloc(obj.length);
+  let ok = false;
+  try {
+    const got = files.read(obj.localPath, buf, obj.length, obj.offset);
+    ok = got === obj.length && hash(buf).equals(obj.hash);
+    return ok ? buf : undefined;
+  } finally {
+    if (!ok) buffers?.give(buf);
   }
 }
 

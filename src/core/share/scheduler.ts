@@ -29,17 +29,31 @@ export const SWEEP_MS = LINGER_MS / 5;
 /**
  * A chunk stream started by one receiver waits for the others that are working
  * through the same share but have not reached that chunk yet, so that one round
- * serves them all: as long as each of them keeps moving (its furthest join
- * advanced within GATHER_IDLE_MS), and at most GATHER_MAX_MS. Without it a
- * receiver a little ahead gets each chunk alone and the one behind asks for it
- * again later: in the 3-receiver benchmark a sixth of the chunks went out two or
- * three times, and with a fixed 300 ms wait still an eighth in one run in five.
- * Only receivers in the same file (or still reading the index) are waited for.
- * The one behind is not held back meanwhile (its chunks are not waiting for
- * anyone), so it catches up at full rate and then all move together.
+ * serves them all. Without it a receiver a little ahead gets each chunk alone and
+ * the one behind asks for it again later: in the 3-receiver benchmark a sixth of
+ * the chunks went out two or three times, and with a fixed 300 ms wait still an
+ * eighth in one run in five. Only receivers in the same file (or still reading
+ * the index) are waited for, and only while they are coming:
+ * - one still reading the index, while it keeps joining (GATHER_IDLE_MS) and at
+ *   most GATHER_MAX_MS: how far it is from the chunk is not known yet;
+ * - one behind in the file, while it keeps moving: its furthest join advanced
+ *   within GATHER_IDLE_MS, or it listens to a stream of ours that still has a
+ *   round to send (it is waiting for the share, not stalled); at most
+ *   GATHER_LIMIT_MS.
+ * A receiver with many chunks in flight is so held about its window ahead of one
+ * with few (128 chunks ahead of one with 4: 1.3 s on the quiet 100 Mbit/s lab,
+ * several seconds on a loaded host, where the one behind gets little CPU). A bound
+ * of 2 s let go of the whole window whenever the one behind slowed a little, and
+ * from then on the one ahead ran alone; judging by the pace of the one behind was
+ * tried too, but that pace is low precisely while the streams let go compete with
+ * its own. A stream that has sent nothing yet when a receiver shows up waits for
+ * it as if opened then, so what is held does not depend on how quickly the share
+ * read the chunks. The one behind is not held back meanwhile (its chunks are not
+ * waiting for anyone), so it catches up at full rate and then all move together.
  */
 export const GATHER_MAX_MS = 2000;
 export const GATHER_IDLE_MS = 300;
+export const GATHER_LIMIT_MS = 5000;
 /**
  * A bundle part (an lcsync extension: one per directory, up to a MiB) is wanted by every receiver
  * of the tree, in about the same order, but not at the same moment: receivers started together
@@ -109,6 +123,13 @@ export interface SchedulerOptions<T> {
   onAsk?: (kind: 'listener' | 'reask') => void;
 }
 
+/** Where a receiver is in its walk: the furthest position it has joined lately, when it last joined anything, and when that position last moved. */
+interface Frontier {
+  pos: number;
+  at: number;
+  movedAt: number;
+}
+
 /** What a join did: served by a running stream, waiting for one being set up, or the caller must set one up. */
 export type JoinOutcome = 'joined' | 'waiting' | 'start';
 
@@ -135,8 +156,8 @@ export class SendScheduler<T> {
   private readonly lingering = new Set<ScheduledStream<T>>();
   /** Smoothed time from a stream's last source symbol to its listener's leave. */
   private leaveLatencyMs = INITIAL_LEAVE_LATENCY_MS;
-  /** Per interface, per receiver: the furthest position it has joined lately, when, and when it last moved. */
-  private readonly frontiers = new Map<string, Map<string, { pos: number; at: number; movedAt: number }>>();
+  /** Per interface, per receiver: its frontier (see Frontier). */
+  private readonly frontiers = new Map<string, Map<string, Frontier>>();
   /** When held streams are next checked for receivers that stopped moving; undefined: nothing is held. */
   private gatherCheckAt: number | undefined;
   /** When lingering streams are next looked at. */
@@ -364,6 +385,9 @@ export class SendScheduler<T> {
     const fresh = f !== undefined && now - f.at < FRONTIER_TTL_MS;
     const at = fresh ? Math.max(f.pos, pos) : pos;
     hosts.set(host, { pos: at, at: now, movedAt: fresh && at === f.pos ? f.movedAt : now });
+    if (!fresh) this.gatherUnsent(ifname, host, at, now);
+    // Nothing held: nothing to let go (this is every join: not a walk of every stream for nothing).
+    if (this.gatherCheckAt === undefined) return;
     for (const s of this.order) {
       if (!s.waitingFor?.has(host) || s.ifname !== ifname || s.position > at || s.gatherBy === 'joins') continue;
       s.waitingFor.delete(host);
@@ -371,6 +395,25 @@ export class SendScheduler<T> {
         s.waitingFor = undefined;
         this.opts.onRelease?.();
       }
+    }
+  }
+
+  /**
+   * Receiver `host` showed up on `ifname` at `pos`: the chunk streams there that have sent nothing
+   * yet wait for it as if they opened now (gather), so what a newcomer finds held does not depend
+   * on how soon the share had read the chunks the others asked for.
+   */
+  private gatherUnsent(ifname: string, host: string, pos: number, now: number): void {
+    for (const s of this.order) {
+      if (s.ifname !== ifname || s.position < 0 || s.gatherBy === 'joins' || s.sent > 0 || s.position <= pos || s.reporters.has(host)) continue;
+      if (pos >= 0 && fileOfPosition(pos) !== fileOfPosition(s.position)) continue;
+      if (!s.waitingFor) {
+        s.waitingFor = new Set();
+        s.gatherSince = now;
+        s.gatherUntil = now + GATHER_LIMIT_MS;
+      }
+      s.waitingFor.add(host);
+      this.gatherCheckAt ??= now + GATHER_CHECK_MS;
     }
   }
 
@@ -432,7 +475,8 @@ export class SendScheduler<T> {
     }
     if (behind.size === 0) return;
     s.waitingFor = behind;
-    s.gatherUntil = now + GATHER_MAX_MS;
+    s.gatherSince = now;
+    s.gatherUntil = now + GATHER_LIMIT_MS;
     this.gatherCheckAt ??= now + GATHER_CHECK_MS;
   }
 
@@ -453,6 +497,7 @@ export class SendScheduler<T> {
     }
     if (behind.size === 0) return;
     s.waitingFor = behind;
+    s.gatherSince = now;
     s.gatherUntil = now + JOIN_GATHER_MAX_MS;
     this.gatherCheckAt ??= now + GATHER_CHECK_MS;
   }
@@ -465,9 +510,10 @@ export class SendScheduler<T> {
     this.opts.onRelease?.();
   }
 
-  /** Stop waiting for receivers that stopped moving; stop checking when nothing waits. */
+  /** Stop waiting for receivers that are no longer coming; stop checking when nothing waits. */
   private checkGathering(now: number): void {
     let holding = false;
+    let served: Set<string> | undefined;
     for (const s of this.order) {
       const w = s.waitingFor;
       if (!w) continue;
@@ -475,12 +521,29 @@ export class SendScheduler<T> {
       for (const host of w) {
         const f = hosts?.get(host);
         // A receiver fetching metadata joins without moving its walk position: its joins say it is alive.
-        if (!f || (s.gatherBy === 'joins' ? now - f.at >= JOIN_GATHER_IDLE_MS : now - f.movedAt >= GATHER_IDLE_MS)) w.delete(host);
+        const coming = f !== undefined && (s.gatherBy === 'joins' ? now - f.at < JOIN_GATHER_IDLE_MS : this.coming(s, host, f, now, (served ??= this.servedHosts())));
+        if (!coming) w.delete(host);
       }
       if (w.size === 0 || now >= s.gatherUntil) s.waitingFor = undefined;
       else holding = true;
     }
     this.gatherCheckAt = holding ? now + GATHER_CHECK_MS : undefined;
+  }
+
+  /** Whether chunk stream `s` should wait on for `host`, whose frontier is `f` (see GATHER_MAX_MS). */
+  private coming(s: ScheduledStream<T>, host: string, f: Frontier, now: number, served: Set<string>): boolean {
+    if (f.pos < 0) return now - f.at < GATHER_IDLE_MS && now - s.gatherSince < GATHER_MAX_MS;
+    return now - f.movedAt < GATHER_IDLE_MS || served.has(`${host}%${s.ifname}`);
+  }
+
+  /** Receivers (host%interface) listening to a stream that still has a round to send: they are waiting for us. */
+  private servedHosts(): Set<string> {
+    const served = new Set<string>();
+    for (const x of this.order) {
+      if (x.paused || x.budget === 0) continue;
+      for (const h of x.reporters) served.add(`${h}%${x.ifname}`);
+    }
+    return served;
   }
 
   private insertByPosition(s: ScheduledStream<T>): void {

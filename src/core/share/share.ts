@@ -28,6 +28,7 @@ import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
 import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
+import { ChunkFiles } from './chunkfiles.js';
 import { RateMeter, type ShareStatus } from './status.js';
 import { Cooperation } from './cooperation.js';
 import { DEFAULT_HEARTBEAT_SEC, RootAnnouncer } from './announce.js';
@@ -259,6 +260,8 @@ export class Share extends EventEmitter {
   private txPlan: TxPlan | undefined;
   /** Buffers chunks are read into, reused once their stream is gone. */
   private readonly chunkBuffers = new ChunkBuffers();
+  /** Files chunks are read from, kept open while their chunks are sent. */
+  private readonly chunkFiles = new ChunkFiles();
   /**
    * Buffers of streams freed since the batch in flight was planned: a plan refers to chunk bytes
    * until it is sent, so they go back to chunkBuffers only after it (recycleFreed).
@@ -334,6 +337,8 @@ export class Share extends EventEmitter {
     this.index_ = index;
     this.announcer.setIndex(index);
     this.warnedStale.clear();
+    // Files the new index no longer names need not stay open; the others reopen on their next chunk.
+    this.chunkFiles.closeAll();
     this.positions = new WalkPositions(index);
     this.coop?.setIndex(index);
     for (const out of this.scheduler.items()) {
@@ -535,7 +540,7 @@ export class Share extends EventEmitter {
     }
     if (outcome !== 'start') return;
     try {
-      const data = await loadObject(obj, this.chunkBuffers);
+      const data = await loadObject(obj, this.chunkBuffers, this.chunkFiles);
       if (!data) {
         // One line per file per index: every join of each of its chunks ends here until a re-index.
         this.stale(obj, (p) => `${p} changed since it was indexed; not sending its old chunks`);
@@ -572,7 +577,7 @@ export class Share extends EventEmitter {
     let data: Buffer | undefined;
     let failure: string | undefined;
     try {
-      data = await loadObject(out.object, this.chunkBuffers);
+      data = await loadObject(out.object, this.chunkBuffers, this.chunkFiles);
     } catch (err) {
       failure = (err as Error).message;
     } finally {
@@ -857,6 +862,7 @@ export class Share extends EventEmitter {
     await this.coop?.close();
     await this.pump?.catch(() => undefined);
     for (const s of this.scheduler.clear()) s.item.free();
+    this.chunkFiles.closeAll();
     await this.watcher.close();
     await Promise.all([...this.sinks.values()].map((s) => s.close()));
   }

@@ -77,6 +77,9 @@ export class ScheduledStream<T> {
   waitingFor: Set<string> | undefined;
   /** How the first round gathers listeners: 'joins' for a bundle part (scheduler.ts JOIN_GATHER_MAX_MS); otherwise by walk position, if at all. */
   gatherBy: 'joins' | undefined;
+  /** When the first round began to wait (scheduler.ts: receivers whose pace is not known are waited for GATHER_MAX_MS from here). */
+  gatherSince = 0;
+  /** The hold ends then at the latest (scheduler.ts GATHER_LIMIT_MS; JOIN_GATHER_MAX_MS for a part). */
   gatherUntil = 0;
   readonly round: number;
   readonly repairRound: number;

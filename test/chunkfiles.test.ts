@@ -1,0 +1,199 @@
+/**
+ * Chunk reads through kept-open descriptors (src/core/share/chunkfiles.ts, and loadObject in
+ * objects.ts): the bytes are the file's, a file replaced or cut short while shared is never served
+ * from its old descriptor, and descriptors are bounded, closed when idle and when the share stops.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ChunkFiles } from '../src/core/share/chunkfiles.js';
+import { ChunkBuffers, loadObject } from '../src/core/share/objects.js';
+import { Share } from '../src/core/share/share.js';
+import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
+import { hash } from '../src/core/model/hash.js';
+import { groupBytes } from '../src/core/wire/address.js';
+import type { DatagramSink } from '../src/core/net/datagram.js';
+import type { ListenerSource } from '../src/core/net/push.js';
+import type { MldEvent } from '../src/core/net/mldsocket.js';
+
+let work: string;
+beforeEach(() => {
+  work = mkdtempSync(path.join(tmpdir(), 'lcsync-chunkfiles-'));
+});
+afterEach(() => rmSync(work, { recursive: true, force: true }));
+
+/** Descriptors of this process open on files under `dir`. */
+function openUnder(dir: string): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+type Chunk = Extract<IndexObject, { kind: 'chunk' }>;
+/** What loadObject needs of a chunk of `p`: where it is and the hash it was indexed with. */
+function chunkOf(p: string, bytes: Buffer, offset = 0): Chunk {
+  return { kind: 'chunk', localPath: p, offset, length: bytes.length, hash: hash(bytes) } as unknown as Chunk;
+}
+
+describe.skipIf(process.platform !== 'linux')('ChunkFiles', () => {
+  it('reads ranges of a file through one descriptor, the same bytes as the file', () => {
+    const p = path.join(work, 'a.bin');
+    const data = randomBytes(100_000);
+    writeFileSync(p, data);
+    const files = new ChunkFiles();
+    const parts = [0, 32768, 65536, 98304].map((off) => {
+      const b = Buffer.alloc(32768);
+      return b.subarray(0, files.read(p, b, 32768, off));
+    });
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    expect(files.opens).toBe(1);
+    expect(openUnder(work)).toBe(1);
+    files.closeAll();
+    expect(openUnder(work)).toBe(0);
+  });
+
+  it('reads a file replaced under its name (a new inode) from the new file at once, never from the old descriptor', () => {
+    const p = path.join(work, 'a.bin');
+    writeFileSync(p, Buffer.alloc(4096, 1));
+    const files = new ChunkFiles();
+    const b = Buffer.alloc(4096);
+    files.read(p, b, 4096, 0);
+    expect(b[0]).toBe(1);
+    writeFileSync(path.join(work, 'b.tmp'), Buffer.alloc(4096, 2));
+    renameSync(path.join(work, 'b.tmp'), p);
+    files.read(p, b, 4096, 0);
+    expect(b[0]).toBe(2);
+    expect(files.opens).toBe(2);
+    // The old file's descriptor went with it.
+    expect(openUnder(work)).toBe(1);
+    files.closeAll();
+  });
+
+  it('as loadObject: a chunk of a file replaced, changed in place or cut short since indexing is stale; the same bytes under a new inode are served', async () => {
+    const p = path.join(work, 'f.bin');
+    const v1 = randomBytes(65536);
+    writeFileSync(p, v1);
+    const files = new ChunkFiles();
+    const buffers = new ChunkBuffers();
+    const second = chunkOf(p, v1.subarray(32768), 32768);
+    expect((await loadObject(second, buffers, files))?.equals(v1.subarray(32768))).toBe(true);
+    // Replaced by other bytes (rename over it): stale, though the descriptor of the old file held the indexed bytes.
+    const tmp = path.join(work, 'f.tmp');
+    writeFileSync(tmp, randomBytes(65536));
+    renameSync(tmp, p);
+    expect(await loadObject(second, buffers, files)).toBeUndefined();
+    // Replaced by a copy of the indexed bytes: served, read from the new file.
+    writeFileSync(tmp, v1);
+    renameSync(tmp, p);
+    expect((await loadObject(second, buffers, files))?.equals(v1.subarray(32768))).toBe(true);
+    // Changed in place (same inode, same descriptor): the hash check.
+    const changed = Buffer.from(v1);
+    changed[40000] ^= 1;
+    writeFileSync(p, changed);
+    expect(await loadObject(second, buffers, files)).toBeUndefined();
+    // Cut short in place: a short read.
+    writeFileSync(p, v1);
+    expect(await loadObject(second, buffers, files)).toBeDefined();
+    truncateSync(p, 40000);
+    expect(await loadObject(second, buffers, files)).toBeUndefined();
+    // Gone: the read fails (the share reports the file as unreadable), and nothing stays open.
+    rmSync(p);
+    await expect(loadObject(second, buffers, files)).rejects.toThrow(/ENOENT/);
+    expect(files.size).toBe(0);
+    expect(openUnder(work)).toBe(0);
+  });
+
+  it('does not block on a FIFO put in the place of a file, and fails the read', () => {
+    const p = path.join(work, 'a.bin');
+    writeFileSync(p, 'abcd');
+    const files = new ChunkFiles();
+    files.read(p, Buffer.alloc(4), 4, 0);
+    rmSync(p);
+    execFileSync('mkfifo', [p]);
+    expect(() => files.read(p, Buffer.alloc(4), 4, 0)).toThrow(/regular file/);
+    expect(openUnder(work)).toBe(0);
+  });
+
+  it('keeps at most `keep` descriptors open (the least recently used goes) and closes those unused for idleMs', async () => {
+    const files = new ChunkFiles(2, 40);
+    const b = Buffer.alloc(10);
+    for (const name of ['a', 'b', 'c', 'd']) writeFileSync(path.join(work, name), 'x'.repeat(10));
+    files.read(path.join(work, 'a'), b, 10, 0);
+    files.read(path.join(work, 'b'), b, 10, 0);
+    files.read(path.join(work, 'a'), b, 10, 0);
+    files.read(path.join(work, 'c'), b, 10, 0);
+    // b was the least recently used.
+    expect(files.size).toBe(2);
+    expect(openUnder(work)).toBe(2);
+    files.read(path.join(work, 'a'), b, 10, 0);
+    expect(files.opens).toBe(3);
+    files.read(path.join(work, 'd'), b, 10, 0);
+    expect(files.size).toBe(2);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(files.size).toBe(0);
+    expect(openUnder(work)).toBe(0);
+  });
+
+  it('fails a read of a missing file, and reads it once it exists', () => {
+    const files = new ChunkFiles();
+    const p = path.join(work, 'late.bin');
+    expect(() => files.read(p, Buffer.alloc(4), 4, 0)).toThrow(/ENOENT/);
+    writeFileSync(p, 'abcd');
+    const b = Buffer.alloc(4);
+    expect(files.read(p, b, 4, 0)).toBe(4);
+    expect(b.toString()).toBe('abcd');
+    files.closeAll();
+  });
+});
+
+class FakeSink implements DatagramSink {
+  datagrams = 0;
+  async sendBatch(items: readonly { group: string; payload: Buffer }[]): Promise<void> {
+    this.datagrams += items.length;
+  }
+  async close(): Promise<void> {}
+}
+
+class FakeListeners extends EventEmitter implements ListenerSource {
+  activeGroups(): { group: string; ifname: string }[] {
+    return [];
+  }
+  async close(): Promise<void> {}
+  report(kind: MldEvent['kind'], key: Uint8Array, from: string): void {
+    this.emit(kind, { kind, group: groupBytes(key), ifname: 'f0', from } satisfies MldEvent);
+  }
+}
+
+describe.skipIf(process.platform !== 'linux')('Share: chunk files', () => {
+  it('keeps the file open while its chunks are sent and closes it when the share stops', async () => {
+    const p = path.join(work, 'file.bin');
+    writeFileSync(p, randomBytes(4 * 32768));
+    const index = await ShareIndex.build([p]);
+    const sink = new FakeSink();
+    const listeners = new FakeListeners();
+    const share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners });
+    try {
+      const chunks = [...index.hashes()].map((h) => index.get(h)!).filter((o) => o.kind === 'chunk');
+      expect(chunks).toHaveLength(4);
+      for (const c of chunks) listeners.report('join', c.hash, 'fe80::2');
+      const end = Date.now() + 5000;
+      while (sink.datagrams < 4 * 32 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      expect(sink.datagrams).toBeGreaterThanOrEqual(4 * 32);
+      // One descriptor for the four chunks, not one per chunk.
+      expect(openUnder(work)).toBe(1);
+    } finally {
+      await share.stop();
+    }
+    expect(openUnder(work)).toBe(0);
+  });
+});
