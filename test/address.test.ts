@@ -63,6 +63,8 @@ describe('IPv6 text form (RFC 5952)', () => {
         if (sparse) for (let i = 0; i < 16; i++) if (b[i]! < 160) bytes[i] = 0;
         const text = formatIPv6(bytes);
         expect(text).not.toMatch(/:::|[A-F]/);
+        // The canonical form: what the WHATWG URL parser (RFC 5952 compression) makes of it.
+        expect(new URL(`http://[${text}]/`).hostname).toBe(`[${text}]`);
         expect(parseIPv6(text).equals(bytes)).toBe(true);
       }),
       { numRuns: 2000 },

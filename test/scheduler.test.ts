@@ -160,6 +160,33 @@ describe('SendScheduler: leaves', () => {
     expect(s.size).toBe(0);
   });
 
+  it('keeps silent streams out of the way of the others: only listened ones are served, a re-joined one is served again in its place, and removal works for both', () => {
+    const dropped: string[] = [];
+    const s = mld({ dropped });
+    for (let i = 0; i < 300; i++) start(s, `c${i}`, 'A', CHUNK(0, i), 4, 0);
+    for (let i = 0; i < 298; i++) {
+      s.part(`c${i}`, 'A', 0);
+      s.leave(`c${i}`, 0);
+    }
+    expect(new Set(drain(s, 0).map((x) => x.key))).toEqual(new Set(['c298', 'c299']));
+    // c5 is asked for again: it comes back before c298 and c299 in the walk order (the cursor), and is served.
+    expect(s.join('c5', 'e0', 'A', CHUNK(0, 5), 10)).toBe('joined');
+    expect(s.cursorOf('e0', 0)).toBe(5);
+    expect(drain(s, 10).map((x) => x.key)).toEqual(Array(4).fill('c5'));
+    s.remove('c7');
+    s.remove('c298');
+    expect(s.get('c7')).toBeUndefined();
+    expect(s.size).toBe(298);
+    // The others lingering are dropped after LINGER_MS; the ones listened to stay.
+    runUntil(s, 10, LINGER_MS + 2 * SWEEP_MS + TRICKLE_MS);
+    expect(s.size).toBe(2);
+    expect(dropped).toHaveLength(296);
+    expect(dropped).not.toContain('c7');
+    expect(s.cursorOf('e0', 0)).toBe(5);
+    s.leave('c5', LINGER_MS + 2 * SWEEP_MS + TRICKLE_MS + 10);
+    expect(s.cursorOf('e0', 0)).toBe(299);
+  });
+
   it('goes on for the listeners that remain, and a re-join soon after a leave is a re-ask (a repair round, not a new one)', () => {
     const s = mld();
     const K = 40;

@@ -163,10 +163,9 @@ export class MulticastSender implements DatagramSink {
       if (info[1] === 1) this.gso = false;
       this.planStats.messages += info[0]!;
       this.planStats.datagrams += sent;
-      for (let i = off; i < off + sent; i++) {
-        this.stats.datagrams++;
-        this.stats.bytes += plan.rowBytes(i);
-      }
+      this.stats.datagrams += sent;
+      if (off === 0 && sent === n) this.stats.bytes += plan.payloadBytes;
+      else for (let i = off; i < off + sent; i++) this.stats.bytes += plan.rowBytes(i);
       off += sent;
       if (off === n) break;
       stalls = sent > 0 ? 1 : stalls + 1;

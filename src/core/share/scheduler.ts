@@ -148,9 +148,13 @@ export class SendScheduler<T> {
    * behind gets its (earlier) chunks at full speed while the one ahead waits,
    * trickled, until the laggard reaches the streams the leader is still on and
    * both are served by the same datagrams. Within one receiver its oldest
-   * request comes first, so nothing it waits for starves.
+   * request comes first, so nothing it waits for starves. Lingering streams (silent, everyone
+   * left) are not in it but in `lingering` until a join brings them back: at line rate a few hundred
+   * of them sit before the streams with rounds, and every pick walked past them.
    */
   private order: ScheduledStream<T>[] = [];
+  /** pick()'s list of the first ready streams, reused. */
+  private readonly front: ScheduledStream<T>[] = [];
   private cursor = 0;
   private nextTrickleScan = 0;
   private readonly lingering = new Set<ScheduledStream<T>>();
@@ -202,6 +206,7 @@ export class SendScheduler<T> {
     if (existing) {
       if (existing.gatherBy === 'joins') this.noteJoiner(existing, from);
       existing.paused = false;
+      this.relist(existing);
       const { listener, reask, repeat } = existing.asks;
       existing.joined(from, now);
       if (existing.asks.listener !== listener) this.opts.onAsk?.('listener');
@@ -276,7 +281,11 @@ export class SendScheduler<T> {
     if (!s) return;
     s.paused = true;
     s.lingerUntil = now + LINGER_MS;
+    if (this.lingering.has(s)) return;
     this.lingering.add(s);
+    this.unlist(s);
+    // Nobody to gather for: one who joins again is asking for more, and is served at once.
+    s.waitingFor = undefined;
   }
 
   /** Take stream `key` out at once (its object is gone); the caller frees its item. */
@@ -284,8 +293,7 @@ export class SendScheduler<T> {
     const s = this.streams.get(key);
     if (!s) return undefined;
     this.streams.delete(key);
-    this.lingering.delete(s);
-    this.order = this.order.filter((x) => x !== s);
+    if (!this.lingering.delete(s)) this.unlist(s);
     return s;
   }
 
@@ -315,14 +323,19 @@ export class SendScheduler<T> {
       const t = this.order.find((x) => x.trickleDue(now));
       if (t) return t;
     }
-    const front: ScheduledStream<T>[] = [];
+    const front = this.front;
+    front.length = 0;
     for (const x of this.order) {
       if (x.ready(now)) {
         front.push(x);
         if (front.length === ACTIVE_WINDOW) break;
       }
     }
-    if (front.length > 0) return front[this.cursor++ % front.length];
+    if (front.length > 0) {
+      const s = front[this.cursor++ % front.length];
+      front.length = 0;
+      return s;
+    }
     return this.order.find((x) => x.trickleDue(now));
   }
 
@@ -343,7 +356,7 @@ export class SendScheduler<T> {
    * Joins and leaves in between are the caller's to wake on.
    */
   wakeAt(now: number): number {
-    let wait = this.order.length === 0 ? 60_000 : TRICKLE_MS;
+    let wait = this.streams.size === 0 ? 60_000 : TRICKLE_MS;
     for (const s of this.streams.values()) wait = Math.min(wait, Math.max(1, s.wakeAt() - now));
     if (this.gatherCheckAt !== undefined) wait = Math.min(wait, Math.max(1, this.gatherCheckAt - now));
     return now + wait;
@@ -363,12 +376,14 @@ export class SendScheduler<T> {
   private sweepLingering(now: number): void {
     for (const s of this.lingering) {
       if (s.reporters.size > 0 || !s.paused) {
-        this.lingering.delete(s);
+        this.relist(s);
         continue;
       }
       if (now < s.lingerUntil) continue;
-      this.lingering.delete(s);
-      if (this.streams.get(s.key) !== s) continue;
+      if (this.streams.get(s.key) !== s) {
+        this.lingering.delete(s);
+        continue;
+      }
       this.remove(s.key);
       this.opts.onDrop?.(s);
     }
@@ -547,7 +562,26 @@ export class SendScheduler<T> {
   }
 
   private insertByPosition(s: ScheduledStream<T>): void {
-    const p = s.position;
+    this.order.splice(this.firstAfter(s.position), 0, s);
+  }
+
+  /** A lingering stream that someone listens to again goes back into the order. */
+  private relist(s: ScheduledStream<T>): void {
+    if (this.lingering.delete(s)) this.insertByPosition(s);
+  }
+
+  /** Take `s` out of the order (a binary search for its position, not a walk of every stream). */
+  private unlist(s: ScheduledStream<T>): void {
+    for (let i = this.firstAfter(s.position) - 1; i >= 0 && this.order[i]!.position === s.position; i--) {
+      if (this.order[i] === s) {
+        this.order.splice(i, 1);
+        return;
+      }
+    }
+  }
+
+  /** The index of the first stream in the order whose position is above `p`. */
+  private firstAfter(p: number): number {
     let lo = 0;
     let hi = this.order.length;
     while (lo < hi) {
@@ -555,6 +589,6 @@ export class SendScheduler<T> {
       if (this.order[mid]!.position <= p) lo = mid + 1;
       else hi = mid;
     }
-    this.order.splice(lo, 0, s);
+    return lo;
   }
 }
