@@ -49,7 +49,18 @@ export const GRACE_MAX_MS = 150;
 export const REJOIN_MS = 2000;
 
 /** What a stream sends next: a source symbol (its ESI) or a fresh repair symbol. */
-export type SymbolChoice = { source: number } | { repair: true };
+export type SymbolChoice = { readonly source: number } | { readonly repair: true };
+
+/**
+ * take() answers with these shared, frozen objects rather than a new one per datagram (a share at
+ * line rate sends tens of thousands a second, and each was garbage at once). One per ESI, made on
+ * first use: at most the largest K served.
+ */
+const REPAIR: SymbolChoice = Object.freeze({ repair: true });
+const SOURCE: SymbolChoice[] = [];
+function sourceChoice(esi: number): SymbolChoice {
+  return (SOURCE[esi] ??= Object.freeze({ source: esi }));
+}
 
 /** One stream's place in the policy: its round, its listeners, its hold. `item` is what the caller sends it with. */
 export class ScheduledStream<T> {
@@ -186,10 +197,10 @@ export class ScheduledStream<T> {
         this.sentSinceSourceDone = 0;
         if (this.budget > 0) this.holdUntil = now + this.grace();
       }
-      return { source: esi };
+      return sourceChoice(esi);
     }
     this.sentSinceSourceDone++;
-    return { repair: true };
+    return REPAIR;
   }
 }
 
