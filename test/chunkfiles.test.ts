@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,6 +76,29 @@ describe.skipIf(process.platform !== 'linux')('ChunkFiles', () => {
     expect(files.opens).toBe(2);
     // The old file's descriptor went with it.
     expect(openUnder(work)).toBe(1);
+    files.closeAll();
+  });
+
+  it('opens a file again after its status changed (made unreadable, or written), so the permission is checked as per chunk before', async () => {
+    const p = path.join(work, 'a.bin');
+    writeFileSync(p, Buffer.alloc(4096, 1));
+    const files = new ChunkFiles();
+    const b = Buffer.alloc(4096);
+    files.read(p, b, 4096, 0);
+    files.read(p, b, 4096, 0);
+    expect(files.opens).toBe(1);
+    // ctime ticks with the kernel's coarse clock.
+    await new Promise((r) => setTimeout(r, 30));
+    chmodSync(p, 0o000);
+    // Refused, or (as root, which may open it anyway) read through a new descriptor: opened again either way.
+    let denied = false;
+    try {
+      files.read(p, b, 4096, 0);
+    } catch (err) {
+      expect((err as NodeJS.ErrnoException).code).toBe('EACCES');
+      denied = true;
+    }
+    expect(denied || files.opens === 2).toBe(true);
     files.closeAll();
   });
 

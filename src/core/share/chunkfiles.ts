@@ -13,7 +13,10 @@
  * (a new inode, as editors and rsync do) is caught before each read: the path is stat-ed and a
  * descriptor whose device and inode are no longer the path's is closed and the path opened
  * afresh, so the old inode is never read once the name points elsewhere (as when every chunk
- * opened the file). At most `keep` descriptors stay open (the least recently used is closed
+ * opened the file). So is one whose file's status changed (ctime: its mode or owner, as when it is
+ * made unreadable, or its bytes): the open then checks the permission again, as it did per chunk.
+ * (ctime ticks with the kernel's coarse clock: a change within a few milliseconds of the open
+ * may go unseen until the next one, or until the descriptor idles out.) At most `keep` descriptors stay open (the least recently used is closed
  * first), each at most `idleMs` after its last read, and closeAll() closes them all (a re-index,
  * the share's stop).
  */
@@ -31,6 +34,7 @@ interface OpenFile {
   fd: number;
   dev: number;
   ino: number;
+  ctimeMs: number;
   usedAt: number;
 }
 
@@ -83,13 +87,13 @@ export class ChunkFiles {
     const kept = this.files.get(localPath);
     if (kept) {
       const st = statSyncIfAny(localPath);
-      if (st && st.ino === kept.ino && st.dev === kept.dev) {
+      if (st && st.ino === kept.ino && st.dev === kept.dev && st.ctimeMs === kept.ctimeMs) {
         // Most recently used goes last.
         this.files.delete(localPath);
         this.files.set(localPath, kept);
         return kept;
       }
-      // Replaced or gone: the old inode is not read again. Opening below says why when it cannot.
+      // Replaced, changed or gone: not read through this descriptor again. Opening below says why when it cannot.
       this.close(localPath);
     }
     // Non-blocking: a FIFO put in the file's place must not stop the share in open(2).
@@ -98,7 +102,7 @@ export class ChunkFiles {
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new LcsyncError('IO', 'no longer a regular file');
-      f = { fd, dev: st.dev, ino: st.ino, usedAt: Date.now() };
+      f = { fd, dev: st.dev, ino: st.ino, ctimeMs: st.ctimeMs, usedAt: Date.now() };
     } catch (err) {
       closeSync(fd);
       throw err;
