@@ -13,15 +13,19 @@
  * and rename it: the last one wins, and every entry is checked against the file's identity when
  * used, so a stale entry is a miss. Layout: magic, the destination path, entries (each an 8-byte
  * ctime and the share cache's entry encoding, encodeEntry), and a BLAKE3 of all of it. On load the
- * hash, every length and every tree (node count, parents) is checked: a damaged file is a miss for
- * every entry, never a wrong tree.
+ * hash and every length are checked (a damaged file is a miss for every entry), and each entry is
+ * only indexed by path: its identity is compared in place and its tree decoded and checked (node
+ * count, parents) when a lookup hits it, a tree that fails being a miss, never a wrong tree. A
+ * save writes the entries found unchanged as the bytes that were read.
  *
  * What is saved is what this run found unchanged or hashed (under the identity it had then), and
  * what it wrote or touched, lstat-ed again at the end: a written file must still show the
  * expected inode, size and the mtime it was given, and is saved with the ctime it shows then. A
  * file changed after an lstat gets a new ctime, provided its ctime was older than the lstat by
  * more than one clock tick; so a hashed file younger than RACY_MS is not cached, and the save
- * waits until the run's own changes are RACY_MS old (once per run, when it wrote anything). A change
+ * waits until the run's own changes are RACY_MS old (once per run, when it wrote more than a few
+ * files: after a run that wrote few, those younger than RACY_MS are left out and hashed next time,
+ * which costs less than the wait). A change
  * made within the same tick as the run's own last change to a file, before that lstat, keeping
  * size and mtime, is not seen (git's index has the same limit); --checksum is the way round it.
  */
@@ -32,7 +36,7 @@ import { lstatMany } from '../base/lstatmany.js';
 import { nameFromBytes, nameToBytes } from '../base/names.js';
 import { hash, hashConcat, toHex } from '../model/hash.js';
 import { MerkleTree } from '../model/tree.js';
-import { decodeEntry, encodeEntryParts, type FileIdentity } from '../index/cache.js';
+import { ENTRY_HEADER, decodeEntry, encodeEntryParts, entryPath, type FileIdentity } from '../index/cache.js';
 import type { TreeCache } from '../index/mdex.js';
 
 /** A file's identity as the receiver keys it: the share's, and its ctime. */
@@ -57,7 +61,16 @@ interface Candidate {
   /** What lstat must show at save time (ctime is compared only when the run did not touch the file). */
   expect: LocalIdentity;
   touched: boolean;
+  /** The entry's bytes in the file read at open, when it is that entry unchanged: saved as they are. */
+  raw?: Buffer;
 }
+
+/**
+ * Written files the save does not wait for (see check): when this few and this small, hashing
+ * them again on the next run costs less than waiting RACY_MS for their ctime to settle now.
+ */
+const REHASH_FILES = 256;
+const REHASH_BYTES = 8 * 2 ** 20;
 
 export interface LocalTreeStats {
   hits: number;
@@ -102,7 +115,9 @@ export class LocalTreeCache implements TreeCache {
     /** The destination as the sync names it (path.resolve), which the writers use. */
     private readonly given: string,
     private readonly file: string,
-    private readonly entries: Map<string, Entry>,
+    /** The file read at open (its checks passed), and where each entry's record starts in it, by key. */
+    private readonly loaded: Buffer,
+    private readonly entries: Map<string, number>,
     private readonly opts: LocalTreeOptions,
   ) {}
 
@@ -119,7 +134,7 @@ export class LocalTreeCache implements TreeCache {
       buf = undefined;
     }
     const entries = buf && buf.length <= MAX_FILE ? decodeCacheFile(buf, root) : undefined;
-    const cache = new LocalTreeCache(root, given, file, entries ?? new Map(), opts);
+    const cache = new LocalTreeCache(root, given, file, entries ? buf! : Buffer.alloc(0), entries ?? new Map(), opts);
     if (buf && !entries) cache.stats.corrupt = true;
     return cache;
   }
@@ -143,14 +158,17 @@ export class LocalTreeCache implements TreeCache {
   /** TreeCache (the walk of the destination): the tree of `p` if its identity is the cached one. */
   get(p: string, id: FileIdentity & { ctimeNs?: bigint }): MerkleTree | undefined {
     const k = this.key(p);
-    const e = k === undefined ? undefined : this.entries.get(k);
-    if (!k || !e || this.opts.checksum || id.ctimeNs === undefined || !sameLocal(e.id, id as LocalIdentity)) {
+    const at = k === undefined ? undefined : this.entries.get(k);
+    const raw = at === undefined || this.opts.checksum || id.ctimeNs === undefined ? undefined : recordIfSame(this.loaded, at, id as LocalIdentity);
+    // Decoded only now, and only on a hit: a re-sync of a large tree uses few of its trees beyond their roots.
+    const tree = raw && treeOf(raw);
+    if (!k || !raw || !tree) {
       this.stats.misses++;
       return undefined;
     }
     this.stats.hits++;
-    this.candidates.set(k, { tree: e.tree, expect: e.id, touched: false });
-    return e.tree;
+    this.candidates.set(k, { tree, expect: id as LocalIdentity, touched: false, raw });
+    return tree;
   }
 
   /** TreeCache: `p` was hashed with identity `id`, lstat-ed just before. */
@@ -188,7 +206,7 @@ export class LocalTreeCache implements TreeCache {
    */
   async save(): Promise<void> {
     // Every entry read was found unchanged and nothing else was hashed or written: the file is current.
-    if (this.candidates.size === this.entries.size && [...this.candidates].every(([k, c]) => !c.touched && this.entries.get(k)?.tree === c.tree)) {
+    if (this.candidates.size === this.entries.size && [...this.candidates.values()].every((c) => c.raw !== undefined)) {
       this.stats.saved = this.entries.size;
       const now = new Date();
       await utimes(this.file, now, now).catch(() => undefined); // used: kept by pruneOld
@@ -219,16 +237,20 @@ export class LocalTreeCache implements TreeCache {
    * in the identity the next run compares), and files it wrote or touched, lstat-ed now: only
    * those that still show the expected identity, with the ctime they have now.
    */
-  private async check(): Promise<Map<string, Entry>> {
-    const out = new Map<string, Entry>();
+  private async check(): Promise<Map<string, Entry | Buffer>> {
+    const out = new Map<string, Entry | Buffer>();
     const touched: [string, Candidate][] = [];
+    let touchedBytes = 0;
     for (const [k, c] of this.candidates) {
-      if (c.touched) touched.push([k, c]);
-      else out.set(k, { id: c.expect, tree: c.tree });
+      if (c.touched) {
+        touched.push([k, c]);
+        touchedBytes += c.expect.size;
+      } else out.set(k, c.raw ?? { id: c.expect, tree: c.tree });
     }
     if (touched.length === 0) return out;
     // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
-    await new Promise((r) => setTimeout(r, Number(RACY_MS)));
+    // Unless there are few: then those changed within RACY_MS are left out and hashed next time.
+    if (touched.length > REHASH_FILES || touchedBytes > REHASH_BYTES) await new Promise((r) => setTimeout(r, Number(RACY_MS)));
     const lstatFrom = BigInt(Date.now()) * 1_000_000n;
     // Synchronous and batched (lstatmany.ts): thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
     const stats = lstatMany(touched.map(([k]) => (k === '.' ? this.root : path.join(this.root, k))));
@@ -264,13 +286,17 @@ async function pruneOld(dir: string): Promise<void> {
  * The cache file: magic, destination path, entries, BLAKE3 of all before it. As parts, to be written
  * in order: the trees' nodes are not copied (a whole file of big trees held twice was tens of MiB).
  */
-export function encodeCacheFile(root: string, entries: ReadonlyMap<string, Entry>): Buffer[] {
+export function encodeCacheFile(root: string, entries: ReadonlyMap<string, Entry | Buffer>): Buffer[] {
   const rootBytes = nameToBytes(root);
   const head = Buffer.alloc(MAGIC.length + 4);
   MAGIC.copy(head, 0);
   head.writeUInt32BE(rootBytes.length, MAGIC.length);
   const parts: Buffer[] = [head, rootBytes];
   for (const [k, e] of entries) {
+    if (Buffer.isBuffer(e)) {
+      parts.push(e);
+      continue;
+    }
     const body = encodeEntryParts(k, e.id, e.tree);
     const pre = Buffer.alloc(12);
     pre.writeUInt32BE(body.reduce((n, b) => n + b.length, 0) + 8, 0);
@@ -297,8 +323,12 @@ async function writeParts(p: string, parts: readonly Buffer[]): Promise<void> {
   }
 }
 
-/** Decode and check a cache file of destination `root`; undefined when any check fails. */
-export function decodeCacheFile(buf: Buffer, root: string): Map<string, Entry> | undefined {
+/**
+ * Check a cache file of destination `root` (its hash, the destination, every record's length and
+ * header) and index it: where each entry's record starts, by key; undefined when any check fails.
+ * Trees are checked when used (treeOf): one that fails is a miss.
+ */
+export function decodeCacheFile(buf: Buffer, root: string): Map<string, number> | undefined {
   if (buf.length < MAGIC.length + 4 + 32 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
   const end = buf.length - 32;
   if (!hash(buf.subarray(0, end)).equals(buf.subarray(end))) return undefined;
@@ -307,23 +337,45 @@ export function decodeCacheFile(buf: Buffer, root: string): Map<string, Entry> |
   o += 4;
   if (o + rootLen > end || nameFromBytes(buf.subarray(o, o + rootLen)) !== root) return undefined;
   o += rootLen;
-  const out = new Map<string, Entry>();
+  const out = new Map<string, number>();
   while (o < end) {
     if (o + 4 > end) return undefined;
     const len = buf.readUInt32BE(o);
-    if (len < 8 || o + 4 + len > end) return undefined;
-    const ctimeNs = buf.readBigInt64BE(o + 4);
-    const entry = decodeEntry(buf.subarray(o + 12, o + 4 + len));
+    if (len < 8 + ENTRY_HEADER || o + 4 + len > end) return undefined;
+    const key = entryPath(buf.subarray(o + 12, o + 4 + len));
+    if (key === undefined) return undefined;
+    out.set(key, o);
     o += 4 + len;
-    if (!entry) return undefined;
-    let tree: MerkleTree;
-    try {
-      tree = MerkleTree.fromNodes(entry.id.size, entry.nodes);
-    } catch {
-      return undefined;
-    }
-    if (!tree.verify()) return undefined;
-    out.set(entry.path, { id: { ...entry.id, ctimeNs }, tree });
   }
   return out;
+}
+
+/** Where a record's identity is: its ctime (RECORD_CTIME, 8 bytes) and size, mtime, inode, device (RECORD_ID, 32 bytes). */
+const RECORD_CTIME = 4;
+const RECORD_ID = 12 + ENTRY_HEADER - 36;
+/** Laid out as a record's identity fields, to compare them as bytes (no BigInt read back per entry). */
+const scratch = Buffer.alloc(40);
+
+/** The record at `at` in `buf` (a checked cache file) if its identity is `id`'s, else undefined. */
+function recordIfSame(buf: Buffer, at: number, id: LocalIdentity): Buffer | undefined {
+  scratch.writeBigInt64BE(id.ctimeNs, 0);
+  scratch.writeBigUInt64BE(BigInt(id.size), 8);
+  scratch.writeBigInt64BE(id.mtimeNs, 16);
+  scratch.writeBigUInt64BE(BigInt.asUintN(64, id.ino), 24);
+  scratch.writeBigUInt64BE(BigInt.asUintN(64, id.dev), 32);
+  if (buf.compare(scratch, 0, 8, at + RECORD_CTIME, at + RECORD_CTIME + 8) !== 0) return undefined;
+  if (buf.compare(scratch, 8, 40, at + RECORD_ID, at + RECORD_ID + 32) !== 0) return undefined;
+  return buf.subarray(at, at + 4 + buf.readUInt32BE(at));
+}
+
+/** The tree a record holds, checked (node count, parents); undefined when it is not a valid one. */
+function treeOf(record: Buffer): MerkleTree | undefined {
+  const entry = decodeEntry(record.subarray(12));
+  if (!entry) return undefined;
+  try {
+    const tree = MerkleTree.fromNodes(entry.id.size, entry.nodes);
+    return tree.verify() ? tree : undefined;
+  } catch {
+    return undefined;
+  }
 }
