@@ -328,20 +328,14 @@ export function decodeEntry(buf: Buffer): { path: string; id: FileIdentity; node
   return { path: nameFromBytes(buf.subarray(o, o + plen)), id, nodes: buf.subarray(o + plen) };
 }
 
-/** Where the path of an encoded entry ends, after the checks decodeEntry makes of its header (0 when one fails). */
-export function entryPathEnd(buf: Buffer): number {
-  if (buf.length < HEADER || buf.compare(MAGIC, 0, MAGIC.length, 0, MAGIC.length) !== 0) return 0;
-  // The size must be a safe integer: the high 11 bits of the u64 are zero.
-  if ((buf.readUInt32BE(MAGIC.length) & 0xffe00000) !== 0) return 0;
-  const plen = buf.readUInt32BE(HEADER - 4);
-  if (plen === 0 || plen > MAX_PATH || HEADER + plen > buf.length) return 0;
-  return HEADER + plen;
-}
-
 /** The path of an encoded entry after the checks decodeEntry makes of its header, without decoding the rest. */
 export function entryPath(buf: Buffer): string | undefined {
-  const end = entryPathEnd(buf);
-  return end === 0 ? undefined : nameFromBytes(buf.subarray(HEADER, end));
+  if (buf.length < HEADER || buf.compare(MAGIC, 0, MAGIC.length, 0, MAGIC.length) !== 0) return undefined;
+  // The size must be a safe integer: the high 11 bits of the u64 are zero.
+  if ((buf.readUInt32BE(MAGIC.length) & 0xffe00000) !== 0) return undefined;
+  const plen = buf.readUInt32BE(HEADER - 4);
+  if (plen === 0 || plen > MAX_PATH || HEADER + plen > buf.length) return undefined;
+  return nameFromBytes(buf.subarray(HEADER, HEADER + plen));
 }
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {

@@ -38,7 +38,7 @@ import { nameFromBytes, nameToBytes } from '../base/names.js';
 import { hash, hashConcat, toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
 import { MerkleTree } from '../model/tree.js';
-import { ENTRY_HEADER, decodeEntry, encodeEntryParts, entryPath, entryPathEnd, type FileIdentity } from '../index/cache.js';
+import { ENTRY_HEADER, decodeEntry, encodeEntryParts, entryPath, type FileIdentity } from '../index/cache.js';
 import { metaFromPathStat, type DirIdentity, type DirListing, type DirListings, type TreeCache } from '../index/mdex.js';
 import { isTempName } from './writer.js';
 
@@ -218,7 +218,9 @@ export class LocalTreeCache implements TreeCache {
     if (!d || d.indexed) return undefined;
     d.indexed = true;
     for (let o = d.filesAt; o < d.end; o += 4 + this.loaded.readUInt32BE(o)) {
-      this.decoded.files.set(entryPath(this.loaded.subarray(o + 12, o + 4 + this.loaded.readUInt32BE(o)))!, o);
+      // One whose header does not hold together is left out: a miss.
+      const fk = entryPath(this.loaded.subarray(o + 12, o + 4 + this.loaded.readUInt32BE(o)));
+      if (fk !== undefined) this.decoded.files.set(fk, o);
     }
     return this.decoded.files.get(k);
   }
@@ -626,10 +628,11 @@ async function writeParts(p: string, parts: readonly Buffer[]): Promise<void> {
 }
 
 /**
- * Check a cache file of destination `root` (its hash, the destination, every record's length and
- * header, every directory record's counts and names) and index it: where each loose file's record
- * starts, by key, and each directory's; undefined when any check fails. Files under a directory
- * record are indexed when first asked for; trees are checked when used (treeOf): one that fails is a miss.
+ * Check a cache file of destination `root` (its hash, the destination, every record's length, every
+ * directory record's counts and names, every loose file record's header) and index it: where each
+ * loose file's record starts, by key, and each directory's; undefined when any check fails. The
+ * files under a directory record are indexed (their headers checked) when first asked for, and
+ * trees are checked when used (treeOf): one that fails is a miss.
  */
 export function decodeCacheFile(buf: Buffer, root: string): Decoded | undefined {
   if (buf.length < MAGIC.length + 4 + 32 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
@@ -648,25 +651,20 @@ export function decodeCacheFile(buf: Buffer, root: string): Decoded | undefined 
     if (o + 4 > end) return undefined;
     const len = buf.readUInt32BE(o);
     if (len < 8 + ENTRY_HEADER || o + 4 + len > end) return undefined;
-    if (buf.compare(DIR_MAGIC, 0, DIR_MAGIC.length, o + 12, o + 20) === 0) {
-      if (owned > 0) return undefined;
+    if (owned > 0) {
+      // A file of the last directory: its header is checked when first asked for (LocalTreeCache.fileRecord).
+      owned--;
+      dir!.end = o + 4 + len;
+    } else if (buf.compare(DIR_MAGIC, 0, DIR_MAGIC.length, o + 12, o + 20) === 0) {
       const d = checkDirRecord(buf.subarray(o, o + 4 + len));
       if (!d) return undefined;
       dir = { at: o, end: o + 4 + len, filesAt: o + 4 + len, files: d.files, indexed: false };
       out.dirs.set(d.key, dir);
       owned = d.files;
     } else {
-      const body = buf.subarray(o + 12, o + 4 + len);
-      if (owned > 0) {
-        // Indexed when first asked for (LocalTreeCache.fileRecord); the header is checked now.
-        if (entryPathEnd(body) === 0) return undefined;
-        owned--;
-        dir!.end = o + 4 + len;
-      } else {
-        const key = entryPath(body);
-        if (key === undefined) return undefined;
-        out.files.set(key, o);
-      }
+      const key = entryPath(buf.subarray(o + 12, o + 4 + len));
+      if (key === undefined) return undefined;
+      out.files.set(key, o);
     }
     o += 4 + len;
   }
