@@ -209,6 +209,10 @@ describe('LocalTreeCache', () => {
       // The changed directory is walked; the others still come from their listings.
       expect(r.stats.listed, what).toBe(listed);
     }
+    // A path inside a share hashes its entries under more of its path: no listing is used for it.
+    const inside = await LocalTreeCache.open({ dir: cacheDir, dest });
+    expect([...(await localEntryHashes(dest, 'share/sub', inside))].sort()).toEqual([...(await localEntryHashes(dest, 'share/sub'))].sort());
+    expect(inside.stats.listed).toBe(0);
     // A directory entry's lookups (a sync comparing one directory, --delete asking for a path) see the unchanged directories' files.
     const c = await LocalTreeCache.open({ dir: cacheDir, dest });
     const local = await localEntries(dest, 'dest', c);

@@ -80,7 +80,10 @@ export async function localEntries(target: string, sharePath: string, treeCache?
   const cache = treeCache instanceof LocalTreeCache ? treeCache : undefined;
   try {
     // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
-    await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true, listings: cache?.listings });
+    // Listings hold entry hashes as the top of a share has them (a path inside a share puts more of
+    // its path into each: then every directory is walked).
+    const listings = sharePath.includes('/') ? undefined : cache?.listings;
+    await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true, listings });
     const hashes = new Set<string>();
     const byPath = new Map<string, string>();
     for (const r of local.records) {
