@@ -113,6 +113,11 @@ describe('LocalTreeCache', () => {
       await localEntryHashes(dest, 'dest', c);
       expect(c.stats).toMatchObject({ hits: 0, misses: files.length });
     }
+    // A file of the format before directory listings is a miss for every entry, not a damaged one.
+    writeFileSync(file, Buffer.concat([Buffer.from('LCDEST1\n', 'latin1'), good.subarray(8)]));
+    const old = await LocalTreeCache.open({ dir: cacheDir, dest });
+    expect(old.stats.corrupt).toBe(false);
+    expect(old.size).toBe(0);
   });
 
   it('saves a written file only while it shows the expected inode, size and mtime; a file changed since is a miss', async () => {

@@ -11,12 +11,21 @@
  * destination) and one per destination, so concurrent syncs to other destinations never touch
  * each other's. Two runs into one destination each write their whole file under a temporary name
  * and rename it: the last one wins, and every entry is checked against the file's identity when
- * used, so a stale entry is a miss. Layout: magic, the destination path, entries (each an 8-byte
- * ctime and the share cache's entry encoding, encodeEntry), and a BLAKE3 of all of it. On load the
- * hash and every length are checked (a damaged file is a miss for every entry), and each entry is
- * only indexed by path: its identity is compared in place and its tree decoded and checked (node
- * count, parents) when a lookup hits it, a tree that fails being a miss, never a wrong tree. A
- * save writes the entries found unchanged as the bytes that were read.
+ * used, so a stale entry is a miss. Layout: magic, the destination path, records, and a BLAKE3 of
+ * all of it. A file's record is an 8-byte ctime and the share cache's entry encoding (encodeEntry);
+ * a directory's (encodeDirRecord) holds its identity and its listing: each child's name, what lstat
+ * showed of it and, for a file, its entry hash; the records of its files follow it. On load the
+ * hash and every length are checked (a damaged file is a miss for every entry); a file's record is
+ * only indexed by path, its identity compared in place and its tree decoded and checked (node
+ * count, parents) when a lookup hits it, a tree that fails being a miss, never a wrong tree. A save
+ * writes what was found unchanged as the bytes that were read.
+ *
+ * A directory whose ctime, mtime, inode and device are the recorded ones has the recorded names
+ * (creating, removing or renaming an entry changes its mtime and ctime): the walk (../index/mdex.ts
+ * unchangedDir) lstats its children in one call and, when each shows every field but atime as
+ * recorded, takes the files' entry hashes from the listing. The save lists again every directory
+ * the walk did not find unchanged and every one the run changed, under the same rule as files: a
+ * directory or child changed within RACY_MS of the save's start is not listed (walked next time).
  *
  * What is saved is what this run found unchanged or hashed (under the identity it had then), and
  * what it wrote or touched, lstat-ed again at the end: a written file must still show the
@@ -48,6 +57,7 @@ export interface LocalIdentity extends FileIdentity {
 }
 
 const MAGIC = Buffer.from('LCDEST2\n', 'latin1');
+const OLD_MAGIC = Buffer.from('LCDEST1\n', 'latin1');
 /** Starts a directory's record where a file's has the share cache's entry magic. */
 const DIR_MAGIC = Buffer.from('LCDIR01\n', 'latin1');
 export const DESTS_SUBDIR = 'dests-v1';
@@ -173,7 +183,8 @@ export class LocalTreeCache implements TreeCache {
     }
     const decoded = buf && buf.length <= MAX_FILE ? decodeCacheFile(buf, root) : undefined;
     const cache = new LocalTreeCache(root, given, file, decoded ? buf! : Buffer.alloc(0), decoded ?? { files: new Map(), dirs: new Map() }, opts);
-    if (buf && !decoded) cache.stats.corrupt = true;
+    // A file of the format before directory listings is not damaged, only a miss (and rewritten by the save).
+    if (buf && !decoded && !buf.subarray(0, OLD_MAGIC.length).equals(OLD_MAGIC)) cache.stats.corrupt = true;
     return cache;
   }
 
@@ -232,7 +243,8 @@ export class LocalTreeCache implements TreeCache {
     this.walked.add(k);
     const d = this.decoded.dirs.get(k);
     if (!d || this.opts.checksum || !dirIfSame(this.loaded, d.at, id)) return undefined;
-    return new Listing(this.loaded, d);
+    const l = new Listing(this.loaded, d);
+    return l.valid ? l : undefined;
   }
 
   /** TreeCache (the walk of the destination): the tree of `p` if its identity is the cached one. */
@@ -547,12 +559,20 @@ class Listing implements DirListing {
     o += this.count * RECORD_STAT;
     this.hashesAt = o;
     o += this.count * 32;
-    for (let i = 0; i < this.count; i++) {
+    // Exactly `count` names, none empty, ending where the record does (else `valid` is false: not used).
+    const end = place.at + 4 + buf.readUInt32BE(place.at);
+    for (let i = 0; i < this.count && this.valid; i++) {
       this.nameAt.push(o);
-      o = buf.indexOf(0, o) + 1;
+      const z = buf.indexOf(0, o);
+      this.valid = z > o && z < end;
+      o = z + 1;
     }
     this.nameAt.push(o);
+    this.valid &&= o === end;
   }
+
+  /** Whether the names hold together with the count (checkDirRecord checked the rest). */
+  readonly valid: boolean = true;
 
   private nameBytes(i: number): Buffer {
     return this.buf.subarray(this.nameAt[i]!, this.nameAt[i + 1]! - 1);
@@ -683,13 +703,8 @@ function checkDirRecord(r: Buffer): { key: string; files: number } | undefined {
   o += 8;
   if (files > n || o + n * (RECORD_STAT + 32) > r.length) return undefined;
   o += n * (RECORD_STAT + 32);
-  // Exactly n names, each non-empty, each ending with the record's last NUL at most.
-  for (let i = 0; i < n; i++) {
-    const z = r.indexOf(0, o);
-    if (z <= o) return undefined;
-    o = z + 1;
-  }
-  return o === r.length ? { key, files } : undefined;
+  // The names (n of them, each non-empty) are counted when the listing is used (Listing).
+  return n === 0 ? (o === r.length ? { key, files } : undefined) : r[r.length - 1] === 0 && o < r.length ? { key, files } : undefined;
 }
 
 /** Where a record's identity is: its ctime (RECORD_CTIME, 8 bytes) and size, mtime, inode, device (RECORD_ID, 32 bytes). */
