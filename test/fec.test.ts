@@ -9,7 +9,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Decoder, Encoder } from 'raptorq/raptorq.js';
 import { ObjectDecoder, ObjectEncoder, loadRaptorqWasm } from '../src/core/fec/fec.js';
 import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/fec/kprime.js';
-import { FAST_MAX_K_PRIME } from '../src/core/fec/rfc6330.js';
+import { FAST_MAX_K_PRIME, SmallBlockCode } from '../src/core/fec/rfc6330.js';
 import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/wire/packet.js';
 import { rng } from './rng.js';
 import { lcrqSizes, readVector, readVectorText, vectorDir } from './vectors.js';
@@ -94,6 +94,22 @@ function feed(dec: ObjectDecoder, pkts: Packet[]): { out: Buffer | undefined; us
 
 afterEach(() => {
   vi.restoreAllMocks();
+});
+
+describe('ObjectDecoder and the small-block code', () => {
+  it('decodes an object whose source symbols all came without making its code; the first repair symbol makes it', () => {
+    const data = Buffer.from(Array.from({ length: 3000 }, (_, i) => i * 7));
+    const enc = new ObjectEncoder(data);
+    expect(enc.KP).toBeLessThanOrEqual(FAST_MAX_K_PRIME);
+    const source = Array.from({ length: enc.K }, (_, esi) => ({ esi, symbol: enc.sourceSymbol(esi) }));
+    const repair = [enc.nextRepair(), enc.nextRepair()];
+    const of = vi.spyOn(SmallBlockCode, 'of');
+    expect(feed(new ObjectDecoder(data.length), source).out?.equals(data)).toBe(true);
+    expect(of).not.toHaveBeenCalled();
+    expect(feed(new ObjectDecoder(data.length), [...source.slice(1), ...repair]).out?.equals(data)).toBe(true);
+    expect(of).toHaveBeenCalled();
+    enc.free();
+  });
 });
 
 it('has the vectors this test expects, and these are all of them', () => {

@@ -6,10 +6,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { LocalTreeCache, cacheFileFor, decodeCacheFile, identityOf, type LocalIdentity } from '../src/core/sync/localtrees.js';
-import { localEntryHashes } from '../src/core/sync/local.js';
+import { localEntries, localEntryHashes } from '../src/core/sync/local.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { toHex } from '../src/core/model/hash.js';
@@ -92,7 +93,8 @@ describe('LocalTreeCache', () => {
     await first.save();
     const file = cacheFileFor(cacheDir, dest);
     const good = readFileSync(file);
-    expect(decodeCacheFile(good, dest)?.size).toBe(files.length);
+    expect(decodeCacheFile(good, dest)).toBeDefined();
+    expect((await LocalTreeCache.open({ dir: cacheDir, dest })).size).toBe(files.length);
     expect(decodeCacheFile(good, dest + 'x')).toBeUndefined();
     for (const damage of [
       (b: Buffer) => b.subarray(0, b.length - 7),
@@ -111,6 +113,11 @@ describe('LocalTreeCache', () => {
       await localEntryHashes(dest, 'dest', c);
       expect(c.stats).toMatchObject({ hits: 0, misses: files.length });
     }
+    // A file of the format before directory listings is a miss for every entry, not a damaged one.
+    writeFileSync(file, Buffer.concat([Buffer.from('LCDEST1\n', 'latin1'), good.subarray(8)]));
+    const old = await LocalTreeCache.open({ dir: cacheDir, dest });
+    expect(old.stats.corrupt).toBe(false);
+    expect(old.size).toBe(0);
   });
 
   it('saves a written file only while it shows the expected inode, size and mtime; a file changed since is a miss', async () => {
@@ -159,5 +166,66 @@ describe('LocalTreeCache', () => {
       await localEntryHashes(dest, 'dest', c);
       expect(c.stats).toMatchObject({ hits: files.length, misses: 0 });
     }
+  });
+  it('takes an unchanged directory from its listing, and after any change to it gives the walk\'s own answer', async () => {
+    const { dest, cacheDir } = await setup('listing', 0);
+    for (const d of ['a', 'a/deep', 'b']) mkdirSync(path.join(dest, d), { recursive: true });
+    const names = ['a/1', 'a/2', 'a/deep/3', 'b/4', 'b/5', 'top'];
+    for (const n of names) writeFileSync(path.join(dest, n), randomBytes(500 + n.length));
+    await sleep(80);
+    /** One run: open, compare (as a sync does), save; the answer and the stats. */
+    const run = async () => {
+      const c = await LocalTreeCache.open({ dir: cacheDir, dest });
+      const hashes = [...(await localEntryHashes(dest, 'dest', c))].sort();
+      await c.save();
+      return { hashes, stats: c.stats };
+    };
+    const truth = async () => [...(await localEntryHashes(dest, 'dest'))].sort();
+    expect((await run()).stats).toMatchObject({ hits: 0, misses: names.length, listed: 0 });
+    // Every directory listed by the save: nothing is looked at file by file.
+    const again = await run();
+    expect(again.hashes).toEqual(await truth());
+    expect(again.stats).toMatchObject({ hits: names.length, misses: 0, listed: 5 });
+    const changes: [string, () => void, number][] = [
+      // What changed, and how many directories are then taken from their listings (of ., sub, a, a/deep, b).
+      ['content, size and mtime kept (ctime differs)', () => {
+        const f = path.join(dest, 'a/deep/3');
+        const st = lstatSync(f);
+        writeFileSync(f, randomBytes(st.size));
+        expect(spawnSync('touch', ['-d', `@${st.mtimeMs / 1000}`, f]).status).toBe(0);
+      }, 4],
+      ['a file added', () => writeFileSync(path.join(dest, 'b/new'), 'x'), 4],
+      ['a file removed', () => rmSync(path.join(dest, 'a/1')), 4],
+      ['a file renamed', () => renameSync(path.join(dest, 'b/4'), path.join(dest, 'b/4x')), 4],
+      ['a mode changed', () => chmodSync(path.join(dest, 'top'), 0o600), 4],
+      ['a symlink added (a directory with one is never listed)', () => symlinkSync('top', path.join(dest, 'a/link')), 4],
+      ['a file replaced by a directory', () => {
+        rmSync(path.join(dest, 'b/5'));
+        mkdirSync(path.join(dest, 'b/5'));
+      }, 3],
+      // a (which holds the symlink) is walked each time now; b/5, new, was listed by the last save.
+      ['a subdirectory removed', () => rmSync(path.join(dest, 'a/deep'), { recursive: true }), 4],
+    ];
+    for (const [what, change, listed] of changes) {
+      change();
+      await sleep(80);
+      const r = await run();
+      expect(r.hashes, what).toEqual(await truth());
+      // The changed directory is walked; the others still come from their listings.
+      expect(r.stats.listed, what).toBe(listed);
+    }
+    // A path inside a share hashes its entries under more of its path: no listing is used for it.
+    const inside = await LocalTreeCache.open({ dir: cacheDir, dest });
+    expect([...(await localEntryHashes(dest, 'share/sub', inside))].sort()).toEqual([...(await localEntryHashes(dest, 'share/sub'))].sort());
+    expect(inside.stats.listed).toBe(0);
+    // A directory entry's lookups (a sync comparing one directory, --delete asking for a path) see the unchanged directories' files.
+    const c = await LocalTreeCache.open({ dir: cacheDir, dest });
+    const local = await localEntries(dest, 'dest', c);
+    const all = await truth();
+    expect(c.stats.listed).toBeGreaterThan(0);
+    for (const h of all) expect(local.hashes.has(h, path.join(dest, 'b')) || local.hashes.has(h), h).toBe(true);
+    expect(local.hashes.has('00'.repeat(32), path.join(dest, 'b'))).toBe(false);
+    const plain = await localEntries(dest, 'dest');
+    for (const n of ['top', 'b/4x', 'b/new', 'a/2']) expect(local.byPath.get(path.join(dest, n)), n).toBe(plain.byPath.get(path.join(dest, n)));
   });
 });

@@ -192,6 +192,33 @@ describe('OutputFile, atomic mode', () => {
   });
 });
 
+describe('DeferredSync', () => {
+  it('fsyncs a few files itself, and leaves many to one syncfs per file system (coreutils sync -f)', async () => {
+    const d = await fresh('deferred');
+    // A `sync` first in PATH that notes each call and succeeds, as coreutils' would.
+    const bin = path.join(d, 'bin');
+    const log = path.join(d, 'sync.log');
+    await mkdir(bin);
+    await writeFile(path.join(bin, 'sync'), `#!/bin/sh\necho "$@" >> '${log}'\n`, { mode: 0o755 });
+    const saved = process.env.PATH;
+    process.env.PATH = `${bin}:${saved}`;
+    try {
+      const run = async (n: number, name: string) => {
+        const deferred = new DeferredSync();
+        for (let i = 0; i < n; i++) writeNewSmallFile(path.join(d, `${name}${i}`), { data: Buffer.from('x'), mode: 0o644 }, deferred);
+        await deferred.flush();
+        expect(deferred.pending).toBe(0);
+      };
+      await run(3, 'few');
+      await expect(readFile(log, 'utf8')).rejects.toThrow();
+      await run(40, 'many');
+      expect((await readFile(log, 'utf8')).trim()).toBe(`-f -- ${d}`);
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+});
+
 describe('writeNewSmallFile (a new small file in one go)', () => {
   it('makes dest with its bytes, mode and owner, leaves no temp, and returns the identity it has', async () => {
     const d = await fresh('small');

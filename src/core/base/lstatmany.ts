@@ -48,6 +48,38 @@ export function lstatOne(p: string): PathStat | undefined {
   return { mode: Number(st.mode), size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, atimeNs: st.atimeNs, uid: Number(st.uid), gid: Number(st.gid) };
 }
 
+/** Values per path in what lstatManyRaw fills (statbatch.c): errno, mode, size, ino, dev, mtime, ctime, uid/gid, atime. */
+export const RAW_FIELDS = FIELDS;
+
+/**
+ * The addon's lstat of many paths as it fills them: `blob` holds each path's bytes followed by a
+ * NUL, `out` gets RAW_FIELDS values per path. False without the addon (then use lstatMany).
+ */
+export function lstatManyRaw(blob: Uint8Array, out: BigInt64Array): boolean {
+  const many = nativeLstatMany();
+  if (!many) return false;
+  many(blob, out);
+  return true;
+}
+
+/** Path `i` of an lstatManyRaw result, as lstatMany gives it (undefined when it could not be lstat-ed or needs lstatOne). */
+export function rawStat(out: BigInt64Array, i: number): PathStat | undefined {
+  const o = i * FIELDS;
+  if (out[o] !== 0n) return undefined;
+  const ug = BigInt.asUintN(64, out[o + 7]!);
+  return {
+    mode: Number(out[o + 1]),
+    size: Number(out[o + 2]),
+    ino: BigInt.asUintN(64, out[o + 3]!),
+    dev: BigInt.asUintN(64, out[o + 4]!),
+    mtimeNs: out[o + 5]!,
+    ctimeNs: out[o + 6]!,
+    atimeNs: out[o + 8]!,
+    uid: Number(ug >> 32n),
+    gid: Number(ug & 0xffffffffn),
+  };
+}
+
 /** lstat each of `paths` (names.ts strings); undefined for a path that cannot be lstat-ed. Synchronous. */
 export function lstatMany(paths: readonly string[]): (PathStat | undefined)[] {
   const many = nativeLstatMany();

@@ -247,8 +247,12 @@ export class ObjectDecoder {
   private readonly haveSource: Uint8Array;
   private sourceCount = 0;
   private readonly repairSeen = new Set<number>();
-  /** The small-block code for K' <= FAST_MAX_K_PRIME, and the repair symbols kept for it by internal id. */
-  private readonly code: SmallBlockCode | undefined;
+  /**
+   * Whether K' <= FAST_MAX_K_PRIME, so the small-block code decodes (SmallBlockCode.of, made at the
+   * first repair symbol: an object whose source symbols all come never needs it, and the first
+   * code a process makes costs tens of milliseconds), and the repair symbols kept for it by internal id.
+   */
+  private readonly small: boolean;
   private readonly repairs = new Map<number, Buffer>();
   private wasm: Decoder | undefined;
   /** One packet buffer, reused: wasm copies it into its own memory on every call. */
@@ -267,7 +271,7 @@ export class ObjectDecoder {
     if (space !== undefined && space.length >= this.K * SYMBOL_SIZE) this.source = space.subarray(0, this.K * SYMBOL_SIZE);
     this.KP = kPrime(this.K);
     this.haveSource = new Uint8Array(this.K);
-    this.code = this.KP <= FAST_MAX_K_PRIME ? SmallBlockCode.of(this.KP) : undefined;
+    this.small = this.KP <= FAST_MAX_K_PRIME;
   }
 
   /** Distinct symbols accepted so far. */
@@ -317,7 +321,7 @@ export class ObjectDecoder {
       this.finish();
       return out;
     }
-    if (this.code) return this.repairs.size > 0 ? this.solve() : undefined;
+    if (this.small) return this.repairs.size > 0 ? this.solve() : undefined;
     return this.wasm ? this.feed(esi, symbol) : undefined;
   }
 
@@ -325,7 +329,7 @@ export class ObjectDecoder {
     const id = esi + (this.KP - this.K);
     if (id > MAX_ESI) return undefined;
     if (this.repairSeen.has(esi)) return undefined;
-    if (this.code) {
+    if (this.small) {
       // Enough to replace every source symbol twice over; more can only come from a
       // sender gone wrong, and must not grow without bound.
       if (this.repairs.size >= this.K + MAX_EXTRA_REPAIRS) return undefined;
@@ -350,8 +354,8 @@ export class ObjectDecoder {
 
   /** Small-block code: the object, once the repair symbols held determine the missing source symbols. */
   private solve(): Buffer | undefined {
-    const code = this.code!;
     if (this.sourceCount + this.repairs.size < this.K) return undefined;
+    const code = SmallBlockCode.of(this.KP);
     const src = (this.source ??= Buffer.alloc(this.K * SYMBOL_SIZE));
     const slot = (j: number) => src.subarray(j * SYMBOL_SIZE, (j + 1) * SYMBOL_SIZE);
     if (!code.decode(this.K, (j) => this.haveSource[j] === 1, slot, this.repairs, slot)) return undefined;

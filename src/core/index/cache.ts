@@ -37,6 +37,8 @@ export interface FileIdentity {
 
 const MAGIC = Buffer.from('LCTREE1\n', 'latin1');
 const HEADER = MAGIC.length + 32 + 4;
+/** Bytes of an encoded entry before its path: magic, size, mtime, inode, device, path length. */
+export const ENTRY_HEADER = HEADER;
 /** Longest path an entry may record (PATH_MAX). */
 const MAX_PATH = 4096;
 export const CACHE_SUBDIR = 'trees-v1';
@@ -324,6 +326,16 @@ export function decodeEntry(buf: Buffer): { path: string; id: FileIdentity; node
   o += 4;
   if (plen === 0 || plen > MAX_PATH || o + plen > buf.length) return undefined;
   return { path: nameFromBytes(buf.subarray(o, o + plen)), id, nodes: buf.subarray(o + plen) };
+}
+
+/** The path of an encoded entry after the checks decodeEntry makes of its header, without decoding the rest. */
+export function entryPath(buf: Buffer): string | undefined {
+  if (buf.length < HEADER || buf.compare(MAGIC, 0, MAGIC.length, 0, MAGIC.length) !== 0) return undefined;
+  // The size must be a safe integer: the high 11 bits of the u64 are zero.
+  if ((buf.readUInt32BE(MAGIC.length) & 0xffe00000) !== 0) return undefined;
+  const plen = buf.readUInt32BE(HEADER - 4);
+  if (plen === 0 || plen > MAX_PATH || HEADER + plen > buf.length) return undefined;
+  return nameFromBytes(buf.subarray(HEADER, HEADER + plen));
 }
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {

@@ -24,7 +24,7 @@ import { MerkleTree, CHUNK_SIZE } from '../model/tree.js';
 import { ChunkTable } from './chunktable.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
-import { lstatMany, type PathStat } from '../base/lstatmany.js';
+import { RAW_FIELDS, lstatMany, lstatManyRaw, rawStat, type PathStat } from '../base/lstatmany.js';
 import { displayName, fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
 import { bundleObjects, type BundleObject } from './bundles.js';
 
@@ -96,6 +96,39 @@ export interface IndexOptions {
   bundles?: boolean;
   /** Records and entry hashes only, no objects to serve (a receiver comparing its copy): files skip encoding their tree objects. */
   entriesOnly?: boolean;
+  /** Directories as a receiver last saw them (sync/localtrees.ts): one found unchanged is not walked file by file. */
+  listings?: DirListings;
+}
+
+/** A directory's identity as lstat shows it. */
+export interface DirIdentity {
+  ino: bigint;
+  dev: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/**
+ * The children of a directory as they were when a receiver last saw it, in byte order of their
+ * names, with the entry hash of each that is not a directory (sync/localtrees.ts keeps them).
+ */
+export interface DirListing {
+  readonly count: number;
+  /** The children's paths under `abs`, each followed by a NUL: what lstatManyRaw takes. */
+  paths(abs: string): Buffer;
+  name(i: number): string;
+  isDir(i: number): boolean;
+  /** Whether child `i` (not a directory) shows in `words` (an lstatManyRaw result) every field but atime as it was. */
+  same(words: Int32Array, i: number): boolean;
+  /** The entry hash of child `i` (not a directory), valid while `same` holds. */
+  hash(i: number): Hash;
+}
+
+export interface DirListings {
+  /** The listing of the directory `abs` whose lstat shows `id`, if that shows it unchanged since (same names). */
+  get(abs: string, id: DirIdentity): DirListing | undefined;
+  /** Every child of `abs` showed as `listing` has it: the walk took their entry hashes from it. */
+  used(abs: string, listing: DirListing): void;
 }
 
 /** Builds trees of large files elsewhere (HashPool in hashpool.ts). */
@@ -123,7 +156,7 @@ const STAT_BATCH = 256;
 const YIELD_MS = 5;
 
 /** FileMeta from a batched lstat (as metaFromStats from a BigIntStats). */
-function metaFromPathStat(st: PathStat): FileMeta {
+export function metaFromPathStat(st: PathStat): FileMeta {
   const ns = 1_000_000_000n;
   return {
     mode: st.mode & 0xffff,
@@ -248,7 +281,7 @@ export class ShareIndex {
       return undefined;
     }
     if (type === 'symlink') return this.indexSymlink(abs, sharePath, meta).then((rec) => this.recorded(rec, opts));
-    if (type === 'dir') return this.indexDir(abs, sharePath, meta, depth, opts).then((rec) => this.recorded(rec, opts));
+    if (type === 'dir') return this.indexDir(abs, sharePath, meta, depth, opts, st).then((rec) => this.recorded(rec, opts));
     const size = Number(st.size);
     const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev, ctimeNs: st.ctimeNs };
     const cached = opts.treeCache?.get(abs, id);
@@ -357,7 +390,10 @@ export class ShareIndex {
     return rec;
   }
 
-  private async indexDir(abs: string, sharePath: string, meta: FileMeta, depth: number, opts: IndexOptions): Promise<IndexRecord> {
+  private async indexDir(abs: string, sharePath: string, meta: FileMeta, depth: number, opts: IndexOptions, id: DirIdentity): Promise<IndexRecord> {
+    const listing = opts.listings?.get(abs, id);
+    const known = listing && (await this.unchangedDir(abs, sharePath, meta, depth, opts, listing));
+    if (known) return known;
     let names: string[];
     try {
       names = await readdir(abs);
@@ -417,6 +453,45 @@ export class ShareIndex {
       const child = found[i];
       if (child) children.push(child.hash);
     }
+    return this.dirRecord(abs, sharePath, meta, depth, opts, children, found);
+  }
+
+  /**
+   * A directory that `listing` says is unchanged: its children lstat-ed in one call and compared
+   * with the listing, subdirectories walked (each may be unchanged too), the other children's
+   * entry hashes taken from the listing. Undefined when any child differs (or vanished): then
+   * the directory is walked as any other.
+   */
+  private async unchangedDir(abs: string, sharePath: string, meta: FileMeta, depth: number, opts: IndexOptions, listing: DirListing): Promise<IndexRecord | undefined> {
+    const n = listing.count;
+    const out = new BigInt64Array(n * RAW_FIELDS);
+    if (n > 0 && !lstatManyRaw(listing.paths(abs), out)) return undefined;
+    const words = new Int32Array(out.buffer);
+    const subdirs: { i: number; st: PathStat }[] = [];
+    for (let i = 0; i < n; i++) {
+      if (listing.isDir(i)) {
+        const st = rawStat(out, i);
+        if (!st || (st.mode & 0o170000) !== 0o040000) return undefined;
+        subdirs.push({ i, st });
+      } else if (!listing.same(words, i)) return undefined;
+    }
+    const hashes: Hash[] = new Array<Hash>(n);
+    try {
+      const recs = await Promise.all(subdirs.map(({ i, st }) => this.walk(path.join(abs, listing.name(i)), `${sharePath}/${listing.name(i)}`, depth + 1, opts, st)));
+      subdirs.forEach(({ i }, j) => (hashes[i] = recs[j]!.hash));
+    } catch (e) {
+      // A subdirectory that went away (or changed type) since its lstat: walked as any other.
+      if (e instanceof LcsyncError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    }
+    const children: Hash[] = [];
+    for (let i = n - 1; i >= 0; i--) children.push(hashes[i] ?? listing.hash(i));
+    opts.listings!.used(abs, listing);
+    return this.dirRecord(abs, sharePath, meta, depth, opts, children, []);
+  }
+
+  /** A directory's record and objects, from its children's entry hashes (in hashed order) and records. */
+  private dirRecord(abs: string, sharePath: string, meta: FileMeta, depth: number, opts: IndexOptions, children: Hash[], found: readonly (IndexRecord | undefined)[]): IndexRecord {
     const hash = shareDirHash(sharePath, meta, children, depth === 0);
     const bytes = encodeNetTree({ type: 'dir', size: 0, meta, name: sharePath, payload: Buffer.concat(children) });
     const rec: IndexRecord = { type: 'dir', sharePath, localPath: abs, meta, size: bytes.length, hash };

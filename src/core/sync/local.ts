@@ -9,6 +9,7 @@ import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { toHex } from '../model/hash.js';
 import { ShareIndex, type TreeCache } from '../index/mdex.js';
 import { isTempName } from './writer.js';
+import { LocalTreeCache } from './localtrees.js';
 
 /** Nothing at a path: ENOENT, or in a dry run ENOTDIR (a parent that would have become a directory is still a file). */
 export function isAbsent(e: unknown, dryRun: boolean): boolean {
@@ -43,10 +44,16 @@ export async function checkParent(target: string): Promise<void> {
   }
 }
 
+/** The entry hashes (hex) a local copy holds: what a directory's children are looked up in. */
+export interface LocalHashes {
+  /** Whether the local copy holds entry `hex`; `dir`, the directory that would hold it, narrows the search. */
+  has(hex: string, dir?: string): boolean;
+}
+
 /** What a local directory holds, by entry hash, and the entry hash of each of its paths (resolved). */
 export interface LocalEntries {
-  hashes: Set<string>;
-  byPath: Map<string, string>;
+  hashes: LocalHashes;
+  byPath: { get(p: string): string | undefined };
 }
 
 /**
@@ -54,19 +61,29 @@ export interface LocalEntries {
  * `sharePath` (so they compare with the source's), for skipping children that are equal; empty
  * when `target` is not a directory. Files whose identity `treeCache` knows are not hashed again.
  */
-export async function localEntryHashes(target: string, sharePath: string, treeCache?: TreeCache): Promise<Set<string>> {
-  return (await localEntries(target, sharePath, treeCache)).hashes;
+export async function localEntryHashes(target: string, sharePath: string, treeCache?: TreeCache | LocalTreeCache): Promise<Set<string>> {
+  const local = await localEntries(target, sharePath, treeCache);
+  return local instanceof Entries ? local.all().hashes : new Set();
 }
 
-/** As localEntryHashes, with each local path's entry hash too (--delete keeps the paths whose hash the source lists). */
-export async function localEntries(target: string, sharePath: string, treeCache?: TreeCache): Promise<LocalEntries> {
+/**
+ * As localEntryHashes, with each local path's entry hash too (--delete keeps the paths whose hash
+ * the source lists). With the local tree cache, directories it shows unchanged are not walked
+ * file by file (../index/mdex.ts DirListings), and their files' hashes are only looked at when a
+ * lookup misses the rest: a re-sync that finds a directory equal to the source's never does.
+ */
+export async function localEntries(target: string, sharePath: string, treeCache?: TreeCache | LocalTreeCache): Promise<LocalEntries> {
   const none = { hashes: new Set<string>(), byPath: new Map<string, string>() };
   const st = await lstat(target).catch(() => undefined);
   if (!st?.isDirectory()) return none;
   const local = new ShareIndex();
+  const cache = treeCache instanceof LocalTreeCache ? treeCache : undefined;
   try {
     // Temporary copies (ours of a killed run, or another live run's) are not part of the tree.
-    await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true });
+    // Listings hold entry hashes as the top of a share has them (a path inside a share puts more of
+    // its path into each: then every directory is walked).
+    const listings = sharePath.includes('/') ? undefined : cache?.listings;
+    await local.add(target, { sharePath, skipName: isTempName, treeCache, entriesOnly: true, listings });
     const hashes = new Set<string>();
     const byPath = new Map<string, string>();
     for (const r of local.records) {
@@ -75,11 +92,66 @@ export async function localEntries(target: string, sharePath: string, treeCache?
       // Already absolute and normal (the walk joins names to the destination's real path).
       byPath.set(r.localPath, h);
     }
-    return { hashes, byPath };
+    return new Entries(hashes, byPath, cache);
   } catch (e) {
     // Only a shortcut: a file that changed while hashing (another run writing here) means
     // every entry is compared one by one instead. Real errors come back where they matter.
     if (!(e instanceof LcsyncError) || e.code === 'PERMISSION') throw e;
     return none;
   }
+}
+
+/**
+ * The walk's records, and the files of directories it found unchanged, added when a lookup first
+ * misses the rest: only that directory's when the lookup names it (an entry hash covers the
+ * path, so a file's can only be found in its own directory), else all of them.
+ */
+class Entries implements LocalEntries {
+  private readonly done = new Set<string>();
+
+  constructor(
+    private readonly set: Set<string>,
+    private readonly map: Map<string, string>,
+    private readonly cache: LocalTreeCache | undefined,
+  ) {}
+
+  private add([dir, files]: [string, Iterable<[string, string]>]): void {
+    if (this.done.has(dir)) return;
+    this.done.add(dir);
+    for (const [name, hex] of files) {
+      this.set.add(hex);
+      this.map.set(path.join(dir, name), hex);
+    }
+  }
+
+  /** With every unchanged directory's files added. */
+  all(): { hashes: Set<string>; byPath: Map<string, string> } {
+    for (const d of this.cache?.unchangedFiles() ?? []) this.add(d);
+    return { hashes: this.set, byPath: this.map };
+  }
+
+  /** With the files of `dir` added, if the walk found it unchanged. */
+  private addDir(dir: string): void {
+    const d = this.cache?.unchangedFilesIn(dir);
+    if (d) this.add(d);
+  }
+
+  readonly hashes: LocalHashes = {
+    has: (hex, dir) => {
+      if (this.set.has(hex)) return true;
+      if (!this.cache) return false;
+      if (dir === undefined) return this.all().hashes.has(hex);
+      this.addDir(dir);
+      return this.set.has(hex);
+    },
+  };
+
+  readonly byPath = {
+    get: (p: string): string | undefined => {
+      const h = this.map.get(p);
+      if (h !== undefined || !this.cache) return h;
+      this.addDir(path.dirname(p));
+      return this.map.get(p);
+    },
+  };
 }

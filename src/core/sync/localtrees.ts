@@ -11,36 +11,55 @@
  * destination) and one per destination, so concurrent syncs to other destinations never touch
  * each other's. Two runs into one destination each write their whole file under a temporary name
  * and rename it: the last one wins, and every entry is checked against the file's identity when
- * used, so a stale entry is a miss. Layout: magic, the destination path, entries (each an 8-byte
- * ctime and the share cache's entry encoding, encodeEntry), and a BLAKE3 of all of it. On load the
- * hash, every length and every tree (node count, parents) is checked: a damaged file is a miss for
- * every entry, never a wrong tree.
+ * used, so a stale entry is a miss. Layout: magic, the destination path, records, and a BLAKE3 of
+ * all of it. A file's record is an 8-byte ctime and the share cache's entry encoding (encodeEntry);
+ * a directory's (encodeDirRecord) holds its identity and its listing: each child's name, what lstat
+ * showed of it and, for a file, its entry hash; the records of its files follow it. On load the
+ * hash and every length are checked (a damaged file is a miss for every entry); a file's record is
+ * only indexed by path, its identity compared in place and its tree decoded and checked (node
+ * count, parents) when a lookup hits it, a tree that fails being a miss, never a wrong tree. A save
+ * writes what was found unchanged as the bytes that were read.
+ *
+ * A directory whose ctime, mtime, inode and device are the recorded ones has the recorded names
+ * (creating, removing or renaming an entry changes its mtime and ctime): the walk (../index/mdex.ts
+ * unchangedDir) lstats its children in one call and, when each shows every field but atime as
+ * recorded, takes the files' entry hashes from the listing. The save lists again every directory
+ * the walk did not find unchanged and every one the run changed, under the same rule as files: a
+ * directory or child changed within RACY_MS of the save's start is not listed (walked next time).
  *
  * What is saved is what this run found unchanged or hashed (under the identity it had then), and
  * what it wrote or touched, lstat-ed again at the end: a written file must still show the
  * expected inode, size and the mtime it was given, and is saved with the ctime it shows then. A
  * file changed after an lstat gets a new ctime, provided its ctime was older than the lstat by
  * more than one clock tick; so a hashed file younger than RACY_MS is not cached, and the save
- * waits until the run's own changes are RACY_MS old (once per run, when it wrote anything). A change
+ * waits until the run's own changes are RACY_MS old (once per run, when it wrote more than a few
+ * files: after a run that wrote few, those younger than RACY_MS are left out and hashed next time,
+ * which costs less than the wait). A change
  * made within the same tick as the run's own last change to a file, before that lstat, keeping
  * size and mtime, is not seen (git's index has the same limit); --checksum is the way round it.
  */
-import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir as readdirNames, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { endianness } from 'node:os';
 import path from 'node:path';
-import { realpath } from '../base/bytefs.js';
-import { lstatMany } from '../base/lstatmany.js';
+import { lstat, readdir, realpath } from '../base/bytefs.js';
+import { RAW_FIELDS, lstatMany, lstatManyRaw, rawStat, type PathStat } from '../base/lstatmany.js';
 import { nameFromBytes, nameToBytes } from '../base/names.js';
-import { hash, hashConcat, toHex } from '../model/hash.js';
+import { hash, hashConcat, toHex, type Hash } from '../model/hash.js';
+import { fileEntryHash } from '../model/entry.js';
 import { MerkleTree } from '../model/tree.js';
-import { decodeEntry, encodeEntryParts, type FileIdentity } from '../index/cache.js';
-import type { TreeCache } from '../index/mdex.js';
+import { ENTRY_HEADER, decodeEntry, encodeEntryParts, entryPath, type FileIdentity } from '../index/cache.js';
+import { metaFromPathStat, type DirIdentity, type DirListing, type DirListings, type TreeCache } from '../index/mdex.js';
+import { isTempName } from './writer.js';
 
 /** A file's identity as the receiver keys it: the share's, and its ctime. */
 export interface LocalIdentity extends FileIdentity {
   ctimeNs: bigint;
 }
 
-const MAGIC = Buffer.from('LCDEST1\n', 'latin1');
+const MAGIC = Buffer.from('LCDEST2\n', 'latin1');
+const OLD_MAGIC = Buffer.from('LCDEST1\n', 'latin1');
+/** Starts a directory's record where a file's has the share cache's entry magic. */
+const DIR_MAGIC = Buffer.from('LCDIR01\n', 'latin1');
 export const DESTS_SUBDIR = 'dests-v1';
 /** Longer than a kernel's timestamp tick (a jiffy, at most 10 ms) with room for clock skew. */
 const RACY_MS = 50n;
@@ -57,11 +76,22 @@ interface Candidate {
   /** What lstat must show at save time (ctime is compared only when the run did not touch the file). */
   expect: LocalIdentity;
   touched: boolean;
+  /** The entry's bytes in the file read at open, when it is that entry unchanged: saved as they are. */
+  raw?: Buffer;
 }
+
+/**
+ * Written files the save does not wait for (see check): when this few and this small, hashing
+ * them again on the next run costs less than waiting RACY_MS for their ctime to settle now.
+ */
+const REHASH_FILES = 256;
+const REHASH_BYTES = 8 * 2 ** 20;
 
 export interface LocalTreeStats {
   hits: number;
   misses: number;
+  /** Directories whose listing showed them unchanged: their files were not looked at one by one (counted in hits). */
+  listed: number;
   /** The cache file was there but failed its checks (every entry a miss). */
   corrupt: boolean;
   saved: number;
@@ -92,9 +122,40 @@ function sameLocal(a: LocalIdentity, b: LocalIdentity): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
 }
 
+/** Where a directory's record and the records of its files are in a checked cache file. */
+interface DirPlace {
+  /** The directory record's start, and the end of its files' records. */
+  at: number;
+  end: number;
+  /** Where its files' records start, and how many there are; indexed by key into `files` when first asked for. */
+  filesAt: number;
+  files: number;
+  indexed: boolean;
+}
+
+/** A checked cache file: loose file records by key, directories by key. */
+interface Decoded {
+  files: Map<string, number>;
+  dirs: Map<string, DirPlace>;
+}
+
 export class LocalTreeCache implements TreeCache {
-  readonly stats: LocalTreeStats = { hits: 0, misses: 0, corrupt: false, saved: 0 };
+  readonly stats: LocalTreeStats = { hits: 0, misses: 0, listed: 0, corrupt: false, saved: 0 };
   private readonly candidates = new Map<string, Candidate>();
+  /** Directories the walk asked about, and those it found unchanged (with their listings). */
+  private readonly walked = new Set<string>();
+  private readonly unchanged = new Map<string, { abs: string; listing: Listing }>();
+  /** The walk's side of the directory listings (../index/mdex.ts DirListings). */
+  readonly listings: DirListings = {
+    get: (abs, id) => this.listing(abs, id),
+    used: (abs, l) => {
+      const k = this.key(abs);
+      if (k === undefined || !(l instanceof Listing)) return;
+      this.unchanged.set(k, { abs, listing: l });
+      this.stats.hits += l.files;
+      this.stats.listed++;
+    },
+  };
 
   private constructor(
     /** The destination's real path: keys are paths relative to it ('.' for itself). */
@@ -102,7 +163,9 @@ export class LocalTreeCache implements TreeCache {
     /** The destination as the sync names it (path.resolve), which the writers use. */
     private readonly given: string,
     private readonly file: string,
-    private readonly entries: Map<string, Entry>,
+    /** The file read at open (its checks passed), and where its records are. */
+    private readonly loaded: Buffer,
+    private readonly decoded: Decoded,
     private readonly opts: LocalTreeOptions,
   ) {}
 
@@ -118,15 +181,33 @@ export class LocalTreeCache implements TreeCache {
     } catch {
       buf = undefined;
     }
-    const entries = buf && buf.length <= MAX_FILE ? decodeCacheFile(buf, root) : undefined;
-    const cache = new LocalTreeCache(root, given, file, entries ?? new Map(), opts);
-    if (buf && !entries) cache.stats.corrupt = true;
+    const decoded = buf && buf.length <= MAX_FILE ? decodeCacheFile(buf, root) : undefined;
+    const cache = new LocalTreeCache(root, given, file, decoded ? buf! : Buffer.alloc(0), decoded ?? { files: new Map(), dirs: new Map() }, opts);
+    // A file of the format before directory listings is not damaged, only a miss (and rewritten by the save).
+    if (buf && !decoded && !buf.subarray(0, OLD_MAGIC.length).equals(OLD_MAGIC)) cache.stats.corrupt = true;
     return cache;
   }
 
-  /** Entries read from disk. */
+  /**
+   * The directories the walk found unchanged (as it named them), each with its files' names and
+   * entry hashes (hex): the part of the destination's entries it never looked at one by one (local.ts).
+   */
+  *unchangedFiles(): Iterable<[string, Iterable<[string, string]>]> {
+    for (const { abs, listing } of this.unchanged.values()) yield [abs, listing.fileHashes()];
+  }
+
+  /** As unchangedFiles, for the one directory `dir` (named as the walk or the writers name it), if the walk found it unchanged. */
+  unchangedFilesIn(dir: string): [string, Iterable<[string, string]>] | undefined {
+    const k = this.key(dir);
+    const u = k === undefined ? undefined : this.unchanged.get(k);
+    return u && [u.abs, u.listing.fileHashes()];
+  }
+
+  /** File entries read from disk. */
   get size(): number {
-    return this.entries.size;
+    let n = this.decoded.files.size;
+    for (const d of this.decoded.dirs.values()) n += d.files;
+    return n;
   }
 
   /** The key of `p`: relative to the destination, under its real or given path; undefined when outside it. */
@@ -140,17 +221,46 @@ export class LocalTreeCache implements TreeCache {
     return undefined;
   }
 
+  /** Where the record of file `k` starts, if the file read at open has one. */
+  private fileRecord(k: string): number | undefined {
+    const at = this.decoded.files.get(k);
+    if (at !== undefined) return at;
+    const d = this.decoded.dirs.get(path.dirname(k));
+    if (!d || d.indexed) return undefined;
+    d.indexed = true;
+    for (let o = d.filesAt; o < d.end; o += 4 + this.loaded.readUInt32BE(o)) {
+      // One whose header does not hold together is left out: a miss.
+      const fk = entryPath(this.loaded.subarray(o + 12, o + 4 + this.loaded.readUInt32BE(o)));
+      if (fk !== undefined) this.decoded.files.set(fk, o);
+    }
+    return this.decoded.files.get(k);
+  }
+
+  /** DirListings.get: the listing of directory `abs` if its identity is the recorded one. */
+  private listing(abs: string, id: DirIdentity): Listing | undefined {
+    const k = this.key(abs);
+    if (k === undefined) return undefined;
+    this.walked.add(k);
+    const d = this.decoded.dirs.get(k);
+    if (!d || this.opts.checksum || !dirIfSame(this.loaded, d.at, id)) return undefined;
+    const l = new Listing(this.loaded, d);
+    return l.valid ? l : undefined;
+  }
+
   /** TreeCache (the walk of the destination): the tree of `p` if its identity is the cached one. */
   get(p: string, id: FileIdentity & { ctimeNs?: bigint }): MerkleTree | undefined {
     const k = this.key(p);
-    const e = k === undefined ? undefined : this.entries.get(k);
-    if (!k || !e || this.opts.checksum || id.ctimeNs === undefined || !sameLocal(e.id, id as LocalIdentity)) {
+    const at = k === undefined || this.opts.checksum ? undefined : this.fileRecord(k);
+    const raw = at === undefined || id.ctimeNs === undefined ? undefined : recordIfSame(this.loaded, at, id as LocalIdentity);
+    // Decoded only now, and only on a hit.
+    const tree = raw && treeOf(raw);
+    if (!k || !raw || !tree) {
       this.stats.misses++;
       return undefined;
     }
     this.stats.hits++;
-    this.candidates.set(k, { tree: e.tree, expect: e.id, touched: false });
-    return e.tree;
+    this.candidates.set(k, { tree, expect: id as LocalIdentity, touched: false, raw });
+    return tree;
   }
 
   /** TreeCache: `p` was hashed with identity `id`, lstat-ed just before. */
@@ -187,9 +297,9 @@ export class LocalTreeCache implements TreeCache {
    * the sync: a cache that cannot be written is a warning.
    */
   async save(): Promise<void> {
-    // Every entry read was found unchanged and nothing else was hashed or written: the file is current.
-    if (this.candidates.size === this.entries.size && [...this.candidates].every(([k, c]) => !c.touched && this.entries.get(k)?.tree === c.tree)) {
-      this.stats.saved = this.entries.size;
+    // The whole destination was found unchanged, directory by directory: the file is current.
+    if (this.unchanged.has('.') && this.candidates.size === 0 && this.walked.size === this.unchanged.size) {
+      this.stats.saved = this.stats.hits;
       const now = new Date();
       await utimes(this.file, now, now).catch(() => undefined); // used: kept by pruneOld
       return;
@@ -197,7 +307,27 @@ export class LocalTreeCache implements TreeCache {
     await pruneOld(path.dirname(this.file)).catch(() => undefined);
     try {
       const checked = await this.check();
-      const out = encodeCacheFile(this.root, checked);
+      // Directories to list again: those the walk did not find unchanged, and those the run changed (and their parents).
+      const relist = new Set<string>();
+      for (const k of this.walked) if (!this.unchanged.has(k)) relist.add(k);
+      for (const k of this.candidates.keys()) for (let d = path.dirname(k); !relist.has(d); d = path.dirname(d)) {
+        relist.add(d);
+        if (d === '.') break;
+      }
+      const parts: Buffer[] = [];
+      let saved = 0;
+      for (const [k, { listing }] of this.unchanged) {
+        if (relist.has(k)) continue;
+        parts.push(this.loaded.subarray(listing.place.at, listing.place.end));
+        saved += listing.files;
+      }
+      for (const k of relist) saved += await this.relisted(k, checked, parts);
+      this.checkRest(checked);
+      for (const [k, e] of checked.out) {
+        parts.push(...encodeFileRecord(k, e));
+        saved++;
+      }
+      const out = encodeCacheFile(this.root, parts);
       await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
       const tmp = `${this.file}.tmp${process.pid}`;
       try {
@@ -208,42 +338,139 @@ export class LocalTreeCache implements TreeCache {
         await unlink(tmp).catch(() => undefined);
         throw e;
       }
-      this.stats.saved = checked.size;
+      this.stats.saved = saved;
     } catch (e) {
       this.opts.onWarning?.(`local tree cache not saved: ${(e as Error).message}`);
     }
   }
 
   /**
-   * What to save: entries this run found unchanged or hashed, as they were (a later change shows
-   * in the identity the next run compares), and files it wrote or touched, lstat-ed now: only
-   * those that still show the expected identity, with the ctime they have now.
+   * List directory `k` as it is now and add its record, followed by its files' records, to
+   * `parts`; each file's entry comes from `checked` (taken out of it: a written one checked against
+   * this lstat) or, unchanged, from the file read at open. The directory's record only when every
+   * child is a directory or such a file, and neither the directory nor any child changed within
+   * RACY_MS of `checked.settled` (see the header); else its files' records alone, and the next walk
+   * lists the directory itself. Returns the files added.
    */
-  private async check(): Promise<Map<string, Entry>> {
-    const out = new Map<string, Entry>();
-    const touched: [string, Candidate][] = [];
-    for (const [k, c] of this.candidates) {
-      if (c.touched) touched.push([k, c]);
-      else out.set(k, { id: c.expect, tree: c.tree });
+  private async relisted(k: string, checked: Checked, parts: Buffer[]): Promise<number> {
+    const abs = k === '.' ? this.root : path.join(this.root, k);
+    const dst = await lstat(abs, { bigint: true }).catch(() => undefined);
+    if (!dst?.isDirectory()) return 0;
+    let names: string[];
+    try {
+      names = await readdir(abs);
+    } catch {
+      return 0;
     }
-    if (touched.length === 0) return out;
-    // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
-    await new Promise((r) => setTimeout(r, Number(RACY_MS)));
-    const lstatFrom = BigInt(Date.now()) * 1_000_000n;
-    // Synchronous and batched (lstatmany.ts): thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
-    const stats = lstatMany(touched.map(([k]) => (k === '.' ? this.root : path.join(this.root, k))));
-    for (let i = 0; i < touched.length; i++) {
-      const [k, c] = touched[i]!;
-      const st = stats[i];
-      if (!st || (st.mode & 0o170000) !== 0o100000) continue;
-      const id: LocalIdentity = { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
-      const e = c.expect;
-      if (id.size !== e.size || id.ino !== e.ino || id.dev !== e.dev || id.mtimeNs !== e.mtimeNs) continue;
-      if (id.ctimeNs > lstatFrom - RACY_MS * 1_000_000n || c.tree.size !== id.size) continue;
-      out.set(k, { id, tree: c.tree });
+    // As the walk (../index/mdex.ts indexDir): temporary copies left out, byte order of the names.
+    const keyed = names.filter((n) => !isTempName(n)).map((name) => ({ name, bytes: nameToBytes(name) }));
+    keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    const n = keyed.length;
+    const prefix = nameToBytes(abs + '/');
+    const blob = Buffer.concat(keyed.flatMap((c) => [prefix, c.bytes, NUL]));
+    const out = new BigInt64Array(n * RAW_FIELDS);
+    if (n > 0 && !lstatManyRaw(blob, out)) return 0;
+    // Whether the directory's record can be saved; its files' records are saved in any case (loose if not).
+    let listable = dst.ctimeNs <= checked.settled;
+    const hashes: Buffer[] = [];
+    const files: Buffer[] = [];
+    const taken: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const st = rawStat(out, i);
+      const type = st && st.mode & 0o170000;
+      if (type === 0o040000) {
+        hashes.push(Buffer.alloc(32));
+        continue;
+      }
+      const ck = k === '.' ? keyed[i]!.name : path.join(k, keyed[i]!.name);
+      let e: Entry | Buffer | undefined;
+      if (st && type === 0o100000 && st.ctimeNs <= checked.settled) {
+        const id: LocalIdentity = { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
+        const w = checked.touched.get(ck);
+        const c = checked.out.get(ck);
+        if (w) e = writtenEntry(w, st, checked.settled);
+        else if (c && sameLocal(Buffer.isBuffer(c) ? recordIdentity(c) : c.id, id)) e = c;
+        else {
+          // A file of a directory the walk found unchanged: its record as read, if it still holds.
+          const at = this.fileRecord(ck);
+          e = at === undefined ? undefined : recordIfSame(this.loaded, at, id);
+        }
+      }
+      const tree = e && (Buffer.isBuffer(e) ? treeOf(e) : e.tree);
+      if (!st || !e || !tree) {
+        listable = false;
+        continue;
+      }
+      checked.touched.delete(ck);
+      checked.out.delete(ck);
+      // The entry hash the walk gives it (mdex.ts fileRecord): only the part of the share path after its first segment counts.
+      hashes.push(fileEntryHash(`./${ck}`, st.size === 0 ? undefined : tree.root, 0, metaFromPathStat(st)));
+      files.push(...encodeFileRecord(ck, e));
+      taken.push(ck);
     }
-    return out;
+    if (listable) {
+      const stats = Buffer.alloc(n * RECORD_STAT);
+      const raw = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+      for (let i = 0; i < n; i++) raw.copy(stats, i * RECORD_STAT, i * RAW_FIELDS * 8, i * RAW_FIELDS * 8 + RECORD_STAT);
+      parts.push(...encodeDirRecord(k, dst, taken.length, stats, hashes, keyed.map((c) => c.bytes)));
+    }
+    // Loose when the directory is not listed: records of files that follow no directory record.
+    parts.push(...files);
+    return taken.length;
   }
+
+  /**
+   * What to save: entries this run found unchanged or hashed, as they were (a later change shows
+   * in the identity the next run compares), and files it wrote or touched, to be lstat-ed once
+   * more (by relisted, or checkRest): only those that still show the expected identity, with the
+   * ctime they have then.
+   */
+  private async check(): Promise<Checked> {
+    const out = new Map<string, Entry | Buffer>();
+    const touched = new Map<string, Candidate>();
+    let touchedBytes = 0;
+    for (const [k, c] of this.candidates) {
+      if (c.touched) {
+        touched.set(k, c);
+        touchedBytes += c.expect.size;
+      } else out.set(k, c.raw ?? { id: c.expect, tree: c.tree });
+    }
+    // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
+    // Unless there are few: then those changed within RACY_MS are left out and hashed next time.
+    if (touched.size > REHASH_FILES || touchedBytes > REHASH_BYTES) await new Promise((r) => setTimeout(r, Number(RACY_MS)));
+    return { out, touched, settled: (BigInt(Date.now()) - RACY_MS) * 1_000_000n };
+  }
+
+  /** The written files `relisted` did not take, lstat-ed now (see check and the header), into `checked.out`. */
+  private checkRest(checked: Checked): void {
+    const rest = [...checked.touched];
+    // Synchronous and batched (lstatmany.ts): thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
+    const stats = lstatMany(rest.map(([k]) => (k === '.' ? this.root : path.join(this.root, k))));
+    for (let i = 0; i < rest.length; i++) {
+      const [k, c] = rest[i]!;
+      const e = stats[i] && writtenEntry(c, stats[i]!, checked.settled);
+      if (e) checked.out.set(k, e);
+    }
+  }
+}
+
+/**
+ * What a save writes of the files: those the run found unchanged or hashed (`out`), those it wrote
+ * (`touched`, to be lstat-ed once more), and the time before which a ctime must be (see the header).
+ */
+interface Checked {
+  out: Map<string, Entry | Buffer>;
+  touched: Map<string, Candidate>;
+  settled: bigint;
+}
+
+/** The entry of a file the run wrote, `st` its lstat now: only if it shows what was expected, with a settled ctime. */
+function writtenEntry(c: Candidate, st: PathStat, settled: bigint): Entry | undefined {
+  if ((st.mode & 0o170000) !== 0o100000) return undefined;
+  const e = c.expect;
+  if (st.size !== e.size || st.ino !== e.ino || st.dev !== e.dev || st.mtimeNs !== e.mtimeNs) return undefined;
+  if (st.ctimeNs > settled || c.tree.size !== st.size) return undefined;
+  return { id: { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev }, tree: c.tree };
 }
 
 /** Cache files of destinations not synced for this long are deleted (a destination of a finished job, a removed disk). */
@@ -252,7 +479,7 @@ const UNUSED_FOR_MS = 30 * 86_400_000;
 /** Delete the cache files in `dir` that no sync has used for UNUSED_FOR_MS (and temporary files of crashed saves). */
 async function pruneOld(dir: string): Promise<void> {
   const now = Date.now();
-  for (const name of await readdir(dir)) {
+  for (const name of await readdirNames(dir)) {
     const p = path.join(dir, name);
     const st = await stat(p).catch(() => undefined);
     const age = st ? now - st.mtimeMs : 0;
@@ -260,24 +487,147 @@ async function pruneOld(dir: string): Promise<void> {
   }
 }
 
+const NUL = Buffer.of(0);
+
+/** A file's record: length, ctime, the share cache's entry encoding; or the bytes read, as they were. */
+function encodeFileRecord(k: string, e: Entry | Buffer): Buffer[] {
+  if (Buffer.isBuffer(e)) return [e];
+  const body = encodeEntryParts(k, e.id, e.tree);
+  const pre = Buffer.alloc(12);
+  pre.writeUInt32BE(body.reduce((n, b) => n + b.length, 0) + 8, 0);
+  pre.writeBigInt64BE(e.id.ctimeNs, 4);
+  return [pre, ...body];
+}
+
+/*
+ * A directory's record: length, the directory's ctime, DIR_MAGIC, its inode, device and mtime, its
+ * key (length and bytes), the number of children and of file records that follow it, then per child
+ * in byte order of the names: the first RECORD_STAT bytes of what lstatManyRaw gave for it (every
+ * field but atime, in this host's byte order: a cache file is this host's), its entry hash (zeros
+ * for a directory), its name and a NUL.
+ */
+const DIR_HEAD = 4 + 8 + 8 + 24 + 4;
+const RECORD_STAT = 8 * (RAW_FIELDS - 1);
+
+function encodeDirRecord(k: string, st: { ino: bigint; dev: bigint; mtimeNs: bigint; ctimeNs: bigint }, files: number, stats: Buffer, hashes: readonly Buffer[], names: readonly Buffer[]): Buffer[] {
+  const key = nameToBytes(k);
+  const head = Buffer.alloc(DIR_HEAD);
+  head.writeBigInt64BE(st.ctimeNs, 4);
+  DIR_MAGIC.copy(head, 12);
+  head.writeBigUInt64BE(BigInt.asUintN(64, st.ino), 20);
+  head.writeBigUInt64BE(BigInt.asUintN(64, st.dev), 28);
+  head.writeBigInt64BE(st.mtimeNs, 36);
+  head.writeUInt32BE(key.length, 44);
+  const counts = Buffer.alloc(8);
+  counts.writeUInt32BE(names.length, 0);
+  counts.writeUInt32BE(files, 4);
+  const parts = [head, key, counts, stats, ...hashes, ...names.flatMap((b) => [b, NUL])];
+  head.writeUInt32BE(parts.reduce((n, b) => n + b.length, 0) - 4, 0);
+  return parts;
+}
+
+/** The identity a file record holds. */
+function recordIdentity(r: Buffer): LocalIdentity {
+  return { ctimeNs: r.readBigInt64BE(RECORD_CTIME), size: Number(r.readBigUInt64BE(RECORD_ID)), mtimeNs: r.readBigInt64BE(RECORD_ID + 8), ino: r.readBigUInt64BE(RECORD_ID + 16), dev: r.readBigUInt64BE(RECORD_ID + 24) };
+}
+
+/** Where the low 32 bits of an int64 are, counted in 32-bit words (lstatManyRaw writes in this host's order). */
+const LOW = endianness() === 'LE' ? 0 : 1;
+
+/** A directory record of a checked cache file, as the walk's fast path uses it (../index/mdex.ts DirListing). */
+class Listing implements DirListing {
+  readonly count: number;
+  /** Children that are not directories: files, every one (relisted saves no other kind). */
+  readonly files: number;
+  private readonly stats: Int32Array;
+  private readonly hashesAt: number;
+  private readonly nameAt: number[] = [];
+
+  constructor(
+    private readonly buf: Buffer,
+    readonly place: DirPlace,
+  ) {
+    let o = place.at + DIR_HEAD - 4;
+    o += 4 + buf.readUInt32BE(o);
+    this.count = buf.readUInt32BE(o);
+    this.files = buf.readUInt32BE(o + 4);
+    o += 8;
+    // Copied: an Int32Array needs an aligned offset.
+    const stats = new Int32Array((this.count * RECORD_STAT) / 4);
+    new Uint8Array(stats.buffer).set(buf.subarray(o, o + this.count * RECORD_STAT));
+    this.stats = stats;
+    o += this.count * RECORD_STAT;
+    this.hashesAt = o;
+    o += this.count * 32;
+    // Exactly `count` names, none empty, ending where the record does (else `valid` is false: not used).
+    const end = place.at + 4 + buf.readUInt32BE(place.at);
+    for (let i = 0; i < this.count && this.valid; i++) {
+      this.nameAt.push(o);
+      const z = buf.indexOf(0, o);
+      this.valid = z > o && z < end;
+      o = z + 1;
+    }
+    this.nameAt.push(o);
+    this.valid &&= o === end;
+  }
+
+  /** Whether the names hold together with the count (checkDirRecord checked the rest). */
+  readonly valid: boolean = true;
+
+  private nameBytes(i: number): Buffer {
+    return this.buf.subarray(this.nameAt[i]!, this.nameAt[i + 1]! - 1);
+  }
+
+  paths(abs: string): Buffer {
+    const prefix = nameToBytes(abs + '/');
+    const names = this.buf.subarray(this.nameAt[0]!, this.nameAt[this.count]!);
+    const out = Buffer.allocUnsafe(this.count * prefix.length + names.length);
+    let o = 0;
+    for (let i = 0; i < this.count; i++) {
+      o += prefix.copy(out, o);
+      o += this.buf.copy(out, o, this.nameAt[i]!, this.nameAt[i + 1]!);
+    }
+    return out;
+  }
+
+  name(i: number): string {
+    return nameFromBytes(this.nameBytes(i));
+  }
+
+  isDir(i: number): boolean {
+    return (this.stats[(i * RECORD_STAT) / 4 + 2 + LOW]! & 0o170000) === 0o040000;
+  }
+
+  same(words: Int32Array, i: number): boolean {
+    const g = i * RAW_FIELDS * 2;
+    const w = (i * RECORD_STAT) / 4;
+    for (let j = 0; j < RECORD_STAT / 4; j++) if (words[g + j] !== this.stats[w + j]) return false;
+    return true;
+  }
+
+  hash(i: number): Hash {
+    return this.buf.subarray(this.hashesAt + 32 * i, this.hashesAt + 32 * (i + 1));
+  }
+
+  /** The children that are files, with their entry hashes (hex): what the local side of a comparison looks up. */
+  *fileHashes(): Iterable<[string, string]> {
+    for (let i = 0; i < this.count; i++) if (!this.isDir(i)) yield [this.name(i), toHex(this.hash(i))];
+  }
+}
+
 /**
- * The cache file: magic, destination path, entries, BLAKE3 of all before it. As parts, to be written
+ * The cache file: magic, destination path, records, BLAKE3 of all before it. As parts, to be written
  * in order: the trees' nodes are not copied (a whole file of big trees held twice was tens of MiB).
  */
-export function encodeCacheFile(root: string, entries: ReadonlyMap<string, Entry>): Buffer[] {
+export function encodeCacheFile(root: string, records: readonly Buffer[]): Buffer[] {
   const rootBytes = nameToBytes(root);
   const head = Buffer.alloc(MAGIC.length + 4);
   MAGIC.copy(head, 0);
   head.writeUInt32BE(rootBytes.length, MAGIC.length);
-  const parts: Buffer[] = [head, rootBytes];
-  for (const [k, e] of entries) {
-    const body = encodeEntryParts(k, e.id, e.tree);
-    const pre = Buffer.alloc(12);
-    pre.writeUInt32BE(body.reduce((n, b) => n + b.length, 0) + 8, 0);
-    pre.writeBigInt64BE(e.id.ctimeNs, 4);
-    parts.push(pre, ...body);
-  }
-  parts.push(hashConcat(parts));
+  const parts: Buffer[] = [head, rootBytes, ...records];
+  const bytes = parts.reduce((n, b) => n + b.length, 0);
+  // Many small parts hash faster copied together; big trees are not copied.
+  parts.push(bytes <= 64 * 2 ** 20 ? hash(Buffer.concat(parts, bytes)) : hashConcat(parts));
   return parts;
 }
 
@@ -297,8 +647,14 @@ async function writeParts(p: string, parts: readonly Buffer[]): Promise<void> {
   }
 }
 
-/** Decode and check a cache file of destination `root`; undefined when any check fails. */
-export function decodeCacheFile(buf: Buffer, root: string): Map<string, Entry> | undefined {
+/**
+ * Check a cache file of destination `root` (its hash, the destination, every record's length, every
+ * directory record's counts and names, every loose file record's header) and index it: where each
+ * loose file's record starts, by key, and each directory's; undefined when any check fails. The
+ * files under a directory record are indexed (their headers checked) when first asked for, and
+ * trees are checked when used (treeOf): one that fails is a miss.
+ */
+export function decodeCacheFile(buf: Buffer, root: string): Decoded | undefined {
   if (buf.length < MAGIC.length + 4 + 32 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
   const end = buf.length - 32;
   if (!hash(buf.subarray(0, end)).equals(buf.subarray(end))) return undefined;
@@ -307,23 +663,86 @@ export function decodeCacheFile(buf: Buffer, root: string): Map<string, Entry> |
   o += 4;
   if (o + rootLen > end || nameFromBytes(buf.subarray(o, o + rootLen)) !== root) return undefined;
   o += rootLen;
-  const out = new Map<string, Entry>();
+  const out: Decoded = { files: new Map(), dirs: new Map() };
+  /** File records still to come under the last directory record. */
+  let owned = 0;
+  let dir: DirPlace | undefined;
   while (o < end) {
     if (o + 4 > end) return undefined;
     const len = buf.readUInt32BE(o);
-    if (len < 8 || o + 4 + len > end) return undefined;
-    const ctimeNs = buf.readBigInt64BE(o + 4);
-    const entry = decodeEntry(buf.subarray(o + 12, o + 4 + len));
-    o += 4 + len;
-    if (!entry) return undefined;
-    let tree: MerkleTree;
-    try {
-      tree = MerkleTree.fromNodes(entry.id.size, entry.nodes);
-    } catch {
-      return undefined;
+    if (len < 8 + ENTRY_HEADER || o + 4 + len > end) return undefined;
+    if (owned > 0) {
+      // A file of the last directory: its header is checked when first asked for (LocalTreeCache.fileRecord).
+      owned--;
+      dir!.end = o + 4 + len;
+    } else if (buf.compare(DIR_MAGIC, 0, DIR_MAGIC.length, o + 12, o + 20) === 0) {
+      const d = checkDirRecord(buf.subarray(o, o + 4 + len));
+      if (!d) return undefined;
+      dir = { at: o, end: o + 4 + len, filesAt: o + 4 + len, files: d.files, indexed: false };
+      out.dirs.set(d.key, dir);
+      owned = d.files;
+    } else {
+      const key = entryPath(buf.subarray(o + 12, o + 4 + len));
+      if (key === undefined) return undefined;
+      out.files.set(key, o);
     }
-    if (!tree.verify()) return undefined;
-    out.set(entry.path, { id: { ...entry.id, ctimeNs }, tree });
+    o += 4 + len;
   }
-  return out;
+  return owned === 0 ? out : undefined;
 }
+
+/** A directory record's key and number of file records, if its lengths and counts hold together. */
+function checkDirRecord(r: Buffer): { key: string; files: number } | undefined {
+  if (r.length < DIR_HEAD + 8) return undefined;
+  const klen = r.readUInt32BE(DIR_HEAD - 4);
+  let o = DIR_HEAD + klen;
+  if (klen === 0 || o + 8 > r.length) return undefined;
+  const key = nameFromBytes(r.subarray(DIR_HEAD, o));
+  const n = r.readUInt32BE(o);
+  const files = r.readUInt32BE(o + 4);
+  o += 8;
+  if (files > n || o + n * (RECORD_STAT + 32) > r.length) return undefined;
+  o += n * (RECORD_STAT + 32);
+  // The names (n of them, each non-empty) are counted when the listing is used (Listing).
+  return n === 0 ? (o === r.length ? { key, files } : undefined) : r[r.length - 1] === 0 && o < r.length ? { key, files } : undefined;
+}
+
+/** Where a record's identity is: its ctime (RECORD_CTIME, 8 bytes) and size, mtime, inode, device (RECORD_ID, 32 bytes). */
+const RECORD_CTIME = 4;
+const RECORD_ID = 12 + ENTRY_HEADER - 36;
+/** Laid out as a record's identity fields, to compare them as bytes (no BigInt read back per entry). */
+const scratch = Buffer.alloc(40);
+
+/** The record at `at` in `buf` (a checked cache file) if its identity is `id`'s, else undefined. */
+function recordIfSame(buf: Buffer, at: number, id: LocalIdentity): Buffer | undefined {
+  scratch.writeBigInt64BE(id.ctimeNs, 0);
+  scratch.writeBigUInt64BE(BigInt(id.size), 8);
+  scratch.writeBigInt64BE(id.mtimeNs, 16);
+  scratch.writeBigUInt64BE(BigInt.asUintN(64, id.ino), 24);
+  scratch.writeBigUInt64BE(BigInt.asUintN(64, id.dev), 32);
+  if (buf.compare(scratch, 0, 8, at + RECORD_CTIME, at + RECORD_CTIME + 8) !== 0) return undefined;
+  if (buf.compare(scratch, 8, 40, at + RECORD_ID, at + RECORD_ID + 32) !== 0) return undefined;
+  return buf.subarray(at, at + 4 + buf.readUInt32BE(at));
+}
+
+/** Whether the directory record at `at` holds identity `id` (ctime, inode, device, mtime). */
+function dirIfSame(buf: Buffer, at: number, id: DirIdentity): boolean {
+  scratch.writeBigInt64BE(id.ctimeNs, 0);
+  scratch.writeBigUInt64BE(BigInt.asUintN(64, id.ino), 8);
+  scratch.writeBigUInt64BE(BigInt.asUintN(64, id.dev), 16);
+  scratch.writeBigInt64BE(id.mtimeNs, 24);
+  return buf.compare(scratch, 0, 8, at + 4, at + 12) === 0 && buf.compare(scratch, 8, 32, at + 20, at + 44) === 0;
+}
+
+/** The tree a record holds, checked (node count, parents); undefined when it is not a valid one. */
+function treeOf(record: Buffer): MerkleTree | undefined {
+  const entry = decodeEntry(record.subarray(12));
+  if (!entry) return undefined;
+  try {
+    const tree = MerkleTree.fromNodes(entry.id.size, entry.nodes);
+    return tree.verify() ? tree : undefined;
+  } catch {
+    return undefined;
+  }
+}
+

@@ -25,6 +25,7 @@ import { ObjectReceiver } from './receiver.js';
 import { BundleFetcher } from './bundle.js';
 import type { SyncItem, SyncOptions } from './types.js';
 import type { LocalTreeCache } from './localtrees.js';
+import type { LocalHashes } from './local.js';
 import { DeferredSync, TempListing, isTempName, processUmask } from './writer.js';
 import { PathFilter } from './filter.js';
 import { syncDir, syncEntry } from './walk.js';
@@ -74,7 +75,7 @@ export class SyncSession implements SyncContext {
    */
   transferRoot?: { dir: string; prefix: string };
   /** Local paths' entry hashes (resolved paths), for --delete. Set by sync.ts. */
-  localPaths = new Map<string, string>();
+  localPaths: { get(p: string): string | undefined } = new Map<string, string>();
   /** Directories --delete looks at once everything is in place: what to keep in each. */
   private readonly deletePlans: { dir: string; names: ReadonlySet<string>; hashes: ReadonlySet<string> }[] = [];
   /** Destination paths this session created, updated or removed (for --exec), in order. */
@@ -411,11 +412,11 @@ export class SyncSession implements SyncContext {
    * Sync a directory entry into `dest` (which becomes that directory). With
    * `recursive`, children whose entry hashes the local copy already has are skipped.
    */
-  syncDir(entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
+  syncDir(entry: FetchedEntry, dest: string, localHashes: LocalHashes): Promise<void> {
     return syncDir(this, entry, dest, localHashes);
   }
 
-  syncEntry(entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
+  syncEntry(entry: FetchedEntry, dest: string, localHashes: LocalHashes): Promise<void> {
     return syncEntry(this, entry, dest, localHashes);
   }
 

@@ -139,7 +139,7 @@ export interface SyncSummary {
    * The local tree cache, when used (SyncOptions.cacheDir): local files whose tree it had (hits)
    * and files hashed (misses), entries saved for the next run, and whether its file was damaged.
    */
-  localTrees?: { hits: number; misses: number; saved: number; corrupt: boolean };
+  localTrees?: { hits: number; misses: number; listed: number; saved: number; corrupt: boolean };
   /** Times the source changed during the sync and the sync moved on to the share name's new root. */
   sourceChanges: number;
   seconds: number;

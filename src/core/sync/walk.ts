@@ -13,11 +13,11 @@ import { childName } from '../wire/verify.js';
 import { siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
 import { syncFile } from './file.js';
-import { ifPresent } from './local.js';
+import { ifPresent, type LocalHashes } from './local.js';
 import { syncSymlink } from './symlink.js';
 
 /** Sync a verified entry of any type into `dest`; `localHashes` are the entry hashes the local copy has. */
-export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
+export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: LocalHashes): Promise<void> {
   ctx.checkAbort();
   if (entry.head.type === 'file') return syncFile(ctx, entry, dest);
   if (entry.head.type === 'symlink') return syncSymlink(ctx, entry, dest);
@@ -28,7 +28,7 @@ export async function syncEntry(ctx: SyncContext, entry: FetchedEntry, dest: str
  * Sync a directory entry into `dest` (which becomes that directory). With
  * `recursive`, children whose entry hashes the local copy already has are skipped.
  */
-export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: ReadonlySet<string>): Promise<void> {
+export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: string, localHashes: LocalHashes): Promise<void> {
   const { opts } = ctx;
   const st = await ifPresent(dest, !!opts.dryRun, () => lstat(dest));
   const exists = !!st?.isDirectory();
@@ -58,7 +58,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
   opts.onItem?.({ path: dest, type: 'dir', change: exists ? 'unchanged' : replace ? 'updated' : 'created' });
   if (opts.flags.recursive) {
     const listed = dirChildren(entry.obj.subarray(entry.head.payloadOffset));
-    const children = listed.filter((h) => !localHashes.has(toHex(h)));
+    const children = listed.filter((h) => !localHashes.has(toHex(h), dest));
     // Children the directory's bundle carries (verified against this directory) are not fetched alone.
     // With include/exclude rules the bundle is taken whatever the number missing: it names the
     // children without joining their groups, so an excluded one is never asked for.

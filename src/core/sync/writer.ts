@@ -126,9 +126,12 @@ async function syncDir(dir: string): Promise<void> {
  * directory after, cost more than writing a small file; instead small files are renamed into
  * place as soon as they are complete (so they are never partial: an interrupted run leaves each
  * one old or new), and at the end of the run one syncfs per file system (coreutils `sync -f`)
- * writes their data and directory entries to disk. Without `sync` every file and then every
- * directory is fsynced instead. What a power cut during the run can leave: README "Crash safety".
+ * writes their data and directory entries to disk. Without `sync`, or for a few files, every
+ * file and then every directory is fsynced instead. What a power cut during the run can leave: README "Crash safety".
  */
+/** Up to this many files, DeferredSync.flush fsyncs each file and directory instead of a syncfs per file system. */
+const FSYNC_EACH_MAX = 16;
+
 export class DeferredSync {
   private readonly dirs = new Set<string>();
   private readonly files: string[] = [];
@@ -148,13 +151,17 @@ export class DeferredSync {
     const files = this.files.splice(0);
     const dirs = [...this.dirs];
     this.dirs.clear();
-    const oneDirPerFs = new Map<bigint, string>();
-    for (const d of dirs) {
-      const st = await stat(d, { bigint: true }).catch(() => undefined);
-      if (st && !oneDirPerFs.has(st.dev)) oneDirPerFs.set(st.dev, d);
+    // A few files: their fsyncs cost less than a syncfs, which also writes whatever else is
+    // dirty on the file system (and starts a process).
+    let synced = files.length > FSYNC_EACH_MAX;
+    if (synced) {
+      const oneDirPerFs = new Map<bigint, string>();
+      for (const d of dirs) {
+        const st = await stat(d, { bigint: true }).catch(() => undefined);
+        if (st && !oneDirPerFs.has(st.dev)) oneDirPerFs.set(st.dev, d);
+      }
+      for (const d of oneDirPerFs.values()) if (!(await syncFs(d))) synced = false;
     }
-    let synced = true;
-    for (const d of oneDirPerFs.values()) if (!(await syncFs(d))) synced = false;
     if (synced) return;
     for (const f of files) {
       const fh = await open(f, 'r').catch(() => undefined); // replaced or removed since: not ours to sync
