@@ -46,7 +46,10 @@ export async function checkParent(target: string): Promise<void> {
 
 /** The entry hashes (hex) a local copy holds: what a directory's children are looked up in. */
 export interface LocalHashes {
-  /** Whether the local copy holds entry `hex`; `dir`, the directory that would hold it, narrows the search. */
+  /**
+   * Whether the local copy holds entry `hex`: as a child of `dir` when it is given (the directory
+   * that would hold it), else anywhere.
+   */
   has(hex: string, dir?: string): boolean;
 }
 
@@ -92,7 +95,8 @@ export async function localEntries(target: string, sharePath: string, treeCache?
       // Already absolute and normal (the walk joins names to the destination's real path).
       byPath.set(r.localPath, h);
     }
-    return new Entries(hashes, byPath, cache);
+    const top = local.records.find((r) => r.sharePath === sharePath);
+    return new Entries(hashes, byPath, cache, [top?.localPath ?? path.resolve(target), path.resolve(target)]);
   } catch (e) {
     // Only a shortcut: a file that changed while hashing (another run writing here) means
     // every entry is compared one by one instead. Real errors come back where they matter.
@@ -103,17 +107,46 @@ export async function localEntries(target: string, sharePath: string, treeCache?
 
 /**
  * The walk's records, and the files of directories it found unchanged, added when a lookup first
- * misses the rest: only that directory's when the lookup names it (an entry hash covers the
- * path, so a file's can only be found in its own directory), else all of them.
+ * misses the rest: only that directory's when the lookup names it, else all of them.
+ *
+ * A lookup that names the directory finds only that directory's own children. A file's or a
+ * symlink's entry hash covers its path, but a directory's covers only its basename, its stat
+ * fields and its children: two empty directories `a/logs` and `b/logs` with the same mode, owner
+ * and mtime (as a tar archive makes them) have the same hash, and `b/logs` missing must not be
+ * taken for present because `a/logs` is.
  */
 class Entries implements LocalEntries {
   private readonly done = new Set<string>();
+  /** Entry hashes by the directory holding them, keyed by its path below the destination ('' for the destination). */
+  private readonly byDir = new Map<string, Set<string>>();
 
   constructor(
     private readonly set: Set<string>,
     private readonly map: Map<string, string>,
     private readonly cache: LocalTreeCache | undefined,
-  ) {}
+    /** The destination as the walk resolved it (its real path) and as given (resolved): where `dir` arguments start. */
+    private readonly bases: readonly string[],
+  ) {
+    for (const [p, hex] of map) this.addToDir(path.dirname(p), hex);
+  }
+
+  /** `dir` (absolute or relative to the working directory) below the destination, or undefined if outside it. */
+  private dirKey(dir: string): string | undefined {
+    const abs = path.resolve(dir);
+    for (const base of this.bases) {
+      if (abs === base) return '';
+      if (abs.startsWith(base + path.sep)) return abs.slice(base.length + 1);
+    }
+    return undefined;
+  }
+
+  private addToDir(dir: string, hex: string): void {
+    const k = this.dirKey(dir);
+    if (k === undefined) return;
+    let s = this.byDir.get(k);
+    if (!s) this.byDir.set(k, (s = new Set()));
+    s.add(hex);
+  }
 
   private add([dir, files]: [string, Iterable<[string, string]>]): void {
     if (this.done.has(dir)) return;
@@ -121,6 +154,7 @@ class Entries implements LocalEntries {
     for (const [name, hex] of files) {
       this.set.add(hex);
       this.map.set(path.join(dir, name), hex);
+      this.addToDir(dir, hex);
     }
   }
 
@@ -138,11 +172,10 @@ class Entries implements LocalEntries {
 
   readonly hashes: LocalHashes = {
     has: (hex, dir) => {
-      if (this.set.has(hex)) return true;
-      if (!this.cache) return false;
-      if (dir === undefined) return this.all().hashes.has(hex);
-      this.addDir(dir);
-      return this.set.has(hex);
+      if (dir === undefined) return this.set.has(hex) || (this.cache !== undefined && this.all().hashes.has(hex));
+      if (this.cache) this.addDir(dir);
+      const k = this.dirKey(dir);
+      return k !== undefined && (this.byDir.get(k)?.has(hex) ?? false);
     },
   };
 
