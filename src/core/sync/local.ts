@@ -130,8 +130,18 @@ class Entries implements LocalEntries {
     for (const [p, hex] of map) this.addToDir(path.dirname(p), hex);
   }
 
+  private lastDir: [string, string | undefined] = ['', undefined];
+
   /** `dir` (absolute or relative to the working directory) below the destination, or undefined if outside it. */
   private dirKey(dir: string): string | undefined {
+    // A directory's children are looked up one after another with the same `dir`.
+    if (this.lastDir[0] === dir && dir !== '') return this.lastDir[1];
+    const k = this.resolveKey(dir);
+    this.lastDir = [dir, k];
+    return k;
+  }
+
+  private resolveKey(dir: string): string | undefined {
     const abs = path.resolve(dir);
     for (const base of this.bases) {
       if (abs === base) return '';
