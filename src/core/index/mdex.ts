@@ -117,6 +117,8 @@ export interface TreeCache {
  * LeafHasher. Two chunks: one or two reads of a cached file.
  */
 const SMALL_FILE = 2 * CHUNK_SIZE;
+/** Trees of at least this many bytes of nodes are kept as a view of the file's tree object, not beside it. */
+const SHARED_TREE_BYTES = 1 << 16;
 /** Children of a directory lstat-ed in one call (lstatmany.ts). */
 const STAT_BATCH = 256;
 /** Longest stretch of synchronous walking before the event loop gets a turn. */
@@ -253,14 +255,16 @@ export class ShareIndex {
     const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev, ctimeNs: st.ctimeNs };
     const cached = opts.treeCache?.get(abs, id);
     if (cached || size <= SMALL_FILE) {
-      const tree = cached ?? this.smallFileTree(abs, size);
-      if (!cached) opts.treeCache?.set(abs, id, tree);
+      const rec = this.fileRecord(abs, sharePath, meta, size, cached ?? this.smallFileTree(abs, size), opts.entriesOnly);
+      if (!cached) opts.treeCache?.set(abs, id, rec.tree!);
       opts.onBytes?.(size);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
+      return this.recorded(rec, opts);
     }
     return this.fileSlots.run(() => this.largeFileTree(abs, size, opts)).then((tree) => {
-      opts.treeCache?.set(abs, id, tree);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
+      const rec = this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly);
+      // The record's tree (a view of its tree object for a large file), not the one hashed: one copy of the nodes.
+      opts.treeCache?.set(abs, id, rec.tree!);
+      return this.recorded(rec, opts);
     });
   }
 
@@ -275,6 +279,8 @@ export class ShareIndex {
     const root = size === 0 ? undefined : tree.root;
     if (entriesOnly) return { type: 'file', sharePath, localPath: abs, meta, size, hash: fileEntryHash(sharePath, root, 0, meta), tree };
     const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
+    // A large file's nodes are held once, in its tree object (the parts served are views of it too).
+    if (tree.nodes.length >= SHARED_TREE_BYTES) tree = MerkleTree.fromNodes(size, obj.subarray(obj.length - tree.nodes.length), true);
     const parts = splitParts(obj);
     const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));
     const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes };
