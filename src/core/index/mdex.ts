@@ -16,12 +16,13 @@ import { open, readdir, readlink, realpath, type FileHandle } from '../base/byte
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { aliasHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
-import { toHex, type Hash } from '../model/hash.js';
+import type { Hash } from '../model/hash.js';
 import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from '../model/meta.js';
 import { encodeNetTree, splitParts } from '../wire/nettree.js';
 import { shareDirHash } from '../wire/verify.js';
 import { MerkleTree, CHUNK_SIZE } from '../model/tree.js';
 import { ChunkTable } from './chunktable.js';
+import { ObjectTable } from './objecttable.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
 import { lstatMany, type PathStat } from '../base/lstatmany.js';
@@ -141,11 +142,10 @@ function metaFromPathStat(st: PathStat): FileMeta {
 export class ShareIndex {
   readonly roots: ShareRoot[] = [];
   readonly records: IndexRecord[] = [];
-  private readonly objects = new Map<string, IndexObject>();
+  /** Objects other than chunks, and aliases, by hash and by prefix (objecttable.ts). */
+  private readonly objects = new ObjectTable<IndexObject>();
   /** Chunks are kept apart, compactly (chunktable.ts): a large file has a great many. */
   private readonly chunks = new ChunkTable();
-  private readonly aliases = new Map<string, string>();
-  private readonly prefixes = new Map<string, string>();
   /** Large files being read at once while indexing. */
   private readonly fileSlots = new Limiter(8);
   /** Where small files are read (see SMALL_FILE). */
@@ -186,20 +186,18 @@ export class ShareIndex {
 
   /** Look an object up by full hash, following an alias. */
   get(h: Hash): IndexObject | undefined {
-    const key = toHex(h);
-    return this.objects.get(this.aliases.get(key) ?? key) ?? this.chunks.get(h);
+    return this.objects.get(h) ?? this.chunks.get(h);
   }
 
   /** Look an object up by the 14 hash bytes that a group address carries. */
   getByPrefix(prefix: Uint8Array): IndexObject | undefined {
-    const full = this.prefixes.get(toHex(prefix.subarray(0, GROUP_PREFIX_BYTES)));
-    if (full === undefined) return this.chunks.getByPrefix(prefix);
-    return this.objects.get(this.aliases.get(full) ?? full);
+    const o = this.objects.getByPrefix(prefix.subarray(0, GROUP_PREFIX_BYTES));
+    return o.found ? o.obj : this.chunks.getByPrefix(prefix);
   }
 
   /** Every hash the index answers to (objects and aliases). */
   *hashes(): Iterable<Hash> {
-    for (const k of this.prefixes.values()) yield Buffer.from(k, 'hex');
+    yield* this.objects.hashes();
     yield* this.chunks.hashes();
   }
 
@@ -213,18 +211,12 @@ export class ShareIndex {
   }
 
   private putObject(o: IndexObject): void {
-    const key = toHex(o.hash);
-    // Identical chunks anywhere in the share are one object; the last one indexed wins, as in the C mdex.
-    this.objects.set(key, o);
-    this.prefixes.set(key.slice(0, GROUP_PREFIX_BYTES * 2), key);
+    // Identical objects anywhere in the share are one object; the last one indexed wins, as in the C mdex.
+    this.objects.put(o.hash, o);
   }
 
   private putAlias(alias: Hash, target: Hash): void {
-    const a = toHex(alias);
-    const t = toHex(target);
-    if (a === t) return;
-    this.aliases.set(a, t);
-    this.prefixes.set(a.slice(0, GROUP_PREFIX_BYTES * 2), a);
+    this.objects.alias(alias, target);
   }
 
   /**
@@ -432,7 +424,7 @@ export class ShareIndex {
     if (opts.bundles) {
       const members: { rec: IndexRecord; obj: Buffer }[] = [];
       for (const child of found) {
-        const o = child && this.objects.get(toHex(child.hash));
+        const o = child && this.objects.get(child.hash);
         if (o?.kind === 'tree') members.push({ rec: child!, obj: o.bytes });
       }
       for (const b of bundleObjects(rec, alias, members)) this.putObject(b);

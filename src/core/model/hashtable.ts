@@ -17,9 +17,9 @@ const SEED_A = SEEDS.readUInt32LE(0);
 const SEED_B = SEEDS.readUInt32LE(4);
 const MIN_SLOTS = 16;
 
-/** Whether the 32 bytes of `a` at `ao` equal those of `b` at `bo`. */
-function sameHash(a: Uint8Array, ao: number, b: Uint8Array, bo: number): boolean {
-  for (let i = 0; i < HASH_SIZE; i++) if (a[ao + i] !== b[bo + i]) return false;
+/** Whether the `n` bytes of `a` at `ao` equal those of `b` at `bo`. */
+function sameBytes(a: Uint8Array, ao: number, b: Uint8Array, bo: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[ao + i] !== b[bo + i]) return false;
   return true;
 }
 
@@ -35,13 +35,16 @@ export class HashTable {
   /**
    * `keys()`: the buffer holding the hashes (asked anew at each call, so the owner may replace it
    * with a larger one); `offsetOf(v)`: where value v's hash starts in it. `expected`: entries
-   * to size the table for at once.
+   * to size the table for at once. `keyLength`: how many bytes of a hash are the key (8 to 32;
+   * a group address carries the first 14 bytes of a hash).
    */
   constructor(
     private readonly keys: () => Uint8Array,
     private readonly offsetOf: (value: number) => number,
     expected = 0,
+    private readonly keyLength = HASH_SIZE,
   ) {
+    if (keyLength < 8 || keyLength > HASH_SIZE) throw new RangeError(`key length ${keyLength}`);
     let n = MIN_SLOTS;
     while (n < expected * 2) n *= 2;
     this.slots = new Int32Array(n);
@@ -51,14 +54,14 @@ export class HashTable {
     return this.count;
   }
 
-  /** The value whose hash is the 32 bytes of `hash` at `offset`, or -1. */
+  /** The value whose hash is (starts with) the keyLength bytes of `hash` at `offset`, or -1. */
   get(hash: Uint8Array, offset = 0): number {
     const keys = this.keys();
     const mask = this.slots.length - 1;
     for (let i = this.start(hash, offset) & mask; ; i = (i + 1) & mask) {
       const s = this.slots[i]!;
       if (s === 0) return -1;
-      if (sameHash(keys, this.offsetOf(s - 1), hash, offset)) return s - 1;
+      if (sameBytes(keys, this.offsetOf(s - 1), hash, offset, this.keyLength)) return s - 1;
     }
   }
 
@@ -98,6 +101,11 @@ export class HashTable {
     return true;
   }
 
+  /** Every value in the table (in no particular order). */
+  *values(): IterableIterator<number> {
+    for (const s of this.slots) if (s !== 0) yield s - 1;
+  }
+
   private place(value: number): number {
     const keys = this.keys();
     const at = this.offsetOf(value);
@@ -109,7 +117,7 @@ export class HashTable {
         this.count++;
         return -1;
       }
-      if (sameHash(keys, this.offsetOf(s - 1), keys, at)) {
+      if (sameBytes(keys, this.offsetOf(s - 1), keys, at, this.keyLength)) {
         this.slots[i] = value + 1;
         return s - 1;
       }
