@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { CURSOR_IDLE, CURSOR_LEN, cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, encodeCursor, encodeGoneNotice } from '../src/core/wire/packet.js';
-import { fromCursor } from '../src/core/sync/chunks.js';
+import { fromCursor, placesOf } from '../src/core/sync/chunks.js';
+import { CHUNK_SIZE, MerkleTree } from '../src/core/model/tree.js';
 import { hash } from '../src/core/model/hash.js';
 
 const root = hash(Buffer.from('a file'));
@@ -51,24 +52,36 @@ describe('cursor datagram', () => {
 });
 
 describe('fromCursor: the order a receiver fetches a file in', () => {
-  const places = new Map<string, number[]>([
-    ['a', [0]],
-    ['b', [1, 6]],
-    ['c', [3]],
-    ['d', [4]],
-    ['e', [5]],
-  ]);
+  // Chunks 0, 1, 3, 4, 5 and 6 wanted; 1 and 6 hold the same bytes (one group).
+  const tree = MerkleTree.blank(7 * CHUNK_SIZE);
+  for (let i = 0; i < 7; i++) tree.setLeaf(i, hash(Buffer.from(`chunk ${i === 6 ? 1 : i}`)));
+  tree.seal();
+  const places = placesOf(tree, [0, 1, 3, 4, 5, 6]);
+  const passes = (c: number | undefined) => fromCursor(places, c).map((p) => [...p]);
+
+  it('groups equal chunks, in the order of their first', () => {
+    expect(places.size).toBe(5);
+    expect([...places.values()]).toEqual([[0], [1, 6], [3], [4], [5]]);
+  });
 
   it('starts at the first chunk at or after the cursor, and wraps around in a second pass', () => {
-    expect(fromCursor(places, 3)).toEqual([[[3], [4], [5]], [[0], [1, 6]]]);
-    expect(fromCursor(places, 2)).toEqual([[[3], [4], [5]], [[0], [1, 6]]]);
+    expect(passes(3)).toEqual([[[3], [4], [5]], [[0], [1, 6]]]);
+    expect(passes(2)).toEqual([[[3], [4], [5]], [[0], [1, 6]]]);
   });
 
   it('keeps the chunk order in one pass without a cursor, at 0, idle, or past the last chunk', () => {
     const plain = [[[0], [1, 6], [3], [4], [5]], []];
-    expect(fromCursor(places, undefined)).toEqual(plain);
-    expect(fromCursor(places, 0)).toEqual(plain);
-    expect(fromCursor(places, CURSOR_IDLE)).toEqual(plain);
-    expect(fromCursor(places, 99)).toEqual(plain);
+    expect(passes(undefined)).toEqual(plain);
+    expect(passes(0)).toEqual(plain);
+    expect(passes(CURSOR_IDLE)).toEqual(plain);
+    expect(passes(99)).toEqual(plain);
+  });
+
+  it('a chunk added later joins its group, or becomes a new last group', () => {
+    const p = placesOf(tree, [3, 6]);
+    p.add(1);
+    p.add(0);
+    expect([...p.values()]).toEqual([[3], [6, 1], [0]]);
+    expect(() => p.add(7)).toThrow(RangeError);
   });
 });

@@ -22,6 +22,21 @@ export class Limiter {
     else this.free++;
   }
 
+  /**
+   * Take a slot and get the function that gives it back (once, however often it is called): for
+   * a task that holds its slot for part of its work only (walk.ts: a directory child gives its
+   * slot back before its own children take theirs, so nesting never waits on itself).
+   */
+  async hold(): Promise<() => void> {
+    await this.acquire();
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.release();
+    };
+  }
+
   async run<T>(fn: () => Promise<T>): Promise<T> {
     await this.acquire();
     try {

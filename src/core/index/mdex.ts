@@ -16,12 +16,13 @@ import { open, readdir, readlink, realpath, type FileHandle } from '../base/byte
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { aliasHash, fileEntryHash, symlinkEntryHash } from '../model/entry.js';
-import { toHex, type Hash } from '../model/hash.js';
+import type { Hash } from '../model/hash.js';
 import { metaFromStats, typeOfMode, type EntryType, type FileMeta } from '../model/meta.js';
 import { encodeNetTree, splitParts } from '../wire/nettree.js';
 import { shareDirHash } from '../wire/verify.js';
 import { MerkleTree, CHUNK_SIZE } from '../model/tree.js';
 import { ChunkTable } from './chunktable.js';
+import { ObjectTable } from './objecttable.js';
 import { GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { Limiter } from '../base/limit.js';
 import { RAW_FIELDS, lstatMany, lstatManyRaw, rawStat, type PathStat } from '../base/lstatmany.js';
@@ -150,6 +151,8 @@ export interface TreeCache {
  * LeafHasher. Two chunks: one or two reads of a cached file.
  */
 const SMALL_FILE = 2 * CHUNK_SIZE;
+/** Trees of at least this many bytes of nodes are kept as a view of the file's tree object, not beside it. */
+const SHARED_TREE_BYTES = 1 << 16;
 /** Children of a directory lstat-ed in one call (lstatmany.ts). */
 const STAT_BATCH = 256;
 /** Longest stretch of synchronous walking before the event loop gets a turn. */
@@ -172,11 +175,10 @@ export function metaFromPathStat(st: PathStat): FileMeta {
 export class ShareIndex {
   readonly roots: ShareRoot[] = [];
   readonly records: IndexRecord[] = [];
-  private readonly objects = new Map<string, IndexObject>();
+  /** Objects other than chunks, and aliases, by hash and by prefix (objecttable.ts). */
+  private readonly objects = new ObjectTable<IndexObject>();
   /** Chunks are kept apart, compactly (chunktable.ts): a large file has a great many. */
   private readonly chunks = new ChunkTable();
-  private readonly aliases = new Map<string, string>();
-  private readonly prefixes = new Map<string, string>();
   /** Large files being read at once while indexing. */
   private readonly fileSlots = new Limiter(8);
   /** Where small files are read (see SMALL_FILE). */
@@ -217,20 +219,18 @@ export class ShareIndex {
 
   /** Look an object up by full hash, following an alias. */
   get(h: Hash): IndexObject | undefined {
-    const key = toHex(h);
-    return this.objects.get(this.aliases.get(key) ?? key) ?? this.chunks.get(h);
+    return this.objects.get(h) ?? this.chunks.get(h);
   }
 
   /** Look an object up by the 14 hash bytes that a group address carries. */
   getByPrefix(prefix: Uint8Array): IndexObject | undefined {
-    const full = this.prefixes.get(toHex(prefix.subarray(0, GROUP_PREFIX_BYTES)));
-    if (full === undefined) return this.chunks.getByPrefix(prefix);
-    return this.objects.get(this.aliases.get(full) ?? full);
+    const o = this.objects.getByPrefix(prefix.subarray(0, GROUP_PREFIX_BYTES));
+    return o.found ? o.obj : this.chunks.getByPrefix(prefix);
   }
 
   /** Every hash the index answers to (objects and aliases). */
   *hashes(): Iterable<Hash> {
-    for (const k of this.prefixes.values()) yield Buffer.from(k, 'hex');
+    yield* this.objects.hashes();
     yield* this.chunks.hashes();
   }
 
@@ -244,18 +244,12 @@ export class ShareIndex {
   }
 
   private putObject(o: IndexObject): void {
-    const key = toHex(o.hash);
-    // Identical chunks anywhere in the share are one object; the last one indexed wins, as in the C mdex.
-    this.objects.set(key, o);
-    this.prefixes.set(key.slice(0, GROUP_PREFIX_BYTES * 2), key);
+    // Identical objects anywhere in the share are one object; the last one indexed wins, as in the C mdex.
+    this.objects.put(o.hash, o);
   }
 
   private putAlias(alias: Hash, target: Hash): void {
-    const a = toHex(alias);
-    const t = toHex(target);
-    if (a === t) return;
-    this.aliases.set(a, t);
-    this.prefixes.set(a.slice(0, GROUP_PREFIX_BYTES * 2), a);
+    this.objects.alias(alias, target);
   }
 
   /**
@@ -286,14 +280,16 @@ export class ShareIndex {
     const id = { size, mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev, ctimeNs: st.ctimeNs };
     const cached = opts.treeCache?.get(abs, id);
     if (cached || size <= SMALL_FILE) {
-      const tree = cached ?? this.smallFileTree(abs, size);
-      if (!cached) opts.treeCache?.set(abs, id, tree);
+      const rec = this.fileRecord(abs, sharePath, meta, size, cached ?? this.smallFileTree(abs, size), opts.entriesOnly);
+      if (!cached) opts.treeCache?.set(abs, id, rec.tree!);
       opts.onBytes?.(size);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
+      return this.recorded(rec, opts);
     }
     return this.fileSlots.run(() => this.largeFileTree(abs, size, opts)).then((tree) => {
-      opts.treeCache?.set(abs, id, tree);
-      return this.recorded(this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly), opts);
+      const rec = this.fileRecord(abs, sharePath, meta, size, tree, opts.entriesOnly);
+      // The record's tree (a view of its tree object for a large file), not the one hashed: one copy of the nodes.
+      opts.treeCache?.set(abs, id, rec.tree!);
+      return this.recorded(rec, opts);
     });
   }
 
@@ -308,6 +304,8 @@ export class ShareIndex {
     const root = size === 0 ? undefined : tree.root;
     if (entriesOnly) return { type: 'file', sharePath, localPath: abs, meta, size, hash: fileEntryHash(sharePath, root, 0, meta), tree };
     const obj = encodeNetTree({ type: 'file', size, meta, name: sharePath, payload: size === 0 ? Buffer.alloc(0) : tree.nodes });
+    // A large file's nodes are held once, in its tree object (the parts served are views of it too).
+    if (tree.nodes.length >= SHARED_TREE_BYTES) tree = MerkleTree.fromNodes(size, obj.subarray(obj.length - tree.nodes.length), true);
     const parts = splitParts(obj);
     const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));
     const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes };
@@ -501,7 +499,7 @@ export class ShareIndex {
     if (opts.bundles) {
       const members: { rec: IndexRecord; obj: Buffer }[] = [];
       for (const child of found) {
-        const o = child && this.objects.get(toHex(child.hash));
+        const o = child && this.objects.get(child.hash);
         if (o?.kind === 'tree') members.push({ rec: child!, obj: o.bytes });
       }
       for (const b of bundleObjects(rec, alias, members)) this.putObject(b);

@@ -10,6 +10,7 @@ import { open, type FileHandle } from '../base/bytefs.js';
 import { readFull } from '../base/readfull.js';
 import { HASH_SIZE, hashLeaves, hashPairs, isZero, type Hash } from './hash.js';
 import { LcsyncError } from '../base/errors.js';
+import { HashTable } from './hashtable.js';
 
 export const CHUNK_SIZE = 32768;
 /** Read size when hashing files: many chunks per read, bounded memory. */
@@ -76,13 +77,17 @@ export class MerkleTree {
     return new MerkleTree(size, bytes <= SMALL_TREE ? Buffer.allocUnsafe(bytes).fill(0) : Buffer.alloc(bytes));
   }
 
-  /** Wrap node hashes received from elsewhere; call verify() before trusting them. */
-  static fromNodes(size: number, nodes: Uint8Array): MerkleTree {
+  /**
+   * Wrap node hashes received from elsewhere; call verify() before trusting them. The nodes are
+   * copied, unless `shared`: then the tree is a view of them, and the caller must never change
+   * them (a large file's tree object, whose payload would otherwise be held twice).
+   */
+  static fromNodes(size: number, nodes: Uint8Array, shared = false): MerkleTree {
     const expect = nodeCount(size) * HASH_SIZE;
     if (nodes.length !== expect) {
       throw new LcsyncError('INTEGRITY', `tree of a ${size}-byte file needs ${expect} bytes of nodes, got ${nodes.length}`);
     }
-    return new MerkleTree(size, Buffer.from(nodes));
+    return new MerkleTree(size, shared ? Buffer.from(nodes.buffer, nodes.byteOffset, nodes.length) : Buffer.from(nodes));
   }
 
   static fromBuffer(data: Uint8Array): MerkleTree {
@@ -197,15 +202,24 @@ export class MerkleTree {
   }
 }
 
-/** Leaf hash -> chunk index in `tree`, for reusing chunks a local file already has elsewhere. */
-export function leafIndex(tree: MerkleTree): Map<string, number> {
-  const m = new Map<string, number>();
-  if (tree.size === 0) return m;
-  for (let i = 0; i < tree.chunks; i++) {
-    const k = tree.leaf(i).toString('hex');
-    if (!m.has(k)) m.set(k, i);
-  }
-  return m;
+/** Leaf hash -> chunk index in `tree` (the first of equal ones), for reusing chunks a local file already has elsewhere. */
+export interface LeafLookup {
+  /** The first chunk of the tree whose leaf is `leaf`, or undefined. */
+  get(leaf: Uint8Array): number | undefined;
+}
+
+/** A LeafLookup over `tree`'s own nodes (HashTable: a few bytes a chunk, no string per leaf). */
+export function leafIndex(tree: MerkleTree): LeafLookup {
+  const leafAt = (tree.base - 1) * HASH_SIZE;
+  const table = new HashTable(() => tree.nodes, (i) => leafAt + i * HASH_SIZE, tree.size === 0 ? 0 : tree.chunks);
+  // Of equal leaves the last entered stays: enter them backwards so the first one is found.
+  if (tree.size > 0) for (let i = tree.chunks - 1; i >= 0; i--) table.set(i);
+  return {
+    get(leaf) {
+      const i = table.get(leaf);
+      return i < 0 ? undefined : i;
+    },
+  };
 }
 
 export type { Hash };

@@ -38,6 +38,8 @@ export interface SyncContext {
   readonly temps: TempListing;
   /** Bounds the chunk groups joined at once. */
   readonly chunkLimit: Limiter;
+  /** Bounds the children of directories being synced at once, session-wide (walk.ts). */
+  readonly entrySlots: Limiter;
   /** The first error that ended the session (see fail). */
   readonly failure: { error: unknown } | undefined;
   /** Fetch and verify the object `key` names (by share path `alias`), with all its tree parts. */

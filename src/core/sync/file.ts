@@ -10,7 +10,7 @@ import { fromSystemError } from '../base/errors.js';
 import { readFull } from '../base/readfull.js';
 import { hash, toHex } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
-import { fromCursor, placesOf, zeroLeaf } from './chunks.js';
+import { fromCursor, placesOf, zeroLeaf, type ChunkPlaces } from './chunks.js';
 import { isEmptyDir, siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
@@ -67,7 +67,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   if (localTree && !opts.inplace) {
     const have = leafIndex(localTree);
     for (const i of needed) {
-      const j = have.get(tree.leaf(i).toString('hex'));
+      const j = have.get(tree.leaf(i));
       if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i)) reuse.set(i, j);
     }
   }
@@ -77,7 +77,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   if (opts.dryRun) {
     // An estimate: chunks that are zeros, or equal to chunks of files synced before, travel not at all.
     let travel = 0;
-    for (const at of places.values()) if (tree.leaf(at[0]!).toString('hex') !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
+    for (const at of places.values()) if (toHex(tree.leaf(at[0]!)) !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
     ctx.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetch.length - travel });
     return;
   }
@@ -122,13 +122,9 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
           if (!hash(buf).equals(tree.leaf(i))) {
             reuse.delete(i);
             fetch.push(i);
-            const k = tree.leaf(i).toString('hex');
-            const at = places.get(k);
-            if (at) at.push(i);
-            else {
-              places.set(k, [i]);
-              chunks.wanted++;
-            }
+            const groups = places.size;
+            places.add(i);
+            chunks.wanted += places.size - groups;
             continue;
           }
           await out.write(i * CHUNK_SIZE, buf);
@@ -198,7 +194,7 @@ const ZEROS = Buffer.alloc(CHUNK_SIZE);
  * lstat, chmod or promise per step follows. Its chunks count as in flight (chunks.ts) until the
  * file is in place, and are then read back from there by other files that want them.
  */
-async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: string, places: Map<string, number[]>, chunkCount: number): Promise<void> {
+async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: string, places: ChunkPlaces, chunkCount: number): Promise<void> {
   const { opts, summary, chunks } = ctx;
   const tree = entry.tree!;
   const size = entry.head.size;

@@ -43,10 +43,19 @@ export type { FetchedEntry } from './context.js';
  */
 const TREE_FETCHES = 64;
 
+/**
+ * Children of directories in progress at once, session-wide (walk.ts): each costs a task, its
+ * entry, and for a small file its bytes. Unbounded, every child of the tree started at once (about
+ * 3 KiB a file: 300 MiB for 100,000 files). Far more than the tree fetches and chunk groups in
+ * flight (TREE_FETCHES, --parallel), so that those stay busy.
+ */
+const ENTRY_SLOTS = 1024;
+
 export class SyncSession implements SyncContext {
   private readonly rx: ObjectReceiver;
   private readonly limits: DecodeLimits;
   readonly chunkLimit: Limiter;
+  readonly entrySlots = new Limiter(ENTRY_SLOTS);
   private readonly treeLimit: Limiter;
   private readonly times: TimeStamp[] = [];
   private readonly started = Date.now();

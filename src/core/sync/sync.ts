@@ -189,7 +189,7 @@ export async function syncBuffer(source: string, local: Buffer, opts: Omit<SyncO
     let reused = 0;
     const fetch: number[] = [];
     for (const i of needed) {
-      const j = have.get(tree.leaf(i).toString('hex'));
+      const j = have.get(tree.leaf(i));
       if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i) && data !== local) {
         local.copy(data, i * CHUNK_SIZE, j * CHUNK_SIZE, j * CHUNK_SIZE + chunkLength(size, i));
         reused++;

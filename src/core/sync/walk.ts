@@ -66,11 +66,26 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
-    // Every child settles before an error goes up: the first failure stops the session (every
-    // pending request fails at once), and each file being written removes its temporary copy
-    // before the process can exit. Conflicts are not failures: the other children go on.
-    await Promise.allSettled(
-      children.map(async (h) => {
+    // Every child started settles before an error goes up: the first failure stops the session
+    // (every pending request fails at once), and each file being written removes its temporary
+    // copy before the process can exit. Conflicts are not failures: the other children go on.
+    // Children are started as the session's entry slots allow (a task each, its entry, its bytes:
+    // all children of the tree at once held about 3 KiB a file); a directory child gives its slot
+    // back once fetched, before its own children take theirs, and is awaited after its siblings.
+    // Subdirectories the bundle names go first and take no slot (their own children take theirs):
+    // waiting behind files of other directories, their bundles were asked for late, came after
+    // the wait for them, and their files then travelled one by one (2.9x the tree on the wire).
+    const bundledDir = (h: Buffer) => bundle?.children.get(toHex(h))?.head.type === 'dir';
+    const ordered = [...children.filter(bundledDir), ...children.filter((h) => !bundledDir(h))];
+    const running = new Set<Promise<void>>();
+    const subdirs: Promise<void>[] = [];
+    for (const h of ordered) {
+      const release = bundledDir(h) ? () => {} : await ctx.entrySlots.hold();
+      if (ctx.failure) {
+        release();
+        break;
+      }
+      const task = (async () => {
         try {
           // An entry the rules exclude is known by its first part (or its bundle entry) alone:
           // neither its further tree parts nor its chunks are asked for.
@@ -83,13 +98,23 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
             throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
           }
           if (rel !== undefined) taken.add(rel);
-          if (child && rel !== undefined) await syncEntry(ctx, child, path.join(dest, rel), localHashes);
+          if (!child || rel === undefined) return;
+          if (child.head.type === 'dir') {
+            release();
+            subdirs.push(syncEntry(ctx, child, path.join(dest, rel), localHashes).catch((e: unknown) => ctx.fail(e)));
+          } else await syncEntry(ctx, child, path.join(dest, rel), localHashes);
         } catch (e) {
           ctx.fail(e);
+        } finally {
+          release();
         }
-      }),
-    );
+      })();
+      running.add(task);
+      void task.finally(() => running.delete(task));
+    }
+    await Promise.all(running);
     bundle?.release();
+    await Promise.all(subdirs);
     if (ctx.failure) throw ctx.failure.error;
     ctx.planDelete(dest, taken, new Set(listed.map(toHex)));
   }

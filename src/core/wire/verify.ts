@@ -100,13 +100,19 @@ export function checkFirstPart(head: NetTreeHead, first: Buffer): void {
   }
 }
 
+/** Trees of at least this many bytes of nodes stay in the object they came in (verifiedTree). */
+const SHARED_TREE_BYTES = 1 << 16;
+
 /** The Merkle tree of a whole file object (all parts joined), checked against the root its entry hash covers. */
 export function verifiedTree(head: NetTreeHead, obj: Buffer, root: Hash): MerkleTree {
   if (obj.length !== head.objectLength) {
     throw new LcsyncError('INTEGRITY', `tree object of ${head.name} should be ${head.objectLength} bytes, got ${obj.length}`);
   }
-  // fromNodes copies the nodes: no decodeNetTree copy in between (a 5 GiB file has 10 MiB of them).
-  const tree = MerkleTree.fromNodes(head.size, obj.subarray(head.payloadOffset));
+  // No decodeNetTree copy in between (a 5 GiB file has 10 MiB of nodes). A large tree is a view of
+  // the object (held with the entry anyway) rather than a second copy; a small one is copied, so
+  // that a tree kept after its entry (the receiver's tree cache) does not keep the object too.
+  const payload = obj.subarray(head.payloadOffset);
+  const tree = MerkleTree.fromNodes(head.size, payload, payload.length >= SHARED_TREE_BYTES);
   if (!tree.root.equals(root) || !tree.verify()) {
     throw new LcsyncError('INTEGRITY', `tree of ${head.name} does not verify`);
   }
