@@ -33,7 +33,7 @@ const IDLE_SEC = intList('idle-sec', [60], 5, 3600)[0];
 const CHANGES = intList('changes', [7], 1, 100)[0];
 const FILES = intList('files', [50], 1, 100_000)[0];
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
-if (!existsSync(path.join(REPO, 'dist', 'commands', 'sync.js'))) fail('dist/ missing; run npm run build first', 3);
+if (!existsSync(path.join(REPO, 'dist', 'bundle', 'commands', 'sync.js'))) fail('dist/ missing; run npm run build first', 3);
 
 const { work, cleanup } = benchSession('follow-bench');
 const src = path.join(work, 'tree');

@@ -134,7 +134,7 @@ if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs 
 args.need([['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
   ...(TOOLS.includes('uftp') ? [['uftp', ['-h'], 'uftp'], ['uftpd', ['-h'], 'uftp']] : []),
   ...(TOOLS.includes('raw') ? [['cc', ['--version'], 'gcc']] : [])]);
-if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
+if (!existsSync(path.join(REPO, 'dist', 'bundle', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
 
 // ---------------------------------------------------------------------------------------------------------
 // Work area and clean-up

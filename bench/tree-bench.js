@@ -51,7 +51,7 @@ if (TOOLS.length === 0 || TOOLS.some((t) => t !== 'ours' && t !== 'ours-nb' && t
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
 args.need([['nft', ['--version'], 'nftables'], ['tc', ['-V'], 'iproute2'], [TIME, ['--version'], 'time'],
   ...(TOOLS.includes('rsync') ? [['rsync', ['--version'], 'rsync']] : [])]);
-if (!existsSync(path.join(REPO, 'dist', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
+if (!existsSync(path.join(REPO, 'dist', 'bundle', 'commands', 'share.js'))) fail('dist/ missing; run npm run build first', 3);
 
 // ---------------------------------------------------------------------------------------------------------
 // Work area, the tree, clean-up

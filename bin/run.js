@@ -1,13 +1,4 @@
 #!/usr/bin/env node
-// oclif checks on load that node satisfies @oclif/core's own engines field, loading all of semver
-// (48 modules, about 0.05-0.09 CPU-s of every run) for it; lcsync's package.json states what it
-// needs. Skipped unless the user asked for it (and not passed on to --exec hooks).
-const engineCheck = process.env.OCLIF_DISABLE_ENGINE_WARNING;
-if (engineCheck === undefined) process.env.OCLIF_DISABLE_ENGINE_WARNING = '1';
-const { execute, settings } = await import('@oclif/core');
-if (engineCheck === undefined) delete process.env.OCLIF_DISABLE_ENGINE_WARNING;
-
-// Always run the compiled commands: never look for TypeScript sources (that
-// would load the TypeScript compiler, ~0.3 s, whenever NODE_ENV=test or development).
-settings.enableAutoTranspile = false;
-await execute({ dir: import.meta.url });
+// The CLI runs from the bundle that `npm run build` makes (dist/bundle/, see scripts/bundle.js): oclif and
+// lcsync's commands in a few files, where loading them module by module opened about 200 files.
+await import('../dist/bundle/cli/main.js');

@@ -43,11 +43,14 @@ tgz=$(ls "$work"/lcsync-*.tgz)
 # prebuildify moves the build it makes; prepack rebuilds it, so the tests after this one use the source build.
 [ -f build/Release/lcsync.node ] || fail "npm pack left no source build in build/Release"
 tar -tzf "$tgz" >"$work/contents"
-for must in package/bin/run.js package/dist/index.js package/oclif.manifest.json package/man/lcsync.1 \
+for must in package/bin/run.js package/dist/index.js package/dist/bundle/cli/main.js package/dist/bundle/commands/sync.js \
+  package/dist/bundle/core/index/hashpool.js package/oclif.manifest.json package/man/lcsync.1 \
   package/prebuilds/linux-x64/lcsync.node package/binding.gyp package/native/addon.c; do
   grep -qx "$must" "$work/contents" || fail "the tarball lacks ${must#package/}"
 done
-if grep -E '^package/(test|bench|src|scripts|\.ci|build)/|\.test\.|\.tsbuildinfo$' "$work/contents"; then
+# dist/cli, dist/commands and dist/hooks are tsc's output of what the CLI runs from dist/bundle/ (and they import
+# @oclif/core, a devDependency): the bundle replaces them.
+if grep -E '^package/(test|bench|src|scripts|\.ci|build|dist/cli|dist/commands|dist/hooks)/|\.test\.|\.tsbuildinfo$' "$work/contents"; then
   fail "the tarball holds files that do not run (above)"
 fi
 say "tarball $(basename "$tgz"): $(stat -c %s "$tgz") bytes, $(wc -l <"$work/contents") files"

@@ -50,7 +50,7 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'lcsync-cli-index-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 beforeAll(() => {
-  if (!existsSync(path.join(REPO, 'dist', 'commands', 'index', 'index.js'))) {
+  if (!existsSync(path.join(REPO, 'dist', 'bundle', 'commands', 'index', 'index.js'))) {
     throw new Error('dist/ is not built: run `npm run build` before this test');
   }
 });

@@ -49,7 +49,8 @@ async function recording<T>(log: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-const commandsLoaded = (l: Loaded) => l.modules.filter((m) => /\/dist\/commands\//.test(m)).map((m) => m.replace(/^.*\/dist\/commands\//, ''));
+// The CLI runs from its bundle (scripts/bundle.js): each command is a file of its own in dist/bundle/commands/.
+const commandsLoaded = (l: Loaded) => l.modules.filter((m) => /\/dist\/bundle\/commands\//.test(m)).map((m) => m.replace(/^.*\/dist\/bundle\/commands\//, ''));
 
 describeUnless(why, 'lazy loading: a run loads what it needs only (needs root)', () => {
   const tmp = useTempDir('lcsync-lazy-');

@@ -92,7 +92,7 @@ describe('unreadable files', () => {
       ? 'needs setpriv (util-linux)'
       : undefined;
   itUnless(lockedWhy, 'an unreadable file is a one-line PERMISSION error naming the path (CLI run without CAP_DAC_OVERRIDE)', () => {
-    if (!existsSync(path.join(REPO, 'dist', 'commands', 'index', 'index.js'))) throw new Error('dist/ is not built: run `npm run build` before this test');
+    if (!existsSync(path.join(REPO, 'dist', 'bundle', 'commands', 'index', 'index.js'))) throw new Error('dist/ is not built: run `npm run build` before this test');
     // root reads any file; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH mode 000 really is
     // unreadable, while the checkout (owned by root) stays readable wherever it was cloned.
     const dir = path.join(tmp, 'locked');

@@ -270,7 +270,7 @@ describe('key files', () => {
 
 describe('lcsync keygen (built CLI)', () => {
   beforeAll(() => {
-    if (!existsSync(path.join(REPO, 'dist', 'commands', 'keygen.js'))) {
+    if (!existsSync(path.join(REPO, 'dist', 'bundle', 'commands', 'keygen.js'))) {
       throw new Error('dist/ is not built: run `npm run build` before this test');
     }
   });

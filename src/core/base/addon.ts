@@ -7,12 +7,23 @@
  * loadAddon() then says why, and each caller decides what that costs (data falls back to node:dgram,
  * MLD cannot run).
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The package root: this module is src/core/base/addon.ts in a clone, dist/core/base/addon.js when built. */
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/**
+ * The package root, where node-gyp-build looks for build/ and prebuilds/: the nearest directory above this
+ * module with a package.json. This module is src/core/base/addon.ts in a clone, dist/core/base/addon.js for the
+ * library, and part of a chunk in dist/bundle/chunks/ for the CLI, so no fixed number of levels fits all three.
+ */
+function packageRoot(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = here; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) return here;
+  }
+}
 
 /** What the addon exports; see the header comment of each C file for the exact checks. */
 export interface LcsyncAddon {
@@ -105,7 +116,7 @@ export function loadAddon(): { addon?: LcsyncAddon; error?: string } {
     try {
       const require = createRequire(import.meta.url);
       const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
-      const file = nodeGypBuild.path(PACKAGE_ROOT);
+      const file = nodeGypBuild.path(packageRoot());
       const mod = require(file) as Partial<LcsyncAddon>;
       const missing = REQUIRED.filter((k) => typeof mod[k] !== 'function');
       if (missing.length > 0) throw new Error(`${file} lacks ${missing.join('/')} (rebuild it: npm rebuild lcsync)`);
@@ -121,7 +132,7 @@ export function loadAddon(): { addon?: LcsyncAddon; error?: string } {
 export function addonPath(): string | undefined {
   try {
     const nodeGypBuild = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
-    return nodeGypBuild.path(PACKAGE_ROOT);
+    return nodeGypBuild.path(packageRoot());
   } catch {
     return undefined;
   }

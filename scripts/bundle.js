@@ -1,0 +1,69 @@
+/**
+ * Bundles the CLI (part of `npm run build`, after tsc): dist/bundle/ holds oclif and lcsync's command code in a
+ * few files, so that a run reads and compiles those instead of resolving and loading about 200 modules one by
+ * one (about a third of the start-up CPU of every lcsync run; bench/startup-bench.js measures it).
+ *
+ * Entries, from tsc's output in dist/ to the same path under dist/bundle/:
+ * - cli/main.js, what bin/run.js imports (oclif's execute());
+ * - each command under the package's oclif.commands, its help class and its hooks: oclif imports them by path
+ *   (from package.json and oclif.manifest.json), one command per run;
+ * - core/index/hashpool.js, whose own file the hash workers load: as an entry it is a chunk of its own, so a
+ *   worker evaluates the hashing code only.
+ * Shared code goes to dist/bundle/chunks/; every dynamic import() stays one, in its own chunk, so what a run
+ * loads lazily (libsodium only with a key, the raptorq wasm only when decoding needs it, the share's and the
+ * sync's engines only for their commands) stays lazy. Packages with files found at run time (wasm, the native
+ * addon through node-gyp-build), and those only imported lazily, stay external and are loaded from
+ * node_modules as before; so do `typescript` and `semver`, which oclif requires only for development (auto
+ * transpiling, off here) and for the engine check lcsync skips.
+ */
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'rolldown';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(repo, 'dist');
+const out = path.join(dist, 'bundle');
+
+/** An oclif path of package.json (./dist/bundle/x.js) as an entry name (x) and its tsc output (dist/x.js). */
+function entryOf(configured) {
+  const rel = path.relative(out, path.resolve(repo, configured));
+  if (rel.startsWith('..') || !rel.endsWith('.js')) throw new Error(`bundle: ${configured} is not a .js file under dist/bundle`);
+  return [rel.slice(0, -3), path.join(dist, rel)];
+}
+
+const oclif = JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')).oclif;
+const input = Object.fromEntries([
+  ['cli/main', path.join(dist, 'cli', 'main.js')],
+  ['core/index/hashpool', path.join(dist, 'core', 'index', 'hashpool.js')],
+  entryOf(oclif.helpClass),
+  ...Object.values(oclif.hooks).flat().map(entryOf),
+]);
+const commandsRel = path.relative(out, path.resolve(repo, oclif.commands));
+for (const f of readdirSync(path.join(dist, commandsRel), { recursive: true, encoding: 'utf8' })) {
+  if (f.endsWith('.js')) input[path.join(commandsRel, f.slice(0, -3))] = path.join(dist, commandsRel, f);
+}
+
+const external = [
+  ...builtinModules.flatMap((m) => [m, `node:${m}`]),
+  'node-gyp-build', 'raptorq', /^raptorq\//, 'hash-wasm', 'libsodium-wrappers-sumo', 'ora', 'typescript', 'semver',
+];
+
+rmSync(out, { recursive: true, force: true });
+await build({
+  cwd: repo,
+  input,
+  platform: 'node',
+  external,
+  logLevel: 'warn',
+  output: {
+    dir: out,
+    format: 'esm',
+    entryFileNames: '[name].js',
+    chunkFileNames: 'chunks/[name]-[hash].js',
+    // Not minified: lcsync (src/cli/base.ts) and oclif tell some errors apart by their class names, which a
+    // minifier renames, and minifying saved no measurable start-up time (within 0.02 CPU-s, at load 7).
+    minify: false,
+  },
+});

@@ -1,0 +1,18 @@
+/**
+ * The CLI's entry: bin/run.js imports this module's bundled form (dist/bundle/cli/main.js, made by
+ * scripts/bundle.js), which runs oclif on lcsync's package (found from here: the nearest package.json above).
+ */
+
+// oclif checks on load that node satisfies @oclif/core's own engines field, loading all of semver
+// (48 modules, about 0.05-0.09 CPU-s of every run) for it; lcsync's package.json states what it
+// needs. Skipped unless the user asked for it (and not passed on to --exec hooks). The variable must be
+// set before oclif's code runs, hence the dynamic import.
+const engineCheck = process.env.OCLIF_DISABLE_ENGINE_WARNING;
+if (engineCheck === undefined) process.env.OCLIF_DISABLE_ENGINE_WARNING = '1';
+const { execute, settings } = await import('@oclif/core');
+if (engineCheck === undefined) delete process.env.OCLIF_DISABLE_ENGINE_WARNING;
+
+// Always run the compiled commands: never look for TypeScript sources (that
+// would load the TypeScript compiler, ~0.3 s, whenever NODE_ENV=test or development).
+settings.enableAutoTranspile = false;
+await execute({ dir: import.meta.url });
