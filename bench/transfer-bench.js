@@ -18,6 +18,9 @@
  *       share's defaults (--bwlimit auto; tool "auto") and, with --gather, also with `share --gather DUR` (tool
  *       "gather"): sender bytes / file size, each receiver's finish time from the first start, the last one's
  *
+ * BENCH_SHARE_LOG=FILE (environment): our share runs with -v and its log is appended to FILE (its "stopped ...
+ * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
+ *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
  * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
  * snooping in its own namespace, `tbf rate 1gbit` on both ends of every link (--no-tbf: none), and random loss
@@ -50,7 +53,7 @@
  */
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -233,10 +236,11 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
     const errors = [];
     let flooder;
     const bneck = bottleneckMbit ? await bottleneck(lab, receivers, bottleneckMbit) : undefined;
-    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', bwlimit, ...shareArgs, src]);
+    const share = lab.spawn(0, [...NODE, CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', bwlimit, ...shareArgs, src]);
     let shareOut = '';
     let shareErr = '';
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
+    if (process.env.BENCH_SHARE_LOG) share.stderr.on('data', (d) => appendFileSync(process.env.BENCH_SHARE_LOG, d));
     try {
       // The share prints "<hash>  <name>" once it has indexed and is serving.
       const hash = await new Promise((resolve, reject) => {

@@ -24,9 +24,11 @@
  * trust on a loaded machine), and peak RSS of the server (ours: the share, read after the first phase).
  * Receivers keep their local tree cache (`sync --cache`) in the work directory, removed at the end. Issue 13's targets are printed as ratios.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
+ * BENCH_SHARE_LOG=FILE (environment): the share runs with -v and its log is appended to FILE (its "stopped ...
+ * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { killGroup, peakRssKiB } from './lab.js';
 import { REPO, TIME, benchArgs, benchSession, settledTx, tail, timeReport, timed } from './common.js';
@@ -138,10 +140,11 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
     mkdirSync(dir);
     const out = [];
     const start = () => {
-      const share = lab.spawn(0, [process.execPath, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, ...shareArgs, src]);
+      const share = lab.spawn(0, [process.execPath, CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', `${RATE}M`, ...shareArgs, src]);
       let text = '';
       let err = '';
       share.stderr.on('data', (d) => (err = (err + d).slice(-8000)));
+      if (process.env.BENCH_SHARE_LOG) share.stderr.on('data', (d) => appendFileSync(process.env.BENCH_SHARE_LOG, d));
       const root = new Promise((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`share printed no root within 300 s: ${tail(err)}`)), 300_000);
         share.stdout.on('data', (d) => {

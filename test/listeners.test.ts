@@ -229,6 +229,63 @@ describe('ListenerTable: leave latency when leaves are checked by query', () => 
   });
 });
 
+describe('ListenerTable: probe (a sender suspecting a lost leave)', () => {
+  it('asks with the address-specific query twice; a host that answers stays (its report marked as an answer), one that does not gets a part', () => {
+    const { t } = table();
+    t.tick(0);
+    t.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_A, 100);
+    t.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_B, 100);
+    // HOST_B left, but both copies of its leave were lost: the table still counts it.
+    const probe = t.probe(G, 1000);
+    expect(qs(probe)).toEqual([{ group: G_TEXT, maxRespMs: 500 }]);
+    expect(probe.events).toEqual([]);
+    // A second probe while one runs asks nothing.
+    expect(t.probe(G, 1100)).toEqual({ events: [], queries: [] });
+    const answer = t.onMessage(v2(RecordType.MODE_IS_EXCLUDE), HOST_A, 1200);
+    expect(answer.events.map((e) => [e.kind, e.from, e.answer])).toEqual([['join', HOST_A, true]]);
+    const out = run(t, 1300, 2300).map((r) => ({ at: r.at, events: r.events, queries: r.queries.filter((q) => q.group === G_TEXT) }));
+    expect(out.filter((r) => r.events.length > 0 || r.queries.length > 0)).toEqual([
+      { at: 1500, events: [], queries: [{ group: G_TEXT, maxRespMs: 500 }] },
+      { at: 2200, events: [{ kind: 'part', group: G_TEXT, from: HOST_B, ifname: 'e0' }], queries: [] },
+    ]);
+    expect(t.activeGroups(2300).map((l) => l.group)).toEqual([G_TEXT]);
+    // A report outside a probe is not an answer.
+    expect(t.onMessage(v2(RecordType.MODE_IS_EXCLUDE), HOST_A, 2400).events[0]!.answer).toBeUndefined();
+  });
+
+  it('nobody answering ends the group (part, then leave); a new host reporting meanwhile is not an answer', () => {
+    const { t, logs } = table();
+    t.tick(0);
+    t.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_A, 100);
+    t.probe(G, 1000);
+    expect(t.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_B, 1100).events[0]!.answer).toBeUndefined();
+    t.onMessage(v2(RecordType.CHANGE_TO_INCLUDE), HOST_B, 1150);
+    expect(run(t, 1200, 2300).flatMap((r) => r.events)).toEqual([
+      { kind: 'part', group: G_TEXT, from: HOST_A, ifname: 'e0' },
+      { kind: 'leave', group: G_TEXT, from: HOST_B, ifname: 'e0', reason: 'left' },
+    ]);
+    expect(t.activeGroups(2300)).toEqual([]);
+    expect(logs).toContain(`e0: nobody answered for ${G_TEXT}, no listener left`);
+  });
+
+  it('asks nothing when it cannot learn anything: not querier, an MLDv1 group, explicit tracking off, or no listener', () => {
+    const notQuerier = table({ querier: false }).t;
+    notQuerier.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_A, 0);
+    expect(notQuerier.probe(G, 1000)).toEqual({ events: [], queries: [] });
+    const v1 = table().t;
+    v1.tick(0);
+    v1.onMessage({ type: 'v1report', group: G }, HOST_A, 0);
+    expect(v1.probe(G, 1000)).toEqual({ events: [], queries: [] });
+    const noTracking = table({ explicitTracking: false }).t;
+    noTracking.tick(0);
+    noTracking.onMessage(v2(RecordType.CHANGE_TO_EXCLUDE), HOST_A, 0);
+    expect(noTracking.probe(G, 1000)).toEqual({ events: [], queries: [] });
+    const empty = table().t;
+    empty.tick(0);
+    expect(empty.probe(G, 1000)).toEqual({ events: [], queries: [] });
+  });
+});
+
 describe('ListenerTable: general queries and expiry', () => {
   it('as querier: a general query at the first tick and every query interval, with QRI, QRV and QQIC', () => {
     const { t } = table();

@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
 import { GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -238,6 +238,61 @@ describe('SendScheduler: leaves', () => {
     expect(s.isStarting('g%e0')).toBe(true);
     s.leave('g%e0', 2);
     expect(s.isStarting('g%e0')).toBe(false);
+  });
+});
+
+describe('SendScheduler: probing for lost leaves', () => {
+  it('asks who still listens PROBE_AFTER_MS into the trickle (never during a round) and again as often; an answer buys nothing; the listeners that did not answer part, and the stream stops', () => {
+    const probed: { key: string; at: number }[] = [];
+    let clock = 0;
+    const s = new SendScheduler<string>({ trickle: true, gather: true, onProbe: (x) => probed.push({ key: x.key, at: clock }) });
+    const K = 32;
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
+    s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 0);
+    const tick = (to: number) => {
+      for (; clock <= to; clock += 10) drain(s, clock);
+    };
+    tick(200);
+    expect(st.budget).toBe(0);
+    const roundEnd = st.roundDoneAt;
+    expect(roundEnd).toBeGreaterThan(0);
+    // A left as it should; B's leave was lost (both copies): the stream trickles on for B.
+    s.part('g%e0', 'A', 150);
+    tick(roundEnd + PROBE_AFTER_MS - SWEEP_MS - 10);
+    expect(probed).toEqual([]);
+    tick(roundEnd + PROBE_AFTER_MS + SWEEP_MS);
+    expect(probed).toHaveLength(1);
+    const at = probed[0]!.at;
+    expect(at - roundEnd).toBeGreaterThanOrEqual(PROBE_AFTER_MS);
+    // B answers (its report marked as an answer): no round, no burst, only the trickle goes on.
+    // (The same report not marked would buy a repair round.)
+    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), clock, true)).toBe('joined');
+    expect(st.budget).toBe(0);
+    expect(st.asks).toEqual({ listener: 2, reask: 0, repeat: 0 });
+    tick(at + PROBE_AFTER_MS + SWEEP_MS);
+    expect(probed).toHaveLength(2);
+    // The watcher heard nobody: B parts and the group is left; no more probes, nothing more sent.
+    s.part('g%e0', 'B', clock);
+    s.leave('g%e0', clock);
+    const sentBefore = st.sent;
+    tick(clock + 3 * PROBE_AFTER_MS);
+    expect(probed).toHaveLength(2);
+    expect(st.sent).toBe(sentBefore);
+  });
+
+  it('does not probe a stream while its round (or a repair round) is going, nor in push mode', () => {
+    const probed: string[] = [];
+    const s = new SendScheduler<string>({ trickle: true, gather: true, onProbe: (x) => probed.push(x.key) });
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), 400, 0);
+    // A datagram every 10 ms: the round (and the hold in it) lasts beyond 3 x PROBE_AFTER_MS.
+    for (let now = 0; now < PROBE_AFTER_MS * 3; now += 10) drain(s, now, 1);
+    expect(st.budget).toBeGreaterThan(0);
+    expect(probed).toEqual([]);
+    const push: string[] = [];
+    const p = new SendScheduler<string>({ trickle: false, gather: false, onProbe: (x) => push.push(x.key) });
+    start(p, 'g%e0', 'A', CHUNK(0, 0), 8, 0);
+    for (let now = 0; now < PROBE_AFTER_MS * 3; now += 10) drain(p, now);
+    expect(push).toEqual([]);
   });
 });
 

@@ -44,6 +44,8 @@ export interface MldEvent {
   from: string;
   /** join: true when the group already had a listener on this interface. */
   refresh?: boolean;
+  /** join: a known listener reporting while we probe the group (probe()): most likely an answer to our query, not a request. */
+  answer?: boolean;
   /** leave: 'left' = leave message then silence; 'expired' = listener timer ran out. */
   reason?: 'left' | 'expired';
 }
@@ -144,6 +146,8 @@ interface Listener {
   checkFrom?: string;
   /** Repeats of the address-specific query still to send (times). */
   queryAt: number[];
+  /** A probe (probe()) in progress: when it began, when its second query goes out, when it ends. */
+  probe?: { since: number; repeatAt: number | undefined; deadline: number };
 }
 
 /** Any host on the link can report any group: bound the state one interface may hold. */
@@ -203,6 +207,23 @@ export class ListenerTable {
     this.listeners.clear();
   }
 
+  /**
+   * Ask who still listens to `group` (a sender that suspects a lost leave: MLD reports travel on the
+   * same lossy links as the data, and a host that sends its leave twice can lose both, after which
+   * the group would be served until its listener timer ran out, tens of seconds). As querier, with
+   * explicit tracking and no MLDv1 host on the group: an address-specific query now and after half the
+   * last listener interval; every host that has not reported the group by then (lastListenerQueryMs +
+   * 200 ms) gets a 'part', and the last one a 'leave' as well. Otherwise nothing is asked.
+   */
+  probe(group: Buffer, now: number): ListenerActions {
+    const out: ListenerActions = { events: [], queries: [] };
+    const l = this.listeners.get(group.toString('hex'));
+    if (!l || l.v1 || this.opts.explicitTracking === false || !this.isQuerier || l.probe || l.checkDeadline !== undefined) return out;
+    l.probe = { since: now, repeatAt: now + this.t.llqiMs / 2, deadline: now + this.t.llqiMs + 200 };
+    out.queries.push(this.query(l.group, this.t.llqiMs / 2));
+    return out;
+  }
+
   /** Timers: own addresses, querier election timeout, general queries, last-listener queries, expiries. */
   tick(now: number): ListenerActions {
     const out: ListenerActions = { events: [], queries: [] };
@@ -223,6 +244,8 @@ export class ListenerTable {
         l.queryAt.shift();
         if (this.isQuerier) out.queries.push(this.query(l.group, this.t.llqiMs / 2));
       }
+      if (l.probe) this.probeTick(key, l, now, out);
+      if (!this.listeners.has(key)) continue;
       if (l.checkDeadline !== undefined && now >= l.checkDeadline) {
         this.listeners.delete(key);
         out.events.push({ kind: 'leave', group: l.group, ifname: this.ifname, from: l.checkFrom ?? l.lastReporter, reason: 'left' });
@@ -297,6 +320,26 @@ export class ListenerTable {
     }
   }
 
+  /** A probe's second query, and at its end a 'part' for each host that did not report (and 'leave' when none did). */
+  private probeTick(key: string, l: Listener, now: number, out: ListenerActions): void {
+    const p = l.probe!;
+    if (p.repeatAt !== undefined && now >= p.repeatAt) {
+      p.repeatAt = undefined;
+      if (this.isQuerier) out.queries.push(this.query(l.group, this.t.llqiMs / 2));
+    }
+    if (now < p.deadline) return;
+    l.probe = undefined;
+    for (const [h, t] of l.hosts) {
+      if (t >= p.since) continue;
+      l.hosts.delete(h);
+      out.events.push({ kind: 'part', group: l.group, ifname: this.ifname, from: h });
+    }
+    if (l.hosts.size > 0) return;
+    this.listeners.delete(key);
+    this.log(`${this.ifname}: nobody answered for ${formatIPv6(l.group)}, no listener left`);
+    out.events.push({ kind: 'leave', group: l.group, ifname: this.ifname, from: l.lastReporter, reason: 'left' });
+  }
+
   private onJoin(group: Buffer, from: string, v1: boolean, now: number, out: ListenerActions): void {
     const key = group.toString('hex');
     let l = this.listeners.get(key);
@@ -311,12 +354,14 @@ export class ListenerTable {
     }
     l.expiresAt = now + this.t.maliMs;
     l.lastReporter = from;
+    const answer = l.probe !== undefined && l.hosts.has(from);
     l.hosts.set(from, now);
     if (v1) l.v1 = true;
     l.checkDeadline = undefined;
     l.checkFrom = undefined;
     l.queryAt = [];
-    out.events.push({ kind: 'join', group, ifname: this.ifname, from, refresh });
+    if (v1) l.probe = undefined;
+    out.events.push(answer ? { kind: 'join', group, ifname: this.ifname, from, refresh, answer } : { kind: 'join', group, ifname: this.ifname, from, refresh });
   }
 
   private onLeave(group: Buffer, from: string, now: number, out: ListenerActions): void {

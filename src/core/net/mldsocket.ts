@@ -167,6 +167,13 @@ export class MldWatcher extends EventEmitter {
     return out;
   }
 
+  /** Ask who still listens to `group` on `ifname` (ListenerTable.probe): hosts that do not answer get 'part', and 'leave' when none does. */
+  probe(ifname: string, group: Buffer): void {
+    const iface = this.ifaces.find((i) => i.ifname === ifname);
+    if (!iface || iface.closed || this.closed) return;
+    this.act(iface, iface.table.probe(group, Date.now()));
+  }
+
   /** Whether we act as querier on an interface, and the querier that outranks us if any. */
   querierState(ifname: string): { querier: boolean; otherQuerier?: string } | undefined {
     const iface = this.ifaces.find((i) => i.ifname === ifname);

@@ -14,6 +14,8 @@ import type { Hash } from '../model/hash.js';
 export interface ListenerSource extends EventEmitter {
   activeGroups(ifname?: string): { group: string; ifname: string }[];
   close(): Promise<void>;
+  /** Ask who still listens to `group` on `ifname` (MldWatcher.probe); a source that cannot ask has none. */
+  probe?(ifname: string, group: Buffer): void;
 }
 
 export class PushSource extends EventEmitter implements ListenerSource {

@@ -148,7 +148,7 @@ class Outgoing {
     /** The bytes coded: the object, sealed when encrypting. */
     private coded: Buffer,
     private readonly oid: Buffer,
-    private readonly groupBytes: Buffer,
+    readonly groupBytes: Buffer,
     /** Takes back the pooled buffer `coded` is, when it is one (see free()). */
     private readonly recycle?: (buf: Buffer) => void,
   ) {
@@ -308,6 +308,7 @@ export class Share extends EventEmitter {
       gather: !opts.push,
       cohortMs: opts.push ? 0 : opts.gatherMs,
       onRelease: () => this.wake?.(),
+      onProbe: (s) => this.watcher.probe?.(s.ifname, s.item.groupBytes),
       onAsk: (kind) => {
         if (kind === 'listener') this.auto?.rate.round();
         else this.auto?.rate.reask();
@@ -527,7 +528,7 @@ export class Share extends EventEmitter {
       }
     }
     const now = Date.now();
-    const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now);
+    const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now, e.answer === true);
     if (outcome === 'joined') {
       const s = this.scheduler.get(key);
       if (s && (s.item.isLent || s.item.reloading)) {

@@ -74,6 +74,9 @@ export class ScheduledStream<T> {
   /** When the last owed source symbol went out, and datagrams sent since (for measuring how long leaves take). */
   sourceDoneAt = 0;
   sentSinceSourceDone = 0;
+  /** When the stream's last round ran out (0: not yet), and when its listeners were last probed (scheduler.ts PROBE_AFTER_MS). */
+  roundDoneAt = 0;
+  probedAt = 0;
   /** Datagrams sent so far (a stream that sent none is where a receiver may join at no cost: the cursor). */
   sent = 0;
   /** Hosts whose join this stream is serving. */
@@ -126,8 +129,9 @@ export class ScheduledStream<T> {
    * round ran out (it lost some) gets a repair round; a repeated report while a
    * round is still going (the kernel sends each change twice) changes nothing; one after the round
    * buys a repair round, or a small burst if it came within REPORT_REPEAT_MS of the listener's join.
+   * A listener's `answer` to a probe (scheduler.ts PROBE_AFTER_MS) asks for nothing: it says it is still there.
    */
-  joined(from: string, now: number): void {
+  joined(from: string, now: number, answer = false): void {
     const left = this.departed.get(from);
     if (left !== undefined && now - left < REJOIN_MS) {
       // Left and joined again: a receiver asking for more after losing some.
@@ -140,7 +144,7 @@ export class ScheduledStream<T> {
       this.sourceOwed = this.K;
       this.asks.listener++;
       this.grantedAt.set(from, now);
-    } else if (this.budget === 0) {
+    } else if (this.budget === 0 && !answer) {
       const kernelRepeat = now - (this.grantedAt.get(from) ?? -Infinity) < REPORT_REPEAT_MS;
       this.budget = kernelRepeat ? repeatBurstSize(this.K) : this.repairRound;
       this.asks.repeat++;
@@ -181,7 +185,7 @@ export class ScheduledStream<T> {
     let trickling = false;
     if (this.budget > 0) {
       if (this.heldForJoins(now)) this.nextTrickleAt = now + TRICKLE_MS;
-      this.budget--;
+      if (--this.budget === 0) this.roundDoneAt = now;
     } else {
       this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
       trickling = true;
