@@ -4,7 +4,6 @@
  * from its old descriptor, and descriptors are bounded, closed when idle and when the share stops.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventEmitter } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -15,10 +14,8 @@ import { ChunkBuffers, loadObject } from '../src/core/share/objects.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { hash } from '../src/core/model/hash.js';
-import { groupBytes } from '../src/core/wire/address.js';
 import type { DatagramSink } from '../src/core/net/datagram.js';
-import type { ListenerSource } from '../src/core/net/push.js';
-import type { MldEvent } from '../src/core/net/mldsocket.js';
+import { FakeListeners } from './fakelisteners.js';
 
 let work: string;
 beforeEach(() => {
@@ -185,16 +182,6 @@ class FakeSink implements DatagramSink {
     this.datagrams += items.length;
   }
   async close(): Promise<void> {}
-}
-
-class FakeListeners extends EventEmitter implements ListenerSource {
-  activeGroups(): { group: string; ifname: string }[] {
-    return [];
-  }
-  async close(): Promise<void> {}
-  report(kind: MldEvent['kind'], key: Uint8Array, from: string): void {
-    this.emit(kind, { kind, group: groupBytes(key), ifname: 'f0', from } satisfies MldEvent);
-  }
 }
 
 describe.skipIf(process.platform !== 'linux')('Share: chunk files', () => {

@@ -4,6 +4,20 @@
  * datagram to the receiver at once, as a neighbour's stray datagram would arrive.
  */
 import type { DatagramSource } from '../src/core/net/datagram.js';
+import { hash } from '../src/core/model/hash.js';
+import { ObjectEncoder } from '../src/core/fec/fec.js';
+import { encodeDatagram } from '../src/core/wire/packet.js';
+
+/** The source-symbol datagrams of object `obj` (a tree object carries its transfer length, a chunk does not). */
+export function sourceDatagrams(obj: Buffer, withLength: boolean): Buffer[] {
+  const enc = new ObjectEncoder(obj);
+  const out: Buffer[] = [];
+  for (let esi = 0; esi < enc.K; esi++) {
+    out.push(encodeDatagram({ oid: hash(obj), ...(withLength ? { transferLength: obj.length } : {}), esi, symbol: enc.sourceSymbol(esi) }));
+  }
+  enc.free();
+  return out;
+}
 
 export class FakeNet implements DatagramSource {
   private cb: ((b: Buffer) => void) | undefined;

@@ -4,7 +4,6 @@
  * not sent at all.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,12 +11,10 @@ import { roundSize, repairRoundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeDatagram } from '../src/core/wire/packet.js';
-import { groupBytes } from '../src/core/wire/address.js';
-import type { MldEvent } from '../src/core/net/mldsocket.js';
 import type { DatagramSink } from '../src/core/net/datagram.js';
-import type { ListenerSource } from '../src/core/net/push.js';
 import { ObjectDecoder } from '../src/core/fec/fec.js';
 import { hash } from '../src/core/model/hash.js';
+import { FakeListeners } from './fakelisteners.js';
 
 class FakeSink implements DatagramSink {
   readonly sent: { group: string; payload: Buffer }[] = [];
@@ -26,16 +23,6 @@ class FakeSink implements DatagramSink {
     for (const i of items) this.sent.push({ group: i.group, payload: Buffer.from(i.payload) });
   }
   async close(): Promise<void> {}
-}
-
-class FakeListeners extends EventEmitter implements ListenerSource {
-  activeGroups(): { group: string; ifname: string }[] {
-    return [];
-  }
-  async close(): Promise<void> {}
-  report(kind: MldEvent['kind'], key: Uint8Array, from: string): void {
-    this.emit(kind, { kind, group: groupBytes(key), ifname: 'f0', from } satisfies MldEvent);
-  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -6,7 +6,6 @@
  * object's symbols (source and repair) and decode to the object; and the switches turn it off.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { EventEmitter } from 'node:events';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadAddon } from '../src/core/base/addon.js';
@@ -17,14 +16,13 @@ import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { groupBytes } from '../src/core/wire/address.js';
 import { hash } from '../src/core/model/hash.js';
-import type { MldEvent } from '../src/core/net/mldsocket.js';
 import type { DatagramSink } from '../src/core/net/datagram.js';
-import type { ListenerSource } from '../src/core/net/push.js';
 import { MulticastSender } from '../src/core/net/mcast-sender.js';
 import { repo } from './e2e.js';
 import { rng } from './rng.js';
 import { describeUnless } from './skip.js';
 import { useTempDir } from './tmpdir.js';
+import { FakeListeners } from './fakelisteners.js';
 
 const built = existsSync(path.join(repo, 'build/Release/lcsync.node')) || process.env.CI_REQUIRE_ADDON === '1';
 const why = built && nativeTxAvailable() ? undefined : built ? 'the addon lacks tx_rounds or LCSYNC_NO_NATIVE_TX=1' : 'the lcsync addon is not built (npm ci builds it)';
@@ -159,16 +157,6 @@ class PlanSink implements DatagramSink {
   }
   async close(): Promise<void> {
     this.closed = true;
-  }
-}
-
-class FakeListeners extends EventEmitter implements ListenerSource {
-  activeGroups(): { group: string; ifname: string }[] {
-    return [];
-  }
-  async close(): Promise<void> {}
-  report(kind: MldEvent['kind'], key: Uint8Array, from: string): void {
-    this.emit(kind, { kind, group: groupBytes(key), ifname: 'f0', from } satisfies MldEvent);
   }
 }
 

@@ -10,29 +10,16 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { groupAddress } from '../src/core/wire/address.js';
-import { hash } from '../src/core/model/hash.js';
-import { ObjectEncoder } from '../src/core/fec/fec.js';
-import { encodeDatagram } from '../src/core/wire/packet.js';
 import { fileEntryHash } from '../src/core/model/entry.js';
 import { shareDirHash } from '../src/core/wire/verify.js';
 import type { FileMeta } from '../src/core/model/meta.js';
 import { encodeNetTree } from '../src/core/wire/nettree.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { SyncSession } from '../src/core/sync/sync.js';
-import { FakeNet } from './fakenet.js';
+import { FakeNet, sourceDatagrams as datagrams } from './fakenet.js';
 
 const meta: FileMeta = { mode: 0o100644, uid: 0, gid: 0, mtimeSec: 1_700_000_000n, mtimeNsec: 0n, atimeSec: 1_700_000_000n, atimeNsec: 0n };
 const dirMeta: FileMeta = { ...meta, mode: 0o40755 };
-
-function datagrams(obj: Buffer, withLength: boolean): Buffer[] {
-  const enc = new ObjectEncoder(obj);
-  const out: Buffer[] = [];
-  for (let esi = 0; esi < enc.K; esi++) {
-    out.push(encodeDatagram({ oid: hash(obj), ...(withLength ? { transferLength: obj.length } : {}), esi, symbol: enc.sourceSymbol(esi) }));
-  }
-  enc.free();
-  return out;
-}
 
 function serveFile(net: FakeNet, name: string, data: Buffer): Buffer {
   const tree = MerkleTree.fromBuffer(data);

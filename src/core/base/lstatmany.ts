@@ -98,20 +98,7 @@ export function lstatMany(paths: readonly string[]): (PathStat | undefined)[] {
       if (batch[i] === '') result[from + i] = undefined;
       else if (err === EOVERFLOW) result[from + i] = lstatOne(batch[i]!);
       else if (err !== 0) result[from + i] = undefined;
-      else {
-        const ug = BigInt.asUintN(64, out[o + 7]!);
-        result[from + i] = {
-          mode: Number(out[o + 1]),
-          size: Number(out[o + 2]),
-          ino: BigInt.asUintN(64, out[o + 3]!),
-          dev: BigInt.asUintN(64, out[o + 4]!),
-          mtimeNs: out[o + 5]!,
-          ctimeNs: out[o + 6]!,
-          atimeNs: out[o + 8]!,
-          uid: Number(ug >> 32n),
-          gid: Number(ug & 0xffffffffn),
-        };
-      }
+      else result[from + i] = rawStat(out, i);
     }
   }
   return result;
