@@ -136,12 +136,8 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
     }
     // Until commit the chunks written here are read back from the temporary file; then from dest.
     const fetchOne = async (at: number[]): Promise<void> => {
-      ctx.checkAbort();
-      const length = chunkLength(size, at[0]!);
-      const leaf = tree.leaf(at[0]!);
-      const { bytes, fetched } = await chunks.get(leaf, length);
+      const { leaf, length, bytes, fetched } = await getChunk(ctx, tree, size, at);
       if (fetched) fetchedHere++;
-      summary.chunksReused += fetched ? at.length - 1 : at.length;
       try {
         // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
         if (out.fresh && toHex(leaf) === zeroLeaf(length)) return;
@@ -189,6 +185,20 @@ function finalMtime(ctx: SyncContext, meta: FileMeta, current: bigint): bigint {
 const ZEROS = Buffer.alloc(CHUNK_SIZE);
 
 /**
+ * The bytes of the chunk at places `at` (its numbers in the file, one chunk's copies), got from the
+ * chunk source; what was not fetched for this file (its other places, or all of them when another
+ * file or a local copy supplied it) counts as reused.
+ */
+async function getChunk(ctx: SyncContext, tree: MerkleTree, size: number, at: number[]): Promise<{ leaf: Hash; length: number; bytes: Buffer; fetched: boolean }> {
+  ctx.checkAbort();
+  const length = chunkLength(size, at[0]!);
+  const leaf = tree.leaf(at[0]!);
+  const { bytes, fetched } = await ctx.chunks.get(leaf, length);
+  ctx.summary.chunksReused += fetched ? at.length - 1 : at.length;
+  return { leaf, length, bytes, fetched };
+}
+
+/**
  * A new file of at most DEFERRED_SYNC_MAX bytes (nothing at `dest`): its chunks are gathered in
  * memory and the file is made in one go (writeNewSmallFile), with its final owner and mode, so no
  * lstat, chmod or promise per step follows. Its chunks count as in flight (chunks.ts) until the
@@ -207,12 +217,8 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
   let committed = false;
   try {
     await ctx.chunkLimit.each(places.values(), async (at) => {
-      ctx.checkAbort();
-      const length = chunkLength(size, at[0]!);
-      const leaf = tree.leaf(at[0]!);
-      const { bytes, fetched } = await chunks.get(leaf, length);
+      const { leaf, length, bytes, fetched } = await getChunk(ctx, tree, size, at);
       if (fetched) fetchedHere++;
-      summary.chunksReused += fetched ? at.length - 1 : at.length;
       // All zeros: the buffer already holds them, and the file leaves them as holes.
       const zeros = ZEROS.compare(bytes, 0, bytes.length, 0, bytes.length) === 0;
       taken.push([leaf, zeros ? -1 : at[0]! * CHUNK_SIZE, bytes]);
