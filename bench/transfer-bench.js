@@ -507,13 +507,19 @@ function printScenario(receivers, loss, res, note = '') {
     console.log(`flood: ${FLOOD} junk datagrams/s asked, ${fmt(f.floodRate, 0)}/s sent by the flooder; sync s flooded/unflooded ${fmt(ratio)}x ` +
       `(wall ${fmt(f.wall / o.wall)}x, receiver CPU ${fmt(f.cpuRx / o.cpuRx)}x); target <= 2x: ${pass ? 'PASS' : 'FAIL'}`);
   }
-  if (o && receivers === 3 && loss === 5) {
-    const allOk = o.okRuns === o.reps;
-    const wallOk = u ? o.wall <= 2 * u.wall : undefined;
-    const wireOk = o.wire <= 1.5;
-    const verdict = (b) => (b === undefined ? 'n/a (uftp not run)' : b && allOk ? 'PASS' : 'FAIL');
-    console.log(`target (3 receivers, 5% loss): wall <= 2x uftp: ${verdict(wallOk)}${u ? ` (${fmt(o.wall / u.wall)}x)` : ''}; ` +
-      `wire <= 1.5x file: ${verdict(wireOk)} (${fmt(o.wire, 3)}x)${allOk ? '' : `; only ${o.okRuns}/${o.reps} runs complete`}`);
+  if (o && u && !f) {
+    // Issue 12's targets, per scenario: wall and wire where the issue names them, CPU and RSS in every one.
+    const allOk = o.okRuns === o.reps && u.okRuns === u.reps;
+    const verdict = (b) => (b && allOk ? 'PASS' : 'FAIL');
+    const parts = [];
+    if ((receivers === 1 && loss === 0) || (receivers === 3 && loss === 5)) {
+      parts.push(`wall <= 1.0x uftp: ${verdict(o.wall <= u.wall)} (${fmt(o.wall / u.wall)}x)`);
+      parts.push(`wire <= 1.25x file: ${verdict(o.wire <= 1.25)} (${fmt(o.wire, 3)}x)`);
+    }
+    parts.push(`CPU per receiver <= 1.5x uftp's: ${verdict(o.cpuRx <= 1.5 * u.cpuRx)} (${fmt(o.cpuRx / u.cpuRx)}x)`);
+    parts.push(`CPU share <= 1.5x uftp's sender: ${verdict(o.cpuTx <= 1.5 * u.cpuTx)} (${fmt(o.cpuTx / u.cpuTx)}x)`);
+    parts.push(`RSS receiver <= 60 MiB: ${verdict(mib(o.rssRx) <= 60)}; sender <= 90 MiB: ${verdict(mib(o.rssTx) <= 90)}`);
+    console.log(`issue 12 targets (${receivers} rx, ${loss}% loss): ${parts.join('; ')}${allOk ? '' : '; not all runs complete'}`);
   }
 }
 
