@@ -10,7 +10,7 @@
  * JavaScript it compiled). Most of those functions run per join or per round, not per datagram (the
  * datagrams are framed natively, net/txplan.ts), and never repaid their compilation. With a budget
  * 16 times the default only the truly hot ones are optimized, and on more type feedback; the share's
- * CPU for a 64 MiB transfer fell by about a quarter (bench/README.md, "eighth session").
+ * CPU for the transfer of 64 MiB fell by about a fifth (bench/README.md, "eighth session").
  *
  * The flag is process-wide and takes effect for every later budget V8 hands out, so calling this
  * early in a command is enough. LCSYNC_DEFAULT_TIERING=1 keeps V8's default (to measure both).
