@@ -9,14 +9,25 @@ import { ShareIndex } from '../index/mdex.js';
 import { Share, type ShareOptions } from '../share/share.js';
 import type { ShareStatus } from '../share/status.js';
 import { HashPool } from '../index/hashpool.js';
+import { tierUpLate } from '../base/tiering.js';
 import { TreeStore } from '../index/cache.js';
 import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
 import { serveStatus } from './ipc.js';
 
 /** How long the hash workers stay up after the last file they hashed. */
 const POOL_IDLE_MS = 1000;
-/** Hash workers of a share (see start()). */
+/** Hash workers of a share (see sharePool()). */
 const SHARE_HASH_WORKERS = 1;
+/**
+ * Files smaller than this a share hashes on its own thread, not on its worker. Starting the worker
+ * (a V8 isolate loading the hashing modules) costs about 0.1-0.2 CPU-s, in which this thread hashes
+ * a few hundred MiB itself (about 2.5 GB/s with the addon's BLAKE3): for a 64 MiB file the worker
+ * was two thirds of the index's CPU (0.3 of 0.45 s over an index taken from the tree cache) and
+ * did not make it sooner. Larger files still go to the worker. A smaller file re-hashed while
+ * serving shares this thread with the send loop 1 MiB at a time (tree.ts fromHandle: well under a
+ * millisecond per block), as every file below the pool's threshold always did.
+ */
+export const SHARE_POOL_THRESHOLD = 256 * 2 ** 20;
 /**
  * The tree cache is pruned this long after the share starts, not at once: pruning stats every
  * entry (0.7 CPU-s for 23,000 entries), which at start competed with the first transfer for the
@@ -74,12 +85,10 @@ export class ShareService {
   /** Index, start serving, following and answering status; `onReindex` hears about every new index. */
   static async start(opts: ServiceOptions, onReindex: (ev: ServiceReindex) => void): Promise<ShareService> {
     const log = opts.logger;
+    // A share is one loop that runs for as long as it serves: optimize only what is hot in it (base/tiering.ts).
+    tierUpLate();
     const store = openStore(opts.cacheDir, log);
-    // The pool serves re-indexing too, but its workers stop after a second without work (each keeps
-    // 13-20 MiB resident) and start again when a changed big file needs them. One worker: each more
-    // raised the share's peak RSS by as much (97 against 84 MiB for a 64 MiB file with two) for an
-    // index a share builds once (the tree cache keeps it), and on two cores it was not faster.
-    const pool = new HashPool({ idleMs: POOL_IDLE_MS, size: SHARE_HASH_WORKERS });
+    const pool = sharePool();
     const sign = opts.signKey ? await signer(opts.signKey) : undefined;
     let rehashed = 0;
     let flushing: Promise<void> = Promise.resolve();
@@ -180,6 +189,16 @@ async function signer(privateKey: KeyObject): Promise<(index: ShareIndex) => voi
       index.publishSignature(r, sig.signatureKey(r.hash), bytes);
     }
   };
+}
+
+/**
+ * The hash pool of a share. It serves re-indexing too, but its worker stops after a second without
+ * work (it keeps 13-20 MiB resident) and starts again when a changed big file needs it. One worker:
+ * each more raised the share's peak RSS by as much (97 against 84 MiB for a 64 MiB file with two)
+ * for an index a share builds once (the tree cache keeps it), and on two cores it was not faster.
+ */
+export function sharePool(): HashPool {
+  return new HashPool({ idleMs: POOL_IDLE_MS, size: SHARE_HASH_WORKERS, threshold: SHARE_POOL_THRESHOLD });
 }
 
 /** The tree cache at `dir`, or in memory only when disabled or unusable (a share must not fail for want of a cache). */

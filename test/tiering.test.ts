@@ -1,0 +1,55 @@
+/**
+ * base/tiering.ts: a share lets V8 optimize a function only after LATE_TIERING_FACTOR times the
+ * default budget. Observed from outside, in a child node with natives syntax: a small loop
+ * function called 100 times is marked for optimization (or optimized) with V8's default, and not
+ * after tierUpLate(); it still is after many more calls (later, not never).
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const TIERING = pathToFileURL(path.resolve(import.meta.dirname, '..', 'dist', 'core', 'base', 'tiering.js')).href;
+/** %GetOptimizationStatus bits: optimized, TurboFan code, marked for (concurrent) optimization, being optimized. */
+const TIERED = (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10);
+
+/** Whether V8 has tiered up a hot function after `calls` calls, with tierUpLate() called first or not. */
+function tieredAfter(calls: number, late: boolean, env: NodeJS.ProcessEnv = {}): { tiered: boolean; set: boolean } {
+  const script = [
+    `let set = false;`,
+    late ? `set = (await import(${JSON.stringify(TIERING)})).tierUpLate();` : '',
+    `function hot(n) { let s = 0; for (let i = 0; i < n; i++) s = (s + i * 7) | 0; return s; }`,
+    `for (let k = 0; k < ${calls}; k++) hot(100);`,
+    `process.stdout.write(JSON.stringify({ status: %GetOptimizationStatus(hot), set }));`,
+  ].join('\n');
+  const r = spawnSync(process.execPath, ['--allow-natives-syntax', '--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, LCSYNC_DEFAULT_TIERING: '', ...env },
+  });
+  expect(r.status, r.stderr).toBe(0);
+  const out = JSON.parse(r.stdout) as { status: number; set: boolean };
+  return { tiered: (out.status & TIERED) !== 0, set: out.set };
+}
+
+describe('late tiering (a share)', () => {
+  it('with V8 defaults, 100 calls are enough to tier a hot function up (the probe works)', () => {
+    expect(tieredAfter(100, false).tiered).toBe(true);
+  });
+
+  it('after tierUpLate(), 100 calls are not', () => {
+    const r = tieredAfter(100, true);
+    expect(r.set).toBe(true);
+    expect(r.tiered).toBe(false);
+  });
+
+  it('a function that stays hot is still optimized, later', () => {
+    expect(tieredAfter(20_000, true).tiered).toBe(true);
+  });
+
+  it('LCSYNC_DEFAULT_TIERING=1 keeps the default', () => {
+    const r = tieredAfter(100, true, { LCSYNC_DEFAULT_TIERING: '1' });
+    expect(r.set).toBe(false);
+    expect(r.tiered).toBe(true);
+  });
+});
