@@ -4,7 +4,8 @@
   # ICMPv6 sockets for MLD (native/icmp6.c) and BLAKE3 from the official C implementation with its
   # SIMD code (native/blake3_napi.c, native/blake3/), nanosecond file times (native/fstimes.c),
   # the chunk-assembling receiver (native/rx_assembler.c), the relay's forwarding path (native/relay_fwd.c),
-  # lstat of many paths at once (native/statbatch.c);
+  # lstat of many paths at once (native/statbatch.c), new small files written in batches off the JS
+  # thread (native/smallfiles.c);
   # native/addon.c registers each. Shipped prebuilt
   # for linux-x64 (prebuildify at pack time); node-gyp-build builds it from source where none fits.
   # lcsync falls back to node:dgram for data and to wasm BLAKE3 without it; MLD needs it.
@@ -20,6 +21,7 @@
         'native/rx_assembler.c',
         'native/relay_fwd.c',
         'native/statbatch.c',
+        'native/smallfiles.c',
         'native/blake3_napi.c',
         'native/blake3/blake3.c',
         'native/blake3/blake3_dispatch.c',

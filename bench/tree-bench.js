@@ -3,7 +3,7 @@
  * Tree benchmark: a directory of many small files, lcsync share/sync beside an rsync daemon, same lab, same run.
  *
  *   npm run build && node bench/tree-bench.js [--files 5000] [--dirs 50] [--receivers 1,3] [--loss 0,5]
- *       [--tools ours,ours-nb,rsync] [--rate 900] [--timeout 600]
+ *       [--tools ours,ours-nb,rsync] [--rate 900] [--timeout 600] [--cpu-prof DIR]
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and rsync (Debian `rsync`). Each
  * scenario gets a fresh lab (bench/lab.js): host 0 serves, hosts 1..N receive, a bridge with MLD snooping in its
@@ -24,6 +24,8 @@
  * trust on a loaded machine), and peak RSS of the server (ours: the share, read after the first phase).
  * Receivers keep their local tree cache (`sync --cache`) in the work directory, removed at the end. Issue 13's targets are printed as ratios.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
+ * --cpu-prof DIR: our share and syncs run under `node --cpu-prof` and write their V8 CPU profiles to DIR (kept
+ * after the run), to see where the time goes; `node bench/cpuprof-summary.js FILE` sums one by function and file.
  * BENCH_SHARE_LOG=FILE (environment): the share runs with -v and its log is appended to FILE (its "stopped ...
  * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
  */
@@ -37,7 +39,7 @@ const CLI = path.join(REPO, 'bin', 'run.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const args = benchArgs('tree-bench', import.meta.url, {
-  valued: ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout'],
+  valued: ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout', '--cpu-prof'],
   helpLines: [2, 6],
 });
 const { fail, intList } = args;
@@ -48,6 +50,10 @@ const LOSSES = intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [900], 1, 10_000)[0];
 const TIMEOUT_S = intList('timeout', [600], 10, 86_400)[0];
 const TOOLS = (args.value('tools') ?? 'ours,rsync').split(',');
+const CPU_PROF = args.value('cpu-prof');
+if (CPU_PROF) mkdirSync(path.resolve(CPU_PROF), { recursive: true });
+/** The node command line of one of our processes; with --cpu-prof its profile is named NAME.cpuprofile. */
+const node = (name) => (CPU_PROF ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`, `--cpu-prof-name=${name}.cpuprofile`] : [process.execPath]);
 if (TOOLS.length === 0 || TOOLS.some((t) => t !== 'ours' && t !== 'ours-nb' && t !== 'rsync')) fail('--tools wants a list of ours, ours-nb, rsync');
 
 if (typeof process.getuid !== 'function' || process.getuid() !== 0) fail('needs root (network namespaces)', 3);
@@ -139,8 +145,9 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
     const dir = path.join(work, `${tag}-${receivers}r-${loss}l`);
     mkdirSync(dir);
     const out = [];
+    let shares = 0;
     const start = () => {
-      const share = lab.spawn(0, [process.execPath, CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', `${RATE}M`, ...shareArgs, src]);
+      const share = lab.spawn(0, [...node(`${tag}-${receivers}r-${loss}l-share-${++shares}`), CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', `${RATE}M`, ...shareArgs, src]);
       let text = '';
       let err = '';
       share.stderr.on('data', (d) => (err = (err + d).slice(-8000)));
@@ -168,7 +175,7 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
     try {
       let hash = await root;
       await sleep(300);
-      const sync = (h, rss) => lab.exec(h, timed(rss, [process.execPath, CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
+      const sync = (h, rss) => lab.exec(h, timed(rss, [...node(`${tag}-${receivers}r-${loss}l-${path.basename(rss, '.time')}`), CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
       // The share's peak RSS (VmHWM) read after each phase, while it still runs.
       const shareRss = () => ({ rssTx: share.pid ? (peakRssKiB(share.pid) ?? NaN) / 1024 : NaN });
       out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'first'), shareRss()));

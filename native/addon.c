@@ -17,6 +17,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!rx_assembler_init(env, exports)) return NULL;
   if (!relay_fwd_init(env, exports)) return NULL;
   if (!statbatch_init(env, exports)) return NULL;
+  if (!smallfiles_init(env, exports)) return NULL;
   return exports;
 }
 

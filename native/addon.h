@@ -26,5 +26,7 @@ bool relay_fwd_init(napi_env env, napi_value exports);
 
 /* lstat of many paths in one call (native/statbatch.c). */
 bool statbatch_init(napi_env env, napi_value exports);
+/* new small files made in batches on a pool thread (native/smallfiles.c). */
+bool smallfiles_init(napi_env env, napi_value exports);
 
 #endif

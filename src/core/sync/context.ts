@@ -11,6 +11,7 @@ import type { NetTreeHead } from '../wire/nettree.js';
 import type { ChunkSource } from './chunks.js';
 import type { LocalTreeCache } from './localtrees.js';
 import type { DeferredSync, TempListing } from './writer.js';
+import type { SmallFileWriter } from './smallfiles.js';
 import type { SyncItem, SyncOptions, SyncSummary } from './types.js';
 
 /** A verified object: its header, its bytes, and for a file its verified Merkle tree. */
@@ -34,6 +35,8 @@ export interface SyncContext {
   readonly localTrees?: LocalTreeCache;
   /** Small files committed without an fsync each, made durable at the end of the run. */
   readonly deferredSync: DeferredSync;
+  /** Makes new small files, in batches off the JS thread where the addon can (smallfiles.ts). */
+  readonly smallFiles: SmallFileWriter;
   /** The temporary files each destination directory held when this run first looked. */
   readonly temps: TempListing;
   /** Bounds the chunk groups joined at once. */

@@ -16,7 +16,7 @@ import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
 import type { BigIntStats } from 'node:fs';
 import { ifPresent } from './local.js';
-import { DEFERRED_SYNC_MAX, OutputFile, processUmask, removeStaleTemps, writeNewSmallFile } from './writer.js';
+import { DEFERRED_SYNC_MAX, OutputFile, processUmask, removeStaleTemps } from './writer.js';
 import type { Hash } from '../model/hash.js';
 
 /** What stands at a file's destination. */
@@ -200,7 +200,8 @@ async function getChunk(ctx: SyncContext, tree: MerkleTree, size: number, at: nu
 
 /**
  * A new file of at most DEFERRED_SYNC_MAX bytes (nothing at `dest`): its chunks are gathered in
- * memory and the file is made in one go (writeNewSmallFile), with its final owner and mode, so no
+ * memory and the file is made in one go (SmallFileWriter: in a batch on a pool thread, or
+ * writeNewSmallFile), with its final owner and mode, so no
  * lstat, chmod or promise per step follows. Its chunks count as in flight (chunks.ts) until the
  * file is in place, and are then read back from there by other files that want them.
  */
@@ -234,7 +235,7 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
     ctx.checkAbort();
     const f = opts.flags;
     holes.sort((a, b) => a[0] - b[0]);
-    const id = writeNewSmallFile(
+    const id = await ctx.smallFiles.write(
       dest,
       {
         data,
@@ -244,7 +245,6 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
         uid: f.owner ? meta.uid : undefined,
         gid: f.group ? meta.gid : undefined,
       },
-      ctx.deferredSync,
     );
     committed = true;
     ctx.deferTimes(dest, meta);

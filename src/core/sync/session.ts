@@ -28,6 +28,7 @@ import type { LocalTreeCache } from './localtrees.js';
 import type { LocalHashes } from './local.js';
 import { DeferredSync, TempListing, isTempName, processUmask } from './writer.js';
 import { PathFilter } from './filter.js';
+import { SmallFileWriter } from './smallfiles.js';
 import { syncDir, syncEntry } from './walk.js';
 import { syncFile } from './file.js';
 import { syncSymlink } from './symlink.js';
@@ -94,6 +95,7 @@ export class SyncSession implements SyncContext {
   /** Set by the caller before anything is synced (sync.ts). */
   localTrees?: LocalTreeCache;
   readonly deferredSync = new DeferredSync();
+  readonly smallFiles = new SmallFileWriter(this.deferredSync);
   readonly temps = new TempListing();
 
   private constructor(

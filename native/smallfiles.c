@@ -1,0 +1,211 @@
+/*
+ * smallfiles: make many new small files at once, off the JS thread (src/core/sync/smallfiles.ts). A first sync
+ * of a tree of small files spent most of the receiver's main thread in the half-dozen system calls each new
+ * file needs (and on ext4 without a journal an open(O_CREAT) alone can take a millisecond, see bench/README.md);
+ * here a batch of them runs on a libuv pool thread while the JS thread goes on receiving and verifying.
+ *
+ * writeSmallFiles(names, data, params, out, done): undefined
+ *   names   Uint8Array: per file its temporary path then its destination path, each followed by one NUL
+ *   data    Uint8Array: the files' contents one after another (params give each one's length)
+ *   params  BigInt64Array, 4 values per file: length, mode (permission bits), uid and gid to give it
+ *           (-1: keep the one it is created with)
+ *   out     BigInt64Array, 5 values per file, filled before done is called:
+ *             0 errno (0: the file is at its destination)   1 the step that failed (below)
+ *             2 st_ino   3 st_dev (both as unsigned 64 bits)   4 mtime in nanoseconds since the epoch
+ *   done    function(): called on the JS thread once every file was tried
+ * Per file, as writeNewSmallFile in writer.ts does it one by one: (1) open the temporary path
+ * O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600; (2) write all of its bytes; (3) fstat; (4) fchown when uid or gid
+ * differ from what it has, then fchmod to mode (after chown, which clears set-id bits); (5) close; (6) rename
+ * over the destination. A step that fails leaves the temporary path removed and the destination untouched,
+ * so a file is never partial under its final name; the next file is tried all the same. Nothing is fsynced:
+ * the caller makes the files durable at the end of the run (DeferredSync). The arrays stay referenced (not
+ * collected) until done; the caller must not touch them meanwhile. Throws a TypeError/RangeError for bad
+ * arguments (lengths that do not add up, a path left without its NUL, an empty path).
+ */
+#include "napi_util.h"
+#include "addon.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define PARAMS 4
+#define OUTS 5
+#define NARRAYS 4
+
+enum { STEP_OPEN = 1, STEP_WRITE, STEP_FSTAT, STEP_OWNER, STEP_CLOSE, STEP_RENAME };
+
+typedef struct {
+  napi_async_work work;
+  napi_ref arrays[NARRAYS];
+  napi_ref done;
+  const char *names;
+  const uint8_t *data;
+  const int64_t *params;
+  int64_t *out;
+  size_t count;
+} batch_t;
+
+static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, const int64_t *p, int64_t *o) {
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return STEP_OPEN;
+  int step = 0;
+  size_t len = (size_t)p[0], at = 0;
+  while (at < len) {
+    ssize_t n = write(fd, bytes + at, len - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      step = STEP_WRITE;
+      break;
+    }
+    at += (size_t)n;
+  }
+  struct stat st;
+  if (!step && fstat(fd, &st) != 0) step = STEP_FSTAT;
+  if (!step) {
+    uid_t uid = p[2] < 0 ? st.st_uid : (uid_t)p[2];
+    gid_t gid = p[3] < 0 ? st.st_gid : (gid_t)p[3];
+    if ((uid != st.st_uid || gid != st.st_gid) && fchown(fd, uid, gid) != 0) step = STEP_OWNER;
+    else if (fchmod(fd, (mode_t)(p[1] & 07777)) != 0) step = STEP_OWNER;
+  }
+  int saved = errno;
+  if (close(fd) != 0 && !step) {
+    saved = errno;
+    step = STEP_CLOSE;
+  }
+  if (!step && rename(tmp, dest) != 0) {
+    saved = errno;
+    step = STEP_RENAME;
+  }
+  if (step) {
+    unlink(tmp);
+    errno = saved;
+    return step;
+  }
+  o[2] = (int64_t)(uint64_t)st.st_ino;
+  o[3] = (int64_t)(uint64_t)st.st_dev;
+  o[4] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  return 0;
+}
+
+static void execute(napi_env env, void *arg) {
+  (void)env;
+  batch_t *b = arg;
+  const char *name = b->names;
+  const uint8_t *bytes = b->data;
+  for (size_t i = 0; i < b->count; i++) {
+    const char *tmp = name;
+    const char *dest = tmp + strlen(tmp) + 1;
+    name = dest + strlen(dest) + 1;
+    const int64_t *p = b->params + PARAMS * i;
+    int64_t *o = b->out + OUTS * i;
+    memset(o, 0, OUTS * sizeof *o);
+    int step = write_one(tmp, dest, bytes, p, o);
+    if (step) {
+      o[0] = errno ? errno : EIO;
+      o[1] = step;
+    }
+    bytes += p[0];
+  }
+}
+
+static void complete(napi_env env, napi_status status, void *arg) {
+  (void)status;
+  batch_t *b = arg;
+  napi_value done = NULL, global, ignored;
+  napi_get_reference_value(env, b->done, &done);
+  for (int i = 0; i < NARRAYS; i++) napi_delete_reference(env, b->arrays[i]);
+  napi_delete_reference(env, b->done);
+  napi_delete_async_work(env, b->work);
+  free(b);
+  if (done && napi_get_global(env, &global) == napi_ok) napi_call_function(env, global, done, 0, NULL, &ignored);
+}
+
+static bool get_bigints(napi_env env, napi_value v, const char *what, int64_t **data, size_t *len) {
+  bool is = false;
+  napi_typedarray_type type;
+  void *p = NULL;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) != napi_ok ||
+      type != napi_bigint64_array) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s must be a BigInt64Array", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  *data = p;
+  return true;
+}
+
+static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  uint8_t *names, *data;
+  size_t nlen, dlen, plen, olen;
+  int64_t *params, *out;
+  napi_valuetype t;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) THROW_TYPE(env, "writeSmallFiles(names, data, params, out, done)");
+  if (!get_bytes(env, argv[0], "names", &names, &nlen) || !get_bytes(env, argv[1], "data", &data, &dlen)) return NULL;
+  if (!get_bigints(env, argv[2], "params", &params, &plen) || !get_bigints(env, argv[3], "out", &out, &olen)) return NULL;
+  CHECK(env, napi_typeof(env, argv[4], &t));
+  if (t != napi_function) THROW_TYPE(env, "done must be a function");
+  if (plen % PARAMS != 0) THROW_RANGE(env, "params holds 4 values per file");
+  size_t count = plen / PARAMS;
+  if (olen < OUTS * count) THROW_RANGE(env, "out has room for fewer files than params describes");
+  if (nlen == 0 || names[nlen - 1] != 0) THROW_TYPE(env, "names must end with a NUL");
+  size_t paths = 0;
+  for (size_t i = 0; i < nlen; i++) {
+    if (names[i] != 0) continue;
+    if (i == 0 || names[i - 1] == 0) THROW_TYPE(env, "names holds an empty path");
+    paths++;
+  }
+  if (paths != 2 * count) THROW_RANGE(env, "names must hold two paths per file");
+  uint64_t total = 0;
+  for (size_t i = 0; i < count; i++) {
+    const int64_t *p = params + PARAMS * i;
+    if (p[0] < 0 || p[1] < 0 || p[1] > 07777 || p[2] < -1 || p[2] > UINT32_MAX || p[3] < -1 || p[3] > UINT32_MAX) {
+      THROW_RANGE(env, "params out of range");
+    }
+    total += (uint64_t)p[0];
+  }
+  if (total != dlen) THROW_RANGE(env, "data is not as long as the files' lengths add up to");
+  batch_t *b = calloc(1, sizeof *b);
+  if (!b) {
+    napi_throw_error(env, "ENOMEM", "writeSmallFiles: out of memory");
+    return NULL;
+  }
+  b->names = (const char *)names;
+  b->data = data;
+  b->params = params;
+  b->out = out;
+  b->count = count;
+  napi_value resource_name;
+  bool ok = napi_create_string_utf8(env, "lcsync.writeSmallFiles", NAPI_AUTO_LENGTH, &resource_name) == napi_ok;
+  for (int i = 0; ok && i < NARRAYS; i++) ok = napi_create_reference(env, argv[i], 1, &b->arrays[i]) == napi_ok;
+  ok = ok && napi_create_reference(env, argv[4], 1, &b->done) == napi_ok;
+  ok = ok && napi_create_async_work(env, NULL, resource_name, execute, complete, b, &b->work) == napi_ok;
+  ok = ok && napi_queue_async_work(env, b->work) == napi_ok;
+  if (!ok) {
+    // Not queued: nothing will call complete, so undo here (the references made so far included).
+    for (int i = 0; i < NARRAYS; i++) if (b->arrays[i]) napi_delete_reference(env, b->arrays[i]);
+    if (b->done) napi_delete_reference(env, b->done);
+    if (b->work) napi_delete_async_work(env, b->work);
+    free(b);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, NULL, "writeSmallFiles: cannot queue the work");
+    return NULL;
+  }
+  return NULL;
+}
+
+bool smallfiles_init(napi_env env, napi_value exports) {
+  napi_value fn;
+  if (napi_create_function(env, "writeSmallFiles", NAPI_AUTO_LENGTH, WriteSmallFiles, NULL, &fn) != napi_ok ||
+      napi_set_named_property(env, exports, "writeSmallFiles", fn) != napi_ok) {
+    napi_throw_error(env, NULL, "cannot register writeSmallFiles");
+    return false;
+  }
+  return true;
+}

@@ -1,0 +1,92 @@
+/** SmallFileWriter (src/core/sync/smallfiles.ts) and the addon's writeSmallFiles (native/smallfiles.c). */
+import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { lstatSync, readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { loadAddon } from '../src/core/base/addon.js';
+import { LcsyncError } from '../src/core/base/errors.js';
+import { fsPath, nameFromBytes } from '../src/core/base/names.js';
+import { SmallFileWriter } from '../src/core/sync/smallfiles.js';
+import { DeferredSync } from '../src/core/sync/writer.js';
+import { useTempDir } from './tmpdir.js';
+
+const tmp = useTempDir('lcsync-smallfiles-');
+const native = loadAddon().addon?.writeSmallFiles;
+const isRoot = process.getuid?.() === 0;
+const tempsIn = async (d: string) => (await readdir(d)).filter((n) => n.includes('.lcsync-'));
+
+describe.each([
+  ['in batches by the addon', true],
+  ['one by one on the JS thread', false],
+])('SmallFileWriter, %s', (_what, batched) => {
+  it.skipIf(batched && !native)('makes every file with its bytes, mode, owner and identity, and leaves no temp', async () => {
+    const d = await tmp.fresh(`many-${batched}`);
+    const deferred = new DeferredSync();
+    const w = new SmallFileWriter(deferred, batched);
+    expect(w.batching).toBe(batched);
+    // More files than one batch and two in flight hold, of every size up to the limit, and a name that is not UTF-8.
+    const files = Array.from({ length: 300 }, (_, i) => ({
+      dest: path.join(d, i === 7 ? nameFromBytes(Buffer.from([0x66, 0xff, 0x2e, 0x62])) : `f${i}`),
+      data: randomBytes(i === 0 ? 0 : i === 1 ? 64 * 1024 : (i * 977) % 9000),
+      mode: i % 2 ? 0o640 : 0o604,
+      owner: isRoot && i % 3 === 0 ? 4321 + i : undefined,
+    }));
+    const ids = await Promise.all(files.map((f) => w.write(f.dest, { data: f.data, mode: f.mode, uid: f.owner, gid: f.owner })));
+    files.forEach((f, i) => {
+      expect(readFileSync(fsPath(f.dest)).equals(f.data)).toBe(true);
+      const st = lstatSync(fsPath(f.dest), { bigint: true });
+      expect(Number(st.mode & 0o7777n)).toBe(f.mode);
+      if (f.owner !== undefined) expect([Number(st.uid), Number(st.gid)]).toEqual([f.owner, f.owner]);
+      expect(ids[i]).toEqual({ ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs });
+    });
+    expect(await tempsIn(d)).toEqual([]);
+    expect(deferred.pending).toBe(files.length);
+  });
+
+  it.skipIf(batched && !native)('a file that cannot be made fails alone, named by its destination, and leaves nothing behind', async () => {
+    const d = await tmp.fresh(`fail-${batched}`);
+    const deferred = new DeferredSync();
+    const w = new SmallFileWriter(deferred, batched);
+    const results = await Promise.allSettled([
+      w.write(path.join(d, 'a'), { data: Buffer.from('a'), mode: 0o644 }),
+      w.write(path.join(d, 'missing-dir', 'b'), { data: Buffer.from('b'), mode: 0o644 }),
+      w.write(path.join(d, 'c'), { data: Buffer.from('c'), mode: 0o644 }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    const err = (results[1] as PromiseRejectedResult).reason as LcsyncError;
+    expect(err).toBeInstanceOf(LcsyncError);
+    expect(err.code).toBe('NOT_FOUND');
+    expect(err.message).toContain(path.join('missing-dir', 'b'));
+    expect((await readdir(d)).sort()).toEqual(['a', 'c']);
+    expect(deferred.pending).toBe(2);
+    // Too big for a small file: refused before anything is made.
+    await expect(w.write(path.join(d, 'big'), { data: Buffer.alloc(64 * 1024 + 1), mode: 0o644 })).rejects.toThrow(LcsyncError);
+    expect((await readdir(d)).sort()).toEqual(['a', 'c']);
+  });
+
+  it.skipIf(batched && !native)('a file with holes comes out whole (written on the JS thread, holes kept)', async () => {
+    const d = await tmp.fresh(`holes-${batched}`);
+    const data = Buffer.alloc(40_000);
+    data.fill(9, 5000, 6000);
+    await new SmallFileWriter(new DeferredSync(), batched).write(path.join(d, 'h'), { data, holes: [[0, 5000], [6000, 34_000]], mode: 0o644 });
+    expect(readFileSync(path.join(d, 'h')).equals(data)).toBe(true);
+  });
+});
+
+describe.skipIf(!native)('writeSmallFiles (the addon)', () => {
+  it('refuses arguments that do not add up, before touching anything', async () => {
+    const d = await tmp.fresh('args');
+    const names = Buffer.from(`${path.join(d, '.t')}\0${path.join(d, 'f')}\0`);
+    const ok = () => {};
+    const p = (len: number, mode = 0o644) => BigInt64Array.from([BigInt(len), BigInt(mode), -1n, -1n]);
+    const out = new BigInt64Array(5);
+    expect(() => native!(names, Buffer.alloc(3), p(4), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, Buffer.alloc(4), p(4, 0o10000), out, ok)).toThrow(RangeError);
+    expect(() => native!(names.subarray(0, names.length - 1), Buffer.alloc(4), p(4), out, ok)).toThrow(TypeError);
+    expect(() => native!(Buffer.from(`${path.join(d, 'f')}\0`), Buffer.alloc(4), p(4), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, Buffer.alloc(4), p(4), new BigInt64Array(4), ok)).toThrow(RangeError);
+    expect(() => native!(names, Buffer.alloc(4), new Float64Array(4) as unknown as BigInt64Array, out, ok)).toThrow(TypeError);
+    expect(await readdir(d)).toEqual([]);
+  });
+});
