@@ -33,7 +33,7 @@ describeUnless(skipReason(), 'group memberships beyond net.core.optmem_max (need
     expect(set.code, set.stderr).toBe(0);
     const r = await lab!.exec(0, ['node', FIXTURE, 'e0', '800', '600'], { timeoutMs: 30_000 });
     expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout.trim()) as { thrown?: string; failed: string[]; afterJoins: number; afterLeaves: number; wanted: number };
+    const out = JSON.parse(r.stdout.trim()) as { thrown?: string; failed: string[]; afterJoins: number; afterLeaves: number; wanted: number; parsedAfterJoins: number; parsedAfterLeaves: number };
     expect(out.thrown).toBeUndefined();
     expect(out.failed).toEqual([]);
     // The limit was reached: some of the 800 waited...
@@ -42,5 +42,9 @@ describeUnless(skipReason(), 'group memberships beyond net.core.optmem_max (need
     // ...and once 600 were left, the kernel holds every group still wanted.
     expect(out.wanted).toBe(200);
     expect(out.afterLeaves).toBe(200);
+    // Each group's bytes are parsed once and kept while it is wanted or in the kernel, no longer (also not
+    // for a group joined and left within one wait, which never reached the kernel).
+    expect(out.parsedAfterJoins).toBe(800);
+    expect(out.parsedAfterLeaves).toBe(200);
   });
 });

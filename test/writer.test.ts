@@ -180,6 +180,31 @@ describe('OutputFile, atomic mode', () => {
     expect(await tempsIn(d)).toEqual([]);
   });
 
+  it('writes synchronously (no thread-pool round trip) until a write is slow, then through the thread pool', async () => {
+    const d = await fresh('syncwrite');
+    const out = await OutputFile.open(path.join(d, 'f'), 65536);
+    expect(out.writesSynchronously).toBe(true);
+    const a = randomBytes(32768);
+    let settled = false;
+    const p = out.write(0, a).then(() => (settled = true));
+    // In the file, and the write settled, before the event loop could run a thread-pool completion.
+    expect(readAt(out.path, 0, 32768).equals(a)).toBe(true);
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    expect(settled).toBe(true);
+    await p;
+    expect(out.writesSynchronously).toBe(true);
+
+    // Every write slower than 0 ms: the first one turns the output to promise writes, which still land.
+    const slow = await OutputFile.open(path.join(d, 'g'), 65536, { slowWriteMs: 0 });
+    await slow.write(0, a);
+    expect(slow.writesSynchronously).toBe(false);
+    const b = randomBytes(32768);
+    await slow.write(32768, b);
+    await slow.commit();
+    expect((await readFile(path.join(d, 'g'))).equals(Buffer.concat([a, b]))).toBe(true);
+    await out.abort();
+  });
+
   it('maps open errors and leaves no temp behind', async () => {
     const d = await fresh('openerr');
     const missing = await caught(OutputFile.open(path.join(d, 'no', 'such', 'f'), 10));

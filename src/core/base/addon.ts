@@ -51,7 +51,8 @@ export interface LcsyncAddon {
   rxasmRegister?(asm: RxAssemblerHandle, id: number, oid: Uint8Array, length: number, buf: Uint8Array): void;
   rxasmUnregister?(asm: RxAssemblerHandle, oid: Uint8Array): boolean;
   rxasmClaim?(asm: RxAssemblerHandle, claimed: boolean): void;
-  rxasmFeed?(asm: RxAssemblerHandle, buf: Uint8Array, lengths: Uint32Array, count: number, gsoSizes: Uint32Array | null): RxBatch;
+  rxasmFeed?(asm: RxAssemblerHandle, buf: Uint8Array, lengths: Uint32Array, count: number, gsoSizes: Uint32Array | null): RxBatch | undefined;
+  rxasmDrain?(asm: RxAssemblerHandle): RxBatch | undefined;
   rxParse?(buf: Uint8Array): [number, number, number, number] | undefined;
   rxasmOpen?(asm: RxAssemblerHandle, port: number, rcvbuf: number, gro: boolean, onBatch: (batch: RxBatch) => void): RxSocketHandle;
   rxasmGro?(sock: RxSocketHandle): boolean;

@@ -45,6 +45,11 @@ export interface ChunkAssembly {
    * datagrams nobody registered are dropped below JS. Returns the function that stops listening.
    */
   onAssembled(cb: (r: AssemblyReport) => void): () => void;
+  /**
+   * Report now what the assembler holds back (progress and counters come with the next report that
+   * has events, else only when asked): a consumer asks before it judges progress or reads counts.
+   */
+  drain?(): void;
 }
 
 /** What the assembler did since its last report. */

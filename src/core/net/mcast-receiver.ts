@@ -178,6 +178,12 @@ export class MulticastReceiver implements DatagramSource {
   private sock!: RecvSocket;
   /** Set by open() on the native receive path. */
   assembly?: ChunkAssembly;
+  /**
+   * The bytes of groups wanted or still in the kernel, parsed once: checkGroup parses the text
+   * (splits, a regular expression per word), and a receiver of a big file changes two groups per
+   * chunk, each parsed at the ask and again at the burst.
+   */
+  private readonly groupBytes = new Map<string, Buffer>();
 
   private constructor(ifnames: string[], port: number, batchMs: number) {
     this.ifnames = [...ifnames];
@@ -259,7 +265,7 @@ export class MulticastReceiver implements DatagramSource {
    */
   join(group: string): void {
     this.ensureOpen();
-    checkGroup(group);
+    this.bytesOf(group);
     this.batch.join(group);
     this.changed(group);
   }
@@ -268,6 +274,8 @@ export class MulticastReceiver implements DatagramSource {
   leave(group: string): void {
     this.ensureOpen();
     this.batch.leave(group);
+    // Never made in the kernel (joined and left within one wait): the burst has nothing to leave.
+    if (!this.batch.inKernel.has(group)) this.groupBytes.delete(group);
     this.changed();
   }
 
@@ -277,7 +285,7 @@ export class MulticastReceiver implements DatagramSource {
    */
   rejoin(group: string): void {
     this.ensureOpen();
-    checkGroup(group);
+    this.bytesOf(group);
     this.batch.rejoin(group);
     this.changed(group);
   }
@@ -313,10 +321,11 @@ export class MulticastReceiver implements DatagramSource {
   private makeBurst(now: number, asked?: string): void {
     let thrown: Error | undefined;
     for (const c of this.batch.burst(now)) {
-      const bytes = checkGroup(c.group);
+      const bytes = this.bytesOf(c.group);
       if (c.op !== 'join') for (const ifname of this.ifnames) this.drop(c.group, bytes, ifname);
       if (c.op === 'leave') {
         this.batch.done(c);
+        this.groupBytes.delete(c.group);
         continue;
       }
       const done: string[] = [];
@@ -335,6 +344,7 @@ export class MulticastReceiver implements DatagramSource {
           continue;
         }
         this.batch.refused(c.group);
+        this.groupBytes.delete(c.group);
         const e = fromSystemError(err, `join ${c.group}`);
         if (c.group === asked) thrown = e;
         else for (const cb of this.joinFailedListeners) cb(c.group, e);
@@ -358,10 +368,23 @@ export class MulticastReceiver implements DatagramSource {
     if (this.closed) return;
     clearTimeout(this.burstTimer);
     this.burstTimer = undefined;
-    for (const g of this.batch.inKernel) for (const ifname of this.ifnames) this.drop(g, checkGroup(g), ifname);
+    for (const g of this.batch.inKernel) for (const ifname of this.ifnames) this.drop(g, this.bytesOf(g), ifname);
     this.batch.clear();
+    this.groupBytes.clear();
     this.closed = true;
     await this.sock.close();
+  }
+
+  /** The bytes of `group` (checked: an IPv6 multicast address, else a usage error), parsed once while it is in use. */
+  private bytesOf(group: string): Buffer {
+    let bytes = this.groupBytes.get(group);
+    if (bytes === undefined) this.groupBytes.set(group, (bytes = checkGroup(group)));
+    return bytes;
+  }
+
+  /** Groups whose parsed bytes are kept (for tests: bounded by the groups wanted or in the kernel). */
+  get parsedGroups(): number {
+    return this.groupBytes.size;
   }
 
   private drop(group: string, bytes: Buffer, ifname: string): void {

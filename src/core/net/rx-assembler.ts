@@ -10,15 +10,20 @@
  * The same code runs on a socket (MulticastReceiver, with recvmmsg and UDP GRO where the kernel
  * has it) and on datagrams fed from memory (feed(), for tests). LCSYNC_NO_NATIVE_RX=1, or an addon
  * without it, keeps the JavaScript path.
+ *
+ * Progress (which requests got a symbol) and the counters are held back in C until a report has
+ * something else (events, datagrams for JS, errors) or the consumer asks with drain(): its stall
+ * checks read progress every 100 ms, and a call into JS for every recvmmsg that merely placed symbols
+ * was most of a receiver's calls into JS.
  */
 import { loadAddon, type LcsyncAddon, type RxAssemblerHandle, type RxBatch, type RxSocketHandle } from '../base/addon.js';
 import type { AssemblyReport, ChunkAssembly } from './datagram.js';
 
-type RxAddon = Required<Pick<LcsyncAddon, 'rxasmCreate' | 'rxasmRegister' | 'rxasmUnregister' | 'rxasmClaim' | 'rxasmFeed' | 'rxParse' | 'rxasmOpen' | 'rxasmGro' | 'rxasmRecvBufferSize' | 'rxasmJoin' | 'rxasmLeave' | 'rxasmClose'>>;
+type RxAddon = Required<Pick<LcsyncAddon, 'rxasmCreate' | 'rxasmRegister' | 'rxasmUnregister' | 'rxasmClaim' | 'rxasmFeed' | 'rxasmDrain' | 'rxParse' | 'rxasmOpen' | 'rxasmGro' | 'rxasmRecvBufferSize' | 'rxasmJoin' | 'rxasmLeave' | 'rxasmClose'>>;
 
 function load(): RxAddon | undefined {
   const a = loadAddon().addon;
-  return a && typeof a.rxasmCreate === 'function' && typeof a.rxasmOpen === 'function' ? (a as RxAddon) : undefined;
+  return a && typeof a.rxasmCreate === 'function' && typeof a.rxasmOpen === 'function' && typeof a.rxasmDrain === 'function' ? (a as RxAddon) : undefined;
 }
 
 /** Whether the native receive path is used: the addon has it and LCSYNC_NO_NATIVE_RX (or LCSYNC_NO_RECVMMSG) is not 1. */
@@ -50,6 +55,9 @@ export class NativeAssembler implements ChunkAssembly {
   private nextId = 1;
   /** Received messages that held several datagrams (UDP GRO). */
   coalesced = 0;
+  /** Where socket errors in a batch are counted (set by openSocket). */
+  private onErrors?: (n: number) => void;
+  private closed: () => boolean = () => false;
 
   /**
    * `deliver` gets the datagrams JS must see; `observe` (if any) every report, consumer or not
@@ -103,7 +111,20 @@ export class NativeAssembler implements ChunkAssembly {
 
   /** Feed one batch laid out as recvmmsg fills it: messages back to back in `buf`, `lengths[i]` each. */
   feedPacked(buf: Uint8Array, lengths: Uint32Array, gsoSizes?: Uint32Array): void {
-    this.dispatch(this.native.rxasmFeed(this.handle, buf, lengths, lengths.length, gsoSizes ?? null));
+    const b = this.native.rxasmFeed(this.handle, buf, lengths, lengths.length, gsoSizes ?? null);
+    if (b) this.take(b);
+  }
+
+  /** Report what C held back (progress and counters since the last report), if anything. */
+  drain(): void {
+    const b = this.native.rxasmDrain(this.handle);
+    if (b) this.take(b);
+  }
+
+  private take(b: RxBatch): void {
+    if (b.errors > 0) this.onErrors?.(b.errors);
+    this.coalesced += b.coalesced;
+    this.dispatch(b, this.closed);
   }
 
   /** One batch from C: the report first (a request handed over must have its decoder before its datagrams), then the datagrams. */
@@ -128,11 +149,9 @@ export class NativeAssembler implements ChunkAssembly {
 
   /** Open the socket whose datagrams go through this assembler. */
   openSocket(port: number, recvBufferBytes: number, gro: boolean, onErrors: (n: number) => void, closed: () => boolean): NativeRxSocket {
-    const sock = this.native.rxasmOpen(this.handle, port, recvBufferBytes, gro, (b) => {
-      if (b.errors > 0) onErrors(b.errors);
-      this.coalesced += b.coalesced;
-      this.dispatch(b, closed);
-    });
+    this.onErrors = onErrors;
+    this.closed = closed;
+    const sock = this.native.rxasmOpen(this.handle, port, recvBufferBytes, gro, (b) => this.take(b));
     return new NativeRxSocket(this.native, sock);
   }
 }

@@ -315,8 +315,18 @@ export class ObjectReceiver {
     return (!unfinished || this.treeDecoders.size > 0) && Date.now() - this.treeHeardAt < ms;
   }
 
+  /**
+   * Take in what the native assembler holds back (which requests progressed, datagrams and bytes
+   * counted below JS): before stats are read. The stall checks do it themselves.
+   */
+  catchUp(): void {
+    this.assembly?.drain?.();
+  }
+
   close(): void {
     if (this.closed) return;
+    // The counts of the last datagrams, for the summary.
+    this.catchUp();
     this.closed = true;
     clearInterval(this.timer);
     const err = new LcsyncError('INTERRUPTED', 'interrupted');
@@ -657,6 +667,8 @@ export class ObjectReceiver {
   }
 
   private tick(): void {
+    // Progress is judged below: hear what the assembler held back first.
+    this.catchUp();
     const now = Date.now();
     if (this.cipher && this.opened === 0 && this.stats.undecryptable > 0 && now - this.firstUndecryptableAt > Math.min(KEY_CHECK_MS, this.idleTimeoutMs)) {
       const err = this.wrongKey(now)!; // nothing opened: the time does not matter

@@ -443,6 +443,7 @@ export class SyncSession implements SyncContext {
   }
 
   stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; joins: number; seconds: number } {
+    this.rx.catchUp();
     return {
       bytesReceived: this.rx.stats.bytes,
       treeObjectsReceived: this.rx.stats.treeObjects,

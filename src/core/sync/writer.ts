@@ -38,7 +38,18 @@ export interface OutputOptions {
   identity?: boolean;
   /** The caller has just found nothing at dest: a new file, no need to look again. */
   absent?: boolean;
+  /**
+   * A synchronous write slower than this (ms) makes the rest promise writes (default SLOW_WRITE_MS);
+   * negative: promise writes from the start.
+   */
+  slowWriteMs?: number;
 }
+
+/**
+ * A synchronous write that took longer than this (ms) was not a copy into the page cache: the
+ * storage is throttling or slow, and the output's later writes go through the thread pool.
+ */
+export const SLOW_WRITE_MS = 20;
 
 /** Files up to this size are made durable at the end of a run, not one by one (see DeferredSync). */
 export const DEFERRED_SYNC_MAX = 64 * 1024;
@@ -273,6 +284,9 @@ export class OutputFile {
   identity: { ino: bigint; dev: bigint; mtimeNs: bigint } | undefined;
   private deferred: DeferredSync | undefined;
   private wantIdentity = false;
+  /** Writes go synchronously until one is slow (see write()). */
+  private syncWrites = true;
+  private slowWriteMs = SLOW_WRITE_MS;
 
   private constructor(
     /** The file being written: the temporary copy, or dest itself in place. */
@@ -347,7 +361,16 @@ export class OutputFile {
     }
   }
 
+  /** Whether the next write is made synchronously (false once a write was slow, or with OutputOptions.slowWriteMs < 0). */
+  get writesSynchronously(): boolean {
+    return this.syncWrites;
+  }
+
   private configured(opts: OutputOptions): this {
+    if (opts.slowWriteMs !== undefined) {
+      this.slowWriteMs = opts.slowWriteMs;
+      this.syncWrites = opts.slowWriteMs >= 0;
+    }
     // In place is not atomic anyway; a large file's own fsync is small beside its writes.
     if (!this.inplace && this.size <= DEFERRED_SYNC_MAX) this.deferred = opts.deferred;
     this.wantIdentity = !!opts.identity;
@@ -359,7 +382,16 @@ export class OutputFile {
     return this.renamed ? this.dest : this.path;
   }
 
-  /** Write all of `data` at `offset`. On failure the output is aborted before the error is thrown. */
+  /**
+   * Write all of `data` at `offset`. On failure the output is aborted before the error is thrown.
+   *
+   * Synchronously (pwrite on this thread) while writes return at once, as they do into the page
+   * cache: a promise write per chunk was a thread-pool round trip (a futex wake of a worker, an
+   * eventfd wake back, a promise), which cost a receiver of a 64 MiB file about 0.2 CPU-s more
+   * than the copies themselves (bench/README.md, eighth session). A write that took longer than
+   * SLOW_WRITE_MS (dirty-page throttling, a network or slow file system) turns this output to
+   * promise writes for good, so that such storage does not stall the receive loop.
+   */
   async write(offset: number, data: Uint8Array): Promise<void> {
     const fh = this.handle();
     try {
@@ -369,7 +401,14 @@ export class OutputFile {
       }
       let done = 0;
       while (done < data.length) {
-        const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+        let bytesWritten: number;
+        if (this.syncWrites) {
+          const t0 = performance.now();
+          bytesWritten = writeSync(fh.fd, data, done, data.length - done, offset + done);
+          if (performance.now() - t0 > this.slowWriteMs) this.syncWrites = false;
+        } else {
+          ({ bytesWritten } = await fh.write(data, done, data.length - done, offset + done));
+        }
         if (bytesWritten <= 0) throw new LcsyncError('IO', `${this.dest}: write made no progress`);
         done += bytesWritten;
       }
