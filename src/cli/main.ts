@@ -2,6 +2,10 @@
  * The CLI's entry: bin/run.js imports this module's bundled form (dist/bundle/cli/main.js, made by
  * scripts/bundle.js), which runs oclif on lcsync's package (found from here: the nearest package.json above).
  */
+import { keepYoungGenerationSmall } from '../core/base/younggen.js';
+
+// Before anything else allocates: loading oclif alone would grow the young generation (see younggen.ts).
+keepYoungGenerationSmall();
 
 // oclif checks on load that node satisfies @oclif/core's own engines field, loading all of semver
 // (48 modules, about 0.05-0.09 CPU-s of every run) for it; lcsync's package.json states what it

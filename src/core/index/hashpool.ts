@@ -24,6 +24,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { LcsyncError } from '../base/errors.js';
+import { WORKER_YOUNG_GENERATION_MB, restoreAfterWorkerStart, youngGenerationKeptSmall } from '../base/younggen.js';
 import { hashLeaves, hashPair, hashPairs } from '../model/hash.js';
 import type { LeafHasher } from './mdex.js';
 import { CHUNK_SIZE, MerkleTree } from '../model/tree.js';
@@ -211,7 +212,13 @@ export class HashPool implements LeafHasher {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(workerScript(), { workerData: { [WORKER_TAG]: true } });
+    const worker = new Worker(workerScript(), {
+      workerData: { [WORKER_TAG]: true },
+      // A worker's own heap is sized when it starts: as small as the main thread's when the CLI keeps that small.
+      ...(youngGenerationKeptSmall() ? { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } } : {}),
+    });
+    // Starting the worker's heap undid the main thread's young-generation setting (younggen.ts).
+    worker.once('online', restoreAfterWorkerStart);
     const slot: Slot = { worker, pending: new Map(), ready: false };
     worker.on('message', (r: Reply) => {
       if ('ready' in r) {
