@@ -4,7 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ABANDONED_AFTER_MS, DeferredSync, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor } from '../src/core/sync/writer.js';
+import { ABANDONED_AFTER_MS, DeferredSync, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor, TempListing } from '../src/core/sync/writer.js';
+import { syncSymlink } from '../src/core/sync/symlink.js';
+import type { FetchedEntry, SyncContext } from '../src/core/sync/context.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { useTempDir } from './tmpdir.js';
 
@@ -390,6 +392,27 @@ describe('removeStaleTemps', () => {
     await symlink('target', path.join(d, `.l.lcsync-${dead}-def456.tmp`)); // another scope, just made: kept
     expect(await removeStaleTemps(d, 'l')).toBe(1);
     expect(await readdir(d)).toEqual([`.l.lcsync-${dead}-def456.tmp`]);
+  });
+
+  it('a symlink sync removes the link a killed run left under a temporary name, whether the link is new or already there', async () => {
+    const d = await fresh('stale-link-sync');
+    const dead = deadPid();
+    const leftover = (base: string) => `.${base}.lcsync-${dead}-${pidScope()}abc123abc123.tmp`;
+    await symlink('t', path.join(d, leftover('new'))); // killed before its rename: the link is not there yet
+    await symlink('t', path.join(d, 'same'));
+    await symlink('t', path.join(d, leftover('same'))); // killed after another run made it: unchanged now
+    const ctx = {
+      opts: {},
+      temps: new TempListing(),
+      finishMeta: async () => false,
+      conflict: () => {
+        throw new Error('no conflict here');
+      },
+    } as unknown as SyncContext;
+    const entry = (name: string) => ({ head: { name: Buffer.from(name), payloadOffset: 0 }, obj: Buffer.from('t') }) as unknown as FetchedEntry;
+    await syncSymlink(ctx, entry('new'), path.join(d, 'new'));
+    await syncSymlink(ctx, entry('same'), path.join(d, 'same'));
+    expect((await readdir(d)).sort()).toEqual(['new', 'same']);
   });
 
   it('the cleanup rule: a dead pid of our namespace at once; another namespace only by age; abandoned ones always', () => {

@@ -16,7 +16,7 @@ import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
 import type { BigIntStats } from 'node:fs';
 import { ifPresent } from './local.js';
-import { DEFERRED_SYNC_MAX, OutputFile, processUmask, removeStaleTemps } from './writer.js';
+import { DEFERRED_SYNC_MAX, OutputFile, processUmask } from './writer.js';
 import type { Hash } from '../model/hash.js';
 
 /** What stands at a file's destination. */
@@ -90,11 +90,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   }
   chunks.wanted += places.size;
   // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
-  const dir = path.dirname(dest);
-  await ctx.temps
-    .in(dir)
-    .then((names) => (names.length > 0 ? removeStaleTemps(dir, path.basename(dest), undefined, names) : 0))
-    .catch(() => 0);
+  await ctx.temps.removeStaleOf(dest);
   if (!existed && !opts.inplace && size <= DEFERRED_SYNC_MAX) return syncNewSmallFile(ctx, entry, dest, places, fetch.length);
   // Another type of object stays in place until the new file is complete, written under a fresh
   // name next to it (never through a link), and is then replaced by rename.

@@ -41,6 +41,8 @@ export async function syncSymlink(ctx: SyncContext, entry: FetchedEntry, dest: s
   const local = await localLink(dest, !!opts.dryRun);
   if (local?.conflict) return ctx.conflict(dest, 'symlink');
   const change: Change = local?.existing === target ? 'unchanged' : local ? 'updated' : 'created';
+  // A run killed between making its link and renaming it left the link under a temporary name.
+  if (!opts.dryRun) await ctx.temps.removeStaleOf(dest);
   if (!opts.dryRun && change !== 'unchanged') {
     // Make the link under a temporary name and rename it over: atomic, never follows the old link.
     // A random part in the name: two runs in two PID namespaces can have the same pid.

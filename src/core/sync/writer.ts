@@ -583,6 +583,18 @@ export class TempListing {
   isNew(dir: string): boolean {
     return this.madeHere.has(dir);
   }
+
+  /**
+   * Remove what killed runs left of `dest` (a file's temporary copy, a link made under a
+   * temporary name): removeStaleTemps on the directory's listing. Failures are ignored: a temp
+   * that cannot be removed now is found by the next run.
+   */
+  removeStaleOf(dest: string): Promise<number> {
+    const dir = path.dirname(dest);
+    return this.in(dir)
+      .then((names) => (names.length > 0 ? removeStaleTemps(dir, path.basename(dest), undefined, names) : 0))
+      .catch(() => 0);
+  }
 }
 
 /**
