@@ -673,6 +673,67 @@ describe('SendScheduler: gather by joins (bundle parts)', () => {
   });
 });
 
+describe('SendScheduler: gather by joins, receivers busy or late', () => {
+  const part = (s: SendScheduler<string>, key: string, host: string, now: number, K = 40) => {
+    expect(s.join(key, 'e0', host, TREE, now)).toBe('start');
+    return s.open(key, { ifname: 'e0', position: TREE, K, gather: 'joins', item: key }, host, now);
+  };
+
+  it('waits for a receiver that has joined nothing for JOIN_GATHER_IDLE_MS while it still listens to another stream (decoding what it has, its fetches all taken)', () => {
+    const s = mld();
+    // C listens to a part of its own and then joins nothing (it decodes, starved of CPU).
+    const other = part(s, 'other%e0', 'C', 0);
+    runUntil(s, 0, 200);
+    expect(other.budget).toBe(0);
+    // A opens a new part well after C's last join: C is waited for all the same.
+    const t0 = 1000;
+    const p = part(s, 'p%e0', 'A', t0);
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    // Still held after the idle time, at the checks, while C listens; C joins: one round for both.
+    const before = runUntil(s, t0, t0 + JOIN_GATHER_IDLE_MS + 2 * GATHER_CHECK_MS).filter((x) => x.key === 'p%e0');
+    expect(before.length).toBeLessThanOrEqual(Math.ceil((JOIN_GATHER_IDLE_MS + 2 * GATHER_CHECK_MS) / TRICKLE_MS) + 1);
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    const tC = t0 + JOIN_GATHER_IDLE_MS + 3 * GATHER_CHECK_MS;
+    expect(s.join('p%e0', 'e0', 'C', TREE, tC)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+    expect(drain(s, tC).filter((x) => x.key === 'p%e0').length).toBeGreaterThanOrEqual(p.K);
+  });
+
+  it('a receiver that has left every stream and joined nothing lately is not waited for', () => {
+    const s = mld();
+    part(s, 'other%e0', 'C', 0);
+    drain(s, 0);
+    s.part('other%e0', 'C', 10);
+    s.leave('other%e0', 10);
+    expect(part(s, 'p%e0', 'A', 1000).waitingFor).toBeUndefined();
+  });
+
+  it('holds a part for a receiver that shows up while it is held (started later than the others), and not for one that came after the hold', () => {
+    const s = mld();
+    s.join('top%e0', 'e0', 'B', TREE, 0);
+    s.abandon('top%e0');
+    const p = part(s, 'p%e0', 'A', 10);
+    expect(p.waitingFor).toEqual(new Set(['B']));
+    // C starts 300 ms after the others: its first join (the top) comes while p is held.
+    s.join('top2%e0', 'e0', 'C', TREE, 300);
+    s.abandon('top2%e0');
+    expect(p.waitingFor).toEqual(new Set(['B', 'C']));
+    // B joins: still held for C; C joins: one round serves all three.
+    expect(s.join('p%e0', 'e0', 'B', TREE, 320)).toBe('joined');
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    expect(drain(s, 320).filter((x) => x.key === 'p%e0').length).toBeLessThanOrEqual(1);
+    expect(s.join('p%e0', 'e0', 'C', TREE, 400)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+    const round = drain(s, 400).filter((x) => x.key === 'p%e0');
+    expect(round.length).toBeGreaterThanOrEqual(p.K);
+    expect(p.asks.listener).toBe(3);
+    // D shows up after the round went: nothing held any more, nothing waits for it.
+    s.join('top3%e0', 'e0', 'D', TREE, 500);
+    s.abandon('top3%e0');
+    expect(p.waitingFor).toBeUndefined();
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // Share over fakes
 

@@ -426,7 +426,10 @@ export class SendScheduler<T> {
     const fresh = f !== undefined && now - f.at < FRONTIER_TTL_MS;
     const at = fresh ? Math.max(f.pos, pos) : pos;
     hosts.set(host, { pos: at, at: now, movedAt: fresh && at === f.pos ? f.movedAt : now });
-    if (!fresh) this.gatherUnsent(ifname, host, at, now);
+    if (!fresh) {
+      this.gatherUnsent(ifname, host, at, now);
+      this.holdPartsFor(ifname, host, now);
+    }
     // Nothing held: nothing to let go (this is every join: not a walk of every stream for nothing).
     if (this.gatherCheckAt === undefined) return;
     for (const s of this.order) {
@@ -455,6 +458,20 @@ export class SendScheduler<T> {
       }
       s.waitingFor.add(host);
       this.gatherCheckAt ??= now + GATHER_CHECK_MS;
+    }
+  }
+
+  /**
+   * Receiver `host` showed up on `ifname` (its first join, or the first after a pause): the bundle
+   * parts held there for other receivers wait for it too, within their hold. Receivers started
+   * together come up a few hundred milliseconds apart on a loaded host; a part opened before the
+   * last one had joined anything did not wait for it, and it then cost a round of its own.
+   */
+  private holdPartsFor(ifname: string, host: string, now: number): void {
+    for (const s of this.order) {
+      if (s.gatherBy !== 'joins' || s.ifname !== ifname || !s.waitingFor || now >= s.gatherUntil || s.reporters.has(host)) continue;
+      if (this.joiners.get(s.key)?.has(host)) continue;
+      s.waitingFor.add(host);
     }
   }
 
@@ -533,8 +550,9 @@ export class SendScheduler<T> {
     if (this.joiners.size > JOINERS_KEPT) this.joiners.delete(this.joiners.keys().next().value!);
     for (const host of s.reporters) seen.add(host);
     const behind = new Set<string>();
+    let listening: Set<string> | undefined;
     for (const [host, f] of this.frontiers.get(s.ifname) ?? []) {
-      if (now - f.at < JOIN_GATHER_IDLE_MS && !seen.has(host)) behind.add(host);
+      if (!seen.has(host) && this.joinsComing(host, f, now, (listening ??= this.listeningHosts(s.ifname)))) behind.add(host);
     }
     if (behind.size === 0) return;
     s.waitingFor = behind;
@@ -555,6 +573,7 @@ export class SendScheduler<T> {
   private checkGathering(now: number): void {
     let holding = false;
     let served: Set<string> | undefined;
+    const listening: Record<string, Set<string>> = {};
     for (const s of this.order) {
       const w = s.waitingFor;
       if (!w) continue;
@@ -562,7 +581,9 @@ export class SendScheduler<T> {
       for (const host of w) {
         const f = hosts?.get(host);
         // A receiver fetching metadata joins without moving its walk position: its joins say it is alive.
-        const coming = f !== undefined && (s.gatherBy === 'joins' ? now - f.at < JOIN_GATHER_IDLE_MS : this.coming(s, host, f, now, (served ??= this.servedHosts())));
+        const coming =
+          f !== undefined &&
+          (s.gatherBy === 'joins' ? this.joinsComing(host, f, now, (listening[s.ifname] ??= this.listeningHosts(s.ifname))) : this.coming(s, host, f, now, (served ??= this.servedHosts())));
         if (!coming) w.delete(host);
       }
       if (w.size === 0 || now >= s.gatherUntil) s.waitingFor = undefined;
@@ -575,6 +596,27 @@ export class SendScheduler<T> {
   private coming(s: ScheduledStream<T>, host: string, f: Frontier, now: number, served: Set<string>): boolean {
     if (f.pos < 0) return now - f.at < GATHER_IDLE_MS && now - s.gatherSince < GATHER_MAX_MS;
     return now - f.movedAt < GATHER_IDLE_MS || served.has(`${host}%${s.ifname}`);
+  }
+
+  /**
+   * Whether a bundle part held by joins should wait on for `host` (frontier `f`): it joined
+   * something lately, or it still listens to a stream here. A receiver fetches a few parts at
+   * once and joins the next only when one is done; starved of CPU it decodes for seconds without
+   * joining anything (seen: 1.3-1.7 s), and each part it then joined after the round had gone
+   * cost a round of its own. While it listens it is in the middle of the tree, not done with it.
+   */
+  private joinsComing(host: string, f: Frontier, now: number, listening: Set<string>): boolean {
+    return now - f.at < JOIN_GATHER_IDLE_MS || listening.has(host);
+  }
+
+  /** Hosts listening to a stream on `ifname` now (one not paused: its listeners have not all left). */
+  private listeningHosts(ifname: string): Set<string> {
+    const hosts = new Set<string>();
+    for (const x of this.order) {
+      if (x.ifname !== ifname || x.paused) continue;
+      for (const h of x.reporters) hosts.add(h);
+    }
+    return hosts;
   }
 
   /** Receivers (host%interface) listening to a stream that still has a round to send: they are waiting for us. */

@@ -315,7 +315,7 @@ export class Share extends EventEmitter {
       },
       onDrop: (s) => {
         s.item.free();
-        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats)`);
+        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
       },
     });
   }

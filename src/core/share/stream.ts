@@ -79,6 +79,8 @@ export class ScheduledStream<T> {
   probedAt = 0;
   /** Datagrams sent so far (a stream that sent none is where a receiver may join at no cost: the cursor). */
   sent = 0;
+  /** Of those, trickled: while the first round was held for more joiners, and after a round ran out (the share's -v log says where datagrams went). */
+  readonly trickled = { held: 0, after: 0 };
   /** Hosts whose join this stream is serving. */
   readonly reporters = new Set<string>();
   /** When each listener's round (or repair round) was granted. */
@@ -184,11 +186,15 @@ export class ScheduledStream<T> {
     this.sent++;
     let trickling = false;
     if (this.budget > 0) {
-      if (this.heldForJoins(now)) this.nextTrickleAt = now + TRICKLE_MS;
+      if (this.heldForJoins(now)) {
+        this.nextTrickleAt = now + TRICKLE_MS;
+        this.trickled.held++;
+      }
       if (--this.budget === 0) this.roundDoneAt = now;
     } else {
       this.nextTrickleAt = this.trickle ? now + TRICKLE_MS : Infinity;
       trickling = true;
+      this.trickled.after++;
     }
     // A trickle is a fresh repair symbol: whatever a listener still lacks, each one is worth a lost
     // symbol to it (a cycled source symbol would only help the listener that lost that one).
