@@ -174,6 +174,9 @@ export class ObjectReceiver {
    * been idle that long: a paced sender busy with other groups is still answering.
    */
   private lastHeardAny = Date.now();
+  /** The tick's interval, and when it last ran (see tick). */
+  private readonly tickMs: number;
+  private lastTickAt = Date.now();
   /** When a tree datagram (of an OID not known to fail) last arrived. */
   private treeHeardAt = 0;
   private closed = false;
@@ -196,7 +199,8 @@ export class ObjectReceiver {
       this.stopAssembly = this.assembly.onAssembled((r) => this.onAssembled(r));
     }
     rx.onJoinFailed?.((group, err) => this.onJoinFailed(group, err));
-    this.timer = setInterval(() => this.tick(), Math.min(100, this.stallMs / 2));
+    this.tickMs = Math.min(100, this.stallMs / 2);
+    this.timer = setInterval(() => this.tick(), this.tickMs);
     this.timer.unref();
   }
 
@@ -670,6 +674,14 @@ export class ObjectReceiver {
     // Progress is judged below: hear what the assembler held back first.
     this.catchUp();
     const now = Date.now();
+    // How long the event loop was held up since the tick before (decoding, or a directory's small
+    // files written in one go: half a second to a second and a half on a starved host). Timers
+    // run before the loop reads its sockets, so what arrived meanwhile is not seen yet: silence
+    // then says nothing about the sender. Counted as silence, every request looked stalled, all
+    // were joined again at once, and each re-join cost the share a repair round (a fifth of its
+    // datagrams with three receivers at 5% loss). A request stalls on silence before that.
+    const heldUp = Math.max(0, now - this.lastTickAt - this.tickMs);
+    this.lastTickAt = now;
     if (this.cipher && this.opened === 0 && this.stats.undecryptable > 0 && now - this.firstUndecryptableAt > Math.min(KEY_CHECK_MS, this.idleTimeoutMs)) {
       const err = this.wrongKey(now)!; // nothing opened: the time does not matter
       for (const w of [...this.chunks.values()]) this.finishChunk(w, err);
@@ -686,7 +698,7 @@ export class ObjectReceiver {
       }
       // Symbols came and then stopped (a round ran out before we had enough), or nothing came at
       // all for long (a lost join, or a sender that only answers fresh reports): ask again.
-      const stalled = w.progressed ? now - w.lastProgress > this.stallMs : now - w.started > this.firstSymbolMs;
+      const stalled = w.progressed ? now - heldUp - w.lastProgress > this.stallMs : now - heldUp - w.started > this.firstSymbolMs;
       if (stalled) {
         // Not done within stallMs of joining: leave and join again. The fresh MLD reports make a
         // sender send a new round (ours after its round ran out, the C one on every report).
