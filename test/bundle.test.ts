@@ -29,7 +29,7 @@ import { ShareIndex } from '../src/core/index/mdex.js';
 import { Share } from '../src/core/share/share.js';
 import { syncRemote, type SyncSummary } from '../src/core/sync/sync.js';
 import { verifyBundleEntry } from '../src/core/sync/bundle.js';
-import { DEFAULT_LIMITS } from '../src/core/wire/nettree.js';
+import { DEFAULT_LIMITS, decodeNetTreeHead, dirChildren } from '../src/core/wire/nettree.js';
 import { MEM_IF, MemoryLink } from './memlink.js';
 import { treeListing } from './e2e.js';
 import { rng } from './rng.js';
@@ -209,6 +209,34 @@ describe('syncs over an in-memory link', () => {
     expect(b.joins).toBeGreaterThan(130);
     expect(a.joins).toBeLessThan(15);
     console.log(`in memory: joins ${b.joins} -> ${a.joins}, tree objects ${b.treeObjectsReceived} -> ${a.treeObjectsReceived}, datagrams sent ${without.link.sent} -> ${withB.link.sent}`);
+  }, 60_000);
+
+  it('asks for the bundles of missing subdirectories in the directory\'s order, all at once, before anything else (the same order on every receiver)', async () => {
+    const root = path.join(await tmp.fresh('order'), 'tree');
+    const names = Array.from({ length: 12 }, (_, i) => `s${String(i).padStart(2, '0')}`);
+    for (const n of names) {
+      mkdirSync(path.join(root, n), { recursive: true });
+      for (let f = 0; f < 5; f++) writeFileSync(path.join(root, n, `f${f}`), randomBytes(300 + 50 * f));
+    }
+    // Files beside them whose chunks are joined (too big for a bundle's bytes).
+    for (let f = 0; f < 6; f++) writeFileSync(path.join(root, `big${f}`), randomBytes(2 * 32768 + f));
+    const r = await run(root, path.join(path.dirname(root), 'out'), { bundles: true });
+    expect(r.error).toBeUndefined();
+    expect(treeListing(path.join(path.dirname(root), 'out'))).toEqual(treeListing(root));
+    const index = await ShareIndex.build([root]);
+    const topObj = index.get(index.records.find((rec) => rec.sharePath === 'tree')!.hash) as { bytes: Buffer };
+    // The top directory lists its children by entry hash: its subdirectories' bundles in that order.
+    const subdirs = new Set(index.records.filter((rec) => rec.type === 'dir' && rec.sharePath !== 'tree').map((rec) => toHex(rec.hash)));
+    const order = dirChildren(topObj.bytes.subarray(decodeNetTreeHead(topObj.bytes).payloadOffset))
+      .filter((h) => subdirs.has(toHex(h)))
+      .map((h) => groupAddress(bundleKey(h, 0)));
+    const listed = new Set(order);
+    const firstJoins = r.link.joinLog.filter((g, i, all) => all.indexOf(g) === i);
+    const asked = firstJoins.filter((g) => listed.has(g));
+    expect(asked).toEqual(order);
+    // The first eight (the fetches at once) before any chunk of the files beside them.
+    const firstOther = firstJoins.findIndex((g, i) => i > 2 && !listed.has(g));
+    expect(firstJoins.slice(firstOther - 8, firstOther)).toEqual(order.slice(0, 8));
   }, 60_000);
 
   it('a client told not to use bundles syncs exactly as against a share without them', async () => {

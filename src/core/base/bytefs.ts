@@ -40,6 +40,11 @@ export function statSyncIfAny(p: string): Stats | undefined {
   return fs.statSync(fsPath(p), { throwIfNoEntry: false });
 }
 
+/** lstat(2) synchronously; undefined when nothing is at `p` (other failures throw). */
+export function lstatSyncIfAny(p: string): Stats | undefined {
+  return fs.lstatSync(fsPath(p), { throwIfNoEntry: false });
+}
+
 /** Names in a directory, read as bytes. */
 export async function readdir(p: string): Promise<string[]> {
   const names = await fsp.readdir(fsPath(p), { encoding: 'buffer' });

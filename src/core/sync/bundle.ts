@@ -89,6 +89,18 @@ export class BundleFetcher {
   }
 
   /**
+   * Ask now for the bundle of the verified directory `dir` (asked for by `dirKey`) that the local
+   * copy lacks entirely (all its children are missing, so children() will want it), if it has
+   * enough children for one. A parent asks for its new subdirectories' bundles in its own order:
+   * asked for as each subdirectory's lstat and mkdir happened to finish, the order differed from
+   * receiver to receiver, and a share serving several receivers at once sent a part again for
+   * each receiver that came to it late.
+   */
+  prefetchMissingDir(dir: FetchedEntry, dirKey: Hash): void {
+    if (dir.obj.subarray(dir.head.payloadOffset).length / HASH_SIZE >= MIN_WANTED) this.prefetch(dirKey);
+  }
+
+  /**
    * The children of the verified directory `dir` (asked for by `dirKey`) that its bundle carries,
    * each verified, by entry hash (hex). Empty when the share has no bundle or it did not come in
    * time, or when only `wanted` of its children are missing locally and that is too few (MIN_WANTED).

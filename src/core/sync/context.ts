@@ -67,6 +67,8 @@ export interface SyncContext {
    * how many of its children the local copy lacks (a bundle for one or two of them is not worth it).
    */
   bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }>;
+  /** Ask now for the bundle of verified directory `dir`, which the local copy lacks entirely (bundle.ts prefetchMissingDir). */
+  prefetchMissingDir(dir: FetchedEntry): void;
   /** Throw INTERRUPTED once the caller's signal has fired. */
   checkAbort(): void;
   /** Tell the caller how far the transfer is. */

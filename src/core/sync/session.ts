@@ -237,6 +237,10 @@ export class SyncSession implements SyncContext {
     this.bundles.prefetch(key);
   }
 
+  prefetchMissingDir(dir: FetchedEntry): void {
+    if (dir.key) this.bundles.prefetchMissingDir(dir, dir.key);
+  }
+
   async bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }> {
     const children = new Map<string, FetchedEntry>();
     const given: Hash[] = [];

@@ -3,7 +3,7 @@
  * a directory (made, or swapped in for what stands there) recurses into the children whose entry
  * hashes the local copy does not have yet.
  */
-import { lstat, mkdir, rmdir } from '../base/bytefs.js';
+import { lstat, lstatSyncIfAny, mkdir, rmdir } from '../base/bytefs.js';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { displayName } from '../base/names.js';
@@ -77,6 +77,14 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     // the wait for them, and their files then travelled one by one (2.9x the tree on the wire).
     const bundledDir = (h: Buffer) => bundle?.children.get(toHex(h))?.head.type === 'dir';
     const ordered = [...children.filter(bundledDir), ...children.filter((h) => !bundledDir(h))];
+    // Subdirectories missing here want their own bundles: asked for now, in this directory's order
+    // (the same on every receiver; see bundle.ts prefetchMissingDir), not as their syncs get there.
+    for (const h of ordered) {
+      const sub = bundledDir(h) ? bundle!.children.get(toHex(h))! : undefined;
+      if (!sub) break;
+      const subDest = path.join(dest, childName(entry.head, sub.head));
+      if (ctx.wants(subDest, true) && (!exists || nothingAt(subDest))) ctx.prefetchMissingDir(sub);
+    }
     const running = new Set<Promise<void>>();
     const subdirs: Promise<void>[] = [];
     for (const h of ordered) {
@@ -119,4 +127,13 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     ctx.planDelete(dest, taken, new Set(listed.map(toHex)));
   }
   if (!opts.dryRun) await ctx.finishMeta(dest, entry.head.meta, false);
+}
+
+/** Whether nothing at all is at `p` (a failure to look counts as something: no bundle is asked for early). */
+function nothingAt(p: string): boolean {
+  try {
+    return lstatSyncIfAny(p) === undefined;
+  } catch {
+    return false;
+  }
 }
