@@ -28,6 +28,8 @@
  * after the run), to see where the time goes; `node bench/cpuprof-summary.js FILE` sums one by function and file.
  * BENCH_SHARE_LOG=FILE (environment): the share runs with -v and its log is appended to FILE (its "stopped ...
  * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
+ * BENCH_SYNC_JSON=FILE (environment): every receiver's `sync --json` summary is appended to FILE, one line each
+ * with the scenario's directory, the phase and the receiver (joins, tree objects, bundle entries per receiver).
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -133,6 +135,7 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
       const s = JSON.parse(r.stdout);
       received += s.bytesReceived;
       written += s.bytesWritten;
+      if (process.env.BENCH_SYNC_JSON) appendFileSync(process.env.BENCH_SYNC_JSON, `${JSON.stringify({ dir: path.basename(dir), phase, receiver: h, summary: s })}\n`);
     } catch {
       // rsync, or a failed run.
     }
