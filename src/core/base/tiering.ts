@@ -12,7 +12,7 @@
  * 16 times the default only the truly hot ones are optimized, and on more type feedback; the share's
  * CPU for the transfer of 64 MiB fell by about a fifth (bench/README.md, "eighth session").
  * A receiver is the same kind of process (per batch, per object, per file for as long as a sync runs),
- * and SyncSession.open calls this too: 13-18% less CPU for one 64 MiB file, over 40% less for a
+ * and SyncSession.open calls this too: 13-18% less CPU for one 64 MiB file, about 30% less for a
  * first sync of 2,000 small files (bench/README.md, "The receiver and late tiering").
  *
  * The flag is process-wide and takes effect for every later budget V8 hands out, so calling this
