@@ -20,6 +20,8 @@
  *
  * BENCH_SHARE_LOG=FILE (environment): our share runs with -v and its log is appended to FILE (its "stopped ...
  * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
+ * BENCH_SYNC_ENV="NAME=VALUE ..." (environment): added to the environment of our syncs only (not the share's), to
+ * A/B a receiver-side switch in one build, e.g. BENCH_SYNC_ENV=LCSYNC_DEFAULT_TIERING=1.
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
  * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
@@ -107,6 +109,10 @@ const RECEIVERS = STAGGER ? [STAGGER.n] : RSS_ONLY || LINE_RATE ? [1] : intList(
 const LOSSES = RSS_ONLY || LINE_RATE ? [0] : STAGGER ? intList('loss', [0], 0, 50) : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
+/** BENCH_SYNC_ENV (see the header): the syncs' environment, or undefined for the bench's own. */
+const SYNC_ENV = process.env.BENCH_SYNC_ENV
+  ? { ...process.env, ...Object.fromEntries(process.env.BENCH_SYNC_ENV.split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }
+  : undefined;
 // --cpu-prof DIR: our share and syncs write V8 CPU profiles there (node --cpu-prof), to see where the time goes.
 const CPU_PROF = optionValue('cpu-prof');
 const NODE = CPU_PROF ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [process.execPath];
@@ -275,7 +281,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
           // --stagger: receiver h starts (h-1)/(N-1) of the way through the spread.
           if (staggerSec > 0 && receivers > 1) await sleep((1000 * staggerSec * i) / (receivers - 1));
           const r = await lab.exec(h, timed(rssFile, [...NODE, CLI, 'sync', '--json', '-i', 'e0',
-            '--timeout', '60', hash, dest]), { timeoutMs: RUN_TIMEOUT_MS });
+            '--timeout', '60', hash, dest]), { timeoutMs: RUN_TIMEOUT_MS, env: SYNC_ENV });
           const finished = (performance.now() - t0) / 1000;
           tLast = Math.max(tLast, performance.now());
           let seconds = NaN;

@@ -30,6 +30,8 @@
  * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
  * BENCH_SYNC_JSON=FILE (environment): every receiver's `sync --json` summary is appended to FILE, one line each
  * with the scenario's directory, the phase and the receiver (joins, tree objects, bundle entries per receiver).
+ * BENCH_SYNC_ENV="NAME=VALUE ..." (environment): added to the environment of our syncs only (not the share's), to
+ * A/B a receiver-side switch in one build, e.g. BENCH_SYNC_ENV=LCSYNC_DEFAULT_TIERING=1.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -51,6 +53,10 @@ const RECEIVERS = intList('receivers', [1, 3], 1, 20);
 const LOSSES = intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [900], 1, 10_000)[0];
 const TIMEOUT_S = intList('timeout', [600], 10, 86_400)[0];
+/** BENCH_SYNC_ENV (see the header): the syncs' environment, or undefined for the bench's own. */
+const SYNC_ENV = process.env.BENCH_SYNC_ENV
+  ? { ...process.env, ...Object.fromEntries(process.env.BENCH_SYNC_ENV.split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }
+  : undefined;
 const TOOLS = (args.value('tools') ?? 'ours,rsync').split(',');
 const CPU_PROF = args.value('cpu-prof');
 if (CPU_PROF) mkdirSync(path.resolve(CPU_PROF), { recursive: true });
@@ -178,7 +184,7 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
     try {
       let hash = await root;
       await sleep(300);
-      const sync = (h, rss) => lab.exec(h, timed(rss, [...node(`${tag}-${receivers}r-${loss}l-${path.basename(rss, '.time')}`), CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000 });
+      const sync = (h, rss) => lab.exec(h, timed(rss, [...node(`${tag}-${receivers}r-${loss}l-${path.basename(rss, '.time')}`), CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000, env: SYNC_ENV });
       // The share's peak RSS (VmHWM) read after each phase, while it still runs.
       const shareRss = () => ({ rssTx: share.pid ? (peakRssKiB(share.pid) ?? NaN) / 1024 : NaN });
       out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'first'), shareRss()));

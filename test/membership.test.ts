@@ -5,7 +5,7 @@
  * to report in; a join and a leave in one wait cancel out; a rejoin is kept; a socket out of
  * memberships tries again.
  */
-import { burstIfindex } from '../src/core/net/mcast-receiver.js';
+import { InterfaceIndexes } from '../src/core/net/mcast-receiver.js';
 import { describe, expect, it } from 'vitest';
 import { BATCH_MS, MembershipBatch, type MembershipChange } from '../src/core/net/membership.js';
 
@@ -95,21 +95,57 @@ describe('MembershipBatch', () => {
   });
 });
 
-describe('burstIfindex (the receiver resolving interface names for a burst of joins)', () => {
-  it('looks a name up once per burst, keeps the last index when a lookup fails, and fails for a name never resolved', async () => {
-    const answers = [7, 0];
+describe('InterfaceIndexes (the receiver resolving interface names for its joins and leaves)', () => {
+  it('looks a name up once, not per burst: if_nametoindex opens a socket each time', async () => {
     let calls = 0;
-    const index = burstIfindex(() => {
+    const indexes = new InterfaceIndexes(() => {
+      calls++;
+      return 7;
+    });
+    const used: number[] = [];
+    for (let burst = 0; burst < 5; burst++) {
+      for (let i = 0; i < 100; i++) indexes.apply('e0', (index) => used.push(index));
+      // A burst ends; the next one comes from a later task.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(used).toHaveLength(500);
+    expect(new Set(used)).toEqual(new Set([7]));
+    expect(calls).toBe(1);
+  });
+
+  it('looks the name up again when a change fails, and retries once if the interface came back with another index', () => {
+    const answers = [7, 9];
+    let calls = 0;
+    const indexes = new InterfaceIndexes(() => {
       calls++;
       return answers.shift() ?? 0;
     });
-    expect(index('e0')).toBe(7);
-    expect(index('e0')).toBe(7);
-    expect(calls).toBe(1);
-    await Promise.resolve();
-    // if_nametoindex answered 0 (as it does when out of descriptors): the last index stands.
-    expect(index('e0')).toBe(7);
+    const tried: number[] = [];
+    const joinOn = (live: number) => (index: number) => {
+      tried.push(index);
+      if (index !== live) throw Object.assign(new Error('setsockopt IPV6_JOIN_GROUP: ENODEV'), { code: 'ENODEV' });
+    };
+    indexes.apply('e0', joinOn(7));
+    // e0 went away and came back as index 9.
+    indexes.apply('e0', joinOn(9));
+    expect(tried).toEqual([7, 7, 9]);
     expect(calls).toBe(2);
-    expect(() => index('e9')).toThrow(/no interface e9/);
+    // And 9 is kept from then on.
+    indexes.apply('e0', joinOn(9));
+    expect(calls).toBe(2);
+  });
+
+  it('keeps the change\'s own error when the lookup fails or finds the same index, and fails for a name never resolved', () => {
+    const answers = [7, 0, 7];
+    const indexes = new InterfaceIndexes(() => answers.shift() ?? 0);
+    indexes.apply('e0', () => undefined);
+    const gone = () => {
+      throw Object.assign(new Error('setsockopt IPV6_JOIN_GROUP: ENODEV'), { code: 'ENODEV' });
+    };
+    // if_nametoindex answered 0 (as it does when out of descriptors): the join's own error stands.
+    expect(() => indexes.apply('e0', gone)).toThrow(/IPV6_JOIN_GROUP/);
+    // The same index again: no retry, the error stands.
+    expect(() => indexes.apply('e0', gone)).toThrow(/IPV6_JOIN_GROUP/);
+    expect(() => indexes.apply('e9', () => undefined)).toThrow(/no interface e9/);
   });
 });

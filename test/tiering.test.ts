@@ -1,5 +1,5 @@
 /**
- * base/tiering.ts: a share lets V8 optimize a function only after LATE_TIERING_FACTOR times the
+ * base/tiering.ts: a share (and a sync's receiver session) lets V8 optimize a function only after LATE_TIERING_FACTOR times the
  * default budget. Observed from outside, in a child node with natives syntax: a small loop
  * function called 100 times is marked for optimization (or optimized) with V8's default, and not
  * after tierUpLate(); it still is after many more calls (later, not never).
@@ -10,14 +10,23 @@ import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const TIERING = pathToFileURL(path.resolve(import.meta.dirname, '..', 'dist', 'core', 'base', 'tiering.js')).href;
+const SESSION = pathToFileURL(path.resolve(import.meta.dirname, '..', 'dist', 'core', 'sync', 'session.js')).href;
+/** Open (and close) a receiver's session on a channel that receives nothing, as `lcsync sync` starts one. */
+const OPEN_SYNC_SESSION = [
+  `const channel = { join() {}, leave() {}, rejoin() {}, onDatagram() {}, close: () => Promise.resolve() };`,
+  `const { SyncSession } = await import(${JSON.stringify(SESSION)});`,
+  `const session = await SyncSession.open({ channel, ifnames: ['fake0'], flags: { recursive: false, perms: false, owner: false, group: false, times: false } });`,
+  `await session.close();`,
+].join('\n');
 /** %GetOptimizationStatus bits: optimized, TurboFan code, marked for (concurrent) optimization, being optimized. */
 const TIERED = (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10);
 
 /** Whether V8 has tiered up a hot function after `calls` calls, with tierUpLate() called first or not. */
-function tieredAfter(calls: number, late: boolean, env: NodeJS.ProcessEnv = {}): { tiered: boolean; set: boolean } {
+function tieredAfter(calls: number, late: boolean | 'sync session', env: NodeJS.ProcessEnv = {}): { tiered: boolean; set: boolean } {
   const script = [
     `let set = false;`,
-    late ? `set = (await import(${JSON.stringify(TIERING)})).tierUpLate();` : '',
+    late === true ? `set = (await import(${JSON.stringify(TIERING)})).tierUpLate();` : '',
+    late === 'sync session' ? OPEN_SYNC_SESSION : '',
     `function hot(n) { let s = 0; for (let i = 0; i < n; i++) s = (s + i * 7) | 0; return s; }`,
     `for (let k = 0; k < ${calls}; k++) hot(100);`,
     `process.stdout.write(JSON.stringify({ status: %GetOptimizationStatus(hot), set }));`,
@@ -51,5 +60,15 @@ describe('late tiering (a share)', () => {
     const r = tieredAfter(100, true, { LCSYNC_DEFAULT_TIERING: '1' });
     expect(r.set).toBe(false);
     expect(r.tiered).toBe(true);
+  });
+});
+
+describe('late tiering (a receiver)', () => {
+  it('opening a sync session raises the budget too: 100 calls no longer tier a hot function up', () => {
+    expect(tieredAfter(100, 'sync session').tiered).toBe(false);
+  });
+
+  it('but not with LCSYNC_DEFAULT_TIERING=1', () => {
+    expect(tieredAfter(100, 'sync session', { LCSYNC_DEFAULT_TIERING: '1' }).tiered).toBe(true);
   });
 });

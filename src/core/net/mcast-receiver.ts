@@ -96,12 +96,12 @@ function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink):
   } catch (err) {
     throw fromSystemError(err, `bind [::]:${port}`);
   }
-  const index = burstIfindex();
+  const indexes = new InterfaceIndexes();
   return {
     batching: true,
     recvBufferBytes: () => rx.recvBufferBytes,
-    join: (_group, bytes, ifname) => rx.join(bytes, index(ifname)),
-    leave: (_group, bytes, ifname) => rx.leave(bytes, index(ifname)),
+    join: (_group, bytes, ifname) => indexes.apply(ifname, (i) => rx.join(bytes, i)),
+    leave: (_group, bytes, ifname) => indexes.apply(ifname, (i) => rx.leave(bytes, i)),
     close: () => {
       rx.close();
       return Promise.resolve();
@@ -110,30 +110,39 @@ function openBatchSocket(port: number, recvBufferBytes: number, sink: RecvSink):
 }
 
 /**
- * Interface indexes resolved per burst of membership changes, as dgram resolves '::%name' per call: an
- * interface may come and go. Not per change: with hundreds of changes a burst, looking the name up
- * each time was a tenth of a busy receiver's time.
- * if_nametoindex(3) opens a socket to ask, so it also answers 0 when the process is out of
- * descriptors (a sync of 100,000 files once failed so with "no interface e0"). A name that resolved
- * before keeps its last index then: if the interface is really gone, the join itself fails (ENODEV).
+ * Interface indexes, looked up once per name for the life of a receiver socket, not per burst of
+ * membership changes: if_nametoindex(3) opens a socket and asks with an ioctl, and one 64 MiB transfer
+ * without loss made 78 bursts (each one socket + ioctl + close, seen in strace; more with loss).
+ * An interface may still go and come back with another index: a join or leave that fails with the
+ * index known looks the name up again and, if the index changed, is made once more with the new one.
+ * if_nametoindex also answers 0 when the process is out of descriptors (a sync of 100,000 files once
+ * failed so with "no interface e0"): a name resolved before keeps its index then, and the change's own
+ * error stands (ENODEV if the interface is really gone).
  */
-export function burstIfindex(lookup: (ifname: string) => number = BatchReceiver.ifindex): (ifname: string) => number {
-  let indexes: Map<string, number> | undefined;
-  const lastKnown = new Map<string, number>();
-  return (ifname: string): number => {
-    if (!indexes) {
-      indexes = new Map();
-      queueMicrotask(() => (indexes = undefined));
+export class InterfaceIndexes {
+  private readonly known = new Map<string, number>();
+
+  constructor(private readonly lookup: (ifname: string) => number = BatchReceiver.ifindex) {}
+
+  /** Make a membership change `op` on ifname's index; throws ENODEV for a name that never resolved. */
+  apply(ifname: string, op: (index: number) => void): void {
+    const known = this.known.get(ifname);
+    if (known === undefined) {
+      const index = this.lookup(ifname);
+      if (index === 0) throw Object.assign(new Error(`no interface ${ifname}`), { code: 'ENODEV' });
+      this.known.set(ifname, index);
+      op(index);
+      return;
     }
-    let i = indexes.get(ifname);
-    if (i === undefined) {
-      i = lookup(ifname) || (lastKnown.get(ifname) ?? 0);
-      indexes.set(ifname, i);
-      if (i !== 0) lastKnown.set(ifname, i);
+    try {
+      op(known);
+    } catch (err) {
+      const now = this.lookup(ifname);
+      if (now === 0 || now === known) throw err;
+      this.known.set(ifname, now);
+      op(now);
     }
-    if (i === 0) throw Object.assign(new Error(`no interface ${ifname}`), { code: 'ENODEV' });
-    return i;
-  };
+  }
 }
 
 /** Bind [::]:port with the native assembler (rx-assembler.ts): chunks are assembled in C, the rest comes up as with the batch socket. */
@@ -146,15 +155,15 @@ function openAssemblingSocket(port: number, recvBufferBytes: number, sink: RecvS
   } catch (err) {
     throw fromSystemError(err, `bind [::]:${port}`);
   }
-  const index = burstIfindex();
+  const indexes = new InterfaceIndexes();
   return {
     assembly,
     sock: {
       batching: true,
       gro: rx.gro,
       recvBufferBytes: () => rx.recvBufferBytes,
-      join: (_group, bytes, ifname) => rx.join(bytes, index(ifname)),
-      leave: (_group, bytes, ifname) => rx.leave(bytes, index(ifname)),
+      join: (_group, bytes, ifname) => indexes.apply(ifname, (i) => rx.join(bytes, i)),
+      leave: (_group, bytes, ifname) => indexes.apply(ifname, (i) => rx.leave(bytes, i)),
       close: () => {
         rx.close();
         return Promise.resolve();

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { chmod, lstat, readdir, rm } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
 import { Limiter } from '../base/limit.js';
+import { tierUpLate } from '../base/tiering.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
 import type { FileMeta } from '../model/meta.js';
@@ -128,6 +129,8 @@ export class SyncSession implements SyncContext {
   }
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
+    // A receiver too is one loop, per datagram batch and per object, for the length of a transfer (base/tiering.ts).
+    tierUpLate();
     const channel = opts.channel ?? (await MulticastReceiver.open({ ifnames: opts.ifnames }));
     return new SyncSession(channel, opts);
   }
