@@ -6,9 +6,11 @@
  *
  * writeSmallFiles(names, data, params, out, done): undefined
  *   names   Uint8Array: per file its temporary path then its destination path, each followed by one NUL
- *   data    Uint8Array: the files' contents one after another (params give each one's length)
- *   params  BigInt64Array, 4 values per file: length, mode (permission bits), uid and gid to give it
- *           (-1: keep the one it is created with)
+ *   data    Array of Uint8Array: each file's contents, one per file (no copy into one buffer: the JS side
+ *           made each file's bytes already, and concatenating them was a copy and a large allocation per batch)
+ *   params  Float64Array, 3 values per file: mode (permission bits), uid and gid to give it (-1: keep the
+ *           one it is created with); integers, exact in a double (a Float64Array, not a BigInt64Array, so
+ *           the caller makes no BigInt per value)
  *   out     BigInt64Array, 5 values per file, filled before done is called:
  *             0 errno (0: the file is at its destination)   1 the step that failed (below)
  *             2 st_ino   3 st_dev (both as unsigned 64 bits)   4 mtime in nanoseconds since the epoch
@@ -20,7 +22,7 @@
  * so a file is never partial under its final name; the next file is tried all the same. Nothing is fsynced:
  * the caller makes the files durable at the end of the run (DeferredSync). The arrays stay referenced (not
  * collected) until done; the caller must not touch them meanwhile. Throws a TypeError/RangeError for bad
- * arguments (lengths that do not add up, a path left without its NUL, an empty path).
+ * arguments (counts that do not agree, a path left without its NUL, an empty path).
  */
 #include "napi_util.h"
 #include "addon.h"
@@ -29,7 +31,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#define PARAMS 4
+#define PARAMS 3
 #define OUTS 5
 #define NARRAYS 4
 
@@ -40,17 +42,21 @@ typedef struct {
   napi_ref arrays[NARRAYS];
   napi_ref done;
   const char *names;
-  const uint8_t *data;
-  const int64_t *params;
+  const double *params;
   int64_t *out;
   size_t count;
+  /* Each file's bytes (views of the buffers in the data array, which the reference keeps alive). */
+  struct file_bytes {
+    const uint8_t *p;
+    size_t len;
+  } files[];
 } batch_t;
 
-static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, const int64_t *p, int64_t *o) {
+static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, size_t len, const double *p, int64_t *o) {
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return STEP_OPEN;
   int step = 0;
-  size_t len = (size_t)p[0], at = 0;
+  size_t at = 0;
   while (at < len) {
     ssize_t n = write(fd, bytes + at, len - at);
     if (n < 0 && errno == EINTR) continue;
@@ -64,10 +70,10 @@ static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, co
   struct stat st;
   if (!step && fstat(fd, &st) != 0) step = STEP_FSTAT;
   if (!step) {
-    uid_t uid = p[2] < 0 ? st.st_uid : (uid_t)p[2];
-    gid_t gid = p[3] < 0 ? st.st_gid : (gid_t)p[3];
+    uid_t uid = p[1] < 0 ? st.st_uid : (uid_t)p[1];
+    gid_t gid = p[2] < 0 ? st.st_gid : (gid_t)p[2];
     if ((uid != st.st_uid || gid != st.st_gid) && fchown(fd, uid, gid) != 0) step = STEP_OWNER;
-    else if (fchmod(fd, (mode_t)(p[1] & 07777)) != 0) step = STEP_OWNER;
+    else if (fchmod(fd, (mode_t)p[0] & 07777) != 0) step = STEP_OWNER;
   }
   int saved = errno;
   if (close(fd) != 0 && !step) {
@@ -93,20 +99,17 @@ static void execute(napi_env env, void *arg) {
   (void)env;
   batch_t *b = arg;
   const char *name = b->names;
-  const uint8_t *bytes = b->data;
   for (size_t i = 0; i < b->count; i++) {
     const char *tmp = name;
     const char *dest = tmp + strlen(tmp) + 1;
     name = dest + strlen(dest) + 1;
-    const int64_t *p = b->params + PARAMS * i;
     int64_t *o = b->out + OUTS * i;
     memset(o, 0, OUTS * sizeof *o);
-    int step = write_one(tmp, dest, bytes, p, o);
+    int step = write_one(tmp, dest, b->files[i].p, b->files[i].len, b->params + PARAMS * i, o);
     if (step) {
       o[0] = errno ? errno : EIO;
       o[1] = step;
     }
-    bytes += p[0];
   }
 }
 
@@ -122,14 +125,14 @@ static void complete(napi_env env, napi_status status, void *arg) {
   if (done && napi_get_global(env, &global) == napi_ok) napi_call_function(env, global, done, 0, NULL, &ignored);
 }
 
-static bool get_bigints(napi_env env, napi_value v, const char *what, int64_t **data, size_t *len) {
+static bool get_typed(napi_env env, napi_value v, const char *what, napi_typedarray_type want, const char *kind, void **data, size_t *len) {
   bool is = false;
   napi_typedarray_type type;
   void *p = NULL;
   if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) != napi_ok ||
-      type != napi_bigint64_array) {
+      type != want) {
     char msg[64];
-    snprintf(msg, sizeof msg, "%s must be a BigInt64Array", what);
+    snprintf(msg, sizeof msg, "%s must be a %s", what, kind);
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
     return false;
   }
@@ -137,22 +140,35 @@ static bool get_bigints(napi_env env, napi_value v, const char *what, int64_t **
   return true;
 }
 
+/* A whole number in [lo, hi] (NaN and fractions are not). */
+static bool whole_in(double v, double lo, double hi) {
+  return v >= lo && v <= hi && v == (double)(int64_t)v;
+}
+
 static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
-  uint8_t *names, *data;
-  size_t nlen, dlen, plen, olen;
-  int64_t *params, *out;
+  uint8_t *names;
+  size_t nlen, plen, olen;
+  double *params;
+  int64_t *out;
   napi_valuetype t;
+  bool is_array = false;
+  uint32_t count = 0;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) THROW_TYPE(env, "writeSmallFiles(names, data, params, out, done)");
-  if (!get_bytes(env, argv[0], "names", &names, &nlen) || !get_bytes(env, argv[1], "data", &data, &dlen)) return NULL;
-  if (!get_bigints(env, argv[2], "params", &params, &plen) || !get_bigints(env, argv[3], "out", &out, &olen)) return NULL;
+  if (!get_bytes(env, argv[0], "names", &names, &nlen)) return NULL;
+  CHECK(env, napi_is_array(env, argv[1], &is_array));
+  if (!is_array) THROW_TYPE(env, "data must be an Array of Uint8Array");
+  CHECK(env, napi_get_array_length(env, argv[1], &count));
+  if (!get_typed(env, argv[2], "params", napi_float64_array, "Float64Array", (void **)&params, &plen) ||
+      !get_typed(env, argv[3], "out", napi_bigint64_array, "BigInt64Array", (void **)&out, &olen)) {
+    return NULL;
+  }
   CHECK(env, napi_typeof(env, argv[4], &t));
   if (t != napi_function) THROW_TYPE(env, "done must be a function");
-  if (plen % PARAMS != 0) THROW_RANGE(env, "params holds 4 values per file");
-  size_t count = plen / PARAMS;
-  if (olen < OUTS * count) THROW_RANGE(env, "out has room for fewer files than params describes");
+  if (plen != (size_t)PARAMS * count) THROW_RANGE(env, "params must hold 3 values per file of data");
+  if (olen < (size_t)OUTS * count) THROW_RANGE(env, "out has room for fewer files than data holds");
   if (nlen == 0 || names[nlen - 1] != 0) THROW_TYPE(env, "names must end with a NUL");
   size_t paths = 0;
   for (size_t i = 0; i < nlen; i++) {
@@ -160,23 +176,31 @@ static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
     if (i == 0 || names[i - 1] == 0) THROW_TYPE(env, "names holds an empty path");
     paths++;
   }
-  if (paths != 2 * count) THROW_RANGE(env, "names must hold two paths per file");
-  uint64_t total = 0;
+  if (paths != 2 * (size_t)count) THROW_RANGE(env, "names must hold two paths per file");
   for (size_t i = 0; i < count; i++) {
-    const int64_t *p = params + PARAMS * i;
-    if (p[0] < 0 || p[1] < 0 || p[1] > 07777 || p[2] < -1 || p[2] > UINT32_MAX || p[3] < -1 || p[3] > UINT32_MAX) {
+    const double *p = params + PARAMS * i;
+    if (!whole_in(p[0], 0, 07777) || !whole_in(p[1], -1, UINT32_MAX) || !whole_in(p[2], -1, UINT32_MAX)) {
       THROW_RANGE(env, "params out of range");
     }
-    total += (uint64_t)p[0];
   }
-  if (total != dlen) THROW_RANGE(env, "data is not as long as the files' lengths add up to");
-  batch_t *b = calloc(1, sizeof *b);
+  batch_t *b = calloc(1, sizeof *b + count * sizeof b->files[0]);
   if (!b) {
     napi_throw_error(env, "ENOMEM", "writeSmallFiles: out of memory");
     return NULL;
   }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    uint8_t *p;
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || !get_bytes(env, v, "data[i]", &p, &b->files[i].len)) {
+      free(b);
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (!pending) napi_throw_error(env, NULL, "writeSmallFiles: cannot read data");
+      return NULL;
+    }
+    b->files[i].p = p;
+  }
   b->names = (const char *)names;
-  b->data = data;
   b->params = params;
   b->out = out;
   b->count = count;

@@ -28,7 +28,8 @@ describe.each([
     // More files than one batch and two in flight hold, of every size up to the limit, and a name that is not UTF-8.
     const files = Array.from({ length: 300 }, (_, i) => ({
       dest: path.join(d, i === 7 ? nameFromBytes(Buffer.from([0x66, 0xff, 0x2e, 0x62])) : `f${i}`),
-      data: randomBytes(i === 0 ? 0 : i === 1 ? 64 * 1024 : (i * 977) % 9000),
+      // i === 2: a view into the middle of a larger buffer (what the addon writes is the view's bytes).
+      data: i === 2 ? randomBytes(5000).subarray(1000, 3000) : randomBytes(i === 0 ? 0 : i === 1 ? 64 * 1024 : (i * 977) % 9000),
       mode: i % 2 ? 0o640 : 0o604,
       owner: isRoot && i % 3 === 0 ? 4321 + i : undefined,
     }));
@@ -79,14 +80,22 @@ describe.skipIf(!native)('writeSmallFiles (the addon)', () => {
     const d = await tmp.fresh('args');
     const names = Buffer.from(`${path.join(d, '.t')}\0${path.join(d, 'f')}\0`);
     const ok = () => {};
-    const p = (len: number, mode = 0o644) => BigInt64Array.from([BigInt(len), BigInt(mode), -1n, -1n]);
+    const p = (mode = 0o644, uid = -1) => Float64Array.from([mode, uid, -1]);
     const out = new BigInt64Array(5);
-    expect(() => native!(names, Buffer.alloc(3), p(4), out, ok)).toThrow(RangeError);
-    expect(() => native!(names, Buffer.alloc(4), p(4, 0o10000), out, ok)).toThrow(RangeError);
-    expect(() => native!(names.subarray(0, names.length - 1), Buffer.alloc(4), p(4), out, ok)).toThrow(TypeError);
-    expect(() => native!(Buffer.from(`${path.join(d, 'f')}\0`), Buffer.alloc(4), p(4), out, ok)).toThrow(RangeError);
-    expect(() => native!(names, Buffer.alloc(4), p(4), new BigInt64Array(4), ok)).toThrow(RangeError);
-    expect(() => native!(names, Buffer.alloc(4), new Float64Array(4) as unknown as BigInt64Array, out, ok)).toThrow(TypeError);
+    const one = [Buffer.alloc(4)];
+    expect(() => native!(names, [], p(), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, [Buffer.alloc(4), Buffer.alloc(4)], p(), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, one, p(0o10000), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, one, p(420.5), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, one, p(0o644, -2), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, one, p(0o644, NaN), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, one, p(0o644, 2 ** 32), out, ok)).toThrow(RangeError);
+    expect(() => native!(names.subarray(0, names.length - 1), one, p(), out, ok)).toThrow(TypeError);
+    expect(() => native!(Buffer.from(`${path.join(d, 'f')}\0`), one, p(), out, ok)).toThrow(RangeError);
+    expect(() => native!(names, one, p(), new BigInt64Array(4), ok)).toThrow(RangeError);
+    expect(() => native!(names, one, BigInt64Array.from([420n, -1n, -1n]) as unknown as Float64Array, out, ok)).toThrow(TypeError);
+    expect(() => native!(names, Buffer.alloc(4) as unknown as Uint8Array[], p(), out, ok)).toThrow(TypeError);
+    expect(() => native!(names, ['abcd'] as unknown as Uint8Array[], p(), out, ok)).toThrow(TypeError);
     expect(await readdir(d)).toEqual([]);
   });
 });

@@ -71,7 +71,7 @@ export interface LcsyncAddon {
   // native/statbatch.c (optional: an older build without it is served by lstatSync)
   lstatMany?(names: Uint8Array, out: BigInt64Array): number;
   // native/smallfiles.c (optional: an older build without it writes small files one by one on the JS thread)
-  writeSmallFiles?(names: Uint8Array, data: Uint8Array, params: BigInt64Array, out: BigInt64Array, done: () => void): void;
+  writeSmallFiles?(names: Uint8Array, data: Uint8Array[], params: Float64Array, out: BigInt64Array, done: () => void): void;
 }
 
 /** Opaque handle of native/relay_fwd.c (a type-tagged external). */
