@@ -24,17 +24,23 @@ function busy(ms: number): void {
   }
 }
 
+/** A receiver asking for a random chunk whose first half (16 datagrams) is served on the join. */
+function halfServed() {
+  const net = new FakeNet();
+  const rx = new ObjectReceiver(net, { stallMs: STALL_MS, firstSymbolMs: 10 * STALL_MS, idleTimeoutMs: 10_000 });
+  const chunk = randomBytes(32768);
+  const group = groupAddress(hash(chunk));
+  const datagrams = sourceDatagrams(chunk, false);
+  net.serve(group, datagrams.slice(0, 16));
+  const got = rx.fetchChunk(hash(chunk), chunk.length);
+  return { net, rx, chunk, group, datagrams, got };
+}
+
 describe('a receiver whose event loop was held up', () => {
   it('does not re-join a request whose symbols arrived while it was busy (they are read after the overdue tick)', async () => {
-    const net = new FakeNet();
-    const rx = new ObjectReceiver(net, { stallMs: STALL_MS, firstSymbolMs: 10 * STALL_MS, idleTimeoutMs: 10_000 });
+    // The first half arrives on the join: the request has made progress.
+    const { net, rx, chunk, group, datagrams, got } = halfServed();
     try {
-      const chunk = randomBytes(32768);
-      const group = groupAddress(hash(chunk));
-      const datagrams = sourceDatagrams(chunk, false);
-      // The first half arrives on the join: the request has made progress.
-      net.serve(group, datagrams.slice(0, 16));
-      const got = rx.fetchChunk(hash(chunk), chunk.length);
       // Right after that half (delivered by a check-phase callback queued by the join): busy for
       // three stall times; the rest of the symbols reach the socket meanwhile and are read (a
       // check-phase callback queued then) only after the overdue tick of the timers phase.
@@ -53,14 +59,8 @@ describe('a receiver whose event loop was held up', () => {
   });
 
   it('still re-joins a request that stalled, busy loop or not (at the next tick)', async () => {
-    const net = new FakeNet();
-    const rx = new ObjectReceiver(net, { stallMs: STALL_MS, firstSymbolMs: 10 * STALL_MS, idleTimeoutMs: 10_000 });
+    const { net, rx, chunk, group, datagrams, got } = halfServed();
     try {
-      const chunk = randomBytes(32768);
-      const group = groupAddress(hash(chunk));
-      const datagrams = sourceDatagrams(chunk, false);
-      net.serve(group, datagrams.slice(0, 16));
-      const got = rx.fetchChunk(hash(chunk), chunk.length);
       await new Promise<void>((resolve) =>
         setImmediate(() => {
           busy(3 * STALL_MS);
