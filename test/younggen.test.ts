@@ -65,8 +65,8 @@ describe('young generation of the CLI', () => {
     const dist = (p: string) => pathToFileURL(path.join(REPO, 'dist', p)).href;
     const script = `
       import { open } from 'node:fs/promises';
-      import { keepYoungGenerationSmall } from '${dist('core/base/younggen.js')}';
-      import { HashPool } from '${dist('core/index/hashpool.js')}';
+      import { keepYoungGenerationSmall } from ${JSON.stringify(dist('core/base/younggen.js'))};
+      import { HashPool } from ${JSON.stringify(dist('core/index/hashpool.js'))};
       if (!keepYoungGenerationSmall()) throw new Error('not applied');
       const pool = new HashPool({ size: 1, threshold: 0 });
       const fh = await open(${JSON.stringify(file)});
