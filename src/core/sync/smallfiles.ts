@@ -13,14 +13,7 @@ import { getSystemErrorName } from 'node:util';
 import { loadAddon } from '../base/addon.js';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { nameToBytes } from '../base/names.js';
-import { DEFERRED_SYNC_MAX, tempPathFor, writeNewSmallFile, type DeferredSync, type SmallFileSpec } from './writer.js';
-
-/** What a new file is once at its destination (for the local tree cache). */
-export interface FileIdentity {
-  ino: bigint;
-  dev: bigint;
-  mtimeNs: bigint;
-}
+import { DEFERRED_SYNC_MAX, tempPathFor, writeNewSmallFile, type CommittedIdentity, type DeferredSync, type SmallFileSpec } from './writer.js';
 
 /** Files per batch: enough that a batch's round trip is small beside its system calls, few enough that results come steadily. */
 const BATCH_FILES = 64;
@@ -38,7 +31,7 @@ interface Queued {
   dest: string;
   tmp: string;
   spec: SmallFileSpec;
-  resolve(id: FileIdentity): void;
+  resolve(id: CommittedIdentity): void;
   reject(err: unknown): void;
 }
 
@@ -72,7 +65,7 @@ export class SmallFileWriter {
    * Make the new file `dest` (nothing stands there) as writeNewSmallFile does; resolves once it is
    * at `dest`, with its identity. Errors name `dest` (or its owner/mode step), as writeNewSmallFile's.
    */
-  write(dest: string, spec: SmallFileSpec): Promise<FileIdentity> {
+  write(dest: string, spec: SmallFileSpec): Promise<CommittedIdentity> {
     if (!this.native || (spec.holes?.length ?? 0) > 0) {
       try {
         return Promise.resolve(writeNewSmallFile(dest, spec, this.deferred));

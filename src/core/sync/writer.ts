@@ -208,6 +208,13 @@ export interface SmallFileSpec {
   gid?: number;
 }
 
+/** What a file is once committed at its destination (for the local tree cache). */
+export interface CommittedIdentity {
+  ino: bigint;
+  dev: bigint;
+  mtimeNs: bigint;
+}
+
 /**
  * A new file of at most DEFERRED_SYNC_MAX bytes whose bytes are all in memory, made in one go:
  * a temporary copy created 0600 with O_EXCL next to `dest`, written, given its owner and mode,
@@ -218,7 +225,7 @@ export interface SmallFileSpec {
  * the identity of the file now at `dest`. On failure the temporary copy is removed and the
  * error names `dest` (or the owner/mode step, as applyOwnership would).
  */
-export function writeNewSmallFile(dest: string, spec: SmallFileSpec, deferred: DeferredSync): { ino: bigint; dev: bigint; mtimeNs: bigint } {
+export function writeNewSmallFile(dest: string, spec: SmallFileSpec, deferred: DeferredSync): CommittedIdentity {
   if (spec.data.length > DEFERRED_SYNC_MAX) throw new LcsyncError('INTERNAL', `output: ${spec.data.length} bytes is not a small file`);
   const tmp = tempPathFor(dest);
   const tmpPath = fsPath(tmp);
@@ -281,7 +288,7 @@ export class OutputFile {
   /** Committed: the bytes are at dest now, no longer at path. */
   private renamed = false;
   /** After commit, with OutputOptions.identity: what the committed file is. */
-  identity: { ino: bigint; dev: bigint; mtimeNs: bigint } | undefined;
+  identity: CommittedIdentity | undefined;
   private deferred: DeferredSync | undefined;
   private wantIdentity = false;
   /** Writes go synchronously until one is slow (see write()). */
