@@ -119,13 +119,14 @@ export async function settledTx(lab) {
 export const tail = (s, n = 1500) => (s.length > n ? `...${s.slice(-n)}` : s).trim();
 
 /**
- * A benchmark's work area under /var/tmp and the one lab alive at a time, both removed by `cleanup()`, which
+ * A benchmark's work area under /var/tmp (or $BENCH_WORKDIR: put it on tmpfs, /dev/shm, to take this disk's
+ * slow file creation after recent deletions out of a run) and the one lab alive at a time, both removed by `cleanup()`, which
  * also runs on SIGINT/SIGTERM (exit 130). `withLab(receivers, loss, bandwidth, fn)` builds a fresh lab of
  * receivers + 1 hosts (host 0 sends; MLD snooping; tbf at `bandwidth`, none if undefined; ULA addresses) with
  * random loss on every receiver's port, runs fn(lab), and tears it down.
  */
 export function benchSession(tool) {
-  const work = mkdtempSync(path.join('/var/tmp', `lcsync-${tool}-`));
+  const work = mkdtempSync(path.join(process.env.BENCH_WORKDIR || '/var/tmp', `lcsync-${tool}-`));
   let current;
   let cleaning;
   const cleanup = () => {
