@@ -21,7 +21,9 @@
  * rate cap (it does not need one).
  * Reported: wall s, files/s, sender bytes on the wire (tx_bytes of host 0) / tree bytes, bytes received / written
  * (ours, from `sync --json`), peak RSS of a receiver, CPU seconds of the receivers (user + system, the figure to
- * trust on a loaded machine), and peak RSS of the server (ours: the share, read after the first phase).
+ * trust on a loaded machine), and peak RSS of the server (ours: the share, read after the first phase), our share's
+ * CPU seconds in each phase (from /proc while it runs) and datagrams the receivers' kernels dropped on a full socket
+ * buffer (rx drops). BENCH_WORKDIR=/dev/shm puts the trees on tmpfs (see bench/common.js).
  * Receivers keep their local tree cache (`sync --cache`) in the work directory, removed at the end. Issue 13's targets are printed as ratios.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  * --cpu-prof DIR: our share and syncs run under `node --cpu-prof` and write their V8 CPU profiles to DIR (kept
@@ -36,7 +38,7 @@
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { killGroup, peakRssKiB } from './lab.js';
+import { cpuSeconds, killGroup, peakRssKiB } from './lab.js';
 import { REPO, TIME, benchArgs, benchSession, settledTx, tail, timeReport, timed } from './common.js';
 
 const CLI = path.join(REPO, 'bin', 'run.js');
@@ -120,6 +122,12 @@ function changeOneFile() {
 async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
   const want = treeDigest(src);
   const tx0 = await lab.txBytes(0);
+  const drops = async () => {
+    let n = 0;
+    for (let h = 1; h <= receivers; h++) n += await lab.udpRcvbufErrors(h);
+    return n;
+  };
+  const drops0 = await drops();
   const t0 = performance.now();
   const one = async (h) => {
     const rss = path.join(dir, `${phase}-r${h}.time`);
@@ -131,6 +139,8 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
   else for (let h = 1; h <= receivers; h++) results.push(await one(h));
   const wall = (performance.now() - t0) / 1000;
   const tx = (await settledTx(lab)) - tx0;
+  // Datagrams the receivers' kernels dropped on a full socket buffer (UDP only: 0 for rsync's TCP).
+  const rxDrops = (await drops()) - drops0;
   const errors = [];
   let received = 0;
   let written = 0;
@@ -146,7 +156,7 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
       // rsync, or a failed run.
     }
   }
-  return { phase, wall, tx, received, written, rssRx: Math.max(...results.map((x) => x.rss)), cpuRx: results.reduce((s, x) => s + x.cpu, 0), ok: errors.length === 0, errors, ...extra };
+  return { phase, wall, tx, received, written, rxDrops, rssRx: Math.max(...results.map((x) => x.rss)), cpuRx: results.reduce((s, x) => s + x.cpu, 0), ok: errors.length === 0, errors, ...extra };
 }
 
 async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
@@ -187,15 +197,21 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
       const sync = (h, rss) => lab.exec(h, timed(rss, [...node(`${tag}-${receivers}r-${loss}l-${path.basename(rss, '.time')}`), CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000, env: SYNC_ENV });
       // The share's peak RSS (VmHWM) read after each phase, while it still runs.
       const shareRss = () => ({ rssTx: share.pid ? (peakRssKiB(share.pid) ?? NaN) / 1024 : NaN });
-      out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'first'), shareRss()));
-      out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'again'), shareRss()));
+      // The share's CPU (user + system) over one phase, read from /proc while it runs.
+      const phase = async (name) => {
+        const cpu0 = cpuSeconds(share.pid) ?? NaN;
+        const r = await phaseRun(lab, receivers, sync, true, dir, name);
+        return Object.assign(r, shareRss(), { cpuTx: (cpuSeconds(share.pid) ?? NaN) - cpu0 });
+      };
+      out.push(await phase('first'));
+      out.push(await phase('again'));
       // A changed file means a new root: the share is started again on the changed tree (re-indexing is not timed).
       await stop(share);
       changeOneFile();
       ({ share, root } = start());
       hash = await root;
       await sleep(300);
-      out.push(Object.assign(await phaseRun(lab, receivers, sync, true, dir, 'one'), shareRss()));
+      out.push(await phase('one'));
       return out;
     } finally {
       await stop(share);
@@ -258,12 +274,12 @@ try {
         }
       }
       console.log(`\n== ${receivers} receiver(s), ${loss}% loss, ${FILES} files, ${(treeBytes / MB).toFixed(1)} MB`);
-      console.log('tool    phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB  CPU rx s  RSS share MiB');
+      console.log('tool    phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB  CPU rx s  RSS share MiB  CPU share s  rx drops');
       for (const tool of TOOLS) {
         for (const p of res[tool] ?? []) {
           const fps = p.phase === 'first' ? (FILES * receivers) / p.wall : NaN;
           const rw = p.written > 0 ? (p.received / p.written).toFixed(3) : '-';
-          console.log(`${tool.padEnd(7)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}  ${p.cpuRx.toFixed(2).padStart(8)}  ${p.rssTx === undefined ? '            -' : p.rssTx.toFixed(1).padStart(13)}`);
+          console.log(`${tool.padEnd(7)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}  ${p.cpuRx.toFixed(2).padStart(8)}  ${p.rssTx === undefined ? '            -' : p.rssTx.toFixed(1).padStart(13)}  ${p.cpuTx === undefined ? '          -' : p.cpuTx.toFixed(2).padStart(11)}  ${String(p.rxDrops).padStart(8)}`);
         }
       }
       if (res.ours && res.rsync) {
