@@ -14,6 +14,7 @@ import { ChunkBuffers, loadObject } from '../src/core/share/objects.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { hash } from '../src/core/model/hash.js';
+import { decodeBundle } from '../src/core/wire/bundle.js';
 import type { DatagramSink } from '../src/core/net/datagram.js';
 import { FakeListeners } from './fakelisteners.js';
 
@@ -204,6 +205,33 @@ describe.skipIf(process.platform !== 'linux')('Share: chunk files', () => {
     } finally {
       await share.stop();
     }
+    expect(openUnder(work)).toBe(0);
+  });
+});
+
+describe.skipIf(process.platform !== 'linux')('loadObject: a bundle part', () => {
+  it("carries the bytes of small files that still match; one changed, gone or replaced by a FIFO travels without them, and no descriptor stays open", async () => {
+    const names = ['same', 'changed', 'gone', 'fifo'];
+    const members = names.map((n) => {
+      const p = path.join(work, n);
+      const bytes = randomBytes(500 + n.length);
+      writeFileSync(p, bytes);
+      const h = hash(Buffer.from(`entry ${n}`));
+      return { name: n, p, bytes, member: { hash: h, obj: Buffer.from(`object of ${n}`), file: { localPath: p, size: bytes.length, leaf: hash(bytes) } } };
+    });
+    writeFileSync(members[1].p, randomBytes(members[1].bytes.length));
+    rmSync(members[2].p);
+    rmSync(members[3].p);
+    // A FIFO with no writer: a blocking open(2) of it would never return.
+    execFileSync('mkfifo', [members[3].p]);
+    const dirKey = hash(Buffer.from('the directory'));
+    const obj = { kind: 'bundle', hash: hash(Buffer.from('part 0')), dirKey, part: 0, parts: 1, members: members.map((m) => m.member) } as unknown as IndexObject;
+    const bytes = await loadObject(obj);
+    const part = decodeBundle(bytes!);
+    expect(part.key.equals(dirKey)).toBe(true);
+    expect(part.entries.map((e) => e.obj.toString())).toEqual(names.map((n) => `object of ${n}`));
+    expect(part.entries[0].data?.equals(members[0].bytes)).toBe(true);
+    expect(part.entries.slice(1).map((e) => e.data)).toEqual([undefined, undefined, undefined]);
     expect(openUnder(work)).toBe(0);
   });
 });
