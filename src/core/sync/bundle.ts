@@ -8,6 +8,7 @@
  * its bytes against the tree's leaves; bytes that do not verify are dropped (fetched as chunks).
  */
 import { Limiter } from '../base/limit.js';
+import { TurnBudget } from '../base/turns.js';
 import { HASH_SIZE, hash, toHex, type Hash } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
 import { decodeNetTreeHead, dirChildren, partCount, type DecodeLimits } from '../wire/nettree.js';
@@ -77,6 +78,8 @@ export class BundleFetcher {
     private readonly rx: ObjectReceiver,
     private readonly limits: DecodeLimits,
     enabled: boolean,
+    /** Verifying a part's entries hands the event loop back between them (base/turns.ts). */
+    private readonly turns: TurnBudget = new TurnBudget(),
   ) {
     this.state = enabled ? 'unknown' : 'no';
   }
@@ -136,7 +139,7 @@ export class BundleFetcher {
       } else parts = first;
     }
     this.pending.delete(k);
-    return parts ? this.verify(dir, parts) : new Map();
+    return parts ? await this.verify(dir, parts) : new Map();
   }
 
   private async fetchParts(dirKey: Hash): Promise<BundlePart[] | undefined> {
@@ -159,11 +162,13 @@ export class BundleFetcher {
   }
 
   /** The entries of `parts` that are children of `dir`, each checked as a fetched entry would be. */
-  private verify(dir: FetchedEntry, parts: readonly BundlePart[]): Map<string, BundledChild> {
+  private async verify(dir: FetchedEntry, parts: readonly BundlePart[]): Promise<Map<string, BundledChild>> {
     const listed = new Set(dirChildren(dir.obj.subarray(dir.head.payloadOffset)).map((h) => toHex(h)));
     const out = new Map<string, BundledChild>();
     for (const part of parts) {
       for (const e of part.entries) {
+        const turn = this.turns.pause();
+        if (turn) await turn;
         const k = toHex(e.hash);
         if (!listed.has(k) || out.has(k)) {
           this.stats.rejected++;

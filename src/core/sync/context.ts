@@ -3,6 +3,7 @@
  * session that runs them (session.ts): its options and counters, its chunk source, the objects
  * it fetches and verifies, and where items, conflicts and failures are reported.
  */
+import type { TurnBudget } from '../base/turns.js';
 import type { Limiter } from '../base/limit.js';
 import type { Hash } from '../model/hash.js';
 import type { FileMeta } from '../model/meta.js';
@@ -43,6 +44,8 @@ export interface SyncContext {
   readonly chunkLimit: Limiter;
   /** Bounds the children of directories being synced at once, session-wide (walk.ts). */
   readonly entrySlots: Limiter;
+  /** Cuts long runs of work (a directory's children, a bundle's entries) into turns of the event loop (base/turns.ts). */
+  readonly turns: TurnBudget;
   /** The first error that ended the session (see fail). */
   readonly failure: { error: unknown } | undefined;
   /** Fetch and verify the object `key` names (by share path `alias`), with all its tree parts. */

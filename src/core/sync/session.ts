@@ -3,6 +3,7 @@
  * chunk source that makes equal chunks travel once, and what it reports (items, conflicts,
  * progress, the first failure). Writing entries is walk.ts's (and file.ts's, symlink.ts's).
  */
+import { TurnBudget } from '../base/turns.js';
 import path from 'node:path';
 import { chmod, lstat, readdir, rm } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
@@ -58,6 +59,7 @@ export class SyncSession implements SyncContext {
   private readonly limits: DecodeLimits;
   readonly chunkLimit: Limiter;
   readonly entrySlots = new Limiter(ENTRY_SLOTS);
+  readonly turns = new TurnBudget();
   private readonly treeLimit: Limiter;
   private readonly times: TimeStamp[] = [];
   private readonly started = Date.now();
@@ -120,7 +122,7 @@ export class SyncSession implements SyncContext {
       onBug: opts.onBug,
     });
     this.chunks = new ChunkSource(this.rx, this.summary);
-    this.bundles = new BundleFetcher(this.rx, this.limits, opts.bundles !== false);
+    this.bundles = new BundleFetcher(this.rx, this.limits, opts.bundles !== false, this.turns);
     this.chunkLimit = new Limiter(opts.parallel ?? 128);
     // An abort must also end waits for objects that may never come (no sender yet).
     opts.signal?.addEventListener('abort', () => this.rx.close(), { once: true });

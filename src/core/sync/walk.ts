@@ -88,6 +88,10 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     const running = new Set<Promise<void>>();
     const subdirs: Promise<void>[] = [];
     for (const h of ordered) {
+      // Each child starts with some synchronous work (a bundled small file: its write queued):
+      // a hundred at once held the event loop for 100-300 ms (base/turns.ts).
+      const turn = ctx.turns.pause();
+      if (turn) await turn;
       const release = bundledDir(h) ? () => {} : await ctx.entrySlots.hold();
       if (ctx.failure) {
         release();
