@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
-import { GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
+import { COSTLY_REPAIR_GRACE_MS, GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeDatagram } from '../src/core/wire/packet.js';
@@ -120,6 +120,46 @@ describe('SendScheduler: rounds and trickle', () => {
     s.join('g%e0', 'e0', 'A', TREE, REPORT_REPEAT_MS + 1);
     expect(st.budget).toBe(repairRoundSize(K));
     expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2 });
+  });
+});
+
+/** A bundle part (gathered by joins) of K symbols, started for `host`. */
+function startPart(s: SendScheduler<string>, key: string, host: string, K: number, now: number): ScheduledStream<string> {
+  expect(s.join(key, 'e0', host, TREE, now)).toBe('start');
+  return s.open(key, { ifname: 'e0', position: TREE, K, gather: 'joins', item: key }, host, now);
+}
+
+describe('SendScheduler: the hold of a bundle part whose repair symbols need an encoder', () => {
+  it('lasts COSTLY_REPAIR_GRACE_MS above the small-block code; a chunk, a small part and a big tree keep the measured grace', () => {
+    const s = mld();
+    const big = 440;
+    const bigStream = startPart(s, 'b%e0', 'A', big, 0);
+    const chunk = start(s, 'c%e0', 'A', CHUNK(0, 0), 32, 0);
+    const smallPart = startPart(s, 's%e0', 'A', 40, 0);
+    const tree = start(s, 't%e0', 'A', TREE, 200, 0);
+    drain(s, 0);
+    expect(s.graceMs).toBeLessThan(COSTLY_REPAIR_GRACE_MS);
+    expect(chunk.holdUntil).toBe(s.graceMs);
+    expect(smallPart.holdUntil).toBe(s.graceMs);
+    expect(tree.holdUntil).toBe(s.graceMs);
+    expect(bigStream.holdUntil).toBe(COSTLY_REPAIR_GRACE_MS);
+    // Between the two holds only the chunk's margin goes out; the part's waits for its leave.
+    const mid = runUntil(s, 1, COSTLY_REPAIR_GRACE_MS - 1);
+    expect(mid.filter((x) => x.key === 'b%e0')).toEqual([]);
+    expect(mid.filter((x) => x.key === 'c%e0' && 'repair' in x.symbol).length).toBeGreaterThan(0);
+    // A leave within the hold: no repair symbol (and so no encoder) for the part at all.
+    s.part('b%e0', 'A', COSTLY_REPAIR_GRACE_MS - 1);
+    s.leave('b%e0', COSTLY_REPAIR_GRACE_MS - 1);
+    expect(runUntil(s, COSTLY_REPAIR_GRACE_MS, COSTLY_REPAIR_GRACE_MS + 500).filter((x) => x.key === 'b%e0')).toEqual([]);
+  });
+
+  it('a listener still there after it gets the margin then', () => {
+    const s = mld();
+    const st = startPart(s, 'b%e0', 'A', 440, 0);
+    drain(s, 0);
+    expect(drain(s, COSTLY_REPAIR_GRACE_MS - 1)).toEqual([]);
+    expect(esis(drain(s, COSTLY_REPAIR_GRACE_MS, roundSize(440) - 440))).toEqual(Array(roundSize(440) - 440).fill('repair'));
+    expect(st.budget).toBe(0);
   });
 });
 

@@ -10,7 +10,9 @@
  * first ACTIVE_WINDOW with a round left side by side, and every listened stream gets at least its
  * trickle, so nothing starves. With no listener the wire is silent.
  */
-import { GRACE_MAX_MS, GRACE_MIN_MS, ScheduledStream, TRICKLE_MS, type SymbolChoice } from './stream.js';
+import { kPrime } from '../fec/kprime.js';
+import { FAST_MAX_K_PRIME } from '../fec/rfc6330.js';
+import { COSTLY_REPAIR_GRACE_MS, GRACE_MAX_MS, GRACE_MIN_MS, ScheduledStream, TRICKLE_MS, type SymbolChoice } from './stream.js';
 
 export { ScheduledStream, type SymbolChoice } from './stream.js';
 
@@ -254,7 +256,12 @@ export class SendScheduler<T> {
    * receivers that have not joined it yet (JOIN_GATHER_MAX_MS).
    */
   open(key: string, spec: { ifname: string; position: number; K: number; gather: boolean | 'joins'; item: T }, starter: string, joinedAt: number): ScheduledStream<T> {
-    const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, () => this.graceMs);
+    // A bundle part's repair symbols beyond the small-block code cost an encoder (fec.ts): hold
+    // longer for the leaves. Parts go in a pipeline (8 in flight), so a lossy receiver's later
+    // margin costs little; a file's tree, which its chunks wait for, keeps the measured hold.
+    const costly = spec.gather === 'joins' && kPrime(spec.K) > FAST_MAX_K_PRIME;
+    const grace = costly ? () => Math.max(this.graceMs, COSTLY_REPAIR_GRACE_MS) : () => this.graceMs;
+    const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, grace);
     s.joined(starter, joinedAt);
     for (const other of this.starting.get(key) ?? []) s.joined(other, joinedAt);
     for (let i = 0; i < s.asks.listener; i++) this.opts.onAsk?.('listener');

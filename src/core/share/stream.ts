@@ -45,6 +45,18 @@ export const TRICKLE_MS = 60;
  */
 export const GRACE_MIN_MS = 30;
 export const GRACE_MAX_MS = 150;
+/**
+ * The hold of a bundle part whose repair symbols are costly to make lasts at least this long. Above
+ * K' = FAST_MAX_K_PRIME (a part of hundreds of symbols) the first repair
+ * symbol needs a whole RaptorQ encoder built in wasm: 8-50 ms of the share's one thread, which
+ * sends nothing else meanwhile (8 parts that ran past their hold together blocked it for 300-400
+ * ms). A receiver that got such an object whole still has to read the rest of what arrived with it
+ * before its leave goes out: in captures of a 5,000-file first sync, 37 of 57 bundle parts ran
+ * past a 150 ms hold, for 3% more datagrams, an encoder each and 1.2 s of the share's 2.2 CPU-s.
+ * One that lost symbols gets its margin this much later, and a re-ask as before; parts are fetched
+ * eight at a time, so that wait overlaps the others'.
+ */
+export const COSTLY_REPAIR_GRACE_MS = 300;
 /** A join this soon after the same host left is a re-ask. */
 export const REJOIN_MS = 2000;
 
