@@ -236,7 +236,8 @@ describe('syncs over an in-memory link', () => {
     expect(asked).toEqual(order);
     // The first eight (the fetches at once) before any chunk of the files beside them.
     const firstOther = firstJoins.findIndex((g, i) => i > 2 && !listed.has(g));
-    expect(firstJoins.slice(firstOther - 8, firstOther)).toEqual(order.slice(0, 8));
+    // (More of them may come first: the rest are asked for as the first ones arrive.)
+    expect(firstJoins.slice(0, firstOther).filter((g) => listed.has(g)).length).toBeGreaterThanOrEqual(8);
   }, 60_000);
 
   it('a client told not to use bundles syncs exactly as against a share without them', async () => {
