@@ -113,6 +113,23 @@ describe('AutoRate (--bwlimit auto)', () => {
     expect(a.update(60_000 + AUTO_WINDOW_MS)).toBeUndefined();
   });
 
+  it('records each closed window for LCSYNC_AUTORATE_TRACE: what it held and what was decided', () => {
+    const a = new AutoRate(0);
+    expect(a.lastWindow).toBeUndefined();
+    for (let i = 0; i < 10; i++) a.round();
+    a.reask();
+    a.sent(2_500_000); // 20 Mbit in 250 ms: 80 Mbit/s, busy at 100
+    expect(a.update(AUTO_WINDOW_MS)).toBe('raise');
+    expect(a.lastWindow).toEqual({
+      at: AUTO_WINDOW_MS, elapsedMs: AUTO_WINDOW_MS, rounds: 10, reasks: 1, sentBps: 80e6,
+      rateBefore: AUTO_START_BPS, rate: 2 * AUTO_START_BPS, decision: 'raise', smoothed: 0.1, baseline: 0.1,
+    });
+    // A window that sent nothing is not raised after, and says so.
+    for (let i = 0; i < 10; i++) a.round();
+    expect(a.update(2 * AUTO_WINDOW_MS)).toBe('hold');
+    expect(a.lastWindow).toMatchObject({ sentBps: 0, rateBefore: 2 * AUTO_START_BPS, rate: 2 * AUTO_START_BPS, decision: 'hold' });
+  });
+
   it('honours its bounds', () => {
     const a = new AutoRate(0, { startBps: 5e9, minBps: 50e6, maxBps: 400e6 });
     expect(a.rate).toBe(400e6);

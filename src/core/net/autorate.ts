@@ -68,6 +68,24 @@ const BUSY = 0.5;
 
 export type AutoRateDecision = 'raise' | 'hold' | 'backoff' | 'idle';
 
+/** What one closed window held and what was decided on it (LCSYNC_AUTORATE_TRACE, tests). */
+export interface AutoRateWindow {
+  /** When it closed, and how long it lasted (ms). */
+  at: number;
+  elapsedMs: number;
+  rounds: number;
+  reasks: number;
+  /** What went on the wire in it, bits per second. */
+  sentBps: number;
+  /** The rate it was sent at, and the rate after the decision. */
+  rateBefore: number;
+  rate: number;
+  decision: AutoRateDecision;
+  /** The smoothed re-ask ratio and the baseline it was judged against (undefined: not judged). */
+  smoothed?: number;
+  baseline?: number;
+}
+
 export class AutoRate {
   readonly minBps: number;
   readonly maxBps: number;
@@ -88,6 +106,9 @@ export class AutoRate {
   private readonly recent: number[] = [];
   /** Decisions taken so far, for logs and tests. */
   readonly decisions: Record<AutoRateDecision, number> = { raise: 0, hold: 0, backoff: 0, idle: 0 };
+  /** The window last closed by update(). */
+  lastWindow: AutoRateWindow | undefined;
+  private judged: { smoothed: number; baseline: number } | undefined = undefined;
 
   constructor(now: number, opts: AutoRateOptions = {}) {
     this.minBps = opts.minBps ?? AUTO_MIN_BPS;
@@ -128,7 +149,23 @@ export class AutoRate {
     const events = this.rounds + this.reasks;
     const ignored = now < this.ignoreUntil;
     if (events < MIN_EVENTS && elapsed < this.windowMs * MAX_WINDOWS && !ignored) return undefined;
+    const rateBefore = this.rate_;
+    this.judged = undefined;
     const decision = ignored ? 'hold' : this.decide(now, elapsed);
+    // decide() sets it (TypeScript keeps the narrowing from the assignment above across the call).
+    const judged = this.judged as { smoothed: number; baseline: number } | undefined;
+    this.lastWindow = {
+      at: now,
+      elapsedMs: elapsed,
+      rounds: this.rounds,
+      reasks: this.reasks,
+      sentBps: (this.bytes * 8) / (elapsed / 1000),
+      rateBefore,
+      rate: this.rate_,
+      decision,
+      smoothed: judged?.smoothed,
+      baseline: judged?.baseline,
+    };
     if (decision === 'raise') this.raiseAfter = now + this.settleMs;
     if (decision === 'backoff') this.ignoreUntil = now + this.settleMs;
     this.decisions[decision]++;
@@ -146,6 +183,7 @@ export class AutoRate {
     const ratio = this.reasks / Math.max(1, this.rounds);
     this.smoothed = this.smoothed === undefined ? ratio : (this.smoothed + ratio) / 2;
     const baseline = this.recent.length > 0 ? Math.min(...this.recent) : this.smoothed;
+    this.judged = { smoothed: this.smoothed, baseline };
     const overloaded = ratio >= HEAVY_REASKS || this.smoothed > baseline * 1.5 + EXCESS;
     if (overloaded) {
       this.slowStart = false;
