@@ -11,7 +11,7 @@
  *       ours with --bwlimit auto beside fixed rates, 1 receiver: auto's goodput vs the best fixed rate (clean and
  *       lossy), then behind a 100 Mbit/s bottleneck (tbf on the receivers' switch ports) auto vs --rate: the share of
  *       datagrams the bottleneck dropped
- *   node bench/transfer-bench.js --line-rate     # 1 GiB, 1 receiver, tbf 1gbit: --bwlimit 0 and auto beside the
+ *   node bench/transfer-bench.js --line-rate [--size 1G]  # 1 receiver, tbf 1gbit: --bwlimit 0 and auto beside the
  *       raw UDP multicast ceiling of the same lab (bench/mcast-blast.c, built with cc): goodput, rx buffer drops
  *   node bench/transfer-bench.js --stagger 8:2 [--gather 3s] [--loss 0] [--size 64M]
  *       N receivers whose syncs start spread uniformly over W seconds (receiver i at i*W/(N-1) s), ours only with the
@@ -103,7 +103,8 @@ const STAGGER = (() => {
   return { n: Number(m[1]), w: Number(m[2]) };
 })();
 const GATHER = optionValue('gather');
-const SIZE = RSS_4G ? 4 * 2 ** 30 : RSS_1G || LINE_RATE ? 2 ** 30 : parseSize(optionValue('size') ?? '64M');
+// --line-rate takes --size (default 1G) for quicker iterations; the target is about 1 GiB.
+const SIZE = RSS_4G ? 4 * 2 ** 30 : RSS_1G ? 2 ** 30 : parseSize(optionValue('size') ?? (LINE_RATE ? '1G' : '64M'));
 const REPS = intList('reps', [1], 1, 20)[0];
 const RECEIVERS = STAGGER ? [STAGGER.n] : RSS_ONLY || LINE_RATE ? [1] : intList('receivers', AUTO ? [1] : [1, 3], 1, 20);
 const LOSSES = RSS_ONLY || LINE_RATE ? [0] : STAGGER ? intList('loss', [0], 0, 50) : intList('loss', [0, 5], 0, 50);

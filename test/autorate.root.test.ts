@@ -65,4 +65,41 @@ describeUnless(why, 'share with --bwlimit auto (the default) behind a bottleneck
       await lab.teardown();
     }
   }, 300_000);
+
+  it('raises the rate on a clean link: every window sees what the native sender sent', async () => {
+    // A 1 GiB file went at 65-78 Mbit/s with auto (and at 210-512 with --bwlimit 0): the controller
+    // was told of the bytes only on the JS send path, so with the addon framing the rounds each window
+    // said "sent 0", and a rate never used is never raised. LCSYNC_AUTORATE_TRACE prints every window.
+    expectBuilt(['net/autorate', 'net/pacer', 'share/share']);
+    const lab = await createLab({ hosts: 2, snooping: true });
+    const trace = process.env.LCSYNC_AUTORATE_TRACE;
+    process.env.LCSYNC_AUTORATE_TRACE = '1';
+    try {
+      const size = 32 * 1024 * 1024;
+      const src = path.join(tmp.dir(), 'clean.bin');
+      writeFileSync(src, randomBytes(size));
+      const share = await startShare(lab, 0, [src], ['-v']);
+      try {
+        const dest = path.join(tmp.dir(), 'clean-out.bin');
+        const r = await runSync(lab, 1, [share.roots[0]!.hash, dest], 180_000);
+        expect(r.code, r.stderr).toBe(0);
+        expect(sha256(dest)).toBe(sha256(src));
+        const windows = share.stderr().split('\n').filter((l) => l.startsWith('autorate '));
+        const sent = windows.map((l) => Number(/ sent ([\d.]+) Mbit\/s/.exec(l)?.[1] ?? NaN));
+        const steps = share.stderr().split('\n').filter((l) => l.includes('bwlimit auto'));
+        console.log(`auto on a clean link: sync took ${r.summary?.seconds?.toFixed(1)} s; ${windows.length} windows, most sent ${Math.max(...sent).toFixed(1)} Mbit/s; rate changes: ${steps.join('; ') || '(none)'}`);
+        expect(windows.length).toBeGreaterThan(0);
+        // 32 MiB in windows of 250 ms: at the 100 Mbit/s start alone some window carries tens of Mbit/s.
+        expect(Math.max(...sent)).toBeGreaterThan(10);
+        // Raised from its 100 Mbit/s start (a window that sent half its rate and saw no re-asks).
+        expect(steps.some((l) => l.includes('raised'))).toBe(true);
+      } finally {
+        await share.stop();
+      }
+    } finally {
+      if (trace === undefined) delete process.env.LCSYNC_AUTORATE_TRACE;
+      else process.env.LCSYNC_AUTORATE_TRACE = trace;
+      await lab.teardown();
+    }
+  }, 300_000);
 });

@@ -37,9 +37,10 @@ export const AUTO_MAX_BPS = 10e9;
 export const AUTO_WINDOW_MS = 250;
 /**
  * Receivers answer a rate late: one that lost symbols re-joins after its stall time (400 ms) or
- * when the kernel repeats its report (within a second). So after a raise the rate is not raised
- * again for this long (an overload seen meanwhile still cuts it), and after a cut the windows of
- * this long are not judged (their re-asks answer the rate that was cut).
+ * when the kernel repeats its report (within a second). So after the first overload a raise is
+ * not followed by another for this long (an overload seen meanwhile still cuts it), and after a
+ * cut the windows of this long are not judged (their re-asks answer the rate that was cut).
+ * Slow start does not wait (see update()).
  */
 export const SETTLE_MS = 600;
 /** Rounds (plus re-asks) a window needs before its ratio means anything; fewer: the window grows, up to MAX_WINDOWS. */
@@ -68,6 +69,24 @@ const BUSY = 0.5;
 
 export type AutoRateDecision = 'raise' | 'hold' | 'backoff' | 'idle';
 
+/** What one closed window held and what was decided on it (LCSYNC_AUTORATE_TRACE, tests). */
+export interface AutoRateWindow {
+  /** When it closed, and how long it lasted (ms). */
+  at: number;
+  elapsedMs: number;
+  rounds: number;
+  reasks: number;
+  /** What went on the wire in it, bits per second. */
+  sentBps: number;
+  /** The rate it was sent at, and the rate after the decision. */
+  rateBefore: number;
+  rate: number;
+  decision: AutoRateDecision;
+  /** The smoothed re-ask ratio and the baseline it was judged against (undefined: not judged). */
+  smoothed?: number;
+  baseline?: number;
+}
+
 export class AutoRate {
   readonly minBps: number;
   readonly maxBps: number;
@@ -88,6 +107,9 @@ export class AutoRate {
   private readonly recent: number[] = [];
   /** Decisions taken so far, for logs and tests. */
   readonly decisions: Record<AutoRateDecision, number> = { raise: 0, hold: 0, backoff: 0, idle: 0 };
+  /** The window last closed by update(). */
+  lastWindow: AutoRateWindow | undefined;
+  private judged: { smoothed: number; baseline: number } | undefined = undefined;
 
   constructor(now: number, opts: AutoRateOptions = {}) {
     this.minBps = opts.minBps ?? AUTO_MIN_BPS;
@@ -128,8 +150,28 @@ export class AutoRate {
     const events = this.rounds + this.reasks;
     const ignored = now < this.ignoreUntil;
     if (events < MIN_EVENTS && elapsed < this.windowMs * MAX_WINDOWS && !ignored) return undefined;
+    const rateBefore = this.rate_;
+    this.judged = undefined;
     const decision = ignored ? 'hold' : this.decide(now, elapsed);
-    if (decision === 'raise') this.raiseAfter = now + this.settleMs;
+    // decide() sets it (TypeScript keeps the narrowing from the assignment above across the call).
+    const judged = this.judged as { smoothed: number; baseline: number } | undefined;
+    this.lastWindow = {
+      at: now,
+      elapsedMs: elapsed,
+      rounds: this.rounds,
+      reasks: this.reasks,
+      sentBps: (this.bytes * 8) / (elapsed / 1000),
+      rateBefore,
+      rate: this.rate_,
+      decision,
+      smoothed: judged?.smoothed,
+      baseline: judged?.baseline,
+    };
+    // In slow start every clean window that used its rate doubles it: waiting SETTLE_MS after each
+    // raise made the climb from 100M to 800M take 2 s, most of a 64 MiB transfer. The busy rule
+    // bounds the overshoot: behind a bottleneck the receivers' joins (one round per chunk) hold what
+    // the share sends to about what they take, below half the rate, and the rate stops there.
+    if (decision === 'raise') this.raiseAfter = now + (this.slowStart ? 0 : this.settleMs);
     if (decision === 'backoff') this.ignoreUntil = now + this.settleMs;
     this.decisions[decision]++;
     this.windowStart = now;
@@ -146,6 +188,7 @@ export class AutoRate {
     const ratio = this.reasks / Math.max(1, this.rounds);
     this.smoothed = this.smoothed === undefined ? ratio : (this.smoothed + ratio) / 2;
     const baseline = this.recent.length > 0 ? Math.min(...this.recent) : this.smoothed;
+    this.judged = { smoothed: this.smoothed, baseline };
     const overloaded = ratio >= HEAVY_REASKS || this.smoothed > baseline * 1.5 + EXCESS;
     if (overloaded) {
       this.slowStart = false;
