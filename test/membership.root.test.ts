@@ -13,6 +13,7 @@ import { describeUnless } from './skip.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FIXTURE = path.join(repo, 'test/fixtures/memb-limit.mjs');
+const LEAVE_JOIN = path.join(repo, 'test/fixtures/memb-leavejoin.mjs');
 
 describeUnless(skipReason(), 'group memberships beyond net.core.optmem_max (needs root)', () => {
   let lab: Lab | undefined;
@@ -46,5 +47,19 @@ describeUnless(skipReason(), 'group memberships beyond net.core.optmem_max (need
     // for a group joined and left within one wait, which never reached the kernel).
     expect(out.parsedAfterJoins).toBe(800);
     expect(out.parsedAfterLeaves).toBe(200);
+  });
+
+  it('a leave and the join asked in the same turn go in one burst at once (the join does not wait BATCH_MS behind the leave)', async () => {
+    const set = await lab!.exec(0, ['sysctl', '-w', 'net.core.optmem_max=131072']);
+    expect(set.code, set.stderr).toBe(0);
+    const r = await lab!.exec(0, ['node', LEAVE_JOIN, 'e0'], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim()) as { before: string[]; sameTurn: string[]; soon: string[]; later: string[] };
+    expect(out.before).toEqual(['ff1e::a']);
+    // Neither is made within the turn (the leave waits for the join that may follow it)...
+    expect(out.sameTurn).toEqual(['ff1e::a']);
+    // ...and both right after it, well before the gap of 12 ms a second burst would have waited.
+    expect(out.soon).toEqual(['ff1e::b']);
+    expect(out.later).toEqual(['ff1e::b']);
   });
 });

@@ -2,9 +2,9 @@ import { describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
-import { chmod, mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ABANDONED_AFTER_MS, DeferredSync, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor, TempListing } from '../src/core/sync/writer.js';
+import { ABANDONED_AFTER_MS, DeferredSync, EARLY_FLUSH_BYTES, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor, TempListing } from '../src/core/sync/writer.js';
 import { syncSymlink } from '../src/core/sync/symlink.js';
 import type { FetchedEntry, SyncContext } from '../src/core/sync/context.js';
 import { LcsyncError } from '../src/core/base/errors.js';
@@ -205,6 +205,58 @@ describe('OutputFile, atomic mode', () => {
     await slow.commit();
     expect((await readFile(path.join(d, 'g'))).equals(Buffer.concat([a, b]))).toBe(true);
     await out.abort();
+  });
+
+  it('hands a large output to the disk every EARLY_FLUSH_BYTES while it is written, so commit finds little left to sync', async () => {
+    const d = await fresh('earlyflush');
+    const probe = await open(path.join(d, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const spy = vi.spyOn(proto, 'datasync');
+    try {
+      const size = 2 * EARLY_FLUSH_BYTES + 65536;
+      const out = await OutputFile.open(path.join(d, 'big'), size);
+      const data = randomBytes(size);
+      const step = 1 << 20;
+      for (let at = 0; at < EARLY_FLUSH_BYTES - step; at += step) await out.write(at, data.subarray(at, at + step));
+      expect(spy).not.toHaveBeenCalled();
+      for (let at = EARLY_FLUSH_BYTES - step; at < size; at += step) await out.write(at, data.subarray(at, Math.min(size, at + step)));
+      // One at EARLY_FLUSH_BYTES, one more at twice that if the first was done by then (never two at once).
+      expect(spy.mock.calls.length).toBeGreaterThanOrEqual(1);
+      expect(spy.mock.calls.length).toBeLessThanOrEqual(2);
+      await out.commit();
+      expect((await readFile(path.join(d, 'big'))).equals(data)).toBe(true);
+      // A small file (synced at the end of the run with the others) is never flushed early.
+      spy.mockClear();
+      const small = await OutputFile.open(path.join(d, 'small'), 4096, { deferred: new DeferredSync() });
+      await small.write(0, data.subarray(0, 4096));
+      await small.commit();
+      expect(spy).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('an early flush that failed fails the commit (the kernel reports a write-back error to one fsync only)', async () => {
+    const d = await fresh('earlyflushfail');
+    await writeFile(path.join(d, 'f'), 'old');
+    const probe = await open(path.join(d, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const eio = Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO', errno: -5, syscall: 'fdatasync' });
+    const spy = vi.spyOn(proto, 'datasync').mockRejectedValue(eio);
+    try {
+      const out = await OutputFile.open(path.join(d, 'f'), EARLY_FLUSH_BYTES + 1);
+      await out.write(0, Buffer.alloc(EARLY_FLUSH_BYTES, 7));
+      expect(spy).toHaveBeenCalledTimes(1);
+      await out.write(EARLY_FLUSH_BYTES, Buffer.of(7));
+      const err = await caught(out.commit());
+      expect(err.code).toBe('IO');
+      expect(await readFile(path.join(d, 'f'), 'utf8')).toBe('old');
+      expect(await tempsIn(d)).toEqual([]);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('maps open errors and leaves no temp behind', async () => {

@@ -309,12 +309,18 @@ export class MulticastReceiver implements DatagramSource {
     return this.batch.inKernel;
   }
 
-  /** Make the waiting changes now if the last burst was long enough ago, else with the next one. */
+  /**
+   * Make the waiting changes now if the last burst was long enough ago, else with the next one. A
+   * leave (no `asked`) waits for the end of this turn at least: the join that usually follows it (the
+   * next object of a fetch whose object just came) then goes in the same burst and the same report,
+   * where made at once the leave would have held that join back for BATCH_MS.
+   */
   private changed(asked?: string): void {
     if (this.burstTimer || !this.batch.pending) return;
     const now = Date.now();
     const due = this.batch.dueAt();
-    if (now >= due) this.makeBurst(now, asked);
+    if (asked === undefined && this.batchMs > 0) this.armBurst(Math.max(0, due - now));
+    else if (now >= due) this.makeBurst(now, asked);
     else this.armBurst(due - now);
   }
 

@@ -304,9 +304,12 @@ export class LocalTreeCache implements TreeCache {
       await utimes(this.file, now, now).catch(() => undefined); // used: kept by pruneOld
       return;
     }
-    await pruneOld(path.dirname(this.file)).catch(() => undefined);
+    // The old files go while check() waits for the run's changes to settle (RACY_MS), not before it:
+    // a stat per cache file (hundreds after many runs into new places) ahead of a 50 ms wait.
+    const pruned = pruneOld(path.dirname(this.file)).catch(() => undefined);
     try {
       const checked = await this.check();
+      await pruned;
       // Directories to list again: those the walk did not find unchanged, and those the run changed (and their parents).
       const relist = new Set<string>();
       for (const k of this.walked) if (!this.unchanged.has(k)) relist.add(k);

@@ -157,6 +157,8 @@ export class ObjectReceiver {
    * ask for). Datagrams of a kept OID are dropped; once evicted, its datagrams decode again.
    */
   private readonly kept = new KeptObjects();
+  /** Tree groups joined ahead of their fetch (holdTree), not released yet. */
+  private treeHolds = 0;
   /**
    * Tree OIDs decoded and verified lately (at most MAX_DONE). Their datagrams still open a decoder
    * once they are no longer kept (a request may name the object again), but such a decoder is
@@ -279,6 +281,32 @@ export class ObjectReceiver {
       this.trees.add(w);
       this.join(w.group);
     });
+  }
+
+  /**
+   * Join the group of a tree object that will be asked for soon, so that it travels now, beside
+   * the object being fetched: what decodes is kept (KeptObjects) and answers the fetchTree that
+   * asks for it later at once. A file's tree parts are checked one after another (each against the
+   * parts before it, session.ts), but need not travel one after another: a join, the share's answer
+   * and the leave per part were a round trip each. Returns the release of the join (once).
+   */
+  holdTree(key: Hash): () => void {
+    if (this.closed || this.gone) return () => undefined;
+    const group = groupAddress(key);
+    try {
+      this.join(group);
+    } catch {
+      return () => undefined; // best effort: the fetch itself joins (and reports a failure) later
+    }
+    // Its datagrams are decoded while held, also between two fetches (onTreeDatagram).
+    this.treeHolds++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.treeHolds--;
+      this.leave(group);
+    };
   }
 
   /**
@@ -504,7 +532,7 @@ export class ObjectReceiver {
   }
 
   private onTreeDatagram(oid: string, length: number, esi: number, symbol: Buffer): void {
-    if (this.trees.size === 0) {
+    if (this.trees.size === 0 && this.treeHolds === 0) {
       this.stats.ignored++;
       return;
     }

@@ -47,6 +47,13 @@ export type { FetchedEntry } from './context.js';
 const TREE_FETCHES = 64;
 
 /**
+ * A large file's tree parts joined at once (the one being accepted and those after it, completeEntry):
+ * a 64 MiB file has 5 parts, each a round trip of 25-50 ms when fetched one after another. Early
+ * parts wait in the receiver's kept objects (64 objects, 8 MiB), so this stays well under those.
+ */
+const TREE_PARTS_AHEAD = 8;
+
+/**
  * Children of directories in progress at once, session-wide (walk.ts): each costs a task, its
  * entry, and for a small file its bytes. Unbounded, every child of the tree started at once (about
  * 3 KiB a file: 300 MiB for 100,000 files). Far more than the tree fetches and chunk groups in
@@ -221,17 +228,27 @@ export class SyncSession implements SyncContext {
     // A file longer than the chunks joined at once starts where the share is sending it (the
     // cursor, file.ts): ask now, so that the answer comes while the other tree parts travel.
     if (n > 1 && !this.opts.dryRun && head.size > (this.opts.parallel ?? 128) * CHUNK_SIZE) this.chunks.askCursor(root);
-    // Parts come one after another: a part is accepted only if its node hashes
+    // Parts are accepted one after another: a part is accepted only if its node hashes
     // agree with the parents already known, which tells apart parts of equal
     // length (ours, another file's, or a spoofer's) before anything trusts them.
+    // They travel TREE_PARTS_AHEAD at a time: the groups of the parts after the one
+    // being accepted are joined too, and what arrives early waits, kept, for its turn.
     const known = new Joined([first]);
-    for (let z = 1; z < n; z++) {
-      const want = treePartLength(head, z);
-      const partKey = fileEntryHash(head.name, root, z, head.meta);
-      const part = await this.treeLimit.run(() =>
-        this.rx.fetchTree(partKey, (o) => o.length === want && partAgreesWith(known, o, head.payloadOffset)),
-      );
-      known.push(part);
+    const keyOf = (z: number) => fileEntryHash(head.name, root, z, head.meta);
+    const held = new Map<number, () => void>();
+    try {
+      for (let z = 1; z < n; z++) {
+        for (let a = z; a < Math.min(n, z + TREE_PARTS_AHEAD); a++) if (!held.has(a)) held.set(a, this.rx.holdTree(keyOf(a)));
+        const want = treePartLength(head, z);
+        const part = await this.treeLimit.run(() =>
+          this.rx.fetchTree(keyOf(z), (o) => o.length === want && partAgreesWith(known, o, head.payloadOffset)),
+        );
+        held.get(z)!();
+        held.delete(z);
+        known.push(part);
+      }
+    } finally {
+      for (const release of held.values()) release();
     }
     const obj = Buffer.concat(known.buffers());
     return { head, obj, key, tree: verifiedTree(head, obj, root) };
