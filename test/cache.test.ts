@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, w
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { TreeStore, decodeEntry, encodeEntry, defaultCacheDir, CACHE_SUBDIR, type FileIdentity } from '../src/core/index/cache.js';
+import { TreeStore, decodeEntry, encodeEntry, defaultCacheDir, BUSY_FLUSH_GAP_MS, CACHE_SUBDIR, type FileIdentity } from '../src/core/index/cache.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { toHex } from '../src/core/model/hash.js';
@@ -35,6 +35,30 @@ function entryFiles(dir: string): string[] {
 }
 
 describe('TreeStore', () => {
+  it('flush writes every entry in batches; while the caller is busy, a batch every BUSY_FLUSH_GAP_MS at most', async () => {
+    const cdir = path.join(work, 'cache');
+    const s = new TreeStore({ dir: cdir, racyMs: 0 });
+    const data = randomBytes(5000);
+    const tree = MerkleTree.fromBuffer(data);
+    const files: [string, FileIdentity][] = [];
+    for (let i = 0; i < 40; i++) {
+      const f = path.join(work, `f${i}`);
+      files.push([f, oldFile(f, data)]);
+    }
+    for (const [f, id] of files) s.set(f, id, tree);
+    const asked: number[] = [];
+    const t0 = performance.now();
+    // Busy for the first two batches, then not.
+    await s.flush(() => asked.push(performance.now()) <= 2);
+    // 40 entries in batches of 16: three batches, each preceded by a look at busy().
+    expect(asked).toHaveLength(3);
+    expect(asked[2]! - t0).toBeGreaterThanOrEqual(2 * BUSY_FLUSH_GAP_MS - 5);
+    expect(s.stats.writes).toBe(40);
+    expect(entryFiles(cdir)).toHaveLength(40);
+    const fresh = new TreeStore({ dir: cdir });
+    for (const [f, id] of files) expect(fresh.get(f, id)?.equals(tree)).toBe(true);
+  });
+
   it('misses, then hits in memory and from disk in a new process-like store, with an identical tree', async () => {
     const f = path.join(work, 'a.bin');
     const data = randomBytes(100_000);

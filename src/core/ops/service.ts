@@ -92,6 +92,8 @@ export class ShareService {
     const sign = opts.signKey ? await signer(opts.signKey) : undefined;
     let rehashed = 0;
     let flushing: Promise<void> = Promise.resolve();
+    // Set once serving starts: while it sends, the tree cache reaches the disk slowly (index/cache.ts flush).
+    let serving: Share | undefined;
     const build = async (verbose: boolean) => {
       const misses = store.stats.misses;
       const index = await ShareIndex.build(opts.paths, {
@@ -105,7 +107,7 @@ export class ShareService {
       store.sweep();
       rehashed = store.stats.misses - misses;
       // Entries reach the disk in the background: serving starts without waiting for them.
-      flushing = flushing.then(() => store.flush()).catch(() => undefined);
+      flushing = flushing.then(() => store.flush(() => serving?.sending ?? false)).catch(() => undefined);
       return index;
     };
     let share: Share;
@@ -115,6 +117,7 @@ export class ShareService {
       // Shares that sign must sign with the same key to co-serve (docs/protocol.md#redundant-shares).
       const offerExtra = opts.signKey ? createPublicKey(opts.signKey).export({ type: 'spki', format: 'der' }) : undefined;
       share = await Share.start(index, { ...opts, offerExtra, logger: log });
+      serving = share;
     } catch (e) {
       await pool.close();
       throw e;

@@ -329,6 +329,11 @@ export class Share extends EventEmitter {
     return this.scheduler.graceMs;
   }
 
+  /** Whether any stream is alive (sending, holding or lingering): background work can wait. */
+  get sending(): boolean {
+    return this.scheduler.size > 0;
+  }
+
   /**
    * Serve a new index from now on (after a re-index). Streams whose object is
    * not in the new index stop at once, so nothing is sent under a stale hash.
