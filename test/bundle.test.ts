@@ -5,7 +5,7 @@
  * spoofer, and with a file changed on the share after it was indexed. The same on a real wire:
  * test/bundle.root.test.ts.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -29,6 +29,7 @@ import { ShareIndex } from '../src/core/index/mdex.js';
 import { Share } from '../src/core/share/share.js';
 import { syncRemote, type SyncSummary } from '../src/core/sync/sync.js';
 import { verifyBundleEntry } from '../src/core/sync/bundle.js';
+import { SmallFileWriter } from '../src/core/sync/smallfiles.js';
 import { DEFAULT_LIMITS, decodeNetTreeHead, dirChildren } from '../src/core/wire/nettree.js';
 import { MEM_IF, MemoryLink } from './memlink.js';
 import { treeListing } from './e2e.js';
@@ -209,6 +210,32 @@ describe('syncs over an in-memory link', () => {
     expect(b.joins).toBeGreaterThan(130);
     expect(a.joins).toBeLessThan(15);
     console.log(`in memory: joins ${b.joins} -> ${a.joins}, tree objects ${b.treeObjectsReceived} -> ${a.treeObjectsReceived}, datagrams sent ${without.link.sent} -> ${withB.link.sent}`);
+  }, 60_000);
+
+  it('a new file of one chunk is written from its bytes where they arrived (a view of the bundle part), not from a copy of its own', async () => {
+    const root = await makeTree('views', 24);
+    const written: Uint8Array[] = [];
+    const write = SmallFileWriter.prototype.write;
+    const spy = vi.spyOn(SmallFileWriter.prototype, 'write').mockImplementation(function (this: SmallFileWriter, dest, spec) {
+      written.push(spec.data);
+      return write.call(this, dest, spec);
+    });
+    let withB: Run;
+    try {
+      withB = await run(root, path.join(path.dirname(root), 'out'), { bundles: true });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(withB.error).toBeUndefined();
+    expect(treeListing(path.join(path.dirname(root), 'out'), { times: true })).toEqual(treeListing(root, { times: true }));
+    // 24 small files and the one of exactly one chunk; the 3-chunk file is gathered into a buffer of its own.
+    const oneChunk = written.filter((d) => d.length > 0 && d.length <= 32768);
+    expect(oneChunk.length).toBe(25);
+    for (const d of oneChunk) expect(d.buffer.byteLength).toBeGreaterThan(d.length);
+    // The counters are those of a file fetched alone: one chunk each (and the big file's 4), every byte written.
+    expect(withB.summary!.chunksFetched).toBe(25 + 4);
+    expect(withB.summary!.chunksReused).toBe(0);
+    expect(withB.summary!.bytesWritten).toBe(oneChunk.reduce((n, d) => n + d.length, 0) + 3 * 32768 + 5);
   }, 60_000);
 
   it('asks for the bundles of missing subdirectories in the directory\'s order, all at once, before anything else (the same order on every receiver)', async () => {

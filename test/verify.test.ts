@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LcsyncError } from '../src/core/base/errors.js';
+import { nameFromBytes, nameToBytes } from '../src/core/base/names.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/model/entry.js';
 import type { FileMeta } from '../src/core/model/meta.js';
 import { MerkleTree } from '../src/core/model/tree.js';
@@ -181,6 +182,23 @@ describe('names and targets from the network', () => {
     expect(segmentProblem('.')).toBeDefined();
     expect(segmentProblem('a\0b')).toBe('NUL byte');
     expect(segmentProblem('..a')).toBeUndefined();
+  });
+
+  it('segmentProblem judges a segment by its bytes, plain ASCII (its fast path) or not', () => {
+    // The byte rules, on the exact bytes of the name (names.ts).
+    const byBytes = (seg: string) => {
+      const b = nameToBytes(seg);
+      if (b.length === 0) return 'empty';
+      if (b.equals(Buffer.from('.')) || b.equals(Buffer.from('..'))) return 'dots';
+      if (b.includes(0)) return 'NUL byte';
+      if (b.includes(0x2f)) return 'slash';
+      if (b.length > 255) return 'long';
+      return undefined;
+    };
+    const kind = (p: string | undefined) => (p === undefined ? undefined : /empty/.test(p) ? 'empty' : /inside a segment/.test(p) ? 'slash' : /segment$/.test(p) ? 'dots' : /NUL/.test(p) ? 'NUL byte' : /longer/.test(p) ? 'long' : p);
+    const raw = nameFromBytes(Buffer.from([0x61, 0xff]));
+    const cases = ['', '.', '..', '...', 'a\0', 'a/b', 'f000001.dat', 'x'.repeat(255), 'x'.repeat(256), 'é'.repeat(127), 'é'.repeat(128), 'é.', raw, `${raw}/`, '\u{1F600}'.repeat(63), '\u{1F600}'.repeat(64)];
+    for (const seg of cases) expect([seg.length, kind(segmentProblem(seg))]).toEqual([seg.length, byBytes(seg)]);
   });
 
   it('symlinkTarget keeps the bytes of the target and refuses a NUL', () => {

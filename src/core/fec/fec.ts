@@ -226,6 +226,16 @@ export class ObjectEncoder {
 }
 
 /**
+ * Room for K source symbols. Not zeroed: every byte of it is written (a whole symbol per source
+ * slot, by add() or by the small-block code's decode) before the object is returned, and a tree
+ * object's zeroing was a megabyte of memset per bundle part. Never a slice of Node's shared pool:
+ * the object returned is a view of it, kept for the life of the object.
+ */
+function sourceSpace(K: number): Buffer {
+  return Buffer.allocUnsafeSlow(K * SYMBOL_SIZE);
+}
+
+/**
  * Collects symbols of one object of known length and returns the object once
  * it can be rebuilt. All K source symbols are simply concatenated; the wasm
  * decoder is only created when a repair symbol arrives, and freed as soon as
@@ -313,7 +323,7 @@ export class ObjectDecoder {
     if (this.haveSource[esi]) return undefined;
     this.haveSource[esi] = 1;
     this.sourceCount++;
-    const src = (this.source ??= Buffer.alloc(this.K * SYMBOL_SIZE));
+    const src = (this.source ??= sourceSpace(this.K));
     src.set(symbol, esi * SYMBOL_SIZE);
     if (this.sourceCount === this.K) {
       // Systematic code: the source symbols are the object itself.
@@ -356,7 +366,7 @@ export class ObjectDecoder {
   private solve(): Buffer | undefined {
     if (this.sourceCount + this.repairs.size < this.K) return undefined;
     const code = SmallBlockCode.of(this.KP);
-    const src = (this.source ??= Buffer.alloc(this.K * SYMBOL_SIZE));
+    const src = (this.source ??= sourceSpace(this.K));
     const slot = (j: number) => src.subarray(j * SYMBOL_SIZE, (j + 1) * SYMBOL_SIZE);
     if (!code.decode(this.K, (j) => this.haveSource[j] === 1, slot, this.repairs, slot)) return undefined;
     const out = src.subarray(0, this.length);

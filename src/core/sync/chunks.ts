@@ -330,6 +330,17 @@ export class ChunkSource {
     this.provided.set(toHex(leaf), bytes);
   }
 
+  /**
+   * The provided bytes of `leaf` (see provide), if it has them at `length`, counted as fetched as
+   * get() counts them: get() without a promise, for a caller that has nothing else to wait for.
+   */
+  takeProvided(leaf: Hash, length: number): Buffer | undefined {
+    const given = this.provided.get(toHex(leaf));
+    if (!given || given.length !== length) return undefined;
+    this.counts.chunksFetched++;
+    return given;
+  }
+
   /** Forget provided bytes (the directory they came for is done). */
   withdraw(leaf: Hash): void {
     this.provided.delete(toHex(leaf));

@@ -53,6 +53,12 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   const { opts, summary, chunks } = ctx;
   const tree = entry.tree!;
   const size = entry.head.size;
+  // A new file in a directory this run made, its one chunk's bytes in the directory's bundle (all
+  // zeros go the general way: a file of one hole).
+  if (tree.chunks === 1 && !opts.dryRun && !opts.inplace && ctx.temps.isNew(path.dirname(dest))) {
+    const bytes = chunks.takeProvided(tree.leaf(0), size);
+    if (bytes && ZEROS.compare(bytes, 0, bytes.length, 0, bytes.length) !== 0) return syncBundledFile(ctx, entry, dest, bytes);
+  }
   // A file longer than the chunks joined at once: ask the share where it is in it now (the cursor),
   // while the local copy is looked at, so as to start there and share what is going out.
   const cursor = !opts.dryRun && tree.chunks > (opts.parallel ?? 128) ? chunks.cursor(tree.root) : undefined;
@@ -195,6 +201,43 @@ async function getChunk(ctx: SyncContext, tree: MerkleTree, size: number, at: nu
 }
 
 /**
+ * A new file of one chunk whose bytes came verified in its directory's bundle, in a directory this
+ * run made (so nothing stands at `dest` and no temporary copy of an earlier run is there): what
+ * syncNewSmallFile does for it, without a promise or an object per step (the lookup of the local
+ * copy, the stale temporaries, the chunk places, the chunk source). In a first sync of small files
+ * that is nearly every file, and those steps were a good part of the receiver's garbage.
+ */
+async function syncBundledFile(ctx: SyncContext, entry: FetchedEntry, dest: string, bytes: Buffer): Promise<void> {
+  const { opts, summary, chunks } = ctx;
+  const tree = entry.tree!;
+  const size = entry.head.size;
+  const meta = entry.head.meta;
+  const leaf = tree.leaf(0);
+  chunks.wanted++;
+  summary.bytesWritten += size;
+  ctx.progress();
+  let committed = false;
+  try {
+    ctx.checkAbort();
+    const f = opts.flags;
+    const id = await ctx.smallFiles.write(dest, {
+      data: bytes,
+      holes: [],
+      mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(),
+      uid: f.owner ? meta.uid : undefined,
+      gid: f.group ? meta.gid : undefined,
+    });
+    committed = true;
+    ctx.deferTimes(dest, meta);
+    ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, meta, id.mtimeNs) });
+  } finally {
+    // As syncNewSmallFile: other files wanting this chunk read it from here once it is written.
+    chunks.stored(leaf, committed ? { path: dest } : undefined);
+  }
+  ctx.item({ path: dest, type: 'file', change: 'created', chunksFetched: 1, chunksReused: 0 });
+}
+
+/**
  * A new file of at most DEFERRED_SYNC_MAX bytes (nothing at `dest`): its chunks are gathered in
  * memory and the file is made in one go (SmallFileWriter: in a batch on a pool thread, or
  * writeNewSmallFile), with its final owner and mode, so no
@@ -206,7 +249,11 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
   const tree = entry.tree!;
   const size = entry.head.size;
   const meta = entry.head.meta;
-  const data = Buffer.alloc(size);
+  // A file of one chunk is written from that chunk's bytes where they are (a bundle's, a fetch's):
+  // a buffer of its own and a copy per file were a tenth of the receiver's garbage in a first sync
+  // of small files. They are not reused until done() below, after the write.
+  const oneChunk = size <= CHUNK_SIZE;
+  let data: Buffer | undefined = oneChunk ? undefined : Buffer.alloc(size);
   const holes: [number, number][] = [];
   /** Leaves this file took from the chunk source, with the offset of their first copy (-1: a hole) and the bytes got. */
   const taken: [Hash, number, Buffer][] = [];
@@ -222,13 +269,16 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
       for (const i of at) {
         if (zeros) holes.push([i * CHUNK_SIZE, length]);
         else {
-          bytes.copy(data, i * CHUNK_SIZE);
+          if (data) bytes.copy(data, i * CHUNK_SIZE);
+          else data = bytes;
           summary.bytesWritten += bytes.length;
         }
       }
       ctx.progress();
     });
     ctx.checkAbort();
+    // One chunk of zeros (a hole) or none (an empty file): zeros of the file's length.
+    data ??= Buffer.alloc(size);
     const f = opts.flags;
     holes.sort((a, b) => a[0] - b[0]);
     const id = await ctx.smallFiles.write(

@@ -22,7 +22,7 @@
 import { LcsyncError } from '../base/errors.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
 import { groupAddress } from '../wire/address.js';
-import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
+import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, OID_LEN, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
 import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
@@ -185,6 +185,13 @@ export class ObjectReceiver {
   /** Chunk buffers free for reuse, and those handed out that release() may take back. */
   private readonly chunkPool: Buffer[] = [];
   private readonly handedOut = new WeakSet<Buffer>();
+  /** The last OID a datagram carried, and its hex (oidHex). */
+  private readonly lastOid = Buffer.alloc(OID_LEN);
+  private lastOidHex: string | undefined;
+  /** The last tree decoder's slot and what it was made of (onTreeDatagram). */
+  private lastSlot = '';
+  private lastSlotOid = '';
+  private lastSlotLength = -1;
 
   constructor(
     private readonly rx: DatagramSource,
@@ -425,7 +432,7 @@ export class ObjectReceiver {
       if (!n || !this.onGoneNotice(n.body, n.sealed)) this.stats.ignored++;
       return;
     }
-    const oid = toHex(d.oid);
+    const oid = this.oidHex(d.oid);
     // A chunk and a tree part may have equal bytes (one OID); the OTI tells them apart.
     if (d.transferLength === undefined ? this.done.has(oid) : this.kept.has(oid)) {
       this.stats.ignored++;
@@ -433,6 +440,16 @@ export class ObjectReceiver {
     }
     if (d.transferLength === undefined) this.onChunkDatagram(oid, d.esi, d.symbol);
     else this.onTreeDatagram(oid, d.transferLength, d.esi, d.symbol);
+  }
+
+  /**
+   * toHex(oid), remembered for the last OID seen: a tree object's datagrams come in runs (a bundle
+   * part is a thousand of them), and a new hex string per datagram was garbage for nothing.
+   */
+  private oidHex(oid: Buffer): string {
+    if (this.lastOidHex !== undefined && oid.equals(this.lastOid)) return this.lastOidHex;
+    oid.copy(this.lastOid);
+    return (this.lastOidHex = toHex(oid));
   }
 
   private onChunkDatagram(oid: string, esi: number, symbol: Buffer): void {
@@ -539,7 +556,10 @@ export class ObjectReceiver {
     // One OID cannot have two lengths, but which sender lies is unknown until an object decodes:
     // each (OID, length) gets its own decoder, so one datagram with a false length cannot shut
     // out the genuine object.
-    const slot = `${oid}/${length}`;
+    const slot = oid === this.lastSlotOid && length === this.lastSlotLength ? this.lastSlot : `${oid}/${length}`;
+    this.lastSlotOid = oid;
+    this.lastSlotLength = length;
+    this.lastSlot = slot;
     let entry = this.treeDecoders.get(slot);
     if (!entry) {
       while (this.treeDecoders.size > 0 && (this.treeDecoders.size >= MAX_TREE_DECODERS || this.treeDecoderBytes + length > MAX_TREE_DECODER_BYTES)) {

@@ -208,6 +208,8 @@ const MAX_SEGMENT_BYTES = 255;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 const SLASH = 0x2f;
+// eslint-disable-next-line no-control-regex
+const ASCII = /^[\x00-\x7f]*$/;
 
 /**
  * Why `seg` (one segment of a share path from the network, string form of names.ts) must not
@@ -215,6 +217,16 @@ const SLASH = 0x2f;
  * a valid name on Linux, UTF-8 or not.
  */
 export function segmentProblem(seg: string): string | undefined {
+  // Plain ASCII (nearly every name): its bytes are its characters, so no Buffer per segment (a
+  // receiver checks every child's path several times). Anything else is checked as bytes.
+  if (ASCII.test(seg)) {
+    if (seg.length === 0) return 'empty path segment';
+    if (seg === '.' || seg === '..') return `"${seg}" segment`;
+    if (seg.includes('\0')) return 'NUL byte';
+    if (seg.includes('/')) return '"/" inside a segment';
+    if (seg.length > MAX_SEGMENT_BYTES) return `segment of ${seg.length} bytes, longer than ${MAX_SEGMENT_BYTES}`;
+    return undefined;
+  }
   const b = nameToBytes(seg);
   if (b.length === 0) return 'empty path segment';
   if (b.equals(DOT) || b.equals(DOTDOT)) return `"${seg}" segment`;
