@@ -14,6 +14,7 @@ import { fromCursor, placesOf, zeroLeaf, type ChunkPlaces } from './chunks.js';
 import { isEmptyDir, siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
+import type { SyncOptions } from './types.js';
 import type { BigIntStats } from 'node:fs';
 import { ifPresent } from './local.js';
 import { DEFERRED_SYNC_MAX, OutputFile, processUmask } from './writer.js';
@@ -219,14 +220,7 @@ async function syncBundledFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   let committed = false;
   try {
     ctx.checkAbort();
-    const f = opts.flags;
-    const id = await ctx.smallFiles.write(dest, {
-      data: bytes,
-      holes: [],
-      mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(),
-      uid: f.owner ? meta.uid : undefined,
-      gid: f.group ? meta.gid : undefined,
-    });
+    const id = await ctx.smallFiles.write(dest, { data: bytes, holes: [], ...createdOwnerAndMode(opts.flags, meta) });
     committed = true;
     ctx.deferTimes(dest, meta);
     ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, meta, id.mtimeNs) });
@@ -235,6 +229,11 @@ async function syncBundledFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
     chunks.stored(leaf, committed ? { path: dest } : undefined);
   }
   ctx.item({ path: dest, type: 'file', change: 'created', chunksFetched: 1, chunksReused: 0 });
+}
+
+/** What finishMeta would leave on a file this run creates: the source's mode with -p, else it less the umask; owner and group with -o, -g. */
+function createdOwnerAndMode(f: SyncOptions['flags'], meta: FileMeta): { mode: number; uid: number | undefined; gid: number | undefined } {
+  return { mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(), uid: f.owner ? meta.uid : undefined, gid: f.group ? meta.gid : undefined };
 }
 
 /**
@@ -279,19 +278,8 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
     ctx.checkAbort();
     // One chunk of zeros (a hole) or none (an empty file): zeros of the file's length.
     data ??= Buffer.alloc(size);
-    const f = opts.flags;
     holes.sort((a, b) => a[0] - b[0]);
-    const id = await ctx.smallFiles.write(
-      dest,
-      {
-        data,
-        holes,
-        // What finishMeta would leave on a created file: the source's mode with -p, else it less the umask.
-        mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(),
-        uid: f.owner ? meta.uid : undefined,
-        gid: f.group ? meta.gid : undefined,
-      },
-    );
+    const id = await ctx.smallFiles.write(dest, { data, holes, ...createdOwnerAndMode(opts.flags, meta) });
     committed = true;
     ctx.deferTimes(dest, meta);
     ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, meta, id.mtimeNs) });
