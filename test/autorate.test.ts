@@ -32,8 +32,10 @@ describe('AutoRate (--bwlimit auto)', () => {
     const a = new AutoRate(0);
     expect(a.rate).toBe(AUTO_START_BPS);
     const { rates } = drive(a, 40, () => 0);
-    // Doubling per clean window that used its rate (slow start does not wait SETTLE_MS between raises).
-    expect(rates.slice(0, 3)).toEqual([2 * AUTO_START_BPS, 4 * AUTO_START_BPS, 8 * AUTO_START_BPS]);
+    // Doubling per clean window, once the last raise had time to show (SETTLE_MS).
+    expect(rates[0]).toBe(2 * AUTO_START_BPS);
+    expect(rates[1]).toBe(2 * AUTO_START_BPS);
+    expect(rates[Math.ceil(SETTLE_MS / AUTO_WINDOW_MS)]).toBe(4 * AUTO_START_BPS);
     expect(rates.at(-1)).toBe(AUTO_MAX_BPS);
     for (let i = 1; i < rates.length; i++) expect(rates[i]!).toBeGreaterThanOrEqual(rates[i - 1]!);
     expect(a.decisions.backoff).toBe(0);
@@ -63,41 +65,6 @@ describe('AutoRate (--bwlimit auto)', () => {
     expect(Math.max(...late)).toBeLessThan(capacity * 1.35);
     expect(late.filter((r) => r > capacity * 1.05).length / late.length).toBeLessThan(0.35);
     expect(late.reduce((s, r) => s + r, 0) / late.length).toBeGreaterThan(0.6 * capacity);
-  });
-
-  it('climbs from its start to 800M in three windows on a clean link, as a 64 MiB transfer needs', () => {
-    // The windows of a 64 MiB share to one receiver on the clean 1 Gbit lab (LCSYNC_AUTORATE_TRACE):
-    // about 150 rounds per 250 ms, no re-asks, the share CPU-bound near 200-300 Mbit/s. Waiting
-    // SETTLE_MS after every raise reached 800M only after 1.6 s more, when the transfer was nearly over.
-    const a = new AutoRate(0);
-    const sentMbit = [79, 168, 240, 285, 214];
-    const rates: number[] = [];
-    for (const [w, mbit] of sentMbit.entries()) {
-      for (let i = 0; i < 150; i++) a.round();
-      a.sent((Math.min(mbit * 1e6, a.rate) / 8) * (AUTO_WINDOW_MS / 1000));
-      a.update((w + 1) * AUTO_WINDOW_MS);
-      rates.push(a.rate);
-    }
-    expect(rates).toEqual([200e6, 400e6, 800e6, 800e6, 800e6]);
-  });
-
-  it('does not raise again after the first overload until the last raise had time to show', () => {
-    const a = new AutoRate(0, { startBps: 400e6 });
-    // One overloaded window (ends slow start), then clean busy ones: raises come SETTLE_MS apart.
-    let t = 0;
-    const windowAt = (reasks: number) => {
-      for (let i = 0; i < 20; i++) a.round();
-      for (let i = 0; i < reasks; i++) a.reask();
-      a.sent((a.rate / 8) * (AUTO_WINDOW_MS / 1000));
-      t += AUTO_WINDOW_MS;
-      return a.update(t);
-    };
-    expect(windowAt(HEAVY_REASKS * 20)).toBe('backoff');
-    const decisions: (string | undefined)[] = [];
-    for (let w = 0; w < 16; w++) decisions.push(windowAt(0));
-    const raises = decisions.flatMap((d, i) => (d === 'raise' ? [i] : []));
-    expect(raises.length).toBeGreaterThan(1);
-    for (let i = 1; i < raises.length; i++) expect((raises[i]! - raises[i - 1]!) * AUTO_WINDOW_MS).toBeGreaterThanOrEqual(SETTLE_MS);
   });
 
   it('does not mistake loss the link has at every rate for overload', () => {

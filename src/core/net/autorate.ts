@@ -37,10 +37,9 @@ export const AUTO_MAX_BPS = 10e9;
 export const AUTO_WINDOW_MS = 250;
 /**
  * Receivers answer a rate late: one that lost symbols re-joins after its stall time (400 ms) or
- * when the kernel repeats its report (within a second). So after the first overload a raise is
- * not followed by another for this long (an overload seen meanwhile still cuts it), and after a
- * cut the windows of this long are not judged (their re-asks answer the rate that was cut).
- * Slow start does not wait (see update()).
+ * when the kernel repeats its report (within a second). So after a raise the rate is not raised
+ * again for this long (an overload seen meanwhile still cuts it), and after a cut the windows of
+ * this long are not judged (their re-asks answer the rate that was cut).
  */
 export const SETTLE_MS = 600;
 /** Rounds (plus re-asks) a window needs before its ratio means anything; fewer: the window grows, up to MAX_WINDOWS. */
@@ -167,11 +166,7 @@ export class AutoRate {
       smoothed: judged?.smoothed,
       baseline: judged?.baseline,
     };
-    // In slow start every clean window that used its rate doubles it: waiting SETTLE_MS after each
-    // raise made the climb from 100M to 800M take 2 s, most of a 64 MiB transfer. The busy rule
-    // bounds the overshoot: behind a bottleneck the receivers' joins (one round per chunk) hold what
-    // the share sends to about what they take, below half the rate, and the rate stops there.
-    if (decision === 'raise') this.raiseAfter = now + (this.slowStart ? 0 : this.settleMs);
+    if (decision === 'raise') this.raiseAfter = now + this.settleMs;
     if (decision === 'backoff') this.ignoreUntil = now + this.settleMs;
     this.decisions[decision]++;
     this.windowStart = now;
