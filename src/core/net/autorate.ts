@@ -12,9 +12,10 @@
  *   datagram: (1 - p)^K = 1 - f. Datagrams sent faster than the path or a receiver can take are
  *   dropped (a veth, a switch queue or a socket buffer gives no back-pressure), and that loss grows
  *   with the rate; loss on a noisy link does not. So each window's estimate is compared with the
- *   lowest of the recent ones (what the link loses anyway), and a rise of LOSS_EXCESS over it (plus
- *   half of it) is overload. Only rounds begun after the last rate change count, so a window answers
- *   the rate it is judged for and the next raise needs no fixed wait: at 100 Mbit/s a window of
+ *   median of the recent ones (what the link loses anyway): a rise of LOSS_EXCESS over it (plus
+ *   half of it) is overload, and so is a rise of the late share over its recent minimum by
+ *   LATE_EXCESS. Only rounds begun after the last rate change count, so a window answers the rate
+ *   it is judged for and the next raise needs no fixed wait: at 100 Mbit/s a window of
  *   MIN_OUTCOMES rounds takes about 100 ms, at 1 Gbit/s about 50.
  * - Re-asks (slow). One that lost more than a round's margin leaves and joins again after its stall
  *   time (400 ms), or keeps reporting: re-asks per round. They answer a rate long gone, so they only
@@ -78,9 +79,10 @@ const BUSY = 0.5;
 /** A rounds window lasts at least this long (ms) and holds at least MIN_OUTCOMES listener outcomes. */
 export const FAST_WINDOW_MS = 50;
 export const MIN_OUTCOMES = 20;
+const MIN_KEPT = 8;
 /**
- * Loss per datagram (estimated from late rounds) above the recent minimum by this much, plus half
- * the minimum, is overload. At 5% link loss (about 80% of 32-symbol rounds late anyway) a window
+ * Loss per datagram (estimated from late rounds) above the recent median by this much, plus half
+ * the median, is overload. At 5% link loss (about 80% of 32-symbol rounds late anyway) a window
  * needs nearly all its rounds late to pass it: about one window in a hundred by chance.
  */
 export const LOSS_EXCESS = 0.02;
@@ -94,6 +96,8 @@ export const LOSS_EXCESS = 0.02;
  */
 export const LATE_EXCESS = 0.25;
 export const LATE_RAISE = 0.15;
+/** The late share judges only while its recent minimum is below this. */
+const LATE_JUDGES = 0.5;
 /**
  * Where the link itself loses this much, nearly every round is late at any rate and rounds cannot
  * tell overload from the link: the re-asks alone steer, as SETTLE_MS allows.
@@ -234,7 +238,12 @@ export class AutoRate {
     return fromReasks === 'backoff' || fromReasks === 'raise' || fromRounds === undefined ? fromReasks : fromRounds;
   }
 
-  /** The rounds window: judged once it is FAST_WINDOW_MS old and holds MIN_OUTCOMES outcomes at this rate. */
+  /**
+   * The rounds window: judged once it is FAST_WINDOW_MS old and holds MIN_OUTCOMES outcomes at this
+   * rate, of which MIN_KEPT kept up (fewer: it grows, up to 4 x MIN_OUTCOMES, unless the late share
+   * already says overload). On a lossy link most listeners are late anyway, and the kept ones carry
+   * what the window knows: with few of them chance windows looked like overload.
+   */
   private updateRounds(now: number): AutoRateDecision | undefined {
     const n = this.kept + this.late;
     const elapsed = now - this.fast.start;
@@ -242,11 +251,17 @@ export class AutoRate {
     const rateBefore = this.rate_;
     const { kept, late } = this;
     // The loss per datagram that makes this many rounds of this mean K late (all late: as if one was not).
-    const f = Math.min(this.late, n - 0.5) / n;
+    const f = Math.min(late, n - 0.5) / n;
     const loss = 1 - Math.pow(1 - f, n / this.symbols);
-    const baseline = this.recentLoss.length > 0 ? Math.min(...this.recentLoss) : loss;
+    // The link's own loss: the median of the recent windows (their minimum is biased low where every
+    // window's estimate is noisy, as on a lossy link, and then chance windows looked like overload).
+    const baseline = this.recentLoss.length > 0 ? median(this.recentLoss) : loss;
     const lateShare = late / n;
     const baseLate = this.recentLate.length > 0 ? Math.min(...this.recentLate) : lateShare;
+    // Where most rounds are late anyway (a lossy link) the late share has no room to rise: the estimate judges.
+    const lateJudges = baseLate < LATE_JUDGES;
+    const lateOverload = lateJudges && lateShare > baseLate + LATE_EXCESS;
+    if (kept < MIN_KEPT && n < 4 * MIN_OUTCOMES && !lateOverload) return undefined;
     const sentBps = (this.fast.bytes * 8) / (elapsed / 1000);
     this.fastJudgedAt = now;
     let decision: AutoRateDecision;
@@ -255,12 +270,16 @@ export class AutoRate {
       this.pushLoss(loss, lateShare);
       this.fastJudgedAt = -Infinity;
       decision = 'hold';
-    } else if (loss > baseline * 1.5 + LOSS_EXCESS || lateShare > baseLate + LATE_EXCESS) {
+    } else if (lateOverload || loss > baseline * 1.5 + LOSS_EXCESS) {
       decision = this.backoff(now, this.slowStart ? 0.5 : BACKOFF);
-    } else {
+    } else if (loss <= baseline * 1.2 + LOSS_EXCESS / 4 && (!lateJudges || lateShare <= baseLate + LATE_RAISE)) {
+      // Near the link's own loss: a baseline sample, and room to raise. (A window between this and
+      // overload only holds, and stays out of the baseline, which would otherwise creep up with it.)
       this.pushLoss(loss, lateShare);
       const busy = sentBps >= this.rate_ * BUSY;
-      decision = busy && lateShare <= baseLate + LATE_RAISE && this.rate_ < this.maxBps ? this.raise(now) : 'hold';
+      decision = busy && this.rate_ < this.maxBps ? this.raise(now) : 'hold';
+    } else {
+      decision = 'hold';
     }
     this.record({ signal: 'rounds', at: now, elapsedMs: elapsed, rounds: 0, reasks: 0, kept, late, sentBps, rateBefore, rate: this.rate_, decision, smoothed: loss, baseline });
     this.fast.start = now;
@@ -360,6 +379,12 @@ export class AutoRate {
     this.closed.push(w);
     this.decisions[w.decision]++;
   }
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function clamp(x: number, lo: number, hi: number): number {
