@@ -13,7 +13,7 @@
  *   dropped (a veth, a switch queue or a socket buffer gives no back-pressure), and that loss grows
  *   with the rate; loss on a noisy link does not. So each window's estimate is compared with the
  *   median of the recent ones (what the link loses anyway): a rise of LOSS_EXCESS over it (plus
- *   half of it) is overload, and so is a rise of the late share over its recent minimum by
+ *   half of it) is overload, and so is a rise of the late share over its recent median by
  *   LATE_EXCESS. Only rounds begun after the last rate change count, so a window answers the rate
  *   it is judged for and the next raise needs no fixed wait: at 100 Mbit/s a window of
  *   MIN_OUTCOMES rounds takes about 100 ms, at 1 Gbit/s about 50.
@@ -72,7 +72,7 @@ export const HEAVY_REASKS = 2;
  * auto then ran at 60% of an unlimited share's goodput for the same wire/file (1.14x).
  */
 const EXCESS = 0.8;
-/** Windows whose ratios make the baseline (the recent minimum). */
+/** Windows whose values make a baseline (re-asks: their minimum; rounds: their median). */
 const BASELINE_WINDOWS = 8;
 /** A window is rate-limited (worth raising the rate after) when it sent at least this share of the rate. */
 const BUSY = 0.5;
@@ -87,16 +87,16 @@ const MIN_KEPT = 8;
  */
 export const LOSS_EXCESS = 0.02;
 /**
- * The fraction of listeners late above its recent minimum by this much is overload too, and a
+ * The fraction of listeners late above its recent median by this much is overload too, and a
  * window needs to be within LATE_RAISE of it to raise the rate. A queue that overflows drops
  * datagrams in runs, so a few rounds lose many each: the estimate above (which takes losses to be
  * independent) then reads 1-4% where the bottleneck dropped 10% (a 100 Mbit/s tbf in the lab),
  * while the late fraction reads 30-100% against a baseline near 0. On a lossy link (5%: about 80%
- * late at every rate) the minimum is high and only the estimate can move.
+ * late at every rate) the median is high and only the estimate can move.
  */
 export const LATE_EXCESS = 0.25;
 export const LATE_RAISE = 0.15;
-/** The late share judges only while its recent minimum is below this. */
+/** The late share judges only while its recent median is below this. */
 const LATE_JUDGES = 0.5;
 /**
  * Where the link itself loses this much, nearly every round is late at any rate and rounds cannot
@@ -253,11 +253,12 @@ export class AutoRate {
     // The loss per datagram that makes this many rounds of this mean K late (all late: as if one was not).
     const f = Math.min(late, n - 0.5) / n;
     const loss = 1 - Math.pow(1 - f, n / this.symbols);
-    // The link's own loss: the median of the recent windows (their minimum is biased low where every
-    // window's estimate is noisy, as on a lossy link, and then chance windows looked like overload).
+    // The link's own loss: the median of the recent windows not taken for overload (their minimum is
+    // biased low where every window's estimate is noisy, as on a lossy link, and then ordinary
+    // windows looked like overload). The same for the late share.
     const baseline = this.recentLoss.length > 0 ? median(this.recentLoss) : loss;
     const lateShare = late / n;
-    const baseLate = this.recentLate.length > 0 ? Math.min(...this.recentLate) : lateShare;
+    const baseLate = this.recentLate.length > 0 ? median(this.recentLate) : lateShare;
     // Where most rounds are late anyway (a lossy link) the late share has no room to rise: the estimate judges.
     const lateJudges = baseLate < LATE_JUDGES;
     const lateOverload = lateJudges && lateShare > baseLate + LATE_EXCESS;
@@ -272,14 +273,14 @@ export class AutoRate {
       decision = 'hold';
     } else if (lateOverload || loss > baseline * 1.5 + LOSS_EXCESS) {
       decision = this.backoff(now, this.slowStart ? 0.5 : BACKOFF);
-    } else if (loss <= baseline * 1.2 + LOSS_EXCESS / 4 && (!lateJudges || lateShare <= baseLate + LATE_RAISE)) {
-      // Near the link's own loss: a baseline sample, and room to raise. (A window between this and
-      // overload only holds, and stays out of the baseline, which would otherwise creep up with it.)
-      this.pushLoss(loss, lateShare);
-      const busy = sentBps >= this.rate_ * BUSY;
-      decision = busy && this.rate_ < this.maxBps ? this.raise(now) : 'hold';
     } else {
-      decision = 'hold';
+      // Not overloaded: a baseline sample (every one: keeping only the low ones biased the baseline
+      // down, and on a 5%-lossy link ordinary windows then looked like overload), and room to raise
+      // when near the link's own loss.
+      this.pushLoss(loss, lateShare);
+      const near = loss <= baseline * 1.2 + LOSS_EXCESS / 4 && (!lateJudges || lateShare <= baseLate + LATE_RAISE);
+      const busy = sentBps >= this.rate_ * BUSY;
+      decision = near && busy && this.rate_ < this.maxBps ? this.raise(now) : 'hold';
     }
     this.record({ signal: 'rounds', at: now, elapsedMs: elapsed, rounds: 0, reasks: 0, kept, late, sentBps, rateBefore, rate: this.rate_, decision, smoothed: loss, baseline });
     this.fast.start = now;
