@@ -2,8 +2,9 @@
  * --bwlimit auto end to end (needs root): a share with default settings on host 0 serves a
  * receiver behind a 100 Mbit/s bottleneck (tbf on the receiver's switch port, where the bridge
  * drops what exceeds it, as a slower switch port would). The share cannot see the bottleneck; it
- * must find it from the receiver's re-asks and not keep overrunning it. Judged by counters (the
- * bottleneck's drops, the sender's bytes on the wire), not by timing.
+ * must find it from how the receiver leaves each round's group (in time, or late: it lost symbols)
+ * and from its re-asks, and not keep overrunning it. Judged by counters (the bottleneck's drops,
+ * the sender's bytes on the wire), not by timing.
  */
 import { expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';

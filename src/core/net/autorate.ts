@@ -81,6 +81,11 @@ export const FAST_WINDOW_MS = 50;
 export const MIN_OUTCOMES = 20;
 const MIN_KEPT = 8;
 /**
+ * Windows the loss estimate's baseline needs before it judges (the late share judges from the first):
+ * at 5% link loss the second window of a share, against the first alone, ended slow start at 100M.
+ */
+const MIN_BASELINE = 3;
+/**
  * Loss per datagram (estimated from late rounds) above the recent median by this much, plus half
  * the median, is overload. At 5% link loss (about 80% of 32-symbol rounds late anyway) a window
  * needs nearly all its rounds late to pass it: about one window in a hundred by chance.
@@ -271,7 +276,7 @@ export class AutoRate {
       this.pushLoss(loss, lateShare);
       this.fastJudgedAt = -Infinity;
       decision = 'hold';
-    } else if (lateOverload || loss > baseline * 1.5 + LOSS_EXCESS) {
+    } else if (lateOverload || (this.recentLoss.length >= MIN_BASELINE && loss > baseline * 1.5 + LOSS_EXCESS)) {
       decision = this.backoff(now, this.slowStart ? 0.5 : BACKOFF);
     } else {
       // Not overloaded: a baseline sample (every one: keeping only the low ones biased the baseline
