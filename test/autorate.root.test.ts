@@ -57,7 +57,8 @@ describeUnless(why, 'share with --bwlimit auto (the default) behind a bottleneck
         // Whether it probed above the bottleneck depends on how fast this machine lets the share and
         // the receiver run (the log above says what it did); what must hold is what the link saw.
         // Heavy loss would be tens of percent (at 2x the bottleneck: half); a fixed rate of 200M here drops about 50%.
-        expect(lossPct).toBeLessThan(15);
+        // Steered by re-asks alone auto lost 4.6-20.7% here; by how listeners leave each round, 3.5-5.6%.
+        expect(lossPct).toBeLessThan(10);
         expect(wire).toBeLessThan(1.5 * size);
       } finally {
         await share.stop();

@@ -81,6 +81,11 @@ export const FAST_WINDOW_MS = 50;
 export const MIN_OUTCOMES = 20;
 const MIN_KEPT = 8;
 /**
+ * Late listeners that close a window at once where the link is clean and most of them are late:
+ * each window at an overloaded rate lost datagrams at the bottleneck for as long as it lasted.
+ */
+const MIN_LATE = 10;
+/**
  * Windows the loss estimate's baseline needs before it judges (the late share judges from the first):
  * at 5% link loss the second window of a share, against the first alone, ended slow start at 100M.
  */
@@ -109,8 +114,8 @@ const LATE_JUDGES = 0.5;
  */
 export const SATURATED_LOSS = 0.08;
 /** Growth per clean rounds window from near the rate of the last overload (ceiling), and below it. */
-export const PROBE_STEP = 1.04;
-const NEAR_CEILING = 0.9;
+export const PROBE_STEP = 1.02;
+const NEAR_CEILING = 0.85;
 /** A rate this far above the last overload's without a new one: the ceiling is gone (the path got faster). */
 const PAST_CEILING = 1.25;
 
@@ -252,7 +257,9 @@ export class AutoRate {
   private updateRounds(now: number): AutoRateDecision | undefined {
     const n = this.kept + this.late;
     const elapsed = now - this.fast.start;
-    if (n < MIN_OUTCOMES || elapsed < FAST_WINDOW_MS) return undefined;
+    // MIN_LATE late listeners at a clean link's share (below LATE_JUDGES) are overload enough: judged at once.
+    const early = this.late >= MIN_LATE && this.late / n > LATE_JUDGES && this.recentLate.length > 0 && median(this.recentLate) < LATE_JUDGES - LATE_EXCESS;
+    if (!early && (n < MIN_OUTCOMES || elapsed < FAST_WINDOW_MS)) return undefined;
     const rateBefore = this.rate_;
     const { kept, late } = this;
     // The loss per datagram that makes this many rounds of this mean K late (all late: as if one was not).
