@@ -2,8 +2,9 @@
  * --bwlimit auto end to end (needs root): a share with default settings on host 0 serves a
  * receiver behind a 100 Mbit/s bottleneck (tbf on the receiver's switch port, where the bridge
  * drops what exceeds it, as a slower switch port would). The share cannot see the bottleneck; it
- * must find it from the receiver's re-asks and not keep overrunning it. Judged by counters (the
- * bottleneck's drops, the sender's bytes on the wire), not by timing.
+ * must find it from how the receiver leaves each round's group (in time, or late: it lost symbols)
+ * and from its re-asks, and not keep overrunning it. Judged by counters (the bottleneck's drops,
+ * the sender's bytes on the wire), not by timing.
  */
 import { expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -56,7 +57,8 @@ describeUnless(why, 'share with --bwlimit auto (the default) behind a bottleneck
         // Whether it probed above the bottleneck depends on how fast this machine lets the share and
         // the receiver run (the log above says what it did); what must hold is what the link saw.
         // Heavy loss would be tens of percent (at 2x the bottleneck: half); a fixed rate of 200M here drops about 50%.
-        expect(lossPct).toBeLessThan(15);
+        // Steered by re-asks alone auto lost 4.6-20.7% here; by how listeners leave each round, 3.5-5.6%.
+        expect(lossPct).toBeLessThan(10);
         expect(wire).toBeLessThan(1.5 * size);
       } finally {
         await share.stop();

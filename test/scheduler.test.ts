@@ -921,3 +921,48 @@ describe('SendScheduler: what --bwlimit auto is told (onAsk)', () => {
     expect(asks).toEqual(['listener', 'listener', 'listener', 'reask', 'reask']);
   });
 });
+
+describe('SendScheduler: how rounds come out of their hold (onOutcome, --bwlimit auto)', () => {
+  function withOutcomes() {
+    const outcomes: { key: string; kept: number; late: number; startedAt: number }[] = [];
+    const s = new SendScheduler<string>({ trickle: true, gather: false, onOutcome: (st, kept, late) => outcomes.push({ key: st.key, kept, late, startedAt: st.roundStartedAt }) });
+    return { s, outcomes };
+  }
+
+  it('a listener that leaves during the hold kept up; one still joined when the stream sends again was late', () => {
+    const { s, outcomes } = withOutcomes();
+    expect(s.join('g', 'e0', 'a', 0, 10)).toBe('start');
+    expect(s.join('g', 'e0', 'b', 0, 10)).toBe('waiting');
+    s.open('g', { ifname: 'e0', position: 0, K: 4, gather: false, item: 'g' }, 'a', 10);
+    // The source symbols go out at 20; the hold follows: nothing is known yet.
+    expect(drain(s, 20)).toHaveLength(4);
+    expect(outcomes).toEqual([]);
+    // a leaves in the hold: it had them all.
+    s.part('g', 'a', 20 + GRACE_MIN_MS / 2);
+    expect(outcomes).toEqual([{ key: 'g', kept: 1, late: 0, startedAt: 20 }]);
+    // b is still there when the hold ends and the margin goes out: late, once.
+    expect(drain(s, 20 + GRACE_MAX_MS).length).toBeGreaterThan(0);
+    expect(outcomes).toEqual([{ key: 'g', kept: 1, late: 0, startedAt: 20 }, { key: 'g', kept: 0, late: 1, startedAt: 20 }]);
+    // Its leave after the margin says nothing more, nor do trickles.
+    s.part('g', 'b', 30 + GRACE_MAX_MS);
+    runUntil(s, 31 + GRACE_MAX_MS, 1000);
+    expect(outcomes).toHaveLength(2);
+  });
+
+  it('a new listener during the hold starts another pass: the first round is not judged', () => {
+    const { s, outcomes } = withOutcomes();
+    s.join('g', 'e0', 'a', 0, 0);
+    s.open('g', { ifname: 'e0', position: 0, K: 4, gather: false, item: 'g' }, 'a', 0);
+    drain(s, 0);
+    s.join('g', 'e0', 'b', 0, 5);
+    // Its source symbols go out after the hold: a and b are judged on that pass (begun then), not as late for the first.
+    drain(s, GRACE_MAX_MS);
+    expect(outcomes).toEqual([]);
+    s.part('g', 'a', GRACE_MAX_MS + 1);
+    s.part('g', 'b', GRACE_MAX_MS + 2);
+    expect(outcomes).toEqual([
+      { key: 'g', kept: 1, late: 0, startedAt: GRACE_MAX_MS },
+      { key: 'g', kept: 1, late: 0, startedAt: GRACE_MAX_MS },
+    ]);
+  });
+});

@@ -3,20 +3,31 @@
  * back-channel. Pure: no timers, no sockets; every call takes the time, and the share sets the
  * pacer to `rate` whenever update() says it changed.
  *
- * The signal is the listeners' own behaviour under MLD (scheduler.ts, stream.ts). Every listener
- * that joins an object's group is granted a round (K source symbols and a small margin); one that
- * lost more than the margin leaves and joins again, or keeps reporting after its round, to ask for
- * more. So re-asks per round is the fraction of receivers that lost more than about 5% of a round.
- * Datagrams sent faster than the path or a receiver can take are dropped (a veth, a switch queue or
- * a socket buffer gives no back-pressure), and that loss grows with the rate; loss on a noisy link
- * does not. The controller therefore compares each window's re-ask ratio with the lowest it saw
- * lately (what the link loses anyway) and backs off only when the ratio rises well above that, or
- * when it is so high that receivers barely get anything (HEAVY_REASKS).
+ * Two signals, both the listeners' own behaviour under MLD (scheduler.ts, stream.ts):
+ *
+ * - Rounds (fast). After a round's K source symbols a stream holds for about the listeners' leave
+ *   latency; a listener that got all K leaves during the hold, one that lost any (or is behind a
+ *   queue, or too busy to read them) is still joined when it ends. outcome() is told which, per
+ *   listener, within tens of milliseconds of the round. The fraction late, f, gives the loss per
+ *   datagram: (1 - p)^K = 1 - f. Datagrams sent faster than the path or a receiver can take are
+ *   dropped (a veth, a switch queue or a socket buffer gives no back-pressure), and that loss grows
+ *   with the rate; loss on a noisy link does not. So each window's estimate is compared with the
+ *   median of the recent ones (what the link loses anyway): a rise of LOSS_EXCESS over it (plus
+ *   half of it) is overload, and so is a rise of the late share over its recent median by
+ *   LATE_EXCESS. Only rounds begun after the last rate change count, so a window answers the rate
+ *   it is judged for and the next raise needs no fixed wait: at 100 Mbit/s a window of
+ *   MIN_OUTCOMES rounds takes about 100 ms, at 1 Gbit/s about 50.
+ * - Re-asks (slow). One that lost more than a round's margin leaves and joins again after its stall
+ *   time (400 ms), or keeps reporting: re-asks per round. They answer a rate long gone, so they only
+ *   back off (heavy or rising re-asks, as before), and steer the rate alone where rounds say
+ *   nothing: no rounds (push mode), or a link so lossy that nearly every round is late at any rate
+ *   (SATURATED_LOSS), where raises wait SETTLE_MS for the re-asks to answer.
  *
  * Rates move like TCP's: doubling per clean window until the first sign of overload (slow start),
- * then a cut to BACKOFF of the rate and a slow climb (STEP per clean window) that probes for room
- * again. A window in which the share sent much less than the rate (nothing to send, or the CPU
- * was the limit) does not raise it: a rate never exercised says nothing about the path.
+ * then a cut (BACKOFF, or half in slow start) and a climb that is quick up to near where the last
+ * overload was seen and slow (PROBE_STEP) around it. A window in which the share sent much less
+ * than the rate (nothing to send, or the CPU was the limit) does not raise it: a rate never
+ * exercised says nothing about the path.
  */
 
 export interface AutoRateOptions {
@@ -61,29 +72,83 @@ export const HEAVY_REASKS = 2;
  * auto then ran at 60% of an unlimited share's goodput for the same wire/file (1.14x).
  */
 const EXCESS = 0.8;
-/** Windows whose ratios make the baseline (the recent minimum). */
+/** Windows whose values make a baseline (re-asks: their minimum; rounds: their median). */
 const BASELINE_WINDOWS = 8;
 /** A window is rate-limited (worth raising the rate after) when it sent at least this share of the rate. */
 const BUSY = 0.5;
+/** A rounds window lasts at least this long (ms) and holds at least MIN_OUTCOMES listener outcomes. */
+export const FAST_WINDOW_MS = 50;
+export const MIN_OUTCOMES = 20;
+const MIN_KEPT = 8;
+/**
+ * Late listeners that close a window at once where the link is clean and most of them are late:
+ * each window at an overloaded rate lost datagrams at the bottleneck for as long as it lasted.
+ */
+const MIN_LATE = 10;
+/**
+ * Windows the loss estimate's baseline needs before it judges (the late share judges from the first):
+ * at 5% link loss the second window of a share, against the first alone, ended slow start at 100M.
+ */
+const MIN_BASELINE = 3;
+/**
+ * Loss per datagram (estimated from late rounds) above the recent median by this much, plus half
+ * the median, is overload. At 5% link loss (about 80% of 32-symbol rounds late anyway) a window
+ * needs nearly all its rounds late to pass it: about one window in a hundred by chance.
+ */
+export const LOSS_EXCESS = 0.02;
+/**
+ * The fraction of listeners late above its recent median by this much is overload too, and a
+ * window needs to be within LATE_RAISE of it to raise the rate. A queue that overflows drops
+ * datagrams in runs, so a few rounds lose many each: the estimate above (which takes losses to be
+ * independent) then reads 1-4% where the bottleneck dropped 10% (a 100 Mbit/s tbf in the lab),
+ * while the late fraction reads 30-100% against a baseline near 0. On a lossy link (5%: about 80%
+ * late at every rate) the median is high and only the estimate can move.
+ */
+export const LATE_EXCESS = 0.25;
+export const LATE_RAISE = 0.15;
+/** The late share judges only while its recent median is below this. */
+const LATE_JUDGES = 0.5;
+/**
+ * Where the link itself loses this much, nearly every round is late at any rate and rounds cannot
+ * tell overload from the link: the re-asks alone steer, as SETTLE_MS allows.
+ */
+export const SATURATED_LOSS = 0.08;
+/** Growth per clean rounds window from near the rate of the last overload (ceiling), and below it. */
+export const PROBE_STEP = 1.02;
+const NEAR_CEILING = 0.85;
+/** A rate this far above the last overload's without a new one: the ceiling is gone (the path got faster). */
+const PAST_CEILING = 1.25;
 
 export type AutoRateDecision = 'raise' | 'hold' | 'backoff' | 'idle';
 
 /** What one closed window held and what was decided on it (LCSYNC_AUTORATE_TRACE, tests). */
 export interface AutoRateWindow {
+  /** Which signal closed it: listener outcomes of rounds ('rounds') or re-asks ('reasks'). */
+  signal: 'rounds' | 'reasks';
   /** When it closed, and how long it lasted (ms). */
   at: number;
   elapsedMs: number;
+  /** Re-asks window: listener rounds granted and re-asks in it. */
   rounds: number;
   reasks: number;
+  /** Rounds window: listeners that left in time and that were late, of rounds begun at this rate. */
+  kept?: number;
+  late?: number;
   /** What went on the wire in it, bits per second. */
   sentBps: number;
   /** The rate it was sent at, and the rate after the decision. */
   rateBefore: number;
   rate: number;
   decision: AutoRateDecision;
-  /** The smoothed re-ask ratio and the baseline it was judged against (undefined: not judged). */
+  /** The value judged (re-asks: the smoothed ratio; rounds: the loss per datagram) and its baseline (undefined: not judged). */
   smoothed?: number;
   baseline?: number;
+}
+
+/** Counts since a window opened. */
+interface Tally {
+  start: number;
+  bytes: number;
 }
 
 export class AutoRate {
@@ -94,20 +159,33 @@ export class AutoRate {
   private rate_: number;
   /** Until the first overload the rate doubles per clean window. */
   private slowStart = true;
-  private windowStart: number;
-  /** No raise before this time (after a raise), no decision at all before ignoreUntil (after a cut). */
+  /** The rate at the last overload (raises slow down near it); undefined: none yet, or left behind. */
+  private ceiling: number | undefined;
+  /** When the rate last changed: only rounds begun since answer it. */
+  private changedAt: number;
+  /** Re-asks: no raise before raiseAfter (after a raise), no judgement before ignoreUntil (after a cut). */
   private raiseAfter = -Infinity;
   private ignoreUntil = -Infinity;
+  private readonly slow: Tally;
   private rounds = 0;
   private reasks = 0;
-  private bytes = 0;
   /** Smoothed re-ask ratio, and the recent windows' values of it (for the baseline). */
   private smoothed: number | undefined;
   private readonly recent: number[] = [];
+  /** Rounds: outcomes of rounds begun at the current rate, and the recent windows' loss estimates. */
+  private readonly fast: Tally;
+  private kept = 0;
+  private late = 0;
+  private symbols = 0;
+  private readonly recentLoss: number[] = [];
+  private readonly recentLate: number[] = [];
+  /** When a rounds window was last judged (while recent, it and not the re-asks raises the rate). */
+  private fastJudgedAt = -Infinity;
   /** Decisions taken so far, for logs and tests. */
   readonly decisions: Record<AutoRateDecision, number> = { raise: 0, hold: 0, backoff: 0, idle: 0 };
-  /** The window last closed by update(). */
+  /** The window last closed by update(), and every window the last update() closed (oldest first). */
   lastWindow: AutoRateWindow | undefined;
+  readonly closed: AutoRateWindow[] = [];
   private judged: { smoothed: number; baseline: number } | undefined = undefined;
 
   constructor(now: number, opts: AutoRateOptions = {}) {
@@ -116,7 +194,9 @@ export class AutoRate {
     this.windowMs = opts.windowMs ?? AUTO_WINDOW_MS;
     this.settleMs = opts.settleMs ?? SETTLE_MS;
     this.rate_ = clamp(opts.startBps ?? AUTO_START_BPS, this.minBps, this.maxBps);
-    this.windowStart = now;
+    this.slow = { start: now, bytes: 0 };
+    this.fast = { start: now, bytes: 0 };
+    this.changedAt = now;
   }
 
   /** The rate to send at now, in bits per second. */
@@ -134,71 +214,190 @@ export class AutoRate {
     this.reasks++;
   }
 
+  /**
+   * A round of K source symbols begun at `startedAt` came out of its hold: `kept` listeners left
+   * in time, `late` were still joined. Rounds begun before the last rate change answer another rate
+   * and are not counted.
+   */
+  outcome(kept: number, late: number, K: number, startedAt: number): void {
+    if (startedAt < this.changedAt || K < 1) return;
+    this.kept += kept;
+    this.late += late;
+    this.symbols += (kept + late) * K;
+  }
+
   /** Bytes went on the wire. */
   sent(bytes: number): void {
-    this.bytes += bytes;
+    this.slow.bytes += bytes;
+    this.fast.bytes += bytes;
   }
 
   /**
-   * Close the window when it is due and decide; returns the decision (undefined: window still
-   * open). The caller reads `rate` after 'raise' or 'backoff'.
+   * Close a window when one is due and decide; returns the decision (undefined: no window closed).
+   * The caller reads `rate` after 'raise' or 'backoff'.
    */
   update(now: number): AutoRateDecision | undefined {
-    const elapsed = now - this.windowStart;
+    this.closed.length = 0;
+    const fromRounds = this.updateRounds(now);
+    if (fromRounds === 'backoff') {
+      // The re-asks counted so far answer the rate just cut: start their window afresh.
+      this.resetSlow(now);
+      return fromRounds;
+    }
+    const fromReasks = this.updateReasks(now);
+    return fromReasks === 'backoff' || fromReasks === 'raise' || fromRounds === undefined ? fromReasks : fromRounds;
+  }
+
+  /**
+   * The rounds window: judged once it is FAST_WINDOW_MS old and holds MIN_OUTCOMES outcomes at this
+   * rate, of which MIN_KEPT kept up (fewer: it grows, up to 4 x MIN_OUTCOMES, unless the late share
+   * already says overload). On a lossy link most listeners are late anyway, and the kept ones carry
+   * what the window knows: with few of them chance windows looked like overload.
+   */
+  private updateRounds(now: number): AutoRateDecision | undefined {
+    const n = this.kept + this.late;
+    const elapsed = now - this.fast.start;
+    // MIN_LATE late listeners at a clean link's share (below LATE_JUDGES) are overload enough: judged at once.
+    const early = this.late >= MIN_LATE && this.late / n > LATE_JUDGES && this.recentLate.length > 0 && median(this.recentLate) < LATE_JUDGES - LATE_EXCESS;
+    if (!early && (n < MIN_OUTCOMES || elapsed < FAST_WINDOW_MS)) return undefined;
+    const rateBefore = this.rate_;
+    const { kept, late } = this;
+    // The loss per datagram that makes this many rounds of this mean K late (all late: as if one was not).
+    const f = Math.min(late, n - 0.5) / n;
+    const loss = 1 - Math.pow(1 - f, n / this.symbols);
+    // The link's own loss: the median of the recent windows not taken for overload (their minimum is
+    // biased low where every window's estimate is noisy, as on a lossy link, and then ordinary
+    // windows looked like overload). The same for the late share.
+    const baseline = this.recentLoss.length > 0 ? median(this.recentLoss) : loss;
+    const lateShare = late / n;
+    const baseLate = this.recentLate.length > 0 ? median(this.recentLate) : lateShare;
+    // Where most rounds are late anyway (a lossy link) the late share has no room to rise: the estimate judges.
+    const lateJudges = baseLate < LATE_JUDGES;
+    const lateOverload = lateJudges && lateShare > baseLate + LATE_EXCESS;
+    if (kept < MIN_KEPT && n < 4 * MIN_OUTCOMES && !lateOverload) return undefined;
+    const sentBps = (this.fast.bytes * 8) / (elapsed / 1000);
+    this.fastJudgedAt = now;
+    let decision: AutoRateDecision;
+    if (baseline >= SATURATED_LOSS) {
+      // Nearly every round is late at any rate here: the re-asks judge (the estimate still makes the baseline).
+      this.pushLoss(loss, lateShare);
+      this.fastJudgedAt = -Infinity;
+      decision = 'hold';
+    } else if (lateOverload || (this.recentLoss.length >= MIN_BASELINE && loss > baseline * 1.5 + LOSS_EXCESS)) {
+      decision = this.backoff(now, this.slowStart ? 0.5 : BACKOFF);
+    } else {
+      // Not overloaded: a baseline sample (every one: keeping only the low ones biased the baseline
+      // down, and on a 5%-lossy link ordinary windows then looked like overload), and room to raise
+      // when near the link's own loss.
+      this.pushLoss(loss, lateShare);
+      const near = loss <= baseline * 1.2 + LOSS_EXCESS / 4 && (!lateJudges || lateShare <= baseLate + LATE_RAISE);
+      const busy = sentBps >= this.rate_ * BUSY;
+      decision = near && busy && this.rate_ < this.maxBps ? this.raise(now) : 'hold';
+    }
+    this.record({ signal: 'rounds', at: now, elapsedMs: elapsed, rounds: 0, reasks: 0, kept, late, sentBps, rateBefore, rate: this.rate_, decision, smoothed: loss, baseline });
+    this.fast.start = now;
+    this.fast.bytes = 0;
+    this.kept = 0;
+    this.late = 0;
+    this.symbols = 0;
+    return decision;
+  }
+
+  /** The re-asks window (windowMs, longer while few rounds came). */
+  private updateReasks(now: number): AutoRateDecision | undefined {
+    const elapsed = now - this.slow.start;
     if (elapsed < this.windowMs) return undefined;
     const events = this.rounds + this.reasks;
     const ignored = now < this.ignoreUntil;
     if (events < MIN_EVENTS && elapsed < this.windowMs * MAX_WINDOWS && !ignored) return undefined;
     const rateBefore = this.rate_;
     this.judged = undefined;
-    const decision = ignored ? 'hold' : this.decide(now, elapsed);
-    // decide() sets it (TypeScript keeps the narrowing from the assignment above across the call).
+    const decision = ignored ? 'hold' : this.decideReasks(now, elapsed);
+    // decideReasks() sets it (TypeScript keeps the narrowing from the assignment above across the call).
     const judged = this.judged as { smoothed: number; baseline: number } | undefined;
-    this.lastWindow = {
-      at: now,
-      elapsedMs: elapsed,
-      rounds: this.rounds,
-      reasks: this.reasks,
-      sentBps: (this.bytes * 8) / (elapsed / 1000),
-      rateBefore,
-      rate: this.rate_,
-      decision,
-      smoothed: judged?.smoothed,
-      baseline: judged?.baseline,
-    };
-    if (decision === 'raise') this.raiseAfter = now + this.settleMs;
-    if (decision === 'backoff') this.ignoreUntil = now + this.settleMs;
-    this.decisions[decision]++;
-    this.windowStart = now;
-    this.rounds = 0;
-    this.reasks = 0;
-    this.bytes = 0;
+    this.record({
+      signal: 'reasks', at: now, elapsedMs: elapsed, rounds: this.rounds, reasks: this.reasks, sentBps: (this.slow.bytes * 8) / (elapsed / 1000),
+      rateBefore, rate: this.rate_, decision, smoothed: judged?.smoothed, baseline: judged?.baseline,
+    });
+    this.resetSlow(now);
     return decision;
   }
 
-  private decide(now: number, elapsedMs: number): AutoRateDecision {
+  private decideReasks(now: number, elapsedMs: number): AutoRateDecision {
     const events = this.rounds + this.reasks;
     // Nobody asked for anything (or almost): nothing learnt, nothing to change.
-    if (events < MIN_EVENTS && this.bytes === 0) return 'idle';
+    if (events < MIN_EVENTS && this.slow.bytes === 0) return 'idle';
     const ratio = this.reasks / Math.max(1, this.rounds);
     this.smoothed = this.smoothed === undefined ? ratio : (this.smoothed + ratio) / 2;
     const baseline = this.recent.length > 0 ? Math.min(...this.recent) : this.smoothed;
     this.judged = { smoothed: this.smoothed, baseline };
     const overloaded = ratio >= HEAVY_REASKS || this.smoothed > baseline * 1.5 + EXCESS;
-    if (overloaded) {
-      this.slowStart = false;
-      this.rate_ = clamp(this.rate_ * BACKOFF, this.minBps, this.maxBps);
-      // The ratio just seen answered a rate that is gone: start the smoothing afresh.
-      this.smoothed = undefined;
-      return 'backoff';
-    }
+    if (overloaded) return this.backoff(now, BACKOFF);
     this.recent.push(this.smoothed);
     if (this.recent.length > BASELINE_WINDOWS) this.recent.shift();
-    const busy = (this.bytes * 8) / (elapsedMs / 1000) >= this.rate_ * BUSY;
+    // Rounds judged lately own the raises: they answer the rate within a window, re-asks only after SETTLE_MS.
+    if (now - this.fastJudgedAt < 2 * this.windowMs) return 'hold';
+    const busy = (this.slow.bytes * 8) / (elapsedMs / 1000) >= this.rate_ * BUSY;
     if (!busy || this.rate_ >= this.maxBps || now < this.raiseAfter) return 'hold';
-    this.rate_ = clamp(this.rate_ * (this.slowStart ? 2 : STEP), this.minBps, this.maxBps);
+    return this.raise(now);
+  }
+
+  private raise(now: number): AutoRateDecision {
+    if (this.ceiling !== undefined && this.rate_ > this.ceiling * PAST_CEILING) this.ceiling = undefined;
+    const near = this.ceiling !== undefined && this.rate_ >= this.ceiling * NEAR_CEILING;
+    const factor = this.slowStart ? 2 : near ? PROBE_STEP : STEP;
+    this.setRate(now, this.rate_ * factor);
+    this.raiseAfter = now + this.settleMs;
     return 'raise';
   }
+
+  private backoff(now: number, factor: number): AutoRateDecision {
+    this.slowStart = false;
+    this.ceiling = this.rate_;
+    this.setRate(now, this.rate_ * factor);
+    // Re-asks answer the rate that was cut for a while: they are not judged meanwhile.
+    this.ignoreUntil = now + this.settleMs;
+    // The ratio just seen answered a rate that is gone: start the smoothing afresh.
+    this.smoothed = undefined;
+    return 'backoff';
+  }
+
+  private setRate(now: number, bps: number): void {
+    this.rate_ = clamp(bps, this.minBps, this.maxBps);
+    this.changedAt = now;
+    // Outcomes so far answer the old rate.
+    this.fast.start = now;
+    this.fast.bytes = 0;
+    this.kept = 0;
+    this.late = 0;
+    this.symbols = 0;
+  }
+
+  private pushLoss(loss: number, lateShare: number): void {
+    this.recentLoss.push(loss);
+    this.recentLate.push(lateShare);
+    if (this.recentLoss.length > BASELINE_WINDOWS) this.recentLoss.shift();
+    if (this.recentLate.length > BASELINE_WINDOWS) this.recentLate.shift();
+  }
+
+  private resetSlow(now: number): void {
+    this.slow.start = now;
+    this.slow.bytes = 0;
+    this.rounds = 0;
+    this.reasks = 0;
+  }
+
+  private record(w: AutoRateWindow): void {
+    this.lastWindow = w;
+    this.closed.push(w);
+    this.decisions[w.decision]++;
+  }
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function clamp(x: number, lo: number, hi: number): number {

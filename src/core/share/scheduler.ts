@@ -14,7 +14,7 @@ import { kPrime } from '../fec/kprime.js';
 import { FAST_MAX_K_PRIME } from '../fec/rfc6330.js';
 import { COSTLY_REPAIR_GRACE_MS, GRACE_MAX_MS, GRACE_MIN_MS, ScheduledStream, TRICKLE_MS, type SymbolChoice } from './stream.js';
 
-export { ScheduledStream, type SymbolChoice } from './stream.js';
+export { ScheduledStream, type RoundOutcome, type SymbolChoice } from './stream.js';
 
 /**
  * Streams served side by side at the front of the order. Interleaving them means
@@ -138,6 +138,11 @@ export interface SchedulerOptions<T> {
    * or a repeated report): what --bwlimit auto steers by (net/autorate.ts).
    */
   onAsk?: (kind: 'listener' | 'reask') => void;
+  /**
+   * How a round's listeners came out of its hold: left in time (`kept`) or still joined at its end
+   * (`late`), the faster of --bwlimit auto's signals (stream.ts RoundOutcome).
+   */
+  onOutcome?: (stream: ScheduledStream<T>, kept: number, late: number) => void;
 }
 
 /** Where a receiver is in its walk: the furthest position it has joined lately, when it last joined anything, and when that position last moved. */
@@ -261,7 +266,7 @@ export class SendScheduler<T> {
     // margin costs little; a file's tree, which its chunks wait for, keeps the measured hold.
     const costly = spec.gather === 'joins' && kPrime(spec.K) > FAST_MAX_K_PRIME;
     const grace = costly ? () => Math.max(this.graceMs, COSTLY_REPAIR_GRACE_MS) : () => this.graceMs;
-    const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, grace);
+    const s = new ScheduledStream(key, spec.ifname, spec.position, spec.K, spec.item, this.opts.trickle, grace, this.opts.onOutcome);
     s.joined(starter, joinedAt);
     for (const other of this.starting.get(key) ?? []) s.joined(other, joinedAt);
     for (let i = 0; i < s.asks.listener; i++) this.opts.onAsk?.('listener');
@@ -288,8 +293,7 @@ export class SendScheduler<T> {
       const sample = now - s.sourceDoneAt;
       this.leaveLatencyMs += (Math.min(sample, GRACE_MAX_MS) - this.leaveLatencyMs) / 16;
     }
-    s.reporters.delete(from);
-    s.departed.set(from, now);
+    s.left(from, now);
     if (s.reporters.size === 0) s.paused = true;
   }
 

@@ -106,8 +106,8 @@ const PLAN_MAX = 64;
 const RUN_MAX = 8;
 /** How often the byte count is sampled for the current rate. */
 const RATE_SAMPLE_MS = 1000;
-/** How often --bwlimit auto is asked whether its window is over. */
-const AUTO_TICK_MS = 50;
+/** How often --bwlimit auto is asked whether a window is over (its rounds windows last 50 ms and more). */
+const AUTO_TICK_MS = 20;
 
 /**
  * Objects a re-index dropped are remembered this long (and at most this many, newest kept), so
@@ -313,6 +313,7 @@ export class Share extends EventEmitter {
         if (kind === 'listener') this.auto?.rate.round();
         else this.auto?.rate.reask();
       },
+      onOutcome: (s, kept, late) => this.auto?.rate.outcome(kept, late, s.K, s.roundStartedAt),
       onDrop: (s) => {
         s.item.free();
         this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
@@ -426,7 +427,7 @@ export class Share extends EventEmitter {
     share = new Share(index, opts, watcher);
     let openSink = opts.openSink;
     if (!openSink) {
-      const auto = opts.autoRate ? new AutoRate(performance.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
+      const auto = opts.autoRate ? new AutoRate(Date.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
       const pacer = new Pacer({ bitsPerSecond: auto ? auto.rate : (opts.rateBps ?? 0) });
       share.pacer = pacer;
       if (auto) share.steer(auto, pacer);
@@ -486,7 +487,8 @@ export class Share extends EventEmitter {
   private steer(rate: AutoRate, pacer: Pacer): void {
     // A line per closed window on stderr: how the rate moved and why (README, "How fast it sends").
     const trace = process.env.LCSYNC_AUTORATE_TRACE === '1';
-    const t0 = performance.now();
+    // Date.now(): the scheduler's clock, which dates the rounds the controller is told of.
+    const t0 = Date.now();
     // The controller is told what went out from this.bytes, the one count both send paths (sendBatch
     // and the native sendPlan) keep: fed per datagram on the batch path only, it saw nothing from the
     // native sender, took every window for one that did not use its rate and never raised it (a 1 GiB
@@ -496,8 +498,8 @@ export class Share extends EventEmitter {
       // Co-servers each send their part: the controller judges the link's total.
       rate.sent((this.bytes - counted) * this.coServers);
       counted = this.bytes;
-      const decision = rate.update(performance.now());
-      if (trace && decision !== undefined) process.stderr.write(autoRateTraceLine(rate.lastWindow!, t0));
+      const decision = rate.update(Date.now());
+      if (trace) for (const w of rate.closed) process.stderr.write(autoRateTraceLine(w, t0));
       if (decision !== 'raise' && decision !== 'backoff') return;
       pacer.setRate(rate.rate / this.coServers);
       this.log('verbose', `bwlimit auto: ${decision === 'raise' ? 'raised' : 'backed off'} to ${(rate.rate / 1e6).toFixed(1)} Mbit/s`);
@@ -887,6 +889,7 @@ export class Share extends EventEmitter {
 /** One LCSYNC_AUTORATE_TRACE line: seconds since the share started, the window and the decision. */
 function autoRateTraceLine(w: AutoRateWindow, t0: number): string {
   const mbit = (bps: number) => (bps / 1e6).toFixed(1);
-  const judged = w.smoothed === undefined ? '' : ` smoothed ${w.smoothed.toFixed(2)} baseline ${w.baseline!.toFixed(2)}`;
-  return `autorate ${((w.at - t0) / 1000).toFixed(2)}s ${w.decision} ${mbit(w.rateBefore)}->${mbit(w.rate)} Mbit/s sent ${mbit(w.sentBps)} Mbit/s in ${w.elapsedMs.toFixed(0)} ms rounds ${w.rounds} reasks ${w.reasks}${judged}\n`;
+  const judged = w.smoothed === undefined ? '' : w.signal === 'rounds' ? ` loss ${(100 * w.smoothed).toFixed(2)}% baseline ${(100 * w.baseline!).toFixed(2)}%` : ` smoothed ${w.smoothed.toFixed(2)} baseline ${w.baseline!.toFixed(2)}`;
+  const counts = w.signal === 'rounds' ? `kept ${w.kept} late ${w.late}` : `rounds ${w.rounds} reasks ${w.reasks}`;
+  return `autorate ${((w.at - t0) / 1000).toFixed(2)}s ${w.signal} ${w.decision} ${mbit(w.rateBefore)}->${mbit(w.rate)} Mbit/s sent ${mbit(w.sentBps)} Mbit/s in ${w.elapsedMs.toFixed(0)} ms ${counts}${judged}\n`;
 }

@@ -74,6 +74,14 @@ function sourceChoice(esi: number): SymbolChoice {
   return (SOURCE[esi] ??= Object.freeze({ source: esi }));
 }
 
+/**
+ * How a round's listeners came out of its hold (--bwlimit auto's fast signal, net/autorate.ts):
+ * `kept` left during the hold (they had every source symbol in time), `late` were still joined
+ * when it ended (they lost symbols, or are behind a queue). `stream.roundStartedAt` says which
+ * rate the round went at.
+ */
+export type RoundOutcome<T> = (stream: ScheduledStream<T>, kept: number, late: number) => void;
+
 /** One stream's place in the policy: its round, its listeners, its hold. `item` is what the caller sends it with. */
 export class ScheduledStream<T> {
   /** A listener left and we are asking whether anyone else still listens: hold off until we know. */
@@ -117,6 +125,14 @@ export class ScheduledStream<T> {
   private sourceCursor = 0;
   /** Source symbols still owed to the newest listener; repair symbols come only after them. */
   private sourceOwed: number;
+  /** When the first source symbol of the current pass went out (the rate a round's outcome answers). */
+  roundStartedAt = 0;
+  /**
+   * The source symbols are out and the hold runs: each listener that leaves before it ends kept
+   * up, each one still joined when the stream sends again was late (onOutcome). Cleared when that
+   * is known for all of them, or when a join makes the pass no longer one round's answer.
+   */
+  private outcomePending = false;
 
   constructor(
     readonly key: string,
@@ -129,6 +145,8 @@ export class ScheduledStream<T> {
     private readonly trickle: boolean,
     /** How long to hold after the source symbols (SendScheduler.graceMs). */
     private readonly grace: () => number,
+    /** Told how each round's listeners came out of its hold. */
+    private readonly onOutcome?: RoundOutcome<T>,
   ) {
     this.round = roundSize(K);
     this.repairRound = repairRoundSize(K);
@@ -150,10 +168,12 @@ export class ScheduledStream<T> {
     if (left !== undefined && now - left < REJOIN_MS) {
       // Left and joined again: a receiver asking for more after losing some.
       this.departed.delete(from);
+      this.outcomePending = false;
       this.budget = Math.max(this.budget, this.repairRound);
       this.asks.reask++;
       this.grantedAt.set(from, now);
     } else if (!this.reporters.has(from)) {
+      this.outcomePending = false;
       this.budget = Math.max(this.budget, this.round);
       this.sourceOwed = this.K;
       this.asks.listener++;
@@ -164,6 +184,14 @@ export class ScheduledStream<T> {
       this.asks.repeat++;
     }
     this.reporters.add(from);
+  }
+
+  /** `from` left (MLD): during the hold it had what it needed in time. */
+  left(from: string, now: number): void {
+    if (this.outcomePending && this.reporters.has(from)) this.onOutcome?.(this, 1, 0);
+    this.reporters.delete(from);
+    this.departed.set(from, now);
+    if (this.reporters.size === 0) this.outcomePending = false;
   }
 
   /** Whether the stream has a round to send now. */
@@ -196,6 +224,11 @@ export class ScheduledStream<T> {
    */
   take(now: number): SymbolChoice {
     this.sent++;
+    if (this.outcomePending) {
+      // Sending again after the source symbols: the hold is over and these listeners are still here.
+      this.outcomePending = false;
+      if (this.reporters.size > 0) this.onOutcome?.(this, 0, this.reporters.size);
+    }
     let trickling = false;
     if (this.budget > 0) {
       if (this.heldForJoins(now)) {
@@ -211,13 +244,17 @@ export class ScheduledStream<T> {
     // A trickle is a fresh repair symbol: whatever a listener still lacks, each one is worth a lost
     // symbol to it (a cycled source symbol would only help the listener that lost that one).
     if (this.sourceOwed > 0 && !trickling) {
+      if (this.sourceOwed === this.K) this.roundStartedAt = now;
       const esi = this.sourceCursor;
       this.sourceCursor = (this.sourceCursor + 1) % this.K;
       this.sentSinceSourceDone++;
       if (--this.sourceOwed === 0) {
         this.sourceDoneAt = now;
         this.sentSinceSourceDone = 0;
-        if (this.budget > 0) this.holdUntil = now + this.grace();
+        if (this.budget > 0) {
+          this.holdUntil = now + this.grace();
+          this.outcomePending = this.reporters.size > 0;
+        }
       }
       return sourceChoice(esi);
     }
