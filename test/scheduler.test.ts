@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, HOLD_RUNNING_PART_OWED, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
 import { COSTLY_REPAIR_GRACE_MS, GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -771,6 +771,57 @@ describe('SendScheduler: gather by joins, receivers busy or late', () => {
     s.join('top3%e0', 'e0', 'D', TREE, 500);
     s.abandon('top3%e0');
     expect(p.waitingFor).toBeUndefined();
+  });
+
+  it('holds a part in mid-round for a receiver that shows up while most of its source symbols are still owed, so the newcomer costs what went before it, not a round', () => {
+    const s = mld();
+    const K = 200;
+    // A and B open and join the part; nobody else is known: it goes at once.
+    s.join('top%e0', 'e0', 'B', TREE, 0);
+    s.abandon('top%e0');
+    const p = part(s, 'p%e0', 'A', 0, K);
+    expect(s.join('p%e0', 'e0', 'B', TREE, 0)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+    const early = drain(s, 5, 40).filter((x) => x.key === 'p%e0');
+    expect(early).toHaveLength(40);
+    // C starts late: its first join (the top) holds the part, which only trickles until C joins it.
+    s.join('top2%e0', 'e0', 'C', TREE, 10);
+    s.abandon('top2%e0');
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    const held = runUntil(s, 10, 200).filter((x) => x.key === 'p%e0');
+    expect(held.length).toBeLessThanOrEqual(Math.ceil(190 / TRICKLE_MS) + 1);
+    expect(s.join('p%e0', 'e0', 'C', TREE, 200)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+    const rest: Sent[] = [];
+    for (let now = 200; p.budget > 0 && now < 2000; now++) rest.push(...drain(s, now, 1));
+    // One round for C from where the cycle stood (K + margin): the part cost what went before C
+    // came, not a second round.
+    expect(p.budget).toBe(0);
+    expect(rest).toHaveLength(p.round);
+    expect(p.sent).toBe(early.length + held.length + p.round);
+    expect(new Set(rest.filter((x) => 'source' in x.symbol).map((x) => (x.symbol as { source: number }).source)).size).toBe(K);
+  });
+
+  it('does not hold a part for a newcomer once most of its source symbols went, nor after its round or its hold bound', () => {
+    const s = mld();
+    const K = 100;
+    s.join('top%e0', 'e0', 'B', TREE, 0);
+    s.abandon('top%e0');
+    const p = part(s, 'p%e0', 'A', 0, K);
+    s.join('p%e0', 'e0', 'B', TREE, 0);
+    drain(s, 5, K - Math.floor(K * HOLD_RUNNING_PART_OWED) + 1);
+    expect(p.sourceLeft).toBeLessThan(K * HOLD_RUNNING_PART_OWED);
+    s.join('top2%e0', 'e0', 'C', TREE, 10);
+    s.abandon('top2%e0');
+    expect(p.waitingFor).toBeUndefined();
+    // A part opened longer than JOIN_GATHER_MAX_MS ago is not held either, however much it owes.
+    const q = part(s, 'q%e0', 'A', 20, K);
+    for (const h of ['B', 'C']) s.join('q%e0', 'e0', h, TREE, 20);
+    expect(q.waitingFor).toBeUndefined();
+    s.join('top3%e0', 'e0', 'D', TREE, 20 + JOIN_GATHER_MAX_MS);
+    s.abandon('top3%e0');
+    expect(q.sourceLeft).toBeGreaterThanOrEqual(K * HOLD_RUNNING_PART_OWED);
+    expect(q.waitingFor).toBeUndefined();
   });
 });
 

@@ -166,6 +166,11 @@ export class ScheduledStream<T> {
     this.reporters.add(from);
   }
 
+  /** Source symbols still owed to the newest listener (scheduler.ts: a running part is held for a newcomer while many are). */
+  get sourceLeft(): number {
+    return this.sourceOwed;
+  }
+
   /** Whether the stream has a round to send now. */
   ready(now: number): boolean {
     return !this.paused && this.budget > 0 && now >= this.holdUntil && (this.waitingFor === undefined || now >= this.gatherUntil);
