@@ -690,9 +690,11 @@ describe('SendScheduler: gather by joins (bundle parts)', () => {
     expect(s.join('p%e0', 'e0', 'A', TREE, 10)).toBe('start');
     expect(s.open('p%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'p' }, 'A', 10).waitingFor).toEqual(new Set(['C']));
     s.remove('p%e0');
-    // C idle for JOIN_GATHER_IDLE_MS: not waited for.
+    // C idle for JOIN_GATHER_IDLE_MS: not waited for; B, as idle, joined a bundle part (p) within
+    // JOIN_GATHER_MAX_MS: it walks the tree by bundles, and is.
     expect(s.join('q%e0', 'e0', 'A', TREE, JOIN_GATHER_IDLE_MS)).toBe('start');
-    expect(s.open('q%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'q' }, 'A', JOIN_GATHER_IDLE_MS).waitingFor).toBeUndefined();
+    expect(s.open('q%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'q' }, 'A', JOIN_GATHER_IDLE_MS).waitingFor).toEqual(new Set(['B']));
+    s.remove('q%e0');
     // D keeps joining other things and never this part: the round goes at JOIN_GATHER_MAX_MS at the latest.
     const t0 = 10_000;
     s.join('y%e0', 'e0', 'D', TREE, t0);
@@ -739,13 +741,22 @@ describe('SendScheduler: gather by joins, receivers busy or late', () => {
     expect(drain(s, tC).filter((x) => x.key === 'p%e0').length).toBeGreaterThanOrEqual(p.K);
   });
 
-  it('a receiver that has left every stream and joined nothing lately is not waited for', () => {
+  it('a receiver that has left every stream and joined nothing lately is not waited for, unless it joined a bundle part within JOIN_GATHER_MAX_MS', () => {
     const s = mld();
-    part(s, 'other%e0', 'C', 0);
+    expect(s.join('other%e0', 'e0', 'C', TREE, 0)).toBe('start');
+    s.open('other%e0', { ifname: 'e0', position: TREE, K: 4, gather: false, item: 'other%e0' }, 'C', 0);
     drain(s, 0);
     s.part('other%e0', 'C', 10);
     s.leave('other%e0', 10);
     expect(part(s, 'p%e0', 'A', 1000).waitingFor).toBeUndefined();
+    // D fetched a part (the top's bundle) and left it; starved of CPU, it joins nothing for a while
+    // before its first subdirectories' parts: those wait for it.
+    part(s, 'top%e0', 'D', 3000, 4);
+    drain(s, 3000);
+    s.part('top%e0', 'D', 3010);
+    s.leave('top%e0', 3010);
+    expect(part(s, 'q%e0', 'A', 3000 + JOIN_GATHER_MAX_MS - 100).waitingFor).toEqual(new Set(['D']));
+    expect(part(s, 'r%e0', 'A', 3000 + JOIN_GATHER_MAX_MS).waitingFor).toBeUndefined();
   });
 
   it('holds a part for a receiver that shows up while it is held (started later than the others), and not for one that came after the hold', () => {
@@ -800,6 +811,25 @@ describe('SendScheduler: gather by joins, receivers busy or late', () => {
     expect(rest).toHaveLength(p.round);
     expect(p.sent).toBe(early.length + held.length + p.round);
     expect(new Set(rest.filter((x) => 'source' in x.symbol).map((x) => (x.symbol as { source: number }).source)).size).toBe(K);
+  });
+
+  it('a receiver whose joins were lost and that is first seen leaving the top counts as one that showed up: the running part waits for it', () => {
+    const s = mld();
+    const K = 200;
+    const top = part(s, 'top%e0', 'A', 0, 4);
+    drain(s, 0);
+    const p = part(s, 'p%e0', 'A', 10, K);
+    expect(p.waitingFor).toBeUndefined();
+    drain(s, 15, 30);
+    // C's join of the top was lost; its leave comes through.
+    top.reporters.add('C');
+    s.part('top%e0', 'C', 20);
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    // A known receiver leaving something does not hold anything.
+    s.part('top%e0', 'A', 25);
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    expect(s.join('p%e0', 'e0', 'C', TREE, 100)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
   });
 
   it('does not hold a part for a newcomer once most of its source symbols went, nor after its round or its hold bound', () => {
