@@ -121,6 +121,23 @@ describe('SendScheduler: rounds and trickle', () => {
     expect(st.budget).toBe(repairRoundSize(K));
     expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2 });
   });
+
+  it("a bundle part's listener buys the small burst for a repeated report at any time; leaving and joining again still buys a repair round", () => {
+    const s = mld();
+    const K = 400;
+    const p = startPart(s, 'p%e0', 'A', K, 0);
+    runUntil(s, 0, 2000);
+    expect(p.budget).toBe(0);
+    s.join('p%e0', 'e0', 'A', TREE, 2 * REPORT_REPEAT_MS);
+    expect(p.budget).toBe(repeatBurstSize(K));
+    drain(s, 2 * REPORT_REPEAT_MS);
+    expect(p.budget).toBe(0);
+    s.part('p%e0', 'A', 2500);
+    s.leave('p%e0', 2500);
+    s.join('p%e0', 'e0', 'A', TREE, 2600);
+    expect(p.budget).toBe(repairRoundSize(K));
+    expect(p.asks).toEqual({ listener: 1, reask: 1, repeat: 1 });
+  });
 });
 
 /** A bundle part (gathered by joins) of K symbols, started for `host`. */
