@@ -28,7 +28,9 @@ import {
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { Share } from '../src/core/share/share.js';
 import { syncRemote, type SyncSummary } from '../src/core/sync/sync.js';
-import { verifyBundleEntry } from '../src/core/sync/bundle.js';
+import { BundleFetcher, verifyBundleEntry } from '../src/core/sync/bundle.js';
+import type { FetchedEntry } from '../src/core/sync/context.js';
+import type { ObjectReceiver } from '../src/core/sync/receiver.js';
 import { SmallFileWriter } from '../src/core/sync/smallfiles.js';
 import { DEFAULT_LIMITS, decodeNetTreeHead, dirChildren } from '../src/core/wire/nettree.js';
 import { MEM_IF, MemoryLink } from './memlink.js';
@@ -402,5 +404,57 @@ describe('syncs over an in-memory link', () => {
     expect(c?.data).toBeUndefined();
     expect(verifyBundleEntry({ hash: hash(Buffer.from('x')), obj: o.bytes, data }, DEFAULT_LIMITS)).toBeUndefined();
     expect(verifyBundleEntry({ hash: file.hash, obj: Buffer.from('garbage'), data }, DEFAULT_LIMITS)).toBeUndefined();
+  });
+});
+
+describe('the first bundle a client waits for (the share not yet known to serve bundles)', () => {
+  /**
+   * A receiver stand-in: the top's bundle part arrives `arrivesMs` after it is asked for; its
+   * symbols are heard for the first 50 ms (then the share holds: a part of more than 64 symbols
+   * waits 300 ms after its source symbols before its repair symbols) and, with `decoding`, a tree
+   * object stays part decoded meanwhile.
+   */
+  function fakeReceiver(arrivesMs: number, decoding: boolean) {
+    const dirKey = hash(Buffer.from('top'));
+    const part = encodeBundle({ key: dirKey, part: 0, parts: 1, entries: [] });
+    let heardAt = 0;
+    const asked: string[] = [];
+    const rx = {
+      fetchTree(key: Buffer, accept: (obj: Buffer) => boolean): Promise<Buffer> {
+        asked.push(toHex(key));
+        heardAt = Date.now() + 50;
+        if (!key.equals(bundleKey(dirKey, 0)) || !decoding) return new Promise<Buffer>(() => undefined);
+        return new Promise<Buffer>((resolve) => setTimeout(() => (accept(part) ? resolve(part) : undefined), arrivesMs));
+      },
+      treeHeardWithin(ms: number, unfinished = false): boolean {
+        return (!unfinished || decoding) && Date.now() - heardAt < ms;
+      },
+    };
+    const fetcher = new BundleFetcher(rx as unknown as ObjectReceiver, DEFAULT_LIMITS, true);
+    const children = Buffer.concat([0, 1, 2, 3].map((i) => hash(Buffer.from([i]))));
+    const dir = { obj: children, head: { payloadOffset: 0 }, key: dirKey } as unknown as FetchedEntry;
+    return { fetcher, dir, dirKey, asked };
+  }
+
+  it('waits through the share\'s silent hold while the part is still being decoded, and then knows the share serves bundles', async () => {
+    const { fetcher, dir, dirKey, asked } = fakeReceiver(550, true);
+    const t0 = Date.now();
+    await fetcher.children(dir, dirKey, 4);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+    expect(fetcher.stats.parts).toBe(1);
+    // Known now: the next directory's bundle is asked for.
+    fetcher.prefetch(hash(Buffer.from('sub')));
+    await new Promise((r) => setImmediate(r));
+    expect(asked).toHaveLength(2);
+  });
+
+  it('gives up after the short wait when nothing is being decoded (a share without bundles), and asks for none again', async () => {
+    const { fetcher, dir, dirKey, asked } = fakeReceiver(550, false);
+    const t0 = Date.now();
+    await fetcher.children(dir, dirKey, 4);
+    expect(Date.now() - t0).toBeLessThan(500);
+    fetcher.prefetch(hash(Buffer.from('sub')));
+    await new Promise((r) => setImmediate(r));
+    expect(asked).toHaveLength(1);
   });
 });

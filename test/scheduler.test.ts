@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, HOLD_RUNNING_PART_OWED, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
 import { COSTLY_REPAIR_GRACE_MS, GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -120,6 +120,23 @@ describe('SendScheduler: rounds and trickle', () => {
     s.join('g%e0', 'e0', 'A', TREE, REPORT_REPEAT_MS + 1);
     expect(st.budget).toBe(repairRoundSize(K));
     expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2 });
+  });
+
+  it("a bundle part's listener buys the small burst for a repeated report at any time; leaving and joining again still buys a repair round", () => {
+    const s = mld();
+    const K = 400;
+    const p = startPart(s, 'p%e0', 'A', K, 0);
+    runUntil(s, 0, 2000);
+    expect(p.budget).toBe(0);
+    s.join('p%e0', 'e0', 'A', TREE, 2 * REPORT_REPEAT_MS);
+    expect(p.budget).toBe(repeatBurstSize(K));
+    drain(s, 2 * REPORT_REPEAT_MS);
+    expect(p.budget).toBe(0);
+    s.part('p%e0', 'A', 2500);
+    s.leave('p%e0', 2500);
+    s.join('p%e0', 'e0', 'A', TREE, 2600);
+    expect(p.budget).toBe(repairRoundSize(K));
+    expect(p.asks).toEqual({ listener: 1, reask: 1, repeat: 1 });
   });
 });
 
@@ -690,9 +707,11 @@ describe('SendScheduler: gather by joins (bundle parts)', () => {
     expect(s.join('p%e0', 'e0', 'A', TREE, 10)).toBe('start');
     expect(s.open('p%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'p' }, 'A', 10).waitingFor).toEqual(new Set(['C']));
     s.remove('p%e0');
-    // C idle for JOIN_GATHER_IDLE_MS: not waited for.
+    // C idle for JOIN_GATHER_IDLE_MS: not waited for; B, as idle, joined a bundle part (p) within
+    // JOIN_GATHER_MAX_MS: it walks the tree by bundles, and is.
     expect(s.join('q%e0', 'e0', 'A', TREE, JOIN_GATHER_IDLE_MS)).toBe('start');
-    expect(s.open('q%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'q' }, 'A', JOIN_GATHER_IDLE_MS).waitingFor).toBeUndefined();
+    expect(s.open('q%e0', { ifname: 'e0', position: TREE, K: 4, gather: 'joins', item: 'q' }, 'A', JOIN_GATHER_IDLE_MS).waitingFor).toEqual(new Set(['B']));
+    s.remove('q%e0');
     // D keeps joining other things and never this part: the round goes at JOIN_GATHER_MAX_MS at the latest.
     const t0 = 10_000;
     s.join('y%e0', 'e0', 'D', TREE, t0);
@@ -739,13 +758,22 @@ describe('SendScheduler: gather by joins, receivers busy or late', () => {
     expect(drain(s, tC).filter((x) => x.key === 'p%e0').length).toBeGreaterThanOrEqual(p.K);
   });
 
-  it('a receiver that has left every stream and joined nothing lately is not waited for', () => {
+  it('a receiver that has left every stream and joined nothing lately is not waited for, unless it joined a bundle part within JOIN_GATHER_MAX_MS', () => {
     const s = mld();
-    part(s, 'other%e0', 'C', 0);
+    expect(s.join('other%e0', 'e0', 'C', TREE, 0)).toBe('start');
+    s.open('other%e0', { ifname: 'e0', position: TREE, K: 4, gather: false, item: 'other%e0' }, 'C', 0);
     drain(s, 0);
     s.part('other%e0', 'C', 10);
     s.leave('other%e0', 10);
     expect(part(s, 'p%e0', 'A', 1000).waitingFor).toBeUndefined();
+    // D fetched a part (the top's bundle) and left it; starved of CPU, it joins nothing for a while
+    // before its first subdirectories' parts: those wait for it.
+    part(s, 'top%e0', 'D', 3000, 4);
+    drain(s, 3000);
+    s.part('top%e0', 'D', 3010);
+    s.leave('top%e0', 3010);
+    expect(part(s, 'q%e0', 'A', 3000 + JOIN_GATHER_MAX_MS - 100).waitingFor).toEqual(new Set(['D']));
+    expect(part(s, 'r%e0', 'A', 3000 + JOIN_GATHER_MAX_MS).waitingFor).toBeUndefined();
   });
 
   it('holds a part for a receiver that shows up while it is held (started later than the others), and not for one that came after the hold', () => {
@@ -771,6 +799,76 @@ describe('SendScheduler: gather by joins, receivers busy or late', () => {
     s.join('top3%e0', 'e0', 'D', TREE, 500);
     s.abandon('top3%e0');
     expect(p.waitingFor).toBeUndefined();
+  });
+
+  it('holds a part in mid-round for a receiver that shows up while most of its source symbols are still owed, so the newcomer costs what went before it, not a round', () => {
+    const s = mld();
+    const K = 200;
+    // A and B open and join the part; nobody else is known: it goes at once.
+    s.join('top%e0', 'e0', 'B', TREE, 0);
+    s.abandon('top%e0');
+    const p = part(s, 'p%e0', 'A', 0, K);
+    expect(s.join('p%e0', 'e0', 'B', TREE, 0)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+    const early = drain(s, 5, 40).filter((x) => x.key === 'p%e0');
+    expect(early).toHaveLength(40);
+    // C starts late: its first join (the top) holds the part, which only trickles until C joins it.
+    s.join('top2%e0', 'e0', 'C', TREE, 10);
+    s.abandon('top2%e0');
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    const held = runUntil(s, 10, 200).filter((x) => x.key === 'p%e0');
+    expect(held.length).toBeLessThanOrEqual(Math.ceil(190 / TRICKLE_MS) + 1);
+    expect(s.join('p%e0', 'e0', 'C', TREE, 200)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+    const rest: Sent[] = [];
+    for (let now = 200; p.budget > 0 && now < 2000; now++) rest.push(...drain(s, now, 1));
+    // One round for C from where the cycle stood (K + margin): the part cost what went before C
+    // came, not a second round.
+    expect(p.budget).toBe(0);
+    expect(rest).toHaveLength(p.round);
+    expect(p.sent).toBe(early.length + held.length + p.round);
+    expect(new Set(rest.filter((x) => 'source' in x.symbol).map((x) => (x.symbol as { source: number }).source)).size).toBe(K);
+  });
+
+  it('a receiver whose joins were lost and that is first seen leaving the top counts as one that showed up: the running part waits for it', () => {
+    const s = mld();
+    const K = 200;
+    const top = part(s, 'top%e0', 'A', 0, 4);
+    drain(s, 0);
+    const p = part(s, 'p%e0', 'A', 10, K);
+    expect(p.waitingFor).toBeUndefined();
+    drain(s, 15, 30);
+    // C's join of the top was lost; its leave comes through.
+    top.reporters.add('C');
+    s.part('top%e0', 'C', 20);
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    // A known receiver leaving something does not hold anything.
+    s.part('top%e0', 'A', 25);
+    expect(p.waitingFor).toEqual(new Set(['C']));
+    expect(s.join('p%e0', 'e0', 'C', TREE, 100)).toBe('joined');
+    expect(p.waitingFor).toBeUndefined();
+  });
+
+  it('does not hold a part for a newcomer once most of its source symbols went, nor after its round or its hold bound', () => {
+    const s = mld();
+    const K = 100;
+    s.join('top%e0', 'e0', 'B', TREE, 0);
+    s.abandon('top%e0');
+    const p = part(s, 'p%e0', 'A', 0, K);
+    s.join('p%e0', 'e0', 'B', TREE, 0);
+    drain(s, 5, K - Math.floor(K * HOLD_RUNNING_PART_OWED) + 1);
+    expect(p.sourceLeft).toBeLessThan(K * HOLD_RUNNING_PART_OWED);
+    s.join('top2%e0', 'e0', 'C', TREE, 10);
+    s.abandon('top2%e0');
+    expect(p.waitingFor).toBeUndefined();
+    // A part opened longer than JOIN_GATHER_MAX_MS ago is not held either, however much it owes.
+    const q = part(s, 'q%e0', 'A', 20, K);
+    for (const h of ['B', 'C']) s.join('q%e0', 'e0', h, TREE, 20);
+    expect(q.waitingFor).toBeUndefined();
+    s.join('top3%e0', 'e0', 'D', TREE, 20 + JOIN_GATHER_MAX_MS);
+    s.abandon('top3%e0');
+    expect(q.sourceLeft).toBeGreaterThanOrEqual(K * HOLD_RUNNING_PART_OWED);
+    expect(q.waitingFor).toBeUndefined();
   });
 });
 
