@@ -50,12 +50,30 @@ const external = [
   'node-gyp-build', 'raptorq', /^raptorq\//, 'hash-wasm', 'libsodium-wrappers-sumo', 'ora', 'typescript', 'semver',
 ];
 
+/**
+ * oclif sorts the plugin's commands with `localeCompare` on every run (Plugin.load), which makes V8 build an ICU
+ * collator: about 2.4 MiB of ICU's data and code paged into every lcsync process (its peak RSS) for a sort of a
+ * few ASCII command ids. Those sort the same by UTF-16 code units, so the bundle compares them that way.
+ * A plain rewrite of one expression; if oclif's source changes, the build fails here rather than silently
+ * paging ICU in again (test/lazyload.root.test.ts checks that no collator is made).
+ */
+const OCLIF_SORT = 'a.id.localeCompare(b.id)';
+const noCollatorInOclif = {
+  name: 'lcsync-no-collator-in-oclif',
+  transform(code, id) {
+    if (!id.replaceAll('\\', '/').endsWith('/@oclif/core/lib/config/plugin.js')) return null;
+    if (!code.includes(OCLIF_SORT)) throw new Error(`bundle: ${OCLIF_SORT} not found in ${id} (oclif changed: see scripts/bundle.js)`);
+    return { code: code.replace(OCLIF_SORT, '(a.id < b.id ? -1 : a.id > b.id ? 1 : 0)'), map: null };
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 await build({
   cwd: repo,
   input,
   platform: 'node',
   external,
+  plugins: [noCollatorInOclif],
   logLevel: 'warn',
   output: {
     dir: out,
