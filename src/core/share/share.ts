@@ -11,7 +11,6 @@
  * default the MLD watcher, or PushSource in push mode).
  */
 import { randomBytes } from 'node:crypto';
-import { trimOldGeneration } from '../base/oldgen.js';
 import { LcsyncError } from '../base/errors.js';
 import { EventEmitter } from 'node:events';
 import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
@@ -249,8 +248,6 @@ export class Share extends EventEmitter {
   private readonly warnedStale = new Set<string>();
   private wake?: () => void;
   private stopped = false;
-  /** Ends the old-generation trim started with the share (base/oldgen.ts). */
-  private untrim: () => void = () => {};
   private pump?: Promise<void>;
   private readonly startedAt = Date.now();
   private datagrams = 0;
@@ -427,8 +424,6 @@ export class Share extends EventEmitter {
             logger: opts.logger,
           }));
     share = new Share(index, opts, watcher);
-    // What the share keeps per stream while it sends dies in the old generation: collect it as it grows (base/oldgen.ts).
-    share.untrim = trimOldGeneration();
     let openSink = opts.openSink;
     if (!openSink) {
       const auto = opts.autoRate ? new AutoRate(performance.now(), opts.autoRate === true ? {} : opts.autoRate) : undefined;
@@ -876,7 +871,6 @@ export class Share extends EventEmitter {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.untrim();
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
     this.announcer.stop();
