@@ -21,6 +21,7 @@ import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
+import { parseSync } from 'rolldown/utils';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(repo, 'dist');
@@ -50,12 +51,61 @@ const external = [
   'node-gyp-build', 'raptorq', /^raptorq\//, 'hash-wasm', 'libsodium-wrappers-sumo', 'ora', 'typescript', 'semver',
 ];
 
+/**
+ * oclif sorts the plugin's commands with `localeCompare` on every run (Plugin.load), which makes V8 build an ICU
+ * collator: about 2.4 MiB of ICU's data and code paged into every lcsync process (its peak RSS) for a sort of a
+ * few ASCII command ids. Those sort the same by UTF-16 code units, so the bundle compares them that way.
+ * A plain rewrite of one expression; if oclif's source changes, the build fails here rather than silently
+ * paging ICU in again (test/lazyload.root.test.ts checks that no collator is made).
+ */
+const OCLIF_SORT = 'a.id.localeCompare(b.id)';
+const noCollatorInOclif = {
+  name: 'lcsync-no-collator-in-oclif',
+  transform(code, id) {
+    if (!id.replaceAll('\\', '/').endsWith('/@oclif/core/lib/config/plugin.js')) return null;
+    if (!code.includes(OCLIF_SORT)) throw new Error(`bundle: ${OCLIF_SORT} not found in ${id} (oclif changed: see scripts/bundle.js)`);
+    return { code: code.replace(OCLIF_SORT, '(a.id < b.id ? -1 : a.id > b.id ? 1 : 0)'), map: null };
+  },
+};
+
+/**
+ * Output in ASCII: each non-ASCII character of a chunk written as a \\u escape (a surrogate pair above U+FFFF).
+ * Why: V8 keeps a module's source text for as long as the module lives, as one-byte (Latin-1) characters if
+ * it can and as two bytes per character otherwise; oclif's spinner and box characters made its 570 KB chunk a
+ * 1.1 MiB string on every run's heap. The escapes mean the same in string, template and regular expression
+ * literals (a surrogate pair is one code point in a `u` regular expression) and in comments; not in the raw
+ * text of a tagged template (String.raw), so such a template with non-ASCII text fails the build.
+ */
+function taggedTemplateRanges(node, found = []) {
+  if (Array.isArray(node)) {
+    for (const n of node) taggedTemplateRanges(n, found);
+  } else if (node && typeof node === 'object') {
+    if (node.type === 'TaggedTemplateExpression') found.push([node.quasi.start, node.quasi.end]);
+    for (const k in node) if (k !== 'parent') taggedTemplateRanges(node[k], found);
+  }
+  return found;
+}
+const NON_ASCII = /[^\0-\x7f]/g;
+const asciiOutput = {
+  name: 'lcsync-ascii-output',
+  renderChunk(code, chunk) {
+    if (!/[^\0-\x7f]/.test(code)) return null;
+    const parsed = parseSync(chunk.fileName, code);
+    if (parsed.errors.length) throw new Error(`bundle: ${chunk.fileName} does not parse: ${parsed.errors[0].message}`);
+    for (const [start, end] of taggedTemplateRanges(parsed.program)) {
+      if (/[^\0-\x7f]/.test(code.slice(start, end))) throw new Error(`bundle: non-ASCII text in a tagged template in ${chunk.fileName} at ${start}`);
+    }
+    return { code: code.replace(NON_ASCII, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`), map: null };
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 await build({
   cwd: repo,
   input,
   platform: 'node',
   external,
+  plugins: [noCollatorInOclif, asciiOutput],
   logLevel: 'warn',
   output: {
     dir: out,

@@ -3,7 +3,8 @@
  * (fixtures/loadlog.mjs, through NODE_OPTIONS) records every ES module and WebAssembly module each
  * process loads. Without a key neither side loads libsodium (about 14 MiB resident); on a clean
  * link of chunk-sized objects neither instantiates the raptorq wasm (a wasm instance and its compile: only objects
- * larger than the small-block code's K' need it); and oclif loads the command that runs, no other.
+ * larger than the small-block code's K' need it); oclif loads the command that runs, no other; and neither uses
+ * an ICU service (a collator or a locale format pages megabytes of ICU's data in).
  * With a key both load libsodium, so the recorder does see it.
  */
 import { expect, it } from 'vitest';
@@ -23,6 +24,7 @@ const RAPTORQ_WASM_BYTES = statSync(createRequire(import.meta.url).resolve('rapt
 interface Loaded {
   modules: string[];
   wasmSizes: number[];
+  intl: string[];
 }
 
 function readLog(file: string): Loaded {
@@ -30,6 +32,7 @@ function readLog(file: string): Loaded {
   return {
     modules: lines.filter((l) => l.startsWith('module ')).map((l) => l.slice(7)),
     wasmSizes: lines.filter((l) => l.startsWith('wasm ')).map((l) => Number(l.slice(5))),
+    intl: lines.filter((l) => l.startsWith('intl ')).map((l) => l.slice(5)),
   };
 }
 
@@ -78,6 +81,8 @@ describeUnless(why, 'lazy loading: a run loads what it needs only (needs root)',
         expect(l.modules.filter((m) => /libsodium/.test(m)), who).toEqual([]);
         expect(l.wasmSizes.filter((n) => n === RAPTORQ_WASM_BYTES), `${who} instantiated the raptorq wasm`).toEqual([]);
         expect(commandsLoaded(l), who).toEqual([command]);
+        // No ICU service (oclif's command sort made a collator: 2.4 MiB of RSS, see scripts/bundle.js).
+        expect(l.intl, `${who} used ICU`).toEqual([]);
       }
 
       // With a key both sides need libsodium, and the recorder sees it.

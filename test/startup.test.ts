@@ -3,10 +3,11 @@
  * command come from a few bundled files, not module by module from node_modules and dist/ (about 200 files
  * opened before). The load recorder (fixtures/loadlog.mjs, through NODE_OPTIONS) lists every ES module a run
  * loads. And what the bundle must still find at run time works from it: oclif's manifest, help class and
- * hook, and the hash workers, which load their own chunk.
+ * hook, and the hash workers, which load their own chunk. The bundle is ASCII (V8 then keeps its source text at
+ * a byte per character), and no run made oclif's command sort build an ICU collator (test/lazyload.root.test.ts).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +68,13 @@ describe('start-up from the CLI bundle', () => {
     expect(typo.status).toBe(2);
     expect(typo.stderr).toMatch(/^lcsync: unknown command "idnex"\. Did you mean "index"\?/);
     expect(outsideBundle(typo.modules)).toEqual([]);
+  });
+
+  it('the bundle is ASCII (scripts/bundle.js writes other characters as escapes)', () => {
+    const dir = path.join(REPO, 'dist', 'bundle');
+    const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'));
+    expect(files.length).toBeGreaterThan(5);
+    for (const f of files) expect(/[^\0-\x7f]/.test(readFileSync(path.join(dir, f), 'utf8')), f).toBe(false);
   });
 
   it('index of a file large enough for the hash workers: the workers run from the bundle, same root as the library', async () => {

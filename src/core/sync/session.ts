@@ -9,6 +9,7 @@ import { chmod, lstat, readdir, rm } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
 import { Limiter } from '../base/limit.js';
 import { tierUpLate } from '../base/tiering.js';
+import { trimOldGeneration } from '../base/oldgen.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
 import type { FileMeta } from '../model/meta.js';
@@ -135,7 +136,11 @@ export class SyncSession implements SyncContext {
     opts.signal?.addEventListener('abort', () => this.rx.close(), { once: true });
     this.treeLimit = new Limiter(TREE_FETCHES);
     this.summary.dryRun = !!opts.dryRun;
+    // What a transfer promotes dies in the old generation: collect it as it grows (base/oldgen.ts).
+    this.untrim = trimOldGeneration();
   }
+
+  private readonly untrim: () => void;
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
     // A receiver too is one loop, per datagram batch and per object, for the length of a transfer (base/tiering.ts).
@@ -145,6 +150,7 @@ export class SyncSession implements SyncContext {
   }
 
   async close(): Promise<void> {
+    this.untrim();
     this.rx.close();
     await this.channel.close();
   }

@@ -1,0 +1,108 @@
+/**
+ * V8's old generation collected whenever the heap has grown by a step since the last collection, while a
+ * sync session runs. Not in a share: there a collection's pause (20-30 ms with an index) held up sending,
+ * and a 64 MiB sync at 5% loss took 4.5-4.8 s instead of 1.9-2.1 s in two of three runs.
+ *
+ * Why: the CLI keeps the young generation small (younggen.ts), so what outlives two scavenges (about 2 MiB of
+ * allocation) is promoted: a chunk's request, its promise and its group's address live for as long as the chunk
+ * is in flight (128 at a time), and all of them die in the old generation. V8 collects that only when it
+ * reaches its allocation limit, which after start-up lies at least 8 MiB above the live size: a 64 MiB sync
+ * never reached it, and its old space grew from 7.5 MiB after start-up to 12.8 MiB at the end, a third of it
+ * garbage (a full collection at 0.9 s took old space from 9.7 to 6.6 MiB used). That growth is most of what a
+ * receiver's peak RSS gains during the data (bench/README.md, "tenth session").
+ *
+ * How: every TICK_MS, if the heap in use is STEP above what the last collection left (at least
+ * MIN_STEP_BYTES, a quarter of the live heap on larger heaps, so the work per promoted byte stays bounded),
+ * collect. V8 offers no limit that can be changed once the isolate exists (`--initial-old-space-size` is read
+ * when the heap is configured); its `gc()` is, once `--expose-gc` is set, taken from a new context (the
+ * flag applies to contexts made after it) and the flag is then cleared again. A collection of the receiver's
+ * 7 MiB live heap takes a few milliseconds; MAX_TIME_SHARE and BURST_MS bound what they may take together.
+ *
+ * LCSYNC_NO_OLDGEN_TRIM=1 leaves collection to V8 alone (to measure both).
+ */
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+export const TICK_MS = 100;
+export const MIN_STEP_BYTES = 2 * 1024 * 1024;
+/** Above MIN_STEP_BYTES: this fraction of the heap the last collection left. */
+const STEP_OF_LIVE = 0.25;
+/**
+ * The trim's collections take at most this share of wall time, plus a start of BURST_MS: a token bucket that
+ * fills at MAX_TIME_SHARE and holds at most BURST_MS, from which each collection takes its duration. A
+ * collection costs about the live heap (about 5 ms at 64 MiB received, 20-25 ms with a 4 GiB file's state): a
+ * short transfer gets all it needs from the burst, and a long one cannot spend more than about 1% (without a
+ * bound a 4 GiB sync spent 4.1 s in 179 collections; with 1% and no burst a 64 MiB sync lost most of the gain).
+ */
+export const MAX_TIME_SHARE = 0.01;
+export const BURST_MS = 50;
+
+type Collect = () => void;
+let collectFn: Collect | null | undefined;
+
+/** V8's full collection, or null if this V8 does not give it. */
+function collector(): Collect | null {
+  if (collectFn !== undefined) return collectFn;
+  const own = (globalThis as { gc?: unknown }).gc;
+  if (typeof own === 'function') return (collectFn = own as Collect);
+  try {
+    setFlagsFromString('--expose-gc');
+    const gc: unknown = runInNewContext('typeof gc === "function" ? gc : undefined');
+    collectFn = typeof gc === 'function' ? (gc as Collect) : null;
+  } catch {
+    collectFn = null;
+  } finally {
+    setFlagsFromString('--no-expose-gc');
+  }
+  return collectFn;
+}
+
+/** The heap in use at which to collect, given what the last collection left. */
+export function collectAt(liveBytes: number): number {
+  return liveBytes + Math.max(MIN_STEP_BYTES, liveBytes * STEP_OF_LIVE);
+}
+
+let users = 0;
+let timer: NodeJS.Timeout | undefined;
+let collections = 0;
+
+/** How many collections the trim made in this process (for tests and diagnostics). */
+export function oldGenerationCollections(): number {
+  return collections;
+}
+
+/**
+ * Keep the old generation trimmed until the returned function is called (calls nest: the trim runs while any
+ * caller holds it). Returns a no-op when switched off or when V8 gives no collector.
+ */
+export function trimOldGeneration(env: NodeJS.ProcessEnv = process.env): () => void {
+  if (env.LCSYNC_NO_OLDGEN_TRIM === '1') return () => {};
+  const collect = collector();
+  if (!collect) return () => {};
+  if (users++ === 0) {
+    let limit = collectAt(getHeapStatistics().used_heap_size);
+    let credit = BURST_MS;
+    let last = performance.now();
+    timer = setInterval(() => {
+      const now = performance.now();
+      credit = Math.min(BURST_MS, credit + (now - last) * MAX_TIME_SHARE);
+      last = now;
+      if (credit <= 0 || getHeapStatistics().used_heap_size < limit) return;
+      collect();
+      collections++;
+      last = performance.now();
+      credit -= last - now;
+      limit = collectAt(getHeapStatistics().used_heap_size);
+    }, TICK_MS);
+    timer.unref();
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--users === 0) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
+}
