@@ -18,6 +18,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!relay_fwd_init(env, exports)) return NULL;
   if (!statbatch_init(env, exports)) return NULL;
   if (!smallfiles_init(env, exports)) return NULL;
+  if (!syncfs_init(env, exports)) return NULL;
   return exports;
 }
 

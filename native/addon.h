@@ -28,5 +28,7 @@ bool relay_fwd_init(napi_env env, napi_value exports);
 bool statbatch_init(napi_env env, napi_value exports);
 /* new small files made in batches on a pool thread (native/smallfiles.c). */
 bool smallfiles_init(napi_env env, napi_value exports);
+/* syncfs(2) of a file system on a pool thread (native/syncfs.c). */
+bool syncfs_init(napi_env env, napi_value exports);
 
 #endif

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, w
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { TreeStore, decodeEntry, encodeEntry, defaultCacheDir, BUSY_FLUSH_GAP_MS, CACHE_SUBDIR, type FileIdentity } from '../src/core/index/cache.js';
+import { TreeStore, busyUntilQuiet, decodeEntry, encodeEntry, defaultCacheDir, BUSY_FLUSH_GAP_MS, CACHE_SUBDIR, type FileIdentity } from '../src/core/index/cache.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { toHex } from '../src/core/model/hash.js';
@@ -33,6 +33,31 @@ function entryFiles(dir: string): string[] {
   if (!existsSync(trees)) return [];
   return readdirSync(trees).flatMap((s) => readdirSync(path.join(trees, s)).map((n) => path.join(trees, s, n)));
 }
+
+describe('busyUntilQuiet', () => {
+  it('stays busy from its creation and from every busy moment until the caller has been quiet for quietMs', () => {
+    let t = 1000;
+    let sending = false;
+    const busy = busyUntilQuiet(() => sending, 500, () => t);
+    // A share that just started: receivers that waited for it are about to join.
+    expect(busy()).toBe(true);
+    t = 1499;
+    expect(busy()).toBe(true);
+    t = 1500;
+    expect(busy()).toBe(false);
+    sending = true;
+    t = 1600;
+    expect(busy()).toBe(true);
+    // A gap between a receiver's steps does not count as quiet.
+    sending = false;
+    t = 1700;
+    expect(busy()).toBe(true);
+    t = 2099;
+    expect(busy()).toBe(true);
+    t = 2100;
+    expect(busy()).toBe(false);
+  });
+});
 
 describe('TreeStore', () => {
   it('flush writes every entry in batches; while the caller is busy, a batch every BUSY_FLUSH_GAP_MS at most', async () => {

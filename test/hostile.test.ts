@@ -91,7 +91,8 @@ async function syncOver(net: FakeNet, key: Hash, dest: string, timeoutSec = 3): 
   try {
     const top = await session.fetchEntry(key);
     await session.syncEntry(top, dest, new Set());
-    await session.finish();
+    await session.applyTimes();
+    await session.makeDurable();
     return { session };
   } catch (err) {
     return { err, session };

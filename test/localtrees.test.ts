@@ -140,6 +140,24 @@ describe('LocalTreeCache', () => {
     expect(again.get(d, idOf(d))).toBeUndefined();
   });
 
+  it('given the run\'s durability to wait for, writes the cache file only once that settles, resolved or rejected', async () => {
+    for (const outcome of ['resolves', 'rejects']) {
+      const { dest, cacheDir, files } = await setup(`after-${outcome}`);
+      const c = await LocalTreeCache.open({ dir: cacheDir, dest });
+      await localEntryHashes(dest, 'dest', c);
+      let settle!: () => void;
+      const durable = new Promise<void>((resolve, reject) => (settle = outcome === 'resolves' ? resolve : () => reject(new Error('EIO'))));
+      const saving = c.save(durable);
+      await sleep(200);
+      expect(existsSync(cacheFileFor(cacheDir, dest))).toBe(false);
+      settle();
+      await saving;
+      const again = await LocalTreeCache.open({ dir: cacheDir, dest });
+      await localEntryHashes(dest, 'dest', again);
+      expect(again.stats).toMatchObject({ hits: files.length, misses: 0 });
+    }
+  });
+
   it('keeps one file per destination: a sync to another destination does not touch it', async () => {
     const one = await setup('one');
     const two = await setup('two');

@@ -4,11 +4,14 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ABANDONED_AFTER_MS, DeferredSync, EARLY_FLUSH_BYTES, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, tempPathFor, TempListing } from '../src/core/sync/writer.js';
+import { ABANDONED_AFTER_MS, DeferredSync, EARLY_FLUSH_BYTES, HEARTBEAT_MS, OutputFile, writeNewSmallFile, STALE_AFTER_MS, isStaleTemp, parseTempName, pidAlive, pidScope, removeStaleTemps, syncFs, tempPathFor, TempListing } from '../src/core/sync/writer.js';
+import { loadAddon } from '../src/core/base/addon.js';
 import { syncSymlink } from '../src/core/sync/symlink.js';
 import type { FetchedEntry, SyncContext } from '../src/core/sync/context.js';
 import { LcsyncError } from '../src/core/base/errors.js';
 import { useTempDir } from './tmpdir.js';
+
+const nativeSyncFs = loadAddon().addon?.syncFs;
 
 const GiB = 2 ** 30;
 const tmp = useTempDir('lcsync-writer-');
@@ -272,15 +275,21 @@ describe('OutputFile, atomic mode', () => {
 });
 
 describe('DeferredSync', () => {
-  it('fsyncs a few files itself, and leaves many to one syncfs per file system (coreutils sync -f)', async () => {
-    const d = await fresh('deferred');
-    // A `sync` first in PATH that notes each call and succeeds, as coreutils' would.
+  /** A `sync` first in PATH that notes each call in the returned log and succeeds, as coreutils' would. */
+  async function fakeSync(d: string): Promise<string> {
     const bin = path.join(d, 'bin');
     const log = path.join(d, 'sync.log');
     await mkdir(bin);
     await writeFile(path.join(bin, 'sync'), `#!/bin/sh\necho "$@" >> '${log}'\n`, { mode: 0o755 });
+    return log;
+  }
+
+  it('fsyncs a few files itself, and leaves many to one syncfs per file system (coreutils sync -f without the addon)', async () => {
+    const d = await fresh('deferred');
+    const log = await fakeSync(d);
     const saved = process.env.PATH;
-    process.env.PATH = `${bin}:${saved}`;
+    process.env.PATH = `${path.join(d, 'bin')}:${saved}`;
+    process.env.LCSYNC_NO_NATIVE_SYNCFS = '1';
     try {
       const run = async (n: number, name: string) => {
         const deferred = new DeferredSync();
@@ -294,7 +303,30 @@ describe('DeferredSync', () => {
       expect((await readFile(log, 'utf8')).trim()).toBe(`-f -- ${d}`);
     } finally {
       process.env.PATH = saved;
+      delete process.env.LCSYNC_NO_NATIVE_SYNCFS;
     }
+  });
+
+  it.skipIf(!nativeSyncFs && process.env.CI_REQUIRE_ADDON !== '1')('with the addon, syncs many files by its syncfs and starts no process', async () => {
+    const d = await fresh('deferred-native');
+    const log = await fakeSync(d);
+    const saved = process.env.PATH;
+    process.env.PATH = `${path.join(d, 'bin')}:${saved}`;
+    try {
+      const deferred = new DeferredSync();
+      for (let i = 0; i < 40; i++) writeNewSmallFile(path.join(d, `many${i}`), { data: Buffer.from('x'), mode: 0o644 }, deferred);
+      await deferred.flush();
+      expect(deferred.pending).toBe(0);
+      await expect(readFile(log, 'utf8')).rejects.toThrow();
+    } finally {
+      process.env.PATH = saved;
+    }
+    expect(await syncFs(d)).toBe(true);
+    // A path that is no directory: false (the caller then fsyncs file by file), never a throw.
+    expect(await syncFs(path.join(d, 'no-such-dir'))).toBe(false);
+    expect(await syncFs(path.join(d, 'many0'))).toBe(false);
+    expect(() => nativeSyncFs!(Buffer.alloc(0), () => undefined)).toThrow(TypeError);
+    expect(() => nativeSyncFs!(Buffer.from('a\0b'), () => undefined)).toThrow(TypeError);
   });
 });
 

@@ -72,6 +72,8 @@ export interface LcsyncAddon {
   lstatMany?(names: Uint8Array, out: BigInt64Array): number;
   // native/smallfiles.c (optional: an older build without it writes small files one by one on the JS thread)
   writeSmallFiles?(names: Uint8Array, data: Uint8Array[], params: Float64Array, out: BigInt64Array, done: () => void): void;
+  // native/syncfs.c (optional: an older build without it makes writer.ts run coreutils `sync -f`)
+  syncFs?(dir: Uint8Array, done: (errno: number) => void): void;
 }
 
 /** Opaque handle of native/relay_fwd.c (a type-tagged external). */

@@ -49,6 +49,24 @@ const RACY_MS = 2000;
 const FLUSH_BATCH = 16;
 /** While its caller is busy (a share sending), flush() writes a batch this often at most. */
 export const BUSY_FLUSH_GAP_MS = 250;
+/** busyUntilQuiet: how long after its last busy moment a caller still counts as busy. */
+export const FLUSH_QUIET_MS = 1000;
+
+/**
+ * A busy() for flush() that stays true until `busy` has been false for `quietMs`, counting from
+ * the call too. A share's streams come and go between a receiver's steps (its tree, then its
+ * chunks a few milliseconds later), and receivers that were waiting for a share join in its first
+ * few hundred milliseconds; a flush at full speed in those gaps kept four threads of the pool
+ * writing entries while the share's reads for the receivers queued behind them.
+ */
+export function busyUntilQuiet(busy: () => boolean, quietMs = FLUSH_QUIET_MS, now: () => number = Date.now): () => boolean {
+  let lastBusy = now();
+  return () => {
+    const t = now();
+    if (busy()) lastBusy = t;
+    return t - lastBusy < quietMs;
+  };
+}
 
 export interface TreeStoreOptions {
   /** The cache directory (entries go into its trees-v1/); undefined keeps trees in memory only. */

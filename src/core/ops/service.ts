@@ -10,7 +10,7 @@ import { Share, type ShareOptions } from '../share/share.js';
 import type { ShareStatus } from '../share/status.js';
 import { HashPool } from '../index/hashpool.js';
 import { tierUpLate } from '../base/tiering.js';
-import { TreeStore } from '../index/cache.js';
+import { TreeStore, busyUntilQuiet } from '../index/cache.js';
 import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
 import { serveStatus } from './ipc.js';
 
@@ -92,7 +92,7 @@ export class ShareService {
     const sign = opts.signKey ? await signer(opts.signKey) : undefined;
     let rehashed = 0;
     let flushing: Promise<void> = Promise.resolve();
-    // Set once serving starts: while it sends, the tree cache reaches the disk slowly (index/cache.ts flush).
+    // Set once serving starts: while it sends and for a second after, the tree cache reaches the disk slowly (index/cache.ts flush).
     let serving: Share | undefined;
     const build = async (verbose: boolean) => {
       const misses = store.stats.misses;
@@ -107,7 +107,7 @@ export class ShareService {
       store.sweep();
       rehashed = store.stats.misses - misses;
       // Entries reach the disk in the background: serving starts without waiting for them.
-      flushing = flushing.then(() => store.flush(() => serving?.sending ?? false)).catch(() => undefined);
+      flushing = flushing.then(() => store.flush(busyUntilQuiet(() => serving?.sending ?? false))).catch(() => undefined);
       return index;
     };
     let share: Share;

@@ -294,9 +294,10 @@ export class LocalTreeCache implements TreeCache {
 
   /**
    * Write what this run saw and wrote (see the header comment) to the cache file. Never fails
-   * the sync: a cache that cannot be written is a warning.
+   * the sync: a cache that cannot be written is a warning. With `after` (the run's files being made
+   * durable), the cache file is written only once that settles, and the listing runs meanwhile.
    */
-  async save(): Promise<void> {
+  async save(after?: Promise<unknown>): Promise<void> {
     // The whole destination was found unchanged, directory by directory: the file is current.
     if (this.unchanged.has('.') && this.candidates.size === 0 && this.walked.size === this.unchanged.size) {
       this.stats.saved = this.stats.hits;
@@ -331,6 +332,7 @@ export class LocalTreeCache implements TreeCache {
         saved++;
       }
       const out = encodeCacheFile(this.root, parts);
+      await after?.catch(() => undefined);
       await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
       const tmp = `${this.file}.tmp${process.pid}`;
       try {

@@ -463,10 +463,14 @@ export class SyncSession implements SyncContext {
     return syncEntry(this, entry, dest, localHashes);
   }
 
-  /** Apply collected times, deepest paths first is not needed: all writes are done by now. Then make small files durable. */
-  async finish(): Promise<void> {
+  /** Apply collected times (in any order: all writes are done by now). */
+  async applyTimes(): Promise<void> {
     if (!this.opts.dryRun && this.times.length > 0) await applyTimes(this.times);
-    await this.deferredSync.flush();
+  }
+
+  /** Make the small files written without an fsync of their own durable (writer.ts DeferredSync). */
+  makeDurable(): Promise<void> {
+    return this.deferredSync.flush();
   }
 
   /** Set when the share said the source changed under this session (receiver.ts gone notices). */

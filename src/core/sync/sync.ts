@@ -125,6 +125,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
     await checkParent(target);
     const localTrees = opts.cacheDir === undefined ? undefined : await LocalTreeCache.open({ dir: opts.cacheDir, dest: target, checksum: opts.checksum, onWarning: opts.onWarning });
     session.localTrees = localTrees;
+    let saving: Promise<void> | undefined;
     try {
       const local = top.head.type === 'dir' ? await localEntries(target, top.head.name, localTrees) : undefined;
       // Rules see paths as rsync does: "music" transfers the directory itself, "music/" and a hash its contents.
@@ -132,10 +133,15 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       if (local) session.localPaths = local.byPath;
       await session.syncEntry(top, target, local?.hashes ?? new Set<string>());
       await session.deleteExtraneous();
-      await session.finish();
+      await session.applyTimes();
+      // The cache's save lists what the run wrote while the files reach the disk (a syncfs can take
+      // a while), and writes the cache file only after them.
+      const durable = session.makeDurable();
+      if (localTrees && !opts.dryRun) saving = localTrees.save(durable);
+      await durable;
     } finally {
       // Also after a failure or an interrupt: what was checked or written is known, and speeds the next run.
-      if (localTrees && !opts.dryRun) await localTrees.save();
+      if (localTrees && !opts.dryRun) await (saving ?? localTrees.save());
     }
     const s = session.stats();
     return {

@@ -24,6 +24,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
+import { loadAddon } from '../base/addon.js';
 import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
 
 export interface OutputOptions {
@@ -144,7 +145,7 @@ async function syncDir(dir: string): Promise<void> {
  * Durability for many small files at once. An fsync per file before its rename, and one of its
  * directory after, cost more than writing a small file; instead small files are renamed into
  * place as soon as they are complete (so they are never partial: an interrupted run leaves each
- * one old or new), and at the end of the run one syncfs per file system (coreutils `sync -f`)
+ * one old or new), and at the end of the run one syncfs per file system (syncFs below)
  * writes their data and directory entries to disk. Without `sync`, or for a few files, every
  * file and then every directory is fsynced instead. What a power cut during the run can leave: README "Crash safety".
  */
@@ -195,9 +196,18 @@ export class DeferredSync {
   }
 }
 
-/** syncfs(2) on the file system holding `dir`, by coreutils `sync -f`; false when that cannot run or fails. */
-function syncFs(dir: string): Promise<boolean> {
+/**
+ * syncfs(2) on the file system holding `dir`: by the addon on a pool thread (native/syncfs.c), else by
+ * coreutils `sync -f` (a process start, a fork of the whole receiver: 10-20 ms of its CPU). False when
+ * neither can run or the call fails; the caller then fsyncs file by file.
+ */
+export function syncFs(dir: string): Promise<boolean> {
+  const native = process.env.LCSYNC_NO_NATIVE_SYNCFS ? undefined : loadAddon().addon?.syncFs;
   return new Promise((resolve) => {
+    if (typeof native === 'function') {
+      native(nameToBytes(dir), (errno) => resolve(errno === 0));
+      return;
+    }
     const child = spawn('sync', ['-f', '--', dir], { stdio: 'ignore' });
     child.on('error', () => resolve(false));
     child.on('close', (code) => resolve(code === 0));
