@@ -52,7 +52,8 @@
  *
  * A batch (the result of rxasmFeed and rxasmDrain; the argument of onBatch):
  *   { buf, lengths, count }      the datagrams for JS, back to back (a fresh Buffer)
- *   errors                       datagrams lost in the socket (MSG_TRUNC, failed calls) since the last batch
+ *   errors                       datagrams lost in the socket since the last batch: MSG_TRUNC, failed calls, and
+ *                                those its receive buffer had no room for (the kernel's count, SO_RXQ_OVFL)
  *   datagrams, bytes, dropped    counters since the last batch (all datagrams seen, their bytes, dropped)
  *   coalesced                    messages since the last batch that held several datagrams (GRO)
  *   progressed                   Uint32Array of ids that received a new symbol in this batch
@@ -725,11 +726,15 @@ typedef struct {
   assembler_t *a;
   napi_ref asm_ref;
   bool gro;
+  /* SO_RXQ_OVFL: a datagram queued after drops carries the socket's drop count (none while it is 0, as
+   * it is when the socket is made); the last count seen. */
+  bool ovfl;
+  uint32_t drops;
   unsigned slots;
   size_t slot_bytes;
   struct mmsghdr msgs[RX_SLOTS];
   struct iovec iov[RX_SLOTS];
-  char ctrl[RX_SLOTS][CMSG_SPACE(sizeof(int))];
+  char ctrl[RX_SLOTS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
   uint32_t lens[RX_SLOTS];
   uint32_t gso[RX_SLOTS];
   uint8_t *scratch; /* points at tail: one allocation, freed with the handle (polled_free) */
@@ -770,7 +775,7 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
   for (int call = 0; call < RX_CALLS && !r->io.closing; call++) {
     for (unsigned i = 0; i < r->slots; i++) {
       r->msgs[i].msg_hdr.msg_flags = 0;
-      if (r->gro) {
+      if (r->gro || r->ovfl) {
         r->msgs[i].msg_hdr.msg_control = r->ctrl[i];
         r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i];
       }
@@ -791,12 +796,20 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
         continue;
       }
       uint32_t seg = 0;
-      if (r->gro) {
+      if (r->gro || r->ovfl) {
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&r->msgs[i].msg_hdr); c != NULL; c = CMSG_NXTHDR(&r->msgs[i].msg_hdr, c)) {
           if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
             int g;
             memcpy(&g, CMSG_DATA(c), sizeof g);
             if (g > 0) seg = (uint32_t)g;
+          } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL && c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+            uint32_t d;
+            memcpy(&d, CMSG_DATA(c), sizeof d);
+            /* A cumulative count (wrapping): what grew since the last datagram is what the buffer lost. */
+            if (d - r->drops < UINT32_MAX / 2) {
+              r->a->errors += d - r->drops;
+              r->drops = d;
+            }
           }
         }
       }
@@ -867,6 +880,8 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
   /* A kernel without UDP GRO (before 5.0) refuses the option: receive plain datagrams then. */
   r->gro = want_gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  /* Drops are only counted, never needed to receive: a kernel that refuses the option loses nothing else. */
+  r->ovfl = setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one) == 0;
   r->slots = slots;
   r->slot_bytes = slot_bytes;
   r->scratch = r->tail;

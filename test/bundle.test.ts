@@ -28,7 +28,7 @@ import {
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { Share } from '../src/core/share/share.js';
 import { syncRemote, type SyncSummary } from '../src/core/sync/sync.js';
-import { BundleFetcher, verifyBundleEntry } from '../src/core/sync/bundle.js';
+import { BUNDLE_FETCHES, BundleFetcher, FETCH_BYTES, MIN_BUNDLE_FETCHES, verifyBundleEntry } from '../src/core/sync/bundle.js';
 import type { FetchedEntry } from '../src/core/sync/context.js';
 import type { ObjectReceiver } from '../src/core/sync/receiver.js';
 import { SmallFileWriter } from '../src/core/sync/smallfiles.js';
@@ -456,5 +456,94 @@ describe('the first bundle a client waits for (the share not yet known to serve 
     fetcher.prefetch(hash(Buffer.from('sub')));
     await new Promise((r) => setImmediate(r));
     expect(asked).toHaveLength(1);
+  });
+});
+
+describe('bundle parts fetched at once, as the receiver keeps up', () => {
+  /** A receiver stand-in whose bundle parts arrive when the test says, with a socket loss count the test sets. */
+  function manualReceiver(dataPerPart = 0) {
+    const waiting: (() => void)[] = [];
+    // Entries of 32 KiB of bytes each, `dataPerPart` bytes in all (about: whole entries).
+    const entries = Array.from({ length: Math.round(dataPerPart / MAX_BUNDLE_ENTRY_DATA) }, (_, i) => ({ hash: hash(Buffer.from([i])), obj: Buffer.from('o'), data: Buffer.alloc(MAX_BUNDLE_ENTRY_DATA) }));
+    const rx = {
+      lostDatagrams: 0,
+      fetchTree(key: Buffer, accept: (obj: Buffer) => boolean): Promise<Buffer> {
+        const dirKey = keys.get(toHex(key))!;
+        const part = encodeBundle({ key: dirKey, part: 0, parts: 1, entries });
+        return new Promise<Buffer>((resolve) => waiting.push(() => (accept(part) ? resolve(part) : undefined)));
+      },
+      treeHeardWithin: () => false,
+    };
+    const keys = new Map<string, Buffer>();
+    const fetcher = new BundleFetcher(rx as unknown as ObjectReceiver, DEFAULT_LIMITS, true);
+    const ask = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const dirKey = hash(Buffer.from(`dir ${keys.size}`));
+        keys.set(toHex(bundleKey(dirKey, 0)), dirKey);
+        fetcher.prefetch(dirKey);
+      }
+    };
+    const settle = async () => {
+      for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+    };
+    /** Let the oldest `n` parts arrive. */
+    const arrive = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        waiting.shift()!();
+        await settle();
+      }
+    };
+    return { rx, fetcher, ask, arrive, settle, outstanding: () => waiting.length };
+  }
+
+  it('halves the parts fetched at once when the socket lost datagrams, down to a floor, and adds one back per eight clean parts', async () => {
+    const { rx, fetcher, ask, arrive, settle, outstanding } = manualReceiver();
+    ask(200);
+    await settle();
+    // Parts of unknown size are taken to be a MiB each until one has arrived; these are small.
+    expect(outstanding()).toBe(FETCH_BYTES / 2 ** 20);
+    await arrive(1);
+    expect(outstanding()).toBe(BUNDLE_FETCHES);
+    // The socket dropped datagrams: the next part to end halves the limit, and no new part starts until fewer are out.
+    rx.lostDatagrams = 120;
+    await arrive(1);
+    expect(fetcher.fetchesAllowed).toBe(BUNDLE_FETCHES / 2);
+    expect(outstanding()).toBe(BUNDLE_FETCHES - 1);
+    await arrive(BUNDLE_FETCHES - 1 - BUNDLE_FETCHES / 2);
+    expect(outstanding()).toBe(BUNDLE_FETCHES / 2);
+    // Losses that keep coming take it to the floor, never below.
+    for (let i = 0; i < 5; i++) {
+      rx.lostDatagrams += 10;
+      await arrive(1);
+    }
+    expect(fetcher.fetchesAllowed).toBe(MIN_BUNDLE_FETCHES);
+    await arrive(outstanding() - MIN_BUNDLE_FETCHES);
+    expect(outstanding()).toBe(MIN_BUNDLE_FETCHES);
+    // No loss for eight parts: one more at once; and so on up to BUNDLE_FETCHES.
+    await arrive(8);
+    expect(fetcher.fetchesAllowed).toBe(MIN_BUNDLE_FETCHES + 1);
+    expect(outstanding()).toBe(MIN_BUNDLE_FETCHES + 1);
+    for (let i = 0; i < 8 * BUNDLE_FETCHES; i++) await arrive(1);
+    expect(fetcher.fetchesAllowed).toBe(BUNDLE_FETCHES);
+    expect(outstanding()).toBe(BUNDLE_FETCHES);
+  });
+
+  it('fetches no more big parts at once than FETCH_BYTES holds (840 KB parts: four)', async () => {
+    const { fetcher, ask, arrive, settle, outstanding } = manualReceiver(840_000);
+    ask(20);
+    await settle();
+    await arrive(3);
+    expect(fetcher.fetchesAllowed).toBe(Math.floor(FETCH_BYTES / 840_000));
+    expect(outstanding()).toBe(Math.floor(FETCH_BYTES / 840_000));
+  });
+
+  it('a receiver that cannot count its socket\'s losses keeps BUNDLE_FETCHES', async () => {
+    const { rx, fetcher, ask, arrive, settle, outstanding } = manualReceiver();
+    delete (rx as { lostDatagrams?: number }).lostDatagrams;
+    ask(20);
+    await settle();
+    await arrive(10);
+    expect(fetcher.fetchesAllowed).toBe(BUNDLE_FETCHES);
+    expect(outstanding()).toBe(BUNDLE_FETCHES);
   });
 });

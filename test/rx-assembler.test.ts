@@ -7,6 +7,7 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { hash, type Hash } from '../src/core/model/hash.js';
 import { ObjectEncoder } from '../src/core/fec/fec.js';
 import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, SYMBOL_SIZE, decodeDatagram, encodeDatagram, encodeGoneNotice } from '../src/core/wire/packet.js';
@@ -410,6 +411,42 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     for (const [i, id] of ids.entries()) expect(done.has(id)).toBe(i % 2 === 1);
     for (const [i, o] of objs.entries()) if (i % 2 === 1) expect(o.buf.equals(o.data)).toBe(true);
   });
+});
+
+describeUnless(why, 'the native socket counts what its receive buffer had no room for', () => {
+  it('reports datagrams the kernel dropped for a full receive buffer as lost (SO_RXQ_OVFL), once each', async () => {
+    const asm = new NativeAssembler(() => undefined);
+    let lost = 0;
+    const port = 40_000 + Math.floor(Math.random() * 20_000);
+    // A small buffer (the kernel doubles it and keeps a floor): a few dozen datagrams fit.
+    const sock = asm.openSocket(port, 16_384, false, (n) => (lost += n), () => false);
+    try {
+      // Unicast on lo. This process's loop is blocked inside spawnSync while the child sends, so
+      // nothing reads: the buffer fills and the kernel drops the rest.
+      const send = (n: number) =>
+        spawnSync(process.execPath, ['-e', `
+          const s = require('node:dgram').createSocket('udp6');
+          let i = 0; const b = Buffer.alloc(1000, 7);
+          const next = () => (i++ < ${n} ? s.send(b, ${port}, '::1', next) : s.close());
+          next();`], { timeout: 20_000 });
+      expect(send(1).status).toBe(0);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(lost).toBe(0);
+      expect(send(2000).status).toBe(0);
+      // Drained now; the drops are told with the next datagram queued after them.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(send(1).status).toBe(0);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(lost).toBeGreaterThan(1000);
+      expect(lost).toBeLessThan(2000);
+      const before = lost;
+      expect(send(3).status).toBe(0);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(lost).toBe(before);
+    } finally {
+      sock.close();
+    }
+  }, 60_000);
 });
 
 describe('fallback to the JS receive path', () => {

@@ -28,6 +28,11 @@ export interface DatagramSource {
    * the assembler does not take (tree objects, gone notices, requests handed over for decoding).
    */
   readonly assembly?: ChunkAssembly;
+  /**
+   * Datagrams the socket lost so far, where it can tell (with the addon: those its receive buffer
+   * had no room for, SO_RXQ_OVFL); absent where it cannot.
+   */
+  readonly lostDatagrams?: number;
   close(): Promise<void>;
 }
 

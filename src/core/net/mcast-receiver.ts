@@ -187,6 +187,11 @@ export class MulticastReceiver implements DatagramSource {
   private sock!: RecvSocket;
   /** Set by open() on the native receive path. */
   assembly?: ChunkAssembly;
+
+  /** Datagrams lost in the socket so far (see DatagramSource; counted by the native paths only). */
+  get lostDatagrams(): number {
+    return this.stats.errors;
+  }
   /**
    * The bytes of groups wanted or still in the kernel, parsed once: checkGroup parses the text
    * (splits, a regular expression per word), and a receiver of a big file changes two groups per

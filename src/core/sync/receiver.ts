@@ -354,6 +354,11 @@ export class ObjectReceiver {
     return (!unfinished || this.treeDecoders.size > 0) && Date.now() - this.treeHeardAt < ms;
   }
 
+  /** Datagrams the socket lost so far (DatagramSource.lostDatagrams); 0 where it cannot tell. */
+  get lostDatagrams(): number {
+    return this.rx.lostDatagrams ?? 0;
+  }
+
   /**
    * Take in what the native assembler holds back (which requests progressed, datagrams and bytes
    * counted below JS): before stats are read. The stall checks do it themselves.
