@@ -101,8 +101,8 @@ export class BundleFetcher {
   /** Parts being fetched, the number the socket's losses allow (MIN_BUNDLE_FETCHES), and the fetches waiting for a turn. */
   private fetching = 0;
   private fetchLimit = BUNDLE_FETCHES;
-  /** The largest part seen so far (FETCH_BYTES). */
-  private partBytes = BUNDLE_PART_BUDGET;
+  /** The largest part seen so far (FETCH_BYTES); undefined until one has arrived. */
+  private partBytes: number | undefined;
   private readonly fetchTurns: (() => void)[] = [];
   /** The socket's loss count when last looked at, and the parts finished without a loss since the limit last changed. */
   private lostSeen = 0;
@@ -184,7 +184,7 @@ export class BundleFetcher {
       try {
         const obj = await this.rx.fetchTree(bundleKey(dirKey, z), (o) => isPart(o, dirKey, z), { deadlineMs });
         this.stats.parts++;
-        this.partBytes = this.stats.parts === 1 ? obj.length : Math.max(this.partBytes, obj.length);
+        this.partBytes = Math.max(this.partBytes ?? 0, obj.length);
         return bundleOf(obj)!;
       } finally {
         this.fetched();
@@ -204,7 +204,7 @@ export class BundleFetcher {
 
   /** Bundle parts fetched at once now: BUNDLE_FETCHES, fewer for big parts (FETCH_BYTES) and while the socket loses datagrams. */
   get fetchesAllowed(): number {
-    const byBytes = Math.floor(FETCH_BYTES / Math.max(1, this.partBytes));
+    const byBytes = Math.floor(FETCH_BYTES / Math.max(1, this.partBytes ?? BUNDLE_PART_BUDGET));
     return Math.max(MIN_BUNDLE_FETCHES, Math.min(this.fetchLimit, byBytes));
   }
 

@@ -146,7 +146,7 @@ async function syncDir(dir: string): Promise<void> {
  * directory after, cost more than writing a small file; instead small files are renamed into
  * place as soon as they are complete (so they are never partial: an interrupted run leaves each
  * one old or new), and at the end of the run one syncfs per file system (syncFs below)
- * writes their data and directory entries to disk. Without `sync`, or for a few files, every
+ * writes their data and directory entries to disk. Without either way to syncfs, or for a few files, every
  * file and then every directory is fsynced instead. What a power cut during the run can leave: README "Crash safety".
  */
 /** Up to this many files, DeferredSync.flush fsyncs each file and directory instead of a syncfs per file system. */
