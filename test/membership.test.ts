@@ -17,6 +17,33 @@ function burst(b: MembershipBatch, now: number): MembershipChange[] {
 }
 
 describe('MembershipBatch', () => {
+  it('with credits, lets that many bursts follow each other at once, then one per BATCH_MS', () => {
+    const b = new MembershipBatch(BATCH_MS, 3);
+    // Three serial steps, each joined as soon as the one before arrived (a directory, an entry, a chunk).
+    for (let i = 0; i < 3; i++) {
+      b.join(`ff1e::${i + 1}`);
+      expect(b.dueAt()).toBeLessThanOrEqual(1000 + i);
+      expect(burst(b, 1000 + i)).toHaveLength(1);
+    }
+    // Spent: the next waits until a credit has come back.
+    b.join('ff1e::9');
+    expect(b.dueAt()).toBeCloseTo(1002 + BATCH_MS - 2, 6);
+    expect(burst(b, b.dueAt())).toHaveLength(1);
+    // A steady flow gets one burst per BATCH_MS, as with one credit: the kernel keeps its quiet gaps.
+    let at = b.dueAt();
+    for (let i = 0; i < 10; i++) {
+      b.join(`ff1e::1${i}`);
+      const due = b.dueAt();
+      expect(due - at).toBeCloseTo(i === 0 ? 0 : BATCH_MS, 6);
+      burst(b, due);
+      at = due;
+    }
+    // A leave waits BATCH_MS for a join to go with it; with one credit only until the next burst may be made.
+    expect(new MembershipBatch(BATCH_MS, 3).leaveDueAt(5000)).toBe(5000 + BATCH_MS);
+    expect(new MembershipBatch(BATCH_MS, 1).leaveDueAt(5000)).toBe(5000);
+    expect(() => new MembershipBatch(BATCH_MS, 0)).toThrow(RangeError);
+  });
+
   it('makes the first change at once and gathers the next ones into one burst a quiet gap later', () => {
     const b = new MembershipBatch();
     b.join('ff1e::1');

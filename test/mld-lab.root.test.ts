@@ -10,6 +10,8 @@ import { describeUnless, firstReason } from './skip.js';
 
 const WATCH = fileURLToPath(new URL('./fixtures/mld-watch.mjs', import.meta.url));
 const JOIN = fileURLToPath(new URL('./fixtures/mld-join.mjs', import.meta.url));
+const REPORTS = fileURLToPath(new URL('./fixtures/mld-reports.mjs', import.meta.url));
+const RX_JOIN = fileURLToPath(new URL('./fixtures/rx-join.mjs', import.meta.url));
 const DIST = fileURLToPath(new URL('../dist/core/net/mldsocket.js', import.meta.url));
 
 const why = skipReason();
@@ -352,6 +354,44 @@ describeUnless(liveWhy, 'MldWatcher querier election, loopback, MLDv1 and permis
     expect(leave.reason).toBe('left');
     expect(leave.t - left.t).toBeLessThan(3500); // not querier: 2 x 1 s + 0.5 s after the done
     w.child.kill('SIGTERM');
+  });
+
+  it("a receiver reports its joins itself at once, where it may, beside the kernel's reports", async () => {
+    // Host 1's kernel speaks MLDv1 (reports to the group itself), so every MLDv2 report reaching ff02::16 from
+    // it is one the receiver sent through its raw socket (net/join-reporter.ts).
+    await lab?.teardown();
+    lab = await createLab({ hosts: 2, snooping: false });
+    const f = await lab.exec(1, ['sysctl', '-qw', 'net.ipv6.conf.e0.force_mld_version=1']);
+    expect(f.code, f.stderr).toBe(0);
+    const groups = Array.from({ length: 70 }, (_, i) => `ff1e::7e57:${(i + 1).toString(16)}`);
+    const run = async (argv: string[]): Promise<{ reports: Line[]; rx: { off: string | null; stats: { reports: number; records: number }; inKernel: number } }> => {
+      const r = new Lines(lab!.spawn(0, ['node', REPORTS, '15']));
+      await r.waitFor((l) => l.ready === true, 5000, 'report listener ready');
+      const done = await lab!.exec(1, [...argv, 'node', RX_JOIN, '800', ...groups], { timeoutMs: 15_000 });
+      expect(done.code, done.stderr).toBe(0);
+      await new Promise((res) => setTimeout(res, 300));
+      r.child.kill('SIGTERM');
+      const rx = JSON.parse(done.stdout.trim().split('\n').pop()!) as { off: string | null; stats: { reports: number; records: number }; inKernel: number };
+      // The kernel's MLDv2 reports of its link-scope groups (solicited-node), from before the sysctl, may repeat.
+      const ours = r.all.filter((l) => (l as { from?: string }).from === lab!.hosts[1]!.linkLocal && !(l as unknown as { records: { group: string }[] }).records.every((x) => x.group.startsWith('ff02:')));
+      return { reports: ours, rx };
+    };
+    const on = await run(['env']);
+    expect(on.rx.off).toBeNull();
+    expect(on.rx.inKernel).toBe(70);
+    // 70 joins asked in one turn: three bursts at once (membership.ts credits) of one join each, then one
+    // burst of the other 67, in two reports (61 records at most in one).
+    expect(on.rx.stats).toMatchObject({ reports: 5, records: 70 });
+    const records = (on.reports as unknown as { records: { type: number; group: string }[] }[]).flatMap((l) => l.records.filter((r) => !r.group.startsWith('ff02:')));
+    expect(records.every((r) => r.type === 4)).toBe(true);
+    expect(new Set(records.map((r) => r.group))).toEqual(new Set(groups));
+    // Asked off, and without CAP_NET_RAW: no MLDv2 report at all (the kernel's MLDv1 ones only).
+    const off = await run(['env', 'LCSYNC_NO_JOIN_REPORTS=1']);
+    expect(off.rx).toMatchObject({ off: 'LCSYNC_NO_JOIN_REPORTS=1', stats: { reports: 0 }, inKernel: 70 });
+    expect(off.reports).toEqual([]);
+    const noRaw = await run(['setpriv', '--bounding-set', '-net_raw', '--inh-caps', '-net_raw', '--']);
+    expect(noRaw.rx).toMatchObject({ off: 'no CAP_NET_RAW', stats: { reports: 0 }, inKernel: 70 });
+    expect(noRaw.reports).toEqual([]);
   });
 
   it('fails with a PERMISSION error naming the remedies without CAP_NET_RAW', async () => {

@@ -7,7 +7,10 @@ import {
   encodeMaxRespCode,
   encodeQqic,
   encodeQuery,
+  encodeReport,
   isJoinRecord,
+  MAX_REPORT_RECORDS,
+  RecordType,
   isLeaveRecord,
   listenerEvents,
   type MldMessage,
@@ -271,5 +274,40 @@ describe('decodeMld fuzz', () => {
       ),
       { numRuns: 5000 },
     );
+  });
+});
+
+describe('encodeReport', () => {
+  it('writes a join report byte for byte as the kernel does (captured), checksum left to the kernel', () => {
+    const kernel = hex(captures()[0]!.icmp6);
+    const mine = encodeReport([{ recordType: RecordType.CHANGE_TO_EXCLUDE, group: kernel.subarray(12, 28) }]);
+    expect(mine.length).toBe(kernel.length);
+    expect(mine.readUInt16BE(2)).toBe(0);
+    expect(Buffer.concat([mine.subarray(0, 2), mine.subarray(4)])).toEqual(Buffer.concat([kernel.subarray(0, 2), kernel.subarray(4)]));
+  });
+
+  it('decodes back to the same records, up to the most that fit in 1232 bytes', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 1, max: 6 }), fc.uint8Array({ minLength: 15, maxLength: 15 })), { minLength: 1, maxLength: MAX_REPORT_RECORDS }),
+        (recs) => {
+          const records = recs.map(([t, g]) => ({ recordType: t as 1 | 2 | 3 | 4 | 5 | 6, group: Buffer.concat([Buffer.from([0xff]), g]) }));
+          const b = encodeReport(records);
+          expect(b.length).toBeLessThanOrEqual(1232);
+          const m = decodeMld(b) as Extract<MldMessage, { type: 'v2report' }>;
+          expect(m.type).toBe('v2report');
+          expect(m.records.map((r) => [r.recordType, r.group, r.sources.length])).toEqual(records.map((r) => [r.recordType, r.group, 0]));
+        },
+      ),
+    );
+  });
+
+  it('refuses what it cannot write', () => {
+    const g = parseIPv6('ff1e::1');
+    expect(() => encodeReport([])).toThrow(RangeError);
+    expect(() => encodeReport(Array.from({ length: MAX_REPORT_RECORDS + 1 }, () => ({ recordType: 4 as const, group: g })))).toThrow(RangeError);
+    expect(() => encodeReport([{ recordType: 4, group: parseIPv6('fe80::1') }])).toThrow(/multicast/);
+    expect(() => encodeReport([{ recordType: 4, group: g.subarray(0, 15) }])).toThrow(/16-byte/);
+    expect(() => encodeReport([{ recordType: 7 as 4, group: g }])).toThrow(/1\.\.6/);
   });
 });

@@ -22,8 +22,15 @@ import { BatchReceiver, batchRecvAvailable } from './batchsock.js';
 import type { ChunkAssembly, DatagramSource } from './datagram.js';
 import { NativeAssembler, groWanted, nativeRxAvailable } from './rx-assembler.js';
 import { validateInterfaces } from './interfaces.js';
+import { JoinReporter } from './join-reporter.js';
 import { BATCH_MS, MembershipBatch } from './membership.js';
 import { bindSocket, checkGroup, checkPort, closeSocket } from './udp.js';
+
+/**
+ * Membership bursts that may follow each other at once where joins are reported at once (membership.ts):
+ * the serial steps to one changed file (its directory's tree, its entry, its chunk) and one to spare.
+ */
+const QUICK_BURSTS = 3;
 
 /** What the receiver asks for; the kernel caps it at rmem_max (and doubles it). */
 const DEFAULT_RECV_BUFFER = 8 << 20;
@@ -36,6 +43,11 @@ export interface MulticastReceiverOptions {
   recvBufferBytes?: number;
   /** Least gap between bursts of membership changes (membership.ts); 0 makes every change at once. Default BATCH_MS. */
   membershipBatchMs?: number;
+  /**
+   * Send the MLD report of each burst's joins at once through a raw ICMPv6 socket where the process
+   * may open one (join-reporter.ts), rather than only wait for the kernel's. Default true.
+   */
+  joinReports?: boolean;
 }
 
 /** What MulticastReceiver needs of a socket: a node:dgram one or the addon's batch receiver. */
@@ -180,6 +192,8 @@ export class MulticastReceiver implements DatagramSource {
   private readonly batch: MembershipBatch;
   private readonly batchMs: number;
   private burstTimer: NodeJS.Timeout | undefined;
+  /** When burstTimer fires. */
+  private burstAt = 0;
   private readonly joinFailedListeners: ((group: string, err: Error) => void)[] = [];
   private readonly listeners: ((buf: Buffer) => void)[] = [];
   private closed = false;
@@ -187,6 +201,10 @@ export class MulticastReceiver implements DatagramSource {
   private sock!: RecvSocket;
   /** Set by open() on the native receive path. */
   assembly?: ChunkAssembly;
+  /** Set by open() where join reports can be sent at once (join-reporter.ts). */
+  private readonly reporter?: JoinReporter;
+  /** Why join reports wait for the kernel, when they do. */
+  readonly joinReportsOff?: string;
 
   /** Datagrams lost in the socket so far (see DatagramSource; counted by the native paths only). */
   get lostDatagrams(): number {
@@ -199,11 +217,13 @@ export class MulticastReceiver implements DatagramSource {
    */
   private readonly groupBytes = new Map<string, Buffer>();
 
-  private constructor(ifnames: string[], port: number, batchMs: number) {
+  private constructor(ifnames: string[], port: number, batchMs: number, reports: { reporter?: JoinReporter; reason?: string }) {
     this.ifnames = [...ifnames];
     this.port = port;
     this.batchMs = batchMs;
-    this.batch = new MembershipBatch(batchMs);
+    this.reporter = reports.reporter;
+    this.joinReportsOff = reports.reason;
+    this.batch = new MembershipBatch(batchMs, this.reporter ? QUICK_BURSTS : 1);
   }
 
   /**
@@ -217,7 +237,8 @@ export class MulticastReceiver implements DatagramSource {
     if (!Number.isInteger(recvBufferSize) || recvBufferSize <= 0 || recvBufferSize > 0x7fffffff) {
       throw new LcsyncError('USAGE', `invalid receive buffer size ${recvBufferSize}`);
     }
-    const rx = new MulticastReceiver(opts.ifnames, port, opts.membershipBatchMs ?? BATCH_MS);
+    const reports = opts.joinReports === false ? { reason: 'not asked for' } : JoinReporter.open(opts.ifnames);
+    const rx = new MulticastReceiver(opts.ifnames, port, opts.membershipBatchMs ?? BATCH_MS, reports);
     // The one path for stats and listeners, whichever socket receives.
     const sink: RecvSink = {
       deliver: (buf) => {
@@ -232,15 +253,21 @@ export class MulticastReceiver implements DatagramSource {
         return rx.closed;
       },
     };
-    if (nativeRxAvailable()) {
-      const opened = openAssemblingSocket(port, recvBufferSize, sink, (datagrams, bytes) => {
-        rx.stats.datagrams += datagrams;
-        rx.stats.bytes += bytes;
-      });
-      rx.sock = opened.sock;
-      rx.assembly = opened.assembly;
-    } else {
-      rx.sock = batchRecvAvailable() ? openBatchSocket(port, recvBufferSize, sink) : await openDgramSocket(port, recvBufferSize, sink);
+    try {
+      if (nativeRxAvailable()) {
+        const opened = openAssemblingSocket(port, recvBufferSize, sink, (datagrams, bytes) => {
+          rx.stats.datagrams += datagrams;
+          rx.stats.bytes += bytes;
+        });
+        rx.sock = opened.sock;
+        rx.assembly = opened.assembly;
+      } else {
+        rx.sock = batchRecvAvailable() ? openBatchSocket(port, recvBufferSize, sink) : await openDgramSocket(port, recvBufferSize, sink);
+      }
+    } catch (err) {
+      // The reporter's raw sockets would keep the process alive.
+      reports.reporter?.close();
+      throw err;
     }
     return rx;
   }
@@ -258,6 +285,11 @@ export class MulticastReceiver implements DatagramSource {
   /** Whether the kernel coalesces received datagrams (UDP GRO, native path only). */
   get gro(): boolean {
     return this.sock.gro ?? false;
+  }
+
+  /** Join reports sent at once and records in them (zeros when the kernel's alone are sent). */
+  get joinReportStats(): { reports: number; records: number; failures: number } {
+    return this.reporter?.stats ?? { reports: 0, records: 0, failures: 0 };
   }
 
   /** Groups joined as far as callers are concerned (the kernel may get some with the next burst). */
@@ -318,18 +350,28 @@ export class MulticastReceiver implements DatagramSource {
    * Make the waiting changes now if the last burst was long enough ago, else with the next one. A
    * leave (no `asked`) waits for the end of this turn at least: the join that usually follows it (the
    * next object of a fetch whose object just came) then goes in the same burst and the same report,
-   * where made at once the leave would have held that join back for BATCH_MS.
+   * where made at once the leave would have held that join back for BATCH_MS. Where joins are reported
+   * at once (several credits, membership.ts), a leave waits BATCH_MS for such a join, and a join due
+   * now is made at once even while a leave waits, taking the leave along.
    */
   private changed(asked?: string): void {
-    if (this.burstTimer || !this.batch.pending) return;
+    if (!this.batch.pending) return;
+    const quick = this.batch.credits > 1;
+    if (this.burstTimer && !(quick && asked !== undefined)) return;
     const now = Date.now();
     const due = this.batch.dueAt();
-    if (asked === undefined && this.batchMs > 0) this.armBurst(Math.max(0, due - now));
-    else if (now >= due) this.makeBurst(now, asked);
-    else this.armBurst(due - now);
+    if (asked === undefined && this.batchMs > 0) this.armBurst(Math.max(0, this.batch.leaveDueAt(now) - now));
+    else if (now >= due) {
+      this.disarmBurst();
+      this.makeBurst(now, asked);
+    } else if (!this.burstTimer || this.burstAt > due) {
+      this.disarmBurst();
+      this.armBurst(due - now);
+    }
   }
 
   private armBurst(delayMs: number): void {
+    this.burstAt = Date.now() + delayMs;
     this.burstTimer = setTimeout(() => {
       this.burstTimer = undefined;
       if (!this.closed) this.makeBurst(Date.now());
@@ -337,9 +379,15 @@ export class MulticastReceiver implements DatagramSource {
     this.burstTimer.unref();
   }
 
+  private disarmBurst(): void {
+    clearTimeout(this.burstTimer);
+    this.burstTimer = undefined;
+  }
+
   /** Make a burst of changes; a refused join of `asked` (made at once for the caller) throws. */
   private makeBurst(now: number, asked?: string): void {
     let thrown: Error | undefined;
+    const joined: Buffer[] = [];
     for (const c of this.batch.burst(now)) {
       const bytes = this.bytesOf(c.group);
       if (c.op !== 'join') for (const ifname of this.ifnames) this.drop(c.group, bytes, ifname);
@@ -355,6 +403,7 @@ export class MulticastReceiver implements DatagramSource {
           done.push(ifname);
         }
         this.batch.done(c);
+        joined.push(bytes);
       } catch (err) {
         // All or nothing: a group joined on some interfaces only would confuse leave().
         for (const ifname of done) this.drop(c.group, bytes, ifname);
@@ -370,7 +419,8 @@ export class MulticastReceiver implements DatagramSource {
         else for (const cb of this.joinFailedListeners) cb(c.group, e);
       }
     }
-    if (this.batch.pending) this.armBurst(this.batchMs);
+    if (this.reporter && joined.length > 0) for (const ifname of this.ifnames) this.reporter.joined(ifname, joined);
+    if (this.batch.pending) this.armBurst(Math.max(0, this.batch.dueAt() - now));
     if (thrown) throw thrown;
   }
 
@@ -391,6 +441,7 @@ export class MulticastReceiver implements DatagramSource {
     for (const g of this.batch.inKernel) for (const ifname of this.ifnames) this.drop(g, this.bytesOf(g), ifname);
     this.batch.clear();
     this.groupBytes.clear();
+    this.reporter?.close();
     this.closed = true;
     await this.sock.close();
   }

@@ -14,6 +14,14 @@
  * The first change after a quiet gap is made at once (one object at a time pays no delay); changes
  * asked for within BATCH_MS of the last burst wait for the next one. A join and a leave of the same
  * group in one wait cancel out; a rejoin (leave and join again, for a fresh report) is kept.
+ *
+ * A receiver that reports its joins itself (join-reporter.ts) does not wait for the kernel's report of a
+ * join, so it may make a few bursts in quick succession: `credits` bursts may follow each other at once,
+ * one more every BATCH_MS (a token bucket; with one credit, the rule above). A sync that learns what to
+ * ask for next only from what just came (a directory's tree, then a file's entry, then its chunk) then
+ * asks at once each time instead of BATCH_MS after its previous join. Under a steady flow of changes the
+ * bursts are still BATCH_MS apart, so the kernel's own reports (the only ones carrying leaves) still go
+ * out in the gaps.
  */
 
 /**
@@ -34,9 +42,18 @@ export class MembershipBatch {
   private readonly applied = new Set<string>();
   /** Groups touched since the last burst, in order, with whether a fresh report was asked for. */
   private readonly touched = new Map<string, { rejoin: boolean }>();
-  private lastBurstAt = -Infinity;
+  /** Bursts that may be made at once (at most `credits`), as of `creditAt`. */
+  private credit: number;
+  private creditAt = -Infinity;
 
-  constructor(private readonly batchMs = BATCH_MS) {}
+  constructor(
+    private readonly batchMs = BATCH_MS,
+    /** Bursts that may follow each other at once (see above); 1 keeps them all BATCH_MS apart. */
+    readonly credits = 1,
+  ) {
+    if (!Number.isInteger(credits) || credits < 1) throw new RangeError('membership credits must be a positive integer');
+    this.credit = credits;
+  }
 
   /** Groups wanted (joined as far as the caller is concerned). */
   get joined(): ReadonlySet<string> {
@@ -70,9 +87,20 @@ export class MembershipBatch {
     this.touched.set(group, { rejoin: true });
   }
 
-  /** When the next burst may be made: now if the last one was at least batchMs ago. */
+  /** When the next burst may be made: now if a credit is left (with one credit: the last burst was at least batchMs ago). */
   dueAt(): number {
-    return this.lastBurstAt + this.batchMs;
+    if (this.batchMs <= 0 || this.credit >= 1) return this.creditAt;
+    return this.creditAt + (1 - this.credit) * this.batchMs;
+  }
+
+  /**
+   * How long a leave asked for `now` waits for a join to go with it: with one credit only until the
+   * next burst may be made (at least the end of the caller's turn); with more, BATCH_MS, so that the
+   * leave does not spend the credit the join that usually follows it (the next object of a fetch
+   * whose object just came) would need.
+   */
+  leaveDueAt(now: number): number {
+    return Math.max(this.dueAt(), this.credits > 1 ? now + this.batchMs : now);
   }
 
   /**
@@ -81,7 +109,10 @@ export class MembershipBatch {
    * outcome with done(), retry() or refused(). Groups joined and left again meanwhile need none.
    */
   burst(now: number): MembershipChange[] {
-    this.lastBurstAt = now;
+    if (this.batchMs > 0) {
+      this.credit = Math.min(this.credits, this.credit + (now - this.creditAt) / this.batchMs) - 1;
+    }
+    this.creditAt = now;
     const leaves: MembershipChange[] = [];
     const joins: MembershipChange[] = [];
     for (const [group, t] of this.touched) {

@@ -1,6 +1,7 @@
 /**
- * MLD messages (RFC 2710 MLDv1, RFC 3810 MLDv2): one decoder for everything the share reads off the wire and one
- * encoder for the queries it sends. Pure: no sockets, no clocks.
+ * MLD messages (RFC 2710 MLDv1, RFC 3810 MLDv2): one decoder for everything the share reads off the wire, one
+ * encoder for the queries it sends and one for the MLDv2 reports a receiver sends for its joins
+ * (net/join-reporter.ts). Pure: no sockets, no clocks.
  *
  * Input and output are ICMPv6 messages without the IPv6 header (what a raw ICMPv6 socket delivers). Checksums
  * are neither checked nor written: on a raw ICMPv6 socket the kernel verifies incoming ones and fills in
@@ -191,6 +192,39 @@ export function encodeQuery(opts: QueryOptions): Buffer {
   b[25] = encodeQqic(opts.qqicSec);
   b.writeUInt16BE(sources.length, 26);
   sources.forEach((s, i) => Buffer.from(s).copy(b, V2_QUERY_MIN + 16 * i));
+  return b;
+}
+
+/**
+ * Records in one report of at most 1232 bytes (the IPv6 minimum MTU less the IPv6 and hop-by-hop
+ * headers, so never fragmented): 8 bytes of header and 20 per record without sources.
+ */
+export const MAX_REPORT_RECORDS = 61;
+
+export interface ReportRecord {
+  recordType: RecordTypeNumber;
+  /** 16 bytes, a multicast address. */
+  group: Uint8Array;
+}
+
+/**
+ * Encode an MLDv2 report (type 143) of records without sources (what an any-source join or leave is):
+ * 8 bytes of header and 20 per record, checksum left 0 for the kernel. decodeMld reads it back.
+ */
+export function encodeReport(records: readonly ReportRecord[]): Buffer {
+  if (records.length < 1 || records.length > MAX_REPORT_RECORDS) {
+    throw new RangeError(`an MLD report carries 1..${MAX_REPORT_RECORDS} records here`);
+  }
+  const b = Buffer.alloc(V2_REPORT_HEADER + RECORD_HEADER * records.length);
+  b[0] = MLDV2_REPORT;
+  b.writeUInt16BE(records.length, 6);
+  records.forEach((r, i) => {
+    if (r.group.length !== 16 || r.group[0] !== 0xff) throw new RangeError('MLD report groups must be 16-byte multicast addresses');
+    if (!Number.isInteger(r.recordType) || r.recordType < 1 || r.recordType > 6) throw new RangeError('MLD record type must be 1..6');
+    const off = V2_REPORT_HEADER + RECORD_HEADER * i;
+    b[off] = r.recordType;
+    Buffer.from(r.group.buffer, r.group.byteOffset, 16).copy(b, off + 4);
+  });
   return b;
 }
 
