@@ -3,7 +3,7 @@
  * Tree benchmark: a directory of many small files, lcsync share/sync beside an rsync daemon, same lab, same run.
  *
  *   npm run build && node bench/tree-bench.js [--files 5000] [--dirs 50] [--receivers 1,3] [--loss 0,5]
- *       [--tools ours,ours-nb,rsync] [--rate 900] [--timeout 600] [--cpu-prof DIR]
+ *       [--tools ours,ours-nb,rsync] [--rate 900] [--timeout 600] [--reps 1] [--cpu-prof DIR]
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and rsync (Debian `rsync`). Each
  * scenario gets a fresh lab (bench/lab.js): host 0 serves, hosts 1..N receive, a bridge with MLD snooping in its
@@ -25,6 +25,10 @@
  * CPU seconds in each phase (from /proc while it runs) and datagrams the receivers' kernels dropped on a full socket
  * buffer (rx drops). BENCH_WORKDIR=/dev/shm puts the trees on tmpfs (see bench/common.js).
  * Receivers keep their local tree cache (`sync --cache`) in the work directory, removed at the end. Issue 13's targets are printed as ratios.
+ * --reps N: every scenario N times, the tools taking turns (ours, rsync, ours, rsync, ...) so that the machine's
+ * drift falls on both, each run in a fresh lab from the same tree; every figure printed is the median of the N
+ * runs, and each phase's N walls are printed under the table. Single runs of the short phases ("again", "one":
+ * 0.2-0.5 s) swing by 20% on a small loaded machine; medians of 5 are the figures to compare with the targets.
  * Removes its data and namespaces at the end, also on Ctrl-C or a failure.
  * --cpu-prof DIR: our share and syncs run under `node --cpu-prof` and write their V8 CPU profiles to DIR (kept
  * after the run), to see where the time goes; `node bench/cpuprof-summary.js FILE` sums one by function and file.
@@ -45,7 +49,7 @@ const CLI = path.join(REPO, 'bin', 'run.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const args = benchArgs('tree-bench', import.meta.url, {
-  valued: ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout', '--cpu-prof'],
+  valued: ['--files', '--dirs', '--receivers', '--loss', '--tools', '--rate', '--timeout', '--reps', '--cpu-prof'],
   helpLines: [2, 6],
 });
 const { fail, intList } = args;
@@ -55,6 +59,7 @@ const RECEIVERS = intList('receivers', [1, 3], 1, 20);
 const LOSSES = intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [900], 1, 10_000)[0];
 const TIMEOUT_S = intList('timeout', [600], 10, 86_400)[0];
+const REPS = intList('reps', [1], 1, 50)[0];
 /** BENCH_SYNC_ENV (see the header): the syncs' environment, or undefined for the bench's own. */
 const SYNC_ENV = process.env.BENCH_SYNC_ENV
   ? { ...process.env, ...Object.fromEntries(process.env.BENCH_SYNC_ENV.split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }
@@ -159,9 +164,9 @@ async function phaseRun(lab, receivers, run, parallel, dir, phase, extra = {}) {
   return { phase, wall, tx, received, written, rxDrops, rssRx: Math.max(...results.map((x) => x.rss)), cpuRx: results.reduce((s, x) => s + x.cpu, 0), ok: errors.length === 0, errors, ...extra };
 }
 
-async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
+async function runOurs(receivers, loss, rep, shareArgs = [], tag = 'ours') {
   return withLab(receivers, loss, '1gbit', async (lab) => {
-    const dir = path.join(work, `${tag}-${receivers}r-${loss}l`);
+    const dir = path.join(work, `${tag}-${receivers}r-${loss}l${rep > 0 ? `-${rep}` : ''}`);
     mkdirSync(dir);
     const out = [];
     let shares = 0;
@@ -219,9 +224,9 @@ async function runOurs(receivers, loss, shareArgs = [], tag = 'ours') {
   });
 }
 
-async function runRsync(receivers, loss) {
+async function runRsync(receivers, loss, rep) {
   return withLab(receivers, loss, '1gbit', async (lab) => {
-    const dir = path.join(work, `rsync-${receivers}r-${loss}l`);
+    const dir = path.join(work, `rsync-${receivers}r-${loss}l${rep > 0 ? `-${rep}` : ''}`);
     mkdirSync(dir);
     const conf = path.join(dir, 'rsyncd.conf');
     writeFileSync(conf, `use chroot = no\nuid = root\ngid = root\nlog file = ${dir}/rsyncd.log\n[tree]\n  path = ${src}\n  read only = yes\n`);
@@ -249,30 +254,55 @@ async function runRsync(receivers, loss) {
   });
 }
 
+/**
+ * The phases of several runs of one tool as one: each number the median of the runs (the middle one, or the
+ * mean of the two middle ones), ok only if every run was, every run's errors, and the runs' walls in order.
+ */
+function medianPhases(runs) {
+  const median = (xs) => {
+    const v = xs.filter((x) => typeof x === 'number' && !Number.isNaN(x)).sort((a, b) => a - b);
+    if (v.length === 0) return NaN;
+    const m = v.length >> 1;
+    return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+  };
+  return runs[0].map((first, i) => {
+    const same = runs.map((r) => r[i]);
+    const out = { ...first, ok: same.every((p) => p.ok), errors: same.flatMap((p) => p.errors), walls: same.map((p) => p.wall) };
+    for (const [k, v] of Object.entries(first)) if (typeof v === 'number') out[k] = median(same.map((p) => p[k]));
+    return out;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Main
 
 const MB = 1e6;
-console.log(`lcsync tree benchmark: ${FILES} files of 200..8192 bytes in ${DIRS} directories, ${(treeBytes / MB).toFixed(1)} MB; tools ${TOOLS.join(',')}; lcsync share --bwlimit ${RATE}M; rsync daemon over TCP, receivers one after another`);
+console.log(`lcsync tree benchmark: ${FILES} files of 200..8192 bytes in ${DIRS} directories, ${(treeBytes / MB).toFixed(1)} MB; tools ${TOOLS.join(',')}; lcsync share --bwlimit ${RATE}M; rsync daemon over TCP, receivers one after another${REPS > 1 ? `; ${REPS} runs each, medians` : ''}`);
 try {
   for (const receivers of RECEIVERS) {
     for (const loss of LOSSES) {
-      const res = {};
-      for (const tool of TOOLS) {
-        // The tree is changed by the "one" phase: restore it first so every tool starts from the same tree.
-        const file = path.join(src, changed);
-        const before = readFileSync(file);
-        try {
-          process.stdout.write(`${tool}, ${receivers} receiver(s), ${loss}% loss ... `);
-          res[tool] = tool === 'ours' ? await runOurs(receivers, loss) : tool === 'ours-nb' ? await runOurs(receivers, loss, ['--no-bundles'], 'ours-nb') : await runRsync(receivers, loss);
-          console.log(res[tool].every((p) => p.ok) ? 'ok' : 'FAILED');
-          for (const p of res[tool]) for (const e of p.errors) console.log(`  ${e}`);
-        } catch (err) {
-          console.log(`FAILED: ${err.message}`);
-        } finally {
-          writeFileSync(file, before);
+      const runs = Object.fromEntries(TOOLS.map((t) => [t, []]));
+      for (let rep = 0; rep < REPS; rep++) {
+        for (const tool of TOOLS) {
+          // The tree is changed by the "one" phase: restore it first so every tool starts from the same tree.
+          const file = path.join(src, changed);
+          const before = readFileSync(file);
+          try {
+            process.stdout.write(`${tool}, ${receivers} receiver(s), ${loss}% loss${REPS > 1 ? `, run ${rep + 1} of ${REPS}` : ''} ... `);
+            const r = tool === 'ours' ? await runOurs(receivers, loss, rep) : tool === 'ours-nb' ? await runOurs(receivers, loss, rep, ['--no-bundles'], 'ours-nb') : await runRsync(receivers, loss, rep);
+            runs[tool].push(r);
+            console.log(r.every((p) => p.ok) ? 'ok' : 'FAILED');
+            for (const p of r) for (const e of p.errors) console.log(`  ${e}`);
+          } catch (err) {
+            console.log(`FAILED: ${err.message}`);
+          } finally {
+            writeFileSync(file, before);
+          }
         }
       }
+      /** A tool's phases: its one run, or the medians of its runs (a tool with a run that failed to finish has none). */
+      const res = {};
+      for (const tool of TOOLS) if (runs[tool].length === REPS) res[tool] = REPS === 1 ? runs[tool][0] : medianPhases(runs[tool]);
       console.log(`\n== ${receivers} receiver(s), ${loss}% loss, ${FILES} files, ${(treeBytes / MB).toFixed(1)} MB`);
       console.log('tool    phase   ok   wall s  files/s  sender/tree  received/written  RSS rx MiB  CPU rx s  RSS share MiB  CPU share s  rx drops');
       for (const tool of TOOLS) {
@@ -281,6 +311,9 @@ try {
           const rw = p.written > 0 ? (p.received / p.written).toFixed(3) : '-';
           console.log(`${tool.padEnd(7)} ${p.phase.padEnd(6)} ${(p.ok ? 'yes' : 'NO').padEnd(4)} ${p.wall.toFixed(2).padStart(7)} ${Number.isNaN(fps) ? '      -' : fps.toFixed(0).padStart(7)}  ${(p.tx / treeBytes).toFixed(3).padStart(11)}  ${rw.padStart(16)}  ${p.rssRx.toFixed(1).padStart(10)}  ${p.cpuRx.toFixed(2).padStart(8)}  ${p.rssTx === undefined ? '            -' : p.rssTx.toFixed(1).padStart(13)}  ${p.cpuTx === undefined ? '          -' : p.cpuTx.toFixed(2).padStart(11)}  ${String(p.rxDrops).padStart(8)}`);
         }
+      }
+      if (REPS > 1) {
+        for (const tool of TOOLS) for (const p of res[tool] ?? []) console.log(`  ${tool} ${p.phase} walls: ${p.walls.map((w) => w.toFixed(2)).join(' ')}`);
       }
       if (res.ours && res.rsync) {
         const ratio = (ph) => {

@@ -69,6 +69,38 @@ const noCollatorInOclif = {
 };
 
 /**
+ * oclif's libraries loaded when first used, not when oclif loads (lcsync's start-up, see bench/README.md).
+ * oclif's compiled modules require every package they might need at their top: ejs (help templates), wrap-ansi
+ * and string-width (error and help layout), tinyglobby and minimatch (finding commands without a manifest),
+ * lilconfig, the help classes... A run of a command with its manifest uses few of them, yet each is loaded
+ * and evaluated on every run. Here each such top-level `const x = [__importDefault(]require("pkg")[)];` in
+ * @oclif/core/lib (a package, or oclif's own help modules) becomes an object that requires the module on its
+ * first property access; oclif only ever reads properties of these bindings (`(0, x.default)(...)`, `x.Help`).
+ * If oclif's source no longer has such lines, nothing is rewritten and the build fails (a start-up cost
+ * would come back silently otherwise).
+ */
+const LAZY_REQUIRE = /^(const|var) (\w+) = (__importDefault\(|__importStar\()?require\("((?:[a-z@][^"]*)|(?:\.\.?\/(?:help)(?:\/index)?))"\)(\)?);$/gm;
+// Each load is also noted in globalThis.__lcsyncLazyLoaded (a Set of the specifiers), for the start-up test.
+const LAZY_HELPER =
+  'function __lcsyncLazy(spec, load) { let m; const get = () => (m ??= ((globalThis.__lcsyncLazyLoaded ??= new Set()).add(spec), load())); return new Proxy({}, { get: (_, k) => get()[k], has: (_, k) => k in get(), ownKeys: () => Reflect.ownKeys(get()), getOwnPropertyDescriptor: (_, k) => { const d = Reflect.getOwnPropertyDescriptor(get(), k); if (d) d.configurable = true; return d; } }); }\n';
+let lazyRewrites = 0;
+const lazyOclifRequires = {
+  name: 'lcsync-lazy-oclif-requires',
+  transform(code, id) {
+    if (!/\/@oclif\/core\/lib\/.*\.js$/.test(id.replaceAll('\\', '/'))) return null;
+    let n = 0;
+    const rewritten = code.replace(LAZY_REQUIRE, (line, kind, name, wrap, spec, close) => {
+      if (spec.startsWith('node:') || (wrap && !close) || (!wrap && close)) return line;
+      n++;
+      return `${kind} ${name} = __lcsyncLazy(${JSON.stringify(spec)}, () => ${wrap ?? ''}require("${spec}")${close ?? ''});`;
+    });
+    if (n === 0) return null;
+    lazyRewrites += n;
+    return { code: LAZY_HELPER + rewritten, map: null };
+  },
+};
+
+/**
  * Output in ASCII: each non-ASCII character of a chunk written as a \\u escape (a surrogate pair above U+FFFF).
  * Why: V8 keeps a module's source text for as long as the module lives, as one-byte (Latin-1) characters if
  * it can and as two bytes per character otherwise; oclif's spinner and box characters made its 570 KB chunk a
@@ -105,7 +137,7 @@ await build({
   input,
   platform: 'node',
   external,
-  plugins: [noCollatorInOclif, asciiOutput],
+  plugins: [noCollatorInOclif, lazyOclifRequires, asciiOutput],
   logLevel: 'warn',
   output: {
     dir: out,
@@ -117,3 +149,4 @@ await build({
     minify: false,
   },
 });
+if (lazyRewrites < 10) throw new Error(`bundle: only ${lazyRewrites} of oclif's requires made lazy (oclif changed: see scripts/bundle.js)`);

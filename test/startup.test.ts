@@ -22,7 +22,7 @@ const BUNDLE = pathToFileURL(path.join(REPO, 'dist', 'bundle')).href + '/';
 const tmp = useTempDir('lcsync-startup-');
 
 /** Run the CLI with the load recorder; its exit status, output and the ES module URLs it loaded. */
-function recorded(args: string[]): { status: number | null; stdout: string; stderr: string; modules: string[] } {
+function recorded(args: string[]): { status: number | null; stdout: string; stderr: string; modules: string[]; lazy: string[] } {
   const log = path.join(tmp.dir(), `load-${Math.random().toString(36).slice(2)}.log`);
   const preload = pathToFileURL(path.join(REPO, 'test', 'fixtures', 'loadlog.mjs')).href;
   const r = spawnSync(process.execPath, [RUN, ...args], {
@@ -32,7 +32,8 @@ function recorded(args: string[]): { status: number | null; stdout: string; stde
   });
   const lines = existsSync(log) ? readFileSync(log, 'utf8').split('\n') : [];
   const modules = [...new Set(lines.filter((l) => l.startsWith('module ')).map((l) => l.slice(7)))];
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, modules };
+  const lazy = lines.filter((l) => l.startsWith('lazy ')).map((l) => l.slice(5));
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, modules, lazy };
 }
 
 /** The ES modules a run loaded besides node's own and bin/run.js: each must be a file of the bundle. */
@@ -68,6 +69,25 @@ describe('start-up from the CLI bundle', () => {
     expect(typo.status).toBe(2);
     expect(typo.stderr).toMatch(/^lcsync: unknown command "idnex"\. Did you mean "index"\?/);
     expect(outsideBundle(typo.modules)).toEqual([]);
+  });
+
+  it("oclif's libraries load on first use: a command's run loads none of its help, layout or command-finding ones", () => {
+    writeFileSync(path.join(tmp.dir(), 'lazy-file'), 'x');
+    const run = recorded(['index', path.join(tmp.dir(), 'lazy-file')]);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^[0-9a-f]{64} {2}lazy-file/);
+    // What oclif loaded at its top before, now on first use only: none of these for a plain run.
+    for (const spec of ['ejs', 'wrap-ansi', 'indent-string', 'clean-stack', 'tinyglobby', 'minimatch', 'lilconfig', 'widest-line', 'string-width']) {
+      expect(run.lazy, spec).not.toContain(spec);
+    }
+    // Usage errors and help still get them, through the same lazy bindings.
+    const help = recorded(['index', '--help']);
+    expect(help.status, help.stderr).toBe(0);
+    expect(help.stdout).toMatch(/USAGE/);
+    expect(help.lazy.length).toBeGreaterThan(0);
+    const bad = recorded(['index', '--no-such-flag']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^lcsync: Nonexistent flag: --no-such-flag/);
   });
 
   it('the bundle is ASCII (scripts/bundle.js writes other characters as escapes)', () => {
