@@ -5,11 +5,12 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ChunkFiles } from '../src/core/share/chunkfiles.js';
+import { loadAddon } from '../src/core/base/addon.js';
 import { ChunkBuffers, loadObject } from '../src/core/share/objects.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -43,7 +44,34 @@ function chunkOf(p: string, bytes: Buffer, offset = 0): Chunk {
   return { kind: 'chunk', localPath: p, offset, length: bytes.length, hash: hash(bytes) } as unknown as Chunk;
 }
 
-describe.skipIf(process.platform !== 'linux')('ChunkFiles', () => {
+// Every case twice: a kept descriptor checked by the addon's lstat of the path, and by statSync (no addon).
+for (const mode of ['lstat by the addon', 'statSync'] as const) describe.skipIf(process.platform !== 'linux')(`ChunkFiles (${mode})`, () => {
+  beforeEach(() => {
+    if (mode === 'statSync') process.env.LCSYNC_NO_NATIVE_STAT = '1';
+  });
+  afterEach(() => {
+    delete process.env.LCSYNC_NO_NATIVE_STAT;
+  });
+
+  it('reads a path that is a symlink through its target, and a target replaced under the link from the new file', () => {
+    const target = path.join(work, 'target.bin');
+    const link = path.join(work, 'link.bin');
+    writeFileSync(target, Buffer.alloc(4096, 1));
+    symlinkSync(target, link);
+    const files = new ChunkFiles();
+    const b = Buffer.alloc(4096);
+    expect(files.read(link, b, 4096, 0)).toBe(4096);
+    expect(b[0]).toBe(1);
+    writeFileSync(`${target}.new`, Buffer.alloc(4096, 2));
+    renameSync(`${target}.new`, target);
+    expect(files.read(link, b, 4096, 0)).toBe(4096);
+    expect(b[0]).toBe(2);
+    expect(files.opens).toBe(2);
+    // A link is always checked by statSync (which follows it), never by the addon's lstat of the link itself.
+    expect(files.nativeChecks).toBe(0);
+    files.closeAll();
+  });
+
   it('reads ranges of a file through one descriptor, the same bytes as the file', () => {
     const p = path.join(work, 'a.bin');
     const data = randomBytes(100_000);
@@ -55,6 +83,8 @@ describe.skipIf(process.platform !== 'linux')('ChunkFiles', () => {
     });
     expect(Buffer.concat(parts).equals(data)).toBe(true);
     expect(files.opens).toBe(1);
+    // The three reads after the open checked the path: by the addon where it is loaded and allowed.
+    expect(files.nativeChecks).toBe(mode === 'statSync' || loadAddon().addon === undefined ? 0 : 3);
     expect(openUnder(work)).toBe(1);
     files.closeAll();
     expect(openUnder(work)).toBe(0);

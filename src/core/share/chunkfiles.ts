@@ -7,6 +7,10 @@
  * profile of a 64 MiB transfer, for a read that takes microseconds. Here a chunk costs a stat of
  * its path and one positional read on a descriptor kept open while the file's chunks are being
  * sent. (A read that must go to the disk blocks the send loop meanwhile; so did the hash check.)
+ * The stat is the addon's lstat of the path's bytes (../base/lstatmany.ts), compared as raw
+ * numbers: Node's statSync builds a Stats object each time, 16 us a chunk and 3% of a share's CPU
+ * at line rate. A path that is a symlink (a share of a link to a file) is checked with statSync,
+ * which follows it, as is every path without the addon or with LCSYNC_NO_NATIVE_STAT=1.
  *
  * What a chunk read guarantees is unchanged: the caller checks the bytes against the leaf hash,
  * which catches any change in place (a truncated file reads short). A file replaced under its name
@@ -23,7 +27,13 @@
 import { closeSync, constants as fsc, fstatSync } from 'node:fs';
 import { openFdSync, statSyncIfAny } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
+import { RAW_FIELDS, lstatManyRaw } from '../base/lstatmany.js';
+import { nameToBytes } from '../base/names.js';
 import { readFullSync } from '../base/readfull.js';
+
+/** st_mode's file type bits, and a regular file's. */
+const S_IFMT = 0o170000n;
+const S_IFREG = 0o100000n;
 
 /** Descriptors kept open at most by default: a share sends a few files at a time. */
 export const DEFAULT_KEEP = 16;
@@ -36,6 +46,11 @@ interface OpenFile {
   ino: number;
   ctimeMs: number;
   usedAt: number;
+  /**
+   * For the addon's lstat: the path's bytes with a NUL, and its raw device, inode and ctime (ns) as
+   * lstat showed them when they were the descriptor's. Undefined: the path is checked by statSync.
+   */
+  probe?: { path: Buffer; dev: bigint; ino: bigint; ctimeNs: bigint };
 }
 
 export class ChunkFiles {
@@ -44,6 +59,10 @@ export class ChunkFiles {
   private sweeper: NodeJS.Timeout | undefined;
   /** Files opened so far (tests, and a share's verbose log). */
   opens = 0;
+  /** Checks of a kept descriptor made by the addon's lstat (tests). */
+  nativeChecks = 0;
+  /** The addon's lstat output for one path. */
+  private readonly raw = new BigInt64Array(RAW_FIELDS);
 
   constructor(
     private readonly keep = DEFAULT_KEEP,
@@ -86,8 +105,7 @@ export class ChunkFiles {
   private current(localPath: string): OpenFile {
     const kept = this.files.get(localPath);
     if (kept) {
-      const st = statSyncIfAny(localPath);
-      if (st && st.ino === kept.ino && st.dev === kept.dev && st.ctimeMs === kept.ctimeMs) {
+      if (kept.probe ? this.stillNative(kept.probe) : this.stillByStat(localPath, kept)) {
         // Most recently used goes last.
         this.files.delete(localPath);
         this.files.set(localPath, kept);
@@ -102,7 +120,7 @@ export class ChunkFiles {
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new LcsyncError('IO', 'no longer a regular file');
-      f = { fd, dev: st.dev, ino: st.ino, ctimeMs: st.ctimeMs, usedAt: Date.now() };
+      f = { fd, dev: st.dev, ino: st.ino, ctimeMs: st.ctimeMs, usedAt: Date.now(), probe: this.probeOf(localPath, fd) };
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -112,6 +130,34 @@ export class ChunkFiles {
     while (this.files.size > this.keep) this.close(this.files.keys().next().value!);
     this.arm();
     return f;
+  }
+
+  /** Whether the path still shows the kept descriptor's file, unchanged (statSync, following a symlink). */
+  private stillByStat(localPath: string, kept: OpenFile): boolean {
+    const st = statSyncIfAny(localPath);
+    return st !== undefined && st.ino === kept.ino && st.dev === kept.dev && st.ctimeMs === kept.ctimeMs;
+  }
+
+  /** The same by the addon's lstat of the path. */
+  private stillNative(probe: NonNullable<OpenFile['probe']>): boolean {
+    this.nativeChecks++;
+    if (!lstatManyRaw(probe.path, this.raw)) return false;
+    const r = this.raw;
+    return r[0] === 0n && r[3] === probe.ino && r[4] === probe.dev && r[6] === probe.ctimeNs;
+  }
+
+  /**
+   * What the addon's lstat shows of `localPath` just opened as `fd`, when that is the descriptor's
+   * regular file itself (not a symlink to it, and not replaced since the open); else undefined, and
+   * the path is checked by statSync.
+   */
+  private probeOf(localPath: string, fd: number): OpenFile['probe'] {
+    const path = Buffer.concat([nameToBytes(localPath), Buffer.of(0)]);
+    const r = this.raw;
+    if (!lstatManyRaw(path, r) || r[0] !== 0n || (BigInt.asUintN(64, r[1]!) & S_IFMT) !== S_IFREG) return undefined;
+    const st = fstatSync(fd, { bigint: true });
+    if (BigInt.asUintN(64, r[3]!) !== st.ino || BigInt.asUintN(64, r[4]!) !== st.dev || r[6] !== st.ctimeNs) return undefined;
+    return { path, dev: r[4]!, ino: r[3]!, ctimeNs: r[6]! };
   }
 
   private close(localPath: string): void {
