@@ -273,14 +273,8 @@ export class ObjectReceiver {
     if (this.gone) return Promise.reject(this.gone);
     // Closed: no timer would ever end the request.
     if (this.closed) return Promise.reject(new LcsyncError('INTERRUPTED', 'interrupted'));
-    // Most recently used first: the equal part just before this one is the likeliest match.
-    for (const [oid, obj] of this.kept.entries().reverse()) {
-      if (tryAccept({ accept }, obj, this.onBug)) {
-        this.kept.touch(oid);
-        this.stats.objects++;
-        return Promise.resolve(obj);
-      }
-    }
+    const kept = this.takeKept(accept);
+    if (kept) return Promise.resolve(kept);
     return new Promise((resolve, reject) => {
       const now = Date.now();
       const w: TreeWaiter = { group: groupAddress(key), key, accept, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
@@ -288,6 +282,22 @@ export class ObjectReceiver {
       this.trees.add(w);
       this.join(w.group);
     });
+  }
+
+  /**
+   * The first verified tree object kept from earlier that `accept` confirms, without joining
+   * anything: what fetchTree answers at once with.
+   */
+  takeKept(accept: (obj: Buffer) => boolean): Buffer | undefined {
+    // Most recently used first: the equal part just before this one is the likeliest match.
+    for (const [oid, obj] of this.kept.entries().reverse()) {
+      if (tryAccept({ accept }, obj, this.onBug)) {
+        this.kept.touch(oid);
+        this.stats.objects++;
+        return obj;
+      }
+    }
+    return undefined;
   }
 
   /**

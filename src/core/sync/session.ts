@@ -15,7 +15,8 @@ import { fileEntryHash } from '../model/entry.js';
 import type { FileMeta } from '../model/meta.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength } from '../model/tree.js';
 import { DEFAULT_LIMITS, decodeNetTreeHead, partCount, type DecodeLimits, type NetTreeHead } from '../wire/nettree.js';
-import { Joined, checkFirstPart, fileRootOf, objectMatches, partAgreesWith, treePartLength, verifiedTree } from '../wire/verify.js';
+import { checkFirstPart, fileRootOf, objectMatches, treePartLength, verifiedTree } from '../wire/verify.js';
+import { TreePartChain } from '../wire/partchain.js';
 import type { Manifest } from '../wire/manifest.js';
 import { manifestProblem } from './trust.js';
 import { MulticastReceiver } from '../net/mcast-receiver.js';
@@ -234,29 +235,39 @@ export class SyncSession implements SyncContext {
     // A file longer than the chunks joined at once starts where the share is sending it (the
     // cursor, file.ts): ask now, so that the answer comes while the other tree parts travel.
     if (n > 1 && !this.opts.dryRun && head.size > (this.opts.parallel ?? 128) * CHUNK_SIZE) this.chunks.askCursor(root);
-    // Parts are accepted one after another: a part is accepted only if its node hashes
-    // agree with the parents already known, which tells apart parts of equal
-    // length (ours, another file's, or a spoofer's) before anything trusts them.
-    // They travel TREE_PARTS_AHEAD at a time: the groups of the parts after the one
-    // being accepted are joined too, and what arrives early waits, kept, for its turn.
-    const known = new Joined([first]);
+    // Parts are accepted in order, each only if its node hashes agree with the parts before it,
+    // which tells apart parts of equal length (ours, another file's, or a spoofer's) before
+    // anything trusts them; a part's last nodes are checked with the part after it, so each part
+    // stays open to equal-looking candidates until then (wire/partchain.ts). They travel
+    // TREE_PARTS_AHEAD at a time: the groups of the parts after the one being asked for are joined
+    // too, and what arrives early waits, kept, for its turn. A part's group is left once the part
+    // after it settled it.
+    //
+    // A part found among the objects kept from earlier (a sparse file's tree repeats most of its
+    // parts) joins nothing and moves the window on by nothing: each join makes the share send a
+    // round, and holding ahead every part of a sparse 5 GiB file's tree had nearly every one of
+    // its 513 parts sent though a few dozen are distinct. The window moves when a part has to be
+    // waited for, and then also holds the part before it, whose tail the waited-for part settles.
+    const chain = new TreePartChain(first, head.payloadOffset, (z) => treePartLength(head, z), n);
     const keyOf = (z: number) => fileEntryHash(head.name, root, z, head.meta);
     const held = new Map<number, () => void>();
+    const hold = (a: number) => {
+      if (a >= 1 && a < n && !held.has(a)) held.set(a, this.rx.holdTree(keyOf(a)));
+    };
     try {
       for (let z = 1; z < n; z++) {
-        for (let a = z; a < Math.min(n, z + TREE_PARTS_AHEAD); a++) if (!held.has(a)) held.set(a, this.rx.holdTree(keyOf(a)));
-        const want = treePartLength(head, z);
-        const part = await this.treeLimit.run(() =>
-          this.rx.fetchTree(keyOf(z), (o) => o.length === want && partAgreesWith(known, o, head.payloadOffset)),
-        );
-        held.get(z)!();
-        held.delete(z);
-        known.push(part);
+        const accept = (o: Buffer) => chain.next === z && chain.offer(o);
+        if (!this.rx.takeKept(accept)) {
+          for (let a = z - 1; a < z + TREE_PARTS_AHEAD; a++) hold(a);
+          await this.treeLimit.run(() => this.rx.fetchTree(keyOf(z), accept));
+        }
+        held.get(z - 1)?.();
+        held.delete(z - 1);
       }
     } finally {
       for (const release of held.values()) release();
     }
-    const obj = Buffer.concat(known.buffers());
+    const obj = Buffer.concat(chain.buffers());
     return { head, obj, key, tree: verifiedTree(head, obj, root) };
   }
 
