@@ -172,13 +172,25 @@ describe('LocalTreeCache', () => {
     const stale = cacheFileFor(cacheDir, '/nowhere/any-more');
     writeFileSync(stale, 'old');
     utimesSync(stale, new Date(Date.now() - 31 * 86_400_000), new Date(Date.now() - 31 * 86_400_000));
-    writeFileSync(path.join(one.dest, 'new-file'), 'x');
-    await sleep(80);
-    const c = await LocalTreeCache.open({ dir: cacheDir, dest: one.dest });
-    await localEntryHashes(one.dest, 'dest', c);
-    await c.save();
+    // Each save after a change (a save that finds everything unchanged only touches its file).
+    const saveOne = async (change: string) => {
+      writeFileSync(path.join(one.dest, change), 'x');
+      await sleep(80);
+      const c = await LocalTreeCache.open({ dir: cacheDir, dest: one.dest });
+      await localEntryHashes(one.dest, 'dest', c);
+      await c.save();
+    };
+    // The directory was swept by the saves above: not again within the hour (a sweep lstats every
+    // cache file), so the stale file is still there; an hour later it goes.
+    const mark = `${path.dirname(stale)}.pruned`;
+    expect(existsSync(mark)).toBe(true);
+    await saveOne('new-file');
+    expect(existsSync(stale)).toBe(true);
+    utimesSync(mark, new Date(Date.now() - 3_601_000), new Date(Date.now() - 3_601_000));
+    await saveOne('newer-file');
     expect(existsSync(stale)).toBe(false);
     rmSync(path.join(one.dest, 'new-file'));
+    rmSync(path.join(one.dest, 'newer-file'));
     for (const { dest, files } of [one, two]) {
       const c = await LocalTreeCache.open({ dir: cacheDir, dest });
       await localEntryHashes(dest, 'dest', c);

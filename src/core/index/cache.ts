@@ -23,6 +23,7 @@ import { mkdir, readdir, rename, stat, unlink, writeFile } from 'node:fs/promise
 import os from 'node:os';
 import path from 'node:path';
 import { fromSystemError } from '../base/errors.js';
+import { claimTurn } from '../base/turnmark.js';
 import { hash, toHex } from '../model/hash.js';
 import type { TreeCache } from './mdex.js';
 import { MerkleTree } from '../model/tree.js';
@@ -211,10 +212,7 @@ export class TreeStore implements TreeCache {
    */
   async prune(minIntervalMs = PRUNE_INTERVAL_MS): Promise<{ entries: number; bytes: number; removed: number; skipped?: true }> {
     if (!this.treesDir) return { entries: 0, bytes: 0, removed: 0 };
-    const mark = this.treesDir + PRUNE_MARK;
-    const last = await stat(mark).then((st) => st.mtimeMs, () => 0);
-    if (Date.now() - last < minIntervalMs) return { entries: 0, bytes: 0, removed: 0, skipped: true };
-    await writeFile(mark, '').catch(() => undefined);
+    if (!(await claimTurn(this.treesDir + PRUNE_MARK, minIntervalMs))) return { entries: 0, bytes: 0, removed: 0, skipped: true };
     const files: { p: string; size: number; mtimeMs: number }[] = [];
     for (const shard of await readdir(this.treesDir).catch(() => [] as string[])) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
