@@ -281,8 +281,9 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
           const rssFile = path.join(dir, `r${h}.rss`);
           // --stagger: receiver h starts (h-1)/(N-1) of the way through the spread.
           if (staggerSec > 0 && receivers > 1) await sleep((1000 * staggerSec * i) / (receivers - 1));
+          // A cache directory of the run's own: the host's default one (/var/cache/lcsync as root) is not the bench's to fill.
           const r = await lab.exec(h, timed(rssFile, [...NODE, CLI, 'sync', '--json', '-i', 'e0',
-            '--timeout', '60', hash, dest]), { timeoutMs: RUN_TIMEOUT_MS, env: SYNC_ENV });
+            '--timeout', '60', '--cache', path.join(dir, `r${h}.cache`), hash, dest]), { timeoutMs: RUN_TIMEOUT_MS, env: SYNC_ENV });
           const finished = (performance.now() - t0) / 1000;
           tLast = Math.max(tLast, performance.now());
           let seconds = NaN;
