@@ -9,7 +9,8 @@ import { TreePartChain } from '../src/core/wire/partchain.js';
 import { encodeNetTree, splitParts, NET_TREE_HEADER } from '../src/core/wire/nettree.js';
 import { MerkleTree, CHUNK_SIZE } from '../src/core/model/tree.js';
 import { hash } from '../src/core/model/hash.js';
-import { Joined, partAgreesWith } from '../src/core/wire/verify.js';
+import { Joined, partAgreesWith, partFitsAt } from '../src/core/wire/verify.js';
+import { randomBytes } from 'node:crypto';
 
 const meta = { mode: 0o100644, uid: 0, gid: 0, mtimeSec: 1n, mtimeNsec: 0n, atimeSec: 1n, atimeNsec: 0n };
 
@@ -117,6 +118,56 @@ describe('TreePartChain', () => {
       ),
       { numRuns: 40 },
     );
+  });
+
+  it('partFitsAt: the genuine part and those equal to it fit its place; junk and parts of other places do not', () => {
+    const { parts, payloadOffset } = sparseObject('big.bin', 32768, [32767]);
+    const known = new Joined(parts.slice(0, 20));
+    const at = 20 * parts[0]!.length;
+    // The genuine part 20 (inner nodes, parents in parts 9-10), and part 21 equal to it but for its ends.
+    expect(partFitsAt(known, parts[20]!, at, payloadOffset)).toBe(true);
+    expect(parts[21]!.subarray(64, -64).equals(parts[20]!.subarray(64, -64))).toBe(true);
+    expect(partFitsAt(known, parts[21]!, at, payloadOffset)).toBe(true);
+    expect(partFitsAt(known, randomBytes(parts[20]!.length), at, payloadOffset)).toBe(false);
+    // A part of another level (the leaves, hashes of zeros) is not this level's.
+    expect(partFitsAt(known, parts[40]!, at, payloadOffset)).toBe(false);
+    // Nothing known: nothing to judge by.
+    expect(partFitsAt(new Joined(), randomBytes(100), 0, payloadOffset)).toBe(true);
+  });
+
+  it('partFitsAt never refuses the genuine part, for any name length and marked chunks', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1100, max: 4096 }), fc.array(fc.nat(), { minLength: 1, maxLength: 4 }), (nameLen, chunks, marks) => {
+        const { parts, payloadOffset } = sparseObject('n'.repeat(nameLen), chunks, marks.map((m) => m % chunks));
+        for (let z = 0; z < parts.length; z++) {
+          // As the chain asks it: what is settled lags one part behind the part judged.
+          const settled = new Joined(parts.slice(0, Math.max(1, z - 1)));
+          expect(partFitsAt(settled, parts[z]!, z * parts[0]!.length, payloadOffset), `part ${z}`).toBe(true);
+        }
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('a flood of well-formed junk while a part waits for its predecessor does not push the genuine part out', () => {
+    const { parts, obj, payloadOffset } = sparseObject('big.bin', 32768, [32767]);
+    const chain = new TreePartChain(parts[0]!, payloadOffset, (z) => parts[z]!.length, parts.length);
+    for (let z = 1; z < parts.length; z++) {
+      if (z === 7) {
+        // Part 5's bytes (equal to part 6) taken for part 7 (equal but for the node across part 7's end), as from the kept objects.
+        expect(chain.offer(parts[5]!)).toBe(true);
+        continue;
+      }
+      if (z === 8) {
+        // The genuine part 8 does not follow that; 300 objects of its length arrive; then the genuine part 7.
+        expect(chain.offer(parts[8]!)).toBe(false);
+        for (let i = 0; i < 300; i++) expect(chain.offer(i % 2 ? randomBytes(parts[8]!.length) : parts[30 + (i % 30)]!)).toBe(false);
+        expect(chain.offer(parts[7]!)).toBe(true);
+        continue;
+      }
+      expect(chain.offer(parts[z]!), `part ${z}`).toBe(true);
+    }
+    expect(Buffer.concat(chain.buffers()).equals(obj)).toBe(true);
   });
 
   it('a one-part object is complete at once', () => {

@@ -19,13 +19,15 @@
  * next part agrees with one of them, which settles it (a wrong tail and a genuine successor, or
  * the reverse, cannot both hash to the known parent). The last part has no tail and is settled
  * by its own check; the whole tree is verified against its root afterwards (verifiedTree) anyway.
+ * A candidate for the next part that follows no open one yet is held only if its pairs hash to
+ * the settled parents (partFitsAt), so what a link floods with cannot push the genuine one out.
  */
-import { Joined, partAgreesWith } from './verify.js';
+import { Joined, partAgreesWith, partFitsAt } from './verify.js';
 
 /**
  * Candidates held for one part at most. Every tree object the receiver decodes meanwhile is
- * offered (other files' parts among them); the genuine one is offered when it arrives or, if it
- * came before, from the receiver's kept objects (64 at most) when the part is asked for.
+ * offered, but only those that fit what is settled (fits) are held: the genuine part and those
+ * equal to it but for their ends.
  */
 const MAX_CANDIDATES = 128;
 
@@ -36,6 +38,8 @@ export class TreePartChain {
   private open: Buffer[];
   /** Part 0 is named by the key the request gave (objectMatches): no other candidate for it. */
   private openFixed = true;
+  /** Part 0 alone, what part 1's candidates are checked against (fits). */
+  private firstOnly: Joined | undefined;
   /** Candidates offered for part `next`. */
   private candidates: Buffer[] = [];
   /** The part being asked for (1 .. parts - 1); `parts` once every part is settled. */
@@ -68,14 +72,18 @@ export class TreePartChain {
   offer(x: Buffer): boolean {
     if (this.complete) return false;
     if (x.length === this.partLength(this.next) && !holds(this.candidates, x)) {
-      if (this.candidates.length >= MAX_CANDIDATES) this.candidates.shift();
-      this.candidates.push(x);
-      for (const c of this.open) if (this.follows(c, x)) return this.settle(c);
+      // Following an open candidate settles it at once (the common case: one check, as for a part
+      // that is not open to doubt); otherwise x waits as a candidate if it fits what is settled.
+      for (const c of this.open) if (this.follows(c, x)) return this.settle(c, x);
+      if (this.fits(x)) {
+        if (this.candidates.length >= MAX_CANDIDATES) this.candidates.shift();
+        this.candidates.push(x);
+      }
     }
     if (!this.openFixed && x.length === this.partLength(this.next - 1) && !holds(this.open, x) && partAgreesWith(this.known, x, this.payloadOffset)) {
       if (this.open.length >= MAX_CANDIDATES) this.open.shift();
       this.open.push(x);
-      for (const o of this.candidates) if (this.follows(x, o)) return this.settle(x);
+      for (const o of this.candidates) if (this.follows(x, o)) return this.settle(x, o);
     }
     return false;
   }
@@ -84,6 +92,17 @@ export class TreePartChain {
   buffers(): readonly Buffer[] {
     if (!this.complete) throw new Error('tree part chain not complete');
     return [...this.known.buffers(), this.open[0]!];
+  }
+
+  /**
+   * Whether `x` can be part `next` as far as the settled parts tell (partFitsAt): junk and other
+   * places' parts never become candidates, so a flood of well-formed objects cannot push the
+   * genuine one out of the bounded list.
+   */
+  private fits(x: Buffer): boolean {
+    const settled = this.openFixed ? (this.firstOnly ??= new Joined([this.open[0]!])) : this.known;
+    const at = this.known.length + this.partLength(this.next - 1);
+    return partFitsAt(settled, x, at, this.payloadOffset);
   }
 
   /** Whether `o` agrees as the part after the settled ones followed by `c`. */
@@ -96,9 +115,10 @@ export class TreePartChain {
     }
   }
 
-  private settle(c: Buffer): true {
+  /** Part next - 1 is `c`; `o`, which follows it, and the other candidates that agree with it are open for part next. */
+  private settle(c: Buffer, o: Buffer): true {
     this.known.push(c);
-    this.open = this.candidates.filter((o) => partAgreesWith(this.known, o, this.payloadOffset));
+    this.open = [o, ...this.candidates.filter((y) => y !== o && !y.equals(o) && partAgreesWith(this.known, y, this.payloadOffset))];
     this.openFixed = false;
     this.candidates = [];
     this.next++;

@@ -149,6 +149,26 @@ export function partAgreesWith(known: Joined, part: Buffer, payloadOffset: numbe
   }
 }
 
+/**
+ * Whether `part`, placed at byte `at` of the object, could be the genuine one there, judged by the
+ * sibling pairs wholly inside it whose parent is wholly inside `known` (bytes 0 .. known.length of
+ * the object, checked already): each must hash to that parent. Weaker than partAgreesWith (pairs
+ * whose parent is not known yet, and the pairs across its ends, are left out), so it can be asked
+ * before the part just before this one is settled; junk, and other places' parts, fail it.
+ */
+export function partFitsAt(known: Joined, part: Buffer, at: number, payloadOffset: number): boolean {
+  // Node indices wholly inside the part.
+  const first = Math.max(0, Math.ceil((at - payloadOffset) / HASH_SIZE));
+  const end = Math.floor((at + part.length - payloadOffset) / HASH_SIZE);
+  const node = (i: number) => part.subarray(payloadOffset + i * HASH_SIZE - at, payloadOffset + (i + 1) * HASH_SIZE - at);
+  for (let c = first % 2 === 1 ? first : first + 1; c + 1 < end; c += 2) {
+    const p = (c - 1) / 2;
+    if (payloadOffset + (p + 1) * HASH_SIZE > known.length) break; // parents only grow from here on
+    if (!hashPair(node(c), node(c + 1)).equals(known.slice(payloadOffset + p * HASH_SIZE, HASH_SIZE))) return false;
+  }
+  return true;
+}
+
 /** Buffers read as one, without joining them. */
 export class Joined {
   private readonly bufs: Buffer[] = [];
