@@ -30,10 +30,7 @@ import { LcsyncError } from '../base/errors.js';
 import { RAW_FIELDS, lstatManyRaw } from '../base/lstatmany.js';
 import { nameToBytes } from '../base/names.js';
 import { readFullSync } from '../base/readfull.js';
-
-/** st_mode's file type bits, and a regular file's. */
-const S_IFMT = 0o170000n;
-const S_IFREG = 0o100000n;
+import { S_IFMT, S_IFREG } from '../model/meta.js';
 
 /** Descriptors kept open at most by default: a share sends a few files at a time. */
 export const DEFAULT_KEEP = 16;
@@ -154,7 +151,7 @@ export class ChunkFiles {
   private probeOf(localPath: string, fd: number): OpenFile['probe'] {
     const path = Buffer.concat([nameToBytes(localPath), Buffer.of(0)]);
     const r = this.raw;
-    if (!lstatManyRaw(path, r) || r[0] !== 0n || (BigInt.asUintN(64, r[1]!) & S_IFMT) !== S_IFREG) return undefined;
+    if (!lstatManyRaw(path, r) || r[0] !== 0n || (Number(BigInt.asUintN(64, r[1]!)) & S_IFMT) !== S_IFREG) return undefined;
     const st = fstatSync(fd, { bigint: true });
     if (BigInt.asUintN(64, r[3]!) !== st.ino || BigInt.asUintN(64, r[4]!) !== st.dev || r[6] !== st.ctimeNs) return undefined;
     return { path, dev: r[4]!, ino: r[3]!, ctimeNs: r[6]! };

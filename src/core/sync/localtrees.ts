@@ -490,7 +490,7 @@ const PRUNE_MARK = '.pruned';
 async function pruneOld(dir: string): Promise<void> {
   if (!(await claimTurn(dir + PRUNE_MARK, PRUNE_EVERY_MS))) return;
   const names = await readdirNames(dir);
-  // One batch lstat (the addon) for all: a stat each through the thread pool took 0.1-0.7 s for the
+  // One batch lstat (the addon) for all: a stat each through the thread pool took 70-100 ms for the
   // 1,300 files of a machine that ran benchmarks, on every sync, before the cache file was written.
   const stats = lstatMany(names.map((n) => path.join(dir, n)));
   const now = Date.now();

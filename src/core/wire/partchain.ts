@@ -115,10 +115,10 @@ export class TreePartChain {
     }
   }
 
-  /** Part next - 1 is `c`; `o`, which follows it, and the other candidates that agree with it are open for part next. */
+  /** Part next - 1 is `c`; `o`, which follows it, and the other candidates that agree with it (all distinct: offer holds each once) are open for part next. */
   private settle(c: Buffer, o: Buffer): true {
     this.known.push(c);
-    this.open = [o, ...this.candidates.filter((y) => y !== o && !y.equals(o) && partAgreesWith(this.known, y, this.payloadOffset))];
+    this.open = [o, ...this.candidates.filter((y) => y !== o && partAgreesWith(this.known, y, this.payloadOffset))];
     this.openFixed = false;
     this.candidates = [];
     this.next++;
