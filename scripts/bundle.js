@@ -17,7 +17,7 @@
  * transpiling, off here) and for the engine check lcsync skips.
  */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
-import { builtinModules } from 'node:module';
+import { builtinModules, createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
@@ -131,13 +131,70 @@ const asciiOutput = {
   },
 };
 
+/**
+ * oclif itself: one CommonJS file, dist/bundle/oclif.cjs, which the CLI loads with V8's code cache (src/cli/codecache.ts;
+ * scripts/codecache.js makes the cache once the build is done). Node 20 has no code cache for ES modules, and compiling
+ * oclif was about 30 ms of every run. Every `import ... from '@oclif/core'` of the bundle resolves to
+ * src/cli/oclif-core.ts, which loads it.
+ */
+const OCLIF_ENTRY = path.join(dist, 'cli', 'oclif-core.js');
+const oclifThroughCodeCache = {
+  name: 'lcsync-oclif-through-code-cache',
+  resolveId(id, importer) {
+    if (id === '@oclif/core' && importer !== undefined && !importer.includes('node_modules')) return OCLIF_ENTRY;
+    return null;
+  },
+};
+
+/**
+ * oclif's dynamic import() calls (of command, hook and help files, which are ES modules) made calls of a function the
+ * loader passes in (`__lcsyncImport`, src/cli/codecache.ts): V8 drops a script's dynamic-import host options from its
+ * code cache, so an import() inside a script compiled from the cache fails ("A dynamic import callback was not
+ * specified"). The calls are found by parsing the chunk, not by a text pattern.
+ */
+const IMPORT_FUNCTION = '__lcsyncImport';
+function importExpressions(node, found = []) {
+  if (Array.isArray(node)) {
+    for (const n of node) importExpressions(n, found);
+  } else if (node && typeof node === 'object') {
+    if (node.type === 'ImportExpression') found.push(node);
+    for (const k in node) if (k !== 'parent') importExpressions(node[k], found);
+  }
+  return found;
+}
+let importRewrites = 0;
+const importThroughLoader = {
+  name: 'lcsync-import-through-loader',
+  renderChunk(code, chunk) {
+    const parsed = parseSync(chunk.fileName, code);
+    if (parsed.errors.length) throw new Error(`bundle: ${chunk.fileName} does not parse: ${parsed.errors[0].message}`);
+    const calls = importExpressions(parsed.program).sort((a, b) => b.start - a.start);
+    let rewritten = code;
+    for (const call of calls) {
+      if (call.options) throw new Error(`bundle: an import() with options in ${chunk.fileName} at ${call.start}`);
+      rewritten = `${rewritten.slice(0, call.start)}${IMPORT_FUNCTION}(${code.slice(call.source.start, call.source.end)})${rewritten.slice(call.end)}`;
+    }
+    importRewrites += calls.length;
+    return calls.length ? { code: rewritten, map: null } : null;
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
+await build({
+  cwd: repo,
+  input: { oclif: createRequire(import.meta.url).resolve('@oclif/core') },
+  platform: 'node',
+  external: [...builtinModules.flatMap((m) => [m, `node:${m}`]), 'typescript', 'semver'],
+  plugins: [noCollatorInOclif, lazyOclifRequires, importThroughLoader, asciiOutput],
+  logLevel: 'warn',
+  output: { dir: out, format: 'cjs', entryFileNames: '[name].cjs', codeSplitting: false, minify: false },
+});
 await build({
   cwd: repo,
   input,
   platform: 'node',
   external,
-  plugins: [noCollatorInOclif, lazyOclifRequires, asciiOutput],
+  plugins: [oclifThroughCodeCache, asciiOutput],
   logLevel: 'warn',
   output: {
     dir: out,
@@ -149,4 +206,6 @@ await build({
     minify: false,
   },
 });
+// oclif's module loader imports commands, hooks and the help class with import() (three calls in it).
+if (importRewrites < 3) throw new Error(`bundle: only ${importRewrites} import() calls in oclif's file (oclif changed: see scripts/bundle.js)`);
 if (lazyRewrites < 10) throw new Error(`bundle: only ${lazyRewrites} of oclif's requires made lazy (oclif changed: see scripts/bundle.js)`);

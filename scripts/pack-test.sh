@@ -44,7 +44,7 @@ tgz=$(ls "$work"/lcsync-*.tgz)
 [ -f build/Release/lcsync.node ] || fail "npm pack left no source build in build/Release"
 tar -tzf "$tgz" >"$work/contents"
 for must in package/bin/run.js package/dist/index.js package/dist/bundle/cli/main.js package/dist/bundle/commands/sync.js \
-  package/dist/bundle/core/index/hashpool.js package/oclif.manifest.json package/man/lcsync.1 \
+  package/dist/bundle/core/index/hashpool.js package/dist/bundle/oclif.cjs package/dist/bundle/oclif.cjs.v8cache package/oclif.manifest.json package/man/lcsync.1 \
   package/prebuilds/linux-x64/lcsync.node package/binding.gyp package/native/addon.c; do
   grep -qx "$must" "$work/contents" || fail "the tarball lacks ${must#package/}"
 done
@@ -107,6 +107,11 @@ version=$(PATH=$nocc "$lcsync" --version)
 want=$(node -p "require('./package.json').version")
 echo "$version"
 [[ "$version" == lcsync/"$want"* ]] || fail "lcsync --version printed '$version', not lcsync/$want"
+# oclif from the bundle's CommonJS file with the code cache the build made (src/cli/codecache.ts), under the same node.
+preload=$(node -p "require('node:url').pathToFileURL(process.argv[1]).href" "$repo/test/fixtures/loadlog.mjs")
+PATH=$nocc NODE_OPTIONS="--import $preload" LCSYNC_LOAD_LOG="$work/load.log" "$lcsync" --version >/dev/null || fail "lcsync --version with the load recorder"
+grep -qx 'codecache used' "$work/load.log" || fail "the installed lcsync did not use oclif's code cache: $(grep codecache "$work/load.log")"
+say "oclif's code cache: used"
 
 # index: the vectors when the repository has them, and a generated file; the installed binary must give
 # the same root hashes as the repository's own build.

@@ -3,7 +3,8 @@
  * command come from a few bundled files, not module by module from node_modules and dist/ (about 200 files
  * opened before). The load recorder (fixtures/loadlog.mjs, through NODE_OPTIONS) lists every ES module a run
  * loads. And what the bundle must still find at run time works from it: oclif's manifest, help class and
- * hook, and the hash workers, which load their own chunk. The bundle is ASCII (V8 then keeps its source text at
+ * hook, and the hash workers, which load their own chunk. oclif itself is one CommonJS file loaded with the code cache
+ * the build made (src/cli/codecache.ts), refused by V8 under other flags. The bundle is ASCII (V8 then keeps its source text at
  * a byte per character), and no run made oclif's command sort build an ICU collator (test/lazyload.root.test.ts).
  */
 import { spawnSync } from 'node:child_process';
@@ -22,18 +23,19 @@ const BUNDLE = pathToFileURL(path.join(REPO, 'dist', 'bundle')).href + '/';
 const tmp = useTempDir('lcsync-startup-');
 
 /** Run the CLI with the load recorder; its exit status, output and the ES module URLs it loaded. */
-function recorded(args: string[]): { status: number | null; stdout: string; stderr: string; modules: string[]; lazy: string[] } {
+function recorded(args: string[], nodeOptions = ''): { status: number | null; stdout: string; stderr: string; modules: string[]; lazy: string[]; codeCache: string[] } {
   const log = path.join(tmp.dir(), `load-${Math.random().toString(36).slice(2)}.log`);
   const preload = pathToFileURL(path.join(REPO, 'test', 'fixtures', 'loadlog.mjs')).href;
   const r = spawnSync(process.execPath, [RUN, ...args], {
     encoding: 'utf8',
     timeout: 60_000,
-    env: { ...process.env, LCSYNC_DEBUG: '', NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import "${preload}"`.trim(), LCSYNC_LOAD_LOG: log },
+    env: { ...process.env, LCSYNC_DEBUG: '', NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${nodeOptions} --import "${preload}"`.trim(), LCSYNC_LOAD_LOG: log },
   });
   const lines = existsSync(log) ? readFileSync(log, 'utf8').split('\n') : [];
   const modules = [...new Set(lines.filter((l) => l.startsWith('module ')).map((l) => l.slice(7)))];
   const lazy = lines.filter((l) => l.startsWith('lazy ')).map((l) => l.slice(5));
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, modules, lazy };
+  const codeCache = lines.filter((l) => l.startsWith('codecache ')).map((l) => l.slice(10));
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, modules, lazy, codeCache };
 }
 
 /** The ES modules a run loaded besides node's own and bin/run.js: each must be a file of the bundle. */
@@ -90,9 +92,23 @@ describe('start-up from the CLI bundle', () => {
     expect(bad.stderr).toMatch(/^lcsync: Nonexistent flag: --no-such-flag/);
   });
 
+  it("oclif comes from the bundle's CommonJS file with the code cache the build made (scripts/codecache.js)", () => {
+    expect(existsSync(path.join(REPO, 'dist', 'bundle', 'oclif.cjs.v8cache'))).toBe(true);
+    for (const args of [['--version'], ['sync', '--help'], ['index', path.join(REPO, 'package.json')]]) {
+      const r = recorded(args);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.codeCache, args.join(' ')).toEqual(['used']);
+    }
+    // Other V8 flags: V8 refuses the cache, and the run compiles oclif as before.
+    const other = recorded(['--version'], '--stack-trace-limit=21');
+    expect(other.status, other.stderr).toBe(0);
+    expect(other.stdout).toMatch(/^lcsync\/\d+\.\d+\.\d+ /);
+    expect(other.codeCache).toEqual(['rejected']);
+  });
+
   it('the bundle is ASCII (scripts/bundle.js writes other characters as escapes)', () => {
     const dir = path.join(REPO, 'dist', 'bundle');
-    const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'));
+    const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js') || f.endsWith('.cjs'));
     expect(files.length).toBeGreaterThan(5);
     for (const f of files) expect(/[^\0-\x7f]/.test(readFileSync(path.join(dir, f), 'utf8')), f).toBe(false);
   });
