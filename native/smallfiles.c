@@ -4,7 +4,7 @@
  * file needs (and on ext4 without a journal an open(O_CREAT) alone can take a millisecond, see bench/README.md);
  * here a batch of them runs on a libuv pool thread while the JS thread goes on receiving and verifying.
  *
- * writeSmallFiles(names, data, params, out, done): undefined
+ * writeSmallFiles(names, data, params, out, done[, times]): undefined
  *   names   Uint8Array: per file its temporary path then its destination path, each followed by one NUL
  *   data    Array of Uint8Array: each file's contents, one per file (no copy into one buffer: the JS side
  *           made each file's bytes already, and concatenating them was a copy and a large allocation per batch)
@@ -15,10 +15,14 @@
  *             0 errno (0: the file is at its destination)   1 the step that failed (below)
  *             2 st_ino   3 st_dev (both as unsigned 64 bits)   4 mtime in nanoseconds since the epoch
  *   done    function(): called on the JS thread once every file was tried
+ *   times   optional Float64Array, 4 values per file: atime seconds and nanoseconds, mtime seconds and
+ *           nanoseconds, each file's times to give it (sync -t): set here with the file, not by a utimensat per
+ *           file at the end of the run (5,000 of them were 30 ms of a first sync's tail). The exported
+ *           `smallFilesSetTimes` (true) says this addon takes it.
  * Per file, as writeNewSmallFile in writer.ts does it one by one: (1) open the temporary path
- * O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600; (2) write all of its bytes; (3) fstat; (4) fchown when uid or gid
- * differ from what it has, then fchmod to mode (after chown, which clears set-id bits); (5) close; (6) rename
- * over the destination. A step that fails leaves the temporary path removed and the destination untouched,
+ * O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600; (2) write all of its bytes; (2a) with times, futimens; (3) fstat (so
+ * the mtime given back is the one given); (4) fchown when uid or gid differ from what it has, then fchmod to
+ * mode (after chown, which clears set-id bits); (5) close; (6) rename over the destination. A step that fails leaves the temporary path removed and the destination untouched,
  * so a file is never partial under its final name; the next file is tried all the same. Nothing is fsynced:
  * the caller makes the files durable at the end of the run (DeferredSync). The arrays stay referenced (not
  * collected) until done; the caller must not touch them meanwhile. Throws a TypeError/RangeError for bad
@@ -32,10 +36,11 @@
 #include <sys/stat.h>
 
 #define PARAMS 3
+#define TIMES 4
 #define OUTS 5
-#define NARRAYS 4
+#define NARRAYS 5
 
-enum { STEP_OPEN = 1, STEP_WRITE, STEP_FSTAT, STEP_OWNER, STEP_CLOSE, STEP_RENAME };
+enum { STEP_OPEN = 1, STEP_WRITE, STEP_FSTAT, STEP_OWNER, STEP_CLOSE, STEP_RENAME, STEP_TIMES };
 
 typedef struct {
   napi_async_work work;
@@ -43,6 +48,8 @@ typedef struct {
   napi_ref done;
   const char *names;
   const double *params;
+  /* TIMES values per file, or NULL: leave the times the file is made with. */
+  const double *times;
   int64_t *out;
   size_t count;
   /* Each file's bytes (views of the buffers in the data array, which the reference keeps alive). */
@@ -52,7 +59,7 @@ typedef struct {
   } files[];
 } batch_t;
 
-static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, size_t len, const double *p, int64_t *o) {
+static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, size_t len, const double *p, const double *t, int64_t *o) {
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return STEP_OPEN;
   int step = 0;
@@ -66,6 +73,10 @@ static int write_one(const char *tmp, const char *dest, const uint8_t *bytes, si
       break;
     }
     at += (size_t)n;
+  }
+  if (!step && t) {
+    struct timespec ts[2] = {{(time_t)t[0], (long)t[1]}, {(time_t)t[2], (long)t[3]}};
+    if (futimens(fd, ts) != 0) step = STEP_TIMES;
   }
   struct stat st;
   if (!step && fstat(fd, &st) != 0) step = STEP_FSTAT;
@@ -105,7 +116,7 @@ static void execute(napi_env env, void *arg) {
     name = dest + strlen(dest) + 1;
     int64_t *o = b->out + OUTS * i;
     memset(o, 0, OUTS * sizeof *o);
-    int step = write_one(tmp, dest, b->files[i].p, b->files[i].len, b->params + PARAMS * i, o);
+    int step = write_one(tmp, dest, b->files[i].p, b->files[i].len, b->params + PARAMS * i, b->times ? b->times + TIMES * i : NULL, o);
     if (step) {
       o[0] = errno ? errno : EIO;
       o[1] = step;
@@ -118,7 +129,7 @@ static void complete(napi_env env, napi_status status, void *arg) {
   batch_t *b = arg;
   napi_value done = NULL, global, ignored;
   napi_get_reference_value(env, b->done, &done);
-  for (int i = 0; i < NARRAYS; i++) napi_delete_reference(env, b->arrays[i]);
+  for (int i = 0; i < NARRAYS; i++) if (b->arrays[i]) napi_delete_reference(env, b->arrays[i]);
   napi_delete_reference(env, b->done);
   napi_delete_async_work(env, b->work);
   free(b);
@@ -146,8 +157,8 @@ static bool whole_in(double v, double lo, double hi) {
 }
 
 static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   uint8_t *names;
   size_t nlen, plen, olen;
   double *params;
@@ -156,7 +167,7 @@ static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
   bool is_array = false;
   uint32_t count = 0;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) THROW_TYPE(env, "writeSmallFiles(names, data, params, out, done)");
+  if (argc < 5) THROW_TYPE(env, "writeSmallFiles(names, data, params, out, done[, times])");
   if (!get_bytes(env, argv[0], "names", &names, &nlen)) return NULL;
   CHECK(env, napi_is_array(env, argv[1], &is_array));
   if (!is_array) THROW_TYPE(env, "data must be an Array of Uint8Array");
@@ -169,6 +180,24 @@ static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
   if (t != napi_function) THROW_TYPE(env, "done must be a function");
   if (plen != (size_t)PARAMS * count) THROW_RANGE(env, "params must hold 3 values per file of data");
   if (olen < (size_t)OUTS * count) THROW_RANGE(env, "out has room for fewer files than data holds");
+  double *times = NULL;
+  bool with_times = false;
+  if (argc > 5) {
+    CHECK(env, napi_typeof(env, argv[5], &t));
+    with_times = t != napi_undefined;
+  }
+  if (with_times) {
+    size_t tlen;
+    if (!get_typed(env, argv[5], "times", napi_float64_array, "Float64Array", (void **)&times, &tlen)) return NULL;
+    if (tlen != (size_t)TIMES * count) THROW_RANGE(env, "times must hold 4 values per file of data");
+    for (size_t i = 0; i < count; i++) {
+      const double *tv = times + TIMES * i;
+      /* Seconds exact in a double (and in time_t), nanoseconds below a second. */
+      for (int k = 0; k < TIMES; k += 2) {
+        if (!whole_in(tv[k], -9007199254740991.0, 9007199254740991.0) || !whole_in(tv[k + 1], 0, 999999999)) THROW_RANGE(env, "times out of range");
+      }
+    }
+  }
   if (nlen == 0 || names[nlen - 1] != 0) THROW_TYPE(env, "names must end with a NUL");
   size_t paths = 0;
   for (size_t i = 0; i < nlen; i++) {
@@ -202,11 +231,13 @@ static napi_value WriteSmallFiles(napi_env env, napi_callback_info info) {
   }
   b->names = (const char *)names;
   b->params = params;
+  b->times = times;
   b->out = out;
   b->count = count;
   napi_value resource_name;
   bool ok = napi_create_string_utf8(env, "lcsync.writeSmallFiles", NAPI_AUTO_LENGTH, &resource_name) == napi_ok;
-  for (int i = 0; ok && i < NARRAYS; i++) ok = napi_create_reference(env, argv[i], 1, &b->arrays[i]) == napi_ok;
+  for (int i = 0; ok && i < NARRAYS - 1; i++) ok = napi_create_reference(env, argv[i], 1, &b->arrays[i]) == napi_ok;
+  if (ok && times) ok = napi_create_reference(env, argv[5], 1, &b->arrays[NARRAYS - 1]) == napi_ok;
   ok = ok && napi_create_reference(env, argv[4], 1, &b->done) == napi_ok;
   ok = ok && napi_create_async_work(env, NULL, resource_name, execute, complete, b, &b->work) == napi_ok;
   ok = ok && napi_queue_async_work(env, b->work) == napi_ok;
@@ -228,6 +259,11 @@ bool smallfiles_init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "writeSmallFiles", NAPI_AUTO_LENGTH, WriteSmallFiles, NULL, &fn) != napi_ok ||
       napi_set_named_property(env, exports, "writeSmallFiles", fn) != napi_ok) {
+    napi_throw_error(env, NULL, "cannot register writeSmallFiles");
+    return false;
+  }
+  napi_value yes;
+  if (napi_get_boolean(env, true, &yes) != napi_ok || napi_set_named_property(env, exports, "smallFilesSetTimes", yes) != napi_ok) {
     napi_throw_error(env, NULL, "cannot register writeSmallFiles");
     return false;
   }

@@ -66,6 +66,29 @@ describe.each([
     expect((await readdir(d)).sort()).toEqual(['a', 'c']);
   });
 
+  it.skipIf(batched && !native)('times (-t): set with each file by the addon (timesSet), else left to the caller', async () => {
+    const d = await tmp.fresh(`times-${batched}`);
+    const w = new SmallFileWriter(new DeferredSync(), batched);
+    // Before 1970, with nanoseconds, and far ahead: what a source's files can carry.
+    const stamps = [
+      { atimeSec: 1_600_000_000n, atimeNsec: 123_456_789n, mtimeSec: 1_500_000_000n, mtimeNsec: 987_654_321n },
+      { atimeSec: -86_400n, atimeNsec: 5n, mtimeSec: -1n, mtimeNsec: 999_999_999n },
+      { atimeSec: 4_102_444_800n, atimeNsec: 0n, mtimeSec: 4_102_444_800n, mtimeNsec: 1n },
+    ];
+    const ids = await Promise.all(stamps.map((times, i) => w.write(path.join(d, `t${i}`), { data: Buffer.from(`file ${i}`), mode: 0o644, times })));
+    // A batch of files without times, beside: those keep the time they were written at.
+    const plain = await w.write(path.join(d, 'plain'), { data: Buffer.from('x'), mode: 0o644 });
+    expect(plain.timesSet).toBeFalsy();
+    stamps.forEach((t, i) => {
+      const st = lstatSync(path.join(d, `t${i}`), { bigint: true });
+      expect(ids[i]!.timesSet ?? false).toBe(batched);
+      if (!batched) return;
+      expect(st.mtimeNs).toBe(t.mtimeSec * 1_000_000_000n + t.mtimeNsec);
+      expect(st.atimeNs).toBe(t.atimeSec * 1_000_000_000n + t.atimeNsec);
+      expect(ids[i]!.mtimeNs).toBe(st.mtimeNs);
+    });
+  });
+
   it.skipIf(batched && !native)('a file with holes comes out whole (written on the JS thread, holes kept)', async () => {
     const d = await tmp.fresh(`holes-${batched}`);
     const data = Buffer.alloc(40_000);
@@ -96,6 +119,15 @@ describe.skipIf(!native)('writeSmallFiles (the addon)', () => {
     expect(() => native!(names, one, BigInt64Array.from([420n, -1n, -1n]) as unknown as Float64Array, out, ok)).toThrow(TypeError);
     expect(() => native!(names, Buffer.alloc(4) as unknown as Uint8Array[], p(), out, ok)).toThrow(TypeError);
     expect(() => native!(names, ['abcd'] as unknown as Uint8Array[], p(), out, ok)).toThrow(TypeError);
+    // Times: four values per file, whole seconds exact in a double, nanoseconds below a second.
+    const t = (...v: number[]) => Float64Array.from(v);
+    const timed = native as unknown as (...a: unknown[]) => void;
+    expect(() => timed(names, one, p(), out, ok, t(1, 0, 1))).toThrow(RangeError);
+    expect(() => timed(names, one, p(), out, ok, t(1, 0, 1, 1e9))).toThrow(RangeError);
+    expect(() => timed(names, one, p(), out, ok, t(1, -1, 1, 0))).toThrow(RangeError);
+    expect(() => timed(names, one, p(), out, ok, t(1.5, 0, 1, 0))).toThrow(RangeError);
+    expect(() => timed(names, one, p(), out, ok, t(2 ** 60, 0, 1, 0))).toThrow(RangeError);
+    expect(() => timed(names, one, p(), out, ok, new BigInt64Array(4))).toThrow(TypeError);
     expect(await readdir(d)).toEqual([]);
   });
 });

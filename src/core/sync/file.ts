@@ -222,7 +222,7 @@ async function syncBundledFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
     ctx.checkAbort();
     const id = await ctx.smallFiles.write(dest, { data: bytes, holes: [], ...createdOwnerAndMode(opts.flags, meta) });
     committed = true;
-    ctx.deferTimes(dest, meta);
+    if (!id.timesSet) ctx.deferTimes(dest, meta);
     ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, meta, id.mtimeNs) });
   } finally {
     // As syncNewSmallFile: other files wanting this chunk read it from here once it is written.
@@ -231,9 +231,9 @@ async function syncBundledFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   ctx.item({ path: dest, type: 'file', change: 'created', chunksFetched: 1, chunksReused: 0 });
 }
 
-/** What finishMeta would leave on a file this run creates: the source's mode with -p, else it less the umask; owner and group with -o, -g. */
-function createdOwnerAndMode(f: SyncOptions['flags'], meta: FileMeta): { mode: number; uid: number | undefined; gid: number | undefined } {
-  return { mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(), uid: f.owner ? meta.uid : undefined, gid: f.group ? meta.gid : undefined };
+/** What finishMeta would leave on a file this run creates: the source's mode with -p, else it less the umask; owner and group with -o, -g; and the times to set with -t. */
+function createdOwnerAndMode(f: SyncOptions['flags'], meta: FileMeta): { mode: number; uid: number | undefined; gid: number | undefined; times: FileMeta | undefined } {
+  return { mode: f.perms ? meta.mode & 0o7777 : meta.mode & 0o777 & ~processUmask(), uid: f.owner ? meta.uid : undefined, gid: f.group ? meta.gid : undefined, times: f.times ? meta : undefined };
 }
 
 /**
@@ -281,7 +281,7 @@ async function syncNewSmallFile(ctx: SyncContext, entry: FetchedEntry, dest: str
     holes.sort((a, b) => a[0] - b[0]);
     const id = await ctx.smallFiles.write(dest, { data, holes, ...createdOwnerAndMode(opts.flags, meta) });
     committed = true;
-    ctx.deferTimes(dest, meta);
+    if (!id.timesSet) ctx.deferTimes(dest, meta);
     ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, meta, id.mtimeNs) });
   } finally {
     // Written or not, other files stop waiting for these chunks; once written, they read them from here.

@@ -23,9 +23,10 @@ const BATCH_FILES = 64;
  */
 const BATCHES_IN_FLIGHT = 2;
 const PARAMS = 3;
+const TIMES = 4;
 const OUTS = 5;
 /** The steps native/smallfiles.c names when one fails. */
-const STEPS = ['', 'open', 'write', 'fstat', 'owner', 'close', 'rename'] as const;
+const STEPS = ['', 'open', 'write', 'fstat', 'owner', 'close', 'rename', 'times'] as const;
 
 interface Queued {
   dest: string;
@@ -35,16 +36,18 @@ interface Queued {
   reject(err: unknown): void;
 }
 
-type WriteSmallFiles = (names: Uint8Array, data: Uint8Array[], params: Float64Array, out: BigInt64Array, done: () => void) => void;
+type WriteSmallFiles = (names: Uint8Array, data: Uint8Array[], params: Float64Array, out: BigInt64Array, done: () => void, times?: Float64Array) => void;
 
-function nativeWriter(): WriteSmallFiles | undefined {
+function nativeWriter(): { write: WriteSmallFiles; setsTimes: boolean } | undefined {
   if (process.env.LCSYNC_NO_NATIVE_SMALLFILES) return undefined;
-  const f = loadAddon().addon?.writeSmallFiles;
-  return typeof f === 'function' ? f : undefined;
+  const addon = loadAddon().addon as { writeSmallFiles?: unknown; smallFilesSetTimes?: unknown } | undefined;
+  const f = addon?.writeSmallFiles;
+  // An addon built before it took times (a build left from an older checkout) writes the files without them.
+  return typeof f === 'function' ? { write: f as WriteSmallFiles, setsTimes: addon?.smallFilesSetTimes === true } : undefined;
 }
 
 export class SmallFileWriter {
-  private readonly native: WriteSmallFiles | undefined;
+  private readonly native: { write: WriteSmallFiles; setsTimes: boolean } | undefined;
   private queue: Queued[] = [];
   private inFlight = 0;
   private scheduled = false;
@@ -64,6 +67,7 @@ export class SmallFileWriter {
   /**
    * Make the new file `dest` (nothing stands there) as writeNewSmallFile does; resolves once it is
    * at `dest`, with its identity. Errors name `dest` (or its owner/mode step), as writeNewSmallFile's.
+   * `spec.times` are set with the file where the addon can (the identity's timesSet says so).
    */
   write(dest: string, spec: SmallFileSpec): Promise<CommittedIdentity> {
     if (!this.native || (spec.holes?.length ?? 0) > 0) {
@@ -103,6 +107,10 @@ export class SmallFileWriter {
    */
   private run(batch: Queued[]): void {
     const params = new Float64Array(PARAMS * batch.length);
+    // Times set here for every file of the batch or for none (a run's files all have -t or none do);
+    // files whose times are not set here get timesSet false, and their caller sets them.
+    const withTimes = this.native!.setsTimes && batch.every((q) => q.spec.times !== undefined);
+    const times = withTimes ? new Float64Array(TIMES * batch.length) : undefined;
     const out = new BigInt64Array(OUTS * batch.length);
     const data: Uint8Array[] = new Array<Uint8Array>(batch.length);
     let names = '';
@@ -114,6 +122,13 @@ export class SmallFileWriter {
       params[PARAMS * i] = q.spec.mode & 0o7777;
       params[PARAMS * i + 1] = q.spec.uid ?? -1;
       params[PARAMS * i + 2] = q.spec.gid ?? -1;
+      if (times) {
+        const t = q.spec.times!;
+        times[TIMES * i] = Number(t.atimeSec);
+        times[TIMES * i + 1] = Number(t.atimeNsec);
+        times[TIMES * i + 2] = Number(t.mtimeSec);
+        times[TIMES * i + 3] = Number(t.mtimeNsec);
+      }
     }
     const finish = () => {
       this.inFlight--;
@@ -122,18 +137,18 @@ export class SmallFileWriter {
         const errno = Number(out[OUTS * i]);
         if (errno === 0) {
           this.deferred.add(q.dest);
-          q.resolve({ ino: BigInt.asUintN(64, out[OUTS * i + 2]!), dev: BigInt.asUintN(64, out[OUTS * i + 3]!), mtimeNs: out[OUTS * i + 4]! });
+          q.resolve({ ino: BigInt.asUintN(64, out[OUTS * i + 2]!), dev: BigInt.asUintN(64, out[OUTS * i + 3]!), mtimeNs: out[OUTS * i + 4]!, ...(withTimes && { timesSet: true }) });
           continue;
         }
         const step = STEPS[Number(out[OUTS * i + 1])] ?? 'write';
         const code = errnoName(errno);
         const err = Object.assign(new Error(`${code}: ${step} ${q.tmp}`), { code, errno: -errno, syscall: step });
-        q.reject(step === 'owner' ? fromSystemError(err, `cannot set owner or mode of ${q.dest}`) : fromSystemError(err, q.dest));
+        q.reject(step === 'owner' ? fromSystemError(err, `cannot set owner or mode of ${q.dest}`) : step === 'times' ? fromSystemError(err, `cannot set times of ${q.dest}`) : fromSystemError(err, q.dest));
       }
       this.dispatch();
     };
     try {
-      this.native!(nameToBytes(names), data, params, out, finish);
+      this.native!.write(nameToBytes(names), data, params, out, finish, times);
     } catch (e) {
       this.inFlight--;
       for (const q of batch) q.reject(e);

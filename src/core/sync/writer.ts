@@ -26,6 +26,7 @@ import path from 'node:path';
 import { LcsyncError, fromSystemError } from '../base/errors.js';
 import { loadAddon } from '../base/addon.js';
 import { fsPath, nameFromBytes, nameToBytes } from '../base/names.js';
+import type { FileMeta } from '../model/meta.js';
 
 export interface OutputOptions {
   /** Write the destination directly (no temporary copy); an interrupted run leaves it partly new. */
@@ -224,6 +225,11 @@ export interface SmallFileSpec {
   /** Owner and group to give it when they differ from what it is created with (-o, -g); undefined keeps either. */
   uid?: number;
   gid?: number;
+  /**
+   * Access and modification times to give it (-t), where the writer can with the file (SmallFileWriter
+   * with the addon: see CommittedIdentity.timesSet); otherwise the caller sets them.
+   */
+  times?: Pick<FileMeta, 'atimeSec' | 'atimeNsec' | 'mtimeSec' | 'mtimeNsec'>;
 }
 
 /** What a file is once committed at its destination (for the local tree cache). */
@@ -231,6 +237,8 @@ export interface CommittedIdentity {
   ino: bigint;
   dev: bigint;
   mtimeNs: bigint;
+  /** The spec's times were set with the file (mtimeNs is then the one given); else they are the caller's to set. */
+  timesSet?: boolean;
 }
 
 /**
