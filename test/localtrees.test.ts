@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { LocalTreeCache, cacheFileFor, decodeCacheFile, identityOf, type LocalIdentity } from '../src/core/sync/localtrees.js';
+import { LocalTreeCache, cacheFileFor, decodeCacheFile, identityOf, listingsSavedAsDrafted, type LocalIdentity } from '../src/core/sync/localtrees.js';
 import { localEntries, localEntryHashes } from '../src/core/sync/local.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
@@ -197,6 +197,51 @@ describe('LocalTreeCache', () => {
       expect(c.stats).toMatchObject({ hits: files.length, misses: 0 });
     }
   });
+  it('after many written files, lists directories while their changes settle and keeps a listing only if nothing changed meanwhile', async () => {
+    const { dest, cacheDir } = await setup('drafts', 0);
+    const dirs = ['a', 'b', 'c'];
+    for (const d of dirs) mkdirSync(path.join(dest, d));
+    // More written files than the save lets go unsettled (REHASH_FILES), so it waits: 3 x 100 files.
+    const written = dirs.flatMap((d) => Array.from({ length: 100 }, (_, i) => path.join(dest, d, `f${i}`)));
+    const run = async (during?: () => void) => {
+      const c = await LocalTreeCache.open({ dir: cacheDir, dest });
+      for (const f of written) {
+        if (!existsSync(f)) writeFileSync(f, randomBytes(200 + (written.indexOf(f) % 50)));
+        const st = statSync(f, { bigint: true });
+        c.wrote(f, await MerkleTree.fromFile(f), { size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs });
+      }
+      const before = listingsSavedAsDrafted();
+      // The listings are made when save() is called; what changes after must not be saved as listed then.
+      const saving = c.save();
+      during?.();
+      await saving;
+      return listingsSavedAsDrafted() - before;
+    };
+    const next = async () => {
+      const c = await LocalTreeCache.open({ dir: cacheDir, dest });
+      const hashes = [...(await localEntryHashes(dest, 'dest', c))].sort();
+      expect(hashes).toEqual([...(await localEntryHashes(dest, 'dest'))].sort());
+      return c.stats;
+    };
+    // Nothing changed while the save waited: each of the four listings (., a, b, c) is saved as made.
+    expect(await run()).toBe(4);
+    expect(await next()).toMatchObject({ hits: 300, misses: 0, listed: 4 });
+    // While it waits: a file added to b, and one of c's rewritten with its size and mtime kept.
+    const f5 = path.join(dest, 'c', 'f5');
+    const saved = await run(() => {
+      writeFileSync(path.join(dest, 'b', 'new'), 'x');
+      const st = statSync(f5);
+      writeFileSync(f5, randomBytes(st.size));
+      utimesSync(f5, st.atime, st.mtime);
+    });
+    // a's listing as made; the top's was made again (its record holds b's stat, which changed), b's and c's too.
+    expect(saved).toBe(1);
+    await sleep(80);
+    // b and c are walked (listed again after the wait they were not listable: b has a file the run did
+    // not write, c one changed too lately to trust), and the rewritten file is hashed again.
+    expect(await next()).toMatchObject({ listed: 2, misses: 2, hits: 299 });
+  });
+
   it('takes an unchanged directory from its listing, and after any change to it gives the walk\'s own answer', async () => {
     const { dest, cacheDir } = await setup('listing', 0);
     for (const d of ['a', 'a/deep', 'b']) mkdirSync(path.join(dest, d), { recursive: true });

@@ -51,6 +51,11 @@ export async function readdir(p: string): Promise<string[]> {
   return names.map((n) => nameFromBytes(n));
 }
 
+/** Names in a directory, read as bytes, synchronously. */
+export function readdirSync(p: string): string[] {
+  return fs.readdirSync(fsPath(p), { encoding: 'buffer' }).map((n) => nameFromBytes(n));
+}
+
 export function readlink(p: string): Promise<string>;
 export function readlink(p: string, opts: { encoding: 'buffer' }): Promise<Buffer>;
 export async function readlink(p: string, opts?: { encoding: 'buffer' }): Promise<string | Buffer> {

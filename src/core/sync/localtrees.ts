@@ -41,10 +41,10 @@
 import { mkdir, open, readFile, readdir as readdirNames, rename, unlink, utimes } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import path from 'node:path';
-import { lstat, readdir, realpath } from '../base/bytefs.js';
-import { RAW_FIELDS, lstatMany, lstatManyRaw, rawStat, type PathStat } from '../base/lstatmany.js';
+import { readdirSync, realpath } from '../base/bytefs.js';
+import { RAW_FIELDS, lstatMany, lstatManyRaw, lstatOne, rawStat, type PathStat } from '../base/lstatmany.js';
 import { claimTurn } from '../base/turnmark.js';
-import { S_IFMT, S_IFREG } from '../model/meta.js';
+import { S_IFDIR, S_IFMT, S_IFREG } from '../model/meta.js';
 import { nameFromBytes, nameToBytes } from '../base/names.js';
 import { hash, hashConcat, toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
@@ -307,12 +307,11 @@ export class LocalTreeCache implements TreeCache {
       await utimes(this.file, now, now).catch(() => undefined); // used: kept by pruneOld
       return;
     }
-    // The old files go while check() waits for the run's changes to settle (RACY_MS), not before it:
+    // The old files go while settle() waits for the run's changes to settle (RACY_MS), not before it:
     // a stat per cache file (hundreds after many runs into new places) ahead of a 50 ms wait.
     const pruned = pruneOld(path.dirname(this.file)).catch(() => undefined);
     try {
-      const checked = await this.check();
-      await pruned;
+      const files = this.collect();
       // Directories to list again: those the walk did not find unchanged, and those the run changed (and their parents).
       const relist = new Set<string>();
       for (const k of this.walked) if (!this.unchanged.has(k)) relist.add(k);
@@ -327,7 +326,18 @@ export class LocalTreeCache implements TreeCache {
         parts.push(this.loaded.subarray(listing.place.at, listing.place.end));
         saved += listing.files;
       }
-      for (const k of relist) saved += await this.relisted(k, checked, parts);
+      // Listed while the changes settle, each listing confirmed after (see DirDraft): listing and
+      // records (thousands of entry hashes after a first sync) cost more than the wait itself.
+      // Without a wait, listed once, after.
+      const waits = mustWait(files);
+      const settling = settle(waits);
+      const drafts = [...relist].map((k) => [k, waits ? this.listDir(k, files, DRAFT_SETTLED) : undefined] as const);
+      const checked: Checked = { ...files, settled: await settling };
+      await pruned;
+      for (const [k, draft] of drafts) {
+        const listed = draft && stillListed(draft, checked.settled) ? draft : this.listDir(k, checked, checked.settled);
+        if (listed) saved += take(listed, checked, parts);
+      }
       this.checkRest(checked);
       for (const [k, e] of checked.out) {
         parts.push(...encodeFileRecord(k, e));
@@ -352,50 +362,53 @@ export class LocalTreeCache implements TreeCache {
   }
 
   /**
-   * List directory `k` as it is now and add its record, followed by its files' records, to
-   * `parts`; each file's entry comes from `checked` (taken out of it: a written one checked against
-   * this lstat) or, unchanged, from the file read at open. The directory's record only when every
-   * child is a directory or such a file, and neither the directory nor any child changed within
-   * RACY_MS of `checked.settled` (see the header); else its files' records alone, and the next walk
-   * lists the directory itself. Returns the files added.
+   * Directory `k` as it is now, with the records to save for it: the directory's record only when every
+   * child is a directory or a file with an entry, and neither the directory nor any such file changed
+   * after `settled` (see the header); else its files' records alone, and the next walk lists the
+   * directory itself. Each file's entry comes from `files` (a written one checked against this lstat)
+   * or, unchanged, from the file read at open. Nothing is changed here: take() saves what it returns.
+   * Undefined when `k` is not a directory now, cannot be listed, or without the addon.
    */
-  private async relisted(k: string, checked: Checked, parts: Buffer[]): Promise<number> {
+  private listDir(k: string, files: Collected, settled: bigint): DirDraft | undefined {
     const abs = k === '.' ? this.root : path.join(this.root, k);
-    const dst = await lstat(abs, { bigint: true }).catch(() => undefined);
-    if (!dst?.isDirectory()) return 0;
+    // The directory before its names: a name added after this lstat changes the directory's mtime and ctime.
+    const dir = lstatOne(abs);
+    if (!dir || (dir.mode & S_IFMT) !== S_IFDIR) return undefined;
     let names: string[];
     try {
-      names = await readdir(abs);
+      names = readdirSync(abs);
     } catch {
-      return 0;
+      return undefined;
     }
     // As the walk (../index/mdex.ts indexDir): temporary copies left out, byte order of the names.
     const keyed = names.filter((n) => !isTempName(n)).map((name) => ({ name, bytes: nameToBytes(name) }));
     keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
     const n = keyed.length;
+    const own = nameToBytes(abs);
     const prefix = nameToBytes(abs + '/');
-    const blob = Buffer.concat(keyed.flatMap((c) => [prefix, c.bytes, NUL]));
-    const out = new BigInt64Array(n * RAW_FIELDS);
-    if (n > 0 && !lstatManyRaw(blob, out)) return 0;
-    // Whether the directory's record can be saved; its files' records are saved in any case (loose if not).
-    let listable = dst.ctimeNs <= checked.settled;
+    const blob = Buffer.concat([own, NUL, ...keyed.flatMap((c) => [prefix, c.bytes, NUL])]);
+    // Index 0 is the directory itself (for stillListed's one lstat of all), its children follow.
+    const raw = new BigInt64Array((n + 1) * RAW_FIELDS);
+    if (n > 0 && !lstatManyRaw(blob.subarray(own.length + 1), raw.subarray(RAW_FIELDS))) return undefined;
+    writeRawStat(raw, 0, dir);
+    let listable = dir.ctimeNs <= settled;
     const hashes: Buffer[] = [];
-    const files: Buffer[] = [];
+    const records: Buffer[] = [];
     const taken: string[] = [];
     for (let i = 0; i < n; i++) {
-      const st = rawStat(out, i);
-      const type = st && st.mode & 0o170000;
-      if (type === 0o040000) {
+      const st = rawStat(raw, i + 1);
+      const type = st && st.mode & S_IFMT;
+      if (type === S_IFDIR) {
         hashes.push(Buffer.alloc(32));
         continue;
       }
       const ck = k === '.' ? keyed[i]!.name : path.join(k, keyed[i]!.name);
       let e: Entry | Buffer | undefined;
-      if (st && type === 0o100000 && st.ctimeNs <= checked.settled) {
+      if (st && type === S_IFREG && st.ctimeNs <= settled) {
         const id: LocalIdentity = { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
-        const w = checked.touched.get(ck);
-        const c = checked.out.get(ck);
-        if (w) e = writtenEntry(w, st, checked.settled);
+        const w = files.touched.get(ck);
+        const c = files.out.get(ck);
+        if (w) e = writtenEntry(w, st, settled);
         else if (c && sameLocal(Buffer.isBuffer(c) ? recordIdentity(c) : c.id, id)) e = c;
         else {
           // A file of a directory the walk found unchanged: its record as read, if it still holds.
@@ -408,31 +421,30 @@ export class LocalTreeCache implements TreeCache {
         listable = false;
         continue;
       }
-      checked.touched.delete(ck);
-      checked.out.delete(ck);
       // The entry hash the walk gives it (mdex.ts fileRecord): only the part of the share path after its first segment counts.
       hashes.push(fileEntryHash(`./${ck}`, st.size === 0 ? undefined : tree.root, 0, metaFromPathStat(st)));
-      files.push(...encodeFileRecord(ck, e));
+      records.push(...encodeFileRecord(ck, e));
       taken.push(ck);
     }
+    const parts: Buffer[] = [];
     if (listable) {
       const stats = Buffer.alloc(n * RECORD_STAT);
-      const raw = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-      for (let i = 0; i < n; i++) raw.copy(stats, i * RECORD_STAT, i * RAW_FIELDS * 8, i * RAW_FIELDS * 8 + RECORD_STAT);
-      parts.push(...encodeDirRecord(k, dst, taken.length, stats, hashes, keyed.map((c) => c.bytes)));
+      const rawBytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+      for (let i = 0; i < n; i++) rawBytes.copy(stats, i * RECORD_STAT, (i + 1) * RAW_FIELDS * 8, (i + 1) * RAW_FIELDS * 8 + RECORD_STAT);
+      parts.push(...encodeDirRecord(k, dir, taken.length, stats, hashes, keyed.map((c) => c.bytes)));
     }
     // Loose when the directory is not listed: records of files that follow no directory record.
-    parts.push(...files);
-    return taken.length;
+    parts.push(...records);
+    return { abs, names: keyed.map((c) => c.name), blob, raw, parts, taken };
   }
 
   /**
-   * What to save: entries this run found unchanged or hashed, as they were (a later change shows
-   * in the identity the next run compares), and files it wrote or touched, to be lstat-ed once
-   * more (by relisted, or checkRest): only those that still show the expected identity, with the
-   * ctime they have then.
+   * What to save of the files: entries this run found unchanged or hashed, as they were (a later
+   * change shows in the identity the next run compares), and files it wrote or touched, to be
+   * lstat-ed once more (by listDir, or checkRest): only those that still show the expected identity,
+   * with the ctime they have then.
    */
-  private async check(): Promise<Checked> {
+  private collect(): Collected {
     const out = new Map<string, Entry | Buffer>();
     const touched = new Map<string, Candidate>();
     let touchedBytes = 0;
@@ -442,13 +454,10 @@ export class LocalTreeCache implements TreeCache {
         touchedBytes += c.expect.size;
       } else out.set(k, c.raw ?? { id: c.expect, tree: c.tree });
     }
-    // The run's own changes are all done: once they are RACY_MS old, a later change shows in ctime.
-    // Unless there are few: then those changed within RACY_MS are left out and hashed next time.
-    if (touched.size > REHASH_FILES || touchedBytes > REHASH_BYTES) await new Promise((r) => setTimeout(r, Number(RACY_MS)));
-    return { out, touched, settled: (BigInt(Date.now()) - RACY_MS) * 1_000_000n };
+    return { out, touched, touchedBytes };
   }
 
-  /** The written files `relisted` did not take, lstat-ed now (see check and the header), into `checked.out`. */
+  /** The written files listDir did not take, lstat-ed now (see collect and the header), into `checked.out`. */
   private checkRest(checked: Checked): void {
     const rest = [...checked.touched];
     // Synchronous and batched (lstatmany.ts): thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
@@ -462,13 +471,116 @@ export class LocalTreeCache implements TreeCache {
 }
 
 /**
- * What a save writes of the files: those the run found unchanged or hashed (`out`), those it wrote
- * (`touched`, to be lstat-ed once more), and the time before which a ctime must be (see the header).
+ * What a save writes of the files: those the run found unchanged or hashed (`out`), and those it
+ * wrote (`touched`, to be lstat-ed once more; `touchedBytes` their size).
  */
-interface Checked {
+interface Collected {
   out: Map<string, Entry | Buffer>;
   touched: Map<string, Candidate>;
+  touchedBytes: number;
+}
+
+/** And the time before which a ctime must be (see the header). */
+interface Checked extends Collected {
   settled: bigint;
+}
+
+/**
+ * The time before which a ctime counts as settled. The run's own changes are all done: once they
+ * are RACY_MS old, a later change shows in ctime, so this waits RACY_MS first (`wait`, mustWait).
+ * Unless there are few: then those changed within RACY_MS are left out and hashed next time.
+ */
+async function settle(wait: boolean): Promise<bigint> {
+  if (wait) await new Promise((r) => setTimeout(r, Number(RACY_MS)));
+  return (BigInt(Date.now()) - RACY_MS) * 1_000_000n;
+}
+
+/** Whether settle() waits: when the run wrote more than a few files (see REHASH_FILES). */
+function mustWait(files: Collected): boolean {
+  return files.touched.size > REHASH_FILES || files.touchedBytes > REHASH_BYTES;
+}
+
+/**
+ * A directory listed, and its records made, before the save's settle time is known (listDir under
+ * DRAFT_SETTLED, while settle() waits). Its records are saved only if, after the wait, one lstat of
+ * the directory and its children shows each as the listing saw it (every field but atime), with a
+ * settled ctime for the directory and every child that is not a directory, and its names read after
+ * that lstat are the same (stillListed). Then listDir after the wait would have made the same
+ * records: what it saves depends only on those stats, the names and the settle time, and a change
+ * after that lstat shows in the ctime of what it changed. Otherwise listDir lists the directory again.
+ */
+interface DirDraft {
+  abs: string;
+  /** Its names as listed (temporary copies left out). */
+  names: string[];
+  /** The directory's path and its children's, each followed by a NUL: what lstatManyRaw takes. */
+  blob: Buffer;
+  /** What lstat showed: the directory at index 0, then each child (RAW_FIELDS values each). */
+  raw: BigInt64Array;
+  /** The records to save: the directory's (when it is listable), then its files'. */
+  parts: Buffer[];
+  /** The files whose records these are (taken out of what remains to save). */
+  taken: string[];
+}
+
+/** The settle time a draft is listed under: none yet, so every ctime passes (stillListed checks them after). */
+const DRAFT_SETTLED = 2n ** 63n - 1n;
+/** The fields of a lstatManyRaw result compared: all but atime (the last), which reading a file changes. */
+const COMPARED_FIELDS = RAW_FIELDS - 1;
+const MODE_FIELD = 1;
+const CTIME_FIELD = 6;
+
+let draftsSaved = 0;
+/** How many directory listings made before the settle time were saved as made, in this process (for tests). */
+export function listingsSavedAsDrafted(): number {
+  return draftsSaved;
+}
+
+/** Whether `d`'s records still hold under the settle time `settled` (see DirDraft). */
+function stillListed(d: DirDraft, settled: bigint): boolean {
+  const now = new BigInt64Array(d.raw.length);
+  if (!lstatManyRaw(d.blob, now)) return false;
+  for (let o = 0; o < d.raw.length; o += RAW_FIELDS) {
+    for (let f = 0; f < COMPARED_FIELDS; f++) if (now[o + f] !== d.raw[o + f]) return false;
+    // listDir asks no settled ctime of a child directory (index 0 is the directory itself, which it does ask).
+    const childDir = o > 0 && now[o] === 0n && (Number(now[o + MODE_FIELD]) & S_IFMT) === S_IFDIR;
+    if (now[o] === 0n && !childDir && now[o + CTIME_FIELD]! > settled) return false;
+  }
+  let names: string[];
+  try {
+    names = readdirSync(d.abs);
+  } catch {
+    return false;
+  }
+  const listed = new Set(d.names);
+  const kept = names.filter((n) => !isTempName(n));
+  if (kept.length !== d.names.length || !kept.every((n) => listed.has(n))) return false;
+  draftsSaved++;
+  return true;
+}
+
+/** Save `d`'s records into `parts` and take its files out of what remains to save; returns how many files. */
+function take(d: DirDraft, checked: Checked, parts: Buffer[]): number {
+  for (const k of d.taken) {
+    checked.touched.delete(k);
+    checked.out.delete(k);
+  }
+  parts.push(...d.parts);
+  return d.taken.length;
+}
+
+/** Put `st` at index `i` of a lstatManyRaw result, as the addon gives it. */
+function writeRawStat(raw: BigInt64Array, i: number, st: PathStat): void {
+  const o = i * RAW_FIELDS;
+  raw[o] = 0n;
+  raw[o + MODE_FIELD] = BigInt(st.mode);
+  raw[o + 2] = BigInt(st.size);
+  raw[o + 3] = BigInt.asIntN(64, st.ino);
+  raw[o + 4] = BigInt.asIntN(64, st.dev);
+  raw[o + 5] = st.mtimeNs;
+  raw[o + CTIME_FIELD] = st.ctimeNs;
+  raw[o + 7] = BigInt.asIntN(64, (BigInt(st.uid) << 32n) | BigInt(st.gid));
+  raw[o + 8] = st.atimeNs;
 }
 
 /** The entry of a file the run wrote, `st` its lstat now: only if it shows what was expected, with a settled ctime. */
