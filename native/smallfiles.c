@@ -22,11 +22,12 @@
  * Per file, as writeNewSmallFile in writer.ts does it one by one: (1) open the temporary path
  * O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600; (2) write all of its bytes; (2a) with times, futimens; (3) fstat (so
  * the mtime given back is the one given); (4) fchown when uid or gid differ from what it has, then fchmod to
- * mode (after chown, which clears set-id bits); (5) close; (6) rename over the destination. A step that fails leaves the temporary path removed and the destination untouched,
- * so a file is never partial under its final name; the next file is tried all the same. Nothing is fsynced:
- * the caller makes the files durable at the end of the run (DeferredSync). The arrays stay referenced (not
- * collected) until done; the caller must not touch them meanwhile. Throws a TypeError/RangeError for bad
- * arguments (counts that do not agree, a path left without its NUL, an empty path).
+ * mode (after chown, which clears set-id bits); (5) close; (6) rename over the destination. A step that fails
+ * leaves the temporary path removed and the destination untouched, so a file is never partial under its final
+ * name; the next file is tried all the same. Nothing is fsynced: the caller makes the files durable at the end of
+ * the run (DeferredSync). The arrays stay referenced (not collected) until done; the caller must not touch them
+ * meanwhile. Throws a TypeError/RangeError for bad arguments (counts that do not agree, a path left without its
+ * NUL, an empty path).
  */
 #include "napi_util.h"
 #include "addon.h"
@@ -264,7 +265,7 @@ bool smallfiles_init(napi_env env, napi_value exports) {
   }
   napi_value yes;
   if (napi_get_boolean(env, true, &yes) != napi_ok || napi_set_named_property(env, exports, "smallFilesSetTimes", yes) != napi_ok) {
-    napi_throw_error(env, NULL, "cannot register writeSmallFiles");
+    napi_throw_error(env, NULL, "cannot register smallFilesSetTimes");
     return false;
   }
   return true;
