@@ -403,7 +403,9 @@ export class LocalTreeCache implements TreeCache {
     }
     // Loose when the directory is not listed: records of files that follow no directory record.
     parts.push(...records);
-    return { abs, names: keyed.map((c) => c.name), blob, raw, parts, taken };
+    // One buffer for the directory's records: the few small ones made per file die here, young,
+    // instead of living on (promoted) with every other directory's until the cache file is written.
+    return { abs, names: keyed.map((c) => c.name), blob, raw, parts: [Buffer.concat(parts)], taken };
   }
 
   /**
@@ -485,7 +487,7 @@ interface DirDraft {
   blob: Buffer;
   /** What lstat showed: the directory at index 0, then each child (RAW_FIELDS values each). */
   raw: BigInt64Array;
-  /** The records to save: the directory's (when it is listable), then its files'. */
+  /** The records to save: the directory's (when it is listable), then its files', in one buffer. */
   parts: Buffer[];
   /** The files whose records these are (taken out of what remains to save). */
   taken: string[];
