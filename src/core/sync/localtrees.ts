@@ -340,7 +340,10 @@ export class LocalTreeCache implements TreeCache {
   private listDir(k: string, files: Collected, settled: bigint): DirDraft | undefined {
     const abs = k === '.' ? this.root : path.join(this.root, k);
     // The directory before its names: a name added after this lstat changes the directory's mtime and ctime.
-    const dir = lstatOne(abs);
+    // As the addon gives it (index 0 of what stillListed compares), or by lstatOne where it cannot.
+    const own = nameToBytes(abs);
+    const dirRaw = new BigInt64Array(RAW_FIELDS);
+    const dir = (lstatManyRaw(Buffer.concat([own, NUL]), dirRaw) && rawStat(dirRaw, 0)) || lstatOne(abs);
     if (!dir || (dir.mode & S_IFMT) !== S_IFDIR) return undefined;
     let names: string[];
     try {
@@ -352,13 +355,12 @@ export class LocalTreeCache implements TreeCache {
     const keyed = names.filter((n) => !isTempName(n)).map((name) => ({ name, bytes: nameToBytes(name) }));
     keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
     const n = keyed.length;
-    const own = nameToBytes(abs);
     const prefix = nameToBytes(abs + '/');
     const blob = Buffer.concat([own, NUL, ...keyed.flatMap((c) => [prefix, c.bytes, NUL])]);
     // Index 0 is the directory itself (for stillListed's one lstat of all), its children follow.
     const raw = new BigInt64Array((n + 1) * RAW_FIELDS);
     if (n > 0 && !lstatManyRaw(blob.subarray(own.length + 1), raw.subarray(RAW_FIELDS))) return undefined;
-    writeRawStat(raw, 0, dir);
+    raw.set(dirRaw);
     let listable = dir.ctimeNs <= settled;
     const hashes: Buffer[] = [];
     const records: Buffer[] = [];
@@ -510,6 +512,8 @@ export function listingsSavedAsDrafted(): number {
 function stillListed(d: DirDraft, settled: bigint): boolean {
   const now = new BigInt64Array(d.raw.length);
   if (!lstatManyRaw(d.blob, now)) return false;
+  // The directory itself lstat-ed without error, now as when listed (not by lstatOne, say): else list it again.
+  if (now[0] !== 0n) return false;
   for (let o = 0; o < d.raw.length; o += RAW_FIELDS) {
     for (let f = 0; f < COMPARED_FIELDS; f++) if (now[o + f] !== d.raw[o + f]) return false;
     // listDir asks no settled ctime of a child directory (index 0 is the directory itself, which it does ask).
@@ -537,20 +541,6 @@ function take(d: DirDraft, checked: Checked, parts: Buffer[]): number {
   }
   parts.push(...d.parts);
   return d.taken.length;
-}
-
-/** Put `st` at index `i` of a lstatManyRaw result, as the addon gives it. */
-function writeRawStat(raw: BigInt64Array, i: number, st: PathStat): void {
-  const o = i * RAW_FIELDS;
-  raw[o] = 0n;
-  raw[o + MODE_FIELD] = BigInt(st.mode);
-  raw[o + 2] = BigInt(st.size);
-  raw[o + 3] = BigInt.asIntN(64, st.ino);
-  raw[o + 4] = BigInt.asIntN(64, st.dev);
-  raw[o + 5] = st.mtimeNs;
-  raw[o + CTIME_FIELD] = st.ctimeNs;
-  raw[o + 7] = BigInt.asIntN(64, (BigInt(st.uid) << 32n) | BigInt(st.gid));
-  raw[o + 8] = st.atimeNs;
 }
 
 /** The entry of a file the run wrote, `st` its lstat now: only if it shows what was expected, with a settled ctime. */
