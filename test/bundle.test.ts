@@ -28,7 +28,7 @@ import {
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { Share } from '../src/core/share/share.js';
 import { syncRemote, type SyncSummary } from '../src/core/sync/sync.js';
-import { BUNDLE_FETCHES, BundleFetcher, FETCH_BYTES, MIN_BUNDLE_FETCHES, verifyBundleEntry } from '../src/core/sync/bundle.js';
+import { BUNDLE_FETCHES, BundleFetcher, FETCH_BYTES, HOLD_BYTES, MIN_BUNDLE_FETCHES, verifyBundleEntry } from '../src/core/sync/bundle.js';
 import type { FetchedEntry } from '../src/core/sync/context.js';
 import type { ObjectReceiver } from '../src/core/sync/receiver.js';
 import { SmallFileWriter } from '../src/core/sync/smallfiles.js';
@@ -476,13 +476,20 @@ describe('bundle parts fetched at once, as the receiver keeps up', () => {
     };
     const keys = new Map<string, Buffer>();
     const fetcher = new BundleFetcher(rx as unknown as ObjectReceiver, DEFAULT_LIMITS, true);
+    /** Prefetch the bundles of `n` new directories; returns their keys. */
     const ask = (n: number) => {
+      const asked: Buffer[] = [];
       for (let i = 0; i < n; i++) {
         const dirKey = hash(Buffer.from(`dir ${keys.size}`));
         keys.set(toHex(bundleKey(dirKey, 0)), dirKey);
         fetcher.prefetch(dirKey);
+        asked.push(dirKey);
       }
+      return asked;
     };
+    /** A verified directory of four children (none of them in the bundle) asked for by `dirKey`. */
+    const dirOf = (dirKey: Buffer) =>
+      ({ obj: Buffer.concat([0, 1, 2, 3].map((i) => hash(Buffer.from([i, ...dirKey])))), head: { payloadOffset: 0 }, key: dirKey }) as unknown as FetchedEntry;
     const settle = async () => {
       for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
     };
@@ -493,8 +500,54 @@ describe('bundle parts fetched at once, as the receiver keeps up', () => {
         await settle();
       }
     };
-    return { rx, fetcher, ask, arrive, settle, outstanding: () => waiting.length };
+    return { rx, fetcher, ask, dirOf, arrive, settle, outstanding: () => waiting.length };
   }
+
+  it('asks for no new directory\'s bundle while HOLD_BYTES of bundles are held, and its directory waits for room without giving up', async () => {
+    const partBytes = 4 * 2 ** 20;
+    const { fetcher, ask, dirOf, arrive, settle, outstanding } = manualReceiver(partBytes);
+    const first = ask(Math.ceil(HOLD_BYTES / partBytes) + 1);
+    const taken = first.map((k) => fetcher.children(dirOf(k), k, 4));
+    await settle();
+    for (let i = 0; i < 20 && outstanding() > 0; i++) await arrive(1);
+    const held = await Promise.all(taken);
+    expect(fetcher.held).toBeGreaterThanOrEqual(HOLD_BYTES);
+    // The next directory's bundle is not asked for while that much is held ...
+    const [next] = ask(1);
+    const nextChildren = fetcher.children(dirOf(next!), next!, 4);
+    let done = false;
+    void nextChildren.then(() => (done = true));
+    await settle();
+    expect(outstanding()).toBe(0);
+    // ... and its directory waits on past PART_IDLE_MS (2 s) though no symbol is heard: it is not a share without bundles.
+    await new Promise((r) => setTimeout(r, 2300));
+    expect(done).toBe(false);
+    expect(outstanding()).toBe(0);
+    // Two directories written: their bundles are let go (twice is once), and the next one is asked for.
+    const before = fetcher.held;
+    held[0]!.release();
+    held[0]!.release();
+    held[1]!.release();
+    expect(fetcher.held).toBe(before - (2 * before) / held.length);
+    await settle();
+    expect(outstanding()).toBe(1);
+    await arrive(1);
+    await nextChildren;
+    expect(done).toBe(true);
+    expect(fetcher.stats.parts).toBe(first.length + 1);
+    for (const h of held.slice(2)) h.release();
+  }, 10_000);
+
+  it('lets go of a bundle nobody takes (too few children missing), once it has arrived', async () => {
+    const { fetcher, ask, dirOf, arrive, settle } = manualReceiver(2 ** 20);
+    const [k] = ask(1);
+    await settle();
+    const none = await fetcher.children(dirOf(k!), k!, 1);
+    expect(none.children.size).toBe(0);
+    await arrive(1);
+    await settle();
+    expect(fetcher.held).toBe(0);
+  });
 
   it('halves the parts fetched at once when the socket lost datagrams, down to a floor, and adds one back per eight clean parts', async () => {
     const { rx, fetcher, ask, arrive, settle, outstanding } = manualReceiver();

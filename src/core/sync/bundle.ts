@@ -82,6 +82,28 @@ const RAISE_AFTER = 8;
  * tree and chunk, not the whole bundle.
  */
 const MIN_WANTED = 4;
+/**
+ * Bytes of bundles held at once: arrived, and not yet released by the directory they came for
+ * (its files written from them). A new directory's bundle is asked for only while less is held
+ * (and in flight, each taken to be as large as the largest bundle seen). Every subdirectory's
+ * bundle is asked for as soon as its parent is listed, and bundles arrive faster than their files
+ * are written: a first sync of 100,000 files in 100 directories held 280 MB of bundles at its peak
+ * (the tree's bytes), its receiver 530-680 MiB. The directories holding bundles keep every entry
+ * slot busy long before this fills. A directory whose bundle alone is larger is still taken whole.
+ */
+export const HOLD_BYTES = 24 * 1024 * 1024;
+
+/** A directory's bundle, verified: its children, and the release of the bytes they pin (once). */
+export interface HeldBundle {
+  children: Map<string, BundledChild>;
+  release(): void;
+}
+
+/** The parts of one directory's bundle and the bytes they hold (their objects). */
+interface ArrivedBundle {
+  parts: BundlePart[];
+  bytes: number;
+}
 
 export interface BundleStats {
   /** Bundle parts that arrived. */
@@ -97,13 +119,21 @@ export interface BundleStats {
 export class BundleFetcher {
   /** Whether the share serves bundles: unknown until the first one arrives or the first wait for one runs out. */
   private state: 'unknown' | 'yes' | 'no';
-  private readonly pending = new Map<string, Promise<BundlePart[] | undefined>>();
+  private readonly pending = new Map<string, Promise<ArrivedBundle | undefined>>();
   /** Parts being fetched, the number the socket's losses allow (MIN_BUNDLE_FETCHES), and the fetches waiting for a turn. */
   private fetching = 0;
   private fetchLimit = BUNDLE_FETCHES;
   /** The largest part seen so far (FETCH_BYTES); undefined until one has arrived. */
   private partBytes: number | undefined;
   private readonly fetchTurns: (() => void)[] = [];
+  /**
+   * HOLD_BYTES: bytes of bundles arrived and not released, bundles asked for and not arrived, the
+   * largest bundle seen, and the directories (by key) waiting for room, each with its turn.
+   */
+  private heldBytes = 0;
+  private fetchingBundles = 0;
+  private bundleBytes = BUNDLE_PART_BUDGET;
+  private readonly roomTurns: { key: string; turn: () => void }[] = [];
   /** The socket's loss count when last looked at, and the parts finished without a loss since the limit last changed. */
   private lostSeen = 0;
   private cleanParts = 0;
@@ -143,48 +173,129 @@ export class BundleFetcher {
    * each verified, by entry hash (hex). Empty when the share has no bundle or it did not come in
    * time, or when only `wanted` of its children are missing locally and that is too few (MIN_WANTED).
    */
-  async children(dir: FetchedEntry, dirKey: Hash, wanted: number): Promise<Map<string, BundledChild>> {
-    if (this.state === 'no') return new Map();
+  async children(dir: FetchedEntry, dirKey: Hash, wanted: number): Promise<HeldBundle> {
+    const none: HeldBundle = { children: new Map(), release: () => undefined };
     const total = dir.obj.subarray(dir.head.payloadOffset).length / HASH_SIZE;
-    if (wanted < MIN_WANTED || wanted * 4 < total) {
+    const k = toHex(dirKey);
+    if (this.state === 'no' || wanted < MIN_WANTED || wanted * 4 < total) {
       // A bundle asked for with the directory goes on until it arrives or times out; nobody waits for it.
-      this.pending.delete(toHex(dirKey));
-      return new Map();
+      this.drop(k);
+      return none;
     }
     this.prefetch(dirKey);
-    const k = toHex(dirKey);
     const p = this.pending.get(k)!;
-    let parts: BundlePart[] | undefined;
+    // Waiting for room (HOLD_BYTES) is not a share that is slow or has no bundles: it ends as
+    // directories before it are written.
+    const waiting = () => this.roomTurns.some((r) => r.key === k);
+    let arrived: ArrivedBundle | undefined;
     if (this.state === 'yes') {
       let got = await within(p, PART_IDLE_MS);
-      while (got === 'late' && this.rx.treeHeardWithin(PART_IDLE_MS)) got = await within(p, PROBE_STEP_MS);
-      parts = got === 'late' ? undefined : got;
+      while (got === 'late' && (this.rx.treeHeardWithin(PART_IDLE_MS) || waiting())) got = await within(p, PROBE_STEP_MS);
+      arrived = got === 'late' ? undefined : got;
       // Expected and not there: ask again as if nothing were known (a short wait from now on).
-      if (!parts && this.state === 'yes') this.state = 'unknown';
+      if (!arrived && this.state === 'yes') this.state = 'unknown';
     } else {
       let first = await within(p, PROBE_WAIT_MS);
       // Nothing else is being fetched for this directory while it waits: symbols that keep coming
       // are its bundle's (a busy share or receiver), so wait on while they do, or while the object
       // they began is still being decoded and may be in the share's hold (PROBE_QUIET_MS).
       const until = Date.now() + PROBE_DEADLINE_MS;
-      while (first === 'late' && this.rx.treeHeardWithin(PROBE_QUIET_MS, true) && Date.now() < until) first = await within(p, PROBE_STEP_MS);
+      while (first === 'late' && ((this.rx.treeHeardWithin(PROBE_QUIET_MS, true) && Date.now() < until) || waiting())) first = await within(p, PROBE_STEP_MS);
       if (first === 'late') {
         // Settled for the rest of the session unless this one still turns up (fetchParts).
         if (this.state === 'unknown') this.state = 'no';
-        parts = undefined;
-      } else parts = first;
+        arrived = undefined;
+      } else arrived = first;
+    }
+    if (!arrived) {
+      this.drop(k);
+      return none;
     }
     this.pending.delete(k);
-    return parts ? await this.verify(dir, parts) : new Map();
+    let released = false;
+    const release = () => {
+      if (!released) this.unhold(arrived.bytes);
+      released = true;
+    };
+    try {
+      return { children: await this.verify(dir, arrived.parts), release };
+    } catch (e) {
+      release();
+      throw e;
+    }
   }
 
-  private async fetchParts(dirKey: Hash): Promise<BundlePart[] | undefined> {
+  /** Nobody takes the bundle of `k`: its bytes are not held once it arrives (or now, if it has). */
+  private drop(k: string): void {
+    const p = this.pending.get(k);
+    this.pending.delete(k);
+    void p?.then((a) => a && this.unhold(a.bytes));
+  }
+
+  /** Bytes of an arrived bundle are no longer held: directories waiting for room may go on. */
+  private unhold(bytes: number): void {
+    this.heldBytes -= bytes;
+    this.giveRoom();
+  }
+
+  /**
+   * Whether a new directory's bundle must wait (HOLD_BYTES); the first never does. One being
+   * fetched counts as the largest seen, up to a quarter of HOLD_BYTES: after one huge directory,
+   * the bundles of small ones still travel a few at a time.
+   */
+  private get full(): boolean {
+    const each = Math.min(this.bundleBytes, HOLD_BYTES / 4);
+    return this.heldBytes + this.fetchingBundles * each >= HOLD_BYTES && this.heldBytes + this.fetchingBundles > 0;
+  }
+
+  private giveRoom(): void {
+    while (this.roomTurns.length > 0 && !this.full) {
+      this.fetchingBundles++;
+      this.roomTurns.shift()!.turn();
+    }
+  }
+
+  /** Wait until a new bundle fits (HOLD_BYTES); counts it as being fetched from then on. */
+  private async room(key: string): Promise<void> {
+    if (!this.full && this.roomTurns.length === 0) {
+      this.fetchingBundles++;
+      return;
+    }
+    await new Promise<void>((turn) => this.roomTurns.push({ key, turn }));
+  }
+
+  /** Bytes of bundles arrived and not released (HOLD_BYTES), for tests. */
+  get held(): number {
+    return this.heldBytes;
+  }
+
+  private async fetchParts(dirKey: Hash): Promise<ArrivedBundle | undefined> {
+    await this.room(toHex(dirKey));
+    let arrived: ArrivedBundle | undefined;
+    try {
+      arrived = await this.fetchAllParts(dirKey);
+      return arrived;
+    } finally {
+      // Counted as held from arrival until released: children() hands its release to the
+      // directory, or drops it.
+      this.fetchingBundles--;
+      if (arrived) {
+        this.heldBytes += arrived.bytes;
+        this.bundleBytes = Math.max(this.bundleBytes, arrived.bytes);
+      }
+      this.giveRoom();
+    }
+  }
+
+  private async fetchAllParts(dirKey: Hash): Promise<ArrivedBundle | undefined> {
+    let bytes = 0;
     const one = async (z: number, deadlineMs: number) => {
       await this.fetchTurn();
       try {
         const obj = await this.rx.fetchTree(bundleKey(dirKey, z), (o) => isPart(o, dirKey, z), { deadlineMs });
         this.stats.parts++;
         this.partBytes = Math.max(this.partBytes ?? 0, obj.length);
+        bytes += obj.length;
         return bundleOf(obj)!;
       } finally {
         this.fetched();
@@ -199,7 +310,7 @@ export class BundleFetcher {
     }
     this.state = 'yes';
     const rest = await Promise.all(Array.from({ length: first.parts - 1 }, (_, i) => one(i + 1, PART_DEADLINE_MS).catch(() => undefined)));
-    return [first, ...rest.filter((p): p is BundlePart => p !== undefined)];
+    return { parts: [first, ...rest.filter((p): p is BundlePart => p !== undefined)], bytes };
   }
 
   /** Bundle parts fetched at once now: BUNDLE_FETCHES, fewer for big parts (FETCH_BYTES) and while the socket loses datagrams. */

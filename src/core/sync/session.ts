@@ -283,8 +283,11 @@ export class SyncSession implements SyncContext {
   async bundleChildren(dir: FetchedEntry, wanted: number): Promise<{ children: Map<string, FetchedEntry>; release(): void }> {
     const children = new Map<string, FetchedEntry>();
     const given: Hash[] = [];
+    let held = () => {};
     if (dir.key) {
-      for (const [k, c] of await this.bundles.children(dir, dir.key, wanted)) {
+      const bundle = await this.bundles.children(dir, dir.key, wanted);
+      held = bundle.release;
+      for (const [k, c] of bundle.children) {
         children.set(k, c.entry);
         if (c.data) {
           const leaf = c.entry.tree!.leaf(0);
@@ -295,7 +298,13 @@ export class SyncSession implements SyncContext {
     }
     this.summary.bundleEntries = this.bundles.stats.entries;
     this.summary.bundleFiles = this.bundles.stats.files;
-    return { children, release: () => given.forEach((leaf) => this.chunks.withdraw(leaf)) };
+    return {
+      children,
+      release: () => {
+        given.forEach((leaf) => this.chunks.withdraw(leaf));
+        held();
+      },
+    };
   }
 
   /** Fetch chunks `indices` of `tree` into `buf` at their offsets (memory sync); equal chunks travel once. */

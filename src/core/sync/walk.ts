@@ -62,7 +62,8 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     // Children the directory's bundle carries (verified against this directory) are not fetched alone.
     // With include/exclude rules the bundle is taken whatever the number missing: it names the
     // children without joining their groups, so an excluded one is never asked for.
-    const bundle = children.length > 0 ? await ctx.bundleChildren(entry, ctx.filtering ? Number.MAX_SAFE_INTEGER : children.length) : undefined;
+    // Asked even with nothing missing: a bundle asked for early (prefetchMissingDir) is then let go.
+    const bundle = await ctx.bundleChildren(entry, children.length > 0 && ctx.filtering ? Number.MAX_SAFE_INTEGER : children.length);
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
@@ -75,12 +76,12 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     // Subdirectories the bundle names go first and take no slot (their own children take theirs):
     // waiting behind files of other directories, their bundles were asked for late, came after
     // the wait for them, and their files then travelled one by one (2.9x the tree on the wire).
-    const bundledDir = (h: Buffer) => bundle?.children.get(toHex(h))?.head.type === 'dir';
+    const bundledDir = (h: Buffer) => bundle.children.get(toHex(h))?.head.type === 'dir';
     const ordered = [...children.filter(bundledDir), ...children.filter((h) => !bundledDir(h))];
     // Subdirectories missing here want their own bundles: asked for now, in this directory's order
     // (the same on every receiver; see bundle.ts prefetchMissingDir), not as their syncs get there.
     for (const h of ordered) {
-      const sub = bundledDir(h) ? bundle!.children.get(toHex(h))! : undefined;
+      const sub = bundledDir(h) ? bundle.children.get(toHex(h))! : undefined;
       if (!sub) break;
       const subDest = path.join(dest, childName(entry.head, sub.head));
       if (ctx.wants(subDest, true) && (!exists || nothingAt(subDest))) ctx.prefetchMissingDir(sub);
@@ -102,7 +103,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
           // An entry the rules exclude is known by its first part (or its bundle entry) alone:
           // neither its further tree parts nor its chunks are asked for.
           const wanted = (head: NetTreeHead) => ctx.wants(path.join(dest, childName(entry.head, head)), head.type === 'dir');
-          const bundled = bundle?.children.get(toHex(h));
+          const bundled = bundle.children.get(toHex(h));
           const child = bundled ? (wanted(bundled.head) ? bundled : undefined) : await ctx.fetchEntryIf(h, wanted);
           const head = bundled?.head ?? child?.head;
           const rel = head ? childName(entry.head, head) : undefined;
@@ -125,7 +126,7 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
       void task.finally(() => running.delete(task));
     }
     await Promise.all(running);
-    bundle?.release();
+    bundle.release();
     await Promise.all(subdirs);
     if (ctx.failure) throw ctx.failure.error;
     ctx.planDelete(dest, taken, new Set(listed.map(toHex)));
