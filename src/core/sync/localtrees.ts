@@ -45,6 +45,7 @@ import { MerkleTree } from '../model/tree.js';
 import { entryPath, type FileIdentity } from '../index/cache.js';
 import { metaFromPathStat, type DirIdentity, type DirListings, type TreeCache } from '../index/mdex.js';
 import { isTempName } from './writer.js';
+import { CandidateTable, type Candidate } from './candidates.js';
 import {
   Listing, NUL, OLD_MAGIC, RECORD_STAT, decodeCacheFile, dirIfSame, encodeCacheFile, encodeDirRecord, encodeFileRecord, recordIdentity, recordIfSame, treeOf,
   type Decoded, type Entry, type LocalIdentity,
@@ -57,15 +58,6 @@ export const DESTS_SUBDIR = 'dests-v1';
 const RACY_MS = 50n;
 /** A cache file larger than this is not read (a million entries take about 120 MB). */
 const MAX_FILE = 1 << 30;
-
-interface Candidate {
-  tree: MerkleTree;
-  /** What lstat must show at save time (ctime is compared only when the run did not touch the file). */
-  expect: LocalIdentity;
-  touched: boolean;
-  /** The entry's bytes in the file read at open, when it is that entry unchanged: saved as they are. */
-  raw?: Buffer;
-}
 
 /**
  * Written files the save does not wait for (see check): when this few and this small, hashing
@@ -111,7 +103,8 @@ function sameLocal(a: LocalIdentity, b: LocalIdentity): boolean {
 
 export class LocalTreeCache implements TreeCache {
   readonly stats: LocalTreeStats = { hits: 0, misses: 0, listed: 0, corrupt: false, saved: 0 };
-  private readonly candidates = new Map<string, Candidate>();
+  /** What the save may write of each file this run looked at or wrote (candidates.ts). */
+  private readonly candidates: CandidateTable;
   /** Directories the walk asked about, and those it found unchanged (with their listings). */
   private readonly walked = new Set<string>();
   private readonly unchanged = new Map<string, { abs: string; listing: Listing }>();
@@ -137,7 +130,9 @@ export class LocalTreeCache implements TreeCache {
     private readonly loaded: Buffer,
     private readonly decoded: Decoded,
     private readonly opts: LocalTreeOptions,
-  ) {}
+  ) {
+    this.candidates = new CandidateTable(loaded);
+  }
 
   /** Open the cache of `opts.dest`: read and check its file (missing or damaged: empty). */
   static async open(opts: LocalTreeOptions): Promise<LocalTreeCache> {
@@ -385,7 +380,7 @@ export class LocalTreeCache implements TreeCache {
         const id: LocalIdentity = { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
         const w = files.touched.get(ck);
         const c = files.out.get(ck);
-        if (w) e = writtenEntry(w, st, settled);
+        if (w !== undefined) e = writtenEntry(files.candidate(w), st, settled);
         else if (c && sameLocal(Buffer.isBuffer(c) ? recordIdentity(c) : c.id, id)) e = c;
         else {
           // A file of a directory the walk found unchanged: its record as read, if it still holds.
@@ -425,15 +420,19 @@ export class LocalTreeCache implements TreeCache {
    */
   private collect(): Collected {
     const out = new Map<string, Entry | Buffer>();
-    const touched = new Map<string, Candidate>();
+    const touched = new Map<string, number>();
+    const table = this.candidates;
     let touchedBytes = 0;
-    for (const [k, c] of this.candidates) {
-      if (c.touched) {
-        touched.set(k, c);
-        touchedBytes += c.expect.size;
-      } else out.set(k, c.raw ?? { id: c.expect, tree: c.tree });
+    for (const [k, slot] of table.slotEntries()) {
+      if (table.touched(slot)) {
+        touched.set(k, slot);
+        touchedBytes += table.sizeAt(slot);
+      } else {
+        const c = table.at(slot);
+        out.set(k, c.raw ?? { id: c.expect, tree: c.tree });
+      }
     }
-    return { out, touched, touchedBytes };
+    return { out, touched, touchedBytes, candidate: (slot) => table.at(slot) };
   }
 
   /** The written files listDir did not take, lstat-ed now (see collect and the header), into `checked.out`. */
@@ -442,8 +441,8 @@ export class LocalTreeCache implements TreeCache {
     // Synchronous and batched (lstatmany.ts): thousands of lstat calls cost far less so than as promises, and nothing else is waiting.
     const stats = lstatMany(rest.map(([k]) => (k === '.' ? this.root : path.join(this.root, k))));
     for (let i = 0; i < rest.length; i++) {
-      const [k, c] = rest[i]!;
-      const e = stats[i] && writtenEntry(c, stats[i]!, checked.settled);
+      const [k, slot] = rest[i]!;
+      const e = stats[i] && writtenEntry(checked.candidate(slot), stats[i]!, checked.settled);
       if (e) checked.out.set(k, e);
     }
   }
@@ -455,8 +454,10 @@ export class LocalTreeCache implements TreeCache {
  */
 interface Collected {
   out: Map<string, Entry | Buffer>;
-  touched: Map<string, Candidate>;
+  /** By the slot of their candidate. */
+  touched: Map<string, number>;
   touchedBytes: number;
+  candidate(slot: number): Candidate;
 }
 
 /** And the time before which a ctime must be (see the header). */
