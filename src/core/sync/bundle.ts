@@ -134,6 +134,8 @@ export class BundleFetcher {
   private fetchingBundles = 0;
   private bundleBytes = BUNDLE_PART_BUDGET;
   private readonly roomTurns: { key: string; turn: () => void }[] = [];
+  /** When bytes were last let go of or a bundle last arrived (waiting in children()). */
+  private roomMadeAt = Date.now();
   /** The socket's loss count when last looked at, and the parts finished without a loss since the limit last changed. */
   private lostSeen = 0;
   private cleanParts = 0;
@@ -185,8 +187,9 @@ export class BundleFetcher {
     this.prefetch(dirKey);
     const p = this.pending.get(k)!;
     // Waiting for room (HOLD_BYTES) is not a share that is slow or has no bundles: it ends as
-    // directories before it are written.
-    const waiting = () => this.roomTurns.some((r) => r.key === k);
+    // directories before it are written (while none has been for PART_DEADLINE_MS, it goes the
+    // normal way rather than wait on a directory that never lets go).
+    const waiting = () => this.roomTurns.some((r) => r.key === k) && Date.now() - this.roomMadeAt < PART_DEADLINE_MS;
     let arrived: ArrivedBundle | undefined;
     if (this.state === 'yes') {
       let got = await within(p, PART_IDLE_MS);
@@ -235,6 +238,7 @@ export class BundleFetcher {
   /** Bytes of an arrived bundle are no longer held: directories waiting for room may go on. */
   private unhold(bytes: number): void {
     this.heldBytes -= bytes;
+    this.roomMadeAt = Date.now();
     this.giveRoom();
   }
 
@@ -279,6 +283,7 @@ export class BundleFetcher {
       // Counted as held from arrival until released: children() hands its release to the
       // directory, or drops it.
       this.fetchingBundles--;
+      this.roomMadeAt = Date.now();
       if (arrived) {
         this.heldBytes += arrived.bytes;
         this.bundleBytes = Math.max(this.bundleBytes, arrived.bytes);

@@ -67,66 +67,70 @@ export async function syncDir(ctx: SyncContext, entry: FetchedEntry, dest: strin
     // Two children under one name would race each other for it (a symlink and a directory
     // made one after the other): the second is refused.
     const taken = new Set<string>();
-    // Every child started settles before an error goes up: the first failure stops the session
-    // (every pending request fails at once), and each file being written removes its temporary
-    // copy before the process can exit. Conflicts are not failures: the other children go on.
-    // Children are started as the session's entry slots allow (a task each, its entry, its bytes:
-    // all children of the tree at once held about 3 KiB a file); a directory child gives its slot
-    // back once fetched, before its own children take theirs, and is awaited after its siblings.
-    // Subdirectories the bundle names go first and take no slot (their own children take theirs):
-    // waiting behind files of other directories, their bundles were asked for late, came after
-    // the wait for them, and their files then travelled one by one (2.9x the tree on the wire).
-    const bundledDir = (h: Buffer) => bundle.children.get(toHex(h))?.head.type === 'dir';
-    const ordered = [...children.filter(bundledDir), ...children.filter((h) => !bundledDir(h))];
-    // Subdirectories missing here want their own bundles: asked for now, in this directory's order
-    // (the same on every receiver; see bundle.ts prefetchMissingDir), not as their syncs get there.
-    for (const h of ordered) {
-      const sub = bundledDir(h) ? bundle.children.get(toHex(h))! : undefined;
-      if (!sub) break;
-      const subDest = path.join(dest, childName(entry.head, sub.head));
-      if (ctx.wants(subDest, true) && (!exists || nothingAt(subDest))) ctx.prefetchMissingDir(sub);
-    }
-    const running = new Set<Promise<void>>();
     const subdirs: Promise<void>[] = [];
-    for (const h of ordered) {
-      // Each child starts with some synchronous work (a bundled small file: its write queued):
-      // a hundred at once held the event loop for 100-300 ms (base/turns.ts).
-      const turn = ctx.turns.pause();
-      if (turn) await turn;
-      const release = bundledDir(h) ? () => {} : await ctx.entrySlots.hold();
-      if (ctx.failure) {
-        release();
-        break;
+    // Let go of even when something here throws: directories waiting for room (bundle.ts HOLD_BYTES) wait for it.
+    try {
+      // Every child started settles before an error goes up: the first failure stops the session
+      // (every pending request fails at once), and each file being written removes its temporary
+      // copy before the process can exit. Conflicts are not failures: the other children go on.
+      // Children are started as the session's entry slots allow (a task each, its entry, its bytes:
+      // all children of the tree at once held about 3 KiB a file); a directory child gives its slot
+      // back once fetched, before its own children take theirs, and is awaited after its siblings.
+      // Subdirectories the bundle names go first and take no slot (their own children take theirs):
+      // waiting behind files of other directories, their bundles were asked for late, came after
+      // the wait for them, and their files then travelled one by one (2.9x the tree on the wire).
+      const bundledDir = (h: Buffer) => bundle.children.get(toHex(h))?.head.type === 'dir';
+      const ordered = [...children.filter(bundledDir), ...children.filter((h) => !bundledDir(h))];
+      // Subdirectories missing here want their own bundles: asked for now, in this directory's order
+      // (the same on every receiver; see bundle.ts prefetchMissingDir), not as their syncs get there.
+      for (const h of ordered) {
+        const sub = bundledDir(h) ? bundle.children.get(toHex(h))! : undefined;
+        if (!sub) break;
+        const subDest = path.join(dest, childName(entry.head, sub.head));
+        if (ctx.wants(subDest, true) && (!exists || nothingAt(subDest))) ctx.prefetchMissingDir(sub);
       }
-      const task = (async () => {
-        try {
-          // An entry the rules exclude is known by its first part (or its bundle entry) alone:
-          // neither its further tree parts nor its chunks are asked for.
-          const wanted = (head: NetTreeHead) => ctx.wants(path.join(dest, childName(entry.head, head)), head.type === 'dir');
-          const bundled = bundle.children.get(toHex(h));
-          const child = bundled ? (wanted(bundled.head) ? bundled : undefined) : await ctx.fetchEntryIf(h, wanted);
-          const head = bundled?.head ?? child?.head;
-          const rel = head ? childName(entry.head, head) : undefined;
-          if (rel !== undefined && taken.has(rel)) {
-            throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
-          }
-          if (rel !== undefined) taken.add(rel);
-          if (!child || rel === undefined) return;
-          if (child.head.type === 'dir') {
-            release();
-            subdirs.push(syncEntry(ctx, child, path.join(dest, rel), localHashes).catch((e: unknown) => ctx.fail(e)));
-          } else await syncEntry(ctx, child, path.join(dest, rel), localHashes);
-        } catch (e) {
-          ctx.fail(e);
-        } finally {
+      const running = new Set<Promise<void>>();
+      for (const h of ordered) {
+        // Each child starts with some synchronous work (a bundled small file: its write queued):
+        // a hundred at once held the event loop for 100-300 ms (base/turns.ts).
+        const turn = ctx.turns.pause();
+        if (turn) await turn;
+        const release = bundledDir(h) ? () => {} : await ctx.entrySlots.hold();
+        if (ctx.failure) {
           release();
+          break;
         }
-      })();
-      running.add(task);
-      void task.finally(() => running.delete(task));
+        const task = (async () => {
+          try {
+            // An entry the rules exclude is known by its first part (or its bundle entry) alone:
+            // neither its further tree parts nor its chunks are asked for.
+            const wanted = (head: NetTreeHead) => ctx.wants(path.join(dest, childName(entry.head, head)), head.type === 'dir');
+            const bundled = bundle.children.get(toHex(h));
+            const child = bundled ? (wanted(bundled.head) ? bundled : undefined) : await ctx.fetchEntryIf(h, wanted);
+            const head = bundled?.head ?? child?.head;
+            const rel = head ? childName(entry.head, head) : undefined;
+            if (rel !== undefined && taken.has(rel)) {
+              throw new LcsyncError('INTEGRITY', `refusing directory "${displayName(entry.head.name)}": it lists "${displayName(rel)}" twice`);
+            }
+            if (rel !== undefined) taken.add(rel);
+            if (!child || rel === undefined) return;
+            if (child.head.type === 'dir') {
+              release();
+              subdirs.push(syncEntry(ctx, child, path.join(dest, rel), localHashes).catch((e: unknown) => ctx.fail(e)));
+            } else await syncEntry(ctx, child, path.join(dest, rel), localHashes);
+          } catch (e) {
+            ctx.fail(e);
+          } finally {
+            release();
+          }
+        })();
+        running.add(task);
+        void task.finally(() => running.delete(task));
+      }
+      await Promise.all(running);
+    } finally {
+      bundle.release();
     }
-    await Promise.all(running);
-    bundle.release();
     await Promise.all(subdirs);
     if (ctx.failure) throw ctx.failure.error;
     ctx.planDelete(dest, taken, new Set(listed.map(toHex)));
