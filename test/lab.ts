@@ -13,7 +13,16 @@
  *     ...
  *   });
  */
+import { existsSync } from 'node:fs';
 export { createLab, isRoot, killGroup, skipReason } from '../scripts/lab.js';
+
+/**
+ * Why a test that needs the kernel's IPv6 multicast routing (a router namespace forwarding groups, or
+ * MRT6_INIT, by which a socket sees MLDv1 reports) cannot run here: some kernels are built without it.
+ */
+export function mrouteReason(): string | undefined {
+  return existsSync('/proc/net/ip6_mr_vif') ? undefined : 'the kernel has no IPv6 multicast routing (CONFIG_IPV6_MROUTE: no /proc/net/ip6_mr_vif)';
+}
 export type {
   Counters,
   ExecOptions,

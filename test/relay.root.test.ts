@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRoutedLab, type RoutedLab } from '../scripts/routed-lab.js';
 import { cli, expectBuilt, runSync, sha256, startShare, treeListing } from './e2e.js';
 import type { Lab } from './lab.js';
-import { skipReason } from './lab.js';
+import { mrouteReason, skipReason } from './lab.js';
 import { describeUnless, firstReason } from './skip.js';
 import { useTempDir } from './tmpdir.js';
 
@@ -265,7 +265,7 @@ describeUnless(why, 'relay between subnets (needs root)', () => {
   });
 });
 
-describeUnless(firstReason(why, smcrouteWhy, skipReason(['tcpdump'])), 'kernel multicast forwarding through a router (needs root, smcroute and tcpdump)', () => {
+describeUnless(firstReason(why, smcrouteWhy, skipReason(['tcpdump']), mrouteReason()), 'kernel multicast forwarding through a router (needs root, smcroute and tcpdump)', () => {
   let lab: RoutedLab;
   const tmp = useTempDir('kfwd-');
   let smc: ChildProcess | undefined;
