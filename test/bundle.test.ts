@@ -459,6 +459,39 @@ describe('the first bundle a client waits for (the share not yet known to serve 
   });
 });
 
+describe('a first bundle of many parts (a directory of thousands of files)', () => {
+  it('once its first part has come, waits for the rest past the probe\'s deadline, and takes it', async () => {
+    const dirKey = hash(Buffer.from('big'));
+    const parts = [0, 1].map((z) => encodeBundle({ key: dirKey, part: z, parts: 2, entries: [] }));
+    const asked: string[] = [];
+    const rx = {
+      lostDatagrams: 0,
+      fetchTree(key: Buffer, accept: (obj: Buffer) => boolean): Promise<Buffer> {
+        asked.push(toHex(key));
+        const z = [0, 1].find((i) => key.equals(bundleKey(dirKey, i)));
+        if (z === undefined) return new Promise<Buffer>(() => undefined);
+        // The first part soon; the second after the 3 s a first bundle is waited for (symbols heard all along).
+        return new Promise<Buffer>((resolve) => setTimeout(() => (accept(parts[z]!) ? resolve(parts[z]!) : undefined), z === 0 ? 100 : 3500));
+      },
+      treeHeardWithin: () => true,
+    };
+    const fetcher = new BundleFetcher(rx as unknown as ObjectReceiver, DEFAULT_LIMITS, true);
+    const children = Buffer.concat([0, 1, 2, 3].map((i) => hash(Buffer.from([i]))));
+    const dir = { obj: children, head: { payloadOffset: 0 }, key: dirKey } as unknown as FetchedEntry;
+    const t0 = Date.now();
+    const got = await fetcher.children(dir, dirKey, 4);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(3400);
+    expect(fetcher.stats.parts).toBe(2);
+    expect(fetcher.held).toBeGreaterThan(0);
+    got.release();
+    expect(fetcher.held).toBe(0);
+    // Known to serve bundles: the next directory's is asked for.
+    fetcher.prefetch(hash(Buffer.from('next')));
+    await new Promise((r) => setImmediate(r));
+    expect(asked).toHaveLength(3);
+  }, 10_000);
+});
+
 describe('bundle parts fetched at once, as the receiver keeps up', () => {
   /** A receiver stand-in whose bundle parts arrive when the test says, with a socket loss count the test sets. */
   function manualReceiver(dataPerPart = 0) {
