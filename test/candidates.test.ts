@@ -36,6 +36,11 @@ describe('the local tree cache\'s candidates, packed', () => {
     table.set(k, { tree: big, expect: id(100_000, 1), touched: true });
     expect(table.size).toBe(3000);
     expect(table.get(k)!.tree.nodes.equals(big.nodes)).toBe(true);
+    // A tree given out before is not changed by setting its slot again.
+    const given = table.get(set[11]![0])!.tree;
+    const givenNodes = Buffer.from(given.nodes);
+    table.set(set[11]![0], { tree: MerkleTree.fromBuffer(Buffer.from('other')), expect: id(5, 3), touched: true });
+    expect(given.nodes.equals(givenNodes)).toBe(true);
     const small = MerkleTree.fromBuffer(Buffer.from('x'));
     table.set(k, { tree: small, expect: id(1, 2), touched: false });
     expect(table.get(k)).toMatchObject({ touched: false, expect: id(1, 2) });

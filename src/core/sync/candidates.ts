@@ -76,7 +76,9 @@ export class CandidateTable {
   at(slot: number): Candidate {
     const f = this.flags[slot]!;
     const size = this.sizes[slot]!;
-    const tree = f & ONE_NODE ? MerkleTree.fromNodes(size, this.nodes.subarray(slot * HASH_SIZE, (slot + 1) * HASH_SIZE), true) : this.trees.get(slot)!;
+    // A copy of the node, not a view: a tree given out (the local file's, file.ts) must not change
+    // when the run then writes the file and sets its slot again.
+    const tree = f & ONE_NODE ? MerkleTree.fromNodes(size, this.nodes.subarray(slot * HASH_SIZE, (slot + 1) * HASH_SIZE)) : this.trees.get(slot)!;
     const expect: LocalIdentity = { size, mtimeNs: this.mtimes[slot]!, ctimeNs: this.ctimes[slot]!, ino: this.inos[slot]!, dev: this.devs[slot]! };
     const c: Candidate = { tree, expect, touched: (f & TOUCHED) !== 0 };
     if (f & HAS_RAW) c.raw = this.records.subarray(this.rawAt[2 * slot]!, this.rawAt[2 * slot]! + this.rawAt[2 * slot + 1]!);
