@@ -244,7 +244,7 @@ describe('SendScheduler: leaves', () => {
     expect(s.cursorOf('e0', 0)).toBe(299);
   });
 
-  it('goes on for the listeners that remain, and a re-join soon after a leave is a re-ask (a repair round, not a new one)', () => {
+  it('goes on for the listeners that remain, and a re-join soon after leaving once the round ran out is a re-ask (a repair round, not a new one)', () => {
     const s = mld();
     const K = 40;
     const st = start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
@@ -252,13 +252,48 @@ describe('SendScheduler: leaves', () => {
     drain(s, 0, 10);
     s.part('g%e0', 'A', 1);
     expect(drain(s, 1, 5)).toHaveLength(5);
-    s.part('g%e0', 'B', 2);
-    s.leave('g%e0', 3);
-    expect(runUntil(s, 3, 150)).toEqual([]);
-    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 200)).toBe('joined');
+    // B stays past the round (it lost symbols): the round runs out, B stalls, leaves and joins again.
+    runUntil(s, 1, 400);
+    expect(st.budget).toBe(0);
+    s.part('g%e0', 'B', 401);
+    s.leave('g%e0', 401);
+    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 402)).toBe('joined');
     expect(st.asks).toEqual({ listener: 2, reask: 1, repeat: 0 });
-    // The budget left over (bigger than a repair round) stays; no new source pass is owed.
-    expect(st.budget).toBe(Math.max(repairRoundSize(K), roundSize(K) - 15));
+    expect(st.budget).toBe(repairRoundSize(K));
+    expect(esis(drain(s, 402))).toEqual(Array(repairRoundSize(K)).fill('repair'));
+  });
+
+  it('gives a host that left while a round ran a new round when it joins again (another sync on the same host), not a repair round', () => {
+    const s = mld();
+    const K = 32;
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
+    expect(esis(drain(s, 0))).toEqual(sources(K));
+    // A had every source symbol and left during the hold; the stream lingers.
+    s.part('g%e0', 'A', 20);
+    s.leave('g%e0', 20);
+    expect(runUntil(s, 20, 200)).toEqual([]);
+    // A new process on the same host asks for the object within REJOIN_MS: it has none of it.
+    expect(s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 300)).toBe('joined');
+    expect(st.asks).toEqual({ listener: 2, reask: 0, repeat: 0 });
+    expect(st.budget).toBe(roundSize(K));
+    expect(esis(drain(s, 300))).toEqual(sources(K));
+  });
+
+  it('counts a leave during a repair round as a stall: the host joining again gets a repair round', () => {
+    const s = mld();
+    const K = 32;
+    const st = start(s, 'g%e0', 'A', CHUNK(0, 0), K, 0);
+    s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 0);
+    runUntil(s, 0, 400);
+    expect(st.budget).toBe(0);
+    // A re-asks: a repair round runs; B, stalled as well, leaves during it and joins again.
+    s.part('g%e0', 'A', 401);
+    expect(s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 401)).toBe('joined');
+    expect(st.budget).toBe(repairRoundSize(K));
+    s.part('g%e0', 'B', 402);
+    expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 402)).toBe('joined');
+    expect(st.asks).toEqual({ listener: 2, reask: 2, repeat: 0 });
+    expect(st.budget).toBe(repairRoundSize(K));
   });
 
   it('holds after the source symbols for 1.5 x the measured leave latency, within GRACE_MIN_MS..GRACE_MAX_MS', () => {

@@ -112,8 +112,21 @@ export class ScheduledStream<T> {
   readonly reporters = new Set<string>();
   /** When each listener's round (or repair round) was granted. */
   private readonly grantedAt = new Map<string, number>();
-  /** Hosts that left, and when: one that joins again soon is asking for more, not starting over. */
-  readonly departed = new Map<string, number>();
+  /**
+   * Hosts that left, when, and whether a round was still running then. One that left after the round
+   * ran out and joins again soon is asking for more, not starting over (receiver.ts: a request that
+   * stalls leaves and joins again). One that left while a round was running had what it needed (a
+   * receiver leaves when its object is complete, and one that is still missing symbols makes progress
+   * while a round runs, so it does not stall): its next join is a new need, such as another sync
+   * started on the same host right after the first, or another file of the same content.
+   */
+  private readonly departed = new Map<string, { at: number; duringRound: boolean }>();
+  /**
+   * The budget is a new listener's round (K and the margin), not a repair round or a burst: a host
+   * that stalled may leave while another's repair round runs, but not while a full one does (it would
+   * be making progress).
+   */
+  private fullRound = true;
   /** After the last listener left: when the stream is dropped unless someone joins again. */
   lingerUntil = 0;
   /** Receivers behind this chunk that the first round waits for (until gatherUntil); undefined: none. */
@@ -164,24 +177,26 @@ export class ScheduledStream<T> {
   /**
    * A join report from `from`. A new listener gets a full round (it has seen
    * nothing yet): the K source symbols from where the cycle stands, so those
-   * already listening lose nothing, then the margin; one asking again after the
-   * round ran out (it lost some) gets a repair round; a repeated report while a
+   * already listening lose nothing, then the margin; so does a host that left while a round ran
+   * (see departed). One asking again after the round ran out (it lost some) gets a repair round; a repeated report while a
    * round is still going (the kernel sends each change twice) changes nothing; one after the round
    * buys a repair round, or a small burst if it came within REPORT_REPEAT_MS of the listener's join.
    * A listener's `answer` to a probe (scheduler.ts PROBE_AFTER_MS) asks for nothing: it says it is still there.
    */
   joined(from: string, now: number, answer = false): void {
     const left = this.departed.get(from);
-    if (left !== undefined && now - left < REJOIN_MS) {
+    if (left !== undefined) this.departed.delete(from);
+    if (left !== undefined && !left.duringRound && now - left.at < REJOIN_MS) {
       // Left and joined again: a receiver asking for more after losing some.
-      this.departed.delete(from);
       this.outcomePending = false;
+      if (this.budget < this.repairRound) this.fullRound = false;
       this.budget = Math.max(this.budget, this.repairRound);
       this.asks.reask++;
       this.grantedAt.set(from, now);
     } else if (!this.reporters.has(from)) {
       this.outcomePending = false;
       this.budget = Math.max(this.budget, this.round);
+      this.fullRound = true;
       this.sourceOwed = this.K;
       this.asks.listener++;
       this.grantedAt.set(from, now);
@@ -189,6 +204,7 @@ export class ScheduledStream<T> {
       // A bundle part's listener gets the small burst whenever it repeats (see repeatBurstSize).
       const small = this.gatherBy === 'joins' || now - (this.grantedAt.get(from) ?? -Infinity) < REPORT_REPEAT_MS;
       this.budget = small ? repeatBurstSize(this.K) : this.repairRound;
+      this.fullRound = false;
       this.asks.repeat++;
     }
     this.reporters.add(from);
@@ -198,7 +214,7 @@ export class ScheduledStream<T> {
   left(from: string, now: number): void {
     if (this.outcomePending && this.reporters.has(from)) this.onOutcome?.(this, 1, 0);
     this.reporters.delete(from);
-    this.departed.set(from, now);
+    this.departed.set(from, { at: now, duringRound: this.budget > 0 && this.fullRound });
     if (this.reporters.size === 0) this.outcomePending = false;
   }
 
