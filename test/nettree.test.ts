@@ -62,6 +62,23 @@ describe('net_tree layout', () => {
     expect(obj.subarray(56, 56 + 11).toString()).toBe('share/a.bin');
     expect(obj.length).toBe(NET_TREE_HEADER + 11 + 7 * HASH_SIZE);
   });
+
+  it('writes every byte of a small object taken from node\'s shared pool, whatever the pool held before', () => {
+    // Leave the pool's next bytes dirty, as other callers of allocUnsafe do.
+    for (let i = 0; i < 64; i++) Buffer.allocUnsafe(100).fill(0xff);
+    const { obj, tree } = fileObject(5000);
+    expect(obj.buffer.byteLength).toBe(Buffer.poolSize);
+    expect(obj.readUInt32LE(52)).toBe(0);
+    expect(obj.equals(Buffer.concat([obj.subarray(0, NET_TREE_HEADER), Buffer.from('share/a.bin'), tree.nodes]))).toBe(true);
+    const clean = Buffer.alloc(obj.length);
+    obj.copy(clean);
+    expect(decodeNetTree(obj)).toEqual(decodeNetTree(clean));
+  });
+
+  it('gives a one-part object back as itself, not a view of it', () => {
+    const { obj } = fileObject(5000);
+    expect(splitParts(obj)[0]).toBe(obj);
+  });
 });
 
 describe('round trips', () => {

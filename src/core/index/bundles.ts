@@ -19,12 +19,32 @@ export const BUNDLE_PART_BUDGET = 1024 * 1024;
 /** Files of up to this many bytes (one chunk) travel inside the bundle; larger ones only their tree. */
 export const BUNDLE_FILE_MAX = Math.min(CHUNK_SIZE, MAX_BUNDLE_ENTRY_DATA);
 
-/** One child in a bundle: its object (held by the index anyway) and, for a small file, where its bytes are. */
-export interface BundleMember {
-  hash: Hash;
-  obj: Buffer;
+/**
+ * One child in a bundle: its record and its object (held by the index anyway). What a small file's
+ * bytes are checked against is read off the record when the part is sent: a share holds one member
+ * per child of every directory, and a member that copied them (an object with the path, the size and
+ * a view of the leaf) cost about 150 bytes a file more.
+ */
+export class BundleMember {
+  constructor(
+    readonly rec: IndexRecord,
+    readonly obj: Buffer,
+  ) {}
+
+  get hash(): Hash {
+    return this.rec.hash;
+  }
+
   /** A non-empty file of at most BUNDLE_FILE_MAX bytes: read at send time, sent only if it still hashes to `leaf`. */
-  file?: { localPath: string; size: number; leaf: Hash };
+  get file(): { localPath: string; size: number; leaf: Hash } | undefined {
+    const r = this.rec;
+    return isBundledFile(r) ? { localPath: r.localPath, size: r.size, leaf: r.tree!.leaf(0) } : undefined;
+  }
+}
+
+/** Whether a child travels with its bytes in its directory's bundle. */
+function isBundledFile(r: IndexRecord): boolean {
+  return r.type === 'file' && r.size > 0 && r.size <= BUNDLE_FILE_MAX;
 }
 
 /** Part `part` of `parts` of a directory's bundle, under `hash` = bundleKey(dirKey, part). */
@@ -36,7 +56,7 @@ export interface BundleObject {
   dirKey: Hash;
   part: number;
   parts: number;
-  members: BundleMember[];
+  members: readonly Pick<BundleMember, 'hash' | 'obj' | 'file'>[];
 }
 
 /**
@@ -51,8 +71,8 @@ export function bundleObjects(dir: IndexRecord, aliasKey: Hash, children: readon
   let size = BUNDLE_HEADER;
   for (const { rec, obj } of children) {
     if (obj.length > MAX_BUNDLE_ENTRY_OBJECT || (rec.partHashes?.length ?? 1) > 1) continue;
-    const small = rec.type === 'file' && rec.size > 0 && rec.size <= BUNDLE_FILE_MAX;
-    const m: BundleMember = small ? { hash: rec.hash, obj, file: { localPath: rec.localPath, size: rec.size, leaf: rec.tree!.leaf(0) } } : { hash: rec.hash, obj };
+    const small = isBundledFile(rec);
+    const m = new BundleMember(rec, obj);
     const add = bundleEntrySize(obj.length, small ? rec.size : 0);
     if (current.length > 0 && size + add > BUNDLE_PART_BUDGET) {
       parts.push(current);

@@ -45,7 +45,7 @@ export interface IndexRecord {
   tree?: MerkleTree;
   /** Symlinks only: the target (string form of names.ts). */
   target?: string;
-  /** Files only: hashes of tree parts 0..n-1. */
+  /** Files of more than one tree part only: hashes of parts 0..n-1 (a one-part file's is `hash`; an array a file cost a share about 100 bytes). */
   partHashes?: Hash[];
 }
 
@@ -308,7 +308,7 @@ export class ShareIndex {
     if (tree.nodes.length >= SHARED_TREE_BYTES) tree = MerkleTree.fromNodes(size, obj.subarray(obj.length - tree.nodes.length), true);
     const parts = splitParts(obj);
     const partHashes = parts.map((_, z) => fileEntryHash(sharePath, root, z, meta));
-    const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes };
+    const rec: IndexRecord = { type: 'file', sharePath, localPath: abs, meta, size, hash: partHashes[0]!, tree, partHashes: partHashes.length > 1 ? partHashes : undefined };
     parts.forEach((bytes, z) => this.putObject({ kind: 'tree', hash: partHashes[z]!, bytes, record: rec }));
     if (size > 0) this.chunks.add(rec);
     this.putAlias(aliasHash(sharePath), rec.hash);

@@ -83,8 +83,9 @@ export async function loadObject(obj: IndexObject, buffers?: ChunkBuffers, files
  */
 async function loadBundle(b: BundleObject): Promise<Buffer> {
   const entries: BundleEntry[] = b.members.map((m): BundleEntry => {
-    if (!m.file) return { hash: m.hash, obj: m.obj };
-    const data = readSmallFileSync(m.file.localPath, m.file.size, m.file.leaf);
+    const file = m.file;
+    if (!file) return { hash: m.hash, obj: m.obj };
+    const data = readSmallFileSync(file.localPath, file.size, file.leaf);
     return data ? { hash: m.hash, obj: m.obj, data } : { hash: m.hash, obj: m.obj };
   });
   return encodeBundle({ key: b.dirKey, part: b.part, parts: b.parts, entries });

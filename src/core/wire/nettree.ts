@@ -43,7 +43,10 @@ export function encodeNetTree(t: Omit<NetTree, 'type'> & { type: EntryType }): B
   const name = nameToBytes(t.name);
   if (name.length > 0xffff) throw new LcsyncError('USAGE', `share path too long for the wire (${name.length} bytes): ${displayName(t.name)}`);
   const total = NET_TREE_HEADER + name.length + t.payload.length;
-  const b = Buffer.alloc(total);
+  // From node's shared pool when small (every byte is written below): a share keeps one such object
+  // per file, and one with an ArrayBuffer of its own cost about 200 bytes more, half of it outside V8's heap.
+  const b = Buffer.allocUnsafe(total);
+  b.fill(0, 52, NET_TREE_HEADER);
   const size = t.type === 'file' ? t.size : total;
   b.writeBigUInt64BE(BigInt(size), 0);
   b.writeBigUInt64LE(BigInt.asUintN(64, t.meta.mtimeSec), 8);
@@ -153,6 +156,8 @@ export function partCount(length: number): number {
 
 /** Cut an object into its parts. */
 export function splitParts(obj: Buffer): Buffer[] {
+  // Most objects are one part: that is the object itself, not a view of it (a Buffer object per file held by a share).
+  if (obj.length <= TREE_PART_SIZE) return [obj];
   const out: Buffer[] = [];
   for (let off = 0; off < obj.length || out.length === 0; off += TREE_PART_SIZE) {
     out.push(obj.subarray(off, Math.min(off + TREE_PART_SIZE, obj.length)));
