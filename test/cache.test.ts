@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, w
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { TreeStore, busyUntilQuiet, decodeEntry, encodeEntry, defaultCacheDir, BUSY_FLUSH_GAP_MS, CACHE_SUBDIR, type FileIdentity } from '../src/core/index/cache.js';
+import { TreeStore, busyUntilQuiet, decodeEntry, encodeEntry, defaultCacheDir, BUSY_FLUSH_GAP_MS, CACHE_SUBDIR, TOUCH_AFTER_MS, type FileIdentity } from '../src/core/index/cache.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { toHex } from '../src/core/model/hash.js';
@@ -207,6 +207,26 @@ describe('TreeStore', () => {
     m.sweep();
     expect(m.get(a, ida)).toBeUndefined();
     expect(m.get(b, idb)).toBeDefined();
+  });
+
+  it('marks a hit on disk as recently used only when its mark is older than TOUCH_AFTER_MS', async () => {
+    const cdir = path.join(work, 'touch-cache');
+    const f = path.join(work, 'touched.bin');
+    const data = randomBytes(40_000);
+    const id = oldFile(f, data);
+    const s = new TreeStore({ dir: cdir });
+    s.set(f, id, MerkleTree.fromBuffer(data));
+    await s.flush();
+    const [e] = entryFiles(cdir);
+    const recent = new Date(Date.now() - TOUCH_AFTER_MS / 2);
+    utimesSync(e!, recent, recent);
+    // A fresh store reads the entry from disk: a hit, and its mark stays.
+    expect(new TreeStore({ dir: cdir }).get(f, id)).toBeDefined();
+    expect(Math.round(statSync(e!).mtimeMs)).toBe(recent.getTime());
+    const old = new Date(Date.now() - TOUCH_AFTER_MS - 60_000);
+    utimesSync(e!, old, old);
+    expect(new TreeStore({ dir: cdir }).get(f, id)).toBeDefined();
+    expect(Date.now() - statSync(e!).mtimeMs).toBeLessThan(60_000);
   });
 
   it('prunes least recently used entries down to the budget', async () => {
