@@ -360,7 +360,6 @@ export class TreeStore implements TreeCache {
       this.opts.onWarning?.(`tree cache disabled: cannot write ${f}: ${(e as Error).message}`);
     }
   }
-
 }
 
 /** Encode one disk entry: magic, identity, path, tree nodes. */
