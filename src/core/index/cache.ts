@@ -18,11 +18,12 @@
  * matches its bytes. So a tree is cached only if the file's identity after
  * hashing is still what it was before, and its mtime is at least RACY_MS old.
  */
-import { closeSync, fstatSync, futimesSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, futimesSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readdir, stat, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fromSystemError } from '../base/errors.js';
+import { readFullSync } from '../base/readfull.js';
 import { claimTurn } from '../base/turnmark.js';
 import { hash, toHex } from '../model/hash.js';
 import type { TreeCache } from './mdex.js';
@@ -300,9 +301,7 @@ export class TreeStore implements TreeCache {
     try {
       const st = fstatSync(fd);
       buf = Buffer.allocUnsafe(st.size);
-      let got = 0;
-      for (let n; got < buf.length && (n = readSync(fd, buf, got, buf.length - got, got)) > 0; ) got += n;
-      buf = buf.subarray(0, got);
+      buf = buf.subarray(0, readFullSync(fd, buf, buf.length, 0));
       markedAt = st.mtimeMs;
     } catch {
       return undefined;
