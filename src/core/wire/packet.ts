@@ -58,18 +58,27 @@ export interface Datagram {
  * RangeError on arguments that cannot be put on the wire, or when `into` is too short.
  */
 export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; esi: number; symbol: Uint8Array }, into?: Buffer): Buffer {
-  if (d.oid.length !== OID_LEN) throw new RangeError(`OID must be ${OID_LEN} bytes, got ${d.oid.length}`);
   if (d.symbol.length !== SYMBOL_SIZE) throw new RangeError(`symbol must be ${SYMBOL_SIZE} bytes, got ${d.symbol.length}`);
-  if (!Number.isInteger(d.esi) || d.esi < 0 || d.esi > MAX_ESI) throw new RangeError(`ESI ${d.esi} is not a 24-bit number`);
-  const withOti = d.transferLength !== undefined;
-  const F = d.transferLength ?? 0;
+  const len = d.transferLength !== undefined ? DATAGRAM_OTI_LEN : DATAGRAM_LEN;
+  if (into && into.length < len) throw new RangeError(`datagram needs ${len} bytes, buffer has ${into.length}`);
+  const b = into ? into.subarray(0, len) : Buffer.allocUnsafe(len);
+  b.set(d.symbol, writeHeader(b, d.oid, d.transferLength, d.esi));
+  return b;
+}
+
+/**
+ * Write a datagram's header (OID, OTI and scheme when there is a transfer length, PID) at the start
+ * of `b`, which the caller sized; returns where the symbol goes. The one writer of these fields.
+ */
+function writeHeader(b: Buffer, oid: Uint8Array, transferLength: number | undefined, esi: number): number {
+  if (oid.length !== OID_LEN) throw new RangeError(`OID must be ${OID_LEN} bytes, got ${oid.length}`);
+  if (!Number.isInteger(esi) || esi < 0 || esi > MAX_ESI) throw new RangeError(`ESI ${esi} is not a 24-bit number`);
+  const withOti = transferLength !== undefined;
+  const F = transferLength ?? 0;
   if (withOti && (!Number.isInteger(F) || F < 1 || F > MAX_OBJECT)) {
     throw new RangeError(`transfer length ${F} is outside 1..${MAX_OBJECT}`);
   }
-  const len = withOti ? DATAGRAM_OTI_LEN : DATAGRAM_LEN;
-  if (into && into.length < len) throw new RangeError(`datagram needs ${len} bytes, buffer has ${into.length}`);
-  const b = into ? into.subarray(0, len) : Buffer.allocUnsafe(len);
-  b.set(d.oid, 0);
+  b.set(oid, 0);
   let off = OID_LEN;
   if (withOti) {
     // (F << 24) | T as a big-endian u64: 5 bytes of F, one reserved zero byte, 2 bytes of T.
@@ -81,9 +90,8 @@ export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; es
     off += SCHEME_LEN;
   }
   // SBN is always 0: one source block.
-  b.writeUInt32BE(d.esi, off);
-  b.set(d.symbol, off + PID_LEN);
-  return b;
+  b.writeUInt32BE(esi, off);
+  return off + PID_LEN;
 }
 
 /** Bytes of a datagram before its PID: the OID, and with a transfer length the OTI and scheme (32 or 44). */
@@ -97,8 +105,14 @@ export function datagramPrefixLength(withOti: boolean): number {
  * each PID and symbol, so the header format keeps this one encoder.
  */
 export function datagramPrefix(oid: Uint8Array, transferLength?: number): Buffer {
-  const whole = encodeDatagram({ oid, transferLength, esi: 0, symbol: Buffer.alloc(SYMBOL_SIZE) });
-  return Buffer.from(whole.subarray(0, datagramPrefixLength(transferLength !== undefined)));
+  // Its own small buffer (a share keeps one per stream), written as encodeDatagram writes a
+  // header; the PID written after it is not part of the prefix. A share opens one of these per
+  // chunk it sends, and encoding a whole zeroed datagram to cut the prefix from it was a
+  // noticeable part of its work per chunk.
+  const len = datagramPrefixLength(transferLength !== undefined);
+  const b = Buffer.allocUnsafe(len + PID_LEN);
+  writeHeader(b, oid, transferLength, 0);
+  return b.subarray(0, len);
 }
 
 /**
