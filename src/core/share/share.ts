@@ -104,6 +104,15 @@ const PLAN_MAX = 64;
  * well under a millisecond, so leaves still stop streams as promptly as one at a time.
  */
 const RUN_MAX = 8;
+/**
+ * Streams a joined group waits to be opened for (the object read and checked) between two batches
+ * sent. A receiver's report names dozens of new groups at once (72 in one report is common, 128 at
+ * a sync's start), and reading and checking all their chunks in the turn the report arrives kept
+ * the share from sending for 3 ms at a time and 30 ms at a start: long enough for the socket's
+ * buffer, and then the link, to run dry. Between batches they are read a few at a time, ahead of
+ * the streams being sent, since new joins go to the back of the walk order anyway.
+ */
+const OPENS_PER_BATCH = 4;
 /** How often the byte count is sampled for the current rate. */
 const RATE_SAMPLE_MS = 1000;
 /** How often --bwlimit auto is asked whether a window is over (its rounds windows last 50 ms and more). */
@@ -122,6 +131,15 @@ const NOTICE_COPIES = 2;
 const repairScratch = Buffer.alloc(SYMBOL_SIZE);
 
 /** What a stream sends with: its object coded for the wire, and what it has sent (for status). */
+/** A join whose stream run() is to open: the event, its object and group, and when it came. */
+interface PendingOpen {
+  e: MldEvent;
+  obj: IndexObject;
+  key: string;
+  group: string;
+  joinedAt: number;
+}
+
 class Outgoing {
   readonly startedAt = Date.now();
   datagrams = 0;
@@ -247,6 +265,10 @@ export class Share extends EventEmitter {
   /** Files already reported as changed or unreadable under the current index. */
   private readonly warnedStale = new Set<string>();
   private wake?: () => void;
+  /** Joins that need a stream opened (see OPENS_PER_BATCH), oldest first; run() opens them. */
+  private toOpen: PendingOpen[] = [];
+  /** How many of toOpen are done (taken from the front without shifting the array each time). */
+  private opened = 0;
   private stopped = false;
   private pump?: Promise<void>;
   private readonly startedAt = Date.now();
@@ -457,7 +479,7 @@ export class Share extends EventEmitter {
       await share.stop();
       throw e;
     }
-    watcher.on('join', (e: MldEvent) => void share.onJoin(e));
+    watcher.on('join', (e: MldEvent) => share.onJoin(e));
     watcher.on('leave', (e: MldEvent) => share.onLeave(e));
     watcher.on('part', (e: MldEvent) => share.onPart(e));
     share.pump = share.run();
@@ -517,7 +539,7 @@ export class Share extends EventEmitter {
     this.opts.logger?.[level](msg);
   }
 
-  private async onJoin(e: MldEvent): Promise<void> {
+  private onJoin(e: MldEvent): void {
     if (this.stopped) return;
     if (this.coop?.consumes(e)) return;
     const prefix = prefixOfGroup(e.group);
@@ -559,6 +581,36 @@ export class Share extends EventEmitter {
       this.wake?.();
     }
     if (outcome !== 'start') return;
+    this.toOpen.push({ e, obj, key, group, joinedAt: now });
+    this.wake?.();
+  }
+
+  /** Open streams for the oldest `max` joins waiting (all of them with Infinity). */
+  private async openSome(max: number): Promise<void> {
+    for (let n = 0; n < max && this.opened < this.toOpen.length && !this.stopped; n++) {
+      const p = this.toOpen[this.opened]!;
+      this.toOpen[this.opened++] = undefined as unknown as PendingOpen;
+      await this.open(p);
+    }
+    if (this.opened === this.toOpen.length) {
+      this.toOpen = [];
+      this.opened = 0;
+    } else if (this.opened > 1024 && this.opened * 2 > this.toOpen.length) {
+      this.toOpen.splice(0, this.opened);
+      this.opened = 0;
+    }
+  }
+
+  /** Whether joins wait for their streams to be opened. */
+  private get opensWaiting(): boolean {
+    return this.opened < this.toOpen.length;
+  }
+
+  /** Read the object of a join's group and start its stream, unless a leave came first. */
+  private async open(p: PendingOpen): Promise<void> {
+    const { e, obj, key, group, joinedAt } = p;
+    // Everyone left before the stream was opened: nothing to read.
+    if (!this.scheduler.isStarting(key)) return;
     try {
       const data = await loadObject(obj, this.chunkBuffers, this.chunkFiles);
       if (!data) {
@@ -578,10 +630,9 @@ export class Share extends EventEmitter {
       if (pooled && coded !== data) this.chunkBuffers.give(data);
       const recycle = pooled && coded === data ? (b: Buffer) => void this.freed.push(b) : undefined;
       const out = new Outgoing(key, group, e.ifname, obj, coded, oid, Buffer.from(e.group), recycle);
-      this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk' || (obj.kind === 'bundle' ? 'joins' : false), item: out }, e.from, now);
+      this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk' || (obj.kind === 'bundle' ? 'joins' : false), item: out }, e.from, joinedAt);
       this.streamsStarted++;
       this.log('verbose', `sending ${sentKind(obj)} ${objectName(obj)} on ${key}`);
-      this.wake?.();
     } catch (err) {
       // Vanished or unreadable: as stale as changed, so whoever follows the files re-indexes now.
       this.stale(obj, (p) => `cannot read ${p}: ${(err as Error).message}`);
@@ -648,7 +699,7 @@ export class Share extends EventEmitter {
     // Only groups still listened: a stream started for one whose listener left meanwhile would
     // never hear a leave.
     const active = new Set(this.watcher.activeGroups().map((l) => `${l.group}%${l.ifname}`));
-    for (const e of held) if (active.has(`${formatIPv6(e.group)}%${e.ifname}`)) void this.onJoin(e);
+    for (const e of held) if (active.has(`${formatIPv6(e.group)}%${e.ifname}`)) this.onJoin(e);
   }
 
   /**
@@ -671,7 +722,7 @@ export class Share extends EventEmitter {
       if (!prefixOfGroup(group) || !this.index.getByPrefix(prefixOfGroup(group)!)) continue;
       if (!this.coop?.owns(group, l.ifname)) continue;
       started++;
-      void this.onJoin({ kind: 'join', group, ifname: l.ifname, from: (l as { lastReporter?: string }).lastReporter ?? 'takeover', refresh: true });
+      this.onJoin({ kind: 'join', group, ifname: l.ifname, from: (l as { lastReporter?: string }).lastReporter ?? 'takeover', refresh: true });
     }
     this.log('info', `took over ${started} ${started === 1 ? 'group' : 'groups'} with listeners`);
   }
@@ -697,9 +748,15 @@ export class Share extends EventEmitter {
     // Picked while gathering a batch for another interface: it starts the next batch instead.
     let carried: ScheduledStream<Outgoing> | undefined;
     while (!this.stopped) {
+      if (this.opensWaiting) await this.openSome(OPENS_PER_BATCH);
       let now = Date.now();
       let s = carried && this.scheduler.stillDue(carried, now) ? carried : this.scheduler.pick(now);
       carried = undefined;
+      if (!s && this.opensWaiting) {
+        // Nothing to send until some of them are open.
+        await this.openSome(Infinity);
+        continue;
+      }
       if (!s) {
         this.recycleFreed();
         // Nothing due: every stream is paused, held or trickling (or there are none). Sleep until
@@ -873,6 +930,8 @@ export class Share extends EventEmitter {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.toOpen = [];
+    this.opened = 0;
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
     this.announcer.stop();
