@@ -105,7 +105,7 @@ const PLAN_MAX = 64;
  */
 const RUN_MAX = 8;
 /**
- * Streams a joined group waits to be opened for (the object read and checked) between two batches
+ * How many joined groups get their stream opened (the object read and checked) between two batches
  * sent. A receiver's report names dozens of new groups at once (72 in one report is common, 128 at
  * a sync's start), and reading and checking all their chunks in the turn the report arrives kept
  * the share from sending for 3 ms at a time and 30 ms at a start: long enough for the socket's
@@ -130,7 +130,6 @@ const NOTICE_COPIES = 2;
 /** Where small objects' repair symbols are computed before they are copied into their datagram. */
 const repairScratch = Buffer.alloc(SYMBOL_SIZE);
 
-/** What a stream sends with: its object coded for the wire, and what it has sent (for status). */
 /** A join whose stream run() is to open: the event, its object and group, and when it came. */
 interface PendingOpen {
   e: MldEvent;
@@ -140,6 +139,7 @@ interface PendingOpen {
   joinedAt: number;
 }
 
+/** What a stream sends with: its object coded for the wire, and what it has sent (for status). */
 class Outgoing {
   readonly startedAt = Date.now();
   datagrams = 0;

@@ -105,10 +105,9 @@ export function datagramPrefixLength(withOti: boolean): number {
  * each PID and symbol, so the header format keeps this one encoder.
  */
 export function datagramPrefix(oid: Uint8Array, transferLength?: number): Buffer {
-  // Its own small buffer (a share keeps one per stream), written as encodeDatagram writes a
-  // header; the PID written after it is not part of the prefix. A share opens one of these per
-  // chunk it sends, and encoding a whole zeroed datagram to cut the prefix from it was a
-  // noticeable part of its work per chunk.
+  // Written as encodeDatagram writes a header, into a small buffer (from node's pool) with room for
+  // the PID, which is not part of the prefix. A share makes one per chunk it sends, and encoding a
+  // whole zeroed datagram to cut the prefix from it was a noticeable part of its work per chunk.
   const len = datagramPrefixLength(transferLength !== undefined);
   const b = Buffer.allocUnsafe(len + PID_LEN);
   writeHeader(b, oid, transferLength, 0);
