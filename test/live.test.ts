@@ -20,6 +20,7 @@ import { MEM_IF, MemoryLink } from './memlink.js';
 import { treeListing } from './e2e.js';
 import { useTempDir } from './tmpdir.js';
 import { objectCipher } from '../src/core/wire/crypto.js';
+import { until as untilEvery } from './until.js';
 
 const tmp = useTempDir('lcsync-live-');
 
@@ -46,13 +47,7 @@ function views(link: MemoryLink): () => DatagramSource {
   }
 }
 
-async function until(ok: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = (ok: () => boolean, ms: number): Promise<void> => untilEvery(ok, ms, 20);
 
 for (const encrypted of [false, true]) it(`syncs, then each announced root; the hook runs per change; idle, only the watch group is joined${encrypted ? ' (encrypted share: sealed announces)' : ''}`, async () => {
   const cipher = encrypted ? objectCipher(randomBytes(32)) : undefined;

@@ -22,6 +22,7 @@ import type { DatagramSink } from '../src/core/net/datagram.js';
 import type { ListenerSource } from '../src/core/net/push.js';
 import { ObjectDecoder } from '../src/core/fec/fec.js';
 import { hash } from '../src/core/model/hash.js';
+import { sleep, until } from './until.js';
 
 type Sent = { key: string; symbol: SymbolChoice; at: number };
 
@@ -933,16 +934,6 @@ class FakeListeners extends EventEmitter implements ListenerSource {
   report(kind: MldEvent['kind'], key: Uint8Array, from: string, ifname = 'f0'): void {
     const ev: MldEvent = { kind, group: groupBytes(key), ifname, from };
     this.emit(kind, ev);
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(5);
   }
 }
 

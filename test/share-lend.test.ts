@@ -15,6 +15,7 @@ import type { DatagramSink } from '../src/core/net/datagram.js';
 import { ObjectDecoder } from '../src/core/fec/fec.js';
 import { hash } from '../src/core/model/hash.js';
 import { FakeListeners } from './fakelisteners.js';
+import { sleep, until } from './until.js';
 
 class FakeSink implements DatagramSink {
   readonly sent: { group: string; payload: Buffer }[] = [];
@@ -23,16 +24,6 @@ class FakeSink implements DatagramSink {
     for (const i of items) this.sent.push({ group: i.group, payload: Buffer.from(i.payload) });
   }
   async close(): Promise<void> {}
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(5);
-  }
 }
 
 describe('Share: a silent stream lends its chunk buffer back', () => {

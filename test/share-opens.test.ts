@@ -15,6 +15,7 @@ import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeDatagram } from '../src/core/wire/packet.js';
 import type { DatagramSink } from '../src/core/net/datagram.js';
 import { FakeListeners } from './fakelisteners.js';
+import { sleep, until } from './until.js';
 
 const CHUNKS = 64;
 
@@ -26,16 +27,6 @@ class RecordingSink implements DatagramSink {
     this.batches.push({ oids: items.map((i) => decodeDatagram(i.payload)!.oid.toString('hex')), opened: this.opened() });
   }
   async close(): Promise<void> {}
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(5);
-  }
 }
 
 describe('Share: streams for a report of many joins are opened between batches', () => {
