@@ -23,7 +23,7 @@ import { rng } from './rng.js';
 import { describeUnless } from './skip.js';
 import { useTempDir } from './tmpdir.js';
 import { FakeListeners } from './fakelisteners.js';
-import { sleep, until } from './until.js';
+import { until } from './until.js';
 
 const built = existsSync(path.join(repo, 'build/Release/lcsync.node')) || process.env.CI_REQUIRE_ADDON === '1';
 const why = built && nativeTxAvailable() ? undefined : built ? 'the addon lacks tx_rounds or LCSYNC_NO_NATIVE_TX=1' : 'the lcsync addon is not built (npm ci builds it)';
