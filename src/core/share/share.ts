@@ -267,8 +267,6 @@ export class Share extends EventEmitter {
   private wake?: () => void;
   /** Joins that need a stream opened (see OPENS_PER_BATCH), oldest first; run() opens them. */
   private toOpen: PendingOpen[] = [];
-  /** How many of toOpen are done (taken from the front without shifting the array each time). */
-  private opened = 0;
   private stopped = false;
   private pump?: Promise<void>;
   private readonly startedAt = Date.now();
@@ -587,23 +585,7 @@ export class Share extends EventEmitter {
 
   /** Open streams for the oldest `max` joins waiting (all of them with Infinity). */
   private async openSome(max: number): Promise<void> {
-    for (let n = 0; n < max && this.opened < this.toOpen.length && !this.stopped; n++) {
-      const p = this.toOpen[this.opened]!;
-      this.toOpen[this.opened++] = undefined as unknown as PendingOpen;
-      await this.open(p);
-    }
-    if (this.opened === this.toOpen.length) {
-      this.toOpen = [];
-      this.opened = 0;
-    } else if (this.opened > 1024 && this.opened * 2 > this.toOpen.length) {
-      this.toOpen.splice(0, this.opened);
-      this.opened = 0;
-    }
-  }
-
-  /** Whether joins wait for their streams to be opened. */
-  private get opensWaiting(): boolean {
-    return this.opened < this.toOpen.length;
+    for (let n = 0; n < max && this.toOpen.length > 0 && !this.stopped; n++) await this.open(this.toOpen.shift()!);
   }
 
   /** Read the object of a join's group and start its stream, unless a leave came first. */
@@ -748,11 +730,11 @@ export class Share extends EventEmitter {
     // Picked while gathering a batch for another interface: it starts the next batch instead.
     let carried: ScheduledStream<Outgoing> | undefined;
     while (!this.stopped) {
-      if (this.opensWaiting) await this.openSome(OPENS_PER_BATCH);
+      if (this.toOpen.length > 0) await this.openSome(OPENS_PER_BATCH);
       let now = Date.now();
       let s = carried && this.scheduler.stillDue(carried, now) ? carried : this.scheduler.pick(now);
       carried = undefined;
-      if (!s && this.opensWaiting) {
+      if (!s && this.toOpen.length > 0) {
         // Nothing to send until some of them are open.
         await this.openSome(Infinity);
         continue;
@@ -931,7 +913,6 @@ export class Share extends EventEmitter {
     if (this.stopped) return;
     this.stopped = true;
     this.toOpen = [];
-    this.opened = 0;
     clearInterval(this.sampler);
     clearInterval(this.auto?.timer);
     this.announcer.stop();
