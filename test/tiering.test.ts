@@ -2,7 +2,8 @@
  * base/tiering.ts: a share (and a sync's receiver session) lets V8 optimize a function only after LATE_TIERING_FACTOR times the
  * default budget. Observed from outside, in a child node with natives syntax: a small loop
  * function called 100 times is marked for optimization (or optimized) with V8's default, and not
- * after tierUpLate(); it still is after many more calls (later, not never).
+ * after tierUpLate(); it still is after many more calls (later, not never). A receiver's session also
+ * calls baselineOnly(): there the function never reaches TurboFan, only V8's baseline code.
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -11,22 +12,30 @@ import { describe, expect, it } from 'vitest';
 
 const TIERING = pathToFileURL(path.resolve(import.meta.dirname, '..', 'dist', 'core', 'base', 'tiering.js')).href;
 const SESSION = pathToFileURL(path.resolve(import.meta.dirname, '..', 'dist', 'core', 'sync', 'session.js')).href;
-/** Open (and close) a receiver's session on a channel that receives nothing, as `lcsync sync` starts one. */
-const OPEN_SYNC_SESSION = [
-  `const channel = { join() {}, leave() {}, rejoin() {}, onDatagram() {}, close: () => Promise.resolve() };`,
+/**
+ * Open (and close) a receiver's session on a channel that receives nothing, as `lcsync sync` starts one: with a
+ * chunk assembly below JavaScript (as with the addon), or (`jsPath`) with every datagram coming through JavaScript.
+ */
+const openSyncSession = (jsPath = false): string => [
+  `const assembly = { register: () => 1, unregister() {}, onAssembled: () => () => {} };`,
+  `const channel = { join() {}, leave() {}, rejoin() {}, onDatagram() {}, close: () => Promise.resolve()${jsPath ? '' : ', assembly'} };`,
   `const { SyncSession } = await import(${JSON.stringify(SESSION)});`,
   `const session = await SyncSession.open({ channel, ifnames: ['fake0'], flags: { recursive: false, perms: false, owner: false, group: false, times: false } });`,
   `await session.close();`,
 ].join('\n');
+const OPEN_SYNC_SESSION = openSyncSession();
 /** %GetOptimizationStatus bits: optimized, TurboFan code, marked for (concurrent) optimization, being optimized. */
 const TIERED = (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10);
+/** %GetOptimizationStatus bit: the function runs V8's baseline (Sparkplug) code. */
+const BASELINE = 1 << 15;
 
 /** Whether V8 has tiered up a hot function after `calls` calls, with tierUpLate() called first or not. */
-function tieredAfter(calls: number, late: boolean | 'sync session', env: NodeJS.ProcessEnv = {}): { tiered: boolean; set: boolean } {
+function tieredAfter(calls: number, late: boolean | 'sync session' | 'sync session, JS path', env: NodeJS.ProcessEnv = {}): { tiered: boolean; baseline: boolean; set: boolean } {
   const script = [
     `let set = false;`,
     late === true ? `set = (await import(${JSON.stringify(TIERING)})).tierUpLate();` : '',
     late === 'sync session' ? OPEN_SYNC_SESSION : '',
+    late === 'sync session, JS path' ? openSyncSession(true) : '',
     `function hot(n) { let s = 0; for (let i = 0; i < n; i++) s = (s + i * 7) | 0; return s; }`,
     `for (let k = 0; k < ${calls}; k++) hot(100);`,
     `process.stdout.write(JSON.stringify({ status: %GetOptimizationStatus(hot), set }));`,
@@ -38,7 +47,7 @@ function tieredAfter(calls: number, late: boolean | 'sync session', env: NodeJS.
   });
   expect(r.status, r.stderr).toBe(0);
   const out = JSON.parse(r.stdout) as { status: number; set: boolean };
-  return { tiered: (out.status & TIERED) !== 0, set: out.set };
+  return { tiered: (out.status & TIERED) !== 0, baseline: (out.status & BASELINE) !== 0, set: out.set };
 }
 
 describe('late tiering (a share)', () => {
@@ -63,12 +72,28 @@ describe('late tiering (a share)', () => {
   });
 });
 
-describe('late tiering (a receiver)', () => {
+describe('late tiering, and no TurboFan (a receiver)', () => {
   it('opening a sync session raises the budget too: 100 calls no longer tier a hot function up', () => {
     expect(tieredAfter(100, 'sync session').tiered).toBe(false);
   });
 
+  it('and keeps TurboFan out altogether: a function that stays hot runs baseline code, never optimized', () => {
+    const r = tieredAfter(200_000, 'sync session');
+    expect(r.tiered).toBe(false);
+    expect(r.baseline).toBe(true);
+  });
+
+  it('unless every datagram comes through JavaScript (encrypted, or no addon): then it is optimized, late', () => {
+    expect(tieredAfter(100, 'sync session, JS path').tiered).toBe(false);
+    expect(tieredAfter(200_000, 'sync session, JS path').tiered).toBe(true);
+  });
+
+  it('while a share (tierUpLate alone) optimizes that function', () => {
+    expect(tieredAfter(200_000, true).tiered).toBe(true);
+  });
+
   it('but not with LCSYNC_DEFAULT_TIERING=1', () => {
     expect(tieredAfter(100, 'sync session', { LCSYNC_DEFAULT_TIERING: '1' }).tiered).toBe(true);
+    expect(tieredAfter(200_000, 'sync session', { LCSYNC_DEFAULT_TIERING: '1' }).tiered).toBe(true);
   });
 });

@@ -2,10 +2,14 @@
  * The CLI's entry: bin/run.js imports this module's bundled form (dist/bundle/cli/main.js, made by
  * scripts/bundle.js), which runs oclif on lcsync's package (found from here: the nearest package.json above).
  */
+import { baselineOnly } from '../core/base/tiering.js';
 import { keepYoungGenerationSmall } from '../core/base/younggen.js';
 
 // Before anything else allocates: loading oclif alone would grow the young generation (see younggen.ts).
 keepYoungGenerationSmall();
+// A sync runs V8's baseline code only (tiering.ts). Set before oclif loads: its start-up alone makes V8
+// optimize a few functions, which pages in the optimizing compiler (4.5 MiB of the receiver's peak RSS) anyway.
+if (process.argv[2] === 'sync') baselineOnly();
 
 // oclif checks on load that node satisfies @oclif/core's own engines field, loading all of semver
 // (48 modules, about 0.05-0.09 CPU-s of every run) for it; lcsync's package.json states what it

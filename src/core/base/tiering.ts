@@ -12,8 +12,13 @@
  * 16 times the default only the truly hot ones are optimized, and on more type feedback; the share's
  * CPU for the transfer of 64 MiB fell by about a fifth (bench/README.md, "eighth session").
  * A receiver is the same kind of process (per batch, per object, per file for as long as a sync runs),
- * and SyncSession.open calls this too: 13-18% less CPU for one 64 MiB file, about 30% less for a
- * first sync of 2,000 small files (bench/README.md, "The receiver and late tiering").
+ * and went further: late tiering saved 13-18% of its CPU for one 64 MiB file, about 30% for a first
+ * sync of 2,000 small files (bench/README.md, "The receiver and late tiering"); without TurboFan at
+ * all (baselineOnly(), which SyncSession.open calls after tierUpLate()) it spends no more CPU at 64 MiB or 20,000 small
+ * files and 13% less at 512 MiB, since its JavaScript runs per object while the datagrams stay in the
+ * addon, and its peak RSS is 4.5 MiB lower (15-30 MiB at 20,000 files): the compiler's code in the node
+ * binary is never paged in and its zones never allocated (bench/README.md, "eighteenth session").
+ * A share keeps TurboFan: without it a share sending 512 MiB spent 15-20% more CPU.
  *
  * The flag is process-wide and takes effect for every later budget V8 hands out, so calling this
  * early in a command is enough. LCSYNC_DEFAULT_TIERING=1 keeps V8's default (to measure both).
@@ -25,9 +30,39 @@ export const V8_DEFAULT_INTERRUPT_BUDGET = 67_584;
 /** How many times the default a share waits (8 and 32 times measured alike; 4 times saved half as much). */
 export const LATE_TIERING_FACTOR = 16;
 
-/** Whether tierUpLate() changes anything (LCSYNC_DEFAULT_TIERING is not 1). */
+/** Whether tierUpLate() and baselineOnly() change anything (LCSYNC_DEFAULT_TIERING is not 1). */
 export function lateTieringWanted(): boolean {
   return process.env.LCSYNC_DEFAULT_TIERING !== '1';
+}
+
+/** The highest tier of V8's a receiver's functions reach (--max-opt): 1, the baseline compiler (Sparkplug). */
+export const RECEIVER_MAX_TIER = 1;
+
+/**
+ * Never compile a function with TurboFan from now on (functions still reach V8's baseline code, from bytecode
+ * on a short budget); returns whether it was set. V8 reads the flag at each tier-up decision, so calling this
+ * before a receiver's work starts is enough (functions optimized before stay so).
+ */
+export function baselineOnly(): boolean {
+  if (!lateTieringWanted()) return false;
+  setFlagsFromString(`--max-opt=${RECEIVER_MAX_TIER}`);
+  baseline = true;
+  return true;
+}
+
+let baseline = false;
+
+/**
+ * Undo baselineOnly(): V8 may optimize again (on the budget tierUpLate set). For a receiver whose
+ * JavaScript turns hot after all: one that decodes RaptorQ (chunks lost symbols: the solver's
+ * arithmetic runs per symbol) or handles every datagram itself (encrypted, or no native receive path).
+ */
+export function allowOptimizing(): void {
+  if (!baseline) return;
+  baseline = false;
+  // --max-opt alone does not undo what it implied (--no-turbofan).
+  setFlagsFromString('--max-opt=999');
+  setFlagsFromString('--turbofan');
 }
 
 /** Let V8 optimize functions only after LATE_TIERING_FACTOR times its default budget; returns whether it was set. */

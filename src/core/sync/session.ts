@@ -8,7 +8,7 @@ import path from 'node:path';
 import { chmod, lstat, readdir, rm } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
 import { Limiter } from '../base/limit.js';
-import { tierUpLate } from '../base/tiering.js';
+import { baselineOnly, tierUpLate } from '../base/tiering.js';
 import { trimOldGeneration } from '../base/oldgen.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
@@ -144,8 +144,9 @@ export class SyncSession implements SyncContext {
   private readonly untrim: () => void;
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
-    // A receiver too is one loop, per datagram batch and per object, for the length of a transfer (base/tiering.ts).
+    // A receiver's JavaScript runs per object, not per datagram: baseline code, reached late, is enough (base/tiering.ts).
     tierUpLate();
+    baselineOnly();
     const channel = opts.channel ?? (await MulticastReceiver.open({ ifnames: opts.ifnames }));
     return new SyncSession(channel, opts);
   }
