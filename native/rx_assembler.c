@@ -12,6 +12,12 @@
  *   rxasmRegister(asm, id, oid, length, buf)   a chunk request: OID (32 bytes, its BLAKE3), length
  *       1..MAX_OBJECT, buf (a Uint8Array of at least `length` bytes, kept alive while registered)
  *       that source symbols are written into; id (u32) names it in events. An OID is registered once.
+ *       buf null: the request takes a buffer when its first source symbol arrives, a spare (below) of at
+ *       least `length` bytes if there is one, else memory of its own; the event that ends it (COMPLETE,
+ *       or DECODE with source symbols in it) hands that buffer to JS (batch.buffers).
+ *   rxasmSpare(asm, buf) -> spares             give the assembler a spare buffer for such requests (buf
+ *       null: give nothing); returns how many it holds now. A request unregistered before it ends gives
+ *       its spare back to the pool.
  *   rxasmUnregister(asm, oid) -> bool          forget a request (false when none was registered)
  *   rxasmClaim(asm, claimed)                   claimed true: from now on chunk datagrams of OIDs nobody
  *       registered are dropped here (counted); false (the start): every datagram goes up to JS as it arrived
@@ -60,6 +66,13 @@
  *   events                       Uint32Array of [kind, id] pairs (1 COMPLETE, 2 REJECTED, 3 DECODE)
  *   decodes                      for each DECODE event in order: [sourceEsis (Uint32Array),
  *                                repairEsis (Uint32Array), repair (Buffer, 1024 bytes per ESI)]
+ *   buffers                      present when an event ended a request registered without a buffer: per
+ *                                event in order, the buffer its bytes are in (the spare it took, or a copy of
+ *                                its own memory), undefined for the others and for a DECODE with no source symbol
+ *
+ * Why requests without a buffer: a receiver keeps 128 chunk requests in flight, but a share sends their
+ * chunks nearly one after the other; a buffer per request, given at registration, kept 128 x 32 KiB
+ * resident (4 MiB of a 60 MiB receiver), most of them waiting for their first symbol.
  *
  * The socket:
  *   rxasmOpen(asm, port, rcvbuf, gro, onBatch) -> sock   non-blocking [::]:port, SO_REUSEADDR,
@@ -156,7 +169,11 @@ typedef struct {
   uint64_t mark; /* batch serial of the last progress report */
   size_t length;
   uint8_t *dst;
+  /* The JS buffer dst is in (registered, or a spare taken); NULL when dst is memory of its own (owned). */
   napi_ref ref;
+  size_t dst_cap;
+  uint8_t lazy; /* registered without a buffer */
+  uint8_t owned; /* dst malloc'd here */
   uint8_t *bitmap;
   uint32_t *repair_esi;
   uint8_t *repair;
@@ -168,7 +185,18 @@ typedef struct {
   uint32_t *src_esi, nsrc;
   uint32_t *repair_esi, nrepair;
   uint8_t *repair;
+  /* A request registered without a buffer: the buffer its bytes are in, handed to JS with the event. */
+  bool has_buf;
+  napi_ref buf_ref;
+  uint8_t *owned;
+  size_t owned_len;
 } event_t;
+
+typedef struct {
+  napi_ref ref;
+  uint8_t *data;
+  size_t len;
+} spare_t;
 
 typedef struct {
   entry_t *slots;
@@ -189,6 +217,9 @@ typedef struct {
   uint32_t *pass_len;
   size_t npass, pass_cap;
   size_t pass_bytes;
+  /* Buffers JS gave for requests registered without one. */
+  spare_t *spares;
+  size_t nspares, spares_cap;
   napi_env env;
 } assembler_t;
 
@@ -237,8 +268,63 @@ static void entry_reset(entry_t *e) {
   memset(e->bitmap, 0, (e->K + 7) / 8);
 }
 
+static bool push_spare(assembler_t *a, napi_ref ref, uint8_t *data, size_t len) {
+  if (a->nspares == a->spares_cap) {
+    size_t n = a->spares_cap ? a->spares_cap * 2 : 16;
+    spare_t *p = realloc(a->spares, n * sizeof *p);
+    if (p == NULL) return false;
+    a->spares = p;
+    a->spares_cap = n;
+  }
+  a->spares[a->nspares++] = (spare_t){ref, data, len};
+  return true;
+}
+
+/* A buffer for a request registered without one, at its first source symbol: the last spare given
+ * that is big enough, else memory of its own. False when there is no memory (the symbol is dropped). */
+static bool entry_take_buffer(assembler_t *a, entry_t *e) {
+  for (size_t i = a->nspares; i-- > 0;) {
+    if (a->spares[i].len < e->length) continue;
+    e->ref = a->spares[i].ref;
+    e->dst = a->spares[i].data;
+    e->dst_cap = a->spares[i].len;
+    a->spares[i] = a->spares[--a->nspares];
+    return true;
+  }
+  e->dst = malloc(e->length);
+  if (e->dst == NULL) return false;
+  e->dst_cap = e->length;
+  e->owned = 1;
+  return true;
+}
+
+/* Move a lazy request's buffer into the event that ends it (JS gets it with the batch). */
+static void entry_give_buffer(entry_t *e, event_t *ev) {
+  if (!e->lazy) return;
+  ev->has_buf = e->dst != NULL;
+  if (e->owned) {
+    ev->owned = e->dst;
+    ev->owned_len = e->length;
+  } else {
+    ev->buf_ref = e->ref;
+  }
+  e->dst = NULL;
+  e->ref = NULL;
+  e->owned = 0;
+  e->dst_cap = 0;
+}
+
+static void event_free_buffer(napi_env env, event_t *ev) {
+  if (ev->buf_ref != NULL) napi_delete_reference(env, ev->buf_ref);
+  free(ev->owned);
+  ev->buf_ref = NULL;
+  ev->owned = NULL;
+  ev->has_buf = false;
+}
+
 static void entry_free(napi_env env, entry_t *e) {
   if (e->ref != NULL) napi_delete_reference(env, e->ref);
+  if (e->owned) free(e->dst);
   free(e->bitmap);
   free(e->repair_esi);
   free(e->repair);
@@ -255,7 +341,8 @@ static void table_remove(assembler_t *a, entry_t *e) {
 /* ------------------------------------------------------------------------------------------ */
 /* Assembling                                                                                   */
 
-static bool push_event(assembler_t *a, event_t ev) {
+/* Room for one more event in the batch. */
+static bool reserve_event(assembler_t *a) {
   if (a->nevents == a->events_cap) {
     size_t n = a->events_cap ? a->events_cap * 2 : 16;
     event_t *p = realloc(a->events, n * sizeof *p);
@@ -263,6 +350,11 @@ static bool push_event(assembler_t *a, event_t ev) {
     a->events = p;
     a->events_cap = n;
   }
+  return true;
+}
+
+static bool push_event(assembler_t *a, event_t ev) {
+  if (!reserve_event(a)) return false;
   a->events[a->nevents++] = ev;
   return true;
 }
@@ -308,7 +400,10 @@ static void entry_complete(assembler_t *a, entry_t *e) {
   ev.id = e->id;
   if (memcmp(digest, e->oid, OID_LEN) == 0) {
     ev.kind = EV_COMPLETE;
-    push_event(a, ev);
+    if (reserve_event(a)) {
+      entry_give_buffer(e, &ev);
+      push_event(a, ev);
+    }
     table_remove(a, e);
   } else {
     ev.kind = EV_REJECTED;
@@ -329,10 +424,13 @@ static void entry_hand_over(assembler_t *a, entry_t *e) {
   ev.repair_esi = e->repair_esi;
   ev.nrepair = e->nrepair;
   ev.repair = e->repair;
-  if (!push_event(a, ev)) {
+  if (!reserve_event(a)) {
     free(ev.src_esi);
     return;
   }
+  /* From here the request's datagrams go to JS, which decodes into the buffer its source symbols are in. */
+  entry_give_buffer(e, &ev);
+  push_event(a, ev);
   e->repair_esi = NULL;
   e->repair = NULL;
   e->nrepair = e->repair_cap = 0;
@@ -343,6 +441,7 @@ static void add_symbol(assembler_t *a, entry_t *e, uint32_t esi, const uint8_t *
   if (esi < e->K) {
     uint8_t bit = (uint8_t)(1u << (esi & 7));
     if (e->bitmap[esi >> 3] & bit) return;
+    if (e->dst == NULL && !entry_take_buffer(a, e)) return;
     size_t off = (size_t)esi * SYMBOL;
     size_t n = e->length - off < SYMBOL ? e->length - off : SYMBOL;
     memcpy(e->dst + off, sym, n);
@@ -431,6 +530,7 @@ static void batch_clear(assembler_t *a) {
     free(a->events[i].src_esi);
     free(a->events[i].repair_esi);
     free(a->events[i].repair);
+    event_free_buffer(a->env, &a->events[i]);
   }
   a->nevents = 0;
   a->nprogressed = 0;
@@ -493,6 +593,26 @@ static napi_value batch_to_js(napi_env env, assembler_t *a) {
         napi_set_element(env, triple, 2, rb) != napi_ok || napi_set_element(env, decodes, (uint32_t)k++, triple) != napi_ok)
       goto out;
   }
+  {
+    bool any = false;
+    for (size_t i = 0; i < a->nevents && !any; i++) any = a->events[i].has_buf;
+    if (any) {
+      napi_value buffers, undef;
+      if (napi_create_array_with_length(env, a->nevents, &buffers) != napi_ok || napi_get_undefined(env, &undef) != napi_ok) goto out;
+      for (size_t i = 0; i < a->nevents; i++) {
+        event_t *ev = &a->events[i];
+        napi_value v = undef;
+        if (ev->has_buf && ev->buf_ref != NULL) {
+          if (napi_get_reference_value(env, ev->buf_ref, &v) != napi_ok || v == NULL) goto out;
+        } else if (ev->has_buf && ev->owned != NULL) {
+          /* No spare was left for it: its bytes in a buffer of their own. */
+          if (napi_create_buffer_copy(env, ev->owned_len, ev->owned, NULL, &v) != napi_ok) goto out;
+        }
+        if (napi_set_element(env, buffers, (uint32_t)i, v) != napi_ok) goto out;
+      }
+      if (napi_set_named_property(env, obj, "buffers", buffers) != napi_ok) goto out;
+    }
+  }
   if (napi_set_named_property(env, obj, "buf", buf) != napi_ok || napi_set_named_property(env, obj, "lengths", lens) != napi_ok ||
       !set_num(env, obj, "count", (double)a->npass) || !set_num(env, obj, "errors", a->errors) ||
       !set_num(env, obj, "datagrams", a->datagrams) || !set_num(env, obj, "bytes", a->bytes) ||
@@ -518,6 +638,8 @@ static void assembler_finalize(napi_env env, void *data, void *hint) {
   for (size_t i = 0; i < a->cap; i++)
     if (a->slots[i].used == 1) entry_free(env, &a->slots[i]);
   batch_clear(a);
+  for (size_t i = 0; i < a->nspares; i++) napi_delete_reference(env, a->spares[i].ref);
+  free(a->spares);
   free(a->slots);
   free(a->events);
   free(a->progressed);
@@ -573,15 +695,22 @@ static napi_value js_register(napi_env env, napi_callback_info info) {
   if (!get_bytes(env, argv[2], "oid", &oid, &oid_len)) return NULL;
   if (oid_len != OID_LEN) THROW_RANGE(env, "oid must be 32 bytes");
   if (!get_int(env, argv[3], "length", 1, MAX_OBJECT, &length)) return NULL;
-  if (!get_bytes(env, argv[4], "buf", &dst, &dst_len)) return NULL;
-  if (dst_len < (size_t)length) THROW_RANGE(env, "buf is shorter than length");
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[4], &t));
+  bool lazy = t == napi_null;
+  dst = NULL;
+  dst_len = 0;
+  if (!lazy) {
+    if (!get_bytes(env, argv[4], "buf", &dst, &dst_len)) return NULL;
+    if (dst_len < (size_t)length) THROW_RANGE(env, "buf is shorter than length");
+  }
   if (table_find(a, oid) != NULL) THROW_RANGE(env, "oid is already registered");
   if ((a->live + a->tombs + 1) * 4 > a->cap * 3 && !table_grow(a)) return throw_errno(env, ENOMEM, "malloc");
   uint32_t K = (uint32_t)((length + SYMBOL - 1) / SYMBOL);
   uint8_t *bitmap = calloc((K + 7) / 8, 1);
   if (bitmap == NULL) return throw_errno(env, ENOMEM, "malloc");
-  napi_ref ref;
-  if (napi_create_reference(env, argv[4], 1, &ref) != napi_ok) {
+  napi_ref ref = NULL;
+  if (!lazy && napi_create_reference(env, argv[4], 1, &ref) != napi_ok) {
     free(bitmap);
     CHECK(env, napi_generic_failure);
   }
@@ -597,10 +726,37 @@ static napi_value js_register(napi_env env, napi_callback_info info) {
   e->K = K;
   e->length = (size_t)length;
   e->dst = dst;
+  e->dst_cap = dst_len;
   e->ref = ref;
+  e->lazy = lazy;
   e->bitmap = bitmap;
   a->live++;
   return NULL;
+}
+
+static napi_value js_spare(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  napi_valuetype t;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 2) THROW_TYPE(env, "rxasmSpare(asm, buf) takes 2 arguments");
+  assembler_t *a = get_tagged(env, argv[0], &ASM_TAG, "asm");
+  if (a == NULL) return NULL;
+  CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_null) {
+    uint8_t *data;
+    size_t len;
+    napi_ref ref;
+    if (!get_bytes(env, argv[1], "buf", &data, &len)) return NULL;
+    if (len == 0) THROW_RANGE(env, "buf must not be empty");
+    CHECK(env, napi_create_reference(env, argv[1], 1, &ref));
+    if (!push_spare(a, ref, data, len)) {
+      napi_delete_reference(env, ref);
+      return throw_errno(env, ENOMEM, "malloc");
+    }
+  }
+  CHECK(env, napi_create_uint32(env, (uint32_t)a->nspares, &result));
+  return result;
 }
 
 static napi_value js_unregister(napi_env env, napi_callback_info info) {
@@ -616,6 +772,11 @@ static napi_value js_unregister(napi_env env, napi_callback_info info) {
   if (oid_len != OID_LEN) THROW_RANGE(env, "oid must be 32 bytes");
   entry_t *e = table_find(a, oid);
   a->env = env;
+  if (e != NULL && e->lazy && e->ref != NULL && push_spare(a, e->ref, e->dst, e->dst_cap)) {
+    /* The spare it took goes back to the pool. */
+    e->ref = NULL;
+    e->dst = NULL;
+  }
   if (e != NULL) table_remove(a, e);
   CHECK(env, napi_get_boolean(env, e != NULL, &result));
   return result;
@@ -1006,6 +1167,7 @@ bool rx_assembler_init(napi_env env, napi_value exports) {
       {"rxasmCreate", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rxasmRegister", NULL, js_register, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rxasmUnregister", NULL, js_unregister, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rxasmSpare", NULL, js_spare, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rxasmClaim", NULL, js_claim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rxasmFeed", NULL, js_feed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rxasmDrain", NULL, js_drain, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -215,47 +215,52 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     }
   });
 
-  it('reuses a released chunk buffer for the next chunk (complete and RaptorQ-decoded), never one a second waiter shares', async () => {
+  it('reuses released chunk buffers (complete and RaptorQ-decoded), never one a second waiter shares', async () => {
     const { nat, rnat } = pair();
     const chunk = () => {
       const data = randomBytes(32 * 1024);
       return { data, oid: hash(data) };
     };
-    // Complete from its source symbols: the bytes are the assembler's buffer.
-    const a = chunk();
-    const pa = rnat.fetchChunk(a.oid, a.data.length);
-    nat.batch(chunkDatagrams(a.data, a.oid, 0));
-    const ba = await pa;
-    expect(ba.equals(a.data)).toBe(true);
-    rnat.release(ba);
-    // Decoded with repair symbols (source symbols 3 and 17 lost): decoded in that same buffer.
-    const b = chunk();
-    const pb = rnat.fetchChunk(b.oid, b.data.length);
-    nat.batch(chunkDatagrams(b.data, b.oid, 4).filter((_, i) => i !== 3 && i !== 17));
-    const bb = await pb;
-    expect(bb.equals(b.data)).toBe(true);
-    expect(bb.buffer).toBe(ba.buffer);
-    rnat.release(bb);
-    rnat.release(bb); // twice: ignored, not pooled twice
-    // Two waiters on one fetch share its bytes: released by one, they are not reused.
+    // One at a time, complete from their source symbols or decoded with repair symbols (source symbols 3 and
+    // 17 lost), each released once used (twice: the second is ignored, not pooled twice): the buffers come back.
+    const seen = new Set<ArrayBufferLike>();
+    let reused = 0;
+    for (let i = 0; i < 8; i++) {
+      const x = chunk();
+      const p = rnat.fetchChunk(x.oid, x.data.length);
+      nat.batch(i % 2 === 0 ? chunkDatagrams(x.data, x.oid, 0) : chunkDatagrams(x.data, x.oid, 4).filter((_, k) => k !== 3 && k !== 17));
+      const got = await p;
+      expect(got.equals(x.data)).toBe(true);
+      expect(got.length).toBe(32 * 1024);
+      if (seen.has(got.buffer)) reused++;
+      seen.add(got.buffer);
+      rnat.release(got);
+      rnat.release(got);
+    }
+    expect(reused).toBeGreaterThanOrEqual(4);
+    // Two waiters on one fetch share its bytes: released by one, they are never reused.
     const c = chunk();
     const pc1 = rnat.fetchChunk(c.oid, c.data.length);
     const pc2 = rnat.fetchChunk(c.oid, c.data.length);
     nat.batch(chunkDatagrams(c.data, c.oid, 0));
     const [c1, c2] = await Promise.all([pc1, pc2]);
     expect(c1).toBe(c2);
-    expect(c1.buffer).toBe(ba.buffer);
     rnat.release(c1);
-    const d = chunk();
-    const e = chunk();
-    const pd = rnat.fetchChunk(d.oid, d.data.length);
-    const pe = rnat.fetchChunk(e.oid, e.data.length);
-    nat.batch([...chunkDatagrams(d.data, d.oid, 0), ...chunkDatagrams(e.data, e.oid, 0)]);
-    const [bd, be] = await Promise.all([pd, pe]);
-    expect(bd.buffer).not.toBe(c1.buffer);
-    expect(be.buffer).not.toBe(c1.buffer);
+    for (let i = 0; i < 20; i++) {
+      const d = chunk();
+      const e = chunk();
+      const pd = rnat.fetchChunk(d.oid, d.data.length);
+      const pe = rnat.fetchChunk(e.oid, e.data.length);
+      nat.batch([...chunkDatagrams(d.data, d.oid, 0), ...chunkDatagrams(e.data, e.oid, 0)]);
+      const [bd, be] = await Promise.all([pd, pe]);
+      expect(bd.buffer).not.toBe(c1.buffer);
+      expect(be.buffer).not.toBe(c1.buffer);
+      expect(bd.buffer).not.toBe(be.buffer);
+      expect(bd.equals(d.data) && be.equals(e.data)).toBe(true);
+      rnat.release(bd);
+      rnat.release(be);
+    }
     expect(c2.equals(c.data)).toBe(true);
-    expect(bd.equals(d.data) && be.equals(e.data)).toBe(true);
   });
 
   it('reports complete, rejected and decode events once per object, and hands a decoding request over to JS', () => {
@@ -391,6 +396,110 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     asm.unregister(Buffer.alloc(32));
     asm.unregister(Buffer.alloc(32));
     expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
+  });
+
+  it('gives a chunk registered without a buffer a spare at its first source symbol, handed to JS with the event that ends it', () => {
+    const reports: AssemblyReport[] = [];
+    const passed: Buffer[] = [];
+    const asm = new NativeAssembler((b) => passed.push(Buffer.from(b)));
+    asm.onAssembled((r) => reports.push(r));
+    const last = () => reports.at(-1)!;
+    const spareA = Buffer.alloc(32 * 1024);
+    expect(asm.spare(spareA)).toBe(1);
+    expect(asm.spare()).toBe(1);
+
+    // Complete: registered lazily, the spare is taken only when its first source symbol arrives.
+    const a = randomBytes(5000);
+    const oa = hash(a);
+    const ida = asm.register(oa, a.length)!;
+    const da = chunkDatagrams(a, oa, 0);
+    expect(asm.spare()).toBe(1);
+    asm.feed([da[2]!]);
+    expect(asm.spare()).toBe(0);
+    // A request with a buffer of its own, completed in the same batch: no buffer reported for it.
+    const b = randomBytes(3000);
+    const ob = hash(b);
+    const bufB = Buffer.alloc(3000);
+    const idb = asm.register(ob, b.length, bufB)!;
+    asm.feed([...da.filter((_, i) => i !== 2), ...chunkDatagrams(b, ob, 0)]);
+    expect(Array.from(last().events)).toEqual([ASSEMBLY_COMPLETE, ida, ASSEMBLY_COMPLETE, idb]);
+    expect(last().buffers?.[0]).toBe(spareA);
+    expect(last().buffers?.[1]).toBeUndefined();
+    expect(spareA.subarray(0, a.length).equals(a)).toBe(true);
+    expect(bufB.equals(b)).toBe(true);
+
+    // Decode: source symbols 1..3 in the spare, handed over with the repair symbols.
+    expect(asm.spare(spareA)).toBe(1);
+    const c = randomBytes(5000);
+    const oc = hash(c);
+    const idc = asm.register(oc, c.length)!;
+    const dc = chunkDatagrams(c, oc, 4);
+    asm.feed([dc[1]!, dc[2]!, dc[3]!, dc[5]!, dc[6]!]);
+    expect(Array.from(last().events)).toEqual([ASSEMBLY_DECODE, idc]);
+    expect(last().buffers?.[0]).toBe(spareA);
+    expect(spareA.subarray(1024, 4096).equals(c.subarray(1024, 4096))).toBe(true);
+    asm.feed([dc[0]!]);
+    expect(passed.at(-1)!.equals(dc[0]!)).toBe(true);
+    asm.unregister(oc);
+
+    // Decode from repair symbols alone: no buffer was taken, none is reported, the spare stays.
+    expect(asm.spare(spareA)).toBe(1);
+    const d = randomBytes(5000);
+    const od = hash(d);
+    const idd = asm.register(od, d.length)!;
+    asm.feed(chunkDatagrams(d, od, 5).slice(5));
+    expect(Array.from(last().events)).toEqual([ASSEMBLY_DECODE, idd]);
+    expect(last().buffers?.[0]).toBeUndefined();
+    expect(asm.spare()).toBe(1);
+    asm.unregister(od);
+
+    // Unregistered before it ends: the spare it took goes back to the pool.
+    const e = randomBytes(5000);
+    const oe = hash(e);
+    asm.register(oe, e.length);
+    asm.feed([chunkDatagrams(e, oe, 0)[0]!]);
+    expect(asm.spare()).toBe(0);
+    asm.unregister(oe);
+    expect(asm.spare()).toBe(1);
+
+    // Too short a spare is not taken; with none that fits, a buffer of its own comes up with the event.
+    const f = randomBytes(5000);
+    const of = hash(f);
+    const tiny = new NativeAssembler(() => {});
+    const treports: AssemblyReport[] = [];
+    tiny.onAssembled((r) => treports.push(r));
+    expect(tiny.spare(Buffer.alloc(4000))).toBe(1);
+    const idf = tiny.register(of, f.length)!;
+    tiny.feed(chunkDatagrams(f, of, 0));
+    expect(Array.from(treports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, idf]);
+    const own = treports.at(-1)!.buffers?.[0];
+    expect(own?.equals(f)).toBe(true);
+    expect(tiny.spare()).toBe(1);
+    expect(() => tiny.spare(Buffer.alloc(0))).toThrow(RangeError);
+    expect(() => tiny.spare('x' as unknown as Buffer)).toThrow(TypeError);
+  });
+
+  it('a receiver with 100 chunks in flight holds buffers for the chunks under way, not for every request', async () => {
+    const { nat, rnat } = pair();
+    const objs = Array.from({ length: 100 }, () => {
+      const data = randomBytes(32 * 1024);
+      return { data, oid: hash(data) };
+    });
+    const before = process.memoryUsage().arrayBuffers;
+    const pending = objs.map((o) => rnat.fetchChunk(o.oid, o.data.length));
+    // The assembler's spares (a few dozen at most), not 100 x 32 KiB (3.2 MiB).
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(40 * 32 * 1024);
+    // Sent one after the other, as a share sends them, each released once written: all arrive whole,
+    // in a few buffers used again and again.
+    const buffers = new Set<ArrayBufferLike>();
+    for (const [i, o] of objs.entries()) {
+      nat.batch(chunkDatagrams(o.data, o.oid, 0));
+      const got = await pending[i]!;
+      expect(got.equals(o.data)).toBe(true);
+      buffers.add(got.buffer);
+      rnat.release(got);
+    }
+    expect(buffers.size).toBeLessThan(40);
   });
 
   it('keeps many requests apart (table growth and removal)', () => {

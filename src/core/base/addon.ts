@@ -48,7 +48,8 @@ export interface LcsyncAddon {
   icmp6Close(fd: number): void;
   // native/rx_assembler.c (optional: an older build without it still serves everything else)
   rxasmCreate?(): RxAssemblerHandle;
-  rxasmRegister?(asm: RxAssemblerHandle, id: number, oid: Uint8Array, length: number, buf: Uint8Array): void;
+  rxasmRegister?(asm: RxAssemblerHandle, id: number, oid: Uint8Array, length: number, buf: Uint8Array | null): void;
+  rxasmSpare?(asm: RxAssemblerHandle, buf: Uint8Array | null): number;
   rxasmUnregister?(asm: RxAssemblerHandle, oid: Uint8Array): boolean;
   rxasmClaim?(asm: RxAssemblerHandle, claimed: boolean): void;
   rxasmFeed?(asm: RxAssemblerHandle, buf: Uint8Array, lengths: Uint32Array, count: number, gsoSizes: Uint32Array | null): RxBatch | undefined;
@@ -103,6 +104,8 @@ export interface RxBatch {
   events: Uint32Array;
   /** Per "needs decoding" event, in order: source ESIs present, repair ESIs, repair symbols (1024 bytes each). */
   decodes: [Uint32Array, Uint32Array, Buffer][];
+  /** When an event ended a request registered without a buffer: per event, the buffer its bytes are in (else undefined). */
+  buffers?: (Buffer | undefined)[];
 }
 
 /** onMessage of a raw ICMPv6 socket: a message, or (once, then nothing more) the error that stopped receiving. */

@@ -19,11 +19,13 @@
 import { loadAddon, type LcsyncAddon, type RxAssemblerHandle, type RxBatch, type RxSocketHandle } from '../base/addon.js';
 import type { AssemblyReport, ChunkAssembly } from './datagram.js';
 
-type RxAddon = Required<Pick<LcsyncAddon, 'rxasmCreate' | 'rxasmRegister' | 'rxasmUnregister' | 'rxasmClaim' | 'rxasmFeed' | 'rxasmDrain' | 'rxParse' | 'rxasmOpen' | 'rxasmGro' | 'rxasmRecvBufferSize' | 'rxasmJoin' | 'rxasmLeave' | 'rxasmClose'>>;
+type RxAddon = Required<Pick<LcsyncAddon, 'rxasmCreate' | 'rxasmRegister' | 'rxasmSpare' | 'rxasmUnregister' | 'rxasmClaim' | 'rxasmFeed' | 'rxasmDrain' | 'rxParse' | 'rxasmOpen' | 'rxasmGro' | 'rxasmRecvBufferSize' | 'rxasmJoin' | 'rxasmLeave' | 'rxasmClose'>>;
 
 function load(): RxAddon | undefined {
   const a = loadAddon().addon;
-  return a && typeof a.rxasmCreate === 'function' && typeof a.rxasmOpen === 'function' && typeof a.rxasmDrain === 'function' ? (a as RxAddon) : undefined;
+  return a && typeof a.rxasmCreate === 'function' && typeof a.rxasmOpen === 'function' && typeof a.rxasmDrain === 'function' && typeof a.rxasmSpare === 'function'
+    ? (a as RxAddon)
+    : undefined;
 }
 
 /** Whether the native receive path is used: the addon has it and LCSYNC_NO_NATIVE_RX (or LCSYNC_NO_RECVMMSG) is not 1. */
@@ -77,16 +79,20 @@ export class NativeAssembler implements ChunkAssembly {
     return this.listeners.size > 0;
   }
 
-  register(oid: Uint8Array, length: number, buf: Uint8Array): number | undefined {
+  register(oid: Uint8Array, length: number, buf?: Uint8Array): number | undefined {
     const id = this.nextId;
     try {
-      this.native.rxasmRegister(this.handle, id, oid, length, buf);
+      this.native.rxasmRegister(this.handle, id, oid, length, buf ?? null);
     } catch (err) {
       if (err instanceof RangeError && /already registered/.test(err.message)) return undefined;
       throw err;
     }
     this.nextId = (this.nextId % 0xffffffff) + 1;
     return id;
+  }
+
+  spare(buf?: Uint8Array): number {
+    return this.native.rxasmSpare(this.handle, buf ?? null);
   }
 
   unregister(oid: Uint8Array): void {
@@ -136,6 +142,7 @@ export class NativeAssembler implements ChunkAssembly {
       progressed: b.progressed,
       events: b.events,
       decodes: b.decodes,
+      buffers: b.buffers,
     };
     this.observe?.(report);
     for (const cb of this.listeners) cb(report);

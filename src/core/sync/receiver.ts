@@ -20,6 +20,7 @@
  * every object is verified before anyone sees it.
  */
 import { LcsyncError } from '../base/errors.js';
+import { allowOptimizing } from '../base/tiering.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
 import { groupAddress } from '../wire/address.js';
 import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, OID_LEN, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
@@ -105,11 +106,17 @@ interface ChunkWaiter extends Waiter {
 }
 
 /**
- * Chunk buffers kept for reuse (see ObjectReceiver.release): at least the chunks in flight
+ * Chunk buffers kept for reuse (see ObjectReceiver.release): at most the chunks in flight
  * (sync --parallel, 128 by default) plus those being written.
  */
 const CHUNK_POOL_MAX = 256;
 const POOLED_SIZE = 32768;
+/**
+ * Spare buffers the native assembler holds for chunks registered without one (it takes one at a chunk's
+ * first symbol): more than the chunks a share has under way at once between two reports to JS, which
+ * tops them up after each. Fewer only cost an allocation in C and a copy.
+ */
+const ASSEMBLY_SPARES = 16;
 
 interface TreeWaiter extends Waiter {
   key: Hash;
@@ -184,6 +191,8 @@ export class ObjectReceiver {
   private closed = false;
   /** Chunk buffers free for reuse, and those handed out that release() may take back. */
   private readonly chunkPool: Buffer[] = [];
+  /** Whether this receiver has given the assembler spares (topUpSpares). */
+  private sparesGiven = false;
   private readonly handedOut = new WeakSet<Buffer>();
   /** The last OID a datagram carried, and its hex (oidHex). */
   private readonly lastOid = Buffer.alloc(OID_LEN);
@@ -206,6 +215,9 @@ export class ObjectReceiver {
     if (rx.assembly && !this.cipher) {
       this.assembly = rx.assembly;
       this.stopAssembly = this.assembly.onAssembled((r) => this.onAssembled(r));
+    } else {
+      // Every datagram comes through JavaScript: that code is hot enough to optimize (base/tiering.ts).
+      allowOptimizing();
     }
     rx.onJoinFailed?.((group, err) => this.onJoinFailed(group, err));
     this.tickMs = Math.min(100, this.stallMs / 2);
@@ -224,11 +236,21 @@ export class ObjectReceiver {
   release(bytes: Buffer): void {
     if (!this.handedOut.delete(bytes)) return;
     this.giveBuffer(bytes);
+    // Straight on to the assembler when it is short of spares: the buffer just written is the next one filled.
+    if (this.sparesGiven) this.topUpSpares();
   }
 
   private takeBuffer(length: number): Buffer {
     if (length !== POOLED_SIZE) return Buffer.allocUnsafe(length);
     return this.chunkPool.pop() ?? Buffer.allocUnsafeSlow(POOLED_SIZE);
+  }
+
+  /** Give the native assembler spare buffers up to ASSEMBLY_SPARES. */
+  private topUpSpares(): void {
+    const spare = this.assembly?.spare;
+    if (!spare) return;
+    this.sparesGiven = true;
+    for (let n = spare.call(this.assembly); n < ASSEMBLY_SPARES; ) n = spare.call(this.assembly, this.takeBuffer(POOLED_SIZE));
   }
 
   private giveBuffer(buf: Buffer): void {
@@ -250,7 +272,12 @@ export class ObjectReceiver {
       const now = Date.now();
       const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
       if (this.assembly) {
-        const buf = this.takeBuffer(length);
+        // A whole chunk gets its buffer at its first symbol, from the assembler's spares: of the chunks
+        // in flight, only those the share is sending hold one (a buffer each was 4 MiB of peak RSS).
+        const lazy = length === POOLED_SIZE && this.assembly.spare !== undefined;
+        const buf = lazy ? undefined : this.takeBuffer(length);
+        // Topped up after each report with events (onAssembled), and here before the first.
+        if (lazy && !this.sparesGiven) this.topUpSpares();
         // Undefined when another consumer of the source has it registered: then it comes to them, and
         // to us only once they are done with it (a rejoin brings it again).
         const id = this.assembly.register(leaf, length, buf);
@@ -258,7 +285,7 @@ export class ObjectReceiver {
           w.id = id;
           w.buf = buf;
           this.assembled.set(id, w);
-        } else this.giveBuffer(buf);
+        } else if (buf) this.giveBuffer(buf);
       }
       this.chunks.set(key, w);
       this.join(w.group);
@@ -528,7 +555,15 @@ export class ObjectReceiver {
       const kind = r.events[i];
       const w = this.assembled.get(r.events[i + 1]!);
       const decode = kind === ASSEMBLY_DECODE ? r.decodes[d++] : undefined;
-      if (!w || this.closed) continue;
+      const taken = r.buffers?.[i / 2];
+      // Another consumer's request (its buffer is theirs), or ours after close (the buffer is free again).
+      if (!w) continue;
+      if (this.closed) {
+        if (taken) this.giveBuffer(taken);
+        continue;
+      }
+      // A chunk registered without a buffer: the one it took at its first symbol.
+      if (taken) w.buf = taken;
       if (kind === ASSEMBLY_COMPLETE) {
         // Verified natively (BLAKE3 of the buffer = the OID), and forgotten there.
         this.stats.objects++;
@@ -540,15 +575,20 @@ export class ObjectReceiver {
         this.decodeAssembled(w, decode);
       }
     }
+    if (r.events.length > 0) this.topUpSpares();
   }
 
   /** Not all source symbols came, but enough symbols: RaptorQ here, and the request's later datagrams come through onDatagram. */
   private decodeAssembled(w: ChunkWaiter, [sources, repairEsis, repair]: [Uint32Array, Uint32Array, Buffer]): void {
-    const buf = w.buf!;
+    // Symbols were lost: from here RaptorQ runs in JavaScript, per symbol, hot enough to optimize (base/tiering.ts).
+    allowOptimizing();
+    // No buffer only for a chunk registered without one that got no source symbol before it was handed over.
+    const buf = w.buf;
     // A whole chunk decodes in the buffer its source symbols are already in (no copy, no new buffer).
-    const dec = (w.decoder ??= new ObjectDecoder(w.length, buf.length === sourceSymbols(w.length) * SYMBOL_SIZE ? buf : undefined));
+    const dec = (w.decoder ??= new ObjectDecoder(w.length, buf?.length === sourceSymbols(w.length) * SYMBOL_SIZE ? buf : undefined));
     let coded: Buffer | undefined;
     for (const esi of sources) {
+      if (!buf) break;
       const off = esi * SYMBOL_SIZE;
       let sym = buf.subarray(off, off + SYMBOL_SIZE);
       if (sym.length < SYMBOL_SIZE) {
