@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ChunkFiles } from '../src/core/share/chunkfiles.js';
 import { loadAddon } from '../src/core/base/addon.js';
-import { ChunkBuffers, loadObject } from '../src/core/share/objects.js';
+import { ChunkBuffers, followsInFile, loadChunkRun, loadObject } from '../src/core/share/objects.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { hash } from '../src/core/model/hash.js';
@@ -162,6 +162,34 @@ for (const mode of ['lstat by the addon', 'statSync'] as const) describe.skipIf(
     await expect(loadObject(second, buffers, files)).rejects.toThrow(/ENOENT/);
     expect(files.size).toBe(0);
     expect(openUnder(work)).toBe(0);
+  });
+
+  it('reads a run of consecutive chunks with one check of the file: each checked against its leaf, a short or changed one stale', () => {
+    const p = path.join(work, 'run.bin');
+    const v1 = randomBytes(4 * 32768 + 1000);
+    writeFileSync(p, v1);
+    const files = new ChunkFiles();
+    const buffers = new ChunkBuffers();
+    const run = [0, 1, 2, 3, 4].map((i) => chunkOf(p, v1.subarray(i * 32768, Math.min(v1.length, (i + 1) * 32768)), i * 32768));
+    expect(run.every((c, i) => i === 0 || followsInFile(run[i - 1]!, c))).toBe(true);
+    expect(followsInFile(run[0]!, run[2]!)).toBe(false);
+    expect(followsInFile(run[0]!, chunkOf(path.join(work, 'other'), v1.subarray(32768, 65536), 32768))).toBe(false);
+    const checks = files.nativeChecks;
+    const got = loadChunkRun(files, run, buffers);
+    for (const [i, c] of run.entries()) expect(got[i]?.equals(v1.subarray(c.offset, c.offset + c.length))).toBe(true);
+    // The first read of the file opens it; after that a whole run costs one check of the path.
+    loadChunkRun(files, run, buffers);
+    if (mode === 'lstat by the addon' && loadAddon().addon) expect(files.nativeChecks - checks).toBe(1);
+    // Changed in the middle of chunk 2 and cut inside chunk 4: those two are stale, the others still served.
+    const changed = Buffer.from(v1.subarray(0, 4 * 32768 + 500));
+    changed[2 * 32768 + 7] ^= 1;
+    writeFileSync(p, changed);
+    const after = loadChunkRun(files, run, buffers);
+    expect(after.map((b) => b !== undefined)).toEqual([true, true, false, true, false]);
+    // Gone: the run throws as a read does, and its buffers go back.
+    rmSync(p);
+    expect(() => loadChunkRun(files, run, buffers)).toThrow(/ENOENT/);
+    files.closeAll();
   });
 
   it('does not block on a FIFO put in the place of a file, and fails the read', () => {

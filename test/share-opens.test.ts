@@ -3,14 +3,15 @@
  * each chunk) from its send loop, a few between two batches, not all in the turn the report came
  * in: otherwise it sends nothing for the length of the report's reads, and the link runs dry
  * (share.ts OPENS_PER_BATCH). Every join is still served, in walk order, and a group left before
- * its stream was opened is never read.
+ * its stream was opened is never read. Consecutive chunks of the file opened together are read together.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Share } from '../src/core/share/share.js';
+import { ChunkFiles } from '../src/core/share/chunkfiles.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { decodeDatagram } from '../src/core/wire/packet.js';
 import type { DatagramSink } from '../src/core/net/datagram.js';
@@ -49,6 +50,8 @@ describe('Share: streams for a report of many joins are opened between batches',
 
   it('reads none in the report turn, sends the first before the last is read, and serves every join', async () => {
     const listeners = new FakeListeners();
+    const runSpy = vi.spyOn(ChunkFiles.prototype, 'readRun');
+    const readSpy = vi.spyOn(ChunkFiles.prototype, 'read');
     let share: Share | undefined;
     const sink = new RecordingSink(() => share!.status().streamsStarted);
     share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners });
@@ -70,7 +73,12 @@ describe('Share: streams for a report of many joins are opened between batches',
       await sleep(100);
       expect(served().has(leftAgain.hash.toString('hex'))).toBe(false);
       expect(share.status().streamsStarted).toBe(CHUNKS - 1);
+      // Consecutive chunks opened together were read together: far fewer reads than chunks.
+      expect(runSpy.mock.calls.length).toBeGreaterThan(0);
+      expect(runSpy.mock.calls.length + readSpy.mock.calls.length).toBeLessThan(CHUNKS / 2);
     } finally {
+      runSpy.mockRestore();
+      readSpy.mockRestore();
       await share.stop();
     }
   });

@@ -3,7 +3,7 @@
  * return fewer bytes than asked (a network file system, a signal, a file cut short meanwhile),
  * so every caller that needs a whole range reads through here.
  */
-import { readSync } from 'node:fs';
+import { readSync, readvSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 /**
@@ -18,6 +18,25 @@ export async function readFull(fh: FileHandle, buf: Uint8Array, length: number, 
     got += bytesRead;
   }
   return got;
+}
+
+/**
+ * Fill `bufs` (each whole) from consecutive bytes of `fd` starting at `position`, with one readv where it
+ * returns everything (a file in the page cache); returns how many bytes went into each, fewer only at the
+ * end of the file.
+ */
+export function readvFullSync(fd: number, bufs: readonly Uint8Array[], position: number): number[] {
+  let got = readvSync(fd, bufs, position);
+  const out: number[] = [];
+  let at = position;
+  for (const b of bufs) {
+    // What the readv left of this buffer (all of it past a short read) is read on its own.
+    const have = Math.min(got, b.length);
+    got -= have;
+    out.push(have < b.length ? have + readFullSync(fd, b.subarray(have), b.length - have, at + have) : have);
+    at += b.length;
+  }
+  return out;
 }
 
 /** readFull on a file descriptor, synchronously (small files on the main thread, the hashing workers). */

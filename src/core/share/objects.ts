@@ -124,6 +124,32 @@ async function readChunk(obj: Pick<ChunkObject, 'localPath' | 'offset' | 'length
   }
 }
 
+/**
+ * Chunks that follow each other in one file (each starts where the one before ends), read with one
+ * check of the file and one readv (ChunkFiles.readRun) into buffers of `buffers`; each checked against its
+ * leaf hash as readChunk checks it (undefined when stale). Throws as ChunkFiles.read does.
+ */
+export function loadChunkRun(files: ChunkFiles, objs: readonly ChunkObject[], buffers: ChunkBuffers): (Buffer | undefined)[] {
+  const bufs = objs.map((o) => buffers.take(o.length));
+  let got: number[];
+  try {
+    got = files.readRun(objs[0]!.localPath, bufs, objs[0]!.offset);
+  } catch (err) {
+    for (const b of bufs) buffers.give(b);
+    throw err;
+  }
+  return objs.map((o, i) => {
+    const ok = got[i] === o.length && hash(bufs[i]!).equals(o.hash);
+    if (!ok) buffers.give(bufs[i]!);
+    return ok ? bufs[i] : undefined;
+  });
+}
+
+/** Whether chunk `b` starts in the same file where chunk `a` ends. */
+export function followsInFile(a: ChunkObject, b: ChunkObject): boolean {
+  return a.localPath === b.localPath && a.offset + a.length === b.offset;
+}
+
 /** readChunk through kept-open descriptors, synchronously (chunkfiles.ts). */
 function readChunkFrom(files: ChunkFiles, obj: ChunkObject, buffers?: ChunkBuffers): Buffer | undefined {
   const buf = buffers ? buffers.take(obj.length) : Buffer.alloc(obj.length);

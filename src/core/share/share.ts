@@ -15,7 +15,7 @@ import { LcsyncError } from '../base/errors.js';
 import { EventEmitter } from 'node:events';
 import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
 import { toHex, type Hash } from '../model/hash.js';
-import { objectName, type IndexObject, type ShareIndex } from '../index/mdex.js';
+import { objectName, type ChunkObject, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
 import { CURSOR_IDLE, DATAGRAM_OTI_LEN, SYMBOL_SIZE, datagramPrefix, encodeCursor, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
 import { MulticastSender } from '../net/mcast-sender.js';
@@ -27,7 +27,7 @@ import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { SendScheduler, type ScheduledStream, type SymbolChoice } from './scheduler.js';
-import { ChunkBuffers, WalkPositions, loadObject, objectId, sentKind } from './objects.js';
+import { ChunkBuffers, WalkPositions, followsInFile, loadChunkRun, loadObject, objectId, sentKind } from './objects.js';
 import { ChunkFiles } from './chunkfiles.js';
 import { RateMeter, type ShareStatus } from './status.js';
 import { Cooperation } from './cooperation.js';
@@ -585,16 +585,53 @@ export class Share extends EventEmitter {
 
   /** Open streams for the oldest `max` joins waiting (all of them with Infinity). */
   private async openSome(max: number): Promise<void> {
-    for (let n = 0; n < max && this.toOpen.length > 0 && !this.stopped; n++) await this.open(this.toOpen.shift()!);
+    for (let n = 0; n < max && this.toOpen.length > 0 && !this.stopped; ) {
+      const run = this.takeRun(max - n);
+      n += run.length;
+      if (run.length === 1) {
+        await this.open(run[0]!);
+        continue;
+      }
+      let bytes: (Buffer | undefined)[] | undefined;
+      try {
+        bytes = loadChunkRun(this.chunkFiles, run.map((p) => p.obj as ChunkObject), this.chunkBuffers);
+      } catch {
+        // Each is read again on its own, and says why it cannot be.
+      }
+      for (const [i, p] of run.entries()) await this.open(p, bytes ? { bytes: bytes[i] } : undefined);
+    }
   }
 
-  /** Read the object of a join's group and start its stream, unless a leave came first. */
-  private async open(p: PendingOpen): Promise<void> {
+  /**
+   * The oldest joins waiting, at most `max`: one, or chunks that follow each other in one file (a receiver
+   * joins a file's chunks in order), read together with one check of the file and one readv (objects.ts).
+   */
+  private takeRun(max: number): PendingOpen[] {
+    const run = [this.toOpen.shift()!];
+    let last = run[0]!.obj;
+    if (last.kind !== 'chunk' || !this.scheduler.isStarting(run[0]!.key)) return run;
+    while (run.length < max && this.toOpen.length > 0) {
+      const next = this.toOpen[0]!;
+      if (next.obj.kind !== 'chunk' || !followsInFile(last, next.obj) || !this.scheduler.isStarting(next.key)) break;
+      run.push(this.toOpen.shift()!);
+      last = next.obj;
+    }
+    return run;
+  }
+
+  /**
+   * Read the object of a join's group and start its stream, unless a leave came first. `read`: its bytes,
+   * read already with the chunks around it (undefined bytes: stale).
+   */
+  private async open(p: PendingOpen, read?: { bytes: Buffer | undefined }): Promise<void> {
     const { e, obj, key, group, joinedAt } = p;
     // Everyone left before the stream was opened: nothing to read.
-    if (!this.scheduler.isStarting(key)) return;
+    if (!this.scheduler.isStarting(key)) {
+      if (read?.bytes) this.chunkBuffers.give(read.bytes);
+      return;
+    }
     try {
-      const data = await loadObject(obj, this.chunkBuffers, this.chunkFiles);
+      const data = read ? read.bytes : await loadObject(obj, this.chunkBuffers, this.chunkFiles);
       if (!data) {
         // One line per file per index: every join of each of its chunks ends here until a re-index.
         this.stale(obj, (p) => `${p} changed since it was indexed; not sending its old chunks`);
