@@ -85,6 +85,51 @@ describe('IPv6 text form (RFC 5952)', () => {
     },
   );
 
+  it('accepts and rejects what the split-based parser it replaced did, with the same bytes (fuzz)', () => {
+    /** The parser before the one-pass one, kept as the reference. */
+    const reference = (s: string): Buffer | undefined => {
+      const text = s.includes('%') ? s.slice(0, s.indexOf('%')) : s;
+      const halves = text.split('::');
+      if (halves.length > 2) return undefined;
+      const parse = (part: string) => (part === '' ? [] : part.split(':'));
+      const head = parse(halves[0]!);
+      const tail = halves.length === 2 ? parse(halves[1]!) : [];
+      const missing = 8 - head.length - tail.length;
+      if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
+      const words = [...head, ...Array<string>(halves.length === 2 ? missing : 0).fill('0'), ...tail];
+      if (!words.every((w) => /^[0-9a-fA-F]{1,4}$/.test(w))) return undefined;
+      const b = Buffer.alloc(16);
+      words.forEach((w, i) => b.writeUInt16BE(parseInt(w, 16), i * 2));
+      return b;
+    };
+    const ours = (s: string): Buffer | undefined => {
+      try {
+        return parseIPv6(s);
+      } catch (e) {
+        expect(e).toBeInstanceOf(LcsyncError);
+        return undefined;
+      }
+    };
+    const piece = fc.constantFrom('0', '1', 'a', 'F', 'ff1e', '12345', 'g', ':', '::', ':::', '%', 'e0', 'dead', 'BEEF');
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 20 }), (pieces) => {
+        const s = pieces.join('');
+        const want = reference(s);
+        const got = ours(s);
+        expect(got === undefined).toBe(want === undefined);
+        if (want) expect(got!.equals(want)).toBe(true);
+      }),
+      { numRuns: 20_000 },
+    );
+    // Every 16 bytes' canonical text, with a zone or not.
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (b) => {
+        const text = formatIPv6(b);
+        expect(ours(`${text}%e0`)!.equals(reference(text)!)).toBe(true);
+      }),
+    );
+  });
+
   it('formatIPv6 refuses anything but 16 bytes', () => {
     expect(() => formatIPv6(Buffer.alloc(4))).toThrow(RangeError);
   });
