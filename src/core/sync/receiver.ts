@@ -106,7 +106,7 @@ interface ChunkWaiter extends Waiter {
 }
 
 /**
- * Chunk buffers kept for reuse (see ObjectReceiver.release): at most the chunks in flight
+ * Chunk buffers kept for reuse (see ObjectReceiver.release): at least the chunks in flight
  * (sync --parallel, 128 by default) plus those being written.
  */
 const CHUNK_POOL_MAX = 256;
@@ -237,7 +237,7 @@ export class ObjectReceiver {
     if (!this.handedOut.delete(bytes)) return;
     this.giveBuffer(bytes);
     // Straight on to the assembler when it is short of spares: the buffer just written is the next one filled.
-    if (this.sparesGiven) this.topUpSpares();
+    if (this.sparesGiven && !this.closed) this.topUpSpares();
   }
 
   private takeBuffer(length: number): Buffer {
@@ -575,7 +575,7 @@ export class ObjectReceiver {
         this.decodeAssembled(w, decode);
       }
     }
-    if (r.events.length > 0) this.topUpSpares();
+    if (r.events.length > 0 && !this.closed) this.topUpSpares();
   }
 
   /** Not all source symbols came, but enough symbols: RaptorQ here, and the request's later datagrams come through onDatagram. */
