@@ -7,9 +7,6 @@ import { keepYoungGenerationSmall } from '../core/base/younggen.js';
 
 // Before anything else allocates: loading oclif alone would grow the young generation (see younggen.ts).
 keepYoungGenerationSmall();
-// A sync runs V8's baseline code only (tiering.ts). Set before oclif loads: its start-up alone makes V8
-// optimize a few functions, which pages in the optimizing compiler (4.5 MiB of the receiver's peak RSS) anyway.
-if (process.argv[2] === 'sync') baselineOnly();
 
 // oclif checks on load that node satisfies @oclif/core's own engines field, loading all of semver
 // (48 modules, about 0.05-0.09 CPU-s of every run) for it; lcsync's package.json states what it
@@ -19,6 +16,10 @@ const engineCheck = process.env.OCLIF_DISABLE_ENGINE_WARNING;
 if (engineCheck === undefined) process.env.OCLIF_DISABLE_ENGINE_WARNING = '1';
 const { execute, settings } = await import('@oclif/core');
 if (engineCheck === undefined) delete process.env.OCLIF_DISABLE_ENGINE_WARNING;
+// A sync runs V8's baseline code only (tiering.ts). Set before oclif runs the command: its start-up makes
+// V8 optimize a few functions, which pages in the optimizing compiler (4.5 MiB of a receiver's peak RSS)
+// anyway. Not before oclif is loaded: V8 takes a code cache only under the flags it was made with.
+if (process.argv[2] === 'sync') baselineOnly();
 
 // Always run the compiled commands: never look for TypeScript sources (that
 // would load the TypeScript compiler, ~0.3 s, whenever NODE_ENV=test or development).
