@@ -14,10 +14,12 @@
  * A receiver is the same kind of process (per batch, per object, per file for as long as a sync runs),
  * and went further: late tiering saved 13-18% of its CPU for one 64 MiB file, about 30% for a first
  * sync of 2,000 small files (bench/README.md, "The receiver and late tiering"); without TurboFan at
- * all (baselineOnly(), which SyncSession.open calls after tierUpLate()) it spends no more CPU at 64 MiB or 20,000 small
- * files and 13% less at 512 MiB, since its JavaScript runs per object while the datagrams stay in the
- * addon, and its peak RSS is 4.5 MiB lower (15-30 MiB at 20,000 files): the compiler's code in the node
- * binary is never paged in and its zones never allocated (bench/README.md, "eighteenth session").
+ * all (baselineOnly(), which SyncSession.open calls after tierUpLate()) it spends no more CPU at 64 or 512 MiB
+ * or 20,000 small files, since its JavaScript runs per object while the datagrams stay in the addon, and its
+ * peak RSS is 4.5-7 MiB lower (15-30 MiB at 20,000 files): the compiler's code in the node binary is never
+ * paged in and its zones never allocated (bench/README.md, "eighteenth session"). Over a long transfer the
+ * baseline code costs (7% more CPU over 1 GiB, 28% over 4 GiB): the receiver lets TurboFan in after 4,096
+ * chunks, and when its JavaScript turns hot (allowOptimizing).
  * A share keeps TurboFan: without it a share sending 512 MiB spent 15-20% more CPU.
  *
  * The flag is process-wide and takes effect for every later budget V8 hands out, so calling this
@@ -55,7 +57,8 @@ let baseline = false;
 /**
  * Undo baselineOnly(): V8 may optimize again (on the budget tierUpLate set). For a receiver whose
  * JavaScript turns hot after all: one that decodes RaptorQ (chunks lost symbols: the solver's
- * arithmetic runs per symbol) or handles every datagram itself (encrypted, or no native receive path).
+ * arithmetic runs per symbol), handles every datagram itself (encrypted, or no native receive path), or
+ * has received 4,096 chunks (128 MiB) and may have much more to go.
  */
 export function allowOptimizing(): void {
   if (!baseline) return;
