@@ -37,8 +37,11 @@ export function lateTieringWanted(): boolean {
   return process.env.LCSYNC_DEFAULT_TIERING !== '1';
 }
 
-/** The highest tier of V8's a receiver's functions reach (--max-opt): 1, the baseline compiler (Sparkplug). */
+/** The highest of V8's tiers a receiver's functions reach (--max-opt): 1, the baseline compiler (Sparkplug). */
 export const RECEIVER_MAX_TIER = 1;
+
+/** Whether baselineOnly() holds (allowOptimizing() undoes it). */
+let baseline = false;
 
 /**
  * Never compile a function with TurboFan from now on (functions still reach V8's baseline code, from bytecode
@@ -51,8 +54,6 @@ export function baselineOnly(): boolean {
   baseline = true;
   return true;
 }
-
-let baseline = false;
 
 /**
  * Undo baselineOnly(): V8 may optimize again (on the budget tierUpLate set). For a receiver whose

@@ -77,15 +77,7 @@ export class ChunkFiles {
    * longer a regular file.
    */
   read(localPath: string, buf: Uint8Array, length: number, offset: number): number {
-    const f = this.current(localPath);
-    try {
-      return readFullSync(f.fd, buf, length, offset);
-    } catch (err) {
-      this.close(localPath);
-      throw err;
-    } finally {
-      f.usedAt = Date.now();
-    }
+    return this.withFile(localPath, (fd) => readFullSync(fd, buf, length, offset));
   }
 
   /**
@@ -93,9 +85,14 @@ export class ChunkFiles {
    * and one readv for all of them; returns how many bytes went into each.
    */
   readRun(localPath: string, bufs: readonly Uint8Array[], offset: number): number[] {
+    return this.withFile(localPath, (fd) => readvFullSync(fd, bufs, offset));
+  }
+
+  /** `read` on the descriptor of the file now at `localPath`; a failed read closes it. */
+  private withFile<T>(localPath: string, read: (fd: number) => T): T {
     const f = this.current(localPath);
     try {
-      return readvFullSync(f.fd, bufs, offset);
+      return read(f.fd);
     } catch (err) {
       this.close(localPath);
       throw err;

@@ -255,10 +255,10 @@ export class ObjectReceiver {
 
   /** Give the native assembler spare buffers up to ASSEMBLY_SPARES. */
   private topUpSpares(): void {
-    const spare = this.assembly?.spare;
-    if (!spare) return;
+    const a = this.assembly;
+    if (!a?.spare) return;
     this.sparesGiven = true;
-    for (let n = spare.call(this.assembly); n < ASSEMBLY_SPARES; ) n = spare.call(this.assembly, this.takeBuffer(POOLED_SIZE));
+    for (let n = a.spare(); n < ASSEMBLY_SPARES; ) n = a.spare(this.takeBuffer(POOLED_SIZE));
   }
 
   private giveBuffer(buf: Buffer): void {
