@@ -5,7 +5,8 @@
   # SIMD code (native/blake3_napi.c, native/blake3/), nanosecond file times (native/fstimes.c),
   # the chunk-assembling receiver (native/rx_assembler.c), the relay's forwarding path (native/relay_fwd.c),
   # lstat of many paths at once (native/statbatch.c), new small files written in batches off the JS
-  # thread (native/smallfiles.c), syncfs of a file system off the JS thread (native/syncfs.c);
+  # thread (native/smallfiles.c), syncfs of a file system off the JS thread (native/syncfs.c),
+  # malloc_trim for a long sync (native/memtrim.c);
   # native/addon.c registers each. Shipped prebuilt
   # for linux-x64 (prebuildify at pack time); node-gyp-build builds it from source where none fits.
   # lcsync falls back to node:dgram for data and to wasm BLAKE3 without it; MLD needs it.
@@ -23,6 +24,7 @@
         'native/statbatch.c',
         'native/smallfiles.c',
         'native/syncfs.c',
+        'native/memtrim.c',
         'native/blake3_napi.c',
         'native/blake3/blake3.c',
         'native/blake3/blake3_dispatch.c',

@@ -19,6 +19,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!statbatch_init(env, exports)) return NULL;
   if (!smallfiles_init(env, exports)) return NULL;
   if (!syncfs_init(env, exports)) return NULL;
+  if (!memtrim_init(env, exports)) return NULL;
   return exports;
 }
 

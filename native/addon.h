@@ -31,4 +31,7 @@ bool smallfiles_init(napi_env env, napi_value exports);
 /* syncfs(2) of a file system on a pool thread (native/syncfs.c). */
 bool syncfs_init(napi_env env, napi_value exports);
 
+/* malloc_trim for a long sync (native/memtrim.c). */
+bool memtrim_init(napi_env env, napi_value exports);
+
 #endif

@@ -9,11 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { LocalTreeCache, cacheFileFor, decodeCacheFile, identityOf, listingsSavedAsDrafted, type LocalIdentity } from '../src/core/sync/localtrees.js';
+import { LocalTreeCache, cacheFileFor, decodeCacheFile, encodeCacheFile, identityOf, listingsSavedAsDrafted, type LocalIdentity } from '../src/core/sync/localtrees.js';
 import { localEntries, localEntryHashes } from '../src/core/sync/local.js';
 import { MerkleTree } from '../src/core/model/tree.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
-import { toHex } from '../src/core/model/hash.js';
+import { hash, toHex } from '../src/core/model/hash.js';
 import { useTempDir } from './tmpdir.js';
 
 const tmp = useTempDir('lcsync-localtrees-');
@@ -84,6 +84,13 @@ describe('LocalTreeCache', () => {
     expect([...hashes].sort()).toEqual(served.records.map((r) => toHex(r.hash)).sort());
     await forced.save();
     expect(forced.stats.saved).toBe(files.length);
+  });
+
+  it('a cache file over 4 MiB (a large file\'s tree) is hashed part by part, to the hash of its bytes', () => {
+    for (const size of [1000, 5 * 2 ** 20]) {
+      const parts = encodeCacheFile('/dest', [randomBytes(size), randomBytes(100)]);
+      expect(parts.at(-1)!.equals(hash(Buffer.concat(parts.slice(0, -1)))), String(size)).toBe(true);
+    }
   });
 
   it('a damaged, truncated or foreign cache file is a miss for every entry', async () => {

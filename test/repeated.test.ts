@@ -6,7 +6,7 @@
  * several groups) a second equal part was never delivered and the sync timed out.
  */
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import { hash, toHex } from '../src/core/model/hash.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
 import { encodeDatagram } from '../src/core/wire/packet.js';
 import { syncRemote } from '../src/core/sync/sync.js';
+import { ChunkSource } from '../src/core/sync/chunks.js';
 import { MerkleTree, chunkLength } from '../src/core/model/tree.js';
 import { decodeNetTree, encodeNetTree } from '../src/core/wire/nettree.js';
 import { OutputFile } from '../src/core/sync/writer.js';
@@ -206,6 +207,49 @@ describe('equal content in one file, one tree and across files (in-memory share)
       { numRuns: 10, seed: 18, endOnFailure: true },
     );
   }, 240_000);
+
+  it('a session of one file does not remember where its chunks went; one of a directory does', async () => {
+    const dir = path.join(work, 'onefile');
+    const random = rng(19);
+    const a = bytesFrom(random, CHUNK);
+    const b = bytesFrom(random, CHUNK);
+    // Equal chunks inside the one file travel once without homes (ChunkPlaces groups them).
+    const data = Buffer.concat([a, b, a, a, b, bytesFrom(random, 1000)]);
+    mkdirSync(path.join(dir, 'tree'), { recursive: true });
+    writeFileSync(path.join(dir, 'tree', 'x.bin'), data);
+    writeFileSync(path.join(dir, 'tree', 'y.bin'), data);
+    const oneFile = vi.spyOn(ChunkSource.prototype, 'oneFile');
+    try {
+      for (const [src, recursive] of [[path.join(dir, 'tree', 'x.bin'), false], [path.join(dir, 'tree'), true]] as const) {
+        oneFile.mockClear();
+        const idx = await ShareIndex.build([src]);
+        const net = new MemoryNet(idx);
+        const dest = path.join(dir, recursive ? 'outdir' : 'out.bin');
+        const summary = await syncRemote(toHex(idx.roots[0]!.hash), dest, { ifnames: [], flags: { ...flags, recursive }, timeoutSec: 5, stallMs: 200, channel: net });
+        // a, b and the tail: once each, in the directory too (y's chunks are read back from x).
+        expect(summary.chunksFetched).toBe(3);
+        expect(oneFile).toHaveBeenCalledTimes(recursive ? 0 : 1);
+        for (const f of recursive ? ['x.bin', 'y.bin'] : ['']) expect(readFileSync(path.join(dest, f)).equals(data)).toBe(true);
+      }
+      // The chunk source's own rule: with oneFile() a stored chunk's place is not kept.
+      const fetchChunk = vi.fn(async (_leaf: Buffer, length: number) => Buffer.alloc(length, 7));
+      const source = new ChunkSource({ fetchChunk, release: () => {} } as unknown as ConstructorParameters<typeof ChunkSource>[0], { chunksFetched: 0 });
+      const home = path.join(dir, 'home.bin');
+      writeFileSync(home, a);
+      const leaf = hash(a);
+      source.stored(leaf, { path: home }, 0);
+      expect((await source.get(leaf, CHUNK)).fetched).toBe(false);
+      source.oneFile();
+      const other = hash(b);
+      writeFileSync(home, b);
+      source.stored(other, { path: home }, 0);
+      expect((await source.get(other, CHUNK)).fetched).toBe(true);
+      expect(fetchChunk).toHaveBeenCalledTimes(1);
+    } finally {
+      oneFile.mockRestore();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('files above 4 GiB', () => {

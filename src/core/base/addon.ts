@@ -75,6 +75,8 @@ export interface LcsyncAddon {
   writeSmallFiles?(names: Uint8Array, data: Uint8Array[], params: Float64Array, out: BigInt64Array, done: () => void): void;
   // native/syncfs.c (optional: an older build without it makes writer.ts run coreutils `sync -f`)
   syncFs?(dir: Uint8Array, done: (errno: number) => void): void;
+  // native/memtrim.c (optional: an older build without it leaves the C heap as glibc keeps it)
+  mallocTrim?(): boolean;
 }
 
 /** Opaque handle of native/relay_fwd.c (a type-tagged external). */

@@ -388,25 +388,27 @@ export class MulticastReceiver implements DatagramSource {
   private makeBurst(now: number, asked?: string): void {
     let thrown: Error | undefined;
     const joined: Buffer[] = [];
-    for (const c of this.batch.burst(now)) {
+    // Indexed loops: a burst is made per chunk or two, and the receiver runs baseline code
+    // (base/tiering.ts), where for-of allocates an iterator result per step.
+    const changes = this.batch.burst(now);
+    const ifnames = this.ifnames;
+    for (let k = 0; k < changes.length; k++) {
+      const c = changes[k]!;
       const bytes = this.bytesOf(c.group);
-      if (c.op !== 'join') for (const ifname of this.ifnames) this.drop(c.group, bytes, ifname);
+      if (c.op !== 'join') for (let i = 0; i < ifnames.length; i++) this.drop(c.group, bytes, ifnames[i]!);
       if (c.op === 'leave') {
         this.batch.done(c);
         this.groupBytes.delete(c.group);
         continue;
       }
-      const done: string[] = [];
+      let done = 0;
       try {
-        for (const ifname of this.ifnames) {
-          this.sock.join(c.group, bytes, ifname);
-          done.push(ifname);
-        }
+        for (; done < ifnames.length; done++) this.sock.join(c.group, bytes, ifnames[done]!);
         this.batch.done(c);
         joined.push(bytes);
       } catch (err) {
         // All or nothing: a group joined on some interfaces only would confuse leave().
-        for (const ifname of done) this.drop(c.group, bytes, ifname);
+        for (let i = 0; i < done; i++) this.drop(c.group, bytes, ifnames[i]!);
         const code = (err as NodeJS.ErrnoException).code;
         if ((code === 'ENOBUFS' || code === 'ENOMEM') && this.batch.inKernel.size > 0) {
           this.batch.retry(c.group);

@@ -113,17 +113,18 @@ export class MembershipBatch {
       this.credit = Math.min(this.credits, this.credit + (now - this.creditAt) / this.batchMs) - 1;
     }
     this.creditAt = now;
-    const leaves: MembershipChange[] = [];
-    const joins: MembershipChange[] = [];
-    for (const [group, t] of this.touched) {
+    // Leaves first, then joins, in one array (a receiver makes a burst per chunk or two: no spreads).
+    const out: MembershipChange[] = [];
+    let leaves = 0;
+    this.touched.forEach((t, group) => {
       const want = this.wanted.has(group);
       const have = this.applied.has(group);
-      if (want && !have) joins.push({ group, op: 'join' });
-      else if (!want && have) leaves.push({ group, op: 'leave' });
-      else if (want && have && t.rejoin) joins.push({ group, op: 'rejoin' });
-    }
+      if (want && !have) out.push({ group, op: 'join' });
+      else if (!want && have) out.splice(leaves++, 0, { group, op: 'leave' });
+      else if (want && have && t.rejoin) out.push({ group, op: 'rejoin' });
+    });
     this.touched.clear();
-    return [...leaves, ...joins];
+    return out;
   }
 
   /** The kernel made `change`. */

@@ -211,6 +211,8 @@ export class ChunkSource {
   /** Chunk fetches in flight, by leaf: a second file wanting the same chunk waits for the first. */
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly homes = new ChunkHomes();
+  /** Whether chunks stored are remembered in `homes` (not in a session of one file: oneFile()). */
+  private keepHomes = true;
   /** Callers of get() holding the bytes of a fetch, by leaf (the fetcher and those that waited for it). */
   private readonly users = new Map<string, { n: number; bytes?: Buffer }>();
   /** Cursor asks the share left unanswered in a row (see cursor()). */
@@ -353,7 +355,16 @@ export class ChunkSource {
    */
   stored(leaf: Hash, file?: { path: string }, offset = 0): void {
     this.inflight.delete(toHex(leaf));
-    if (file) this.homes.add(leaf, file, offset);
+    if (file && this.keepHomes) this.homes.add(leaf, file, offset);
+  }
+
+  /**
+   * The session syncs one file: no other file will ask for its chunks, and equal chunks within it
+   * travel once anyway (ChunkPlaces), so where they were written is not remembered (for a 4 GiB
+   * file that was 7 MiB: leaf copies, offsets, the hash table, a file reference each).
+   */
+  oneFile(): void {
+    this.keepHomes = false;
   }
 }
 

@@ -181,6 +181,12 @@ export class Listing implements DirListing {
  * The cache file: magic, destination path, records, BLAKE3 of all before it. As parts, to be written
  * in order: the trees' nodes are not copied (a whole file of big trees held twice was tens of MiB).
  */
+/**
+ * Above this many bytes a cache file is hashed part by part rather than copied together first: the
+ * copy of a 4 GiB file's record (its 8 MiB tree) was the receiver's peak memory at the end of a run.
+ */
+const CONCAT_HASH_MAX = 4 * 2 ** 20;
+
 export function encodeCacheFile(root: string, records: readonly Buffer[]): Buffer[] {
   const rootBytes = nameToBytes(root);
   const head = Buffer.alloc(MAGIC.length + 4);
@@ -189,7 +195,7 @@ export function encodeCacheFile(root: string, records: readonly Buffer[]): Buffe
   const parts: Buffer[] = [head, rootBytes, ...records];
   const bytes = parts.reduce((n, b) => n + b.length, 0);
   // Many small parts hash faster copied together; big trees are not copied.
-  parts.push(bytes <= 64 * 2 ** 20 ? hash(Buffer.concat(parts, bytes)) : hashConcat(parts));
+  parts.push(bytes <= CONCAT_HASH_MAX ? hash(Buffer.concat(parts, bytes)) : hashConcat(parts));
   return parts;
 }
 

@@ -68,27 +68,17 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   const existed = local !== undefined;
   const localTree = local?.tree;
   const replace = local?.replace;
-  const needed = tree.diff(localTree);
-  const sameContent = localTree !== undefined && needed.length === 0 && localTree.size === size;
-  const reuse = new Map<number, number>();
-  if (localTree && !opts.inplace) {
-    const have = leafIndex(localTree);
-    for (const i of needed) {
-      const j = have.get(tree.leaf(i));
-      if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i)) reuse.set(i, j);
-    }
-  }
-  const fetch = needed.filter((i) => !reuse.has(i));
-  // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
-  const places = placesOf(tree, fetch);
+  const plan = planFile(tree, size, localTree, !!opts.inplace);
+  const { sameContent, reuse, places } = plan;
+  let fetchCount = plan.fetchCount;
   if (opts.dryRun) {
     // An estimate: chunks that are zeros, or equal to chunks of files synced before, travel not at all.
     let travel = 0;
     for (const at of places.values()) if (toHex(tree.leaf(at[0]!)) !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
-    ctx.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetch.length - travel });
+    ctx.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetchCount - travel });
     return;
   }
-  if (sameContent) {
+  if (sameContent && localTree) {
     const changedMeta = await ctx.finishMeta(dest, entry.head.meta, false);
     const st = local!.st!;
     ctx.localTrees?.wrote(dest, localTree, { size, ino: st.ino, dev: st.dev, mtimeNs: finalMtime(ctx, entry.head.meta, st.mtimeNs) });
@@ -98,7 +88,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   chunks.wanted += places.size;
   // Temporary files of an earlier run that was killed are removed; their chunks are fetched again.
   await ctx.temps.removeStaleOf(dest);
-  if (!existed && !opts.inplace && size <= DEFERRED_SYNC_MAX) return syncNewSmallFile(ctx, entry, dest, places, fetch.length);
+  if (!existed && !opts.inplace && size <= DEFERRED_SYNC_MAX) return syncNewSmallFile(ctx, entry, dest, places, fetchCount);
   // Another type of object stays in place until the new file is complete, written under a fresh
   // name next to it (never through a link), and is then replaced by rename.
   const target = replace ? siblingName(dest, 'new') : dest;
@@ -124,7 +114,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
           // was hashed: a chunk that is not what the tree says is fetched instead.
           if (!hash(buf).equals(tree.leaf(i))) {
             reuse.delete(i);
-            fetch.push(i);
+            fetchCount++;
             const groups = places.size;
             places.add(i);
             chunks.wanted += places.size - groups;
@@ -176,7 +166,30 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   await ctx.finishMeta(dest, entry.head.meta, false, !existed || replace !== undefined);
   const id = out.identity;
   if (id) ctx.localTrees?.wrote(dest, tree, { size, ino: id.ino, dev: id.dev, mtimeNs: finalMtime(ctx, entry.head.meta, id.mtimeNs) });
-  ctx.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetch.length - fetchedHere });
+  ctx.item({ path: dest, type: 'file', change: existed ? 'updated' : 'created', chunksFetched: fetchedHere, chunksReused: reuse.size + fetchCount - fetchedHere });
+}
+
+/**
+ * What a file's sync does: nothing (`sameContent`), copy chunks the local copy has elsewhere
+ * (`reuse`: chunk number -> local chunk number; not in place) and fetch the rest, equal chunks
+ * once (`places`, `fetchCount` chunks). A function of its own so that the lists of chunk numbers
+ * it goes through (a number each, 2 MiB for a 4 GiB file) are garbage before the transfer starts
+ * rather than held by the suspended syncFile to its end.
+ */
+function planFile(tree: MerkleTree, size: number, localTree: MerkleTree | undefined, inplace: boolean): { sameContent: boolean; reuse: Map<number, number>; places: ChunkPlaces; fetchCount: number } {
+  const needed = tree.diff(localTree);
+  const sameContent = localTree !== undefined && needed.length === 0 && localTree.size === size;
+  const reuse = new Map<number, number>();
+  if (localTree && !inplace) {
+    const have = leafIndex(localTree);
+    for (const i of needed) {
+      const j = have.get(tree.leaf(i));
+      if (j !== undefined && chunkLength(localTree.size, j) === chunkLength(size, i)) reuse.set(i, j);
+    }
+  }
+  const fetch = reuse.size === 0 ? needed : needed.filter((i) => !reuse.has(i));
+  // Identical chunks (zeros in a disk image, repeated blocks) travel once and are written everywhere.
+  return { sameContent, reuse, places: placesOf(tree, fetch), fetchCount: fetch.length };
 }
 
 /** The mtime a synced file ends with: the source's with -t (set at the end of the run), else what it has. */

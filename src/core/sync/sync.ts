@@ -121,6 +121,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
     } else {
       const st = await lstat(dest).catch(() => undefined);
       target = st?.isDirectory() || dest.endsWith('/') ? path.join(dest, baseName) : dest;
+      session.chunks.oneFile();
     }
     await checkParent(target);
     const localTrees = opts.cacheDir === undefined ? undefined : await LocalTreeCache.open({ dir: opts.cacheDir, dest: target, checksum: opts.checksum, onWarning: opts.onWarning });

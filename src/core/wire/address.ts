@@ -100,8 +100,12 @@ export function parseIPv6(s: string): Buffer {
   if (gap < 0 ? n !== 8 : n > 7) throw notIPv6(s);
   const b = Buffer.alloc(16);
   const tail = gap < 0 ? 0 : n - gap;
-  for (let w = 0; w < n - tail; w++) b.writeUInt16BE(words[w]!, w * 2);
-  for (let w = 0; w < tail; w++) b.writeUInt16BE(words[n - tail + w]!, (8 - tail + w) * 2);
+  // Bytes by hand: writeUInt16BE checks its arguments through helpers that allocate on every call.
+  for (let w = 0; w < n; w++) {
+    const at = (w < n - tail ? w : 8 - n + w) * 2;
+    b[at] = words[w]! >> 8;
+    b[at + 1] = words[w]! & 0xff;
+  }
   return b;
 }
 
