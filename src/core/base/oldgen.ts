@@ -106,3 +106,33 @@ export function trimOldGeneration(env: NodeJS.ProcessEnv = process.env): () => v
     }
   };
 }
+
+/**
+ * How far V8 lets the old generation grow past what its last full collection left, in percent (V8's
+ * `--heap-growing-percent`): its next collection starts at the live size times 1.1, or 8 MiB above it
+ * (V8's least step), whichever is more.
+ *
+ * Why: by default V8 grows that limit by a factor it picks from how fast it collects, up to 4 on a small
+ * heap, so a share whose live heap is 12-17 MiB let promoted garbage (a stream's objects outlive the small
+ * young generation) reach 45-50 MiB before collecting: its peak RSS grew with what it sent (125-139 MiB
+ * for 1 GiB, 139-153 MiB for 4 GiB). V8 reads the flag whenever it sets a new limit, so it can be set
+ * while running, and its own collections stay incremental (a forced one, as trimOldGeneration makes in a
+ * sync, paused a share's sending). Measured: a share sending 1 GiB peaked at 98-102 MiB, 4 GiB at 116,
+ * with no CPU or wall time the 64 MiB benchmark separates (bench/README.md, nineteenth session). A sync
+ * sets it too, beside its trim, whose collections a 4 GiB transfer's 1% budget spaces out: its receiver
+ * peaked 11 MiB lower.
+ */
+export const OLD_GENERATION_GROWING_PERCENT = 10;
+
+/**
+ * Let the old generation grow by OLD_GENERATION_GROWING_PERCENT only (see there), unless switched off
+ * (LCSYNC_NO_OLDGEN_TRIM=1) or the user sized the heap's growth (`--heap-growing-percent` in NODE_OPTIONS or
+ * node's own arguments). Returns whether it was set.
+ */
+export function growOldGenerationSlowly(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): boolean {
+  if (env.LCSYNC_NO_OLDGEN_TRIM === '1') return false;
+  const own = /--heap[-_]growing[-_]percent/;
+  if (own.test(env.NODE_OPTIONS ?? '') || execArgv.some((a) => own.test(a))) return false;
+  setFlagsFromString(`--heap-growing-percent=${OLD_GENERATION_GROWING_PERCENT}`);
+  return true;
+}

@@ -10,6 +10,7 @@ import { Share, type ShareOptions } from '../share/share.js';
 import type { ShareStatus } from '../share/status.js';
 import { HashPool } from '../index/hashpool.js';
 import { tierUpLate } from '../base/tiering.js';
+import { growOldGenerationSlowly } from '../base/oldgen.js';
 import { TreeStore, busyUntilQuiet } from '../index/cache.js';
 import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
 import { serveStatus } from './ipc.js';
@@ -87,6 +88,8 @@ export class ShareService {
     const log = opts.logger;
     // A share is one loop that runs for as long as it serves: optimize only what is hot in it (base/tiering.ts).
     tierUpLate();
+    // And it collects its old generation before promoted garbage piles up (base/oldgen.ts).
+    growOldGenerationSlowly();
     const store = openStore(opts.cacheDir, log);
     const pool = sharePool();
     const sign = opts.signKey ? await signer(opts.signKey) : undefined;

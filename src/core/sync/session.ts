@@ -9,7 +9,8 @@ import { chmod, lstat, readdir, rm } from '../base/bytefs.js';
 import { LcsyncError } from '../base/errors.js';
 import { Limiter } from '../base/limit.js';
 import { baselineOnly, tierUpLate } from '../base/tiering.js';
-import { trimOldGeneration } from '../base/oldgen.js';
+import { growOldGenerationSlowly, trimOldGeneration } from '../base/oldgen.js';
+import { keepCHeapTrimmed } from '../base/malloctrim.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { fileEntryHash } from '../model/entry.js';
 import type { FileMeta } from '../model/meta.js';
@@ -139,9 +140,13 @@ export class SyncSession implements SyncContext {
     this.summary.dryRun = !!opts.dryRun;
     // What a transfer promotes dies in the old generation: collect it as it grows (base/oldgen.ts).
     this.untrim = trimOldGeneration();
+    growOldGenerationSlowly();
+    // And the C heap's free pages, which hold Buffers' bytes (base/malloctrim.ts).
+    this.untrimCHeap = keepCHeapTrimmed();
   }
 
   private readonly untrim: () => void;
+  private readonly untrimCHeap: () => void;
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
     // A receiver's JavaScript runs per object, not per datagram: baseline code, reached late, is enough (base/tiering.ts).
@@ -153,6 +158,7 @@ export class SyncSession implements SyncContext {
 
   async close(): Promise<void> {
     this.untrim();
+    this.untrimCHeap();
     this.rx.close();
     await this.channel.close();
   }
