@@ -1,11 +1,12 @@
 /**
- * The C heap's free pages handed back to the kernel now and then while a sync session runs
- * (native/memtrim.c, glibc's malloc_trim).
+ * The C heap's free pages handed back to the kernel now and then while a sync session or a share
+ * runs (native/memtrim.c, glibc's malloc_trim).
  *
  * Why: Node takes the bytes of Buffers from malloc, and those below glibc's mmap threshold (a large
  * file's tree parts, chunk buffers, anything once the threshold has risen after a large free) come
  * from the brk heap, which glibc shrinks only from its top. A 4 GiB sync kept about 15 MiB of that
- * heap resident from the tree's arrival to its end, mostly freed memory between live allocations.
+ * heap resident from the tree's arrival to its end, mostly freed memory between live allocations; a
+ * share sending 1 GiB peaked 5.5 MiB higher without the trim.
  *
  * How: every TRIM_EVERY_MS, malloc_trim(0), which releases each whole free page wherever it lies (a
  * walk of the free lists: well under a millisecond for such a heap). A timer rather than a call after

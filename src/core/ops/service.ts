@@ -11,6 +11,7 @@ import type { ShareStatus } from '../share/status.js';
 import { HashPool } from '../index/hashpool.js';
 import { tierUpLate } from '../base/tiering.js';
 import { growOldGenerationSlowly } from '../base/oldgen.js';
+import { keepCHeapTrimmed } from '../base/malloctrim.js';
 import { TreeStore, busyUntilQuiet } from '../index/cache.js';
 import { Follower, rootLines, type ReindexEvent, type RootLine } from './follow.js';
 import { serveStatus } from './ipc.js';
@@ -68,9 +69,12 @@ export class ShareService {
   ) {
     this.pruneTimer = setTimeout(() => this.prune(), PRUNE_DELAY_MS);
     this.pruneTimer.unref();
+    // Chunk buffers come and go with every stream: the C heap's freed pages go back (base/malloctrim.ts).
+    this.untrimCHeap = keepCHeapTrimmed();
   }
 
   private readonly pruneTimer: NodeJS.Timeout;
+  private readonly untrimCHeap: () => void;
   private pruned = false;
 
   private prune(): void {
@@ -160,6 +164,7 @@ export class ShareService {
   /** Stop everything; resolves with the share's final status. */
   async stop(): Promise<ShareStatus> {
     clearTimeout(this.pruneTimer);
+    this.untrimCHeap();
     await this.follower.close();
     await this.ipc?.close();
     const st = this.share.status();
