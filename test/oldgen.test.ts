@@ -54,7 +54,7 @@ describe('old-generation trim', () => {
   });
 
   it('leaves a heap growth the user set alone', () => {
-    expect(growOldGenerationSlowly({ NODE_OPTIONS: '--heap-growing-percent=50' }, [])).toBe(false);
+    expect(growOldGenerationSlowly({}, ['--heap-growing-percent=50'])).toBe(false);
     expect(growOldGenerationSlowly({}, ['--heap_growing_percent=50'])).toBe(false);
     expect(growOldGenerationSlowly({ LCSYNC_NO_OLDGEN_TRIM: '1' }, [])).toBe(false);
   });

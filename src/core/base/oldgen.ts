@@ -126,13 +126,12 @@ export const OLD_GENERATION_GROWING_PERCENT = 10;
 
 /**
  * Let the old generation grow by OLD_GENERATION_GROWING_PERCENT only (see there), unless switched off
- * (LCSYNC_NO_OLDGEN_TRIM=1) or the user sized the heap's growth (`--heap-growing-percent` in NODE_OPTIONS or
- * node's own arguments). Returns whether it was set.
+ * (LCSYNC_NO_OLDGEN_TRIM=1) or the user sized the heap's growth (`--heap-growing-percent` among node's own
+ * arguments; node refuses it in NODE_OPTIONS). Returns whether it was set.
  */
 export function growOldGenerationSlowly(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): boolean {
   if (env.LCSYNC_NO_OLDGEN_TRIM === '1') return false;
-  const own = /--heap[-_]growing[-_]percent/;
-  if (own.test(env.NODE_OPTIONS ?? '') || execArgv.some((a) => own.test(a))) return false;
+  if (execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) return false;
   setFlagsFromString(`--heap-growing-percent=${OLD_GENERATION_GROWING_PERCENT}`);
   return true;
 }
