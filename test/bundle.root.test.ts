@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLab, skipReason, type Lab } from './lab.js';
@@ -134,7 +134,13 @@ describeUnless(why, 'bundles on a lab network (needs root)', () => {
       await withShare([], async (share) => {
         const dest = path.join(work, `out-${runs++}`);
         const sync = runSync(lab, 1, ['-a', '--timeout', '30', 'tree/', dest], 180_000);
-        // Changed while the sync runs (the share re-indexes on the change and says what is gone).
+        // Changed while the sync runs (the share re-indexes on the change and says what is gone), once
+        // it has taken its root: changed while the name was being resolved, the name would have two
+        // roots within the sync's settle wait, the old and the new, which it refuses (exit 4) as it
+        // does two shares that disagree. That race made this test fail one run in two.
+        let settled = false;
+        void sync.finally(() => (settled = true));
+        for (const until = Date.now() + 30_000; !existsSync(dest) && !settled && Date.now() < until; ) await new Promise((r) => setTimeout(r, 5));
         writeFileSync(victim, Buffer.alloc(old.length, 0x5a));
         const r = await sync;
         expect(r.code, r.stderr + share.stderr()).toBe(0);
