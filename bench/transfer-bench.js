@@ -22,6 +22,7 @@
  * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
  * BENCH_SYNC_ENV="NAME=VALUE ..." (environment): added to the environment of our syncs only (not the share's), to
  * A/B a receiver-side switch in one build, e.g. BENCH_SYNC_ENV=LCSYNC_DEFAULT_TIERING=1.
+ * BENCH_SYNC_ARGS="--flag value ..." (environment): added to our syncs' arguments, e.g. BENCH_SYNC_ARGS="--parallel 64".
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
  * (Debian `uftp`). Every run gets a fresh lab (scripts/lab.js): host 0 sends, hosts 1..N receive, a bridge with MLD
@@ -114,6 +115,8 @@ const TBF = !process.argv.includes('--no-tbf');
 const SYNC_ENV = process.env.BENCH_SYNC_ENV
   ? { ...process.env, ...Object.fromEntries(process.env.BENCH_SYNC_ENV.split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }
   : undefined;
+/** BENCH_SYNC_ARGS (see the header): extra arguments for our syncs. */
+const SYNC_ARGS = (process.env.BENCH_SYNC_ARGS ?? '').split(/\s+/).filter(Boolean);
 // --cpu-prof DIR: our share and syncs write V8 CPU profiles there (node --cpu-prof), to see where the time goes.
 const CPU_PROF = optionValue('cpu-prof');
 const NODE = CPU_PROF ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [process.execPath];
@@ -283,7 +286,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
           if (staggerSec > 0 && receivers > 1) await sleep((1000 * staggerSec * i) / (receivers - 1));
           // A cache directory of the run's own: the host's default one (/var/cache/lcsync as root) is not the bench's to fill.
           const r = await lab.exec(h, timed(rssFile, [...NODE, CLI, 'sync', '--json', '-i', 'e0',
-            '--timeout', '60', '--cache', path.join(dir, `r${h}.cache`), hash, dest]), { timeoutMs: RUN_TIMEOUT_MS, env: SYNC_ENV });
+            '--timeout', '60', '--cache', path.join(dir, `r${h}.cache`), ...SYNC_ARGS, hash, dest]), { timeoutMs: RUN_TIMEOUT_MS, env: SYNC_ENV });
           const finished = (performance.now() - t0) / 1000;
           tLast = Math.max(tLast, performance.now());
           let seconds = NaN;

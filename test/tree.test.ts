@@ -1,4 +1,5 @@
 import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -269,5 +270,23 @@ describe('diff', () => {
     const shifted = MerkleTree.fromBuffer(Buffer.concat([data(CHUNK_SIZE, 42), base]));
     const idx = leafIndex(shifted);
     expect(idx.get(remote.leaf(2))).toBe(3);
+  });
+});
+
+describe('leafStartsWith', () => {
+  it('says whether a leaf starts with a key, as comparing the leaf itself does', () => {
+    const tree = MerkleTree.fromBuffer(randomBytes(5 * 32768 + 3));
+    for (let i = 0; i < tree.chunks; i++) {
+      const leaf = Buffer.from(tree.leaf(i));
+      for (const len of [0, 1, 14, 32]) expect(tree.leafStartsWith(i, leaf, len)).toBe(true);
+      const other = Buffer.from(leaf);
+      other[13] ^= 1;
+      expect(tree.leafStartsWith(i, other, 13)).toBe(true);
+      expect(tree.leafStartsWith(i, other, 14)).toBe(false);
+      // Another leaf's prefix, a key shorter than asked for, more than a hash: no.
+      expect(tree.leafStartsWith(i, tree.leaf((i + 1) % tree.chunks), 14)).toBe(false);
+      expect(tree.leafStartsWith(i, leaf.subarray(0, 10), 14)).toBe(false);
+      expect(tree.leafStartsWith(i, Buffer.concat([leaf, leaf]), 33)).toBe(false);
+    }
   });
 });

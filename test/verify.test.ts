@@ -13,6 +13,7 @@ import { nameFromBytes, nameToBytes } from '../src/core/base/names.js';
 import { aliasHash, dirEntryHash, fileEntryHash, symlinkEntryHash } from '../src/core/model/entry.js';
 import type { FileMeta } from '../src/core/model/meta.js';
 import { MerkleTree } from '../src/core/model/tree.js';
+import { hashPair } from '../src/core/model/hash.js';
 import { ShareIndex } from '../src/core/index/mdex.js';
 import { DEFAULT_LIMITS, decodeNetTreeHead, encodeNetTree, splitParts, TREE_PART_SIZE } from '../src/core/wire/nettree.js';
 import {
@@ -163,6 +164,50 @@ describe('file trees in parts', () => {
       known.push(p);
     }
     expect(Buffer.concat(known.buffers()).equals(obj)).toBe(true);
+  });
+
+  it('checks a part as the pair-at-a-time rule does: every cut, every node changed, known bytes in pieces', () => {
+    // The rule written out pair by pair (what partAgreesWith did before it hashed runs of pairs at once).
+    const byPairs = (prefix: Buffer, part: Buffer, off: number): boolean => {
+      const all = Buffer.concat([prefix, part]);
+      const firstNew = Math.floor(Math.max(0, prefix.length - off) / 32);
+      const complete = Math.floor(Math.max(0, all.length - off) / 32);
+      const node = (i: number) => all.subarray(off + 32 * i, off + 32 * i + 32);
+      let checked = 0;
+      for (let c = firstNew % 2 === 1 ? firstNew : Math.max(1, firstNew - 1); c + 1 < complete; c += 2) {
+        if (!hashPair(node(c), node(c + 1)).equals(node((c - 1) / 2))) return false;
+        checked++;
+      }
+      return checked > 0 || complete - firstNew < 2;
+    };
+    // A small tree (63 nodes) at a payload offset that is not a multiple of 32, cut everywhere.
+    const small = MerkleTree.fromBuffer(randomBytes(20 * 32768 + 77));
+    const off = 45;
+    const whole = Buffer.concat([randomBytes(off), small.nodes]);
+    let agreed = 0;
+    let refused = 0;
+    for (let cut = 0; cut < whole.length; cut += 7) {
+      for (const len of [1, 31, 32, 64, 100, 333, whole.length - cut]) {
+        const end = Math.min(whole.length, cut + len);
+        if (end <= cut) continue;
+        const prefix = whole.subarray(0, cut);
+        const part = Buffer.from(whole.subarray(cut, end));
+        // Known bytes in three pieces, so that runs of children and of parents span buffers.
+        const pieces = new Joined([prefix.subarray(0, cut / 3), prefix.subarray(cut / 3, cut / 2), prefix.subarray(cut / 2)].map((b) => Buffer.from(b)));
+        const want = byPairs(prefix, part, off);
+        expect(partAgreesWith(pieces, part, off)).toBe(want);
+        expect(pieces.length).toBe(cut);
+        if (want) agreed++;
+        const bad = Buffer.from(part);
+        bad[(cut * 13) % bad.length] ^= 0x40;
+        const wantBad = byPairs(prefix, bad, off);
+        expect(partAgreesWith(pieces, bad, off)).toBe(wantBad);
+        if (!wantBad) refused++;
+      }
+    }
+    // Both answers came up often: the comparison is not of two functions that always agree on one.
+    expect(agreed).toBeGreaterThan(100);
+    expect(refused).toBeGreaterThan(100);
   });
 
   it('verifiedTree gives the tree of a whole object and refuses a short one or another root', () => {

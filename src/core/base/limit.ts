@@ -53,25 +53,31 @@ export class Limiter {
    * thrown once the running tasks have ended.
    */
   async each<T>(items: Iterable<T>, fn: (item: T) => Promise<void>): Promise<void> {
-    const running = new Set<Promise<void>>();
+    // Counted, not kept in a set, and settled by one then() per task: a sync runs this once per
+    // chunk, and a waited-for slot, a catch() and a finally() were four more promises a chunk.
+    let running = 0;
     let failure: { error: unknown } | undefined;
+    let drained: (() => void) | undefined;
+    const settled = (): void => {
+      this.release();
+      if (--running === 0 && drained) drained();
+    };
+    const failed = (error: unknown): void => {
+      failure ??= { error };
+      settled();
+    };
     for (const item of items) {
-      await this.acquire();
+      if (this.free > 0) this.free--;
+      else await new Promise<void>((r) => this.waiting.push(r));
       if (failure) {
         this.release();
         break;
       }
-      const task: Promise<void> = fn(item)
-        .catch((error: unknown) => {
-          failure ??= { error };
-        })
-        .finally(() => {
-          running.delete(task);
-          this.release();
-        });
-      running.add(task);
+      const task = fn(item);
+      running++;
+      task.then(settled, failed);
     }
-    await Promise.all(running);
+    if (running > 0) await new Promise<void>((r) => (drained = r));
     if (failure) throw failure.error;
   }
 }

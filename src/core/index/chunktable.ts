@@ -85,8 +85,10 @@ export class ChunkTable {
     for (let i = start & mask; ; i = (i + 1) & mask) {
       const s = this.slots[i]!;
       if (s === 0) return undefined;
-      const h = this.hashOf(s - 1);
-      if (len <= h.length && h.compare(key, 0, len, 0, len) === 0) return s - 1;
+      // Compared in the tree itself: a probe made a view of a leaf for every join a share heard.
+      const n = s - 1;
+      const f = this.fileOf(n);
+      if (this.files[f]!.tree!.leafStartsWith(n - this.firstChunk[f]!, key, len)) return n;
     }
   }
 

@@ -161,7 +161,9 @@ export function hashPairs(src: Uint8Array, srcOffset: number, count: number, out
 }
 
 export function toHex(h: Uint8Array): string {
-  return Buffer.from(h.buffer, h.byteOffset, h.byteLength).toString('hex');
+  // A Buffer (nearly every hash) formats itself; a view made for it would be garbage, made several
+  // times for every chunk a receiver fetches (its maps are keyed by hex).
+  return h instanceof Buffer ? h.toString('hex') : Buffer.from(h.buffer, h.byteOffset, h.byteLength).toString('hex');
 }
 
 const HEX64 = /^[0-9a-fA-F]{64}$/;

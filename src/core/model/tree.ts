@@ -68,6 +68,12 @@ export class MerkleTree {
     return this.node(this.base - 1 + i);
   }
 
+  /** Whether leaf `i` starts with the first `len` bytes of `key` (compared in place: no view of the leaf is made). */
+  leafStartsWith(i: number, key: Uint8Array, len: number): boolean {
+    const at = (this.base - 1 + i) * HASH_SIZE;
+    return len <= HASH_SIZE && len <= key.length && this.nodes.compare(key, 0, len, at, at + len) === 0;
+  }
+
   /** An empty tree of the right shape whose leaves the caller fills, then calls seal(). */
   static blank(size: number): MerkleTree {
     if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`bad tree size ${size}`);

@@ -9,8 +9,11 @@ import type { TxPlan } from './txplan.js';
 
 /** Datagrams arriving on the multicast groups joined. */
 export interface DatagramSource {
-  /** Start receiving a group's datagrams (idempotent). */
-  join(group: string): void;
+  /**
+   * Start receiving a group's datagrams (idempotent). `bytes`, when the caller has them, are the
+   * group's 16 address bytes (what `group` is the text of): they spare a parse per join.
+   */
+  join(group: string, bytes?: Buffer): void;
   /** Stop receiving a group's datagrams. */
   leave(group: string): void;
   /** Leave and join again at once, so the sender hears a fresh report. */

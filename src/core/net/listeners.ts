@@ -48,6 +48,16 @@ export interface MldEvent {
   answer?: boolean;
   /** leave: 'left' = leave message then silence; 'expired' = listener timer ran out. */
   reason?: 'left' | 'expired';
+  /** The text of `group`, once groupTextOf() made it: several consumers key their maps by it. */
+  groupText?: string;
+}
+
+/**
+ * The text of an event's group, formatted once per event: the share, its announcer and the
+ * stream scheduler each key by it, and a share handles thousands of events a second at line rate.
+ */
+export function groupTextOf(e: MldEvent): string {
+  return (e.groupText ??= formatIPv6(e.group));
 }
 
 export interface MldListenerInfo {
@@ -159,7 +169,8 @@ export class ListenerTable {
   readonly ifname: string;
   private readonly opts: ListenerTableOptions;
   private readonly t: ListenerTimers;
-  private readonly log: (msg: string) => void;
+  /** Absent when nobody reads the lines: called as log?.(...), so no line (nor the group's text in it) is made then. */
+  private readonly log: ((msg: string) => void) | undefined;
   /** Our own IPv6 addresses on this interface (normalised text), for ignoring our own messages. */
   private own = new Set<string>();
   private linkLocal: Buffer | undefined;
@@ -173,7 +184,7 @@ export class ListenerTable {
     this.opts = opts;
     this.ifname = opts.ifname;
     this.t = opts.timers;
-    this.log = opts.log ?? (() => {});
+    this.log = opts.log;
     this.refreshOwn(now);
   }
 
@@ -230,7 +241,7 @@ export class ListenerTable {
     if (!this.linkLocal || now - this.ownRefreshedAt >= OWN_REFRESH_MS) this.refreshOwn(now);
     if (this.opts.querier) {
       if (this.otherQuerier && now >= this.otherQuerier.until) {
-        this.log(`${this.ifname}: querier ${this.otherQuerier.addr} went quiet, querying again`);
+        this.log?.(`${this.ifname}: querier ${this.otherQuerier.addr} went quiet, querying again`);
         this.otherQuerier = undefined;
         this.nextGeneralAt = now;
       }
@@ -273,7 +284,7 @@ export class ListenerTable {
 
     if (self && !this.opts.loopback) return out;
     if (msg.type === 'v1report' || msg.type === 'v1done') {
-      this.log(`${this.ifname}: MLDv1 ${msg.type === 'v1report' ? 'report' : 'done'} for ${formatIPv6(msg.group)} from ${from}`);
+      this.log?.(`${this.ifname}: MLDv1 ${msg.type === 'v1report' ? 'report' : 'done'} for ${formatIPv6(msg.group)} from ${from}`);
     }
     for (const ev of listenerEvents(msg)) {
       if (ev.kind === 'join') this.onJoin(ev.group, from, msg.type === 'v1report', now, out);
@@ -301,7 +312,7 @@ export class ListenerTable {
       const qiMs = msg.qqicSec !== undefined && msg.qqicSec > 0 ? msg.qqicSec * 1000 : this.t.qiMs;
       const until = now + qrv * qiMs + msg.maxRespMs / 2;
       if (this.otherQuerier?.addr !== from) {
-        this.log(`${this.ifname}: MLDv${msg.version} querier ${from} present` +
+        this.log?.(`${this.ifname}: MLDv${msg.version} querier ${from} present` +
           (this.opts.querier ? ' (lower address than ours: we stop querying)' : ''));
       }
       this.otherQuerier = { addr: from, until };
@@ -336,7 +347,7 @@ export class ListenerTable {
     }
     if (l.hosts.size > 0) return;
     this.listeners.delete(key);
-    this.log(`${this.ifname}: nobody answered for ${formatIPv6(l.group)}, no listener left`);
+    this.log?.(`${this.ifname}: nobody answered for ${formatIPv6(l.group)}, no listener left`);
     out.events.push({ kind: 'leave', group: l.group, ifname: this.ifname, from: l.lastReporter, reason: 'left' });
   }
 
@@ -346,7 +357,7 @@ export class ListenerTable {
     const refresh = l !== undefined;
     if (!l) {
       if (this.listeners.size >= MAX_GROUPS_PER_IFACE) {
-        this.log(`${this.ifname}: ${MAX_GROUPS_PER_IFACE} groups tracked already, ignoring ${formatIPv6(group)}`);
+        this.log?.(`${this.ifname}: ${MAX_GROUPS_PER_IFACE} groups tracked already, ignoring ${formatIPv6(group)}`);
         return;
       }
       l = { group, expiresAt: 0, lastReporter: from, queryAt: [], hosts: new Map(), v1: false };
@@ -379,7 +390,7 @@ export class ListenerTable {
       }
       // The last known listener left: gone now, no query round.
       this.listeners.delete(key);
-      this.log(`${this.ifname}: ${from} left ${formatIPv6(l.group)}, the last listener`);
+      this.log?.(`${this.ifname}: ${from} left ${formatIPv6(l.group)}, the last listener`);
       out.events.push({ kind: 'part', group: l.group, ifname: this.ifname, from });
       out.events.push({ kind: 'leave', group: l.group, ifname: this.ifname, from, reason: 'left' });
       return;
@@ -393,7 +404,7 @@ export class ListenerTable {
     } else {
       l.checkDeadline = now + 2 * this.t.llqiMs + 500;
     }
-    this.log(`${this.ifname}: ${from} left ${formatIPv6(l.group)}, checking for other listeners`);
+    this.log?.(`${this.ifname}: ${from} left ${formatIPv6(l.group)}, checking for other listeners`);
     out.events.push({ kind: 'part', group: l.group, ifname: this.ifname, from });
   }
 
@@ -412,7 +423,7 @@ export class ListenerTable {
       if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80 && (!ll || Buffer.compare(b, ll) < 0)) ll = b;
     }
     this.own = own;
-    if (ll && !(this.linkLocal && ll.equals(this.linkLocal))) this.log(`${this.ifname}: our link-local address is ${formatIPv6(ll)}`);
+    if (ll && !(this.linkLocal && ll.equals(this.linkLocal))) this.log?.(`${this.ifname}: our link-local address is ${formatIPv6(ll)}`);
     this.linkLocal = ll;
   }
 }

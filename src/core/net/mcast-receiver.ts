@@ -309,9 +309,10 @@ export class MulticastReceiver implements DatagramSource {
    * memberships (ENOBUFS, ENOMEM: net.core.optmem_max) while it holds others tries again with the next
    * burst, after a leave freed one.
    */
-  join(group: string): void {
+  join(group: string, bytes?: Buffer): void {
     this.ensureOpen();
-    this.bytesOf(group);
+    if (bytes === undefined) this.bytesOf(group);
+    else if (!this.groupBytes.has(group)) this.groupBytes.set(group, bytes);
     this.batch.join(group);
     this.changed(group);
   }

@@ -52,7 +52,8 @@ export type { MldEvent, MldListenerInfo } from './listeners.js';
 
 export interface MldWatcherOptions extends ListenerPolicy {
   ifnames: string[];
-  logger?: { verbose(msg: string): void };
+  /** `enabled('verbose')` false (the CLI's logger below -v): no line is made at all. */
+  logger?: { verbose(msg: string): void; enabled?(level: 'verbose'): boolean };
 }
 
 const ALL_NODES = 'ff02::1';
@@ -72,14 +73,16 @@ const TICK_MS = 100;
 export class MldWatcher extends EventEmitter {
   private readonly ifaces: Iface[] = [];
   private readonly timer: NodeJS.Timeout;
-  private readonly log: (msg: string) => void;
+  /** Absent when verbose lines go nowhere: called as log?.(...), so their text is not even made then. */
+  private readonly log: ((msg: string) => void) | undefined;
   private readonly timers: ListenerTimers;
   private closed = false;
 
   private constructor(private readonly opts: MldWatcherOptions) {
     super();
     this.timers = listenerTimers(opts);
-    this.log = (m) => opts.logger?.verbose(`mld: ${m}`);
+    const logger = opts.logger;
+    this.log = logger && logger.enabled?.('verbose') !== false ? (m) => logger.verbose(`mld: ${m}`) : undefined;
     this.timer = setInterval(() => this.tick(Date.now()), TICK_MS);
   }
 
@@ -102,7 +105,7 @@ export class MldWatcher extends EventEmitter {
         w.ifaces.push(iface);
         if (!mrouteHeld) mrouteHeld = w.tryMroute(iface);
       }
-      if (!mrouteHeld) w.log('MLDv1 reports (sent only under an MLDv1 querier) will not be seen');
+      if (!mrouteHeld) w.log?.('MLDv1 reports (sent only under an MLDv1 querier) will not be seen');
     } catch (err) {
       await w.close();
       throw err;
@@ -127,7 +130,7 @@ export class MldWatcher extends EventEmitter {
           if (iface && arrivedOn === iface.ifindex) this.onMessage(iface, buf, source, Date.now());
         },
         onError: (err) => {
-          this.log(`socket on ${ifname} failed: ${err.message}`);
+          this.log?.(`socket on ${ifname} failed: ${err.message}`);
           if (iface) iface.closed = true;
         },
       });
@@ -142,7 +145,7 @@ export class MldWatcher extends EventEmitter {
       log: this.log,
     }, Date.now());
     iface = { ifname, ifindex, socket, closed: false, table };
-    this.log(`watching MLD on ${ifname} (index ${ifindex})`);
+    this.log?.(`watching MLD on ${ifname} (index ${ifindex})`);
     return iface;
   }
 
@@ -151,7 +154,7 @@ export class MldWatcher extends EventEmitter {
       iface.socket.mrouteInit();
       return true;
     } catch (err) {
-      this.log(`cannot register for MLDv1 reports on ${iface.ifname} (MRT6_INIT: ${(err as Error).message})`);
+      this.log?.(`cannot register for MLDv1 reports on ${iface.ifname} (MRT6_INIT: ${(err as Error).message})`);
       return false;
     }
   }
@@ -224,12 +227,12 @@ export class MldWatcher extends EventEmitter {
 
   private sendQuery(iface: Iface, query: MldQuery): void {
     const q = encodeQuery(query);
-    const what = query.group ? `query for ${formatIPv6(query.group)}` : 'general query';
+    const what = () => (query.group ? `query for ${formatIPv6(query.group)}` : 'general query');
     try {
       iface.socket.send(ALL_NODES, q);
-      this.log(`${iface.ifname}: sent ${what}`);
+      this.log?.(`${iface.ifname}: sent ${what()}`);
     } catch (err) {
-      this.log(`${iface.ifname}: sending ${what} failed: ${(err as Error).message}`);
+      this.log?.(`${iface.ifname}: sending ${what()} failed: ${(err as Error).message}`);
     }
   }
 }

@@ -17,11 +17,11 @@
  * far as MLD shows them: MLDv1 hosts suppress each other's reports, and hosts behind a router or
  * proxy look like one.
  */
-import { formatIPv6, groupAddress, GROUP_PREFIX_BYTES } from '../wire/address.js';
+import { groupAddress, GROUP_PREFIX_BYTES } from '../wire/address.js';
 import { encodeAnnounce, watchKey } from '../wire/announce.js';
 import type { Hash } from '../model/hash.js';
 import type { ShareIndex } from '../index/mdex.js';
-import type { MldEvent } from '../net/listeners.js';
+import { groupTextOf, type MldEvent } from '../net/listeners.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 
 /** Default seconds between heartbeats: one datagram of about 100 bytes per listened name and interface. */
@@ -99,7 +99,7 @@ export class RootAnnouncer {
     const slot = prefix.toString('hex');
     const named = this.names.get(slot);
     if (!named || !this.opts.ifnames.includes(e.ifname)) return false;
-    const group = formatIPv6(e.group);
+    const group = groupTextOf(e);
     const key = `${group}%${e.ifname}`;
     let w = this.watched.get(key);
     if (!w) this.watched.set(key, (w = { name: named.name, ifname: e.ifname, group, hosts: new Map(), lastAnswer: 0 }));
@@ -115,12 +115,12 @@ export class RootAnnouncer {
 
   /** A host left a group (others may remain). */
   onPart(e: MldEvent): void {
-    this.watched.get(`${formatIPv6(e.group)}%${e.ifname}`)?.hosts.delete(e.from);
+    this.watched.get(`${groupTextOf(e)}%${e.ifname}`)?.hosts.delete(e.from);
   }
 
   /** Nobody listens on the group any more. */
   onLeave(e: MldEvent): void {
-    this.watched.delete(`${formatIPv6(e.group)}%${e.ifname}`);
+    this.watched.delete(`${groupTextOf(e)}%${e.ifname}`);
   }
 
   /** Hosts following each name, per interface (names nobody follows are left out). */

@@ -179,8 +179,8 @@ export class SendScheduler<T> {
    * of them sit before the streams with rounds, and every pick walked past them.
    */
   private order: ScheduledStream<T>[] = [];
-  /** pick()'s list of the first ready streams, reused. */
-  private readonly front: ScheduledStream<T>[] = [];
+  /** The ready streams of one pick (its slots are reused; cleared after each pick). */
+  private readonly front: (ScheduledStream<T> | undefined)[] = new Array<ScheduledStream<T> | undefined>(ACTIVE_WINDOW).fill(undefined);
   private cursor = 0;
   private nextTrickleScan = 0;
   private readonly lingering = new Set<ScheduledStream<T>>();
@@ -360,17 +360,20 @@ export class SendScheduler<T> {
       const t = this.order.find((x) => x.trickleDue(now));
       if (t) return t;
     }
+    // Indexed, and into slots kept from pick to pick: pick runs every few datagrams, often before
+    // V8 has optimized it, where for-of allocates a result per step and an emptied array a new
+    // backing store at its next push (together the largest part of a share's garbage).
     const front = this.front;
-    front.length = 0;
-    for (const x of this.order) {
-      if (x.ready(now)) {
-        front.push(x);
-        if (front.length === ACTIVE_WINDOW) break;
-      }
+    const order = this.order;
+    let ready = 0;
+    for (let i = 0; i < order.length && ready < ACTIVE_WINDOW; i++) {
+      const x = order[i]!;
+      if (x.ready(now)) front[ready++] = x;
     }
-    if (front.length > 0) {
-      const s = front[this.cursor++ % front.length];
-      front.length = 0;
+    if (ready > 0) {
+      const s = front[this.cursor++ % ready]!;
+      // No stream outlives its turn here (a dropped one is not kept from the collector).
+      front.fill(undefined, 0, ready);
       return s;
     }
     return this.order.find((x) => x.trickleDue(now));
@@ -447,7 +450,12 @@ export class SendScheduler<T> {
     const f = hosts.get(host);
     const fresh = f !== undefined && now - f.at < FRONTIER_TTL_MS;
     const at = fresh ? Math.max(f.pos, pos) : pos;
-    hosts.set(host, { pos: at, at: now, movedAt: fresh && at === f.pos ? f.movedAt : now, partAt: f?.partAt ?? -Infinity });
+    // Updated in place: a frontier moves with every join.
+    if (f) {
+      f.movedAt = fresh && at === f.pos ? f.movedAt : now;
+      f.pos = at;
+      f.at = now;
+    } else hosts.set(host, { pos: at, at: now, movedAt: now, partAt: -Infinity });
     if (!fresh) {
       this.gatherUnsent(ifname, host, at, now);
       this.holdPartsFor(ifname, host, now);

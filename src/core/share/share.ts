@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { LcsyncError } from '../base/errors.js';
 import { EventEmitter } from 'node:events';
-import { GROUP_PREFIX_BYTES, formatIPv6, parseIPv6, prefixOfGroup } from '../wire/address.js';
+import { GROUP_PREFIX_BYTES, parseIPv6, prefixOfGroup } from '../wire/address.js';
 import { toHex, type Hash } from '../model/hash.js';
 import { objectName, type ChunkObject, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
@@ -23,6 +23,7 @@ import type { DatagramSink } from '../net/datagram.js';
 import { Pacer } from '../net/pacer.js';
 import { AutoRate, type AutoRateOptions, type AutoRateWindow } from '../net/autorate.js';
 import { TxPlan, type TxTarget } from '../net/txplan.js';
+import { groupTextOf } from '../net/listeners.js';
 import { MldWatcher, type MldEvent } from '../net/mldsocket.js';
 import { PushSource, type ListenerSource } from '../net/push.js';
 import type { ObjectCipher } from '../wire/crypto.js';
@@ -37,6 +38,8 @@ export interface ShareLogger {
   info(msg: string): void;
   warn(msg: string): void;
   verbose(msg: string): void;
+  /** Whether lines of `level` are printed (the CLI's logger says; absent: assumed so). */
+  enabled?(level: 'verbose'): boolean;
 }
 
 export interface ShareOptions {
@@ -407,7 +410,7 @@ export class Share extends EventEmitter {
     if (!r || Date.now() - r.at >= RETIRED_TTL_MS || this.index.get(r.key)) return;
     const sink = this.sinks.get(e.ifname);
     if (!sink) return;
-    const group = formatIPv6(e.group);
+    const group = groupTextOf(e);
     const notice = encodeGoneNotice(this.opts.cipher ? this.opts.cipher.seal(r.key) : r.key);
     this.noticesSent += NOTICE_COPIES;
     this.log('verbose', `told ${group}%${e.ifname} that object ${toHex(r.key).slice(0, 16)} is gone (the source changed)`);
@@ -425,7 +428,7 @@ export class Share extends EventEmitter {
     if (!sink) return;
     const chunk = this.scheduler.cursorOf(e.ifname, file.rank) ?? CURSOR_IDLE;
     this.log('verbose', `told ${e.from} on ${e.ifname} the cursor of ${this.index.records[file.rank]?.sharePath}: ${chunk === CURSOR_IDLE ? 'idle' : `chunk ${chunk}`}`);
-    void sink.sendBatch([{ group: formatIPv6(e.group), payload: encodeCursor(file.key, chunk) }]).catch((err: Error) => {
+    void sink.sendBatch([{ group: groupTextOf(e), payload: encodeCursor(file.key, chunk) }]).catch((err: Error) => {
       this.log('warn', `send on ${e.ifname} failed: ${(err as Error).message}`);
     });
   }
@@ -533,7 +536,7 @@ export class Share extends EventEmitter {
     return this.auto ? this.auto.pacer.bitsPerSecond : this.opts.openSink ? 0 : (this.opts.rateBps ?? 0);
   }
 
-  private log(level: keyof ShareLogger, msg: string): void {
+  private log(level: 'info' | 'warn' | 'verbose', msg: string): void {
     this.opts.logger?.[level](msg);
   }
 
@@ -552,7 +555,7 @@ export class Share extends EventEmitter {
     }
     // Streams exist only on interfaces the share sends on.
     if (!this.sinks.has(e.ifname)) return;
-    const group = formatIPv6(e.group);
+    const group = groupTextOf(e);
     const key = `${group}%${e.ifname}`;
     if (this.coop && !this.scheduler.get(key) && !this.scheduler.isStarting(key)) {
       if (this.coop.holding) {
@@ -718,7 +721,7 @@ export class Share extends EventEmitter {
     // Only groups still listened: a stream started for one whose listener left meanwhile would
     // never hear a leave.
     const active = new Set(this.watcher.activeGroups().map((l) => `${l.group}%${l.ifname}`));
-    for (const e of held) if (active.has(`${formatIPv6(e.group)}%${e.ifname}`)) this.onJoin(e);
+    for (const e of held) if (active.has(`${groupTextOf(e)}%${e.ifname}`)) this.onJoin(e);
   }
 
   /**
@@ -749,7 +752,7 @@ export class Share extends EventEmitter {
   private onPart(e: MldEvent): void {
     if (this.coop?.consumes(e)) return;
     this.announcer.onPart(e);
-    const key = `${formatIPv6(e.group)}%${e.ifname}`;
+    const key = `${groupTextOf(e)}%${e.ifname}`;
     this.scheduler.part(key, e.from, Date.now());
     this.lendIfSilent(key);
   }
@@ -757,7 +760,7 @@ export class Share extends EventEmitter {
   private onLeave(e: MldEvent): void {
     if (this.coop?.consumes(e)) return;
     this.announcer.onLeave(e);
-    const key = `${formatIPv6(e.group)}%${e.ifname}`;
+    const key = `${groupTextOf(e)}%${e.ifname}`;
     this.scheduler.leave(key, Date.now());
     this.lendIfSilent(key);
   }

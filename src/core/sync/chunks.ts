@@ -101,13 +101,25 @@ export class ChunkHomes {
 }
 
 /** Leaf hashes of all-zero chunks by length: such chunks are known without asking anyone. */
-const zeroLeaves = new Map<number, string>();
+const zeroLeaves = new Map<number, { hex: string; bytes: Hash }>();
+
+function zeroLeafOf(length: number): { hex: string; bytes: Hash } {
+  let z = zeroLeaves.get(length);
+  if (z === undefined) {
+    const bytes = hash(Buffer.alloc(length));
+    zeroLeaves.set(length, (z = { hex: toHex(bytes), bytes }));
+  }
+  return z;
+}
 
 /** The leaf hash (hex) of `length` zero bytes. */
 export function zeroLeaf(length: number): string {
-  let k = zeroLeaves.get(length);
-  if (k === undefined) zeroLeaves.set(length, (k = toHex(hash(Buffer.alloc(length)))));
-  return k;
+  return zeroLeafOf(length).hex;
+}
+
+/** Whether `leaf` is the leaf hash of `length` zero bytes (compared as bytes: no hex string per chunk). */
+export function isZeroLeaf(leaf: Hash, length: number): boolean {
+  return leaf.equals(zeroLeafOf(length).bytes);
 }
 
 /**

@@ -8,9 +8,9 @@ import { lstat, open, rename, unlink } from '../base/bytefs.js';
 import path from 'node:path';
 import { fromSystemError } from '../base/errors.js';
 import { readFull } from '../base/readfull.js';
-import { hash, toHex } from '../model/hash.js';
+import { hash } from '../model/hash.js';
 import { MerkleTree, CHUNK_SIZE, chunkLength, leafIndex } from '../model/tree.js';
-import { fromCursor, placesOf, zeroLeaf, type ChunkPlaces } from './chunks.js';
+import { fromCursor, isZeroLeaf, placesOf, type ChunkPlaces } from './chunks.js';
 import { isEmptyDir, siblingName, swapIn } from './conflicts.js';
 import type { FetchedEntry, SyncContext } from './context.js';
 import type { FileMeta } from '../model/meta.js';
@@ -73,7 +73,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
   if (opts.dryRun) {
     // An estimate: chunks that are zeros, or equal to chunks of files synced before, travel not at all.
     let travel = 0;
-    for (const at of places.values()) if (toHex(tree.leaf(at[0]!)) !== zeroLeaf(chunkLength(size, at[0]!))) travel++;
+    for (const at of places.values()) if (!isZeroLeaf(tree.leaf(at[0]!), chunkLength(size, at[0]!))) travel++;
     ctx.item({ path: dest, type: 'file', change: sameContent ? 'unchanged' : existed ? 'updated' : 'created', chunksFetched: travel, chunksReused: reuse.size + fetchCount - travel });
     return;
   }
@@ -136,7 +136,7 @@ export async function syncFile(ctx: SyncContext, entry: FetchedEntry, dest: stri
       if (fetched) fetchedHere++;
       try {
         // All zeros into a fresh temporary file: leave a hole (a sparse file, as cp --sparse=auto).
-        if (out.fresh && toHex(leaf) === zeroLeaf(length)) return;
+        if (out.fresh && isZeroLeaf(leaf, length)) return;
         for (const i of at) {
           await out.write(i * CHUNK_SIZE, bytes);
           summary.bytesWritten += bytes.length;

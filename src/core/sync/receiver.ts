@@ -22,7 +22,7 @@
 import { LcsyncError } from '../base/errors.js';
 import { allowOptimizing } from '../base/tiering.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
-import { groupAddress } from '../wire/address.js';
+import { formatIPv6, groupAddress, groupBytes } from '../wire/address.js';
 import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, OID_LEN, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
 import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
@@ -278,7 +278,9 @@ export class ObjectReceiver {
     this.done.delete(key);
     return new Promise((resolve, reject) => {
       const now = Date.now();
-      const w: ChunkWaiter = { group: groupAddress(leaf), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
+      // The group's bytes go to the join as they are: formatted for the maps, not parsed back.
+      const bytes = groupBytes(leaf);
+      const w: ChunkWaiter = { group: formatIPv6(bytes), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
       if (this.assembly) {
         // A whole chunk gets its buffer at its first symbol, from the assembler's spares: of the chunks
         // in flight, only those the share is sending hold one (a buffer each was 4 MiB of peak RSS).
@@ -296,7 +298,7 @@ export class ObjectReceiver {
         } else if (buf) this.giveBuffer(buf);
       }
       this.chunks.set(key, w);
-      this.join(w.group);
+      this.join(w.group, bytes);
     });
   }
 
@@ -431,11 +433,11 @@ export class ObjectReceiver {
     this.treeDone.clear();
   }
 
-  private join(group: string): void {
+  private join(group: string, bytes?: Buffer): void {
     const n = this.groupUsers.get(group) ?? 0;
     // Counted only once joined: a join that throws must not leave a user that never leaves.
     if (n === 0) {
-      this.rx.join(group);
+      this.rx.join(group, bytes);
       this.stats.joins++;
     }
     this.groupUsers.set(group, n + 1);

@@ -29,9 +29,17 @@ export function prefixOfGroup(group: Uint8Array): Buffer | undefined {
   return Buffer.from(group.subarray(2, 16));
 }
 
+/** '0'..'9', 'a'..'f' as character codes. */
+const HEX_CODES = Buffer.from('0123456789abcdef', 'latin1');
+const COLON_CODE = 0x3a;
+/** The characters of one address are written here and read out as one string (at most 39 of them). */
+const textScratch = Buffer.alloc(40);
+
 /**
- * The RFC 5952 text of an IPv6 address. Called for every MLD event a share handles (thousands a
- * second at line rate), so it builds the string directly rather than through arrays of words.
+ * The RFC 5952 text of an IPv6 address. Called for every MLD event a share handles and every
+ * chunk a receiver joins (thousands a second at line rate), so its characters go into a scratch
+ * buffer that becomes one string: built by concatenation it made eight word strings and a chain
+ * of partial ones each time, the largest part of a share's garbage.
  */
 export function formatIPv6(b: Uint8Array): string {
   if (b.length !== 16) throw new RangeError('an IPv6 address is 16 bytes');
@@ -51,17 +59,24 @@ export function formatIPv6(b: Uint8Array): string {
     }
     i = j;
   }
-  let out = '';
+  const out = textScratch;
+  let n = 0;
   for (let i = 0; i < 8; i++) {
     if (i === best) {
-      out += '::';
+      out[n++] = COLON_CODE;
+      out[n++] = COLON_CODE;
       i += bestLen - 1;
       continue;
     }
-    if (i > 0 && i !== best + bestLen) out += ':';
-    out += ((b[2 * i]! << 8) | b[2 * i + 1]!).toString(16);
+    if (i > 0 && i !== best + bestLen) out[n++] = COLON_CODE;
+    // Lower-case hex without leading zeros.
+    const w = (b[2 * i]! << 8) | b[2 * i + 1]!;
+    if (w >= 0x1000) out[n++] = HEX_CODES[w >> 12]!;
+    if (w >= 0x100) out[n++] = HEX_CODES[(w >> 8) & 15]!;
+    if (w >= 0x10) out[n++] = HEX_CODES[(w >> 4) & 15]!;
+    out[n++] = HEX_CODES[w & 15]!;
   }
-  return out;
+  return out.toString('latin1', 0, n);
 }
 
 /** Parse an IPv6 address (no zone) into 16 bytes. */

@@ -122,8 +122,11 @@ function decodeV2Report(b: Buffer): MldMessage | undefined {
   return { type: 'v2report', records };
 }
 
+/** `len` bytes of `b` from `off`, copied (the message buffer is reused); no view is made on the way (one per record). */
 function copy(b: Buffer, off: number, len: number): Buffer {
-  return Buffer.from(b.subarray(off, off + len));
+  const out = Buffer.allocUnsafe(len);
+  b.copy(out, 0, off, off + len);
+  return out;
 }
 
 /** RFC 3810 section 5.1.3: Maximum Response Code to milliseconds. */
