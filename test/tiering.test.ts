@@ -39,19 +39,37 @@ const receiveChunks = (n: number): string => [
   `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes: [] });`,
   `await Promise.all(done); rx.close();`,
 ].join('\n');
+/**
+ * A receiver (baseline only) whose assembler handed `n` chunks over for decoding here, each with `repairs`
+ * repair symbols (zeros: nothing decodes, the arithmetic runs all the same).
+ */
+const decodeChunks = (n: number, repairs: number): string => [
+  `const t = await import(${JSON.stringify(TIERING)}); t.tierUpLate(); t.baselineOnly();`,
+  `let report; let id = 0;`,
+  `const assembly = { register: () => ++id, unregister() {}, spare: () => 16, onAssembled: (cb) => ((report = cb), () => {}) };`,
+  `const source = { onDatagram() {}, join() {}, leave() {}, rejoin() {}, close: async () => {}, assembly };`,
+  `const { ObjectReceiver } = await import(${JSON.stringify(RECEIVER)});`,
+  `const rx = new ObjectReceiver(source, { stallMs: 60000, firstSymbolMs: 60000 });`,
+  `const done = [];`,
+  `for (let i = 0; i < ${n}; i++) { const leaf = Buffer.alloc(32); leaf.writeUInt32BE(i); done.push(rx.fetchChunk(leaf, 32768).catch(() => undefined)); }`,
+  `const events = new Uint32Array(${n} * 2); for (let i = 0; i < ${n}; i++) { events[2 * i] = 3; events[2 * i + 1] = i + 1; }`,
+  `const decodes = Array.from({ length: ${n} }, () => [new Uint32Array(0), Uint32Array.from({ length: ${repairs} }, (_, k) => 32 + k), Buffer.alloc(${repairs} * 1024)]);`,
+  `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes });`,
+  `rx.close(); await Promise.all(done);`,
+].join('\n');
 /** %GetOptimizationStatus bits: optimized, TurboFan code, marked for (concurrent) optimization, being optimized. */
 const TIERED = (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10);
 /** %GetOptimizationStatus bit: the function runs V8's baseline (Sparkplug) code. */
 const BASELINE = 1 << 15;
 
 /** Whether V8 has tiered up a hot function after `calls` calls, with tierUpLate() called first or not. */
-function tieredAfter(calls: number, late: boolean | 'sync session' | 'sync session, JS path' | { chunks: number }, env: NodeJS.ProcessEnv = {}): { tiered: boolean; baseline: boolean; set: boolean } {
+function tieredAfter(calls: number, late: boolean | 'sync session' | 'sync session, JS path' | { chunks: number } | { decoded: number; repairs: number }, env: NodeJS.ProcessEnv = {}): { tiered: boolean; baseline: boolean; set: boolean } {
   const script = [
     `let set = false;`,
     late === true ? `set = (await import(${JSON.stringify(TIERING)})).tierUpLate();` : '',
     late === 'sync session' ? OPEN_SYNC_SESSION : '',
     late === 'sync session, JS path' ? openSyncSession(true) : '',
-    typeof late === 'object' ? receiveChunks(late.chunks) : '',
+    typeof late === 'object' ? ('chunks' in late ? receiveChunks(late.chunks) : decodeChunks(late.decoded, late.repairs)) : '',
     `function hot(n) { let s = 0; for (let i = 0; i < n; i++) s = (s + i * 7) | 0; return s; }`,
     `for (let k = 0; k < ${calls}; k++) hot(100);`,
     `process.stdout.write(JSON.stringify({ status: %GetOptimizationStatus(hot), set }));`,
@@ -107,6 +125,11 @@ describe('late tiering, and no TurboFan (a receiver)', () => {
   it('and a long transfer lets TurboFan in after 4,096 chunks (128 MiB), not before', () => {
     expect(tieredAfter(200_000, { chunks: 4095 }).tiered).toBe(false);
     expect(tieredAfter(200_000, { chunks: 4096 }).tiered).toBe(true);
+  });
+
+  it('and chunks decoded here let it in after 4,096 repair symbols, not at the first (light loss stays baseline)', () => {
+    expect(tieredAfter(200_000, { decoded: 1023, repairs: 4 }).tiered).toBe(false);
+    expect(tieredAfter(200_000, { decoded: 1024, repairs: 4 }).tiered).toBe(true);
   });
 
   it('while a share (tierUpLate alone) optimizes that function', () => {
