@@ -58,8 +58,9 @@ export function baselineOnly(): boolean {
 /**
  * Undo baselineOnly(): V8 may optimize again (on the budget tierUpLate set). For a receiver whose
  * JavaScript turns hot after all: one that decodes much RaptorQ (chunks lost many symbols: the solver's
- * arithmetic runs per symbol; sync/receiver.ts OPTIMIZE_AFTER_DECODED_SYMBOLS), handles every datagram itself (encrypted, or no native receive path), or
- * has received 4,096 chunks (128 MiB) and may have much more to go.
+ * arithmetic runs per symbol; sync/receiver.ts OPTIMIZE_AFTER_DECODED_SYMBOLS), handles every datagram
+ * itself (encrypted, or no native receive path), or has received 4,096 chunks (128 MiB) and may have much
+ * more to go.
  */
 export function allowOptimizing(): void {
   if (!baseline) return;
