@@ -25,25 +25,11 @@ const openSyncSession = (jsPath = false): string => [
 ].join('\n');
 const OPEN_SYNC_SESSION = openSyncSession();
 const RECEIVER = pathToFileURL(path.resolve(import.meta.dirname, '..', 'dist', 'core', 'sync', 'receiver.js')).href;
-/** A receiver (baseline only, as `lcsync sync` runs) that has `n` chunks assembled below JavaScript, by a fake assembly. */
-const receiveChunks = (n: number): string => [
-  `const t = await import(${JSON.stringify(TIERING)}); t.tierUpLate(); t.baselineOnly();`,
-  `let report; let id = 0;`,
-  `const assembly = { register: () => ++id, unregister() {}, spare: () => 16, onAssembled: (cb) => ((report = cb), () => {}) };`,
-  `const source = { onDatagram() {}, join() {}, leave() {}, rejoin() {}, close: async () => {}, assembly };`,
-  `const { ObjectReceiver } = await import(${JSON.stringify(RECEIVER)});`,
-  `const rx = new ObjectReceiver(source, { stallMs: 60000, firstSymbolMs: 60000 });`,
-  `const done = [];`,
-  `for (let i = 0; i < ${n}; i++) { const leaf = Buffer.alloc(32); leaf.writeUInt32BE(i); done.push(rx.fetchChunk(leaf, 32768)); }`,
-  `const events = new Uint32Array(${n} * 2); for (let i = 0; i < ${n}; i++) { events[2 * i] = 1; events[2 * i + 1] = i + 1; }`,
-  `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes: [] });`,
-  `await Promise.all(done); rx.close();`,
-].join('\n');
 /**
- * A receiver (baseline only) whose assembler handed `n` chunks over for decoding here, each with `repairs`
- * repair symbols (zeros: nothing decodes, the arithmetic runs all the same).
+ * A receiver (baseline only, as `lcsync sync` runs) with a fake assembly, that has fetched `n` chunks; `report`
+ * then tells it what the assembler did with them.
  */
-const decodeChunks = (n: number, repairs: number): string => [
+const receiverWithChunks = (n: number): string[] => [
   `const t = await import(${JSON.stringify(TIERING)}); t.tierUpLate(); t.baselineOnly();`,
   `let report; let id = 0;`,
   `const assembly = { register: () => ++id, unregister() {}, spare: () => 16, onAssembled: (cb) => ((report = cb), () => {}) };`,
@@ -51,12 +37,32 @@ const decodeChunks = (n: number, repairs: number): string => [
   `const { ObjectReceiver } = await import(${JSON.stringify(RECEIVER)});`,
   `const rx = new ObjectReceiver(source, { stallMs: 60000, firstSymbolMs: 60000 });`,
   `const done = [];`,
+  // Those never completed fail when the receiver closes.
   `for (let i = 0; i < ${n}; i++) { const leaf = Buffer.alloc(32); leaf.writeUInt32BE(i); done.push(rx.fetchChunk(leaf, 32768).catch(() => undefined)); }`,
-  `const events = new Uint32Array(${n} * 2); for (let i = 0; i < ${n}; i++) { events[2 * i] = 3; events[2 * i + 1] = i + 1; }`,
-  `const decodes = Array.from({ length: ${n} }, () => [new Uint32Array(0), Uint32Array.from({ length: ${repairs} }, (_, k) => 32 + k), Buffer.alloc(${repairs} * 1024)]);`,
-  `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes });`,
-  `rx.close(); await Promise.all(done);`,
-].join('\n');
+];
+/** `n` [kind, id] events of one kind for chunks 1..n. */
+const eventsOf = (n: number, kind: number): string =>
+  `const events = new Uint32Array(${n} * 2); for (let i = 0; i < ${n}; i++) { events[2 * i] = ${kind}; events[2 * i + 1] = i + 1; }`;
+/** ... whose `n` chunks the assembler completed below JavaScript. */
+const receiveChunks = (n: number): string =>
+  [
+    ...receiverWithChunks(n),
+    eventsOf(n, 1),
+    `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes: [] });`,
+    `await Promise.all(done); rx.close();`,
+  ].join('\n');
+/**
+ * ... whose `n` chunks the assembler handed over for decoding here, each with `repairs` repair symbols (zeros:
+ * nothing decodes, the arithmetic runs all the same).
+ */
+const decodeChunks = (n: number, repairs: number): string =>
+  [
+    ...receiverWithChunks(n),
+    eventsOf(n, 3),
+    `const decodes = Array.from({ length: ${n} }, () => [new Uint32Array(0), Uint32Array.from({ length: ${repairs} }, (_, k) => 32 + k), Buffer.alloc(${repairs} * 1024)]);`,
+    `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes });`,
+    `rx.close(); await Promise.all(done);`,
+  ].join('\n');
 /** %GetOptimizationStatus bits: optimized, TurboFan code, marked for (concurrent) optimization, being optimized. */
 const TIERED = (1 << 4) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10);
 /** %GetOptimizationStatus bit: the function runs V8's baseline (Sparkplug) code. */
