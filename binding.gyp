@@ -6,7 +6,7 @@
   # the chunk-assembling receiver (native/rx_assembler.c), the relay's forwarding path (native/relay_fwd.c),
   # lstat of many paths at once (native/statbatch.c), new small files written in batches off the JS
   # thread (native/smallfiles.c), syncfs of a file system off the JS thread (native/syncfs.c),
-  # malloc_trim for a long sync (native/memtrim.c);
+  # malloc_trim for a long sync (native/memtrim.c), RaptorQ's GF(256) arithmetic (native/gf256.c);
   # native/addon.c registers each. Shipped prebuilt
   # for linux-x64 (prebuildify at pack time); node-gyp-build builds it from source where none fits.
   # lcsync falls back to node:dgram for data and to wasm BLAKE3 without it; MLD needs it.
@@ -25,6 +25,7 @@
         'native/smallfiles.c',
         'native/syncfs.c',
         'native/memtrim.c',
+        'native/gf256.c',
         'native/blake3_napi.c',
         'native/blake3/blake3.c',
         'native/blake3/blake3_dispatch.c',

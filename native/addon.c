@@ -20,6 +20,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!smallfiles_init(env, exports)) return NULL;
   if (!syncfs_init(env, exports)) return NULL;
   if (!memtrim_init(env, exports)) return NULL;
+  if (!gf256_init(env, exports)) return NULL;
   return exports;
 }
 

@@ -34,4 +34,7 @@ bool syncfs_init(napi_env env, napi_value exports);
 /* malloc_trim for a long sync (native/memtrim.c). */
 bool memtrim_init(napi_env env, napi_value exports);
 
+/* RaptorQ's GF(256) symbol arithmetic with SIMD (native/gf256.c). */
+bool gf256_init(napi_env env, napi_value exports);
+
 #endif

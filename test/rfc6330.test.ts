@@ -95,6 +95,30 @@ describe('SmallBlockCode', () => {
     }
   });
 
+  it.each([1, 2, 31, 32])('K=%i: encodeFrom (consecutive symbols, a short padded tail) equals encode, within and past the weights cache', (K) => {
+    const KP = kPrime(K);
+    const code = SmallBlockCode.of(KP);
+    for (const length of [K * T, K * T - 1, (K - 1) * T + 1]) {
+      const data = randomData(length, K + length);
+      const full = Math.floor(length / T);
+      const last = full < K ? new Uint8Array(T) : undefined;
+      last?.set(data.subarray(full * T));
+      const source = (j: number) => (j < full ? data.subarray(j * T, (j + 1) * T) : last!);
+      // Repair ISIs in the cached range (K' .. 9 K'), past it, and a source ISI.
+      for (const isi of [KP, KP + 1, 9 * KP - 1, 9 * KP, 9 * KP + 17, 0]) {
+        const a = new Uint8Array(T);
+        const b = new Uint8Array(T).fill(0x5a); // encodeFrom clears its output first
+        code.encode(isi, K, source, a);
+        code.encodeFrom(isi, K, data, full, last, b);
+        expect(Buffer.from(b).equals(Buffer.from(a)), `K=${K} length ${length} ISI ${isi}`).toBe(true);
+        // The cached weights are not changed by their users: the same symbol again.
+        code.encodeFrom(isi, K, data, full, last, b);
+        expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);
+      }
+    }
+    expect(() => code.encodeFrom(KP, K, randomData(K * T, 1), K - 1, undefined, new Uint8Array(T))).toThrow(RangeError);
+  });
+
   it.each(smallKs)('K=%i: recovers lost source symbols from as many repair symbols, or says it cannot yet', (K) => {
     const KP = kPrime(K);
     const code = SmallBlockCode.of(KP);

@@ -77,6 +77,9 @@ export interface LcsyncAddon {
   syncFs?(dir: Uint8Array, done: (errno: number) => void): void;
   // native/memtrim.c (optional: an older build without it leaves the C heap as glibc keeps it)
   mallocTrim?(): boolean;
+  // native/gf256.c (optional: an older build without it leaves RaptorQ's arithmetic to wasm)
+  gf256Combine?(out: Uint8Array, symbols: Uint8Array[], weights: Uint8Array, count: number, tables: Uint8Array): void;
+  gf256CombineAt?(out: Uint8Array, base: Uint8Array, offsets: Uint32Array, weights: Uint8Array, count: number, tables: Uint8Array): void;
 }
 
 /** Opaque handle of native/relay_fwd.c (a type-tagged external). */

@@ -143,7 +143,8 @@ export class ObjectEncoder {
       // Small objects compute the symbol here, so a caller that copies it at once can lend a buffer.
       const symbol = into && into.length === SYMBOL_SIZE ? into : Buffer.alloc(SYMBOL_SIZE);
       // Wire ESI K + i is internal symbol K' + i (see the top of this file).
-      this.code.encode(this.KP + i, this.K, (j) => this.paddedSource(j), symbol);
+      const full = Math.floor(this.length / SYMBOL_SIZE);
+      this.code.encodeFrom(this.KP + i, this.K, this.data, full, full < this.K ? this.paddedSource(this.K - 1) : undefined, symbol);
       return { esi: this.K + i, symbol };
     }
     if (this.next === this.pool.length) {

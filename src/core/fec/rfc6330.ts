@@ -23,10 +23,12 @@
  * the wasm codec above that.
  */
 import { RAND_TABLES, SYSTEMATIC_TABLE } from './rfc6330-tables.js';
-import { combine, deferSymbolMath } from './symbolmath.js';
+import { combine, combineConsecutive, deferSymbolMath } from './symbolmath.js';
 
 /** Largest K' this module is used for (chunks have K <= 32, so K' <= 32). */
 export const FAST_MAX_K_PRIME = 64;
+/** A code keeps the weights of its first this many times K' repair ISIs (fec.ts cycles through 8 K'). */
+const WEIGHTS_CACHED_FACTOR = 8;
 
 // ---------------------------------------------------------------------------------------------
 // GF(256) of section 5.7: polynomial x^8 + x^4 + x^3 + x^2 + 1, alpha = 2.
@@ -327,14 +329,31 @@ export class SmallBlockCode {
     return c;
   }
 
-  /** w with encoding symbol `isi` = sum over j < K' of w[j] * source symbol j. */
+  /**
+   * Weights of the ISIs a share's repair cycle uses (below K' + WEIGHTS_CACHED_FACTOR * K'), by ISI - K':
+   * every chunk of one K' asks for the same ones, and computing them (the LT indices, a row of the
+   * inverse each) cost more than the symbol arithmetic itself.
+   */
+  private readonly repairWeights: (Uint8Array | undefined)[] = [];
+
+  /**
+   * w with encoding symbol `isi` = sum over j < K' of w[j] * source symbol j. Shared between calls
+   * for repair ISIs: read it, do not change it.
+   */
   weights(isi: number): Uint8Array {
     const KP = this.params.KP;
+    const slot = isi - KP;
+    const cacheable = slot >= 0 && slot < WEIGHTS_CACHED_FACTOR * KP;
+    if (cacheable) {
+      const known = this.repairWeights[slot];
+      if (known) return known;
+    }
     const w = new Uint8Array(KP);
     for (const i of ltIndices(this.params, isi)) {
       const row = i * KP;
       for (let j = 0; j < KP; j++) w[j]! ^= this.inv[row + j]!;
     }
+    if (cacheable) this.repairWeights[slot] = w;
     return w;
   }
 
@@ -345,6 +364,21 @@ export class SmallBlockCode {
   encode(isi: number, K: number, source: (j: number) => Uint8Array, out: Uint8Array): void {
     out.fill(0);
     combine(out, K, source, this.weights(isi), mulAdd);
+  }
+
+  /**
+   * encode() for source symbols that lie one after another: symbol j < `full` is
+   * data[j * T, (j + 1) * T) (T = out.length), and when K > full, symbol K - 1 is `last`
+   * (the object's short tail, zero-padded). No view per symbol: one pass over `data`.
+   */
+  encodeFrom(isi: number, K: number, data: Uint8Array, full: number, last: Uint8Array | undefined, out: Uint8Array): void {
+    out.fill(0);
+    const w = this.weights(isi);
+    combineConsecutive(out, data, full, w, mulAdd);
+    if (K > full) {
+      if (!last || K !== full + 1) throw new RangeError(`encodeFrom: ${K} source symbols, ${full} whole ones and ${last ? 'a' : 'no'} last one`);
+      mulAdd(out, last, w[K - 1]!);
+    }
   }
 
   /**
