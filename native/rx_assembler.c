@@ -44,6 +44,10 @@
  *     Source + repair symbols reach K first: event DECODE with the source ESIs present and the
  *     repair symbols, and the request is handed over: its later datagrams go up to JS, which runs
  *     the RaptorQ decoder (src/core/fec) from there.
+ *     The last source symbol (ESI K - 1) placed while others are missing and too few repair symbols
+ *     are in: event LACKING, once per request (the request goes on collecting). A share sends a chunk's
+ *     source symbols in order and then holds (for the leaves of those that got them all) before its
+ *     repair symbols; the receiver tells it at once that it will need them (sync/receiver.ts).
  *   - valid chunk of an OID nobody registered, after rxasmClaim: dropped, counted.
  *   - anything invalid whose length is not a gone notice's (40 or 80 bytes), after rxasmClaim:
  *     dropped, counted.
@@ -63,7 +67,7 @@
  *   datagrams, bytes, dropped    counters since the last batch (all datagrams seen, their bytes, dropped)
  *   coalesced                    messages since the last batch that held several datagrams (GRO)
  *   progressed                   Uint32Array of ids that received a new symbol in this batch
- *   events                       Uint32Array of [kind, id] pairs (1 COMPLETE, 2 REJECTED, 3 DECODE)
+ *   events                       Uint32Array of [kind, id] pairs (1 COMPLETE, 2 REJECTED, 3 DECODE, 4 LACKING)
  *   decodes                      for each DECODE event in order: [sourceEsis (Uint32Array),
  *                                repairEsis (Uint32Array), repair (Buffer, 1024 bytes per ESI)]
  *   buffers                      present when an event ended a request registered without a buffer: per
@@ -115,6 +119,7 @@
 #define EV_COMPLETE 1
 #define EV_REJECTED 2
 #define EV_DECODE 3
+#define EV_LACKING 4
 
 /* Plain receive: 64 slots of 2 KiB (lcsync datagrams are at most 1072 bytes). With GRO one message
  * may hold up to 64 KiB of coalesced datagrams: as many slots, of 64 KiB each (4 MiB of address
@@ -164,6 +169,7 @@ typedef struct {
   uint8_t oid[OID_LEN];
   uint8_t used; /* 0 empty, 1 in use, 2 deleted */
   uint8_t handed; /* DECODE sent: datagrams go up to JS */
+  uint8_t lacked; /* LACKING sent (once per request) */
   uint32_t id;
   uint32_t K, have, nrepair, repair_cap;
   uint64_t mark; /* batch serial of the last progress report */
@@ -447,6 +453,17 @@ static void add_symbol(assembler_t *a, entry_t *e, uint32_t esi, const uint8_t *
     memcpy(e->dst + off, sym, n);
     e->bitmap[esi >> 3] |= bit;
     e->have++;
+    /* The last source symbol of a pass that began at ESI 0, and some before it were lost: say so at once
+     * (see LACKING above), rather than leave the share to find out when its hold ends. */
+    if (esi == e->K - 1 && e->have < e->K && e->have + e->nrepair < e->K && !e->lacked) {
+      event_t ev = {0};
+      ev.kind = EV_LACKING;
+      ev.id = e->id;
+      if (reserve_event(a)) {
+        push_event(a, ev);
+        e->lacked = 1;
+      }
+    }
   } else {
     for (uint32_t i = 0; i < e->nrepair; i++)
       if (e->repair_esi[i] == esi) return;

@@ -50,6 +50,7 @@ describeUnless(why, 'sync over lossy and disordered links (needs root)', () => {
   let share: RunningShare;
   const figures: Figure[] = [];
   let payload = 0;
+  let lastSummary: Record<string, unknown> | undefined;
 
   beforeAll(async () => {
     lab = await createLab({ hosts: 2, snooping: true });
@@ -91,6 +92,7 @@ describeUnless(why, 'sync over lossy and disordered links (needs root)', () => {
     expect(r.summary!.seconds).toBeLessThan(SYNC_BOUND_S);
     const f = { scenario, seconds: r.summary!.seconds as number, senderBytes: after.tx_bytes - before.tx_bytes, rejoins: r.summary!.rejoins as number, note };
     figures.push(f);
+    lastSummary = r.summary!;
     return f;
   }
 
@@ -143,6 +145,30 @@ describeUnless(why, 'sync over lossy and disordered links (needs root)', () => {
       }
     }, 180_000);
   }
+
+  it('with 5% loss towards the receiver: it reports chunks it lacks at once, as MLD ALLOW records with no sources', async () => {
+    // Counted in the switch: MLDv2 reports (ICMPv6 143) whose first record is ALLOW (5) and names no
+    // source (the record's source count, bytes 10-11 of the ICMPv6 message, is 0); the receiver's
+    // lacking reports hold only such records, and nothing else sends them.
+    await nft(`table bridge lacking {
+      counter allow0 { }
+      chain f { type filter hook forward priority -10; policy accept; icmpv6 type 143 @th,64,8 5 @th,80,16 0 counter name allow0; }
+    }`);
+    await lab.setLoss(1, 5, 'to');
+    try {
+      await syncOnce('5% loss towards rx');
+      const r = figures.at(-1)!;
+      const reported = lastSummary!.lackingReported as number;
+      const seen = await nftCounter('bridge', 'lacking', 'allow0');
+      r.note = `${reported} chunks reported lacking, ${seen} such reports crossed the switch`;
+      // 4 MiB is 128 chunks; at 5% most lose one of their 33 symbols or more.
+      expect(reported).toBeGreaterThan(10);
+      expect(seen).toBeGreaterThan(0);
+    } finally {
+      await lab.setLoss(1, 0);
+      await lab.exec('switch', ['nft', 'delete', 'table', 'bridge', 'lacking']);
+    }
+  }, 180_000);
 
   it('with loss in bursts: everything to and from the receiver dropped for 50 ms of every second', async () => {
     await nft(['table bridge burst', 'delete table bridge burst', 'table bridge burst {', '  counter drops { }', '  chain f {',

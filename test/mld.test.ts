@@ -132,6 +132,14 @@ describe('decodeMld on hand-built messages', () => {
       ['join', 'ff1e::1'],
       ['leave', 'ff1e::2'],
     ]);
+    expect(listenerEvents(m).some((e) => e.lacking)).toBe(false);
+    // ALLOW with no sources adds nothing (an RFC 3810 router changes no state): an lcsync receiver's "still
+    // here, lacking symbols", a join marked lacking.
+    const lack = decodeMld(encodeReport([{ recordType: RecordType.ALLOW_NEW_SOURCES, group: g1 }, { recordType: RecordType.CHANGE_TO_EXCLUDE, group: g2 }]))!;
+    expect(listenerEvents(lack)).toEqual([
+      { kind: 'join', group: Buffer.from(g1), lacking: true },
+      { kind: 'join', group: Buffer.from(g2) },
+    ]);
     // One byte short anywhere in the last record: rejected.
     expect(decodeMld(msg.subarray(0, msg.length - 1))).toBeUndefined();
     // A record count larger than the message: rejected.

@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { hash, type Hash } from '../src/core/model/hash.js';
 import { ObjectEncoder } from '../src/core/fec/fec.js';
 import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, SYMBOL_SIZE, decodeDatagram, encodeDatagram, encodeGoneNotice } from '../src/core/wire/packet.js';
-import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type DatagramSource } from '../src/core/net/datagram.js';
+import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_LACKING, ASSEMBLY_REJECTED, type AssemblyReport, type DatagramSource } from '../src/core/net/datagram.js';
+import { groupBytes } from '../src/core/wire/address.js';
 import { NativeAssembler, nativeParse, nativeRxAvailable } from '../src/core/net/rx-assembler.js';
 import { MulticastReceiver } from '../src/core/net/mcast-receiver.js';
 import { ObjectReceiver } from '../src/core/sync/receiver.js';
@@ -46,6 +47,11 @@ class MemSource implements DatagramSource {
   }
   rejoin(): void {}
   async close(): Promise<void> {}
+  /** Groups reportLacking was asked to report, in order. */
+  readonly lacking: string[] = [];
+  reportLacking(groups: readonly Uint8Array[]): void {
+    for (const g of groups) this.lacking.push(Buffer.from(g).toString('hex'));
+  }
   /** One recvmmsg's worth. */
   batch(datagrams: Buffer[]): void {
     this.fed += datagrams.length;
@@ -500,6 +506,56 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
       rnat.release(got);
     }
     expect(buffers.size).toBeLessThan(40);
+  });
+
+  it('says LACKING once when the last source symbol comes with others lost, and the receiver has its source report the group', async () => {
+    const reports: AssemblyReport[] = [];
+    const asm = new NativeAssembler(() => undefined);
+    asm.onAssembled((r) => reports.push(r));
+    const data = randomBytes(5000); // K = 5
+    const oid = hash(data);
+    expect(asm.register(oid, 5000, Buffer.alloc(5000))).toBe(1);
+    const all = chunkDatagrams(data, oid, 3);
+    // 0, 1, 3 and then the last (4): symbol 2 was lost.
+    asm.feed([all[0]!, all[1]!, all[3]!]);
+    expect(reports).toHaveLength(0);
+    asm.feed([all[4]!]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_LACKING, 1]);
+    // Once per request: the last symbol again, or a repeat of the pass, says nothing more.
+    const n = reports.length;
+    asm.feed([all[4]!, all[0]!]);
+    expect(reports.slice(n).flatMap((r) => Array.from(r.events))).toEqual([]);
+    // The lost one comes after all: complete.
+    asm.feed([all[2]!]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 1]);
+
+    // Every source symbol but one, the last arriving after enough repair symbols: a decode, not a lack.
+    const d2 = randomBytes(5000);
+    const o2 = hash(d2);
+    expect(asm.register(o2, 5000, Buffer.alloc(5000))).toBe(2);
+    const a2 = chunkDatagrams(d2, o2, 2);
+    asm.feed([a2[5]!, a2[0]!, a2[1]!, a2[2]!]);
+    asm.feed([a2[4]!]);
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_DECODE, 2]);
+    // A whole pass: complete, no lack.
+    const d3 = randomBytes(5000);
+    const o3 = hash(d3);
+    expect(asm.register(o3, 5000, Buffer.alloc(5000))).toBe(3);
+    asm.feed(chunkDatagrams(d3, o3, 0));
+    expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 3]);
+
+    // Through a receiver: its source is asked to report the chunk's group, and the count says so.
+    const { nat, rnat } = pair();
+    const d4 = randomBytes(32 * 1024);
+    const o4 = hash(d4);
+    const got = rnat.fetchChunk(o4, d4.length);
+    const a4 = chunkDatagrams(d4, o4, 4);
+    nat.batch([...a4.slice(0, 7), ...a4.slice(8, 32)]); // symbol 7 lost, 31 the last
+    expect(nat.lacking).toEqual([groupBytes(o4).toString('hex')]);
+    expect(rnat.stats.lackingReported).toBe(1);
+    nat.batch(a4.slice(32, 33));
+    expect((await got).equals(d4)).toBe(true);
+    expect(nat.lacking).toHaveLength(1);
   });
 
   it('keeps many requests apart (table growth and removal)', () => {

@@ -101,7 +101,50 @@ describe('SendScheduler: rounds and trickle', () => {
     s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 1000);
     expect(st.budget).toBe(repairRoundSize(64));
     expect(drain(s, 1000)).toHaveLength(repairRoundSize(64));
-    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 1 });
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 1, lacking: 0 });
+  });
+
+  it("a lone listener's lacking report ends the hold at once; with two listeners, during the round, or from a stranger it does not", () => {
+    const s = mld();
+    const K = 32;
+    // One listener: the source symbols, then the hold; the report ends it and the margin goes out now.
+    const st = start(s, 'a%e0', 'A', CHUNK(0, 0), K, 0);
+    expect(esis(drain(s, 0))).toEqual(sources(K));
+    expect(st.holdUntil).toBe(s.graceMs);
+    expect(drain(s, 2)).toHaveLength(0);
+    expect(s.join('a%e0', 'e0', 'A', CHUNK(0, 0), 2, false, true)).toBe('joined');
+    expect(st.holdUntil).toBe(2);
+    // The margin, and the trickle datagram due by then.
+    expect(esis(drain(s, 2))).toEqual(Array(roundSize(K) - K + 1).fill('repair'));
+    expect(st.budget).toBe(0);
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 0, lacking: 1 });
+    // After the round a lacking report asks for nothing (the trickle goes on).
+    s.join('a%e0', 'e0', 'A', CHUNK(0, 0), 3, false, true);
+    expect(st.budget).toBe(0);
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 0, lacking: 1 });
+
+    // During the round (source symbols still going out) it changes nothing.
+    const t = start(s, 'b%e0', 'A', CHUNK(0, 1), K, 10);
+    drain(s, 10, K - 5);
+    s.join('b%e0', 'e0', 'A', CHUNK(0, 1), 10, false, true);
+    expect(t.budget).toBe(roundSize(K) - (K - 5));
+    expect(t.asks.lacking).toBe(0);
+
+    // Two listeners: the hold stays (joins during it share the round).
+    const u = start(s, 'c%e0', 'A', CHUNK(0, 2), K, 20);
+    s.join('c%e0', 'e0', 'B', CHUNK(0, 2), 20);
+    drain(s, 20);
+    const hold = u.holdUntil;
+    expect(hold).toBeGreaterThan(20);
+    s.join('c%e0', 'e0', 'A', CHUNK(0, 2), 21, false, true);
+    expect(u.holdUntil).toBe(hold);
+    expect(u.asks.lacking).toBe(0);
+
+    // A host that is not a listener of the stream: a new listener (a full round), not a lacking one.
+    const v = start(s, 'd%e0', 'A', CHUNK(0, 3), K, 30);
+    drain(s, 30);
+    s.join('d%e0', 'e0', 'C', CHUNK(0, 3), 31, false, true);
+    expect(v.asks).toEqual({ listener: 2, reask: 0, repeat: 0, lacking: 0 });
   });
 
   it("a repeated report soon after the listener's join (the kernel's own repeat) buys a small burst, not a repair round", () => {
@@ -120,7 +163,7 @@ describe('SendScheduler: rounds and trickle', () => {
     // Once REPORT_REPEAT_MS has passed, a repeated report is the listener asking: a repair round.
     s.join('g%e0', 'e0', 'A', TREE, REPORT_REPEAT_MS + 1);
     expect(st.budget).toBe(repairRoundSize(K));
-    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2 });
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 2, lacking: 0 });
   });
 
   it("a bundle part's listener buys the small burst for a repeated report at any time; leaving and joining again still buys a repair round", () => {
@@ -137,7 +180,7 @@ describe('SendScheduler: rounds and trickle', () => {
     s.leave('p%e0', 2500);
     s.join('p%e0', 'e0', 'A', TREE, 2600);
     expect(p.budget).toBe(repairRoundSize(K));
-    expect(p.asks).toEqual({ listener: 1, reask: 1, repeat: 1 });
+    expect(p.asks).toEqual({ listener: 1, reask: 1, repeat: 1, lacking: 0 });
   });
 });
 
@@ -259,7 +302,7 @@ describe('SendScheduler: leaves', () => {
     s.part('g%e0', 'B', 401);
     s.leave('g%e0', 401);
     expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 402)).toBe('joined');
-    expect(st.asks).toEqual({ listener: 2, reask: 1, repeat: 0 });
+    expect(st.asks).toEqual({ listener: 2, reask: 1, repeat: 0, lacking: 0 });
     expect(st.budget).toBe(repairRoundSize(K));
     expect(esis(drain(s, 402))).toEqual(Array(repairRoundSize(K)).fill('repair'));
   });
@@ -275,7 +318,7 @@ describe('SendScheduler: leaves', () => {
     expect(runUntil(s, 20, 200)).toEqual([]);
     // A new process on the same host asks for the object within REJOIN_MS: it has none of it.
     expect(s.join('g%e0', 'e0', 'A', CHUNK(0, 0), 300)).toBe('joined');
-    expect(st.asks).toEqual({ listener: 2, reask: 0, repeat: 0 });
+    expect(st.asks).toEqual({ listener: 2, reask: 0, repeat: 0, lacking: 0 });
     expect(st.budget).toBe(roundSize(K));
     expect(esis(drain(s, 300))).toEqual(sources(K));
   });
@@ -293,7 +336,7 @@ describe('SendScheduler: leaves', () => {
     expect(st.budget).toBe(repairRoundSize(K));
     s.part('g%e0', 'B', 402);
     expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), 402)).toBe('joined');
-    expect(st.asks).toEqual({ listener: 2, reask: 2, repeat: 0 });
+    expect(st.asks).toEqual({ listener: 2, reask: 2, repeat: 0, lacking: 0 });
     expect(st.budget).toBe(repairRoundSize(K));
   });
 
@@ -361,7 +404,7 @@ describe('SendScheduler: probing for lost leaves', () => {
     // (The same report not marked would buy a repair round.)
     expect(s.join('g%e0', 'e0', 'B', CHUNK(0, 0), clock, true)).toBe('joined');
     expect(st.budget).toBe(0);
-    expect(st.asks).toEqual({ listener: 2, reask: 0, repeat: 0 });
+    expect(st.asks).toEqual({ listener: 2, reask: 0, repeat: 0, lacking: 0 });
     tick(at + PROBE_AFTER_MS + SWEEP_MS);
     expect(probed).toHaveLength(2);
     // The watcher heard nobody: B parts and the group is left; no more probes, nothing more sent.

@@ -23,6 +23,13 @@ export interface DatagramSource {
    * kernel refused then is reported here instead of thrown by join().
    */
   onJoinFailed?(cb: (group: string, err: Error) => void): void;
+  /**
+   * Tell the sender at once that this host, joined to `groups` (16 bytes each), still lacks symbols of
+   * their objects (an MLDv2 report with ALLOW_NEW_SOURCES records and no sources, which changes no
+   * router's state; docs/protocol.md#mld-and-when-a-share-sends). Absent, or a no-op, where the source
+   * cannot send MLD reports itself.
+   */
+  reportLacking?(groups: readonly Uint8Array[]): void;
   /** The one consumer of every datagram received, on any group. */
   onDatagram(cb: (buf: Buffer) => void): void;
   /**
@@ -77,7 +84,10 @@ export interface AssemblyReport {
   dropped: number;
   /** Ids of requests that got a new symbol. */
   progressed: Uint32Array;
-  /** [kind, id] pairs: ASSEMBLY_COMPLETE (verified, in the buffer), ASSEMBLY_REJECTED (did not verify; collecting again), ASSEMBLY_DECODE. */
+  /**
+   * [kind, id] pairs: ASSEMBLY_COMPLETE (verified, in the buffer), ASSEMBLY_REJECTED (did not verify; collecting again),
+   * ASSEMBLY_DECODE, ASSEMBLY_LACKING (the last source symbol came with others lost; still collecting).
+   */
   events: Uint32Array;
   /** Per ASSEMBLY_DECODE event, in order: source ESIs in the buffer, repair ESIs, repair symbols (1024 bytes each). From then on the request's datagrams come through onDatagram. */
   decodes: [Uint32Array, Uint32Array, Buffer][];
@@ -92,6 +102,7 @@ export interface AssemblyReport {
 export const ASSEMBLY_COMPLETE = 1;
 export const ASSEMBLY_REJECTED = 2;
 export const ASSEMBLY_DECODE = 3;
+export const ASSEMBLY_LACKING = 4;
 
 /** Datagrams sent to multicast groups on one interface. */
 export interface DatagramSink {

@@ -21,12 +21,12 @@
  * (icmp6.ts sets those on the socket).
  */
 import { Icmp6Socket, icmp6UnavailableReason } from './icmp6.js';
-import { encodeReport, MAX_REPORT_RECORDS, MLD_QUERY, RecordType } from '../wire/mld.js';
+import { encodeReport, MAX_REPORT_RECORDS, MLD_QUERY, RecordType, type RecordTypeNumber } from '../wire/mld.js';
 
 const ALL_MLDV2_ROUTERS = 'ff02::16';
 
 export class JoinReporter {
-  /** Reports sent and records in them (for tests and the benchmark's counters). */
+  /** Reports sent and records in them, join and lacking alike (for tests and the benchmark's counters). */
   readonly stats = { reports: 0, records: 0, failures: 0 };
 
   private constructor(private readonly sockets: Map<string, Icmp6Socket>) {}
@@ -59,10 +59,14 @@ export class JoinReporter {
 
   /** Report `groups` (16 bytes each) joined on `ifname`, in as few messages as they fit. */
   joined(ifname: string, groups: readonly Uint8Array[]): void {
+    this.send(ifname, groups, RecordType.CHANGE_TO_EXCLUDE);
+  }
+
+  private send(ifname: string, groups: readonly Uint8Array[], recordType: RecordTypeNumber): void {
     const socket = this.sockets.get(ifname);
     if (!socket || socket.closed || groups.length === 0) return;
     for (let i = 0; i < groups.length; i += MAX_REPORT_RECORDS) {
-      const records = groups.slice(i, i + MAX_REPORT_RECORDS).map((group) => ({ recordType: RecordType.CHANGE_TO_EXCLUDE, group }));
+      const records = groups.slice(i, i + MAX_REPORT_RECORDS).map((group) => ({ recordType, group }));
       try {
         socket.send(ALL_MLDV2_ROUTERS, encodeReport(records));
         this.stats.reports++;
@@ -72,6 +76,15 @@ export class JoinReporter {
         this.stats.failures++;
       }
     }
+  }
+
+  /**
+   * Report on `ifname` that this host, joined to `groups`, still lacks symbols of their objects: ALLOW_NEW_SOURCES
+   * records with no sources. RFC 3810 routers and snooping switches find nothing to change in them (no source is
+   * added to an any-source membership); an lcsync share reads them as "send the repair symbols now" (share/stream.ts).
+   */
+  lacking(ifname: string, groups: readonly Uint8Array[]): void {
+    this.send(ifname, groups, RecordType.ALLOW_NEW_SOURCES);
   }
 
   close(): void {

@@ -46,6 +46,8 @@ export interface MldEvent {
   refresh?: boolean;
   /** join: a known listener reporting while we probe the group (probe()): most likely an answer to our query, not a request. */
   answer?: boolean;
+  /** join: the host says it lacks symbols of the group's object (an ALLOW record with no sources, wire/mld.ts). */
+  lacking?: boolean;
   /** leave: 'left' = leave message then silence; 'expired' = listener timer ran out. */
   reason?: 'left' | 'expired';
   /** The text of `group`, once groupTextOf() made it: several consumers key their maps by it. */
@@ -287,7 +289,7 @@ export class ListenerTable {
       this.log?.(`${this.ifname}: MLDv1 ${msg.type === 'v1report' ? 'report' : 'done'} for ${formatIPv6(msg.group)} from ${from}`);
     }
     for (const ev of listenerEvents(msg)) {
-      if (ev.kind === 'join') this.onJoin(ev.group, from, msg.type === 'v1report', now, out);
+      if (ev.kind === 'join') this.onJoin(ev.group, from, msg.type === 'v1report', now, out, ev.lacking === true);
       else this.onLeave(ev.group, from, now, out);
     }
     return out;
@@ -351,7 +353,7 @@ export class ListenerTable {
     out.events.push({ kind: 'leave', group: l.group, ifname: this.ifname, from: l.lastReporter, reason: 'left' });
   }
 
-  private onJoin(group: Buffer, from: string, v1: boolean, now: number, out: ListenerActions): void {
+  private onJoin(group: Buffer, from: string, v1: boolean, now: number, out: ListenerActions, lacking = false): void {
     const key = group.toString('hex');
     let l = this.listeners.get(key);
     const refresh = l !== undefined;
@@ -372,7 +374,9 @@ export class ListenerTable {
     l.checkFrom = undefined;
     l.queryAt = [];
     if (v1) l.probe = undefined;
-    out.events.push(answer ? { kind: 'join', group, ifname: this.ifname, from, refresh, answer } : { kind: 'join', group, ifname: this.ifname, from, refresh });
+    const ev: MldEvent = answer ? { kind: 'join', group, ifname: this.ifname, from, refresh, answer } : { kind: 'join', group, ifname: this.ifname, from, refresh };
+    if (lacking) ev.lacking = true;
+    out.events.push(ev);
   }
 
   private onLeave(group: Buffer, from: string, now: number, out: ListenerActions): void {

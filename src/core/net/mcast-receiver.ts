@@ -287,6 +287,11 @@ export class MulticastReceiver implements DatagramSource {
     return this.sock.gro ?? false;
   }
 
+  /** See DatagramSource.reportLacking: on every interface, where this receiver sends its own reports. */
+  reportLacking(groups: readonly Uint8Array[]): void {
+    if (this.reporter && groups.length > 0) for (const ifname of this.ifnames) this.reporter.lacking(ifname, groups);
+  }
+
   /** Join reports sent at once and records in them (zeros when the kernel's alone are sent). */
   get joinReportStats(): { reports: number; records: number; failures: number } {
     return this.reporter?.stats ?? { reports: 0, records: 0, failures: 0 };

@@ -223,21 +223,23 @@ export class SendScheduler<T> {
    * Host `from` joined the group of stream `key` on `ifname`, for an object at `position`. A
    * running stream serves it ('joined'; a report while paused means someone still listens after a
    * leave: carry on); while the stream is being set up it is one more listener ('waiting');
-   * otherwise the caller reads the object and calls open() ('start').
+   * otherwise the caller reads the object and calls open() ('start'). `lacking`: the host said it lacks
+   * symbols (ScheduledStream.joined).
    */
-  join(key: string, ifname: string, from: string, position: number, now: number, answer = false): JoinOutcome {
+  join(key: string, ifname: string, from: string, position: number, now: number, answer = false, lacking = false): JoinOutcome {
     // Tree joins count too (position -1): a receiver still reading the index is about to start on the chunks.
-    if (this.opts.gather) this.noteFrontier(ifname, from, position, now);
+    // A lacking report is no step of the receiver's walk (it joined that group before).
+    if (this.opts.gather && !lacking) this.noteFrontier(ifname, from, position, now);
     const existing = this.streams.get(key);
     if (existing) {
-      if (existing.gatherBy === 'joins') {
+      if (existing.gatherBy === 'joins' && !lacking) {
         this.noteJoiner(existing, from);
         this.notePartJoin(ifname, from, now);
       }
       existing.paused = false;
       this.relist(existing);
       const { listener, reask, repeat } = existing.asks;
-      existing.joined(from, now, answer);
+      existing.joined(from, now, answer, lacking);
       if (existing.asks.listener !== listener) this.opts.onAsk?.('listener');
       else if (existing.asks.reask !== reask || existing.asks.repeat !== repeat) this.opts.onAsk?.('reask');
       return 'joined';

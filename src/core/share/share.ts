@@ -339,7 +339,7 @@ export class Share extends EventEmitter {
       onOutcome: (s, kept, late) => this.auto?.rate.outcome(kept, late, s.K, s.roundStartedAt),
       onDrop: (s) => {
         s.item.free();
-        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
+        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats, ${s.asks.lacking} holds ended by a lacking report; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
       },
     });
   }
@@ -570,7 +570,7 @@ export class Share extends EventEmitter {
       }
     }
     const now = Date.now();
-    const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now, e.answer === true);
+    const outcome = this.scheduler.join(key, e.ifname, e.from, this.positions.of(obj), now, e.answer === true, e.lacking === true);
     if (outcome === 'joined') {
       const s = this.scheduler.get(key);
       if (s && (s.item.isLent || s.item.reloading)) {

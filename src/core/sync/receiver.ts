@@ -25,7 +25,7 @@ import { hash, toHex, type Hash } from '../model/hash.js';
 import { formatIPv6, groupAddress, groupBytes } from '../wire/address.js';
 import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, OID_LEN, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
-import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
+import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_LACKING, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
 import { KeptObjects } from './kept.js';
 
@@ -46,6 +46,8 @@ export interface ReceiveStats {
   notices: number;
   /** Groups joined (a group joined by several requests at once counts once; rejoins not counted). */
   joins: number;
+  /** Chunks whose last source symbol came with others lost, reported to the share at once (DatagramSource.reportLacking). */
+  lackingReported: number;
 }
 
 export interface ReceiverOptions {
@@ -140,7 +142,7 @@ interface TreeWaiter extends Waiter {
 }
 
 export class ObjectReceiver {
-  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, undecryptable: 0, rejoins: 0, notices: 0, joins: 0 };
+  readonly stats: ReceiveStats = { datagrams: 0, bytes: 0, ignored: 0, objects: 0, treeObjects: 0, rejected: 0, undecryptable: 0, rejoins: 0, notices: 0, joins: 0, lackingReported: 0 };
   /** Objects that opened with the key and hashed to their OID: proof that the key is the share's. */
   private opened = 0;
   /** When an object first and last failed to open. */
@@ -579,6 +581,7 @@ export class ObjectReceiver {
       }
     }
     let d = 0;
+    let lacking: Buffer[] | undefined;
     for (let i = 0; i < r.events.length; i += 2) {
       const kind = r.events[i];
       const w = this.assembled.get(r.events[i + 1]!);
@@ -600,9 +603,17 @@ export class ObjectReceiver {
         this.finishChunk(w, undefined, w.buf!);
       } else if (kind === ASSEMBLY_REJECTED) {
         this.stats.rejected++;
+      } else if (kind === ASSEMBLY_LACKING) {
+        (lacking ??= []).push(groupBytes(w.leaf));
       } else if (decode) {
         this.decodeAssembled(w, decode);
       }
+    }
+    // Chunks whose source symbols all went by with some lost: the share holds their repair symbols until
+    // leaves stop coming (30 ms or more) unless told now; each held its buffer that long.
+    if (lacking) {
+      this.stats.lackingReported += lacking.length;
+      this.rx.reportLacking?.(lacking);
     }
     if (r.events.length > 0 && !this.closed) this.topUpSpares();
   }

@@ -83,6 +83,7 @@ export class SyncSession implements SyncContext {
     treeObjectsReceived: 0,
     objectsRejected: 0,
     rejoins: 0,
+    lackingReported: 0,
     joins: 0,
     bundleEntries: 0,
     bundleFiles: 0,
@@ -505,7 +506,7 @@ export class SyncSession implements SyncContext {
     return this.rx.gone;
   }
 
-  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; joins: number; seconds: number } {
+  stats(): { bytesReceived: number; datagrams: number; treeObjectsReceived: number; objectsRejected: number; rejoins: number; lackingReported: number; joins: number; seconds: number } {
     this.rx.catchUp();
     return {
       bytesReceived: this.rx.stats.bytes,
@@ -513,6 +514,7 @@ export class SyncSession implements SyncContext {
       datagrams: this.rx.stats.datagrams,
       objectsRejected: this.rx.stats.rejected,
       rejoins: this.rx.stats.rejoins,
+      lackingReported: this.rx.stats.lackingReported,
       joins: this.rx.stats.joins,
       seconds: (Date.now() - this.started) / 1000,
     };

@@ -36,7 +36,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
   const spec = parseSource(source);
   const started = Date.now();
   // Transfer counters of attempts given up because the source changed under them.
-  const earlier = { bytesReceived: 0, datagrams: 0, treeObjectsReceived: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0 };
+  const earlier = { bytesReceived: 0, datagrams: 0, treeObjectsReceived: 0, bytesWritten: 0, chunksFetched: 0, chunksReused: 0, objectsRejected: 0, rejoins: 0, lackingReported: 0 };
   // Destination paths changed, by attempts given up too (what they wrote is in place).
   const changed: string[] = [];
   for (let attempt = 0; ; attempt++) {
@@ -58,6 +58,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
         chunksReused: sum('chunksReused'),
         objectsRejected: sum('objectsRejected'),
         rejoins: sum('rejoins'),
+        lackingReported: sum('lackingReported'),
         sourceChanges: attempt,
         ...(hook ? { hook } : {}),
         seconds,
@@ -77,6 +78,7 @@ export async function syncRemote(source: string, dest: string, opts: SyncOptions
       earlier.treeObjectsReceived += s.treeObjectsReceived;
       earlier.objectsRejected += s.objectsRejected;
       earlier.rejoins += s.rejoins;
+      earlier.lackingReported += s.lackingReported;
       earlier.bytesWritten += session.summary.bytesWritten;
       earlier.chunksFetched += session.summary.chunksFetched;
       earlier.chunksReused += session.summary.chunksReused;
@@ -156,6 +158,7 @@ async function syncOnce(spec: SourceSpec, source: string, dest: string, opts: Sy
       treeObjectsReceived: s.treeObjectsReceived,
       objectsRejected: s.objectsRejected,
       rejoins: s.rejoins,
+      lackingReported: s.lackingReported,
       joins: s.joins,
       seconds: s.seconds,
       rate: s.seconds > 0 ? session.summary.bytesWritten / s.seconds : 0,

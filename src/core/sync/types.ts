@@ -123,6 +123,8 @@ export interface SyncSummary {
   treeObjectsReceived: number;
   objectsRejected: number;
   rejoins: number;
+  /** Chunks whose source symbols went by with some lost, told to the share at once (an MLD report; docs/protocol.md). */
+  lackingReported: number;
   /** Groups joined (objects asked for, rejoins not counted). */
   joins: number;
   /** Entries taken from directories' bundles instead of being fetched alone, and of those, files whose bytes came too. */

@@ -234,7 +234,9 @@ export function encodeReport(records: readonly ReportRecord[]): Buffer {
 /**
  * How a record bears on "does anyone on this link listen to the group" (any-source view, docs/protocol.md#mld-and-when-a-share-sends):
  *  - IS_EX (2) and TO_EX (4): the host wants the group from (almost) all sources: join or refresh.
- *  - ALLOW (5): the host adds sources it wants: a source-specific join; counted as a join.
+ *  - ALLOW (5): the host adds sources it wants: a source-specific join; counted as a join. With no sources it
+ *    adds nothing (RFC 3810 routers change no state for it): an lcsync receiver sends it to say that it is still
+ *    joined and lacks symbols of the group's object (listenerEvents marks it `lacking`).
  *  - IS_IN (1) and TO_IN (3) with sources: the host still wants those sources: a (source-specific) join/refresh.
  *  - IS_IN (1) and TO_IN (3) with no sources: the host wants nothing: a leave.
  *  - BLOCK (6): the host drops some sources. Whether anything is left is only known to the host, so it is
@@ -282,6 +284,8 @@ export function isTrackedGroup(group: Uint8Array): boolean {
 export interface GroupEvent {
   kind: 'join' | 'leave';
   group: Buffer;
+  /** join: an ALLOW record with no sources, which an lcsync receiver sends when it lacks symbols (see isJoinRecord). */
+  lacking?: true;
 }
 
 /**
@@ -294,7 +298,8 @@ export function listenerEvents(msg: MldMessage): GroupEvent[] {
     case 'v2report':
       for (const r of msg.records) {
         if (!isTrackedGroup(r.group)) continue;
-        if (isJoinRecord(r.recordType, r.sources.length)) out.push({ kind: 'join', group: r.group });
+        if (r.recordType === RecordType.ALLOW_NEW_SOURCES && r.sources.length === 0) out.push({ kind: 'join', group: r.group, lacking: true });
+        else if (isJoinRecord(r.recordType, r.sources.length)) out.push({ kind: 'join', group: r.group });
         else if (isLeaveRecord(r.recordType, r.sources.length)) out.push({ kind: 'leave', group: r.group });
       }
       break;
