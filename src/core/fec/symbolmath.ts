@@ -9,7 +9,7 @@
  * wasm instead of 95 us with the JavaScript table walk, which stays as the
  * fallback for a runtime without either and for symbols wasm does not take.
  * Why the addon first: compiling the wasm module paged V8's wasm decoder and
- * optimizing compiler into every receiver that decoded a chunk (5.4 MiB of
+ * optimizing compiler into every receiver that decoded a chunk (4.5 MiB of
  * peak RSS at 5% loss), and the wasm path copies each symbol in and the
  * result out. LCSYNC_NO_NATIVE_GF256=1 keeps to wasm (to measure both).
  */
