@@ -146,7 +146,7 @@ describeUnless(why, 'sync over lossy and disordered links (needs root)', () => {
     }, 180_000);
   }
 
-  it('with 5% loss towards the receiver: it reports chunks it lacks at once, as MLD ALLOW records with no sources', async () => {
+  it('with 5% loss towards the receiver: it reports chunks it lacks within 2 ms, as MLD ALLOW records with no sources', async () => {
     // Counted in the switch: MLDv2 reports (ICMPv6 143) whose first record is ALLOW (5) and names no
     // source (the record's source count, bytes 10-11 of the ICMPv6 message, is 0); the receiver's
     // lacking reports hold only such records, and nothing else sends them.

@@ -49,7 +49,9 @@ class MemSource implements DatagramSource {
   async close(): Promise<void> {}
   /** Groups reportLacking was asked to report, in order. */
   readonly lacking: string[] = [];
+  lackingReports = 0;
   reportLacking(groups: readonly Uint8Array[]): void {
+    this.lackingReports++;
     for (const g of groups) this.lacking.push(Buffer.from(g).toString('hex'));
   }
   /** One recvmmsg's worth. */
@@ -544,18 +546,29 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     asm.feed(chunkDatagrams(d3, o3, 0));
     expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 3]);
 
-    // Through a receiver: its source is asked to report the chunk's group, and the count says so.
+    // Through a receiver: its source is asked to report the chunks' groups a moment later (LACKING_REPORT_MS),
+    // those of all batches read meanwhile in one report, and the count says so.
     const { nat, rnat } = pair();
     const d4 = randomBytes(32 * 1024);
     const o4 = hash(d4);
+    const d5 = randomBytes(32 * 1024);
+    const o5 = hash(d5);
     const got = rnat.fetchChunk(o4, d4.length);
+    const got5 = rnat.fetchChunk(o5, d5.length);
     const a4 = chunkDatagrams(d4, o4, 4);
+    const a5 = chunkDatagrams(d5, o5, 4);
     nat.batch([...a4.slice(0, 7), ...a4.slice(8, 32)]); // symbol 7 lost, 31 the last
-    expect(nat.lacking).toEqual([groupBytes(o4).toString('hex')]);
-    expect(rnat.stats.lackingReported).toBe(1);
-    nat.batch(a4.slice(32, 33));
+    nat.batch([...a5.slice(1, 32)]); // symbol 0 lost
+    expect(nat.lacking).toEqual([]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(nat.lacking).toEqual([groupBytes(o4).toString('hex'), groupBytes(o5).toString('hex')]);
+    expect(nat.lackingReports).toBe(1);
+    expect(rnat.stats.lackingReported).toBe(2);
+    nat.batch([...a4.slice(32, 33), ...a5.slice(32, 33)]);
     expect((await got).equals(d4)).toBe(true);
-    expect(nat.lacking).toHaveLength(1);
+    expect((await got5).equals(d5)).toBe(true);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(nat.lacking).toHaveLength(2);
   });
 
   it('keeps many requests apart (table growth and removal)', () => {
