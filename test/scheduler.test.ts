@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, HOLD_RUNNING_PART_OWED, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
+import { FRONTIER_TTL_MS, GATHER_CHECK_MS, GATHER_IDLE_MS, GATHER_LIMIT_MS, GATHER_MAX_MS, HOLD_RUNNING_PART_OWED, JOIN_GATHER_IDLE_MS, JOIN_GATHER_MAX_MS, LINGER_MS, PROBE_AFTER_MS, SWEEP_MS, SendScheduler, walkPosition, type ScheduledStream, type SymbolChoice } from '../src/core/share/scheduler.js';
 import { COSTLY_REPAIR_GRACE_MS, GRACE_MAX_MS, GRACE_MIN_MS, REPORT_REPEAT_MS, TRICKLE_MS, repairRoundSize, repeatBurstSize, roundSize } from '../src/core/share/stream.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -139,6 +139,20 @@ describe('SendScheduler: rounds and trickle', () => {
     s.join('c%e0', 'e0', 'A', CHUNK(0, 2), 21, false, true);
     expect(u.holdUntil).toBe(hold);
     expect(u.asks.lacking).toBe(0);
+
+    // Another receiver walking the share on the interface (it joined something within FRONTIER_TTL_MS): it
+    // may join during the hold, so the hold stays; once it has been quiet that long, the report ends it.
+    const w = start(s, 'e%e0', 'A', CHUNK(0, 4), K, 40);
+    expect(s.join('other%e0', 'e0', 'B', CHUNK(2, 0), 40)).toBe('start');
+    drain(s, 40);
+    const wHold = w.holdUntil;
+    expect(wHold).toBeGreaterThan(41);
+    s.join('e%e0', 'e0', 'A', CHUNK(0, 4), 41, false, true);
+    expect(w.holdUntil).toBe(wHold);
+    const x = start(s, 'f%e0', 'A', CHUNK(0, 5), K, 40 + FRONTIER_TTL_MS);
+    drain(s, 40 + FRONTIER_TTL_MS);
+    s.join('f%e0', 'e0', 'A', CHUNK(0, 5), 41 + FRONTIER_TTL_MS, false, true);
+    expect(x.holdUntil).toBe(41 + FRONTIER_TTL_MS);
 
     // A host that is not a listener of the stream: a new listener (a full round), not a lacking one.
     const v = start(s, 'd%e0', 'A', CHUNK(0, 3), K, 30);

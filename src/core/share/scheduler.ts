@@ -239,7 +239,9 @@ export class SendScheduler<T> {
       existing.paused = false;
       this.relist(existing);
       const { listener, reask, repeat } = existing.asks;
-      existing.joined(from, now, answer, lacking);
+      // A lacking report ends a lone listener's hold only while no other receiver is walking the share on
+      // this interface: one behind may join during the hold, and the margin would go out twice.
+      existing.joined(from, now, answer, lacking && !this.othersWalking(ifname, from, now));
       if (existing.asks.listener !== listener) this.opts.onAsk?.('listener');
       else if (existing.asks.reask !== reask || existing.asks.repeat !== repeat) this.opts.onAsk?.('reask');
       return 'joined';
@@ -251,6 +253,14 @@ export class SendScheduler<T> {
     }
     this.starting.set(key, new Set());
     return 'start';
+  }
+
+  /** Whether a receiver other than `host` has joined anything on `ifname` within FRONTIER_TTL_MS (gather only). */
+  private othersWalking(ifname: string, host: string, now: number): boolean {
+    const hosts = this.frontiers.get(ifname);
+    if (!hosts) return false;
+    for (const [h, f] of hosts) if (h !== host && now - f.at < FRONTIER_TTL_MS) return true;
+    return false;
   }
 
   /** Whether stream `key` is still wanted (no leave came since join() said 'start'). */

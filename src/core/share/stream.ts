@@ -191,7 +191,8 @@ export class ScheduledStream<T> {
    * source symbols, the hold ends now: the hold waits for the leaves of listeners that have everything, and
    * the only one has said it has not (a 64 MiB transfer at 5% loss, one receiver: 1.78 -> 1.55 s and 0.6 MiB
    * of its peak RSS; chunks waited 30 ms and more each, with their buffers). With several listeners the hold
-   * stays: it is also what lets joins that come during it share the round. Otherwise a listener's lacking
+   * stays: it is also what lets joins that come during it share the round; so it does while other receivers
+   * walk the share on the interface (scheduler.ts passes `lacking` only when none does). Otherwise a listener's lacking
    * report asks for nothing: the kernel's repeated report, the trickle and re-asks serve it as before.
    */
   joined(from: string, now: number, answer = false, lacking = false): void {
