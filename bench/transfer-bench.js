@@ -22,6 +22,8 @@
  * after N datagrams for K source symbols (rounds: ...)" lines say where the sender's datagrams went).
  * BENCH_SYNC_ENV="NAME=VALUE ..." (environment): added to the environment of our syncs only (not the share's), to
  * A/B a receiver-side switch in one build, e.g. BENCH_SYNC_ENV=LCSYNC_DEFAULT_TIERING=1.
+ * BENCH_SHARE_ENV="NAME=VALUE ..." (environment): the same for our share only, e.g. a memory sampler preloaded with
+ * BENCH_SHARE_ENV=NODE_OPTIONS=--require=/path/to/sampler.cjs.
  * BENCH_SYNC_ARGS="--flag value ..." (environment): added to our syncs' arguments, e.g. BENCH_SYNC_ARGS="--parallel 64".
  *
  * Needs root (network namespaces), nft, tc, /usr/bin/time (Debian `time`) and, for the comparison, uftp/uftpd
@@ -111,10 +113,13 @@ const RECEIVERS = STAGGER ? [STAGGER.n] : RSS_ONLY || LINE_RATE ? [1] : intList(
 const LOSSES = RSS_ONLY || LINE_RATE ? [0] : STAGGER ? intList('loss', [0], 0, 50) : intList('loss', [0, 5], 0, 50);
 const RATE = intList('rate', [200], 1, 10_000)[0]; // Mbit/s, both tools
 const TBF = !process.argv.includes('--no-tbf');
-/** BENCH_SYNC_ENV (see the header): the syncs' environment, or undefined for the bench's own. */
-const SYNC_ENV = process.env.BENCH_SYNC_ENV
-  ? { ...process.env, ...Object.fromEntries(process.env.BENCH_SYNC_ENV.split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }
+/** "NAME=VALUE ..." from the environment variable `name` over the bench's own environment, or undefined. */
+const envWith = (name) => process.env[name]
+  ? { ...process.env, ...Object.fromEntries(process.env[name].split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }
   : undefined;
+/** BENCH_SYNC_ENV, BENCH_SHARE_ENV (see the header): the syncs' and the share's environment. */
+const SYNC_ENV = envWith('BENCH_SYNC_ENV');
+const SHARE_ENV = envWith('BENCH_SHARE_ENV');
 /** BENCH_SYNC_ARGS (see the header): extra arguments for our syncs. */
 const SYNC_ARGS = (process.env.BENCH_SYNC_ARGS ?? '').split(/\s+/).filter(Boolean);
 // --cpu-prof DIR: our share and syncs write V8 CPU profiles there (node --cpu-prof), to see where the time goes.
@@ -246,7 +251,7 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
     const errors = [];
     let flooder;
     const bneck = bottleneckMbit ? await bottleneck(lab, receivers, bottleneckMbit) : undefined;
-    const share = lab.spawn(0, [...NODE, CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', bwlimit, ...shareArgs, src]);
+    const share = lab.spawn(0, [...NODE, CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', bwlimit, ...shareArgs, src], { env: SHARE_ENV });
     let shareOut = '';
     let shareErr = '';
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));

@@ -257,6 +257,8 @@ export class ObjectDecoder {
   private source: Buffer | undefined;
   private readonly haveSource: Uint8Array;
   private sourceCount = 0;
+  /** Made with a space of its own (the constructor's `space`): addAssembled() may be used. */
+  private readonly spaced: boolean;
   private readonly repairSeen = new Set<number>();
   /**
    * Whether K' <= FAST_MAX_K_PRIME, so the small-block code decodes (SmallBlockCode.of, made at the
@@ -279,7 +281,8 @@ export class ObjectDecoder {
     checkLength(length);
     this.length = length;
     this.K = sourceSymbols(length);
-    if (space !== undefined && space.length >= this.K * SYMBOL_SIZE) this.source = space.subarray(0, this.K * SYMBOL_SIZE);
+    this.spaced = space !== undefined && space.length >= this.K * SYMBOL_SIZE;
+    if (this.spaced) this.source = space!.subarray(0, this.K * SYMBOL_SIZE);
     this.KP = kPrime(this.K);
     this.haveSource = new Uint8Array(this.K);
     this.small = this.KP <= FAST_MAX_K_PRIME;
@@ -311,6 +314,42 @@ export class ObjectDecoder {
     return this.addRepair(esi, symbol);
   }
 
+  /**
+   * add() for what a receiver's native assembler handed over: the source symbols `sourceEsis` are
+   * already in place in the `space` this decoder was made with (nothing is copied), and
+   * `repair` holds the repair symbols `repairEsis` one after another. `repair` is kept, not copied:
+   * it must not change while the decoder lives. Tries to decode once, after all of them; returns
+   * the object as add() does. Needs a decoder made with a space (throws otherwise).
+   */
+  addAssembled(sourceEsis: ArrayLike<number>, repairEsis: ArrayLike<number>, repair: Buffer): Buffer | undefined {
+    if (!this.spaced) throw new RangeError('addAssembled: the decoder has no space of its own');
+    if (repair.length < repairEsis.length * SYMBOL_SIZE) throw new RangeError(`addAssembled: ${repairEsis.length} repair symbols in ${repair.length} bytes`);
+    if (this.finished) return undefined;
+    for (let i = 0; i < sourceEsis.length; i++) {
+      const esi = sourceEsis[i]!;
+      if (!Number.isInteger(esi) || esi < 0 || esi >= this.K) throw new RangeError(`source ESI ${esi} of ${this.K}`);
+      if (this.haveSource[esi]) continue;
+      this.haveSource[esi] = 1;
+      this.sourceCount++;
+    }
+    if (!this.small) {
+      // The wasm decoder takes its symbols one by one (rare: chunks are small-block objects).
+      let out: Buffer | undefined;
+      for (let i = 0; i < repairEsis.length && !out; i++) out = this.add(repairEsis[i]!, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+      return out ?? (this.sourceCount === this.K ? this.complete() : undefined);
+    }
+    for (let i = 0; i < repairEsis.length; i++) {
+      const esi = repairEsis[i]!;
+      if (!Number.isInteger(esi) || esi < this.K || esi > MAX_ESI) throw new RangeError(`repair ESI ${esi} of ${this.K}`);
+      const id = esi + (this.KP - this.K);
+      if (id > MAX_ESI || this.repairSeen.has(esi) || this.repairs.size >= this.K + MAX_EXTRA_REPAIRS) continue;
+      this.repairSeen.add(esi);
+      this.repairs.set(id, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+    }
+    if (this.sourceCount === this.K) return this.complete();
+    return this.repairs.size > 0 ? this.solve() : undefined;
+  }
+
   /** Release the wasm decoder and buffers. */
   free(): void {
     this.finished = true;
@@ -326,12 +365,7 @@ export class ObjectDecoder {
     this.sourceCount++;
     const src = (this.source ??= sourceSpace(this.K));
     src.set(symbol, esi * SYMBOL_SIZE);
-    if (this.sourceCount === this.K) {
-      // Systematic code: the source symbols are the object itself.
-      const out = src.subarray(0, this.length);
-      this.finish();
-      return out;
-    }
+    if (this.sourceCount === this.K) return this.complete();
     if (this.small) return this.repairs.size > 0 ? this.solve() : undefined;
     return this.wasm ? this.feed(esi, symbol) : undefined;
   }
@@ -368,9 +402,15 @@ export class ObjectDecoder {
     if (this.sourceCount + this.repairs.size < this.K) return undefined;
     const code = SmallBlockCode.of(this.KP);
     const src = (this.source ??= sourceSpace(this.K));
-    const slot = (j: number) => src.subarray(j * SYMBOL_SIZE, (j + 1) * SYMBOL_SIZE);
-    if (!code.decode(this.K, (j) => this.haveSource[j] === 1, slot, this.repairs, slot)) return undefined;
+    if (!code.decode(this.K, (j) => this.haveSource[j] === 1, src, this.repairs)) return undefined;
     const out = src.subarray(0, this.length);
+    this.finish();
+    return out;
+  }
+
+  /** Every source symbol is in: systematic code, they are the object itself. */
+  private complete(): Buffer {
+    const out = this.source!.subarray(0, this.length);
     this.finish();
     return out;
   }

@@ -299,6 +299,9 @@ function addRow(M: Uint8Array, width: number, dst: number, src: number, f: numbe
 // ---------------------------------------------------------------------------------------------
 // Codes for one K': repair weights, encoding and decoding.
 
+/** Stands in for the residual of a repair symbol that has weight zero in every missing symbol (never read). */
+const NO_RESIDUAL = new Uint8Array(0);
+
 /**
  * The systematic RaptorQ code of one K', solved once. Symbols are given and
  * returned as byte arrays of one symbol size; source symbols past K (the
@@ -382,19 +385,14 @@ export class SmallBlockCode {
   }
 
   /**
-   * Recover the missing source symbols. `have(j)` tells which of the K source
-   * symbols are known, `source(j)` gives them, `repairs` are received repair
-   * symbols by ISI (>= K'). On success writes each missing symbol j into
-   * `target(j)` and returns true; returns false (writing nothing) when the
-   * repair symbols do not determine the missing ones yet.
+   * Recover the missing source symbols in place. `data` holds the K source symbols one after
+   * another (symbol j is data[j * T, (j + 1) * T), T the repair symbols' size), `have(j)` tells
+   * which of them are known, `repairs` are received repair symbols by ISI (>= K'). On success writes
+   * each missing symbol into its place in `data` and returns true; returns false (writing nothing)
+   * when the repair symbols do not determine the missing ones yet. Symbols are read where they lie:
+   * a view per symbol was most of a lossy receiver's garbage (about 14 MiB per 64 MiB at 5% loss).
    */
-  decode(
-    K: number,
-    have: (j: number) => boolean,
-    source: (j: number) => Uint8Array,
-    repairs: ReadonlyMap<number, Uint8Array>,
-    target: (j: number) => Uint8Array,
-  ): boolean {
+  decode(K: number, have: (j: number) => boolean, data: Uint8Array, repairs: ReadonlyMap<number, Uint8Array>): boolean {
     const missing: number[] = [];
     for (let j = 0; j < K; j++) if (!have(j)) missing.push(j);
     const m = missing.length;
@@ -426,21 +424,29 @@ export class SmallBlockCode {
     // Row t now says: missing[t] = sum over r of M[t][m + r] * y_r, where
     // y_r = repair r minus the known source symbols' share of it.
     const size = repairs.get(isis[0]!)!.length;
-    const y = new Map<number, Uint8Array>();
-    const residual = (r: number): Uint8Array => {
-      let v = y.get(r);
-      if (!v) {
-        v = new Uint8Array(repairs.get(isis[r]!)!);
-        const known = ws[r]!.slice(0, K);
-        for (const j of missing) known[j] = 0;
-        combine(v, K, source, known, mulAdd);
-        y.set(r, v);
+    if (data.length < K * size) throw new RangeError(`decode: ${K} symbols of ${size} bytes in ${data.length}`);
+    // Every residual is made before a missing symbol's place is written: the places of the missing
+    // symbols are never read (their weights are zero), but the residuals are.
+    const ys: Uint8Array[] = [];
+    for (let r = 0; r < n; r++) {
+      // A repair symbol no missing one is made of (more came than were lost) needs no residual.
+      let used = false;
+      for (let t = 0; t < m && !used; t++) used = M[t * width + m + r] !== 0;
+      if (!used) {
+        ys.push(NO_RESIDUAL);
+        continue;
       }
-      return v;
-    };
-    const results = missing.map(() => new Uint8Array(size));
-    for (let t = 0; t < m; t++) combine(results[t]!, n, residual, M.subarray(t * width + m, (t + 1) * width), mulAdd);
-    for (let t = 0; t < m; t++) target(missing[t]!).set(results[t]!);
+      const v = new Uint8Array(repairs.get(isis[r]!)!);
+      const known = ws[r]!.slice(0, K);
+      for (let t = 0; t < m; t++) known[missing[t]!] = 0;
+      combineConsecutive(v, data, K, known, mulAdd);
+      ys.push(v);
+    }
+    for (let t = 0; t < m; t++) {
+      const place = data.subarray(missing[t]! * size, (missing[t]! + 1) * size);
+      place.fill(0);
+      combine(place, n, (r) => ys[r]!, M.subarray(t * width + m, (t + 1) * width), mulAdd);
+    }
     return true;
   }
 }

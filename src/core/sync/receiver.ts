@@ -643,22 +643,27 @@ export class ObjectReceiver {
     this.noteDecodedSymbols(repairEsis.length);
     // No buffer only for a chunk registered without one that got no source symbol before it was handed over.
     const buf = w.buf;
-    // A whole chunk decodes in the buffer its source symbols are already in (no copy, no new buffer).
-    const dec = (w.decoder ??= new ObjectDecoder(w.length, buf?.length === sourceSymbols(w.length) * SYMBOL_SIZE ? buf : undefined));
     let coded: Buffer | undefined;
-    for (const esi of sources) {
-      if (!buf) break;
-      const off = esi * SYMBOL_SIZE;
-      let sym = buf.subarray(off, off + SYMBOL_SIZE);
-      if (sym.length < SYMBOL_SIZE) {
-        // The last symbol, cut to the object's length there: padded with zeros on the wire.
-        const padded = Buffer.alloc(SYMBOL_SIZE);
-        sym.copy(padded);
-        sym = padded;
+    if (!w.decoder && buf?.length === sourceSymbols(w.length) * SYMBOL_SIZE) {
+      // A whole chunk decodes in the buffer its source symbols are already in: no copy, no new
+      // buffer, no view per symbol.
+      w.decoder = new ObjectDecoder(w.length, buf);
+      coded = w.decoder.addAssembled(sources, repairEsis, repair);
+    } else {
+      const dec = (w.decoder ??= new ObjectDecoder(w.length));
+      for (let i = 0; i < sources.length && buf; i++) {
+        const off = sources[i]! * SYMBOL_SIZE;
+        let sym = buf.subarray(off, off + SYMBOL_SIZE);
+        if (sym.length < SYMBOL_SIZE) {
+          // The last symbol, cut to the object's length there: padded with zeros on the wire.
+          const padded = Buffer.alloc(SYMBOL_SIZE);
+          sym.copy(padded);
+          sym = padded;
+        }
+        coded ??= dec.add(sources[i]!, sym);
       }
-      coded ??= dec.add(esi, sym);
+      for (let i = 0; i < repairEsis.length; i++) coded ??= dec.add(repairEsis[i]!, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
     }
-    for (let i = 0; i < repairEsis.length; i++) coded ??= dec.add(repairEsis[i]!, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
     if (coded) this.chunkDecoded(w, toHex(w.leaf), coded);
   }
 
