@@ -21,7 +21,7 @@ import { describeUnless } from './skip.js';
 const why = skipReason();
 
 /** The share's log line for a chunk stream it dropped: listeners served, re-asks, trickled after the rounds. */
-const STOPPED = /^stopped chunk .* \(rounds: (\d+) listeners, (\d+) re-asks, (\d+) repeats, \d+ holds ended by a lacking report; trickled \d+ held, (\d+) after\)$/;
+const STOPPED = /^stopped chunk .* \(rounds: (\d+) listeners, (\d+) re-asks, (\d+) repeats, \d+ lacking reports answered; trickled \d+ held, (\d+) after\)$/;
 
 describeUnless(why, 'two syncs on one host, one after the other (needs root)', () => {
   let lab: Lab;

@@ -118,10 +118,17 @@ describe('SendScheduler: rounds and trickle', () => {
     expect(esis(drain(s, 2))).toEqual(Array(roundSize(K) - K + 1).fill('repair'));
     expect(st.budget).toBe(0);
     expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 0, lacking: 1 });
-    // After the round a lacking report asks for nothing (the trickle goes on).
+    // Still lacking after the round (it lost more than the margin): a small burst, not the trickle's one symbol.
     s.join('a%e0', 'e0', 'A', CHUNK(0, 0), 3, false, true);
-    expect(st.budget).toBe(0);
-    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 0, lacking: 1 });
+    expect(st.budget).toBe(repeatBurstSize(K));
+    expect(st.asks).toEqual({ listener: 1, reask: 0, repeat: 0, lacking: 2 });
+    expect(esis(drain(s, 3))).toEqual(Array(repeatBurstSize(K)).fill('repair'));
+    // A report while the burst is still going out adds nothing.
+    s.join('a%e0', 'e0', 'A', CHUNK(0, 0), 4, false, true);
+    s.join('a%e0', 'e0', 'A', CHUNK(0, 0), 4, false, true);
+    expect(st.asks.lacking).toBe(3);
+    expect(st.budget).toBe(repeatBurstSize(K));
+    expect(drain(s, 4)).toHaveLength(repeatBurstSize(K));
 
     // During the round (source symbols still going out) it changes nothing.
     const t = start(s, 'b%e0', 'A', CHUNK(0, 1), K, 10);

@@ -339,7 +339,7 @@ export class Share extends EventEmitter {
       onOutcome: (s, kept, late) => this.auto?.rate.outcome(kept, late, s.K, s.roundStartedAt),
       onDrop: (s) => {
         s.item.free();
-        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats, ${s.asks.lacking} holds ended by a lacking report; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
+        this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats, ${s.asks.lacking} lacking reports answered; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
       },
     });
   }

@@ -46,7 +46,7 @@ export interface ReceiveStats {
   notices: number;
   /** Groups joined (a group joined by several requests at once counts once; rejoins not counted). */
   joins: number;
-  /** Chunks whose last source symbol came with others lost, reported to the share at once (DatagramSource.reportLacking). */
+  /** Lacking reports of chunks (DatagramSource.reportLacking): when a chunk's last source symbol came with others lost, and again while it stays incomplete (LACKING_RECHECK_MS). */
   lackingReported: number;
 }
 
@@ -119,6 +119,15 @@ const CHUNK_POOL_MAX = 256;
  * reports, this wait 200-240; against a hold of 30 ms or more it is nothing.
  */
 const LACKING_REPORT_MS = 2;
+/**
+ * A chunk found lacking that is still incomplete this long after it was reported is reported again, up to
+ * LACKING_REPORTS times in all: the share's answer to the first report (its hold ended, the rest of the round
+ * sent) has come by then, so what is still lacking is more than that round's margin, and a lone listener's
+ * share answers a report after the round with a small burst (share/stream.ts). Without it such a chunk waited
+ * for the trickle (a symbol every 60 ms) or the stall re-ask (400 ms), with its buffer.
+ */
+const LACKING_RECHECK_MS = 20;
+const LACKING_REPORTS = 4;
 const POOLED_SIZE = 32768;
 /**
  * Spare buffers the native assembler holds for chunks registered without one (it takes one at a chunk's
@@ -169,6 +178,9 @@ export class ObjectReceiver {
   /** Groups of chunks found lacking (onAssembled), reported together LACKING_REPORT_MS after the first. */
   private readonly lacking: Buffer[] = [];
   private lackingQueued = false;
+  /** Chunks reported lacking, oldest first: looked at again LACKING_RECHECK_MS after each report. */
+  private lackingWatch: { w: ChunkWaiter; due: number; reports: number }[] = [];
+  private lackingRecheck: NodeJS.Timeout | undefined;
   private stopAssembly?: () => void;
   private readonly trees = new Set<TreeWaiter>();
   /** Cursor asks waiting for their answer, by the tag the answer carries (packet.ts, the cursor). */
@@ -442,6 +454,8 @@ export class ObjectReceiver {
     this.catchUp();
     this.closed = true;
     clearInterval(this.timer);
+    clearTimeout(this.lackingRecheck);
+    this.lackingWatch = [];
     const err = new LcsyncError('INTERRUPTED', 'interrupted');
     for (const w of this.chunks.values()) this.finishChunk(w, err);
     for (const w of [...this.trees]) this.finishTree(w, err);
@@ -614,6 +628,7 @@ export class ObjectReceiver {
         this.stats.rejected++;
       } else if (kind === ASSEMBLY_LACKING) {
         this.lacking.push(groupBytes(w.leaf));
+        this.watchLacking(w, 1);
       } else if (decode) {
         this.decodeAssembled(w, decode);
       }
@@ -624,6 +639,7 @@ export class ObjectReceiver {
       this.lackingQueued = true;
       setTimeout(() => this.reportLacking(), LACKING_REPORT_MS).unref();
     }
+    this.armLackingRecheck();
     if (r.events.length > 0 && !this.closed) this.topUpSpares();
   }
 
@@ -634,6 +650,41 @@ export class ObjectReceiver {
     if (this.closed || groups.length === 0) return;
     this.stats.lackingReported += groups.length;
     this.rx.reportLacking?.(groups);
+  }
+
+  /** Look at `w` again LACKING_RECHECK_MS after its lacking report number `reports` goes out. */
+  private watchLacking(w: ChunkWaiter, reports: number): void {
+    if (reports >= LACKING_REPORTS) return;
+    this.lackingWatch.push({ w, due: Date.now() + LACKING_REPORT_MS + LACKING_RECHECK_MS, reports });
+  }
+
+  /** Run recheckLacking when the oldest chunk watched is due. */
+  private armLackingRecheck(): void {
+    if (this.lackingRecheck || this.lackingWatch.length === 0 || this.closed) return;
+    this.lackingRecheck = setTimeout(() => this.recheckLacking(), Math.max(1, this.lackingWatch[0]!.due - Date.now())).unref();
+  }
+
+  /** Report again the chunks still incomplete since their last lacking report (LACKING_RECHECK_MS). */
+  private recheckLacking(): void {
+    if (this.closed) return;
+    // What the assembler completed meanwhile is not lacking (the timer stays set meanwhile: nothing re-arms it).
+    this.catchUp();
+    this.lackingRecheck = undefined;
+    const now = Date.now();
+    const watch = this.lackingWatch;
+    let i = 0;
+    for (; i < watch.length && watch[i]!.due <= now; i++) {
+      const { w, reports } = watch[i]!;
+      if (w.id === undefined || this.assembled.get(w.id) !== w) continue;
+      this.lacking.push(groupBytes(w.leaf));
+      this.watchLacking(w, reports + 1);
+    }
+    this.lackingWatch = i === watch.length ? [] : watch.slice(i);
+    if (this.lacking.length > 0 && !this.lackingQueued) {
+      this.lackingQueued = true;
+      setTimeout(() => this.reportLacking(), LACKING_REPORT_MS).unref();
+    }
+    this.armLackingRecheck();
   }
 
   /** Not all source symbols came, but enough symbols: RaptorQ here, and the request's later datagrams come through onDatagram. */
