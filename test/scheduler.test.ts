@@ -146,6 +146,14 @@ describe('SendScheduler: rounds and trickle', () => {
     s.join('c%e0', 'e0', 'A', CHUNK(0, 2), 21, false, true);
     expect(u.holdUntil).toBe(hold);
     expect(u.asks.lacking).toBe(0);
+    // After the round, with the other receiver walking the share, it is A's repeated report like any other:
+    // a small burst this soon after its join.
+    runUntil(s, hold, hold + 5);
+    expect(u.budget).toBe(0);
+    s.join('c%e0', 'e0', 'A', CHUNK(0, 2), hold + 6, false, true);
+    expect(u.budget).toBe(repeatBurstSize(K));
+    expect(u.asks).toMatchObject({ repeat: 1, lacking: 0 });
+    drain(s, hold + 6);
 
     // Another receiver walking the share on the interface (it joined something within FRONTIER_TTL_MS): it
     // may join during the hold, so the hold stays; once it has been quiet that long, the report ends it.

@@ -195,8 +195,9 @@ export class ScheduledStream<T> {
    * walk the share on the interface (scheduler.ts passes `lacking` only when none does). From the only listener
    * after the round (the receiver reports a chunk again while it stays incomplete, sync/receiver.ts), it buys a
    * small burst instead of the trickle's symbol every TRICKLE_MS (64 MiB at 5% loss, one receiver, three
-   * alternating rounds: 1.57-1.81 -> 1.49-1.58 s, peak RSS 60.5-60.8 -> 60.1-60.3 MiB). Otherwise a listener's
-   * lacking report asks for nothing: the kernel's repeated report, the trickle and re-asks serve it as before.
+   * alternating rounds: 1.57-1.81 -> 1.49-1.58 s, peak RSS 60.5-60.8 -> 60.1-60.3 MiB). When scheduler.ts does
+   * not pass `lacking` (other receivers walk the share), the report is the listener's repeated report like any
+   * other (below); from a listener of several, with `lacking`, it asks for nothing.
    */
   joined(from: string, now: number, answer = false, lacking = false): void {
     const left = this.departed.get(from);
