@@ -266,7 +266,7 @@ export class ObjectDecoder {
    * code a process makes costs tens of milliseconds), and the repair symbols kept for it by internal id.
    */
   private readonly small: boolean;
-  private readonly repairs = new Map<number, Buffer>();
+  private readonly repairs = new Map<number, Uint8Array>();
   private wasm: Decoder | undefined;
   /** One packet buffer, reused: wasm copies it into its own memory on every call. */
   private readonly packet = Buffer.alloc(PACKET_LEN);
@@ -341,10 +341,7 @@ export class ObjectDecoder {
     for (let i = 0; i < repairEsis.length; i++) {
       const esi = repairEsis[i]!;
       if (!Number.isInteger(esi) || esi < this.K || esi > MAX_ESI) throw new RangeError(`repair ESI ${esi} of ${this.K}`);
-      const id = esi + (this.KP - this.K);
-      if (id > MAX_ESI || this.repairSeen.has(esi) || this.repairs.size >= this.K + MAX_EXTRA_REPAIRS) continue;
-      this.repairSeen.add(esi);
-      this.repairs.set(id, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+      this.keepRepair(esi, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE), false);
     }
     if (this.sourceCount === this.K) return this.complete();
     return this.repairs.size > 0 ? this.solve() : undefined;
@@ -371,17 +368,9 @@ export class ObjectDecoder {
   }
 
   private addRepair(esi: number, symbol: Uint8Array): Buffer | undefined {
+    if (this.small) return this.keepRepair(esi, symbol, true) ? this.solve() : undefined;
     const id = esi + (this.KP - this.K);
-    if (id > MAX_ESI) return undefined;
-    if (this.repairSeen.has(esi)) return undefined;
-    if (this.small) {
-      // Enough to replace every source symbol twice over; more can only come from a
-      // sender gone wrong, and must not grow without bound.
-      if (this.repairs.size >= this.K + MAX_EXTRA_REPAIRS) return undefined;
-      this.repairSeen.add(esi);
-      this.repairs.set(id, Buffer.from(symbol));
-      return this.solve();
-    }
+    if (id > MAX_ESI || this.repairSeen.has(esi)) return undefined;
     this.repairSeen.add(esi);
     if (!this.wasm) {
       loadRaptorqWasm();
@@ -395,6 +384,21 @@ export class ObjectDecoder {
       }
     }
     return this.feed(id, symbol);
+  }
+
+  /**
+   * Small-block code: keep repair symbol `esi` for solve() (a copy with `copy`, else the caller's bytes, which
+   * must not change); false when it is a duplicate, its id does not fit, or enough are held already.
+   */
+  private keepRepair(esi: number, symbol: Uint8Array, copy: boolean): boolean {
+    const id = esi + (this.KP - this.K);
+    if (id > MAX_ESI || this.repairSeen.has(esi)) return false;
+    // Enough to replace every source symbol twice over; more can only come from a
+    // sender gone wrong, and must not grow without bound.
+    if (this.repairs.size >= this.K + MAX_EXTRA_REPAIRS) return false;
+    this.repairSeen.add(esi);
+    this.repairs.set(id, copy ? Buffer.from(symbol) : symbol);
+    return true;
   }
 
   /** Small-block code: the object, once the repair symbols held determine the missing source symbols. */

@@ -635,12 +635,16 @@ export class ObjectReceiver {
     }
     // Chunks whose source symbols all went by with some lost: the share holds their repair symbols until
     // leaves stop coming (30 ms or more) unless told now; each held its buffer that long.
-    if (this.lacking.length > 0 && !this.lackingQueued) {
-      this.lackingQueued = true;
-      setTimeout(() => this.reportLacking(), LACKING_REPORT_MS).unref();
-    }
+    this.queueLackingReport();
     this.armLackingRecheck();
     if (r.events.length > 0 && !this.closed) this.topUpSpares();
+  }
+
+  /** Report the chunks found lacking LACKING_REPORT_MS from now, together with those found meanwhile. */
+  private queueLackingReport(): void {
+    if (this.lacking.length === 0 || this.lackingQueued) return;
+    this.lackingQueued = true;
+    setTimeout(() => this.reportLacking(), LACKING_REPORT_MS).unref();
   }
 
   /** Tell the share about the chunks found lacking since the last report (see onAssembled). */
@@ -680,10 +684,7 @@ export class ObjectReceiver {
       this.watchLacking(w, reports + 1);
     }
     this.lackingWatch = i === watch.length ? [] : watch.slice(i);
-    if (this.lacking.length > 0 && !this.lackingQueued) {
-      this.lackingQueued = true;
-      setTimeout(() => this.reportLacking(), LACKING_REPORT_MS).unref();
-    }
+    this.queueLackingReport();
     this.armLackingRecheck();
   }
 
