@@ -4,6 +4,7 @@
  *
  *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
  *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults] [--cpu-prof DIR]
+ *       tool ours1368: our share with --symbol-size 1368 (which only lcsync receivers take), e.g. --tools ours,ours1368,uftp
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *   node bench/transfer-bench.js --flood 200000 --rate 300 --receivers 1 --loss 0   # ours unflooded, then flooded
  *   node bench/transfer-bench.js --rss-4g        # 4 GiB to one receiver, ours only: peak RSS vs 60 MiB (rx), 90 MiB (tx)
@@ -136,7 +137,7 @@ const FLOOD = intList('flood', [0], 1, 10_000_000)[0]; // junk datagrams/s, --fl
 // Tools: ours (--bwlimit <rate>M), uftp; and in the modes above auto (ours, --bwlimit auto), ours@N (ours,
 // --bwlimit NM; ours@0 unlimited) and raw (mcast-blast: the ceiling; a goodput, not a file transfer).
 const TOOLS = STAGGER ? (optionValue('tools') ?? (GATHER ? 'auto,gather' : 'auto')).split(',') : FLOOD ? ['ours', 'flooded'] : RSS_ONLY ? ['ours'] : AUTO ? ['auto', ...AUTO_RATES.map((r) => `ours@${r}`)] : LINE_RATE ? ['raw', 'ours@0', 'auto'] : (optionValue('tools') ?? 'ours,uftp').split(',');
-if (!FLOOD && (TOOLS.some((t) => !/^(ours|uftp|auto|gather|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, uftp or ours,uftp');
+if (!FLOOD && (TOOLS.some((t) => !/^(ours|ours1368|uftp|auto|gather|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, ours1368, uftp or ours,uftp');
 /** The --bwlimit our share runs with as `tool`. */
 if (TOOLS.includes('gather') && !GATHER) fail('tool gather wants --gather DUR');
 const bwlimitOf = (tool) => (tool === 'auto' || tool === 'gather' ? 'auto' : tool.startsWith('ours@') ? `${tool.slice(5)}M` : `${RATE}M`);
@@ -499,7 +500,7 @@ function summarize(runs, receivers) {
 function printScenario(receivers, loss, res, note = '') {
   const W = Math.max(6, ...Object.keys(res).map((t) => t.length));
   const bneck = Object.values(res).some((s) => Number.isFinite(s.bneckLoss));
-  const capNote = TOOLS.some((t) => t === 'ours' || t === 'uftp') ? `${RATE} Mbit/s cap` : 'ours: --bwlimit as named';
+  const capNote = TOOLS.some((t) => t === 'ours' || t === 'ours1368' || t === 'uftp') ? `${RATE} Mbit/s cap` : 'ours: --bwlimit as named';
   console.log(`\n== ${receivers} receiver${receivers > 1 ? 's' : ''}${STAGGER ? ` started over ${STAGGER.w} s` : ''}, ${loss}% loss, ${SIZE / MiB} MiB, ${capNote}, ${TBF ? 'tbf 1gbit links' : 'no tbf'}${note}, ${REPS} rep${REPS > 1 ? 's' : ''} (median)`);
   console.log(`${'tool'.padEnd(W)} ${'ok runs'.padStart(7)} ${'wall s'.padStart(8)} ${'sync s'.padStart(6)} ${'goodput Mbit/s'.padStart(14)} ${'wire/file'.padStart(9)} ${'RSS rx MiB'.padStart(10)} ${'RSS tx MiB'.padStart(10)} ${'CPU rx s'.padStart(8)} ${'CPU tx s'.padStart(8)} ${'CPU all s'.padStart(9)} ${'rx drops'.padStart(8)}${bneck ? ` ${'bneck loss %'.padStart(12)}` : ''}`);
   for (const [tool, s] of Object.entries(res)) {
@@ -523,8 +524,17 @@ function printScenario(receivers, loss, res, note = '') {
     console.log(`flood: ${FLOOD} junk datagrams/s asked, ${fmt(f.floodRate, 0)}/s sent by the flooder; sync s flooded/unflooded ${fmt(ratio)}x ` +
       `(wall ${fmt(f.wall / o.wall)}x, receiver CPU ${fmt(f.cpuRx / o.cpuRx)}x); target <= 2x: ${pass ? 'PASS' : 'FAIL'}`);
   }
-  if (o && u && !f) {
-    // Issue 12's targets, per scenario: wall and wire where the issue names them, CPU and RSS in every one.
+  const large = res.ours1368;
+  if (large && u) {
+    console.log(`ours1368/uftp: wall ${fmt(large.wall / u.wall)}x, wire ${fmt(large.wire / u.wire)}x, RSS receiver ${fmt(large.rssRx / u.rssRx)}x, RSS sender ${fmt(large.rssTx / u.rssTx)}x`);
+  }
+  if (o && u && !f) printTargets('', o, u, receivers, loss);
+  if (large && u) printTargets(' with --symbol-size 1368', large, u, receivers, loss);
+}
+
+/** Issue 12's targets for one of our tools against uftp, per scenario: wall and wire where the issue names them, CPU and RSS in every one. */
+function printTargets(label, o, u, receivers, loss) {
+  {
     const allOk = o.okRuns === o.reps && u.okRuns === u.reps;
     const verdict = (b) => (b && allOk ? 'PASS' : 'FAIL');
     const parts = [];
@@ -535,7 +545,7 @@ function printScenario(receivers, loss, res, note = '') {
     parts.push(`CPU per receiver <= 1.5x uftp's: ${verdict(o.cpuRx <= 1.5 * u.cpuRx)} (${fmt(o.cpuRx / u.cpuRx)}x)`);
     parts.push(`CPU share <= 1.5x uftp's sender: ${verdict(o.cpuTx <= 1.5 * u.cpuTx)} (${fmt(o.cpuTx / u.cpuTx)}x)`);
     parts.push(`RSS receiver <= 60 MiB: ${verdict(mib(o.rssRx) <= 60)}; sender <= 90 MiB: ${verdict(mib(o.rssTx) <= 90)}`);
-    console.log(`issue 12 targets (${receivers} rx, ${loss}% loss): ${parts.join('; ')}${allOk ? '' : '; not all runs complete'}`);
+    console.log(`issue 12 targets${label} (${receivers} rx, ${loss}% loss): ${parts.join('; ')}${allOk ? '' : '; not all runs complete'}`);
   }
 }
 
@@ -570,7 +580,7 @@ try {
             r = await (tool === 'uftp' ? runUftp(file, srcHash, receivers, loss, tag)
               : tool === 'raw' ? runRaw(file, srcHash, receivers, loss, tag)
               : runOurs(file, srcHash, receivers, loss, tag, bwlimitOf(tool), bneckMbit, tool === 'flooded',
-                { shareArgs: tool === 'gather' ? ['--gather', GATHER] : [], staggerSec: STAGGER?.w ?? 0 }));
+                { shareArgs: tool === 'gather' ? ['--gather', GATHER] : tool === 'ours1368' ? ['--symbol-size', '1368'] : [], staggerSec: STAGGER?.w ?? 0 }));
           } catch (err) {
             r = { ok: 0, wall: NaN, wire: NaN, inner: NaN, rssRx: NaN, rssTx: NaN, cpuRx: NaN, cpuTx: NaN, cpuAll: NaN, drops: NaN, bneckLoss: NaN, errors: [String(err?.message ?? err)] };
           }

@@ -9,8 +9,8 @@
  *
  * The assembler (an object owned by JS, freed by the GC):
  *   rxasmCreate() -> asm
- *   rxasmRegister(asm, id, oid, length, buf)   a chunk request: OID (32 bytes, its BLAKE3), length
- *       1..MAX_OBJECT, buf (a Uint8Array of at least `length` bytes, kept alive while registered)
+ *   rxasmRegister(asm, id, oid, length, buf, T)   a chunk request: OID (32 bytes, its BLAKE3), length
+ *       1..MAX_OBJECT, T the symbol size it travels in (1024 or 1368), buf (a Uint8Array of at least `length` bytes, kept alive while registered)
  *       that source symbols are written into; id (u32) names it in events. An OID is registered once.
  *       buf null: the request takes a buffer when its first source symbol arrives, a spare (below) of at
  *       least `length` bytes if there is one, else memory of its own; the event that ends it (COMPLETE,
@@ -28,16 +28,21 @@
  *       (see "held back" below).
  *   rxasmDrain(asm) -> batch | undefined       what was held back (progress and counters), as a batch;
  *       undefined when there is nothing.
- *   rxParse(buf) -> undefined | [oidOffset, transferLength (0 without OTI), esi, symbolOffset]
+ *   rxParse(buf) -> undefined | [oidOffset, transferLength (0 without OTI), esi, symbolOffset, T]
  *       the header rules alone (for the fuzz test against src/core/wire/packet.ts decodeDatagram).
  *
- * Header rules (the same as decodeDatagram in packet.ts, which is the specification): length 1060
- * or 1072 exactly; with OTI (1072): reserved byte 0, T = 1024, 1 <= F <= 10120 * 1024, Z = 1, N = 1
- * (any Al); SBN = 0.
+ * Header rules (the same as decodeDatagram in packet.ts, which is the specification): length 36 + T
+ * or 48 + T exactly for a symbol size T of 1024 or 1368 (1060, 1072, 1404, 1416); with OTI: its T the
+ * same, reserved byte 0, 1 <= F <= 10120 * 1024, Z = 1, N = 1 (any Al); SBN = 0.
+ *
+ * A request has the symbol size JS registered it with (the share's, as the verified tree objects
+ * showed: src/core/sync/receiver.ts); its datagrams of the other size are dropped, counted. Learning
+ * it from the first datagram instead would let one forged datagram of the wrong size shut the
+ * request out for good.
  *
  * What happens to each datagram (segment):
  *   - valid, no OTI (a chunk), OID registered and collecting: source symbol (ESI < K) copied into
- *     buf at ESI * 1024 (the last one cut to `length`), arrival bitmap updated; repair symbol
+ *     buf at ESI * T (the last one cut to `length`), arrival bitmap updated; repair symbol
  *     (ESI >= K) kept in a per-request store. All K source symbols: BLAKE3 of buf[0, length) checked
  *     against the OID: event COMPLETE (and the request is forgotten) or REJECTED (a forged or
  *     corrupted symbol: bitmap and repairs reset, collecting starts over, as the JS path does).
@@ -69,7 +74,7 @@
  *   progressed                   Uint32Array of ids that received a new symbol in this batch
  *   events                       Uint32Array of [kind, id] pairs (1 COMPLETE, 2 REJECTED, 3 DECODE, 4 LACKING)
  *   decodes                      for each DECODE event in order: [sourceEsis (Uint32Array),
- *                                repairEsis (Uint32Array), repair (Buffer, 1024 bytes per ESI)]
+ *                                repairEsis (Uint32Array), repair (Buffer, T bytes per ESI), T]
  *   buffers                      present when an event ended a request registered without a buffer: per
  *                                event in order, the buffer its bytes are in (the spare it took, or a copy of
  *                                its own memory), undefined for the others and for a DECODE with no source symbol
@@ -110,8 +115,9 @@
 
 #define OID_LEN 32
 #define SYMBOL 1024
-#define DG_LEN (OID_LEN + 4 + SYMBOL)
-#define DG_OTI_LEN (OID_LEN + 8 + 4 + 4 + SYMBOL)
+#define LARGE_SYMBOL 1368
+#define DG_LEN (OID_LEN + 4)
+#define DG_OTI_LEN (OID_LEN + 8 + 4 + 4)
 #define MAX_OBJECT (10120u * SYMBOL)
 #define NOTICE_LEN 40
 #define NOTICE_SEALED_LEN 80
@@ -121,7 +127,7 @@
 #define EV_DECODE 3
 #define EV_LACKING 4
 
-/* Plain receive: 64 slots of 2 KiB (lcsync datagrams are at most 1072 bytes). With GRO one message
+/* Plain receive: 64 slots of 2 KiB (lcsync datagrams are at most 1416 bytes). With GRO one message
  * may hold up to 64 KiB of coalesced datagrams: as many slots, of 64 KiB each (4 MiB of address
  * space; the kernel touches only the pages it writes, so uncoalesced traffic costs what 2 KiB
  * slots cost in resident memory). */
@@ -138,18 +144,23 @@ _Static_assert(RX_GRO_SLOTS <= RX_SLOTS, "msgs, iov, ctrl, lens and gso hold RX_
 typedef struct {
   uint64_t F; /* 0 without OTI */
   uint32_t esi;
+  uint32_t T;
   size_t symbol_off;
 } dg_t;
 
 static bool parse_datagram(const uint8_t *b, size_t len, dg_t *d) {
   size_t off = OID_LEN;
-  if (len != DG_LEN && len != DG_OTI_LEN) return false;
+  bool oti;
+  if (len == DG_LEN + SYMBOL || len == DG_LEN + LARGE_SYMBOL) oti = false;
+  else if (len == DG_OTI_LEN + SYMBOL || len == DG_OTI_LEN + LARGE_SYMBOL) oti = true;
+  else return false;
+  d->T = (uint32_t)(len - (oti ? DG_OTI_LEN : DG_LEN));
   d->F = 0;
-  if (len == DG_OTI_LEN) {
+  if (oti) {
     uint64_t F = 0;
     for (int i = 0; i < 5; i++) F = (F << 8) | b[off + i];
     if (b[off + 5] != 0) return false;
-    if (((unsigned)b[off + 6] << 8 | b[off + 7]) != SYMBOL) return false;
+    if (((unsigned)b[off + 6] << 8 | b[off + 7]) != d->T) return false;
     if (F < 1 || F > MAX_OBJECT) return false;
     off += 8;
     if (b[off] != 1 || ((unsigned)b[off + 1] << 8 | b[off + 2]) != 1) return false;
@@ -171,7 +182,9 @@ typedef struct {
   uint8_t handed; /* DECODE sent: datagrams go up to JS */
   uint8_t lacked; /* LACKING sent (once per request) */
   uint32_t id;
-  uint32_t K, have, nrepair, repair_cap;
+  /* The symbol size, and K = ceil(length / T). */
+  uint32_t T, K;
+  uint32_t have, nrepair, repair_cap;
   uint64_t mark; /* batch serial of the last progress report */
   size_t length;
   uint8_t *dst;
@@ -191,6 +204,7 @@ typedef struct {
   uint32_t *src_esi, nsrc;
   uint32_t *repair_esi, nrepair;
   uint8_t *repair;
+  uint32_t T;
   /* A request registered without a buffer: the buffer its bytes are in, handed to JS with the event. */
   bool has_buf;
   napi_ref buf_ref;
@@ -430,6 +444,7 @@ static void entry_hand_over(assembler_t *a, entry_t *e) {
   ev.repair_esi = e->repair_esi;
   ev.nrepair = e->nrepair;
   ev.repair = e->repair;
+  ev.T = e->T;
   if (!reserve_event(a)) {
     free(ev.src_esi);
     return;
@@ -443,13 +458,17 @@ static void entry_hand_over(assembler_t *a, entry_t *e) {
   e->handed = 1;
 }
 
-static void add_symbol(assembler_t *a, entry_t *e, uint32_t esi, const uint8_t *sym) {
+static void add_symbol(assembler_t *a, entry_t *e, uint32_t esi, uint32_t T, const uint8_t *sym) {
+  if (T != e->T) {
+    a->dropped++;
+    return;
+  }
   if (esi < e->K) {
     uint8_t bit = (uint8_t)(1u << (esi & 7));
     if (e->bitmap[esi >> 3] & bit) return;
     if (e->dst == NULL && !entry_take_buffer(a, e)) return;
-    size_t off = (size_t)esi * SYMBOL;
-    size_t n = e->length - off < SYMBOL ? e->length - off : SYMBOL;
+    size_t off = (size_t)esi * T;
+    size_t n = e->length - off < T ? e->length - off : T;
     memcpy(e->dst + off, sym, n);
     e->bitmap[esi >> 3] |= bit;
     e->have++;
@@ -475,12 +494,12 @@ static void add_symbol(assembler_t *a, entry_t *e, uint32_t esi, const uint8_t *
       uint32_t *pe = realloc(e->repair_esi, (size_t)n * sizeof *pe);
       if (pe == NULL) return;
       e->repair_esi = pe;
-      uint8_t *pr = realloc(e->repair, (size_t)n * SYMBOL);
+      uint8_t *pr = realloc(e->repair, (size_t)n * T);
       if (pr == NULL) return;
       e->repair = pr;
       e->repair_cap = n;
     }
-    memcpy(e->repair + (size_t)e->nrepair * SYMBOL, sym, SYMBOL);
+    memcpy(e->repair + (size_t)e->nrepair * T, sym, T);
     e->repair_esi[e->nrepair++] = esi;
   }
   push_progress(a, e);
@@ -515,7 +534,7 @@ static void assemble_one(assembler_t *a, const uint8_t *p, size_t len) {
     push_pass(a, p, len);
     return;
   }
-  add_symbol(a, e, d.esi, p + d.symbol_off);
+  add_symbol(a, e, d.esi, d.T, p + d.symbol_off);
 }
 
 /* Messages back to back in buf; gso[i] > 0 splits message i into segments of that size. */
@@ -599,15 +618,17 @@ static napi_value batch_to_js(napi_env env, assembler_t *a) {
   for (size_t i = 0, k = 0; i < a->nevents; i++) {
     event_t *ev = &a->events[i];
     if (ev->kind != EV_DECODE) continue;
-    napi_value triple, se, re, rb;
+    napi_value triple, se, re, rb, tv;
     void *rd = NULL;
-    if (napi_create_array_with_length(env, 3, &triple) != napi_ok) goto out;
+    if (napi_create_array_with_length(env, 4, &triple) != napi_ok) goto out;
     if (!make_u32_array(env, ev->src_esi, ev->nsrc, &se)) goto out;
     if (!make_u32_array(env, ev->repair_esi, ev->nrepair, &re)) goto out;
-    if (napi_create_buffer(env, (size_t)ev->nrepair * SYMBOL, &rd, &rb) != napi_ok) goto out;
-    if (ev->nrepair) memcpy(rd, ev->repair, (size_t)ev->nrepair * SYMBOL);
+    if (napi_create_buffer(env, (size_t)ev->nrepair * ev->T, &rd, &rb) != napi_ok) goto out;
+    if (ev->nrepair) memcpy(rd, ev->repair, (size_t)ev->nrepair * ev->T);
+    if (napi_create_uint32(env, ev->T, &tv) != napi_ok) goto out;
     if (napi_set_element(env, triple, 0, se) != napi_ok || napi_set_element(env, triple, 1, re) != napi_ok ||
-        napi_set_element(env, triple, 2, rb) != napi_ok || napi_set_element(env, decodes, (uint32_t)k++, triple) != napi_ok)
+        napi_set_element(env, triple, 2, rb) != napi_ok || napi_set_element(env, triple, 3, tv) != napi_ok ||
+        napi_set_element(env, decodes, (uint32_t)k++, triple) != napi_ok)
       goto out;
   }
   {
@@ -699,19 +720,21 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_register(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  int64_t id, length;
+  size_t argc = 6;
+  napi_value argv[6];
+  int64_t id, length, T;
   uint8_t *oid, *dst;
   size_t oid_len, dst_len;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 5) THROW_TYPE(env, "rxasmRegister(asm, id, oid, length, buf) takes 5 arguments");
+  if (argc != 6) THROW_TYPE(env, "rxasmRegister(asm, id, oid, length, buf, T) takes 6 arguments");
   assembler_t *a = get_tagged(env, argv[0], &ASM_TAG, "asm");
   if (a == NULL) return NULL;
   if (!get_int(env, argv[1], "id", 0, UINT32_MAX, &id)) return NULL;
   if (!get_bytes(env, argv[2], "oid", &oid, &oid_len)) return NULL;
   if (oid_len != OID_LEN) THROW_RANGE(env, "oid must be 32 bytes");
   if (!get_int(env, argv[3], "length", 1, MAX_OBJECT, &length)) return NULL;
+  if (!get_int(env, argv[5], "T", SYMBOL, LARGE_SYMBOL, &T)) return NULL;
+  if (T != SYMBOL && T != LARGE_SYMBOL) THROW_RANGE(env, "T must be 1024 or 1368");
   napi_valuetype t;
   CHECK(env, napi_typeof(env, argv[4], &t));
   bool lazy = t == napi_null;
@@ -723,7 +746,7 @@ static napi_value js_register(napi_env env, napi_callback_info info) {
   }
   if (table_find(a, oid) != NULL) THROW_RANGE(env, "oid is already registered");
   if ((a->live + a->tombs + 1) * 4 > a->cap * 3 && !table_grow(a)) return throw_errno(env, ENOMEM, "malloc");
-  uint32_t K = (uint32_t)((length + SYMBOL - 1) / SYMBOL);
+  uint32_t K = (uint32_t)((length + T - 1) / T);
   uint8_t *bitmap = calloc((K + 7) / 8, 1);
   if (bitmap == NULL) return throw_errno(env, ENOMEM, "malloc");
   napi_ref ref = NULL;
@@ -740,6 +763,7 @@ static napi_value js_register(napi_env env, napi_callback_info info) {
   memcpy(e->oid, oid, OID_LEN);
   e->used = 1;
   e->id = (uint32_t)id;
+  e->T = (uint32_t)T;
   e->K = K;
   e->length = (size_t)length;
   e->dst = dst;
@@ -887,9 +911,9 @@ static napi_value js_parse(napi_env env, napi_callback_info info) {
     CHECK(env, napi_get_undefined(env, &result));
     return result;
   }
-  double fields[4] = {0, (double)d.F, d.esi, (double)d.symbol_off};
-  CHECK(env, napi_create_array_with_length(env, 4, &result));
-  for (uint32_t i = 0; i < 4; i++) {
+  double fields[5] = {0, (double)d.F, d.esi, (double)d.symbol_off, d.T};
+  CHECK(env, napi_create_array_with_length(env, 5, &result));
+  for (uint32_t i = 0; i < 5; i++) {
     CHECK(env, napi_create_double(env, fields[i], &v));
     CHECK(env, napi_set_element(env, result, i, v));
   }

@@ -13,14 +13,15 @@
  * The header format has one encoder, wire/packet.ts: the constant part of a stream's datagrams
  * (OID, and OTI + scheme for objects that carry them) is built there once per stream
  * (datagramPrefix) and handed in as `prefixes`; this file only appends the PID (SBN 0, 24-bit
- * ESI, big-endian) and the 1024-byte symbol, zero-padded when the plan gives fewer bytes.
+ * ESI, big-endian) and the symbol (T bytes, 1024 or 1368), zero-padded when the plan gives fewer bytes.
  *
  * Plan: a Uint32Array of PLAN_WORDS words per datagram:
  *   slot    index into prefixes (and into addrs: the group is addrs[16 slot .. 16 slot + 16))
  *   esi     0..0xffffff
  *   buf     index into bufs
  *   offset  where the symbol's bytes start in bufs[buf]
- *   length  1..1024 bytes taken from there (the rest of the symbol is zeros)
+ *   length  1..T bytes taken from there (the rest of the symbol is zeros)
+ *   T       the symbol size, 1024 or 1368 (wire/packet.ts SYMBOL_SIZES)
  * Every row is checked before anything is written or sent.
  *
  * API:
@@ -60,13 +61,14 @@
 #define SOL_UDP 17
 #endif
 
-#define PLAN_WORDS 5
+#define PLAN_WORDS 6
 #define SYMBOL_SIZE 1024
+#define LARGE_SYMBOL_SIZE 1368
 #define PID_LEN 4
 /* wire/packet.ts: OID (32) for chunks, OID + OTI + scheme (44) for objects with OTI. */
 #define PREFIX_CHUNK 32
 #define PREFIX_OTI 44
-#define MAX_DATAGRAM (PREFIX_OTI + PID_LEN + SYMBOL_SIZE)
+#define MAX_DATAGRAM (PREFIX_OTI + PID_LEN + LARGE_SYMBOL_SIZE)
 #define MAX_ESI 0xffffffu
 /* One call frames at most this many datagrams: bounds the scratch allocation (about 1 MiB). */
 #define MAX_TX 1024
@@ -145,7 +147,8 @@ static bool get_plan(napi_env env, napi_value *argv, plan_t *pl) {
     if (r[0] >= pl->nprefixes) bad = "slot is not an index into prefixes";
     else if (r[1] > MAX_ESI) bad = "ESI is not a 24-bit number";
     else if (r[2] >= pl->nbufs) bad = "buf is not an index into bufs";
-    else if (r[4] < 1 || r[4] > SYMBOL_SIZE) bad = "length must be 1..1024";
+    else if (r[5] != SYMBOL_SIZE && r[5] != LARGE_SYMBOL_SIZE) bad = "symbol size must be 1024 or 1368";
+    else if (r[4] < 1 || r[4] > r[5]) bad = "length must be 1..T";
     else if ((uint64_t)r[3] + r[4] > pl->bufs[r[2]].len) bad = "offset + length is past the end of its buffer";
     if (bad != NULL) {
       snprintf(msg, sizeof msg, "plan row %u: %s", i, bad);
@@ -157,7 +160,8 @@ static bool get_plan(napi_env env, napi_value *argv, plan_t *pl) {
 }
 
 static size_t row_len(const plan_t *pl, uint32_t i) {
-  return pl->prefixes[pl->plan[(size_t)i * PLAN_WORDS]].len + PID_LEN + SYMBOL_SIZE;
+  const uint32_t *r = pl->plan + (size_t)i * PLAN_WORDS;
+  return pl->prefixes[r[0]].len + PID_LEN + r[5];
 }
 
 /* Write every datagram of the plan to out, back to back (the caller checked that it fits). */
@@ -175,8 +179,8 @@ static size_t frame(const plan_t *pl, uint8_t *out) {
     d[3] = (uint8_t)r[1];
     d += PID_LEN;
     memcpy(d, pl->bufs[r[2]].p + r[3], r[4]);
-    if (r[4] < SYMBOL_SIZE) memset(d + r[4], 0, SYMBOL_SIZE - r[4]);
-    d += SYMBOL_SIZE;
+    if (r[4] < r[5]) memset(d + r[4], 0, r[5] - r[4]);
+    d += r[5];
   }
   return (size_t)(d - out);
 }

@@ -66,7 +66,7 @@
 #define MAX_BATCH 65536
 #define MAX_OPEN 1024
 
-/* Receive: datagrams per recvmmsg call, bytes per datagram (lcsync's are at most 1072; a longer
+/* Receive: datagrams per recvmmsg call, bytes per datagram (lcsync's are at most 1416; a longer
  * one is cut and counted as an error), recvmmsg calls per wakeup (then the loop turns again). */
 #define RECV_SLOTS 64
 #define RECV_SLOT_BYTES 2048

@@ -22,11 +22,11 @@ export interface RunningShare {
 }
 
 /** Start `lcsync share --json` on a lab host and wait for its root document. */
-export async function startShare(lab: Lab, host: number, paths: string[], extra: string[] = [], startTimeoutMs = 30_000): Promise<RunningShare> {
+export async function startShare(lab: Lab, host: number, paths: string[], extra: string[] = [], startTimeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<RunningShare> {
   // No on-disk cache and a private run directory: tests leave nothing in /var/cache or /run.
   const rundir = mkdtempSync(path.join(tmpdir(), 'lcsync-run-'));
   const defaults = [...(extra.includes('--no-cache') || extra.includes('--cache') ? [] : ['--no-cache']), ...(extra.includes('--rundir') ? [] : ['--rundir', rundir])];
-  const proc = lab.spawn(host, [process.execPath, cli, 'share', '--json', '-i', 'e0', '--query-interval', '2', ...defaults, ...extra, ...paths]);
+  const proc = lab.spawn(host, [process.execPath, cli, 'share', '--json', '-i', 'e0', '--query-interval', '2', ...defaults, ...extra, ...paths], env ? { env: { ...process.env, ...env } } : undefined);
   proc.once('exit', () => rmSync(rundir, { recursive: true, force: true }));
   let out = '';
   let err = '';

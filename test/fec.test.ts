@@ -10,7 +10,7 @@ import { Decoder, Encoder } from 'raptorq/raptorq.js';
 import { ObjectDecoder, ObjectEncoder, loadRaptorqWasm } from '../src/core/fec/fec.js';
 import { K_PRIME_TABLE, MAX_SOURCE_SYMBOLS, kPrime } from '../src/core/fec/kprime.js';
 import { FAST_MAX_K_PRIME, SmallBlockCode } from '../src/core/fec/rfc6330.js';
-import { MAX_OBJECT, SYMBOL_SIZE } from '../src/core/wire/packet.js';
+import { LARGE_SYMBOL_SIZE, MAX_OBJECT, SYMBOL_SIZE, SYMBOL_SIZES } from '../src/core/wire/packet.js';
 import { rng } from './rng.js';
 import { lcrqSizes, readVector, readVectorText, vectorDir } from './vectors.js';
 
@@ -378,21 +378,33 @@ describe('ObjectDecoder input checks', () => {
     expect(() => dec.add(1 << 24, Buffer.alloc(SYMBOL_SIZE))).toThrow(RangeError);
     expect(() => dec.add(0, Buffer.alloc(SYMBOL_SIZE - 1))).toThrow(RangeError);
     expect(() => dec.add(7, Buffer.alloc(SYMBOL_SIZE + 1))).toThrow(RangeError);
+    // A decoder takes symbols of its own size only.
+    expect(() => dec.add(0, Buffer.alloc(LARGE_SYMBOL_SIZE))).toThrow(RangeError);
+    const large = new ObjectDecoder(5000, undefined, LARGE_SYMBOL_SIZE);
+    expect(() => large.add(0, Buffer.alloc(SYMBOL_SIZE))).toThrow(RangeError);
+    expect(large.add(0, Buffer.alloc(LARGE_SYMBOL_SIZE))).toBeUndefined();
     expect(dec.received).toBe(0);
     dec.free();
+    large.free();
+    // Only the sizes the wire has.
+    for (const T of [0, 1023, 1025, 1367, 1400]) {
+      expect(() => new ObjectDecoder(5000, undefined, T)).toThrow(RangeError);
+      expect(() => new ObjectEncoder(Buffer.alloc(5000), T)).toThrow(RangeError);
+    }
   });
 });
 
 describe('round trip encoder -> decoder', () => {
   const sizes = [1, 1023, 1024, 1025, 12345, 32767, 32768, 32808, 100000, 300001];
 
-  it.each(sizes)('F=%i survives 30 percent random loss', (F) => {
-    const rand = rng(F);
+  it.each(sizes.flatMap((F) => SYMBOL_SIZES.map((T) => [F, T])))('F=%i in symbols of %i bytes survives 30 percent random loss', (F, T) => {
+    const rand = rng(F + T);
     const data = Buffer.alloc(F);
     for (let i = 0; i < F; i++) data[i] = Math.floor(rand() * 256);
     for (let trial = 0; trial < 5; trial++) {
-      const enc = new ObjectEncoder(data);
-      const dec = new ObjectDecoder(F);
+      const enc = new ObjectEncoder(data, T);
+      const dec = new ObjectDecoder(F, undefined, T);
+      expect(enc.K).toBe(Math.ceil(F / T));
       let out: Buffer | undefined;
       // Like a stream: the source symbols, then repair symbols, each lost with probability 0.3.
       for (let i = 0; i < enc.K + enc.maxRepairPool && !out; i++) {

@@ -4,9 +4,12 @@ import fc from 'fast-check';
 import {
   DATAGRAM_LEN,
   DATAGRAM_OTI_LEN,
+  LARGE_SYMBOL_SIZE,
+  MAX_DATAGRAM_LEN,
   MAX_OBJECT,
   SYMBOL_SIZE,
   decodeDatagram,
+  datagramPrefix,
   encodeDatagram,
 } from '../src/core/wire/packet.js';
 import { lcrqSizes, readVectorJsonl, readVectorText } from './vectors.js';
@@ -27,6 +30,12 @@ describe('constants', () => {
     expect(DATAGRAM_OTI_LEN).toBe(1072);
     expect(DATAGRAM_OTI_LEN + 40 + 8).toBeLessThanOrEqual(1280);
     expect(MAX_OBJECT).toBe(10_362_880);
+    // The larger size: 24 symbols per 32 KiB chunk, under a 1500-byte MTU with IPv6 and UDP headers.
+    expect(LARGE_SYMBOL_SIZE).toBe(1368);
+    expect(Math.ceil(32768 / LARGE_SYMBOL_SIZE)).toBe(24);
+    expect(Math.ceil(32768 / (LARGE_SYMBOL_SIZE - 4))).toBe(25);
+    expect(MAX_DATAGRAM_LEN + 40 + 8).toBeLessThanOrEqual(1500);
+    expect(LARGE_SYMBOL_SIZE % 4).toBe(0);
   });
 });
 
@@ -113,8 +122,33 @@ describe('decodeDatagram', () => {
     expect(decodeDatagram(b)?.transferLength).toBe(12345);
   });
 
+  it('round-trips datagrams of the larger symbol size, T in the OTI', () => {
+    const big = Buffer.alloc(LARGE_SYMBOL_SIZE, 7);
+    const c = encodeDatagram({ oid, esi: 9, symbol: big });
+    expect(c.length).toBe(1404);
+    const dc = decodeDatagram(c)!;
+    expect(dc.symbol.equals(big)).toBe(true);
+    expect(dc.transferLength).toBeUndefined();
+    const o = encodeDatagram({ oid, transferLength: 5000, esi: 2, symbol: big });
+    expect(o.length).toBe(1416);
+    expect(o.readUInt16BE(38)).toBe(LARGE_SYMBOL_SIZE);
+    const d = decodeDatagram(o)!;
+    expect(d.transferLength).toBe(5000);
+    expect(d.symbol.length).toBe(LARGE_SYMBOL_SIZE);
+    // The OTI's T must say what the length says.
+    const lie = Buffer.from(o);
+    lie.writeUInt16BE(SYMBOL_SIZE, 38);
+    expect(decodeDatagram(lie)).toBeUndefined();
+    const lie2 = otiDatagram();
+    lie2.writeUInt16BE(LARGE_SYMBOL_SIZE, 38);
+    expect(decodeDatagram(lie2)).toBeUndefined();
+    expect(datagramPrefix(oid, 5000, LARGE_SYMBOL_SIZE).readUInt16BE(38)).toBe(LARGE_SYMBOL_SIZE);
+    expect(() => datagramPrefix(oid, 5000, 1400)).toThrow(RangeError);
+    expect(() => encodeDatagram({ oid, esi: 0, symbol: Buffer.alloc(1400) })).toThrow(RangeError);
+  });
+
   it('rejects every other length', () => {
-    for (const n of [0, 1, 36, 1059, 1061, 1071, 1073, 1500, 65507]) {
+    for (const n of [0, 1, 36, 1059, 1061, 1071, 1073, 1403, 1405, 1415, 1417, 1500, 65507]) {
       expect(decodeDatagram(Buffer.alloc(n)), `length ${n}`).toBeUndefined();
     }
     // A valid datagram with one byte more or less.
@@ -157,14 +191,14 @@ describe('decodeDatagram', () => {
     }
   });
 
-  it('never throws and accepts only 1060- and 1072-byte inputs (fuzz)', () => {
+  it('never throws and accepts only 1060-, 1072-, 1404- and 1416-byte inputs (fuzz)', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 0, maxLength: 1200 }), (bytes) => {
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 1500 }), (bytes) => {
         const d = decodeDatagram(bytes);
         if (d) {
-          expect([DATAGRAM_LEN, DATAGRAM_OTI_LEN]).toContain(bytes.length);
+          expect([DATAGRAM_LEN, DATAGRAM_OTI_LEN, 1404, 1416]).toContain(bytes.length);
           expect(d.oid.length).toBe(32);
-          expect(d.symbol.length).toBe(SYMBOL_SIZE);
+          expect(d.symbol.length).toBe(bytes.length <= DATAGRAM_OTI_LEN ? SYMBOL_SIZE : LARGE_SYMBOL_SIZE);
           expect(d.esi).toBeGreaterThanOrEqual(0);
           expect(d.esi).toBeLessThan(2 ** 24);
         }

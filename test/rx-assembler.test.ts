@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { hash, type Hash } from '../src/core/model/hash.js';
 import { ObjectEncoder } from '../src/core/fec/fec.js';
-import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, MAX_OBJECT, SYMBOL_SIZE, decodeDatagram, encodeDatagram, encodeGoneNotice } from '../src/core/wire/packet.js';
+import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, LARGE_SYMBOL_SIZE, MAX_OBJECT, SYMBOL_SIZE, SYMBOL_SIZES, decodeDatagram, encodeDatagram, encodeGoneNotice } from '../src/core/wire/packet.js';
 import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_LACKING, ASSEMBLY_REJECTED, type AssemblyReport, type DatagramSource } from '../src/core/net/datagram.js';
 import { groupBytes } from '../src/core/wire/address.js';
 import { NativeAssembler, nativeParse, nativeRxAvailable } from '../src/core/net/rx-assembler.js';
@@ -18,6 +18,10 @@ import { MulticastReceiver } from '../src/core/net/mcast-receiver.js';
 import { ObjectReceiver } from '../src/core/sync/receiver.js';
 import { rng } from './rng.js';
 import { describeUnless } from './skip.js';
+
+/** Datagram lengths at the larger symbol size: without and with OTI. */
+const LARGE_DATAGRAM_LEN = DATAGRAM_LEN - SYMBOL_SIZE + LARGE_SYMBOL_SIZE;
+const LARGE_DATAGRAM_OTI_LEN = DATAGRAM_OTI_LEN - SYMBOL_SIZE + LARGE_SYMBOL_SIZE;
 
 const why = nativeRxAvailable() ? undefined : 'the lcsync addon with rx_assembler is not built (or LCSYNC_NO_NATIVE_RX=1)';
 
@@ -66,8 +70,8 @@ class MemSource implements DatagramSource {
   }
 }
 
-function chunkDatagrams(data: Buffer, oid: Hash, repairs: number): Buffer[] {
-  const enc = new ObjectEncoder(data);
+function chunkDatagrams(data: Buffer, oid: Hash, repairs: number, T = SYMBOL_SIZE): Buffer[] {
+  const enc = new ObjectEncoder(data, T);
   const out: Buffer[] = [];
   for (let esi = 0; esi < enc.K; esi++) out.push(encodeDatagram({ oid, esi, symbol: enc.sourceSymbol(esi) }));
   for (let i = 0; i < repairs; i++) {
@@ -88,34 +92,43 @@ describeUnless(why, 'native header parser (fuzz against packet.ts decodeDatagram
       return;
     }
     expect(nat).toBeDefined();
-    const [oidOff, F, esi, symOff] = nat!;
+    const [oidOff, F, esi, symOff, T] = nat!;
     expect(oidOff).toBe(ref.oid.byteOffset - buf.byteOffset);
     expect(F === 0 ? undefined : F).toBe(ref.transferLength);
     expect(esi).toBe(ref.esi);
     expect(symOff).toBe(ref.symbol.byteOffset - buf.byteOffset);
+    expect(T).toBe(ref.symbol.length);
   }
 
   it('gives the same verdict and fields on random bytes of any length', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.uint8Array({ maxLength: 2100 }), fc.uint8Array({ minLength: DATAGRAM_LEN, maxLength: DATAGRAM_LEN }), fc.uint8Array({ minLength: DATAGRAM_OTI_LEN, maxLength: DATAGRAM_OTI_LEN })), (u) => {
-        same(Buffer.from(u));
-      }),
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 2100 }),
+          ...[DATAGRAM_LEN, DATAGRAM_OTI_LEN, LARGE_DATAGRAM_LEN, LARGE_DATAGRAM_OTI_LEN].map((n) => fc.uint8Array({ minLength: n, maxLength: n })),
+        ),
+        (u) => {
+          same(Buffer.from(u));
+        },
+      ),
       { numRuns: 3000 },
     );
   });
 
   it('gives the same verdict and fields on valid datagrams with header bytes mutated', () => {
-    const symbol = randomBytes(SYMBOL_SIZE);
+    const symbols = SYMBOL_SIZES.map((t) => randomBytes(t));
     fc.assert(
       fc.property(
         fc.boolean(),
+        fc.integer({ min: 0, max: SYMBOL_SIZES.length - 1 }),
         fc.integer({ min: 1, max: MAX_OBJECT + 2 }),
         fc.integer({ min: 0, max: 0xffffff }),
         fc.array(fc.tuple(fc.integer({ min: 0, max: 51 }), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
-        (oti, F, esi, mutations) => {
+        (oti, t, F, esi, mutations) => {
+          const symbol = symbols[t]!;
           const b = encodeDatagram({ oid: randomBytes(32), esi, symbol, ...(oti ? { transferLength: Math.min(F, MAX_OBJECT) } : {}) });
           // Mutate the header (OID, OTI, scheme, PID) only: the symbol is never checked.
-          for (const [at, v] of mutations) if (at < b.length - SYMBOL_SIZE) b[at] = v;
+          for (const [at, v] of mutations) if (at < b.length - symbol.length) b[at] = v;
           if (oti && F > MAX_OBJECT) b.writeUIntBE(F, 32, 5);
           same(b);
         },
@@ -124,20 +137,25 @@ describeUnless(why, 'native header parser (fuzz against packet.ts decodeDatagram
     );
   });
 
-  it('gives the same verdict at every boundary of F, T, Z, N and SBN', () => {
-    const base = encodeDatagram({ oid: randomBytes(32), transferLength: 5000, esi: 3, symbol: randomBytes(SYMBOL_SIZE) });
-    for (const F of [0, 1, MAX_OBJECT, MAX_OBJECT + 1, 2 ** 40 - 1]) {
-      const b = Buffer.from(base);
-      b.writeUIntBE(F, 32, 5);
-      same(b);
+  it('gives the same verdict at every boundary of F, T, Z, N and SBN, at both symbol sizes', () => {
+    for (const T of SYMBOL_SIZES) {
+      const base = encodeDatagram({ oid: randomBytes(32), transferLength: 5000, esi: 3, symbol: randomBytes(T) });
+      for (const F of [0, 1, MAX_OBJECT, MAX_OBJECT + 1, 2 ** 40 - 1]) {
+        const b = Buffer.from(base);
+        b.writeUIntBE(F, 32, 5);
+        same(b);
+      }
+      // [38, 39] is T: 0x0400 (1024) and 0x0558 (1368), each also put in the other's datagram.
+      for (const [off, v] of [[37, 1], [38, 0], [39, 0], [38, 4], [39, 0x58], [38, 5], [40, 2], [40, 0], [41, 1], [42, 2], [43, 9], [44, 1]] as const) {
+        const b = Buffer.from(base);
+        b[off] = v;
+        same(b);
+      }
+      same(base.subarray(0, base.length - 1));
+      same(Buffer.concat([base, Buffer.alloc(1)]));
+      // A chunk datagram cut or grown to the other size's OTI length, and the reverse.
+      same(Buffer.concat([base.subarray(0, 36), randomBytes(T === SYMBOL_SIZE ? LARGE_SYMBOL_SIZE + 12 : SYMBOL_SIZE + 12)]));
     }
-    for (const [off, v] of [[37, 1], [38, 0], [39, 0], [40, 2], [40, 0], [41, 1], [42, 2], [43, 9], [44, 1]] as const) {
-      const b = Buffer.from(base);
-      b[off] = v;
-      same(b);
-    }
-    same(base.subarray(0, 1071));
-    same(Buffer.concat([base, Buffer.alloc(1)]));
   });
 });
 
@@ -156,10 +174,26 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     return { js, nat, rjs, rnat };
   }
 
-  it('delivers the same bytes under loss, duplication, reordering, junk and forged symbols (seeded)', async () => {
+  /**
+   * Have both receivers verify a tree object sent in symbols of T bytes: what tells a receiver the
+   * share's symbol size, which its chunk requests then take.
+   */
+  async function teachSymbolSize(js: MemSource, nat: MemSource, rjs: ObjectReceiver, rnat: ObjectReceiver, T: number): Promise<void> {
+    const obj = randomBytes(3000);
+    const enc = new ObjectEncoder(obj, T);
+    const dgs = Array.from({ length: enc.K }, (_, esi) => encodeDatagram({ oid: hash(obj), transferLength: obj.length, esi, symbol: enc.sourceSymbol(esi) }));
+    const got = Promise.all([rjs.fetchTree(hash(obj), () => true), rnat.fetchTree(hash(obj), () => true)]);
+    js.batch(dgs);
+    nat.batch(dgs);
+    for (const o of await got) expect(o.equals(obj)).toBe(true);
+  }
+
+  it.each(SYMBOL_SIZES)('delivers the same bytes under loss, duplication, reordering, junk and forged symbols (seeded), symbols of %i bytes', async (T) => {
+    const other = T === SYMBOL_SIZE ? LARGE_SYMBOL_SIZE : SYMBOL_SIZE;
     for (const seed of [1, 2, 3, 4, 5, 6]) {
       const rand = rng(seed);
       const { js, nat, rjs, rnat } = pair();
+      if (T !== SYMBOL_SIZE) await teachSymbolSize(js, nat, rjs, rnat, T);
       const lengths = [1, 1023, 1024, 1025, 4096, 32 * 1024, 32 * 1024 - 1, 20_000, 100_000];
       const objects = lengths.map((n) => {
         const data = randomBytes(n);
@@ -169,17 +203,19 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
       const pnat = objects.map((o) => rnat.fetchChunk(o.oid, o.data.length));
       let stream: Buffer[] = [];
       for (const o of objects) {
-        const K = Math.ceil(o.data.length / SYMBOL_SIZE);
-        for (const d of chunkDatagrams(o.data, o.oid, K + 8)) {
+        const K = Math.ceil(o.data.length / T);
+        for (const d of chunkDatagrams(o.data, o.oid, K + 8, T)) {
           if (rand() < 0.2) continue; // loss
           stream.push(d);
           if (rand() < 0.2) stream.push(Buffer.from(d)); // duplication
         }
         // A forged source symbol under a genuine OID, arriving first for some objects.
         if (rand() < 0.3) {
-          const f = encodeDatagram({ oid: o.oid, esi: 0, symbol: randomBytes(SYMBOL_SIZE) });
+          const f = encodeDatagram({ oid: o.oid, esi: 0, symbol: randomBytes(T) });
           stream.unshift(f);
         }
+        // Symbols of the other size under the genuine OID, first: ignored (the chunk was asked for in T).
+        if (rand() < 0.3) stream.unshift(...chunkDatagrams(o.data, o.oid, 2, other).slice(0, 3));
       }
       // Junk and unasked chunks.
       for (let i = 0; i < 200; i++) {
@@ -194,7 +230,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
         [stream[i], stream[j]] = [stream[j]!, stream[i]!];
       }
       // The source symbols again at the end, as a next round would bring them: every object can complete.
-      for (const o of objects) stream.push(...chunkDatagrams(o.data, o.oid, 0));
+      for (const o of objects) stream.push(...chunkDatagrams(o.data, o.oid, 0, T));
       while (stream.length > 0) {
         const n = 1 + Math.floor(rand() * 64);
         const b = stream.slice(0, n);
@@ -217,14 +253,15 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
       expect(rnat.stats.bytes).toBe(rjs.stats.bytes);
       // Nothing left registered: a late datagram of a finished chunk is dropped and counted.
       const before = rnat.stats.ignored;
-      nat.batch(chunkDatagrams(objects[0]!.data, objects[0]!.oid, 0).slice(0, 1));
+      nat.batch(chunkDatagrams(objects[0]!.data, objects[0]!.oid, 0, T).slice(0, 1));
       rnat.catchUp();
       expect(rnat.stats.ignored).toBe(before + 1);
     }
   });
 
-  it('reuses released chunk buffers (complete and RaptorQ-decoded), never one a second waiter shares', async () => {
-    const { nat, rnat } = pair();
+  it.each(SYMBOL_SIZES)('reuses released chunk buffers (complete and RaptorQ-decoded in place), never one a second waiter shares, symbols of %i bytes', async (T) => {
+    const { js, nat, rjs, rnat } = pair();
+    if (T !== SYMBOL_SIZE) await teachSymbolSize(js, nat, rjs, rnat, T);
     const chunk = () => {
       const data = randomBytes(32 * 1024);
       return { data, oid: hash(data) };
@@ -236,7 +273,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     for (let i = 0; i < 8; i++) {
       const x = chunk();
       const p = rnat.fetchChunk(x.oid, x.data.length);
-      nat.batch(i % 2 === 0 ? chunkDatagrams(x.data, x.oid, 0) : chunkDatagrams(x.data, x.oid, 4).filter((_, k) => k !== 3 && k !== 17));
+      nat.batch(i % 2 === 0 ? chunkDatagrams(x.data, x.oid, 0, T) : chunkDatagrams(x.data, x.oid, 4, T).filter((_, k) => k !== 3 && k !== 17));
       const got = await p;
       expect(got.equals(x.data)).toBe(true);
       expect(got.length).toBe(32 * 1024);
@@ -250,7 +287,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const c = chunk();
     const pc1 = rnat.fetchChunk(c.oid, c.data.length);
     const pc2 = rnat.fetchChunk(c.oid, c.data.length);
-    nat.batch(chunkDatagrams(c.data, c.oid, 0));
+    nat.batch(chunkDatagrams(c.data, c.oid, 0, T));
     const [c1, c2] = await Promise.all([pc1, pc2]);
     expect(c1).toBe(c2);
     rnat.release(c1);
@@ -259,7 +296,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
       const e = chunk();
       const pd = rnat.fetchChunk(d.oid, d.data.length);
       const pe = rnat.fetchChunk(e.oid, e.data.length);
-      nat.batch([...chunkDatagrams(d.data, d.oid, 0), ...chunkDatagrams(e.data, e.oid, 0)]);
+      nat.batch([...chunkDatagrams(d.data, d.oid, 0, T), ...chunkDatagrams(e.data, e.oid, 0, T)]);
       const [bd, be] = await Promise.all([pd, pe]);
       expect(bd.buffer).not.toBe(c1.buffer);
       expect(be.buffer).not.toBe(c1.buffer);
@@ -279,7 +316,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const data = randomBytes(5000);
     const oid = hash(data);
     const buf = Buffer.alloc(5000);
-    expect(asm.register(oid, 5000, buf)).toBe(1);
+    expect(asm.register(oid, 5000, 1024, buf)).toBe(1);
     const all = chunkDatagrams(data, oid, 4);
     // Forged symbol 0, then the other sources: all K arrive, the hash fails: REJECTED, collecting again.
     asm.feed([encodeDatagram({ oid, esi: 0, symbol: randomBytes(SYMBOL_SIZE) }), ...all.slice(1, 5)]);
@@ -303,7 +340,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const d2 = randomBytes(3000);
     const o2 = hash(d2);
     const b2 = Buffer.alloc(3000);
-    expect(asm.register(o2, 3000, b2)).toBe(2);
+    expect(asm.register(o2, 3000, 1024, b2)).toBe(2);
     asm.feed(chunkDatagrams(d2, o2, 0));
     expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 2]);
     expect(b2.equals(d2)).toBe(true);
@@ -321,7 +358,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     asm.onAssembled((r) => reports.push(r));
     const data = randomBytes(5000);
     const oid = hash(data);
-    const id = asm.register(oid, 5000, Buffer.alloc(5000))!;
+    const id = asm.register(oid, 5000, 1024, Buffer.alloc(5000))!;
     const all = chunkDatagrams(data, oid, 0);
     // Symbols placed, nothing complete: no report, in two batches.
     asm.feed([all[0]!, all[1]!]);
@@ -377,7 +414,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const data = randomBytes(3 * 1024 + 5);
     const oid = hash(data);
     const buf = Buffer.alloc(data.length);
-    asm.register(oid, data.length, buf);
+    asm.register(oid, data.length, 1024, buf);
     const dgs = chunkDatagrams(data, oid, 0);
     const tree = encodeDatagram({ oid: randomBytes(32), transferLength: 900, esi: 0, symbol: randomBytes(SYMBOL_SIZE) });
     // Two coalesced messages of chunk datagrams, one plain message; the kernel coalesces equal sizes only.
@@ -393,17 +430,17 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
 
   it('refuses bad registrations with a TypeError or RangeError, never a crash', () => {
     const asm = new NativeAssembler(() => {});
-    expect(() => asm.register(Buffer.alloc(31), 10, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(Buffer.alloc(32), 0, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(Buffer.alloc(32), MAX_OBJECT + 1, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(Buffer.alloc(32), 11, Buffer.alloc(10))).toThrow(RangeError);
-    expect(() => asm.register(Buffer.alloc(32), 10, 'x' as unknown as Buffer)).toThrow(TypeError);
-    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
+    expect(() => asm.register(Buffer.alloc(31), 10, 1024, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 0, 1024, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), MAX_OBJECT + 1, 1024, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 11, 1024, Buffer.alloc(10))).toThrow(RangeError);
+    expect(() => asm.register(Buffer.alloc(32), 10, 1024, 'x' as unknown as Buffer)).toThrow(TypeError);
+    expect(asm.register(Buffer.alloc(32), 10, 1024, Buffer.alloc(10))).toBeDefined();
     // The same OID twice: the second caller is told, nothing is replaced.
-    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeUndefined();
+    expect(asm.register(Buffer.alloc(32), 10, 1024, Buffer.alloc(10))).toBeUndefined();
     asm.unregister(Buffer.alloc(32));
     asm.unregister(Buffer.alloc(32));
-    expect(asm.register(Buffer.alloc(32), 10, Buffer.alloc(10))).toBeDefined();
+    expect(asm.register(Buffer.alloc(32), 10, 1024, Buffer.alloc(10))).toBeDefined();
   });
 
   it('gives a chunk registered without a buffer a spare at its first source symbol, handed to JS with the event that ends it', () => {
@@ -419,7 +456,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     // Complete: registered lazily, the spare is taken only when its first source symbol arrives.
     const a = randomBytes(5000);
     const oa = hash(a);
-    const ida = asm.register(oa, a.length)!;
+    const ida = asm.register(oa, a.length, 1024)!;
     const da = chunkDatagrams(a, oa, 0);
     expect(asm.spare()).toBe(1);
     asm.feed([da[2]!]);
@@ -428,7 +465,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const b = randomBytes(3000);
     const ob = hash(b);
     const bufB = Buffer.alloc(3000);
-    const idb = asm.register(ob, b.length, bufB)!;
+    const idb = asm.register(ob, b.length, 1024, bufB)!;
     asm.feed([...da.filter((_, i) => i !== 2), ...chunkDatagrams(b, ob, 0)]);
     expect(Array.from(last().events)).toEqual([ASSEMBLY_COMPLETE, ida, ASSEMBLY_COMPLETE, idb]);
     expect(last().buffers?.[0]).toBe(spareA);
@@ -440,7 +477,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     expect(asm.spare(spareA)).toBe(1);
     const c = randomBytes(5000);
     const oc = hash(c);
-    const idc = asm.register(oc, c.length)!;
+    const idc = asm.register(oc, c.length, 1024)!;
     const dc = chunkDatagrams(c, oc, 4);
     asm.feed([dc[1]!, dc[2]!, dc[3]!, dc[5]!, dc[6]!]);
     expect(Array.from(last().events)).toEqual([ASSEMBLY_DECODE, idc]);
@@ -454,7 +491,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     expect(asm.spare(spareA)).toBe(1);
     const d = randomBytes(5000);
     const od = hash(d);
-    const idd = asm.register(od, d.length)!;
+    const idd = asm.register(od, d.length, 1024)!;
     asm.feed(chunkDatagrams(d, od, 5).slice(5));
     expect(Array.from(last().events)).toEqual([ASSEMBLY_DECODE, idd]);
     expect(last().buffers?.[0]).toBeUndefined();
@@ -464,7 +501,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     // Unregistered before it ends: the spare it took goes back to the pool.
     const e = randomBytes(5000);
     const oe = hash(e);
-    asm.register(oe, e.length);
+    asm.register(oe, e.length, 1024);
     asm.feed([chunkDatagrams(e, oe, 0)[0]!]);
     expect(asm.spare()).toBe(0);
     asm.unregister(oe);
@@ -477,7 +514,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     const treports: AssemblyReport[] = [];
     tiny.onAssembled((r) => treports.push(r));
     expect(tiny.spare(Buffer.alloc(4000))).toBe(1);
-    const idf = tiny.register(of, f.length)!;
+    const idf = tiny.register(of, f.length, 1024)!;
     tiny.feed(chunkDatagrams(f, of, 0));
     expect(Array.from(treports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, idf]);
     const own = treports.at(-1)!.buffers?.[0];
@@ -516,7 +553,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     asm.onAssembled((r) => reports.push(r));
     const data = randomBytes(5000); // K = 5
     const oid = hash(data);
-    expect(asm.register(oid, 5000, Buffer.alloc(5000))).toBe(1);
+    expect(asm.register(oid, 5000, 1024, Buffer.alloc(5000))).toBe(1);
     const all = chunkDatagrams(data, oid, 3);
     // 0, 1, 3 and then the last (4): symbol 2 was lost.
     asm.feed([all[0]!, all[1]!, all[3]!]);
@@ -534,7 +571,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     // Every source symbol but one, the last arriving after enough repair symbols: a decode, not a lack.
     const d2 = randomBytes(5000);
     const o2 = hash(d2);
-    expect(asm.register(o2, 5000, Buffer.alloc(5000))).toBe(2);
+    expect(asm.register(o2, 5000, 1024, Buffer.alloc(5000))).toBe(2);
     const a2 = chunkDatagrams(d2, o2, 2);
     asm.feed([a2[5]!, a2[0]!, a2[1]!, a2[2]!]);
     asm.feed([a2[4]!]);
@@ -542,7 +579,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
     // A whole pass: complete, no lack.
     const d3 = randomBytes(5000);
     const o3 = hash(d3);
-    expect(asm.register(o3, 5000, Buffer.alloc(5000))).toBe(3);
+    expect(asm.register(o3, 5000, 1024, Buffer.alloc(5000))).toBe(3);
     asm.feed(chunkDatagrams(d3, o3, 0));
     expect(Array.from(reports.at(-1)!.events)).toEqual([ASSEMBLY_COMPLETE, 3]);
 
@@ -591,7 +628,7 @@ describeUnless(why, 'native chunk assembly against the JS receive path', () => {
       const data = randomBytes(1 + (i % 3000));
       return { data, oid: hash(data), buf: Buffer.alloc(data.length) };
     });
-    const ids = objs.map((o) => asm.register(o.oid, o.data.length, o.buf)!);
+    const ids = objs.map((o) => asm.register(o.oid, o.data.length, 1024, o.buf)!);
     // Forget every other one: their datagrams are then dropped.
     for (let i = 0; i < objs.length; i += 2) asm.unregister(objs[i]!.oid);
     asm.feed(objs.flatMap((o) => chunkDatagrams(o.data, o.oid, 0)));

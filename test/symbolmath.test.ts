@@ -57,8 +57,19 @@ describe('symbolmath', () => {
         for (let i = 0; i < 1024; i++) expect(one[i]).toBe(gfMul(syms[7]![i]!, 0x8e));
       });
 
+      it('combines many symbols of the larger size (1368 bytes, not a multiple of 16) as the JavaScript multiply-adds do', () => {
+        const syms = Array.from({ length: 200 }, (_, j) => bytes(1368, j + 7));
+        const w = Uint8Array.from({ length: 200 }, (_, j) => (j * 37 + 1) & 255);
+        const init = bytes(1368, 4242);
+        const combined = Uint8Array.from(init);
+        combine(combined, 200, (j) => syms[j]!, w, mulAdd);
+        const viaJs = Uint8Array.from(init);
+        for (let j = 0; j < 200; j++) mulAdd(viaJs, syms[j]!, w[j]!);
+        expect(Buffer.from(combined).equals(Buffer.from(viaJs))).toBe(true);
+      });
+
       it('takes symbols of odd sizes and offsets, and weights in a plain array', () => {
-        for (const len of [1, 15, 17, 31, 33, 1000, 1040]) {
+        for (const len of [1, 15, 17, 31, 33, 1000, 1040, 1368, 1376, 1377]) {
           const backing = bytes(len + 3, len);
           const a = backing.subarray(3); // an odd byte offset
           const b = bytes(len, len + 1);

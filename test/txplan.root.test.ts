@@ -54,9 +54,9 @@ const hard = setTimeout(() => process.exit(3), 20000);
 const group = (s) => { const b = Buffer.alloc(16); b[0] = 0xff; b[1] = 0x1e; b[13] = 0x7a; b[15] = s; return b; };
 const fill = (n, k) => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (i * k + (i >> 8)) & 0xff; return b; };
 const streams = [
-  { data: fill(20 * 1024 + 300, 7), target: { prefix: datagramPrefix(Buffer.alloc(32, 1)), group: group(1) } },
-  { data: fill(32 * 1024, 11), target: { prefix: datagramPrefix(Buffer.alloc(32, 2)), group: group(2) } },
-  { data: fill(3000, 13), target: { prefix: datagramPrefix(Buffer.alloc(32, 3), 3000), group: group(1) } },
+  { data: fill(20 * 1024 + 300, 7), target: { prefix: datagramPrefix(Buffer.alloc(32, 1)), group: group(1), symbolSize: 1024 } },
+  { data: fill(32 * 1024, 11), target: { prefix: datagramPrefix(Buffer.alloc(32, 2)), group: group(2), symbolSize: 1024 } },
+  { data: fill(3000, 13), target: { prefix: datagramPrefix(Buffer.alloc(32, 3), 3000), group: group(1), symbolSize: 1024 } },
 ];
 const plan = new TxPlan(${N});
 let run = 1, s = 0;
@@ -67,7 +67,7 @@ while (plan.count < ${N}) {
   for (let i = 0; i < run && plan.count < ${N}; i++) {
     const esi = next[s]++;
     if (esi < K) plan.add(st.target, esi, st.data, esi * 1024, Math.min(1024, st.data.length - esi * 1024));
-    else { const sym = plan.repairSymbol(); sym.fill(esi & 0xff); plan.add(st.target, esi, sym, 0, 1024); }
+    else { const sym = plan.repairSymbol(1024); sym.fill(esi & 0xff); plan.add(st.target, esi, sym, 0, 1024); }
   }
   run = run % 70 + 1;
   s = (s + 1) % streams.length;

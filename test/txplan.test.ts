@@ -10,7 +10,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadAddon } from '../src/core/base/addon.js';
 import { TxPlan, nativeTxAvailable, gsoWanted, type TxTarget } from '../src/core/net/txplan.js';
-import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, SYMBOL_SIZE, datagramPrefix, decodeDatagram, encodeDatagram } from '../src/core/wire/packet.js';
+import { DATAGRAM_LEN, DATAGRAM_OTI_LEN, LARGE_SYMBOL_SIZE, SYMBOL_SIZE, SYMBOL_SIZES, datagramPrefix, decodeDatagram, encodeDatagram } from '../src/core/wire/packet.js';
 import { ObjectDecoder, ObjectEncoder } from '../src/core/fec/fec.js';
 import { Share } from '../src/core/share/share.js';
 import { ShareIndex, type IndexObject } from '../src/core/index/mdex.js';
@@ -29,8 +29,8 @@ const built = existsSync(path.join(repo, 'build/Release/lcsync.node')) || proces
 const why = built && nativeTxAvailable() ? undefined : built ? 'the addon lacks tx_rounds or LCSYNC_NO_NATIVE_TX=1' : 'the lcsync addon is not built (npm ci builds it)';
 
 /** What encodeDatagram makes of one plan row: the reference the addon must match byte for byte. */
-function reference(oid: Buffer, transferLength: number | undefined, esi: number, buf: Buffer, offset: number, length: number): Buffer {
-  const symbol = Buffer.alloc(SYMBOL_SIZE);
+function reference(oid: Buffer, transferLength: number | undefined, esi: number, buf: Buffer, offset: number, length: number, T = SYMBOL_SIZE): Buffer {
+  const symbol = Buffer.alloc(T);
   buf.copy(symbol, 0, offset, offset + length);
   return encodeDatagram({ oid, transferLength, esi, symbol });
 }
@@ -42,7 +42,7 @@ function bytes(r: () => number, n: number): Buffer {
 }
 
 describeUnless(why, 'native framing from a symbol plan', () => {
-  it('frames random plans byte-identical to encodeDatagram (chunks, OTI objects, short symbols, repair buffers)', () => {
+  it('frames random plans byte-identical to encodeDatagram (chunks, OTI objects, short symbols, repair buffers, both symbol sizes)', () => {
     for (let seed = 1; seed <= 200; seed++) {
       const r = rng(seed);
       const streams = Array.from({ length: 1 + Math.floor(r() * 6) }, (_, i) => {
@@ -51,29 +51,31 @@ describeUnless(why, 'native framing from a symbol plan', () => {
         const oid = bytes(r, 32);
         const data = bytes(r, length);
         const transferLength = withOti ? length : undefined;
-        const target: TxTarget = { prefix: datagramPrefix(oid, transferLength), group: groupBytes(oid) };
-        return { i, oid, data, transferLength, target };
+        const T = SYMBOL_SIZES[Math.floor(r() * SYMBOL_SIZES.length)]!;
+        const target: TxTarget = { prefix: datagramPrefix(oid, transferLength, T), group: groupBytes(oid), symbolSize: T };
+        return { i, oid, data, transferLength, target, T };
       });
       const rows = 1 + Math.floor(r() * 64);
       const plan = new TxPlan(64);
       const expected: Buffer[] = [];
       for (let k = 0; k < rows; k++) {
         const s = streams[Math.floor(r() * streams.length)]!;
-        const K = Math.ceil(s.data.length / SYMBOL_SIZE);
+        const K = Math.ceil(s.data.length / s.T);
         if (r() < 0.7) {
           // A source symbol: a view of the data, the last one short.
           const esi = Math.floor(r() * K);
-          const off = esi * SYMBOL_SIZE;
-          const len = Math.min(SYMBOL_SIZE, s.data.length - off);
+          const off = esi * s.T;
+          const len = Math.min(s.T, s.data.length - off);
           plan.add(s.target, esi, s.data, off, len);
-          expected.push(reference(s.oid, s.transferLength, esi, s.data, off, len));
+          expected.push(reference(s.oid, s.transferLength, esi, s.data, off, len, s.T));
         } else {
           // A repair symbol computed into the plan's space, with an ESI up to the 24-bit limit.
-          const sym = plan.repairSymbol();
-          bytes(r, SYMBOL_SIZE).copy(sym);
+          const sym = plan.repairSymbol(s.T);
+          expect(sym.length).toBe(s.T);
+          bytes(r, s.T).copy(sym);
           const esi = r() < 0.1 ? 0xffffff : K + Math.floor(r() * 1000);
-          plan.add(s.target, esi, sym, 0, SYMBOL_SIZE);
-          expected.push(reference(s.oid, s.transferLength, esi, sym, 0, SYMBOL_SIZE));
+          plan.add(s.target, esi, sym, 0, s.T);
+          expected.push(reference(s.oid, s.transferLength, esi, sym, 0, s.T, s.T));
         }
       }
       const want = Buffer.concat(expected);
@@ -94,7 +96,7 @@ describeUnless(why, 'native framing from a symbol plan', () => {
     const prefix = datagramPrefix(oid);
     const data = Buffer.alloc(2048, 2);
     const out = Buffer.alloc(4 * DATAGRAM_OTI_LEN, 0x55);
-    const row = (slot: number, esi: number, buf: number, off: number, len: number) => Uint32Array.of(slot, esi, buf, off, len);
+    const row = (slot: number, esi: number, buf: number, off: number, len: number, T = SYMBOL_SIZE) => Uint32Array.of(slot, esi, buf, off, len, T);
     const bad: [Buffer[], Buffer[], Uint32Array, Buffer, RegExp][] = [
       [[prefix], [data], row(1, 0, 0, 0, 1024), out, /slot/],
       [[prefix], [data], row(0, 0x1000000, 0, 0, 1024), out, /ESI/],
@@ -102,8 +104,11 @@ describeUnless(why, 'native framing from a symbol plan', () => {
       [[prefix], [data], row(0, 0, 0, 1500, 1024), out, /past the end/],
       [[prefix], [data], row(0, 0, 0, 0, 0), out, /length/],
       [[prefix], [data], row(0, 0, 0, 0, 1025), out, /length/],
+      [[prefix], [data], row(0, 0, 0, 0, 1369, LARGE_SYMBOL_SIZE), out, /length/],
+      [[prefix], [data], row(0, 0, 0, 0, 1024, 1025), out, /symbol size/],
+      [[prefix], [data], row(0, 0, 0, 0, 1024, 0), out, /symbol size/],
       [[Buffer.alloc(33)], [data], row(0, 0, 0, 0, 1024), out, /prefixes\[0\]/],
-      [[prefix], [data], Uint32Array.of(0, 0, 0, 0), out, /words per datagram/],
+      [[prefix], [data], Uint32Array.of(0, 0, 0, 0, 1024), out, /words per datagram/],
       [[prefix], [data], row(0, 0, 0, 0, 1024), Buffer.alloc(DATAGRAM_LEN - 1), /out has/],
     ];
     for (const [prefixes, bufs, plan, o, msg] of bad) {
@@ -115,7 +120,7 @@ describeUnless(why, 'native framing from a symbol plan', () => {
 
   it('a plan holds what it is given: capacity, repair space, slots and buffers shared', () => {
     const plan = new TxPlan(2);
-    const t: TxTarget = { prefix: datagramPrefix(Buffer.alloc(32, 3)), group: groupBytes(Buffer.alloc(32, 3)) };
+    const t: TxTarget = { prefix: datagramPrefix(Buffer.alloc(32, 3)), group: groupBytes(Buffer.alloc(32, 3)), symbolSize: SYMBOL_SIZE };
     const data = Buffer.alloc(4096, 9);
     plan.add(t, 0, data, 0, 1024);
     plan.add(t, 1, data, 1024, 1024);
@@ -124,9 +129,9 @@ describeUnless(why, 'native framing from a symbol plan', () => {
     expect(plan.bufs).toHaveLength(1);
     expect(plan.addrs.equals(t.group)).toBe(true);
     expect(() => plan.add(t, 2, data, 2048, 1024)).toThrow(/full/);
-    plan.repairSymbol();
-    plan.repairSymbol();
-    expect(() => plan.repairSymbol()).toThrow(/repair space/);
+    plan.repairSymbol(SYMBOL_SIZE);
+    plan.repairSymbol(LARGE_SYMBOL_SIZE);
+    expect(() => plan.repairSymbol(SYMBOL_SIZE)).toThrow(/repair space/);
     plan.reset();
     expect(plan.count).toBe(0);
     expect(plan.payloadBytes).toBe(0);
@@ -173,21 +178,21 @@ describeUnless(why, 'Share over a sink that frames plans natively', () => {
     index = await ShareIndex.build([path.join(tmp.dir(), 'file.bin')]);
   });
 
-  it('sends each chunk as the TS encoder would, source and repair symbols, and the object decodes', async () => {
+  it.each(SYMBOL_SIZES)('sends each chunk as the TS encoder would, source and repair symbols, and the object decodes (symbols of %i bytes)', async (T) => {
     const sink = new PlanSink();
     const listeners = new FakeListeners();
-    const share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners });
+    const share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners, symbolSize: T });
     try {
       const chunks = [...index.hashes()].map((h) => index.get(h)!).filter((o): o is Extract<IndexObject, { kind: 'chunk' }> => o.kind === 'chunk');
       expect(chunks.length).toBe(3);
       for (const c of chunks) listeners.report('join', c.hash, 'fe80::1');
       // Every round (K + margin) and some trickle: repair symbols are in there.
-      await until(() => chunks.every((c) => sink.sent.filter((s) => s.group.equals(groupBytes(c.hash))).length >= Math.ceil(c.length / 1024) + 4));
+      await until(() => chunks.every((c) => sink.sent.filter((s) => s.group.equals(groupBytes(c.hash))).length >= Math.ceil(c.length / T) + 4));
       for (const c of chunks) {
         const data = content.subarray(c.offset, c.offset + c.length);
-        const enc = new ObjectEncoder(data);
+        const enc = new ObjectEncoder(data, T);
         const repairs = new Map<number, Buffer>();
-        const dec = new ObjectDecoder(c.length);
+        const dec = new ObjectDecoder(c.length, undefined, T);
         let got: Buffer | undefined;
         const mine = sink.sent.filter((s) => s.group.equals(groupBytes(c.hash)));
         for (const s of mine) {
@@ -195,6 +200,7 @@ describeUnless(why, 'Share over a sink that frames plans natively', () => {
           expect(d).toBeDefined();
           expect(d.oid.equals(c.hash)).toBe(true);
           expect(d.transferLength).toBeUndefined();
+          expect(d.symbol.length).toBe(T);
           let symbol: Buffer;
           if (d.esi < enc.K) symbol = enc.sourceSymbol(d.esi);
           else {
@@ -209,7 +215,7 @@ describeUnless(why, 'Share over a sink that frames plans natively', () => {
         }
         enc.free();
         dec.free();
-        expect(mine.some((s) => decodeDatagram(s.payload)!.esi >= Math.ceil(c.length / 1024))).toBe(true);
+        expect(mine.some((s) => decodeDatagram(s.payload)!.esi >= Math.ceil(c.length / T))).toBe(true);
         expect(got && hash(got).equals(c.hash)).toBe(true);
       }
       const st = share.status();
@@ -222,10 +228,10 @@ describeUnless(why, 'Share over a sink that frames plans natively', () => {
     }
   });
 
-  it('serves an object with OTI (the tree) through the plan with its length in every datagram', async () => {
+  it.each(SYMBOL_SIZES)('serves an object with OTI (the tree) through the plan with its length and T in every datagram (symbols of %i bytes)', async (T) => {
     const sink = new PlanSink();
     const listeners = new FakeListeners();
-    const share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners });
+    const share = await Share.start(index, { ifnames: ['f0'], openSink: async () => sink, listeners, symbolSize: T });
     try {
       const root = index.roots[0]!;
       const tree = index.get(root.hash)!;
@@ -234,7 +240,8 @@ describeUnless(why, 'Share over a sink that frames plans natively', () => {
       await until(() => sink.sent.length >= 2);
       for (const s of sink.sent) {
         const d = decodeDatagram(s.payload)!;
-        expect(s.payload.length).toBe(DATAGRAM_OTI_LEN);
+        expect(s.payload.length).toBe(DATAGRAM_OTI_LEN - SYMBOL_SIZE + T);
+        expect(s.payload.readUInt16BE(38)).toBe(T);
         expect(d.transferLength).toBe(tree.bytes.length);
         expect(d.oid.equals(hash(tree.bytes))).toBe(true);
       }

@@ -220,4 +220,23 @@ describeUnless(why, 'interop with the C lcsync 0.3.2: transfers both ways (needs
       // The C client never sets a symlink's own owner (see makeEdgeTree), whoever serves it.
     }, false);
   });
+
+  // Why --symbol-size 1368 is an option and 1024 the default: the C client takes T = 1024 only.
+  it('our share with --symbol-size 1368: our sync completes, the C client gets nothing and writes nothing', async () => {
+    const share = await startShare(lab, OUR_SHARE, [path.join(work, 'big')], ['--symbol-size', '1368'], 60_000);
+    try {
+      // The same file as 'our share -> C sync' fetches from a share at 1024 (above).
+      const ours = path.join(freshDir(), 'big.bin');
+      const r = await runSync(lab, RECEIVER, ['--timeout', '30', 'big/big.bin', ours], SYNC_BOUND_S * 1000);
+      expect(r.code, `our sync: ${r.stderr}`).toBe(0);
+      expect(sha256(ours)).toBe(sha256(path.join(work, 'big', 'big.bin')));
+      const theirs = path.join(freshDir(), 'big.bin');
+      const c = await runCSync(lab, RECEIVER, ['big/big.bin', theirs], { batch: true }, 8000);
+      expect(c.code === 0 && !c.timedOut, describeRun(c)).toBe(false);
+      expect(existsSync(theirs)).toBe(false);
+      console.log(`C lcsync from a share at --symbol-size 1368: ${describeRun(c).slice(0, 300)}`);
+    } finally {
+      await share.stop();
+    }
+  }, 120_000);
 });

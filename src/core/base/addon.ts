@@ -48,13 +48,13 @@ export interface LcsyncAddon {
   icmp6Close(fd: number): void;
   // native/rx_assembler.c (optional: an older build without it still serves everything else)
   rxasmCreate?(): RxAssemblerHandle;
-  rxasmRegister?(asm: RxAssemblerHandle, id: number, oid: Uint8Array, length: number, buf: Uint8Array | null): void;
+  rxasmRegister?(asm: RxAssemblerHandle, id: number, oid: Uint8Array, length: number, buf: Uint8Array | null, symbolSize: number): void;
   rxasmSpare?(asm: RxAssemblerHandle, buf: Uint8Array | null): number;
   rxasmUnregister?(asm: RxAssemblerHandle, oid: Uint8Array): boolean;
   rxasmClaim?(asm: RxAssemblerHandle, claimed: boolean): void;
   rxasmFeed?(asm: RxAssemblerHandle, buf: Uint8Array, lengths: Uint32Array, count: number, gsoSizes: Uint32Array | null): RxBatch | undefined;
   rxasmDrain?(asm: RxAssemblerHandle): RxBatch | undefined;
-  rxParse?(buf: Uint8Array): [number, number, number, number] | undefined;
+  rxParse?(buf: Uint8Array): [number, number, number, number, number] | undefined;
   rxasmOpen?(asm: RxAssemblerHandle, port: number, rcvbuf: number, gro: boolean, onBatch: (batch: RxBatch) => void): RxSocketHandle;
   rxasmGro?(sock: RxSocketHandle): boolean;
   rxasmRecvBufferSize?(sock: RxSocketHandle): number;
@@ -107,8 +107,8 @@ export interface RxBatch {
   progressed: Uint32Array;
   /** [kind, id] pairs: 1 complete, 2 rejected, 3 needs decoding. */
   events: Uint32Array;
-  /** Per "needs decoding" event, in order: source ESIs present, repair ESIs, repair symbols (1024 bytes each). */
-  decodes: [Uint32Array, Uint32Array, Buffer][];
+  /** Per "needs decoding" event, in order: source ESIs present, repair ESIs, repair symbols (T bytes each), T. */
+  decodes: [Uint32Array, Uint32Array, Buffer, number][];
   /** When an event ended a request registered without a buffer: per event, the buffer its bytes are in (else undefined). */
   buffers?: (Buffer | undefined)[];
 }

@@ -27,7 +27,7 @@ import { createRequire } from 'node:module';
 import { initSync, Encoder, Decoder } from 'raptorq/raptorq.js';
 import { kPrime } from './kprime.js';
 import { FAST_MAX_K_PRIME, SmallBlockCode } from './rfc6330.js';
-import { MAX_ESI, MAX_OBJECT, SYMBOL_SIZE, sourceSymbols } from '../wire/packet.js';
+import { isSymbolSize, MAX_ESI, MAX_OBJECT, SYMBOL_SIZE, SYMBOL_SIZES, sourceSymbols } from '../wire/packet.js';
 import { LcsyncError } from '../base/errors.js';
 
 let raptorqLoaded = false;
@@ -50,7 +50,6 @@ export function raptorqWasmLoaded(): boolean {
 
 /** wasm packets are PID(4) | symbol. */
 const PID_LEN = 4;
-const PACKET_LEN = PID_LEN + SYMBOL_SIZE;
 /** Fewest repair symbols an encoder generates at once. */
 const MIN_REPAIR_POOL = 64;
 /**
@@ -63,6 +62,10 @@ const MAX_POOL_FACTOR = 8;
 const MAX_POOL_SYMBOLS = 8192;
 /** Repair symbols a small-object decoder keeps beyond K (see ObjectDecoder.addRepair). */
 const MAX_EXTRA_REPAIRS = 32;
+
+function checkSymbolSize(t: number): void {
+  if (!isSymbolSize(t)) throw new RangeError(`symbol size ${t} is not one of ${SYMBOL_SIZES.join(', ')}`);
+}
 
 function checkLength(length: number): void {
   if (!Number.isInteger(length) || length < 1 || length > MAX_OBJECT) {
@@ -78,8 +81,10 @@ function checkLength(length: number): void {
 export class ObjectEncoder {
   /** F, the object length in bytes. */
   readonly length: number;
-  /** Source symbols: ceil(F / 1024). */
+  /** Source symbols: ceil(F / T). */
   readonly K: number;
+  /** T, the symbol size: 1024 (the C protocol) or LARGE_SYMBOL_SIZE. */
+  readonly T: number;
   /** K' from RFC 6330 table 2. */
   readonly KP: number;
   /** The most distinct repair symbols nextRepair() goes through before it repeats. */
@@ -94,11 +99,13 @@ export class ObjectEncoder {
   private next = 0;
   private freed = false;
 
-  constructor(data: Uint8Array) {
+  constructor(data: Uint8Array, symbolSize = SYMBOL_SIZE) {
     checkLength(data.length);
+    checkSymbolSize(symbolSize);
     this.data = data;
     this.length = data.length;
-    this.K = sourceSymbols(data.length);
+    this.T = symbolSize;
+    this.K = sourceSymbols(data.length, symbolSize);
     this.KP = kPrime(this.K);
     this.maxRepairPool = Math.max(MIN_REPAIR_POOL, 2 * this.KP, Math.min(MAX_POOL_FACTOR * this.KP, MAX_POOL_SYMBOLS));
     this.code = this.KP <= FAST_MAX_K_PRIME ? SmallBlockCode.of(this.KP) : undefined;
@@ -110,16 +117,16 @@ export class ObjectEncoder {
   }
 
   /**
-   * Source symbol `esi` (0 <= esi < K): 1024 bytes, the last zero-padded. Full
+   * Source symbol `esi` (0 <= esi < K): T bytes, the last zero-padded. Full
    * symbols are views into the data; the last, when short, is a padded copy.
    */
   sourceSymbol(esi: number): Buffer {
     this.checkLive();
     if (!Number.isInteger(esi) || esi < 0 || esi >= this.K) throw new RangeError(`source ESI ${esi} is outside 0..${this.K - 1}`);
-    const start = esi * SYMBOL_SIZE;
-    const end = start + SYMBOL_SIZE;
-    if (end <= this.data.length) return Buffer.from(this.data.buffer, this.data.byteOffset + start, SYMBOL_SIZE);
-    const sym = Buffer.alloc(SYMBOL_SIZE);
+    const start = esi * this.T;
+    const end = start + this.T;
+    if (end <= this.data.length) return Buffer.from(this.data.buffer, this.data.byteOffset + start, this.T);
+    const sym = Buffer.alloc(this.T);
     sym.set(this.data.subarray(start), 0);
     return sym;
   }
@@ -141,9 +148,9 @@ export class ObjectEncoder {
       const i = this.next;
       this.next = (this.next + 1) % this.maxRepairPool;
       // Small objects compute the symbol here, so a caller that copies it at once can lend a buffer.
-      const symbol = into && into.length === SYMBOL_SIZE ? into : Buffer.alloc(SYMBOL_SIZE);
+      const symbol = into && into.length === this.T ? into : Buffer.alloc(this.T);
       // Wire ESI K + i is internal symbol K' + i (see the top of this file).
-      const full = Math.floor(this.length / SYMBOL_SIZE);
+      const full = Math.floor(this.length / this.T);
       this.code.encodeFrom(this.KP + i, this.K, this.data, full, full < this.K ? this.paddedSource(this.K - 1) : undefined, symbol);
       return { esi: this.K + i, symbol };
     }
@@ -188,14 +195,14 @@ export class ObjectEncoder {
 
   /** sourceSymbol() without the copy of a short last symbol on every call. */
   private paddedSource(esi: number): Buffer {
-    if (esi === this.K - 1 && this.length % SYMBOL_SIZE !== 0) return (this.paddedLast ??= this.sourceSymbol(esi));
+    if (esi === this.K - 1 && this.length % this.T !== 0) return (this.paddedLast ??= this.sourceSymbol(esi));
     return this.sourceSymbol(esi);
   }
 
   /** The first n repair symbols. */
   private makePool(n: number): Buffer[] {
     loadRaptorqWasm();
-    const enc = Encoder.with_defaults(this.data, SYMBOL_SIZE);
+    const enc = Encoder.with_defaults(this.data, this.T);
     let packets: Uint8Array[];
     try {
       packets = enc.encode(n);
@@ -213,10 +220,10 @@ export class ObjectEncoder {
       // Repair ids come in order from K' (npm numbering); wire ESI = id - (K' - K)
       // = K + j, which nextRepair() relies on. Anything else means the binding
       // is not the one this translation was measured on.
-      if (p.length !== PACKET_LEN || p[0] !== 0 || npmId !== this.KP + j) {
+      if (p.length !== PID_LEN + this.T || p[0] !== 0 || npmId !== this.KP + j) {
         throw new LcsyncError('INTERNAL', `raptorq repair packet ${j} has an unexpected header`);
       }
-      pool.push(Buffer.from(p.buffer, p.byteOffset + PID_LEN, SYMBOL_SIZE));
+      pool.push(Buffer.from(p.buffer, p.byteOffset + PID_LEN, this.T));
     }
     return pool;
   }
@@ -227,13 +234,13 @@ export class ObjectEncoder {
 }
 
 /**
- * Room for K source symbols. Not zeroed: every byte of it is written (a whole symbol per source
+ * Room for K source symbols of T bytes. Not zeroed: every byte of it is written (a whole symbol per source
  * slot, by add() or by the small-block code's decode) before the object is returned, and a tree
  * object's zeroing was a megabyte of memset per bundle part. Never a slice of Node's shared pool:
  * the object returned is a view of it, kept for the life of the object.
  */
-function sourceSpace(K: number): Buffer {
-  return Buffer.allocUnsafeSlow(K * SYMBOL_SIZE);
+function sourceSpace(bytes: number): Buffer {
+  return Buffer.allocUnsafeSlow(bytes);
 }
 
 /**
@@ -249,8 +256,10 @@ function sourceSpace(K: number): Buffer {
 export class ObjectDecoder {
   /** F, the object length in bytes. */
   readonly length: number;
-  /** Source symbols: ceil(F / 1024). */
+  /** Source symbols: ceil(F / T). */
   readonly K: number;
+  /** T, the symbol size: 1024 (the C protocol) or LARGE_SYMBOL_SIZE. */
+  readonly T: number;
   /** K' from RFC 6330 table 2. */
   readonly KP: number;
   /** Source symbols kept here, so that a complete set needs no wasm (allocated on first source symbol). */
@@ -269,20 +278,23 @@ export class ObjectDecoder {
   private readonly repairs = new Map<number, Uint8Array>();
   private wasm: Decoder | undefined;
   /** One packet buffer, reused: wasm copies it into its own memory on every call. */
-  private readonly packet = Buffer.alloc(PACKET_LEN);
+  private readonly packet: Buffer;
   private finished = false;
 
   /**
-   * `space`: where to keep the source symbols and decode the object (at least K * 1024 bytes;
+   * `space`: where to keep the source symbols and decode the object (at least K * T bytes;
    * contents need not be zero, and may already hold symbols that add() is then given in place), so
    * that a receiver assembling chunks in its own buffer decodes there instead of into a new one.
    */
-  constructor(length: number, space?: Buffer) {
+  constructor(length: number, space?: Buffer, symbolSize = SYMBOL_SIZE) {
     checkLength(length);
+    checkSymbolSize(symbolSize);
     this.length = length;
-    this.K = sourceSymbols(length);
-    this.spaced = space !== undefined && space.length >= this.K * SYMBOL_SIZE;
-    if (this.spaced) this.source = space!.subarray(0, this.K * SYMBOL_SIZE);
+    this.T = symbolSize;
+    this.K = sourceSymbols(length, symbolSize);
+    this.packet = Buffer.alloc(PID_LEN + symbolSize);
+    this.spaced = space !== undefined && space.length >= this.K * this.T;
+    if (this.spaced) this.source = space!.subarray(0, this.K * this.T);
     this.KP = kPrime(this.K);
     this.haveSource = new Uint8Array(this.K);
     this.small = this.KP <= FAST_MAX_K_PRIME;
@@ -303,12 +315,12 @@ export class ObjectDecoder {
    * unverified) on the call that completes it, else undefined. Duplicate ESIs
    * are ignored; a repair ESI whose translated id would not fit in 24 bits is
    * dropped (chance about (K'-K) / 2^24). Throws RangeError when `esi` is not
-   * a 24-bit number or `symbol` is not 1024 bytes: such input must have been
+   * a 24-bit number or `symbol` is not T bytes: such input must have been
    * refused by decodeDatagram.
    */
   add(esi: number, symbol: Uint8Array): Buffer | undefined {
     if (!Number.isInteger(esi) || esi < 0 || esi > MAX_ESI) throw new RangeError(`ESI ${esi} is not a 24-bit number`);
-    if (symbol.length !== SYMBOL_SIZE) throw new RangeError(`symbol must be ${SYMBOL_SIZE} bytes, got ${symbol.length}`);
+    if (symbol.length !== this.T) throw new RangeError(`symbol must be ${this.T} bytes, got ${symbol.length}`);
     if (this.finished) return undefined;
     if (esi < this.K) return this.addSource(esi, symbol);
     return this.addRepair(esi, symbol);
@@ -323,7 +335,7 @@ export class ObjectDecoder {
    */
   addAssembled(sourceEsis: ArrayLike<number>, repairEsis: ArrayLike<number>, repair: Buffer): Buffer | undefined {
     if (!this.spaced) throw new RangeError('addAssembled: the decoder has no space of its own');
-    if (repair.length < repairEsis.length * SYMBOL_SIZE) throw new RangeError(`addAssembled: ${repairEsis.length} repair symbols in ${repair.length} bytes`);
+    if (repair.length < repairEsis.length * this.T) throw new RangeError(`addAssembled: ${repairEsis.length} repair symbols in ${repair.length} bytes`);
     if (this.finished) return undefined;
     for (let i = 0; i < sourceEsis.length; i++) {
       const esi = sourceEsis[i]!;
@@ -335,13 +347,13 @@ export class ObjectDecoder {
     if (!this.small) {
       // The wasm decoder takes its symbols one by one (rare: chunks are small-block objects).
       let out: Buffer | undefined;
-      for (let i = 0; i < repairEsis.length && !out; i++) out = this.add(repairEsis[i]!, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+      for (let i = 0; i < repairEsis.length && !out; i++) out = this.add(repairEsis[i]!, repair.subarray(i * this.T, (i + 1) * this.T));
       return out ?? (this.sourceCount === this.K ? this.complete() : undefined);
     }
     for (let i = 0; i < repairEsis.length; i++) {
       const esi = repairEsis[i]!;
       if (!Number.isInteger(esi) || esi < this.K || esi > MAX_ESI) throw new RangeError(`repair ESI ${esi} of ${this.K}`);
-      this.keepRepair(esi, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE), false);
+      this.keepRepair(esi, repair.subarray(i * this.T, (i + 1) * this.T), false);
     }
     if (this.sourceCount === this.K) return this.complete();
     return this.repairs.size > 0 ? this.solve() : undefined;
@@ -360,8 +372,8 @@ export class ObjectDecoder {
     if (this.haveSource[esi]) return undefined;
     this.haveSource[esi] = 1;
     this.sourceCount++;
-    const src = (this.source ??= sourceSpace(this.K));
-    src.set(symbol, esi * SYMBOL_SIZE);
+    const src = (this.source ??= sourceSpace(this.K * this.T));
+    src.set(symbol, esi * this.T);
     if (this.sourceCount === this.K) return this.complete();
     if (this.small) return this.repairs.size > 0 ? this.solve() : undefined;
     return this.wasm ? this.feed(esi, symbol) : undefined;
@@ -374,12 +386,12 @@ export class ObjectDecoder {
     this.repairSeen.add(esi);
     if (!this.wasm) {
       loadRaptorqWasm();
-      this.wasm = Decoder.with_defaults(BigInt(this.length), SYMBOL_SIZE);
+      this.wasm = Decoder.with_defaults(BigInt(this.length), this.T);
       // Catch the new decoder up on the source symbols held so far. It cannot
       // complete with fewer than K symbols, so the results are not needed.
       if (this.source) {
         for (let s = 0; s < this.K; s++) {
-          if (this.haveSource[s]) this.feed(s, this.source.subarray(s * SYMBOL_SIZE, (s + 1) * SYMBOL_SIZE));
+          if (this.haveSource[s]) this.feed(s, this.source.subarray(s * this.T, (s + 1) * this.T));
         }
       }
     }
@@ -405,7 +417,7 @@ export class ObjectDecoder {
   private solve(): Buffer | undefined {
     if (this.sourceCount + this.repairs.size < this.K) return undefined;
     const code = SmallBlockCode.of(this.KP);
-    const src = (this.source ??= sourceSpace(this.K));
+    const src = (this.source ??= sourceSpace(this.K * this.T));
     if (!code.decode(this.K, (j) => this.haveSource[j] === 1, src, this.repairs)) return undefined;
     const out = src.subarray(0, this.length);
     this.finish();

@@ -31,12 +31,12 @@ interface Gf256Exports {
   combine(dst: number, base: number, count: number, len: number, w: number): void;
 }
 
+/** Largest symbol the wasm path takes: symbols are 1024 or 1368 bytes on the wire, 1376 rounded up to 16. */
+const MAX_LEN = 1376;
 const TABLES = 0;
 const OUT = 8192;
-const WEIGHTS = 9216;
-const SYMBOLS = 10240;
-/** Largest symbol the wasm path takes; symbols are 1024 bytes on the wire. */
-const MAX_LEN = 1024;
+const WEIGHTS = OUT + 1536;
+const SYMBOLS = WEIGHTS + 1024;
 
 let wasm: { x: Gf256Exports; mem: Uint8Array; maxSymbols: number } | undefined;
 
@@ -198,8 +198,11 @@ export function combine(out: Uint8Array, count: number, sym: (j: number) => Uint
   if (deferredMul !== undefined) loadDeferred();
   if (native) return combineNative(native, out, count, sym, w);
   const len = out.length;
+  // The module works in 16-byte steps: a symbol whose length is not a multiple of 16 (1368) lies in a
+  // slot rounded up, and the bytes past it, whatever they hold, only make bytes of OUT that are not copied out.
+  const stride = (len + 15) & ~15;
   const m = wasm;
-  if (!m || len > MAX_LEN || len % 16 !== 0) {
+  if (!m || stride > MAX_LEN) {
     for (let j = 0; j < count; j++) if (w[j] !== 0) jsMulAdd(out, sym(j), w[j]!);
     return;
   }
@@ -216,10 +219,10 @@ export function combine(out: Uint8Array, count: number, sym: (j: number) => Uint
   for (let start = 0; start < picked.length; start += m.maxSymbols) {
     const n = Math.min(m.maxSymbols, picked.length - start);
     for (let i = 0; i < n; i++) {
-      mem.set(picked[start + i]!, SYMBOLS + i * len);
+      mem.set(picked[start + i]!, SYMBOLS + i * stride);
       mem[WEIGHTS + i] = factors[start + i]!;
     }
-    m.x.combine(OUT, SYMBOLS, n, len, WEIGHTS);
+    m.x.combine(OUT, SYMBOLS, n, stride, WEIGHTS);
   }
   out.set(mem.subarray(OUT, OUT + len));
 }

@@ -49,12 +49,13 @@ export interface DatagramSource {
 /** Chunks assembled below JavaScript (native/rx_assembler.c). */
 export interface ChunkAssembly {
   /**
-   * Fill `buf` with the chunk whose BLAKE3 is `oid` (`length` bytes). Returns the id that names it in
+   * Fill `buf` with the chunk whose BLAKE3 is `oid` (`length` bytes, in symbols of `symbolSize`
+   * bytes: its datagrams of another size are dropped). Returns the id that names it in
    * reports, or undefined when that OID is registered already (by another consumer of the same source).
    * Without `buf` (only where spare() exists) the request takes a spare when its first source symbol
    * arrives, and the report that ends it carries the buffer (AssemblyReport.buffers).
    */
-  register(oid: Uint8Array, length: number, buf?: Uint8Array): number | undefined;
+  register(oid: Uint8Array, length: number, symbolSize: number, buf?: Uint8Array): number | undefined;
   /**
    * Give the assembler a spare buffer for requests registered without one (none: give nothing); returns
    * how many it holds. A request that ends hands its spare to JS with its event; one unregistered
@@ -90,7 +91,7 @@ export interface AssemblyReport {
    */
   events: Uint32Array;
   /** Per ASSEMBLY_DECODE event, in order: source ESIs in the buffer, repair ESIs, repair symbols (1024 bytes each). From then on the request's datagrams come through onDatagram. */
-  decodes: [Uint32Array, Uint32Array, Buffer][];
+  decodes: [Uint32Array, Uint32Array, Buffer, number][];
   /**
    * Present when an event ended a request registered without a buffer: per event (the index of its pair
    * in `events`, halved), the buffer its bytes are in; undefined for the other events, and for a decode

@@ -39,8 +39,8 @@ export function groWanted(): boolean {
   return process.env.LCSYNC_NO_GRO !== '1';
 }
 
-/** The native header check alone: [0, F (0 without OTI), ESI, symbol offset], or undefined. For tests. */
-export function nativeParse(buf: Uint8Array): [number, number, number, number] | undefined {
+/** The native header check alone: [0, F (0 without OTI), ESI, symbol offset, T], or undefined. For tests. */
+export function nativeParse(buf: Uint8Array): [number, number, number, number, number] | undefined {
   const a = load();
   if (!a) throw new Error(`native receive path unavailable: ${loadAddon().error ?? 'addon lacks rx_assembler'}`);
   return a.rxParse(buf);
@@ -79,10 +79,10 @@ export class NativeAssembler implements ChunkAssembly {
     return this.listeners.size > 0;
   }
 
-  register(oid: Uint8Array, length: number, buf?: Uint8Array): number | undefined {
+  register(oid: Uint8Array, length: number, symbolSize: number, buf?: Uint8Array): number | undefined {
     const id = this.nextId;
     try {
-      this.native.rxasmRegister(this.handle, id, oid, length, buf ?? null);
+      this.native.rxasmRegister(this.handle, id, oid, length, buf ?? null, symbolSize);
     } catch (err) {
       if (err instanceof RangeError && /already registered/.test(err.message)) return undefined;
       throw err;

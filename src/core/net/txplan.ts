@@ -9,17 +9,21 @@
  * native framing but sends one message per datagram (plain sendmmsg), so both can be measured.
  */
 import { loadAddon } from '../base/addon.js';
-import { SYMBOL_SIZE } from '../wire/packet.js';
+import { LARGE_SYMBOL_SIZE } from '../wire/packet.js';
 
-/** Words per datagram in a plan: slot, ESI, buffer index, offset, length (native/tx_rounds.c). */
-export const PLAN_WORDS = 5;
+/** Words per datagram in a plan: slot, ESI, buffer index, offset, length, symbol size (native/tx_rounds.c). */
+export const PLAN_WORDS = 6;
 /** The most datagrams one plan holds (the addon's limit per call). */
 export const MAX_PLAN_ROWS = 1024;
 
-/** What a stream's datagrams share: the header before the PID (wire/packet.ts datagramPrefix) and the group's 16 bytes. */
+/**
+ * What a stream's datagrams share: the header before the PID (wire/packet.ts datagramPrefix), the
+ * group's 16 bytes and the symbol size T (1024, or LARGE_SYMBOL_SIZE).
+ */
 export interface TxTarget {
   readonly prefix: Buffer;
   readonly group: Buffer;
+  readonly symbolSize: number;
 }
 
 /** Whether the addon can frame and send plans (it loaded, has tx_rounds, and LCSYNC_NO_NATIVE_TX is not 1). */
@@ -45,8 +49,8 @@ export class TxPlan {
   readonly bufs: Buffer[] = [];
   private readonly slotOf = new Map<TxTarget, number>();
   private readonly bufOf = new Map<Uint8Array, number>();
-  /** Where repair symbols of this batch are computed: one 1024-byte view per datagram, made once. */
-  private readonly repairViews: Buffer[];
+  /** Where repair symbols of this batch are computed: per symbol size, one view per datagram, made once. */
+  private readonly repairViews = new Map<number, Buffer[]>();
   private repairUsed = 0;
   private readonly repairArea: Buffer;
   /** UDP payload bytes of the rows so far. */
@@ -56,8 +60,7 @@ export class TxPlan {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_PLAN_ROWS) throw new RangeError(`plan capacity must be 1..${MAX_PLAN_ROWS}`);
     this.words = new Uint32Array(capacity * PLAN_WORDS);
     this.addrBytes = Buffer.alloc(16 * capacity);
-    this.repairArea = Buffer.alloc(capacity * SYMBOL_SIZE);
-    this.repairViews = Array.from({ length: capacity }, (_, i) => this.repairArea.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+    this.repairArea = Buffer.alloc(capacity * LARGE_SYMBOL_SIZE);
   }
 
   get full(): boolean {
@@ -75,15 +78,21 @@ export class TxPlan {
     this.repairUsed = 0;
   }
 
-  /** A 1024-byte buffer to compute one repair symbol of this batch into; valid until reset(). */
-  repairSymbol(): Buffer {
+  /** A buffer of `symbolSize` bytes to compute one repair symbol of this batch into; valid until reset(). */
+  repairSymbol(symbolSize: number): Buffer {
     if (this.repairUsed >= this.capacity) throw new RangeError('plan has no repair space left');
-    return this.repairViews[this.repairUsed++]!;
+    let views = this.repairViews.get(symbolSize);
+    if (!views) {
+      if (symbolSize < 1 || symbolSize > LARGE_SYMBOL_SIZE) throw new RangeError(`symbol size ${symbolSize} is outside 1..${LARGE_SYMBOL_SIZE}`);
+      views = Array.from({ length: this.capacity }, (_, i) => this.repairArea.subarray(i * LARGE_SYMBOL_SIZE, i * LARGE_SYMBOL_SIZE + symbolSize));
+      this.repairViews.set(symbolSize, views);
+    }
+    return views[this.repairUsed++]!;
   }
 
   /**
-   * One datagram to `target`'s group: ESI `esi`, its symbol the `length` (1..1024) bytes of `buf`
-   * at `offset`, zero-padded to 1024. `buf` is referenced until the plan is sent.
+   * One datagram to `target`'s group: ESI `esi`, its symbol the `length` (1..T) bytes of `buf`
+   * at `offset`, zero-padded to T (target.symbolSize). `buf` is referenced until the plan is sent.
    */
   add(target: TxTarget, esi: number, buf: Buffer, offset: number, length: number): void {
     if (this.full) throw new RangeError('plan is full');
@@ -106,7 +115,8 @@ export class TxPlan {
     this.words[w + 2] = b;
     this.words[w + 3] = offset;
     this.words[w + 4] = length;
-    this.payloadBytes += target.prefix.length + 4 + SYMBOL_SIZE;
+    this.words[w + 5] = target.symbolSize;
+    this.payloadBytes += target.prefix.length + 4 + target.symbolSize;
   }
 
   /** The rows in use, from row `from` on (a view). */
@@ -121,7 +131,7 @@ export class TxPlan {
 
   /** Payload bytes of row `i`. */
   rowBytes(i: number): number {
-    return this.prefixes[this.words[i * PLAN_WORDS]!]!.length + 4 + SYMBOL_SIZE;
+    return this.prefixes[this.words[i * PLAN_WORDS]!]!.length + 4 + this.words[i * PLAN_WORDS + 5]!;
   }
 
   /**

@@ -17,7 +17,7 @@ import { GROUP_PREFIX_BYTES, parseIPv6, prefixOfGroup } from '../wire/address.js
 import { toHex, type Hash } from '../model/hash.js';
 import { objectName, type ChunkObject, type IndexObject, type ShareIndex } from '../index/mdex.js';
 import { ObjectEncoder } from '../fec/fec.js';
-import { CURSOR_IDLE, DATAGRAM_OTI_LEN, SYMBOL_SIZE, datagramPrefix, encodeCursor, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
+import { CURSOR_IDLE, LARGE_SYMBOL_SIZE, MAX_DATAGRAM_LEN, SYMBOL_SIZE, SYMBOL_SIZES, datagramPrefix, isSymbolSize, encodeCursor, encodeDatagram, encodeGoneNotice, goneNoticeKey } from '../wire/packet.js';
 import { MulticastSender } from '../net/mcast-sender.js';
 import type { DatagramSink } from '../net/datagram.js';
 import { Pacer } from '../net/pacer.js';
@@ -48,6 +48,11 @@ export interface ShareOptions {
   loopback?: boolean;
   /** IPv6 hop limit of the data (--hops), 1..255; default 255 as the C tool. Above 1 lets routers carry it further. */
   hopLimit?: number;
+  /**
+   * RaptorQ symbol size T: 1024 (the default, the C protocol) or LARGE_SYMBOL_SIZE (1368: a chunk
+   * in 24 datagrams instead of 32; C receivers cannot take it). --symbol-size.
+   */
+  symbolSize?: number;
   /** Total send rate in bits per second; 0 = unlimited. Ignored with autoRate. */
   rateBps?: number;
   /**
@@ -130,8 +135,16 @@ const MAX_RETIRED = 1 << 18;
 /** Notices sent per join of a notice group: a lost one is made up by the receiver's next re-join. */
 const NOTICE_COPIES = 2;
 
-/** Where small objects' repair symbols are computed before they are copied into their datagram. */
-const repairScratch = Buffer.alloc(SYMBOL_SIZE);
+/** What a share at a symbol size other than 1024 adds to its offer digest: "T" and T (u16 BE). */
+function symbolSizeTag(T: number): Buffer {
+  const b = Buffer.alloc(3);
+  b.write('T', 0, 'latin1');
+  b.writeUInt16BE(T, 1);
+  return b;
+}
+
+/** Where small objects' repair symbols are computed before they are copied into their datagram, per symbol size. */
+const repairScratch = { [SYMBOL_SIZE]: Buffer.alloc(SYMBOL_SIZE), [LARGE_SYMBOL_SIZE]: Buffer.alloc(LARGE_SYMBOL_SIZE) } as Record<number, Buffer>;
 
 /** A join whose stream run() is to open: the event, its object and group, and when it came. */
 interface PendingOpen {
@@ -170,15 +183,17 @@ class Outgoing {
     private coded: Buffer,
     private readonly oid: Buffer,
     readonly groupBytes: Buffer,
+    /** T of this stream's symbols (ShareOptions.symbolSize). */
+    readonly symbolSize: number,
     /** Takes back the pooled buffer `coded` is, when it is one (see free()). */
     private readonly recycle?: (buf: Buffer) => void,
   ) {
-    this.encoder = new ObjectEncoder(coded);
+    this.encoder = new ObjectEncoder(coded, symbolSize);
     this.transferLength = object.kind === 'chunk' ? undefined : coded.length;
   }
 
   private get target(): TxTarget {
-    return (this.target_ ??= { prefix: datagramPrefix(this.oid, this.transferLength), group: this.groupBytes });
+    return (this.target_ ??= { prefix: datagramPrefix(this.oid, this.transferLength, this.symbolSize), group: this.groupBytes, symbolSize: this.symbolSize });
   }
 
   /**
@@ -189,14 +204,15 @@ class Outgoing {
   plan(symbol: SymbolChoice, plan: TxPlan): number {
     this.checkHeld();
     const target = this.target;
+    const T = this.symbolSize;
     if ('source' in symbol) {
-      const off = symbol.source * SYMBOL_SIZE;
-      plan.add(target, symbol.source, this.coded, off, Math.min(SYMBOL_SIZE, this.coded.length - off));
+      const off = symbol.source * T;
+      plan.add(target, symbol.source, this.coded, off, Math.min(T, this.coded.length - off));
     } else {
-      const r = this.encoder.nextRepair(plan.repairSymbol());
-      plan.add(target, r.esi, r.symbol, 0, SYMBOL_SIZE);
+      const r = this.encoder.nextRepair(plan.repairSymbol(T));
+      plan.add(target, r.esi, r.symbol, 0, T);
     }
-    return target.prefix.length + 4 + SYMBOL_SIZE;
+    return target.prefix.length + 4 + T;
   }
 
   get K(): number {
@@ -209,7 +225,7 @@ class Outgoing {
     if ('source' in symbol) {
       return encodeDatagram({ oid: this.oid, transferLength: this.transferLength, esi: symbol.source, symbol: this.encoder.sourceSymbol(symbol.source) }, into);
     }
-    const r = this.encoder.nextRepair(repairScratch);
+    const r = this.encoder.nextRepair(repairScratch[this.symbolSize]);
     return encodeDatagram({ oid: this.oid, transferLength: this.transferLength, esi: r.esi, symbol: r.symbol }, into);
   }
 
@@ -246,7 +262,7 @@ class Outgoing {
     const cursor = this.encoder.repairCursor;
     this.encoder.free();
     this.coded = data;
-    this.encoder = new ObjectEncoder(data);
+    this.encoder = new ObjectEncoder(data, this.symbolSize);
     this.encoder.repairCursor = cursor;
     this.lent = false;
   }
@@ -277,8 +293,12 @@ export class Share extends EventEmitter {
   private bytes = 0;
   private streamsStarted = 0;
   private readonly rate = new RateMeter(this.startedAt);
+  /** T of every stream's symbols (ShareOptions.symbolSize). */
+  get symbolSize(): number {
+    return this.opts.symbolSize ?? SYMBOL_SIZE;
+  }
   /** Where run() encodes each batch of datagrams. */
-  private batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
+  private batchSpace = Buffer.allocUnsafe(BATCH_MAX * MAX_DATAGRAM_LEN);
   /** Where run() plans each batch for sinks that frame natively; made on first use. */
   private txPlan: TxPlan | undefined;
   /** Buffers chunks are read into, reused once their stream is gone. */
@@ -435,6 +455,9 @@ export class Share extends EventEmitter {
 
   /** Start serving `index` (the C lc_share). */
   static async start(index: ShareIndex, opts: ShareOptions): Promise<Share> {
+    if (opts.symbolSize !== undefined && !isSymbolSize(opts.symbolSize)) {
+      throw new LcsyncError('USAGE', `symbol size must be ${SYMBOL_SIZES.join(' or ')}, not ${opts.symbolSize}`);
+    }
     let share: Share;
     const watcher: ListenerSource =
       opts.listeners ??
@@ -465,7 +488,9 @@ export class Share extends EventEmitter {
             index,
             // A cipher without a tag cannot show which key it holds: a random one matches no other share.
             keyTag: opts.cipher ? (opts.cipher.tag ?? randomBytes(8)) : undefined,
-            offerExtra: opts.offerExtra,
+            // Co-servers split the groups, so a receiver gets a chunk's symbols from either: they must
+            // be of one size. A share at the larger T says so in its offer (docs/protocol.md).
+            offerExtra: share.symbolSize === SYMBOL_SIZE ? opts.offerExtra : Buffer.concat([opts.offerExtra ?? Buffer.alloc(0), symbolSizeTag(share.symbolSize)]),
             log: (level, msg) => share.log(level, msg),
             onTakeover: (ifnames) => share.takeOver(ifnames),
             onDiscovered: () => share.answerHeld(),
@@ -651,7 +676,7 @@ export class Share extends EventEmitter {
       const oid = objectId(obj, data);
       if (pooled && coded !== data) this.chunkBuffers.give(data);
       const recycle = pooled && coded === data ? (b: Buffer) => void this.freed.push(b) : undefined;
-      const out = new Outgoing(key, group, e.ifname, obj, coded, oid, Buffer.from(e.group), recycle);
+      const out = new Outgoing(key, group, e.ifname, obj, coded, oid, Buffer.from(e.group), this.symbolSize, recycle);
       this.scheduler.open(key, { ifname: e.ifname, position: this.positions.of(obj), K: out.K, gather: obj.kind === 'chunk' || (obj.kind === 'bundle' ? 'joins' : false), item: out }, e.from, joinedAt);
       this.streamsStarted++;
       this.log('verbose', `sending ${sentKind(obj)} ${objectName(obj)} on ${key}`);
@@ -818,7 +843,7 @@ export class Share extends EventEmitter {
       const space = this.batchSpace;
       for (;;) {
         const out = s.item;
-        items.push({ group: out.group, payload: out.encode(s.take(now), space.subarray(items.length * DATAGRAM_OTI_LEN)) });
+        items.push({ group: out.group, payload: out.encode(s.take(now), space.subarray(items.length * MAX_DATAGRAM_LEN)) });
         from.push(out);
         if (items.length >= BATCH_MAX) break;
         now = Date.now();
@@ -834,7 +859,7 @@ export class Share extends EventEmitter {
         await this.sinks.get(ifname)!.sendBatch(items);
       } catch (err) {
         // Some of this batch may still be in flight through dgram: leave it its buffer.
-        this.batchSpace = Buffer.allocUnsafe(BATCH_MAX * DATAGRAM_OTI_LEN);
+        this.batchSpace = Buffer.allocUnsafe(BATCH_MAX * MAX_DATAGRAM_LEN);
         if (this.stopped) break;
         this.log('warn', `send on ${ifname} failed: ${(err as Error).message}`);
       }

@@ -23,7 +23,7 @@ import { LcsyncError } from '../base/errors.js';
 import { allowOptimizing } from '../base/tiering.js';
 import { hash, toHex, type Hash } from '../model/hash.js';
 import { formatIPv6, groupAddress, groupBytes } from '../wire/address.js';
-import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, OID_LEN, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
+import { cursorKey, cursorTag, decodeCursor, decodeDatagram, decodeGoneNotice, goneNoticeKey, LARGE_SYMBOL_SIZE, OID_LEN, sourceSymbols, SYMBOL_SIZE } from '../wire/packet.js';
 import { ObjectDecoder } from '../fec/fec.js';
 import { ASSEMBLY_COMPLETE, ASSEMBLY_DECODE, ASSEMBLY_LACKING, ASSEMBLY_REJECTED, type AssemblyReport, type ChunkAssembly, type DatagramSource } from '../net/datagram.js';
 import type { ObjectCipher } from '../wire/crypto.js';
@@ -99,6 +99,8 @@ interface Waiter {
 interface ChunkWaiter extends Waiter {
   leaf: Hash;
   length: number;
+  /** The symbol size its datagrams have (ObjectReceiver.symbolSize when it was asked for); others are ignored. */
+  T: number;
   decoder?: ObjectDecoder;
   /** With native assembly: the request's id there, and the buffer it fills. */
   id?: number;
@@ -129,6 +131,25 @@ const LACKING_REPORT_MS = 2;
 const LACKING_RECHECK_MS = 20;
 const LACKING_REPORTS = 4;
 const POOLED_SIZE = 32768;
+/**
+ * The memory of a pooled buffer (a view of its first POOLED_SIZE bytes): room for a whole chunk's 24
+ * source symbols at the larger symbol size (32,832 bytes), so that such a chunk too decodes where its
+ * symbols were placed (decodeAssembled).
+ */
+const POOLED_BACKING = sourceSymbols(POOLED_SIZE, LARGE_SYMBOL_SIZE) * LARGE_SYMBOL_SIZE;
+/**
+ * Where a chunk of `length` bytes in symbols of T bytes can be decoded in place (ObjectDecoder's
+ * space, all K symbols): its buffer when that is exactly their size (a whole chunk at T = 1024), or
+ * the whole memory of a pooled one, which holds them at either size (a whole chunk at T = 1368);
+ * else undefined, and the symbols are copied into a decoder of their own.
+ */
+function decodeSpace(buf: Buffer | undefined, length: number, T: number): Buffer | undefined {
+  const need = sourceSymbols(length, T) * T;
+  if (buf?.length === need) return buf;
+  if (buf?.length === POOLED_SIZE && length === POOLED_SIZE && buf.byteOffset === 0 && buf.buffer.byteLength === POOLED_BACKING) return Buffer.from(buf.buffer, 0, need);
+  return undefined;
+}
+
 /**
  * Spare buffers the native assembler holds for chunks registered without one (it takes one at a chunk's
  * first symbol): more than the chunks a share has under way at once between two reports to JS, which
@@ -243,6 +264,15 @@ export class ObjectReceiver {
   private lastSlot = '';
   private lastSlotOid = '';
   private lastSlotLength = -1;
+  private lastSlotT = -1;
+  /**
+   * The symbol size T chunks are asked for in: the share's, as the last object a request accepted
+   * showed (the T its datagrams had). Learnt from verified objects only, so a forged datagram of
+   * the other size cannot change it; 1024, the C protocol's, until then.
+   */
+  private symbolSize = SYMBOL_SIZE;
+  /** The T each verified tree object came in (what takeKept learns symbolSize from). */
+  private readonly objectSymbolSize = new WeakMap<Buffer, number>();
 
   constructor(
     private readonly rx: DatagramSource,
@@ -284,7 +314,7 @@ export class ObjectReceiver {
 
   private takeBuffer(length: number): Buffer {
     if (length !== POOLED_SIZE) return Buffer.allocUnsafe(length);
-    return this.chunkPool.pop() ?? Buffer.allocUnsafeSlow(POOLED_SIZE);
+    return this.chunkPool.pop() ?? Buffer.allocUnsafeSlow(POOLED_BACKING).subarray(0, POOLED_SIZE);
   }
 
   /** Give the native assembler spare buffers up to ASSEMBLY_SPARES. */
@@ -296,7 +326,7 @@ export class ObjectReceiver {
   }
 
   private giveBuffer(buf: Buffer): void {
-    if (buf.length === POOLED_SIZE && buf.byteOffset === 0 && buf.buffer.byteLength === POOLED_SIZE && this.chunkPool.length < CHUNK_POOL_MAX) this.chunkPool.push(buf);
+    if (buf.length === POOLED_SIZE && buf.byteOffset === 0 && buf.buffer.byteLength === POOLED_BACKING && this.chunkPool.length < CHUNK_POOL_MAX) this.chunkPool.push(buf);
   }
 
   /** Fetch a chunk: resolves with bytes whose BLAKE3 is `leaf`. */
@@ -314,7 +344,7 @@ export class ObjectReceiver {
       const now = Date.now();
       // The group's bytes go to the join as they are: formatted for the maps, not parsed back.
       const bytes = groupBytes(leaf);
-      const w: ChunkWaiter = { group: formatIPv6(bytes), leaf, length, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
+      const w: ChunkWaiter = { group: formatIPv6(bytes), leaf, length, T: this.symbolSize, progressed: false, lastProgress: now, lastHeard: now, started: now, asked: now, resolve, reject };
       if (this.assembly) {
         // A whole chunk gets its buffer at its first symbol, from the assembler's spares: of the chunks
         // in flight, only those the share is sending hold one (a buffer each was 4 MiB of peak RSS).
@@ -324,7 +354,7 @@ export class ObjectReceiver {
         if (lazy && !this.sparesGiven) this.topUpSpares();
         // Undefined when another consumer of the source has it registered: then it comes to them, and
         // to us only once they are done with it (a rejoin brings it again).
-        const id = this.assembly.register(leaf, length, buf);
+        const id = this.assembly.register(leaf, length, w.T, buf);
         if (id !== undefined) {
           w.id = id;
           w.buf = buf;
@@ -363,6 +393,7 @@ export class ObjectReceiver {
     // Most recently used first: the equal part just before this one is the likeliest match.
     for (const [oid, obj] of this.kept.entries().reverse()) {
       if (tryAccept({ accept }, obj, this.onBug)) {
+        this.symbolSize = this.objectSymbolSize.get(obj) ?? this.symbolSize;
         this.kept.touch(oid);
         this.stats.objects++;
         return obj;
@@ -546,7 +577,11 @@ export class ObjectReceiver {
       this.stats.ignored++;
       return;
     }
-    w.decoder ??= new ObjectDecoder(w.length + (this.cipher?.overhead ?? 0));
+    if (symbol.length !== w.T) {
+      this.stats.ignored++;
+      return;
+    }
+    w.decoder ??= new ObjectDecoder(w.length + (this.cipher?.overhead ?? 0), undefined, w.T);
     this.noteDecodedSymbols(1);
     const before = w.decoder.received;
     const coded = w.decoder.add(esi, symbol);
@@ -689,32 +724,35 @@ export class ObjectReceiver {
   }
 
   /** Not all source symbols came, but enough symbols: RaptorQ here, and the request's later datagrams come through onDatagram. */
-  private decodeAssembled(w: ChunkWaiter, [sources, repairEsis, repair]: [Uint32Array, Uint32Array, Buffer]): void {
+  private decodeAssembled(w: ChunkWaiter, [sources, repairEsis, repair, T]: [Uint32Array, Uint32Array, Buffer, number]): void {
     // Symbols were lost: from here RaptorQ runs in JavaScript, per symbol; hot enough to optimize once
     // there are many of them (base/tiering.ts).
     this.noteDecodedSymbols(repairEsis.length);
     // No buffer only for a chunk registered without one that got no source symbol before it was handed over.
     const buf = w.buf;
     let coded: Buffer | undefined;
-    if (!w.decoder && buf?.length === sourceSymbols(w.length) * SYMBOL_SIZE) {
-      // A whole chunk decodes in the buffer its source symbols are already in: no copy, no new
-      // buffer, no view per symbol.
-      w.decoder = new ObjectDecoder(w.length, buf);
+    // A whole chunk decodes in the buffer its source symbols are already in: no copy, no new buffer,
+    // no view per symbol.
+    const space = w.decoder ? undefined : decodeSpace(buf, w.length, T);
+    if (space) {
+      // The last source symbol's zero padding, past the chunk (at T = 1368, 64 bytes).
+      space.fill(0, w.length);
+      w.decoder = new ObjectDecoder(w.length, space, T);
       coded = w.decoder.addAssembled(sources, repairEsis, repair);
     } else {
-      const dec = (w.decoder ??= new ObjectDecoder(w.length));
+      const dec = (w.decoder ??= new ObjectDecoder(w.length, undefined, T));
       for (let i = 0; i < sources.length && buf; i++) {
-        const off = sources[i]! * SYMBOL_SIZE;
-        let sym = buf.subarray(off, off + SYMBOL_SIZE);
-        if (sym.length < SYMBOL_SIZE) {
+        const off = sources[i]! * T;
+        let sym = buf.subarray(off, off + T);
+        if (sym.length < T) {
           // The last symbol, cut to the object's length there: padded with zeros on the wire.
-          const padded = Buffer.alloc(SYMBOL_SIZE);
+          const padded = Buffer.alloc(T);
           sym.copy(padded);
           sym = padded;
         }
         coded ??= dec.add(sources[i]!, sym);
       }
-      for (let i = 0; i < repairEsis.length; i++) coded ??= dec.add(repairEsis[i]!, repair.subarray(i * SYMBOL_SIZE, (i + 1) * SYMBOL_SIZE));
+      for (let i = 0; i < repairEsis.length; i++) coded ??= dec.add(repairEsis[i]!, repair.subarray(i * T, (i + 1) * T));
     }
     if (coded) this.chunkDecoded(w, toHex(w.leaf), coded);
   }
@@ -724,19 +762,21 @@ export class ObjectReceiver {
       this.stats.ignored++;
       return;
     }
-    // One OID cannot have two lengths, but which sender lies is unknown until an object decodes:
-    // each (OID, length) gets its own decoder, so one datagram with a false length cannot shut
-    // out the genuine object.
-    const slot = oid === this.lastSlotOid && length === this.lastSlotLength ? this.lastSlot : `${oid}/${length}`;
+    // One OID cannot have two lengths (or symbol sizes), but which sender lies is unknown until an
+    // object decodes: each (OID, length, T) gets its own decoder, so one datagram with a false length
+    // or size cannot shut out the genuine object.
+    const T = symbol.length;
+    const slot = oid === this.lastSlotOid && length === this.lastSlotLength && T === this.lastSlotT ? this.lastSlot : `${oid}/${length}/${T}`;
     this.lastSlotOid = oid;
     this.lastSlotLength = length;
+    this.lastSlotT = T;
     this.lastSlot = slot;
     let entry = this.treeDecoders.get(slot);
     if (!entry) {
       while (this.treeDecoders.size > 0 && (this.treeDecoders.size >= MAX_TREE_DECODERS || this.treeDecoderBytes + length > MAX_TREE_DECODER_BYTES)) {
         this.dropTreeDecoder(this.treeDecoderToDrop());
       }
-      entry = { dec: new ObjectDecoder(length), length };
+      entry = { dec: new ObjectDecoder(length, undefined, T), length };
       this.treeDecoders.set(slot, entry);
       this.treeDecoderBytes += length;
     }
@@ -774,8 +814,10 @@ export class ObjectReceiver {
     // Every request it answers gets it: two requests may name the same object (equal entry
     // hashes, equal tree parts). Kept, it also answers requests still to come, and its
     // leftover datagrams are dropped meanwhile.
+    this.objectSymbolSize.set(obj, T);
     for (const w of [...this.trees]) {
       if (tryAccept(w, obj, this.onBug)) {
+        this.symbolSize = T;
         this.stats.objects++;
         this.finishTree(w, undefined, obj);
       }

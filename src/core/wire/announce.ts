@@ -16,8 +16,8 @@
  *               34    2  name length n, 1..255
  *               36    n  the share name's bytes (as hashed: UTF-8, or raw bytes where the name has them)
  *
- * At most 10 + 36 + 255 + 40 = 341 bytes: never the length of a datagram (1060, 1072) or a gone
- * notice (40, 80), so no decoder mistakes one for another on the shared port.
+ * At most 10 + 36 + 255 + 40 = 341 bytes: never the length of a datagram (1060, 1072, 1404, 1416) or a
+ * gone notice (40, 80), so no decoder mistakes one for another on the shared port.
  */
 import { hashConcat, HASH_SIZE, type Hash } from '../model/hash.js';
 import { nameFromBytes, nameToBytes } from '../base/names.js';

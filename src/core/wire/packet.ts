@@ -4,29 +4,49 @@
  *
  *   off  size  field
  *    0    32   OID      BLAKE3 of the whole object
- *   [32    8   OTI      u64 BE (F << 24) | T: F = object length (40 bits), 8 reserved zero bits, T = 1024
+ *   [32    8   OTI      u64 BE (F << 24) | T: F = object length (40 bits), 8 reserved zero bits, T
  *    40    4   scheme   u32 BE (Z << 24) | (N << 8) | Al: Z = 1, N = 1, Al = 4]
  *   32|44  4   PID      u32 BE (SBN << 24) | ESI, SBN = 0
- *   36|48 1024 symbol
+ *   36|48  T   symbol
  *
  * The bracketed OTI and scheme are present on file-tree, directory and symlink
  * objects (1072-byte datagrams) and absent on chunks (1060 bytes), whose length
  * the receiver knows from the tree. One encoder and one decoder; the decoder is
  * the only place that reads these fields from the network.
+ *
+ * The symbol size T is 1024, as in the C lcsync, or LARGE_SYMBOL_SIZE (1368, an lcsync
+ * extension a share turns on with --symbol-size 1368): datagrams of 1404 and 1416 bytes, a 32 KiB
+ * chunk in 24 symbols instead of 32. A datagram's length says which (the four lengths differ);
+ * with an OTI its T field must say the same. An object's symbols all have one size.
  */
 
 import { hashConcat, HASH_SIZE, type Hash } from '../model/hash.js';
 
 export const OID_LEN = 32;
-/** RaptorQ symbol size T, fixed by the protocol. */
+/** RaptorQ symbol size T of the C protocol, and the default. */
 export const SYMBOL_SIZE = 1024;
+/**
+ * The larger symbol size (an lcsync extension): the smallest multiple of 4 (Al) that carries a
+ * 32 KiB chunk in 24 symbols. A datagram with an OTI is then 1416 bytes, 1464 with IPv6 and UDP
+ * headers, under a 1500-byte MTU with room for a tunnel's headers.
+ */
+export const LARGE_SYMBOL_SIZE = 1368;
+/** The symbol sizes a datagram may have. */
+export const SYMBOL_SIZES: readonly number[] = [SYMBOL_SIZE, LARGE_SYMBOL_SIZE];
+
+/** Whether `t` is a symbol size lcsync sends and accepts. */
+export function isSymbolSize(t: number): boolean {
+  return t === SYMBOL_SIZE || t === LARGE_SYMBOL_SIZE;
+}
 const OTI_LEN = 8;
 const SCHEME_LEN = 4;
 const PID_LEN = 4;
-/** Datagram without OTI (chunks). */
+/** Datagram without OTI (chunks), at T = 1024. */
 export const DATAGRAM_LEN = OID_LEN + PID_LEN + SYMBOL_SIZE;
-/** Datagram with OTI and scheme (tree, directory and symlink objects). */
+/** Datagram with OTI and scheme (tree, directory and symlink objects), at T = 1024. */
 export const DATAGRAM_OTI_LEN = OID_LEN + OTI_LEN + SCHEME_LEN + PID_LEN + SYMBOL_SIZE;
+/** The longest datagram: with OTI, at LARGE_SYMBOL_SIZE. */
+export const MAX_DATAGRAM_LEN = OID_LEN + OTI_LEN + SCHEME_LEN + PID_LEN + LARGE_SYMBOL_SIZE;
 /** ESIs are 24 bits. */
 export const MAX_ESI = 0xffffff;
 /**
@@ -58,11 +78,12 @@ export interface Datagram {
  * RangeError on arguments that cannot be put on the wire, or when `into` is too short.
  */
 export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; esi: number; symbol: Uint8Array }, into?: Buffer): Buffer {
-  if (d.symbol.length !== SYMBOL_SIZE) throw new RangeError(`symbol must be ${SYMBOL_SIZE} bytes, got ${d.symbol.length}`);
-  const len = d.transferLength !== undefined ? DATAGRAM_OTI_LEN : DATAGRAM_LEN;
+  const T = d.symbol.length;
+  if (!isSymbolSize(T)) throw new RangeError(`symbol must be ${SYMBOL_SIZES.join(' or ')} bytes, got ${T}`);
+  const len = datagramPrefixLength(d.transferLength !== undefined) + PID_LEN + T;
   if (into && into.length < len) throw new RangeError(`datagram needs ${len} bytes, buffer has ${into.length}`);
   const b = into ? into.subarray(0, len) : Buffer.allocUnsafe(len);
-  b.set(d.symbol, writeHeader(b, d.oid, d.transferLength, d.esi));
+  b.set(d.symbol, writeHeader(b, d.oid, d.transferLength, d.esi, T));
   return b;
 }
 
@@ -70,7 +91,7 @@ export function encodeDatagram(d: { oid: Uint8Array; transferLength?: number; es
  * Write a datagram's header (OID, OTI and scheme when there is a transfer length, PID) at the start
  * of `b`, which the caller sized; returns where the symbol goes. The one writer of these fields.
  */
-function writeHeader(b: Buffer, oid: Uint8Array, transferLength: number | undefined, esi: number): number {
+function writeHeader(b: Buffer, oid: Uint8Array, transferLength: number | undefined, esi: number, T: number): number {
   if (oid.length !== OID_LEN) throw new RangeError(`OID must be ${OID_LEN} bytes, got ${oid.length}`);
   if (!Number.isInteger(esi) || esi < 0 || esi > MAX_ESI) throw new RangeError(`ESI ${esi} is not a 24-bit number`);
   const withOti = transferLength !== undefined;
@@ -84,7 +105,7 @@ function writeHeader(b: Buffer, oid: Uint8Array, transferLength: number | undefi
     // (F << 24) | T as a big-endian u64: 5 bytes of F, one reserved zero byte, 2 bytes of T.
     b.writeUIntBE(F, off, 5);
     b[off + 5] = 0;
-    b.writeUInt16BE(SYMBOL_SIZE, off + 6);
+    b.writeUInt16BE(T, off + 6);
     off += OTI_LEN;
     b.writeUInt32BE(((SCHEME_Z << 24) | (SCHEME_N << 8) | SCHEME_AL) >>> 0, off);
     off += SCHEME_LEN;
@@ -96,7 +117,7 @@ function writeHeader(b: Buffer, oid: Uint8Array, transferLength: number | undefi
 
 /** Bytes of a datagram before its PID: the OID, and with a transfer length the OTI and scheme (32 or 44). */
 export function datagramPrefixLength(withOti: boolean): number {
-  return withOti ? DATAGRAM_OTI_LEN - PID_LEN - SYMBOL_SIZE : DATAGRAM_LEN - PID_LEN - SYMBOL_SIZE;
+  return withOti ? OID_LEN + OTI_LEN + SCHEME_LEN : OID_LEN;
 }
 
 /**
@@ -104,13 +125,14 @@ export function datagramPrefixLength(withOti: boolean): number {
  * scheme), as encodeDatagram writes it: what a native framer (net/txplan.ts) puts in front of
  * each PID and symbol, so the header format keeps this one encoder.
  */
-export function datagramPrefix(oid: Uint8Array, transferLength?: number): Buffer {
+export function datagramPrefix(oid: Uint8Array, transferLength?: number, symbolSize = SYMBOL_SIZE): Buffer {
+  if (!isSymbolSize(symbolSize)) throw new RangeError(`symbol size must be ${SYMBOL_SIZES.join(' or ')}, got ${symbolSize}`);
   // Written as encodeDatagram writes a header, into a small buffer (from node's pool) with room for
   // the PID, which is not part of the prefix. A share makes one per chunk it sends, and encoding a
   // whole zeroed datagram to cut the prefix from it was a noticeable part of its work per chunk.
   const len = datagramPrefixLength(transferLength !== undefined);
   const b = Buffer.allocUnsafe(len + PID_LEN);
-  writeHeader(b, oid, transferLength, 0);
+  writeHeader(b, oid, transferLength, 0, symbolSize);
   return b.subarray(0, len);
 }
 
@@ -119,22 +141,25 @@ export function datagramPrefix(oid: Uint8Array, transferLength?: number): Buffer
  * not a well-formed lcsync datagram; never throws. The OID and symbol of the
  * result are views into `buf` (no copy): copy them if `buf` is reused.
  *
- * Checks: length exactly DATAGRAM_LEN or DATAGRAM_OTI_LEN; with an OTI,
- * T = 1024, reserved byte 0, 1 <= F <= MAX_OBJECT, Z = 1 and N = 1 (any Al:
- * with one sub-block the alignment does not change the symbols); SBN = 0.
+ * Checks: length exactly 36 + T or 48 + T for a T of SYMBOL_SIZES (1060, 1072, 1404 or 1416);
+ * with an OTI, its T equal to that, reserved byte 0, 1 <= F <= MAX_OBJECT, Z = 1 and N = 1 (any
+ * Al: with one sub-block the alignment does not change the symbols); SBN = 0. The symbol's length
+ * is T.
  */
 export function decodeDatagram(buf: Uint8Array): Datagram | undefined {
   if (!(buf instanceof Uint8Array)) return undefined;
   const len = buf.length;
-  if (len !== DATAGRAM_LEN && len !== DATAGRAM_OTI_LEN) return undefined;
+  const withOti = len === DATAGRAM_OTI_LEN || len === DATAGRAM_OTI_LEN - SYMBOL_SIZE + LARGE_SYMBOL_SIZE;
+  if (!withOti && len !== DATAGRAM_LEN && len !== DATAGRAM_LEN - SYMBOL_SIZE + LARGE_SYMBOL_SIZE) return undefined;
+  const T = len - datagramPrefixLength(withOti) - PID_LEN;
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   let off = OID_LEN;
   let transferLength: number | undefined;
-  if (len === DATAGRAM_OTI_LEN) {
+  if (withOti) {
     // 40-bit F fits a double exactly; read it bytewise rather than as a bigint.
     const F = b.readUIntBE(off, 5);
     if (b[off + 5] !== 0) return undefined;
-    if (b.readUInt16BE(off + 6) !== SYMBOL_SIZE) return undefined;
+    if (b.readUInt16BE(off + 6) !== T) return undefined;
     if (F < 1 || F > MAX_OBJECT) return undefined;
     off += OTI_LEN;
     if (b[off] !== SCHEME_Z || b.readUInt16BE(off + 1) !== SCHEME_N) return undefined;
@@ -146,15 +171,15 @@ export function decodeDatagram(buf: Uint8Array): Datagram | undefined {
   const d: Datagram = {
     oid: b.subarray(0, OID_LEN),
     esi,
-    symbol: b.subarray(off + PID_LEN, off + PID_LEN + SYMBOL_SIZE),
+    symbol: b.subarray(off + PID_LEN, off + PID_LEN + T),
   };
   if (transferLength !== undefined) d.transferLength = transferLength;
   return d;
 }
 
-/** Number of source symbols K of an object of `length` bytes. */
-export function sourceSymbols(length: number): number {
-  return Math.ceil(length / SYMBOL_SIZE);
+/** Number of source symbols K of an object of `length` bytes in symbols of `symbolSize` bytes. */
+export function sourceSymbols(length: number, symbolSize = SYMBOL_SIZE): number {
+  return Math.ceil(length / symbolSize);
 }
 
 /*
@@ -170,7 +195,7 @@ export function sourceSymbols(length: number): number {
  *              (ciphertext + 16-byte tag + 24-byte nonce) when the share is encrypted
  *
  * A C client never joins a notice group, so it never sees one; and at 40 or 80 bytes a notice
- * cannot be mistaken for a datagram (1060 or 1072 bytes) by either decoder.
+ * cannot be mistaken for a datagram (1060 to 1416 bytes) by either decoder.
  */
 const NOTICE_MAGIC = Buffer.from('LCSYGONE', 'latin1');
 const NOTICE_DOMAIN = Buffer.from('lcsync gone notice v1\0', 'latin1');
@@ -216,7 +241,7 @@ export function decodeGoneNotice(buf: Uint8Array): { body: Buffer; sealed: boole
  * The tag is a hash of the entry hash, so a cursor says no more about the file than its group
  * does, encrypted or not. A forged cursor changes only the order the chunks are asked for (each
  * is checked against its leaf). A C client never joins a cursor group. At 40 bytes a cursor is
- * not a datagram (1060 or 1072 bytes); it has the length of an unsealed gone notice, which the
+ * not a datagram (1060 to 1416 bytes); it has the length of an unsealed gone notice, which the
  * native receive path (native/rx_assembler.c) hands up to JS, and is told apart by its magic.
  */
 const CURSOR_MAGIC = Buffer.from('LCSYCURS', 'latin1');
