@@ -10,7 +10,7 @@
  *   36|48  T   symbol
  *
  * The bracketed OTI and scheme are present on file-tree, directory and symlink
- * objects (1072-byte datagrams) and absent on chunks (1060 bytes), whose length
+ * objects (1072-byte datagrams at T = 1024) and absent on chunks (1060 bytes), whose length
  * the receiver knows from the tree. One encoder and one decoder; the decoder is
  * the only place that reads these fields from the network.
  *
@@ -33,11 +33,6 @@ export const SYMBOL_SIZE = 1024;
 export const LARGE_SYMBOL_SIZE = 1368;
 /** The symbol sizes a datagram may have. */
 export const SYMBOL_SIZES: readonly number[] = [SYMBOL_SIZE, LARGE_SYMBOL_SIZE];
-
-/** Whether `t` is a symbol size lcsync sends and accepts. */
-export function isSymbolSize(t: number): boolean {
-  return t === SYMBOL_SIZE || t === LARGE_SYMBOL_SIZE;
-}
 const OTI_LEN = 8;
 const SCHEME_LEN = 4;
 const PID_LEN = 4;
@@ -47,6 +42,10 @@ export const DATAGRAM_LEN = OID_LEN + PID_LEN + SYMBOL_SIZE;
 export const DATAGRAM_OTI_LEN = OID_LEN + OTI_LEN + SCHEME_LEN + PID_LEN + SYMBOL_SIZE;
 /** The longest datagram: with OTI, at LARGE_SYMBOL_SIZE. */
 export const MAX_DATAGRAM_LEN = OID_LEN + OTI_LEN + SCHEME_LEN + PID_LEN + LARGE_SYMBOL_SIZE;
+/** Whether `t` is a symbol size lcsync sends and accepts. */
+export function isSymbolSize(t: number): boolean {
+  return t === SYMBOL_SIZE || t === LARGE_SYMBOL_SIZE;
+}
 /** ESIs are 24 bits. */
 export const MAX_ESI = 0xffffff;
 /**
