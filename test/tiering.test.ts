@@ -59,7 +59,7 @@ const decodeChunks = (n: number, repairs: number): string =>
   [
     ...receiverWithChunks(n),
     eventsOf(n, 3),
-    `const decodes = Array.from({ length: ${n} }, () => [new Uint32Array(0), Uint32Array.from({ length: ${repairs} }, (_, k) => 32 + k), Buffer.alloc(${repairs} * 1024)]);`,
+    `const decodes = Array.from({ length: ${n} }, () => [new Uint32Array(0), Uint32Array.from({ length: ${repairs} }, (_, k) => 32 + k), Buffer.alloc(${repairs} * 1024), 1024]);`,
     `report({ datagrams: 0, bytes: 0, dropped: 0, progressed: new Uint32Array(0), events, decodes });`,
     `rx.close(); await Promise.all(done);`,
   ].join('\n');
