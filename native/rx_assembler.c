@@ -116,8 +116,9 @@
 #define OID_LEN 32
 #define SYMBOL 1024
 #define LARGE_SYMBOL 1368
-#define DG_LEN (OID_LEN + 4)
-#define DG_OTI_LEN (OID_LEN + 8 + 4 + 4)
+/* Bytes before the symbol: OID and PID; OID, OTI, scheme and PID. A datagram is that and T. */
+#define DG_HEAD (OID_LEN + 4)
+#define DG_OTI_HEAD (OID_LEN + 8 + 4 + 4)
 #define MAX_OBJECT (10120u * SYMBOL)
 #define NOTICE_LEN 40
 #define NOTICE_SEALED_LEN 80
@@ -151,10 +152,10 @@ typedef struct {
 static bool parse_datagram(const uint8_t *b, size_t len, dg_t *d) {
   size_t off = OID_LEN;
   bool oti;
-  if (len == DG_LEN + SYMBOL || len == DG_LEN + LARGE_SYMBOL) oti = false;
-  else if (len == DG_OTI_LEN + SYMBOL || len == DG_OTI_LEN + LARGE_SYMBOL) oti = true;
+  if (len == DG_HEAD + SYMBOL || len == DG_HEAD + LARGE_SYMBOL) oti = false;
+  else if (len == DG_OTI_HEAD + SYMBOL || len == DG_OTI_HEAD + LARGE_SYMBOL) oti = true;
   else return false;
-  d->T = (uint32_t)(len - (oti ? DG_OTI_LEN : DG_LEN));
+  d->T = (uint32_t)(len - (oti ? DG_OTI_HEAD : DG_HEAD));
   d->F = 0;
   if (oti) {
     uint64_t F = 0;
