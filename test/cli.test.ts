@@ -244,6 +244,10 @@ describe('plurals', () => {
     expect(out).toContain(' in 1 datagram;');
     expect(out).toContain(': 1 datagram\n');
     expect(out).not.toMatch(/\b1 (times|datagrams|chunks)\b/);
+    // The symbol size is shown only when it is not the C protocol's 1024.
+    expect(out).not.toContain('symbols of');
+    const large = renderHuman('/run/x', [{ path: '/run/x/2.sock', pid: 2, status: { pid: 2, uptimeSec: 1, roots: [], objects: 3, interfaces: ['e0'], symbolSize: 1368 } } as never], false);
+    expect(large).toContain('  objects 3, interfaces e0, symbols of 1368 bytes (lcsync receivers only)\n');
   });
 });
 

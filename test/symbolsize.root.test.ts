@@ -84,9 +84,16 @@ describeUnless(why, 'share --symbol-size 1368 (needs root)', () => {
     return dest;
   }
 
-  it('a receiver learns the size from the share and syncs, natively and in JavaScript, clean and at 10% loss; only 1368-byte symbols go out', async () => {
-    const share = await startShare(lab, 0, [src], ['--symbol-size', '1368', '--bwlimit', '200M'], undefined, NO_GSO);
+  it('a receiver learns the size from the share and syncs, natively and in JavaScript, clean and at 10% loss; only 1368-byte symbols go out; status shows the size', async () => {
+    const rundir = path.join(work, 'run');
+    mkdirSync(rundir);
+    const share = await startShare(lab, 0, [src], ['--symbol-size', '1368', '--bwlimit', '200M', '--rundir', rundir], undefined, NO_GSO);
     try {
+      const st = await lab.exec(0, [process.execPath, cli, 'status', '--rundir', rundir]);
+      expect(st.code, st.stderr).toBe(0);
+      expect(st.stdout).toContain('symbols of 1368 bytes (lcsync receivers only)');
+      const json = await lab.exec(0, [process.execPath, cli, 'status', '--json', '--rundir', rundir]);
+      expect(json.stdout).toMatch(/"symbolSize":\s*1368/);
       const before = await sent();
       await syncInto([]);
       const clean = await sent();

@@ -8,7 +8,7 @@ import { count } from '../cli/plural.js';
 export default class StatusCommand extends LcsyncCommand {
   static override description = `Show the lcsync shares and relays running on this host.
 
-Asks every share through its status socket in the run directory and prints, for each: pid, uptime, shared paths with their root hashes, number of objects, interfaces, groups with listeners now, active send streams, mirrors following each name (sync --follow: hosts listening for its changes, as far as MLD shows them), bytes and datagrams sent, current and average send rate, and re-index count. Running relays (\`lcsync relay\`) answer too and are listed beside the shares: upstream and downstream interfaces, the groups relayed now with, for each, its listeners downstream and the datagrams and bytes carried, and totals received, forwarded and dropped. A share that does not answer within a second is listed as unresponsive; sockets left behind by shares that died are removed. No share running is not an error: the command says so and exits 0.
+Asks every share through its status socket in the run directory and prints, for each: pid, uptime, shared paths with their root hashes, number of objects, interfaces (and the symbol size when --symbol-size is not 1024), groups with listeners now, active send streams, mirrors following each name (sync --follow: hosts listening for its changes, as far as MLD shows them), bytes and datagrams sent, current and average send rate, and re-index count. Running relays (\`lcsync relay\`) answer too and are listed beside the shares: upstream and downstream interfaces, the groups relayed now with, for each, its listeners downstream and the datagrams and bytes carried, and totals received, forwarded and dropped. A share that does not answer within a second is listed as unresponsive; sockets left behind by shares that died are removed. No share running is not an error: the command says so and exits 0.
 
 The run directory is --rundir, else $LCSYNC_RUNDIR, else /run/lcsync as root, else $XDG_RUNTIME_DIR/lcsync, else /tmp/lcsync-UID. A share only shows up for a status run that looks in the same directory, and (its socket being owner-only) by the same user or root.`;
 
@@ -98,7 +98,9 @@ export function renderHuman(dir: string, answers: ShareAnswer[], verbose: boolea
     const s: Partial<ShareStatus> = a.status;
     lines.push(`pid ${s.pid ?? a.pid}  up ${duration(s.uptimeSec ?? 0)}`);
     for (const r of s.roots ?? []) lines.push(`  ${r.hash}  ${displayName(r.shareName)}  (${r.type}, ${displayName(r.path)})`);
-    lines.push(`  objects ${s.objects ?? 0}, interfaces ${(s.interfaces ?? []).join(', ') || '-'}`);
+    // The symbol size only when it is not the C protocol's: such a share serves lcsync receivers alone.
+    const symbols = s.symbolSize !== undefined && s.symbolSize !== 1024 ? `, symbols of ${s.symbolSize} bytes (lcsync receivers only)` : '';
+    lines.push(`  objects ${s.objects ?? 0}, interfaces ${(s.interfaces ?? []).join(', ') || '-'}${symbols}`);
     lines.push(`  groups with listeners ${s.listeners?.length ?? 0}, send streams ${s.streams?.length ?? 0} active (${s.streamsStarted ?? 0} started)`);
     lines.push(`  sent ${bytes(s.bytes ?? 0)} in ${count(s.datagrams ?? 0, 'datagram')}; rate ${bytes(s.rateNow ?? 0)}/s now, ${bytes(s.rateAvg ?? 0)}/s average`);
     for (const f of s.followers ?? []) lines.push(`  followers of ${displayName(f.shareName)} on ${f.ifname}: ${count(f.hosts, 'host')}`);

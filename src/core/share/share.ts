@@ -942,6 +942,7 @@ export class Share extends EventEmitter {
       interfaces: this.opts.ifnames,
       roots: this.index.roots.map((r) => ({ path: r.localPath, shareName: r.shareName, type: r.type, hash: toHex(r.hash) })),
       objects: this.index.objectCount,
+      symbolSize: this.symbolSize,
       listeners: this.watcher.activeGroups().map((l) => ({ group: l.group, ifname: l.ifname })),
       streams: this.scheduler.items().map((s) => ({
         group: s.group,

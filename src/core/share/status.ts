@@ -24,6 +24,8 @@ export interface ShareStatus {
   interfaces: string[];
   roots: { path: string; shareName: string; type: string; hash: string }[];
   objects: number;
+  /** The RaptorQ symbol size of everything it sends: 1024, or 1368 (share --symbol-size, lcsync receivers only). */
+  symbolSize: number;
   listeners: { group: string; ifname: string }[];
   streams: StreamStatus[];
   datagrams: number;
