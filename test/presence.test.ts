@@ -121,6 +121,9 @@ describe('ownership', () => {
     expect(offerDigest([a, { ...b, shareName: 'c' }], 10)).not.toEqual(d);
     expect(offerDigest([a], 10)).not.toEqual(d);
     expect(offerDigest([a, b], 10, Buffer.from('pubkey'))).not.toEqual(d);
+    // A share at the larger symbol size offers something else; at 1024 the digest is as before.
+    expect(offerDigest([a, b], 10, undefined, 1368)).not.toEqual(d);
+    expect(offerDigest([a, b], 10, undefined, 1024)).toEqual(d);
   });
 });
 

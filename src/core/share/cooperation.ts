@@ -29,6 +29,8 @@ export interface CooperationOptions {
   keyTag?: Buffer;
   /** What else co-servers must agree on (the signer's public key). */
   offerExtra?: Buffer;
+  /** The share's symbol size (ShareOptions.symbolSize), part of its offer. */
+  symbolSize?: number;
   log: (level: 'info' | 'verbose' | 'warn', msg: string) => void;
   /** Peers died on these interfaces: their groups may now be ours. */
   onTakeover: (ifnames: Set<string>) => void;
@@ -54,7 +56,7 @@ export class Cooperation {
     private socket?: PresenceSocket,
   ) {
     this.table = new PeerTable(
-      { id: randomBytes(SHARE_ID_SIZE), digest: digestOf(opts.index, opts.offerExtra), keyTag: opts.keyTag ?? Buffer.alloc(KEY_TAG_SIZE) },
+      { id: randomBytes(SHARE_ID_SIZE), digest: digestOf(opts.index, opts), keyTag: opts.keyTag ?? Buffer.alloc(KEY_TAG_SIZE) },
       opts.ifnames,
     );
     this.refreshOwn();
@@ -112,7 +114,7 @@ export class Cooperation {
   }
 
   setIndex(index: ShareIndex): void {
-    if (this.table.setOffer(digestOf(index, this.opts.offerExtra))) {
+    if (this.table.setOffer(digestOf(index, this.opts))) {
       this.opts.log('verbose', 'serving a new index: peers count again once their heartbeats show the same offer');
       this.opts.onPeersChanged?.();
       void this.beat(false);
@@ -218,6 +220,6 @@ export class Cooperation {
   }
 }
 
-function digestOf(index: ShareIndex, extra?: Buffer): Buffer {
-  return offerDigest(index.roots, index.objectCount, extra);
+function digestOf(index: ShareIndex, opts: Pick<CooperationOptions, 'offerExtra' | 'symbolSize'>): Buffer {
+  return offerDigest(index.roots, index.objectCount, opts.offerExtra, opts.symbolSize);
 }

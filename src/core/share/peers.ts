@@ -14,6 +14,7 @@
 import { hash, HASH_SIZE, type Hash } from '../model/hash.js';
 import { formatIPv6 } from '../wire/address.js';
 import type { Heartbeat } from '../wire/presence.js';
+import { SYMBOL_SIZE } from '../wire/packet.js';
 
 /** Heartbeats missed before a peer is taken for dead. */
 export const DEAD_AFTER_MISSES = 3;
@@ -44,14 +45,22 @@ export function ownerOf(group: Uint8Array, ids: readonly Buffer[]): Buffer {
  * What a share offers, in 32 bytes: two shares with the same digest serve the same objects under the
  * same keys. BLAKE3("lcsync-offer" || object count u64 BE || extra || each root, sorted by hash then
  * name: hash || name length u16 BE || name). The object count tells bundles and signatures apart
- * (a share without them has fewer objects); `extra` is what else must agree (the signer's public key).
+ * (a share without them has fewer objects); `extra` is what else must agree (the signer's public key),
+ * followed, at a symbol size other than 1024, by "T" and the size (u16 BE): a receiver takes a chunk's
+ * symbols in one size only, so shares of two sizes must not split the groups.
  */
-export function offerDigest(roots: readonly { hash: Hash; shareName: string }[], objectCount: number, extra: Uint8Array = Buffer.alloc(0)): Hash {
+export function offerDigest(roots: readonly { hash: Hash; shareName: string }[], objectCount: number, extra: Uint8Array = Buffer.alloc(0), symbolSize = SYMBOL_SIZE): Hash {
   const sorted = [...roots].sort((a, b) => Buffer.compare(a.hash, b.hash) || (a.shareName < b.shareName ? -1 : a.shareName > b.shareName ? 1 : 0));
   const parts: Buffer[] = [Buffer.from('lcsync-offer', 'ascii')];
   const count = Buffer.alloc(8);
   count.writeBigUInt64BE(BigInt(objectCount));
   parts.push(count, Buffer.from(extra));
+  if (symbolSize !== SYMBOL_SIZE) {
+    const tag = Buffer.alloc(3);
+    tag.write('T', 0, 'latin1');
+    tag.writeUInt16BE(symbolSize, 1);
+    parts.push(tag);
+  }
   for (const r of sorted) {
     const name = Buffer.from(r.shareName, 'utf8');
     const len = Buffer.alloc(2);

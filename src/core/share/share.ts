@@ -135,14 +135,6 @@ const MAX_RETIRED = 1 << 18;
 /** Notices sent per join of a notice group: a lost one is made up by the receiver's next re-join. */
 const NOTICE_COPIES = 2;
 
-/** What a share at a symbol size other than 1024 adds to its offer digest: "T" and T (u16 BE). */
-function symbolSizeTag(T: number): Buffer {
-  const b = Buffer.alloc(3);
-  b.write('T', 0, 'latin1');
-  b.writeUInt16BE(T, 1);
-  return b;
-}
-
 /** Where small objects' repair symbols are computed before they are copied into their datagram, per symbol size. */
 const repairScratch = { [SYMBOL_SIZE]: Buffer.alloc(SYMBOL_SIZE), [LARGE_SYMBOL_SIZE]: Buffer.alloc(LARGE_SYMBOL_SIZE) } as Record<number, Buffer>;
 
@@ -488,9 +480,8 @@ export class Share extends EventEmitter {
             index,
             // A cipher without a tag cannot show which key it holds: a random one matches no other share.
             keyTag: opts.cipher ? (opts.cipher.tag ?? randomBytes(8)) : undefined,
-            // Co-servers split the groups, so a receiver gets a chunk's symbols from either: they must
-            // be of one size. A share at the larger T says so in its offer (docs/protocol.md).
-            offerExtra: share.symbolSize === SYMBOL_SIZE ? opts.offerExtra : Buffer.concat([opts.offerExtra ?? Buffer.alloc(0), symbolSizeTag(share.symbolSize)]),
+            offerExtra: opts.offerExtra,
+            symbolSize: share.symbolSize,
             log: (level, msg) => share.log(level, msg),
             onTakeover: (ifnames) => share.takeOver(ifnames),
             onDiscovered: () => share.answerHeld(),

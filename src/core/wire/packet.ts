@@ -148,9 +148,10 @@ export function datagramPrefix(oid: Uint8Array, transferLength?: number, symbolS
 export function decodeDatagram(buf: Uint8Array): Datagram | undefined {
   if (!(buf instanceof Uint8Array)) return undefined;
   const len = buf.length;
-  const withOti = len === DATAGRAM_OTI_LEN || len === DATAGRAM_OTI_LEN - SYMBOL_SIZE + LARGE_SYMBOL_SIZE;
-  if (!withOti && len !== DATAGRAM_LEN && len !== DATAGRAM_LEN - SYMBOL_SIZE + LARGE_SYMBOL_SIZE) return undefined;
+  // The four lengths differ: the length says whether there is an OTI, and T.
+  const withOti = isSymbolSize(len - datagramPrefixLength(true) - PID_LEN);
   const T = len - datagramPrefixLength(withOti) - PID_LEN;
+  if (!isSymbolSize(T)) return undefined;
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   let off = OID_LEN;
   let transferLength: number | undefined;
