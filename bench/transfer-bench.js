@@ -5,6 +5,8 @@
  *   npm run build && node bench/transfer-bench.js [--size 64M] [--reps 1] [--tools ours,uftp]
  *       [--receivers 1,3] [--loss 0,5] [--rate 200] [--no-tbf] [--uftp-defaults] [--cpu-prof DIR]
  *       tool ours1368: our share with --symbol-size 1368 (which only lcsync receivers take), e.g. --tools ours,ours1368,uftp
+ *       tool follow: our receivers running before the transfer (`sync --follow`, as uftpd runs before uftp), the file
+ *       linked into the shared directory; e.g. --tools ours,follow,uftp
  *   node bench/transfer-bench.js --rss-1g        # 1 GiB to one receiver, ours only: receiver peak RSS vs 200 MB
  *   node bench/transfer-bench.js --flood 200000 --rate 300 --receivers 1 --loss 0   # ours unflooded, then flooded
  *   node bench/transfer-bench.js --rss-4g        # 4 GiB to one receiver, ours only: peak RSS vs 60 MiB (rx), 90 MiB (tx)
@@ -59,7 +61,7 @@
  */
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, createReadStream, existsSync, linkSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,7 +77,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Options
 
 const VALUED = ['--size', '--reps', '--tools', '--receivers', '--loss', '--rate', '--cpu-prof', '--flood', '--rates', '--bottleneck', '--stagger', '--gather'];
-const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g', '--rss-4g', '--auto', '--line-rate'], helpLines: [2, 19] });
+const args = benchArgs('transfer-bench', import.meta.url, { valued: VALUED, flags: ['--no-tbf', '--uftp-defaults', '--rss-1g', '--rss-4g', '--auto', '--line-rate'], helpLines: [2, 21] });
 const { fail, intList } = args;
 const optionValue = args.value;
 
@@ -137,7 +139,7 @@ const FLOOD = intList('flood', [0], 1, 10_000_000)[0]; // junk datagrams/s, --fl
 // Tools: ours (--bwlimit <rate>M), uftp; and in the modes above auto (ours, --bwlimit auto), ours@N (ours,
 // --bwlimit NM; ours@0 unlimited) and raw (mcast-blast: the ceiling; a goodput, not a file transfer).
 const TOOLS = STAGGER ? (optionValue('tools') ?? (GATHER ? 'auto,gather' : 'auto')).split(',') : FLOOD ? ['ours', 'flooded'] : RSS_ONLY ? ['ours'] : AUTO ? ['auto', ...AUTO_RATES.map((r) => `ours@${r}`)] : LINE_RATE ? ['raw', 'ours@0', 'auto'] : (optionValue('tools') ?? 'ours,uftp').split(',');
-if (!FLOOD && (TOOLS.some((t) => !/^(ours|ours1368|uftp|auto|gather|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, ours1368, uftp or ours,uftp');
+if (!FLOOD && (TOOLS.some((t) => !/^(ours|ours1368|follow|uftp|auto|gather|raw|ours@\d+)$/.test(t)) || TOOLS.length === 0)) fail('--tools wants ours, ours1368, follow, uftp or ours,uftp');
 /** The --bwlimit our share runs with as `tool`. */
 if (TOOLS.includes('gather') && !GATHER) fail('tool gather wants --gather DUR');
 const bwlimitOf = (tool) => (tool === 'auto' || tool === 'gather' ? 'auto' : tool.startsWith('ours@') ? `${tool.slice(5)}M` : `${RATE}M`);
@@ -338,6 +340,89 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
   });
 }
 
+/**
+ * Tool follow: receivers that run before the transfer, as uftpd does. Our share serves an empty directory, each
+ * receiver runs `lcsync sync --follow -a --delete` of it; once every one has synced the empty tree, the file is
+ * hard-linked into the directory (one atomic event), the share re-indexes (its 200 ms debounce of file events and
+ * the hashing of the file are in the wall) and announces the new root, and each receiver syncs it. Wall: from the
+ * link until the file is in place on every receiver (polled every 5 ms; a sync renames the file into place
+ * complete). CPU: what the receivers and the share used from just before the link until then (their start-up and
+ * the empty first sync are not in it, as uftpd's start-up is not in uftp's figures). RSS: peaks over their lives.
+ */
+async function runFollow(src, srcHash, receivers, loss, tag) {
+  return withLab(receivers, loss, TBF ? '1gbit' : undefined, async (lab) => {
+    const dir = path.join(work, tag);
+    const pub = path.join(dir, 'pub');
+    mkdirSync(pub, { recursive: true });
+    const errors = [];
+    const share = lab.spawn(0, [...NODE, CLI, 'share', '-i', 'e0', '--bwlimit', `${RATE}M`, '--cache', path.join(dir, 'share.cache'), pub], { env: SHARE_ENV });
+    let shareErr = '';
+    share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
+    const followers = [];
+    try {
+      // The share prints its root once it serves; then the MLD watcher needs a moment (as in runOurs).
+      let shareOut = '';
+      share.stdout.on('data', (d) => (shareOut += d));
+      for (let i = 0; i < 1200 && !/^[0-9a-f]{64}\s/m.test(shareOut); i++) {
+        if (share.exitCode !== null) throw new Error(`share exited with ${share.exitCode}: ${tail(shareErr)}`);
+        await sleep(100);
+      }
+      await sleep(300);
+      for (let h = 1; h <= receivers; h++) {
+        const dest = path.join(dir, `m${h}`);
+        const p = lab.spawn(h, [...NODE, CLI, 'sync', '--follow', '-a', '--delete', '-i', 'e0', '--cache', path.join(dir, `r${h}.cache`), ...SYNC_ARGS, 'pub/', dest], { env: SYNC_ENV });
+        const f = { h, p, dest, err: '' };
+        p.stderr.on('data', (d) => (f.err = (f.err + d).slice(-20_000)));
+        followers.push(f);
+      }
+      // Each logs one line per sync ("sync 1 (...): root ..."): the empty tree is in place.
+      const ready = Date.now() + 60_000;
+      while (!followers.every((f) => /^sync 1 /m.test(f.err))) {
+        const dead = followers.find((f) => f.p.exitCode !== null);
+        if (dead || Date.now() > ready) throw new Error(`receiver ${dead?.h ?? ''} did not take the empty tree: ${tail(dead?.err ?? followers.map((f) => f.err).join('\n'))}`);
+        await sleep(50);
+      }
+      await sleep(500);
+      const drops0 = await rcvbufDrops(lab, receivers);
+      const cpu0 = followers.map((f) => cpuSeconds(f.p.pid) ?? NaN);
+      const shareCpu0 = cpuSeconds(share.pid) ?? NaN;
+      const tx0 = await lab.txBytes(0);
+      const t0 = performance.now();
+      linkSync(src, path.join(pub, path.basename(src)));
+      const finished = new Array(receivers).fill(NaN);
+      while (finished.some((x) => Number.isNaN(x))) {
+        for (const f of followers) if (Number.isNaN(finished[f.h - 1]) && existsSync(path.join(f.dest, path.basename(src)))) finished[f.h - 1] = (performance.now() - t0) / 1000;
+        if (performance.now() - t0 > RUN_TIMEOUT_MS) throw new Error(`not every receiver had the file within ${RUN_TIMEOUT_MS / 1000} s: ${followers.map((f) => tail(f.err)).join('\n')}`);
+        await sleep(5);
+      }
+      const wall = Math.max(...finished);
+      const cpuRx = followers.map((f, i) => (cpuSeconds(f.p.pid) ?? NaN) - cpu0[i]);
+      const cpuTx = (cpuSeconds(share.pid) ?? NaN) - shareCpu0;
+      const tx1 = await settledTx(lab);
+      let ok = 0;
+      const inner = [];
+      for (const f of followers) {
+        const got = await sha256(path.join(f.dest, path.basename(src)));
+        if (got === srcHash) ok++;
+        else errors.push(`receiver ${f.h}: sha256 ${got.slice(0, 16)}; stderr: ${tail(f.err)}`);
+        // The sync that brought the file: "sync 2 (announce): root ..., 1 entry changed ..., 0.78 s".
+        const m = /^sync 2 .*, ([\d.]+) s$/m.exec(f.err);
+        inner.push(m ? Number(m[1]) : NaN);
+      }
+      return {
+        ok, wall, wire: tx1 - tx0, inner: Math.max(...inner), finished,
+        rssRx: Math.max(...followers.map((f) => peakRssKiB(f.p.pid) ?? NaN)), rssTx: peakRssKiB(share.pid) ?? NaN,
+        cpuRx: Math.max(...cpuRx), cpuTx, cpuAll: cpuRx.reduce((a, c) => a + c, 0) + cpuTx,
+        drops: (await rcvbufDrops(lab, receivers)) - drops0, errors,
+      };
+    } finally {
+      for (const p of [...followers.map((f) => f.p), share]) if (p.exitCode === null) killGroup(p, 'SIGTERM');
+      const end = Date.now() + 3000;
+      while (Date.now() < end && [share, ...followers.map((f) => f.p)].some((p) => p.exitCode === null && p.signalCode === null)) await sleep(50);
+    }
+  });
+}
+
 /** bench/mcast-blast.c, compiled once per benchmark run into the work area. */
 let blaster;
 function buildBlaster() {
@@ -528,8 +613,13 @@ function printScenario(receivers, loss, res, note = '') {
   if (large && u) {
     console.log(`ours1368/uftp: wall ${fmt(large.wall / u.wall)}x, wire ${fmt(large.wire / u.wire)}x, RSS receiver ${fmt(large.rssRx / u.rssRx)}x, RSS sender ${fmt(large.rssTx / u.rssTx)}x`);
   }
+  const warm = res.follow;
+  if (warm && u) {
+    console.log(`follow/uftp: wall ${fmt(warm.wall / u.wall)}x, wire ${fmt(warm.wire / u.wire)}x, CPU receiver ${fmt(warm.cpuRx / u.cpuRx)}x, RSS receiver ${fmt(warm.rssRx / u.rssRx)}x`);
+  }
   if (o && u && !f) printTargets('', o, u, receivers, loss);
   if (large && u) printTargets(' with --symbol-size 1368', large, u, receivers, loss);
+  if (warm && u) printTargets(' with receivers running before (follow)', warm, u, receivers, loss);
 }
 
 /** Issue 12's targets for one of our tools against uftp, per scenario: wall and wire where the issue names them, CPU and RSS in every one. */
@@ -578,6 +668,7 @@ try {
           try {
             const file = path.join(work, 'data.bin');
             r = await (tool === 'uftp' ? runUftp(file, srcHash, receivers, loss, tag)
+              : tool === 'follow' ? runFollow(file, srcHash, receivers, loss, tag)
               : tool === 'raw' ? runRaw(file, srcHash, receivers, loss, tag)
               : runOurs(file, srcHash, receivers, loss, tag, bwlimitOf(tool), bneckMbit, tool === 'flooded',
                 { shareArgs: tool === 'gather' ? ['--gather', GATHER] : tool === 'ours1368' ? ['--symbol-size', '1368'] : [], staggerSec: STAGGER?.w ?? 0 }));

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadAddon } from '../src/core/base/addon.js';
+import { cHeapTrims, trimCHeapNow } from '../src/core/base/malloctrim.js';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const BUILT = path.join(REPO, 'dist', 'core', 'base', 'malloctrim.js');
@@ -38,5 +39,13 @@ describe.skipIf(!glibc || !loadAddon().addon?.mallocTrim)('C heap trim', () => {
     // 640 freed Buffers of 32 KiB are 20 MiB: most of it leaves the heap with the trim.
     expect(on.before - on.after).toBeGreaterThan(10 * 1024);
     expect(off.before - off.after).toBeLessThan(2 * 1024);
+  });
+
+  it('trims once now (a live mirror between syncs), and not with LCSYNC_NO_MALLOC_TRIM=1', () => {
+    const before = cHeapTrims();
+    expect(trimCHeapNow({ LCSYNC_NO_MALLOC_TRIM: '1' })).toBe(false);
+    expect(cHeapTrims()).toBe(before);
+    expect(trimCHeapNow({})).toBe(true);
+    expect(cHeapTrims()).toBe(before + 1);
   });
 });

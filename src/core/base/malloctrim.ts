@@ -28,6 +28,15 @@ export function cHeapTrims(): number {
   return trims;
 }
 
+/** Trim the C heap once now (a live mirror between syncs); false when switched off or without the addon's function. */
+export function trimCHeapNow(env: NodeJS.ProcessEnv = process.env): boolean {
+  const trim = loadAddon().addon?.mallocTrim;
+  if (env.LCSYNC_NO_MALLOC_TRIM === '1' || !trim) return false;
+  trim();
+  trims++;
+  return true;
+}
+
 /** Trim the C heap every TRIM_EVERY_MS until the returned function is called (calls nest). */
 export function keepCHeapTrimmed(env: NodeJS.ProcessEnv = process.env): () => void {
   const trim = loadAddon().addon?.mallocTrim;

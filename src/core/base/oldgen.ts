@@ -57,6 +57,20 @@ function collector(): Collect | null {
   return collectFn;
 }
 
+/**
+ * One full collection now (a live mirror between syncs: what a finished session left is garbage in the old
+ * generation, which an idle process would otherwise keep until its next sync). False when switched off
+ * (LCSYNC_NO_OLDGEN_TRIM=1) or when V8 gives no collector.
+ */
+export function collectOldGenerationNow(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.LCSYNC_NO_OLDGEN_TRIM === '1') return false;
+  const collect = collector();
+  if (!collect) return false;
+  collect();
+  collections++;
+  return true;
+}
+
 /** The heap in use at which to collect, given what the last collection left. */
 export function collectAt(liveBytes: number): number {
   return liveBytes + Math.max(MIN_STEP_BYTES, liveBytes * STEP_OF_LIVE);

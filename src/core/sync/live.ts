@@ -18,6 +18,8 @@
  * temporary copy (writer.ts), never a partial one.
  */
 import { LcsyncError } from '../base/errors.js';
+import { trimCHeapNow } from '../base/malloctrim.js';
+import { collectOldGenerationNow } from '../base/oldgen.js';
 import { toHex } from '../model/hash.js';
 import { groupAddress } from '../wire/address.js';
 import { decodeAnnounce, watchKey, type RootAnnounce } from '../wire/announce.js';
@@ -67,6 +69,20 @@ export interface FollowResult {
   failures: number;
   /** The root the destination holds now (undefined when no sync completed). */
   rootHash?: string;
+}
+
+/**
+ * After a sync, what it left is handed back while the mirror waits: one full collection of V8's old
+ * generation (a session's requests, promises and buffers die there, and an idle process would keep them until
+ * the next sync made V8 collect), then, once V8 has freed the ArrayBuffers' bytes on its background thread,
+ * one trim of the C heap (the chunk buffers' freed pages: a session trims only while it runs). Measured on a
+ * mirror taking a 64 MiB file seven times (bench/README.md, twenty-fourth session): without, its RSS between
+ * syncs rose from 54 to 71 MiB and stayed there.
+ */
+const RELEASE_TRIM_DELAY_MS = 300;
+function releaseAfterSync(): void {
+  collectOldGenerationNow();
+  setTimeout(() => trimCHeapNow(), RELEASE_TRIM_DELAY_MS).unref();
 }
 
 /** Errors no retry can fix: the mirror stops with them. */
@@ -228,6 +244,7 @@ export async function followRemote(source: string, dest: string, opts: SyncOptio
         follow.onRetry?.({ error: e as Error, delaySec, failures });
       } finally {
         watch.onNewRoot = undefined;
+        releaseAfterSync();
       }
     }
   } finally {

@@ -135,8 +135,12 @@ export class SyncSession implements SyncContext {
     this.chunks = new ChunkSource(this.rx, this.summary);
     this.bundles = new BundleFetcher(this.rx, this.limits, opts.bundles !== false, this.turns);
     this.chunkLimit = new Limiter(opts.parallel ?? 128);
-    // An abort must also end waits for objects that may never come (no sender yet).
-    opts.signal?.addEventListener('abort', () => this.rx.close(), { once: true });
+    // An abort must also end waits for objects that may never come (no sender yet). Removed again on close():
+    // a live mirror (live.ts) passes each sync a signal composed with its own, and node keeps a composed
+    // signal that has an abort listener (and so the listener's session, with its buffers) for as long as
+    // its sources live, which for the mirror's own signal is the mirror's life.
+    this.closeOnAbort = () => this.rx.close();
+    opts.signal?.addEventListener('abort', this.closeOnAbort, { once: true });
     this.treeLimit = new Limiter(TREE_FETCHES);
     this.summary.dryRun = !!opts.dryRun;
     // What a transfer promotes dies in the old generation: collect it as it grows (base/oldgen.ts).
@@ -148,6 +152,7 @@ export class SyncSession implements SyncContext {
 
   private readonly untrim: () => void;
   private readonly untrimCHeap: () => void;
+  private readonly closeOnAbort: () => void;
 
   static async open(opts: SyncOptions): Promise<SyncSession> {
     // A receiver's JavaScript runs per object, not per datagram: baseline code, reached late, is enough (base/tiering.ts).
@@ -158,6 +163,7 @@ export class SyncSession implements SyncContext {
   }
 
   async close(): Promise<void> {
+    this.opts.signal?.removeEventListener('abort', this.closeOnAbort);
     this.untrim();
     this.untrimCHeap();
     this.rx.close();
