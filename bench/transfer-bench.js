@@ -392,6 +392,8 @@ async function runFollow(src, srcHash, receivers, loss, tag) {
       const finished = new Array(receivers).fill(NaN);
       while (finished.some((x) => Number.isNaN(x))) {
         for (const f of followers) if (Number.isNaN(finished[f.h - 1]) && existsSync(path.join(f.dest, path.basename(src)))) finished[f.h - 1] = (performance.now() - t0) / 1000;
+        const dead = followers.find((f) => f.p.exitCode !== null || f.p.signalCode !== null);
+        if (dead) throw new Error(`receiver ${dead.h} exited (${dead.p.exitCode ?? dead.p.signalCode}) before it had the file: ${tail(dead.err)}`);
         if (performance.now() - t0 > RUN_TIMEOUT_MS) throw new Error(`not every receiver had the file within ${RUN_TIMEOUT_MS / 1000} s: ${followers.map((f) => tail(f.err)).join('\n')}`);
         await sleep(5);
       }
