@@ -247,6 +247,31 @@ async function bottleneck(lab, receivers, mbit) {
   };
 }
 
+/**
+ * The root our share prints ("<hash>  <name>") once it has indexed and serves, 300 ms later: its MLD watcher
+ * joins ff02::16 meanwhile, before receivers start (as test/e2e.ts does). `stderr` gives its log for errors.
+ */
+async function servingRoot(share, stderr) {
+  let out = '';
+  const hash = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`share printed no root within 120 s: ${tail(stderr())}`)), 120_000);
+    share.stdout.on('data', (d) => {
+      out += d;
+      const m = /^([0-9a-f]{64})\s+\S/m.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+    share.on('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`share exited with ${code}: ${tail(stderr())}`));
+    });
+  });
+  await sleep(300);
+  return hash;
+}
+
 async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`, bottleneckMbit = undefined, flood = false, { shareArgs = [], staggerSec = 0 } = {}) {
   return withLab(receivers + (flood ? 1 : 0), loss, TBF ? '1gbit' : undefined, async (lab) => {
     const dir = path.join(work, tag);
@@ -255,29 +280,11 @@ async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`,
     let flooder;
     const bneck = bottleneckMbit ? await bottleneck(lab, receivers, bottleneckMbit) : undefined;
     const share = lab.spawn(0, [...NODE, CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', bwlimit, ...shareArgs, src], { env: SHARE_ENV });
-    let shareOut = '';
     let shareErr = '';
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
     if (process.env.BENCH_SHARE_LOG) share.stderr.on('data', (d) => appendFileSync(process.env.BENCH_SHARE_LOG, d));
     try {
-      // The share prints "<hash>  <name>" once it has indexed and is serving.
-      const hash = await new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`share printed no root within 120 s: ${tail(shareErr)}`)), 120_000);
-        share.stdout.on('data', (d) => {
-          shareOut += d;
-          const m = /^([0-9a-f]{64})\s+\S/m.exec(shareOut);
-          if (m) {
-            clearTimeout(t);
-            resolve(m[1]);
-          }
-        });
-        share.on('exit', (code) => {
-          clearTimeout(t);
-          reject(new Error(`share exited with ${code}: ${tail(shareErr)}`));
-        });
-      });
-      // Let its MLD watcher join ff02::16 before receivers start (as test/e2e.ts does).
-      await sleep(300);
+      const hash = await servingRoot(share, () => shareErr);
       const drops0 = await rcvbufDrops(lab, receivers);
       // The flood starts before the syncs: its first datagrams reach receiver 1 with its first join.
       if (flood) flooder = startFlood(lab, receivers + 1);
@@ -360,14 +367,7 @@ async function runFollow(src, srcHash, receivers, loss, tag) {
     share.stderr.on('data', (d) => (shareErr = (shareErr + d).slice(-20_000)));
     const followers = [];
     try {
-      // The share prints its root once it serves; then the MLD watcher needs a moment (as in runOurs).
-      let shareOut = '';
-      share.stdout.on('data', (d) => (shareOut += d));
-      for (let i = 0; i < 1200 && !/^[0-9a-f]{64}\s/m.test(shareOut); i++) {
-        if (share.exitCode !== null) throw new Error(`share exited with ${share.exitCode}: ${tail(shareErr)}`);
-        await sleep(100);
-      }
-      await sleep(300);
+      await servingRoot(share, () => shareErr);
       for (let h = 1; h <= receivers; h++) {
         const dest = path.join(dir, `m${h}`);
         const p = lab.spawn(h, [...NODE, CLI, 'sync', '--follow', '-a', '--delete', '-i', 'e0', '--cache', path.join(dir, `r${h}.cache`), ...SYNC_ARGS, 'pub/', dest], { env: SYNC_ENV });
