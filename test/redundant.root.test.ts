@@ -182,13 +182,29 @@ describeUnless(why, 'redundant shares (needs root)', () => {
     }, 300_000);
   }
 
+  // The bye is what this test proves, and on a loaded machine another way may come first: the
+  // stopping share stalled past three heartbeats before its SIGTERM was handled (the survivor took
+  // over then, and the bye finds it already forgotten), or the survivor read the stopper's MLD done
+  // for the presence group before the bye in the same turn. Both take over too, by design, but do
+  // not show the bye; such a run is repeated (at most three), any other outcome fails at once.
   it('stopping a share (SIGTERM) mid-transfer: its bye hands its groups over at once', async () => {
-    await withShares([0, 1], [], async (shares) => {
-      await syncAll([], () => killMidTransfer(shares[0]!, 'SIGTERM'));
-      expect(shares[1]!.stderr()).toMatch(/stopped: taking over its groups/);
-      expect(shares[1]!.stderr()).toMatch(/took over [1-9]\d* groups? with listeners/);
-    });
-  }, 300_000);
+    const takeovers: string[] = [];
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const log = await withShares([0, 1], [], async (shares) => {
+        await syncAll([], () => killMidTransfer(shares[0]!, 'SIGTERM'));
+        return shares[1]!.stderr();
+      });
+      const lines = log.split('\n').filter((l) => /taking over its groups|took over/.test(l));
+      takeovers.push(`attempt ${attempt}: ${lines.join(' | ') || 'no takeover'}`);
+      if (/stopped: taking over its groups/.test(log)) {
+        expect(log).toMatch(/took over [1-9]\d* groups? with listeners/);
+        return;
+      }
+      expect(log, takeovers.join('\n')).toMatch(/(missed \d+ heartbeats|left the presence group): taking over its groups/);
+      console.log(`redundant shares, SIGTERM: the bye was not what took over (${lines.join(' | ')}); again`);
+    }
+    expect.fail(`no bye took over in 3 runs:\n${takeovers.join('\n')}`);
+  }, 600_000);
 
   it('freezing a share (SIGSTOP: no leave, its heartbeats just stop): the other takes over after missed heartbeats', async () => {
     await withShares([0, 1], [], async (shares) => {
