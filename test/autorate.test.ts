@@ -141,11 +141,11 @@ describe('AutoRate (--bwlimit auto)', () => {
 /**
  * A model of the rounds signal: the share sends at `rate` (or `busy` of it), and each 32-symbol
  * round (of 32 KiB) comes out of its hold `lagMs` after it began, late with probability
- * `lateAt(rate it began at)`. Every TICK_MS the controller is told what came out and asked.
+ * `lateAt(rate it began at, when)`. Every TICK_MS the controller is told what came out and asked.
  */
 const TICK_MS = 10;
 const ROUND_BITS = 32 * 1100 * 8;
-function driveRounds(a: AutoRate, ms: number, lateAt: (rate: number) => number, opts: { lagMs?: number; busy?: number; capBps?: number; t0?: number; seed?: number } = {}) {
+function driveRounds(a: AutoRate, ms: number, lateAt: (rate: number, startedAt: number) => number, opts: { lagMs?: number; busy?: number; capBps?: number; t0?: number; seed?: number } = {}) {
   const lag = opts.lagMs ?? 60;
   let seed = opts.seed ?? 1;
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
@@ -165,7 +165,7 @@ function driveRounds(a: AutoRate, ms: number, lateAt: (rate: number) => number, 
     }
     while (inFlight.length > 0 && inFlight[0]!.at + lag <= t) {
       const r = inFlight.shift()!;
-      const isLate = random() < lateAt(r.rate);
+      const isLate = random() < lateAt(r.rate, r.at);
       late += isLate ? 1 : 0;
       all++;
       a.outcome(isLate ? 0 : 1, isLate ? 1 : 0, 32, r.at);
@@ -215,6 +215,33 @@ describe('AutoRate: the rounds signal (listeners kept up or late)', () => {
     expect(Math.max(...after)).toBeLessThan(capacity * 1.25);
     expect(after.filter((r) => r > capacity * 1.05).length / after.length).toBeLessThan(0.2);
     expect(after.reduce((s, r) => s + r, 0) / after.length).toBeGreaterThan(0.7 * capacity);
+  });
+
+  it('recovers within two seconds from a false alarm: a receiver too busy starting to leave its first rounds in time', () => {
+    // Seen in the lab (1 GiB, a clean gigabit link): most rounds of the first half second late, so
+    // slow start ended at 100M and two more cuts followed, down to 24.5M; the climb back crept by 2%
+    // a window near that false ceiling and took 8-11 s to pass 500 Mbit/s.
+    const a = new AutoRate(0);
+    const { rates } = driveRounds(a, 3000, (_rate, at) => (at > 150 && at < 600 ? 0.9 : 0));
+    expect(a.decisions.backoff).toBeGreaterThan(0);
+    const at500 = rates.find((r) => r.t > 600 && r.rate > 500e6)?.t;
+    expect(at500).toBeDefined();
+    // The late rounds end at 600 ms (begun then, judged about 100 ms later); the code before took longer than the run.
+    expect(at500!).toBeLessThan(2700);
+  });
+
+  it('keeps no ceiling from an overload seen while the share sent under half its rate', () => {
+    // The lab's false alarms came while the share sent 17-47 Mbit/s of 100-200: cut, but not remembered.
+    const idle = new AutoRate(0);
+    driveRounds(idle, 600, (_rate, at) => (at > 150 ? 0.9 : 0), { busy: 0.4 });
+    expect(idle.decisions.backoff).toBeGreaterThan(0);
+    const { rates } = driveRounds(idle, 2000, () => 0, { t0: 600 });
+    const used = new AutoRate(0);
+    driveRounds(used, 600, (_rate, at) => (at > 150 ? 0.9 : 0));
+    const usedRates = driveRounds(used, 2000, () => 0, { t0: 600 }).rates;
+    const at500 = (rs: { t: number; rate: number }[]) => rs.find((r) => r.rate > 500e6)?.t ?? Infinity;
+    expect(at500(rates)).toBeLessThan(at500(usedRates));
+    expect(at500(rates)).toBeLessThan(1900);
   });
 
   it('does not take the late rounds of a lossy link (5%: about 80% late at every rate) for overload', () => {

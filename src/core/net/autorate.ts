@@ -113,10 +113,24 @@ const LATE_JUDGES = 0.5;
  * tell overload from the link: the re-asks alone steer, as SETTLE_MS allows.
  */
 export const SATURATED_LOSS = 0.08;
-/** Growth per clean rounds window from near the rate of the last overload (ceiling), and below it. */
+/**
+ * Growth per clean window near the rate of the last overload (the ceiling). On a clean link each
+ * further raise there in a row makes the step above 1 PROBE_GROWTH times larger (1.02, 1.03, 1.045,
+ * 1.07, 1.1, then STEP), as CUBIC's probing speeds up the longer the old limit holds: a fixed 2%
+ * crawled where the ceiling was a false alarm (a receiver too busy starting to leave its first
+ * rounds in time: a 1 GiB sync's share at 25-50 Mbit/s for 8-11 s on a gigabit lab, in 4 runs of 5),
+ * and a real bottleneck cuts it again within a few windows either way.
+ */
 export const PROBE_STEP = 1.02;
+const PROBE_GROWTH = 1.5;
 const NEAR_CEILING = 0.85;
-/** A rate this far above the last overload's without a new one: the ceiling is gone (the path got faster). */
+/**
+ * A rate this far above the last overload's without a new one: the ceiling is gone (the path got
+ * faster, or it was a false alarm). On a clean link each raise from there in a row makes its step
+ * PROBE_GROWTH times larger (1.15, 1.23, 1.34, 1.51, 1.76, then 2 as in slow start) until the next
+ * overload; on a lossy link, whose overload shows only over several windows, the step stays STEP (a
+ * faster one ran far past a bottleneck there, tests).
+ */
 const PAST_CEILING = 1.25;
 
 export type AutoRateDecision = 'raise' | 'hold' | 'backoff' | 'idle';
@@ -161,6 +175,11 @@ export class AutoRate {
   private slowStart = true;
   /** The rate at the last overload (raises slow down near it); undefined: none yet, or left behind. */
   private ceiling: number | undefined;
+  /** Raises near the ceiling, and past it, since the last overload (on a clean link their steps grow, see PROBE_STEP). */
+  private nearRaises = 0;
+  private freeRaises = 0;
+  /** Whether the last rounds window found the link clean (few rounds late: the late share judges overload). */
+  private cleanLink = false;
   /** When the rate last changed: only rounds begun since answer it. */
   private changedAt: number;
   /** Re-asks: no raise before raiseAfter (after a raise), no judgement before ignoreUntil (after a cut). */
@@ -273,6 +292,7 @@ export class AutoRate {
     const baseLate = this.recentLate.length > 0 ? median(this.recentLate) : lateShare;
     // Where most rounds are late anyway (a lossy link) the late share has no room to rise: the estimate judges.
     const lateJudges = baseLate < LATE_JUDGES;
+    this.cleanLink = lateJudges;
     const lateOverload = lateJudges && lateShare > baseLate + LATE_EXCESS;
     if (kept < MIN_KEPT && n < 4 * MIN_OUTCOMES && !lateOverload) return undefined;
     const sentBps = (this.fast.bytes * 8) / (elapsed / 1000);
@@ -284,7 +304,7 @@ export class AutoRate {
       this.fastJudgedAt = -Infinity;
       decision = 'hold';
     } else if (lateOverload || (this.recentLoss.length >= MIN_BASELINE && loss > baseline * 1.5 + LOSS_EXCESS)) {
-      decision = this.backoff(now, this.slowStart ? 0.5 : BACKOFF);
+      decision = this.backoff(now, this.slowStart ? 0.5 : BACKOFF, sentBps >= this.rate_ * BUSY);
     } else {
       // Not overloaded: a baseline sample (every one: keeping only the low ones biased the baseline
       // down, and on a 5%-lossy link ordinary windows then looked like overload), and room to raise
@@ -332,7 +352,7 @@ export class AutoRate {
     const baseline = this.recent.length > 0 ? Math.min(...this.recent) : this.smoothed;
     this.judged = { smoothed: this.smoothed, baseline };
     const overloaded = ratio >= HEAVY_REASKS || this.smoothed > baseline * 1.5 + EXCESS;
-    if (overloaded) return this.backoff(now, BACKOFF);
+    if (overloaded) return this.backoff(now, BACKOFF, true);
     this.recent.push(this.smoothed);
     if (this.recent.length > BASELINE_WINDOWS) this.recent.shift();
     // Rounds judged lately own the raises: they answer the rate within a window, re-asks only after SETTLE_MS.
@@ -345,15 +365,28 @@ export class AutoRate {
   private raise(now: number): AutoRateDecision {
     if (this.ceiling !== undefined && this.rate_ > this.ceiling * PAST_CEILING) this.ceiling = undefined;
     const near = this.ceiling !== undefined && this.rate_ >= this.ceiling * NEAR_CEILING;
-    const factor = this.slowStart ? 2 : near ? PROBE_STEP : STEP;
+    // Only a clean link's overload shows at once (the late share jumps); on a lossy one the estimate
+    // needs several windows near the limit to see it, and a faster probe ran past it (tests).
+    let factor = STEP;
+    if (this.slowStart) factor = 2;
+    else if (near) factor = this.cleanLink ? Math.min(STEP, 1 + (PROBE_STEP - 1) * PROBE_GROWTH ** this.nearRaises++) : PROBE_STEP;
+    else if (this.ceiling === undefined && this.cleanLink) factor = Math.min(2, 1 + (STEP - 1) * PROBE_GROWTH ** this.freeRaises++);
     this.setRate(now, this.rate_ * factor);
     this.raiseAfter = now + this.settleMs;
     return 'raise';
   }
 
-  private backoff(now: number, factor: number): AutoRateDecision {
+  /**
+   * Cut the rate. `used`: the share sent at least BUSY of the rate in the window judged. Only then
+   * is the rate remembered as the ceiling: an overload seen while the share sent much less says
+   * little about where the path's limit is (a receiver busy starting, late to leave its first
+   * rounds while the share sent 17-47 Mbit/s of 100-200, left a ceiling that held the climb back).
+   */
+  private backoff(now: number, factor: number, used: boolean): AutoRateDecision {
     this.slowStart = false;
-    this.ceiling = this.rate_;
+    if (used) this.ceiling = this.rate_;
+    this.nearRaises = 0;
+    this.freeRaises = 0;
     this.setRate(now, this.rate_ * factor);
     // Re-asks answer the rate that was cut for a while: they are not judged meanwhile.
     this.ignoreUntil = now + this.settleMs;
