@@ -156,3 +156,28 @@ export function benchSession(tool) {
   };
   return { work, withLab, cleanup };
 }
+
+/**
+ * The root our share prints ("<hash>  <name>") once it has indexed and serves, 300 ms later: its MLD watcher
+ * joins ff02::16 meanwhile, before receivers start (as test/e2e.ts does). `stderr` gives its log for errors.
+ */
+export async function servingRoot(share, stderr, timeoutMs = 120_000) {
+  let out = '';
+  const hash = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`share printed no root within ${timeoutMs / 1000} s: ${tail(stderr())}`)), timeoutMs);
+    share.stdout.on('data', (d) => {
+      out += d;
+      const m = /^([0-9a-f]{64})\s+\S/m.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+    share.on('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`share exited with ${code}: ${tail(stderr())}`));
+    });
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  return hash;
+}

@@ -66,7 +66,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, killGroup, peakRssKiB } from './lab.js';
-import { TIME, benchArgs, benchSession, settledTx, tail, timeReport, timed, writeRandomFile } from './common.js';
+import { TIME, benchArgs, benchSession, servingRoot, settledTx, tail, timeReport, timed, writeRandomFile } from './common.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO, 'bin', 'run.js');
@@ -245,31 +245,6 @@ async function bottleneck(lab, receivers, mbit) {
     }
     return { sent, dropped };
   };
-}
-
-/**
- * The root our share prints ("<hash>  <name>") once it has indexed and serves, 300 ms later: its MLD watcher
- * joins ff02::16 meanwhile, before receivers start (as test/e2e.ts does). `stderr` gives its log for errors.
- */
-async function servingRoot(share, stderr) {
-  let out = '';
-  const hash = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`share printed no root within 120 s: ${tail(stderr())}`)), 120_000);
-    share.stdout.on('data', (d) => {
-      out += d;
-      const m = /^([0-9a-f]{64})\s+\S/m.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]);
-      }
-    });
-    share.on('exit', (code) => {
-      clearTimeout(t);
-      reject(new Error(`share exited with ${code}: ${tail(stderr())}`));
-    });
-  });
-  await sleep(300);
-  return hash;
 }
 
 async function runOurs(src, srcHash, receivers, loss, tag, bwlimit = `${RATE}M`, bottleneckMbit = undefined, flood = false, { shareArgs = [], staggerSec = 0 } = {}) {

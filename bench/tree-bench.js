@@ -43,7 +43,7 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cpuSeconds, killGroup, peakRssKiB } from './lab.js';
-import { REPO, TIME, benchArgs, benchSession, settledTx, tail, timeReport, timed } from './common.js';
+import { REPO, TIME, benchArgs, benchSession, servingRoot, settledTx, tail, timeReport, timed } from './common.js';
 
 const CLI = path.join(REPO, 'bin', 'run.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -172,22 +172,10 @@ async function runOurs(receivers, loss, rep, shareArgs = [], tag = 'ours') {
     let shares = 0;
     const start = () => {
       const share = lab.spawn(0, [...node(`${tag}-${receivers}r-${loss}l-share-${++shares}`), CLI, 'share', ...(process.env.BENCH_SHARE_LOG ? ['-v'] : []), '-i', 'e0', '--bwlimit', `${RATE}M`, ...shareArgs, src]);
-      let text = '';
       let err = '';
       share.stderr.on('data', (d) => (err = (err + d).slice(-8000)));
       if (process.env.BENCH_SHARE_LOG) share.stderr.on('data', (d) => appendFileSync(process.env.BENCH_SHARE_LOG, d));
-      const root = new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`share printed no root within 300 s: ${tail(err)}`)), 300_000);
-        share.stdout.on('data', (d) => {
-          text += d;
-          const m = /^([0-9a-f]{64})\s+\S/m.exec(text);
-          if (m) {
-            clearTimeout(t);
-            resolve(m[1]);
-          }
-        });
-        share.on('exit', (code) => reject(new Error(`share exited with ${code}: ${tail(err)}`)));
-      });
+      const root = servingRoot(share, () => err, 300_000);
       return { share, root };
     };
     const stop = async (share) => {
@@ -198,7 +186,6 @@ async function runOurs(receivers, loss, rep, shareArgs = [], tag = 'ours') {
     let { share, root } = start();
     try {
       let hash = await root;
-      await sleep(300);
       const sync = (h, rss) => lab.exec(h, timed(rss, [...node(`${tag}-${receivers}r-${loss}l-${path.basename(rss, '.time')}`), CLI, 'sync', '-a', '--json', '-i', 'e0', '--timeout', '60', '--cache', path.join(dir, 'cache'), hash, path.join(dir, `r${h}`)]), { timeoutMs: TIMEOUT_S * 1000, env: SYNC_ENV });
       // The share's peak RSS (VmHWM) read after each phase, while it still runs.
       const shareRss = () => ({ rssTx: share.pid ? (peakRssKiB(share.pid) ?? NaN) / 1024 : NaN });
@@ -215,7 +202,6 @@ async function runOurs(receivers, loss, rep, shareArgs = [], tag = 'ours') {
       changeOneFile();
       ({ share, root } = start());
       hash = await root;
-      await sleep(300);
       out.push(await phase('one'));
       return out;
     } finally {
