@@ -244,6 +244,48 @@ describe('AutoRate: the rounds signal (listeners kept up or late)', () => {
     expect(at500(rates)).toBeLessThan(1900);
   });
 
+  it('holds the rate for one overloaded window on a clean link (a receiver that stalled) and cuts on a second', () => {
+    // One rounds window of FAST_WINDOW_MS at the current rate, all its rounds begun in it.
+    let t = 0;
+    const window = (a: AutoRate, kept: number, late: number) => {
+      for (let i = 0; i < kept + late; i++) a.outcome(i < kept ? 1 : 0, i < kept ? 0 : 1, 32, t);
+      a.sent((a.rate / 8) * (FAST_WINDOW_MS / 1000));
+      t += FAST_WINDOW_MS;
+      return a.update(t);
+    };
+    const a = new AutoRate(0);
+    expect([window(a, MIN_OUTCOMES, 0), window(a, MIN_OUTCOMES, 0)]).toEqual(['raise', 'raise']);
+    expect(a.rate).toBe(4 * AUTO_START_BPS);
+    // Every round of one window late, the next ones clean: held, not cut; raised again once the suspicion clears.
+    expect([window(a, 0, MIN_OUTCOMES), window(a, MIN_OUTCOMES, 0), window(a, MIN_OUTCOMES, 0)]).toEqual(['hold', 'hold', 'hold']);
+    expect(a.rate).toBe(4 * AUTO_START_BPS);
+    expect(window(a, MIN_OUTCOMES, 0)).toBe('raise');
+    expect(a.rate).toBe(8 * AUTO_START_BPS);
+    // Two overloaded windows with a clean one between: the second cuts (slow start: by half).
+    expect([window(a, 0, MIN_OUTCOMES), window(a, MIN_OUTCOMES, 0), window(a, 2, MIN_OUTCOMES)]).toEqual(['hold', 'hold', 'backoff']);
+    expect(a.rate).toBe(4 * AUTO_START_BPS);
+    // After the cut, a lone overloaded window is a suspect again.
+    expect(window(a, 0, MIN_OUTCOMES)).toBe('hold');
+    expect(a.decisions.backoff).toBe(1);
+  });
+
+  it("measures a window's rate from its first round: the share idle before a receiver came still raises at once", () => {
+    // Seen in the lab: the share's first rounds window opened at its start and closed 0.6-0.8 s later,
+    // its rounds all begun in the last 100 ms (the receiver busy with the file's tree before): "sent 16
+    // Mbit/s" at 100, held, and the first raise came a window later.
+    const a = new AutoRate(0);
+    a.sent(50_000); // the tree, early on
+    for (let i = 0; i < MIN_OUTCOMES + 5; i++) a.outcome(1, 0, 32, 620 + i * 3);
+    a.sent((AUTO_START_BPS / 8) * 0.1); // 100 ms at the rate
+    expect(a.update(730)).toBe('raise');
+    expect(a.lastWindow!.sentBps).toBeGreaterThan(0.5 * AUTO_START_BPS);
+    // A window whose rounds span it, with as little sent, is still a rate not used.
+    const b = new AutoRate(0);
+    for (let i = 0; i < MIN_OUTCOMES + 5; i++) b.outcome(1, 0, 32, i * 25);
+    b.sent((AUTO_START_BPS / 8) * 0.1);
+    expect(b.update(730)).toBe('hold');
+  });
+
   it('does not take the late rounds of a lossy link (5%: about 80% late at every rate) for overload', () => {
     const a = new AutoRate(0);
     const { rates } = driveRounds(a, 3000, () => 0.8);
