@@ -161,7 +161,7 @@ export interface AutoRateWindow {
   /** Rounds window: listeners that left in time and that were late, of rounds begun at this rate. */
   kept?: number;
   late?: number;
-  /** What went on the wire in it, bits per second. */
+  /** What went on the wire in it, bits per second (a rounds window: from its first round on, if that began after it opened). */
   sentBps: number;
   /** The rate it was sent at, and the rate after the decision. */
   rateBefore: number;
