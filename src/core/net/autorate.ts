@@ -317,8 +317,7 @@ export class AutoRate {
     // long before its rounds (the share idle until a receiver came, or busy with its tree) would
     // otherwise read as a rate never used, and the first raise waited a window more (60-80 ms of a
     // 64 MiB transfer's one second).
-    const span = Math.max(FAST_WINDOW_MS, now - Math.max(this.fast.start, this.firstRoundAt));
-    const sentBps = (this.fast.bytes * 8) / (Math.min(elapsed, span) / 1000);
+    const sentBps = (this.fast.bytes * 8) / (Math.min(elapsed, Math.max(FAST_WINDOW_MS, now - this.firstRoundAt)) / 1000);
     this.fastJudgedAt = now;
     let decision: AutoRateDecision;
     if (baseline >= SATURATED_LOSS) {
@@ -349,12 +348,7 @@ export class AutoRate {
       }
     }
     this.record({ signal: 'rounds', at: now, elapsedMs: elapsed, rounds: 0, reasks: 0, kept, late, sentBps, rateBefore, rate: this.rate_, decision, smoothed: loss, baseline });
-    this.fast.start = now;
-    this.fast.bytes = 0;
-    this.kept = 0;
-    this.late = 0;
-    this.symbols = 0;
-    this.firstRoundAt = Infinity;
+    this.openRoundsWindow(now);
     return decision;
   }
 
@@ -435,6 +429,10 @@ export class AutoRate {
     this.rate_ = clamp(bps, this.minBps, this.maxBps);
     this.changedAt = now;
     // Outcomes so far answer the old rate.
+    this.openRoundsWindow(now);
+  }
+
+  private openRoundsWindow(now: number): void {
     this.fast.start = now;
     this.fast.bytes = 0;
     this.kept = 0;
