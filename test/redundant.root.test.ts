@@ -126,22 +126,43 @@ describeUnless(why, 'redundant shares (needs root)', () => {
   it('a lone share sends no heartbeat; two shares send no group both but a cursor, and together at most 1.5 times what one sends alone', async () => {
     const hb0 = await heartbeats(0);
     const before1 = await txBytes([0]);
-    await withShares([0], [], async () => {
+    // Both counts are taken before the shares stop (below).
+    const alone = await withShares([0], [], async () => {
       await syncAll();
+      return (await txBytes([0])) - before1;
     });
-    const alone = (await txBytes([0])) - before1;
     expect(await heartbeats(0)).toBe(hb0);
 
-    for (const h of [0, 1]) await lab.exec(h, ['nft', 'flush', 'set', 'inet', 'redund', 'groups']);
-    const before2 = await txBytes([0, 1]);
-    const [a0, a1] = [await lab.txBytes(0), await lab.txBytes(1)];
-    await withShares([0, 1], [], async (shares) => {
-      await syncAll();
-      for (const s of shares) expect(s.stderr()).toMatch(/co-serving with share/);
-    });
-    const both = (await txBytes([0, 1])) - before2;
-    const [d0, d1] = [(await lab.txBytes(0)) - a0, (await lab.txBytes(1)) - a1];
-    const [g0, g1] = [await groupsSent(0), await groupsSent(1)];
+    // Measured while both still run: the first to stop says bye and the other takes its groups over,
+    // and a group whose last receiver was still leaving (a receiver's memberships go with its exit)
+    // then gets a round from it too (docs/protocol.md, Takeover). And on a loaded machine a share can
+    // stall past three heartbeats mid-transfer (CI saw it): its peer then takes its groups over, by
+    // design, and both send them until they hear each other again. Either shows the takeover, not the
+    // split, so a run with a takeover before the shares stop is repeated (at most three runs).
+    const runs: string[] = [];
+    let split: { d0: number; d1: number; g0: Set<string>; g1: Set<string>; logs: string[] } | undefined;
+    for (let attempt = 1; attempt <= 3 && !split; attempt++) {
+      for (const h of [0, 1]) await lab.exec(h, ['nft', 'flush', 'set', 'inet', 'redund', 'groups']);
+      const [a0, a1] = [await lab.txBytes(0), await lab.txBytes(1)];
+      const r = await withShares([0, 1], [], async (shares) => {
+        await syncAll();
+        for (const s of shares) expect(s.stderr()).toMatch(/co-serving with share/);
+        return {
+          d0: (await lab.txBytes(0)) - a0,
+          d1: (await lab.txBytes(1)) - a1,
+          g0: await groupsSent(0),
+          g1: await groupsSent(1),
+          logs: shares.map((s) => s.stderr()),
+        };
+      });
+      const takeovers = r.logs.flatMap((l, h) => l.split('\n').filter((x) => /taking over its groups|took over/.test(x)).map((x) => `share ${h}: ${x}`));
+      runs.push(`attempt ${attempt}: ${takeovers.join(' | ') || 'no takeover'}`);
+      if (takeovers.length === 0) split = r;
+    }
+    console.log(`redundant shares, two-share runs: ${runs.join('; ')}`);
+    expect(split, runs.join('\n')).toBeDefined();
+    const { d0, d1, g0, g1, logs } = split!;
+    const both = d0 + d1;
     const shared = [...g0].filter((g) => g1.has(g));
     console.log(
       `redundant shares: one alone sent ${alone} bytes; two sent ${both} (${d0} + ${d1}), ratio ${(both / alone).toFixed(3)};` +
@@ -153,7 +174,10 @@ describeUnless(why, 'redundant shares (needs root)', () => {
     expect(await heartbeats(0)).toBeGreaterThan(hb0);
     expect(Math.min(d0, d1)).toBeGreaterThan(0.2 * both);
     expect(Math.min(g0.size, g1.size)).toBeGreaterThan(0.2 * (g0.size + g1.size));
-    expect(shared.filter((g) => g !== bigCursorGroup)).toEqual([]);
+    const extra = shared.filter((g) => g !== bigCursorGroup);
+    // On a failure, what each share said of those groups (a share logs every stream it starts).
+    const said = extra.map((g) => `${g}: ${logs.map((l, h) => `share ${h} [${l.split('\n').filter((x) => x.includes(g)).join(' | ')}]`).join('; ')}`);
+    expect(extra, said.join('\n')).toEqual([]);
     expect(both).toBeLessThanOrEqual(1.5 * alone);
   }, 300_000);
 
