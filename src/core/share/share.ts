@@ -305,6 +305,8 @@ export class Share extends EventEmitter {
   private sampler?: NodeJS.Timeout;
   /** --bwlimit auto: the controller, the pacer it steers and its timer. */
   private auto?: { rate: AutoRate; pacer: Pacer; timer: NodeJS.Timeout };
+  /** Rounds whose listeners were still joined when their stream sent again, judged after this turn's I/O (judgeRound). */
+  private lateRounds: { stream: ScheduledStream<Outgoing>; hosts: string[]; startedAt: number }[] = [];
   /** The default senders' pacer (not an openSink's): its rate is split among co-servers. */
   private pacer?: Pacer;
   /** Redundant shares: presence, peers and group ownership; undefined when not cooperating. */
@@ -348,7 +350,7 @@ export class Share extends EventEmitter {
         if (kind === 'listener') this.auto?.rate.round();
         else this.auto?.rate.reask();
       },
-      onOutcome: (s, kept, late) => this.auto?.rate.outcome(kept, late, s.K, s.roundStartedAt),
+      onOutcome: (s, kept, late) => this.judgeRound(s, kept, late),
       onDrop: (s) => {
         s.item.free();
         this.log('verbose', `stopped ${sentKind(s.item.object)} ${objectName(s.item.object)} on ${s.key} after ${s.item.datagrams} datagrams for ${s.K} source symbols (rounds: ${s.asks.listener} listeners, ${s.asks.reask} re-asks, ${s.asks.repeat} repeats, ${s.asks.lacking} lacking reports answered; trickled ${s.trickled.held} held, ${s.trickled.after} after)`);
@@ -738,6 +740,33 @@ export class Share extends EventEmitter {
     // never hear a leave.
     const active = new Set(this.watcher.activeGroups().map((l) => `${l.group}%${l.ifname}`));
     for (const e of held) if (active.has(`${groupTextOf(e)}%${e.ifname}`)) this.onJoin(e);
+  }
+
+  /**
+   * A round's outcome for the auto rate. A listener still joined when its stream sends again after the
+   * hold was late; but that send can run in a turn of the event loop before the leave, already in the
+   * MLD socket, is read (a timer or a send's completion runs before the poll phase has read the other
+   * sockets, and a busy share reaches the hold's end late). So late listeners are judged again after
+   * this turn's I/O (setImmediate runs after the poll phase): those that left meanwhile kept up.
+   */
+  private judgeRound(stream: ScheduledStream<Outgoing>, kept: number, late: number): void {
+    if (!this.auto) return;
+    if (late === 0) {
+      this.auto.rate.outcome(kept, 0, stream.K, stream.roundStartedAt);
+      return;
+    }
+    this.lateRounds.push({ stream, hosts: [...stream.reporters], startedAt: stream.roundStartedAt });
+    if (this.lateRounds.length === 1) setImmediate(() => this.judgeLateRounds());
+  }
+
+  private judgeLateRounds(): void {
+    const rounds = this.lateRounds;
+    this.lateRounds = [];
+    for (const { stream, hosts, startedAt } of rounds) {
+      let late = 0;
+      for (const h of hosts) if (stream.reporters.has(h)) late++;
+      this.auto?.rate.outcome(hosts.length - late, late, stream.K, startedAt);
+    }
   }
 
   /**
