@@ -485,7 +485,9 @@ export class Share extends EventEmitter {
             offerExtra: opts.offerExtra,
             symbolSize: share.symbolSize,
             log: (level, msg) => share.log(level, msg),
-            onTakeover: (ifnames) => share.takeOver(ifnames),
+            // After this turn's I/O: leaves already in the MLD socket beside a peer's bye (receivers
+            // that exited just before it stopped) are read first, so their groups get no round.
+            onTakeover: (ifnames) => setImmediate(() => share.takeOver(ifnames)),
             onDiscovered: () => share.answerHeld(),
             onPeersChanged: () => share.shareRate(),
           });
