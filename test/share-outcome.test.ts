@@ -2,7 +2,7 @@
  * How a round's listeners came out of its hold, as the share tells `--bwlimit auto` (share.ts
  * judgeRound): a listener still joined when its stream sends again is late, unless its leave is read
  * in that same turn of the event loop (it was in the MLD socket already, behind a timer or a send's
- * completion). On a clean lab 15-40% of the rounds judged late were such leaves, and they cut the rate.
+ * completion). On a clean lab 15-40% of the listeners judged late were such leaves, and they cut the rate.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
